@@ -1,0 +1,214 @@
+//! Accounting shared by every hop (DESIGN invariant 5): what a collector read, summarised,
+//! merged and dropped, by reason, in a form that travels on the wire and reconciles.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+/// Why a packet (or a summary, for the queue and wire reasons) went no further.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum DropReason {
+    /// The link type of the capture is not one tapflow decodes.
+    UnsupportedLink,
+    /// A frame too short for the header it claims (link, IP or transport).
+    Truncated,
+    /// Not IP (ARP, LLDP, STP, ...): nothing for a conn log.
+    NonIp,
+    /// IP header malformed: bad version, header length, total length, extension header chain.
+    MalformedIp,
+    /// IPv4 header checksum wrong (Zeek drops these too, unless `-C`).
+    BadIpChecksum,
+    /// Transport header malformed (e.g. TCP data offset < 5).
+    MalformedTransport,
+    /// A fragment that timed out before its datagram was complete.
+    FragmentTimeout,
+    /// A fragment evicted because the reassembly table was full.
+    FragmentTableFull,
+    /// A fragment whose datagram was still incomplete at end of input.
+    FragmentIncomplete,
+    /// A fragment inconsistent with its datagram (overlap with different length, too large).
+    FragmentInvalid,
+    /// A summary dropped because a processor's queue was full (drop policy, live capture).
+    QueueFull,
+}
+
+impl DropReason {
+    pub const ALL: [DropReason; 11] = [
+        DropReason::UnsupportedLink,
+        DropReason::Truncated,
+        DropReason::NonIp,
+        DropReason::MalformedIp,
+        DropReason::BadIpChecksum,
+        DropReason::MalformedTransport,
+        DropReason::FragmentTimeout,
+        DropReason::FragmentTableFull,
+        DropReason::FragmentIncomplete,
+        DropReason::FragmentInvalid,
+        DropReason::QueueFull,
+    ];
+
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            DropReason::UnsupportedLink => "unsupported_link",
+            DropReason::Truncated => "truncated",
+            DropReason::NonIp => "non_ip",
+            DropReason::MalformedIp => "malformed_ip",
+            DropReason::BadIpChecksum => "bad_ip_checksum",
+            DropReason::MalformedTransport => "malformed_transport",
+            DropReason::FragmentTimeout => "fragment_timeout",
+            DropReason::FragmentTableFull => "fragment_table_full",
+            DropReason::FragmentIncomplete => "fragment_incomplete",
+            DropReason::FragmentInvalid => "fragment_invalid",
+            DropReason::QueueFull => "queue_full",
+        }
+    }
+
+    /// True for reasons that count summaries rather than packets.
+    pub const fn counts_summaries(self) -> bool {
+        matches!(self, DropReason::QueueFull)
+    }
+
+    pub const fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// Per-reason drop counts as plain integers, for hot loops; converted to a map for the wire.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DropCounts(pub [u64; DropReason::ALL.len()]);
+
+impl DropCounts {
+    pub fn add(&mut self, reason: DropReason, n: u64) {
+        self.0[reason.index()] += n;
+    }
+
+    pub fn get(&self, reason: DropReason) -> u64 {
+        self.0[reason.index()]
+    }
+
+    /// Packet drops (everything but the summary-level reasons).
+    pub fn packet_drops(&self) -> u64 {
+        DropReason::ALL
+            .iter()
+            .filter(|r| !r.counts_summaries())
+            .map(|r| self.get(*r))
+            .sum()
+    }
+
+    pub fn to_map(&self) -> BTreeMap<String, u64> {
+        DropReason::ALL
+            .iter()
+            .filter(|r| self.get(**r) > 0)
+            .map(|r| (r.as_str().to_owned(), self.get(*r)))
+            .collect()
+    }
+}
+
+/// What libpcap says of a live capture (`pcap_stats`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CaptureStats {
+    /// Packets the capture received (libpcap's `ps_recv`).
+    pub received: u64,
+    /// Dropped by the kernel for lack of buffer space (`ps_drop`).
+    pub kernel_dropped: u64,
+    /// Dropped by the interface or driver (`ps_ifdrop`).
+    pub if_dropped: u64,
+}
+
+/// A collector's whole-process counters, sent in heartbeats and end-of-stream on every link.
+///
+/// Reconciliation (checked by [`CollectorCounters::reconcile`]):
+/// `packets_read = packets_summarised + fragments_merged + Σ packet drops`, and
+/// `summaries = Σ summaries sent per link + drops[queue_full]`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CollectorCounters {
+    /// Packets delivered by libpcap (file records or live packets).
+    pub packets_read: u64,
+    /// Packets that produced at least one summary.
+    pub packets_summarised: u64,
+    /// Fragments absorbed into a datagram that was summarised when complete.
+    pub fragments_merged: u64,
+    /// Summaries produced (a tunnelled packet gives two: the outer flow's and the inner's).
+    pub summaries: u64,
+    /// Summaries handed to each link, by shard index.
+    pub summaries_sent: Vec<u64>,
+    /// Drops by [`DropReason::as_str`].
+    pub drops: BTreeMap<String, u64>,
+    /// Live capture statistics; zero for files.
+    pub capture: CaptureStats,
+}
+
+/// The two sums of [`CollectorCounters`], side by side.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Reconciliation {
+    pub packets_read: u64,
+    pub packets_accounted: u64,
+    pub summaries: u64,
+    pub summaries_accounted: u64,
+}
+
+impl Reconciliation {
+    pub fn holds(&self) -> bool {
+        self.packets_read == self.packets_accounted && self.summaries == self.summaries_accounted
+    }
+}
+
+impl CollectorCounters {
+    pub fn drop_count(&self, reason: DropReason) -> u64 {
+        self.drops.get(reason.as_str()).copied().unwrap_or(0)
+    }
+
+    pub fn reconcile(&self) -> Reconciliation {
+        let packet_drops: u64 = self
+            .drops
+            .iter()
+            .filter(|(name, _)| *name != DropReason::QueueFull.as_str())
+            .map(|(_, n)| *n)
+            .sum();
+        Reconciliation {
+            packets_read: self.packets_read,
+            packets_accounted: self.packets_summarised + self.fragments_merged + packet_drops,
+            summaries: self.summaries,
+            summaries_accounted: self.summaries_sent.iter().sum::<u64>()
+                + self.drop_count(DropReason::QueueFull),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reconciles_packets_and_summaries() {
+        let mut drops = DropCounts::default();
+        drops.add(DropReason::NonIp, 3);
+        drops.add(DropReason::QueueFull, 2);
+        let c = CollectorCounters {
+            packets_read: 20,
+            packets_summarised: 15,
+            fragments_merged: 2,
+            summaries: 17,
+            summaries_sent: vec![10, 5],
+            drops: drops.to_map(),
+            capture: CaptureStats::default(),
+        };
+        assert!(c.reconcile().holds(), "{:?}", c.reconcile());
+        let broken = CollectorCounters {
+            packets_read: 21,
+            ..c
+        };
+        assert!(!broken.reconcile().holds());
+    }
+
+    #[test]
+    fn reason_names_are_unique() {
+        let mut names: Vec<_> = DropReason::ALL.iter().map(|r| r.as_str()).collect();
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), DropReason::ALL.len());
+        for (i, r) in DropReason::ALL.iter().enumerate() {
+            assert_eq!(r.index(), i);
+        }
+    }
+}

@@ -1,0 +1,89 @@
+//! [`PacketSummary`]: everything session reassembly and detection need from one packet, and
+//! nothing else (no payload).
+
+use serde::{Deserialize, Serialize};
+
+use crate::key::{Direction, FiveTuple, FlowKey};
+
+/// Bits of [`PacketSummary::flags`].
+pub mod flag {
+    /// The packet travels from `key.hi` to `key.lo`.
+    pub const REVERSE: u8 = 1 << 0;
+    /// The transport checksum (TCP, UDP, ICMP) was verified and is wrong. Zeek records such a
+    /// packet in `history` (`C`/`c`) but does not count it; the IP header checksum is checked
+    /// in the collector, which drops the packet (`bad_ip_checksum`).
+    pub const BAD_CHECKSUM: u8 = 1 << 1;
+    /// The packet is an IP datagram reassembled from fragments.
+    pub const REASSEMBLED: u8 = 1 << 2;
+    /// The packet carries a tunnel (VXLAN, GRE, GTP-U, Geneve, IP-in-IP) whose inner packet was
+    /// summarised too.
+    pub const TUNNEL_OUTER: u8 = 1 << 3;
+    /// The packet was found inside a tunnel; `tunnel_parent` names the outer flow.
+    pub const TUNNEL_INNER: u8 = 1 << 4;
+    /// A DNS message with the QR bit set (a response), seen on port 53.
+    pub const DNS_RESPONSE: u8 = 1 << 5;
+    /// The capture holds fewer bytes than the packet had (snaplen); payload checks were skipped.
+    pub const TRUNCATED: u8 = 1 << 6;
+}
+
+/// Bits of [`PacketSummary::tcp_flags`], as in the TCP header.
+pub mod tcp {
+    pub const FIN: u8 = 0x01;
+    pub const SYN: u8 = 0x02;
+    pub const RST: u8 = 0x04;
+    pub const PSH: u8 = 0x08;
+    pub const ACK: u8 = 0x10;
+    pub const URG: u8 = 0x20;
+    pub const ECE: u8 = 0x40;
+    pub const CWR: u8 = 0x80;
+}
+
+/// One packet, summarised. Encoded as a MessagePack array (field order is the wire order).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct PacketSummary {
+    /// Capture time, nanoseconds since the Unix epoch.
+    pub ts_ns: u64,
+    /// Canonical key; `flags & REVERSE` gives the direction.
+    pub key: FlowKey,
+    /// [`flag`] bits.
+    pub flags: u8,
+    /// IP total length (IPv6: payload length + 40), of the reassembled datagram if reassembled.
+    pub ip_len: u32,
+    /// Transport payload length in bytes (from the IP header, not the capture length).
+    pub payload_len: u32,
+    /// TCP flags ([`tcp`]); 0 for other protocols.
+    pub tcp_flags: u8,
+    pub seq: u32,
+    pub ack: u32,
+    pub window: u16,
+    /// ICMP/ICMPv6 type and code; 0 for other protocols.
+    pub icmp_type: u8,
+    pub icmp_code: u8,
+    /// The outer flow of a tunnelled packet.
+    pub tunnel_parent: Option<FlowKey>,
+}
+
+impl PacketSummary {
+    pub fn direction(&self) -> Direction {
+        if self.flags & flag::REVERSE != 0 {
+            Direction::Reverse
+        } else {
+            Direction::Forward
+        }
+    }
+
+    /// The packet's own source-to-destination view.
+    pub fn tuple(&self) -> FiveTuple {
+        self.key.tuple(self.direction())
+    }
+
+    /// Sets `key` and the direction bit from a packet's five-tuple.
+    pub fn set_tuple(&mut self, tuple: &FiveTuple, vlan: u16) {
+        let (key, dir) = tuple.key(vlan);
+        self.key = key;
+        match dir {
+            Direction::Forward => self.flags &= !flag::REVERSE,
+            Direction::Reverse => self.flags |= flag::REVERSE,
+        }
+    }
+}

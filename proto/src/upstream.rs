@@ -1,0 +1,131 @@
+//! Processor-to-aggregator messages (frame kinds 16 and up, same framing as [`crate::wire`]).
+//!
+//! | kind | body |
+//! |------|------|
+//! | 16 `Heartbeat` | `ProcessorHeartbeat` |
+//! | 17 `Eos` | `ProcessorAccount` |
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::account::CollectorCounters;
+use crate::wire::{decode_body, encode_frame, split_frame, DecodeError, EosStatus};
+
+pub mod kind {
+    pub const HEARTBEAT: u8 = 16;
+    pub const EOS: u8 = 17;
+}
+
+/// The (epoch, N, index) a collector claims for a link.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct ShardClaim {
+    pub epoch: u32,
+    pub shard_count: u16,
+    pub shard: u16,
+}
+
+/// What a processor knows of one collector link (one sender incarnation).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LinkAccount {
+    pub sender: String,
+    pub incarnation: u64,
+    /// The claim this link's first message made.
+    pub claim: Option<ShardClaim>,
+    /// Summaries received (including misrouted ones, which are then dropped).
+    pub summaries_received: u64,
+    /// Summaries missing according to sequence numbers.
+    pub gaps: u64,
+    /// Summaries dropped because the link's claim conflicts with this processor's shard.
+    pub misrouted: u64,
+    /// Summaries received late (behind the window they belong to); 0 until windows exist.
+    pub late: u64,
+    /// The sequence number of the end-of-stream message: summaries the sender sent on this link.
+    pub eos_seq: Option<u64>,
+    pub eos_status: Option<EosStatus>,
+    /// The sender's counters from its last heartbeat or end-of-stream.
+    pub counters: Option<CollectorCounters>,
+    pub watermark_ns: u64,
+}
+
+/// A processor's account of its inputs, sent at end of stream.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProcessorAccount {
+    pub processor: String,
+    pub incarnation: u64,
+    /// The shard this processor serves, as established by the first claim it received.
+    pub claim: Option<ShardClaim>,
+    pub links: Vec<LinkAccount>,
+    /// Messages that could not be decoded, by [`DecodeError::reason`].
+    pub malformed: BTreeMap<String, u64>,
+    /// Messages whose claim conflicted with `claim`.
+    pub misrouted_messages: u64,
+    /// Summaries whose key does not hash to the shard their batch claims.
+    pub summaries_wrong_shard: u64,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProcessorHeartbeat {
+    pub processor: String,
+    pub incarnation: u64,
+    /// Minimum watermark over the live collectors.
+    pub watermark_ns: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum UpMessage {
+    Heartbeat(ProcessorHeartbeat),
+    Eos(ProcessorAccount),
+}
+
+impl UpMessage {
+    pub fn encode(&self, out: &mut Vec<u8>) {
+        match self {
+            UpMessage::Heartbeat(h) => encode_frame(kind::HEARTBEAT, h, out),
+            UpMessage::Eos(a) => encode_frame(kind::EOS, a, out),
+        }
+    }
+
+    /// Decodes one processor message; never panics, whatever the bytes.
+    pub fn decode(bytes: &[u8]) -> Result<UpMessage, DecodeError> {
+        let (k, body) = split_frame(bytes)?;
+        match k {
+            kind::HEARTBEAT => Ok(UpMessage::Heartbeat(decode_body(body)?)),
+            kind::EOS => Ok(UpMessage::Eos(decode_body(body)?)),
+            other => Err(DecodeError::UnknownKind(other)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn account_round_trips() {
+        let a = ProcessorAccount {
+            processor: "p0".into(),
+            incarnation: 3,
+            claim: Some(ShardClaim {
+                epoch: 1,
+                shard_count: 2,
+                shard: 0,
+            }),
+            links: vec![LinkAccount {
+                sender: "c".into(),
+                summaries_received: 10,
+                eos_seq: Some(10),
+                eos_status: Some(EosStatus::Complete),
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        let mut buf = Vec::new();
+        UpMessage::Eos(a.clone()).encode(&mut buf);
+        assert_eq!(UpMessage::decode(&buf), Ok(UpMessage::Eos(a)));
+        assert_eq!(
+            UpMessage::decode(b"TF\x01\x01\x90").map_err(|e| e.reason()),
+            Err("unknown_kind")
+        );
+    }
+}

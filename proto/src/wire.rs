@@ -1,0 +1,371 @@
+//! The wire format between collectors and processors.
+//!
+//! Every ZeroMQ message is one frame: `b"TF"`, a format version byte, a kind byte, then a
+//! MessagePack body (structs as arrays, `rmp-serde`'s compact form). The header bytes let a
+//! receiver reject another version or a stray sender before parsing anything.
+//!
+//! | kind | body |
+//! |------|------|
+//! | 1 `Batch` | `[LinkHeader, [PacketSummary...]]` |
+//! | 2 `Heartbeat` | `[LinkHeader, CollectorCounters]` |
+//! | 3 `Eos` | `[LinkHeader, EosStatus, CollectorCounters]` |
+//!
+//! Kinds 16 and up are the processor-to-aggregator messages of [`crate::upstream`].
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+use crate::account::CollectorCounters;
+use crate::summary::PacketSummary;
+
+/// The two bytes every tapflow message starts with.
+pub const MAGIC: [u8; 2] = *b"TF";
+/// The format version this build writes and reads.
+pub const FORMAT_VERSION: u8 = 1;
+/// Messages larger than this are refused before decoding (64 MiB).
+pub const MAX_MESSAGE_BYTES: usize = 64 << 20;
+/// Length of the frame header before the MessagePack body.
+pub const FRAME_HEADER_LEN: usize = 4;
+
+pub mod kind {
+    pub const BATCH: u8 = 1;
+    pub const HEARTBEAT: u8 = 2;
+    pub const EOS: u8 = 3;
+}
+
+/// Why a message could not be decoded. Each variant is a counter at the receiver.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum DecodeError {
+    #[error("message of {0} bytes is shorter than the 4-byte frame header")]
+    Truncated(usize),
+    #[error("message does not start with the tapflow magic bytes")]
+    BadMagic,
+    #[error("message has format version {0}, this build reads version {FORMAT_VERSION}")]
+    UnknownVersion(u8),
+    #[error("message kind {0} is not one this receiver knows")]
+    UnknownKind(u8),
+    #[error("message of {0} bytes exceeds the {MAX_MESSAGE_BYTES}-byte limit")]
+    Oversized(usize),
+    #[error("message body is not valid: {0}")]
+    Malformed(String),
+    #[error("message body has {0} trailing bytes")]
+    TrailingBytes(usize),
+}
+
+impl DecodeError {
+    /// A short stable name for counters and logs.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            DecodeError::Truncated(_) => "truncated",
+            DecodeError::BadMagic => "bad_magic",
+            DecodeError::UnknownVersion(_) => "unknown_version",
+            DecodeError::UnknownKind(_) => "unknown_kind",
+            DecodeError::Oversized(_) => "oversized",
+            DecodeError::Malformed(_) => "malformed",
+            DecodeError::TrailingBytes(_) => "trailing_bytes",
+        }
+    }
+}
+
+/// Carried by every collector message: who sent it, for which processor set and shard, how many
+/// summaries came before it on this link, and how far the sender's packet time has advanced.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LinkHeader {
+    /// The collector's name (unique per tap; defaults to host/source/pid).
+    pub sender: String,
+    /// Changes every time the collector starts, so restarted sequence numbers are not gaps.
+    pub incarnation: u64,
+    /// Version of the processor set the sender shards for.
+    pub epoch: u32,
+    /// Number of processors the sender shards over (N).
+    pub shard_count: u16,
+    /// The shard index this link carries (the processor's position in `--processor` order).
+    pub shard: u16,
+    /// Summaries sent on this link before this message: the receiver's expected next value.
+    pub seq: u64,
+    /// No later summary from this sender will carry a timestamp below this (ns), except late ones.
+    pub watermark_ns: u64,
+}
+
+/// How a collector's stream ended.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum EosStatus {
+    /// End of the capture file, everything passed on.
+    Complete,
+    /// Stopped by SIGINT/SIGTERM after flushing.
+    Interrupted,
+    /// The capture file is damaged; every packet before the damage was passed on.
+    Damaged(String),
+    /// The capture could not be opened; nothing was read.
+    OpenFailed(String),
+    /// Capture failed while running (live interface gone, ...).
+    Failed(String),
+}
+
+impl EosStatus {
+    pub fn is_complete(&self) -> bool {
+        matches!(self, EosStatus::Complete)
+    }
+}
+
+/// A decoded collector message.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Message {
+    Batch {
+        header: LinkHeader,
+        summaries: Vec<PacketSummary>,
+    },
+    Heartbeat {
+        header: LinkHeader,
+        counters: CollectorCounters,
+    },
+    Eos {
+        header: LinkHeader,
+        status: EosStatus,
+        counters: CollectorCounters,
+    },
+}
+
+impl Message {
+    pub fn header(&self) -> &LinkHeader {
+        match self {
+            Message::Batch { header, .. }
+            | Message::Heartbeat { header, .. }
+            | Message::Eos { header, .. } => header,
+        }
+    }
+
+    /// Decodes one collector message; never panics, whatever the bytes.
+    pub fn decode(bytes: &[u8]) -> Result<Message, DecodeError> {
+        let (kind, body) = split_frame(bytes)?;
+        match kind {
+            kind::BATCH => {
+                let (header, summaries) = decode_body(body)?;
+                Ok(Message::Batch { header, summaries })
+            }
+            kind::HEARTBEAT => {
+                let (header, counters) = decode_body(body)?;
+                Ok(Message::Heartbeat { header, counters })
+            }
+            kind::EOS => {
+                let (header, status, counters) = decode_body(body)?;
+                Ok(Message::Eos {
+                    header,
+                    status,
+                    counters,
+                })
+            }
+            other => Err(DecodeError::UnknownKind(other)),
+        }
+    }
+}
+
+/// Encodes a batch into `out` (cleared first), borrowing the summaries.
+pub fn encode_batch(header: &LinkHeader, summaries: &[PacketSummary], out: &mut Vec<u8>) {
+    encode_frame(kind::BATCH, &(header, summaries), out);
+}
+
+pub fn encode_heartbeat(header: &LinkHeader, counters: &CollectorCounters, out: &mut Vec<u8>) {
+    encode_frame(kind::HEARTBEAT, &(header, counters), out);
+}
+
+pub fn encode_eos(
+    header: &LinkHeader,
+    status: &EosStatus,
+    counters: &CollectorCounters,
+    out: &mut Vec<u8>,
+) {
+    encode_frame(kind::EOS, &(header, status, counters), out);
+}
+
+/// Writes the frame header and `body` as MessagePack into `out` (cleared first).
+pub fn encode_frame<T: Serialize + ?Sized>(kind: u8, body: &T, out: &mut Vec<u8>) {
+    out.clear();
+    out.extend_from_slice(&MAGIC);
+    out.push(FORMAT_VERSION);
+    out.push(kind);
+    // Serialising plain data into a Vec cannot fail: no IO, no maps with non-string keys.
+    if let Err(e) = rmp_serde::encode::write(out, body) {
+        unreachable!("MessagePack encoding into memory failed: {e}");
+    }
+}
+
+/// Checks the frame header and returns the kind byte and the body.
+pub fn split_frame(bytes: &[u8]) -> Result<(u8, &[u8]), DecodeError> {
+    if bytes.len() > MAX_MESSAGE_BYTES {
+        return Err(DecodeError::Oversized(bytes.len()));
+    }
+    if bytes.len() < FRAME_HEADER_LEN {
+        return Err(DecodeError::Truncated(bytes.len()));
+    }
+    if bytes[..2] != MAGIC {
+        return Err(DecodeError::BadMagic);
+    }
+    if bytes[2] != FORMAT_VERSION {
+        return Err(DecodeError::UnknownVersion(bytes[2]));
+    }
+    Ok((bytes[3], &bytes[FRAME_HEADER_LEN..]))
+}
+
+/// Decodes a MessagePack body that must be consumed entirely.
+pub fn decode_body<T: DeserializeOwned>(body: &[u8]) -> Result<T, DecodeError> {
+    let mut rest = body;
+    let mut de = rmp_serde::Deserializer::new(&mut rest);
+    let value = T::deserialize(&mut de).map_err(|e| DecodeError::Malformed(e.to_string()))?;
+    if !rest.is_empty() {
+        return Err(DecodeError::TrailingBytes(rest.len()));
+    }
+    Ok(value)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::key::{Addr, FiveTuple};
+    use crate::summary::flag;
+
+    fn header() -> LinkHeader {
+        LinkHeader {
+            sender: "tap-a".into(),
+            incarnation: 7,
+            epoch: 1,
+            shard_count: 3,
+            shard: 2,
+            seq: 1000,
+            watermark_ns: 1_700_000_000_000_000_000,
+        }
+    }
+
+    fn summary(i: u32) -> PacketSummary {
+        let t = FiveTuple {
+            proto: 6,
+            src: Addr::from_v4([10, 0, 0, 1]),
+            dst: Addr::from_v4([192, 168, 7, 200]),
+            sport: 40000 + (i as u16 % 1000),
+            dport: 443,
+        };
+        let mut s = PacketSummary {
+            ts_ns: 1_700_000_000_123_456_789 + u64::from(i) * 1000,
+            ip_len: 1500,
+            payload_len: 1448,
+            tcp_flags: 0x18,
+            seq: 0x8000_0000 + i,
+            ack: 0x4000_0000,
+            window: 501,
+            ..PacketSummary::default()
+        };
+        s.set_tuple(&t, 0);
+        s
+    }
+
+    fn check_decode_err(bytes: &[u8], expected: &str) {
+        match Message::decode(bytes) {
+            Err(e) => assert_eq!(e.reason(), expected, "{e}"),
+            Ok(m) => panic!("decoded {m:?}, expected {expected}"),
+        }
+    }
+
+    #[test]
+    fn batch_round_trips() {
+        let summaries: Vec<_> = (0..100).map(summary).collect();
+        let mut buf = Vec::new();
+        encode_batch(&header(), &summaries, &mut buf);
+        let m = Message::decode(&buf).expect("decodes");
+        assert_eq!(
+            m,
+            Message::Batch {
+                header: header(),
+                summaries
+            }
+        );
+    }
+
+    #[test]
+    fn tunnel_parent_and_v6_round_trip() {
+        let mut s = summary(1);
+        s.flags |= flag::TUNNEL_INNER;
+        s.tunnel_parent = Some(
+            FiveTuple {
+                proto: 17,
+                src: Addr::from_v6([0x20, 1, 0xd, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 9]),
+                dst: Addr::from_v4([1, 2, 3, 4]),
+                sport: 4789,
+                dport: 5555,
+            }
+            .key(0)
+            .0,
+        );
+        let mut buf = Vec::new();
+        encode_batch(&header(), &[s], &mut buf);
+        assert_eq!(
+            Message::decode(&buf),
+            Ok(Message::Batch {
+                header: header(),
+                summaries: vec![s]
+            })
+        );
+    }
+
+    #[test]
+    fn eos_and_heartbeat_round_trip() {
+        let mut counters = CollectorCounters {
+            packets_read: 5,
+            summaries_sent: vec![1, 2, 3],
+            ..Default::default()
+        };
+        counters.drops.insert("non_ip".into(), 2);
+        let mut buf = Vec::new();
+        for status in [
+            EosStatus::Complete,
+            EosStatus::Interrupted,
+            EosStatus::Damaged("cut".into()),
+            EosStatus::OpenFailed("no".into()),
+        ] {
+            encode_eos(&header(), &status, &counters, &mut buf);
+            assert_eq!(
+                Message::decode(&buf),
+                Ok(Message::Eos {
+                    header: header(),
+                    status,
+                    counters: counters.clone()
+                })
+            );
+        }
+        encode_heartbeat(&header(), &counters, &mut buf);
+        assert_eq!(
+            Message::decode(&buf),
+            Ok(Message::Heartbeat {
+                header: header(),
+                counters
+            })
+        );
+    }
+
+    #[test]
+    fn bad_frames_are_typed_errors() {
+        let mut buf = Vec::new();
+        encode_batch(&header(), &[summary(0), summary(1)], &mut buf);
+        check_decode_err(&[], "truncated");
+        check_decode_err(b"TF", "truncated");
+        check_decode_err(b"XX\x01\x01\x90", "bad_magic");
+        check_decode_err(b"TF\x02\x01\x90", "unknown_version");
+        check_decode_err(b"TF\x01\x09\x90", "unknown_kind");
+        check_decode_err(&buf[..buf.len() - 3], "malformed");
+        let mut long = buf.clone();
+        long.push(0xc0);
+        check_decode_err(&long, "trailing_bytes");
+        check_decode_err(&vec![0u8; MAX_MESSAGE_BYTES + 1], "oversized");
+        // A huge claimed array length with nothing behind it must not allocate or panic.
+        check_decode_err(b"TF\x01\x01\x92\xdd\xff\xff\xff\xff", "malformed");
+    }
+
+    #[test]
+    fn summaries_are_compact() {
+        let summaries: Vec<_> = (0..1000).map(summary).collect();
+        let mut buf = Vec::new();
+        encode_batch(&header(), &summaries, &mut buf);
+        let per = buf.len() as f64 / summaries.len() as f64;
+        // An IPv4 TCP summary: ~9 ts + ~20 key + ~22 counters/flags/seq/ack + 1 parent.
+        assert!(per < 64.0, "{per} bytes per summary");
+    }
+}
