@@ -1,1 +1,11 @@
+//! tapflow aggregator: PULL the processors' messages -> accounting (and, as they land, window
+//! merging, detection and sinks).
+//!
+//! `accounting` is sans-IO; `run` owns the socket and the files.
 
+pub mod accounting;
+pub mod config;
+pub mod run;
+
+pub use config::{Args, Config};
+pub use run::run;

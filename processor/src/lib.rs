@@ -1,1 +1,11 @@
+//! tapflow processor: PULL summaries from collectors -> account inputs (claims, gaps,
+//! misrouting, watermarks) -> report to the aggregator over PUSH.
+//!
+//! `inputs` is sans-IO; `run` owns the sockets.
 
+pub mod config;
+pub mod inputs;
+pub mod run;
+
+pub use config::{Args, Config};
+pub use run::run;

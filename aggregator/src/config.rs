@@ -1,0 +1,111 @@
+//! Aggregator configuration: flags (with `TAPFLOW_*` environment fallbacks) over an optional
+//! TOML file.
+
+use std::path::PathBuf;
+
+use clap::Parser;
+use serde::Deserialize;
+
+const EXAMPLES: &str = "Examples:
+  # two processors, exit when both have ended, accounting to a JSON-lines file
+  tapflow-aggregator --listen tcp://127.0.0.1:5700 --processors 2 --exit-on-eos \\
+      --health-log health.jsonl
+
+Exit codes: 0 done, 1 runtime failure (socket, log file), 2 usage or configuration error.";
+
+/// Merges the processors' results, decides anomalies and writes logs.
+#[derive(Debug, Parser)]
+#[command(name = "tapflow-aggregator", version, after_help = EXAMPLES)]
+pub struct Args {
+    /// ZeroMQ endpoint to bind for processors.
+    #[arg(long, env = "TAPFLOW_LISTEN")]
+    pub listen: Option<String>,
+    /// Processors feeding this aggregator; with --exit-on-eos, exit once this many have ended.
+    #[arg(long, env = "TAPFLOW_PROCESSORS")]
+    pub processors: Option<usize>,
+    /// Exit 0 once every processor has sent end-of-stream and everything is written.
+    #[arg(long)]
+    pub exit_on_eos: bool,
+    /// JSON-lines file for pipeline health: the accounting report at end of stream.
+    #[arg(long, env = "TAPFLOW_HEALTH_LOG")]
+    pub health_log: Option<PathBuf>,
+    /// TOML file with any of these settings; flags given on the command line win.
+    #[arg(long, env = "TAPFLOW_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Log as JSON lines instead of text.
+    #[arg(long)]
+    pub log_json: bool,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    pub listen: Option<String>,
+    pub processors: Option<usize>,
+    pub exit_on_eos: Option<bool>,
+    pub health_log: Option<PathBuf>,
+}
+
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub listen: String,
+    pub processors: usize,
+    pub exit_on_eos: bool,
+    pub health_log: Option<PathBuf>,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("invalid configuration:\n  {}", .0.join("\n  "))]
+pub struct ConfigError(pub Vec<String>);
+
+impl Config {
+    pub fn load(args: Args) -> Result<Config, ConfigError> {
+        let file = match &args.config {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .map_err(|e| ConfigError(vec![format!("cannot read config file {}: {e}", path.display())]))?;
+                toml::from_str(&text).map_err(|e| ConfigError(vec![format!("config file {}: {e}", path.display())]))?
+            }
+            None => FileConfig::default(),
+        };
+        Config::merge(args, file)
+    }
+
+    pub fn merge(args: Args, file: FileConfig) -> Result<Config, ConfigError> {
+        let mut errors = Vec::new();
+        let listen = args.listen.or(file.listen).unwrap_or_default();
+        if listen.is_empty() {
+            errors.push("--listen ENDPOINT is required".to_owned());
+        } else if !(listen.starts_with("tcp://") || listen.starts_with("ipc://") || listen.starts_with("inproc://")) {
+            errors.push(format!("listen endpoint {listen:?} is not a ZeroMQ endpoint (tcp://HOST:PORT or ipc://PATH)"));
+        }
+        let processors = args.processors.or(file.processors).unwrap_or(0);
+        if processors == 0 {
+            errors.push("--processors N (at least 1) is required".to_owned());
+        }
+        if !errors.is_empty() {
+            return Err(ConfigError(errors));
+        }
+        Ok(Config {
+            listen,
+            processors,
+            exit_on_eos: args.exit_on_eos || file.exit_on_eos.unwrap_or(false),
+            health_log: args.health_log.or(file.health_log),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reports_every_missing_field() {
+        let args = Args::try_parse_from(["a"]).unwrap_or_else(|e| panic!("{e}"));
+        let Err(ConfigError(errors)) = Config::merge(args, FileConfig::default()) else { panic!("accepted an empty config") };
+        assert_eq!(errors.len(), 2, "{errors:?}");
+        let args = Args::try_parse_from(["a", "--listen", "tcp://127.0.0.1:5700"]).unwrap_or_else(|e| panic!("{e}"));
+        let file: FileConfig = toml::from_str("processors = 3").unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(Config::merge(args, file).map(|c| c.processors).ok(), Some(3));
+    }
+}

@@ -1,0 +1,184 @@
+//! Processor configuration: flags (with `TAPFLOW_*` environment fallbacks) over an optional TOML
+//! file.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Parser;
+use serde::Deserialize;
+use tapflow_proto::upstream::ShardClaim;
+
+const EXAMPLES: &str = "Examples:
+  # shard 0 of 2, fed by one collector, exiting once it has sent end-of-stream
+  tapflow-processor --listen tcp://127.0.0.1:5601 --aggregator tcp://127.0.0.1:5700 \\
+      --collectors 1 --exit-on-eos
+
+Exit codes: 0 done, 1 runtime failure (socket), 2 usage or configuration error.";
+
+/// Receives packet summaries from collectors, reassembles sessions and sends results to the
+/// aggregator.
+#[derive(Debug, Parser)]
+#[command(name = "tapflow-processor", version, after_help = EXAMPLES)]
+pub struct Args {
+    /// ZeroMQ endpoint to bind for collectors.
+    #[arg(long, env = "TAPFLOW_LISTEN")]
+    pub listen: Option<String>,
+    /// The aggregator's ZeroMQ endpoint.
+    #[arg(long, env = "TAPFLOW_AGGREGATOR")]
+    pub aggregator: Option<String>,
+    /// Collectors feeding this processor; with --exit-on-eos, exit once this many have ended [default: 1].
+    #[arg(long, env = "TAPFLOW_COLLECTORS")]
+    pub collectors: Option<usize>,
+    /// Exit 0 once every collector has sent end-of-stream and everything is flushed.
+    #[arg(long)]
+    pub exit_on_eos: bool,
+    /// TOML file with any of these settings; flags given on the command line win.
+    #[arg(long, env = "TAPFLOW_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// This processor's name in reports [default: host:listen:pid].
+    #[arg(long, env = "TAPFLOW_NAME")]
+    pub name: Option<String>,
+    /// The shard this processor serves, as EPOCH/N/INDEX; by default the first claim received.
+    #[arg(long, value_parser = parse_claim)]
+    pub shard: Option<ShardClaim>,
+    /// Heartbeat period towards the aggregator in milliseconds [default: 1000].
+    #[arg(long)]
+    pub heartbeat_ms: Option<u64>,
+    /// Log as JSON lines instead of text.
+    #[arg(long)]
+    pub log_json: bool,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    pub listen: Option<String>,
+    pub aggregator: Option<String>,
+    pub collectors: Option<usize>,
+    pub exit_on_eos: Option<bool>,
+    pub name: Option<String>,
+    pub shard: Option<String>,
+    pub heartbeat_ms: Option<u64>,
+}
+
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub listen: String,
+    pub aggregator: String,
+    pub collectors: usize,
+    pub exit_on_eos: bool,
+    pub name: String,
+    pub shard: Option<ShardClaim>,
+    pub heartbeat: Duration,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("invalid configuration:\n  {}", .0.join("\n  "))]
+pub struct ConfigError(pub Vec<String>);
+
+impl Config {
+    pub fn load(args: Args) -> Result<Config, ConfigError> {
+        let file = match &args.config {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .map_err(|e| ConfigError(vec![format!("cannot read config file {}: {e}", path.display())]))?;
+                toml::from_str(&text).map_err(|e| ConfigError(vec![format!("config file {}: {e}", path.display())]))?
+            }
+            None => FileConfig::default(),
+        };
+        Config::merge(args, file)
+    }
+
+    pub fn merge(args: Args, file: FileConfig) -> Result<Config, ConfigError> {
+        let mut errors = Vec::new();
+        let listen = args.listen.or(file.listen).unwrap_or_default();
+        let aggregator = args.aggregator.or(file.aggregator).unwrap_or_default();
+        for (what, ep) in [("listen", &listen), ("aggregator", &aggregator)] {
+            if ep.is_empty() {
+                errors.push(format!("--{what} ENDPOINT is required"));
+            } else if !is_endpoint(ep) {
+                errors.push(format!("{what} endpoint {ep:?} is not a ZeroMQ endpoint (tcp://HOST:PORT or ipc://PATH)"));
+            }
+        }
+        let collectors = args.collectors.or(file.collectors).unwrap_or(1);
+        if collectors == 0 {
+            errors.push("collectors must be at least 1".to_owned());
+        }
+        let shard = match (args.shard, file.shard) {
+            (Some(c), _) => Some(c),
+            (None, Some(s)) => match parse_claim(&s) {
+                Ok(c) => Some(c),
+                Err(e) => {
+                    errors.push(e);
+                    None
+                }
+            },
+            (None, None) => None,
+        };
+        let heartbeat_ms = args.heartbeat_ms.or(file.heartbeat_ms).unwrap_or(1000);
+        if heartbeat_ms == 0 {
+            errors.push("heartbeat_ms must be at least 1".to_owned());
+        }
+        if !errors.is_empty() {
+            return Err(ConfigError(errors));
+        }
+        let name = args.name.or(file.name).unwrap_or_else(|| {
+            let host = std::fs::read_to_string("/proc/sys/kernel/hostname").map(|h| h.trim().to_owned()).unwrap_or_else(|_| "localhost".into());
+            format!("{host}:{listen}:{}", std::process::id())
+        });
+        Ok(Config {
+            listen,
+            aggregator,
+            collectors,
+            exit_on_eos: args.exit_on_eos || file.exit_on_eos.unwrap_or(false),
+            name,
+            shard,
+            heartbeat: Duration::from_millis(heartbeat_ms),
+        })
+    }
+}
+
+fn is_endpoint(ep: &str) -> bool {
+    ep.starts_with("tcp://") || ep.starts_with("ipc://") || ep.starts_with("inproc://")
+}
+
+fn parse_claim(s: &str) -> Result<ShardClaim, String> {
+    let parts: Vec<&str> = s.split('/').collect();
+    let bad = || format!("shard {s:?} is not EPOCH/N/INDEX with INDEX < N (e.g. 1/3/0)");
+    let [e, n, i] = parts.as_slice() else { return Err(bad()) };
+    let claim = ShardClaim {
+        epoch: e.parse().map_err(|_| bad())?,
+        shard_count: n.parse().map_err(|_| bad())?,
+        shard: i.parse().map_err(|_| bad())?,
+    };
+    if claim.shard >= claim.shard_count {
+        return Err(bad());
+    }
+    Ok(claim)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check(argv: &[&str], want_errors: &[&str]) {
+        let args = Args::try_parse_from(std::iter::once("p").chain(argv.iter().copied())).unwrap_or_else(|e| panic!("{e}"));
+        match Config::merge(args, FileConfig::default()) {
+            Ok(_) => assert!(want_errors.is_empty(), "expected errors {want_errors:?}"),
+            Err(ConfigError(got)) => {
+                assert_eq!(got.len(), want_errors.len(), "{got:?}");
+                for w in want_errors {
+                    assert!(got.iter().any(|g| g.contains(w)), "missing {w:?} in {got:?}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn validates_all_fields_together() {
+        check(&["--listen", "tcp://127.0.0.1:1", "--aggregator", "tcp://127.0.0.1:2"], &[]);
+        check(&["--collectors", "0"], &["--listen", "--aggregator", "collectors must"]);
+        check(&["--listen", "http://x", "--aggregator", "tcp://a:1", "--shard", "1/2/0"], &["not a ZeroMQ endpoint"]);
+        assert!(Args::try_parse_from(["p", "--shard", "1/2/2"]).is_err());
+    }
+}

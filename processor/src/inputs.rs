@@ -1,0 +1,233 @@
+//! Input accounting for one processor (sans-IO): which collectors feed it, what they claim,
+//! sequence gaps, misrouting, watermarks and end-of-stream.
+//!
+//! A processor serves one shard of one processor set. The first claim (epoch, N, index) it
+//! receives, or the one it was configured with, is its own; a message claiming anything else was
+//! routed by a collector that disagrees on the set or its order, and is counted and dropped
+//! loudly as `misrouted`.
+
+use std::collections::{BTreeMap, HashMap};
+
+use tapflow_proto::upstream::{LinkAccount, ProcessorAccount, ShardClaim};
+use tapflow_proto::{shard, DecodeError, LinkHeader, Message, PacketSummary};
+
+/// What the caller should do after [`Inputs::on_message`].
+#[derive(Debug, PartialEq, Eq)]
+pub enum Verdict<'a> {
+    /// Summaries to process (a batch whose claim matches).
+    Accept(&'a [PacketSummary]),
+    /// A batch dropped because its claim conflicts with ours.
+    Misrouted { sender: String, claim: ShardClaim, ours: ShardClaim, first: bool },
+    /// Heartbeat, end-of-stream or nothing to process.
+    Nothing,
+}
+
+#[derive(Debug)]
+pub struct Inputs {
+    claim: Option<ShardClaim>,
+    links: HashMap<(String, u64), LinkAccount>,
+    malformed: BTreeMap<String, u64>,
+    misrouted_messages: u64,
+    wrong_shard: u64,
+    scratch: Vec<PacketSummary>,
+}
+
+impl Inputs {
+    pub fn new(claim: Option<ShardClaim>) -> Inputs {
+        Inputs { claim, links: HashMap::new(), malformed: BTreeMap::new(), misrouted_messages: 0, wrong_shard: 0, scratch: Vec::new() }
+    }
+
+    pub fn claim(&self) -> Option<ShardClaim> {
+        self.claim
+    }
+
+    /// Counts a message that could not be decoded.
+    pub fn on_malformed(&mut self, e: &DecodeError) {
+        *self.malformed.entry(e.reason().to_owned()).or_default() += 1;
+    }
+
+    /// Decodes and accounts one message.
+    pub fn on_bytes(&mut self, bytes: &[u8]) -> Result<Verdict<'_>, DecodeError> {
+        match Message::decode(bytes) {
+            Ok(m) => Ok(self.on_message(m)),
+            Err(e) => {
+                self.on_malformed(&e);
+                Err(e)
+            }
+        }
+    }
+
+    pub fn on_message(&mut self, msg: Message) -> Verdict<'_> {
+        let h = msg.header().clone();
+        let claim = ShardClaim { epoch: h.epoch, shard_count: h.shard_count, shard: h.shard };
+        let ours = *self.claim.get_or_insert(claim);
+        let link = link_entry(&mut self.links, &h, claim);
+        let n = match &msg {
+            Message::Batch { summaries, .. } => summaries.len() as u64,
+            _ => 0,
+        };
+        // Sequence numbers count summaries: a jump forward is that many summaries lost.
+        let expected = link.summaries_received + link.gaps;
+        if h.seq > expected {
+            link.gaps += h.seq - expected;
+        }
+        link.summaries_received += n;
+        link.watermark_ns = link.watermark_ns.max(h.watermark_ns);
+        let misrouted = claim != ours;
+        match msg {
+            Message::Batch { summaries, .. } => {
+                if misrouted {
+                    let first = link.misrouted == 0;
+                    link.misrouted += n;
+                    self.misrouted_messages += 1;
+                    return Verdict::Misrouted { sender: h.sender, claim, ours, first };
+                }
+                self.wrong_shard += summaries.iter().filter(|s| shard(&s.key, h.shard_count) != h.shard).count() as u64;
+                self.scratch = summaries;
+                Verdict::Accept(&self.scratch)
+            }
+            Message::Heartbeat { counters, .. } => {
+                link.counters = Some(counters);
+                if misrouted {
+                    self.misrouted_messages += 1;
+                }
+                Verdict::Nothing
+            }
+            Message::Eos { status, counters, .. } => {
+                link.eos_seq = Some(h.seq);
+                link.eos_status = Some(status);
+                link.counters = Some(counters);
+                if misrouted {
+                    self.misrouted_messages += 1;
+                }
+                Verdict::Nothing
+            }
+        }
+    }
+
+    /// Collector incarnations that have sent end-of-stream.
+    pub fn ended(&self) -> usize {
+        self.links.values().filter(|l| l.eos_seq.is_some()).count()
+    }
+
+    /// Minimum watermark over inputs that have not ended (u64::MAX when none is live).
+    pub fn watermark_ns(&self) -> u64 {
+        self.links.values().filter(|l| l.eos_seq.is_none()).map(|l| l.watermark_ns).min().unwrap_or(u64::MAX)
+    }
+
+    pub fn account(&self, processor: &str, incarnation: u64) -> ProcessorAccount {
+        let mut links: Vec<LinkAccount> = self.links.values().cloned().collect();
+        links.sort_by(|a, b| (&a.sender, a.incarnation).cmp(&(&b.sender, b.incarnation)));
+        ProcessorAccount {
+            processor: processor.to_owned(),
+            incarnation,
+            claim: self.claim,
+            links,
+            malformed: self.malformed.clone(),
+            misrouted_messages: self.misrouted_messages,
+            summaries_wrong_shard: self.wrong_shard,
+        }
+    }
+}
+
+fn link_entry<'a>(links: &'a mut HashMap<(String, u64), LinkAccount>, h: &LinkHeader, claim: ShardClaim) -> &'a mut LinkAccount {
+    links.entry((h.sender.clone(), h.incarnation)).or_insert_with(|| LinkAccount {
+        sender: h.sender.clone(),
+        incarnation: h.incarnation,
+        claim: Some(claim),
+        ..LinkAccount::default()
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tapflow_proto::{Addr, CollectorCounters, EosStatus, FiveTuple};
+
+    fn header(sender: &str, shard: u16, seq: u64) -> LinkHeader {
+        LinkHeader { sender: sender.into(), incarnation: 1, epoch: 1, shard_count: 2, shard, seq, watermark_ns: seq * 10 }
+    }
+
+    /// Summaries that really belong to `want` of 2 shards.
+    fn summaries(want: u16, n: usize) -> Vec<PacketSummary> {
+        (0u16..)
+            .map(|p| {
+                let mut s = PacketSummary::default();
+                s.set_tuple(&FiveTuple { proto: 6, src: Addr::from_v4([10, 0, 0, 1]), dst: Addr::from_v4([10, 0, 0, 2]), sport: p, dport: 80 }, 0);
+                s
+            })
+            .filter(|s| shard(&s.key, 2) == want)
+            .take(n)
+            .collect()
+    }
+
+    fn batch(sender: &str, shard: u16, seq: u64, n: usize) -> Message {
+        Message::Batch { header: header(sender, shard, seq), summaries: summaries(shard, n) }
+    }
+
+    fn eos(sender: &str, shard: u16, seq: u64) -> Message {
+        Message::Eos { header: header(sender, shard, seq), status: EosStatus::Complete, counters: CollectorCounters::default() }
+    }
+
+    #[test]
+    fn gaps_count_missing_summaries() {
+        let mut inputs = Inputs::new(None);
+        assert!(matches!(inputs.on_message(batch("a", 0, 0, 5)), Verdict::Accept(s) if s.len() == 5));
+        inputs.on_message(batch("a", 0, 8, 2)); // 3 lost
+        inputs.on_message(eos("a", 0, 14)); // 4 more lost
+        let acc = inputs.account("p", 1);
+        assert_eq!((acc.links[0].summaries_received, acc.links[0].gaps, acc.links[0].eos_seq), (7, 7, Some(14)));
+        assert_eq!(acc.summaries_wrong_shard, 0);
+        assert_eq!(inputs.ended(), 1);
+    }
+
+    #[test]
+    fn conflicting_claims_are_misrouted() {
+        let mut inputs = Inputs::new(None);
+        inputs.on_message(batch("a", 0, 0, 3));
+        let v = inputs.on_message(batch("b", 1, 0, 4));
+        assert!(matches!(v, Verdict::Misrouted { first: true, .. }), "{v:?}");
+        let v = inputs.on_message(batch("b", 1, 4, 4));
+        assert!(matches!(v, Verdict::Misrouted { first: false, .. }), "{v:?}");
+        let acc = inputs.account("p", 1);
+        assert_eq!(acc.misrouted_messages, 2);
+        let b = acc.links.iter().find(|l| l.sender == "b").map(|l| (l.summaries_received, l.misrouted));
+        assert_eq!(b, Some((8, 8)));
+    }
+
+    #[test]
+    fn configured_claim_wins() {
+        let mut inputs = Inputs::new(Some(ShardClaim { epoch: 1, shard_count: 2, shard: 1 }));
+        assert!(matches!(inputs.on_message(batch("a", 0, 0, 1)), Verdict::Misrouted { .. }));
+        assert!(matches!(inputs.on_message(batch("b", 1, 0, 1)), Verdict::Accept(_)));
+    }
+
+    #[test]
+    fn wrong_shard_summaries_are_counted() {
+        let mut inputs = Inputs::new(None);
+        let m = Message::Batch { header: header("a", 0, 0), summaries: summaries(1, 3) };
+        inputs.on_message(m);
+        assert_eq!(inputs.account("p", 1).summaries_wrong_shard, 3);
+    }
+
+    #[test]
+    fn watermark_is_minimum_over_live_inputs() {
+        let mut inputs = Inputs::new(None);
+        inputs.on_message(batch("a", 0, 0, 1)); // watermark 0
+        inputs.on_message(batch("a", 0, 1, 1)); // 10
+        inputs.on_message(Message::Batch { header: header("b", 0, 50), summaries: vec![] }); // 500
+        assert_eq!(inputs.watermark_ns(), 10);
+        inputs.on_message(eos("a", 0, 2));
+        assert_eq!(inputs.watermark_ns(), 500);
+    }
+
+    #[test]
+    fn garbage_is_counted_by_reason() {
+        let mut inputs = Inputs::new(None);
+        assert!(inputs.on_bytes(b"nonsense").is_err());
+        assert!(inputs.on_bytes(b"TF\x09\x01").is_err());
+        let acc = inputs.account("p", 1);
+        assert_eq!(acc.malformed.get("bad_magic"), Some(&1));
+        assert_eq!(acc.malformed.get("unknown_version"), Some(&1));
+    }
+}
