@@ -1,1 +1,207 @@
-//! Helpers for the integration tests.
+//! Helpers for the integration tests: locate the real binaries, pick free loopback ports, run
+//! the three-process pipeline over a capture with deadlines, and read what it reported.
+//!
+//! The binaries are the workspace's own build output (`target/debug` unless `TAPFLOW_BIN_DIR`
+//! says otherwise); the README's test command builds them before running the tests.
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+/// The repository root (this crate's parent directory).
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().map(Path::to_path_buf).unwrap_or_default()
+}
+
+/// `../shared/pcaps` beside the repository, or `None` (with the reason printed) when absent:
+/// a user's clone may not have it; CI always does.
+pub fn shared_pcaps() -> Option<PathBuf> {
+    let dir = repo_root().join("../shared/pcaps");
+    if dir.is_dir() {
+        Some(dir)
+    } else {
+        eprintln!("SKIP: {} is absent (the shared captures sit beside the clone in CI)", dir.display());
+        None
+    }
+}
+
+/// Every capture file in `dir`, sorted by name.
+pub fn captures(dir: &Path) -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map(|rd| rd.filter_map(Result::ok).map(|e| e.path()).collect())
+        .unwrap_or_default();
+    files.retain(|p| matches!(p.extension().and_then(|e| e.to_str()), Some("pcap" | "pcapng")));
+    files.sort();
+    files
+}
+
+/// Path of one of the workspace's binaries.
+pub fn bin(name: &str) -> PathBuf {
+    let dir = std::env::var_os("TAPFLOW_BIN_DIR").map(PathBuf::from).unwrap_or_else(|| repo_root().join("target/debug"));
+    let path = dir.join(name);
+    assert!(path.is_file(), "{} not built: run `cargo build --workspace` first (or set TAPFLOW_BIN_DIR)", path.display());
+    path
+}
+
+/// A loopback TCP port that was free a moment ago.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).unwrap_or_else(|e| panic!("no free port: {e}"))
+}
+
+pub fn endpoint(port: u16) -> String {
+    format!("tcp://127.0.0.1:{port}")
+}
+
+/// A spawned process whose stderr goes to a file, killed if still running when dropped.
+pub struct Proc {
+    pub name: String,
+    pub child: Child,
+    pub stderr_path: PathBuf,
+}
+
+impl Proc {
+    pub fn spawn(name: &str, program: &Path, args: &[String], dir: &Path) -> Proc {
+        let stderr_path = dir.join(format!("{name}.stderr"));
+        let stderr = std::fs::File::create(&stderr_path).unwrap_or_else(|e| panic!("{e}"));
+        let child = Command::new(program)
+            .args(args)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(stderr)
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {}: {e}", program.display()));
+        Proc { name: name.to_owned(), child, stderr_path }
+    }
+
+    /// Waits until the process exits or `deadline` passes (then kills it and returns None).
+    pub fn wait_until(&mut self, deadline: Instant) -> Option<ExitStatus> {
+        loop {
+            match self.child.try_wait() {
+                Ok(Some(status)) => return Some(status),
+                Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(20)),
+                _ => {
+                    let _ = self.child.kill();
+                    let _ = self.child.wait();
+                    return None;
+                }
+            }
+        }
+    }
+
+    pub fn stderr(&self) -> String {
+        std::fs::read_to_string(&self.stderr_path).unwrap_or_default()
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// One collector of a pipeline run: its capture and its `--processor` order (indices into the
+/// processors).
+pub struct CollectorSpec {
+    pub pcap: PathBuf,
+    pub order: Vec<usize>,
+    pub extra: Vec<String>,
+}
+
+/// What a pipeline run left behind.
+pub struct PipelineRun {
+    pub dir: tempfile::TempDir,
+    /// Exit codes (None: killed at the deadline) of the collectors, processors, aggregator.
+    pub collectors: Vec<(Option<i32>, String)>,
+    pub processors: Vec<(Option<i32>, String)>,
+    pub aggregator: (Option<i32>, String),
+    /// The aggregator's accounting report (last line of its health log).
+    pub report: Option<Value>,
+}
+
+impl PipelineRun {
+    /// True when every process exited by itself with an expected code.
+    pub fn all_exited(&self) -> bool {
+        self.collectors.iter().chain(&self.processors).chain(std::iter::once(&self.aggregator)).all(|(c, _)| c.is_some())
+    }
+}
+
+/// Runs `collectors` -> `n` processors -> aggregator on loopback, every process with
+/// `--exit-on-eos`, and waits for all of them (at most `timeout`).
+pub fn run_pipeline(collectors: &[CollectorSpec], n: usize, timeout: Duration) -> PipelineRun {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let agg_port = free_port();
+    let health = dir.path().join("health.jsonl");
+    let mut aggregator = Proc::spawn(
+        "aggregator",
+        &bin("tapflow-aggregator"),
+        &[
+            "--listen".into(),
+            endpoint(agg_port),
+            "--processors".into(),
+            n.to_string(),
+            "--exit-on-eos".into(),
+            "--health-log".into(),
+            health.display().to_string(),
+        ],
+        dir.path(),
+    );
+    let ports: Vec<u16> = (0..n).map(|_| free_port()).collect();
+    let mut processors: Vec<Proc> = ports
+        .iter()
+        .enumerate()
+        .map(|(i, p)| {
+            Proc::spawn(
+                &format!("processor{i}"),
+                &bin("tapflow-processor"),
+                &[
+                    "--listen".into(),
+                    endpoint(*p),
+                    "--aggregator".into(),
+                    endpoint(agg_port),
+                    "--collectors".into(),
+                    collectors.len().to_string(),
+                    "--exit-on-eos".into(),
+                    "--name".into(),
+                    format!("processor{i}"),
+                ],
+                dir.path(),
+            )
+        })
+        .collect();
+    let mut procs: Vec<Proc> = collectors
+        .iter()
+        .enumerate()
+        .map(|(i, c)| {
+            let mut args = vec!["--pcap".into(), c.pcap.display().to_string(), "--name".into(), format!("collector{i}")];
+            for &p in &c.order {
+                args.push("--processor".into());
+                args.push(endpoint(ports[p]));
+            }
+            args.extend(c.extra.iter().cloned());
+            Proc::spawn(&format!("collector{i}"), &bin("tapflow-collector"), &args, dir.path())
+        })
+        .collect();
+    let deadline = Instant::now() + timeout;
+    let mut finish = |p: &mut Proc| (p.wait_until(deadline).and_then(|s| s.code()), p.stderr());
+    let collectors: Vec<_> = procs.iter_mut().map(&mut finish).collect();
+    let processors: Vec<_> = processors.iter_mut().map(&mut finish).collect();
+    let aggregator = finish(&mut aggregator);
+    let report = std::fs::read_to_string(&health)
+        .ok()
+        .and_then(|s| s.lines().last().map(str::to_owned))
+        .and_then(|l| serde_json::from_str(&l).ok());
+    PipelineRun { dir, collectors, processors, aggregator, report }
+}
+
+/// `Number of packets:` from a capinfos truth file, if it has one.
+pub fn capinfos_packets(pcaps: &Path, name: &str) -> Option<u64> {
+    let text = std::fs::read_to_string(pcaps.join("truth").join(format!("{name}.capinfos.txt"))).ok()?;
+    text.lines().find_map(|l| l.strip_prefix("Number of packets:").and_then(|v| v.trim().parse().ok()))
+}
