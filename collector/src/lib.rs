@@ -1,1 +1,15 @@
+//! tapflow collector: capture (libpcap, live or file) -> decode -> packet summaries -> batches
+//! sharded by flow over one ZeroMQ PUSH link per processor.
+//!
+//! `decode` is the sans-IO core; `source` (libpcap) and `link` (ZeroMQ) are the edges; `run`
+//! wires them together.
 
+pub mod config;
+pub mod decode;
+pub mod link;
+mod progress;
+pub mod run;
+pub mod source;
+
+pub use config::{Args, Config};
+pub use run::{run, RunOutcome};

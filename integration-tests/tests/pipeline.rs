@@ -47,14 +47,15 @@ fn check_run(name: &str, n: usize, run: &PipelineRun, expected_packets: Option<u
     let drops: u64 = c["drops"].as_object().map(|m| m.values().filter_map(Value::as_u64).sum()).unwrap_or(0);
     let sent: Vec<String> = c["links"].as_array().into_iter().flatten().map(|l| format!("{}={}+{}", u(l, "sent"), u(l, "received"), u(l, "gaps"))).collect();
     format!(
-        "{name:<44} n={n} exit={} read={:<6} = summarised {:<6} + merged {:<4} + drops {:<5} | summaries {:<6} -> {}",
+        "{name:<44} n={n} exit={} read={:<6} = summarised {:<6} + merged {:<4} + drops {:<5} | summaries {:<6} -> {} {}",
         code.unwrap_or(-1),
         u(c, "packets_read"),
         u(c, "packets_summarised"),
         u(c, "fragments_merged"),
         drops,
         u(c, "summaries"),
-        sent.join(" ")
+        sent.join(" "),
+        if drops > 0 { c["drops"].to_string() } else { String::new() }
     )
 }
 

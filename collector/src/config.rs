@@ -1,0 +1,337 @@
+//! Collector configuration: command-line flags (with `TAPFLOW_*` environment fallbacks) over an
+//! optional TOML file, validated as a whole so every mistake is reported at once.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use clap::{Parser, ValueEnum};
+use serde::Deserialize;
+
+use crate::decode::DecodeConfig;
+
+/// What to do when a processor's queue is full.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SlowPolicy {
+    /// Wait for the processor (nothing lost; the default for capture files).
+    Block,
+    /// Drop the batch and count it as `queue_full` (the default for live capture, where waiting
+    /// would only move the loss into the kernel).
+    Drop,
+}
+
+const EXAMPLES: &str = "Examples:
+  # one capture file to two processors on loopback
+  tapflow-collector --pcap trace.pcap \\
+      --processor tcp://127.0.0.1:5601 --processor tcp://127.0.0.1:5602
+
+  # live capture on a tap interface, TCP only, settings from a file
+  tapflow-collector --interface eth1 --filter 'tcp' --config /etc/tapflow/collector.toml \\
+      --processor tcp://10.0.0.5:5601
+
+Exit codes: 0 done (end of file or SIGINT/SIGTERM, everything flushed), 1 runtime failure,
+2 usage or configuration error, 3 capture could not be opened, 4 capture file damaged (every
+packet before the damage was passed on).";
+
+/// Captures packets with libpcap, summarises them and shards them over processors.
+#[derive(Debug, Parser)]
+#[command(name = "tapflow-collector", version, after_help = EXAMPLES)]
+pub struct Args {
+    /// Read packets from a pcap or pcapng file.
+    #[arg(long, env = "TAPFLOW_PCAP", conflicts_with = "interface")]
+    pub pcap: Option<PathBuf>,
+    /// Capture live on this interface (`any` gives Linux cooked frames).
+    #[arg(long, env = "TAPFLOW_INTERFACE")]
+    pub interface: Option<String>,
+    /// A processor's ZeroMQ endpoint; repeat in shard order (the position is the shard index).
+    #[arg(long = "processor", env = "TAPFLOW_PROCESSORS", value_delimiter = ',')]
+    pub processors: Vec<String>,
+    /// BPF filter applied by libpcap (live and files).
+    #[arg(long, env = "TAPFLOW_FILTER")]
+    pub filter: Option<String>,
+    /// Do not verify IP/TCP/UDP/ICMP checksums (what Zeek's `-C` does).
+    #[arg(long)]
+    pub ignore_checksums: bool,
+    /// TOML file with any of these settings; flags given on the command line win.
+    #[arg(long, env = "TAPFLOW_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// This collector's name in batches and logs [default: host:source:pid].
+    #[arg(long, env = "TAPFLOW_NAME")]
+    pub name: Option<String>,
+    /// Make VLAN ids part of the flow key (Zeek's default: not).
+    #[arg(long)]
+    pub vlan_in_key: bool,
+    /// Do not decode tunnels (VXLAN, Geneve, GTP-U, GRE, IP-in-IP).
+    #[arg(long)]
+    pub no_tunnels: bool,
+    /// Processor set version carried in every batch [default: 1].
+    #[arg(long)]
+    pub epoch: Option<u32>,
+    /// Summaries per batch [default: 1024].
+    #[arg(long)]
+    pub batch_size: Option<usize>,
+    /// A partial batch is sent when it is this old, in milliseconds [default: 100].
+    #[arg(long)]
+    pub batch_age_ms: Option<u64>,
+    /// Batches queued per processor before the slow policy applies [default: 64].
+    #[arg(long)]
+    pub queue_batches: Option<usize>,
+    /// When a processor's queue is full [default: block for files, drop for live].
+    #[arg(long, value_enum)]
+    pub slow_policy: Option<SlowPolicy>,
+    /// Heartbeat period in milliseconds [default: 1000].
+    #[arg(long)]
+    pub heartbeat_ms: Option<u64>,
+    /// How long to wait at exit for queued messages to reach processors, ms [default: 30000].
+    #[arg(long)]
+    pub linger_ms: Option<u64>,
+    /// Live capture snapshot length in bytes [default: 65535].
+    #[arg(long)]
+    pub snaplen: Option<i32>,
+    /// Live capture kernel buffer size in MiB [default: 64].
+    #[arg(long)]
+    pub buffer_mb: Option<i32>,
+    /// Do not put the interface in promiscuous mode.
+    #[arg(long)]
+    pub no_promisc: bool,
+    /// Deliver packets as they arrive instead of in kernel-buffered blocks.
+    #[arg(long)]
+    pub immediate: bool,
+    /// Fragment reassembly: datagrams held at most [default: 4096].
+    #[arg(long)]
+    pub frag_max_datagrams: Option<usize>,
+    /// Fragment reassembly: timeout in packet-time seconds [default: 30].
+    #[arg(long)]
+    pub frag_timeout_s: Option<u64>,
+    /// Log as JSON lines instead of text.
+    #[arg(long)]
+    pub log_json: bool,
+}
+
+/// Settings a TOML file may give (same names as the flags, with underscores).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    pub pcap: Option<PathBuf>,
+    pub interface: Option<String>,
+    pub processors: Option<Vec<String>>,
+    pub filter: Option<String>,
+    pub ignore_checksums: Option<bool>,
+    pub name: Option<String>,
+    pub vlan_in_key: Option<bool>,
+    pub no_tunnels: Option<bool>,
+    pub epoch: Option<u32>,
+    pub batch_size: Option<usize>,
+    pub batch_age_ms: Option<u64>,
+    pub queue_batches: Option<usize>,
+    pub slow_policy: Option<SlowPolicy>,
+    pub heartbeat_ms: Option<u64>,
+    pub linger_ms: Option<u64>,
+    pub snaplen: Option<i32>,
+    pub buffer_mb: Option<i32>,
+    pub promisc: Option<bool>,
+    pub immediate: Option<bool>,
+    pub frag_max_datagrams: Option<usize>,
+    pub frag_timeout_s: Option<u64>,
+}
+
+/// Where packets come from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SourceSpec {
+    File(PathBuf),
+    Live(LiveSpec),
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LiveSpec {
+    pub interface: String,
+    pub snaplen: i32,
+    pub buffer_bytes: i32,
+    pub promisc: bool,
+    pub immediate: bool,
+}
+
+/// The validated configuration `run` works from.
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub source: SourceSpec,
+    pub processors: Vec<String>,
+    pub filter: Option<String>,
+    pub name: String,
+    pub epoch: u32,
+    pub decode: DecodeConfig,
+    pub batch_size: usize,
+    pub batch_age: Duration,
+    pub queue_batches: usize,
+    pub slow_policy: SlowPolicy,
+    pub heartbeat: Duration,
+    pub linger: Duration,
+}
+
+/// Every problem found in the configuration, one per line.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid configuration:\n  {}", .0.join("\n  "))]
+pub struct ConfigError(pub Vec<String>);
+
+impl Config {
+    /// Merges the flags over the file named by `--config` (if any) and validates the result.
+    pub fn load(args: Args) -> Result<Config, ConfigError> {
+        let file = match &args.config {
+            Some(path) => read_file(path).map_err(|e| ConfigError(vec![e]))?,
+            None => FileConfig::default(),
+        };
+        Config::merge(args, file)
+    }
+
+    pub fn merge(args: Args, file: FileConfig) -> Result<Config, ConfigError> {
+        let mut errors = Vec::new();
+        let pcap = args.pcap.or(file.pcap);
+        let interface = args.interface.or(file.interface);
+        let snaplen = args.snaplen.or(file.snaplen).unwrap_or(65535);
+        let buffer_mb = args.buffer_mb.or(file.buffer_mb).unwrap_or(64);
+        let source = match (pcap, interface) {
+            (Some(p), None) => Some(SourceSpec::File(p)),
+            (None, Some(i)) => Some(SourceSpec::Live(LiveSpec {
+                interface: i,
+                snaplen,
+                buffer_bytes: buffer_mb.saturating_mul(1 << 20),
+                promisc: !args.no_promisc && file.promisc.unwrap_or(true),
+                immediate: args.immediate || file.immediate.unwrap_or(false),
+            })),
+            (Some(_), Some(_)) => {
+                errors.push("give either a capture file (pcap) or an interface, not both".to_owned());
+                None
+            }
+            (None, None) => {
+                errors.push("no packet source: give --pcap FILE or --interface IFACE".to_owned());
+                None
+            }
+        };
+        let processors = if args.processors.is_empty() { file.processors.unwrap_or_default() } else { args.processors };
+        if processors.is_empty() {
+            errors.push("no processor: give --processor ENDPOINT at least once".to_owned());
+        }
+        if processors.len() > usize::from(u16::MAX) {
+            errors.push(format!("{} processors is more than the {} a shard index holds", processors.len(), u16::MAX));
+        }
+        for p in &processors {
+            if !(p.starts_with("tcp://") || p.starts_with("ipc://") || p.starts_with("inproc://")) {
+                errors.push(format!("processor endpoint {p:?} is not a ZeroMQ endpoint (tcp://HOST:PORT or ipc://PATH)"));
+            }
+        }
+        if !(64..=262_144).contains(&snaplen) {
+            errors.push(format!("snaplen {snaplen} is outside 64..=262144"));
+        }
+        if !(1..=2047).contains(&buffer_mb) {
+            errors.push(format!("buffer_mb {buffer_mb} is outside 1..=2047"));
+        }
+        let batch_size = args.batch_size.or(file.batch_size).unwrap_or(1024);
+        if !(1..=65_536).contains(&batch_size) {
+            errors.push(format!("batch_size {batch_size} is outside 1..=65536"));
+        }
+        let queue_batches = args.queue_batches.or(file.queue_batches).unwrap_or(64);
+        if queue_batches == 0 {
+            errors.push("queue_batches must be at least 1".to_owned());
+        }
+        let heartbeat_ms = args.heartbeat_ms.or(file.heartbeat_ms).unwrap_or(1000);
+        if heartbeat_ms == 0 {
+            errors.push("heartbeat_ms must be at least 1".to_owned());
+        }
+        let frag_max_datagrams = args.frag_max_datagrams.or(file.frag_max_datagrams).unwrap_or(4096);
+        if frag_max_datagrams == 0 {
+            errors.push("frag_max_datagrams must be at least 1".to_owned());
+        }
+        let is_live = matches!(source, Some(SourceSpec::Live(_)));
+        let slow_policy = args
+            .slow_policy
+            .or(file.slow_policy)
+            .unwrap_or(if is_live { SlowPolicy::Drop } else { SlowPolicy::Block });
+        let name = args.name.or(file.name).unwrap_or_else(|| default_name(source.as_ref()));
+        if name.is_empty() || name.len() > 255 {
+            errors.push("name must be 1 to 255 bytes".to_owned());
+        }
+        let decode = DecodeConfig {
+            verify_checksums: !(args.ignore_checksums || file.ignore_checksums.unwrap_or(false)),
+            vlan_in_key: args.vlan_in_key || file.vlan_in_key.unwrap_or(false),
+            decode_tunnels: !(args.no_tunnels || file.no_tunnels.unwrap_or(false)),
+            frag_max_datagrams,
+            frag_timeout_ns: args.frag_timeout_s.or(file.frag_timeout_s).unwrap_or(30).saturating_mul(1_000_000_000),
+            ..DecodeConfig::default()
+        };
+        match source {
+            Some(source) if errors.is_empty() => Ok(Config {
+                source,
+                processors,
+                filter: args.filter.or(file.filter),
+                name,
+                epoch: args.epoch.or(file.epoch).unwrap_or(1),
+                decode,
+                batch_size,
+                batch_age: Duration::from_millis(args.batch_age_ms.or(file.batch_age_ms).unwrap_or(100)),
+                queue_batches,
+                slow_policy,
+                heartbeat: Duration::from_millis(heartbeat_ms),
+                linger: Duration::from_millis(args.linger_ms.or(file.linger_ms).unwrap_or(30_000)),
+            }),
+            _ => Err(ConfigError(errors)),
+        }
+    }
+}
+
+fn read_file(path: &Path) -> Result<FileConfig, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read config file {}: {e}", path.display()))?;
+    toml::from_str(&text).map_err(|e| format!("config file {}: {e}", path.display()))
+}
+
+fn default_name(source: Option<&SourceSpec>) -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_owned())
+        .unwrap_or_else(|_| "localhost".to_owned());
+    let what = match source {
+        Some(SourceSpec::File(p)) => p.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default(),
+        Some(SourceSpec::Live(l)) => l.interface.clone(),
+        None => String::new(),
+    };
+    format!("{host}:{what}:{}", std::process::id())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check(argv: &[&str], file: &str, expected: Result<(), &[&str]>) {
+        let args = Args::try_parse_from(std::iter::once("tapflow-collector").chain(argv.iter().copied()))
+            .unwrap_or_else(|e| panic!("{e}"));
+        let file: FileConfig = toml::from_str(file).unwrap_or_else(|e| panic!("{e}"));
+        match (Config::merge(args, file), expected) {
+            (Ok(_), Ok(())) => {}
+            (Err(ConfigError(got)), Err(want)) => {
+                for w in want {
+                    assert!(got.iter().any(|g| g.contains(w)), "missing {w:?} in {got:?}");
+                }
+                assert_eq!(got.len(), want.len(), "{got:?}");
+            }
+            (got, want) => panic!("got {got:?}, want {want:?}"),
+        }
+    }
+
+    #[test]
+    fn valid_flags_and_file() {
+        check(&["--pcap", "x.pcap", "--processor", "tcp://127.0.0.1:1"], "", Ok(()));
+        check(&[], "pcap = 'x.pcap'\nprocessors = ['tcp://a:1', 'tcp://b:2']\nbatch_size = 10", Ok(()));
+    }
+
+    #[test]
+    fn every_error_reported_together() {
+        check(&["--batch-size", "0", "--processor", "udp://x"], "", Err(&["no packet source", "not a ZeroMQ endpoint", "batch_size 0"]));
+        check(&["--interface", "eth0"], "pcap = 'x'", Err(&["not both", "no processor"]));
+    }
+
+    #[test]
+    fn flags_win_over_file_and_policy_follows_source() {
+        let args = Args::try_parse_from(["c", "--interface", "lo", "--processor", "tcp://a:1", "--epoch", "7"]).unwrap_or_else(|e| panic!("{e}"));
+        let file: FileConfig = toml::from_str("epoch = 3\nbatch_size = 8").unwrap_or_else(|e| panic!("{e}"));
+        let c = Config::merge(args, file).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!((c.epoch, c.batch_size, c.slow_policy), (7, 8, SlowPolicy::Drop));
+    }
+}

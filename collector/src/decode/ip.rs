@@ -1,0 +1,389 @@
+//! The IP layer, on etherparse's zero-copy header slices: IPv4 (options included in the
+//! header length) and IPv6 with its extension header chain (hop-by-hop, routing, destination
+//! options, mobility, HIP, shim6, AH, fragment).
+//!
+//! Lengths come from the headers, never from the capture: Ethernet padding past the total
+//! length is cut off, and a capture shorter than the total length is either a snaplen cut
+//! (`missing` bytes were not captured: the packet is marked truncated and its checksums are not
+//! verified) or a malformed packet (`Truncated`). A total length of 0 (IPv4 written by TCP
+//! segmentation offload, IPv6 jumbograms) means "the rest of the capture".
+
+use etherparse::{IpAuthHeaderSlice, Ipv4HeaderSlice, Ipv6FragmentHeaderSlice, Ipv6HeaderSlice, Ipv6RawExtHeaderSlice};
+use tapflow_proto::{Addr, DropReason};
+
+use super::checksum::Sum;
+
+/// The network-layer facts a summary needs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) struct Net {
+    pub(super) src: Addr,
+    pub(super) dst: Addr,
+    pub(super) v6: bool,
+    /// IP total length (IPv6: payload length + 40).
+    pub(super) ip_len: u32,
+    /// The capture ends before the IP total length (snaplen): checksums cannot be verified.
+    pub(super) truncated: bool,
+}
+
+impl Net {
+    /// Source address as it appears in the header (4 or 16 bytes), for pseudo-headers.
+    pub(super) fn src_bytes(&self) -> &[u8] {
+        raw(&self.src, self.v6)
+    }
+
+    pub(super) fn dst_bytes(&self) -> &[u8] {
+        raw(&self.dst, self.v6)
+    }
+}
+
+/// A fragment: the datagram it belongs to and where its data goes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) struct Frag {
+    pub(super) id: u32,
+    /// Byte offset of this fragment's data in the datagram's fragmentable part.
+    pub(super) offset: u32,
+    pub(super) more: bool,
+    /// Bytes in front of the fragmentable part once reassembled: the IPv4 header, or the IPv6
+    /// header and its unfragmentable extension headers.
+    pub(super) hdr_len: u32,
+}
+
+/// One IP packet, seen down to its upper-layer protocol.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) struct Packet<'a> {
+    pub(super) net: Net,
+    /// The upper-layer protocol (for a fragment: of the whole datagram).
+    pub(super) proto: u8,
+    /// The upper-layer bytes that were captured (for a fragment: its share of the data).
+    pub(super) payload: &'a [u8],
+    /// The upper-layer length by the IP header lengths.
+    pub(super) payload_len: u32,
+    pub(super) frag: Option<Frag>,
+}
+
+/// Parses the IP packet at the start of `bytes`, of either version. `missing` is how many bytes
+/// of the frame the capture did not keep (wire length minus captured length). The IPv4 header
+/// checksum is verified when `verify` (the header is always whole once parsed).
+pub(super) fn parse(bytes: &[u8], missing: u32, verify: bool) -> Result<Packet<'_>, DropReason> {
+    match bytes.first().map(|b| b >> 4) {
+        Some(4) => v4(bytes, missing, verify),
+        Some(6) => v6(bytes, missing),
+        Some(_) => Err(DropReason::MalformedIp),
+        None => Err(DropReason::Truncated),
+    }
+}
+
+fn v4(bytes: &[u8], missing: u32, verify: bool) -> Result<Packet<'_>, DropReason> {
+    use etherparse::err::ipv4::HeaderSliceError;
+    let h = Ipv4HeaderSlice::from_slice(bytes).map_err(|e| match e {
+        HeaderSliceError::Len(_) => DropReason::Truncated,
+        HeaderSliceError::Content(_) => DropReason::MalformedIp,
+    })?;
+    let hdr_len = h.slice().len();
+    let total = match h.total_len() {
+        0 => bytes.len().min(usize::from(u16::MAX)),
+        n => usize::from(n),
+    };
+    if total < hdr_len {
+        return Err(DropReason::MalformedIp);
+    }
+    let (end, truncated) = captured_end(bytes.len(), total, missing)?;
+    if verify && !Sum::default().add(h.slice()).is_valid() {
+        return Err(DropReason::BadIpChecksum);
+    }
+    let offset = h.fragments_offset().byte_offset();
+    let frag = (h.more_fragments() || offset != 0).then(|| Frag {
+        id: u32::from(h.identification()),
+        offset: u32::from(offset),
+        more: h.more_fragments(),
+        hdr_len: len32(hdr_len),
+    });
+    Ok(Packet {
+        net: Net {
+            src: Addr::from_v4(h.source()),
+            dst: Addr::from_v4(h.destination()),
+            v6: false,
+            ip_len: len32(total),
+            truncated,
+        },
+        proto: h.protocol().0,
+        payload: bytes.get(hdr_len..end).unwrap_or_default(),
+        payload_len: len32(total - hdr_len),
+        frag,
+    })
+}
+
+fn v6(bytes: &[u8], missing: u32) -> Result<Packet<'_>, DropReason> {
+    use etherparse::err::ipv6::HeaderSliceError;
+    let h = Ipv6HeaderSlice::from_slice(bytes).map_err(|e| match e {
+        HeaderSliceError::Len(_) => DropReason::Truncated,
+        HeaderSliceError::Content(_) => DropReason::MalformedIp,
+    })?;
+    const FIXED: usize = 40;
+    let claimed = match h.payload_length() {
+        0 => bytes.len().saturating_sub(FIXED),
+        n => usize::from(n),
+    };
+    let total = FIXED.saturating_add(claimed);
+    let (end, truncated) = captured_end(bytes.len(), total, missing)?;
+    let data = bytes.get(FIXED..end).unwrap_or_default();
+    let chain = ext_chain(h.next_header().0, data, claimed)?;
+    let frag = chain.frag.map(|(id, offset, more)| Frag {
+        id,
+        offset,
+        more,
+        hdr_len: len32(FIXED.saturating_add(chain.unfragmentable)),
+    });
+    Ok(Packet {
+        net: Net {
+            src: Addr::from_v6(h.source()),
+            dst: Addr::from_v6(h.destination()),
+            v6: true,
+            ip_len: len32(total),
+            truncated,
+        },
+        proto: chain.proto,
+        payload: data.get(chain.len..).unwrap_or_default(),
+        payload_len: len32(claimed.saturating_sub(chain.len)),
+        frag,
+    })
+}
+
+/// Where an IPv6 extension header chain ends.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) struct Chain {
+    /// The upper-layer protocol.
+    pub(super) proto: u8,
+    /// Bytes of extension headers walked (fragment header included).
+    pub(super) len: usize,
+    /// Bytes in front of a fragment header, if one was found.
+    pub(super) unfragmentable: usize,
+    /// A (non-atomic) fragment header: identification, byte offset, more fragments.
+    pub(super) frag: Option<(u32, u32, bool)>,
+}
+
+/// Walks IPv6 extension headers starting with `next` over `data` (the captured part of
+/// `claimed` bytes), stopping at the first header that is not an extension header or at a
+/// fragment header that starts a real fragment (an atomic fragment, offset 0 and no more
+/// fragments, is skipped over like any other extension header).
+pub(super) fn ext_chain(mut next: u8, data: &[u8], claimed: usize) -> Result<Chain, DropReason> {
+    use etherparse::err::ip_auth::HeaderSliceError;
+    let mut off = 0usize;
+    // Whether the walk ran out of captured bytes or out of the packet itself.
+    let short = |required: usize, off: usize| {
+        if off.saturating_add(required) > claimed {
+            DropReason::MalformedIp
+        } else {
+            DropReason::Truncated
+        }
+    };
+    loop {
+        let rest = data.get(off..).unwrap_or_default();
+        let len = match next {
+            HOP_BY_HOP | ROUTING | DEST_OPTS | MOBILITY | HIP | SHIM6 => {
+                let e = Ipv6RawExtHeaderSlice::from_slice(rest)
+                    .map_err(|e| short(e.required_len, off))?;
+                next = e.next_header().0;
+                e.slice().len()
+            }
+            AUTH => {
+                let e = IpAuthHeaderSlice::from_slice(rest).map_err(|e| match e {
+                    HeaderSliceError::Len(l) => short(l.required_len, off),
+                    HeaderSliceError::Content(_) => DropReason::MalformedIp,
+                })?;
+                next = e.next_header().0;
+                e.slice().len()
+            }
+            FRAGMENT => {
+                let f = Ipv6FragmentHeaderSlice::from_slice(rest)
+                    .map_err(|e| short(e.required_len, off))?;
+                let offset = f.fragment_offset().byte_offset();
+                if f.more_fragments() || offset != 0 {
+                    return Ok(Chain {
+                        proto: f.next_header().0,
+                        len: off.saturating_add(8),
+                        unfragmentable: off,
+                        frag: Some((f.identification(), u32::from(offset), f.more_fragments())),
+                    });
+                }
+                next = f.next_header().0;
+                8
+            }
+            _ => {
+                return Ok(Chain {
+                    proto: next,
+                    len: off,
+                    unfragmentable: off,
+                    frag: None,
+                })
+            }
+        };
+        off = off.saturating_add(len);
+    }
+}
+
+/// How much of a packet of `total` bytes is in a capture of `captured` bytes, and whether it
+/// is cut short; `Truncated` when the missing part is more than the capture left out.
+fn captured_end(captured: usize, total: usize, missing: u32) -> Result<(usize, bool), DropReason> {
+    if total <= captured {
+        return Ok((total, false));
+    }
+    let lacking = total - captured;
+    if u64::try_from(lacking).unwrap_or(u64::MAX) > u64::from(missing) {
+        return Err(DropReason::Truncated);
+    }
+    Ok((captured, true))
+}
+
+/// Lengths here are bounded by 16-bit header fields plus a header, or by a capture; saturate.
+#[inline]
+pub(super) fn len32(n: usize) -> u32 {
+    u32::try_from(n).unwrap_or(u32::MAX)
+}
+
+fn raw(a: &Addr, v6: bool) -> &[u8] {
+    if v6 {
+        &a.0
+    } else {
+        a.0.get(12..).unwrap_or(&a.0)
+    }
+}
+
+const HOP_BY_HOP: u8 = 0;
+const ROUTING: u8 = 43;
+const FRAGMENT: u8 = 44;
+const AUTH: u8 = 51;
+const DEST_OPTS: u8 = 60;
+const MOBILITY: u8 = 135;
+const HIP: u8 = 139;
+const SHIM6: u8 = 140;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::decode::testutil::{ipv4_header, ipv6, v4, A6, B6};
+
+    /// What a parse should find: protocol, IP length, upper-layer length by the header,
+    /// captured upper-layer bytes, truncated, fragment.
+    type Expect = (u8, u32, u32, usize, bool, Option<Frag>);
+
+    fn check(bytes: &[u8], missing: u32, expected: Result<Expect, DropReason>) {
+        let got = parse(bytes, missing, true)
+            .map(|p| (p.proto, p.net.ip_len, p.payload_len, p.payload.len(), p.net.truncated, p.frag));
+        assert_eq!(got, expected, "{bytes:02x?} missing {missing}");
+    }
+
+    fn with(header: Vec<u8>, payload: &[u8]) -> Vec<u8> {
+        [header, payload.to_vec()].concat()
+    }
+
+    #[test]
+    fn ipv4_lengths_options_and_checksum() {
+        let (a, b) = (v4(10, 0, 0, 1), v4(10, 0, 0, 2));
+        let plain = with(ipv4_header(17, a, b, 12, 1, 0, false, &[]), &[7; 12]);
+        check(&plain, 0, Ok((17, 32, 12, 12, false, None)));
+        // Ethernet padding beyond the total length is not payload.
+        check(&[plain.clone(), vec![0; 14]].concat(), 0, Ok((17, 32, 12, 12, false, None)));
+        // Options (record route, 8 bytes) belong to the header.
+        let opts = with(ipv4_header(6, a, b, 4, 1, 0, false, &[7, 7, 4, 0, 0, 0, 0, 0]), &[1; 4]);
+        check(&opts, 0, Ok((6, 32, 4, 4, false, None)));
+        // Cut by snaplen: summarised as truncated. Cut without a snaplen: malformed.
+        check(&plain[..25], 7, Ok((17, 32, 12, 5, true, None)));
+        check(&plain[..25], 6, Err(DropReason::Truncated));
+        check(&plain[..25], 0, Err(DropReason::Truncated));
+        check(&plain[..19], 13, Err(DropReason::Truncated));
+        check(&[], 0, Err(DropReason::Truncated));
+        // TSO: total length 0 means the rest of the capture.
+        let mut tso = plain.clone();
+        tso[2..4].copy_from_slice(&[0, 0]);
+        fix_checksum(&mut tso);
+        check(&tso, 0, Ok((17, 32, 12, 12, false, None)));
+        let mut bad = plain.clone();
+        bad[10] ^= 0xff;
+        check(&bad, 0, Err(DropReason::BadIpChecksum));
+        assert!(parse(&bad, 0, false).is_ok(), "checksum ignored when not verifying");
+        let mut short_total = plain.clone();
+        short_total[2..4].copy_from_slice(&[0, 16]);
+        fix_checksum(&mut short_total);
+        check(&short_total, 0, Err(DropReason::MalformedIp));
+        check(&[&[0x44u8, 0, 0, 20][..], &[0; 16]].concat(), 0, Err(DropReason::MalformedIp));
+        check(&[0x55; 40], 0, Err(DropReason::MalformedIp));
+    }
+
+    #[test]
+    fn ipv4_fragments() {
+        let (a, b) = (v4(10, 0, 0, 1), v4(10, 0, 0, 2));
+        let first = with(ipv4_header(17, a, b, 16, 77, 0, true, &[]), &[1; 16]);
+        let frag = |offset, more| Some(Frag { id: 77, offset, more, hdr_len: 20 });
+        check(&first, 0, Ok((17, 36, 16, 16, false, frag(0, true))));
+        let last = with(ipv4_header(17, a, b, 5, 77, 16, false, &[]), &[1; 5]);
+        check(&last, 0, Ok((17, 25, 5, 5, false, frag(16, false))));
+    }
+
+    fn fix_checksum(p: &mut [u8]) {
+        p[10..12].copy_from_slice(&[0, 0]);
+        let c = Sum::default().add(&p[..20]).checksum().to_be_bytes();
+        p[10..12].copy_from_slice(&c);
+    }
+
+    #[test]
+    fn ipv6_extension_headers() {
+        let udp = [0u8; 8];
+        check(&ipv6(17, A6, B6, &udp), 0, Ok((17, 48, 8, 8, false, None)));
+        // Hop-by-hop (8), routing (24), destination options (16), AH (16), then UDP.
+        let chain = [
+            vec![43, 0, 1, 4, 0, 0, 0, 0],
+            vec![60, 2, 0, 0, 0, 0, 0, 0],
+            vec![0; 16],
+            vec![51, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
+            vec![17, 2, 0, 0, 0, 0, 0, 1, 0, 0, 0, 1, 0, 0, 0, 0],
+            udp.to_vec(),
+        ]
+        .concat();
+        let p = ipv6(0, A6, B6, &chain);
+        check(&p, 0, Ok((17, 112, 8, 8, false, None)));
+        // Cut inside the chain: by snaplen it is still undecodable (no transport found).
+        check(&p[..60], 52, Err(DropReason::Truncated));
+        // A chain longer than the payload length says is malformed.
+        let mut lying = p.clone();
+        lying[4..6].copy_from_slice(&30u16.to_be_bytes());
+        check(&lying, 0, Err(DropReason::MalformedIp));
+        // AH with a zero length field.
+        check(&ipv6(51, A6, B6, &[17, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]), 0, Err(DropReason::MalformedIp));
+        // No next header, ESP: other protocols.
+        check(&ipv6(59, A6, B6, &[]), 0, Ok((59, 40, 0, 0, false, None)));
+        check(&ipv6(50, A6, B6, &[9; 12]), 0, Ok((50, 52, 12, 12, false, None)));
+    }
+
+    #[test]
+    fn ipv6_fragments() {
+        // Destination options (unfragmentable here), then a fragment header at offset 16.
+        let data = [vec![44, 0, 0, 0, 0, 0, 0, 0], vec![6, 0, 0, 17, 0, 0, 0, 9], vec![3; 24]].concat();
+        let frag = Some(Frag { id: 9, offset: 16, more: true, hdr_len: 48 });
+        check(&ipv6(60, A6, B6, &data), 0, Ok((6, 80, 24, 24, false, frag)));
+        // An atomic fragment (offset 0, no more) is just an extension header.
+        let atomic = [vec![17, 0, 0, 0, 0, 0, 0, 5], vec![0; 8]].concat();
+        check(&ipv6(44, A6, B6, &atomic), 0, Ok((17, 56, 8, 8, false, None)));
+    }
+
+    #[test]
+    fn garbage_and_prefixes_never_panic() {
+        let p = ipv6(0, A6, B6, &[60, 0, 0, 0, 0, 0, 0, 0, 44, 0, 0, 0, 0, 0, 0, 0, 6, 0, 0, 1, 0, 0, 0, 1]);
+        let q = with(ipv4_header(6, v4(1, 2, 3, 4), v4(5, 6, 7, 8), 0, 1, 0, false, &[1, 1, 1, 1]), &[]);
+        for bytes in [&p[..], &q[..]] {
+            for n in 0..=bytes.len() {
+                for missing in [0, 1, 1000] {
+                    let _ = parse(&bytes[..n], missing, true);
+                }
+            }
+        }
+        for seed in 0..2000u32 {
+            let junk: Vec<u8> = (0..(seed % 97)).map(|i| (seed.wrapping_mul(31).wrapping_add(i * 7)) as u8).collect();
+            let mut junk = junk;
+            if let Some(b) = junk.first_mut() {
+                *b = if seed % 2 == 0 { 0x45 } else { 0x60 };
+            }
+            let _ = parse(&junk, seed, seed % 3 == 0);
+        }
+    }
+}

@@ -1,0 +1,181 @@
+//! The walk through one packet's layers: IP, reassembly, transport, and tunnels down to
+//! [`MAX_TUNNEL_DEPTH`], pushing one summary per layer that has a flow.
+
+use tapflow_proto::summary::flag;
+use tapflow_proto::{DropReason, FiveTuple, FlowKey, PacketSummary};
+
+use super::frag::{self, FragKey, Insert, Piece};
+use super::ip::{self, len32, Net};
+use super::tunnel::{self, Inner, Tunnel};
+use super::{link, transport, Decoder, Outcome, MAX_TUNNEL_DEPTH};
+
+/// Where in the tunnel nesting a packet is.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Layer {
+    /// 0 for the captured packet, 1 for a tunnel's inner packet, ...
+    pub(super) depth: u8,
+    /// The immediate outer flow.
+    pub(super) parent: Option<FlowKey>,
+    /// VLAN id for the key (0 unless configured).
+    pub(super) vlan: u16,
+    /// Bytes the capture left out at the end of this layer (snaplen).
+    pub(super) missing: u32,
+}
+
+impl Decoder {
+    /// One IP packet at `layer`.
+    pub(super) fn ip_packet(&mut self, layer: &Layer, ts: u64, bytes: &[u8], out: &mut Vec<PacketSummary>) -> Outcome {
+        let p = match ip::parse(bytes, layer.missing, self.cfg.verify_checksums) {
+            Ok(p) => p,
+            Err(reason) => return Outcome::Dropped(reason),
+        };
+        let Some(f) = p.frag else {
+            return self.transport(layer, ts, &p.net, p.proto, p.payload, p.payload_len, 0, out);
+        };
+        let key = FragKey {
+            src: p.net.src,
+            dst: p.net.dst,
+            id: f.id,
+            proto: p.proto,
+            v6: p.net.v6,
+            depth: layer.depth,
+            parent: layer.parent,
+        };
+        let piece = Piece {
+            data: p.payload,
+            len: p.payload_len,
+            offset: f.offset,
+            more: f.more,
+            hdr_len: f.hdr_len,
+        };
+        match self.frags.insert(key, ts, piece, layer.depth == 0, &mut self.counters) {
+            Insert::Held => Outcome::Held,
+            Insert::Dropped(reason) => Outcome::Dropped(reason),
+            Insert::Complete(d) => {
+                let outcome = self.reassembled(layer, ts, &p.net, p.proto, &d, out);
+                self.frags.recycle(d.data);
+                outcome
+            }
+        }
+    }
+
+    /// A completed datagram, decoded from its transport header on.
+    fn reassembled(
+        &mut self,
+        layer: &Layer,
+        ts: u64,
+        net: &Net,
+        proto: u8,
+        d: &frag::Datagram,
+        out: &mut Vec<PacketSummary>,
+    ) -> Outcome {
+        let data = d.data.as_slice();
+        // IPv6: extension headers may follow the fragment header (a second fragment header
+        // would be a fragment of a fragment: malformed).
+        let (proto, skip) = if net.v6 {
+            match ip::ext_chain(proto, data, data.len()) {
+                Ok(c) if c.frag.is_none() => (c.proto, c.len),
+                Ok(_) => return Outcome::Dropped(DropReason::MalformedIp),
+                Err(reason) => return Outcome::Dropped(reason),
+            }
+        } else {
+            (proto, 0)
+        };
+        let net = Net {
+            ip_len: d.hdr_len.saturating_add(len32(data.len())),
+            truncated: d.truncated,
+            ..*net
+        };
+        let payload = data.get(skip..).unwrap_or_default();
+        let layer = Layer { missing: 0, ..*layer };
+        self.transport(&layer, ts, &net, proto, payload, len32(payload.len()), flag::REASSEMBLED, out)
+    }
+
+    /// Summarises the transport layer, then follows a tunnel if there is one.
+    #[allow(clippy::too_many_arguments)]
+    fn transport(
+        &mut self,
+        layer: &Layer,
+        ts: u64,
+        net: &Net,
+        proto: u8,
+        payload: &[u8],
+        payload_len: u32,
+        flags: u8,
+        out: &mut Vec<PacketSummary>,
+    ) -> Outcome {
+        let t = match transport::parse(net, proto, payload, payload_len, self.cfg.verify_checksums) {
+            Ok(t) => t,
+            Err(reason) => return Outcome::Dropped(reason),
+        };
+        let mut s = t.summary;
+        s.ts_ns = ts;
+        s.flags |= flags;
+        if layer.depth > 0 {
+            s.flags |= flag::TUNNEL_INNER;
+        }
+        s.tunnel_parent = layer.parent;
+        s.set_tuple(&t.tuple, layer.vlan);
+        let at = out.len();
+        out.push(s);
+        if self.cfg.decode_tunnels && layer.depth < MAX_TUNNEL_DEPTH {
+            let missing = if net.truncated { layer.missing } else { 0 };
+            self.tunnel(layer, &t.tuple, s.key, missing, t.inner, ts, at, out);
+        }
+        Outcome::Summarised
+    }
+
+    /// Decodes the inner packet of a tunnel, if `tuple` is one; the outer summary is
+    /// `out[at]`, flagged `TUNNEL_OUTER` when the inner packet gives a summary.
+    #[allow(clippy::too_many_arguments)]
+    fn tunnel(
+        &mut self,
+        layer: &Layer,
+        tuple: &FiveTuple,
+        outer: FlowKey,
+        missing: u32,
+        data: &[u8],
+        ts: u64,
+        at: usize,
+        out: &mut Vec<PacketSummary>,
+    ) {
+        let inner = match tunnel::detect(tuple.proto, tuple.sport, tuple.dport, data) {
+            Tunnel::No => return,
+            Tunnel::Bad => Err(DropReason::Truncated),
+            Tunnel::Inner(Inner::Ethernet(b)) => link::ethernet(b),
+            Tunnel::Inner(Inner::EtherType(ty, b)) => link::ethertype(ty, b, None),
+            Tunnel::Inner(Inner::Ip(b)) => Ok(link::L3 { ip: b, vlan: None }),
+        };
+        let outcome = match inner {
+            Ok(l3) => {
+                let child = Layer {
+                    depth: layer.depth.saturating_add(1),
+                    parent: Some(outer),
+                    vlan: self.key_vlan(l3.vlan),
+                    missing,
+                };
+                self.ip_packet(&child, ts, l3.ip, out)
+            }
+            Err(reason) => Outcome::Dropped(reason),
+        };
+        match outcome {
+            Outcome::Summarised => {
+                if let Some(s) = out.get_mut(at) {
+                    s.flags |= flag::TUNNEL_OUTER;
+                }
+            }
+            Outcome::Held => {}
+            Outcome::Dropped(_) => {
+                self.counters.inner_undecodable = self.counters.inner_undecodable.saturating_add(1);
+            }
+        }
+    }
+
+    pub(super) fn key_vlan(&self, vlan: Option<u16>) -> u16 {
+        if self.cfg.vlan_in_key {
+            vlan.unwrap_or(0)
+        } else {
+            0
+        }
+    }
+}

@@ -1,0 +1,181 @@
+//! One link per processor: a bounded queue and a thread that owns the ZeroMQ PUSH socket.
+//!
+//! The capture thread hands finished batches to the link's queue; the link thread encodes and
+//! sends them and, whenever its queue stays quiet for a heartbeat period, sends a heartbeat with
+//! the current watermark. Each link has its own thread and queue, so one slow processor never
+//! delays heartbeats to the others. Emptied batch vectors go back to the capture thread through
+//! a shared pool, so steady state allocates nothing.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TrySendError};
+use tapflow_proto::wire::{encode_batch, encode_eos, encode_heartbeat};
+use tapflow_proto::{CollectorCounters, EosStatus, LinkHeader, PacketSummary};
+use tracing::{debug, error, warn};
+
+/// What the capture thread sends a link.
+pub enum LinkCmd {
+    Batch { summaries: Vec<PacketSummary>, watermark_ns: u64 },
+    Eos { status: EosStatus, counters: CollectorCounters },
+}
+
+/// State the capture thread shares with every link thread.
+pub struct Shared {
+    /// Largest packet time read so far (ns).
+    pub watermark_ns: AtomicU64,
+    /// The collector's counters as of the last publish, for heartbeats.
+    pub counters: Mutex<CollectorCounters>,
+    /// Live capture: let the watermark follow the wall clock when no packets arrive.
+    pub live: bool,
+}
+
+/// Identity and settings common to all links of one collector.
+#[derive(Clone)]
+pub struct LinkSettings {
+    pub sender: String,
+    pub incarnation: u64,
+    pub epoch: u32,
+    pub shard_count: u16,
+    pub heartbeat: Duration,
+    pub linger: Duration,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum LinkError {
+    #[error("cannot set up the ZeroMQ socket for processor {endpoint}: {source}")]
+    Socket { endpoint: String, source: zmq::Error },
+    #[error("cannot start a link thread: {0}")]
+    Thread(std::io::Error),
+}
+
+pub struct Link {
+    tx: Sender<LinkCmd>,
+    thread: Option<JoinHandle<()>>,
+    pub endpoint: String,
+}
+
+impl Link {
+    pub fn start(
+        ctx: &zmq::Context,
+        endpoint: &str,
+        shard: u16,
+        settings: &LinkSettings,
+        queue_batches: usize,
+        shared: Arc<Shared>,
+        pool: Sender<Vec<PacketSummary>>,
+    ) -> Result<Link, LinkError> {
+        let socket_err = |source| LinkError::Socket { endpoint: endpoint.to_owned(), source };
+        let socket = ctx.socket(zmq::PUSH).map_err(socket_err)?;
+        socket.set_sndhwm(256).map_err(socket_err)?;
+        socket.set_linger(i32::try_from(settings.linger.as_millis()).unwrap_or(i32::MAX)).map_err(socket_err)?;
+        socket.connect(endpoint).map_err(socket_err)?;
+        let (tx, rx) = crossbeam_channel::bounded(queue_batches);
+        let header = LinkHeader {
+            sender: settings.sender.clone(),
+            incarnation: settings.incarnation,
+            epoch: settings.epoch,
+            shard_count: settings.shard_count,
+            shard,
+            seq: 0,
+            watermark_ns: 0,
+        };
+        let worker = Worker { socket, header, shared, pool, heartbeat: settings.heartbeat, endpoint: endpoint.to_owned(), buf: Vec::with_capacity(1 << 16) };
+        let thread = std::thread::Builder::new()
+            .name(format!("link-{shard}"))
+            .spawn(move || worker.run(rx))
+            .map_err(LinkError::Thread)?;
+        Ok(Link { tx, thread: Some(thread), endpoint: endpoint.to_owned() })
+    }
+
+    /// Queues a command, waiting while the queue is full.
+    pub fn send_blocking(&self, cmd: LinkCmd) {
+        // The worker only goes away after Eos, so a send can fail only after we are done.
+        let _ = self.tx.send(cmd);
+    }
+
+    /// Queues a command if there is room; gives it back otherwise.
+    pub fn try_send(&self, cmd: LinkCmd) -> Result<(), LinkCmd> {
+        match self.tx.try_send(cmd) {
+            Ok(()) => Ok(()),
+            Err(TrySendError::Full(c) | TrySendError::Disconnected(c)) => Err(c),
+        }
+    }
+
+    /// Waits for the worker to send everything queued (the socket's linger bounds the wait).
+    pub fn join(mut self) {
+        if let Some(t) = self.thread.take() {
+            if t.join().is_err() {
+                error!(endpoint = %self.endpoint, "link thread panicked");
+            }
+        }
+    }
+}
+
+struct Worker {
+    socket: zmq::Socket,
+    header: LinkHeader,
+    shared: Arc<Shared>,
+    pool: Sender<Vec<PacketSummary>>,
+    heartbeat: Duration,
+    endpoint: String,
+    buf: Vec<u8>,
+}
+
+impl Worker {
+    fn run(mut self, rx: Receiver<LinkCmd>) {
+        loop {
+            match rx.recv_timeout(self.heartbeat) {
+                Ok(LinkCmd::Batch { mut summaries, watermark_ns }) => {
+                    self.header.watermark_ns = self.header.watermark_ns.max(watermark_ns);
+                    encode_batch(&self.header, &summaries, &mut self.buf);
+                    self.send();
+                    self.header.seq += summaries.len() as u64;
+                    summaries.clear();
+                    let _ = self.pool.try_send(summaries);
+                }
+                Ok(LinkCmd::Eos { status, counters }) => {
+                    self.header.watermark_ns = self.header.watermark_ns.max(self.watermark());
+                    encode_eos(&self.header, &status, &counters, &mut self.buf);
+                    self.send();
+                    debug!(endpoint = %self.endpoint, seq = self.header.seq, "end-of-stream sent");
+                    return;
+                }
+                Err(RecvTimeoutError::Timeout) => {
+                    self.header.watermark_ns = self.header.watermark_ns.max(self.watermark());
+                    let counters = match self.shared.counters.lock() {
+                        Ok(c) => c.clone(),
+                        Err(poisoned) => poisoned.into_inner().clone(),
+                    };
+                    encode_heartbeat(&self.header, &counters, &mut self.buf);
+                    self.send();
+                }
+                Err(RecvTimeoutError::Disconnected) => {
+                    warn!(endpoint = %self.endpoint, "link closed without end-of-stream");
+                    return;
+                }
+            }
+        }
+    }
+
+    fn watermark(&self) -> u64 {
+        let packet_time = self.shared.watermark_ns.load(Ordering::Relaxed);
+        if self.shared.live {
+            // Live: time moves on even when the tap is quiet (one second of slack for stragglers).
+            let wall = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0);
+            packet_time.max(wall.saturating_sub(1_000_000_000))
+        } else {
+            packet_time
+        }
+    }
+
+    fn send(&mut self) {
+        // PUSH blocks while the processor's queue (HWM) is full: backpressure reaches the
+        // capture thread through this link's bounded queue.
+        if let Err(e) = self.socket.send(&self.buf[..], 0) {
+            error!(endpoint = %self.endpoint, error = %e, "sending to processor failed; message lost");
+        }
+    }
+}

@@ -1,0 +1,270 @@
+//! The capture loop: source -> decoder -> per-shard batches -> links, and the end-of-stream
+//! that every exit path sends.
+
+use std::io::IsTerminal;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use crossbeam_channel::Receiver;
+use tapflow_proto::account::DropCounts;
+use tapflow_proto::{shard, CollectorCounters, DropReason, EosStatus, PacketSummary};
+use tracing::{error, info, warn};
+
+use crate::config::{Config, SlowPolicy, SourceSpec};
+use crate::decode::Decoder;
+use crate::link::{Link, LinkCmd, LinkError, LinkSettings, Shared};
+use crate::progress::Progress;
+use crate::source::{Next, Source, SourceError};
+
+/// How a run ended, for the exit code.
+#[derive(Debug)]
+pub enum RunOutcome {
+    /// End of file, or stopped by a signal; everything flushed.
+    Done { interrupted: bool },
+    /// The capture could not be opened (exit 3).
+    OpenFailed(SourceError),
+    /// The capture file is damaged (exit 4); everything before the damage was passed on.
+    Damaged(SourceError),
+    /// Live capture failed while running (exit 1).
+    Failed(SourceError),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error(transparent)]
+    Link(#[from] LinkError),
+}
+
+/// Runs the collector until the source ends, fails, or `shutdown` is set; sends end-of-stream
+/// with a status on every link in every case, and returns the final counters.
+pub fn run(config: &Config, shutdown: Arc<AtomicBool>) -> Result<(RunOutcome, CollectorCounters), RunError> {
+    let shard_count = u16::try_from(config.processors.len()).unwrap_or(u16::MAX);
+    let shared = Arc::new(Shared {
+        watermark_ns: Default::default(),
+        counters: Mutex::new(CollectorCounters::default()),
+        live: matches!(config.source, SourceSpec::Live(_)),
+    });
+    let settings = LinkSettings {
+        sender: config.name.clone(),
+        incarnation: incarnation(),
+        epoch: config.epoch,
+        shard_count,
+        heartbeat: config.heartbeat,
+        linger: config.linger,
+    };
+    let ctx = zmq::Context::new();
+    let (pool_tx, pool_rx) = crossbeam_channel::unbounded();
+    let mut links = Vec::with_capacity(config.processors.len());
+    for (i, endpoint) in config.processors.iter().enumerate() {
+        let shard = u16::try_from(i).unwrap_or(u16::MAX);
+        links.push(Link::start(&ctx, endpoint, shard, &settings, config.queue_batches, shared.clone(), pool_tx.clone())?);
+    }
+    info!(name = %settings.sender, incarnation = settings.incarnation, processors = shard_count, "collector started");
+
+    let mut pipeline = Pipeline::new(config, links, shared, pool_rx);
+    let outcome = match Source::open(&config.source, config.filter.as_deref()) {
+        Err(e) => RunOutcome::OpenFailed(e),
+        Ok(mut source) => {
+            info!(source = source.describe(), link = source.link().name(), "capture open");
+            pipeline.capture(&mut source, &shutdown)
+        }
+    };
+    let status = match &outcome {
+        RunOutcome::Done { interrupted: false } => EosStatus::Complete,
+        RunOutcome::Done { interrupted: true } => EosStatus::Interrupted,
+        RunOutcome::OpenFailed(e) => EosStatus::OpenFailed(e.to_string()),
+        RunOutcome::Damaged(e) => EosStatus::Damaged(e.to_string()),
+        RunOutcome::Failed(e) => EosStatus::Failed(e.to_string()),
+    };
+    let counters = pipeline.finish(status);
+    Ok((outcome, counters))
+}
+
+/// A restart gets a new incarnation, so its sequence numbers are not read as a gap.
+fn incarnation() -> u64 {
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0);
+    now ^ (u64::from(std::process::id()) << 40)
+}
+
+struct Pipeline {
+    decoder: Decoder,
+    links: Vec<Link>,
+    shared: Arc<Shared>,
+    pool: Receiver<Vec<PacketSummary>>,
+    pending: Vec<Vec<PacketSummary>>,
+    out: Vec<PacketSummary>,
+    sent: Vec<u64>,
+    queue_drops: DropCounts,
+    capture: tapflow_proto::CaptureStats,
+    batch_size: usize,
+    batch_age: std::time::Duration,
+    oldest_pending: Option<Instant>,
+    policy: SlowPolicy,
+    max_ts: u64,
+}
+
+impl Pipeline {
+    fn new(config: &Config, links: Vec<Link>, shared: Arc<Shared>, pool: Receiver<Vec<PacketSummary>>) -> Pipeline {
+        let n = links.len();
+        Pipeline {
+            decoder: Decoder::new(config.decode.clone()),
+            pending: (0..n).map(|_| Vec::with_capacity(config.batch_size)).collect(),
+            sent: vec![0; n],
+            links,
+            shared,
+            pool,
+            out: Vec::with_capacity(8),
+            queue_drops: DropCounts::default(),
+            capture: Default::default(),
+            batch_size: config.batch_size,
+            batch_age: config.batch_age,
+            oldest_pending: None,
+            policy: config.slow_policy,
+            max_ts: 0,
+        }
+    }
+
+    fn capture(&mut self, source: &mut Source, shutdown: &AtomicBool) -> RunOutcome {
+        let link = source.link();
+        let live = source.is_live();
+        let shard_count = u16::try_from(self.links.len()).unwrap_or(u16::MAX);
+        let mut progress = match std::fs::metadata(source.describe()) {
+            Ok(m) if !live && std::io::stderr().is_terminal() => Some(Progress::new(m.len())),
+            _ => None,
+        };
+        let mut last_publish = Instant::now();
+        let mut tick: u32 = 0;
+        loop {
+            if shutdown.load(Ordering::Relaxed) {
+                return RunOutcome::Done { interrupted: true };
+            }
+            match source.next() {
+                Ok(Next::Packet(rec)) => {
+                    self.max_ts = self.max_ts.max(rec.ts_ns);
+                    self.decoder.decode(link, rec.ts_ns, rec.data, rec.wire_len, &mut self.out);
+                    if let Some(p) = progress.as_mut() {
+                        p.record(rec.data.len());
+                    }
+                    for s in self.out.drain(..) {
+                        let i = usize::from(shard(&s.key, shard_count));
+                        self.pending[i].push(s);
+                        if self.pending[i].len() >= self.batch_size {
+                            flush_one(i, &mut self.pending, &self.links, &self.pool, &mut self.sent, &mut self.queue_drops, self.policy, self.max_ts, self.batch_size);
+                        }
+                    }
+                    if self.oldest_pending.is_none() {
+                        self.oldest_pending = Some(Instant::now());
+                    }
+                    tick = tick.wrapping_add(1);
+                    if tick % 4096 != 0 {
+                        continue;
+                    }
+                }
+                Ok(Next::Idle) => {}
+                Ok(Next::End) => return RunOutcome::Done { interrupted: false },
+                Err(e @ SourceError::Damaged { .. }) => return RunOutcome::Damaged(e),
+                Err(e) => return RunOutcome::Failed(e),
+            }
+            // Housekeeping, every 4096 packets or on a live read timeout.
+            self.shared.watermark_ns.fetch_max(self.max_ts, Ordering::Relaxed);
+            if self.oldest_pending.is_some_and(|t| t.elapsed() >= self.batch_age) {
+                self.flush_all();
+            }
+            if last_publish.elapsed() >= std::time::Duration::from_millis(250) {
+                last_publish = Instant::now();
+                if live {
+                    self.capture = source.stats();
+                }
+                self.publish();
+                if let Some(p) = progress.as_mut() {
+                    p.draw(self.decoder.counters().packets);
+                }
+            }
+        }
+    }
+
+    fn flush_all(&mut self) {
+        for i in 0..self.pending.len() {
+            if !self.pending[i].is_empty() {
+                flush_one(i, &mut self.pending, &self.links, &self.pool, &mut self.sent, &mut self.queue_drops, self.policy, self.max_ts, self.batch_size);
+            }
+        }
+        self.oldest_pending = None;
+    }
+
+    fn counters(&self) -> CollectorCounters {
+        let d = self.decoder.counters();
+        let mut drops = d.drops;
+        drops.add(DropReason::QueueFull, self.queue_drops.get(DropReason::QueueFull));
+        CollectorCounters {
+            packets_read: d.packets,
+            packets_summarised: d.packets_summarised,
+            fragments_merged: d.fragments_merged,
+            summaries: d.summaries,
+            summaries_sent: self.sent.clone(),
+            drops: drops.to_map(),
+            capture: self.capture,
+        }
+    }
+
+    fn publish(&self) {
+        let c = self.counters();
+        match self.shared.counters.lock() {
+            Ok(mut g) => *g = c,
+            Err(poisoned) => *poisoned.into_inner() = c,
+        }
+    }
+
+    /// Flushes everything, sends end-of-stream on every link and waits for the links.
+    fn finish(mut self, status: EosStatus) -> CollectorCounters {
+        self.decoder.finish();
+        self.flush_all();
+        self.shared.watermark_ns.fetch_max(self.max_ts, Ordering::Relaxed);
+        let counters = self.counters();
+        self.publish();
+        let r = counters.reconcile();
+        if !r.holds() {
+            error!(?r, "collector counters do not reconcile");
+        }
+        for link in &self.links {
+            link.send_blocking(LinkCmd::Eos { status: status.clone(), counters: counters.clone() });
+        }
+        for link in self.links.drain(..) {
+            link.join();
+        }
+        counters
+    }
+}
+
+/// Hands shard `i`'s pending batch to its link, replacing it with a recycled vector.
+#[allow(clippy::too_many_arguments)]
+fn flush_one(
+    i: usize,
+    pending: &mut [Vec<PacketSummary>],
+    links: &[Link],
+    pool: &Receiver<Vec<PacketSummary>>,
+    sent: &mut [u64],
+    drops: &mut DropCounts,
+    policy: SlowPolicy,
+    watermark_ns: u64,
+    batch_size: usize,
+) {
+    let fresh = pool.try_recv().unwrap_or_else(|_| Vec::with_capacity(batch_size));
+    let summaries = std::mem::replace(&mut pending[i], fresh);
+    let n = summaries.len() as u64;
+    let cmd = LinkCmd::Batch { summaries, watermark_ns };
+    match policy {
+        SlowPolicy::Block => {
+            links[i].send_blocking(cmd);
+            sent[i] += n;
+        }
+        SlowPolicy::Drop => match links[i].try_send(cmd) {
+            Ok(()) => sent[i] += n,
+            Err(_) => {
+                drops.add(DropReason::QueueFull, n);
+                warn!(endpoint = %links[i].endpoint, summaries = n, "processor queue full: batch dropped");
+            }
+        },
+    }
+}

@@ -1,0 +1,148 @@
+//! The capture edge: libpcap, live or from a file. Everything past this module sees plain
+//! `(timestamp, bytes, wire length)` records.
+
+use std::path::Path;
+
+use pcap::{Active, Capture, Offline, Precision};
+use tapflow_proto::CaptureStats;
+
+use crate::config::{LiveSpec, SourceSpec};
+use crate::decode::LinkType;
+
+/// One packet as libpcap delivered it.
+pub struct Record<'a> {
+    pub ts_ns: u64,
+    pub data: &'a [u8],
+    pub wire_len: u32,
+}
+
+/// What a read gave.
+pub enum Next<'a> {
+    Packet(Record<'a>),
+    /// Live capture: the read timeout passed with no packet.
+    Idle,
+    /// End of the capture file.
+    End,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SourceError {
+    #[error("cannot open capture {what}: {msg}")]
+    Open { what: String, msg: String },
+    #[error("capture {what} has link type {dlt}, which tapflow does not decode")]
+    UnsupportedLink { what: String, dlt: i32 },
+    #[error("invalid BPF filter {filter:?}: {msg}")]
+    Filter { filter: String, msg: String },
+    #[error("capture file {what} is damaged after {packets} packets: {msg}")]
+    Damaged { what: String, packets: u64, msg: String },
+    #[error("live capture on {what} failed: {msg}")]
+    Live { what: String, msg: String },
+}
+
+enum Handle {
+    File(Capture<Offline>),
+    Live(Capture<Active>),
+}
+
+pub struct Source {
+    handle: Handle,
+    link: LinkType,
+    what: String,
+    packets: u64,
+}
+
+impl Source {
+    pub fn open(spec: &SourceSpec, filter: Option<&str>) -> Result<Source, SourceError> {
+        let (handle, what) = match spec {
+            SourceSpec::File(path) => (Handle::File(open_file(path)?), path.display().to_string()),
+            SourceSpec::Live(live) => (Handle::Live(open_live(live)?), live.interface.clone()),
+        };
+        let dlt = match &handle {
+            Handle::File(c) => c.get_datalink().0,
+            Handle::Live(c) => c.get_datalink().0,
+        };
+        let link = LinkType::from_dlt(dlt).ok_or_else(|| SourceError::UnsupportedLink { what: what.clone(), dlt })?;
+        let mut source = Source { handle, link, what, packets: 0 };
+        if let Some(f) = filter {
+            let res = match &mut source.handle {
+                Handle::File(c) => c.filter(f, true),
+                Handle::Live(c) => c.filter(f, true),
+            };
+            res.map_err(|e| SourceError::Filter { filter: f.to_owned(), msg: e.to_string() })?;
+        }
+        Ok(source)
+    }
+
+    pub fn link(&self) -> LinkType {
+        self.link
+    }
+
+    pub fn is_live(&self) -> bool {
+        matches!(self.handle, Handle::Live(_))
+    }
+
+    pub fn describe(&self) -> &str {
+        &self.what
+    }
+
+    /// The next packet. Timestamps are nanoseconds: files are opened with nanosecond precision
+    /// (libpcap scales microsecond files), live captures ask for it too.
+    pub fn next(&mut self) -> Result<Next<'_>, SourceError> {
+        let is_file = matches!(self.handle, Handle::File(_));
+        let res = match &mut self.handle {
+            Handle::File(c) => c.next_packet(),
+            Handle::Live(c) => c.next_packet(),
+        };
+        match res {
+            Ok(p) => {
+                self.packets += 1;
+                let ts = &p.header.ts;
+                let secs = u64::try_from(ts.tv_sec).unwrap_or(0);
+                let frac = u64::try_from(ts.tv_usec).unwrap_or(0);
+                let ts_ns = secs.saturating_mul(1_000_000_000).saturating_add(frac);
+                Ok(Next::Packet(Record { ts_ns, data: p.data, wire_len: p.header.len }))
+            }
+            Err(pcap::Error::NoMorePackets) => Ok(Next::End),
+            Err(pcap::Error::TimeoutExpired) => Ok(Next::Idle),
+            Err(e) if is_file => Err(SourceError::Damaged { what: self.what.clone(), packets: self.packets, msg: e.to_string() }),
+            Err(e) => Err(SourceError::Live { what: self.what.clone(), msg: e.to_string() }),
+        }
+    }
+
+    /// libpcap's statistics for a live capture; zero for files.
+    pub fn stats(&mut self) -> CaptureStats {
+        match &mut self.handle {
+            Handle::Live(c) => match c.stats() {
+                Ok(s) => CaptureStats {
+                    received: u64::from(s.received),
+                    kernel_dropped: u64::from(s.dropped),
+                    if_dropped: u64::from(s.if_dropped),
+                },
+                Err(_) => CaptureStats::default(),
+            },
+            Handle::File(_) => CaptureStats::default(),
+        }
+    }
+}
+
+fn open_file(path: &Path) -> Result<Capture<Offline>, SourceError> {
+    let what = path.display().to_string();
+    if let Err(e) = std::fs::metadata(path) {
+        return Err(SourceError::Open { what, msg: e.to_string() });
+    }
+    Capture::from_file_with_precision(path, Precision::Nano).map_err(|e| SourceError::Open { what, msg: e.to_string() })
+}
+
+fn open_live(live: &LiveSpec) -> Result<Capture<Active>, SourceError> {
+    let err = |e: pcap::Error| SourceError::Open { what: live.interface.clone(), msg: e.to_string() };
+    Capture::from_device(live.interface.as_str())
+        .map_err(err)?
+        .promisc(live.promisc)
+        .snaplen(live.snaplen)
+        .buffer_size(live.buffer_bytes)
+        .immediate_mode(live.immediate)
+        .precision(Precision::Nano)
+        .timeout(100)
+        .open()
+        .map_err(err)
+}
