@@ -6,12 +6,12 @@
 //! delays heartbeats to the others. Emptied batch vectors go back to the capture thread through
 //! a shared pool, so steady state allocates nothing.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TrySendError};
+use crossbeam_channel::{Receiver, RecvTimeoutError, SendTimeoutError, Sender, TrySendError};
 use tapflow_proto::wire::{encode_batch, encode_eos, encode_heartbeat};
 use tapflow_proto::{CollectorCounters, EosStatus, LinkHeader, PacketSummary};
 use tracing::{debug, error, warn};
@@ -30,6 +30,8 @@ pub struct Shared {
     pub counters: Mutex<CollectorCounters>,
     /// Live capture: let the watermark follow the wall clock when no packets arrive.
     pub live: bool,
+    /// Set by SIGINT/SIGTERM: stop waiting for a processor that does not take messages.
+    pub shutdown: Arc<AtomicBool>,
 }
 
 /// Identity and settings common to all links of one collector.
@@ -52,10 +54,34 @@ pub enum LinkError {
 }
 
 pub struct Link {
-    tx: Sender<LinkCmd>,
+    tx: Option<Sender<LinkCmd>>,
     thread: Option<JoinHandle<()>>,
     pub endpoint: String,
+    shared: Arc<Shared>,
+    linger: Duration,
 }
+
+/// Once shutdown is requested, a stuck send may wait `linger` more, then gives up.
+struct Grace {
+    linger: Duration,
+    since: Option<std::time::Instant>,
+}
+
+impl Grace {
+    fn new(linger: Duration) -> Grace {
+        Grace { linger, since: None }
+    }
+
+    fn expired(&mut self, shutdown: &AtomicBool) -> bool {
+        if !shutdown.load(Ordering::Relaxed) {
+            return false;
+        }
+        self.since.get_or_insert_with(std::time::Instant::now).elapsed() >= self.linger
+    }
+}
+
+/// How long one blocking send waits before checking for shutdown, in milliseconds.
+const SEND_RETRY_MS: i32 = 200;
 
 impl Link {
     pub fn start(
@@ -70,6 +96,7 @@ impl Link {
         let socket_err = |source| LinkError::Socket { endpoint: endpoint.to_owned(), source };
         let socket = ctx.socket(zmq::PUSH).map_err(socket_err)?;
         socket.set_sndhwm(256).map_err(socket_err)?;
+        socket.set_sndtimeo(SEND_RETRY_MS).map_err(socket_err)?;
         socket.set_linger(i32::try_from(settings.linger.as_millis()).unwrap_or(i32::MAX)).map_err(socket_err)?;
         socket.connect(endpoint).map_err(socket_err)?;
         let (tx, rx) = crossbeam_channel::bounded(queue_batches);
@@ -82,30 +109,41 @@ impl Link {
             seq: 0,
             watermark_ns: 0,
         };
-        let worker = Worker { socket, header, shared, pool, heartbeat: settings.heartbeat, endpoint: endpoint.to_owned(), buf: Vec::with_capacity(1 << 16) };
+        let worker = Worker { socket, header, shared: shared.clone(), pool, heartbeat: settings.heartbeat, linger: settings.linger, endpoint: endpoint.to_owned(), buf: Vec::with_capacity(1 << 16) };
         let thread = std::thread::Builder::new()
             .name(format!("link-{shard}"))
             .spawn(move || worker.run(rx))
             .map_err(LinkError::Thread)?;
-        Ok(Link { tx, thread: Some(thread), endpoint: endpoint.to_owned() })
+        Ok(Link { tx: Some(tx), thread: Some(thread), endpoint: endpoint.to_owned(), shared, linger: settings.linger })
     }
 
-    /// Queues a command, waiting while the queue is full.
-    pub fn send_blocking(&self, cmd: LinkCmd) {
-        // The worker only goes away after Eos, so a send can fail only after we are done.
-        let _ = self.tx.send(cmd);
+    /// Queues a command, waiting while the queue is full, unless shutdown is requested while
+    /// waiting: then the command is given back.
+    pub fn send_blocking(&self, mut cmd: LinkCmd) -> Result<(), LinkCmd> {
+        let Some(tx) = &self.tx else { return Err(cmd) };
+        let mut grace = Grace::new(self.linger);
+        loop {
+            match tx.send_timeout(cmd, Duration::from_millis(SEND_RETRY_MS as u64)) {
+                Ok(()) => return Ok(()),
+                Err(SendTimeoutError::Timeout(c)) if !grace.expired(&self.shared.shutdown) => cmd = c,
+                Err(SendTimeoutError::Timeout(c) | SendTimeoutError::Disconnected(c)) => return Err(c),
+            }
+        }
     }
 
     /// Queues a command if there is room; gives it back otherwise.
     pub fn try_send(&self, cmd: LinkCmd) -> Result<(), LinkCmd> {
-        match self.tx.try_send(cmd) {
+        let Some(tx) = &self.tx else { return Err(cmd) };
+        match tx.try_send(cmd) {
             Ok(()) => Ok(()),
             Err(TrySendError::Full(c) | TrySendError::Disconnected(c)) => Err(c),
         }
     }
 
-    /// Waits for the worker to send everything queued (the socket's linger bounds the wait).
+    /// Closes the queue and waits for the worker to send what it holds (bounded by the
+    /// socket's linger, or by shutdown for a processor that takes nothing).
     pub fn join(mut self) {
+        drop(self.tx.take());
         if let Some(t) = self.thread.take() {
             if t.join().is_err() {
                 error!(endpoint = %self.endpoint, "link thread panicked");
@@ -120,6 +158,7 @@ struct Worker {
     shared: Arc<Shared>,
     pool: Sender<Vec<PacketSummary>>,
     heartbeat: Duration,
+    linger: Duration,
     endpoint: String,
     buf: Vec<u8>,
 }
@@ -153,7 +192,7 @@ impl Worker {
                     self.send();
                 }
                 Err(RecvTimeoutError::Disconnected) => {
-                    warn!(endpoint = %self.endpoint, "link closed without end-of-stream");
+                    warn!(endpoint = %self.endpoint, "link closed without end-of-stream (processor unreachable at shutdown)");
                     return;
                 }
             }
@@ -174,8 +213,20 @@ impl Worker {
     fn send(&mut self) {
         // PUSH blocks while the processor's queue (HWM) is full: backpressure reaches the
         // capture thread through this link's bounded queue.
-        if let Err(e) = self.socket.send(&self.buf[..], 0) {
-            error!(endpoint = %self.endpoint, error = %e, "sending to processor failed; message lost");
+        let mut grace = Grace::new(self.linger);
+        loop {
+            match self.socket.send(&self.buf[..], 0) {
+                Ok(()) => return,
+                Err(zmq::Error::EAGAIN) if !grace.expired(&self.shared.shutdown) => {}
+                Err(zmq::Error::EAGAIN) => {
+                    error!(endpoint = %self.endpoint, "processor takes nothing and shutdown was requested; message lost (a gap downstream)");
+                    return;
+                }
+                Err(e) => {
+                    error!(endpoint = %self.endpoint, error = %e, "sending to processor failed; message lost (a gap downstream)");
+                    return;
+                }
+            }
         }
     }
 }

@@ -36,6 +36,9 @@ fn main() -> ExitCode {
                 summaries = counters.summaries,
                 sent = ?counters.summaries_sent,
                 drops = ?counters.drops,
+                pcap_received = counters.capture.received,
+                kernel_dropped = counters.capture.kernel_dropped,
+                if_dropped = counters.capture.if_dropped,
                 reconciled = r.holds(),
                 "collector finished"
             );

@@ -44,6 +44,7 @@ pub fn run(config: &Config, shutdown: Arc<AtomicBool>) -> Result<(RunOutcome, Co
         watermark_ns: Default::default(),
         counters: Mutex::new(CollectorCounters::default()),
         live: matches!(config.source, SourceSpec::Live(_)),
+        shutdown: shutdown.clone(),
     });
     let settings = LinkSettings {
         sender: config.name.clone(),
@@ -67,7 +68,11 @@ pub fn run(config: &Config, shutdown: Arc<AtomicBool>) -> Result<(RunOutcome, Co
         Err(e) => RunOutcome::OpenFailed(e),
         Ok(mut source) => {
             info!(source = source.describe(), link = source.link().name(), "capture open");
-            pipeline.capture(&mut source, &shutdown)
+            let outcome = pipeline.capture(&mut source, &shutdown);
+            if source.is_live() {
+                pipeline.capture_stats = source.stats();
+            }
+            outcome
         }
     };
     let status = match &outcome {
@@ -96,7 +101,7 @@ struct Pipeline {
     out: Vec<PacketSummary>,
     sent: Vec<u64>,
     queue_drops: DropCounts,
-    capture: tapflow_proto::CaptureStats,
+    capture_stats: tapflow_proto::CaptureStats,
     batch_size: usize,
     batch_age: std::time::Duration,
     oldest_pending: Option<Instant>,
@@ -116,7 +121,7 @@ impl Pipeline {
             pool,
             out: Vec::with_capacity(8),
             queue_drops: DropCounts::default(),
-            capture: Default::default(),
+            capture_stats: Default::default(),
             batch_size: config.batch_size,
             batch_age: config.batch_age,
             oldest_pending: None,
@@ -174,7 +179,7 @@ impl Pipeline {
             if last_publish.elapsed() >= std::time::Duration::from_millis(250) {
                 last_publish = Instant::now();
                 if live {
-                    self.capture = source.stats();
+                    self.capture_stats = source.stats();
                 }
                 self.publish();
                 if let Some(p) = progress.as_mut() {
@@ -204,7 +209,7 @@ impl Pipeline {
             summaries: d.summaries,
             summaries_sent: self.sent.clone(),
             drops: drops.to_map(),
-            capture: self.capture,
+            capture: self.capture_stats,
         }
     }
 
@@ -228,7 +233,9 @@ impl Pipeline {
             error!(?r, "collector counters do not reconcile");
         }
         for link in &self.links {
-            link.send_blocking(LinkCmd::Eos { status: status.clone(), counters: counters.clone() });
+            if link.send_blocking(LinkCmd::Eos { status: status.clone(), counters: counters.clone() }).is_err() {
+                error!(endpoint = %link.endpoint, "processor unreachable: end-of-stream not delivered");
+            }
         }
         for link in self.links.drain(..) {
             link.join();
@@ -255,10 +262,13 @@ fn flush_one(
     let n = summaries.len() as u64;
     let cmd = LinkCmd::Batch { summaries, watermark_ns };
     match policy {
-        SlowPolicy::Block => {
-            links[i].send_blocking(cmd);
-            sent[i] += n;
-        }
+        SlowPolicy::Block => match links[i].send_blocking(cmd) {
+            Ok(()) => sent[i] += n,
+            Err(_) => {
+                drops.add(DropReason::QueueFull, n);
+                warn!(endpoint = %links[i].endpoint, summaries = n, "shutdown while the processor's queue was full: batch dropped");
+            }
+        },
         SlowPolicy::Drop => match links[i].try_send(cmd) {
             Ok(()) => sent[i] += n,
             Err(_) => {

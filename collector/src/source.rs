@@ -103,7 +103,12 @@ impl Source {
                 Ok(Next::Packet(Record { ts_ns, data: p.data, wire_len: p.header.len }))
             }
             Err(pcap::Error::NoMorePackets) => Ok(Next::End),
-            Err(pcap::Error::TimeoutExpired) => Ok(Next::Idle),
+            Err(pcap::Error::TimeoutExpired) => {
+                // Non-blocking live capture with nothing buffered: wait a little rather than spin.
+                // (A blocking read can sleep forever in immediate mode and miss SIGTERM.)
+                std::thread::sleep(std::time::Duration::from_millis(2));
+                Ok(Next::Idle)
+            }
             Err(e) if is_file => Err(SourceError::Damaged { what: self.what.clone(), packets: self.packets, msg: e.to_string() }),
             Err(e) => Err(SourceError::Live { what: self.what.clone(), msg: e.to_string() }),
         }
@@ -144,5 +149,6 @@ fn open_live(live: &LiveSpec) -> Result<Capture<Active>, SourceError> {
         .precision(Precision::Nano)
         .timeout(100)
         .open()
+        .and_then(Capture::setnonblock)
         .map_err(err)
 }

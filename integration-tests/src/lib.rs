@@ -106,12 +106,55 @@ impl Drop for Proc {
     }
 }
 
-/// One collector of a pipeline run: its capture and its `--processor` order (indices into the
-/// processors).
+/// One collector of a pipeline run: its source, its `--processor` order (indices into the
+/// processors) and any further flags.
 pub struct CollectorSpec {
-    pub pcap: PathBuf,
+    pub source: SourceArg,
     pub order: Vec<usize>,
     pub extra: Vec<String>,
+}
+
+pub enum SourceArg {
+    Pcap(PathBuf),
+    Interface(String),
+}
+
+impl CollectorSpec {
+    pub fn pcap(pcap: &Path, n: usize) -> CollectorSpec {
+        CollectorSpec { source: SourceArg::Pcap(pcap.to_path_buf()), order: (0..n).collect(), extra: vec![] }
+    }
+}
+
+/// A pipeline whose processes are running.
+pub struct RunningPipeline {
+    pub dir: tempfile::TempDir,
+    pub collectors: Vec<Proc>,
+    pub processors: Vec<Proc>,
+    pub aggregator: Proc,
+    health: PathBuf,
+}
+
+impl RunningPipeline {
+    /// Sends a signal (e.g. "TERM") to collector `i`.
+    pub fn signal_collector(&self, i: usize, signal: &str) {
+        let pid = self.collectors[i].child.id().to_string();
+        let ok = Command::new("kill").args([format!("-{signal}"), pid]).status().map(|s| s.success()).unwrap_or(false);
+        assert!(ok, "kill -{signal} failed");
+    }
+
+    /// Waits for every process (at most `timeout` in all) and collects what they reported.
+    pub fn wait(mut self, timeout: Duration) -> PipelineRun {
+        let deadline = Instant::now() + timeout;
+        let mut finish = |p: &mut Proc| (p.wait_until(deadline).and_then(|s| s.code()), p.stderr());
+        let collectors: Vec<_> = self.collectors.iter_mut().map(&mut finish).collect();
+        let processors: Vec<_> = self.processors.iter_mut().map(&mut finish).collect();
+        let aggregator = finish(&mut self.aggregator);
+        let report = std::fs::read_to_string(&self.health)
+            .ok()
+            .and_then(|s| s.lines().last().map(str::to_owned))
+            .and_then(|l| serde_json::from_str(&l).ok());
+        PipelineRun { dir: self.dir, collectors, processors, aggregator, report }
+    }
 }
 
 /// What a pipeline run left behind.
@@ -135,10 +178,15 @@ impl PipelineRun {
 /// Runs `collectors` -> `n` processors -> aggregator on loopback, every process with
 /// `--exit-on-eos`, and waits for all of them (at most `timeout`).
 pub fn run_pipeline(collectors: &[CollectorSpec], n: usize, timeout: Duration) -> PipelineRun {
+    start_pipeline(collectors, n).wait(timeout)
+}
+
+/// Starts the aggregator, `n` processors and the collectors, in that order.
+pub fn start_pipeline(collectors: &[CollectorSpec], n: usize) -> RunningPipeline {
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
     let agg_port = free_port();
     let health = dir.path().join("health.jsonl");
-    let mut aggregator = Proc::spawn(
+    let aggregator = Proc::spawn(
         "aggregator",
         &bin("tapflow-aggregator"),
         &[
@@ -153,7 +201,7 @@ pub fn run_pipeline(collectors: &[CollectorSpec], n: usize, timeout: Duration) -
         dir.path(),
     );
     let ports: Vec<u16> = (0..n).map(|_| free_port()).collect();
-    let mut processors: Vec<Proc> = ports
+    let processors: Vec<Proc> = ports
         .iter()
         .enumerate()
         .map(|(i, p)| {
@@ -175,11 +223,15 @@ pub fn run_pipeline(collectors: &[CollectorSpec], n: usize, timeout: Duration) -
             )
         })
         .collect();
-    let mut procs: Vec<Proc> = collectors
+    let collectors: Vec<Proc> = collectors
         .iter()
         .enumerate()
         .map(|(i, c)| {
-            let mut args = vec!["--pcap".into(), c.pcap.display().to_string(), "--name".into(), format!("collector{i}")];
+            let mut args: Vec<String> = match &c.source {
+                SourceArg::Pcap(p) => vec!["--pcap".into(), p.display().to_string()],
+                SourceArg::Interface(i) => vec!["--interface".into(), i.clone()],
+            };
+            args.extend(["--name".into(), format!("collector{i}")]);
             for &p in &c.order {
                 args.push("--processor".into());
                 args.push(endpoint(ports[p]));
@@ -188,16 +240,7 @@ pub fn run_pipeline(collectors: &[CollectorSpec], n: usize, timeout: Duration) -
             Proc::spawn(&format!("collector{i}"), &bin("tapflow-collector"), &args, dir.path())
         })
         .collect();
-    let deadline = Instant::now() + timeout;
-    let mut finish = |p: &mut Proc| (p.wait_until(deadline).and_then(|s| s.code()), p.stderr());
-    let collectors: Vec<_> = procs.iter_mut().map(&mut finish).collect();
-    let processors: Vec<_> = processors.iter_mut().map(&mut finish).collect();
-    let aggregator = finish(&mut aggregator);
-    let report = std::fs::read_to_string(&health)
-        .ok()
-        .and_then(|s| s.lines().last().map(str::to_owned))
-        .and_then(|l| serde_json::from_str(&l).ok());
-    PipelineRun { dir, collectors, processors, aggregator, report }
+    RunningPipeline { dir, collectors, processors, aggregator, health }
 }
 
 /// `Number of packets:` from a capinfos truth file, if it has one.

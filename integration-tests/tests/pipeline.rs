@@ -11,7 +11,7 @@ use tapflow_integration_tests::{bin, capinfos_packets, captures, run_pipeline, s
 const TIMEOUT: Duration = Duration::from_secs(120);
 
 fn one_collector(pcap: &Path, n: usize, extra: &[&str]) -> PipelineRun {
-    let spec = CollectorSpec { pcap: pcap.to_path_buf(), order: (0..n).collect(), extra: extra.iter().map(|s| s.to_string()).collect() };
+    let spec = CollectorSpec { extra: extra.iter().map(|s| s.to_string()).collect(), ..CollectorSpec::pcap(pcap, n) };
     run_pipeline(&[spec], n, TIMEOUT)
 }
 
@@ -136,7 +136,7 @@ fn missing_capture_ends_the_whole_pipeline() {
 fn collectors_that_disagree_on_processor_order_are_detected_as_misrouted() {
     let Some(pcaps) = shared_pcaps() else { return };
     let pcap = pcaps.join("zeek-ssh.pcap");
-    let spec = |order: Vec<usize>| CollectorSpec { pcap: pcap.clone(), order, extra: vec![] };
+    let spec = |order: Vec<usize>| CollectorSpec { order, ..CollectorSpec::pcap(&pcap, 2) };
     let run = run_pipeline(&[spec(vec![0, 1]), spec(vec![1, 0])], 2, TIMEOUT);
     assert!(run.all_exited());
     let report = run.report.as_ref().unwrap_or_else(|| panic!("no report: {}", run.aggregator.1));

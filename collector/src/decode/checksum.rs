@@ -102,8 +102,16 @@ mod tests {
     }
 
     fn check(bytes: &[u8], expected: u16) {
-        assert_eq!(Sum::default().add(bytes).checksum(), expected, "{bytes:02x?}");
-        assert_eq!(reference(bytes), expected, "reference disagrees on {bytes:02x?}");
+        assert_eq!(
+            Sum::default().add(bytes).checksum(),
+            expected,
+            "{bytes:02x?}"
+        );
+        assert_eq!(
+            reference(bytes),
+            expected,
+            "reference disagrees on {bytes:02x?}"
+        );
     }
 
     fn hex(s: &str) -> Vec<u8> {
@@ -122,7 +130,10 @@ mod tests {
         check(&[0xff], 0x00ff);
         check(&[0x12, 0x34, 0x56], !(0x1234u16 + 0x5600));
         // An IPv4 header (Wikipedia's example) with its checksum field zeroed: b861.
-        check(&hex("4500 0073 0000 4000 4011 0000 c0a8 0001 c0a8 00c7"), 0xb861);
+        check(
+            &hex("4500 0073 0000 4000 4011 0000 c0a8 0001 c0a8 00c7"),
+            0xb861,
+        );
     }
 
     #[test]

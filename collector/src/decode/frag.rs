@@ -136,7 +136,7 @@ impl Table {
         let max_end = if key.v6 { MAX_IP + 40 } else { MAX_IP }.saturating_sub(piece.hdr_len);
         let existing = self.slots.get(&key);
         let invalid = end > max_end
-            || (piece.more && piece.len % 8 != 0)
+            || (piece.more && piece.len & 7 != 0)
             || existing.is_some_and(|s| {
                 let held_end = s.ranges.last().map_or(0, |r| r.1);
                 if piece.more {
@@ -214,11 +214,11 @@ impl Table {
     pub(super) fn expire(&mut self, now: u64, counters: &mut DecodeCounters) {
         while let Some((_, key)) = self.age.first_key_value() {
             let key = *key;
-            let old = self
+            let fresh = self
                 .slots
                 .get(&key)
-                .map_or(true, |s| now.saturating_sub(s.created_ns) > self.limits.timeout_ns);
-            if !old {
+                .is_some_and(|s| now.saturating_sub(s.created_ns) <= self.limits.timeout_ns);
+            if fresh {
                 break;
             }
             self.remove(&key, Some(DropReason::FragmentTimeout), counters);
@@ -275,7 +275,10 @@ impl Slot {
             self.data.resize(end as usize, 0);
         }
         let mut copy = |from: u32, to: u32| {
-            let (a, b) = (from.saturating_sub(start) as usize, to.saturating_sub(start) as usize);
+            let (a, b) = (
+                from.saturating_sub(start) as usize,
+                to.saturating_sub(start) as usize,
+            );
             let src = data.get(a..b.min(data.len())).unwrap_or_default();
             let at = from as usize;
             if let Some(dst) = self.data.get_mut(at..at.saturating_add(src.len())) {

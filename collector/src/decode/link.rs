@@ -217,10 +217,25 @@ mod tests {
         .concat();
         check(LinkType::Ethernet, &three, V4, Ok(Some(0xfff)));
         check(LinkType::Ethernet, &eth(0x0806), V4, Err(DropReason::NonIp));
-        check(LinkType::Ethernet, &eth(0x88cc), &[], Err(DropReason::NonIp));
+        check(
+            LinkType::Ethernet,
+            &eth(0x88cc),
+            &[],
+            Err(DropReason::NonIp),
+        );
         check(LinkType::Ethernet, &eth(0x0040), V4, Err(DropReason::NonIp));
-        check(LinkType::Ethernet, &eth(0x8100)[..13], &[], Err(DropReason::Truncated));
-        check(LinkType::Ethernet, &[eth(0x8100), vec![0, 1, 8]].concat(), &[], Err(DropReason::Truncated));
+        check(
+            LinkType::Ethernet,
+            &eth(0x8100)[..13],
+            &[],
+            Err(DropReason::Truncated),
+        );
+        check(
+            LinkType::Ethernet,
+            &[eth(0x8100), vec![0, 1, 8]].concat(),
+            &[],
+            Err(DropReason::Truncated),
+        );
     }
 
     #[test]
@@ -232,16 +247,43 @@ mod tests {
         let multicast = [eth(0x8848), vec![0, 0x01, 0x01, 64]].concat();
         check(LinkType::Ethernet, &multicast, V4, Ok(None));
         // A pseudowire control word (first nibble 0) is not IP.
-        check(LinkType::Ethernet, &multicast, &[0, 0, 0, 0], Err(DropReason::NonIp));
-        check(LinkType::Ethernet, &[eth(0x8847), vec![0, 0x01, 0x00, 64]].concat(), &[], Err(DropReason::Truncated));
+        check(
+            LinkType::Ethernet,
+            &multicast,
+            &[0, 0, 0, 0],
+            Err(DropReason::NonIp),
+        );
+        check(
+            LinkType::Ethernet,
+            &[eth(0x8847), vec![0, 0x01, 0x00, 64]].concat(),
+            &[],
+            Err(DropReason::Truncated),
+        );
         let vlan_mpls = [eth(0x8100), vec![0, 7, 0x88, 0x47, 0, 0, 0x01, 1]].concat();
         check(LinkType::Ethernet, &vlan_mpls, V6, Ok(Some(7)));
 
-        let session = |ppp: u16| [eth(0x8864), vec![0x11, 0, 0, 1, 0, 42], ppp.to_be_bytes().to_vec()].concat();
+        let session = |ppp: u16| {
+            [
+                eth(0x8864),
+                vec![0x11, 0, 0, 1, 0, 42],
+                ppp.to_be_bytes().to_vec(),
+            ]
+            .concat()
+        };
         check(LinkType::Ethernet, &session(0x0021), V4, Ok(None));
         check(LinkType::Ethernet, &session(0x0057), V6, Ok(None));
-        check(LinkType::Ethernet, &session(0xc021), &[1, 2, 3, 4], Err(DropReason::NonIp));
-        check(LinkType::Ethernet, &session(0x0021)[..20], &[], Err(DropReason::Truncated));
+        check(
+            LinkType::Ethernet,
+            &session(0xc021),
+            &[1, 2, 3, 4],
+            Err(DropReason::NonIp),
+        );
+        check(
+            LinkType::Ethernet,
+            &session(0x0021)[..20],
+            &[],
+            Err(DropReason::Truncated),
+        );
     }
 
     #[test]
@@ -266,14 +308,29 @@ mod tests {
         let mut sll = vec![0, 0, 0, 1, 0, 6, 2, 0, 0, 0, 0, 1, 0, 0, 0x08, 0x00];
         check(LinkType::LinuxSll, &sll, V4, Ok(None));
         sll[14..16].copy_from_slice(&[0x81, 0x00]);
-        check(LinkType::LinuxSll, &[sll.clone(), vec![0, 5, 0x86, 0xdd]].concat(), V6, Ok(Some(5)));
+        check(
+            LinkType::LinuxSll,
+            &[sll.clone(), vec![0, 5, 0x86, 0xdd]].concat(),
+            V6,
+            Ok(Some(5)),
+        );
         sll[14..16].copy_from_slice(&[0x00, 0x04]);
         check(LinkType::LinuxSll, &sll, V4, Err(DropReason::NonIp));
-        check(LinkType::LinuxSll, &sll[..15], &[], Err(DropReason::Truncated));
+        check(
+            LinkType::LinuxSll,
+            &sll[..15],
+            &[],
+            Err(DropReason::Truncated),
+        );
 
         let sll2 = [vec![0x86, 0xdd, 0, 0], vec![0; 16]].concat();
         check(LinkType::LinuxSll2, &sll2, V6, Ok(None));
-        check(LinkType::LinuxSll2, &sll2[..19], &[], Err(DropReason::Truncated));
+        check(
+            LinkType::LinuxSll2,
+            &sll2[..19],
+            &[],
+            Err(DropReason::Truncated),
+        );
     }
 
     #[test]
@@ -285,24 +342,55 @@ mod tests {
         let head = [&header[..], &prefix, &payload_hdr(4)].concat();
         // Only the TLV's value is the packet, not what follows it.
         let frame = [head.clone(), V4.to_vec()].concat();
-        assert_eq!(parse(LinkType::Nflog, &frame), Ok(L3 { ip: V4, vlan: None }));
+        assert_eq!(
+            parse(LinkType::Nflog, &frame),
+            Ok(L3 { ip: V4, vlan: None })
+        );
         let with_trailer = [frame.clone(), vec![8, 0, 99, 0, 1, 2, 3, 4]].concat();
-        assert_eq!(parse(LinkType::Nflog, &with_trailer), Ok(L3 { ip: V4, vlan: None }));
-        check(LinkType::Nflog, &[&header[..], &prefix].concat(), &[], Err(DropReason::NonIp));
-        check(LinkType::Nflog, &[&header[..], &[2, 0, 9, 0]].concat(), V4, Err(DropReason::Truncated));
+        assert_eq!(
+            parse(LinkType::Nflog, &with_trailer),
+            Ok(L3 { ip: V4, vlan: None })
+        );
+        check(
+            LinkType::Nflog,
+            &[&header[..], &prefix].concat(),
+            &[],
+            Err(DropReason::NonIp),
+        );
+        check(
+            LinkType::Nflog,
+            &[&header[..], &[2, 0, 9, 0]].concat(),
+            V4,
+            Err(DropReason::Truncated),
+        );
         check(LinkType::Nflog, &head, &V4[..2], Err(DropReason::Truncated));
-        check(LinkType::Nflog, &header[..3], &[], Err(DropReason::Truncated));
+        check(
+            LinkType::Nflog,
+            &header[..3],
+            &[],
+            Err(DropReason::Truncated),
+        );
     }
 
     #[test]
     fn every_prefix_is_handled() {
         let frames = [
             [eth(0x8100), vec![0, 1, 0x88, 0x47, 0, 0, 1, 1], V4.to_vec()].concat(),
-            [eth(0x8864), vec![0x11, 0, 0, 1, 0, 42, 0, 0x57], V6.to_vec()].concat(),
+            [
+                eth(0x8864),
+                vec![0x11, 0, 0, 1, 0, 42, 0, 0x57],
+                V6.to_vec(),
+            ]
+            .concat(),
         ];
         for frame in &frames {
             for n in 0..frame.len() {
-                for link in [LinkType::Ethernet, LinkType::Nflog, LinkType::LinuxSll, LinkType::Null] {
+                for link in [
+                    LinkType::Ethernet,
+                    LinkType::Nflog,
+                    LinkType::LinuxSll,
+                    LinkType::Null,
+                ] {
                     let _ = parse(link, &frame[..n]);
                 }
             }

@@ -42,11 +42,6 @@ pub(super) fn ipv4_header(
     h
 }
 
-/// A whole IPv4 packet around `payload`.
-pub(super) fn ipv4(proto: u8, src: [u8; 4], dst: [u8; 4], payload: &[u8]) -> Vec<u8> {
-    [ipv4_header(proto, src, dst, payload.len(), 1, 0, false, &[]), payload.to_vec()].concat()
-}
-
 /// A whole IPv6 packet around `payload` (which starts with any extension headers).
 pub(super) fn ipv6(next: u8, src: [u8; 16], dst: [u8; 16], payload: &[u8]) -> Vec<u8> {
     let mut p = vec![0x60, 0, 0, 0];
@@ -75,31 +70,62 @@ fn build(b: impl FnOnce(&mut Vec<u8>)) -> Vec<u8> {
 /// IPv4 + UDP with correct checksums.
 pub(super) fn udp4(src: [u8; 4], dst: [u8; 4], sport: u16, dport: u16, payload: &[u8]) -> Vec<u8> {
     build(|v| {
-        let r = PacketBuilder::ipv4(src, dst, 64).udp(sport, dport).write(v, payload);
+        let r = PacketBuilder::ipv4(src, dst, 64)
+            .udp(sport, dport)
+            .write(v, payload);
         assert!(r.is_ok(), "{r:?}");
     })
 }
 
-pub(super) fn udp6(src: [u8; 16], dst: [u8; 16], sport: u16, dport: u16, payload: &[u8]) -> Vec<u8> {
+pub(super) fn udp6(
+    src: [u8; 16],
+    dst: [u8; 16],
+    sport: u16,
+    dport: u16,
+    payload: &[u8],
+) -> Vec<u8> {
     build(|v| {
-        let r = PacketBuilder::ipv6(src, dst, 64).udp(sport, dport).write(v, payload);
+        let r = PacketBuilder::ipv6(src, dst, 64)
+            .udp(sport, dport)
+            .write(v, payload);
         assert!(r.is_ok(), "{r:?}");
     })
 }
 
 /// IPv4 + TCP (SYN when `seq` is odd, else ACK) with correct checksums.
-pub(super) fn tcp4(src: [u8; 4], dst: [u8; 4], sport: u16, dport: u16, seq: u32, payload: &[u8]) -> Vec<u8> {
+pub(super) fn tcp4(
+    src: [u8; 4],
+    dst: [u8; 4],
+    sport: u16,
+    dport: u16,
+    seq: u32,
+    payload: &[u8],
+) -> Vec<u8> {
     build(|v| {
         let b = PacketBuilder::ipv4(src, dst, 64).tcp(sport, dport, seq, 1000);
-        let b = if seq % 2 == 1 { b.syn() } else { b.ack(7).psh() };
+        let b = if seq % 2 == 1 {
+            b.syn()
+        } else {
+            b.ack(7).psh()
+        };
         let r = b.write(v, payload);
         assert!(r.is_ok(), "{r:?}");
     })
 }
 
-pub(super) fn tcp6(src: [u8; 16], dst: [u8; 16], sport: u16, dport: u16, seq: u32, payload: &[u8]) -> Vec<u8> {
+pub(super) fn tcp6(
+    src: [u8; 16],
+    dst: [u8; 16],
+    sport: u16,
+    dport: u16,
+    seq: u32,
+    payload: &[u8],
+) -> Vec<u8> {
     build(|v| {
-        let r = PacketBuilder::ipv6(src, dst, 64).tcp(sport, dport, seq, 1000).syn().write(v, payload);
+        let r = PacketBuilder::ipv6(src, dst, 64)
+            .tcp(sport, dport, seq, 1000)
+            .syn()
+            .write(v, payload);
         assert!(r.is_ok(), "{r:?}");
     })
 }
@@ -115,7 +141,11 @@ pub(super) fn ip4_raw(src: [u8; 4], dst: [u8; 4], proto: u8, payload: &[u8]) -> 
 pub(super) fn icmp4_echo(src: [u8; 4], dst: [u8; 4], request: bool) -> Vec<u8> {
     build(|v| {
         let b = PacketBuilder::ipv4(src, dst, 64);
-        let b = if request { b.icmpv4_echo_request(1, 2) } else { b.icmpv4_echo_reply(1, 2) };
+        let b = if request {
+            b.icmpv4_echo_request(1, 2)
+        } else {
+            b.icmpv4_echo_reply(1, 2)
+        };
         let r = b.write(v, b"ping");
         assert!(r.is_ok(), "{r:?}");
     })
@@ -124,7 +154,11 @@ pub(super) fn icmp4_echo(src: [u8; 4], dst: [u8; 4], request: bool) -> Vec<u8> {
 pub(super) fn icmp6_echo(src: [u8; 16], dst: [u8; 16], request: bool) -> Vec<u8> {
     build(|v| {
         let b = PacketBuilder::ipv6(src, dst, 64);
-        let b = if request { b.icmpv6_echo_request(1, 2) } else { b.icmpv6_echo_reply(1, 2) };
+        let b = if request {
+            b.icmpv6_echo_request(1, 2)
+        } else {
+            b.icmpv6_echo_reply(1, 2)
+        };
         let r = b.write(v, b"ping");
         assert!(r.is_ok(), "{r:?}");
     })
@@ -133,21 +167,32 @@ pub(super) fn icmp6_echo(src: [u8; 16], dst: [u8; 16], request: bool) -> Vec<u8>
 /// Splits an IPv4 packet (20-byte header) into fragments of `chunk` data bytes (a multiple of
 /// 8), with identification `id`.
 pub(super) fn fragments4(packet: &[u8], chunk: usize, id: u16) -> Vec<Vec<u8>> {
-    let (src, dst) = (v4(packet[12], packet[13], packet[14], packet[15]), v4(packet[16], packet[17], packet[18], packet[19]));
+    let (src, dst) = (
+        v4(packet[12], packet[13], packet[14], packet[15]),
+        v4(packet[16], packet[17], packet[18], packet[19]),
+    );
     let data = &packet[20..];
     data.chunks(chunk)
         .enumerate()
         .map(|(i, piece)| {
             let offset = (i * chunk) as u16;
             let more = (i + 1) * chunk < data.len();
-            [ipv4_header(packet[9], src, dst, piece.len(), id, offset, more, &[]), piece.to_vec()].concat()
+            [
+                ipv4_header(packet[9], src, dst, piece.len(), id, offset, more, &[]),
+                piece.to_vec(),
+            ]
+            .concat()
         })
         .collect()
 }
 
 /// Splits an IPv6 packet without extension headers into fragments of `chunk` data bytes.
 pub(super) fn fragments6(packet: &[u8], chunk: usize, id: u32) -> Vec<Vec<u8>> {
-    let (next, src, dst) = (packet[6], packet[8..24].try_into().unwrap_or([0; 16]), packet[24..40].try_into().unwrap_or([0; 16]));
+    let (next, src, dst) = (
+        packet[6],
+        packet[8..24].try_into().unwrap_or([0; 16]),
+        packet[24..40].try_into().unwrap_or([0; 16]),
+    );
     let data = &packet[40..];
     data.chunks(chunk)
         .enumerate()
@@ -189,13 +234,22 @@ pub(super) fn read_pcap(bytes: &[u8]) -> Option<(i32, Vec<Record>)> {
     };
     let u32_at = |at: usize| -> Option<u32> {
         let b: [u8; 4] = bytes.get(at..at + 4)?.try_into().ok()?;
-        Some(if le { u32::from_le_bytes(b) } else { u32::from_be_bytes(b) })
+        Some(if le {
+            u32::from_le_bytes(b)
+        } else {
+            u32::from_be_bytes(b)
+        })
     };
     let link = u32_at(20)? as i32 & 0x03ff_ffff;
     let mut records = Vec::new();
     let mut at = 24;
     while at + 16 <= bytes.len() {
-        let (sec, frac, caplen, len) = (u32_at(at)?, u32_at(at + 4)?, u32_at(at + 8)?, u32_at(at + 12)?);
+        let (sec, frac, caplen, len) = (
+            u32_at(at)?,
+            u32_at(at + 4)?,
+            u32_at(at + 8)?,
+            u32_at(at + 12)?,
+        );
         let data = bytes.get(at + 16..at + 16 + caplen as usize)?;
         let ns = u64::from(sec) * 1_000_000_000 + u64::from(frac) * if nanos { 1 } else { 1000 };
         records.push((ns, data.to_vec(), len));

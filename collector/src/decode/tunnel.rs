@@ -119,7 +119,10 @@ fn gre(data: &[u8]) -> Tunnel<'_> {
     if flags & GRE_R != 0 {
         return Tunnel::Bad;
     }
-    let optional = [GRE_C, GRE_K, GRE_S].iter().filter(|f| flags & **f != 0).count();
+    let optional = [GRE_C, GRE_K, GRE_S]
+        .iter()
+        .filter(|f| flags & **f != 0)
+        .count();
     let Some(inner) = data.get(4 + 4 * optional..) else {
         return Tunnel::Bad;
     };
@@ -178,20 +181,44 @@ mod tests {
     /// `head ++ PAYLOAD` must give `expected`, where an inner view, if any, covers `PAYLOAD`.
     fn check(proto: u8, ports: (u16, u16), head: &[u8], expected: Tunnel<'_>) {
         let data = [head, PAYLOAD].concat();
-        assert_eq!(detect(proto, ports.0, ports.1, &data), expected, "{head:02x?}");
+        assert_eq!(
+            detect(proto, ports.0, ports.1, &data),
+            expected,
+            "{head:02x?}"
+        );
     }
 
     use Inner::{EtherType, Ethernet, Ip};
 
     #[test]
     fn udp_tunnels() {
-        check(17, (40000, 4789), &[0x08, 0, 0, 0, 0, 0, 42, 0], Tunnel::Inner(Ethernet(PAYLOAD)));
+        check(
+            17,
+            (40000, 4789),
+            &[0x08, 0, 0, 0, 0, 0, 42, 0],
+            Tunnel::Inner(Ethernet(PAYLOAD)),
+        );
         check(17, (4789, 40000), &[0x08, 0, 0, 0, 0, 0, 42, 0], Tunnel::No);
         assert_eq!(detect(17, 1, 4789, &[8, 0, 0]), Tunnel::Bad);
         // Geneve: one 4-byte option; Ethernet and IPv4 payload types.
-        check(17, (1, 6081), &[0x01, 0, 0x65, 0x58, 0, 0, 1, 0, 1, 2, 3, 4], Tunnel::Inner(Ethernet(PAYLOAD)));
-        check(17, (1, 6081), &[0x00, 0, 0x08, 0x00, 0, 0, 1, 0], Tunnel::Inner(EtherType(0x0800, PAYLOAD)));
-        check(17, (1, 6081), &[0x40, 0, 0x08, 0x00, 0, 0, 1, 0], Tunnel::Bad);
+        check(
+            17,
+            (1, 6081),
+            &[0x01, 0, 0x65, 0x58, 0, 0, 1, 0, 1, 2, 3, 4],
+            Tunnel::Inner(Ethernet(PAYLOAD)),
+        );
+        check(
+            17,
+            (1, 6081),
+            &[0x00, 0, 0x08, 0x00, 0, 0, 1, 0],
+            Tunnel::Inner(EtherType(0x0800, PAYLOAD)),
+        );
+        check(
+            17,
+            (1, 6081),
+            &[0x40, 0, 0x08, 0x00, 0, 0, 1, 0],
+            Tunnel::Bad,
+        );
         assert_eq!(detect(17, 1, 6081, &[0x3f, 0, 0x08, 0]), Tunnel::Bad);
     }
 
@@ -210,28 +237,79 @@ mod tests {
         let seq = [0x32, 0xff, len12[0], len12[1], 0, 0, 0, 1, 0, 7, 0, 0];
         check(17, (2152, 2152), &seq, Tunnel::Inner(Ip(PAYLOAD)));
         let len16 = (PAYLOAD.len() as u16 + 8).to_be_bytes();
-        let ext = [0x34, 0xff, len16[0], len16[1], 0, 0, 0, 1, 0, 0, 0, 0x85, 1, 0x10, 9, 0];
+        let ext = [
+            0x34, 0xff, len16[0], len16[1], 0, 0, 0, 1, 0, 0, 0, 0x85, 1, 0x10, 9, 0,
+        ];
         check(17, (2152, 2152), &ext, Tunnel::Inner(Ip(PAYLOAD)));
-        let zero_ext = [0x34, 0xff, len16[0], len16[1], 0, 0, 0, 1, 0, 0, 0, 0x85, 0, 0, 0, 0];
+        let zero_ext = [
+            0x34, 0xff, len16[0], len16[1], 0, 0, 0, 1, 0, 0, 0, 0x85, 0, 0, 0, 0,
+        ];
         check(17, (2152, 2152), &zero_ext, Tunnel::Bad);
         // Echo request (type 1), GTP' (PT 0), GTPv2: not GTP-U.
-        check(17, (2152, 2152), &[0x32, 0x01, 0, 4, 0, 0, 0, 0], Tunnel::No);
-        check(17, (2152, 2152), &[0x20, 0xff, 0, 8, 0, 0, 0, 0], Tunnel::No);
-        check(17, (2152, 2152), &[0x48, 0xff, 0, 8, 0, 0, 0, 0], Tunnel::No);
-        assert_eq!(detect(17, 2152, 2152, &[0x30, 0xff, 0, 0, 0, 0, 0, 1]), Tunnel::Bad);
+        check(
+            17,
+            (2152, 2152),
+            &[0x32, 0x01, 0, 4, 0, 0, 0, 0],
+            Tunnel::No,
+        );
+        check(
+            17,
+            (2152, 2152),
+            &[0x20, 0xff, 0, 8, 0, 0, 0, 0],
+            Tunnel::No,
+        );
+        check(
+            17,
+            (2152, 2152),
+            &[0x48, 0xff, 0, 8, 0, 0, 0, 0],
+            Tunnel::No,
+        );
+        assert_eq!(
+            detect(17, 2152, 2152, &[0x30, 0xff, 0, 0, 0, 0, 0, 1]),
+            Tunnel::Bad
+        );
     }
 
     #[test]
     fn gre_and_erspan() {
-        check(47, (0, 0), &[0, 0, 0x08, 0x00], Tunnel::Inner(EtherType(0x0800, PAYLOAD)));
-        check(47, (0, 0), &[0x20, 0, 0x86, 0xdd, 0, 0, 0, 5], Tunnel::Inner(EtherType(0x86dd, PAYLOAD)));
+        check(
+            47,
+            (0, 0),
+            &[0, 0, 0x08, 0x00],
+            Tunnel::Inner(EtherType(0x0800, PAYLOAD)),
+        );
+        check(
+            47,
+            (0, 0),
+            &[0x20, 0, 0x86, 0xdd, 0, 0, 0, 5],
+            Tunnel::Inner(EtherType(0x86dd, PAYLOAD)),
+        );
         let cks = [0xb0, 0, 0x65, 0x58, 0, 0, 0, 0, 0, 0, 0, 5, 0, 0, 0, 9];
         check(47, (0, 0), &cks, Tunnel::Inner(Ethernet(PAYLOAD)));
-        check(47, (0, 0), &[0x10, 0, 0x88, 0xbe, 0, 0, 0, 1, 0x10, 0, 0, 1, 0, 0, 0, 0], Tunnel::Inner(Ethernet(PAYLOAD)));
-        check(47, (0, 0), &[0, 0, 0x88, 0xbe], Tunnel::Inner(Ethernet(PAYLOAD)));
-        let e3 = [[0u8, 0, 0x22, 0xeb].as_slice(), &[0x20, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0]].concat();
+        check(
+            47,
+            (0, 0),
+            &[0x10, 0, 0x88, 0xbe, 0, 0, 0, 1, 0x10, 0, 0, 1, 0, 0, 0, 0],
+            Tunnel::Inner(Ethernet(PAYLOAD)),
+        );
+        check(
+            47,
+            (0, 0),
+            &[0, 0, 0x88, 0xbe],
+            Tunnel::Inner(Ethernet(PAYLOAD)),
+        );
+        let e3 = [
+            [0u8, 0, 0x22, 0xeb].as_slice(),
+            &[0x20, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0],
+        ]
+        .concat();
         check(47, (0, 0), &e3, Tunnel::Inner(Ethernet(PAYLOAD)));
-        let e3o = [[0u8, 0, 0x22, 0xeb].as_slice(), &[0x20, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 1], &[0; 8]].concat();
+        let e3o = [
+            [0u8, 0, 0x22, 0xeb].as_slice(),
+            &[0x20, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 1],
+            &[0; 8],
+        ]
+        .concat();
         check(47, (0, 0), &e3o, Tunnel::Inner(Ethernet(PAYLOAD)));
         check(47, (0, 0), &[0, 1, 0x88, 0x0b], Tunnel::No);
         check(47, (0, 0), &[0x40, 0, 0x08, 0x00], Tunnel::Bad);
@@ -246,9 +324,22 @@ mod tests {
         assert_eq!(detect(4, 0, 0, &[]), Tunnel::Bad);
         check(6, (2152, 4789), &[], Tunnel::No);
         let samples: [(u8, u16, &[u8]); 3] = [
-            (17, 2152, &[0x37, 0xff, 0, 40, 0, 0, 0, 1, 0, 0, 0, 0x85, 2, 0, 0, 0, 0, 0, 0, 0x40, 1, 0, 0, 0]),
+            (
+                17,
+                2152,
+                &[
+                    0x37, 0xff, 0, 40, 0, 0, 0, 1, 0, 0, 0, 0x85, 2, 0, 0, 0, 0, 0, 0, 0x40, 1, 0,
+                    0, 0,
+                ],
+            ),
             (17, 6081, &[0x3f, 0, 0x65, 0x58, 0, 0, 0, 0]),
-            (47, 0, &[0xf0, 0, 0x22, 0xeb, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1]),
+            (
+                47,
+                0,
+                &[
+                    0xf0, 0, 0x22, 0xeb, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1,
+                ],
+            ),
         ];
         for (proto, port, bytes) in samples {
             for n in 0..=bytes.len() {

@@ -24,7 +24,13 @@ pub(super) struct Layer {
 
 impl Decoder {
     /// One IP packet at `layer`.
-    pub(super) fn ip_packet(&mut self, layer: &Layer, ts: u64, bytes: &[u8], out: &mut Vec<PacketSummary>) -> Outcome {
+    pub(super) fn ip_packet(
+        &mut self,
+        layer: &Layer,
+        ts: u64,
+        bytes: &[u8],
+        out: &mut Vec<PacketSummary>,
+    ) -> Outcome {
         let p = match ip::parse(bytes, layer.missing, self.cfg.verify_checksums) {
             Ok(p) => p,
             Err(reason) => return Outcome::Dropped(reason),
@@ -48,7 +54,10 @@ impl Decoder {
             more: f.more,
             hdr_len: f.hdr_len,
         };
-        match self.frags.insert(key, ts, piece, layer.depth == 0, &mut self.counters) {
+        match self
+            .frags
+            .insert(key, ts, piece, layer.depth == 0, &mut self.counters)
+        {
             Insert::Held => Outcome::Held,
             Insert::Dropped(reason) => Outcome::Dropped(reason),
             Insert::Complete(d) => {
@@ -87,8 +96,20 @@ impl Decoder {
             ..*net
         };
         let payload = data.get(skip..).unwrap_or_default();
-        let layer = Layer { missing: 0, ..*layer };
-        self.transport(&layer, ts, &net, proto, payload, len32(payload.len()), flag::REASSEMBLED, out)
+        let layer = Layer {
+            missing: 0,
+            ..*layer
+        };
+        self.transport(
+            &layer,
+            ts,
+            &net,
+            proto,
+            payload,
+            len32(payload.len()),
+            flag::REASSEMBLED,
+            out,
+        )
     }
 
     /// Summarises the transport layer, then follows a tunnel if there is one.
@@ -104,7 +125,8 @@ impl Decoder {
         flags: u8,
         out: &mut Vec<PacketSummary>,
     ) -> Outcome {
-        let t = match transport::parse(net, proto, payload, payload_len, self.cfg.verify_checksums) {
+        let t = match transport::parse(net, proto, payload, payload_len, self.cfg.verify_checksums)
+        {
             Ok(t) => t,
             Err(reason) => return Outcome::Dropped(reason),
         };

@@ -112,29 +112,85 @@ use Want::{Complete, Dropped, Held};
 #[test]
 fn in_order_reversed_and_duplicated() {
     let d = limits(16, 1 << 20);
-    let c = check(d, true, &[(0, 1, 0, 16, true), (1, 1, 16, 16, true), (2, 1, 32, 5, false)], &[Held, Held, Complete(37)]);
-    assert_eq!((c.fragments_merged, c.packets_summarised), (2, 1));
-    check(d, true, &[(0, 1, 32, 5, false), (1, 1, 16, 16, true), (2, 1, 0, 16, true)], &[Held, Held, Complete(37)]);
     let c = check(
         d,
         true,
-        &[(0, 1, 16, 16, true), (0, 1, 16, 16, true), (0, 1, 32, 5, false), (0, 1, 32, 5, false), (0, 1, 0, 16, true)],
+        &[
+            (0, 1, 0, 16, true),
+            (1, 1, 16, 16, true),
+            (2, 1, 32, 5, false),
+        ],
+        &[Held, Held, Complete(37)],
+    );
+    assert_eq!((c.fragments_merged, c.packets_summarised), (2, 1));
+    check(
+        d,
+        true,
+        &[
+            (0, 1, 32, 5, false),
+            (1, 1, 16, 16, true),
+            (2, 1, 0, 16, true),
+        ],
+        &[Held, Held, Complete(37)],
+    );
+    let c = check(
+        d,
+        true,
+        &[
+            (0, 1, 16, 16, true),
+            (0, 1, 16, 16, true),
+            (0, 1, 32, 5, false),
+            (0, 1, 32, 5, false),
+            (0, 1, 0, 16, true),
+        ],
         &[Held, Held, Held, Held, Complete(37)],
     );
     assert_eq!(c.fragments_merged, 4);
     // Overlapping fragments (a 24-byte one across two 16-byte ones) and a zero-length last one.
-    check(d, true, &[(0, 2, 8, 24, true), (0, 2, 32, 0, false), (0, 2, 16, 16, true), (0, 2, 0, 16, true)], &[Held, Held, Held, Complete(32)]);
+    check(
+        d,
+        true,
+        &[
+            (0, 2, 8, 24, true),
+            (0, 2, 32, 0, false),
+            (0, 2, 16, 16, true),
+            (0, 2, 0, 16, true),
+        ],
+        &[Held, Held, Held, Complete(32)],
+    );
     // Two datagrams interleaved.
-    check(d, true, &[(0, 1, 0, 8, true), (0, 2, 8, 1, false), (0, 1, 8, 1, false), (0, 2, 0, 8, true)], &[Held, Held, Complete(9), Complete(9)]);
+    check(
+        d,
+        true,
+        &[
+            (0, 1, 0, 8, true),
+            (0, 2, 8, 1, false),
+            (0, 1, 8, 1, false),
+            (0, 2, 0, 8, true),
+        ],
+        &[Held, Held, Complete(9), Complete(9)],
+    );
 }
 
 #[test]
 fn first_bytes_win_over_overlaps() {
     let mut table = Table::new(limits(4, 1 << 20));
     let mut c = DecodeCounters::default();
-    let piece = |data: &'static [u8], offset, more| Piece { data, len: data.len() as u32, offset, more, hdr_len: 20 };
-    assert!(matches!(table.insert(key(9), 0, piece(&[1; 16], 0, true), true, &mut c), Insert::Held));
-    assert!(matches!(table.insert(key(9), 0, piece(&[2; 16], 8, true), true, &mut c), Insert::Held));
+    let piece = |data: &'static [u8], offset, more| Piece {
+        data,
+        len: data.len() as u32,
+        offset,
+        more,
+        hdr_len: 20,
+    };
+    assert!(matches!(
+        table.insert(key(9), 0, piece(&[1; 16], 0, true), true, &mut c),
+        Insert::Held
+    ));
+    assert!(matches!(
+        table.insert(key(9), 0, piece(&[2; 16], 8, true), true, &mut c),
+        Insert::Held
+    ));
     match table.insert(key(9), 0, piece(&[3; 4], 24, false), true, &mut c) {
         Insert::Complete(d) => assert_eq!(d.data, [vec![1u8; 16], vec![2; 8], vec![3; 4]].concat()),
         other => panic!("{other:?}"),
@@ -145,48 +201,151 @@ fn first_bytes_win_over_overlaps() {
 fn invalid_fragments_drop_their_datagram() {
     let d = limits(16, 1 << 20);
     // Beyond 65535 bytes.
-    check(d, true, &[(0, 1, 65_512, 16, true)], &[Dropped(FragmentInvalid)]);
-    check(d, true, &[(0, 1, 0, 16, true), (0, 1, 65_512, 8, false)], &[Held, Dropped(FragmentInvalid)]);
+    check(
+        d,
+        true,
+        &[(0, 1, 65_512, 16, true)],
+        &[Dropped(FragmentInvalid)],
+    );
+    check(
+        d,
+        true,
+        &[(0, 1, 0, 16, true), (0, 1, 65_512, 8, false)],
+        &[Held, Dropped(FragmentInvalid)],
+    );
     // A middle fragment whose length is not a multiple of 8.
     check(d, true, &[(0, 1, 0, 12, true)], &[Dropped(FragmentInvalid)]);
     // Two last fragments that disagree; a last fragment before data already held.
-    let c = check(d, true, &[(0, 1, 16, 16, true), (0, 1, 32, 5, false), (0, 1, 32, 9, false)], &[Held, Held, Dropped(FragmentInvalid)]);
+    let c = check(
+        d,
+        true,
+        &[
+            (0, 1, 16, 16, true),
+            (0, 1, 32, 5, false),
+            (0, 1, 32, 9, false),
+        ],
+        &[Held, Held, Dropped(FragmentInvalid)],
+    );
     assert_eq!(drops(&c, FragmentInvalid), 3);
-    check(d, true, &[(0, 1, 16, 16, true), (0, 1, 0, 8, false)], &[Held, Dropped(FragmentInvalid)]);
+    check(
+        d,
+        true,
+        &[(0, 1, 16, 16, true), (0, 1, 0, 8, false)],
+        &[Held, Dropped(FragmentInvalid)],
+    );
     check(d, true, &[(0, 1, 0, 5, false)], &[Complete(5)]);
-    check(d, true, &[(0, 1, 16, 5, false), (0, 1, 16, 16, true)], &[Held, Dropped(FragmentInvalid)]);
+    check(
+        d,
+        true,
+        &[(0, 1, 16, 5, false), (0, 1, 16, 16, true)],
+        &[Held, Dropped(FragmentInvalid)],
+    );
     // After a drop the datagram starts over.
-    check(d, true, &[(0, 1, 0, 12, true), (0, 1, 0, 8, true), (0, 1, 8, 2, false)], &[Dropped(FragmentInvalid), Held, Complete(10)]);
+    check(
+        d,
+        true,
+        &[(0, 1, 0, 12, true), (0, 1, 0, 8, true), (0, 1, 8, 2, false)],
+        &[Dropped(FragmentInvalid), Held, Complete(10)],
+    );
 }
 
 #[test]
 fn timeouts_by_packet_time() {
     let d = limits(16, 1 << 20);
-    let c = check(d, true, &[(0, 1, 0, 8, true), (30 * SEC, 1, 8, 1, false)], &[Held, Complete(9)]);
+    let c = check(
+        d,
+        true,
+        &[(0, 1, 0, 8, true), (30 * SEC, 1, 8, 1, false)],
+        &[Held, Complete(9)],
+    );
     assert_eq!(drops(&c, FragmentTimeout), 0);
-    let c = check(d, true, &[(0, 1, 0, 8, true), (30 * SEC + 1, 1, 8, 1, false)], &[Held, Held]);
-    assert_eq!((drops(&c, FragmentTimeout), drops(&c, FragmentIncomplete)), (1, 1));
+    let c = check(
+        d,
+        true,
+        &[(0, 1, 0, 8, true), (30 * SEC + 1, 1, 8, 1, false)],
+        &[Held, Held],
+    );
+    assert_eq!(
+        (drops(&c, FragmentTimeout), drops(&c, FragmentIncomplete)),
+        (1, 1)
+    );
     // Another datagram's packet expires it too; time going backwards expires nothing.
-    let c = check(d, true, &[(40 * SEC, 1, 0, 8, true), (SEC, 2, 0, 8, true), (71 * SEC, 3, 0, 8, true)], &[Held, Held, Held]);
-    assert_eq!((drops(&c, FragmentTimeout), drops(&c, FragmentIncomplete)), (2, 1));
+    let c = check(
+        d,
+        true,
+        &[
+            (40 * SEC, 1, 0, 8, true),
+            (SEC, 2, 0, 8, true),
+            (71 * SEC, 3, 0, 8, true),
+        ],
+        &[Held, Held, Held],
+    );
+    assert_eq!(
+        (drops(&c, FragmentTimeout), drops(&c, FragmentIncomplete)),
+        (2, 1)
+    );
 }
 
 #[test]
 fn caps_evict_the_oldest() {
-    let c = check(limits(2, 1 << 20), true, &[(0, 1, 0, 8, true), (0, 1, 16, 8, true), (1, 2, 0, 8, true), (2, 3, 0, 8, true), (3, 1, 8, 1, false)], &[Held, Held, Held, Held, Held]);
+    let c = check(
+        limits(2, 1 << 20),
+        true,
+        &[
+            (0, 1, 0, 8, true),
+            (0, 1, 16, 8, true),
+            (1, 2, 0, 8, true),
+            (2, 3, 0, 8, true),
+            (3, 1, 8, 1, false),
+        ],
+        &[Held, Held, Held, Held, Held],
+    );
     assert_eq!(drops(&c, FragmentTableFull), 3);
     assert_eq!(drops(&c, FragmentIncomplete), 2);
     // 40 bytes: a second datagram of 32 evicts the first; one of 48 alone cannot fit.
-    let c = check(limits(16, 40), true, &[(0, 1, 0, 16, true), (1, 2, 0, 32, true), (2, 3, 40, 8, true)], &[Held, Held, Dropped(FragmentTableFull)]);
+    let c = check(
+        limits(16, 40),
+        true,
+        &[
+            (0, 1, 0, 16, true),
+            (1, 2, 0, 32, true),
+            (2, 3, 40, 8, true),
+        ],
+        &[Held, Held, Dropped(FragmentTableFull)],
+    );
     assert_eq!(drops(&c, FragmentTableFull), 3);
-    check(limits(0, 1 << 20), true, &[(0, 1, 0, 8, true)], &[Dropped(FragmentTableFull)]);
+    check(
+        limits(0, 1 << 20),
+        true,
+        &[(0, 1, 0, 8, true)],
+        &[Dropped(FragmentTableFull)],
+    );
     // The bytes a datagram already holds are not counted twice.
-    check(limits(16, 40), true, &[(0, 1, 0, 32, true), (0, 1, 0, 32, true), (0, 1, 32, 8, false)], &[Held, Held, Complete(40)]);
+    check(
+        limits(16, 40),
+        true,
+        &[
+            (0, 1, 0, 32, true),
+            (0, 1, 0, 32, true),
+            (0, 1, 32, 8, false),
+        ],
+        &[Held, Held, Complete(40)],
+    );
 }
 
 #[test]
 fn inner_fragments_stay_out_of_the_packet_accounting() {
-    let c = check(limits(1, 1 << 20), false, &[(0, 1, 0, 8, true), (0, 2, 0, 8, true), (0, 2, 8, 1, false), (0, 3, 0, 8, true)], &[Held, Held, Complete(9), Held]);
+    let c = check(
+        limits(1, 1 << 20),
+        false,
+        &[
+            (0, 1, 0, 8, true),
+            (0, 2, 0, 8, true),
+            (0, 2, 8, 1, false),
+            (0, 3, 0, 8, true),
+        ],
+        &[Held, Held, Complete(9), Held],
+    );
     assert_eq!((c.fragments_merged, c.drops.packet_drops()), (0, 0));
     // Evicted 1, incomplete 3 at finish: never summarised.
     assert_eq!(c.inner_undecodable, 2);

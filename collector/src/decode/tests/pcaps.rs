@@ -35,10 +35,18 @@ fn decode_file(path: &Path, cfg: DecodeConfig) -> Option<(Vec<PacketSummary>, De
 #[test]
 fn every_capture_decodes_and_reconciles() {
     let Some(dir) = pcaps_dir() else { return };
-    let mut files: Vec<_> = std::fs::read_dir(&dir).into_iter().flatten().flatten().map(|e| e.path()).collect();
+    let mut files: Vec<_> = std::fs::read_dir(&dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.path())
+        .collect();
     files.sort();
     let mut decoded = 0;
-    for path in files.iter().filter(|p| p.extension().is_some_and(|e| e == "pcap")) {
+    for path in files
+        .iter()
+        .filter(|p| p.extension().is_some_and(|e| e == "pcap"))
+    {
         let Some((out, c)) = decode_file(path, cfg()) else {
             println!("{}: not a classic pcap, skipped", path.display());
             continue;
@@ -72,7 +80,11 @@ fn other_link_types_decode_cleanly() {
             panic!("{name} did not read");
         };
         assert_eq!(c.drops.packet_drops(), 0, "{name}: {:?}", c.drops.to_map());
-        assert!(out.len() >= min_summaries, "{name}: {} summaries", out.len());
+        assert!(
+            out.len() >= min_summaries,
+            "{name}: {} summaries",
+            out.len()
+        );
     }
 }
 
@@ -91,7 +103,13 @@ fn zeek_conns(log: &str) -> BTreeMap<FlowKey, (u64, u64, bool)> {
         let row: BTreeMap<&str, &str> = fields.iter().copied().zip(line.split('\t')).collect();
         let get = |k: &str| row.get(k).copied().unwrap_or("-");
         let num = |k: &str| get(k).parse::<u64>().unwrap_or(0);
-        let addr = |k: &str| Addr::from(get(k).parse::<std::net::IpAddr>().unwrap_or_else(|e| panic!("{k}: {e}")));
+        let addr = |k: &str| {
+            Addr::from(
+                get(k)
+                    .parse::<std::net::IpAddr>()
+                    .unwrap_or_else(|e| panic!("{k}: {e}")),
+            )
+        };
         let proto = match get("proto") {
             "tcp" => 6,
             "udp" => 17,
@@ -117,7 +135,10 @@ fn zeek_conns(log: &str) -> BTreeMap<FlowKey, (u64, u64, bool)> {
 #[test]
 fn flows_match_zeek_conn_logs() {
     let Some(dir) = pcaps_dir() else { return };
-    let ignore = DecodeConfig { verify_checksums: false, ..cfg() };
+    let ignore = DecodeConfig {
+        verify_checksums: false,
+        ..cfg()
+    };
     // The capture and whether Zeek's truth was made with -C.
     let cases = [
         ("zeek-ssh.pcap", false),
@@ -133,7 +154,8 @@ fn flows_match_zeek_conn_logs() {
         let Ok(log) = log else {
             panic!("{name}: no truth");
         };
-        let Some((out, _)) = decode_file(&dir.join(name), if dash_c { ignore } else { cfg() }) else {
+        let Some((out, _)) = decode_file(&dir.join(name), if dash_c { ignore } else { cfg() })
+        else {
             panic!("{name} did not read");
         };
         let mut ours: BTreeMap<FlowKey, (u64, u64, bool)> = BTreeMap::new();
@@ -144,7 +166,11 @@ fn flows_match_zeek_conn_logs() {
             e.2 |= s.tunnel_parent.is_some();
         }
         for (key, want) in zeek_conns(&log) {
-            assert_eq!(ours.get(&key), Some(&want), "{name}: {key} (packets, ip bytes, tunnelled)");
+            assert_eq!(
+                ours.get(&key),
+                Some(&want),
+                "{name}: {key} (packets, ip bytes, tunnelled)"
+            );
         }
     }
 }

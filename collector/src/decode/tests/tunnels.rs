@@ -12,7 +12,13 @@ fn syn() -> Vec<u8> {
 }
 
 fn gtp(inner: &[u8]) -> Vec<u8> {
-    [vec![0x30, 0xff], (inner.len() as u16).to_be_bytes().to_vec(), vec![0, 0, 0, 1], inner.to_vec()].concat()
+    [
+        vec![0x30, 0xff],
+        (inner.len() as u16).to_be_bytes().to_vec(),
+        vec![0, 0, 0, 1],
+        inner.to_vec(),
+    ]
+    .concat()
 }
 
 fn summarised<'a>(lines: &'a [&'a str]) -> (Outcome, &'a [&'a str]) {
@@ -22,32 +28,96 @@ fn summarised<'a>(lines: &'a [&'a str]) -> (Outcome, &'a [&'a str]) {
 #[test]
 fn one_tunnel_of_each_kind() {
     let inner_eth = eth(0x0800, &syn());
-    let vxlan = udp4(O1, O2, 40000, 4789, &[vec![0x08, 0, 0, 0, 0, 0, 42, 0], inner_eth.clone()].concat());
-    let gre_key = ip4_raw(O1, O2, 47, &[vec![0x20, 0, 0x08, 0x00, 0, 0, 0, 7], syn()].concat());
+    let vxlan = udp4(
+        O1,
+        O2,
+        40000,
+        4789,
+        &[vec![0x08, 0, 0, 0, 0, 0, 42, 0], inner_eth.clone()].concat(),
+    );
+    let gre_key = ip4_raw(
+        O1,
+        O2,
+        47,
+        &[vec![0x20, 0, 0x08, 0x00, 0, 0, 0, 7], syn()].concat(),
+    );
     let gtpu = udp4(O1, O2, 2152, 2152, &gtp(&syn()));
     let ipip = ip4_raw(O1, O2, 4, &syn());
     let six_in_four = ip4_raw(O1, O2, 41, &tcp6(A6, B6, 1, 2, 1, &[]));
-    let geneve = udp4(O1, O2, 5000, 6081, &[vec![0, 0, 0x65, 0x58, 0, 0, 1, 0], inner_eth.clone()].concat());
-    let erspan = ip4_raw(O1, O2, 47, &[vec![0x10, 0, 0x88, 0xbe, 0, 0, 0, 1], vec![0x10, 0, 0, 1, 0, 0, 0, 0], inner_eth].concat());
-    let frames: Vec<Frame> = [vxlan, gre_key, gtpu, ipip, six_in_four, geneve, erspan].into_iter().map(ether).collect();
-    let udp_parent = |sport: u16, dport: u16| format!("in[192.168.0.1:{sport} <-> 192.168.0.2:{dport} proto 17]");
+    let geneve = udp4(
+        O1,
+        O2,
+        5000,
+        6081,
+        &[vec![0, 0, 0x65, 0x58, 0, 0, 1, 0], inner_eth.clone()].concat(),
+    );
+    let erspan = ip4_raw(
+        O1,
+        O2,
+        47,
+        &[
+            vec![0x10, 0, 0x88, 0xbe, 0, 0, 0, 1],
+            vec![0x10, 0, 0, 1, 0, 0, 0, 0],
+            inner_eth,
+        ]
+        .concat(),
+    );
+    let frames: Vec<Frame> = [vxlan, gre_key, gtpu, ipip, six_in_four, geneve, erspan]
+        .into_iter()
+        .map(ether)
+        .collect();
+    let udp_parent = |sport: u16, dport: u16| {
+        format!("in[192.168.0.1:{sport} <-> 192.168.0.2:{dport} proto 17]")
+    };
     let ip_parent = |proto: u8| format!("in[192.168.0.1:0 <-> 192.168.0.2:0 proto {proto}]");
     let lines = [
-        ["17 192.168.0.1:40000 > 192.168.0.2:4789 ip=90 pl=62 outer".to_string(), format!("{INNER_SYN} {}", udp_parent(40000, 4789))],
-        ["47 192.168.0.1:0 > 192.168.0.2:0 ip=68 pl=48 outer".to_string(), format!("{INNER_SYN} {}", ip_parent(47))],
-        ["17 192.168.0.1:2152 > 192.168.0.2:2152 ip=76 pl=48 outer".to_string(), format!("{INNER_SYN} {}", udp_parent(2152, 2152))],
-        ["4 192.168.0.1:0 > 192.168.0.2:0 ip=60 pl=40 outer".to_string(), format!("{INNER_SYN} {}", ip_parent(4))],
+        [
+            "17 192.168.0.1:40000 > 192.168.0.2:4789 ip=90 pl=62 outer".to_string(),
+            format!("{INNER_SYN} {}", udp_parent(40000, 4789)),
+        ],
+        [
+            "47 192.168.0.1:0 > 192.168.0.2:0 ip=68 pl=48 outer".to_string(),
+            format!("{INNER_SYN} {}", ip_parent(47)),
+        ],
+        [
+            "17 192.168.0.1:2152 > 192.168.0.2:2152 ip=76 pl=48 outer".to_string(),
+            format!("{INNER_SYN} {}", udp_parent(2152, 2152)),
+        ],
+        [
+            "4 192.168.0.1:0 > 192.168.0.2:0 ip=60 pl=40 outer".to_string(),
+            format!("{INNER_SYN} {}", ip_parent(4)),
+        ],
         [
             "41 192.168.0.1:0 > 192.168.0.2:0 ip=80 pl=60 outer".to_string(),
-            format!("6 2001:db8::1:1 > 2001:db8::2:2 ip=60 pl=0 tcp=0x02 inner {}", ip_parent(41)),
+            format!(
+                "6 2001:db8::1:1 > 2001:db8::2:2 ip=60 pl=0 tcp=0x02 inner {}",
+                ip_parent(41)
+            ),
         ],
-        ["17 192.168.0.1:5000 > 192.168.0.2:6081 ip=90 pl=62 outer".to_string(), format!("{INNER_SYN} {}", udp_parent(5000, 6081))],
-        ["47 192.168.0.1:0 > 192.168.0.2:0 ip=90 pl=70 outer".to_string(), format!("{INNER_SYN} {}", ip_parent(47))],
+        [
+            "17 192.168.0.1:5000 > 192.168.0.2:6081 ip=90 pl=62 outer".to_string(),
+            format!("{INNER_SYN} {}", udp_parent(5000, 6081)),
+        ],
+        [
+            "47 192.168.0.1:0 > 192.168.0.2:0 ip=90 pl=70 outer".to_string(),
+            format!("{INNER_SYN} {}", ip_parent(47)),
+        ],
     ];
-    let refs: Vec<Vec<&str>> = lines.iter().map(|l| l.iter().map(String::as_str).collect()).collect();
+    let refs: Vec<Vec<&str>> = lines
+        .iter()
+        .map(|l| l.iter().map(String::as_str).collect())
+        .collect();
     let expected: Vec<(Outcome, &[&str])> = refs.iter().map(|l| summarised(l)).collect();
     let c = check(cfg(), &frames, &expected);
-    assert_eq!((c.packets, c.packets_summarised, c.summaries, c.inner_undecodable), (7, 7, 14, 0));
+    assert_eq!(
+        (
+            c.packets,
+            c.packets_summarised,
+            c.summaries,
+            c.inner_undecodable
+        ),
+        (7, 7, 14, 0)
+    );
 }
 
 #[test]
@@ -59,10 +129,22 @@ fn nesting_stops_at_the_depth_limit() {
     let parent = |level: u8| format!("in[172.16.{level}.1:0 <-> 172.16.{level}.2:0 proto 4]");
     let lines = [
         "4 172.16.4.1:0 > 172.16.4.2:0 ip=140 pl=120 outer".to_string(),
-        format!("4 172.16.3.1:0 > 172.16.3.2:0 ip=120 pl=100 outer inner {}", parent(4)),
-        format!("4 172.16.2.1:0 > 172.16.2.2:0 ip=100 pl=80 outer inner {}", parent(3)),
-        format!("4 172.16.1.1:0 > 172.16.1.2:0 ip=80 pl=60 outer inner {}", parent(2)),
-        format!("4 172.16.0.1:0 > 172.16.0.2:0 ip=60 pl=40 inner {}", parent(1)),
+        format!(
+            "4 172.16.3.1:0 > 172.16.3.2:0 ip=120 pl=100 outer inner {}",
+            parent(4)
+        ),
+        format!(
+            "4 172.16.2.1:0 > 172.16.2.2:0 ip=100 pl=80 outer inner {}",
+            parent(3)
+        ),
+        format!(
+            "4 172.16.1.1:0 > 172.16.1.2:0 ip=80 pl=60 outer inner {}",
+            parent(2)
+        ),
+        format!(
+            "4 172.16.0.1:0 > 172.16.0.2:0 ip=60 pl=40 inner {}",
+            parent(1)
+        ),
     ];
     let refs: Vec<&str> = lines.iter().map(String::as_str).collect();
     let c = check(cfg(), &[ether(p)], &[(Summarised, &refs)]);
@@ -72,43 +154,106 @@ fn nesting_stops_at_the_depth_limit() {
 #[test]
 fn undecodable_inner_and_tunnels_off() {
     let arp = eth(0x0806, &[0, 1, 8, 0, 6, 4, 0, 1]);
-    let vxlan_arp = udp4(O1, O2, 40000, 4789, &[vec![0x08, 0, 0, 0, 0, 0, 42, 0], arp].concat());
+    let vxlan_arp = udp4(
+        O1,
+        O2,
+        40000,
+        4789,
+        &[vec![0x08, 0, 0, 0, 0, 0, 42, 0], arp].concat(),
+    );
     let short_gtp = udp4(O1, O2, 2152, 2152, &[0x30, 0xff, 0, 0, 0, 0, 0, 1]);
     let garbage_ipip = ip4_raw(O1, O2, 4, &[0x45, 0, 0, 99, 0, 0]);
-    let frames: Vec<Frame> = [vxlan_arp, short_gtp, garbage_ipip].into_iter().map(ether).collect();
+    let frames: Vec<Frame> = [vxlan_arp, short_gtp, garbage_ipip]
+        .into_iter()
+        .map(ether)
+        .collect();
     let expected: [(Outcome, &[&str]); 3] = [
-        (Summarised, &["17 192.168.0.1:40000 > 192.168.0.2:4789 ip=58 pl=30"]),
-        (Summarised, &["17 192.168.0.1:2152 > 192.168.0.2:2152 ip=36 pl=8"]),
+        (
+            Summarised,
+            &["17 192.168.0.1:40000 > 192.168.0.2:4789 ip=58 pl=30"],
+        ),
+        (
+            Summarised,
+            &["17 192.168.0.1:2152 > 192.168.0.2:2152 ip=36 pl=8"],
+        ),
         (Summarised, &["4 192.168.0.1:0 > 192.168.0.2:0 ip=26 pl=6"]),
     ];
     let c = check(cfg(), &frames, &expected);
-    assert_eq!((c.packets_summarised, c.summaries, c.inner_undecodable), (3, 3, 3));
-    let off = DecodeConfig { decode_tunnels: false, ..cfg() };
-    let c = check(off, &[ether(udp4(O1, O2, 2152, 2152, &gtp(&syn())))], &[(Summarised, &["17 192.168.0.1:2152 > 192.168.0.2:2152 ip=76 pl=48"])]);
+    assert_eq!(
+        (c.packets_summarised, c.summaries, c.inner_undecodable),
+        (3, 3, 3)
+    );
+    let off = DecodeConfig {
+        decode_tunnels: false,
+        ..cfg()
+    };
+    let c = check(
+        off,
+        &[ether(udp4(O1, O2, 2152, 2152, &gtp(&syn())))],
+        &[(
+            Summarised,
+            &["17 192.168.0.1:2152 > 192.168.0.2:2152 ip=76 pl=48"],
+        )],
+    );
     assert_eq!(c.inner_undecodable, 0);
     // A GTP echo request on the GTP-U port is plain UDP, not an undecodable tunnel.
-    let c = check(cfg(), &[ether(udp4(O1, O2, 2152, 2152, &[0x32, 1, 0, 4, 0, 0, 0, 0, 0, 1, 0, 0]))], &[(Summarised, &["17 192.168.0.1:2152 > 192.168.0.2:2152 ip=40 pl=12"])]);
+    let c = check(
+        cfg(),
+        &[ether(udp4(
+            O1,
+            O2,
+            2152,
+            2152,
+            &[0x32, 1, 0, 4, 0, 0, 0, 0, 0, 1, 0, 0],
+        ))],
+        &[(
+            Summarised,
+            &["17 192.168.0.1:2152 > 192.168.0.2:2152 ip=40 pl=12"],
+        )],
+    );
     assert_eq!(c.inner_undecodable, 0);
 }
 
 #[test]
 fn inner_fragments_are_reassembled_outside_the_packet_accounting() {
     let frags = fragments4(&tcp4(A, B, 5, 6, 2, &[9; 40]), 16, 3);
-    let frames: Vec<Frame> = frags.iter().map(|f| ether(udp4(O1, O2, 2152, 2152, &gtp(f)))).collect();
+    let frames: Vec<Frame> = frags
+        .iter()
+        .map(|f| ether(udp4(O1, O2, 2152, 2152, &gtp(f))))
+        .collect();
     let parent = "in[192.168.0.1:2152 <-> 192.168.0.2:2152 proto 17]";
-    let outer = |ip: u32, pl: u32| format!("17 192.168.0.1:2152 > 192.168.0.2:2152 ip={ip} pl={pl}");
+    let outer =
+        |ip: u32, pl: u32| format!("17 192.168.0.1:2152 > 192.168.0.2:2152 ip={ip} pl={pl}");
     let lines = [
         vec![outer(72, 44)],
         vec![outer(72, 44)],
         vec![outer(72, 44)],
-        vec![format!("{} outer", outer(68, 40)), format!("6 10.0.0.1:5 > 10.0.0.2:6 ip=80 pl=40 tcp=0x18 reasm inner {parent}")],
+        vec![
+            format!("{} outer", outer(68, 40)),
+            format!("6 10.0.0.1:5 > 10.0.0.2:6 ip=80 pl=40 tcp=0x18 reasm inner {parent}"),
+        ],
     ];
-    let refs: Vec<Vec<&str>> = lines.iter().map(|l| l.iter().map(String::as_str).collect()).collect();
+    let refs: Vec<Vec<&str>> = lines
+        .iter()
+        .map(|l| l.iter().map(String::as_str).collect())
+        .collect();
     let expected: Vec<(Outcome, &[&str])> = refs.iter().map(|l| summarised(l)).collect();
     let c = check(cfg(), &frames, &expected);
-    assert_eq!((c.packets, c.packets_summarised, c.fragments_merged, c.summaries), (4, 4, 0, 5));
+    assert_eq!(
+        (
+            c.packets,
+            c.packets_summarised,
+            c.fragments_merged,
+            c.summaries
+        ),
+        (4, 4, 0, 5)
+    );
     // Inner fragments that never complete are inner packets never summarised.
-    let c = check(cfg(), &frames[..2], &[summarised(&refs[0]), summarised(&refs[1])]);
+    let c = check(
+        cfg(),
+        &frames[..2],
+        &[summarised(&refs[0]), summarised(&refs[1])],
+    );
     assert_eq!((c.inner_undecodable, c.drops.packet_drops()), (2, 0));
 }
 
@@ -122,6 +267,18 @@ fn outer_fragments_carry_the_tunnel() {
         "17 192.168.0.1:2152 > 192.168.0.2:2152 ip=176 pl=148 reasm outer",
         "6 10.0.0.1:40000 > 10.0.0.2:80 ip=140 pl=100 tcp=0x18 inner in[192.168.0.1:2152 <-> 192.168.0.2:2152 proto 17]",
     ];
-    let c = check(cfg(), &frames, &[(Held, &[]), (Held, &[]), (Summarised, &lines)]);
-    assert_eq!((c.packets, c.packets_summarised, c.fragments_merged, c.summaries), (3, 1, 2, 2));
+    let c = check(
+        cfg(),
+        &frames,
+        &[(Held, &[]), (Held, &[]), (Summarised, &lines)],
+    );
+    assert_eq!(
+        (
+            c.packets,
+            c.packets_summarised,
+            c.fragments_merged,
+            c.summaries
+        ),
+        (3, 1, 2, 2)
+    );
 }
