@@ -70,6 +70,9 @@ pub struct Args {
     /// Summaries per batch [default: 1024].
     #[arg(long)]
     pub batch_size: Option<usize>,
+    /// Largest batch message in bytes; a bigger batch is split [default: 262144].
+    #[arg(long)]
+    pub batch_bytes: Option<usize>,
     /// A partial batch is sent when it is this old, in milliseconds [default: 100].
     #[arg(long)]
     pub batch_age_ms: Option<u64>,
@@ -122,6 +125,7 @@ pub struct FileConfig {
     pub no_tunnels: Option<bool>,
     pub epoch: Option<u32>,
     pub batch_size: Option<usize>,
+    pub batch_bytes: Option<usize>,
     pub batch_age_ms: Option<u64>,
     pub queue_batches: Option<usize>,
     pub slow_policy: Option<SlowPolicy>,
@@ -161,6 +165,7 @@ pub struct Config {
     pub epoch: u32,
     pub decode: DecodeConfig,
     pub batch_size: usize,
+    pub batch_bytes: usize,
     pub batch_age: Duration,
     pub queue_batches: usize,
     pub slow_policy: SlowPolicy,
@@ -229,6 +234,10 @@ impl Config {
         if !(1..=65_536).contains(&batch_size) {
             errors.push(format!("batch_size {batch_size} is outside 1..=65536"));
         }
+        let batch_bytes = args.batch_bytes.or(file.batch_bytes).unwrap_or(256 << 10);
+        if !(256..=tapflow_proto::wire::MAX_MESSAGE_BYTES / 2).contains(&batch_bytes) {
+            errors.push(format!("batch_bytes {batch_bytes} is outside 256..={}", tapflow_proto::wire::MAX_MESSAGE_BYTES / 2));
+        }
         let queue_batches = args.queue_batches.or(file.queue_batches).unwrap_or(64);
         if queue_batches == 0 {
             errors.push("queue_batches must be at least 1".to_owned());
@@ -267,6 +276,7 @@ impl Config {
                 epoch: args.epoch.or(file.epoch).unwrap_or(1),
                 decode,
                 batch_size,
+                batch_bytes,
                 batch_age: Duration::from_millis(args.batch_age_ms.or(file.batch_age_ms).unwrap_or(100)),
                 queue_batches,
                 slow_policy,

@@ -43,6 +43,8 @@ pub struct LinkSettings {
     pub shard_count: u16,
     pub heartbeat: Duration,
     pub linger: Duration,
+    /// Largest encoded batch message, in bytes.
+    pub batch_bytes: usize,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -109,7 +111,7 @@ impl Link {
             seq: 0,
             watermark_ns: 0,
         };
-        let worker = Worker { socket, header, shared: shared.clone(), pool, heartbeat: settings.heartbeat, linger: settings.linger, endpoint: endpoint.to_owned(), buf: Vec::with_capacity(1 << 16) };
+        let worker = Worker { socket, header, shared: shared.clone(), pool, heartbeat: settings.heartbeat, linger: settings.linger, batch_bytes: settings.batch_bytes, endpoint: endpoint.to_owned(), buf: Vec::with_capacity(1 << 16) };
         let thread = std::thread::Builder::new()
             .name(format!("link-{shard}"))
             .spawn(move || worker.run(rx))
@@ -159,6 +161,7 @@ struct Worker {
     pool: Sender<Vec<PacketSummary>>,
     heartbeat: Duration,
     linger: Duration,
+    batch_bytes: usize,
     endpoint: String,
     buf: Vec<u8>,
 }
@@ -169,9 +172,7 @@ impl Worker {
             match rx.recv_timeout(self.heartbeat) {
                 Ok(LinkCmd::Batch { mut summaries, watermark_ns }) => {
                     self.header.watermark_ns = self.header.watermark_ns.max(watermark_ns);
-                    encode_batch(&self.header, &summaries, &mut self.buf);
-                    self.send();
-                    self.header.seq += summaries.len() as u64;
+                    self.send_batch(&summaries);
                     summaries.clear();
                     let _ = self.pool.try_send(summaries);
                 }
@@ -197,6 +198,23 @@ impl Worker {
                 }
             }
         }
+    }
+
+    /// Encodes and sends a batch; one whose encoding exceeds `batch_bytes` goes as several
+    /// messages of fewer summaries each (sequence numbers still count every summary).
+    fn send_batch(&mut self, summaries: &[PacketSummary]) {
+        encode_batch(&self.header, summaries, &mut self.buf);
+        if self.buf.len() > self.batch_bytes && summaries.len() > 1 {
+            let parts = self.buf.len().div_ceil(self.batch_bytes);
+            for chunk in summaries.chunks(summaries.len().div_ceil(parts)) {
+                encode_batch(&self.header, chunk, &mut self.buf);
+                self.send();
+                self.header.seq += chunk.len() as u64;
+            }
+            return;
+        }
+        self.send();
+        self.header.seq += summaries.len() as u64;
     }
 
     fn watermark(&self) -> u64 {

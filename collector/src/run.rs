@@ -53,6 +53,7 @@ pub fn run(config: &Config, shutdown: Arc<AtomicBool>) -> Result<(RunOutcome, Co
         shard_count,
         heartbeat: config.heartbeat,
         linger: config.linger,
+        batch_bytes: config.batch_bytes,
     };
     let ctx = zmq::Context::new();
     let (pool_tx, pool_rx) = crossbeam_channel::unbounded();

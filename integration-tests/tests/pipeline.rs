@@ -170,3 +170,14 @@ fn wrong_flags_are_usage_errors_without_stack_traces() {
         assert!(!err.trim().is_empty());
     }
 }
+
+#[test]
+fn batches_split_by_bytes_and_tiny_batches_still_reconcile() {
+    let Some(pcaps) = shared_pcaps() else { return };
+    let pcap = pcaps.join("zeek-ssh.pcap");
+    for extra in [["--batch-bytes", "512"], ["--batch-size", "1"]] {
+        let run = one_collector(&pcap, 2, &extra);
+        let row = check_run("zeek-ssh.pcap", 2, &run, Some(1797));
+        println!("{extra:?}: {row}");
+    }
+}

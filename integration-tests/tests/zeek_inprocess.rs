@@ -1,0 +1,256 @@
+//! The session engine against Zeek's own conn.log, in process: every shared capture with a Zeek
+//! truth (`truth/NAME.zeek-conn.log`) is decoded with the checksum setting that truth was made
+//! with, fed summary by summary to one `FlowTable`, flushed, and compared with Zeek's rows
+//! field by field. Prints a table per capture and every mismatch; fails below the thresholds
+//! of issue 3 over all files together.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use tapflow_collector::decode::{DecodeConfig, Decoder, LinkType};
+use tapflow_processor::session::{ConnRecord, FlowTable, SessionConfig};
+use tapflow_proto::PacketSummary;
+
+/// Captures whose Zeek run used `-C` (ignore checksums), from `pcaps/README.md`.
+const IGNORE_CHECKSUMS: &[&str] = &["zeek-tcp-missing-syn", "zeek-gtp-outer-ip-frag", "zeek-pcapng-multi-interface"];
+
+/// Compared fields, in table order.
+const FIELDS: &[&str] = &[
+    "conn_state",
+    "history",
+    "orig_pkts",
+    "resp_pkts",
+    "orig_ip_bytes",
+    "resp_ip_bytes",
+    "orig_bytes",
+    "resp_bytes",
+    "missed_bytes",
+];
+
+/// Least share of matched connections that must agree, per field (issue 3).
+fn threshold(field: &str) -> Option<f64> {
+    match field {
+        "conn_state" | "orig_pkts" | "resp_pkts" | "orig_ip_bytes" | "resp_ip_bytes" => Some(0.95),
+        "history" | "orig_bytes" | "resp_bytes" => Some(0.90),
+        _ => None,
+    }
+}
+
+fn pcaps_dir() -> Option<PathBuf> {
+    let dir = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/pcaps")).to_path_buf();
+    if dir.join("truth").is_dir() {
+        Some(dir)
+    } else {
+        eprintln!("SKIP: {} is absent (the shared captures sit beside the clone in CI)", dir.display());
+        None
+    }
+}
+
+/// One Zeek conn.log row: column name to value.
+type Row = BTreeMap<String, String>;
+
+/// Parses a Zeek ASCII log (a `#fields` header, or a bare header line as in the btest
+/// baselines that keep only some columns).
+fn parse_zeek_log(text: &str) -> Vec<Row> {
+    let mut fields: Option<Vec<String>> = None;
+    let mut rows = Vec::new();
+    for line in text.lines() {
+        if let Some(rest) = line.strip_prefix("#fields\t") {
+            fields = Some(rest.split('\t').map(str::to_owned).collect());
+            continue;
+        }
+        if line.starts_with('#') || line.trim().is_empty() {
+            continue;
+        }
+        let values: Vec<&str> = line.split('\t').collect();
+        match &fields {
+            None => fields = Some(values.iter().map(|s| s.to_string()).collect()),
+            Some(f) => rows.push(f.iter().cloned().zip(values.iter().map(|s| s.to_string())).collect()),
+        }
+    }
+    rows
+}
+
+/// Decodes a capture and runs it through one flow table.
+fn sessions(pcap: &Path, verify_checksums: bool) -> Result<Vec<ConnRecord>, String> {
+    let mut cap = pcap::Capture::from_file_with_precision(pcap, pcap::Precision::Nano).map_err(|e| e.to_string())?;
+    let dlt = cap.get_datalink().0;
+    let link = LinkType::from_dlt(dlt).ok_or_else(|| format!("unsupported link type {dlt}"))?;
+    let mut decoder = Decoder::new(DecodeConfig { verify_checksums, ..DecodeConfig::default() });
+    let mut table = FlowTable::new(SessionConfig { max_flows: 100_000, ..SessionConfig::default() });
+    let (mut summaries, mut records) = (Vec::<PacketSummary>::new(), Vec::new());
+    loop {
+        match cap.next_packet() {
+            Ok(p) => {
+                let ts = u64::try_from(p.header.ts.tv_sec).unwrap_or(0) * 1_000_000_000 + u64::try_from(p.header.ts.tv_usec).unwrap_or(0);
+                summaries.clear();
+                decoder.decode(link, ts, p.data, p.header.len, &mut summaries);
+                for s in &summaries {
+                    table.on_summary(s, &mut records);
+                }
+            }
+            Err(pcap::Error::NoMorePackets) => break,
+            Err(e) => return Err(e.to_string()),
+        }
+    }
+    decoder.finish();
+    table.flush(&mut records);
+    assert_eq!(table.stats().evicted, 0, "no cap may be reached");
+    Ok(records)
+}
+
+fn opt(v: Option<u64>) -> String {
+    v.map_or_else(|| "-".to_owned(), |v| v.to_string())
+}
+
+/// Our record's value for a conn.log column, printed as Zeek prints it.
+fn ours(r: &ConnRecord, field: &str) -> String {
+    match field {
+        "conn_state" => r.conn_state.as_str().to_owned(),
+        "history" if r.history.is_empty() => "-".to_owned(),
+        "history" => r.history.clone(),
+        "orig_pkts" => r.orig_pkts.to_string(),
+        "resp_pkts" => r.resp_pkts.to_string(),
+        "orig_ip_bytes" => r.orig_ip_bytes.to_string(),
+        "resp_ip_bytes" => r.resp_ip_bytes.to_string(),
+        "orig_bytes" => opt(r.orig_bytes),
+        "resp_bytes" => opt(r.resp_bytes),
+        "missed_bytes" => r.missed_bytes.to_string(),
+        _ => String::new(),
+    }
+}
+
+fn proto_name(p: u8) -> &'static str {
+    match p {
+        6 => "tcp",
+        17 => "udp",
+        1 | 58 => "icmp",
+        _ => "unknown_transport",
+    }
+}
+
+/// Takes the first of our records for Zeek's five-tuple, in either direction; a row without a
+/// five-tuple (a btest baseline with few columns) takes the only record there is.
+fn take_match(row: &Row, records: &mut Vec<ConnRecord>) -> Option<ConnRecord> {
+    let Some(orig_h) = row.get("id.orig_h") else {
+        return (records.len() == 1).then(|| records.remove(0));
+    };
+    let tuple = |r: &ConnRecord, flip: bool| {
+        let (a, ap, b, bp) = if flip { (r.resp_h, r.resp_p, r.orig_h, r.orig_p) } else { (r.orig_h, r.orig_p, r.resp_h, r.resp_p) };
+        (a.to_string(), ap.to_string(), b.to_string(), bp.to_string(), proto_name(r.proto))
+    };
+    let want = (orig_h.clone(), row["id.orig_p"].clone(), row["id.resp_h"].clone(), row["id.resp_p"].clone(), row["proto"].as_str());
+    let at = records
+        .iter()
+        .position(|r| tuple(r, false) == want)
+        .or_else(|| records.iter().position(|r| tuple(r, true) == want))?;
+    Some(records.remove(at))
+}
+
+#[derive(Default)]
+struct Tally {
+    zeek_conns: usize,
+    missing: usize,
+    matched: BTreeMap<&'static str, (usize, usize)>,
+}
+
+#[test]
+fn sessions_agree_with_zeek_conn_logs() {
+    let Some(dir) = pcaps_dir() else { return };
+    let mut truths: Vec<PathBuf> = std::fs::read_dir(dir.join("truth"))
+        .map(|rd| rd.filter_map(Result::ok).map(|e| e.path()).collect())
+        .unwrap_or_default();
+    truths.retain(|p| p.to_string_lossy().ends_with(".zeek-conn.log"));
+    truths.sort();
+    assert!(!truths.is_empty(), "no Zeek truth in {}", dir.display());
+
+    let mut total = Tally::default();
+    let mut report = String::new();
+    for truth in &truths {
+        let file = truth.file_name().and_then(|n| n.to_str()).unwrap_or_default().trim_end_matches(".zeek-conn.log").to_owned();
+        let name = file.trim_end_matches(".pcapng").trim_end_matches(".pcap");
+        let verify = !IGNORE_CHECKSUMS.contains(&name);
+        let rows = parse_zeek_log(&std::fs::read_to_string(truth).unwrap_or_default());
+        let mut records = sessions(&dir.join(&file), verify).unwrap_or_else(|e| panic!("{file}: {e}"));
+        let ours_total = records.len();
+        let mut per = Tally { zeek_conns: rows.len(), ..Tally::default() };
+        let mut lines = Vec::new();
+        for row in &rows {
+            let id = format!(
+                "{} {}:{} > {}:{}",
+                row.get("proto").map_or("?", String::as_str),
+                row.get("id.orig_h").map_or("?", String::as_str),
+                row.get("id.orig_p").map_or("?", String::as_str),
+                row.get("id.resp_h").map_or("?", String::as_str),
+                row.get("id.resp_p").map_or("?", String::as_str),
+            );
+            let Some(r) = take_match(row, &mut records) else {
+                per.missing += 1;
+                lines.push(format!("  MISSING {id}"));
+                continue;
+            };
+            for &field in FIELDS {
+                let Some(theirs) = row.get(field) else { continue };
+                let mine = ours(&r, field);
+                let e = per.matched.entry(field).or_default();
+                e.1 += 1;
+                if mine == *theirs {
+                    e.0 += 1;
+                } else {
+                    lines.push(format!("  {id}: {field} zeek={theirs} ours={mine}"));
+                }
+            }
+        }
+        report += &format!("{file}: zeek {} conns, ours {ours_total}, missing {}\n", per.zeek_conns, per.missing);
+        for (field, (agree, n)) in &per.matched {
+            report += &format!("  {field:<14} {agree}/{n}\n");
+        }
+        for l in lines {
+            report += &l;
+            report.push('\n');
+        }
+        total.zeek_conns += per.zeek_conns;
+        total.missing += per.missing;
+        for (field, (a, n)) in per.matched {
+            let e = total.matched.entry(field).or_default();
+            e.0 += a;
+            e.1 += n;
+        }
+    }
+    report += &format!("ALL: zeek {} conns, missing {}\n", total.zeek_conns, total.missing);
+    let mut failures = Vec::new();
+    for &field in FIELDS {
+        let (agree, n) = total.matched.get(field).copied().unwrap_or_default();
+        let share = if n == 0 { 1.0 } else { agree as f64 / n as f64 };
+        report += &format!("  {field:<14} {agree}/{n} = {:.1}%\n", share * 100.0);
+        if let Some(min) = threshold(field) {
+            if share < min {
+                failures.push(format!("{field} agrees on {:.1}% < {:.0}%", share * 100.0, min * 100.0));
+            }
+        }
+    }
+    if total.missing > 2 {
+        failures.push(format!("{} of Zeek's connections missing (at most 2)", total.missing));
+    }
+    println!("{report}");
+    assert!(failures.is_empty(), "{}\n{report}", failures.join("; "));
+}
+
+#[test]
+fn zz_debug_dump() {
+    let Some(dir) = pcaps_dir() else { return };
+    let Ok(name) = std::env::var("DUMP") else { return };
+    let mut cap = pcap::Capture::from_file_with_precision(dir.join(&name), pcap::Precision::Nano).unwrap();
+    let link = LinkType::from_dlt(cap.get_datalink().0).unwrap();
+    let mut decoder = Decoder::new(DecodeConfig { verify_checksums: false, ..DecodeConfig::default() });
+    let mut out = Vec::new();
+    while let Ok(p) = cap.next_packet() {
+        let ts = p.header.ts.tv_sec as u64 * 1_000_000_000 + p.header.ts.tv_usec as u64;
+        decoder.decode(link, ts, p.data, p.header.len, &mut out);
+    }
+    for s in &out {
+        if s.key.proto == 6 {
+            println!("{} {:?} fl={:x} tcp={:02x} seq={} ack={} len={} ip={} w={}", s.ts_ns % 100_000_000_000, s.tuple().sport, s.flags, s.tcp_flags, s.seq, s.ack, s.payload_len, s.ip_len, s.window);
+        }
+    }
+}
