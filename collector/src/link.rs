@@ -19,7 +19,7 @@ use tracing::{debug, error, warn};
 /// What the capture thread sends a link.
 pub enum LinkCmd {
     Batch { summaries: Vec<PacketSummary>, watermark_ns: u64 },
-    Eos { status: EosStatus, counters: CollectorCounters },
+    Eos { status: EosStatus, counters: Box<CollectorCounters> },
 }
 
 /// State the capture thread shares with every link thread.

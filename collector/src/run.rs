@@ -114,7 +114,7 @@ impl Pipeline {
     fn new(config: &Config, links: Vec<Link>, shared: Arc<Shared>, pool: Receiver<Vec<PacketSummary>>) -> Pipeline {
         let n = links.len();
         Pipeline {
-            decoder: Decoder::new(config.decode.clone()),
+            decoder: Decoder::new(config.decode),
             pending: (0..n).map(|_| Vec::with_capacity(config.batch_size)).collect(),
             sent: vec![0; n],
             links,
@@ -145,7 +145,7 @@ impl Pipeline {
             if shutdown.load(Ordering::Relaxed) {
                 return RunOutcome::Done { interrupted: true };
             }
-            match source.next() {
+            match source.next_record() {
                 Ok(Next::Packet(rec)) => {
                     self.max_ts = self.max_ts.max(rec.ts_ns);
                     self.decoder.decode(link, rec.ts_ns, rec.data, rec.wire_len, &mut self.out);
@@ -163,7 +163,7 @@ impl Pipeline {
                         self.oldest_pending = Some(Instant::now());
                     }
                     tick = tick.wrapping_add(1);
-                    if tick % 4096 != 0 {
+                    if !tick.is_multiple_of(4096) {
                         continue;
                     }
                 }
@@ -234,7 +234,7 @@ impl Pipeline {
             error!(?r, "collector counters do not reconcile");
         }
         for link in &self.links {
-            if link.send_blocking(LinkCmd::Eos { status: status.clone(), counters: counters.clone() }).is_err() {
+            if link.send_blocking(LinkCmd::Eos { status: status.clone(), counters: Box::new(counters.clone()) }).is_err() {
                 error!(endpoint = %link.endpoint, "processor unreachable: end-of-stream not delivered");
             }
         }

@@ -87,7 +87,7 @@ impl Source {
 
     /// The next packet. Timestamps are nanoseconds: files are opened with nanosecond precision
     /// (libpcap scales microsecond files), live captures ask for it too.
-    pub fn next(&mut self) -> Result<Next<'_>, SourceError> {
+    pub fn next_record(&mut self) -> Result<Next<'_>, SourceError> {
         let is_file = matches!(self.handle, Handle::File(_));
         let res = match &mut self.handle {
             Handle::File(c) => c.next_packet(),

@@ -7,47 +7,69 @@
 //! length, except the last; every piece tapflow adds (addresses, 4- or 8-byte pseudo-header
 //! tails) does.
 
-/// A running one's-complement sum.
+/// A running one's-complement sum, not yet folded.
 #[derive(Clone, Copy, Debug, Default)]
 pub(super) struct Sum(u128);
 
 impl Sum {
     /// Adds `bytes`; an odd final byte is padded with zero, as the RFC says.
-    #[inline]
+    #[inline(always)]
     pub(super) fn add(self, bytes: &[u8]) -> Sum {
-        // Two independent accumulators keep the adds from waiting on each other. A u128 cannot
-        // overflow here: 2^64 words of 2^64 - 1 each would be needed.
-        let mut a: u128 = 0;
-        let mut b: u128 = 0;
-        let mut pairs = bytes.chunks_exact(16);
-        for pair in &mut pairs {
-            let (x, y) = pair.split_at(8);
-            a = a.wrapping_add(u128::from(word(x)));
-            b = b.wrapping_add(u128::from(word(y)));
-        }
-        let mut rest = pairs.remainder().chunks_exact(8);
-        for w in &mut rest {
-            a = a.wrapping_add(u128::from(word(w)));
-        }
-        let tail = rest.remainder();
-        if !tail.is_empty() {
-            let mut padded = [0u8; 8];
-            if let Some(dst) = padded.get_mut(..tail.len()) {
-                dst.copy_from_slice(tail);
+        // Native-endian 64-bit words into 128 bits: an add and an add-with-carry each, and
+        // 2^64 words would be needed to overflow.
+        let mut sum = self.0;
+        let mut rest = bytes;
+        if rest.len() >= 64 {
+            // Long payloads: four independent accumulators, so the adds do not wait on each
+            // other's carries.
+            let mut acc = [0u128; 4];
+            let mut blocks = rest.chunks_exact(32);
+            for block in &mut blocks {
+                for (a, w) in acc.iter_mut().zip(block.chunks_exact(8)) {
+                    *a = a.wrapping_add(u128::from(ne64(w)));
+                }
             }
-            b = b.wrapping_add(u128::from(u64::from_ne_bytes(padded)));
+            let [a, b, c, d] = acc;
+            sum = sum
+                .wrapping_add(a)
+                .wrapping_add(b)
+                .wrapping_add(c)
+                .wrapping_add(d);
+            rest = blocks.remainder();
         }
-        Sum(self.0.wrapping_add(a).wrapping_add(b))
+        while let Some((w, after)) = rest.split_first_chunk::<8>() {
+            sum = sum.wrapping_add(u128::from(u64::from_ne_bytes(*w)));
+            rest = after;
+        }
+        // The last 0-7 bytes start at an even offset. Native-endian pieces of 4 and 2 bytes keep
+        // each byte in its half of its 16-bit word, and a last odd byte is the word `[byte, 0]`.
+        // (Where a word lands in the accumulator does not matter once folded: 2^16 = 1 modulo
+        // 0xffff.)
+        if let Some((w, after)) = rest.split_first_chunk::<4>() {
+            sum = sum.wrapping_add(u128::from(u32::from_ne_bytes(*w)));
+            rest = after;
+        }
+        if let Some((w, after)) = rest.split_first_chunk::<2>() {
+            sum = sum.wrapping_add(u128::from(u16::from_ne_bytes(*w)));
+            rest = after;
+        }
+        if let Some(&last) = rest.first() {
+            sum = sum.wrapping_add(u128::from(u16::from_ne_bytes([last, 0])));
+        }
+        Sum(sum)
     }
 
     /// The sum folded to 16 bits (in native word order).
     #[inline]
     pub(super) fn fold(self) -> u16 {
-        let mut s = self.0;
-        while s > 0xffff {
-            s = (s & 0xffff) + (s >> 16);
-        }
-        // The loop leaves s <= 0xffff.
+        // 128 to 64 bits with the end-around carry, then halve the width down to 16.
+        let (lo, carry) = (self.0 as u64).overflowing_add((self.0 >> 64) as u64);
+        let s = lo.wrapping_add(u64::from(carry));
+        let s = (s & 0xffff_ffff) + (s >> 32);
+        let s = (s & 0xffff) + (s >> 16);
+        let s = (s & 0xffff) + (s >> 16);
+        let s = (s & 0xffff) + (s >> 16);
+        // Three folds from below 2^33 leave at most 0xffff.
         s as u16
     }
 
@@ -65,23 +87,23 @@ impl Sum {
     }
 }
 
-/// The TCP/UDP pseudo-header over IPv4 or IPv6 (RFC 793, RFC 8200 §8.1): addresses, protocol
-/// and the upper-layer length. `src` and `dst` are 4 or 16 bytes.
+/// The TCP/UDP/ICMPv6 pseudo-header over IPv4 or IPv6 (RFC 793, RFC 8200 §8.1): addresses,
+/// protocol and the upper-layer length. `src` and `dst` are 4 or 16 bytes.
 #[inline]
 pub(super) fn pseudo_header(src: &[u8], dst: &[u8], proto: u8, len: u32) -> Sum {
-    let sum = Sum::default().add(src).add(dst);
-    if src.len() == 4 {
-        // IPv4: zero, protocol, 16-bit length. Lengths here come from a 16-bit field.
-        let [_, _, hi, lo] = len.to_be_bytes();
-        sum.add(&[0, proto, hi, lo])
+    let [a, b, hi, lo] = len.to_be_bytes();
+    let tail = if src.len() == 4 {
+        // IPv4: zero, protocol, 16-bit length (lengths here come from 16-bit fields).
+        u32::from_ne_bytes([0, proto, hi, lo])
     } else {
-        let [a, b, c, d] = len.to_be_bytes();
-        sum.add(&[a, b, c, d, 0, 0, 0, proto])
-    }
+        // IPv6: 32-bit length, three zero bytes, next header.
+        u32::from_ne_bytes([a, b, hi, lo]).wrapping_add(u32::from_ne_bytes([0, 0, 0, proto]))
+    };
+    Sum(u128::from(tail)).add(src).add(dst)
 }
 
 #[inline(always)]
-fn word(bytes: &[u8]) -> u64 {
+fn ne64(bytes: &[u8]) -> u64 {
     bytes.try_into().map_or(0, u64::from_ne_bytes)
 }
 

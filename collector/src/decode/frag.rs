@@ -211,7 +211,16 @@ impl Table {
     }
 
     /// Drops every datagram created more than the timeout before `now`.
+    #[inline]
     pub(super) fn expire(&mut self, now: u64, counters: &mut DecodeCounters) {
+        if self.slots.is_empty() {
+            return;
+        }
+        self.expire_slow(now, counters);
+    }
+
+    #[inline(never)]
+    fn expire_slow(&mut self, now: u64, counters: &mut DecodeCounters) {
         while let Some((_, key)) = self.age.first_key_value() {
             let key = *key;
             let fresh = self

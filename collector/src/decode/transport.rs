@@ -13,19 +13,20 @@ use tapflow_proto::{DropReason, FiveTuple, PacketSummary};
 use super::checksum::{pseudo_header, Sum};
 use super::ip::Net;
 
-/// One packet's transport view.
+/// One packet's transport view (the rest went into its summary).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) struct Transport<'a> {
-    /// Everything but `ts_ns`, the key (see `tuple`) and `tunnel_parent`.
-    pub(super) summary: PacketSummary,
+    /// What the packet says, for its key.
     pub(super) tuple: FiveTuple,
     /// The captured bytes after the transport header (UDP payload, GRE packet, ...), where a
     /// tunnel's inner packet is looked for.
     pub(super) inner: &'a [u8],
 }
 
-/// Summarises the upper layer `proto` of `net`: `payload` is what was captured of it,
-/// `payload_len` its length by the IP header.
+/// Summarises the upper layer `proto` of `net` into `summary` (every field but `ts_ns`, the
+/// key and `tunnel_parent`; flags are added to): `payload` is what was captured of it,
+/// `payload_len` its length by the IP header. The summary is written in place so that no
+/// copy of it is made per packet.
 #[inline]
 pub(super) fn parse<'a>(
     net: &Net,
@@ -33,13 +34,13 @@ pub(super) fn parse<'a>(
     payload: &'a [u8],
     payload_len: u32,
     verify: bool,
+    summary: &mut PacketSummary,
 ) -> Result<Transport<'a>, DropReason> {
     let verify = verify && !net.truncated;
-    let mut summary = PacketSummary {
-        ip_len: net.ip_len,
-        flags: if net.truncated { flag::TRUNCATED } else { 0 },
-        ..PacketSummary::default()
-    };
+    summary.ip_len = net.ip_len;
+    if net.truncated {
+        summary.flags |= flag::TRUNCATED;
+    }
     let mut tuple = FiveTuple {
         proto,
         src: net.src,
@@ -130,11 +131,7 @@ pub(super) fn parse<'a>(
             payload
         }
     };
-    Ok(Transport {
-        summary,
-        tuple,
-        inner,
-    })
+    Ok(Transport { tuple, inner })
 }
 
 /// ICMP type and code through etherparse's slices. `Icmpv4Slice` insists that timestamp

@@ -35,9 +35,22 @@ impl Decoder {
             Ok(p) => p,
             Err(reason) => return Outcome::Dropped(reason),
         };
-        let Some(f) = p.frag else {
-            return self.transport(layer, ts, &p.net, p.proto, p.payload, p.payload_len, 0, out);
-        };
+        match p.frag {
+            None => self.transport(layer, ts, &p.net, p.proto, p.payload, p.payload_len, 0, out),
+            Some(f) => self.fragment(layer, ts, &p, f, out),
+        }
+    }
+
+    /// A fragment: stored, and decoded as a whole datagram when it completes one.
+    #[inline(never)]
+    fn fragment(
+        &mut self,
+        layer: &Layer,
+        ts: u64,
+        p: &ip::Packet<'_>,
+        f: ip::Frag,
+        out: &mut Vec<PacketSummary>,
+    ) -> Outcome {
         let key = FragKey {
             src: p.net.src,
             dst: p.net.dst,
@@ -125,24 +138,33 @@ impl Decoder {
         flags: u8,
         out: &mut Vec<PacketSummary>,
     ) -> Outcome {
-        let t = match transport::parse(net, proto, payload, payload_len, self.cfg.verify_checksums)
-        {
-            Ok(t) => t,
-            Err(reason) => return Outcome::Dropped(reason),
-        };
-        let mut s = t.summary;
-        s.ts_ns = ts;
-        s.flags |= flags;
-        if layer.depth > 0 {
-            s.flags |= flag::TUNNEL_INNER;
-        }
-        s.tunnel_parent = layer.parent;
-        s.set_tuple(&t.tuple, layer.vlan);
+        // The summary is built where it will stay, at the end of `out`.
         let at = out.len();
-        out.push(s);
+        out.push(PacketSummary {
+            ts_ns: ts,
+            flags: if layer.depth > 0 {
+                flags | flag::TUNNEL_INNER
+            } else {
+                flags
+            },
+            tunnel_parent: layer.parent,
+            ..PacketSummary::default()
+        });
+        let Some(s) = out.last_mut() else {
+            return Outcome::Dropped(DropReason::MalformedTransport);
+        };
+        let verify = self.cfg.verify_checksums;
+        let t = match transport::parse(net, proto, payload, payload_len, verify, s) {
+            Ok(t) => t,
+            Err(reason) => {
+                out.truncate(at);
+                return Outcome::Dropped(reason);
+            }
+        };
+        s.set_tuple(&t.tuple, layer.vlan);
         if self.cfg.decode_tunnels && layer.depth < MAX_TUNNEL_DEPTH {
-            let missing = if net.truncated { layer.missing } else { 0 };
-            self.tunnel(layer, &t.tuple, s.key, missing, t.inner, ts, at, out);
+            let (key, missing) = (s.key, if net.truncated { layer.missing } else { 0 });
+            self.tunnel(layer, &t.tuple, key, missing, t.inner, ts, at, out);
         }
         Outcome::Summarised
     }

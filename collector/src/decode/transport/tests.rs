@@ -14,8 +14,8 @@ fn check(packet: &[u8], cut: usize, verify: bool, expected: Result<Expect, DropR
     let cut = cut.min(packet.len());
     let missing = (packet.len() - cut) as u32;
     let got = ip::parse(&packet[..cut], missing, false).and_then(|p| {
-        parse(&p.net, p.proto, p.payload, p.payload_len, verify).map(|t| {
-            let s = t.summary;
+        let mut s = PacketSummary::default();
+        parse(&p.net, p.proto, p.payload, p.payload_len, verify, &mut s).map(|t| {
             assert_eq!(s.ip_len, p.net.ip_len);
             (
                 (t.tuple.sport, t.tuple.dport),
@@ -87,9 +87,10 @@ fn tcp_fields_and_checksum() {
 fn tcp_sequence_ack_window() {
     let p = tcp4(v4(1, 1, 1, 1), v4(2, 2, 2, 2), 5, 6, 0x1234_5678, &[]);
     let ip = ip::parse(&p, 0, true).unwrap_or_else(|e| panic!("{e:?}"));
-    let t = parse(&ip.net, ip.proto, ip.payload, ip.payload_len, true);
-    let s = t.map(|t| (t.summary.seq, t.summary.ack, t.summary.window));
-    assert_eq!(s, Ok((0x1234_5678, 7, 1000)));
+    let mut s = PacketSummary::default();
+    let t = parse(&ip.net, ip.proto, ip.payload, ip.payload_len, true, &mut s);
+    assert!(t.is_ok());
+    assert_eq!((s.seq, s.ack, s.window), (0x1234_5678, 7, 1000));
 }
 
 #[test]
