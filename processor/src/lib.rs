@@ -5,7 +5,9 @@
 
 pub mod config;
 pub mod inputs;
+pub mod merge;
 pub mod run;
+pub mod session;
 
 pub use config::{Args, Config};
 pub use run::run;

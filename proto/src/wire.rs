@@ -26,6 +26,11 @@ pub const FORMAT_VERSION: u8 = 1;
 pub const MAX_MESSAGE_BYTES: usize = 64 << 20;
 /// Length of the frame header before the MessagePack body.
 pub const FRAME_HEADER_LEN: usize = 4;
+/// Deepest MessagePack nesting a body may have. tapflow's own messages need 6 (processor account
+/// -> links -> link -> counters -> drops); deeper input is refused before it can recurse, since
+/// skipping an unknown field recurses once per level (rmp-serde's default limit of 1024 levels
+/// overflows a 2 MiB thread stack in an unoptimised build).
+pub const MAX_NESTING: usize = 16;
 
 pub mod kind {
     pub const BATCH: u8 = 1;
@@ -211,6 +216,7 @@ pub fn split_frame(bytes: &[u8]) -> Result<(u8, &[u8]), DecodeError> {
 pub fn decode_body<T: DeserializeOwned>(body: &[u8]) -> Result<T, DecodeError> {
     let mut rest = body;
     let mut de = rmp_serde::Deserializer::new(&mut rest);
+    de.set_max_depth(MAX_NESTING);
     let value = T::deserialize(&mut de).map_err(|e| DecodeError::Malformed(e.to_string()))?;
     if !rest.is_empty() {
         return Err(DecodeError::TrailingBytes(rest.len()));

@@ -1,0 +1,197 @@
+//! Connection identifiers: the deterministic `uid` and the Community ID v1 flow hash.
+
+use tapflow_proto::key::{icmp4_counterpart, icmp6_counterpart, ip_proto};
+use tapflow_proto::{Addr, FlowKey};
+
+const BASE62: &[u8; 62] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
+const BASE64: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+
+/// `C` + base62 of the first 96 bits (big-endian) of SHA-1(key bytes ‖ `ts_ns` little-endian).
+pub(super) fn uid(key: &FlowKey, first_ts_ns: u64) -> String {
+    let mut h = sha1_smol::Sha1::new();
+    h.update(&key.to_bytes());
+    h.update(&first_ts_ns.to_le_bytes());
+    let d = h.digest().bytes();
+    let mut v = d[..12]
+        .iter()
+        .fold(0u128, |acc, &b| (acc << 8) | u128::from(b));
+    let mut digits = [0u8; 17];
+    let mut n = 0;
+    loop {
+        digits[n] = BASE62[(v % 62) as usize];
+        n += 1;
+        v /= 62;
+        if v == 0 {
+            break;
+        }
+    }
+    let mut s = String::with_capacity(n + 1);
+    s.push('C');
+    s.extend(digits[..n].iter().rev().map(|&b| char::from(b)));
+    s
+}
+
+/// Community ID v1 with seed 0 for a connection's directional five-tuple (originator first).
+///
+/// Endpoints are ordered so the smaller (address, port) comes first, except for one-way ICMP
+/// messages (no request/reply counterpart), which keep their direction, as the spec and Zeek do.
+/// Ports are hashed for TCP, UDP, SCTP, ICMP and ICMPv6 only.
+pub(super) fn community_id(proto: u8, orig: Addr, orig_p: u16, resp: Addr, resp_p: u16) -> String {
+    let has_ports = matches!(
+        proto,
+        ip_proto::TCP | ip_proto::UDP | 132 | ip_proto::ICMP | ip_proto::ICMPV6
+    );
+    let one_way = match proto {
+        ip_proto::ICMP => icmp4_counterpart(orig_p as u8).is_none(),
+        ip_proto::ICMPV6 => icmp6_counterpart(orig_p as u8).is_none(),
+        _ => false,
+    };
+    let (a, ap, b, bp) = if one_way || (orig.as_bytes(), orig_p) <= (resp.as_bytes(), resp_p) {
+        (orig, orig_p, resp, resp_p)
+    } else {
+        (resp, resp_p, orig, orig_p)
+    };
+    let mut h = sha1_smol::Sha1::new();
+    h.update(&0u16.to_be_bytes());
+    h.update(a.as_bytes());
+    h.update(b.as_bytes());
+    h.update(&[proto, 0]);
+    if has_ports {
+        h.update(&ap.to_be_bytes());
+        h.update(&bp.to_be_bytes());
+    }
+    let mut s = String::with_capacity(30);
+    s.push_str("1:");
+    base64(&h.digest().bytes(), &mut s);
+    s
+}
+
+/// Standard base64 with padding.
+fn base64(bytes: &[u8], out: &mut String) {
+    for chunk in bytes.chunks(3) {
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(char::from(BASE64[((n >> (18 - 6 * i)) & 63) as usize]));
+            } else {
+                out.push('=');
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::IpAddr;
+
+    fn addr(s: &str) -> Addr {
+        Addr::from(s.parse::<IpAddr>().unwrap_or(IpAddr::from([0u8; 4])))
+    }
+
+    fn check(proto: u8, a: &str, ap: u16, b: &str, bp: u16, want: &str) {
+        assert_eq!(
+            community_id(proto, addr(a), ap, addr(b), bp),
+            want,
+            "{proto} {a}:{ap} -> {b}:{bp}"
+        );
+    }
+
+    /// The spec's and Zeek's `community_id_v1` test vectors (seed 0), both directions.
+    #[test]
+    fn community_id_vectors() {
+        check(
+            6,
+            "1.2.3.4",
+            1122,
+            "5.6.7.8",
+            3344,
+            "1:wCb3OG7yAFWelaUydu0D+125CLM=",
+        );
+        check(
+            6,
+            "5.6.7.8",
+            3344,
+            "1.2.3.4",
+            1122,
+            "1:wCb3OG7yAFWelaUydu0D+125CLM=",
+        );
+        check(
+            17,
+            "1.2.3.4",
+            1122,
+            "5.6.7.8",
+            3344,
+            "1:0Mu9InQx6z4ZiCZM/7HXi2WMhOg=",
+        );
+        check(
+            1,
+            "1.2.3.4",
+            8,
+            "5.6.7.8",
+            0,
+            "1:crodRHL2FEsHjbv3UkRrfbs4bZ0=",
+        );
+        check(
+            1,
+            "5.6.7.8",
+            0,
+            "1.2.3.4",
+            8,
+            "1:crodRHL2FEsHjbv3UkRrfbs4bZ0=",
+        );
+        check(
+            58,
+            "fe80:1:203:405:607:809:a0b:c0d",
+            128,
+            "fe80:1011:1213:1415:1617:1819:1a1b:1c1d",
+            129,
+            "1:0bf7hyMJUwt3fMED7z8LIfRpBeo=",
+        );
+        check(
+            46,
+            "1.2.3.4",
+            0,
+            "5.6.7.8",
+            0,
+            "1:ikv3kmf89luf73WPz1jOs49S768=",
+        );
+    }
+
+    #[test]
+    fn base64_padding() {
+        for (input, want) in [
+            (&b""[..], ""),
+            (b"f", "Zg=="),
+            (b"fo", "Zm8="),
+            (b"foo", "Zm9v"),
+            (b"foob", "Zm9vYg=="),
+        ] {
+            let mut s = String::new();
+            base64(input, &mut s);
+            assert_eq!(s, want);
+        }
+    }
+
+    #[test]
+    fn uid_is_deterministic_and_distinct() {
+        let k = FlowKey {
+            proto: 6,
+            lo: addr("10.0.0.1"),
+            hi: addr("10.0.0.2"),
+            lo_port: 1,
+            hi_port: 2,
+            vlan: 0,
+        };
+        let a = uid(&k, 1_000);
+        assert_eq!(a, uid(&k, 1_000));
+        assert_ne!(a, uid(&k, 1_001));
+        assert!(a.starts_with('C') && a.len() >= 15 && a.len() <= 18, "{a}");
+        assert!(a[1..].bytes().all(|b| b.is_ascii_alphanumeric()));
+    }
+}

@@ -1,0 +1,311 @@
+//! The flow table: a slab of [`Flow`]s, an index from [`FlowKey`] to slab slot, and a heap of
+//! deadlines for sweeps and eviction.
+
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+
+use hashbrown::HashTable;
+use tapflow_proto::key::ip_proto;
+use tapflow_proto::summary::flag;
+use tapflow_proto::{FlowKey, PacketSummary};
+
+use super::flow::{bits, Ctx, Flow};
+use super::{ConnRecord, SessionConfig, TableStats, SECOND};
+
+const NO_SLOT: u32 = u32::MAX;
+
+/// How a connection ended (for the counters).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum End {
+    Packet,
+    Reuse,
+    Sweep,
+    Evict,
+}
+
+/// Connections keyed by canonical flow key, with Zeek's conn.log semantics (see the module
+/// docs of [`crate::session`]).
+pub struct FlowTable {
+    ctx: Ctx,
+    slab: Vec<Flow>,
+    free_head: u32,
+    index: HashTable<u32>,
+    /// `(deadline seconds << 32) | slot`, earliest first. A flow's live entry is the one whose
+    /// seconds equal its `timer_at`; others are stale and skipped. Never grows past the
+    /// capacity it is made with (see `push_timer`).
+    heap: BinaryHeap<Reverse<u64>>,
+    open: usize,
+    stats: TableStats,
+}
+
+impl FlowTable {
+    /// A table with room for `cfg.max_flows` connections, allocated up front.
+    pub fn new(cfg: SessionConfig) -> FlowTable {
+        let cap = cfg.max_flows.max(1);
+        FlowTable {
+            ctx: Ctx::new(cfg),
+            slab: Vec::with_capacity(cap),
+            free_head: NO_SLOT,
+            // Twice the cap: hashbrown then always rehashes in place (it does when at most half
+            // full) instead of growing when removals have left tombstones.
+            index: HashTable::with_capacity(2 * cap),
+            heap: BinaryHeap::with_capacity(cap + cap / 4 + 16),
+            open: 0,
+            stats: TableStats::default(),
+        }
+    }
+
+    /// One summary, in packet-time order. Appends to `out` the records this packet finishes
+    /// (the previous connection on its key, when it had ended by this packet's time or this is
+    /// a new SYN on a closed one; a connection evicted to make room) and interim updates.
+    pub fn on_summary(&mut self, s: &PacketSummary, out: &mut Vec<ConnRecord>) {
+        self.stats.summaries += 1;
+        let datagram = matches!(
+            s.key.proto,
+            ip_proto::UDP | ip_proto::ICMP | ip_proto::ICMPV6
+        );
+        if s.flags & flag::BAD_CHECKSUM != 0 && (datagram || s.key.proto == ip_proto::TCP) {
+            self.stats.bad_checksum += 1;
+        } else if datagram && s.flags & flag::TRUNCATED != 0 {
+            self.stats.truncated_uncounted += 1;
+        }
+        let ip_tunnel = matches!(s.key.proto, ip_proto::GRE | 4 | 41);
+        if s.flags & flag::TUNNEL_OUTER != 0 && ip_tunnel && !self.ctx.cfg.log_ip_tunnel_outer {
+            self.stats.tunnel_outer_skipped += 1;
+            return;
+        }
+        let hash = key_hash(&s.key);
+        if let Some(slot) = self.find(hash, &s.key) {
+            let f = &self.slab[slot];
+            if s.ts_ns >= f.deadline(&self.ctx) {
+                self.finish(slot, hash, End::Packet, out);
+            } else if s.key.proto == ip_proto::TCP && f.tcp_is_reuse(s) {
+                self.finish(slot, hash, End::Reuse, out);
+            } else {
+                if f.interim_due(s.ts_ns, &self.ctx) {
+                    out.push(f.record(&self.ctx, true, false));
+                    self.stats.interim_records += 1;
+                }
+                self.slab[slot].apply(s, &self.ctx);
+                self.schedule(slot);
+                return;
+            }
+        }
+        self.create(hash, s, out);
+    }
+
+    /// Ends every connection whose deadline is at or before `watermark_ns`, the input-minimum
+    /// watermark (no later summary is older). Records are appended in (ts, key) order.
+    pub fn sweep(&mut self, watermark_ns: u64, out: &mut Vec<ConnRecord>) {
+        let start = out.len();
+        while let Some(&Reverse(top)) = self.heap.peek() {
+            let (secs, slot) = split(top);
+            if u64::from(secs) * SECOND > watermark_ns {
+                break;
+            }
+            self.heap.pop();
+            let f = &self.slab[slot];
+            if f.has_bit(bits::FREE) || f.timer_at != secs {
+                continue;
+            }
+            let deadline = f.deadline(&self.ctx);
+            if deadline <= watermark_ns {
+                let hash = key_hash(&f.key);
+                self.finish(slot, hash, End::Sweep, out);
+            } else {
+                self.push_timer(slot, to_secs(deadline));
+            }
+        }
+        out[start..].sort_unstable_by_key(|r| (r.ts_ns, r.key));
+    }
+
+    /// End of stream: every open connection becomes a final record, in (ts, key) order.
+    pub fn flush(&mut self, out: &mut Vec<ConnRecord>) {
+        let start = out.len();
+        for f in self.slab.iter().filter(|f| !f.has_bit(bits::FREE)) {
+            out.push(f.record(&self.ctx, false, false));
+            self.stats.records += 1;
+            self.stats.ended_by_flush += 1;
+            if f.has_bit(bits::HIST_TRUNCATED) {
+                self.stats.history_truncated += 1;
+            }
+        }
+        out[start..].sort_unstable_by_key(|r| (r.ts_ns, r.key));
+        self.slab.clear();
+        self.index.clear();
+        self.heap.clear();
+        self.free_head = NO_SLOT;
+        self.open = 0;
+    }
+
+    pub fn stats(&self) -> TableStats {
+        TableStats {
+            open_flows: self.open as u64,
+            ..self.stats
+        }
+    }
+
+    pub fn config(&self) -> &SessionConfig {
+        &self.ctx.cfg
+    }
+
+    /// Bytes of one flow record in the slab.
+    pub fn flow_entry_bytes() -> usize {
+        std::mem::size_of::<Flow>()
+    }
+
+    /// Bytes per connection at full table: the flow record plus its share of the index and the
+    /// deadline heap, as allocated for `max_flows`.
+    pub fn bytes_per_flow(&self) -> usize {
+        let flows = self.ctx.cfg.max_flows.max(1);
+        let buckets = (self.index.capacity() * 8 / 7).next_power_of_two();
+        let index = buckets * (std::mem::size_of::<u32>() + 1);
+        let heap = self.heap.capacity() * std::mem::size_of::<u64>();
+        let slab = self.slab.capacity() * std::mem::size_of::<Flow>();
+        (slab + index + heap).div_ceil(flows)
+    }
+
+    fn find(&self, hash: u64, key: &FlowKey) -> Option<usize> {
+        let slab = &self.slab;
+        self.index
+            .find(hash, |&i| slab[i as usize].key == *key)
+            .map(|&i| i as usize)
+    }
+
+    fn create(&mut self, hash: u64, s: &PacketSummary, out: &mut Vec<ConnRecord>) {
+        if self.open >= self.ctx.cfg.max_flows.max(1) {
+            self.evict(out);
+        }
+        let mut f = Flow::new(s, &self.ctx);
+        f.apply(s, &self.ctx);
+        let slot = if self.free_head != NO_SLOT {
+            let slot = self.free_head as usize;
+            self.free_head = self.slab[slot].timer_at;
+            self.slab[slot] = f;
+            slot
+        } else {
+            self.slab.push(f);
+            self.slab.len() - 1
+        };
+        let slab = &self.slab;
+        self.index
+            .insert_unique(hash, slot as u32, |&i| key_hash(&slab[i as usize].key));
+        let deadline = to_secs(self.slab[slot].deadline(&self.ctx));
+        self.push_timer(slot, deadline);
+        self.open += 1;
+        self.stats.flows_created += 1;
+    }
+
+    /// Makes the flow's heap entry no later than its current deadline.
+    fn schedule(&mut self, slot: usize) {
+        let secs = to_secs(self.slab[slot].deadline(&self.ctx));
+        if secs < self.slab[slot].timer_at {
+            self.push_timer(slot, secs);
+        }
+    }
+
+    fn push_timer(&mut self, slot: usize, secs: u32) {
+        self.slab[slot].timer_at = secs;
+        if self.heap.len() == self.heap.capacity() {
+            // Stale entries (of ended flows, or superseded by an earlier deadline) would grow
+            // the heap with the connection rate; drop them instead of growing. At most one
+            // entry per open flow is live, and the capacity exceeds `max_flows`, so this frees
+            // room and runs at most once per `capacity - open` pushes.
+            let slab = &self.slab;
+            self.heap.retain(|&Reverse(e)| {
+                let (secs, slot) = split(e);
+                !slab[slot].has_bit(bits::FREE) && slab[slot].timer_at == secs
+            });
+        }
+        self.heap.push(Reverse(u64::from(secs) << 32 | slot as u64));
+    }
+
+    /// Evicts the open connection with the earliest deadline.
+    fn evict(&mut self, out: &mut Vec<ConnRecord>) {
+        while let Some(Reverse(top)) = self.heap.pop() {
+            let (secs, slot) = split(top);
+            let f = &self.slab[slot];
+            if f.has_bit(bits::FREE) || f.timer_at != secs {
+                continue;
+            }
+            let now = to_secs(f.deadline(&self.ctx));
+            if now > secs {
+                self.push_timer(slot, now);
+                continue;
+            }
+            let hash = key_hash(&f.key);
+            self.finish(slot, hash, End::Evict, out);
+            return;
+        }
+        // Unreachable while every open flow has a heap entry; stay correct regardless.
+        if let Some(slot) = self.slab.iter().position(|f| !f.has_bit(bits::FREE)) {
+            let hash = key_hash(&self.slab[slot].key);
+            self.finish(slot, hash, End::Evict, out);
+        }
+    }
+
+    /// Emits the final record of the flow in `slot` and frees the slot.
+    fn finish(&mut self, slot: usize, hash: u64, how: End, out: &mut Vec<ConnRecord>) {
+        let f = &self.slab[slot];
+        out.push(f.record(&self.ctx, false, how == End::Evict));
+        if f.has_bit(bits::HIST_TRUNCATED) {
+            self.stats.history_truncated += 1;
+        }
+        self.stats.records += 1;
+        match how {
+            End::Packet => self.stats.ended_by_packet += 1,
+            End::Reuse => self.stats.ended_by_reuse += 1,
+            End::Sweep => self.stats.ended_by_sweep += 1,
+            End::Evict => self.stats.evicted += 1,
+        }
+        if let Ok(entry) = self.index.find_entry(hash, |&i| i as usize == slot) {
+            entry.remove();
+        }
+        let f = &mut self.slab[slot];
+        f.bits = bits::FREE;
+        f.extra = None;
+        f.timer_at = self.free_head;
+        self.free_head = slot as u32;
+        self.open -= 1;
+    }
+}
+
+fn split(entry: u64) -> (u32, usize) {
+    ((entry >> 32) as u32, (entry & 0xffff_ffff) as usize)
+}
+
+/// Nanoseconds to whole seconds, rounded up (a heap entry never fires before its deadline).
+fn to_secs(ns: u64) -> u32 {
+    u32::try_from(ns.div_ceil(SECOND)).unwrap_or(u32::MAX)
+}
+
+/// A fast, fixed hash of the canonical key for the index (not the shard hash: it never leaves
+/// this process).
+fn key_hash(k: &FlowKey) -> u64 {
+    let word = |b: &[u8]| {
+        let mut w = [0u8; 8];
+        w.copy_from_slice(b);
+        u64::from_le_bytes(w)
+    };
+    let tail = u64::from(k.proto)
+        | u64::from(k.lo_port) << 8
+        | u64::from(k.hi_port) << 24
+        | u64::from(k.vlan) << 40;
+    let words = [
+        word(&k.lo.0[..8]),
+        word(&k.lo.0[8..]),
+        word(&k.hi.0[..8]),
+        word(&k.hi.0[8..]),
+        tail,
+    ];
+    let mut h = 0x243f_6a88_85a3_08d3u64;
+    for w in words {
+        h = (h ^ w).wrapping_mul(0x9e37_79b9_7f4a_7c15).rotate_left(31);
+    }
+    // murmur3's finaliser: every input bit reaches the top bits hashbrown tags with.
+    h ^= h >> 33;
+    h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
+    h ^= h >> 33;
+    h = h.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
+    h ^ (h >> 33)
+}

@@ -1,0 +1,423 @@
+//! TCP as Zeek's TCP analyzer sees it: two endpoints with Zeek's states, sequence-number
+//! bookkeeping (`TCP_Endpoint`), the per-packet procedure of `TCPSessionAdapter::Process` and
+//! its state machine (`UpdateInactiveState` and friends). Content gaps, EOF and closing are in
+//! [`reasm`]; the state machine, reuse, timers and `conn_state` in [`machine`].
+//!
+//! Endpoints are indexed physically (0 = the key's `lo` side, 1 = `hi`); which one is the
+//! originator is the flow's `orig_is_lo` bit, so Zeek's role flip is one bit and every
+//! per-endpoint counter follows its endpoint, as Zeek's do.
+
+use tapflow_proto::summary::{flag, tcp as tf};
+use tapflow_proto::PacketSummary;
+
+use super::flow::{bits, Ctx, Flow, L4};
+use super::history::{bit, cased, scaled};
+
+mod machine;
+mod reasm;
+
+pub(super) use machine::conn_state;
+
+/// Zeek's `TOO_LARGE_SEQ_DELTA`.
+const TOO_LARGE_SEQ_DELTA: i32 = 1_048_576;
+
+/// Zeek's `EndpointState`, in its order.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord)]
+#[repr(u8)]
+pub(super) enum EpState {
+    #[default]
+    Inactive,
+    SynSent,
+    SynAckSent,
+    Partial,
+    Established,
+    Closed,
+    Reset,
+}
+
+impl EpState {
+    fn in_handshake(self) -> bool {
+        matches!(
+            self,
+            EpState::Inactive | EpState::SynSent | EpState::SynAckSent
+        )
+    }
+}
+
+/// [`TcpEp::bits`].
+mod ep {
+    pub const FIN_SEEN: u8 = 1 << 0;
+    pub const DID_CLOSE: u8 = 1 << 1;
+    pub const DID_EOF: u8 = 1 << 2;
+    /// The reassembler gave up (`skip_deliveries`).
+    pub const SKIP: u8 = 1 << 3;
+    /// The reassembler's trim point is 2 while its delivery point is 1 (see `ack_received`).
+    pub const TRIM2: u8 = 1 << 4;
+}
+
+/// A 48-bit unsigned number in three `u16`s, to keep the endpoint record 4-byte aligned.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(super) struct U48([u16; 3]);
+
+impl U48 {
+    pub fn get(self) -> u64 {
+        u64::from(self.0[0]) | u64::from(self.0[1]) << 16 | u64::from(self.0[2]) << 32
+    }
+
+    pub fn set(&mut self, v: u64) {
+        let v = v.min((1 << 48) - 1);
+        self.0 = [v as u16, (v >> 16) as u16, (v >> 32) as u16];
+    }
+}
+
+/// One TCP endpoint: Zeek's `TCP_Endpoint` fields that shape conn.log, plus a compact model of
+/// its reassembler (relative sequence numbers, as Zeek's reassembler uses).
+#[derive(Clone, Copy, Debug, Default)]
+pub(super) struct TcpEp {
+    pub state: EpState,
+    pub prev_state: EpState,
+    pub bits: u8,
+    pub start_seq: u32,
+    pub last_seq: u32,
+    pub ack_seq: u32,
+    pub seq_wraps: u16,
+    pub ack_wraps: u16,
+    /// Low 16 bits of the relative sequence number of the last SYN, FIN and RST (history: a
+    /// repeated one gets a letter only at a new sequence number).
+    pub hist_last: [u16; 3],
+    /// Scaled-history counts: retransmissions (`T`), zero windows (`W`), gaps (`G`).
+    pub rxmt: u16,
+    pub win0: u16,
+    pub gaps: u16,
+    /// Reassembler: bytes delivered but not yet acknowledged (still buffered in Zeek).
+    pub unacked: u32,
+    /// Reassembler: next relative sequence number to deliver (`last_reassem_seq`). Data seen
+    /// above it (out of order) is kept as ranges in the flow's side record.
+    pub reassem: U48,
+}
+
+impl TcpEp {
+    pub fn new() -> TcpEp {
+        let mut e = TcpEp::default();
+        e.reassem.set(1);
+        e
+    }
+
+    pub fn has(&self, b: u8) -> bool {
+        self.bits & b != 0
+    }
+
+    pub fn did_close(&self) -> bool {
+        self.has(ep::DID_CLOSE)
+    }
+
+    fn set_state(&mut self, s: EpState) {
+        if s != self.state {
+            self.prev_state = self.state;
+            self.state = s;
+        }
+    }
+
+    fn init_seqs(&mut self, start: u32, last: u32) {
+        self.start_seq = start;
+        self.ack_seq = start;
+        self.last_seq = last;
+    }
+
+    fn update_last_seq(&mut self, seq: u32) {
+        if seq < self.last_seq {
+            self.seq_wraps = self.seq_wraps.wrapping_add(1);
+        }
+        self.last_seq = seq;
+    }
+
+    fn update_ack_seq(&mut self, seq: u32) {
+        if seq < self.ack_seq {
+            self.ack_wraps = self.ack_wraps.wrapping_add(1);
+        }
+        self.ack_seq = seq;
+    }
+
+    /// `FIN_seq`, the relative sequence number just past the FIN. Zeek stores it per FIN;
+    /// tapflow takes the endpoint's highest sequence number, which is the same unless a FIN
+    /// arrives below data already seen.
+    fn fin_seq(&self) -> u64 {
+        self.relative(self.last_seq, u32::from(self.seq_wraps))
+    }
+
+    fn full(seq: u32, wraps: u16) -> u64 {
+        (u64::from(wraps) << 32) + u64::from(seq)
+    }
+
+    /// `ToRelativeSeqSpace`.
+    fn relative(&self, seq: u32, wraps: u32) -> u64 {
+        ((u64::from(wraps) << 32) + u64::from(seq)).wrapping_sub(u64::from(self.start_seq))
+    }
+
+    /// `NoDataAcked`: nothing past a SYN octet acknowledged.
+    fn no_data_acked(&self) -> bool {
+        let ack = Self::full(self.ack_seq, self.ack_wraps);
+        let start = u64::from(self.start_seq);
+        ack == start || ack == start + 1
+    }
+
+    /// `TCP_Endpoint::Size`: payload bytes from sequence numbers (the highest of what was sent
+    /// and what the peer acknowledged), less the SYN and FIN octets.
+    pub fn size(&self, peer_state: EpState) -> u64 {
+        if self.prev_state == EpState::SynSent
+            && self.state == EpState::Reset
+            && peer_state == EpState::Inactive
+            && !self.no_data_acked()
+        {
+            return 0;
+        }
+        let last = Self::full(self.last_seq, self.seq_wraps);
+        let ack = Self::full(self.ack_seq, self.ack_wraps);
+        // Less the SYN octet (faked for partial connections), and the FIN octet once seen.
+        let size = last
+            .max(ack)
+            .wrapping_sub(u64::from(self.start_seq))
+            .saturating_sub(1);
+        if self.has(ep::FIN_SEEN) {
+            size.saturating_sub(1)
+        } else {
+            size
+        }
+    }
+}
+
+fn seq_delta(a: u32, b: u32) -> i32 {
+    a.wrapping_sub(b) as i32
+}
+
+/// `get_relative_seq`: `cur` relative to the endpoint's start, with wraparounds, or the raw
+/// (possibly negative, as Zeek casts it) delta when there were none.
+fn relative_seq(e: &TcpEp, cur: u32, last: u32, wraps: u16, underflow: &mut bool) -> u64 {
+    let mut wraps = u32::from(wraps);
+    let delta = seq_delta(cur, last);
+    if delta < 0 {
+        if wraps > 0 && cur > last {
+            wraps -= 1;
+        }
+    } else if delta > 0 && cur < last {
+        wraps += 1;
+    }
+    if wraps == 0 {
+        let d = seq_delta(cur, e.start_seq);
+        if d < 0 {
+            *underflow = true;
+        }
+        return i64::from(d) as u64;
+    }
+    e.relative(cur, wraps)
+}
+
+/// `init_endpoint`.
+fn init_endpoint(e: &mut TcpEp, syn: bool, seq: u32, last: u32) {
+    match e.state {
+        EpState::Inactive => {
+            if syn {
+                e.init_seqs(seq, last);
+            } else {
+                // A partial connection: number as though a SYN was seen, but do not mark the
+                // first packet a duplicate.
+                e.init_seqs(seq.wrapping_sub(1), seq);
+            }
+        }
+        EpState::SynSent | EpState::SynAckSent => {
+            if syn && seq != e.start_seq {
+                e.init_seqs(seq, last);
+            }
+        }
+        EpState::Established | EpState::Partial => {
+            if syn {
+                e.init_seqs(seq, last);
+            }
+        }
+        EpState::Reset => {
+            if syn && e.prev_state == EpState::Inactive {
+                e.init_seqs(seq, last);
+            }
+        }
+        EpState::Closed => {}
+    }
+}
+
+impl Flow {
+    /// One TCP packet from physical endpoint `a` (`TCPSessionAdapter::Process`).
+    pub(super) fn tcp_packet(&mut self, s: &PacketSummary, a: usize, ctx: &Ctx) {
+        let L4::Tcp(mut e) = self.l4 else {
+            return;
+        };
+        let b = 1 - a;
+        let t = s.ts_ns;
+        let f = s.tcp_flags;
+        let (syn, fin, rst, ack) = (
+            f & tf::SYN != 0,
+            f & tf::FIN != 0,
+            f & tf::RST != 0,
+            f & tf::ACK != 0,
+        );
+        let len = s.payload_len;
+        let is_orig = self.is_orig(a);
+
+        if s.flags & flag::BAD_CHECKSUM != 0 {
+            if scaled(&mut self.extra_mut().tcp_bad_checksums[a]) {
+                self.add_letter(cased(b'C', is_orig));
+            }
+            return;
+        }
+        self.set_partial_status(syn, ack, is_orig);
+
+        let mut seg_len = len
+            .wrapping_add(u32::from(syn))
+            .wrapping_add(u32::from(fin));
+        if rst {
+            seg_len = seg_len.wrapping_sub(len);
+        }
+        let one_past = s.seq.wrapping_add(seg_len);
+        init_endpoint(&mut e[a], syn, s.seq, one_past);
+        let mut underflow = false;
+        let rel_seq = relative_seq(&e[a], s.seq, e[a].last_seq, e[a].seq_wraps, &mut underflow);
+
+        self.tcp_history(&mut e[a], is_orig, (syn, fin, rst, ack), rel_seq, len);
+        if s.window == 0
+            && !rst
+            && e[b].state != EpState::Closed
+            && e[a].state != EpState::Reset
+            && scaled(&mut e[a].win0)
+        {
+            self.add_letter(cased(b'W', is_orig));
+        }
+        if !(e[0].did_close() && e[1].did_close()) {
+            self.last_ts = t;
+        }
+        if fin {
+            e[a].bits |= ep::FIN_SEEN;
+        }
+        let mut rel_ack = 0u64;
+        if ack {
+            if e[b].state == EpState::Inactive {
+                rel_ack = 1;
+                let x = s.ack.wrapping_sub(1);
+                e[b].init_seqs(x, x);
+            } else {
+                let mut ack_underflow = false;
+                rel_ack = relative_seq(
+                    &e[b],
+                    s.ack,
+                    e[b].ack_seq,
+                    e[b].ack_wraps,
+                    &mut ack_underflow,
+                );
+                if ack_underflow {
+                    rel_ack = 0;
+                } else if !rst {
+                    let d = seq_delta(s.ack, e[b].ack_seq);
+                    if !(s.ack == 0 && d > TOO_LARGE_SEQ_DELTA) && d > 0 {
+                        e[b].update_ack_seq(s.ack);
+                    }
+                }
+            }
+        }
+        self.update_last_seq(&mut e[a], one_past, (syn, fin, rst), len, is_orig);
+        let close = self.state_machine(&mut e, a, s, is_orig, ctx);
+        if ack {
+            self.ack_received(&mut e, b, rel_ack, ctx);
+        }
+        // The ConnSize analyzer counts the packet with the role it had when it arrived, in the
+        // orientation after any flip this packet caused (as Zeek does).
+        let slot = if self.is_orig(a) == is_orig { a } else { b };
+        self.count(slot, s.ip_len);
+        self.bits |= if is_orig {
+            bits::SEEN_ORIG
+        } else {
+            bits::SEEN_RESP
+        };
+
+        let rel_data_seq = if syn {
+            rel_seq.wrapping_add(1)
+        } else {
+            rel_seq
+        };
+        if len > 0 && !rst && !underflow && s.flags & flag::TRUNCATED == 0 {
+            self.data_sent(&mut e, a, rel_data_seq, len);
+        }
+        self.check_eof(&mut e, a, ctx);
+        if close {
+            self.connection_closed(&mut e, a, ctx);
+        }
+        self.l4 = L4::Tcp(e);
+    }
+
+    /// `SetPartialStatus`.
+    fn set_partial_status(&mut self, syn: bool, ack: bool, is_orig: bool) {
+        if is_orig {
+            if self.bits & bits::SEEN_ORIG == 0 {
+                self.set_bit(bits::PARTIAL, !syn || ack);
+            }
+        } else if self.bits & bits::SEEN_RESP == 0 && self.bits & bits::PARTIAL == 0 {
+            self.set_bit(bits::PARTIAL, !syn);
+        }
+    }
+
+    /// `update_history`.
+    fn tcp_history(
+        &mut self,
+        e: &mut TcpEp,
+        is_orig: bool,
+        (syn, fin, rst, ack): (bool, bool, bool, bool),
+        rel_seq: u64,
+        len: u32,
+    ) {
+        let shift = if is_orig { 0 } else { bit::RESP };
+        let n = u8::from(syn) + u8::from(fin) + u8::from(rst);
+        if n > 1 {
+            if fin && rst {
+                self.check_history(bit::FIN_RST << shift, cased(b'I', is_orig));
+            } else {
+                self.check_history(bit::MULTI_FLAG << shift, cased(b'Q', is_orig));
+            }
+        } else if n == 1 {
+            let (mask, code, at, slot) = if syn {
+                (bit::SYN, if ack { b'H' } else { b'S' }, rel_seq, 0)
+            } else if fin {
+                (bit::FIN, b'F', rel_seq.wrapping_add(u64::from(len)), 1)
+            } else {
+                (bit::RST, b'R', rel_seq, 2)
+            };
+            let code = cased(code, is_orig);
+            if self.check_history(mask << shift, code) && at as u16 != e.hist_last[slot] {
+                self.add_letter(code);
+            }
+            e.hist_last[slot] = at as u16;
+        } else if len > 0 {
+            self.check_history(bit::DATA << shift, cased(b'D', is_orig));
+        } else if ack {
+            self.check_history(bit::ACK << shift, cased(b'A', is_orig));
+        }
+    }
+
+    /// `update_last_seq`; a retransmission of payload is recorded (`T`).
+    fn update_last_seq(
+        &mut self,
+        e: &mut TcpEp,
+        last: u32,
+        (syn, fin, rst): (bool, bool, bool),
+        len: u32,
+        is_orig: bool,
+    ) {
+        let delta = seq_delta(last, e.last_seq);
+        if (syn || rst) && !(-TOO_LARGE_SEQ_DELTA..=TOO_LARGE_SEQ_DELTA).contains(&delta) {
+            // Not trusted.
+        } else if fin && e.last_seq == e.start_seq.wrapping_add(1) {
+            e.update_last_seq(last);
+        } else if e.state == EpState::Reset {
+            // Nothing after a RST is trusted.
+        } else if delta > 0 {
+            e.update_last_seq(last);
+        } else if len > 0 && scaled(&mut e.rxmt) {
+            self.add_letter(cased(b'T', is_orig));
+        }
+    }
+}
