@@ -50,6 +50,7 @@ pub struct ProcessorRow {
     pub malformed: BTreeMap<String, u64>,
     pub misrouted_messages: u64,
     pub summaries_wrong_shard: u64,
+    pub counters: BTreeMap<String, u64>,
 }
 
 #[derive(Clone, Debug, Serialize, PartialEq, Eq)]
@@ -61,6 +62,8 @@ pub struct AccountingReport {
     pub routing_consistent: bool,
     pub collectors: Vec<CollectorRow>,
     pub processors: Vec<ProcessorRow>,
+    /// Connection records written (set by the run loop).
+    pub conns: Option<crate::conns::ConnStats>,
 }
 
 /// Builds the report from every processor's end-of-stream account.
@@ -129,12 +132,13 @@ pub fn reconcile(accounts: &[ProcessorAccount]) -> AccountingReport {
             malformed: a.malformed.clone(),
             misrouted_messages: a.misrouted_messages,
             summaries_wrong_shard: a.summaries_wrong_shard,
+            counters: a.counters.clone(),
         })
         .collect();
     let reconciled = rows.iter().all(|c| c.packets_reconcile && c.summaries_reconcile && c.links.iter().all(|l| l.reconciles));
     let routing_consistent = processors.iter().all(|p| p.misrouted_messages == 0 && p.summaries_wrong_shard == 0)
         && rows.iter().all(|c| c.links.iter().all(|l| l.misrouted == 0));
-    AccountingReport { kind: "accounting", reconciled, routing_consistent, collectors: rows, processors }
+    AccountingReport { kind: "accounting", reconciled, routing_consistent, collectors: rows, processors, conns: None }
 }
 
 fn status_name(s: &EosStatus) -> String {

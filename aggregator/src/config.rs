@@ -9,7 +9,7 @@ use serde::Deserialize;
 const EXAMPLES: &str = "Examples:
   # two processors, exit when both have ended, accounting to a JSON-lines file
   tapflow-aggregator --listen tcp://127.0.0.1:5700 --processors 2 --exit-on-eos \\
-      --health-log health.jsonl
+      --conn-log conn.jsonl --health-log health.jsonl
 
 Exit codes: 0 done, 1 runtime failure (socket, log file), 2 usage or configuration error.";
 
@@ -29,6 +29,15 @@ pub struct Args {
     /// JSON-lines file for pipeline health: the accounting report at end of stream.
     #[arg(long, env = "TAPFLOW_HEALTH_LOG")]
     pub health_log: Option<PathBuf>,
+    /// JSON-lines conn log: one final record per session, Zeek's conn.log fields.
+    #[arg(long, env = "TAPFLOW_CONN_LOG")]
+    pub conn_log: Option<PathBuf>,
+    /// JSON-lines log of interim updates of long sessions (same fields).
+    #[arg(long)]
+    pub conn_interim_log: Option<PathBuf>,
+    /// Session records held at most while waiting to write them in order [default: 1000000].
+    #[arg(long)]
+    pub conn_cap: Option<usize>,
     /// TOML file with any of these settings; flags given on the command line win.
     #[arg(long, env = "TAPFLOW_CONFIG")]
     pub config: Option<PathBuf>,
@@ -44,6 +53,9 @@ pub struct FileConfig {
     pub processors: Option<usize>,
     pub exit_on_eos: Option<bool>,
     pub health_log: Option<PathBuf>,
+    pub conn_log: Option<PathBuf>,
+    pub conn_interim_log: Option<PathBuf>,
+    pub conn_cap: Option<usize>,
 }
 
 #[derive(Clone, Debug)]
@@ -52,6 +64,9 @@ pub struct Config {
     pub processors: usize,
     pub exit_on_eos: bool,
     pub health_log: Option<PathBuf>,
+    pub conn_log: Option<PathBuf>,
+    pub conn_interim_log: Option<PathBuf>,
+    pub conn_cap: usize,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -91,6 +106,9 @@ impl Config {
             processors,
             exit_on_eos: args.exit_on_eos || file.exit_on_eos.unwrap_or(false),
             health_log: args.health_log.or(file.health_log),
+            conn_log: args.conn_log.or(file.conn_log),
+            conn_interim_log: args.conn_interim_log.or(file.conn_interim_log),
+            conn_cap: args.conn_cap.or(file.conn_cap).unwrap_or(1_000_000).max(1),
         })
     }
 }

@@ -5,6 +5,7 @@
 
 pub mod accounting;
 pub mod config;
+pub mod conns;
 pub mod run;
 
 pub use config::{Args, Config};

@@ -11,6 +11,7 @@ use tracing::{error, info, warn};
 
 use crate::accounting::{reconcile, table, AccountingReport};
 use crate::config::Config;
+use crate::conns::{conn_json, ConnSorter};
 
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
@@ -23,10 +24,11 @@ pub enum RunError {
 /// Serves until every expected processor has ended (with `exit_on_eos`) or `shutdown` is set;
 /// returns the accounting report it wrote.
 pub fn run(config: &Config, shutdown: &AtomicBool) -> Result<AccountingReport, RunError> {
-    let mut health = match &config.health_log {
-        Some(p) => Some(BufWriter::new(File::create(p).map_err(|source| RunError::Log { path: p.display().to_string(), source })?)),
-        None => None,
-    };
+    let mut health = LogFile::create(config.health_log.as_deref())?;
+    let mut conn_log = LogFile::create(config.conn_log.as_deref())?;
+    let mut interim_log = LogFile::create(config.conn_interim_log.as_deref())?;
+    let mut sorter = ConnSorter::new(config.processors, config.conn_cap);
+    let mut text = String::with_capacity(1 << 16);
     let ctx = zmq::Context::new();
     let sock_err = |what: &'static str| {
         let endpoint = config.listen.clone();
@@ -58,8 +60,18 @@ pub fn run(config: &Config, shutdown: &AtomicBool) -> Result<AccountingReport, R
                 };
                 match UpMessage::decode(&msg) {
                     Ok(UpMessage::Heartbeat(_)) => {}
+                    Ok(UpMessage::Conns(batch)) => {
+                        sorter.push(batch);
+                        sorter.release(&mut text);
+                        conn_log.write(&mut text)?;
+                        for r in sorter.take_interim() {
+                            conn_json(&r, &[], &mut text);
+                        }
+                        interim_log.write(&mut text)?;
+                    }
                     Ok(UpMessage::Eos(acc)) => {
                         info!(processor = %acc.processor, links = acc.links.len(), "processor ended");
+                        sorter.end(&acc.processor);
                         accounts.insert((acc.processor.clone(), acc.incarnation), acc);
                     }
                     Err(e) => {
@@ -72,8 +84,15 @@ pub fn run(config: &Config, shutdown: &AtomicBool) -> Result<AccountingReport, R
             Err(e) => warn!(error = %e, "poll failed"),
         }
     }
+    sorter.drain(&mut text);
+    conn_log.write(&mut text)?;
+    conn_log.flush()?;
+    interim_log.flush()?;
+    let conn_stats = sorter.stats();
+    info!(?conn_stats, "connection records written");
     let accounts: Vec<ProcessorAccount> = accounts.into_values().collect();
-    let report = reconcile(&accounts);
+    let mut report = reconcile(&accounts);
+    report.conns = Some(conn_stats);
     let text = table(&report);
     if report.reconciled {
         info!("accounting\n{text}");
@@ -83,14 +102,43 @@ pub fn run(config: &Config, shutdown: &AtomicBool) -> Result<AccountingReport, R
     if !malformed.is_empty() {
         warn!(?malformed, "undecodable messages from processors");
     }
-    if let (Some(w), Some(path)) = (health.as_mut(), config.health_log.as_ref()) {
-        let log_err = |source| RunError::Log { path: path.display().to_string(), source };
-        serde_json::to_writer(&mut *w, &report).map_err(|e| log_err(e.into()))?;
-        w.write_all(b"\n").map_err(log_err)?;
-        w.flush().map_err(log_err)?;
-    }
+    let mut line = serde_json::to_string(&report).unwrap_or_default();
+    line.push('\n');
+    health.write(&mut line)?;
+    health.flush()?;
     if !report.routing_consistent {
         error!("MISROUTED: processors saw conflicting shard claims; see the accounting report");
     }
     Ok(report)
+}
+
+/// An optional JSON-lines file.
+struct LogFile {
+    path: String,
+    w: Option<BufWriter<File>>,
+}
+
+impl LogFile {
+    fn create(path: Option<&std::path::Path>) -> Result<LogFile, RunError> {
+        let Some(p) = path else { return Ok(LogFile { path: String::new(), w: None }) };
+        let path = p.display().to_string();
+        let f = File::create(p).map_err(|source| RunError::Log { path: path.clone(), source })?;
+        Ok(LogFile { path, w: Some(BufWriter::with_capacity(1 << 16, f)) })
+    }
+
+    /// Appends `text` (whole lines) and clears it.
+    fn write(&mut self, text: &mut String) -> Result<(), RunError> {
+        if let Some(w) = self.w.as_mut() {
+            w.write_all(text.as_bytes()).map_err(|source| RunError::Log { path: self.path.clone(), source })?;
+        }
+        text.clear();
+        Ok(())
+    }
+
+    fn flush(&mut self) -> Result<(), RunError> {
+        if let Some(w) = self.w.as_mut() {
+            w.flush().map_err(|source| RunError::Log { path: self.path.clone(), source })?;
+        }
+        Ok(())
+    }
 }

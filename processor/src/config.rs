@@ -44,6 +44,13 @@ pub struct Args {
     /// Heartbeat period towards the aggregator in milliseconds [default: 1000].
     #[arg(long)]
     pub heartbeat_ms: Option<u64>,
+    /// Connections tracked at most; past it the one closest to its timeout is evicted and
+    /// counted [default: 1000000].
+    #[arg(long)]
+    pub max_flows: Option<usize>,
+    /// Summaries buffered at most while merging collectors in time order [default: 1000000].
+    #[arg(long)]
+    pub merge_cap: Option<usize>,
     /// Log as JSON lines instead of text.
     #[arg(long)]
     pub log_json: bool,
@@ -59,6 +66,8 @@ pub struct FileConfig {
     pub name: Option<String>,
     pub shard: Option<String>,
     pub heartbeat_ms: Option<u64>,
+    pub max_flows: Option<usize>,
+    pub merge_cap: Option<usize>,
 }
 
 #[derive(Clone, Debug)]
@@ -70,6 +79,8 @@ pub struct Config {
     pub name: String,
     pub shard: Option<ShardClaim>,
     pub heartbeat: Duration,
+    pub max_flows: usize,
+    pub merge_cap: usize,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -119,6 +130,11 @@ impl Config {
         if heartbeat_ms == 0 {
             errors.push("heartbeat_ms must be at least 1".to_owned());
         }
+        let max_flows = args.max_flows.or(file.max_flows).unwrap_or(1_000_000);
+        let merge_cap = args.merge_cap.or(file.merge_cap).unwrap_or(1_000_000);
+        if max_flows == 0 || merge_cap == 0 {
+            errors.push("max_flows and merge_cap must be at least 1".to_owned());
+        }
         if !errors.is_empty() {
             return Err(ConfigError(errors));
         }
@@ -134,6 +150,8 @@ impl Config {
             name,
             shard,
             heartbeat: Duration::from_millis(heartbeat_ms),
+            max_flows,
+            merge_cap,
         })
     }
 }

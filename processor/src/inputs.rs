@@ -15,11 +15,11 @@ use tapflow_proto::{shard, DecodeError, LinkHeader, Message, PacketSummary};
 #[derive(Debug, PartialEq, Eq)]
 pub enum Verdict<'a> {
     /// Summaries to process (a batch whose claim matches).
-    Accept(&'a [PacketSummary]),
+    Accept { header: LinkHeader, summaries: &'a [PacketSummary] },
     /// A batch dropped because its claim conflicts with ours.
-    Misrouted { sender: String, claim: ShardClaim, ours: ShardClaim, first: bool },
-    /// Heartbeat, end-of-stream or nothing to process.
-    Nothing,
+    Misrouted { header: LinkHeader, claim: ShardClaim, ours: ShardClaim, first: bool },
+    /// A heartbeat, or the input's end-of-stream (`ended`): its watermark moves on.
+    Progress { header: LinkHeader, ended: bool },
 }
 
 #[derive(Debug)]
@@ -80,18 +80,18 @@ impl Inputs {
                     let first = link.misrouted == 0;
                     link.misrouted += n;
                     self.misrouted_messages += 1;
-                    return Verdict::Misrouted { sender: h.sender, claim, ours, first };
+                    return Verdict::Misrouted { header: h, claim, ours, first };
                 }
                 self.wrong_shard += summaries.iter().filter(|s| shard(&s.key, h.shard_count) != h.shard).count() as u64;
                 self.scratch = summaries;
-                Verdict::Accept(&self.scratch)
+                Verdict::Accept { header: h, summaries: &self.scratch }
             }
             Message::Heartbeat { counters, .. } => {
                 link.counters = Some(counters);
                 if misrouted {
                     self.misrouted_messages += 1;
                 }
-                Verdict::Nothing
+                Verdict::Progress { header: h, ended: false }
             }
             Message::Eos { status, counters, .. } => {
                 link.eos_seq = Some(h.seq);
@@ -100,7 +100,7 @@ impl Inputs {
                 if misrouted {
                     self.misrouted_messages += 1;
                 }
-                Verdict::Nothing
+                Verdict::Progress { header: h, ended: true }
             }
         }
     }
@@ -126,6 +126,7 @@ impl Inputs {
             malformed: self.malformed.clone(),
             misrouted_messages: self.misrouted_messages,
             summaries_wrong_shard: self.wrong_shard,
+            counters: BTreeMap::new(),
         }
     }
 }
@@ -172,7 +173,7 @@ mod tests {
     #[test]
     fn gaps_count_missing_summaries() {
         let mut inputs = Inputs::new(None);
-        assert!(matches!(inputs.on_message(batch("a", 0, 0, 5)), Verdict::Accept(s) if s.len() == 5));
+        assert!(matches!(inputs.on_message(batch("a", 0, 0, 5)), Verdict::Accept { summaries, .. } if summaries.len() == 5));
         inputs.on_message(batch("a", 0, 8, 2)); // 3 lost
         inputs.on_message(eos("a", 0, 14)); // 4 more lost
         let acc = inputs.account("p", 1);
@@ -199,7 +200,7 @@ mod tests {
     fn configured_claim_wins() {
         let mut inputs = Inputs::new(Some(ShardClaim { epoch: 1, shard_count: 2, shard: 1 }));
         assert!(matches!(inputs.on_message(batch("a", 0, 0, 1)), Verdict::Misrouted { .. }));
-        assert!(matches!(inputs.on_message(batch("b", 1, 0, 1)), Verdict::Accept(_)));
+        assert!(matches!(inputs.on_message(batch("b", 1, 0, 1)), Verdict::Accept { .. }));
     }
 
     #[test]

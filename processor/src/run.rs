@@ -1,14 +1,21 @@
-//! The processor's edges: a PULL socket bound for collectors, a PUSH socket to the aggregator.
+//! The processor's edges: a PULL socket bound for collectors, a PUSH socket to the aggregator,
+//! and the loop that drives inputs -> merge -> flow table -> connection batches.
 
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
-use tapflow_proto::upstream::{ProcessorHeartbeat, UpMessage};
+use tapflow_proto::key::ip_proto;
+use tapflow_proto::summary::flag;
+use tapflow_proto::upstream::{ConnBatch, ProcessorHeartbeat, UpMessage};
 use tapflow_proto::wire::MAX_MESSAGE_BYTES;
+use tapflow_proto::{FlowKey, PacketSummary};
 use tracing::{error, info, warn};
 
 use crate::config::Config;
 use crate::inputs::{Inputs, Verdict};
+use crate::merge::Merger;
+use crate::session::{ConnRecord, FlowTable, SessionConfig};
 
 fn sock<'a>(what: &'static str, endpoint: &'a str) -> impl FnOnce(zmq::Error) -> RunError + 'a {
     move |source| RunError::Socket { what, endpoint: endpoint.to_owned(), source }
@@ -20,8 +27,13 @@ pub enum RunError {
     Socket { what: &'static str, endpoint: String, source: zmq::Error },
 }
 
+/// Connection records are sent in messages of at most this many.
+const RECORDS_PER_MESSAGE: usize = 2048;
+/// IP-tunnel outer flows remembered for naming tunnel parents (count past it is reported).
+const IP_TUNNELS_CAP: usize = 65_536;
+
 /// Serves until every expected collector has ended (with `exit_on_eos`) or `shutdown` is set,
-/// then sends its account to the aggregator.
+/// then flushes every session and sends its account to the aggregator.
 pub fn run(config: &Config, shutdown: &AtomicBool) -> Result<(), RunError> {
     let ctx = zmq::Context::new();
     let pull = ctx.socket(zmq::PULL).map_err(sock("create a socket for", &config.listen))?;
@@ -35,8 +47,8 @@ pub fn run(config: &Config, shutdown: &AtomicBool) -> Result<(), RunError> {
     let incarnation = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0);
     info!(name = %config.name, listen = %config.listen, aggregator = %config.aggregator, "processor started");
     let mut inputs = Inputs::new(config.shard);
-    let mut processed: u64 = 0;
-    let mut out = Vec::with_capacity(4096);
+    let mut engine = Engine::new(config, incarnation);
+    let mut buf = Vec::with_capacity(1 << 16);
     let mut last_heartbeat = Instant::now();
     let poll_ms = i64::try_from(config.heartbeat.as_millis().min(250)).unwrap_or(250);
     loop {
@@ -57,35 +69,204 @@ pub fn run(config: &Config, shutdown: &AtomicBool) -> Result<(), RunError> {
                     }
                 };
                 match inputs.on_bytes(&msg) {
-                    Ok(Verdict::Accept(summaries)) => processed += summaries.len() as u64,
-                    Ok(Verdict::Misrouted { sender, claim, ours, first }) => {
+                    Ok(Verdict::Accept { header, summaries }) => engine.accept(&header, summaries),
+                    Ok(Verdict::Progress { header, ended }) => engine.progress(&header, ended),
+                    Ok(Verdict::Misrouted { header, claim, ours, first }) => {
+                        // Its time still moves on, or the merge would wait for it forever.
+                        engine.progress(&header, false);
                         if first {
-                            error!(%sender, ?claim, ?ours, "MISROUTED: collector disagrees on the processor set or its order; its batches are dropped and counted");
+                            error!(sender = %header.sender, ?claim, ?ours, "MISROUTED: collector disagrees on the processor set or its order; its batches are dropped and counted");
                         }
                     }
-                    Ok(Verdict::Nothing) => {}
                     Err(e) => warn!(error = %e, bytes = msg.len(), "dropped an undecodable message"),
                 }
+                engine.step();
             }
             Ok(_) => {}
             Err(zmq::Error::EINTR) => {}
             Err(e) => warn!(error = %e, "poll failed"),
         }
-        if last_heartbeat.elapsed() >= config.heartbeat {
+        let heartbeat_due = last_heartbeat.elapsed() >= config.heartbeat;
+        if engine.records.len() >= RECORDS_PER_MESSAGE || heartbeat_due {
+            engine.send_conns(&push, &mut buf, zmq::DONTWAIT);
+        }
+        if heartbeat_due {
             last_heartbeat = Instant::now();
             let hb = ProcessorHeartbeat { processor: config.name.clone(), incarnation, watermark_ns: inputs.watermark_ns() };
-            UpMessage::Heartbeat(hb).encode(&mut out);
-            if let Err(e) = push.send(&out[..], zmq::DONTWAIT) {
+            UpMessage::Heartbeat(hb).encode(&mut buf);
+            if let Err(e) = push.send(&buf[..], zmq::DONTWAIT) {
                 warn!(error = %e, "heartbeat to aggregator not sent");
             }
         }
     }
-    let account = inputs.account(&config.name, incarnation);
+    engine.finish();
+    engine.send_conns(&push, &mut buf, 0);
+    let mut account = inputs.account(&config.name, incarnation);
+    account.counters = engine.counters();
     let received: u64 = account.links.iter().map(|l| l.summaries_received).sum();
     let gaps: u64 = account.links.iter().map(|l| l.gaps).sum();
     let misrouted: u64 = account.links.iter().map(|l| l.misrouted).sum();
-    info!(processed, received, gaps, misrouted, malformed = ?account.malformed, claim = ?account.claim, "processor finished");
-    UpMessage::Eos(account).encode(&mut out);
-    push.send(&out[..], 0).map_err(sock("send end-of-stream to", &config.aggregator))?;
+    info!(received, gaps, misrouted, malformed = ?account.malformed, claim = ?account.claim, counters = ?account.counters, "processor finished");
+    UpMessage::Eos(account).encode(&mut buf);
+    push.send(&buf[..], 0).map_err(sock("send end-of-stream to", &config.aggregator))?;
     Ok(())
+}
+
+/// Merge, flow table and the records waiting to be sent (sans-IO apart from `send_conns`).
+struct Engine {
+    name: String,
+    incarnation: u64,
+    merger: Merger,
+    table: FlowTable,
+    released: Vec<PacketSummary>,
+    records: Vec<ConnRecord>,
+    tunnel_outers: Vec<(FlowKey, u64)>,
+    ip_tunnels: HashMap<FlowKey, u64>,
+    ip_tunnels_over_cap: u64,
+    settle_ns: u64,
+    swept_to: u64,
+    records_sent: u64,
+    records_unsent: u64,
+    finished: bool,
+}
+
+impl Engine {
+    fn new(config: &Config, incarnation: u64) -> Engine {
+        let session = SessionConfig { max_flows: config.max_flows, ..SessionConfig::default() };
+        let settle_ns = settle_ns(&session);
+        Engine {
+            name: config.name.clone(),
+            incarnation,
+            merger: Merger::new(config.collectors, config.merge_cap),
+            table: FlowTable::new(session),
+            released: Vec::with_capacity(4096),
+            records: Vec::with_capacity(RECORDS_PER_MESSAGE),
+            tunnel_outers: Vec::new(),
+            ip_tunnels: HashMap::new(),
+            ip_tunnels_over_cap: 0,
+            settle_ns,
+            swept_to: 0,
+            records_sent: 0,
+            records_unsent: 0,
+            finished: false,
+        }
+    }
+
+    fn accept(&mut self, h: &tapflow_proto::LinkHeader, summaries: &[PacketSummary]) {
+        self.merger.push(&h.sender, h.incarnation, h.seq, h.watermark_ns, summaries, &mut self.released);
+    }
+
+    fn progress(&mut self, h: &tapflow_proto::LinkHeader, ended: bool) {
+        self.merger.advance(&h.sender, h.incarnation, h.watermark_ns);
+        if ended {
+            self.merger.end(&h.sender, h.incarnation);
+        }
+    }
+
+    /// Releases what the watermark allows into the table and sweeps.
+    fn step(&mut self) {
+        self.merger.release(&mut self.released);
+        self.process_released();
+        if let Some(wm) = self.merger.watermark_ns() {
+            if wm != u64::MAX && wm > self.swept_to {
+                self.table.sweep(wm, &mut self.records);
+                self.swept_to = wm;
+            }
+        }
+    }
+
+    fn process_released(&mut self) {
+        for s in self.released.drain(..) {
+            self.table.on_summary(&s, &mut self.records);
+            if s.flags & flag::TUNNEL_OUTER == 0 {
+                continue;
+            }
+            if matches!(s.key.proto, ip_proto::GRE | 4 | 41) {
+                // Zeek keeps IP tunnels out of conn.log; their uid still names the parent.
+                if !self.ip_tunnels.contains_key(&s.key) {
+                    if self.ip_tunnels.len() < IP_TUNNELS_CAP {
+                        self.ip_tunnels.insert(s.key, s.ts_ns);
+                        self.tunnel_outers.push((s.key, s.ts_ns));
+                    } else {
+                        self.ip_tunnels_over_cap += 1;
+                    }
+                }
+            } else if self.table.first_ts(&s.key) == Some(s.ts_ns) {
+                self.tunnel_outers.push((s.key, s.ts_ns));
+            }
+        }
+    }
+
+    /// End of stream: everything buffered goes through the table, and every session ends.
+    fn finish(&mut self) {
+        self.merger.drain(&mut self.released);
+        self.process_released();
+        self.table.flush(&mut self.records);
+        self.finished = true;
+    }
+
+    /// The watermark records are complete up to: the merge's, or "everything" once finished.
+    fn watermark_ns(&self) -> u64 {
+        if self.finished {
+            return u64::MAX;
+        }
+        // Sweeps use whole seconds: a connection may leave up to a second after its deadline.
+        self.merger.watermark_ns().filter(|&w| w != u64::MAX).map(|w| w.min(self.swept_to)).unwrap_or(0)
+    }
+
+    fn send_conns(&mut self, push: &zmq::Socket, buf: &mut Vec<u8>, flags: i32) {
+        let batch = ConnBatch {
+            processor: self.name.clone(),
+            incarnation: self.incarnation,
+            watermark_ns: self.watermark_ns(),
+            settle_ns: self.settle_ns,
+            records: std::mem::take(&mut self.records),
+            tunnel_outers: std::mem::take(&mut self.tunnel_outers),
+        };
+        let n = batch.records.len() as u64;
+        UpMessage::Conns(batch).encode(buf);
+        match push.send(&buf[..], flags) {
+            Ok(()) => self.records_sent += n,
+            Err(e) => {
+                self.records_unsent += n;
+                error!(error = %e, records = n, "connection records not sent to the aggregator (lost)");
+            }
+        }
+    }
+
+    fn counters(&self) -> BTreeMap<String, u64> {
+        let t = self.table.stats();
+        let m = self.merger.stats();
+        [
+            ("summaries_processed", t.summaries),
+            ("flows_created", t.flows_created),
+            ("records", t.records),
+            ("interim_records", t.interim_records),
+            ("records_sent", self.records_sent),
+            ("records_unsent", self.records_unsent),
+            ("flows_evicted", t.evicted),
+            ("flows_open", t.open_flows),
+            ("bad_checksum", t.bad_checksum),
+            ("tunnel_outer_skipped", t.tunnel_outer_skipped),
+            ("truncated_uncounted", t.truncated_uncounted),
+            ("history_truncated", t.history_truncated),
+            ("merge_late", m.late),
+            ("merge_forced", m.forced),
+            ("ip_tunnels_over_cap", self.ip_tunnels_over_cap),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v))
+        .collect()
+    }
+}
+
+/// How long after its last packet a connection can still be open: the longest timeout plus
+/// two seconds of sweep granularity.
+fn settle_ns(c: &SessionConfig) -> u64 {
+    [c.tcp_inactivity_ns, c.tcp_handshake_inactivity_ns, c.udp_inactivity_ns, c.icmp_inactivity_ns, c.other_inactivity_ns]
+        .into_iter()
+        .max()
+        .unwrap_or(0)
+        .saturating_add(c.tcp_close_delay_ns.max(c.tcp_reset_delay_ns).max(c.tcp_attempt_delay_ns).max(c.tcp_linger_ns))
+        .saturating_add(2_000_000_000)
 }

@@ -47,17 +47,17 @@
 //! [`FlowTable::bytes_per_flow`] report the footprint (216 and 247 bytes at 1M flows).
 
 use serde::{Deserialize, Serialize};
-use tapflow_proto::{Addr, FlowKey};
+use tapflow_proto::Addr;
 
 mod flow;
 mod history;
-mod ids;
 mod table;
 mod tcp;
 #[cfg(test)]
 mod tests;
 
 pub use table::FlowTable;
+pub use tapflow_proto::conn::{ConnRecord, ConnState};
 
 const SECOND: u64 = 1_000_000_000;
 
@@ -155,102 +155,6 @@ pub const ZEEK_SERVER_PORTS_UDP: &[u16] = &[
     53, 67, 88, 123, 137, 161, 162, 389, 443, 514, 750, 1812, 2123, 2152, 3544, 4789, 5060, 5072,
     5353, 5355, 6081, 20000,
 ];
-
-/// Zeek's `conn_state`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub enum ConnState {
-    /// Connection attempt seen, no reply.
-    S0,
-    /// Connection established, not terminated.
-    S1,
-    /// Normal establishment and termination.
-    SF,
-    /// Connection attempt rejected.
-    REJ,
-    /// Established, originator closed, no reply from the responder.
-    S2,
-    /// Established, responder closed, no reply from the originator.
-    S3,
-    /// Established, originator aborted (RST).
-    RSTO,
-    /// Responder sent a RST.
-    RSTR,
-    /// Originator sent a SYN then a RST; no SYN-ACK seen.
-    RSTOS0,
-    /// Responder sent a SYN-ACK then a RST; no SYN seen.
-    RSTRH,
-    /// Originator sent a SYN then a FIN; no SYN-ACK seen.
-    SH,
-    /// Responder sent a SYN-ACK then a FIN; no SYN seen.
-    SHR,
-    /// Midstream traffic, no SYN seen (and everything else).
-    OTH,
-}
-
-impl ConnState {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ConnState::S0 => "S0",
-            ConnState::S1 => "S1",
-            ConnState::SF => "SF",
-            ConnState::REJ => "REJ",
-            ConnState::S2 => "S2",
-            ConnState::S3 => "S3",
-            ConnState::RSTO => "RSTO",
-            ConnState::RSTR => "RSTR",
-            ConnState::RSTOS0 => "RSTOS0",
-            ConnState::RSTRH => "RSTRH",
-            ConnState::SH => "SH",
-            ConnState::SHR => "SHR",
-            ConnState::OTH => "OTH",
-        }
-    }
-}
-
-/// One connection as Zeek's conn.log has it (plus `interim` and `evicted`).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ConnRecord {
-    /// First packet's time, ns since the Unix epoch.
-    pub ts_ns: u64,
-    /// `C` + base62 of the first 96 bits of SHA-1(`FlowKey::to_bytes()` ‖ first packet's
-    /// `ts_ns` as 8 little-endian bytes): the same on every processor and in every interim
-    /// record of the connection.
-    pub uid: String,
-    pub orig_h: Addr,
-    pub orig_p: u16,
-    pub resp_h: Addr,
-    pub resp_p: u16,
-    /// IP protocol number.
-    pub proto: u8,
-    /// Last minus first packet time; `None` where Zeek prints `-` (a zero duration).
-    pub duration_ns: Option<u64>,
-    /// Payload bytes (TCP: from sequence numbers); `None` when `duration_ns` is.
-    pub orig_bytes: Option<u64>,
-    pub resp_bytes: Option<u64>,
-    pub conn_state: ConnState,
-    /// `None` when no local networks are configured.
-    pub local_orig: Option<bool>,
-    pub local_resp: Option<bool>,
-    /// Bytes in content gaps (TCP data acknowledged but never seen).
-    pub missed_bytes: u64,
-    /// Zeek's history letters, in the order the events happened.
-    pub history: String,
-    pub orig_pkts: u64,
-    /// Sum of the IP total lengths of the originator's packets.
-    pub orig_ip_bytes: u64,
-    pub resp_pkts: u64,
-    pub resp_ip_bytes: u64,
-    /// Outer flows this connection was tunnelled in, sorted, deduplicated.
-    pub tunnel_parents: Vec<FlowKey>,
-    /// Community ID v1, seed 0: `1:` + base64(SHA-1).
-    pub community_id: String,
-    /// An interim update of a long connection rather than its final record.
-    pub interim: bool,
-    /// Ended early because the table was full.
-    pub evicted: bool,
-    /// The canonical key (carries the VLAN id when VLANs are part of the key).
-    pub key: FlowKey,
-}
 
 /// Counters of a [`FlowTable`], cumulative since it was made (except `open_flows`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]

@@ -7,6 +7,7 @@
 #![forbid(unsafe_code)]
 
 pub mod account;
+pub mod conn;
 pub mod key;
 pub mod shard;
 pub mod summary;

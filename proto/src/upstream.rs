@@ -4,17 +4,21 @@
 //! |------|------|
 //! | 16 `Heartbeat` | `ProcessorHeartbeat` |
 //! | 17 `Eos` | `ProcessorAccount` |
+//! | 18 `Conns` | `ConnBatch` |
 
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
 use crate::account::CollectorCounters;
+use crate::conn::ConnRecord;
+use crate::key::FlowKey;
 use crate::wire::{decode_body, encode_frame, split_frame, DecodeError, EosStatus};
 
 pub mod kind {
     pub const HEARTBEAT: u8 = 16;
     pub const EOS: u8 = 17;
+    pub const CONNS: u8 = 18;
 }
 
 /// The (epoch, N, index) a collector claims for a link.
@@ -62,6 +66,25 @@ pub struct ProcessorAccount {
     pub misrouted_messages: u64,
     /// Summaries whose key does not hash to the shard their batch claims.
     pub summaries_wrong_shard: u64,
+    /// Session and merge counters by name (`tapflow_processor_<noun>` without the prefix).
+    pub counters: BTreeMap<String, u64>,
+}
+
+/// Connection records from a processor, with the watermark they are complete up to.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConnBatch {
+    pub processor: String,
+    pub incarnation: u64,
+    /// Every connection whose last packet is older than `watermark_ns - settle_ns` has been
+    /// sent, in this or an earlier message.
+    pub watermark_ns: u64,
+    /// How long after its last packet a connection may still be open (the longest
+    /// inactivity timeout plus sweep granularity).
+    pub settle_ns: u64,
+    pub records: Vec<ConnRecord>,
+    /// Tunnel outer connections that started: (outer key, first packet time), so inner
+    /// connections' `tunnel_parents` can be named by uid.
+    pub tunnel_outers: Vec<(FlowKey, u64)>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -76,6 +99,7 @@ pub struct ProcessorHeartbeat {
 pub enum UpMessage {
     Heartbeat(ProcessorHeartbeat),
     Eos(ProcessorAccount),
+    Conns(ConnBatch),
 }
 
 impl UpMessage {
@@ -83,6 +107,7 @@ impl UpMessage {
         match self {
             UpMessage::Heartbeat(h) => encode_frame(kind::HEARTBEAT, h, out),
             UpMessage::Eos(a) => encode_frame(kind::EOS, a, out),
+            UpMessage::Conns(c) => encode_frame(kind::CONNS, c, out),
         }
     }
 
@@ -92,6 +117,7 @@ impl UpMessage {
         match k {
             kind::HEARTBEAT => Ok(UpMessage::Heartbeat(decode_body(body)?)),
             kind::EOS => Ok(UpMessage::Eos(decode_body(body)?)),
+            kind::CONNS => Ok(UpMessage::Conns(decode_body(body)?)),
             other => Err(DecodeError::UnknownKind(other)),
         }
     }

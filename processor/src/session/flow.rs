@@ -6,7 +6,6 @@ use tapflow_proto::summary::{flag, tcp as tf};
 use tapflow_proto::{Addr, FlowKey, PacketSummary};
 
 use super::history::{bit, cased, scaled, Extra, History};
-use super::ids;
 use super::tcp::{self, TcpEp};
 use super::{ConnRecord, ConnState, SessionConfig};
 
@@ -306,7 +305,7 @@ impl Flow {
         tunnel_parents.sort_unstable();
         ConnRecord {
             ts_ns: self.first_ts,
-            uid: ids::uid(&self.key, self.first_ts),
+            uid: tapflow_proto::conn::uid(&self.key, self.first_ts),
             orig_h,
             orig_p,
             resp_h,
@@ -325,7 +324,7 @@ impl Flow {
             resp_pkts: self.pkts[r],
             resp_ip_bytes: self.ip_bytes[r],
             tunnel_parents,
-            community_id: ids::community_id(self.key.proto, orig_h, orig_p, resp_h, resp_p),
+            community_id: tapflow_proto::conn::community_id(self.key.proto, orig_h, orig_p, resp_h, resp_p),
             interim,
             evicted,
             key: self.key,

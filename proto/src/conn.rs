@@ -1,13 +1,115 @@
-//! Connection identifiers: the deterministic `uid` and the Community ID v1 flow hash.
+//! Connection records as Zeek's conn.log has them, and their identifiers: the deterministic
+//! `uid` (the same on every processor) and the Community ID v1 flow hash. Shared by the
+//! processor, which makes records, and the aggregator, which writes them and resolves tunnel
+//! parents to uids.
 
-use tapflow_proto::key::{icmp4_counterpart, icmp6_counterpart, ip_proto};
-use tapflow_proto::{Addr, FlowKey};
+use serde::{Deserialize, Serialize};
+
+use crate::key::{icmp4_counterpart, icmp6_counterpart, ip_proto};
+use crate::{Addr, FlowKey};
+
+/// Zeek's `conn_state`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum ConnState {
+    /// Connection attempt seen, no reply.
+    S0,
+    /// Connection established, not terminated.
+    S1,
+    /// Normal establishment and termination.
+    SF,
+    /// Connection attempt rejected.
+    REJ,
+    /// Established, originator closed, no reply from the responder.
+    S2,
+    /// Established, responder closed, no reply from the originator.
+    S3,
+    /// Established, originator aborted (RST).
+    RSTO,
+    /// Responder sent a RST.
+    RSTR,
+    /// Originator sent a SYN then a RST; no SYN-ACK seen.
+    RSTOS0,
+    /// Responder sent a SYN-ACK then a RST; no SYN seen.
+    RSTRH,
+    /// Originator sent a SYN then a FIN; no SYN-ACK seen.
+    SH,
+    /// Responder sent a SYN-ACK then a FIN; no SYN seen.
+    SHR,
+    /// Midstream traffic, no SYN seen (and everything else).
+    OTH,
+}
+
+impl ConnState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ConnState::S0 => "S0",
+            ConnState::S1 => "S1",
+            ConnState::SF => "SF",
+            ConnState::REJ => "REJ",
+            ConnState::S2 => "S2",
+            ConnState::S3 => "S3",
+            ConnState::RSTO => "RSTO",
+            ConnState::RSTR => "RSTR",
+            ConnState::RSTOS0 => "RSTOS0",
+            ConnState::RSTRH => "RSTRH",
+            ConnState::SH => "SH",
+            ConnState::SHR => "SHR",
+            ConnState::OTH => "OTH",
+        }
+    }
+}
+
+/// One connection as Zeek's conn.log has it (plus `interim` and `evicted`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConnRecord {
+    /// First packet's time, ns since the Unix epoch.
+    pub ts_ns: u64,
+    /// `C` + base62 of the first 96 bits of SHA-1(`FlowKey::to_bytes()` ‖ first packet's
+    /// `ts_ns` as 8 little-endian bytes): the same on every processor and in every interim
+    /// record of the connection.
+    pub uid: String,
+    pub orig_h: Addr,
+    pub orig_p: u16,
+    pub resp_h: Addr,
+    pub resp_p: u16,
+    /// IP protocol number.
+    pub proto: u8,
+    /// Last minus first packet time; `None` where Zeek prints `-` (a zero duration).
+    pub duration_ns: Option<u64>,
+    /// Payload bytes (TCP: from sequence numbers); `None` when `duration_ns` is.
+    pub orig_bytes: Option<u64>,
+    pub resp_bytes: Option<u64>,
+    pub conn_state: ConnState,
+    /// `None` when no local networks are configured.
+    pub local_orig: Option<bool>,
+    pub local_resp: Option<bool>,
+    /// Bytes in content gaps (TCP data acknowledged but never seen).
+    pub missed_bytes: u64,
+    /// Zeek's history letters, in the order the events happened.
+    pub history: String,
+    pub orig_pkts: u64,
+    /// Sum of the IP total lengths of the originator's packets.
+    pub orig_ip_bytes: u64,
+    pub resp_pkts: u64,
+    pub resp_ip_bytes: u64,
+    /// Outer flows this connection was tunnelled in, sorted, deduplicated.
+    pub tunnel_parents: Vec<FlowKey>,
+    /// Community ID v1, seed 0: `1:` + base64(SHA-1).
+    pub community_id: String,
+    /// An interim update of a long connection rather than its final record.
+    pub interim: bool,
+    /// Ended early because the table was full.
+    pub evicted: bool,
+    /// The canonical key (carries the VLAN id when VLANs are part of the key).
+    pub key: FlowKey,
+}
+
 
 const BASE62: &[u8; 62] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
 const BASE64: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
 
 /// `C` + base62 of the first 96 bits (big-endian) of SHA-1(key bytes ‖ `ts_ns` little-endian).
-pub(super) fn uid(key: &FlowKey, first_ts_ns: u64) -> String {
+pub fn uid(key: &FlowKey, first_ts_ns: u64) -> String {
     let mut h = sha1_smol::Sha1::new();
     h.update(&key.to_bytes());
     h.update(&first_ts_ns.to_le_bytes());
@@ -36,7 +138,7 @@ pub(super) fn uid(key: &FlowKey, first_ts_ns: u64) -> String {
 /// Endpoints are ordered so the smaller (address, port) comes first, except for one-way ICMP
 /// messages (no request/reply counterpart), which keep their direction, as the spec and Zeek do.
 /// Ports are hashed for TCP, UDP, SCTP, ICMP and ICMPv6 only.
-pub(super) fn community_id(proto: u8, orig: Addr, orig_p: u16, resp: Addr, resp_p: u16) -> String {
+pub fn community_id(proto: u8, orig: Addr, orig_p: u16, resp: Addr, resp_p: u16) -> String {
     let has_ports = matches!(
         proto,
         ip_proto::TCP | ip_proto::UDP | 132 | ip_proto::ICMP | ip_proto::ICMPV6

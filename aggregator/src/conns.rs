@@ -1,0 +1,336 @@
+//! Connection records from every processor, written in one deterministic order (sans-IO).
+//!
+//! Records are held until no processor can still send one that sorts before them, then
+//! released in (last packet time, uid) order: a record whose last packet is at `t` is
+//! released once every processor's watermark is past `t + settle` (the longest time a
+//! connection can stay open after its last packet). The same input gives the same log, byte
+//! for byte, with any number of processors. At end of stream everything left is released.
+//!
+//! Tunnel parents travel as outer flow keys; processors announce each tunnel outer connection
+//! as it starts (key, first packet time), and the uid of the outer connection that was open
+//! when the inner one started names it here.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt::Write as _;
+
+use tapflow_proto::conn::{uid, ConnRecord};
+use tapflow_proto::key::ip_proto;
+use tapflow_proto::upstream::ConnBatch;
+use tapflow_proto::FlowKey;
+
+/// Counters of the sorter.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct ConnStats {
+    pub received: u64,
+    pub interim: u64,
+    pub released: u64,
+    /// Released before the watermark allowed it, because `cap` records were pending.
+    pub forced: u64,
+    /// Tunnel parents whose outer connection was never announced (named by key only).
+    pub parents_unresolved: u64,
+    /// Tunnel outer announcements dropped because `outer_cap` keys were remembered.
+    pub outers_over_cap: u64,
+}
+
+pub struct ConnSorter {
+    processors: usize,
+    cap: usize,
+    outer_cap: usize,
+    watermarks: HashMap<String, (u64, u64)>,
+    pending: BTreeMap<(u64, String), ConnRecord>,
+    outers: HashMap<FlowKey, Vec<u64>>,
+    interim: Vec<ConnRecord>,
+    stats: ConnStats,
+}
+
+impl ConnSorter {
+    pub fn new(processors: usize, cap: usize) -> ConnSorter {
+        ConnSorter {
+            processors,
+            cap: cap.max(1),
+            outer_cap: 1 << 20,
+            watermarks: HashMap::new(),
+            pending: BTreeMap::new(),
+            outers: HashMap::new(),
+            interim: Vec::new(),
+            stats: ConnStats::default(),
+        }
+    }
+
+    pub fn push(&mut self, batch: ConnBatch) {
+        let wm = self.watermarks.entry(batch.processor).or_insert((0, 0));
+        *wm = (wm.0.max(batch.watermark_ns), batch.settle_ns);
+        for (key, ts) in batch.tunnel_outers {
+            if let Some(v) = self.outers.get_mut(&key) {
+                v.push(ts);
+            } else if self.outers.len() < self.outer_cap {
+                self.outers.insert(key, vec![ts]);
+            } else {
+                self.stats.outers_over_cap += 1;
+            }
+        }
+        for r in batch.records {
+            self.stats.received += 1;
+            if r.interim {
+                self.stats.interim += 1;
+                self.interim.push(r);
+                continue;
+            }
+            let last = r.ts_ns.saturating_add(r.duration_ns.unwrap_or(0));
+            self.pending.insert((last, r.uid.clone()), r);
+        }
+    }
+
+    /// A processor has ended: it holds nothing back any more.
+    pub fn end(&mut self, processor: &str) {
+        self.watermarks.insert(processor.to_owned(), (u64::MAX, 0));
+    }
+
+    /// Interim updates, in arrival order (they go to their own log).
+    pub fn take_interim(&mut self) -> Vec<ConnRecord> {
+        std::mem::take(&mut self.interim)
+    }
+
+    /// Final records that can be written now, in order, as JSON lines appended to `out`.
+    pub fn release(&mut self, out: &mut String) {
+        let limit = if self.watermarks.len() < self.processors {
+            0
+        } else {
+            self.watermarks.values().map(|&(wm, settle)| wm.saturating_sub(settle)).min().unwrap_or(0)
+        };
+        loop {
+            let forced = self.pending.len() > self.cap;
+            let Some(entry) = self.pending.first_entry() else { break };
+            let due = entry.key().0 < limit || limit == u64::MAX;
+            if !due && !forced {
+                break;
+            }
+            if !due {
+                self.stats.forced += 1;
+            }
+            let r = entry.remove();
+            self.write(&r, out);
+        }
+    }
+
+    /// End of everything: release all that is left.
+    pub fn drain(&mut self, out: &mut String) {
+        while let Some((_, r)) = self.pending.pop_first() {
+            self.write(&r, out);
+        }
+    }
+
+    pub fn pending(&self) -> usize {
+        self.pending.len()
+    }
+
+    pub fn stats(&self) -> ConnStats {
+        self.stats
+    }
+
+    fn write(&mut self, r: &ConnRecord, out: &mut String) {
+        self.stats.released += 1;
+        let parents: Vec<String> = r.tunnel_parents.iter().map(|k| self.parent_uid(k, r.ts_ns)).collect();
+        conn_json(r, &parents, out);
+    }
+
+    /// The uid of the outer connection on `key` that was open when `ts` came.
+    fn parent_uid(&mut self, key: &FlowKey, ts: u64) -> String {
+        let first = self.outers.get(key).and_then(|starts| starts.iter().filter(|&&s| s <= ts).max().or(starts.iter().min()).copied());
+        match first {
+            Some(first) => uid(key, first),
+            None => {
+                self.stats.parents_unresolved += 1;
+                format!("{key}")
+            }
+        }
+    }
+}
+
+/// One conn.log line as Zeek writes JSON: field names and units as Zeek's, unset fields left
+/// out; `ts` and `duration` in seconds with 6 decimals.
+pub fn conn_json(r: &ConnRecord, parents: &[String], out: &mut String) {
+    let proto = match r.proto {
+        ip_proto::TCP => "tcp",
+        ip_proto::UDP => "udp",
+        ip_proto::ICMP | ip_proto::ICMPV6 => "icmp",
+        _ => "unknown_transport",
+    };
+    out.push('{');
+    let _ = write!(out, "\"ts\":{},\"uid\":\"{}\"", secs(r.ts_ns), r.uid);
+    let _ = write!(out, ",\"id.orig_h\":\"{}\",\"id.orig_p\":{},\"id.resp_h\":\"{}\",\"id.resp_p\":{}", r.orig_h, r.orig_p, r.resp_h, r.resp_p);
+    let _ = write!(out, ",\"proto\":\"{proto}\"");
+    if let Some(d) = r.duration_ns {
+        let _ = write!(out, ",\"duration\":{}", secs(d));
+    }
+    if let Some(b) = r.orig_bytes {
+        let _ = write!(out, ",\"orig_bytes\":{b}");
+    }
+    if let Some(b) = r.resp_bytes {
+        let _ = write!(out, ",\"resp_bytes\":{b}");
+    }
+    let _ = write!(out, ",\"conn_state\":\"{}\"", r.conn_state.as_str());
+    if let Some(l) = r.local_orig {
+        let _ = write!(out, ",\"local_orig\":{l}");
+    }
+    if let Some(l) = r.local_resp {
+        let _ = write!(out, ",\"local_resp\":{l}");
+    }
+    let _ = write!(out, ",\"missed_bytes\":{}", r.missed_bytes);
+    if !r.history.is_empty() {
+        // History letters are ASCII; nothing to escape.
+        let _ = write!(out, ",\"history\":\"{}\"", r.history);
+    }
+    let _ = write!(
+        out,
+        ",\"orig_pkts\":{},\"orig_ip_bytes\":{},\"resp_pkts\":{},\"resp_ip_bytes\":{}",
+        r.orig_pkts, r.orig_ip_bytes, r.resp_pkts, r.resp_ip_bytes
+    );
+    if !parents.is_empty() {
+        out.push_str(",\"tunnel_parents\":[");
+        for (i, p) in parents.iter().enumerate() {
+            if i > 0 {
+                out.push(',');
+            }
+            let _ = write!(out, "\"{p}\"");
+        }
+        out.push(']');
+    }
+    let _ = write!(out, ",\"ip_proto\":{},\"community_id\":\"{}\"", r.proto, r.community_id);
+    if r.key.vlan != 0 {
+        let _ = write!(out, ",\"vlan\":{}", r.key.vlan);
+    }
+    if r.evicted {
+        out.push_str(",\"evicted\":true");
+    }
+    out.push_str("}\n");
+}
+
+/// Nanoseconds as seconds with 6 decimals (Zeek's precision), as a JSON number.
+fn secs(ns: u64) -> String {
+    format!("{}.{:06}", ns / 1_000_000_000, (ns % 1_000_000_000) / 1000)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tapflow_proto::conn::ConnState;
+    use tapflow_proto::{Addr, FiveTuple};
+
+    fn rec(ts: u64, dur: u64, sport: u16) -> ConnRecord {
+        let t = FiveTuple { proto: 6, src: Addr::from_v4([10, 0, 0, 1]), dst: Addr::from_v4([10, 0, 0, 2]), sport, dport: 80 };
+        let key = t.key(0).0;
+        ConnRecord {
+            ts_ns: ts,
+            uid: uid(&key, ts),
+            orig_h: t.src,
+            orig_p: sport,
+            resp_h: t.dst,
+            resp_p: 80,
+            proto: 6,
+            duration_ns: Some(dur),
+            orig_bytes: Some(1),
+            resp_bytes: Some(2),
+            conn_state: ConnState::SF,
+            local_orig: None,
+            local_resp: None,
+            missed_bytes: 0,
+            history: "ShADadFf".into(),
+            orig_pkts: 5,
+            orig_ip_bytes: 300,
+            resp_pkts: 4,
+            resp_ip_bytes: 250,
+            tunnel_parents: vec![],
+            community_id: "1:x".into(),
+            interim: false,
+            evicted: false,
+            key,
+        }
+    }
+
+    fn batch(p: &str, wm: u64, records: Vec<ConnRecord>) -> ConnBatch {
+        ConnBatch { processor: p.into(), incarnation: 1, watermark_ns: wm, settle_ns: 10, records, tunnel_outers: vec![] }
+    }
+
+    fn lines(s: &str) -> Vec<String> {
+        s.lines().map(|l| l.split(",\"id.orig_h").next().unwrap_or_default().to_owned()).collect()
+    }
+
+    #[test]
+    fn released_in_order_behind_every_watermark() {
+        let mut c = ConnSorter::new(2, 1000);
+        let mut out = String::new();
+        c.push(batch("p0", 100, vec![rec(50, 10, 1), rec(20, 5, 2)]));
+        c.release(&mut out);
+        assert!(out.is_empty(), "p1 not heard from");
+        c.push(batch("p1", 40, vec![rec(10, 1, 3)]));
+        c.release(&mut out);
+        // limit = min(100, 40) - 10 = 30: records ending at 11 and 25 go, 60 waits.
+        assert_eq!(lines(&out).len(), 2, "{out}");
+        assert!(out.starts_with("{\"ts\":0.000000"), "{out}");
+        out.clear();
+        c.end("p1");
+        c.release(&mut out);
+        assert_eq!(lines(&out).len(), 1);
+    }
+
+    #[test]
+    fn order_is_independent_of_arrival() {
+        let run = |flip: bool| {
+            let mut c = ConnSorter::new(2, 1000);
+            let mut out = String::new();
+            let (a, b) = (batch("p0", 1000, vec![rec(5, 5, 1), rec(7, 1, 2)]), batch("p1", 1000, vec![rec(6, 2, 3), rec(1, 9, 4)]));
+            if flip {
+                c.push(b);
+                c.push(a);
+            } else {
+                c.push(a);
+                c.push(b);
+            }
+            c.drain(&mut out);
+            out
+        };
+        assert_eq!(run(false), run(true));
+    }
+
+    #[test]
+    fn zeek_json_fields() {
+        let mut out = String::new();
+        let mut r = rec(1_323_974_133_493_287_123, 1_500_000, 40000);
+        r.duration_ns = None;
+        r.orig_bytes = None;
+        conn_json(&r, &["Cabc".into()], &mut out);
+        let v: serde_json::Value = serde_json::from_str(&out).unwrap_or_default();
+        assert_eq!(v["ts"].to_string(), "1323974133.493287");
+        assert_eq!(v["id.orig_p"], 40000);
+        assert_eq!(v["proto"], "tcp");
+        assert!(v.get("duration").is_none() && v.get("orig_bytes").is_none());
+        assert_eq!(v["resp_bytes"], 2);
+        assert_eq!(v["tunnel_parents"][0], "Cabc");
+        assert_eq!(v["history"], "ShADadFf");
+    }
+
+    #[test]
+    fn cap_forces_release_and_counts_it() {
+        let mut c = ConnSorter::new(1, 2);
+        let mut out = String::new();
+        c.push(batch("p0", 0, vec![rec(1, 1, 1), rec(2, 1, 2), rec(3, 1, 3)]));
+        c.release(&mut out);
+        assert_eq!((c.stats().forced, c.pending()), (1, 2));
+    }
+
+    #[test]
+    fn tunnel_parent_is_the_outer_open_at_the_inner_start() {
+        let mut c = ConnSorter::new(1, 100);
+        let outer = FiveTuple { proto: 17, src: Addr::from_v4([1, 1, 1, 1]), dst: Addr::from_v4([2, 2, 2, 2]), sport: 5000, dport: 4789 }.key(0).0;
+        let mut b = batch("p0", u64::MAX, vec![]);
+        b.tunnel_outers = vec![(outer, 100), (outer, 900)];
+        let mut inner = rec(950, 10, 9);
+        inner.tunnel_parents = vec![outer];
+        b.records.push(inner);
+        c.push(b);
+        let mut out = String::new();
+        c.drain(&mut out);
+        assert!(out.contains(&uid(&outer, 900)), "{out}");
+    }
+}
