@@ -204,7 +204,8 @@ impl Config {
                 immediate: args.immediate || file.immediate.unwrap_or(false),
             })),
             (Some(_), Some(_)) => {
-                errors.push("give either a capture file (pcap) or an interface, not both".to_owned());
+                errors
+                    .push("give either a capture file (pcap) or an interface, not both".to_owned());
                 None
             }
             (None, None) => {
@@ -212,12 +213,20 @@ impl Config {
                 None
             }
         };
-        let processors = if args.processors.is_empty() { file.processors.unwrap_or_default() } else { args.processors };
+        let processors = if args.processors.is_empty() {
+            file.processors.unwrap_or_default()
+        } else {
+            args.processors
+        };
         if processors.is_empty() {
             errors.push("no processor: give --processor ENDPOINT at least once".to_owned());
         }
         if processors.len() > usize::from(u16::MAX) {
-            errors.push(format!("{} processors is more than the {} a shard index holds", processors.len(), u16::MAX));
+            errors.push(format!(
+                "{} processors is more than the {} a shard index holds",
+                processors.len(),
+                u16::MAX
+            ));
         }
         for p in &processors {
             if !(p.starts_with("tcp://") || p.starts_with("ipc://") || p.starts_with("inproc://")) {
@@ -236,7 +245,10 @@ impl Config {
         }
         let batch_bytes = args.batch_bytes.or(file.batch_bytes).unwrap_or(256 << 10);
         if !(256..=tapflow_proto::wire::MAX_MESSAGE_BYTES / 2).contains(&batch_bytes) {
-            errors.push(format!("batch_bytes {batch_bytes} is outside 256..={}", tapflow_proto::wire::MAX_MESSAGE_BYTES / 2));
+            errors.push(format!(
+                "batch_bytes {batch_bytes} is outside 256..={}",
+                tapflow_proto::wire::MAX_MESSAGE_BYTES / 2
+            ));
         }
         let queue_batches = args.queue_batches.or(file.queue_batches).unwrap_or(64);
         if queue_batches == 0 {
@@ -246,16 +258,23 @@ impl Config {
         if heartbeat_ms == 0 {
             errors.push("heartbeat_ms must be at least 1".to_owned());
         }
-        let frag_max_datagrams = args.frag_max_datagrams.or(file.frag_max_datagrams).unwrap_or(4096);
+        let frag_max_datagrams = args
+            .frag_max_datagrams
+            .or(file.frag_max_datagrams)
+            .unwrap_or(4096);
         if frag_max_datagrams == 0 {
             errors.push("frag_max_datagrams must be at least 1".to_owned());
         }
         let is_live = matches!(source, Some(SourceSpec::Live(_)));
-        let slow_policy = args
-            .slow_policy
-            .or(file.slow_policy)
-            .unwrap_or(if is_live { SlowPolicy::Drop } else { SlowPolicy::Block });
-        let name = args.name.or(file.name).unwrap_or_else(|| default_name(source.as_ref()));
+        let slow_policy = args.slow_policy.or(file.slow_policy).unwrap_or(if is_live {
+            SlowPolicy::Drop
+        } else {
+            SlowPolicy::Block
+        });
+        let name = args
+            .name
+            .or(file.name)
+            .unwrap_or_else(|| default_name(source.as_ref()));
         if name.is_empty() || name.len() > 255 {
             errors.push("name must be 1 to 255 bytes".to_owned());
         }
@@ -264,7 +283,11 @@ impl Config {
             vlan_in_key: args.vlan_in_key || file.vlan_in_key.unwrap_or(false),
             decode_tunnels: !(args.no_tunnels || file.no_tunnels.unwrap_or(false)),
             frag_max_datagrams,
-            frag_timeout_ns: args.frag_timeout_s.or(file.frag_timeout_s).unwrap_or(30).saturating_mul(1_000_000_000),
+            frag_timeout_ns: args
+                .frag_timeout_s
+                .or(file.frag_timeout_s)
+                .unwrap_or(30)
+                .saturating_mul(1_000_000_000),
             ..DecodeConfig::default()
         };
         match source {
@@ -277,7 +300,9 @@ impl Config {
                 decode,
                 batch_size,
                 batch_bytes,
-                batch_age: Duration::from_millis(args.batch_age_ms.or(file.batch_age_ms).unwrap_or(100)),
+                batch_age: Duration::from_millis(
+                    args.batch_age_ms.or(file.batch_age_ms).unwrap_or(100),
+                ),
                 queue_batches,
                 slow_policy,
                 heartbeat: Duration::from_millis(heartbeat_ms),
@@ -289,7 +314,8 @@ impl Config {
 }
 
 fn read_file(path: &Path) -> Result<FileConfig, String> {
-    let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read config file {}: {e}", path.display()))?;
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read config file {}: {e}", path.display()))?;
     toml::from_str(&text).map_err(|e| format!("config file {}: {e}", path.display()))
 }
 
@@ -298,7 +324,10 @@ fn default_name(source: Option<&SourceSpec>) -> String {
         .map(|h| h.trim().to_owned())
         .unwrap_or_else(|_| "localhost".to_owned());
     let what = match source {
-        Some(SourceSpec::File(p)) => p.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default(),
+        Some(SourceSpec::File(p)) => p
+            .file_name()
+            .map(|f| f.to_string_lossy().into_owned())
+            .unwrap_or_default(),
         Some(SourceSpec::Live(l)) => l.interface.clone(),
         None => String::new(),
     };
@@ -310,14 +339,18 @@ mod tests {
     use super::*;
 
     fn check(argv: &[&str], file: &str, expected: Result<(), &[&str]>) {
-        let args = Args::try_parse_from(std::iter::once("tapflow-collector").chain(argv.iter().copied()))
-            .unwrap_or_else(|e| panic!("{e}"));
+        let args =
+            Args::try_parse_from(std::iter::once("tapflow-collector").chain(argv.iter().copied()))
+                .unwrap_or_else(|e| panic!("{e}"));
         let file: FileConfig = toml::from_str(file).unwrap_or_else(|e| panic!("{e}"));
         match (Config::merge(args, file), expected) {
             (Ok(_), Ok(())) => {}
             (Err(ConfigError(got)), Err(want)) => {
                 for w in want {
-                    assert!(got.iter().any(|g| g.contains(w)), "missing {w:?} in {got:?}");
+                    assert!(
+                        got.iter().any(|g| g.contains(w)),
+                        "missing {w:?} in {got:?}"
+                    );
                 }
                 assert_eq!(got.len(), want.len(), "{got:?}");
             }
@@ -327,21 +360,50 @@ mod tests {
 
     #[test]
     fn valid_flags_and_file() {
-        check(&["--pcap", "x.pcap", "--processor", "tcp://127.0.0.1:1"], "", Ok(()));
-        check(&[], "pcap = 'x.pcap'\nprocessors = ['tcp://a:1', 'tcp://b:2']\nbatch_size = 10", Ok(()));
+        check(
+            &["--pcap", "x.pcap", "--processor", "tcp://127.0.0.1:1"],
+            "",
+            Ok(()),
+        );
+        check(
+            &[],
+            "pcap = 'x.pcap'\nprocessors = ['tcp://a:1', 'tcp://b:2']\nbatch_size = 10",
+            Ok(()),
+        );
     }
 
     #[test]
     fn every_error_reported_together() {
-        check(&["--batch-size", "0", "--processor", "udp://x"], "", Err(&["no packet source", "not a ZeroMQ endpoint", "batch_size 0"]));
-        check(&["--interface", "eth0"], "pcap = 'x'", Err(&["not both", "no processor"]));
+        check(
+            &["--batch-size", "0", "--processor", "udp://x"],
+            "",
+            Err(&["no packet source", "not a ZeroMQ endpoint", "batch_size 0"]),
+        );
+        check(
+            &["--interface", "eth0"],
+            "pcap = 'x'",
+            Err(&["not both", "no processor"]),
+        );
     }
 
     #[test]
     fn flags_win_over_file_and_policy_follows_source() {
-        let args = Args::try_parse_from(["c", "--interface", "lo", "--processor", "tcp://a:1", "--epoch", "7"]).unwrap_or_else(|e| panic!("{e}"));
-        let file: FileConfig = toml::from_str("epoch = 3\nbatch_size = 8").unwrap_or_else(|e| panic!("{e}"));
+        let args = Args::try_parse_from([
+            "c",
+            "--interface",
+            "lo",
+            "--processor",
+            "tcp://a:1",
+            "--epoch",
+            "7",
+        ])
+        .unwrap_or_else(|e| panic!("{e}"));
+        let file: FileConfig =
+            toml::from_str("epoch = 3\nbatch_size = 8").unwrap_or_else(|e| panic!("{e}"));
         let c = Config::merge(args, file).unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!((c.epoch, c.batch_size, c.slow_policy), (7, 8, SlowPolicy::Drop));
+        assert_eq!(
+            (c.epoch, c.batch_size, c.slow_policy),
+            (7, 8, SlowPolicy::Drop)
+        );
     }
 }

@@ -18,8 +18,14 @@ use tracing::{debug, error, warn};
 
 /// What the capture thread sends a link.
 pub enum LinkCmd {
-    Batch { summaries: Vec<PacketSummary>, watermark_ns: u64 },
-    Eos { status: EosStatus, counters: Box<CollectorCounters> },
+    Batch {
+        summaries: Vec<PacketSummary>,
+        watermark_ns: u64,
+    },
+    Eos {
+        status: EosStatus,
+        counters: Box<CollectorCounters>,
+    },
 }
 
 /// State the capture thread shares with every link thread.
@@ -50,7 +56,10 @@ pub struct LinkSettings {
 #[derive(Debug, thiserror::Error)]
 pub enum LinkError {
     #[error("cannot set up the ZeroMQ socket for processor {endpoint}: {source}")]
-    Socket { endpoint: String, source: zmq::Error },
+    Socket {
+        endpoint: String,
+        source: zmq::Error,
+    },
     #[error("cannot start a link thread: {0}")]
     Thread(std::io::Error),
 }
@@ -71,14 +80,20 @@ struct Grace {
 
 impl Grace {
     fn new(linger: Duration) -> Grace {
-        Grace { linger, since: None }
+        Grace {
+            linger,
+            since: None,
+        }
     }
 
     fn expired(&mut self, shutdown: &AtomicBool) -> bool {
         if !shutdown.load(Ordering::Relaxed) {
             return false;
         }
-        self.since.get_or_insert_with(std::time::Instant::now).elapsed() >= self.linger
+        self.since
+            .get_or_insert_with(std::time::Instant::now)
+            .elapsed()
+            >= self.linger
     }
 }
 
@@ -95,11 +110,16 @@ impl Link {
         shared: Arc<Shared>,
         pool: Sender<Vec<PacketSummary>>,
     ) -> Result<Link, LinkError> {
-        let socket_err = |source| LinkError::Socket { endpoint: endpoint.to_owned(), source };
+        let socket_err = |source| LinkError::Socket {
+            endpoint: endpoint.to_owned(),
+            source,
+        };
         let socket = ctx.socket(zmq::PUSH).map_err(socket_err)?;
         socket.set_sndhwm(256).map_err(socket_err)?;
         socket.set_sndtimeo(SEND_RETRY_MS).map_err(socket_err)?;
-        socket.set_linger(i32::try_from(settings.linger.as_millis()).unwrap_or(i32::MAX)).map_err(socket_err)?;
+        socket
+            .set_linger(i32::try_from(settings.linger.as_millis()).unwrap_or(i32::MAX))
+            .map_err(socket_err)?;
         socket.connect(endpoint).map_err(socket_err)?;
         let (tx, rx) = crossbeam_channel::bounded(queue_batches);
         let header = LinkHeader {
@@ -111,12 +131,28 @@ impl Link {
             seq: 0,
             watermark_ns: 0,
         };
-        let worker = Worker { socket, header, shared: shared.clone(), pool, heartbeat: settings.heartbeat, linger: settings.linger, batch_bytes: settings.batch_bytes, endpoint: endpoint.to_owned(), buf: Vec::with_capacity(1 << 16) };
+        let worker = Worker {
+            socket,
+            header,
+            shared: shared.clone(),
+            pool,
+            heartbeat: settings.heartbeat,
+            linger: settings.linger,
+            batch_bytes: settings.batch_bytes,
+            endpoint: endpoint.to_owned(),
+            buf: Vec::with_capacity(1 << 16),
+        };
         let thread = std::thread::Builder::new()
             .name(format!("link-{shard}"))
             .spawn(move || worker.run(rx))
             .map_err(LinkError::Thread)?;
-        Ok(Link { tx: Some(tx), thread: Some(thread), endpoint: endpoint.to_owned(), shared, linger: settings.linger })
+        Ok(Link {
+            tx: Some(tx),
+            thread: Some(thread),
+            endpoint: endpoint.to_owned(),
+            shared,
+            linger: settings.linger,
+        })
     }
 
     /// Queues a command, waiting while the queue is full, unless shutdown is requested while
@@ -127,8 +163,12 @@ impl Link {
         loop {
             match tx.send_timeout(cmd, Duration::from_millis(SEND_RETRY_MS as u64)) {
                 Ok(()) => return Ok(()),
-                Err(SendTimeoutError::Timeout(c)) if !grace.expired(&self.shared.shutdown) => cmd = c,
-                Err(SendTimeoutError::Timeout(c) | SendTimeoutError::Disconnected(c)) => return Err(c),
+                Err(SendTimeoutError::Timeout(c)) if !grace.expired(&self.shared.shutdown) => {
+                    cmd = c
+                }
+                Err(SendTimeoutError::Timeout(c) | SendTimeoutError::Disconnected(c)) => {
+                    return Err(c)
+                }
             }
         }
     }
@@ -170,7 +210,10 @@ impl Worker {
     fn run(mut self, rx: Receiver<LinkCmd>) {
         loop {
             match rx.recv_timeout(self.heartbeat) {
-                Ok(LinkCmd::Batch { mut summaries, watermark_ns }) => {
+                Ok(LinkCmd::Batch {
+                    mut summaries,
+                    watermark_ns,
+                }) => {
                     self.header.watermark_ns = self.header.watermark_ns.max(watermark_ns);
                     self.send_batch(&summaries);
                     summaries.clear();
@@ -184,7 +227,13 @@ impl Worker {
                     return;
                 }
                 Err(RecvTimeoutError::Timeout) => {
-                    self.header.watermark_ns = self.header.watermark_ns.max(self.watermark());
+                    let watermark = self.watermark();
+                    if !rx.is_empty() {
+                        // Batches queued since the timeout may be older than that watermark:
+                        // send them first.
+                        continue;
+                    }
+                    self.header.watermark_ns = self.header.watermark_ns.max(watermark);
                     let counters = match self.shared.counters.lock() {
                         Ok(c) => c.clone(),
                         Err(poisoned) => poisoned.into_inner().clone(),
@@ -218,10 +267,13 @@ impl Worker {
     }
 
     fn watermark(&self) -> u64 {
-        let packet_time = self.shared.watermark_ns.load(Ordering::Relaxed);
+        let packet_time = self.shared.watermark_ns.load(Ordering::Acquire);
         if self.shared.live {
             // Live: time moves on even when the tap is quiet (one second of slack for stragglers).
-            let wall = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0);
+            let wall = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map(|d| d.as_nanos() as u64)
+                .unwrap_or(0);
             packet_time.max(wall.saturating_sub(1_000_000_000))
         } else {
             packet_time

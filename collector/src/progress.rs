@@ -11,7 +11,11 @@ pub struct Progress {
 
 impl Progress {
     pub fn new(total_bytes: u64) -> Progress {
-        Progress { total_bytes: total_bytes.max(1), read_bytes: 0, started: Instant::now() }
+        Progress {
+            total_bytes: total_bytes.max(1),
+            read_bytes: 0,
+            started: Instant::now(),
+        }
     }
 
     /// Counts one record (captured bytes plus a pcap record header's worth).
@@ -23,7 +27,11 @@ impl Progress {
         let pct = (self.read_bytes as f64 / self.total_bytes as f64 * 100.0).min(100.0);
         let secs = self.started.elapsed().as_secs_f64().max(1e-3);
         let mut err = std::io::stderr().lock();
-        let _ = write!(err, "\r{pct:5.1}%  {packets} packets  {:.0} packets/s ", packets as f64 / secs);
+        let _ = write!(
+            err,
+            "\r{pct:5.1}%  {packets} packets  {:.0} packets/s ",
+            packets as f64 / secs
+        );
         let _ = err.flush();
     }
 }

@@ -38,7 +38,10 @@ pub enum RunError {
 
 /// Runs the collector until the source ends, fails, or `shutdown` is set; sends end-of-stream
 /// with a status on every link in every case, and returns the final counters.
-pub fn run(config: &Config, shutdown: Arc<AtomicBool>) -> Result<(RunOutcome, CollectorCounters), RunError> {
+pub fn run(
+    config: &Config,
+    shutdown: Arc<AtomicBool>,
+) -> Result<(RunOutcome, CollectorCounters), RunError> {
     let shard_count = u16::try_from(config.processors.len()).unwrap_or(u16::MAX);
     let shared = Arc::new(Shared {
         watermark_ns: Default::default(),
@@ -60,7 +63,15 @@ pub fn run(config: &Config, shutdown: Arc<AtomicBool>) -> Result<(RunOutcome, Co
     let mut links = Vec::with_capacity(config.processors.len());
     for (i, endpoint) in config.processors.iter().enumerate() {
         let shard = u16::try_from(i).unwrap_or(u16::MAX);
-        links.push(Link::start(&ctx, endpoint, shard, &settings, config.queue_batches, shared.clone(), pool_tx.clone())?);
+        links.push(Link::start(
+            &ctx,
+            endpoint,
+            shard,
+            &settings,
+            config.queue_batches,
+            shared.clone(),
+            pool_tx.clone(),
+        )?);
     }
     info!(name = %settings.sender, incarnation = settings.incarnation, processors = shard_count, "collector started");
 
@@ -68,7 +79,11 @@ pub fn run(config: &Config, shutdown: Arc<AtomicBool>) -> Result<(RunOutcome, Co
     let outcome = match Source::open(&config.source, config.filter.as_deref()) {
         Err(e) => RunOutcome::OpenFailed(e),
         Ok(mut source) => {
-            info!(source = source.describe(), link = source.link().name(), "capture open");
+            info!(
+                source = source.describe(),
+                link = source.link().name(),
+                "capture open"
+            );
             let outcome = pipeline.capture(&mut source, &shutdown);
             if source.is_live() {
                 pipeline.capture_stats = source.stats();
@@ -89,7 +104,10 @@ pub fn run(config: &Config, shutdown: Arc<AtomicBool>) -> Result<(RunOutcome, Co
 
 /// A restart gets a new incarnation, so its sequence numbers are not read as a gap.
 fn incarnation() -> u64 {
-    let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0);
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0);
     now ^ (u64::from(std::process::id()) << 40)
 }
 
@@ -111,11 +129,18 @@ struct Pipeline {
 }
 
 impl Pipeline {
-    fn new(config: &Config, links: Vec<Link>, shared: Arc<Shared>, pool: Receiver<Vec<PacketSummary>>) -> Pipeline {
+    fn new(
+        config: &Config,
+        links: Vec<Link>,
+        shared: Arc<Shared>,
+        pool: Receiver<Vec<PacketSummary>>,
+    ) -> Pipeline {
         let n = links.len();
         Pipeline {
             decoder: Decoder::new(config.decode),
-            pending: (0..n).map(|_| Vec::with_capacity(config.batch_size)).collect(),
+            pending: (0..n)
+                .map(|_| Vec::with_capacity(config.batch_size))
+                .collect(),
             sent: vec![0; n],
             links,
             shared,
@@ -148,7 +173,8 @@ impl Pipeline {
             match source.next_record() {
                 Ok(Next::Packet(rec)) => {
                     self.max_ts = self.max_ts.max(rec.ts_ns);
-                    self.decoder.decode(link, rec.ts_ns, rec.data, rec.wire_len, &mut self.out);
+                    self.decoder
+                        .decode(link, rec.ts_ns, rec.data, rec.wire_len, &mut self.out);
                     if let Some(p) = progress.as_mut() {
                         p.record(rec.data.len());
                     }
@@ -156,7 +182,17 @@ impl Pipeline {
                         let i = usize::from(shard(&s.key, shard_count));
                         self.pending[i].push(s);
                         if self.pending[i].len() >= self.batch_size {
-                            flush_one(i, &mut self.pending, &self.links, &self.pool, &mut self.sent, &mut self.queue_drops, self.policy, self.max_ts, self.batch_size);
+                            flush_one(
+                                i,
+                                &mut self.pending,
+                                &self.links,
+                                &self.pool,
+                                &mut self.sent,
+                                &mut self.queue_drops,
+                                self.policy,
+                                self.max_ts,
+                                self.batch_size,
+                            );
                         }
                     }
                     if self.oldest_pending.is_none() {
@@ -173,8 +209,10 @@ impl Pipeline {
                 Err(e) => return RunOutcome::Failed(e),
             }
             // Housekeeping, every 4096 packets or on a live read timeout.
-            self.shared.watermark_ns.fetch_max(self.max_ts, Ordering::Relaxed);
-            if self.oldest_pending.is_some_and(|t| t.elapsed() >= self.batch_age) {
+            if self
+                .oldest_pending
+                .is_some_and(|t| t.elapsed() >= self.batch_age)
+            {
                 self.flush_all();
             }
             if last_publish.elapsed() >= std::time::Duration::from_millis(250) {
@@ -193,16 +231,34 @@ impl Pipeline {
     fn flush_all(&mut self) {
         for i in 0..self.pending.len() {
             if !self.pending[i].is_empty() {
-                flush_one(i, &mut self.pending, &self.links, &self.pool, &mut self.sent, &mut self.queue_drops, self.policy, self.max_ts, self.batch_size);
+                flush_one(
+                    i,
+                    &mut self.pending,
+                    &self.links,
+                    &self.pool,
+                    &mut self.sent,
+                    &mut self.queue_drops,
+                    self.policy,
+                    self.max_ts,
+                    self.batch_size,
+                );
             }
         }
         self.oldest_pending = None;
+        // Only now that every summary read so far is queued may heartbeats claim its time: a
+        // link that finds its queue empty after reading this has sent all of them.
+        self.shared
+            .watermark_ns
+            .fetch_max(self.max_ts, Ordering::Release);
     }
 
     fn counters(&self) -> CollectorCounters {
         let d = self.decoder.counters();
         let mut drops = d.drops;
-        drops.add(DropReason::QueueFull, self.queue_drops.get(DropReason::QueueFull));
+        drops.add(
+            DropReason::QueueFull,
+            self.queue_drops.get(DropReason::QueueFull),
+        );
         CollectorCounters {
             packets_read: d.packets,
             packets_summarised: d.packets_summarised,
@@ -226,7 +282,6 @@ impl Pipeline {
     fn finish(mut self, status: EosStatus) -> CollectorCounters {
         self.decoder.finish();
         self.flush_all();
-        self.shared.watermark_ns.fetch_max(self.max_ts, Ordering::Relaxed);
         let counters = self.counters();
         self.publish();
         let r = counters.reconcile();
@@ -234,7 +289,13 @@ impl Pipeline {
             error!(?r, "collector counters do not reconcile");
         }
         for link in &self.links {
-            if link.send_blocking(LinkCmd::Eos { status: status.clone(), counters: Box::new(counters.clone()) }).is_err() {
+            if link
+                .send_blocking(LinkCmd::Eos {
+                    status: status.clone(),
+                    counters: Box::new(counters.clone()),
+                })
+                .is_err()
+            {
                 error!(endpoint = %link.endpoint, "processor unreachable: end-of-stream not delivered");
             }
         }
@@ -258,10 +319,15 @@ fn flush_one(
     watermark_ns: u64,
     batch_size: usize,
 ) {
-    let fresh = pool.try_recv().unwrap_or_else(|_| Vec::with_capacity(batch_size));
+    let fresh = pool
+        .try_recv()
+        .unwrap_or_else(|_| Vec::with_capacity(batch_size));
     let summaries = std::mem::replace(&mut pending[i], fresh);
     let n = summaries.len() as u64;
-    let cmd = LinkCmd::Batch { summaries, watermark_ns };
+    let cmd = LinkCmd::Batch {
+        summaries,
+        watermark_ns,
+    };
     match policy {
         SlowPolicy::Block => match links[i].send_blocking(cmd) {
             Ok(()) => sent[i] += n,

@@ -34,7 +34,11 @@ pub enum SourceError {
     #[error("invalid BPF filter {filter:?}: {msg}")]
     Filter { filter: String, msg: String },
     #[error("capture file {what} is damaged after {packets} packets: {msg}")]
-    Damaged { what: String, packets: u64, msg: String },
+    Damaged {
+        what: String,
+        packets: u64,
+        msg: String,
+    },
     #[error("live capture on {what} failed: {msg}")]
     Live { what: String, msg: String },
 }
@@ -61,14 +65,25 @@ impl Source {
             Handle::File(c) => c.get_datalink().0,
             Handle::Live(c) => c.get_datalink().0,
         };
-        let link = LinkType::from_dlt(dlt).ok_or_else(|| SourceError::UnsupportedLink { what: what.clone(), dlt })?;
-        let mut source = Source { handle, link, what, packets: 0 };
+        let link = LinkType::from_dlt(dlt).ok_or_else(|| SourceError::UnsupportedLink {
+            what: what.clone(),
+            dlt,
+        })?;
+        let mut source = Source {
+            handle,
+            link,
+            what,
+            packets: 0,
+        };
         if let Some(f) = filter {
             let res = match &mut source.handle {
                 Handle::File(c) => c.filter(f, true),
                 Handle::Live(c) => c.filter(f, true),
             };
-            res.map_err(|e| SourceError::Filter { filter: f.to_owned(), msg: e.to_string() })?;
+            res.map_err(|e| SourceError::Filter {
+                filter: f.to_owned(),
+                msg: e.to_string(),
+            })?;
         }
         Ok(source)
     }
@@ -100,7 +115,11 @@ impl Source {
                 let secs = u64::try_from(ts.tv_sec).unwrap_or(0);
                 let frac = u64::try_from(ts.tv_usec).unwrap_or(0);
                 let ts_ns = secs.saturating_mul(1_000_000_000).saturating_add(frac);
-                Ok(Next::Packet(Record { ts_ns, data: p.data, wire_len: p.header.len }))
+                Ok(Next::Packet(Record {
+                    ts_ns,
+                    data: p.data,
+                    wire_len: p.header.len,
+                }))
             }
             Err(pcap::Error::NoMorePackets) => Ok(Next::End),
             Err(pcap::Error::TimeoutExpired) => {
@@ -109,8 +128,15 @@ impl Source {
                 std::thread::sleep(std::time::Duration::from_millis(2));
                 Ok(Next::Idle)
             }
-            Err(e) if is_file => Err(SourceError::Damaged { what: self.what.clone(), packets: self.packets, msg: e.to_string() }),
-            Err(e) => Err(SourceError::Live { what: self.what.clone(), msg: e.to_string() }),
+            Err(e) if is_file => Err(SourceError::Damaged {
+                what: self.what.clone(),
+                packets: self.packets,
+                msg: e.to_string(),
+            }),
+            Err(e) => Err(SourceError::Live {
+                what: self.what.clone(),
+                msg: e.to_string(),
+            }),
         }
     }
 
@@ -133,13 +159,22 @@ impl Source {
 fn open_file(path: &Path) -> Result<Capture<Offline>, SourceError> {
     let what = path.display().to_string();
     if let Err(e) = std::fs::metadata(path) {
-        return Err(SourceError::Open { what, msg: e.to_string() });
+        return Err(SourceError::Open {
+            what,
+            msg: e.to_string(),
+        });
     }
-    Capture::from_file_with_precision(path, Precision::Nano).map_err(|e| SourceError::Open { what, msg: e.to_string() })
+    Capture::from_file_with_precision(path, Precision::Nano).map_err(|e| SourceError::Open {
+        what,
+        msg: e.to_string(),
+    })
 }
 
 fn open_live(live: &LiveSpec) -> Result<Capture<Active>, SourceError> {
-    let err = |e: pcap::Error| SourceError::Open { what: live.interface.clone(), msg: e.to_string() };
+    let err = |e: pcap::Error| SourceError::Open {
+        what: live.interface.clone(),
+        msg: e.to_string(),
+    };
     Capture::from_device(live.interface.as_str())
         .map_err(err)?
         .promisc(live.promisc)

@@ -11,9 +11,14 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+pub mod zeek;
+
 /// The repository root (this crate's parent directory).
 pub fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().map(Path::to_path_buf).unwrap_or_default()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_default()
 }
 
 /// `../shared/pcaps` beside the repository, or `None` (with the reason printed) when absent:
@@ -23,7 +28,10 @@ pub fn shared_pcaps() -> Option<PathBuf> {
     if dir.is_dir() {
         Some(dir)
     } else {
-        eprintln!("SKIP: {} is absent (the shared captures sit beside the clone in CI)", dir.display());
+        eprintln!(
+            "SKIP: {} is absent (the shared captures sit beside the clone in CI)",
+            dir.display()
+        );
         None
     }
 }
@@ -33,22 +41,36 @@ pub fn captures(dir: &Path) -> Vec<PathBuf> {
     let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
         .map(|rd| rd.filter_map(Result::ok).map(|e| e.path()).collect())
         .unwrap_or_default();
-    files.retain(|p| matches!(p.extension().and_then(|e| e.to_str()), Some("pcap" | "pcapng")));
+    files.retain(|p| {
+        matches!(
+            p.extension().and_then(|e| e.to_str()),
+            Some("pcap" | "pcapng")
+        )
+    });
     files.sort();
     files
 }
 
 /// Path of one of the workspace's binaries.
 pub fn bin(name: &str) -> PathBuf {
-    let dir = std::env::var_os("TAPFLOW_BIN_DIR").map(PathBuf::from).unwrap_or_else(|| repo_root().join("target/debug"));
+    let dir = std::env::var_os("TAPFLOW_BIN_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo_root().join("target/debug"));
     let path = dir.join(name);
-    assert!(path.is_file(), "{} not built: run `cargo build --workspace` first (or set TAPFLOW_BIN_DIR)", path.display());
+    assert!(
+        path.is_file(),
+        "{} not built: run `cargo build --workspace` first (or set TAPFLOW_BIN_DIR)",
+        path.display()
+    );
     path
 }
 
 /// A loopback TCP port that was free a moment ago.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).unwrap_or_else(|e| panic!("no free port: {e}"))
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .unwrap_or_else(|e| panic!("no free port: {e}"))
 }
 
 pub fn endpoint(port: u16) -> String {
@@ -74,7 +96,11 @@ impl Proc {
             .stderr(stderr)
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start {}: {e}", program.display()));
-        Proc { name: name.to_owned(), child, stderr_path }
+        Proc {
+            name: name.to_owned(),
+            child,
+            stderr_path,
+        }
     }
 
     /// Waits until the process exits or `deadline` passes (then kills it and returns None).
@@ -82,7 +108,9 @@ impl Proc {
         loop {
             match self.child.try_wait() {
                 Ok(Some(status)) => return Some(status),
-                Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(20)),
+                Ok(None) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(20))
+                }
                 _ => {
                     let _ = self.child.kill();
                     let _ = self.child.wait();
@@ -121,7 +149,11 @@ pub enum SourceArg {
 
 impl CollectorSpec {
     pub fn pcap(pcap: &Path, n: usize) -> CollectorSpec {
-        CollectorSpec { source: SourceArg::Pcap(pcap.to_path_buf()), order: (0..n).collect(), extra: vec![] }
+        CollectorSpec {
+            source: SourceArg::Pcap(pcap.to_path_buf()),
+            order: (0..n).collect(),
+            extra: vec![],
+        }
     }
 }
 
@@ -138,7 +170,11 @@ impl RunningPipeline {
     /// Sends a signal (e.g. "TERM") to collector `i`.
     pub fn signal_collector(&self, i: usize, signal: &str) {
         let pid = self.collectors[i].child.id().to_string();
-        let ok = Command::new("kill").args([format!("-{signal}"), pid]).status().map(|s| s.success()).unwrap_or(false);
+        let ok = Command::new("kill")
+            .args([format!("-{signal}"), pid])
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false);
         assert!(ok, "kill -{signal} failed");
     }
 
@@ -153,7 +189,16 @@ impl RunningPipeline {
             .ok()
             .and_then(|s| s.lines().last().map(str::to_owned))
             .and_then(|l| serde_json::from_str(&l).ok());
-        PipelineRun { dir: self.dir, collectors, processors, aggregator, report }
+        let conn_log =
+            std::fs::read_to_string(self.dir.path().join("conn.jsonl")).unwrap_or_default();
+        PipelineRun {
+            dir: self.dir,
+            collectors,
+            processors,
+            aggregator,
+            report,
+            conn_log,
+        }
     }
 }
 
@@ -166,12 +211,18 @@ pub struct PipelineRun {
     pub aggregator: (Option<i32>, String),
     /// The aggregator's accounting report (last line of its health log).
     pub report: Option<Value>,
+    /// The aggregator's conn log (JSON lines).
+    pub conn_log: String,
 }
 
 impl PipelineRun {
     /// True when every process exited by itself with an expected code.
     pub fn all_exited(&self) -> bool {
-        self.collectors.iter().chain(&self.processors).chain(std::iter::once(&self.aggregator)).all(|(c, _)| c.is_some())
+        self.collectors
+            .iter()
+            .chain(&self.processors)
+            .chain(std::iter::once(&self.aggregator))
+            .all(|(c, _)| c.is_some())
     }
 }
 
@@ -197,6 +248,8 @@ pub fn start_pipeline(collectors: &[CollectorSpec], n: usize) -> RunningPipeline
             "--exit-on-eos".into(),
             "--health-log".into(),
             health.display().to_string(),
+            "--conn-log".into(),
+            dir.path().join("conn.jsonl").display().to_string(),
         ],
         dir.path(),
     );
@@ -237,14 +290,29 @@ pub fn start_pipeline(collectors: &[CollectorSpec], n: usize) -> RunningPipeline
                 args.push(endpoint(ports[p]));
             }
             args.extend(c.extra.iter().cloned());
-            Proc::spawn(&format!("collector{i}"), &bin("tapflow-collector"), &args, dir.path())
+            Proc::spawn(
+                &format!("collector{i}"),
+                &bin("tapflow-collector"),
+                &args,
+                dir.path(),
+            )
         })
         .collect();
-    RunningPipeline { dir, collectors, processors, aggregator, health }
+    RunningPipeline {
+        dir,
+        collectors,
+        processors,
+        aggregator,
+        health,
+    }
 }
 
 /// `Number of packets:` from a capinfos truth file, if it has one.
 pub fn capinfos_packets(pcaps: &Path, name: &str) -> Option<u64> {
-    let text = std::fs::read_to_string(pcaps.join("truth").join(format!("{name}.capinfos.txt"))).ok()?;
-    text.lines().find_map(|l| l.strip_prefix("Number of packets:").and_then(|v| v.trim().parse().ok()))
+    let text =
+        std::fs::read_to_string(pcaps.join("truth").join(format!("{name}.capinfos.txt"))).ok()?;
+    text.lines().find_map(|l| {
+        l.strip_prefix("Number of packets:")
+            .and_then(|v| v.trim().parse().ok())
+    })
 }

@@ -10,7 +10,10 @@ use tapflow_integration_tests::{free_port, start_pipeline, CollectorSpec, Source
 
 fn is_root() -> bool {
     std::fs::read_to_string("/proc/self/status")
-        .map(|s| s.lines().any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0")))
+        .map(|s| {
+            s.lines()
+                .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0"))
+        })
         .unwrap_or(false)
 }
 
@@ -24,7 +27,13 @@ fn live_loopback_capture_ends_on_sigterm_and_reconciles() {
     let spec = CollectorSpec {
         source: SourceArg::Interface("lo".into()),
         order: vec![0, 1],
-        extra: vec!["--filter".into(), format!("udp and dst port {port}"), "--heartbeat-ms".into(), "200".into(), "--immediate".into()],
+        extra: vec![
+            "--filter".into(),
+            format!("udp and dst port {port}"),
+            "--heartbeat-ms".into(),
+            "200".into(),
+            "--immediate".into(),
+        ],
     };
     let running = start_pipeline(&[spec], 2);
     // Let the capture open before sending.
@@ -33,7 +42,8 @@ fn live_loopback_capture_ends_on_sigterm_and_reconciles() {
     const SENT: u64 = 300;
     for i in 0..SENT {
         let payload = format!("tapflow live test datagram {i}");
-        sock.send_to(payload.as_bytes(), ("127.0.0.1", port)).unwrap_or_else(|e| panic!("{e}"));
+        sock.send_to(payload.as_bytes(), ("127.0.0.1", port))
+            .unwrap_or_else(|e| panic!("{e}"));
         if i % 50 == 0 {
             std::thread::sleep(Duration::from_millis(10));
         }
@@ -41,15 +51,34 @@ fn live_loopback_capture_ends_on_sigterm_and_reconciles() {
     std::thread::sleep(Duration::from_millis(1000));
     running.signal_collector(0, "TERM");
     let run = running.wait(Duration::from_secs(60));
-    assert!(run.all_exited(), "collector: {}\naggregator: {}", run.collectors[0].1, run.aggregator.1);
+    assert!(
+        run.all_exited(),
+        "collector: {}\naggregator: {}",
+        run.collectors[0].1,
+        run.aggregator.1
+    );
     assert_eq!(run.collectors[0].0, Some(0), "{}", run.collectors[0].1);
-    let report = run.report.as_ref().unwrap_or_else(|| panic!("no report: {}", run.aggregator.1));
+    let report = run
+        .report
+        .as_ref()
+        .unwrap_or_else(|| panic!("no report: {}", run.aggregator.1));
     assert_eq!(report["reconciled"], Value::Bool(true), "{report:#}");
     let c = &report["collectors"][0];
     assert_eq!(c["status"], Value::String("interrupted".into()), "{c:#}");
-    assert_eq!(c["packets_read"].as_u64(), Some(SENT), "the filter passes exactly our datagrams: {c:#}");
+    assert_eq!(
+        c["packets_read"].as_u64(),
+        Some(SENT),
+        "the filter passes exactly our datagrams: {c:#}"
+    );
     assert_eq!(c["packets_summarised"].as_u64(), Some(SENT), "{c:#}");
     // libpcap's own statistics are reported beside the accounting.
-    assert!(run.collectors[0].1.contains("pcap_received"), "{}", run.collectors[0].1);
-    println!("live: read {} summarised {} kernel_dropped {} if_dropped {}", c["packets_read"], c["packets_summarised"], c["kernel_dropped"], c["if_dropped"]);
+    assert!(
+        run.collectors[0].1.contains("pcap_received"),
+        "{}",
+        run.collectors[0].1
+    );
+    println!(
+        "live: read {} summarised {} kernel_dropped {} if_dropped {}",
+        c["packets_read"], c["packets_summarised"], c["kernel_dropped"], c["if_dropped"]
+    );
 }

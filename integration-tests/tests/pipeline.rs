@@ -6,46 +6,107 @@ use std::path::Path;
 use std::time::Duration;
 
 use serde_json::Value;
-use tapflow_integration_tests::{bin, capinfos_packets, captures, run_pipeline, shared_pcaps, CollectorSpec, PipelineRun};
+use tapflow_integration_tests::{
+    bin, capinfos_packets, captures, run_pipeline, shared_pcaps, CollectorSpec, PipelineRun,
+};
 
 const TIMEOUT: Duration = Duration::from_secs(120);
 
 fn one_collector(pcap: &Path, n: usize, extra: &[&str]) -> PipelineRun {
-    let spec = CollectorSpec { extra: extra.iter().map(|s| s.to_string()).collect(), ..CollectorSpec::pcap(pcap, n) };
+    let spec = CollectorSpec {
+        extra: extra.iter().map(|s| s.to_string()).collect(),
+        ..CollectorSpec::pcap(pcap, n)
+    };
     run_pipeline(&[spec], n, TIMEOUT)
 }
 
 fn u(v: &Value, key: &str) -> u64 {
-    v[key].as_u64().unwrap_or_else(|| panic!("{key} missing in {v}"))
+    v[key]
+        .as_u64()
+        .unwrap_or_else(|| panic!("{key} missing in {v}"))
 }
 
 /// Checks one run and returns its table row.
 fn check_run(name: &str, n: usize, run: &PipelineRun, expected_packets: Option<u64>) -> String {
-    let logs = || format!("collector: {}\nprocessors: {:?}\naggregator: {}", run.collectors[0].1, run.processors.iter().map(|p| &p.1).collect::<Vec<_>>(), run.aggregator.1);
-    assert!(run.all_exited(), "{name} n={n}: a process did not exit on its own\n{}", logs());
+    let logs = || {
+        format!(
+            "collector: {}\nprocessors: {:?}\naggregator: {}",
+            run.collectors[0].1,
+            run.processors.iter().map(|p| &p.1).collect::<Vec<_>>(),
+            run.aggregator.1
+        )
+    };
+    assert!(
+        run.all_exited(),
+        "{name} n={n}: a process did not exit on its own\n{}",
+        logs()
+    );
     let code = run.collectors[0].0;
-    assert!(matches!(code, Some(0 | 3 | 4)), "{name} n={n}: collector exit {code:?}\n{}", logs());
-    for (c, err) in run.processors.iter().chain(std::iter::once(&run.aggregator)) {
+    assert!(
+        matches!(code, Some(0 | 3 | 4)),
+        "{name} n={n}: collector exit {code:?}\n{}",
+        logs()
+    );
+    for (c, err) in run
+        .processors
+        .iter()
+        .chain(std::iter::once(&run.aggregator))
+    {
         assert_eq!(*c, Some(0), "{name} n={n}: exit code\n{err}");
     }
     if code != Some(0) {
         // A clear one-line error that names the file.
-        let errors: Vec<&str> = run.collectors[0].1.lines().filter(|l| l.contains("ERROR")).collect();
+        let errors: Vec<&str> = run.collectors[0]
+            .1
+            .lines()
+            .filter(|l| l.contains("ERROR"))
+            .collect();
         assert_eq!(errors.len(), 1, "{name}: {errors:?}");
-        assert!(errors[0].contains(name), "{name}: error does not name the file: {}", errors[0]);
-        assert!(!run.collectors[0].1.contains("panicked"), "{name}: panic\n{}", logs());
+        assert!(
+            errors[0].contains(name),
+            "{name}: error does not name the file: {}",
+            errors[0]
+        );
+        assert!(
+            !run.collectors[0].1.contains("panicked"),
+            "{name}: panic\n{}",
+            logs()
+        );
     }
-    let report = run.report.as_ref().unwrap_or_else(|| panic!("{name} n={n}: no accounting report\n{}", logs()));
-    assert_eq!(report["reconciled"], Value::Bool(true), "{name} n={n}: {report:#}");
-    assert_eq!(report["routing_consistent"], Value::Bool(true), "{name} n={n}: {report:#}");
+    let report = run
+        .report
+        .as_ref()
+        .unwrap_or_else(|| panic!("{name} n={n}: no accounting report\n{}", logs()));
+    assert_eq!(
+        report["reconciled"],
+        Value::Bool(true),
+        "{name} n={n}: {report:#}"
+    );
+    assert_eq!(
+        report["routing_consistent"],
+        Value::Bool(true),
+        "{name} n={n}: {report:#}"
+    );
     let c = &report["collectors"][0];
     let links = c["links"].as_array().map(Vec::len).unwrap_or(0);
     assert_eq!(links, n, "{name} n={n}: links {c:#}");
     if let (Some(0), Some(want)) = (code, expected_packets) {
-        assert_eq!(u(c, "packets_read"), want, "{name}: packets read vs capinfos");
+        assert_eq!(
+            u(c, "packets_read"),
+            want,
+            "{name}: packets read vs capinfos"
+        );
     }
-    let drops: u64 = c["drops"].as_object().map(|m| m.values().filter_map(Value::as_u64).sum()).unwrap_or(0);
-    let sent: Vec<String> = c["links"].as_array().into_iter().flatten().map(|l| format!("{}={}+{}", u(l, "sent"), u(l, "received"), u(l, "gaps"))).collect();
+    let drops: u64 = c["drops"]
+        .as_object()
+        .map(|m| m.values().filter_map(Value::as_u64).sum())
+        .unwrap_or(0);
+    let sent: Vec<String> = c["links"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|l| format!("{}={}+{}", u(l, "sent"), u(l, "received"), u(l, "gaps")))
+        .collect();
     format!(
         "{name:<44} n={n} exit={} read={:<6} = summarised {:<6} + merged {:<4} + drops {:<5} | summaries {:<6} -> {} {}",
         code.unwrap_or(-1),
@@ -63,10 +124,18 @@ fn check_run(name: &str, n: usize, run: &PipelineRun, expected_packets: Option<u
 fn every_capture_reconciles_with_1_and_3_processors() {
     let Some(pcaps) = shared_pcaps() else { return };
     let files = captures(&pcaps);
-    assert!(files.len() >= 50, "expected the 50 shared captures, found {}", files.len());
+    assert!(
+        files.len() >= 50,
+        "expected the 50 shared captures, found {}",
+        files.len()
+    );
     let mut table = Vec::new();
     for file in &files {
-        let name = file.file_name().and_then(|n| n.to_str()).unwrap_or_default().to_owned();
+        let name = file
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or_default()
+            .to_owned();
         for n in [1, 3] {
             let run = one_collector(file, n, &[]);
             table.push(check_run(&name, n, &run, capinfos_packets(&pcaps, &name)));
@@ -85,7 +154,12 @@ fn malformed_captures_end_with_the_documented_codes() {
         ("zeek-empty.pcap", 0),
     ] {
         let run = one_collector(&pcaps.join(name), 2, &[]);
-        assert_eq!(run.collectors[0].0, Some(code), "{name}: {}", run.collectors[0].1);
+        assert_eq!(
+            run.collectors[0].0,
+            Some(code),
+            "{name}: {}",
+            run.collectors[0].1
+        );
         check_run(name, 2, &run, None);
     }
 }
@@ -95,7 +169,12 @@ fn complete_records(bytes: &[u8]) -> u64 {
     let mut off = 24;
     let mut n = 0;
     while off + 16 <= bytes.len() {
-        let caplen = u32::from_le_bytes([bytes[off + 8], bytes[off + 9], bytes[off + 10], bytes[off + 11]]) as usize;
+        let caplen = u32::from_le_bytes([
+            bytes[off + 8],
+            bytes[off + 9],
+            bytes[off + 10],
+            bytes[off + 11],
+        ]) as usize;
         if off + 16 + caplen > bytes.len() {
             break;
         }
@@ -119,9 +198,23 @@ fn capture_cut_mid_record_keeps_every_packet_before_the_damage() {
         let run = one_collector(&cut, n, &[]);
         assert_eq!(run.collectors[0].0, Some(4), "{}", run.collectors[0].1);
         check_run("ssh-cut.pcap", n, &run, None);
-        let c = &run.report.as_ref().map(|r| r["collectors"][0].clone()).unwrap_or_default();
-        assert_eq!(u(c, "packets_read"), before, "every complete record before the cut is passed on");
-        assert!(c["status"].as_str().unwrap_or_default().starts_with("damaged"), "{c}");
+        let c = &run
+            .report
+            .as_ref()
+            .map(|r| r["collectors"][0].clone())
+            .unwrap_or_default();
+        assert_eq!(
+            u(c, "packets_read"),
+            before,
+            "every complete record before the cut is passed on"
+        );
+        assert!(
+            c["status"]
+                .as_str()
+                .unwrap_or_default()
+                .starts_with("damaged"),
+            "{c}"
+        );
     }
 }
 
@@ -136,21 +229,48 @@ fn missing_capture_ends_the_whole_pipeline() {
 fn collectors_that_disagree_on_processor_order_are_detected_as_misrouted() {
     let Some(pcaps) = shared_pcaps() else { return };
     let pcap = pcaps.join("zeek-ssh.pcap");
-    let spec = |order: Vec<usize>| CollectorSpec { order, ..CollectorSpec::pcap(&pcap, 2) };
+    let spec = |order: Vec<usize>| CollectorSpec {
+        order,
+        ..CollectorSpec::pcap(&pcap, 2)
+    };
     let run = run_pipeline(&[spec(vec![0, 1]), spec(vec![1, 0])], 2, TIMEOUT);
     assert!(run.all_exited());
-    let report = run.report.as_ref().unwrap_or_else(|| panic!("no report: {}", run.aggregator.1));
-    assert_eq!(report["routing_consistent"], Value::Bool(false), "{report:#}");
-    let misrouted: u64 = report["processors"].as_array().into_iter().flatten().map(|p| u(p, "misrouted_messages")).sum();
+    let report = run
+        .report
+        .as_ref()
+        .unwrap_or_else(|| panic!("no report: {}", run.aggregator.1));
+    assert_eq!(
+        report["routing_consistent"],
+        Value::Bool(false),
+        "{report:#}"
+    );
+    let misrouted: u64 = report["processors"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|p| u(p, "misrouted_messages"))
+        .sum();
     assert!(misrouted > 0, "{report:#}");
-    assert!(run.processors.iter().all(|(_, err)| err.contains("MISROUTED")), "each processor logs it loudly");
+    assert!(
+        run.processors
+            .iter()
+            .all(|(_, err)| err.contains("MISROUTED")),
+        "each processor logs it loudly"
+    );
     // Counts still reconcile: misrouted summaries were received, then dropped and counted.
     assert_eq!(report["reconciled"], Value::Bool(true), "{report:#}");
 
     // The control: two collectors that agree are consistent.
     let run = run_pipeline(&[spec(vec![0, 1]), spec(vec![0, 1])], 2, TIMEOUT);
-    let report = run.report.as_ref().unwrap_or_else(|| panic!("no report: {}", run.aggregator.1));
-    assert_eq!(report["routing_consistent"], Value::Bool(true), "{report:#}");
+    let report = run
+        .report
+        .as_ref()
+        .unwrap_or_else(|| panic!("no report: {}", run.aggregator.1));
+    assert_eq!(
+        report["routing_consistent"],
+        Value::Bool(true),
+        "{report:#}"
+    );
     assert_eq!(report["reconciled"], Value::Bool(true), "{report:#}");
     assert_eq!(report["collectors"].as_array().map(Vec::len), Some(2));
 }
@@ -163,10 +283,16 @@ fn wrong_flags_are_usage_errors_without_stack_traces() {
         ("tapflow-processor", vec!["--listen", "http://x"]),
         ("tapflow-aggregator", vec![]),
     ] {
-        let out = std::process::Command::new(bin(program)).args(&args).output().unwrap_or_else(|e| panic!("{e}"));
+        let out = std::process::Command::new(bin(program))
+            .args(&args)
+            .output()
+            .unwrap_or_else(|e| panic!("{e}"));
         let err = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(2), "{program} {args:?}: {err}");
-        assert!(!err.contains("panicked") && !err.contains("backtrace"), "{err}");
+        assert!(
+            !err.contains("panicked") && !err.contains("backtrace"),
+            "{err}"
+        );
         assert!(!err.trim().is_empty());
     }
 }

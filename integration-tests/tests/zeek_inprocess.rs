@@ -4,41 +4,12 @@
 //! field by field. Prints a table per capture and every mismatch; fails below the thresholds
 //! of issue 3 over all files together.
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use tapflow_collector::decode::{DecodeConfig, Decoder, LinkType};
+use tapflow_integration_tests::zeek::{parse_zeek_log, Row, Tally, FIELDS, IGNORE_CHECKSUMS};
 use tapflow_processor::session::{ConnRecord, FlowTable, SessionConfig};
 use tapflow_proto::PacketSummary;
-
-/// Captures whose Zeek run used `-C` (ignore checksums), from `pcaps/README.md`.
-const IGNORE_CHECKSUMS: &[&str] = &[
-    "zeek-tcp-missing-syn",
-    "zeek-gtp-outer-ip-frag",
-    "zeek-pcapng-multi-interface",
-];
-
-/// Compared fields, in table order.
-const FIELDS: &[&str] = &[
-    "conn_state",
-    "history",
-    "orig_pkts",
-    "resp_pkts",
-    "orig_ip_bytes",
-    "resp_ip_bytes",
-    "orig_bytes",
-    "resp_bytes",
-    "missed_bytes",
-];
-
-/// Least share of matched connections that must agree, per field (issue 3).
-fn threshold(field: &str) -> Option<f64> {
-    match field {
-        "conn_state" | "orig_pkts" | "resp_pkts" | "orig_ip_bytes" | "resp_ip_bytes" => Some(0.95),
-        "history" | "orig_bytes" | "resp_bytes" => Some(0.90),
-        _ => None,
-    }
-}
 
 fn pcaps_dir() -> Option<PathBuf> {
     let dir = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/pcaps")).to_path_buf();
@@ -51,36 +22,6 @@ fn pcaps_dir() -> Option<PathBuf> {
         );
         None
     }
-}
-
-/// One Zeek conn.log row: column name to value.
-type Row = BTreeMap<String, String>;
-
-/// Parses a Zeek ASCII log (a `#fields` header, or a bare header line as in the btest
-/// baselines that keep only some columns).
-fn parse_zeek_log(text: &str) -> Vec<Row> {
-    let mut fields: Option<Vec<String>> = None;
-    let mut rows = Vec::new();
-    for line in text.lines() {
-        if let Some(rest) = line.strip_prefix("#fields\t") {
-            fields = Some(rest.split('\t').map(str::to_owned).collect());
-            continue;
-        }
-        if line.starts_with('#') || line.trim().is_empty() {
-            continue;
-        }
-        let values: Vec<&str> = line.split('\t').collect();
-        match &fields {
-            None => fields = Some(values.iter().map(|s| s.to_string()).collect()),
-            Some(f) => rows.push(
-                f.iter()
-                    .cloned()
-                    .zip(values.iter().map(|s| s.to_string()))
-                    .collect(),
-            ),
-        }
-    }
-    rows
 }
 
 /// Decodes a capture and runs it through one flow table.
@@ -149,45 +90,18 @@ fn proto_name(p: u8) -> &'static str {
     }
 }
 
-/// Takes the first of our records for Zeek's five-tuple, in either direction; a row without a
-/// five-tuple (a btest baseline with few columns) takes the only record there is.
-fn take_match(row: &Row, records: &mut Vec<ConnRecord>) -> Option<ConnRecord> {
-    let Some(orig_h) = row.get("id.orig_h") else {
-        return (records.len() == 1).then(|| records.remove(0));
-    };
-    let tuple = |r: &ConnRecord, flip: bool| {
-        let (a, ap, b, bp) = if flip {
-            (r.resp_h, r.resp_p, r.orig_h, r.orig_p)
-        } else {
-            (r.orig_h, r.orig_p, r.resp_h, r.resp_p)
-        };
-        (
-            a.to_string(),
-            ap.to_string(),
-            b.to_string(),
-            bp.to_string(),
-            proto_name(r.proto),
-        )
-    };
-    let want = (
-        orig_h.clone(),
-        row["id.orig_p"].clone(),
-        row["id.resp_h"].clone(),
-        row["id.resp_p"].clone(),
-        row["proto"].as_str(),
-    );
-    let at = records
+/// Our record as a Zeek row.
+fn row(r: &ConnRecord) -> Row {
+    let mut row: Row = FIELDS
         .iter()
-        .position(|r| tuple(r, false) == want)
-        .or_else(|| records.iter().position(|r| tuple(r, true) == want))?;
-    Some(records.remove(at))
-}
-
-#[derive(Default)]
-struct Tally {
-    zeek_conns: usize,
-    missing: usize,
-    matched: BTreeMap<&'static str, (usize, usize)>,
+        .map(|f| ((*f).to_owned(), ours(r, f)))
+        .collect();
+    row.insert("id.orig_h".into(), r.orig_h.to_string());
+    row.insert("id.orig_p".into(), r.orig_p.to_string());
+    row.insert("id.resp_h".into(), r.resp_h.to_string());
+    row.insert("id.resp_p".into(), r.resp_p.to_string());
+    row.insert("proto".into(), proto_name(r.proto).to_owned());
+    row
 }
 
 #[test]
@@ -200,8 +114,7 @@ fn sessions_agree_with_zeek_conn_logs() {
     truths.sort();
     assert!(!truths.is_empty(), "no Zeek truth in {}", dir.display());
 
-    let mut total = Tally::default();
-    let mut report = String::new();
+    let mut tally = Tally::default();
     for truth in &truths {
         let file = truth
             .file_name()
@@ -212,88 +125,17 @@ fn sessions_agree_with_zeek_conn_logs() {
         let name = file.trim_end_matches(".pcapng").trim_end_matches(".pcap");
         let verify = !IGNORE_CHECKSUMS.contains(&name);
         let rows = parse_zeek_log(&std::fs::read_to_string(truth).unwrap_or_default());
-        let mut records =
-            sessions(&dir.join(&file), verify).unwrap_or_else(|e| panic!("{file}: {e}"));
-        let ours_total = records.len();
-        let mut per = Tally {
-            zeek_conns: rows.len(),
-            ..Tally::default()
-        };
-        let mut lines = Vec::new();
-        for row in &rows {
-            let id = format!(
-                "{} {}:{} > {}:{}",
-                row.get("proto").map_or("?", String::as_str),
-                row.get("id.orig_h").map_or("?", String::as_str),
-                row.get("id.orig_p").map_or("?", String::as_str),
-                row.get("id.resp_h").map_or("?", String::as_str),
-                row.get("id.resp_p").map_or("?", String::as_str),
-            );
-            let Some(r) = take_match(row, &mut records) else {
-                per.missing += 1;
-                lines.push(format!("  MISSING {id}"));
-                continue;
-            };
-            for &field in FIELDS {
-                let Some(theirs) = row.get(field) else {
-                    continue;
-                };
-                let mine = ours(&r, field);
-                let e = per.matched.entry(field).or_default();
-                e.1 += 1;
-                if mine == *theirs {
-                    e.0 += 1;
-                } else {
-                    lines.push(format!("  {id}: {field} zeek={theirs} ours={mine}"));
-                }
-            }
-        }
-        report += &format!(
-            "{file}: zeek {} conns, ours {ours_total}, missing {}\n",
-            per.zeek_conns, per.missing
-        );
-        for (field, (agree, n)) in &per.matched {
-            report += &format!("  {field:<14} {agree}/{n}\n");
-        }
-        for l in lines {
-            report += &l;
-            report.push('\n');
-        }
-        total.zeek_conns += per.zeek_conns;
-        total.missing += per.missing;
-        for (field, (a, n)) in per.matched {
-            let e = total.matched.entry(field).or_default();
-            e.0 += a;
-            e.1 += n;
-        }
+        let records = sessions(&dir.join(&file), verify).unwrap_or_else(|e| panic!("{file}: {e}"));
+        tally.add(&file, &rows, records.iter().map(row).collect());
     }
-    report += &format!(
-        "ALL: zeek {} conns, missing {}\n",
-        total.zeek_conns, total.missing
+    let failures = tally.finish();
+    println!("{}", tally.report);
+    assert!(
+        failures.is_empty(),
+        "{}\n{}",
+        failures.join("; "),
+        tally.report
     );
-    let mut failures = Vec::new();
-    for &field in FIELDS {
-        let (agree, n) = total.matched.get(field).copied().unwrap_or_default();
-        let share = if n == 0 { 1.0 } else { agree as f64 / n as f64 };
-        report += &format!("  {field:<14} {agree}/{n} = {:.1}%\n", share * 100.0);
-        if let Some(min) = threshold(field) {
-            if share < min {
-                failures.push(format!(
-                    "{field} agrees on {:.1}% < {:.0}%",
-                    share * 100.0,
-                    min * 100.0
-                ));
-            }
-        }
-    }
-    if total.missing > 2 {
-        failures.push(format!(
-            "{} of Zeek's connections missing (at most 2)",
-            total.missing
-        ));
-    }
-    println!("{report}");
-    assert!(failures.is_empty(), "{}\n{report}", failures.join("; "));
 }
 
 /// Every capture: every summary is in exactly one record's packet counts, or accounted as not

@@ -1,0 +1,212 @@
+//! Sessions through the real three-process pipeline: compared with Zeek's own conn.log on the
+//! captures that have one, and byte-identical whatever the number of processors or the way the
+//! two directions of each connection reach them (DESIGN invariant 2).
+
+use std::path::Path;
+use std::time::Duration;
+
+use serde_json::Value;
+use tapflow_collector::decode::{DecodeConfig, Decoder, LinkType};
+use tapflow_integration_tests::zeek::{json_row, parse_zeek_log, Tally, IGNORE_CHECKSUMS};
+use tapflow_integration_tests::{captures, run_pipeline, shared_pcaps, CollectorSpec, PipelineRun};
+use tapflow_proto::summary::flag;
+
+const TIMEOUT: Duration = Duration::from_secs(120);
+
+fn pipeline(pcap: &Path, n: usize, extra: &[&str]) -> PipelineRun {
+    let spec = CollectorSpec {
+        extra: extra.iter().map(|s| s.to_string()).collect(),
+        ..CollectorSpec::pcap(pcap, n)
+    };
+    run_pipeline(&[spec], n, TIMEOUT)
+}
+
+/// No cap may be reached where outputs are compared: counted evictions, forced merges and
+/// forced conn-log releases are all zero.
+fn assert_no_cap_hits(name: &str, run: &PipelineRun) {
+    let report = run
+        .report
+        .as_ref()
+        .unwrap_or_else(|| panic!("{name}: no report\n{}", run.aggregator.1));
+    for p in report["processors"].as_array().into_iter().flatten() {
+        for counter in ["flows_evicted", "merge_forced", "merge_late"] {
+            assert_eq!(
+                p["counters"][counter].as_u64(),
+                Some(0),
+                "{name}: {counter} in {p:#}"
+            );
+        }
+    }
+    assert_eq!(
+        report["conns"]["forced"].as_u64(),
+        Some(0),
+        "{name}: {report:#}"
+    );
+}
+
+fn checksum_flag(file: &str) -> &'static [&'static str] {
+    let name = file.trim_end_matches(".pcapng").trim_end_matches(".pcap");
+    if IGNORE_CHECKSUMS.contains(&name) {
+        &["--ignore-checksums"]
+    } else {
+        &[]
+    }
+}
+
+#[test]
+fn pipeline_sessions_agree_with_zeek() {
+    let Some(pcaps) = shared_pcaps() else { return };
+    let mut truths: Vec<String> = std::fs::read_dir(pcaps.join("truth"))
+        .map(|rd| {
+            rd.filter_map(Result::ok)
+                .filter_map(|e| e.file_name().into_string().ok())
+                .collect()
+        })
+        .unwrap_or_default();
+    truths.retain(|n| n.ends_with(".zeek-conn.log"));
+    truths.sort();
+    assert!(truths.len() >= 9, "{truths:?}");
+    let mut tally = Tally::default();
+    for truth in &truths {
+        let file = truth.trim_end_matches(".zeek-conn.log");
+        let run = pipeline(&pcaps.join(file), 2, checksum_flag(file));
+        assert!(run.all_exited(), "{file}: {}", run.aggregator.1);
+        assert_no_cap_hits(file, &run);
+        let ours = run
+            .conn_log
+            .lines()
+            .map(|l| json_row(&serde_json::from_str::<Value>(l).unwrap_or_default()))
+            .collect();
+        let zeek = parse_zeek_log(
+            &std::fs::read_to_string(pcaps.join("truth").join(truth)).unwrap_or_default(),
+        );
+        tally.add(file, &zeek, ours);
+    }
+    let failures = tally.finish();
+    println!("{}", tally.report);
+    assert!(
+        failures.is_empty(),
+        "{}\n{}",
+        failures.join("; "),
+        tally.report
+    );
+}
+
+#[test]
+fn conn_log_is_identical_with_1_2_and_3_processors() {
+    let Some(pcaps) = shared_pcaps() else { return };
+    let mut lines = 0;
+    for file in captures(&pcaps) {
+        let name = file
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or_default()
+            .to_owned();
+        let runs: Vec<PipelineRun> = [1, 2, 3].iter().map(|&n| pipeline(&file, n, &[])).collect();
+        for (run, n) in runs.iter().zip([1, 2, 3]) {
+            assert!(run.all_exited(), "{name} n={n}");
+            assert_no_cap_hits(&name, run);
+        }
+        assert_eq!(
+            runs[0].conn_log, runs[1].conn_log,
+            "{name}: 1 vs 2 processors"
+        );
+        assert_eq!(
+            runs[0].conn_log, runs[2].conn_log,
+            "{name}: 1 vs 3 processors"
+        );
+        lines += runs[0].conn_log.lines().count();
+    }
+    assert!(lines > 1000, "the captures give sessions: {lines}");
+    println!("{lines} conn records identical with 1, 2 and 3 processors");
+}
+
+/// Rewrites a capture with strictly increasing timestamps (1 µs apart at least) into `all`,
+/// and splits it by direction along each flow's canonical key into `fwd` and `rev`.
+fn split_by_direction(pcap: &Path, all: &Path, fwd: &Path, rev: &Path) -> Option<(usize, usize)> {
+    let mut cap = pcap::Capture::from_file(pcap).ok()?;
+    let dlt = cap.get_datalink();
+    let link = LinkType::from_dlt(dlt.0)?;
+    let dead = pcap::Capture::dead(dlt).ok()?;
+    let (mut w_all, mut w_fwd, mut w_rev) = (
+        dead.savefile(all).ok()?,
+        dead.savefile(fwd).ok()?,
+        dead.savefile(rev).ok()?,
+    );
+    let mut decoder = Decoder::new(DecodeConfig::default());
+    let mut out = Vec::new();
+    let mut last_us: i64 = 0;
+    let (mut nf, mut nr) = (0, 0);
+    while let Ok(p) = cap.next_packet() {
+        let us = (p.header.ts.tv_sec * 1_000_000 + p.header.ts.tv_usec).max(last_us + 1);
+        last_us = us;
+        let mut header = *p.header;
+        header.ts.tv_sec = us / 1_000_000;
+        header.ts.tv_usec = us % 1_000_000;
+        let packet = pcap::Packet::new(&header, p.data);
+        w_all.write(&packet);
+        out.clear();
+        decoder.decode(link, (us as u64) * 1000, p.data, p.header.len, &mut out);
+        if out.first().is_some_and(|s| s.flags & flag::REVERSE != 0) {
+            w_rev.write(&packet);
+            nr += 1;
+        } else {
+            w_fwd.write(&packet);
+            nf += 1;
+        }
+    }
+    w_all.flush().ok()?;
+    w_fwd.flush().ok()?;
+    w_rev.flush().ok()?;
+    Some((nf, nr))
+}
+
+#[test]
+fn two_taps_seeing_one_direction_each_give_the_same_sessions_as_one() {
+    let Some(pcaps) = shared_pcaps() else { return };
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let mut compared = 0;
+    for name in [
+        "zeek-ssh.pcap",
+        "zeek-ftp-bigtransfer.pcap",
+        "chrissanders-http_espn.pcapng",
+        "evilfingers-nmap-connect-scan.pcap",
+        "zeek-tunnels-vxlan.pcap",
+        "zeek-quic-firefox-cloudflare.pcap",
+    ] {
+        let (all, fwd, rev) = (
+            dir.path().join(format!("{name}.all.pcap")),
+            dir.path().join(format!("{name}.fwd.pcap")),
+            dir.path().join(format!("{name}.rev.pcap")),
+        );
+        let Some((nf, nr)) = split_by_direction(&pcaps.join(name), &all, &fwd, &rev) else {
+            panic!("{name}: cannot rewrite")
+        };
+        assert!(
+            nf > 0 && nr > 0,
+            "{name}: both directions present ({nf}/{nr})"
+        );
+        let one = pipeline(&all, 2, &[]);
+        let two = run_pipeline(
+            &[CollectorSpec::pcap(&fwd, 2), CollectorSpec::pcap(&rev, 2)],
+            2,
+            TIMEOUT,
+        );
+        assert!(
+            one.all_exited() && two.all_exited(),
+            "{name}: {}",
+            two.aggregator.1
+        );
+        assert_no_cap_hits(name, &one);
+        assert_no_cap_hits(name, &two);
+        assert!(!one.conn_log.is_empty(), "{name}");
+        assert_eq!(
+            one.conn_log, two.conn_log,
+            "{name}: one tap vs two taps by direction"
+        );
+        compared += one.conn_log.lines().count();
+    }
+    println!(
+        "{compared} conn records identical through one tap and through two taps split by direction"
+    );
+}
