@@ -69,10 +69,15 @@ pub struct AccountingReport {
 /// Builds the report from every processor's end-of-stream account.
 pub fn reconcile(accounts: &[ProcessorAccount]) -> AccountingReport {
     // (sender, incarnation) -> the freshest counters and the links seen for it.
-    let mut collectors: BTreeMap<(String, u64), (Option<CollectorCounters>, Option<EosStatus>, Vec<LinkRow>)> = BTreeMap::new();
+    let mut collectors: BTreeMap<
+        (String, u64),
+        (Option<CollectorCounters>, Option<EosStatus>, Vec<LinkRow>),
+    > = BTreeMap::new();
     for acc in accounts {
         for link in &acc.links {
-            let entry = collectors.entry((link.sender.clone(), link.incarnation)).or_default();
+            let entry = collectors
+                .entry((link.sender.clone(), link.incarnation))
+                .or_default();
             if link.eos_seq.is_some() || entry.0.is_none() {
                 if let Some(c) = &link.counters {
                     entry.0 = Some(c.clone());
@@ -99,11 +104,24 @@ pub fn reconcile(accounts: &[ProcessorAccount]) -> AccountingReport {
         for (shard, &sent) in counters.summaries_sent.iter().enumerate() {
             let shard = u16::try_from(shard).unwrap_or(u16::MAX);
             if !links.iter().any(|l| l.shard == shard) {
-                links.push(LinkRow { shard, processor: None, sent, eos_seq: None, received: 0, gaps: 0, misrouted: 0, reconciles: false });
+                links.push(LinkRow {
+                    shard,
+                    processor: None,
+                    sent,
+                    eos_seq: None,
+                    received: 0,
+                    gaps: 0,
+                    misrouted: 0,
+                    reconciles: false,
+                });
             }
         }
         for l in &mut links {
-            l.sent = counters.summaries_sent.get(usize::from(l.shard)).copied().unwrap_or(0);
+            l.sent = counters
+                .summaries_sent
+                .get(usize::from(l.shard))
+                .copied()
+                .unwrap_or(0);
             l.reconciles = l.eos_seq == Some(l.sent) && l.sent == l.received + l.gaps;
         }
         links.sort_by(|a, b| a.shard.cmp(&b.shard));
@@ -135,10 +153,23 @@ pub fn reconcile(accounts: &[ProcessorAccount]) -> AccountingReport {
             counters: a.counters.clone(),
         })
         .collect();
-    let reconciled = rows.iter().all(|c| c.packets_reconcile && c.summaries_reconcile && c.links.iter().all(|l| l.reconciles));
-    let routing_consistent = processors.iter().all(|p| p.misrouted_messages == 0 && p.summaries_wrong_shard == 0)
-        && rows.iter().all(|c| c.links.iter().all(|l| l.misrouted == 0));
-    AccountingReport { kind: "accounting", reconciled, routing_consistent, collectors: rows, processors, conns: None }
+    let reconciled = rows.iter().all(|c| {
+        c.packets_reconcile && c.summaries_reconcile && c.links.iter().all(|l| l.reconciles)
+    });
+    let routing_consistent = processors
+        .iter()
+        .all(|p| p.misrouted_messages == 0 && p.summaries_wrong_shard == 0)
+        && rows
+            .iter()
+            .all(|c| c.links.iter().all(|l| l.misrouted == 0));
+    AccountingReport {
+        kind: "accounting",
+        reconciled,
+        routing_consistent,
+        collectors: rows,
+        processors,
+        conns: None,
+    }
 }
 
 fn status_name(s: &EosStatus) -> String {
@@ -157,7 +188,20 @@ pub fn table(report: &AccountingReport) -> String {
     s.push_str("collector                                read  summarised  frag_merged  drops  summaries  link: sent=received+gaps\n");
     for c in &report.collectors {
         let drops: u64 = c.drops.values().sum();
-        let links: Vec<String> = c.links.iter().map(|l| format!("#{}: {}={}+{}{}", l.shard, l.sent, l.received, l.gaps, if l.reconciles { "" } else { " MISMATCH" })).collect();
+        let links: Vec<String> = c
+            .links
+            .iter()
+            .map(|l| {
+                format!(
+                    "#{}: {}={}+{}{}",
+                    l.shard,
+                    l.sent,
+                    l.received,
+                    l.gaps,
+                    if l.reconciles { "" } else { " MISMATCH" }
+                )
+            })
+            .collect();
         s.push_str(&format!(
             "{:<38} {:>6} {:>11} {:>12} {:>6} {:>10}  {}{}\n",
             c.sender,
@@ -167,10 +211,17 @@ pub fn table(report: &AccountingReport) -> String {
             drops,
             c.summaries,
             links.join("  "),
-            if c.packets_reconcile && c.summaries_reconcile { "" } else { "  COUNTERS MISMATCH" }
+            if c.packets_reconcile && c.summaries_reconcile {
+                ""
+            } else {
+                "  COUNTERS MISMATCH"
+            }
         ));
     }
-    s.push_str(&format!("reconciled: {}  routing consistent: {}", report.reconciled, report.routing_consistent));
+    s.push_str(&format!(
+        "reconciled: {}  routing consistent: {}",
+        report.reconciled, report.routing_consistent
+    ));
     s
 }
 
@@ -181,14 +232,32 @@ mod tests {
 
     fn counters(sent: Vec<u64>) -> CollectorCounters {
         let total: u64 = sent.iter().sum();
-        CollectorCounters { packets_read: total + 2, packets_summarised: total, fragments_merged: 2, summaries: total, summaries_sent: sent, ..Default::default() }
+        CollectorCounters {
+            packets_read: total + 2,
+            packets_summarised: total,
+            fragments_merged: 2,
+            summaries: total,
+            summaries_sent: sent,
+            ..Default::default()
+        }
     }
 
-    fn link(sender: &str, shard: u16, sent: u64, received: u64, gaps: u64, c: &CollectorCounters) -> LinkAccount {
+    fn link(
+        sender: &str,
+        shard: u16,
+        sent: u64,
+        received: u64,
+        gaps: u64,
+        c: &CollectorCounters,
+    ) -> LinkAccount {
         LinkAccount {
             sender: sender.into(),
             incarnation: 1,
-            claim: Some(ShardClaim { epoch: 1, shard_count: 2, shard }),
+            claim: Some(ShardClaim {
+                epoch: 1,
+                shard_count: 2,
+                shard,
+            }),
             summaries_received: received,
             gaps,
             eos_seq: Some(sent),
@@ -199,13 +268,20 @@ mod tests {
     }
 
     fn account(name: &str, links: Vec<LinkAccount>) -> ProcessorAccount {
-        ProcessorAccount { processor: name.into(), links, ..Default::default() }
+        ProcessorAccount {
+            processor: name.into(),
+            links,
+            ..Default::default()
+        }
     }
 
     #[test]
     fn complete_run_reconciles() {
         let c = counters(vec![10, 5]);
-        let r = reconcile(&[account("p0", vec![link("a", 0, 10, 10, 0, &c)]), account("p1", vec![link("a", 1, 5, 5, 0, &c)])]);
+        let r = reconcile(&[
+            account("p0", vec![link("a", 0, 10, 10, 0, &c)]),
+            account("p1", vec![link("a", 1, 5, 5, 0, &c)]),
+        ]);
         assert!(r.reconciled && r.routing_consistent, "{}", table(&r));
         assert_eq!(r.collectors[0].links.len(), 2);
     }
@@ -213,9 +289,15 @@ mod tests {
     #[test]
     fn gaps_reconcile_but_a_silent_loss_does_not() {
         let c = counters(vec![10, 5]);
-        let r = reconcile(&[account("p0", vec![link("a", 0, 10, 7, 3, &c)]), account("p1", vec![link("a", 1, 5, 5, 0, &c)])]);
+        let r = reconcile(&[
+            account("p0", vec![link("a", 0, 10, 7, 3, &c)]),
+            account("p1", vec![link("a", 1, 5, 5, 0, &c)]),
+        ]);
         assert!(r.reconciled, "gaps are accounted: {}", table(&r));
-        let r = reconcile(&[account("p0", vec![link("a", 0, 10, 7, 0, &c)]), account("p1", vec![link("a", 1, 5, 5, 0, &c)])]);
+        let r = reconcile(&[
+            account("p0", vec![link("a", 0, 10, 7, 0, &c)]),
+            account("p1", vec![link("a", 1, 5, 5, 0, &c)]),
+        ]);
         assert!(!r.reconciled);
     }
 
@@ -232,7 +314,10 @@ mod tests {
         let c = counters(vec![10, 5]);
         let mut l = link("a", 1, 5, 5, 0, &c);
         l.misrouted = 5;
-        let r = reconcile(&[account("p0", vec![link("a", 0, 10, 10, 0, &c)]), account("p1", vec![l])]);
+        let r = reconcile(&[
+            account("p0", vec![link("a", 0, 10, 10, 0, &c)]),
+            account("p1", vec![l]),
+        ]);
         assert!(!r.routing_consistent);
     }
 }

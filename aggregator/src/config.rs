@@ -77,9 +77,15 @@ impl Config {
     pub fn load(args: Args) -> Result<Config, ConfigError> {
         let file = match &args.config {
             Some(path) => {
-                let text = std::fs::read_to_string(path)
-                    .map_err(|e| ConfigError(vec![format!("cannot read config file {}: {e}", path.display())]))?;
-                toml::from_str(&text).map_err(|e| ConfigError(vec![format!("config file {}: {e}", path.display())]))?
+                let text = std::fs::read_to_string(path).map_err(|e| {
+                    ConfigError(vec![format!(
+                        "cannot read config file {}: {e}",
+                        path.display()
+                    )])
+                })?;
+                toml::from_str(&text).map_err(|e| {
+                    ConfigError(vec![format!("config file {}: {e}", path.display())])
+                })?
             }
             None => FileConfig::default(),
         };
@@ -91,7 +97,10 @@ impl Config {
         let listen = args.listen.or(file.listen).unwrap_or_default();
         if listen.is_empty() {
             errors.push("--listen ENDPOINT is required".to_owned());
-        } else if !(listen.starts_with("tcp://") || listen.starts_with("ipc://") || listen.starts_with("inproc://")) {
+        } else if !(listen.starts_with("tcp://")
+            || listen.starts_with("ipc://")
+            || listen.starts_with("inproc://"))
+        {
             errors.push(format!("listen endpoint {listen:?} is not a ZeroMQ endpoint (tcp://HOST:PORT or ipc://PATH)"));
         }
         let processors = args.processors.or(file.processors).unwrap_or(0);
@@ -120,10 +129,16 @@ mod tests {
     #[test]
     fn reports_every_missing_field() {
         let args = Args::try_parse_from(["a"]).unwrap_or_else(|e| panic!("{e}"));
-        let Err(ConfigError(errors)) = Config::merge(args, FileConfig::default()) else { panic!("accepted an empty config") };
+        let Err(ConfigError(errors)) = Config::merge(args, FileConfig::default()) else {
+            panic!("accepted an empty config")
+        };
         assert_eq!(errors.len(), 2, "{errors:?}");
-        let args = Args::try_parse_from(["a", "--listen", "tcp://127.0.0.1:5700"]).unwrap_or_else(|e| panic!("{e}"));
+        let args = Args::try_parse_from(["a", "--listen", "tcp://127.0.0.1:5700"])
+            .unwrap_or_else(|e| panic!("{e}"));
         let file: FileConfig = toml::from_str("processors = 3").unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(Config::merge(args, file).map(|c| c.processors).ok(), Some(3));
+        assert_eq!(
+            Config::merge(args, file).map(|c| c.processors).ok(),
+            Some(3)
+        );
     }
 }

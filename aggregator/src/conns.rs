@@ -96,11 +96,17 @@ impl ConnSorter {
         let limit = if self.watermarks.len() < self.processors {
             0
         } else {
-            self.watermarks.values().map(|&(wm, settle)| wm.saturating_sub(settle)).min().unwrap_or(0)
+            self.watermarks
+                .values()
+                .map(|&(wm, settle)| wm.saturating_sub(settle))
+                .min()
+                .unwrap_or(0)
         };
         loop {
             let forced = self.pending.len() > self.cap;
-            let Some(entry) = self.pending.first_entry() else { break };
+            let Some(entry) = self.pending.first_entry() else {
+                break;
+            };
             let due = entry.key().0 < limit || limit == u64::MAX;
             if !due && !forced {
                 break;
@@ -130,13 +136,24 @@ impl ConnSorter {
 
     fn write(&mut self, r: &ConnRecord, out: &mut String) {
         self.stats.released += 1;
-        let parents: Vec<String> = r.tunnel_parents.iter().map(|k| self.parent_uid(k, r.ts_ns)).collect();
+        let parents: Vec<String> = r
+            .tunnel_parents
+            .iter()
+            .map(|k| self.parent_uid(k, r.ts_ns))
+            .collect();
         conn_json(r, &parents, out);
     }
 
     /// The uid of the outer connection on `key` that was open when `ts` came.
     fn parent_uid(&mut self, key: &FlowKey, ts: u64) -> String {
-        let first = self.outers.get(key).and_then(|starts| starts.iter().filter(|&&s| s <= ts).max().or(starts.iter().min()).copied());
+        let first = self.outers.get(key).and_then(|starts| {
+            starts
+                .iter()
+                .filter(|&&s| s <= ts)
+                .max()
+                .or(starts.iter().min())
+                .copied()
+        });
         match first {
             Some(first) => uid(key, first),
             None => {
@@ -158,7 +175,11 @@ pub fn conn_json(r: &ConnRecord, parents: &[String], out: &mut String) {
     };
     out.push('{');
     let _ = write!(out, "\"ts\":{},\"uid\":\"{}\"", secs(r.ts_ns), r.uid);
-    let _ = write!(out, ",\"id.orig_h\":\"{}\",\"id.orig_p\":{},\"id.resp_h\":\"{}\",\"id.resp_p\":{}", r.orig_h, r.orig_p, r.resp_h, r.resp_p);
+    let _ = write!(
+        out,
+        ",\"id.orig_h\":\"{}\",\"id.orig_p\":{},\"id.resp_h\":\"{}\",\"id.resp_p\":{}",
+        r.orig_h, r.orig_p, r.resp_h, r.resp_p
+    );
     let _ = write!(out, ",\"proto\":\"{proto}\"");
     if let Some(d) = r.duration_ns {
         let _ = write!(out, ",\"duration\":{}", secs(d));
@@ -196,7 +217,11 @@ pub fn conn_json(r: &ConnRecord, parents: &[String], out: &mut String) {
         }
         out.push(']');
     }
-    let _ = write!(out, ",\"ip_proto\":{},\"community_id\":\"{}\"", r.proto, r.community_id);
+    let _ = write!(
+        out,
+        ",\"ip_proto\":{},\"community_id\":\"{}\"",
+        r.proto, r.community_id
+    );
     if r.key.vlan != 0 {
         let _ = write!(out, ",\"vlan\":{}", r.key.vlan);
     }
@@ -218,7 +243,13 @@ mod tests {
     use tapflow_proto::{Addr, FiveTuple};
 
     fn rec(ts: u64, dur: u64, sport: u16) -> ConnRecord {
-        let t = FiveTuple { proto: 6, src: Addr::from_v4([10, 0, 0, 1]), dst: Addr::from_v4([10, 0, 0, 2]), sport, dport: 80 };
+        let t = FiveTuple {
+            proto: 6,
+            src: Addr::from_v4([10, 0, 0, 1]),
+            dst: Addr::from_v4([10, 0, 0, 2]),
+            sport,
+            dport: 80,
+        };
         let key = t.key(0).0;
         ConnRecord {
             ts_ns: ts,
@@ -249,11 +280,25 @@ mod tests {
     }
 
     fn batch(p: &str, wm: u64, records: Vec<ConnRecord>) -> ConnBatch {
-        ConnBatch { processor: p.into(), incarnation: 1, watermark_ns: wm, settle_ns: 10, records, tunnel_outers: vec![] }
+        ConnBatch {
+            processor: p.into(),
+            incarnation: 1,
+            watermark_ns: wm,
+            settle_ns: 10,
+            records,
+            tunnel_outers: vec![],
+        }
     }
 
     fn lines(s: &str) -> Vec<String> {
-        s.lines().map(|l| l.split(",\"id.orig_h").next().unwrap_or_default().to_owned()).collect()
+        s.lines()
+            .map(|l| {
+                l.split(",\"id.orig_h")
+                    .next()
+                    .unwrap_or_default()
+                    .to_owned()
+            })
+            .collect()
     }
 
     #[test]
@@ -279,7 +324,10 @@ mod tests {
         let run = |flip: bool| {
             let mut c = ConnSorter::new(2, 1000);
             let mut out = String::new();
-            let (a, b) = (batch("p0", 1000, vec![rec(5, 5, 1), rec(7, 1, 2)]), batch("p1", 1000, vec![rec(6, 2, 3), rec(1, 9, 4)]));
+            let (a, b) = (
+                batch("p0", 1000, vec![rec(5, 5, 1), rec(7, 1, 2)]),
+                batch("p1", 1000, vec![rec(6, 2, 3), rec(1, 9, 4)]),
+            );
             if flip {
                 c.push(b);
                 c.push(a);
@@ -314,7 +362,11 @@ mod tests {
     fn cap_forces_release_and_counts_it() {
         let mut c = ConnSorter::new(1, 2);
         let mut out = String::new();
-        c.push(batch("p0", 0, vec![rec(1, 1, 1), rec(2, 1, 2), rec(3, 1, 3)]));
+        c.push(batch(
+            "p0",
+            0,
+            vec![rec(1, 1, 1), rec(2, 1, 2), rec(3, 1, 3)],
+        ));
         c.release(&mut out);
         assert_eq!((c.stats().forced, c.pending()), (1, 2));
     }
@@ -322,7 +374,15 @@ mod tests {
     #[test]
     fn tunnel_parent_is_the_outer_open_at_the_inner_start() {
         let mut c = ConnSorter::new(1, 100);
-        let outer = FiveTuple { proto: 17, src: Addr::from_v4([1, 1, 1, 1]), dst: Addr::from_v4([2, 2, 2, 2]), sport: 5000, dport: 4789 }.key(0).0;
+        let outer = FiveTuple {
+            proto: 17,
+            src: Addr::from_v4([1, 1, 1, 1]),
+            dst: Addr::from_v4([2, 2, 2, 2]),
+            sport: 5000,
+            dport: 4789,
+        }
+        .key(0)
+        .0;
         let mut b = batch("p0", u64::MAX, vec![]);
         b.tunnel_outers = vec![(outer, 100), (outer, 900)];
         let mut inner = rec(950, 10, 9);

@@ -16,9 +16,16 @@ use crate::conns::{conn_json, ConnSorter};
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
     #[error("cannot {what} {endpoint}: {source}")]
-    Socket { what: &'static str, endpoint: String, source: zmq::Error },
+    Socket {
+        what: &'static str,
+        endpoint: String,
+        source: zmq::Error,
+    },
     #[error("cannot write {path}: {source}")]
-    Log { path: String, source: std::io::Error },
+    Log {
+        path: String,
+        source: std::io::Error,
+    },
 }
 
 /// Serves until every expected processor has ended (with `exit_on_eos`) or `shutdown` is set;
@@ -32,10 +39,17 @@ pub fn run(config: &Config, shutdown: &AtomicBool) -> Result<AccountingReport, R
     let ctx = zmq::Context::new();
     let sock_err = |what: &'static str| {
         let endpoint = config.listen.clone();
-        move |source| RunError::Socket { what, endpoint, source }
+        move |source| RunError::Socket {
+            what,
+            endpoint,
+            source,
+        }
     };
-    let pull = ctx.socket(zmq::PULL).map_err(sock_err("create a socket for"))?;
-    pull.set_maxmsgsize(2 * MAX_MESSAGE_BYTES as i64).map_err(sock_err("configure"))?;
+    let pull = ctx
+        .socket(zmq::PULL)
+        .map_err(sock_err("create a socket for"))?;
+    pull.set_maxmsgsize(2 * MAX_MESSAGE_BYTES as i64)
+        .map_err(sock_err("configure"))?;
     pull.bind(&config.listen).map_err(sock_err("bind"))?;
     info!(listen = %config.listen, processors = config.processors, "aggregator started");
 
@@ -120,16 +134,31 @@ struct LogFile {
 
 impl LogFile {
     fn create(path: Option<&std::path::Path>) -> Result<LogFile, RunError> {
-        let Some(p) = path else { return Ok(LogFile { path: String::new(), w: None }) };
+        let Some(p) = path else {
+            return Ok(LogFile {
+                path: String::new(),
+                w: None,
+            });
+        };
         let path = p.display().to_string();
-        let f = File::create(p).map_err(|source| RunError::Log { path: path.clone(), source })?;
-        Ok(LogFile { path, w: Some(BufWriter::with_capacity(1 << 16, f)) })
+        let f = File::create(p).map_err(|source| RunError::Log {
+            path: path.clone(),
+            source,
+        })?;
+        Ok(LogFile {
+            path,
+            w: Some(BufWriter::with_capacity(1 << 16, f)),
+        })
     }
 
     /// Appends `text` (whole lines) and clears it.
     fn write(&mut self, text: &mut String) -> Result<(), RunError> {
         if let Some(w) = self.w.as_mut() {
-            w.write_all(text.as_bytes()).map_err(|source| RunError::Log { path: self.path.clone(), source })?;
+            w.write_all(text.as_bytes())
+                .map_err(|source| RunError::Log {
+                    path: self.path.clone(),
+                    source,
+                })?;
         }
         text.clear();
         Ok(())
@@ -137,7 +166,10 @@ impl LogFile {
 
     fn flush(&mut self) -> Result<(), RunError> {
         if let Some(w) = self.w.as_mut() {
-            w.flush().map_err(|source| RunError::Log { path: self.path.clone(), source })?;
+            w.flush().map_err(|source| RunError::Log {
+                path: self.path.clone(),
+                source,
+            })?;
         }
         Ok(())
     }

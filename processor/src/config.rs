@@ -91,9 +91,15 @@ impl Config {
     pub fn load(args: Args) -> Result<Config, ConfigError> {
         let file = match &args.config {
             Some(path) => {
-                let text = std::fs::read_to_string(path)
-                    .map_err(|e| ConfigError(vec![format!("cannot read config file {}: {e}", path.display())]))?;
-                toml::from_str(&text).map_err(|e| ConfigError(vec![format!("config file {}: {e}", path.display())]))?
+                let text = std::fs::read_to_string(path).map_err(|e| {
+                    ConfigError(vec![format!(
+                        "cannot read config file {}: {e}",
+                        path.display()
+                    )])
+                })?;
+                toml::from_str(&text).map_err(|e| {
+                    ConfigError(vec![format!("config file {}: {e}", path.display())])
+                })?
             }
             None => FileConfig::default(),
         };
@@ -139,7 +145,9 @@ impl Config {
             return Err(ConfigError(errors));
         }
         let name = args.name.or(file.name).unwrap_or_else(|| {
-            let host = std::fs::read_to_string("/proc/sys/kernel/hostname").map(|h| h.trim().to_owned()).unwrap_or_else(|_| "localhost".into());
+            let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .map(|h| h.trim().to_owned())
+                .unwrap_or_else(|_| "localhost".into());
             format!("{host}:{listen}:{}", std::process::id())
         });
         Ok(Config {
@@ -163,7 +171,9 @@ fn is_endpoint(ep: &str) -> bool {
 fn parse_claim(s: &str) -> Result<ShardClaim, String> {
     let parts: Vec<&str> = s.split('/').collect();
     let bad = || format!("shard {s:?} is not EPOCH/N/INDEX with INDEX < N (e.g. 1/3/0)");
-    let [e, n, i] = parts.as_slice() else { return Err(bad()) };
+    let [e, n, i] = parts.as_slice() else {
+        return Err(bad());
+    };
     let claim = ShardClaim {
         epoch: e.parse().map_err(|_| bad())?,
         shard_count: n.parse().map_err(|_| bad())?,
@@ -180,13 +190,17 @@ mod tests {
     use super::*;
 
     fn check(argv: &[&str], want_errors: &[&str]) {
-        let args = Args::try_parse_from(std::iter::once("p").chain(argv.iter().copied())).unwrap_or_else(|e| panic!("{e}"));
+        let args = Args::try_parse_from(std::iter::once("p").chain(argv.iter().copied()))
+            .unwrap_or_else(|e| panic!("{e}"));
         match Config::merge(args, FileConfig::default()) {
             Ok(_) => assert!(want_errors.is_empty(), "expected errors {want_errors:?}"),
             Err(ConfigError(got)) => {
                 assert_eq!(got.len(), want_errors.len(), "{got:?}");
                 for w in want_errors {
-                    assert!(got.iter().any(|g| g.contains(w)), "missing {w:?} in {got:?}");
+                    assert!(
+                        got.iter().any(|g| g.contains(w)),
+                        "missing {w:?} in {got:?}"
+                    );
                 }
             }
         }
@@ -194,9 +208,30 @@ mod tests {
 
     #[test]
     fn validates_all_fields_together() {
-        check(&["--listen", "tcp://127.0.0.1:1", "--aggregator", "tcp://127.0.0.1:2"], &[]);
-        check(&["--collectors", "0"], &["--listen", "--aggregator", "collectors must"]);
-        check(&["--listen", "http://x", "--aggregator", "tcp://a:1", "--shard", "1/2/0"], &["not a ZeroMQ endpoint"]);
+        check(
+            &[
+                "--listen",
+                "tcp://127.0.0.1:1",
+                "--aggregator",
+                "tcp://127.0.0.1:2",
+            ],
+            &[],
+        );
+        check(
+            &["--collectors", "0"],
+            &["--listen", "--aggregator", "collectors must"],
+        );
+        check(
+            &[
+                "--listen",
+                "http://x",
+                "--aggregator",
+                "tcp://a:1",
+                "--shard",
+                "1/2/0",
+            ],
+            &["not a ZeroMQ endpoint"],
+        );
         assert!(Args::try_parse_from(["p", "--shard", "1/2/2"]).is_err());
     }
 }

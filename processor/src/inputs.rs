@@ -15,9 +15,17 @@ use tapflow_proto::{shard, DecodeError, LinkHeader, Message, PacketSummary};
 #[derive(Debug, PartialEq, Eq)]
 pub enum Verdict<'a> {
     /// Summaries to process (a batch whose claim matches).
-    Accept { header: LinkHeader, summaries: &'a [PacketSummary] },
+    Accept {
+        header: LinkHeader,
+        summaries: &'a [PacketSummary],
+    },
     /// A batch dropped because its claim conflicts with ours.
-    Misrouted { header: LinkHeader, claim: ShardClaim, ours: ShardClaim, first: bool },
+    Misrouted {
+        header: LinkHeader,
+        claim: ShardClaim,
+        ours: ShardClaim,
+        first: bool,
+    },
     /// A heartbeat, or the input's end-of-stream (`ended`): its watermark moves on.
     Progress { header: LinkHeader, ended: bool },
 }
@@ -34,7 +42,14 @@ pub struct Inputs {
 
 impl Inputs {
     pub fn new(claim: Option<ShardClaim>) -> Inputs {
-        Inputs { claim, links: HashMap::new(), malformed: BTreeMap::new(), misrouted_messages: 0, wrong_shard: 0, scratch: Vec::new() }
+        Inputs {
+            claim,
+            links: HashMap::new(),
+            malformed: BTreeMap::new(),
+            misrouted_messages: 0,
+            wrong_shard: 0,
+            scratch: Vec::new(),
+        }
     }
 
     pub fn claim(&self) -> Option<ShardClaim> {
@@ -59,7 +74,11 @@ impl Inputs {
 
     pub fn on_message(&mut self, msg: Message) -> Verdict<'_> {
         let h = msg.header().clone();
-        let claim = ShardClaim { epoch: h.epoch, shard_count: h.shard_count, shard: h.shard };
+        let claim = ShardClaim {
+            epoch: h.epoch,
+            shard_count: h.shard_count,
+            shard: h.shard,
+        };
         let ours = *self.claim.get_or_insert(claim);
         let link = link_entry(&mut self.links, &h, claim);
         let n = match &msg {
@@ -80,27 +99,46 @@ impl Inputs {
                     let first = link.misrouted == 0;
                     link.misrouted += n;
                     self.misrouted_messages += 1;
-                    return Verdict::Misrouted { header: h, claim, ours, first };
+                    return Verdict::Misrouted {
+                        header: h,
+                        claim,
+                        ours,
+                        first,
+                    };
                 }
-                self.wrong_shard += summaries.iter().filter(|s| shard(&s.key, h.shard_count) != h.shard).count() as u64;
+                self.wrong_shard += summaries
+                    .iter()
+                    .filter(|s| shard(&s.key, h.shard_count) != h.shard)
+                    .count() as u64;
                 self.scratch = summaries;
-                Verdict::Accept { header: h, summaries: &self.scratch }
+                Verdict::Accept {
+                    header: h,
+                    summaries: &self.scratch,
+                }
             }
             Message::Heartbeat { counters, .. } => {
                 link.counters = Some(counters);
                 if misrouted {
                     self.misrouted_messages += 1;
                 }
-                Verdict::Progress { header: h, ended: false }
+                Verdict::Progress {
+                    header: h,
+                    ended: false,
+                }
             }
-            Message::Eos { status, counters, .. } => {
+            Message::Eos {
+                status, counters, ..
+            } => {
                 link.eos_seq = Some(h.seq);
                 link.eos_status = Some(status);
                 link.counters = Some(counters);
                 if misrouted {
                     self.misrouted_messages += 1;
                 }
-                Verdict::Progress { header: h, ended: true }
+                Verdict::Progress {
+                    header: h,
+                    ended: true,
+                }
             }
         }
     }
@@ -112,7 +150,12 @@ impl Inputs {
 
     /// Minimum watermark over inputs that have not ended (u64::MAX when none is live).
     pub fn watermark_ns(&self) -> u64 {
-        self.links.values().filter(|l| l.eos_seq.is_none()).map(|l| l.watermark_ns).min().unwrap_or(u64::MAX)
+        self.links
+            .values()
+            .filter(|l| l.eos_seq.is_none())
+            .map(|l| l.watermark_ns)
+            .min()
+            .unwrap_or(u64::MAX)
     }
 
     pub fn account(&self, processor: &str, incarnation: u64) -> ProcessorAccount {
@@ -131,13 +174,19 @@ impl Inputs {
     }
 }
 
-fn link_entry<'a>(links: &'a mut HashMap<(String, u64), LinkAccount>, h: &LinkHeader, claim: ShardClaim) -> &'a mut LinkAccount {
-    links.entry((h.sender.clone(), h.incarnation)).or_insert_with(|| LinkAccount {
-        sender: h.sender.clone(),
-        incarnation: h.incarnation,
-        claim: Some(claim),
-        ..LinkAccount::default()
-    })
+fn link_entry<'a>(
+    links: &'a mut HashMap<(String, u64), LinkAccount>,
+    h: &LinkHeader,
+    claim: ShardClaim,
+) -> &'a mut LinkAccount {
+    links
+        .entry((h.sender.clone(), h.incarnation))
+        .or_insert_with(|| LinkAccount {
+            sender: h.sender.clone(),
+            incarnation: h.incarnation,
+            claim: Some(claim),
+            ..LinkAccount::default()
+        })
 }
 
 #[cfg(test)]
@@ -146,7 +195,15 @@ mod tests {
     use tapflow_proto::{Addr, CollectorCounters, EosStatus, FiveTuple};
 
     fn header(sender: &str, shard: u16, seq: u64) -> LinkHeader {
-        LinkHeader { sender: sender.into(), incarnation: 1, epoch: 1, shard_count: 2, shard, seq, watermark_ns: seq * 10 }
+        LinkHeader {
+            sender: sender.into(),
+            incarnation: 1,
+            epoch: 1,
+            shard_count: 2,
+            shard,
+            seq,
+            watermark_ns: seq * 10,
+        }
     }
 
     /// Summaries that really belong to `want` of 2 shards.
@@ -154,7 +211,16 @@ mod tests {
         (0u16..)
             .map(|p| {
                 let mut s = PacketSummary::default();
-                s.set_tuple(&FiveTuple { proto: 6, src: Addr::from_v4([10, 0, 0, 1]), dst: Addr::from_v4([10, 0, 0, 2]), sport: p, dport: 80 }, 0);
+                s.set_tuple(
+                    &FiveTuple {
+                        proto: 6,
+                        src: Addr::from_v4([10, 0, 0, 1]),
+                        dst: Addr::from_v4([10, 0, 0, 2]),
+                        sport: p,
+                        dport: 80,
+                    },
+                    0,
+                );
                 s
             })
             .filter(|s| shard(&s.key, 2) == want)
@@ -163,21 +229,37 @@ mod tests {
     }
 
     fn batch(sender: &str, shard: u16, seq: u64, n: usize) -> Message {
-        Message::Batch { header: header(sender, shard, seq), summaries: summaries(shard, n) }
+        Message::Batch {
+            header: header(sender, shard, seq),
+            summaries: summaries(shard, n),
+        }
     }
 
     fn eos(sender: &str, shard: u16, seq: u64) -> Message {
-        Message::Eos { header: header(sender, shard, seq), status: EosStatus::Complete, counters: CollectorCounters::default() }
+        Message::Eos {
+            header: header(sender, shard, seq),
+            status: EosStatus::Complete,
+            counters: CollectorCounters::default(),
+        }
     }
 
     #[test]
     fn gaps_count_missing_summaries() {
         let mut inputs = Inputs::new(None);
-        assert!(matches!(inputs.on_message(batch("a", 0, 0, 5)), Verdict::Accept { summaries, .. } if summaries.len() == 5));
+        assert!(
+            matches!(inputs.on_message(batch("a", 0, 0, 5)), Verdict::Accept { summaries, .. } if summaries.len() == 5)
+        );
         inputs.on_message(batch("a", 0, 8, 2)); // 3 lost
         inputs.on_message(eos("a", 0, 14)); // 4 more lost
         let acc = inputs.account("p", 1);
-        assert_eq!((acc.links[0].summaries_received, acc.links[0].gaps, acc.links[0].eos_seq), (7, 7, Some(14)));
+        assert_eq!(
+            (
+                acc.links[0].summaries_received,
+                acc.links[0].gaps,
+                acc.links[0].eos_seq
+            ),
+            (7, 7, Some(14))
+        );
         assert_eq!(acc.summaries_wrong_shard, 0);
         assert_eq!(inputs.ended(), 1);
     }
@@ -189,24 +271,44 @@ mod tests {
         let v = inputs.on_message(batch("b", 1, 0, 4));
         assert!(matches!(v, Verdict::Misrouted { first: true, .. }), "{v:?}");
         let v = inputs.on_message(batch("b", 1, 4, 4));
-        assert!(matches!(v, Verdict::Misrouted { first: false, .. }), "{v:?}");
+        assert!(
+            matches!(v, Verdict::Misrouted { first: false, .. }),
+            "{v:?}"
+        );
         let acc = inputs.account("p", 1);
         assert_eq!(acc.misrouted_messages, 2);
-        let b = acc.links.iter().find(|l| l.sender == "b").map(|l| (l.summaries_received, l.misrouted));
+        let b = acc
+            .links
+            .iter()
+            .find(|l| l.sender == "b")
+            .map(|l| (l.summaries_received, l.misrouted));
         assert_eq!(b, Some((8, 8)));
     }
 
     #[test]
     fn configured_claim_wins() {
-        let mut inputs = Inputs::new(Some(ShardClaim { epoch: 1, shard_count: 2, shard: 1 }));
-        assert!(matches!(inputs.on_message(batch("a", 0, 0, 1)), Verdict::Misrouted { .. }));
-        assert!(matches!(inputs.on_message(batch("b", 1, 0, 1)), Verdict::Accept { .. }));
+        let mut inputs = Inputs::new(Some(ShardClaim {
+            epoch: 1,
+            shard_count: 2,
+            shard: 1,
+        }));
+        assert!(matches!(
+            inputs.on_message(batch("a", 0, 0, 1)),
+            Verdict::Misrouted { .. }
+        ));
+        assert!(matches!(
+            inputs.on_message(batch("b", 1, 0, 1)),
+            Verdict::Accept { .. }
+        ));
     }
 
     #[test]
     fn wrong_shard_summaries_are_counted() {
         let mut inputs = Inputs::new(None);
-        let m = Message::Batch { header: header("a", 0, 0), summaries: summaries(1, 3) };
+        let m = Message::Batch {
+            header: header("a", 0, 0),
+            summaries: summaries(1, 3),
+        };
         inputs.on_message(m);
         assert_eq!(inputs.account("p", 1).summaries_wrong_shard, 3);
     }
@@ -216,7 +318,10 @@ mod tests {
         let mut inputs = Inputs::new(None);
         inputs.on_message(batch("a", 0, 0, 1)); // watermark 0
         inputs.on_message(batch("a", 0, 1, 1)); // 10
-        inputs.on_message(Message::Batch { header: header("b", 0, 50), summaries: vec![] }); // 500
+        inputs.on_message(Message::Batch {
+            header: header("b", 0, 50),
+            summaries: vec![],
+        }); // 500
         assert_eq!(inputs.watermark_ns(), 10);
         inputs.on_message(eos("a", 0, 2));
         assert_eq!(inputs.watermark_ns(), 500);

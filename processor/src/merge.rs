@@ -90,15 +90,31 @@ impl Merger {
 
     fn input(&mut self, sender: &str, incarnation: u64) -> usize {
         let next = self.inputs.len();
-        *self.index.entry((sender.to_owned(), incarnation)).or_insert_with(|| {
-            self.inputs.push(Input { name: sender.to_owned(), watermark_ns: 0, ended: false, dead: false });
-            next
-        })
+        *self
+            .index
+            .entry((sender.to_owned(), incarnation))
+            .or_insert_with(|| {
+                self.inputs.push(Input {
+                    name: sender.to_owned(),
+                    watermark_ns: 0,
+                    ended: false,
+                    dead: false,
+                });
+                next
+            })
     }
 
     /// Buffers a batch's summaries (the first has sequence number `seq`) and advances the
     /// input's watermark. Late summaries are handed straight to `out`.
-    pub fn push(&mut self, sender: &str, incarnation: u64, seq: u64, watermark_ns: u64, summaries: &[PacketSummary], out: &mut Vec<PacketSummary>) {
+    pub fn push(
+        &mut self,
+        sender: &str,
+        incarnation: u64,
+        seq: u64,
+        watermark_ns: u64,
+        summaries: &[PacketSummary],
+        out: &mut Vec<PacketSummary>,
+    ) {
         let i = self.input(sender, incarnation);
         self.inputs[i].watermark_ns = self.inputs[i].watermark_ns.max(watermark_ns);
         for (k, s) in summaries.iter().enumerate() {
@@ -107,7 +123,12 @@ impl Merger {
                 out.push(*s);
                 continue;
             }
-            self.heap.push(Reverse(Entry { ts: s.ts_ns, rank: (sender.to_owned(), incarnation), seq: seq + k as u64, summary: *s }));
+            self.heap.push(Reverse(Entry {
+                ts: s.ts_ns,
+                rank: (sender.to_owned(), incarnation),
+                seq: seq + k as u64,
+                summary: *s,
+            }));
         }
         while self.heap.len() > self.cap {
             if let Some(Reverse(e)) = self.heap.pop() {
@@ -148,12 +169,21 @@ impl Merger {
         if self.inputs.len() < self.expected && !self.waive_expected {
             return None;
         }
-        Some(self.inputs.iter().filter(|i| !i.ended && !i.dead).map(|i| i.watermark_ns).min().unwrap_or(u64::MAX))
+        Some(
+            self.inputs
+                .iter()
+                .filter(|i| !i.ended && !i.dead)
+                .map(|i| i.watermark_ns)
+                .min()
+                .unwrap_or(u64::MAX),
+        )
     }
 
     /// Releases, in order, every summary at or behind the watermark.
     pub fn release(&mut self, out: &mut Vec<PacketSummary>) {
-        let Some(wm) = self.watermark_ns() else { return };
+        let Some(wm) = self.watermark_ns() else {
+            return;
+        };
         while self.heap.peek().is_some_and(|Reverse(e)| e.ts <= wm) {
             if let Some(Reverse(e)) = self.heap.pop() {
                 self.emit(e, out);
@@ -186,7 +216,10 @@ mod tests {
     use super::*;
 
     fn s(ts: u64) -> PacketSummary {
-        PacketSummary { ts_ns: ts, ..PacketSummary::default() }
+        PacketSummary {
+            ts_ns: ts,
+            ..PacketSummary::default()
+        }
     }
 
     fn ts(v: &[PacketSummary]) -> Vec<u64> {

@@ -18,13 +18,21 @@ use crate::merge::Merger;
 use crate::session::{ConnRecord, FlowTable, SessionConfig};
 
 fn sock<'a>(what: &'static str, endpoint: &'a str) -> impl FnOnce(zmq::Error) -> RunError + 'a {
-    move |source| RunError::Socket { what, endpoint: endpoint.to_owned(), source }
+    move |source| RunError::Socket {
+        what,
+        endpoint: endpoint.to_owned(),
+        source,
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
     #[error("cannot {what} {endpoint}: {source}")]
-    Socket { what: &'static str, endpoint: String, source: zmq::Error },
+    Socket {
+        what: &'static str,
+        endpoint: String,
+        source: zmq::Error,
+    },
 }
 
 /// Connection records are sent in messages of at most this many.
@@ -36,15 +44,27 @@ const IP_TUNNELS_CAP: usize = 65_536;
 /// then flushes every session and sends its account to the aggregator.
 pub fn run(config: &Config, shutdown: &AtomicBool) -> Result<(), RunError> {
     let ctx = zmq::Context::new();
-    let pull = ctx.socket(zmq::PULL).map_err(sock("create a socket for", &config.listen))?;
-    pull.set_maxmsgsize(2 * MAX_MESSAGE_BYTES as i64).map_err(sock("configure", &config.listen))?;
-    pull.set_rcvhwm(256).map_err(sock("configure", &config.listen))?;
-    pull.bind(&config.listen).map_err(sock("bind", &config.listen))?;
-    let push = ctx.socket(zmq::PUSH).map_err(sock("create a socket for", &config.aggregator))?;
-    push.set_linger(30_000).map_err(sock("configure", &config.aggregator))?;
-    push.connect(&config.aggregator).map_err(sock("connect to", &config.aggregator))?;
+    let pull = ctx
+        .socket(zmq::PULL)
+        .map_err(sock("create a socket for", &config.listen))?;
+    pull.set_maxmsgsize(2 * MAX_MESSAGE_BYTES as i64)
+        .map_err(sock("configure", &config.listen))?;
+    pull.set_rcvhwm(256)
+        .map_err(sock("configure", &config.listen))?;
+    pull.bind(&config.listen)
+        .map_err(sock("bind", &config.listen))?;
+    let push = ctx
+        .socket(zmq::PUSH)
+        .map_err(sock("create a socket for", &config.aggregator))?;
+    push.set_linger(30_000)
+        .map_err(sock("configure", &config.aggregator))?;
+    push.connect(&config.aggregator)
+        .map_err(sock("connect to", &config.aggregator))?;
 
-    let incarnation = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0);
+    let incarnation = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0);
     info!(name = %config.name, listen = %config.listen, aggregator = %config.aggregator, "processor started");
     let mut inputs = Inputs::new(config.shard);
     let mut engine = Engine::new(config, incarnation);
@@ -71,14 +91,21 @@ pub fn run(config: &Config, shutdown: &AtomicBool) -> Result<(), RunError> {
                 match inputs.on_bytes(&msg) {
                     Ok(Verdict::Accept { header, summaries }) => engine.accept(&header, summaries),
                     Ok(Verdict::Progress { header, ended }) => engine.progress(&header, ended),
-                    Ok(Verdict::Misrouted { header, claim, ours, first }) => {
+                    Ok(Verdict::Misrouted {
+                        header,
+                        claim,
+                        ours,
+                        first,
+                    }) => {
                         // Its time still moves on, or the merge would wait for it forever.
                         engine.progress(&header, false);
                         if first {
                             error!(sender = %header.sender, ?claim, ?ours, "MISROUTED: collector disagrees on the processor set or its order; its batches are dropped and counted");
                         }
                     }
-                    Err(e) => warn!(error = %e, bytes = msg.len(), "dropped an undecodable message"),
+                    Err(e) => {
+                        warn!(error = %e, bytes = msg.len(), "dropped an undecodable message")
+                    }
                 }
                 engine.step();
             }
@@ -92,7 +119,11 @@ pub fn run(config: &Config, shutdown: &AtomicBool) -> Result<(), RunError> {
         }
         if heartbeat_due {
             last_heartbeat = Instant::now();
-            let hb = ProcessorHeartbeat { processor: config.name.clone(), incarnation, watermark_ns: inputs.watermark_ns() };
+            let hb = ProcessorHeartbeat {
+                processor: config.name.clone(),
+                incarnation,
+                watermark_ns: inputs.watermark_ns(),
+            };
             UpMessage::Heartbeat(hb).encode(&mut buf);
             if let Err(e) = push.send(&buf[..], zmq::DONTWAIT) {
                 warn!(error = %e, "heartbeat to aggregator not sent");
@@ -108,7 +139,8 @@ pub fn run(config: &Config, shutdown: &AtomicBool) -> Result<(), RunError> {
     let misrouted: u64 = account.links.iter().map(|l| l.misrouted).sum();
     info!(received, gaps, misrouted, malformed = ?account.malformed, claim = ?account.claim, counters = ?account.counters, "processor finished");
     UpMessage::Eos(account).encode(&mut buf);
-    push.send(&buf[..], 0).map_err(sock("send end-of-stream to", &config.aggregator))?;
+    push.send(&buf[..], 0)
+        .map_err(sock("send end-of-stream to", &config.aggregator))?;
     Ok(())
 }
 
@@ -132,7 +164,10 @@ struct Engine {
 
 impl Engine {
     fn new(config: &Config, incarnation: u64) -> Engine {
-        let session = SessionConfig { max_flows: config.max_flows, ..SessionConfig::default() };
+        let session = SessionConfig {
+            max_flows: config.max_flows,
+            ..SessionConfig::default()
+        };
         let settle_ns = settle_ns(&session);
         Engine {
             name: config.name.clone(),
@@ -153,11 +188,19 @@ impl Engine {
     }
 
     fn accept(&mut self, h: &tapflow_proto::LinkHeader, summaries: &[PacketSummary]) {
-        self.merger.push(&h.sender, h.incarnation, h.seq, h.watermark_ns, summaries, &mut self.released);
+        self.merger.push(
+            &h.sender,
+            h.incarnation,
+            h.seq,
+            h.watermark_ns,
+            summaries,
+            &mut self.released,
+        );
     }
 
     fn progress(&mut self, h: &tapflow_proto::LinkHeader, ended: bool) {
-        self.merger.advance(&h.sender, h.incarnation, h.watermark_ns);
+        self.merger
+            .advance(&h.sender, h.incarnation, h.watermark_ns);
         if ended {
             self.merger.end(&h.sender, h.incarnation);
         }
@@ -211,7 +254,11 @@ impl Engine {
             return u64::MAX;
         }
         // Sweeps use whole seconds: a connection may leave up to a second after its deadline.
-        self.merger.watermark_ns().filter(|&w| w != u64::MAX).map(|w| w.min(self.swept_to)).unwrap_or(0)
+        self.merger
+            .watermark_ns()
+            .filter(|&w| w != u64::MAX)
+            .map(|w| w.min(self.swept_to))
+            .unwrap_or(0)
     }
 
     fn send_conns(&mut self, push: &zmq::Socket, buf: &mut Vec<u8>, flags: i32) {
@@ -263,10 +310,21 @@ impl Engine {
 /// How long after its last packet a connection can still be open: the longest timeout plus
 /// two seconds of sweep granularity.
 fn settle_ns(c: &SessionConfig) -> u64 {
-    [c.tcp_inactivity_ns, c.tcp_handshake_inactivity_ns, c.udp_inactivity_ns, c.icmp_inactivity_ns, c.other_inactivity_ns]
-        .into_iter()
-        .max()
-        .unwrap_or(0)
-        .saturating_add(c.tcp_close_delay_ns.max(c.tcp_reset_delay_ns).max(c.tcp_attempt_delay_ns).max(c.tcp_linger_ns))
-        .saturating_add(2_000_000_000)
+    [
+        c.tcp_inactivity_ns,
+        c.tcp_handshake_inactivity_ns,
+        c.udp_inactivity_ns,
+        c.icmp_inactivity_ns,
+        c.other_inactivity_ns,
+    ]
+    .into_iter()
+    .max()
+    .unwrap_or(0)
+    .saturating_add(
+        c.tcp_close_delay_ns
+            .max(c.tcp_reset_delay_ns)
+            .max(c.tcp_attempt_delay_ns)
+            .max(c.tcp_linger_ns),
+    )
+    .saturating_add(2_000_000_000)
 }

@@ -141,7 +141,8 @@ impl FlowTable {
     /// First packet time of the open connection on `key`, if there is one (its uid is
     /// `tapflow_proto::conn::uid(key, first_ts)`).
     pub fn first_ts(&self, key: &FlowKey) -> Option<u64> {
-        self.find(key_hash(key), key).map(|slot| self.slab[slot].first_ts)
+        self.find(key_hash(key), key)
+            .map(|slot| self.slab[slot].first_ts)
     }
 
     pub fn stats(&self) -> TableStats {
