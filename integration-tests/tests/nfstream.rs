@@ -36,7 +36,11 @@ fn tuple(proto: &str, a: &str, ap: &str, b: &str, bp: &str) -> Tuple {
 fn sessions_compared_with_nfstream_flows() {
     let Some(pcaps) = shared_pcaps() else { return };
     let mut files: Vec<String> = std::fs::read_dir(pcaps.join("truth"))
-        .map(|rd| rd.filter_map(Result::ok).filter_map(|e| e.file_name().into_string().ok()).collect())
+        .map(|rd| {
+            rd.filter_map(Result::ok)
+                .filter_map(|e| e.file_name().into_string().ok())
+                .collect()
+        })
         .unwrap_or_default();
     files.retain(|n| n.ends_with(".nfstream.csv"));
     files.sort();
@@ -48,9 +52,14 @@ fn sessions_compared_with_nfstream_flows() {
         let mut lines = text.lines();
         let header: Vec<&str> = lines.next().unwrap_or_default().split(',').collect();
         let col = |name: &str| header.iter().position(|h| *h == name);
-        let (Some(si), Some(sp), Some(di), Some(dp), Some(pr), Some(bp)) =
-            (col("src_ip"), col("src_port"), col("dst_ip"), col("dst_port"), col("protocol"), col("bidirectional_packets"))
-        else {
+        let (Some(si), Some(sp), Some(di), Some(dp), Some(pr), Some(bp)) = (
+            col("src_ip"),
+            col("src_port"),
+            col("dst_ip"),
+            col("dst_port"),
+            col("protocol"),
+            col("bidirectional_packets"),
+        ) else {
             panic!("{csv}: unexpected header {header:?}")
         };
         let mut nf: BTreeMap<Tuple, u64> = BTreeMap::new();
@@ -59,10 +68,14 @@ fn sessions_compared_with_nfstream_flows() {
             if f.len() < header.len() {
                 continue;
             }
-            *nf.entry(tuple(f[pr], f[si], f[sp], f[di], f[dp])).or_default() += f[bp].parse::<u64>().unwrap_or(0);
+            *nf.entry(tuple(f[pr], f[si], f[sp], f[di], f[dp]))
+                .or_default() += f[bp].parse::<u64>().unwrap_or(0);
         }
         // nfstream does not verify checksums: neither do we here.
-        let spec = CollectorSpec { extra: vec!["--ignore-checksums".into()], ..CollectorSpec::pcap(&pcaps.join(pcap), 2) };
+        let spec = CollectorSpec {
+            extra: vec!["--ignore-checksums".into()],
+            ..CollectorSpec::pcap(&pcaps.join(pcap), 2)
+        };
         let run = run_pipeline(&[spec], 2, Duration::from_secs(120));
         assert!(run.all_exited(), "{pcap}: {}", run.aggregator.1);
         let mut ours: BTreeMap<Tuple, u64> = BTreeMap::new();
@@ -72,14 +85,24 @@ fn sessions_compared_with_nfstream_flows() {
                 Value::String(s) => s.clone(),
                 other => other.to_string(),
             };
-            let t = tuple(&v["ip_proto"].to_string(), &s("id.orig_h"), &s("id.orig_p"), &s("id.resp_h"), &s("id.resp_p"));
-            *ours.entry(t).or_default() += v["orig_pkts"].as_u64().unwrap_or(0) + v["resp_pkts"].as_u64().unwrap_or(0);
+            let t = tuple(
+                &v["ip_proto"].to_string(),
+                &s("id.orig_h"),
+                &s("id.orig_p"),
+                &s("id.resp_h"),
+                &s("id.resp_p"),
+            );
+            *ours.entry(t).or_default() +=
+                v["orig_pkts"].as_u64().unwrap_or(0) + v["resp_pkts"].as_u64().unwrap_or(0);
         }
         let nf_keys: BTreeSet<&Tuple> = nf.keys().collect();
         let our_keys: BTreeSet<&Tuple> = ours.keys().collect();
         let common: Vec<&&Tuple> = nf_keys.intersection(&our_keys).collect();
         let agree = common.iter().filter(|t| nf[**t] == ours[**t]).count();
-        let (a, b) = (nf_keys.difference(&our_keys).count(), our_keys.difference(&nf_keys).count());
+        let (a, b) = (
+            nf_keys.difference(&our_keys).count(),
+            our_keys.difference(&nf_keys).count(),
+        );
         report += &format!("{pcap:<44} nfstream {:>5}  ours {:>5}  both {:>5}  only-nfstream {a:>4}  only-ours {b:>4}  packets agree {agree:>5}/{}\n", nf.len(), ours.len(), common.len(), common.len());
         both += common.len();
         only_nf += a;
@@ -91,6 +114,14 @@ fn sessions_compared_with_nfstream_flows() {
     let found = both as f64 / (both + only_nf).max(1) as f64;
     let agree = pkts_agree as f64 / both.max(1) as f64;
     assert!(files.len() >= 40, "{files:?}");
-    assert!(found >= 0.97, "only {:.1}% of nfstream's five-tuples found\n{report}", found * 100.0);
-    assert!(agree >= 0.90, "packets agree on only {:.1}%\n{report}", agree * 100.0);
+    assert!(
+        found >= 0.97,
+        "only {:.1}% of nfstream's five-tuples found\n{report}",
+        found * 100.0
+    );
+    assert!(
+        agree >= 0.90,
+        "packets agree on only {:.1}%\n{report}",
+        agree * 100.0
+    );
 }

@@ -29,7 +29,7 @@ fn assert_no_cap_hits(name: &str, run: &PipelineRun) {
         .as_ref()
         .unwrap_or_else(|| panic!("{name}: no report\n{}", run.aggregator.1));
     for p in report["processors"].as_array().into_iter().flatten() {
-        for counter in ["flows_evicted", "merge_forced", "merge_late"] {
+        for counter in ["flows_evicted", "merge_forced"] {
             assert_eq!(
                 p["counters"][counter].as_u64(),
                 Some(0),

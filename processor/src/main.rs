@@ -29,7 +29,10 @@ fn main() -> ExitCode {
     };
     let shutdown = Arc::new(AtomicBool::new(false));
     for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
-        if let Err(e) = signal_hook::flag::register(sig, shutdown.clone()) {
+        // The first signal asks for a graceful stop (flush, end-of-stream); a second one,
+        // while that is still waiting on an unreachable peer, exits at once with 130.
+        let second = signal_hook::flag::register_conditional_shutdown(sig, 130, shutdown.clone());
+        if let Err(e) = second.and_then(|_| signal_hook::flag::register(sig, shutdown.clone())) {
             eprintln!("tapflow-processor: cannot install signal handler: {e}");
             return ExitCode::from(1);
         }

@@ -1,19 +1,23 @@
 //! Event-time merge of several collectors' summaries (sans-IO).
 //!
-//! Summaries are released in (timestamp, collector, sequence) order once every input that has
-//! not ended has a watermark at or past them, so the flow table sees the same order whatever
-//! the arrival order, the number of processors, or which collector saw which direction.
-//! Nothing is released before `expected` inputs have been heard from (a collector that starts
-//! late must not find its packets' predecessors already processed), unless the buffer cap
-//! forces it or the caller declares the missing inputs dead.
+//! Each input (one collector incarnation) is a FIFO in the order the collector read its
+//! packets, and is never reordered: the merge only interleaves inputs, taking the head with the
+//! smallest (timestamp, collector name) next. A head is released once no other input can still
+//! send something earlier: every other live input either has a queued head at or after it, or a
+//! watermark at or past it. So the flow table sees the same sequence whatever the arrival order,
+//! batch boundaries or number of processors; with one input it is a plain pass-through.
 //!
-//! Memory is bounded by `cap` buffered summaries: past it, the oldest are released early and
-//! counted as `forced`. A summary older than what was already released is processed at once
-//! and counted as `late` (the table copes with mild disorder; the count says it happened).
+//! Nothing is released before `expected` inputs have been heard from (a collector that starts
+//! late must not find its packets' successors already processed), unless the buffer cap forces
+//! it or the caller waives the wait. Memory is bounded by `cap` buffered summaries: past it the
+//! smallest head is released early and counted as `forced`. A summary released with a time
+//! below the previous release's is counted as `late` (out-of-order capture, or an input behind
+//! the others); it is still processed, in its input's order.
 
-use std::cmp::{Ordering, Reverse};
-use std::collections::{BinaryHeap, HashMap};
+use std::collections::{HashMap, VecDeque};
+use std::hash::Hasher;
 
+use siphasher::sip::SipHasher13;
 use tapflow_proto::PacketSummary;
 
 /// Counters of the merge.
@@ -30,7 +34,7 @@ pub struct Merger {
     cap: usize,
     inputs: Vec<Input>,
     index: HashMap<(String, u64), usize>,
-    heap: BinaryHeap<Reverse<Entry>>,
+    buffered: usize,
     released_ts: u64,
     stats: MergeStats,
     waive_expected: bool,
@@ -38,39 +42,18 @@ pub struct Merger {
 
 struct Input {
     name: String,
+    /// Orders inputs whose heads carry the same timestamp: a fixed hash of the name, so the
+    /// order is the same in every run (incarnations are not).
+    rank: u64,
+    queue: VecDeque<PacketSummary>,
     watermark_ns: u64,
     ended: bool,
     dead: bool,
 }
 
-struct Entry {
-    ts: u64,
-    /// Inputs ordered by name, then incarnation: stable across runs.
-    rank: (String, u64),
-    seq: u64,
-    summary: PacketSummary,
-}
-
-impl Entry {
-    fn key(&self) -> (u64, &str, u64, u64) {
-        (self.ts, &self.rank.0, self.rank.1, self.seq)
-    }
-}
-
-impl PartialEq for Entry {
-    fn eq(&self, o: &Self) -> bool {
-        self.key() == o.key()
-    }
-}
-impl Eq for Entry {}
-impl PartialOrd for Entry {
-    fn partial_cmp(&self, o: &Self) -> Option<Ordering> {
-        Some(self.cmp(o))
-    }
-}
-impl Ord for Entry {
-    fn cmp(&self, o: &Self) -> Ordering {
-        self.key().cmp(&o.key())
+impl Input {
+    fn live(&self) -> bool {
+        !self.ended && !self.dead
     }
 }
 
@@ -81,7 +64,7 @@ impl Merger {
             cap: cap.max(1),
             inputs: Vec::new(),
             index: HashMap::new(),
-            heap: BinaryHeap::new(),
+            buffered: 0,
             released_ts: 0,
             stats: MergeStats::default(),
             waive_expected: false,
@@ -89,54 +72,48 @@ impl Merger {
     }
 
     fn input(&mut self, sender: &str, incarnation: u64) -> usize {
-        let next = self.inputs.len();
-        *self
-            .index
-            .entry((sender.to_owned(), incarnation))
-            .or_insert_with(|| {
-                self.inputs.push(Input {
-                    name: sender.to_owned(),
-                    watermark_ns: 0,
-                    ended: false,
-                    dead: false,
-                });
-                next
-            })
+        if let Some(&i) = self.index.get(&(sender.to_owned(), incarnation)) {
+            return i;
+        }
+        let mut h = SipHasher13::new_with_keys(0, 0);
+        h.write(sender.as_bytes());
+        self.inputs.push(Input {
+            name: sender.to_owned(),
+            rank: h.finish(),
+            queue: VecDeque::new(),
+            watermark_ns: 0,
+            ended: false,
+            dead: false,
+        });
+        self.index
+            .insert((sender.to_owned(), incarnation), self.inputs.len() - 1);
+        self.inputs.len() - 1
     }
 
-    /// Buffers a batch's summaries (the first has sequence number `seq`) and advances the
-    /// input's watermark. Late summaries are handed straight to `out`.
+    /// Queues a batch's summaries and advances the input's watermark.
     pub fn push(
         &mut self,
         sender: &str,
         incarnation: u64,
-        seq: u64,
         watermark_ns: u64,
         summaries: &[PacketSummary],
         out: &mut Vec<PacketSummary>,
     ) {
         let i = self.input(sender, incarnation);
-        self.inputs[i].watermark_ns = self.inputs[i].watermark_ns.max(watermark_ns);
-        for (k, s) in summaries.iter().enumerate() {
-            if s.ts_ns < self.released_ts {
-                self.stats.late += 1;
-                out.push(*s);
-                continue;
-            }
-            self.heap.push(Reverse(Entry {
-                ts: s.ts_ns,
-                rank: (sender.to_owned(), incarnation),
-                seq: seq + k as u64,
-                summary: *s,
-            }));
-        }
-        while self.heap.len() > self.cap {
-            if let Some(Reverse(e)) = self.heap.pop() {
-                self.stats.forced += 1;
-                self.emit(e, out);
+        let input = &mut self.inputs[i];
+        input.watermark_ns = input.watermark_ns.max(watermark_ns);
+        input.queue.extend(summaries.iter().copied());
+        self.buffered += summaries.len();
+        while self.buffered > self.cap {
+            match self.smallest_head() {
+                Some(j) => {
+                    self.stats.forced += 1;
+                    self.pop(j, out);
+                }
+                None => break,
             }
         }
-        self.stats.buffered = self.heap.len() as u64;
+        self.stats.buffered = self.buffered as u64;
     }
 
     /// A heartbeat: the input's watermark moves on without data.
@@ -145,13 +122,13 @@ impl Merger {
         self.inputs[i].watermark_ns = self.inputs[i].watermark_ns.max(watermark_ns);
     }
 
-    /// End of stream from an input: it no longer holds the watermark back.
+    /// End of stream from an input: it no longer holds the others back.
     pub fn end(&mut self, sender: &str, incarnation: u64) {
         let i = self.input(sender, incarnation);
         self.inputs[i].ended = true;
     }
 
-    /// Declares an input dead (silent too long): it leaves the minimum.
+    /// Declares an input dead (silent too long): it no longer holds the others back.
     pub fn declare_dead(&mut self, sender: &str) {
         for input in self.inputs.iter_mut().filter(|i| i.name == sender) {
             input.dead = true;
@@ -163,47 +140,86 @@ impl Merger {
         self.waive_expected = true;
     }
 
-    /// The input-minimum watermark: `None` while it cannot be known yet (too few inputs);
+    fn waiting_for_inputs(&self) -> bool {
+        self.inputs.len() < self.expected && !self.waive_expected
+    }
+
+    /// The input-minimum watermark: `None` while too few inputs have been heard from;
     /// `u64::MAX` when every input has ended.
     pub fn watermark_ns(&self) -> Option<u64> {
-        if self.inputs.len() < self.expected && !self.waive_expected {
+        if self.waiting_for_inputs() {
             return None;
         }
         Some(
             self.inputs
                 .iter()
-                .filter(|i| !i.ended && !i.dead)
+                .filter(|i| i.live())
                 .map(|i| i.watermark_ns)
                 .min()
                 .unwrap_or(u64::MAX),
         )
     }
 
-    /// Releases, in order, every summary at or behind the watermark.
+    /// Releases, in merge order, every summary no input can still precede.
     pub fn release(&mut self, out: &mut Vec<PacketSummary>) {
-        let Some(wm) = self.watermark_ns() else {
+        if self.waiting_for_inputs() {
             return;
-        };
-        while self.heap.peek().is_some_and(|Reverse(e)| e.ts <= wm) {
-            if let Some(Reverse(e)) = self.heap.pop() {
-                self.emit(e, out);
+        }
+        if self.inputs.len() == 1 {
+            // One input: its own order is the order.
+            let n = self.inputs[0].queue.len();
+            for _ in 0..n {
+                self.pop(0, out);
+            }
+        } else {
+            while let Some(j) = self.smallest_head() {
+                let ts = self.inputs[j].queue.front().map_or(0, |s| s.ts_ns);
+                let rank = self.inputs[j].rank;
+                // An empty live input may still send something at its watermark: it blocks a
+                // head after that, or at it when it would sort first.
+                let blocked = self.inputs.iter().enumerate().any(|(k, input)| {
+                    k != j
+                        && input.live()
+                        && input.queue.is_empty()
+                        && (input.watermark_ns < ts
+                            || (input.watermark_ns == ts && input.rank < rank))
+                });
+                if blocked {
+                    break;
+                }
+                self.pop(j, out);
             }
         }
-        self.stats.buffered = self.heap.len() as u64;
+        self.stats.buffered = self.buffered as u64;
     }
 
     /// Releases everything (end of stream of the whole processor).
     pub fn drain(&mut self, out: &mut Vec<PacketSummary>) {
-        while let Some(Reverse(e)) = self.heap.pop() {
-            self.emit(e, out);
+        while let Some(j) = self.smallest_head() {
+            self.pop(j, out);
         }
         self.stats.buffered = 0;
     }
 
-    fn emit(&mut self, e: Entry, out: &mut Vec<PacketSummary>) {
-        self.released_ts = self.released_ts.max(e.ts);
-        self.stats.released += 1;
-        out.push(e.summary);
+    fn smallest_head(&self) -> Option<usize> {
+        self.inputs
+            .iter()
+            .enumerate()
+            .filter_map(|(k, input)| input.queue.front().map(|s| ((s.ts_ns, input.rank, k), k)))
+            .min()
+            .map(|(_, k)| k)
+    }
+
+    fn pop(&mut self, j: usize, out: &mut Vec<PacketSummary>) {
+        if let Some(s) = self.inputs[j].queue.pop_front() {
+            self.buffered -= 1;
+            if s.ts_ns < self.released_ts {
+                self.stats.late += 1;
+            }
+            self.released_ts = self.released_ts.max(s.ts_ns);
+            self.stats.released += 1;
+            out.push(s);
+        }
     }
 
     pub fn stats(&self) -> MergeStats {
@@ -230,10 +246,10 @@ mod tests {
     fn merges_two_inputs_in_time_order_behind_the_watermark() {
         let mut m = Merger::new(2, 1000);
         let mut out = Vec::new();
-        m.push("a", 1, 0, 30, &[s(10), s(20), s(30)], &mut out);
+        m.push("a", 1, 30, &[s(10), s(20), s(30)], &mut out);
         m.release(&mut out);
         assert!(out.is_empty(), "b not heard from yet");
-        m.push("b", 1, 0, 25, &[s(15), s(25)], &mut out);
+        m.push("b", 1, 25, &[s(15), s(25)], &mut out);
         m.release(&mut out);
         assert_eq!(ts(&out), [10, 15, 20, 25]);
         out.clear();
@@ -243,45 +259,72 @@ mod tests {
     }
 
     #[test]
-    fn arrival_order_does_not_change_release_order() {
-        let run = |a_first: bool| {
+    fn arrival_order_and_batching_do_not_change_release_order() {
+        let run = |a_first: bool, split: bool| {
             let mut m = Merger::new(2, 1000);
             let mut out = Vec::new();
-            let (a, b) = ([s(1), s(4), s(4)], [s(2), s(4), s(5)]);
+            // In-order inputs (an out-of-order one is `late` by definition: see below).
+            let (a, b) = ([s(1), s(3), s(4), s(4)], [s(2), s(4), s(5)]);
+            let feed = |m: &mut Merger,
+                        out: &mut Vec<PacketSummary>,
+                        name: &str,
+                        v: &[PacketSummary],
+                        wm: u64| {
+                if split {
+                    for x in v {
+                        m.push(name, 1, x.ts_ns, std::slice::from_ref(x), out);
+                        m.release(out);
+                    }
+                } else {
+                    m.push(name, 1, wm, v, out);
+                }
+            };
             if a_first {
-                m.push("a", 1, 0, 4, &a, &mut out);
-                m.push("b", 1, 0, 5, &b, &mut out);
+                feed(&mut m, &mut out, "a", &a, 4);
+                feed(&mut m, &mut out, "b", &b, 5);
             } else {
-                m.push("b", 1, 0, 5, &b, &mut out);
-                m.push("a", 1, 0, 4, &a, &mut out);
+                feed(&mut m, &mut out, "b", &b, 5);
+                feed(&mut m, &mut out, "a", &a, 4);
             }
             m.end("a", 1);
             m.end("b", 1);
             m.release(&mut out);
             ts(&out)
         };
-        assert_eq!(run(true), run(false));
-        assert_eq!(run(true), [1, 2, 4, 4, 4, 5]);
+        let want = run(true, false);
+        assert_eq!(run(false, false), want);
+        assert_eq!(run(true, true), want);
+        assert_eq!(run(false, true), want);
+        assert_eq!(want.len(), 7);
     }
 
     #[test]
-    fn cap_forces_release_and_late_data_is_counted() {
+    fn one_input_passes_through_in_its_own_order() {
+        let mut m = Merger::new(1, 1000);
+        let mut out = Vec::new();
+        m.push("a", 1, 0, &[s(10), s(5), s(20)], &mut out);
+        m.release(&mut out);
+        assert_eq!(ts(&out), [10, 5, 20]);
+        assert_eq!(m.stats().late, 1);
+    }
+
+    #[test]
+    fn cap_forces_release() {
         let mut m = Merger::new(2, 2);
         let mut out = Vec::new();
-        m.push("a", 1, 0, 50, &[s(10), s(20), s(30)], &mut out);
+        m.push("a", 1, 50, &[s(10), s(20), s(30)], &mut out);
         assert_eq!((ts(&out), m.stats().forced), (vec![10], 1));
-        m.push("b", 1, 0, 5, &[s(5)], &mut out);
-        assert_eq!(m.stats().late, 1);
-        assert_eq!(ts(&out), [10, 5]);
     }
 
     #[test]
     fn dead_inputs_leave_the_minimum() {
         let mut m = Merger::new(2, 100);
         let mut out = Vec::new();
-        m.push("a", 1, 0, 100, &[s(100)], &mut out);
+        m.push("a", 1, 100, &[s(100)], &mut out);
         m.advance("b", 1, 10);
         assert_eq!(m.watermark_ns(), Some(10));
+        m.release(&mut out);
+        assert!(out.is_empty());
         m.declare_dead("b");
         assert_eq!(m.watermark_ns(), Some(100));
         m.release(&mut out);

@@ -191,7 +191,6 @@ impl Engine {
         self.merger.push(
             &h.sender,
             h.incarnation,
-            h.seq,
             h.watermark_ns,
             summaries,
             &mut self.released,

@@ -98,7 +98,8 @@ pub(super) fn pseudo_header(src: &[u8], dst: &[u8], proto: u8, len: u32) -> Sum 
     } else {
         // IPv6: 32-bit length, three zero bytes, next header. Added in 128 bits: a 32-bit
         // add would lose the carry when the length's low byte plus the next header reach 256.
-        u128::from(u32::from_ne_bytes([a, b, hi, lo])) + u128::from(u32::from_ne_bytes([0, 0, 0, proto]))
+        u128::from(u32::from_ne_bytes([a, b, hi, lo]))
+            + u128::from(u32::from_ne_bytes([0, 0, 0, proto]))
     };
     Sum(tail).add(src).add(dst)
 }
@@ -183,7 +184,9 @@ mod tests {
     /// next header reached 256 (found by the benchmark generator's IPv6 flows).
     #[test]
     fn ipv6_pseudo_header_keeps_its_carries() {
-        let src = [0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xfe];
+        let src = [
+            0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xfe,
+        ];
         let dst = [0xfe, 0x80, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xab, 0xcd];
         for len in (0u32..70_000).step_by(7).chain([250, 255, 1_000_000]) {
             for proto in [6u8, 17, 58, 255] {
@@ -192,7 +195,11 @@ mod tests {
                 bytes.extend_from_slice(&dst);
                 bytes.extend_from_slice(&len.to_be_bytes());
                 bytes.extend_from_slice(&[0, 0, 0, proto]);
-                assert_eq!(pseudo_header(&src, &dst, proto, len).checksum(), reference(&bytes), "len {len} proto {proto}");
+                assert_eq!(
+                    pseudo_header(&src, &dst, proto, len).checksum(),
+                    reference(&bytes),
+                    "len {len} proto {proto}"
+                );
             }
         }
     }
