@@ -1,30 +1,72 @@
 //! The shard function: which processor owns a flow.
 //!
 //! `shard(key, n) = jump(flow_hash(key), n)`, where
-//! - `flow_hash` is SipHash-1-3 keyed with [`HASH_KEYS`] over the 39 bytes of
-//!   [`FlowKey::to_bytes`] (fixed layout, little-endian ports), so every build on every host
-//!   agrees, unlike Rust's randomly seeded `DefaultHasher`;
+//! - `flow_hash` is a fixed multiply-xorshift hash of the canonical key, identical on every
+//!   build and host (unlike Rust's randomly seeded `DefaultHasher`): the key is read as five
+//!   little-endian 64-bit words, `lo[0..8]`, `lo[8..16]`, `hi[0..8]`, `hi[8..16]` (addresses
+//!   in their 16-byte form) and `proto | lo_port << 8 | hi_port << 24 | vlan << 40`; starting
+//!   from [`HASH_SEED`], each word is folded in as `h = (h ^ w) * K; h ^= h >> 29` with
+//!   `K` = [`HASH_MULTIPLIER`], and the result is finished with MurmurHash3's `fmix64`;
 //! - `jump` is Lamping and Veach's jump consistent hash (the `jumphash` crate's loop, fed the
 //!   64-bit hash directly).
 //!
 //! Both directions of a flow share a [`FlowKey`], so they share a shard. Going from `n` to
-//! `n + 1` shards moves about `1 / (n + 1)` of the keys, all of them to the new shard.
+//! `n + 1` shards moves about `1 / (n + 1)` of the keys, all of them to the new shard. The hash
+//! is not keyed: like any public hash it can be aimed at by someone who knows it; it balances
+//! traffic, it does not defend against an adversary choosing five-tuples.
 
 use std::hash::Hasher;
 
 use jumphash::CustomJumpHasher;
-use siphasher::sip::SipHasher13;
 
 use crate::key::FlowKey;
 
-/// SipHash-1-3 keys: the ASCII of "tapflow!" and "flowkey1", little-endian.
-pub const HASH_KEYS: (u64, u64) = (0x2177_6f6c_6670_6174, 0x3179_656b_776f_6c66);
+/// Starting value of [`flow_hash`]: the ASCII of "tapflow!", little-endian.
+pub const HASH_SEED: u64 = 0x2177_6f6c_6670_6174;
+/// Multiplier of [`flow_hash`] (2^64 / golden ratio, odd).
+pub const HASH_MULTIPLIER: u64 = 0x9e37_79b9_7f4a_7c15;
 
 /// The fixed 64-bit hash of a canonical key.
+#[inline]
 pub fn flow_hash(key: &FlowKey) -> u64 {
-    let mut h = SipHasher13::new_with_keys(HASH_KEYS.0, HASH_KEYS.1);
-    h.write(&key.to_bytes());
-    h.finish()
+    let word = |b: &[u8; 16], i: usize| {
+        u64::from_le_bytes([
+            b[i],
+            b[i + 1],
+            b[i + 2],
+            b[i + 3],
+            b[i + 4],
+            b[i + 5],
+            b[i + 6],
+            b[i + 7],
+        ])
+    };
+    let tail = u64::from(key.proto)
+        | u64::from(key.lo_port) << 8
+        | u64::from(key.hi_port) << 24
+        | u64::from(key.vlan) << 40;
+    let mut h = HASH_SEED;
+    for w in [
+        word(&key.lo.0, 0),
+        word(&key.lo.0, 8),
+        word(&key.hi.0, 0),
+        word(&key.hi.0, 8),
+        tail,
+    ] {
+        h = (h ^ w).wrapping_mul(HASH_MULTIPLIER);
+        h ^= h >> 29;
+    }
+    fmix64(h)
+}
+
+/// MurmurHash3's 64-bit finaliser.
+#[inline]
+fn fmix64(mut h: u64) -> u64 {
+    h ^= h >> 33;
+    h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
+    h ^= h >> 33;
+    h = h.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
+    h ^ (h >> 33)
 }
 
 /// The shard (processor index in `0..n`) that owns `key`. `n == 0` is treated as 1.

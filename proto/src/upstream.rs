@@ -67,6 +67,7 @@ pub struct ProcessorAccount {
     /// Summaries whose key does not hash to the shard their batch claims.
     pub summaries_wrong_shard: u64,
     /// Session and merge counters by name (`tapflow_processor_<noun>` without the prefix).
+    #[serde(default)]
     pub counters: BTreeMap<String, u64>,
 }
 

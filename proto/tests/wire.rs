@@ -228,6 +228,7 @@ fn arb_up_message() -> impl Strategy<Value = UpMessage> {
                     malformed,
                     misrouted_messages,
                     summaries_wrong_shard,
+                    counters: Default::default(),
                 })
             ),
     ]
@@ -871,6 +872,7 @@ fn seed_messages() -> Vec<(String, Vec<u8>)> {
         malformed: [("bad_magic".to_owned(), 2)].into_iter().collect(),
         misrouted_messages: 0,
         summaries_wrong_shard: 0,
+        counters: [("records".to_owned(), 7)].into_iter().collect(),
     });
     seeds.push(("up_eos".into(), encode_up(&up)));
     seeds
