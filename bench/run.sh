@@ -205,7 +205,7 @@ for run in $(seq 1 "$RUNS"); do
 
     PA=$(free_port); P0=$(free_port "$PA"); P1=$(free_port "$PA" "$P0")
     spawn "$D/aggregator" "$BIN/tapflow-aggregator" --listen "tcp://127.0.0.1:$PA" --processors 2 \
-        --exit-on-eos --health-log "$D/health.jsonl"
+        --exit-on-eos --health-log "$D/health.jsonl" --conn-log "$D/conn.jsonl"
     AGG=$LAST_PID
     spawn "$D/processor0" "$BIN/tapflow-processor" --listen "tcp://127.0.0.1:$P0" \
         --aggregator "tcp://127.0.0.1:$PA" --collectors 1 --exit-on-eos

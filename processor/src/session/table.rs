@@ -13,6 +13,8 @@ use super::flow::{bits, Ctx, Flow};
 use super::{ConnRecord, SessionConfig, TableStats, SECOND};
 
 const NO_SLOT: u32 = u32::MAX;
+/// Index slots allocated up front; more as open flows grow (bounded by the cap).
+const INITIAL_INDEX: usize = 1 << 16;
 
 /// How a connection ended (for the counters).
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -46,9 +48,11 @@ impl FlowTable {
             ctx: Ctx::new(cfg),
             slab: Vec::with_capacity(cap),
             free_head: NO_SLOT,
-            // Twice the cap: hashbrown then always rehashes in place (it does when at most half
-            // full) instead of growing when removals have left tombstones.
-            index: HashTable::with_capacity(2 * cap),
+            // The index starts small and grows with the open flows (at most to about twice the
+            // cap, where hashbrown rehashes in place instead of growing): a sparse index sized
+            // for a million flows holding fifty thousand costs a cache miss per lookup
+            // (measured: 2.9 M summaries/s instead of 5 M on the 5M/200k bench capture).
+            index: HashTable::with_capacity((2 * cap).min(INITIAL_INDEX)),
             heap: BinaryHeap::with_capacity(cap + cap / 4 + 16),
             open: 0,
             stats: TableStats::default(),
