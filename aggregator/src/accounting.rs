@@ -66,13 +66,14 @@ pub struct AccountingReport {
     pub conns: Option<crate::conns::ConnStats>,
 }
 
+/// What the processors saw of one collector incarnation: its freshest counters, its
+/// end-of-stream status and one row per link.
+type Seen = (Option<CollectorCounters>, Option<EosStatus>, Vec<LinkRow>);
+
 /// Builds the report from every processor's end-of-stream account.
 pub fn reconcile(accounts: &[ProcessorAccount]) -> AccountingReport {
     // (sender, incarnation) -> the freshest counters and the links seen for it.
-    let mut collectors: BTreeMap<
-        (String, u64),
-        (Option<CollectorCounters>, Option<EosStatus>, Vec<LinkRow>),
-    > = BTreeMap::new();
+    let mut collectors: BTreeMap<(String, u64), Seen> = BTreeMap::new();
     for acc in accounts {
         for link in &acc.links {
             let entry = collectors
@@ -124,7 +125,7 @@ pub fn reconcile(accounts: &[ProcessorAccount]) -> AccountingReport {
                 .unwrap_or(0);
             l.reconciles = l.eos_seq == Some(l.sent) && l.sent == l.received + l.gaps;
         }
-        links.sort_by(|a, b| a.shard.cmp(&b.shard));
+        links.sort_by_key(|l| l.shard);
         let r = counters.reconcile();
         rows.push(CollectorRow {
             sender,
