@@ -7,6 +7,7 @@ use std::time::Duration;
 use clap::Parser;
 use serde::Deserialize;
 use tapflow_proto::upstream::ShardClaim;
+use tapflow_proto::Addr;
 
 const EXAMPLES: &str = "Examples:
   # shard 0 of 2, fed by one collector, exiting once it has sent end-of-stream
@@ -51,6 +52,10 @@ pub struct Args {
     /// Summaries buffered at most while merging collectors in time order [default: 1000000].
     #[arg(long)]
     pub merge_cap: Option<usize>,
+    /// Local networks for `local_orig`/`local_resp`, e.g. 10.0.0.0/8,2001:db8::/32 [default:
+    /// none, and the two fields are left out].
+    #[arg(long, value_delimiter = ',')]
+    pub local_nets: Vec<String>,
     /// Log as JSON lines instead of text.
     #[arg(long)]
     pub log_json: bool,
@@ -68,6 +73,7 @@ pub struct FileConfig {
     pub heartbeat_ms: Option<u64>,
     pub max_flows: Option<usize>,
     pub merge_cap: Option<usize>,
+    pub local_nets: Option<Vec<String>>,
 }
 
 #[derive(Clone, Debug)]
@@ -81,6 +87,7 @@ pub struct Config {
     pub heartbeat: Duration,
     pub max_flows: usize,
     pub merge_cap: usize,
+    pub local_nets: Vec<(Addr, u8)>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -141,6 +148,18 @@ impl Config {
         if max_flows == 0 || merge_cap == 0 {
             errors.push("max_flows and merge_cap must be at least 1".to_owned());
         }
+        let nets = if args.local_nets.is_empty() {
+            file.local_nets.unwrap_or_default()
+        } else {
+            args.local_nets
+        };
+        let mut local_nets = Vec::new();
+        for n in &nets {
+            match parse_net(n) {
+                Ok(net) => local_nets.push(net),
+                Err(e) => errors.push(e),
+            }
+        }
         if !errors.is_empty() {
             return Err(ConfigError(errors));
         }
@@ -160,8 +179,26 @@ impl Config {
             heartbeat: Duration::from_millis(heartbeat_ms),
             max_flows,
             merge_cap,
+            local_nets,
         })
     }
+}
+
+/// `ADDR/PREFIX` (a bare address is a host route).
+fn parse_net(s: &str) -> Result<(Addr, u8), String> {
+    let bad = || format!("local network {s:?} is not ADDRESS/PREFIX (e.g. 10.0.0.0/8)");
+    let (ip, len) = s.split_once('/').unwrap_or((s, ""));
+    let ip: std::net::IpAddr = ip.trim().parse().map_err(|_| bad())?;
+    let max = if ip.is_ipv4() { 32 } else { 128 };
+    let len: u8 = if len.is_empty() {
+        max
+    } else {
+        len.trim().parse().map_err(|_| bad())?
+    };
+    if len > max {
+        return Err(bad());
+    }
+    Ok((Addr::from(ip), len))
 }
 
 fn is_endpoint(ep: &str) -> bool {
