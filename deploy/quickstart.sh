@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs tapflow's main job on one machine: collector -> 2 processors -> aggregator as real
-# processes on loopback over a capture, then prints the accounting report.
+# processes on loopback over a capture, then prints the top sessions of the conn log and the
+# accounting report. (InfluxDB output arrives with the aggregator's writer, issue 4.)
 # Usage: deploy/quickstart.sh [CAPTURE.pcap|pcapng] [--processors N]
 #   With no capture: ../shared/pcaps/zeek-ssh.pcap when present, else a generated demo capture.
 set -euo pipefail
@@ -36,7 +37,7 @@ fi
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 agg_port=$(free_port)
 "$bin/tapflow-aggregator" --listen "tcp://127.0.0.1:$agg_port" --processors "$processors" --exit-on-eos \
-    --health-log "$work/health.jsonl" 2>"$work/aggregator.log" &
+    --health-log "$work/health.jsonl" --conn-log "$work/conn.jsonl" 2>"$work/aggregator.log" &
 agg_pid=$!; pids+=("$agg_pid")
 proc_args=()
 for ((i = 0; i < processors; i++)); do
@@ -51,7 +52,18 @@ status=0
 "$bin/tapflow-collector" --pcap "$capture" "${proc_args[@]}" || status=$?
 wait "$agg_pid" || true
 echo
+python3 - "$work/conn.jsonl" <<'PY'
+import json, sys
+rows = [json.loads(l) for l in open(sys.argv[1])]
+print(f"{len(rows)} sessions in the conn log; the 5 largest:")
+rows.sort(key=lambda r: -(r.get("orig_ip_bytes", 0) + r.get("resp_ip_bytes", 0)))
+for r in rows[:5]:
+    print(f"  {r['proto']:4} {r['id.orig_h']}:{r['id.orig_p']} -> {r['id.resp_h']}:{r['id.resp_p']}"
+          f"  {r['conn_state']:6} {r.get('history', '-'):12} {r['orig_pkts'] + r['resp_pkts']} pkts"
+          f"  {r['orig_ip_bytes'] + r['resp_ip_bytes']} bytes  uid {r['uid']}")
+PY
+echo
 sed -n '/accounting/,$p' "$work/aggregator.log" | sed 's/^.*accounting/accounting/'
 echo
-echo "accounting report (JSON): $work/health.jsonl"
+echo "conn log: $work/conn.jsonl   accounting report (JSON): $work/health.jsonl"
 exit "$status"
