@@ -234,6 +234,15 @@ pub fn run_pipeline(collectors: &[CollectorSpec], n: usize, timeout: Duration) -
 
 /// Starts the aggregator, `n` processors and the collectors, in that order.
 pub fn start_pipeline(collectors: &[CollectorSpec], n: usize) -> RunningPipeline {
+    start_pipeline_with(collectors, n, &[])
+}
+
+/// [`start_pipeline`] with further flags for every processor.
+pub fn start_pipeline_with(
+    collectors: &[CollectorSpec],
+    n: usize,
+    processor_extra: &[&str],
+) -> RunningPipeline {
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
     let agg_port = free_port();
     let health = dir.path().join("health.jsonl");
@@ -258,20 +267,22 @@ pub fn start_pipeline(collectors: &[CollectorSpec], n: usize) -> RunningPipeline
         .iter()
         .enumerate()
         .map(|(i, p)| {
+            let mut args: Vec<String> = vec![
+                "--listen".into(),
+                endpoint(*p),
+                "--aggregator".into(),
+                endpoint(agg_port),
+                "--collectors".into(),
+                collectors.len().to_string(),
+                "--exit-on-eos".into(),
+                "--name".into(),
+                format!("processor{i}"),
+            ];
+            args.extend(processor_extra.iter().map(|s| s.to_string()));
             Proc::spawn(
                 &format!("processor{i}"),
                 &bin("tapflow-processor"),
-                &[
-                    "--listen".into(),
-                    endpoint(*p),
-                    "--aggregator".into(),
-                    endpoint(agg_port),
-                    "--collectors".into(),
-                    collectors.len().to_string(),
-                    "--exit-on-eos".into(),
-                    "--name".into(),
-                    format!("processor{i}"),
-                ],
+                &args,
                 dir.path(),
             )
         })

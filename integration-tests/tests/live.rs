@@ -82,3 +82,56 @@ fn live_loopback_capture_ends_on_sigterm_and_reconciles() {
         c["packets_read"], c["packets_summarised"], c["kernel_dropped"], c["if_dropped"]
     );
 }
+
+#[test]
+fn a_silent_collector_is_declared_dead_and_rejoins() {
+    if !is_root() {
+        eprintln!("SKIP: live capture needs root (CI runs as root)");
+        return;
+    }
+    let Some(pcaps) = tapflow_integration_tests::shared_pcaps() else {
+        return;
+    };
+    let live = CollectorSpec {
+        source: SourceArg::Interface("lo".into()),
+        order: vec![0],
+        extra: vec![
+            "--filter".into(),
+            format!("udp and dst port {}", free_port()),
+            "--heartbeat-ms".into(),
+            "200".into(),
+        ],
+    };
+    let file = CollectorSpec::pcap(&pcaps.join("zeek-ssh.pcap"), 1);
+    let running = tapflow_integration_tests::start_pipeline_with(
+        &[live, file],
+        1,
+        &["--dead-after-ms", "1500"],
+    );
+    std::thread::sleep(Duration::from_millis(1500));
+    // The live collector stops talking (no heartbeats) without ending its stream.
+    running.signal_collector(0, "STOP");
+    std::thread::sleep(Duration::from_millis(4000));
+    running.signal_collector(0, "CONT");
+    std::thread::sleep(Duration::from_millis(1500));
+    running.signal_collector(0, "TERM");
+    let run = running.wait(Duration::from_secs(60));
+    assert!(run.all_exited(), "processor: {}", run.processors[0].1);
+    let log = &run.processors[0].1;
+    assert!(log.contains("declared dead"), "{log}");
+    assert!(log.contains("is back"), "{log}");
+    let report = run
+        .report
+        .as_ref()
+        .unwrap_or_else(|| panic!("no report: {}", run.aggregator.1));
+    assert_eq!(report["reconciled"], Value::Bool(true), "{report:#}");
+    assert!(
+        report["processors"][0]["counters"]["collectors_declared_dead"].as_u64() >= Some(1),
+        "{report:#}"
+    );
+    assert_eq!(
+        run.conn_log.lines().count(),
+        25,
+        "zeek-ssh's sessions are all written"
+    );
+}

@@ -45,6 +45,10 @@ pub struct Args {
     /// Heartbeat period towards the aggregator in milliseconds [default: 1000].
     #[arg(long)]
     pub heartbeat_ms: Option<u64>,
+    /// A collector silent this long (ms) is declared dead and leaves the watermark; collectors
+    /// that never appear are waited for this long [default: 10000].
+    #[arg(long)]
+    pub dead_after_ms: Option<u64>,
     /// Connections tracked at most; past it the one closest to its timeout is evicted and
     /// counted [default: 1000000].
     #[arg(long)]
@@ -71,6 +75,7 @@ pub struct FileConfig {
     pub name: Option<String>,
     pub shard: Option<String>,
     pub heartbeat_ms: Option<u64>,
+    pub dead_after_ms: Option<u64>,
     pub max_flows: Option<usize>,
     pub merge_cap: Option<usize>,
     pub local_nets: Option<Vec<String>>,
@@ -85,6 +90,7 @@ pub struct Config {
     pub name: String,
     pub shard: Option<ShardClaim>,
     pub heartbeat: Duration,
+    pub dead_after: Duration,
     pub max_flows: usize,
     pub merge_cap: usize,
     pub local_nets: Vec<(Addr, u8)>,
@@ -177,6 +183,12 @@ impl Config {
             name,
             shard,
             heartbeat: Duration::from_millis(heartbeat_ms),
+            dead_after: Duration::from_millis(
+                args.dead_after_ms
+                    .or(file.dead_after_ms)
+                    .unwrap_or(10_000)
+                    .max(1),
+            ),
             max_flows,
             merge_cap,
             local_nets,

@@ -135,6 +135,12 @@ impl Merger {
         }
     }
 
+    /// An input declared dead spoke again: it holds the others back again.
+    pub fn revive(&mut self, sender: &str, incarnation: u64) {
+        let i = self.input(sender, incarnation);
+        self.inputs[i].dead = false;
+    }
+
     /// Stops waiting for inputs that never appeared.
     pub fn waive_expected(&mut self) {
         self.waive_expected = true;

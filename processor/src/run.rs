@@ -70,6 +70,7 @@ pub fn run(config: &Config, shutdown: &AtomicBool) -> Result<(), RunError> {
     let mut engine = Engine::new(config, incarnation);
     let mut buf = Vec::with_capacity(1 << 16);
     let mut last_heartbeat = Instant::now();
+    let started = Instant::now();
     let poll_ms = i64::try_from(config.heartbeat.as_millis().min(250)).unwrap_or(250);
     loop {
         if shutdown.load(Ordering::Relaxed) {
@@ -114,6 +115,10 @@ pub fn run(config: &Config, shutdown: &AtomicBool) -> Result<(), RunError> {
             Err(e) => warn!(error = %e, "poll failed"),
         }
         let heartbeat_due = last_heartbeat.elapsed() >= config.heartbeat;
+        if heartbeat_due {
+            engine.check_liveness(started);
+            engine.step();
+        }
         if engine.records.len() >= RECORDS_PER_MESSAGE || heartbeat_due {
             engine.send_conns(&push, &mut buf, zmq::DONTWAIT);
         }
@@ -160,6 +165,12 @@ struct Engine {
     records_sent: u64,
     records_unsent: u64,
     finished: bool,
+    dead_after: std::time::Duration,
+    last_heard: HashMap<(String, u64), Instant>,
+    dead: std::collections::HashSet<(String, u64)>,
+    ended: std::collections::HashSet<(String, u64)>,
+    dead_declared: u64,
+    waived: bool,
 }
 
 impl Engine {
@@ -184,10 +195,55 @@ impl Engine {
             records_sent: 0,
             records_unsent: 0,
             finished: false,
+            dead_after: config.dead_after,
+            last_heard: HashMap::new(),
+            dead: Default::default(),
+            ended: Default::default(),
+            dead_declared: 0,
+            waived: false,
+        }
+    }
+
+    /// Notes that an input spoke (wall clock: liveness is about the wire, not packet time).
+    fn heard(&mut self, h: &tapflow_proto::LinkHeader) {
+        let key = (h.sender.clone(), h.incarnation);
+        if self.dead.remove(&key) {
+            warn!(sender = %h.sender, "collector declared dead is back: it holds the watermark again");
+            self.merger.revive(&h.sender, h.incarnation);
+        }
+        self.last_heard.insert(key, Instant::now());
+    }
+
+    /// Inputs silent for `dead_after` leave the watermark (and are logged); collectors that
+    /// never appeared are no longer waited for after that long.
+    fn check_liveness(&mut self, started: Instant) {
+        for ((sender, incarnation), at) in &self.last_heard {
+            let key = (sender.clone(), *incarnation);
+            if at.elapsed() >= self.dead_after
+                && !self.dead.contains(&key)
+                && !self.ended.contains(&key)
+            {
+                warn!(%sender, silent_ms = at.elapsed().as_millis() as u64, "collector silent: declared dead, its windows go on without it");
+                self.merger.declare_dead(sender);
+                self.dead_declared += 1;
+                self.dead.insert(key);
+            }
+        }
+        if !self.waived
+            && started.elapsed() >= self.dead_after
+            && self.merger.watermark_ns().is_none()
+        {
+            warn!(
+                heard = self.last_heard.len(),
+                "not every expected collector has appeared: going on without the missing ones"
+            );
+            self.merger.waive_expected();
+            self.waived = true;
         }
     }
 
     fn accept(&mut self, h: &tapflow_proto::LinkHeader, summaries: &[PacketSummary]) {
+        self.heard(h);
         self.merger.push(
             &h.sender,
             h.incarnation,
@@ -198,6 +254,10 @@ impl Engine {
     }
 
     fn progress(&mut self, h: &tapflow_proto::LinkHeader, ended: bool) {
+        self.heard(h);
+        if ended {
+            self.ended.insert((h.sender.clone(), h.incarnation));
+        }
         self.merger
             .advance(&h.sender, h.incarnation, h.watermark_ns);
         if ended {
@@ -299,6 +359,7 @@ impl Engine {
             ("merge_late", m.late),
             ("merge_forced", m.forced),
             ("ip_tunnels_over_cap", self.ip_tunnels_over_cap),
+            ("collectors_declared_dead", self.dead_declared),
         ]
         .into_iter()
         .map(|(k, v)| (k.to_owned(), v))
