@@ -64,6 +64,8 @@ pub struct AccountingReport {
     pub processors: Vec<ProcessorRow>,
     /// Connection records written (set by the run loop).
     pub conns: Option<crate::conns::ConnStats>,
+    /// Detection counters (set by the run loop).
+    pub detection: Option<crate::detect::DetectStats>,
 }
 
 /// What the processors saw of one collector incarnation: its freshest counters, its
@@ -170,6 +172,7 @@ pub fn reconcile(accounts: &[ProcessorAccount]) -> AccountingReport {
         collectors: rows,
         processors,
         conns: None,
+        detection: None,
     }
 }
 

@@ -38,6 +38,27 @@ pub struct Args {
     /// Session records held at most while waiting to write them in order [default: 1000000].
     #[arg(long)]
     pub conn_cap: Option<usize>,
+    /// JSON-lines alerts log: one object per alert event (start, update, end of an episode).
+    #[arg(long, env = "TAPFLOW_ALERTS_LOG")]
+    pub alerts_log: Option<PathBuf>,
+    /// Detection window for scans, SYN floods and reflection, seconds [default: 60].
+    #[arg(long)]
+    pub detect_window_s: Option<u64>,
+    /// Unanswered SYNs per minute to one victim that make a SYN flood [default: 256].
+    #[arg(long)]
+    pub syn_flood_per_min: Option<u64>,
+    /// Distinct failed ports from one source to one host that make a port scan [default: 15].
+    #[arg(long)]
+    pub port_scan_ports: Option<usize>,
+    /// Distinct hosts failing on one port from one source that make an address scan [default: 25].
+    #[arg(long)]
+    pub address_scan_hosts: Option<usize>,
+    /// Packets per second to one victim (averaged over 5 s) that make a volumetric flood [default: 20000].
+    #[arg(long)]
+    pub flood_pps: Option<u64>,
+    /// Sources never reported as scanners (known scanners, monitoring hosts), e.g. 10.0.0.5/32.
+    #[arg(long, value_delimiter = ',')]
+    pub allow: Vec<String>,
     /// TOML file with any of these settings; flags given on the command line win.
     #[arg(long, env = "TAPFLOW_CONFIG")]
     pub config: Option<PathBuf>,
@@ -56,6 +77,13 @@ pub struct FileConfig {
     pub conn_log: Option<PathBuf>,
     pub conn_interim_log: Option<PathBuf>,
     pub conn_cap: Option<usize>,
+    pub alerts_log: Option<PathBuf>,
+    pub detect_window_s: Option<u64>,
+    pub syn_flood_per_min: Option<u64>,
+    pub port_scan_ports: Option<usize>,
+    pub address_scan_hosts: Option<usize>,
+    pub flood_pps: Option<u64>,
+    pub allow: Option<Vec<String>>,
 }
 
 #[derive(Clone, Debug)]
@@ -67,6 +95,8 @@ pub struct Config {
     pub conn_log: Option<PathBuf>,
     pub conn_interim_log: Option<PathBuf>,
     pub conn_cap: usize,
+    pub alerts_log: Option<PathBuf>,
+    pub detect: crate::detect::DetectConfig,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -107,6 +137,43 @@ impl Config {
         if processors == 0 {
             errors.push("--processors N (at least 1) is required".to_owned());
         }
+        let d = crate::detect::DetectConfig::default();
+        let allow_nets = if args.allow.is_empty() {
+            file.allow.unwrap_or_default()
+        } else {
+            args.allow
+        };
+        let mut allow = Vec::new();
+        for n in &allow_nets {
+            match parse_net(n) {
+                Ok(net) => allow.push(net),
+                Err(e) => errors.push(e),
+            }
+        }
+        let detect = crate::detect::DetectConfig {
+            window_s: args
+                .detect_window_s
+                .or(file.detect_window_s)
+                .unwrap_or(d.window_s),
+            syn_flood_per_min: args
+                .syn_flood_per_min
+                .or(file.syn_flood_per_min)
+                .unwrap_or(d.syn_flood_per_min),
+            port_scan_ports: args
+                .port_scan_ports
+                .or(file.port_scan_ports)
+                .unwrap_or(d.port_scan_ports),
+            address_scan_hosts: args
+                .address_scan_hosts
+                .or(file.address_scan_hosts)
+                .unwrap_or(d.address_scan_hosts),
+            flood_pps: args.flood_pps.or(file.flood_pps).unwrap_or(d.flood_pps),
+            allow,
+            ..d
+        };
+        if detect.window_s == 0 {
+            errors.push("detect_window_s must be at least 1".to_owned());
+        }
         if !errors.is_empty() {
             return Err(ConfigError(errors));
         }
@@ -118,8 +185,27 @@ impl Config {
             conn_log: args.conn_log.or(file.conn_log),
             conn_interim_log: args.conn_interim_log.or(file.conn_interim_log),
             conn_cap: args.conn_cap.or(file.conn_cap).unwrap_or(1_000_000).max(1),
+            alerts_log: args.alerts_log.or(file.alerts_log),
+            detect,
         })
     }
+}
+
+/// `ADDR/PREFIX` (a bare address is a host).
+fn parse_net(s: &str) -> Result<(tapflow_proto::Addr, u8), String> {
+    let bad = || format!("network {s:?} is not ADDRESS/PREFIX (e.g. 10.0.0.0/8)");
+    let (ip, len) = s.split_once('/').unwrap_or((s, ""));
+    let ip: std::net::IpAddr = ip.trim().parse().map_err(|_| bad())?;
+    let max = if ip.is_ipv4() { 32 } else { 128 };
+    let len: u8 = if len.is_empty() {
+        max
+    } else {
+        len.trim().parse().map_err(|_| bad())?
+    };
+    if len > max {
+        return Err(bad());
+    }
+    Ok((tapflow_proto::Addr::from(ip), len))
 }
 
 #[cfg(test)]

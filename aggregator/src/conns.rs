@@ -93,6 +93,16 @@ impl ConnSorter {
 
     /// Final records that can be written now, in order, as JSON lines appended to `out`.
     pub fn release(&mut self, out: &mut String) {
+        self.release_with(|r, parents| conn_json(r, parents, out));
+    }
+
+    /// End of everything: release all that is left.
+    pub fn drain(&mut self, out: &mut String) {
+        self.drain_with(|r, parents| conn_json(r, parents, out));
+    }
+
+    /// Like [`ConnSorter::release`], handing each record (and its parents' uids) to `f`.
+    pub fn release_with(&mut self, mut f: impl FnMut(&ConnRecord, &[String])) {
         let limit = if self.watermarks.len() < self.processors {
             0
         } else {
@@ -115,14 +125,14 @@ impl ConnSorter {
                 self.stats.forced += 1;
             }
             let r = entry.remove();
-            self.write(&r, out);
+            self.emit(&r, &mut f);
         }
     }
 
-    /// End of everything: release all that is left.
-    pub fn drain(&mut self, out: &mut String) {
+    /// Like [`ConnSorter::drain`], handing each record to `f`.
+    pub fn drain_with(&mut self, mut f: impl FnMut(&ConnRecord, &[String])) {
         while let Some((_, r)) = self.pending.pop_first() {
-            self.write(&r, out);
+            self.emit(&r, &mut f);
         }
     }
 
@@ -134,14 +144,14 @@ impl ConnSorter {
         self.stats
     }
 
-    fn write(&mut self, r: &ConnRecord, out: &mut String) {
+    fn emit(&mut self, r: &ConnRecord, f: &mut impl FnMut(&ConnRecord, &[String])) {
         self.stats.released += 1;
         let parents: Vec<String> = r
             .tunnel_parents
             .iter()
             .map(|k| self.parent_uid(k, r.ts_ns))
             .collect();
-        conn_json(r, &parents, out);
+        f(r, &parents);
     }
 
     /// The uid of the outer connection on `key` that was open when `ts` came.
@@ -276,6 +286,8 @@ mod tests {
             interim: false,
             evicted: false,
             key,
+            orig_tcp_flags: 0x12,
+            resp_tcp_flags: 0x12,
         }
     }
 

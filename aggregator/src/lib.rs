@@ -6,6 +6,8 @@
 pub mod accounting;
 pub mod config;
 pub mod conns;
+pub mod detect;
+pub mod influx;
 pub mod run;
 
 pub use config::{Args, Config};

@@ -12,6 +12,7 @@ use tracing::{error, info, warn};
 use crate::accounting::{reconcile, table, AccountingReport};
 use crate::config::Config;
 use crate::conns::{conn_json, ConnSorter};
+use crate::detect::{AlertEvent, Detector};
 
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
@@ -34,7 +35,11 @@ pub fn run(config: &Config, shutdown: &AtomicBool) -> Result<AccountingReport, R
     let mut health = LogFile::create(config.health_log.as_deref())?;
     let mut conn_log = LogFile::create(config.conn_log.as_deref())?;
     let mut interim_log = LogFile::create(config.conn_interim_log.as_deref())?;
+    let mut alerts_log = LogFile::create(config.alerts_log.as_deref())?;
     let mut sorter = ConnSorter::new(config.processors, config.conn_cap);
+    let mut detector = Detector::new(config.detect.clone());
+    let mut events: Vec<AlertEvent> = Vec::new();
+    let mut alerts_text = String::new();
     let mut text = String::with_capacity(1 << 16);
     let ctx = zmq::Context::new();
     let sock_err = |what: &'static str| {
@@ -76,8 +81,12 @@ pub fn run(config: &Config, shutdown: &AtomicBool) -> Result<AccountingReport, R
                     Ok(UpMessage::Heartbeat(_)) => {}
                     Ok(UpMessage::Conns(batch)) => {
                         sorter.push(batch);
-                        sorter.release(&mut text);
+                        sorter.release_with(|r, parents| {
+                            conn_json(r, parents, &mut text);
+                            detector.on_record(r, &mut events);
+                        });
                         conn_log.write(&mut text)?;
+                        write_alerts(&mut events, &mut alerts_text, &mut alerts_log)?;
                         for r in sorter.take_interim() {
                             conn_json(&r, &[], &mut text);
                         }
@@ -98,15 +107,24 @@ pub fn run(config: &Config, shutdown: &AtomicBool) -> Result<AccountingReport, R
             Err(e) => warn!(error = %e, "poll failed"),
         }
     }
-    sorter.drain(&mut text);
+    sorter.drain_with(|r, parents| {
+        conn_json(r, parents, &mut text);
+        detector.on_record(r, &mut events);
+    });
+    detector.finish(&mut events);
     conn_log.write(&mut text)?;
     conn_log.flush()?;
+    write_alerts(&mut events, &mut alerts_text, &mut alerts_log)?;
+    alerts_log.flush()?;
+    let detect_stats = detector.stats();
+    info!(?detect_stats, "detection finished");
     interim_log.flush()?;
     let conn_stats = sorter.stats();
     info!(?conn_stats, "connection records written");
     let accounts: Vec<ProcessorAccount> = accounts.into_values().collect();
     let mut report = reconcile(&accounts);
     report.conns = Some(conn_stats);
+    report.detection = Some(detect_stats);
     let text = table(&report);
     if report.reconciled {
         info!("accounting\n{text}");
@@ -124,6 +142,19 @@ pub fn run(config: &Config, shutdown: &AtomicBool) -> Result<AccountingReport, R
         error!("MISROUTED: processors saw conflicting shard claims; see the accounting report");
     }
     Ok(report)
+}
+
+/// Logs and writes alert events (and clears them).
+fn write_alerts(
+    events: &mut Vec<AlertEvent>,
+    text: &mut String,
+    log: &mut LogFile,
+) -> Result<(), RunError> {
+    for e in events.drain(..) {
+        info!(event = e.event.as_str(), kind = e.kind, src = %e.src, dst = %e.dst, count = e.count, peak = e.peak, "alert");
+        e.to_json(text);
+    }
+    log.write(text)
 }
 
 /// An optional JSON-lines file.

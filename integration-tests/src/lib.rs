@@ -213,6 +213,8 @@ pub struct PipelineRun {
     pub report: Option<Value>,
     /// The aggregator's conn log (JSON lines).
     pub conn_log: String,
+    /// The aggregator's alerts log (JSON lines).
+    pub alerts_log: String,
 }
 
 impl PipelineRun {
@@ -259,6 +261,8 @@ pub fn start_pipeline_with(
             health.display().to_string(),
             "--conn-log".into(),
             dir.path().join("conn.jsonl").display().to_string(),
+            "--alerts-log".into(),
+            dir.path().join("alerts.jsonl").display().to_string(),
         ],
         dir.path(),
     );

@@ -102,6 +102,12 @@ pub struct ConnRecord {
     pub evicted: bool,
     /// The canonical key (carries the VLAN id when VLANs are part of the key).
     pub key: FlowKey,
+    /// TCP flags the originator sent, OR-ed over its packets (tapflow extra, for detection).
+    #[serde(default)]
+    pub orig_tcp_flags: u8,
+    /// TCP flags the responder sent, OR-ed.
+    #[serde(default)]
+    pub resp_tcp_flags: u8,
 }
 
 const BASE62: &[u8; 62] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";

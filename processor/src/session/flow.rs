@@ -117,6 +117,8 @@ pub(super) struct Flow {
     pub hist_seen: u16,
     pub hist: History,
     pub bits: u16,
+    /// TCP flags seen from each physical endpoint, OR-ed (for stealth-scan detection).
+    pub tcp_flags: [u8; 2],
     pub l4: L4,
 }
 
@@ -140,6 +142,7 @@ impl Flow {
             hist_seen: 0,
             hist: History::default(),
             bits: 0,
+            tcp_flags: [0; 2],
             l4,
         };
         if physical(s) == 0 {
@@ -171,6 +174,7 @@ impl Flow {
     pub fn apply(&mut self, s: &PacketSummary, ctx: &Ctx) {
         self.track_tunnel(s, ctx);
         let a = physical(s);
+        self.tcp_flags[a] |= s.tcp_flags;
         match self.key.proto {
             ip_proto::TCP => self.tcp_packet(s, a, ctx),
             ip_proto::UDP => self.datagram(s, a, true),
@@ -333,6 +337,8 @@ impl Flow {
             ),
             interim,
             evicted,
+            orig_tcp_flags: self.tcp_flags[o],
+            resp_tcp_flags: self.tcp_flags[r],
             key: self.key,
         }
     }

@@ -1,0 +1,167 @@
+//! Anomaly detection over the ordered stream of connection records (sans-IO).
+//!
+//! The aggregator receives every processor's records and releases them in one deterministic
+//! order (last packet time, uid) — the same with any number of processors or collectors. The
+//! detector consumes that stream, so its decisions are shard-invariant by construction: no
+//! decision keyed by a host is taken inside one processor.
+//!
+//! Each record is classified ([`classify`]) into what it says about hosts: a failed attempt
+//! (no answer, RST, an ACK probe answered by RST; never a reply), a stealth probe (NULL, FIN,
+//! XMAS, SYN+FIN), an unanswered SYN, an unsolicited response (a reply with no request: DNS
+//! answers with no query, SYN-ACKs or RSTs with no SYN), and packets towards a victim. These
+//! go into tumbling windows of event time, keyed by the record's first packet ([`window`]):
+//! `window` seconds (60) for scans, SYN floods and reflection, 5 s for volumetric floods
+//! (FastNetMon's averaging). Windows exist only where there is traffic. A window is judged once
+//! the record stream has moved `hold` seconds (120) past its end, so SYNs have had their grace
+//! period and late answers are in; a record that starts in a window judged already counts as
+//! `late` for detection (long-lived connections, which are rarely attacks).
+//!
+//! Thresholds (all configurable; counts scale with the window, see the README):
+//! `port_scan` >= 15 distinct failed ports from one source to one host; `address_scan` >= 25
+//! distinct hosts failing on one port from one source; `stealth_scan` >= 15 distinct ports
+//! probed with NULL/FIN/XMAS/SYN+FIN; `syn_flood` > 256 unanswered SYNs per minute to one
+//! victim, from many sources (>= 20) or to few ports (<= 10) — one source walking many ports is
+//! a scan; `reflection` unsolicited responses from >= 20 distinct sources to one victim;
+//! `udp_flood`, `icmp_flood`, `volumetric_flood` (other traffic) >= 20,000 packets/s or
+//! >= 1 Gbit/s to one victim averaged over 5 s.
+//!
+//! An attack that lasts is one episode ([`episode`]): a `start` event in the first window that
+//! raises it, `update`s while it goes on, an `end` with its peak when a window passes without
+//! it (or at end of stream).
+
+mod classify;
+mod episode;
+mod window;
+
+use std::collections::BTreeMap;
+
+use tapflow_proto::conn::ConnRecord;
+use tapflow_proto::Addr;
+
+pub use episode::{AlertEvent, EventKind};
+
+/// Detection settings; every default is the one DESIGN.md starts from.
+#[derive(Clone, Debug)]
+pub struct DetectConfig {
+    /// Scan, SYN-flood and reflection window, seconds of packet time. Default 60.
+    pub window_s: u64,
+    /// Volumetric window, seconds. Default 5.
+    pub flood_window_s: u64,
+    /// How far past a window's end the record stream must be before it is judged. Default 120.
+    pub hold_s: u64,
+    pub port_scan_ports: usize,
+    pub address_scan_hosts: usize,
+    pub stealth_scan_ports: usize,
+    /// Unanswered SYNs per minute to one victim (scaled to the window). Default 256.
+    pub syn_flood_per_min: u64,
+    /// A SYN flood needs this many sources, or at most `syn_flood_max_ports` ports.
+    pub syn_flood_min_sources: usize,
+    pub syn_flood_max_ports: usize,
+    pub reflection_sources: usize,
+    pub flood_pps: u64,
+    pub flood_bps: u64,
+    /// Sources never reported as scanners (known scanners, monitoring hosts): (network, prefix).
+    pub allow: Vec<(Addr, u8)>,
+    /// Windows without the attack before its episode ends. Default 1.
+    pub episode_gap: u64,
+    /// Distinct values kept per key (ports, hosts, sources): past it they are counted, not kept.
+    pub distinct_cap: usize,
+    /// Keys kept per window and kind: past it new keys are dropped and counted.
+    pub keys_cap: usize,
+}
+
+impl Default for DetectConfig {
+    fn default() -> DetectConfig {
+        DetectConfig {
+            window_s: 60,
+            flood_window_s: 5,
+            hold_s: 120,
+            port_scan_ports: 15,
+            address_scan_hosts: 25,
+            stealth_scan_ports: 15,
+            syn_flood_per_min: 256,
+            syn_flood_min_sources: 20,
+            syn_flood_max_ports: 10,
+            reflection_sources: 20,
+            flood_pps: 20_000,
+            flood_bps: 1_000_000_000,
+            allow: Vec::new(),
+            episode_gap: 1,
+            distinct_cap: 65_536,
+            keys_cap: 1_000_000,
+        }
+    }
+}
+
+/// Detector counters.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct DetectStats {
+    pub records: u64,
+    /// Records that started in a window already judged.
+    pub late: u64,
+    pub windows_judged: u64,
+    /// Keys or distinct values not kept because a cap was reached.
+    pub cap_hits: u64,
+    pub events: u64,
+}
+
+pub struct Detector {
+    cfg: DetectConfig,
+    windows: window::Windows,
+    episodes: episode::Episodes,
+    stats: DetectStats,
+}
+
+impl Detector {
+    pub fn new(cfg: DetectConfig) -> Detector {
+        Detector {
+            windows: window::Windows::new(&cfg),
+            episodes: episode::Episodes::new(cfg.episode_gap),
+            cfg,
+            stats: DetectStats::default(),
+        }
+    }
+
+    /// One final record, in the aggregator's release order. Alert events that this record's
+    /// time makes due are appended to `out`.
+    pub fn on_record(&mut self, r: &ConnRecord, out: &mut Vec<AlertEvent>) {
+        self.stats.records += 1;
+        let last = r.ts_ns.saturating_add(r.duration_ns.unwrap_or(0));
+        self.judge_until(last, out);
+        let obs = classify::observe(r, &self.cfg);
+        if !self.windows.add(r, &obs, &self.cfg) {
+            self.stats.late += 1;
+        }
+    }
+
+    /// End of stream: every window is judged and every episode ends.
+    pub fn finish(&mut self, out: &mut Vec<AlertEvent>) {
+        self.judge_until(u64::MAX, out);
+        let n = out.len();
+        self.episodes.end_all(out);
+        self.stats.events += (out.len() - n) as u64;
+    }
+
+    pub fn stats(&self) -> DetectStats {
+        DetectStats {
+            cap_hits: self.windows.cap_hits(),
+            ..self.stats.clone()
+        }
+    }
+
+    fn judge_until(&mut self, now_ns: u64, out: &mut Vec<AlertEvent>) {
+        let n = out.len();
+        for (start, end, alerts) in self.windows.judge_until(now_ns, &self.cfg) {
+            self.stats.windows_judged += 1;
+            self.episodes.window(start, end, alerts, out);
+        }
+        self.stats.events += (out.len() - n) as u64;
+    }
+}
+
+/// The alerts a window raises, keyed by (kind, src, dst), with their count and evidence.
+pub type WindowAlerts =
+    BTreeMap<(&'static str, String, String), (u64, BTreeMap<&'static str, u64>)>;
+
+#[cfg(test)]
+mod tests;

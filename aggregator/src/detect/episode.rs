@@ -1,0 +1,184 @@
+//! Episodes: an attack that lasts is one start, its updates and one end with its peak.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+use super::WindowAlerts;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EventKind {
+    Start,
+    Update,
+    End,
+}
+
+impl EventKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventKind::Start => "start",
+            EventKind::Update => "update",
+            EventKind::End => "end",
+        }
+    }
+}
+
+/// One alert event of the alerts log.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AlertEvent {
+    /// Event time: the end of the window that caused it (ns).
+    pub ts_ns: u64,
+    pub event: EventKind,
+    pub kind: &'static str,
+    pub src: String,
+    pub dst: String,
+    pub window_start_ns: u64,
+    pub window_end_ns: u64,
+    /// This window's count (the start of the episode's first window for `end`).
+    pub count: u64,
+    /// The largest count of the episode so far.
+    pub peak: u64,
+    /// When the episode started (its first window's start).
+    pub episode_start_ns: u64,
+    pub windows: u64,
+    pub evidence: BTreeMap<&'static str, u64>,
+}
+
+impl AlertEvent {
+    /// One line of the alerts log (JSON), fields as DESIGN.md names them.
+    pub fn to_json(&self, out: &mut String) {
+        let secs = |ns: u64| format!("{}.{:06}", ns / 1_000_000_000, (ns % 1_000_000_000) / 1000);
+        let _ = write!(
+            out,
+            "{{\"ts\":{},\"event\":\"{}\",\"kind\":\"{}\",\"src\":\"{}\",\"dst\":\"{}\",\"window_start\":{},\"window_end\":{},\"count\":{},\"peak\":{},\"episode_start\":{},\"windows\":{}",
+            secs(self.ts_ns),
+            self.event.as_str(),
+            self.kind,
+            self.src,
+            self.dst,
+            secs(self.window_start_ns),
+            secs(self.window_end_ns),
+            self.count,
+            self.peak,
+            secs(self.episode_start_ns),
+            self.windows
+        );
+        for (k, v) in &self.evidence {
+            let _ = write!(out, ",\"{k}\":{v}");
+        }
+        out.push_str("}\n");
+    }
+}
+
+struct Open {
+    start_ns: u64,
+    last_end_ns: u64,
+    len_ns: u64,
+    peak: u64,
+    windows: u64,
+    evidence: BTreeMap<&'static str, u64>,
+}
+
+pub(super) struct Episodes {
+    gap: u64,
+    open: BTreeMap<(&'static str, String, String), Open>,
+}
+
+impl Episodes {
+    pub fn new(gap: u64) -> Episodes {
+        Episodes {
+            gap: gap.max(1),
+            open: BTreeMap::new(),
+        }
+    }
+
+    /// A judged window `[start, end)` and what it raised.
+    pub fn window(
+        &mut self,
+        start: u64,
+        end: u64,
+        alerts: WindowAlerts,
+        out: &mut Vec<AlertEvent>,
+    ) {
+        let len = end - start;
+        // Episodes of windows this long that this window did not continue, and that have now
+        // missed `gap` windows, end.
+        let ended: Vec<_> = self
+            .open
+            .iter()
+            .filter(|(k, o)| {
+                o.len_ns == len
+                    && !alerts.contains_key(*k)
+                    && start >= o.last_end_ns + (self.gap - 1) * len
+            })
+            .map(|(k, _)| k.clone())
+            .collect();
+        for k in ended {
+            if let Some(o) = self.open.remove(&k) {
+                out.push(end_event(k, o));
+            }
+        }
+        for (key, (count, evidence)) in alerts {
+            let (event, o) = match self.open.get_mut(&key) {
+                Some(o) => {
+                    o.peak = o.peak.max(count);
+                    o.last_end_ns = end;
+                    o.windows += 1;
+                    o.evidence = evidence.clone();
+                    (EventKind::Update, o)
+                }
+                None => {
+                    let o = Open {
+                        start_ns: start,
+                        last_end_ns: end,
+                        len_ns: len,
+                        peak: count,
+                        windows: 1,
+                        evidence: evidence.clone(),
+                    };
+                    (EventKind::Start, self.open.entry(key.clone()).or_insert(o))
+                }
+            };
+            out.push(AlertEvent {
+                ts_ns: end,
+                event,
+                kind: key.0,
+                src: key.1,
+                dst: key.2,
+                window_start_ns: start,
+                window_end_ns: end,
+                count,
+                peak: o.peak,
+                episode_start_ns: o.start_ns,
+                windows: o.windows,
+                evidence,
+            });
+        }
+    }
+
+    /// End of stream: every open episode ends.
+    pub fn end_all(&mut self, out: &mut Vec<AlertEvent>) {
+        let open = std::mem::take(&mut self.open);
+        let mut ends: Vec<AlertEvent> = open.into_iter().map(|(k, o)| end_event(k, o)).collect();
+        ends.sort_by(|a, b| {
+            (a.ts_ns, a.kind, &a.src, &a.dst).cmp(&(b.ts_ns, b.kind, &b.src, &b.dst))
+        });
+        out.extend(ends);
+    }
+}
+
+fn end_event(k: (&'static str, String, String), o: Open) -> AlertEvent {
+    AlertEvent {
+        ts_ns: o.last_end_ns,
+        event: EventKind::End,
+        kind: k.0,
+        src: k.1,
+        dst: k.2,
+        window_start_ns: o.start_ns,
+        window_end_ns: o.last_end_ns,
+        count: o.peak,
+        peak: o.peak,
+        episode_start_ns: o.start_ns,
+        windows: o.windows,
+        evidence: o.evidence,
+    }
+}

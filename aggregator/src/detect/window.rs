@@ -1,0 +1,394 @@
+//! Tumbling windows of event time and what accumulates in them (sans-IO, bounded).
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::hash::Hash;
+
+use tapflow_proto::conn::ConnRecord;
+use tapflow_proto::key::ip_proto;
+use tapflow_proto::Addr;
+
+use super::classify::Observation;
+use super::{DetectConfig, WindowAlerts};
+
+const SECOND: u64 = 1_000_000_000;
+
+/// A set that keeps at most `cap` distinct values and counts what it had to leave out.
+#[derive(Debug)]
+struct Distinct<T> {
+    set: HashSet<T>,
+}
+
+impl<T: Hash + Eq> Distinct<T> {
+    fn new() -> Self {
+        Distinct {
+            set: HashSet::new(),
+        }
+    }
+
+    /// Adds `v`; false if the cap kept it out.
+    fn add(&mut self, v: T, cap: usize) -> bool {
+        if self.set.len() >= cap && !self.set.contains(&v) {
+            return false;
+        }
+        self.set.insert(v);
+        true
+    }
+
+    fn len(&self) -> usize {
+        self.set.len()
+    }
+
+    fn only(&self) -> Option<&T> {
+        if self.set.len() == 1 {
+            self.set.iter().next()
+        } else {
+            None
+        }
+    }
+}
+
+#[derive(Default, Debug)]
+struct SynAgg {
+    unanswered: u64,
+    syns: u64,
+    sources: Option<Distinct<Addr>>,
+    ports: Option<Distinct<u16>>,
+}
+
+#[derive(Default, Debug)]
+struct Scans {
+    /// (src, dst) -> distinct (proto << 16 | port) that failed.
+    failed_ports: HashMap<(Addr, Addr), Distinct<u32>>,
+    /// (src, proto, port) -> distinct hosts that failed.
+    failed_hosts: HashMap<(Addr, u8, u16), Distinct<Addr>>,
+    /// (src, dst) -> distinct ports probed with stealth flags.
+    stealth_ports: HashMap<(Addr, Addr), Distinct<u16>>,
+    syn: HashMap<Addr, SynAgg>,
+    /// victim -> distinct reflectors, and responses.
+    reflection: HashMap<Addr, (Distinct<Addr>, u64)>,
+}
+
+#[derive(Default, Debug)]
+struct Volume {
+    /// (victim, kind) -> packets, bytes, distinct sources.
+    to: HashMap<(Addr, &'static str), (f64, f64, Distinct<Addr>)>,
+}
+
+pub(super) struct Windows {
+    len: u64,
+    flood_len: u64,
+    hold: u64,
+    scans: BTreeMap<u64, Scans>,
+    volume: BTreeMap<u64, Volume>,
+    judged_scans: u64,
+    judged_volume: u64,
+    cap_hits: u64,
+}
+
+impl Windows {
+    pub fn new(cfg: &DetectConfig) -> Windows {
+        Windows {
+            len: cfg.window_s.max(1) * SECOND,
+            flood_len: cfg.flood_window_s.max(1) * SECOND,
+            hold: cfg.hold_s * SECOND,
+            scans: BTreeMap::new(),
+            volume: BTreeMap::new(),
+            judged_scans: 0,
+            judged_volume: 0,
+            cap_hits: 0,
+        }
+    }
+
+    pub fn cap_hits(&self) -> u64 {
+        self.cap_hits
+    }
+
+    /// Adds a record's observations; false if its window was judged already (late).
+    pub fn add(&mut self, r: &ConnRecord, o: &Observation, cfg: &DetectConfig) -> bool {
+        let start = r.ts_ns / self.len * self.len;
+        let in_time = start >= self.judged_scans;
+        if in_time {
+            self.add_scans(start, r, o, cfg);
+        }
+        in_time & self.add_volume(r, cfg)
+    }
+
+    fn add_scans(&mut self, start: u64, r: &ConnRecord, o: &Observation, cfg: &DetectConfig) {
+        let (cap, keys) = (cfg.distinct_cap, cfg.keys_cap);
+        let w = self.scans.entry(start).or_default();
+        let mut misses = 0;
+        if o.failed && !o.allowed {
+            misses += add_to(
+                &mut w.failed_ports,
+                (r.orig_h, r.resp_h),
+                u32::from(r.proto) << 16 | u32::from(r.resp_p),
+                cap,
+                keys,
+            );
+            misses += add_to(
+                &mut w.failed_hosts,
+                (r.orig_h, r.proto, r.resp_p),
+                r.resp_h,
+                cap,
+                keys,
+            );
+        }
+        if o.stealth && !o.allowed {
+            misses += add_to(
+                &mut w.stealth_ports,
+                (r.orig_h, r.resp_h),
+                r.resp_p,
+                cap,
+                keys,
+            );
+        }
+        if o.syn && (w.syn.len() < keys || w.syn.contains_key(&r.resp_h)) {
+            let agg = w.syn.entry(r.resp_h).or_default();
+            agg.syns += 1;
+            if o.unanswered_syn {
+                agg.unanswered += 1;
+                misses += u64::from(
+                    !agg.sources
+                        .get_or_insert_with(Distinct::new)
+                        .add(r.orig_h, cap),
+                );
+                misses += u64::from(
+                    !agg.ports
+                        .get_or_insert_with(Distinct::new)
+                        .add(r.resp_p, cap),
+                );
+            }
+        } else if o.syn {
+            misses += 1;
+        }
+        if let Some((victim, reflector)) = o.unsolicited {
+            if w.reflection.len() < keys || w.reflection.contains_key(&victim) {
+                let e = w
+                    .reflection
+                    .entry(victim)
+                    .or_insert_with(|| (Distinct::new(), 0));
+                e.1 += r.orig_pkts.max(r.resp_pkts);
+                misses += u64::from(!e.0.add(reflector, cap));
+            } else {
+                misses += 1;
+            }
+        }
+        self.cap_hits += misses;
+    }
+
+    /// Spreads the record's packets over the flood windows it spans; false if part of it fell
+    /// in windows judged already.
+    fn add_volume(&mut self, r: &ConnRecord, cfg: &DetectConfig) -> bool {
+        let kind = match r.proto {
+            ip_proto::UDP => "udp_flood",
+            ip_proto::ICMP | ip_proto::ICMPV6 => "icmp_flood",
+            _ => "volumetric_flood",
+        };
+        let first = r.ts_ns;
+        let last = first.saturating_add(r.duration_ns.unwrap_or(0));
+        let span = (last - first).max(1) as f64;
+        let mut all_in_time = true;
+        let mut t = first / self.flood_len * self.flood_len;
+        while t <= last {
+            let overlap = if last == first {
+                1.0
+            } else {
+                (last.min(t + self.flood_len) - first.max(t)) as f64 / span
+            };
+            if t < self.judged_volume {
+                all_in_time = false;
+            } else if overlap > 0.0 {
+                let w = self.volume.entry(t).or_default();
+                for (victim, source, pkts, bytes) in [
+                    (r.resp_h, r.orig_h, r.orig_pkts, r.orig_ip_bytes),
+                    (r.orig_h, r.resp_h, r.resp_pkts, r.resp_ip_bytes),
+                ] {
+                    if pkts == 0 {
+                        continue;
+                    }
+                    if w.to.len() >= cfg.keys_cap && !w.to.contains_key(&(victim, kind)) {
+                        self.cap_hits += 1;
+                        continue;
+                    }
+                    let e =
+                        w.to.entry((victim, kind))
+                            .or_insert_with(|| (0.0, 0.0, Distinct::new()));
+                    e.0 += pkts as f64 * overlap;
+                    e.1 += bytes as f64 * overlap;
+                    self.cap_hits += u64::from(!e.2.add(source, 2));
+                }
+            }
+            t += self.flood_len;
+        }
+        all_in_time
+    }
+
+    /// Judges, oldest first, every window that ended at least `hold` before `now_ns`.
+    pub fn judge_until(
+        &mut self,
+        now_ns: u64,
+        cfg: &DetectConfig,
+    ) -> Vec<(u64, u64, WindowAlerts)> {
+        let mut out = Vec::new();
+        loop {
+            let next_scan = self
+                .scans
+                .keys()
+                .next()
+                .copied()
+                .filter(|s| s.saturating_add(self.len).saturating_add(self.hold) <= now_ns);
+            let next_vol =
+                self.volume.keys().next().copied().filter(|s| {
+                    s.saturating_add(self.flood_len).saturating_add(self.hold) <= now_ns
+                });
+            match (next_scan, next_vol) {
+                (Some(s), v) if v.is_none_or(|v| s + self.len <= v + self.flood_len) => {
+                    let w = self.scans.remove(&s).unwrap_or_default();
+                    self.judged_scans = s + self.len;
+                    out.push((s, s + self.len, judge_scans(&w, cfg, self.len)));
+                }
+                (_, Some(v)) => {
+                    let w = self.volume.remove(&v).unwrap_or_default();
+                    self.judged_volume = v + self.flood_len;
+                    out.push((v, v + self.flood_len, judge_volume(&w, cfg, self.flood_len)));
+                }
+                _ => return out,
+            }
+        }
+    }
+}
+
+/// Adds `v` to the distinct set under `key`; returns 1 if a cap kept it out.
+fn add_to<K: Hash + Eq, T: Hash + Eq>(
+    map: &mut HashMap<K, Distinct<T>>,
+    key: K,
+    v: T,
+    cap: usize,
+    keys: usize,
+) -> u64 {
+    if map.len() >= keys && !map.contains_key(&key) {
+        return 1;
+    }
+    u64::from(!map.entry(key).or_insert_with(Distinct::new).add(v, cap))
+}
+
+fn ip(a: &Addr) -> String {
+    a.to_string()
+}
+
+fn judge_scans(w: &Scans, cfg: &DetectConfig, len: u64) -> WindowAlerts {
+    let mut alerts = WindowAlerts::new();
+    let mut scanners: HashSet<(Addr, Addr)> = HashSet::new();
+    for ((src, dst), ports) in &w.failed_ports {
+        if ports.len() >= cfg.port_scan_ports {
+            scanners.insert((*src, *dst));
+            alerts.insert(
+                ("port_scan", ip(src), ip(dst)),
+                (
+                    ports.len() as u64,
+                    [("distinct_ports", ports.len() as u64)].into(),
+                ),
+            );
+        }
+    }
+    let mut by_src: HashMap<Addr, (u64, u16)> = HashMap::new();
+    for ((src, _proto, port), hosts) in &w.failed_hosts {
+        if hosts.len() >= cfg.address_scan_hosts {
+            let e = by_src.entry(*src).or_default();
+            if hosts.len() as u64 > e.0 {
+                *e = (hosts.len() as u64, *port);
+            }
+        }
+    }
+    for (src, (hosts, port)) in by_src {
+        alerts.insert(
+            ("address_scan", ip(&src), "*".into()),
+            (
+                hosts,
+                [("distinct_hosts", hosts), ("port", u64::from(port))].into(),
+            ),
+        );
+    }
+    for ((src, dst), ports) in &w.stealth_ports {
+        if ports.len() >= cfg.stealth_scan_ports {
+            alerts.insert(
+                ("stealth_scan", ip(src), ip(dst)),
+                (
+                    ports.len() as u64,
+                    [("distinct_ports", ports.len() as u64)].into(),
+                ),
+            );
+        }
+    }
+    let threshold = cfg.syn_flood_per_min.saturating_mul(len / SECOND) / 60;
+    for (victim, agg) in &w.syn {
+        let sources = agg.sources.as_ref().map_or(0, Distinct::len);
+        let ports = agg.ports.as_ref().map_or(0, Distinct::len);
+        let many_sources = sources >= cfg.syn_flood_min_sources;
+        let few_ports = ports <= cfg.syn_flood_max_ports;
+        // One source walking many ports is a port scan, not a flood.
+        let single_scanner = agg
+            .sources
+            .as_ref()
+            .and_then(Distinct::only)
+            .is_some_and(|s| scanners.contains(&(*s, *victim)));
+        if agg.unanswered > threshold && (many_sources || few_ports) && !single_scanner {
+            let src = match agg.sources.as_ref().and_then(Distinct::only) {
+                Some(s) => ip(s),
+                None => "*".into(),
+            };
+            let answered_pct = (agg.syns - agg.unanswered) * 100 / agg.syns.max(1);
+            let evidence = [
+                ("unanswered_syns", agg.unanswered),
+                ("syns", agg.syns),
+                ("answered_pct", answered_pct),
+                ("distinct_sources", sources as u64),
+                ("distinct_ports", ports as u64),
+            ];
+            alerts.insert(
+                ("syn_flood", src, ip(victim)),
+                (agg.unanswered, evidence.into()),
+            );
+        }
+    }
+    for (victim, (sources, responses)) in &w.reflection {
+        if sources.len() >= cfg.reflection_sources {
+            alerts.insert(
+                ("reflection", "*".into(), ip(victim)),
+                (
+                    *responses,
+                    [
+                        ("distinct_sources", sources.len() as u64),
+                        ("responses", *responses),
+                    ]
+                    .into(),
+                ),
+            );
+        }
+    }
+    alerts
+}
+
+fn judge_volume(w: &Volume, cfg: &DetectConfig, len: u64) -> WindowAlerts {
+    let secs = (len / SECOND).max(1) as f64;
+    let mut alerts = WindowAlerts::new();
+    for ((victim, kind), (pkts, bytes, sources)) in &w.to {
+        let (pps, bps) = (pkts / secs, bytes * 8.0 / secs);
+        if pps >= cfg.flood_pps as f64 || bps >= cfg.flood_bps as f64 {
+            let src = match sources.only() {
+                Some(s) => ip(s),
+                None => "*".into(),
+            };
+            let evidence = [
+                ("pps", pps.round() as u64),
+                ("bps", bps.round() as u64),
+                ("packets", pkts.round() as u64),
+            ];
+            alerts.insert(
+                (*kind, src, ip(victim)),
+                (pkts.round() as u64, evidence.into()),
+            );
+        }
+    }
+    alerts
+}

@@ -1,0 +1,196 @@
+//! The InfluxDB schema: which measurements tapflow writes, their tags and fields (sans-IO).
+//!
+//! Tags are low-cardinality only (each distinct tag set is a series kept in InfluxDB's index);
+//! addresses, ports and uids are fields, never tags.
+//!
+//! | measurement      | tags                               | fields |
+//! |------------------|------------------------------------|--------|
+//! | `tapflow_conn`   | `proto`, `conn_state`, `ip_version` | `uid`, `orig_h`, `orig_p`, `resp_h`, `resp_p`, `ip_proto`, `duration` (s, float), `orig_bytes`, `resp_bytes`, `missed_bytes`, `history`, `orig_pkts`, `orig_ip_bytes`, `resp_pkts`, `resp_ip_bytes`, `community_id`, `tunnel_parents`, `local_orig`, `local_resp`, `vlan`, `evicted` |
+//! | `tapflow_health` | `component`, `name`                | one integer field per counter |
+//!
+//! Session points are stamped at the first packet's time plus the uid's offset
+//! ([`super::unique::uid_offset_ns`]).
+
+use std::collections::BTreeMap;
+
+use tapflow_proto::conn::ConnRecord;
+use tapflow_proto::key::ip_proto;
+
+use super::line::{Field, Point};
+use super::unique::uid_offset_ns;
+
+pub const CONN_MEASUREMENT: &str = "tapflow_conn";
+pub const HEALTH_MEASUREMENT: &str = "tapflow_health";
+
+/// One final session as a point. `parents` are the tunnel parents' uids, resolved as for the
+/// conn log; they are written comma-joined.
+///
+/// Optional values (`duration`, `orig_bytes`, `resp_bytes`, `local_*`, `history` when empty,
+/// `tunnel_parents` when none) are left out where the conn log leaves them out, so
+/// `count(uid)` counts sessions.
+pub fn conn_point(r: &ConnRecord, parents: &[String]) -> Point {
+    let proto = match r.proto {
+        ip_proto::TCP => "tcp",
+        ip_proto::UDP => "udp",
+        ip_proto::ICMP | ip_proto::ICMPV6 => "icmp",
+        _ => "unknown_transport",
+    };
+    let ip_version = if r.orig_h.is_v4() { "4" } else { "6" };
+    let ts = r.ts_ns.saturating_add(uid_offset_ns(&r.uid));
+    // Tags in key order: InfluxDB sorts them anyway, and asks clients to send them sorted.
+    let mut p = Point::new(CONN_MEASUREMENT, ts)
+        .tag("conn_state", r.conn_state.as_str())
+        .tag("ip_version", ip_version)
+        .tag("proto", proto);
+    p.fields.reserve(22);
+    p = p
+        .field("uid", Field::Str(r.uid.clone()))
+        .field("orig_h", Field::Str(r.orig_h.to_string()))
+        .field("orig_p", Field::UInt(r.orig_p.into()))
+        .field("resp_h", Field::Str(r.resp_h.to_string()))
+        .field("resp_p", Field::UInt(r.resp_p.into()))
+        .field("ip_proto", Field::UInt(r.proto.into()));
+    if let Some(d) = r.duration_ns {
+        p = p.field("duration", Field::Float(d as f64 / 1e9));
+    }
+    if let Some(b) = r.orig_bytes {
+        p = p.field("orig_bytes", Field::UInt(b));
+    }
+    if let Some(b) = r.resp_bytes {
+        p = p.field("resp_bytes", Field::UInt(b));
+    }
+    p = p.field("missed_bytes", Field::UInt(r.missed_bytes));
+    if !r.history.is_empty() {
+        p = p.field("history", Field::Str(r.history.clone()));
+    }
+    p = p
+        .field("orig_pkts", Field::UInt(r.orig_pkts))
+        .field("orig_ip_bytes", Field::UInt(r.orig_ip_bytes))
+        .field("resp_pkts", Field::UInt(r.resp_pkts))
+        .field("resp_ip_bytes", Field::UInt(r.resp_ip_bytes))
+        .field("community_id", Field::Str(r.community_id.clone()));
+    if !parents.is_empty() {
+        p = p.field("tunnel_parents", Field::Str(parents.join(",")));
+    }
+    if let Some(l) = r.local_orig {
+        p = p.field("local_orig", Field::Bool(l));
+    }
+    if let Some(l) = r.local_resp {
+        p = p.field("local_resp", Field::Bool(l));
+    }
+    if r.key.vlan != 0 {
+        p = p.field("vlan", Field::UInt(r.key.vlan.into()));
+    }
+    if r.evicted {
+        p = p.field("evicted", Field::Bool(true));
+    }
+    p
+}
+
+/// A component's counters at `ts_ns` (event time where it has one, e.g. the watermark): tags
+/// `component` (collector, processor, aggregator, influx) and `name` (its instance), one
+/// integer field per counter. Counters are totals since start, so InfluxQL's
+/// `non_negative_derivative` gives rates.
+pub fn health_point(
+    component: &str,
+    name: &str,
+    counters: &BTreeMap<String, u64>,
+    ts_ns: u64,
+) -> Point {
+    let mut p = Point::new(HEALTH_MEASUREMENT, ts_ns)
+        .tag("component", component)
+        .tag("name", name);
+    p.fields = counters
+        .iter()
+        .map(|(k, v)| (k.clone().into(), Field::UInt(*v)))
+        .collect();
+    p
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tapflow_proto::conn::{uid, ConnState};
+    use tapflow_proto::{Addr, FiveTuple};
+
+    fn rec() -> ConnRecord {
+        let t = FiveTuple {
+            proto: 6,
+            src: Addr::from_v4([10, 0, 0, 1]),
+            dst: Addr::from_v4([10, 0, 0, 2]),
+            sport: 40000,
+            dport: 80,
+        };
+        let key = t.key(0).0;
+        let ts = 1_323_974_133_493_287_000;
+        ConnRecord {
+            ts_ns: ts,
+            uid: uid(&key, ts),
+            orig_h: t.src,
+            orig_p: 40000,
+            resp_h: t.dst,
+            resp_p: 80,
+            proto: 6,
+            duration_ns: Some(1_500_000),
+            orig_bytes: Some(1),
+            resp_bytes: None,
+            conn_state: ConnState::SF,
+            local_orig: Some(true),
+            local_resp: None,
+            missed_bytes: 0,
+            history: "ShADadFf".into(),
+            orig_pkts: 5,
+            orig_ip_bytes: 300,
+            resp_pkts: 4,
+            resp_ip_bytes: 250,
+            tunnel_parents: vec![],
+            community_id: "1:abc=".into(),
+            interim: false,
+            evicted: false,
+            key,
+            orig_tcp_flags: 0x1b,
+            resp_tcp_flags: 0x1b,
+        }
+    }
+
+    fn check(p: &Point, want: &str) {
+        let mut out = Vec::new();
+        assert!(p.encode(&mut out).is_ok());
+        assert_eq!(String::from_utf8_lossy(&out), want);
+    }
+
+    #[test]
+    fn conn_line() {
+        let r = rec();
+        let ts = r.ts_ns + uid_offset_ns(&r.uid);
+        let want = format!(
+            "tapflow_conn,conn_state=SF,ip_version=4,proto=tcp uid=\"{}\",orig_h=\"10.0.0.1\",\
+             orig_p=40000i,resp_h=\"10.0.0.2\",resp_p=80i,ip_proto=6i,duration=0.0015,\
+             orig_bytes=1i,missed_bytes=0i,history=\"ShADadFf\",orig_pkts=5i,orig_ip_bytes=300i,\
+             resp_pkts=4i,resp_ip_bytes=250i,community_id=\"1:abc=\",tunnel_parents=\"Ca,Cb\",\
+             local_orig=true {ts}\n",
+            r.uid
+        );
+        check(&conn_point(&r, &["Ca".into(), "Cb".into()]), &want);
+        assert!(ts - r.ts_ns < 1000);
+    }
+
+    #[test]
+    fn no_address_port_or_uid_is_a_tag() {
+        let p = conn_point(&rec(), &[]);
+        let tags: Vec<&str> = p.tags.iter().map(|(k, _)| *k).collect();
+        assert_eq!(tags, ["conn_state", "ip_version", "proto"]);
+    }
+
+    #[test]
+    fn health_line() {
+        let counters: BTreeMap<String, u64> = [("dropped_late", 3), ("received", 10)]
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v))
+            .collect();
+        check(
+            &health_point("processor", "p 0", &counters, 5),
+            "tapflow_health,component=processor,name=p\\ 0 dropped_late=3i,received=10i 5\n",
+        );
+    }
+}

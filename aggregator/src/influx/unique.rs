@@ -1,0 +1,236 @@
+//! Unique point times (sans-IO).
+//!
+//! InfluxDB identifies a point by measurement, tag set and time: a second point with the same
+//! three silently replaces the first. A spoofed SYN flood starts thousands of sessions in the
+//! same microsecond, so session points take their first packet's time plus an offset in
+//! `0..1000` ns derived from the uid ([`uid_offset_ns`]: the capture's microsecond precision is
+//! kept), and the [`Uniquifier`] then moves any point whose (series, time) was already used one
+//! nanosecond later until it is free, counting each such point as a collision.
+//!
+//! Deterministic: the same points in the same order get the same times, so a replayed capture
+//! (or a batch written twice after a lost reply) rewrites the same points instead of adding.
+//!
+//! Memory is bounded: only (series, time) pairs within `horizon_ns` of the newest time seen are
+//! remembered, and at most `cap` of them (the oldest are forgotten first). A point older than
+//! what was forgotten cannot be checked against it; such points are counted as `unchecked`
+//! (a collision among them is still possible but needs two points of one series within the same
+//! nanosecond that are both that far behind).
+
+use std::collections::BTreeSet;
+
+use super::line::Point;
+
+/// Default: remember the last 24 hours of event time (a long session's point is stamped at
+/// its first packet, up to the processors' longest timeout before it is released).
+pub const DEFAULT_HORIZON_NS: u64 = 24 * 3600 * 1_000_000_000;
+/// Default: at most this many remembered (series, time) pairs (about 64 MiB).
+pub const DEFAULT_CAP: usize = 1 << 20;
+
+/// Offset in `0..1000` ns from a uid: FNV-1a (64-bit) of its bytes, modulo 1000. Fixed, so the
+/// same on every build and host.
+pub fn uid_offset_ns(uid: &str) -> u64 {
+    fnv1a(uid.as_bytes()) % 1000
+}
+
+/// Counters of the uniquifier.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct UniqueStats {
+    /// Points seen.
+    pub points: u64,
+    /// Points whose time was moved because their (series, time) was taken.
+    pub collisions: u64,
+    /// Nanoseconds added in all (a point can move more than once).
+    pub bumps: u64,
+    /// Points older than what had been forgotten: not checked against it.
+    pub unchecked: u64,
+    /// Pairs forgotten early because `cap` were remembered.
+    pub evicted_over_cap: u64,
+}
+
+/// Makes (measurement, tag set, time) unique over a window of recent points.
+pub struct Uniquifier {
+    horizon_ns: u64,
+    cap: usize,
+    /// (time, series hash) of the points remembered.
+    used: BTreeSet<(u64, u64)>,
+    /// Times below this may have been forgotten.
+    forgotten_below: u64,
+    newest: u64,
+    key: Vec<u8>,
+    stats: UniqueStats,
+}
+
+impl Default for Uniquifier {
+    fn default() -> Self {
+        Uniquifier::new(DEFAULT_HORIZON_NS, DEFAULT_CAP)
+    }
+}
+
+impl Uniquifier {
+    pub fn new(horizon_ns: u64, cap: usize) -> Uniquifier {
+        Uniquifier {
+            horizon_ns,
+            cap: cap.max(1),
+            used: BTreeSet::new(),
+            forgotten_below: 0,
+            newest: 0,
+            key: Vec::with_capacity(128),
+            stats: UniqueStats::default(),
+        }
+    }
+
+    /// Moves `p.ts_ns` forward, one ns at a time, until its (series, time) is unused; then
+    /// remembers it. Returns how many ns it moved.
+    pub fn place(&mut self, p: &mut Point) -> u64 {
+        self.stats.points += 1;
+        p.series_key(&mut self.key);
+        // A 64-bit hash stands for the series: two series sharing a hash can only cause a
+        // needless bump, never a lost point.
+        let series = fnv1a(&self.key);
+        if p.ts_ns < self.forgotten_below {
+            self.stats.unchecked += 1;
+        }
+        let mut moved = 0;
+        while self.used.contains(&(p.ts_ns, series)) {
+            p.ts_ns = p.ts_ns.saturating_add(1);
+            moved += 1;
+        }
+        if moved > 0 {
+            self.stats.collisions += 1;
+            self.stats.bumps += moved;
+        }
+        self.used.insert((p.ts_ns, series));
+        self.newest = self.newest.max(p.ts_ns);
+        self.forget();
+        moved
+    }
+
+    pub fn stats(&self) -> UniqueStats {
+        self.stats
+    }
+
+    /// Pairs remembered now.
+    pub fn len(&self) -> usize {
+        self.used.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.used.is_empty()
+    }
+
+    fn forget(&mut self) {
+        let limit = self.newest.saturating_sub(self.horizon_ns);
+        while let Some(&(t, _)) = self.used.first() {
+            let over_cap = self.used.len() > self.cap;
+            if t >= limit && !over_cap {
+                break;
+            }
+            if t >= limit {
+                self.stats.evicted_over_cap += 1;
+            }
+            self.used.pop_first();
+            self.forgotten_below = self.forgotten_below.max(t.saturating_add(1));
+        }
+    }
+}
+
+fn fnv1a(bytes: &[u8]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for &b in bytes {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    h
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashSet;
+
+    use super::super::line::Field;
+    use super::*;
+
+    fn point(proto: &str, ts: u64) -> Point {
+        Point::new("tapflow_conn", ts)
+            .tag("proto", proto)
+            .field("n", Field::Int(1))
+    }
+
+    /// Times given to `points` (proto, base time, uid) in order.
+    fn run(u: &mut Uniquifier, points: &[(&str, u64, String)]) -> Vec<u64> {
+        points
+            .iter()
+            .map(|(proto, ts, uid)| {
+                let mut p = point(proto, ts + uid_offset_ns(uid));
+                u.place(&mut p);
+                p.ts_ns
+            })
+            .collect()
+    }
+
+    #[test]
+    fn offsets_are_fixed_and_spread() {
+        assert_eq!(uid_offset_ns(""), 0xcbf2_9ce4_8422_2325 % 1000);
+        let offsets: HashSet<u64> = (0..5000).map(|i| uid_offset_ns(&format!("C{i}"))).collect();
+        assert!(offsets.iter().all(|&o| o < 1000));
+        assert!(offsets.len() > 900, "{}", offsets.len());
+    }
+
+    #[test]
+    fn thousands_in_one_microsecond_get_distinct_times() {
+        let t0 = 1_700_000_000_123_456_000;
+        let pts: Vec<(&str, u64, String)> = (0..5000)
+            .map(|i| ("tcp", t0, format!("Cuid{i}")))
+            .chain((0..500).map(|i| ("udp", t0, format!("Cuid{i}"))))
+            .collect();
+        let mut u = Uniquifier::default();
+        let times = run(&mut u, &pts);
+        let distinct: HashSet<(&str, u64)> =
+            pts.iter().zip(&times).map(|(p, &t)| (p.0, t)).collect();
+        assert_eq!(distinct.len(), pts.len());
+        let s = u.stats();
+        assert_eq!(s.points, 5500);
+        assert!(s.collisions >= 5000 - 1000, "{s:?}");
+        // Same points in the same order: same times.
+        assert_eq!(run(&mut Uniquifier::default(), &pts), times);
+        // udp points share uids (so offsets) with tcp ones, but another series: no collision
+        // among the first 500 udp ones beyond what their own offsets cause.
+        let udp: Vec<u64> = times[5000..].to_vec();
+        let mut alone = Uniquifier::default();
+        assert_eq!(run(&mut alone, &pts[5000..]), udp);
+    }
+
+    #[test]
+    fn same_time_other_series_is_no_collision() {
+        let mut u = Uniquifier::default();
+        let mut a = point("tcp", 10);
+        let mut b = point("udp", 10);
+        let mut c = point("tcp", 10);
+        assert_eq!(
+            (u.place(&mut a), u.place(&mut b), u.place(&mut c)),
+            (0, 0, 1)
+        );
+        assert_eq!((a.ts_ns, b.ts_ns, c.ts_ns), (10, 10, 11));
+        assert_eq!(u.stats().collisions, 1);
+    }
+
+    #[test]
+    fn horizon_and_cap_bound_memory() {
+        let mut u = Uniquifier::new(100, 1000);
+        for t in 0..50 {
+            u.place(&mut point("tcp", t * 10));
+        }
+        // Newest 490: only times >= 390 are kept.
+        assert_eq!(u.len(), 10);
+        let mut late = point("tcp", 0);
+        assert_eq!(u.place(&mut late), 0, "forgotten: not a collision");
+        assert_eq!(u.stats().unchecked, 1);
+
+        let mut u = Uniquifier::new(u64::MAX, 8);
+        for t in 0..20 {
+            u.place(&mut point("tcp", t));
+        }
+        assert_eq!(u.len(), 8);
+        assert_eq!(u.stats().evicted_over_cap, 12);
+    }
+}
