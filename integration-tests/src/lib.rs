@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+pub mod influxd;
 pub mod zeek;
 
 /// The repository root (this crate's parent directory).
@@ -191,6 +192,8 @@ impl RunningPipeline {
             .and_then(|l| serde_json::from_str(&l).ok());
         let conn_log =
             std::fs::read_to_string(self.dir.path().join("conn.jsonl")).unwrap_or_default();
+        let alerts_log =
+            std::fs::read_to_string(self.dir.path().join("alerts.jsonl")).unwrap_or_default();
         PipelineRun {
             dir: self.dir,
             collectors,
@@ -198,6 +201,7 @@ impl RunningPipeline {
             aggregator,
             report,
             conn_log,
+            alerts_log,
         }
     }
 }
@@ -245,25 +249,37 @@ pub fn start_pipeline_with(
     n: usize,
     processor_extra: &[&str],
 ) -> RunningPipeline {
+    start_pipeline_opts(collectors, n, processor_extra, &[])
+}
+
+/// [`start_pipeline`] with further flags for every processor and for the aggregator.
+pub fn start_pipeline_opts(
+    collectors: &[CollectorSpec],
+    n: usize,
+    processor_extra: &[&str],
+    aggregator_extra: &[&str],
+) -> RunningPipeline {
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
     let agg_port = free_port();
     let health = dir.path().join("health.jsonl");
+    let mut aggregator_args: Vec<String> = vec![
+        "--listen".into(),
+        endpoint(agg_port),
+        "--processors".into(),
+        n.to_string(),
+        "--exit-on-eos".into(),
+        "--health-log".into(),
+        health.display().to_string(),
+        "--conn-log".into(),
+        dir.path().join("conn.jsonl").display().to_string(),
+        "--alerts-log".into(),
+        dir.path().join("alerts.jsonl").display().to_string(),
+    ];
+    aggregator_args.extend(aggregator_extra.iter().map(|s| s.to_string()));
     let aggregator = Proc::spawn(
         "aggregator",
         &bin("tapflow-aggregator"),
-        &[
-            "--listen".into(),
-            endpoint(agg_port),
-            "--processors".into(),
-            n.to_string(),
-            "--exit-on-eos".into(),
-            "--health-log".into(),
-            health.display().to_string(),
-            "--conn-log".into(),
-            dir.path().join("conn.jsonl").display().to_string(),
-            "--alerts-log".into(),
-            dir.path().join("alerts.jsonl").display().to_string(),
-        ],
+        &aggregator_args,
         dir.path(),
     );
     let ports: Vec<u16> = (0..n).map(|_| free_port()).collect();
@@ -330,4 +346,72 @@ pub fn capinfos_packets(pcaps: &Path, name: &str) -> Option<u64> {
         l.strip_prefix("Number of packets:")
             .and_then(|v| v.trim().parse().ok())
     })
+}
+
+/// Rewrites a capture with strictly increasing timestamps (1 µs apart at least) into `all`, and
+/// splits it by direction along each flow's canonical key into `fwd` and `rev`, as two taps
+/// that each see one direction would. Returns the packets in each half.
+pub fn split_by_direction(
+    pcap: &Path,
+    all: &Path,
+    fwd: &Path,
+    rev: &Path,
+) -> Option<(usize, usize)> {
+    use tapflow_collector::decode::{DecodeConfig, Decoder, LinkType};
+    let mut cap = pcap::Capture::from_file(pcap).ok()?;
+    let dlt = cap.get_datalink();
+    let link = LinkType::from_dlt(dlt.0)?;
+    let dead = pcap::Capture::dead(dlt).ok()?;
+    let (mut w_all, mut w_fwd, mut w_rev) = (
+        dead.savefile(all).ok()?,
+        dead.savefile(fwd).ok()?,
+        dead.savefile(rev).ok()?,
+    );
+    let mut decoder = Decoder::new(DecodeConfig::default());
+    let mut out = Vec::new();
+    let mut last_us: i64 = 0;
+    let (mut nf, mut nr) = (0, 0);
+    while let Ok(p) = cap.next_packet() {
+        let us = (p.header.ts.tv_sec * 1_000_000 + p.header.ts.tv_usec).max(last_us + 1);
+        last_us = us;
+        let mut header = *p.header;
+        header.ts.tv_sec = us / 1_000_000;
+        header.ts.tv_usec = us % 1_000_000;
+        let packet = pcap::Packet::new(&header, p.data);
+        w_all.write(&packet);
+        out.clear();
+        decoder.decode(link, (us as u64) * 1000, p.data, p.header.len, &mut out);
+        let reverse = match out.first() {
+            Some(s) => s.flags & tapflow_proto::summary::flag::REVERSE != 0,
+            // No summary (a fragment held for reassembly, a drop): by address order, so all the
+            // fragments of a datagram take the same tap as the datagram's summary.
+            None => ip_addresses(link, p.data).is_some_and(|(src, dst)| src > dst),
+        };
+        if reverse {
+            w_rev.write(&packet);
+            nr += 1;
+        } else {
+            w_fwd.write(&packet);
+            nf += 1;
+        }
+    }
+    w_all.flush().ok()?;
+    w_fwd.flush().ok()?;
+    w_rev.flush().ok()?;
+    Some((nf, nr))
+}
+
+/// Source and destination address bytes of an Ethernet (untagged) or raw IP frame.
+fn ip_addresses(link: tapflow_collector::decode::LinkType, frame: &[u8]) -> Option<(&[u8], &[u8])> {
+    use tapflow_collector::decode::LinkType;
+    let ip = match link {
+        LinkType::Ethernet => frame.get(14..)?,
+        LinkType::Raw | LinkType::Ipv4 | LinkType::Ipv6 => frame,
+        _ => return None,
+    };
+    match ip.first()? >> 4 {
+        4 => Some((ip.get(12..16)?, ip.get(16..20)?)),
+        6 => Some((ip.get(8..24)?, ip.get(24..40)?)),
+        _ => None,
+    }
 }

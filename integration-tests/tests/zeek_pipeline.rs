@@ -6,10 +6,10 @@ use std::path::Path;
 use std::time::Duration;
 
 use serde_json::Value;
-use tapflow_collector::decode::{DecodeConfig, Decoder, LinkType};
 use tapflow_integration_tests::zeek::{json_row, parse_zeek_log, Tally, IGNORE_CHECKSUMS};
-use tapflow_integration_tests::{captures, run_pipeline, shared_pcaps, CollectorSpec, PipelineRun};
-use tapflow_proto::summary::flag;
+use tapflow_integration_tests::{
+    captures, run_pipeline, shared_pcaps, split_by_direction, CollectorSpec, PipelineRun,
+};
 
 const TIMEOUT: Duration = Duration::from_secs(120);
 
@@ -119,46 +119,6 @@ fn conn_log_is_identical_with_1_2_and_3_processors() {
     }
     assert!(lines > 1000, "the captures give sessions: {lines}");
     println!("{lines} conn records identical with 1, 2 and 3 processors");
-}
-
-/// Rewrites a capture with strictly increasing timestamps (1 µs apart at least) into `all`,
-/// and splits it by direction along each flow's canonical key into `fwd` and `rev`.
-fn split_by_direction(pcap: &Path, all: &Path, fwd: &Path, rev: &Path) -> Option<(usize, usize)> {
-    let mut cap = pcap::Capture::from_file(pcap).ok()?;
-    let dlt = cap.get_datalink();
-    let link = LinkType::from_dlt(dlt.0)?;
-    let dead = pcap::Capture::dead(dlt).ok()?;
-    let (mut w_all, mut w_fwd, mut w_rev) = (
-        dead.savefile(all).ok()?,
-        dead.savefile(fwd).ok()?,
-        dead.savefile(rev).ok()?,
-    );
-    let mut decoder = Decoder::new(DecodeConfig::default());
-    let mut out = Vec::new();
-    let mut last_us: i64 = 0;
-    let (mut nf, mut nr) = (0, 0);
-    while let Ok(p) = cap.next_packet() {
-        let us = (p.header.ts.tv_sec * 1_000_000 + p.header.ts.tv_usec).max(last_us + 1);
-        last_us = us;
-        let mut header = *p.header;
-        header.ts.tv_sec = us / 1_000_000;
-        header.ts.tv_usec = us % 1_000_000;
-        let packet = pcap::Packet::new(&header, p.data);
-        w_all.write(&packet);
-        out.clear();
-        decoder.decode(link, (us as u64) * 1000, p.data, p.header.len, &mut out);
-        if out.first().is_some_and(|s| s.flags & flag::REVERSE != 0) {
-            w_rev.write(&packet);
-            nr += 1;
-        } else {
-            w_fwd.write(&packet);
-            nf += 1;
-        }
-    }
-    w_all.flush().ok()?;
-    w_fwd.flush().ok()?;
-    w_rev.flush().ok()?;
-    Some((nf, nr))
 }
 
 #[test]

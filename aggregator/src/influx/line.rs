@@ -5,11 +5,14 @@
 //! - tag keys, tag values, field keys: commas, equals signs and spaces;
 //! - string field values: double quotes and backslashes.
 //!
-//! Line protocol cannot carry a newline (or carriage return) in any element; those are written
-//! as spaces. A backslash ending a measurement, key or tag value would escape the separator
-//! after it, so that one is doubled. Tags with an empty value are left out (InfluxDB treats a
-//! missing tag and an empty one alike and refuses the latter). A non-finite float is left out
-//! too (line protocol has no NaN or infinity); a point left with no field cannot be written.
+//! Line protocol cannot carry a newline (or carriage return) in any element (InfluxDB 1.6
+//! happens to take one inside a string value; the reference says it may not): those are
+//! written as spaces. Backslashes are literal in measurements, keys and tag values, but a run
+//! of them at the end or right before an escaped character cannot be written so that InfluxDB
+//! reads it back (checked against influxd 1.6.7): such a run is dropped. Tags whose key or
+//! value is empty are left out (InfluxDB treats a missing tag and an empty one alike and
+//! refuses the latter), and so are fields whose key is empty and non-finite floats (line
+//! protocol has no NaN or infinity); a point left with no field cannot be written.
 
 use std::borrow::Cow;
 use std::io::Write as _;
@@ -81,13 +84,7 @@ impl Point {
         let mut done = Encoded::default();
         escape(self.measurement, Kind::Measurement, out);
         for (k, v) in &self.tags {
-            if v.is_empty() {
-                continue;
-            }
-            out.push(b',');
-            escape(k, Kind::Key, out);
-            out.push(b'=');
-            escape(v, Kind::Key, out);
+            push_tag(k, v, out);
         }
         let mut sep = b' ';
         for (k, v) in &self.fields {
@@ -97,9 +94,16 @@ impl Point {
                     continue;
                 }
             }
+            let mark = out.len();
             out.push(sep);
-            sep = b',';
             escape(k, Kind::Key, out);
+            if out.len() == mark + 1 {
+                // Nothing left of the key.
+                out.truncate(mark);
+                done.fields_dropped += 1;
+                continue;
+            }
+            sep = b',';
             out.push(b'=');
             match v {
                 Field::Int(i) => {
@@ -139,15 +143,24 @@ impl Point {
     pub fn series_key(&self, out: &mut Vec<u8>) {
         out.clear();
         escape(self.measurement, Kind::Measurement, out);
-        let mut tags: Vec<&(&'static str, String)> =
-            self.tags.iter().filter(|(_, v)| !v.is_empty()).collect();
+        let mut tags: Vec<&(&'static str, String)> = self.tags.iter().collect();
         tags.sort_unstable();
         for (k, v) in tags {
-            out.push(b',');
-            escape(k, Kind::Key, out);
-            out.push(b'=');
-            escape(v, Kind::Key, out);
+            push_tag(k, v, out);
         }
+    }
+}
+
+/// `,key=value`, or nothing when the key or the value is empty once escaped.
+fn push_tag(k: &str, v: &str, out: &mut Vec<u8>) {
+    let mark = out.len();
+    out.push(b',');
+    escape(k, Kind::Key, out);
+    let key_end = out.len();
+    out.push(b'=');
+    escape(v, Kind::Key, out);
+    if key_end == mark + 1 || out.len() == key_end + 1 {
+        out.truncate(mark);
     }
 }
 
@@ -161,19 +174,31 @@ enum Kind {
 }
 
 fn escape(s: &str, kind: Kind, out: &mut Vec<u8>) {
+    let special = |b: u8| match kind {
+        Kind::Measurement => b == b',' || b == b' ' || b == b'\n' || b == b'\r',
+        Kind::Key => b == b',' || b == b'=' || b == b' ' || b == b'\n' || b == b'\r',
+        Kind::StrValue => b == b'"' || b == b'\\',
+    };
     let bytes = s.as_bytes();
-    for (i, &b) in bytes.iter().enumerate() {
-        let b = if b == b'\n' || b == b'\r' { b' ' } else { b };
-        let special = match kind {
-            Kind::Measurement => b == b',' || b == b' ',
-            Kind::Key => b == b',' || b == b'=' || b == b' ',
-            Kind::StrValue => b == b'"' || b == b'\\',
-        };
-        let trailing_backslash = kind != Kind::StrValue && b == b'\\' && i + 1 == bytes.len();
-        if special || trailing_backslash {
+    let mut i = 0;
+    while i < bytes.len() {
+        let b = bytes[i];
+        if b == b'\\' && kind != Kind::StrValue {
+            // Backslashes are literal in names and tags, except before a character that is
+            // escaped or at the end, where InfluxDB would misread them: those are dropped.
+            let run = bytes[i..].iter().take_while(|&&c| c == b'\\').count();
+            let next = bytes.get(i + run).copied();
+            if next.is_some_and(|n| !special(n)) {
+                out.extend_from_slice(&bytes[i..i + run]);
+            }
+            i += run;
+            continue;
+        }
+        if special(b) {
             out.push(b'\\');
         }
-        out.push(b);
+        out.push(if b == b'\n' || b == b'\r' { b' ' } else { b });
+        i += 1;
     }
 }
 
@@ -226,8 +251,11 @@ mod tests {
                 r"c:\dir\",
                 "f",
                 r"c:\",
-                r#"m,t=c:\dir\\ f="c:\\" 1"#,
+                r#"m,t=c:\dir f="c:\\" 1"#,
             ),
+            ("m", "t", r"a\\b", "f", "x", r#"m,t=a\\b f="x" 1"#),
+            ("m", "t", r"a\\,b\ c", "f", "x", r#"m,t=a\,b\ c f="x" 1"#),
+            (r"m\", r"t\", r"\", r"f\", "x", r#"m f="x" 1"#),
             ("m", "t", "é⚡", "f", "ü", "m,t=é⚡ f=\"ü\" 1"),
         ];
         for &(m, tk, tv, fk, fv, want) in cases {

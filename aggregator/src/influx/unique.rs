@@ -10,20 +10,25 @@
 //! Deterministic: the same points in the same order get the same times, so a replayed capture
 //! (or a batch written twice after a lost reply) rewrites the same points instead of adding.
 //!
-//! Memory is bounded: only (series, time) pairs within `horizon_ns` of the newest time seen are
-//! remembered, and at most `cap` of them (the oldest are forgotten first). A point older than
-//! what was forgotten cannot be checked against it; such points are counted as `unchecked`
-//! (a collision among them is still possible but needs two points of one series within the same
-//! nanosecond that are both that far behind).
+//! Used times are kept per series as merged runs `[start, end)`, so a point finds the first
+//! free time after its own in one lookup however many points already share that instant (a
+//! flood of 100,000 sessions in one microsecond is one run, not 100,000 entries).
+//!
+//! Memory is bounded: only runs ending within `horizon_ns` of the newest time seen are
+//! remembered, and at most `cap` runs (those ending first are forgotten first). A point older
+//! than what was forgotten cannot be checked against it; such points are counted as `unchecked`
+//! (a collision among them is still possible, but needs two points of one series within the
+//! same few nanoseconds, both that far behind the newest).
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use super::line::Point;
 
 /// Default: remember the last 24 hours of event time (a long session's point is stamped at
 /// its first packet, up to the processors' longest timeout before it is released).
 pub const DEFAULT_HORIZON_NS: u64 = 24 * 3600 * 1_000_000_000;
-/// Default: at most this many remembered (series, time) pairs (about 64 MiB).
+/// Default: at most this many remembered runs (some 100 MiB at worst, when no two points of a
+/// series are adjacent in time).
 pub const DEFAULT_CAP: usize = 1 << 20;
 
 /// Offset in `0..1000` ns from a uid: FNV-1a (64-bit) of its bytes, modulo 1000. Fixed, so the
@@ -43,7 +48,7 @@ pub struct UniqueStats {
     pub bumps: u64,
     /// Points older than what had been forgotten: not checked against it.
     pub unchecked: u64,
-    /// Pairs forgotten early because `cap` were remembered.
+    /// Runs forgotten early because `cap` were remembered.
     pub evicted_over_cap: u64,
 }
 
@@ -51,8 +56,10 @@ pub struct UniqueStats {
 pub struct Uniquifier {
     horizon_ns: u64,
     cap: usize,
-    /// (time, series hash) of the points remembered.
-    used: BTreeSet<(u64, u64)>,
+    /// (series hash, start) -> end (exclusive) of the runs of used times.
+    runs: BTreeMap<(u64, u64), u64>,
+    /// (end, series hash, start) of the same runs, oldest end first, for forgetting.
+    by_end: BTreeSet<(u64, u64, u64)>,
     /// Times below this may have been forgotten.
     forgotten_below: u64,
     newest: u64,
@@ -71,7 +78,8 @@ impl Uniquifier {
         Uniquifier {
             horizon_ns,
             cap: cap.max(1),
-            used: BTreeSet::new(),
+            runs: BTreeMap::new(),
+            by_end: BTreeSet::new(),
             forgotten_below: 0,
             newest: 0,
             key: Vec::with_capacity(128),
@@ -79,28 +87,49 @@ impl Uniquifier {
         }
     }
 
-    /// Moves `p.ts_ns` forward, one ns at a time, until its (series, time) is unused; then
-    /// remembers it. Returns how many ns it moved.
+    /// Moves `p.ts_ns` forward to the first time at or after it that its series has not used
+    /// (so by one ns per point already there), then remembers it. Returns how many ns it moved.
     pub fn place(&mut self, p: &mut Point) -> u64 {
         self.stats.points += 1;
         p.series_key(&mut self.key);
         // A 64-bit hash stands for the series: two series sharing a hash can only cause a
-        // needless bump, never a lost point.
+        // needless move, never a lost point.
         let series = fnv1a(&self.key);
         if p.ts_ns < self.forgotten_below {
             self.stats.unchecked += 1;
         }
-        let mut moved = 0;
-        while self.used.contains(&(p.ts_ns, series)) {
-            p.ts_ns = p.ts_ns.saturating_add(1);
-            moved += 1;
-        }
+        let t0 = p.ts_ns;
+        // The run at or before t0, if it is this series'.
+        let before = self
+            .runs
+            .range(..=(series, t0))
+            .next_back()
+            .filter(|((s, _), _)| *s == series)
+            .map(|(&(_, start), &end)| (start, end));
+        let t = match before {
+            Some((_, end)) if end > t0 => end,
+            _ => t0,
+        };
+        let moved = t - t0;
         if moved > 0 {
             self.stats.collisions += 1;
             self.stats.bumps += moved;
         }
-        self.used.insert((p.ts_ns, series));
-        self.newest = self.newest.max(p.ts_ns);
+        p.ts_ns = t;
+        // Record [t, t+1), merged with the run ending at t and the one starting at t+1.
+        let mut start = t;
+        let mut end = t.saturating_add(1);
+        if let Some((s, e)) = before.filter(|&(_, e)| e == t) {
+            self.remove(series, s, e);
+            start = s;
+        }
+        if let Some(&e) = self.runs.get(&(series, end)) {
+            self.remove(series, end, e);
+            end = e;
+        }
+        self.runs.insert((series, start), end);
+        self.by_end.insert((end, series, start));
+        self.newest = self.newest.max(t);
         self.forget();
         moved
     }
@@ -109,27 +138,32 @@ impl Uniquifier {
         self.stats
     }
 
-    /// Pairs remembered now.
+    /// Runs remembered now.
     pub fn len(&self) -> usize {
-        self.used.len()
+        self.runs.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.used.is_empty()
+        self.runs.is_empty()
+    }
+
+    fn remove(&mut self, series: u64, start: u64, end: u64) {
+        self.runs.remove(&(series, start));
+        self.by_end.remove(&(end, series, start));
     }
 
     fn forget(&mut self) {
         let limit = self.newest.saturating_sub(self.horizon_ns);
-        while let Some(&(t, _)) = self.used.first() {
-            let over_cap = self.used.len() > self.cap;
-            if t >= limit && !over_cap {
+        while let Some(&(end, series, start)) = self.by_end.first() {
+            let over_cap = self.runs.len() > self.cap;
+            if end > limit && !over_cap {
                 break;
             }
-            if t >= limit {
+            if end > limit {
                 self.stats.evicted_over_cap += 1;
             }
-            self.used.pop_first();
-            self.forgotten_below = self.forgotten_below.max(t.saturating_add(1));
+            self.remove(series, start, end);
+            self.forgotten_below = self.forgotten_below.max(end);
         }
     }
 }
@@ -215,20 +249,45 @@ mod tests {
     }
 
     #[test]
+    fn runs_merge_and_a_flood_is_one_run() {
+        let mut u = Uniquifier::default();
+        let placed: Vec<u64> = [5, 7, 6, 5, 5, 9, 3]
+            .into_iter()
+            .map(|t| {
+                let mut p = point("tcp", t);
+                u.place(&mut p);
+                p.ts_ns
+            })
+            .collect();
+        assert_eq!(placed, [5, 7, 6, 8, 9, 10, 3]);
+        assert_eq!(u.len(), 2, "[3,4) and [5,11)");
+        let s = u.stats();
+        assert_eq!((s.collisions, s.bumps), (3, 3 + 4 + 1));
+
+        let mut u = Uniquifier::default();
+        for _ in 0..100_000 {
+            u.place(&mut point("tcp", 1_000));
+        }
+        assert_eq!(u.len(), 1);
+        let mut p = point("tcp", 1_000);
+        assert_eq!(u.place(&mut p), 100_000);
+    }
+
+    #[test]
     fn horizon_and_cap_bound_memory() {
         let mut u = Uniquifier::new(100, 1000);
         for t in 0..50 {
             u.place(&mut point("tcp", t * 10));
         }
-        // Newest 490: only times >= 390 are kept.
-        assert_eq!(u.len(), 10);
+        // Newest 490: only runs ending after 390 are kept (390, 400, ..., 490).
+        assert_eq!(u.len(), 11);
         let mut late = point("tcp", 0);
         assert_eq!(u.place(&mut late), 0, "forgotten: not a collision");
         assert_eq!(u.stats().unchecked, 1);
 
         let mut u = Uniquifier::new(u64::MAX, 8);
         for t in 0..20 {
-            u.place(&mut point("tcp", t));
+            u.place(&mut point("tcp", t * 2));
         }
         assert_eq!(u.len(), 8);
         assert_eq!(u.stats().evicted_over_cap, 12);
