@@ -7,6 +7,7 @@ pub mod accounting;
 pub mod config;
 pub mod conns;
 pub mod detect;
+pub mod health;
 pub mod influx;
 pub mod run;
 

@@ -13,6 +13,7 @@ use crate::accounting::{reconcile, table, AccountingReport};
 use crate::config::Config;
 use crate::conns::{conn_json, ConnSorter};
 use crate::detect::{AlertEvent, Detector};
+use crate::health::HealthWatch;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
@@ -38,6 +39,7 @@ pub fn run(config: &Config, shutdown: &AtomicBool) -> Result<AccountingReport, R
     let mut alerts_log = LogFile::create(config.alerts_log.as_deref())?;
     let mut sorter = ConnSorter::new(config.processors, config.conn_cap);
     let mut detector = Detector::new(config.detect.clone());
+    let mut health_watch = HealthWatch::new(0.01);
     let mut events: Vec<AlertEvent> = Vec::new();
     let mut alerts_text = String::new();
     let mut text = String::with_capacity(1 << 16);
@@ -78,7 +80,14 @@ pub fn run(config: &Config, shutdown: &AtomicBool) -> Result<AccountingReport, R
                     }
                 };
                 match UpMessage::decode(&msg) {
-                    Ok(UpMessage::Heartbeat(_)) => {}
+                    Ok(UpMessage::Heartbeat(hb)) => {
+                        let now = std::time::SystemTime::now()
+                            .duration_since(std::time::UNIX_EPOCH)
+                            .map(|d| d.as_nanos() as u64)
+                            .unwrap_or(0);
+                        health_watch.heartbeat(&hb, now, &mut events);
+                        write_alerts(&mut events, &mut alerts_text, &mut alerts_log)?;
+                    }
                     Ok(UpMessage::Conns(batch)) => {
                         sorter.push(batch);
                         sorter.release_with(|r, parents| {

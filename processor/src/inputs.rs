@@ -158,6 +158,27 @@ impl Inputs {
             .unwrap_or(u64::MAX)
     }
 
+    /// Each collector's latest read and drop counts (one entry per incarnation).
+    pub fn collector_health(&self) -> Vec<tapflow_proto::upstream::CollectorHealth> {
+        let mut v: Vec<_> = self
+            .links
+            .values()
+            .filter_map(|l| {
+                l.counters
+                    .as_ref()
+                    .map(|c| tapflow_proto::upstream::CollectorHealth {
+                        sender: l.sender.clone(),
+                        packets_read: c.packets_read,
+                        drops: c.drops.values().sum::<u64>()
+                            + c.capture.kernel_dropped
+                            + c.capture.if_dropped,
+                    })
+            })
+            .collect();
+        v.sort_by(|a, b| a.sender.cmp(&b.sender));
+        v
+    }
+
     pub fn account(&self, processor: &str, incarnation: u64) -> ProcessorAccount {
         let mut links: Vec<LinkAccount> = self.links.values().cloned().collect();
         links.sort_by(|a, b| (&a.sender, a.incarnation).cmp(&(&b.sender, b.incarnation)));

@@ -128,6 +128,8 @@ pub fn run(config: &Config, shutdown: &AtomicBool) -> Result<(), RunError> {
                 processor: config.name.clone(),
                 incarnation,
                 watermark_ns: inputs.watermark_ns(),
+                silent_collectors: engine.silent_collectors(),
+                collectors: inputs.collector_health(),
             };
             UpMessage::Heartbeat(hb).encode(&mut buf);
             if let Err(e) = push.send(&buf[..], zmq::DONTWAIT) {
@@ -240,6 +242,14 @@ impl Engine {
             self.merger.waive_expected();
             self.waived = true;
         }
+    }
+
+    /// Names of the collectors declared dead and not back.
+    fn silent_collectors(&self) -> Vec<String> {
+        let mut v: Vec<String> = self.dead.iter().map(|(s, _)| s.clone()).collect();
+        v.sort();
+        v.dedup();
+        v
     }
 
     fn accept(&mut self, h: &tapflow_proto::LinkHeader, summaries: &[PacketSummary]) {

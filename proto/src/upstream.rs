@@ -94,6 +94,21 @@ pub struct ProcessorHeartbeat {
     pub incarnation: u64,
     /// Minimum watermark over the live collectors.
     pub watermark_ns: u64,
+    /// Collectors this processor has declared dead (silent too long), by name.
+    #[serde(default)]
+    pub silent_collectors: Vec<String>,
+    /// The latest counters each collector reported, for drop-rate watching.
+    #[serde(default)]
+    pub collectors: Vec<CollectorHealth>,
+}
+
+/// A collector's cumulative read and drop counts, as of its last heartbeat.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CollectorHealth {
+    pub sender: String,
+    pub packets_read: u64,
+    /// Every drop the collector counted (packets and summaries), plus kernel and interface drops.
+    pub drops: u64,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -1,0 +1,226 @@
+//! Pipeline self-alerts (sans-IO): a collector gone silent, a drop rate climbing.
+//!
+//! Processors report in their heartbeats which collectors they declared dead and each
+//! collector's cumulative read and drop counts. A collector any processor calls silent raises a
+//! `collector_silent` episode until it is heard again; a collector whose drops over the last
+//! heartbeat interval exceed `drop_rate` of what it read raises `drop_rate` until the rate falls
+//! back. These follow the wall clock (the time heartbeats arrive), not packet time: they are
+//! about the pipeline, not the traffic.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use tapflow_proto::upstream::ProcessorHeartbeat;
+
+use crate::detect::{AlertEvent, EventKind};
+
+pub struct HealthWatch {
+    drop_rate: f64,
+    silent: BTreeMap<String, BTreeSet<String>>,
+    silent_since: BTreeMap<String, u64>,
+    last: BTreeMap<String, (u64, u64)>,
+    dropping: BTreeMap<String, (u64, u64)>,
+}
+
+impl HealthWatch {
+    pub fn new(drop_rate: f64) -> HealthWatch {
+        HealthWatch {
+            drop_rate,
+            silent: BTreeMap::new(),
+            silent_since: BTreeMap::new(),
+            last: BTreeMap::new(),
+            dropping: BTreeMap::new(),
+        }
+    }
+
+    /// One processor heartbeat, received at `now_ns` (wall clock).
+    pub fn heartbeat(&mut self, hb: &ProcessorHeartbeat, now_ns: u64, out: &mut Vec<AlertEvent>) {
+        // Silent collectors: each processor's view, merged.
+        for (collector, by) in self.silent.iter_mut() {
+            by.remove(&hb.processor);
+            let _ = collector;
+        }
+        for c in &hb.silent_collectors {
+            self.silent
+                .entry(c.clone())
+                .or_default()
+                .insert(hb.processor.clone());
+        }
+        let now_silent: BTreeSet<String> = self
+            .silent
+            .iter()
+            .filter(|(_, by)| !by.is_empty())
+            .map(|(c, _)| c.clone())
+            .collect();
+        for c in &now_silent {
+            if !self.silent_since.contains_key(c) {
+                self.silent_since.insert(c.clone(), now_ns);
+                out.push(event(
+                    EventKind::Start,
+                    "collector_silent",
+                    c,
+                    &hb.processor,
+                    now_ns,
+                    now_ns,
+                    1,
+                    1,
+                ));
+            }
+        }
+        let back: Vec<String> = self
+            .silent_since
+            .keys()
+            .filter(|c| !now_silent.contains(*c))
+            .cloned()
+            .collect();
+        for c in back {
+            if let Some(since) = self.silent_since.remove(&c) {
+                out.push(event(
+                    EventKind::End,
+                    "collector_silent",
+                    &c,
+                    "*",
+                    since,
+                    now_ns,
+                    1,
+                    1,
+                ));
+            }
+        }
+        // Drop rates over the last interval.
+        for c in &hb.collectors {
+            let (read0, drops0) = self
+                .last
+                .insert(c.sender.clone(), (c.packets_read, c.drops))
+                .unwrap_or((c.packets_read, c.drops));
+            let (read, drops) = (
+                c.packets_read.saturating_sub(read0),
+                c.drops.saturating_sub(drops0),
+            );
+            if read + drops == 0 {
+                continue;
+            }
+            let permille = drops * 1000 / (read + drops);
+            let climbing = drops as f64 > self.drop_rate * (read + drops) as f64;
+            match (climbing, self.dropping.get_mut(&c.sender)) {
+                (true, None) => {
+                    self.dropping.insert(c.sender.clone(), (now_ns, permille));
+                    out.push(event(
+                        EventKind::Start,
+                        "drop_rate",
+                        &c.sender,
+                        "*",
+                        now_ns,
+                        now_ns,
+                        permille,
+                        permille,
+                    ));
+                }
+                (true, Some((_, peak))) => *peak = (*peak).max(permille),
+                (false, Some(_)) => {
+                    if let Some((since, peak)) = self.dropping.remove(&c.sender) {
+                        out.push(event(
+                            EventKind::End,
+                            "drop_rate",
+                            &c.sender,
+                            "*",
+                            since,
+                            now_ns,
+                            permille,
+                            peak,
+                        ));
+                    }
+                }
+                (false, None) => {}
+            }
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn event(
+    event: EventKind,
+    kind: &'static str,
+    src: &str,
+    dst: &str,
+    start: u64,
+    now: u64,
+    count: u64,
+    peak: u64,
+) -> AlertEvent {
+    AlertEvent {
+        ts_ns: now,
+        event,
+        kind,
+        src: src.to_owned(),
+        dst: dst.to_owned(),
+        window_start_ns: start,
+        window_end_ns: now,
+        count,
+        peak,
+        episode_start_ns: start,
+        windows: 1,
+        evidence: BTreeMap::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tapflow_proto::upstream::CollectorHealth;
+
+    fn hb(silent: &[&str], read: u64, drops: u64) -> ProcessorHeartbeat {
+        ProcessorHeartbeat {
+            processor: "p0".into(),
+            silent_collectors: silent.iter().map(|s| (*s).to_owned()).collect(),
+            collectors: vec![CollectorHealth {
+                sender: "tap-a".into(),
+                packets_read: read,
+                drops,
+            }],
+            ..Default::default()
+        }
+    }
+
+    fn kinds(out: &[AlertEvent]) -> Vec<(&str, &str, &str)> {
+        out.iter()
+            .map(|e| (e.event.as_str(), e.kind, e.src.as_str()))
+            .collect()
+    }
+
+    #[test]
+    fn silent_collector_starts_and_ends_an_episode() {
+        let mut w = HealthWatch::new(0.01);
+        let mut out = Vec::new();
+        w.heartbeat(&hb(&[], 100, 0), 1, &mut out);
+        w.heartbeat(&hb(&["tap-b"], 200, 0), 2, &mut out);
+        w.heartbeat(&hb(&["tap-b"], 300, 0), 3, &mut out);
+        w.heartbeat(&hb(&[], 400, 0), 4, &mut out);
+        assert_eq!(
+            kinds(&out),
+            [
+                ("start", "collector_silent", "tap-b"),
+                ("end", "collector_silent", "tap-b")
+            ]
+        );
+    }
+
+    #[test]
+    fn climbing_drop_rate_is_an_episode_a_steady_one_is_not() {
+        let mut w = HealthWatch::new(0.01);
+        let mut out = Vec::new();
+        w.heartbeat(&hb(&[], 1000, 5), 1, &mut out);
+        w.heartbeat(&hb(&[], 2000, 10), 2, &mut out); // 0.5%: fine
+        assert!(out.is_empty());
+        w.heartbeat(&hb(&[], 3000, 110), 3, &mut out); // 100 of 1100: climbing
+        w.heartbeat(&hb(&[], 4000, 300), 4, &mut out); // still
+        w.heartbeat(&hb(&[], 5000, 301), 5, &mut out); // back
+        assert_eq!(
+            kinds(&out),
+            [
+                ("start", "drop_rate", "tap-a"),
+                ("end", "drop_rate", "tap-a")
+            ]
+        );
+        assert_eq!(out[1].peak, 159);
+    }
+}
