@@ -84,6 +84,8 @@ pub struct FileConfig {
     pub address_scan_hosts: Option<usize>,
     pub flood_pps: Option<u64>,
     pub allow: Option<Vec<String>>,
+    /// `[[subnet]]` tables: per-network thresholds (see `detect::SubnetThresholds`).
+    pub subnet: Option<Vec<crate::detect::SubnetThresholds>>,
 }
 
 #[derive(Clone, Debug)]
@@ -150,7 +152,15 @@ impl Config {
                 Err(e) => errors.push(e),
             }
         }
+        let mut subnets = file.subnet.unwrap_or_default();
+        for t in &mut subnets {
+            match parse_net(&t.net) {
+                Ok(net) => t.parsed = Some(net),
+                Err(e) => errors.push(format!("[[subnet]]: {e}")),
+            }
+        }
         let detect = crate::detect::DetectConfig {
+            subnets,
             window_s: args
                 .detect_window_s
                 .or(file.detect_window_s)
@@ -211,6 +221,22 @@ fn parse_net(s: &str) -> Result<(tapflow_proto::Addr, u8), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn subnet_thresholds_come_from_the_file() {
+        let args =
+            Args::try_parse_from(["a", "--listen", "tcp://127.0.0.1:5700", "--processors", "1"])
+                .unwrap_or_else(|e| panic!("{e}"));
+        let file: FileConfig = toml::from_str(
+            "[[subnet]]\nnet = '10.0.0.0/8'\nsyn_flood_per_min = 1000\n[[subnet]]\nnet = 'bogus'",
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        let Err(ConfigError(errors)) = Config::merge(args, file) else {
+            panic!("accepted a bad network")
+        };
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert!(errors[0].contains("bogus"));
+    }
 
     #[test]
     fn reports_every_missing_field() {

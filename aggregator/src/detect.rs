@@ -68,6 +68,40 @@ pub struct DetectConfig {
     pub distinct_cap: usize,
     /// Keys kept per window and kind: past it new keys are dropped and counted.
     pub keys_cap: usize,
+    /// Thresholds for particular networks: scans by the scanner's network, floods and
+    /// reflection by the victim's. The longest matching prefix wins.
+    pub subnets: Vec<SubnetThresholds>,
+}
+
+/// Thresholds that differ for one network (any left `None` keeps the global one).
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SubnetThresholds {
+    /// `ADDRESS/PREFIX`.
+    pub net: String,
+    #[serde(skip)]
+    pub parsed: Option<(Addr, u8)>,
+    pub port_scan_ports: Option<usize>,
+    pub address_scan_hosts: Option<usize>,
+    pub stealth_scan_ports: Option<usize>,
+    pub syn_flood_per_min: Option<u64>,
+    pub reflection_sources: Option<usize>,
+    pub flood_pps: Option<u64>,
+}
+
+impl DetectConfig {
+    /// The most specific per-network thresholds that apply to `a`, if any.
+    pub(crate) fn subnet(&self, a: Addr) -> Option<&SubnetThresholds> {
+        self.subnets
+            .iter()
+            .filter_map(|s| {
+                s.parsed
+                    .filter(|(net, len)| classify::in_net(a, *net, *len))
+                    .map(|(_, len)| (len, s))
+            })
+            .max_by_key(|(len, _)| *len)
+            .map(|(_, s)| s)
+    }
 }
 
 impl Default for DetectConfig {
@@ -89,6 +123,7 @@ impl Default for DetectConfig {
             episode_gap: 1,
             distinct_cap: 65_536,
             keys_cap: 1_000_000,
+            subnets: Vec::new(),
         }
     }
 }

@@ -373,3 +373,54 @@ fn unsolicited_rsts_are_backscatter_not_a_scan() {
         ],
     );
 }
+
+#[test]
+fn per_subnet_thresholds_override_the_global_ones() {
+    let flood = (0..300u32)
+        .map(|i| {
+            rec(
+                T0 + u64::from(i) * 1000,
+                6,
+                &format!("11.0.{}.{}", i >> 8, i & 255),
+                1024,
+                "10.10.10.10",
+                80,
+                "S",
+                (1, 0),
+                (SYN, 0),
+            )
+        })
+        .collect::<Vec<_>>();
+    let quiet = SubnetThresholds {
+        net: "10.10.0.0/16".into(),
+        parsed: Some((v4("10.10.0.0"), 16)),
+        syn_flood_per_min: Some(1000),
+        ..Default::default()
+    };
+    let louder = SubnetThresholds {
+        net: "10.10.10.0/24".into(),
+        parsed: Some((v4("10.10.10.0"), 24)),
+        syn_flood_per_min: Some(100),
+        ..Default::default()
+    };
+    check(
+        DetectConfig {
+            subnets: vec![quiet.clone()],
+            ..DetectConfig::default()
+        },
+        flood.clone(),
+        &[],
+    );
+    // The longest prefix wins.
+    check(
+        DetectConfig {
+            subnets: vec![quiet, louder],
+            ..DetectConfig::default()
+        },
+        flood,
+        &[
+            ("start", "syn_flood", "*", "10.10.10.10"),
+            ("end", "syn_flood", "*", "10.10.10.10"),
+        ],
+    );
+}

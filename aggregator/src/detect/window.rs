@@ -281,7 +281,11 @@ fn judge_scans(w: &Scans, cfg: &DetectConfig, len: u64) -> WindowAlerts {
     let mut alerts = WindowAlerts::new();
     let mut scanners: HashSet<(Addr, Addr)> = HashSet::new();
     for ((src, dst), ports) in &w.failed_ports {
-        if ports.len() >= cfg.port_scan_ports {
+        let min = cfg
+            .subnet(*src)
+            .and_then(|t| t.port_scan_ports)
+            .unwrap_or(cfg.port_scan_ports);
+        if ports.len() >= min {
             scanners.insert((*src, *dst));
             alerts.insert(
                 ("port_scan", ip(src), ip(dst)),
@@ -294,7 +298,12 @@ fn judge_scans(w: &Scans, cfg: &DetectConfig, len: u64) -> WindowAlerts {
     }
     let mut by_src: HashMap<Addr, (u64, u16)> = HashMap::new();
     for ((src, _proto, port), hosts) in &w.failed_hosts {
-        if hosts.len() >= cfg.address_scan_hosts {
+        if hosts.len()
+            >= cfg
+                .subnet(*src)
+                .and_then(|t| t.address_scan_hosts)
+                .unwrap_or(cfg.address_scan_hosts)
+        {
             let e = by_src.entry(*src).or_default();
             if hosts.len() as u64 > e.0 {
                 *e = (hosts.len() as u64, *port);
@@ -311,7 +320,12 @@ fn judge_scans(w: &Scans, cfg: &DetectConfig, len: u64) -> WindowAlerts {
         );
     }
     for ((src, dst), ports) in &w.stealth_ports {
-        if ports.len() >= cfg.stealth_scan_ports {
+        if ports.len()
+            >= cfg
+                .subnet(*src)
+                .and_then(|t| t.stealth_scan_ports)
+                .unwrap_or(cfg.stealth_scan_ports)
+        {
             alerts.insert(
                 ("stealth_scan", ip(src), ip(dst)),
                 (
@@ -321,8 +335,12 @@ fn judge_scans(w: &Scans, cfg: &DetectConfig, len: u64) -> WindowAlerts {
             );
         }
     }
-    let threshold = cfg.syn_flood_per_min.saturating_mul(len / SECOND) / 60;
     for (victim, agg) in &w.syn {
+        let per_min = cfg
+            .subnet(*victim)
+            .and_then(|t| t.syn_flood_per_min)
+            .unwrap_or(cfg.syn_flood_per_min);
+        let threshold = per_min.saturating_mul(len / SECOND) / 60;
         let sources = agg.sources.as_ref().map_or(0, Distinct::len);
         let ports = agg.ports.as_ref().map_or(0, Distinct::len);
         let many_sources = sources >= cfg.syn_flood_min_sources;
@@ -353,7 +371,12 @@ fn judge_scans(w: &Scans, cfg: &DetectConfig, len: u64) -> WindowAlerts {
         }
     }
     for (victim, (sources, responses)) in &w.reflection {
-        if sources.len() >= cfg.reflection_sources {
+        if sources.len()
+            >= cfg
+                .subnet(*victim)
+                .and_then(|t| t.reflection_sources)
+                .unwrap_or(cfg.reflection_sources)
+        {
             alerts.insert(
                 ("reflection", "*".into(), ip(victim)),
                 (
@@ -375,7 +398,11 @@ fn judge_volume(w: &Volume, cfg: &DetectConfig, len: u64) -> WindowAlerts {
     let mut alerts = WindowAlerts::new();
     for ((victim, kind), (pkts, bytes, sources)) in &w.to {
         let (pps, bps) = (pkts / secs, bytes * 8.0 / secs);
-        if pps >= cfg.flood_pps as f64 || bps >= cfg.flood_bps as f64 {
+        let flood_pps = cfg
+            .subnet(*victim)
+            .and_then(|t| t.flood_pps)
+            .unwrap_or(cfg.flood_pps);
+        if pps >= flood_pps as f64 || bps >= cfg.flood_bps as f64 {
             let src = match sources.only() {
                 Some(s) => ip(s),
                 None => "*".into(),
