@@ -66,6 +66,8 @@ pub struct AccountingReport {
     pub conns: Option<crate::conns::ConnStats>,
     /// Detection counters (set by the run loop).
     pub detection: Option<crate::detect::DetectStats>,
+    /// The InfluxDB sink's counters (set by the run loop when it writes to InfluxDB).
+    pub influx: Option<crate::influx::InfluxStats>,
 }
 
 /// What the processors saw of one collector incarnation: its freshest counters, its
@@ -173,6 +175,7 @@ pub fn reconcile(accounts: &[ProcessorAccount]) -> AccountingReport {
         processors,
         conns: None,
         detection: None,
+        influx: None,
     }
 }
 

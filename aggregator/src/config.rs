@@ -59,6 +59,40 @@ pub struct Args {
     /// Sources never reported as scanners (known scanners, monitoring hosts), e.g. 10.0.0.5/32.
     #[arg(long, value_delimiter = ',')]
     pub allow: Vec<String>,
+    /// InfluxDB base URL (http://HOST:PORT); with --influx-db for the v1 API, or --influx-org,
+    /// --influx-bucket and a token for v2.
+    #[arg(long, env = "TAPFLOW_INFLUX_URL")]
+    pub influx_url: Option<String>,
+    /// v1: database (created if missing).
+    #[arg(long, env = "TAPFLOW_INFLUX_DB")]
+    pub influx_db: Option<String>,
+    /// v1: retention policy [default: the database's default].
+    #[arg(long)]
+    pub influx_rp: Option<String>,
+    /// v1: user (basic auth).
+    #[arg(long, env = "TAPFLOW_INFLUX_USER")]
+    pub influx_user: Option<String>,
+    /// v1: file holding the password (or TAPFLOW_INFLUX_PASSWORD); never logged.
+    #[arg(long)]
+    pub influx_password_file: Option<PathBuf>,
+    /// v2: organisation.
+    #[arg(long, env = "TAPFLOW_INFLUX_ORG")]
+    pub influx_org: Option<String>,
+    /// v2: bucket.
+    #[arg(long, env = "TAPFLOW_INFLUX_BUCKET")]
+    pub influx_bucket: Option<String>,
+    /// v2: file holding the token (or TAPFLOW_INFLUX_TOKEN); never logged.
+    #[arg(long)]
+    pub influx_token_file: Option<PathBuf>,
+    /// Where points wait while InfluxDB is unreachable [default: $TMPDIR/tapflow-influx-spool].
+    #[arg(long)]
+    pub influx_spool_dir: Option<PathBuf>,
+    /// Lines per write request [default: 5000].
+    #[arg(long)]
+    pub influx_batch_lines: Option<usize>,
+    /// At exit, how long to keep trying to write what is spooled, seconds [default: 30].
+    #[arg(long)]
+    pub influx_finish_s: Option<u64>,
     /// TOML file with any of these settings; flags given on the command line win.
     #[arg(long, env = "TAPFLOW_CONFIG")]
     pub config: Option<PathBuf>,
@@ -84,6 +118,17 @@ pub struct FileConfig {
     pub address_scan_hosts: Option<usize>,
     pub flood_pps: Option<u64>,
     pub allow: Option<Vec<String>>,
+    pub influx_url: Option<String>,
+    pub influx_db: Option<String>,
+    pub influx_rp: Option<String>,
+    pub influx_user: Option<String>,
+    pub influx_password_file: Option<PathBuf>,
+    pub influx_org: Option<String>,
+    pub influx_bucket: Option<String>,
+    pub influx_token_file: Option<PathBuf>,
+    pub influx_spool_dir: Option<PathBuf>,
+    pub influx_batch_lines: Option<usize>,
+    pub influx_finish_s: Option<u64>,
     /// `[[subnet]]` tables: per-network thresholds (see `detect::SubnetThresholds`).
     pub subnet: Option<Vec<crate::detect::SubnetThresholds>>,
 }
@@ -99,6 +144,8 @@ pub struct Config {
     pub conn_cap: usize,
     pub alerts_log: Option<PathBuf>,
     pub detect: crate::detect::DetectConfig,
+    pub influx: Option<crate::influx::InfluxConfig>,
+    pub influx_finish: std::time::Duration,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -126,6 +173,7 @@ impl Config {
 
     pub fn merge(args: Args, file: FileConfig) -> Result<Config, ConfigError> {
         let mut errors = Vec::new();
+        let influx = influx_config(&args, &file, &mut errors);
         let listen = args.listen.or(file.listen).unwrap_or_default();
         if listen.is_empty() {
             errors.push("--listen ENDPOINT is required".to_owned());
@@ -181,6 +229,9 @@ impl Config {
             allow,
             ..d
         };
+        let influx_finish = std::time::Duration::from_secs(
+            args.influx_finish_s.or(file.influx_finish_s).unwrap_or(30),
+        );
         if detect.window_s == 0 {
             errors.push("detect_window_s must be at least 1".to_owned());
         }
@@ -197,8 +248,97 @@ impl Config {
             conn_cap: args.conn_cap.or(file.conn_cap).unwrap_or(1_000_000).max(1),
             alerts_log: args.alerts_log.or(file.alerts_log),
             detect,
+            influx,
+            influx_finish,
         })
     }
+}
+
+/// The InfluxDB sink's settings, if a URL is given; problems go to `errors`.
+fn influx_config(
+    args: &Args,
+    file: &FileConfig,
+    errors: &mut Vec<String>,
+) -> Option<crate::influx::InfluxConfig> {
+    use crate::influx::{InfluxApi, InfluxConfig};
+    let url = args.influx_url.clone().or(file.influx_url.clone())?;
+    if !url.starts_with("http://") {
+        errors.push(format!("influx_url {url:?} must be http://HOST:PORT (no TLS here: put a local proxy in front of https)"));
+    }
+    let secret = |path: Option<PathBuf>,
+                  env: &str,
+                  what: &str,
+                  errors: &mut Vec<String>|
+     -> Option<String> {
+        match path {
+            Some(p) => match std::fs::read_to_string(&p) {
+                Ok(s) => Some(s.trim().to_owned()),
+                Err(e) => {
+                    errors.push(format!(
+                        "cannot read the InfluxDB {what} file {}: {e}",
+                        p.display()
+                    ));
+                    None
+                }
+            },
+            None => std::env::var(env).ok().filter(|s| !s.is_empty()),
+        }
+    };
+    let db = args.influx_db.clone().or(file.influx_db.clone());
+    let (org, bucket) = (
+        args.influx_org.clone().or(file.influx_org.clone()),
+        args.influx_bucket.clone().or(file.influx_bucket.clone()),
+    );
+    let api = match (db, org, bucket) {
+        (Some(db), None, None) => InfluxApi::V1 {
+            db,
+            rp: args.influx_rp.clone().or(file.influx_rp.clone()),
+            user: args.influx_user.clone().or(file.influx_user.clone()),
+            password: secret(
+                args.influx_password_file
+                    .clone()
+                    .or(file.influx_password_file.clone()),
+                "TAPFLOW_INFLUX_PASSWORD",
+                "password",
+                errors,
+            ),
+        },
+        (None, Some(org), Some(bucket)) => {
+            let token = secret(
+                args.influx_token_file
+                    .clone()
+                    .or(file.influx_token_file.clone()),
+                "TAPFLOW_INFLUX_TOKEN",
+                "token",
+                errors,
+            );
+            if token.is_none() {
+                errors.push("the InfluxDB v2 API needs a token: --influx-token-file or TAPFLOW_INFLUX_TOKEN".to_owned());
+            }
+            InfluxApi::V2 {
+                org,
+                bucket,
+                token: token.unwrap_or_default(),
+            }
+        }
+        _ => {
+            errors.push("with --influx-url give either --influx-db (v1) or --influx-org and --influx-bucket (v2)".to_owned());
+            return None;
+        }
+    };
+    let spool = args
+        .influx_spool_dir
+        .clone()
+        .or(file.influx_spool_dir.clone())
+        .unwrap_or_else(|| std::env::temp_dir().join("tapflow-influx-spool"));
+    let mut cfg = InfluxConfig::new(url, api, spool);
+    if let Some(n) = args.influx_batch_lines.or(file.influx_batch_lines) {
+        if n == 0 {
+            errors.push("influx_batch_lines must be at least 1".to_owned());
+        }
+        cfg.batch_lines = n.max(1);
+    }
+    Some(cfg)
 }
 
 /// `ADDR/PREFIX` (a bare address is a host).

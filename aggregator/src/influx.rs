@@ -27,7 +27,7 @@ mod unique;
 mod worker;
 mod writer;
 
-pub use batch::{classify, Backoff, Batch, Delivery, Outcome, Settled};
+pub use batch::{classify, measurement_of, Backoff, Batch, Delivery, Outcome, Settled};
 pub use line::{EncodeError, Encoded, Field, Key, Point};
 pub use schema::{conn_point, health_point, CONN_MEASUREMENT, HEALTH_MEASUREMENT};
 pub use spool::Spool;
@@ -106,6 +106,8 @@ pub struct InfluxStats {
     pub points_recovered: u64,
     /// Points InfluxDB accepted.
     pub points_written: u64,
+    /// The same, by measurement (to compare with InfluxQL counts and the JSON logs).
+    pub points_written_by_measurement: BTreeMap<String, u64>,
     /// Points refused for good (the point itself: 400/422 after bisecting, or the whole batch
     /// on 404), or that could not be encoded (no writable field).
     pub points_rejected: u64,
@@ -134,6 +136,39 @@ pub struct InfluxStats {
 }
 
 impl InfluxStats {
+    /// The counters as plain names and values, e.g. for [`health_point`]`("influx", ...)`:
+    /// `http_errors` and `points_written_by_measurement` are flattened to
+    /// `http_errors_<kind>` and `points_written_<measurement>`; `unique` to `unique_<name>`.
+    pub fn counters(&self) -> BTreeMap<String, u64> {
+        let mut c: BTreeMap<String, u64> = [
+            ("points_sent", self.points_sent),
+            ("points_recovered", self.points_recovered),
+            ("points_written", self.points_written),
+            ("points_rejected", self.points_rejected),
+            ("points_spooled", self.points_spooled),
+            ("points_dropped_spool_full", self.points_dropped_spool_full),
+            ("points_in_spool", self.points_in_spool),
+            ("points_pending", self.points_pending),
+            ("retries", self.retries),
+            ("collisions", self.collisions),
+            ("uint_clamped", self.uint_clamped),
+            ("fields_dropped", self.fields_dropped),
+            ("requests_ok", self.requests_ok),
+            ("unique_unchecked", self.unique.unchecked),
+            ("unique_evicted_over_cap", self.unique.evicted_over_cap),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v))
+        .collect();
+        for (k, v) in &self.http_errors {
+            c.insert(format!("http_errors_{k}"), *v);
+        }
+        for (k, v) in &self.points_written_by_measurement {
+            c.insert(format!("points_written_{k}"), *v);
+        }
+        c
+    }
+
     /// `points_sent + points_recovered` minus every way a point can end: 0 when all is
     /// accounted for (and nothing is still on its way to the writer thread).
     pub fn unaccounted(&self) -> i128 {
@@ -203,6 +238,30 @@ impl fmt::Debug for InfluxConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn counters_flatten_and_accounting_balances() {
+        let mut s = InfluxStats {
+            points_sent: 10,
+            points_recovered: 2,
+            points_written: 7,
+            points_rejected: 1,
+            points_dropped_spool_full: 1,
+            points_in_spool: 2,
+            points_pending: 1,
+            ..InfluxStats::default()
+        };
+        assert_eq!(s.unaccounted(), 0);
+        s.http_errors.insert("503".into(), 4);
+        s.points_written_by_measurement
+            .insert("tapflow_conn".into(), 7);
+        let c = s.counters();
+        assert_eq!(c.get("http_errors_503"), Some(&4));
+        assert_eq!(c.get("points_written_tapflow_conn"), Some(&7));
+        assert_eq!(c.get("points_written"), Some(&7));
+        s.points_written += 1;
+        assert_eq!(s.unaccounted(), -1);
+    }
 
     #[test]
     fn secrets_are_redacted() {

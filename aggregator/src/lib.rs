@@ -9,6 +9,7 @@ pub mod conns;
 pub mod detect;
 pub mod health;
 pub mod influx;
+pub mod points;
 pub mod run;
 
 pub use config::{Args, Config};

@@ -14,6 +14,8 @@ use crate::config::Config;
 use crate::conns::{conn_json, ConnSorter};
 use crate::detect::{AlertEvent, Detector};
 use crate::health::HealthWatch;
+use crate::influx::{conn_point, health_point, InfluxError, InfluxWriter, Point};
+use crate::points::{alert_point, TrafficWindows};
 
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
@@ -28,6 +30,8 @@ pub enum RunError {
         path: String,
         source: std::io::Error,
     },
+    #[error("InfluxDB sink: {0}")]
+    Influx(#[from] InfluxError),
 }
 
 /// Serves until every expected processor has ended (with `exit_on_eos`) or `shutdown` is set;
@@ -40,6 +44,9 @@ pub fn run(config: &Config, shutdown: &AtomicBool) -> Result<AccountingReport, R
     let mut sorter = ConnSorter::new(config.processors, config.conn_cap);
     let mut detector = Detector::new(config.detect.clone());
     let mut health_watch = HealthWatch::new(0.01);
+    let mut influx = config.influx.clone().map(InfluxWriter::start).transpose()?;
+    let mut traffic = TrafficWindows::new(config.detect.window_s, config.detect.hold_s);
+    let mut points: Vec<Point> = Vec::new();
     let mut events: Vec<AlertEvent> = Vec::new();
     let mut alerts_text = String::new();
     let mut text = String::with_capacity(1 << 16);
@@ -86,6 +93,11 @@ pub fn run(config: &Config, shutdown: &AtomicBool) -> Result<AccountingReport, R
                             .map(|d| d.as_nanos() as u64)
                             .unwrap_or(0);
                         health_watch.heartbeat(&hb, now, &mut events);
+                        if let Some(w) = influx.as_mut() {
+                            if !events.is_empty() {
+                                w.send(events.iter().map(alert_point).collect());
+                            }
+                        }
                         write_alerts(&mut events, &mut alerts_text, &mut alerts_log)?;
                     }
                     Ok(UpMessage::Conns(batch)) => {
@@ -93,9 +105,19 @@ pub fn run(config: &Config, shutdown: &AtomicBool) -> Result<AccountingReport, R
                         sorter.release_with(|r, parents| {
                             conn_json(r, parents, &mut text);
                             detector.on_record(r, &mut events);
+                            if influx.is_some() {
+                                points.push(conn_point(r, parents));
+                                traffic.add(r, &mut points);
+                            }
                         });
                         conn_log.write(&mut text)?;
+                        points.extend(events.iter().filter(|_| influx.is_some()).map(alert_point));
                         write_alerts(&mut events, &mut alerts_text, &mut alerts_log)?;
+                        if let Some(w) = influx.as_mut() {
+                            if !points.is_empty() {
+                                w.send(std::mem::take(&mut points));
+                            }
+                        }
                         for r in sorter.take_interim() {
                             conn_json(&r, &[], &mut text);
                         }
@@ -119,8 +141,16 @@ pub fn run(config: &Config, shutdown: &AtomicBool) -> Result<AccountingReport, R
     sorter.drain_with(|r, parents| {
         conn_json(r, parents, &mut text);
         detector.on_record(r, &mut events);
+        if influx.is_some() {
+            points.push(conn_point(r, parents));
+            traffic.add(r, &mut points);
+        }
     });
     detector.finish(&mut events);
+    if influx.is_some() {
+        traffic.emit_until(u64::MAX, &mut points);
+        points.extend(events.iter().map(alert_point));
+    }
     conn_log.write(&mut text)?;
     conn_log.flush()?;
     write_alerts(&mut events, &mut alerts_text, &mut alerts_log)?;
@@ -134,6 +164,41 @@ pub fn run(config: &Config, shutdown: &AtomicBool) -> Result<AccountingReport, R
     let mut report = reconcile(&accounts);
     report.conns = Some(conn_stats);
     report.detection = Some(detect_stats);
+    if let Some(mut w) = influx.take() {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(0);
+        for p in &report.processors {
+            points.push(health_point("processor", &p.processor, &p.counters, now));
+        }
+        for c in &report.collectors {
+            let mut counters = c.drops.clone();
+            counters.insert("packets_read".into(), c.packets_read);
+            counters.insert("packets_summarised".into(), c.packets_summarised);
+            counters.insert("fragments_merged".into(), c.fragments_merged);
+            counters.insert("summaries".into(), c.summaries);
+            counters.insert("kernel_dropped".into(), c.kernel_dropped);
+            counters.insert("if_dropped".into(), c.if_dropped);
+            points.push(health_point("collector", &c.sender, &counters, now));
+        }
+        w.send(std::mem::take(&mut points));
+        let stats = w.finish(config.influx_finish);
+        if stats.points_in_spool > 0 || stats.unaccounted() != 0 {
+            error!(
+                ?stats,
+                "InfluxDB: not every point was written; the rest is in the spool for the next run"
+            );
+        } else {
+            info!(
+                written = stats.points_written,
+                rejected = stats.points_rejected,
+                collisions = stats.collisions,
+                "InfluxDB: every point written or counted"
+            );
+        }
+        report.influx = Some(stats);
+    }
     let text = table(&report);
     if report.reconciled {
         info!("accounting\n{text}");

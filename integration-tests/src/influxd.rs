@@ -2,9 +2,18 @@
 //! own config file, data in a temporary directory, HTTP and RPC on free loopback ports. Killed
 //! when dropped; can be killed and restarted on the same directories and ports to play an
 //! outage.
+//!
+//! And [`V2Stub`], a stand-in for the InfluxDB 2.x write endpoint: Debian's influxd 1.6.7 has
+//! no v2 API, so v2 requests can only be checked against the API documentation by a small
+//! server that records them. It is used for nothing the real server can do.
 
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -14,7 +23,7 @@ use crate::free_port;
 /// The `influxd` binary: `$INFLUXD`, else the first on `PATH`, else `/usr/bin/influxd`.
 pub fn binary() -> Option<PathBuf> {
     if let Some(p) = std::env::var_os("INFLUXD") {
-        return Some(PathBuf::from(p));
+        return Some(PathBuf::from(p)).filter(|p| p.is_file());
     }
     let on_path = std::env::var_os("PATH").and_then(|paths| {
         std::env::split_paths(&paths)
@@ -195,4 +204,144 @@ bind-address = "127.0.0.1:{rpc_port}"
   suppress-logo = true
 "#
     )
+}
+
+/// One request as the stand-in server saw it.
+#[derive(Debug)]
+pub struct Seen {
+    pub at: Instant,
+    pub method: String,
+    pub path: String,
+    pub query: BTreeMap<String, String>,
+    pub headers: BTreeMap<String, String>,
+    pub lines: Vec<String>,
+}
+
+/// A stand-in for an InfluxDB 2.x write endpoint: answers each request with the next of
+/// `script` (status, Retry-After, delay before answering), then 204, and records what it
+/// saw.
+pub struct V2Stub {
+    pub port: u16,
+    pub seen: Arc<Mutex<Vec<Seen>>>,
+    stop: Arc<AtomicBool>,
+}
+
+impl V2Stub {
+    pub fn start(script: Vec<(u16, Option<u64>, Duration)>) -> V2Stub {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("{e}"));
+        let port = listener.local_addr().map_or(0, |a| a.port());
+        let _ = listener.set_nonblocking(true);
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (seen2, stop2) = (seen.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let mut script = script.into_iter();
+            while !stop2.load(Ordering::Relaxed) {
+                match listener.accept() {
+                    Ok((stream, _)) => {
+                        let _ = stream.set_nonblocking(false);
+                        if let Some(s) = serve_one(stream, &mut script) {
+                            seen2.lock().unwrap_or_else(|p| p.into_inner()).push(s);
+                        }
+                    }
+                    Err(_) => std::thread::sleep(Duration::from_millis(5)),
+                }
+            }
+        });
+        V2Stub { port, seen, stop }
+    }
+}
+
+impl Drop for V2Stub {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+fn serve_one(
+    stream: TcpStream,
+    script: &mut impl Iterator<Item = (u16, Option<u64>, Duration)>,
+) -> Option<Seen> {
+    let at = Instant::now();
+    let mut r = BufReader::new(stream.try_clone().ok()?);
+    let mut first = String::new();
+    r.read_line(&mut first).ok()?;
+    let mut parts = first.split_whitespace();
+    let method = parts.next()?.to_owned();
+    let target = parts.next()?.to_owned();
+    let mut headers = BTreeMap::new();
+    loop {
+        let mut l = String::new();
+        r.read_line(&mut l).ok()?;
+        let l = l.trim_end();
+        if l.is_empty() {
+            break;
+        }
+        let (k, v) = l.split_once(':')?;
+        // A repeated header shows as its values joined by newlines, so a check sees it.
+        headers
+            .entry(k.trim().to_ascii_lowercase())
+            .and_modify(|old: &mut String| *old = format!("{old}\n{}", v.trim()))
+            .or_insert_with(|| v.trim().to_owned());
+    }
+    let mut w = stream;
+    if headers.get("expect").is_some_and(|e| e == "100-continue") {
+        w.write_all(b"HTTP/1.1 100 Continue\r\n\r\n").ok()?;
+    }
+    let len: usize = headers.get("content-length")?.parse().ok()?;
+    let mut body = vec![0; len];
+    r.read_exact(&mut body).ok()?;
+    let mut text = String::new();
+    if headers.get("content-encoding").is_some_and(|e| e == "gzip") {
+        flate2::read::GzDecoder::new(&body[..])
+            .read_to_string(&mut text)
+            .ok()?;
+    } else {
+        text = String::from_utf8(body).ok()?;
+    }
+    let (path, q) = target.split_once('?').unwrap_or((&target, ""));
+    let query = q
+        .split('&')
+        .filter_map(|kv| kv.split_once('='))
+        .map(|(k, v)| (unescape(k), unescape(v)))
+        .collect();
+    let (status, after, delay) = script.next().unwrap_or((204, None, Duration::ZERO));
+    std::thread::sleep(delay);
+    let mut resp = format!("HTTP/1.1 {status} Stub\r\nConnection: close\r\n");
+    if let Some(a) = after {
+        resp.push_str(&format!("Retry-After: {a}\r\n"));
+    }
+    resp.push_str("Content-Length: 0\r\n\r\n");
+    w.write_all(resp.as_bytes()).ok()?;
+    Some(Seen {
+        at,
+        method,
+        path: path.to_owned(),
+        query,
+        headers,
+        lines: text.lines().map(str::to_owned).collect(),
+    })
+}
+
+/// `application/x-www-form-urlencoded` decoding (`%XX`, `+`).
+fn unescape(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let hex = b
+            .get(i + 1..i + 3)
+            .and_then(|h| std::str::from_utf8(h).ok())
+            .and_then(|h| u8::from_str_radix(h, 16).ok());
+        match (b[i], hex) {
+            (b'%', Some(v)) => {
+                out.push(v);
+                i += 2;
+            }
+            (b'+', _) => out.push(b' '),
+            (c, _) => out.push(c),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }

@@ -3,16 +3,12 @@
 //! server can only be a stand-in that checks requests against the v2 write documentation).
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tapflow_aggregator::influx::{
     conn_point, Field, InfluxApi, InfluxConfig, InfluxStats, InfluxWriter, Point,
 };
-use tapflow_integration_tests::influxd::Influxd;
+use tapflow_integration_tests::influxd::{Influxd, V2Stub};
 use tapflow_proto::conn::{community_id, uid, ConnRecord, ConnState};
 use tapflow_proto::{Addr, FiveTuple};
 
@@ -61,7 +57,9 @@ fn session(i: u32, t0: u64, per_us: u32) -> ConnRecord {
 }
 
 fn points(range: std::ops::Range<u32>, t0: u64, per_us: u32) -> Vec<Point> {
-    range.map(|i| conn_point(&session(i, t0, per_us), &[])).collect()
+    range
+        .map(|i| conn_point(&session(i, t0, per_us), &[]))
+        .collect()
 }
 
 fn v1(rp: Option<&str>) -> InfluxApi {
@@ -112,8 +110,21 @@ fn every_session_is_written_once_even_hundreds_per_microsecond() {
     }
     let s = w.finish(Duration::from_secs(60));
     assert_settled(&s);
-    assert_eq!((s.points_written, s.points_rejected), (u64::from(n), 0), "{s:#?}");
+    assert_eq!(
+        (s.points_written, s.points_rejected),
+        (u64::from(n), 0),
+        "{s:#?}"
+    );
     assert!(s.collisions > 0, "{s:#?}");
+    assert_eq!(
+        s.points_written_by_measurement.get("tapflow_conn"),
+        Some(&u64::from(n))
+    );
+    assert_eq!(
+        s.counters().get("points_written_tapflow_conn"),
+        Some(&u64::from(n))
+    );
+    eprintln!("{s:#?}");
     let count = |q| influxd.scalar(DB, q);
     assert_eq!(count("SELECT count(uid) FROM tapflow_conn"), u64::from(n));
     assert_eq!(
@@ -162,11 +173,15 @@ fn outage_spools_and_every_point_lands_once() {
     }
     let s = w.finish(Duration::from_secs(60));
     let sent = u64::from(rounds * per_round);
+    eprintln!("{s:#?}");
     assert_settled(&s);
     assert_eq!((s.points_sent, s.points_written), (sent, sent), "{s:#?}");
     assert!(s.retries > 0 && s.points_spooled > 0, "{s:#?}");
     assert!(s.http_errors.contains_key("connect"), "{s:#?}");
-    assert_eq!(influxd.scalar(DB, "SELECT count(uid) FROM tapflow_conn"), sent);
+    assert_eq!(
+        influxd.scalar(DB, "SELECT count(uid) FROM tapflow_conn"),
+        sent
+    );
     assert_eq!(
         influxd.scalar(DB, "SELECT count(distinct(uid)) FROM tapflow_conn"),
         sent
@@ -203,7 +218,10 @@ fn a_refused_point_is_counted_and_the_rest_of_its_batch_written() {
     assert_settled(&s);
     assert_eq!((s.points_written, s.points_rejected), (100, 1), "{s:#?}");
     assert!(s.http_errors.get("400").is_some_and(|&n| n >= 1), "{s:#?}");
-    assert_eq!(influxd.scalar(DB, "SELECT count(uid) FROM tapflow_conn"), 150);
+    assert_eq!(
+        influxd.scalar(DB, "SELECT count(uid) FROM tapflow_conn"),
+        150
+    );
 
     // Outside the retention policy: a 1970 point into a one-hour policy.
     let q = influxd.query(
@@ -222,6 +240,61 @@ fn a_refused_point_is_counted_and_the_rest_of_its_batch_written() {
         influxd.scalar(DB, "SELECT count(uid) FROM \"short\".tapflow_conn"),
         10
     );
+}
+
+#[test]
+fn a_deadline_leaves_the_spool_and_the_next_run_writes_it() {
+    let Some(influxd) = Influxd::start() else {
+        return;
+    };
+    let spool = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let t0 = 1_700_000_000_000_000_000;
+    // Nothing listens there: everything waits in the spool, bounded to about 3 batches.
+    let nobody = format!(
+        "http://127.0.0.1:{}",
+        tapflow_integration_tests::free_port()
+    );
+    let mut cfg = config(nobody, v1(None), spool.path());
+    cfg.batch_lines = 100;
+    let one_batch: usize = points(0..100, t0, 1)
+        .iter()
+        .map(|p| {
+            let mut b = Vec::new();
+            let _ = p.encode(&mut b);
+            b.len()
+        })
+        .sum();
+    // Batches differ by a few bytes (uids vary in length): room for 3.5 of them.
+    cfg.spool_max_bytes = (7 * one_batch / 2) as u64;
+    let mut w = start(cfg);
+    for r in 0..5 {
+        w.send(points(r * 100..(r + 1) * 100, t0, 1));
+        std::thread::sleep(Duration::from_millis(150));
+    }
+    let s = w.finish(Duration::from_millis(300));
+    assert_eq!(s.unaccounted(), 0, "{s:#?}");
+    assert_eq!(s.points_written, 0);
+    assert_eq!(
+        (s.points_in_spool, s.points_dropped_spool_full),
+        (300, 200),
+        "{s:#?}"
+    );
+
+    let w = start(config(influxd.url(), v1(None), spool.path()));
+    let s = w.finish(Duration::from_secs(30));
+    assert_settled(&s);
+    assert_eq!((s.points_recovered, s.points_written), (300, 300), "{s:#?}");
+    // The newest three batches were kept.
+    assert_eq!(
+        influxd.scalar(DB, "SELECT count(uid) FROM tapflow_conn"),
+        300
+    );
+    let oldest = session(200, t0, 1);
+    let q = format!(
+        "SELECT count(uid) FROM tapflow_conn WHERE time < {}",
+        oldest.ts_ns
+    );
+    assert_eq!(influxd.scalar(DB, &q), 0);
 }
 
 #[test]
@@ -263,154 +336,27 @@ fn escaped_values_read_back_as_written() {
     }
 }
 
-/// One request as the stand-in server saw it.
-#[derive(Debug)]
-struct Seen {
-    at: Instant,
-    method: String,
-    path: String,
-    query: BTreeMap<String, String>,
-    headers: BTreeMap<String, String>,
-    lines: Vec<String>,
-}
-
-/// A stand-in for an InfluxDB 2.x write endpoint: answers each request with the next of
-/// `script` (status, Retry-After), then 204, and records what it saw.
-struct V2Stub {
-    port: u16,
-    seen: Arc<Mutex<Vec<Seen>>>,
-    stop: Arc<AtomicBool>,
-}
-
-impl V2Stub {
-    fn start(script: Vec<(u16, Option<u64>)>) -> V2Stub {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("{e}"));
-        let port = listener.local_addr().map_or(0, |a| a.port());
-        let _ = listener.set_nonblocking(true);
-        let seen = Arc::new(Mutex::new(Vec::new()));
-        let stop = Arc::new(AtomicBool::new(false));
-        let (seen2, stop2) = (seen.clone(), stop.clone());
-        std::thread::spawn(move || {
-            let mut script = script.into_iter();
-            while !stop2.load(Ordering::Relaxed) {
-                match listener.accept() {
-                    Ok((stream, _)) => {
-                        let _ = stream.set_nonblocking(false);
-                        if let Some(s) = serve_one(stream, &mut script) {
-                            seen2.lock().unwrap_or_else(|p| p.into_inner()).push(s);
-                        }
-                    }
-                    Err(_) => std::thread::sleep(Duration::from_millis(5)),
-                }
-            }
-        });
-        V2Stub { port, seen, stop }
-    }
-}
-
-impl Drop for V2Stub {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-    }
-}
-
-fn serve_one(
-    stream: TcpStream,
-    script: &mut impl Iterator<Item = (u16, Option<u64>)>,
-) -> Option<Seen> {
-    let at = Instant::now();
-    let mut r = BufReader::new(stream.try_clone().ok()?);
-    let mut first = String::new();
-    r.read_line(&mut first).ok()?;
-    let mut parts = first.split_whitespace();
-    let method = parts.next()?.to_owned();
-    let target = parts.next()?.to_owned();
-    let mut headers = BTreeMap::new();
-    loop {
-        let mut l = String::new();
-        r.read_line(&mut l).ok()?;
-        let l = l.trim_end();
-        if l.is_empty() {
-            break;
-        }
-        let (k, v) = l.split_once(':')?;
-        headers.insert(k.trim().to_ascii_lowercase(), v.trim().to_owned());
-    }
-    let mut w = stream;
-    if headers.get("expect").is_some_and(|e| e == "100-continue") {
-        w.write_all(b"HTTP/1.1 100 Continue\r\n\r\n").ok()?;
-    }
-    let len: usize = headers.get("content-length")?.parse().ok()?;
-    let mut body = vec![0; len];
-    r.read_exact(&mut body).ok()?;
-    let mut text = String::new();
-    if headers.get("content-encoding").is_some_and(|e| e == "gzip") {
-        flate2::read::GzDecoder::new(&body[..])
-            .read_to_string(&mut text)
-            .ok()?;
-    } else {
-        text = String::from_utf8(body).ok()?;
-    }
-    let (path, q) = target.split_once('?').unwrap_or((&target, ""));
-    let query = q
-        .split('&')
-        .filter_map(|kv| kv.split_once('='))
-        .map(|(k, v)| (unescape(k), unescape(v)))
-        .collect();
-    let (status, after) = script.next().unwrap_or((204, None));
-    let mut resp = format!("HTTP/1.1 {status} Stub\r\nConnection: close\r\n");
-    if let Some(a) = after {
-        resp.push_str(&format!("Retry-After: {a}\r\n"));
-    }
-    resp.push_str("Content-Length: 0\r\n\r\n");
-    w.write_all(resp.as_bytes()).ok()?;
-    Some(Seen {
-        at,
-        method,
-        path: path.to_owned(),
-        query,
-        headers,
-        lines: text.lines().map(str::to_owned).collect(),
-    })
-}
-
-/// `application/x-www-form-urlencoded` decoding (`%XX`, `+`).
-fn unescape(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        let hex = b
-            .get(i + 1..i + 3)
-            .and_then(|h| std::str::from_utf8(h).ok())
-            .and_then(|h| u8::from_str_radix(h, 16).ok());
-        match (b[i], hex) {
-            (b'%', Some(v)) => {
-                out.push(v);
-                i += 2;
-            }
-            (b'+', _) => out.push(b' '),
-            (c, _) => out.push(c),
-        }
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
 /// The v2 write API (docs: "Write data with the InfluxDB API"): `POST /api/v2/write` with
 /// `org`, `bucket` and `precision` query parameters, `Authorization: Token <token>`,
 /// `Content-Type: text/plain; charset=utf-8`, `Content-Encoding: gzip` for a gzip body; 429
 /// and 503 carry `Retry-After` (seconds) that a client must wait.
 #[test]
 fn v2_requests_follow_the_api_and_retry_after_is_honoured() {
-    let stub = V2Stub::start(vec![(429, Some(1)), (503, None)]);
+    let stub = V2Stub::start(vec![
+        (429, Some(1), Duration::ZERO),
+        (503, None, Duration::ZERO),
+    ]);
     let spool = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
     let api = InfluxApi::V2 {
         org: "my org".into(),
         bucket: "tapflow/sessions".into(),
         token: "s3cr3t==".into(),
     };
-    let mut cfg = config(format!("http://127.0.0.1:{}/", stub.port), api, spool.path());
+    let mut cfg = config(
+        format!("http://127.0.0.1:{}/", stub.port),
+        api,
+        spool.path(),
+    );
     cfg.max_retry_delay = Duration::from_millis(100);
     let mut w = start(cfg);
     let sent = points(0..10, 1_700_000_000_000_000_000, 10);
@@ -433,7 +379,10 @@ fn v2_requests_follow_the_api_and_retry_after_is_honoured() {
         expected.push(String::from_utf8_lossy(&line).trim_end().to_owned());
     }
     for s in seen.iter() {
-        assert_eq!((s.method.as_str(), s.path.as_str()), ("POST", "/api/v2/write"));
+        assert_eq!(
+            (s.method.as_str(), s.path.as_str()),
+            ("POST", "/api/v2/write")
+        );
         let q: Vec<(&str, &str)> = s
             .query
             .iter()
@@ -461,6 +410,44 @@ fn v2_requests_follow_the_api_and_retry_after_is_honoured() {
     }
     let gap1 = seen[1].at - seen[0].at;
     let gap2 = seen[2].at - seen[1].at;
-    assert!(gap1 >= Duration::from_millis(990), "Retry-After 1 s: waited {gap1:?}");
-    assert!(gap2 < Duration::from_millis(900), "backoff without Retry-After: {gap2:?}");
+    assert!(
+        gap1 >= Duration::from_millis(990),
+        "Retry-After 1 s: waited {gap1:?}"
+    );
+    assert!(
+        gap2 < Duration::from_millis(900),
+        "backoff without Retry-After: {gap2:?}"
+    );
+}
+
+/// While the writer thread waits on a slow server, `send` does not wait: past the queue's
+/// bound, points go to the spool from the caller's thread, and all arrive once in the end.
+#[test]
+fn a_full_queue_spills_to_the_spool_and_nothing_is_lost() {
+    let stub = V2Stub::start(vec![(204, None, Duration::from_millis(1500))]);
+    let spool = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let api = InfluxApi::V2 {
+        org: "o".into(),
+        bucket: "b".into(),
+        token: "t".into(),
+    };
+    let mut w = start(config(
+        format!("http://127.0.0.1:{}", stub.port),
+        api,
+        spool.path(),
+    ));
+    let n = 30_000u32;
+    let all = points(0..n, 1_700_000_000_000_000_000, 100);
+    for chunk in all.chunks(1000) {
+        w.send(chunk.to_vec());
+    }
+    let during = w.stats();
+    let s = w.finish(Duration::from_secs(60));
+    assert!(during.points_spooled > 0, "{during:#?}");
+    assert_settled(&s);
+    assert_eq!(s.points_written, u64::from(n), "{s:#?}");
+    let seen = stub.seen.lock().unwrap_or_else(|p| p.into_inner());
+    let lines: Vec<&String> = seen.iter().flat_map(|s| &s.lines).collect();
+    let distinct: std::collections::HashSet<&String> = lines.iter().copied().collect();
+    assert_eq!((lines.len(), distinct.len()), (n as usize, n as usize));
 }

@@ -199,6 +199,8 @@ fn arb_up_message() -> impl Strategy<Value = UpMessage> {
     prop_oneof![
         (any::<String>(), any::<u64>(), any::<u64>()).prop_map(
             |(processor, incarnation, watermark_ns)| UpMessage::Heartbeat(ProcessorHeartbeat {
+                silent_collectors: vec![],
+                collectors: vec![],
                 processor,
                 incarnation,
                 watermark_ns,
@@ -843,6 +845,8 @@ fn seed_messages() -> Vec<(String, Vec<u8>)> {
         seeds.push((format!("eos_{name}"), encode(&m)));
     }
     let up = UpMessage::Heartbeat(ProcessorHeartbeat {
+        silent_collectors: vec!["tap-b".into()],
+        collectors: vec![],
         processor: "p0".into(),
         incarnation: 9,
         watermark_ns: 1_700_000_000_000_000_000,

@@ -15,6 +15,7 @@ fn v4(s: &str) -> Addr {
 }
 
 /// A record from `src:sport` to `dst:dport` with Zeek's history and the flags each side sent.
+#[allow(clippy::too_many_arguments)]
 fn rec(
     ts: u64,
     proto: u8,

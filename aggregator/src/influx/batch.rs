@@ -69,6 +69,20 @@ impl Batch {
     }
 }
 
+/// The measurement of an encoded line, as written (escaped): up to the first unescaped comma
+/// or space.
+pub fn measurement_of(line: &[u8]) -> &[u8] {
+    let mut i = 0;
+    while i < line.len() {
+        match line[i] {
+            b'\\' => i += 2,
+            b',' | b' ' | b'\n' => return &line[..i],
+            _ => i += 1,
+        }
+    }
+    &line[..line.len().min(i)]
+}
+
 /// What an answer means for the run of lines that was posted.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Outcome {
@@ -125,9 +139,11 @@ pub struct Delivery {
 
 impl Delivery {
     pub fn new(lines: usize) -> Delivery {
-        Delivery {
-            stack: if lines == 0 { vec![] } else { vec![0..lines] },
+        let mut stack = Vec::with_capacity(32);
+        if lines > 0 {
+            stack.push(0..lines);
         }
+        Delivery { stack }
     }
 
     /// The run of lines to post next, if any.
@@ -237,6 +253,19 @@ mod tests {
     }
 
     #[test]
+    fn measurement_names() {
+        for (line, want) in [
+            (&b"m,t=v f=1 1\n"[..], &b"m"[..]),
+            (b"tapflow_conn f=1 1\n", b"tapflow_conn"),
+            (b"a\\ b\\,c,t=v f=1 1\n", b"a\\ b\\,c"),
+            (b"", b""),
+            (b"x\\", b"x\\"),
+        ] {
+            assert_eq!(measurement_of(line), want);
+        }
+    }
+
+    #[test]
     fn classification() {
         let s = |n| Duration::from_secs(n);
         let cases = [
@@ -312,7 +341,8 @@ mod tests {
         assert_eq!(d.answer(Outcome::Written), Settled::Written(5));
         let after = Some(Duration::from_secs(1));
         assert_eq!(d.answer(Outcome::Retry { after }), Settled::Retry { after });
-        assert_eq!((d.pending(), d.pending_lines()), (vec![5..10], 5));
+        let rest = 5..10;
+        assert_eq!((d.pending(), d.pending_lines()), (vec![rest], 5));
         assert!(!d.is_done());
         assert!(Delivery::new(0).is_done());
         assert_eq!(d.answer(Outcome::Unwritable), Settled::Rejected(5..10));

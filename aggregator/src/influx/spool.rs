@@ -242,7 +242,8 @@ mod tests {
         assert_eq!((s.files(), s.points()), (2, 5));
         let (seq, b) = s.take_oldest()?.unwrap_or_default();
         assert_eq!(b, batch(0, 3));
-        s.settle(seq, &b.subset(&[2..3]))?;
+        let last = 2..3;
+        s.settle(seq, &b.subset(&[last]))?;
         assert_eq!(s.points(), 3);
         drop(s);
         let mut s = Spool::open(&dir, 1 << 20)?;

@@ -5,6 +5,8 @@
 //! due. A batch whose delivery hits a retryable failure leaves its unsettled lines in the
 //! spool (a memory batch is appended; a spool file is rewritten with what is left).
 
+use std::collections::BTreeMap;
+use std::ops::Range;
 use std::sync::atomic::Ordering;
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::sync::Arc;
@@ -12,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use tracing::{debug, error, info, warn};
 
-use super::batch::{classify, Backoff, Batch, Delivery, Outcome, Settled};
+use super::batch::{classify, measurement_of, Backoff, Batch, Delivery, Outcome, Settled};
 use super::http::Client;
 use super::line::Point;
 use super::writer::{spool_or_drop, Shared};
@@ -216,6 +218,7 @@ impl Worker {
                     s.points_written += k as u64;
                     s.points_pending -= k as u64;
                     s.requests_ok += 1;
+                    count_measurements(batch, run, &mut s.points_written_by_measurement);
                     drop(s);
                     self.backoff.succeed();
                     self.recreated = 0;
@@ -252,19 +255,19 @@ impl Worker {
             self.db_ready = true;
             return true;
         };
+        if let Some(kind) = &ans.error_kind {
+            *self
+                .shared
+                .stats()
+                .http_errors
+                .entry(kind.clone())
+                .or_default() += 1;
+        }
         match ans.status {
             Some(200..=299) => debug!("InfluxDB database ready"),
             Some(status) => warn!(status, error = %ans.message,
                 "InfluxDB refused CREATE DATABASE; writing anyway (it may exist)"),
             None => {
-                if let Some(kind) = &ans.error_kind {
-                    *self
-                        .shared
-                        .stats()
-                        .http_errors
-                        .entry(kind.clone())
-                        .or_default() += 1;
-                }
                 self.retry_later(&ans.message, None, None);
                 return false;
             }
@@ -277,7 +280,12 @@ impl Worker {
         self.shared.stats().retries += 1;
         let wait = self.backoff.fail(after);
         self.next_try = Instant::now() + wait;
-        if !self.outage {
+        if matches!(status, Some(401 | 403)) && (!self.outage || self.backoff.failures() == 1) {
+            // An operator must fix the credentials; points wait in the spool meanwhile.
+            self.outage = true;
+            error!(?status, error = %message, retry_in = ?wait,
+                "InfluxDB refused the credentials: spooling and retrying");
+        } else if !self.outage {
             self.outage = true;
             warn!(?status, error = %message, retry_in = ?wait,
                 "InfluxDB write failed: spooling and retrying");
@@ -307,6 +315,35 @@ impl Worker {
                 "InfluxDB writer stopped at its deadline: points left in the spool \
                  (written by the next run that uses this spool directory)");
         }
+    }
+}
+
+/// Adds the lines of `run` to `counts` by measurement.
+fn count_measurements(batch: &Batch, run: Range<usize>, counts: &mut BTreeMap<String, u64>) {
+    let mut last: Option<(&[u8], u64)> = None;
+    let mut flush = |m: &[u8], n: u64| {
+        let name = String::from_utf8_lossy(m);
+        match counts.get_mut(name.as_ref()) {
+            Some(c) => *c += n,
+            None => {
+                counts.insert(name.into_owned(), n);
+            }
+        }
+    };
+    for i in run {
+        let m = measurement_of(batch.slice(i..i + 1));
+        match &mut last {
+            Some((prev, n)) if *prev == m => *n += 1,
+            _ => {
+                if let Some((prev, n)) = last.take() {
+                    flush(prev, n);
+                }
+                last = Some((m, 1));
+            }
+        }
+    }
+    if let Some((prev, n)) = last {
+        flush(prev, n);
     }
 }
 

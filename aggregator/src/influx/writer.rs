@@ -150,9 +150,10 @@ impl InfluxWriter {
         s
     }
 
-    /// Writes everything, the spool included, or gives up when `deadline` has passed, leaving
-    /// what is left in the spool (said in a log line, counted in `points_in_spool`; the next
-    /// run with the same spool directory writes it).
+    /// Writes everything, the spool included, or gives up when `deadline` has passed (plus, at
+    /// most, the rest of a request already in flight, itself bounded by `timeout`), leaving
+    /// what is left in the spool (said in an ERROR line, counted in `points_in_spool`; the
+    /// next run with the same spool directory writes it first).
     pub fn finish(mut self, deadline: Duration) -> InfluxStats {
         self.stop(deadline);
         self.stats()
