@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Runs tapflow's main job on one machine: collector -> 2 processors -> aggregator as real
-# processes on loopback over a capture, then prints the top sessions of the conn log and the
-# accounting report. (InfluxDB output arrives with the aggregator's writer, issue 4.)
+# Runs tapflow's main job on one machine: a throwaway InfluxDB (Debian's influxd on a temporary
+# directory and free loopback ports), then collector -> 2 processors -> aggregator as real
+# processes on loopback over a capture; prints the largest sessions, the alert episodes, the
+# accounting report, what InfluxDB holds, and the InfluxQL to look at it.
 # Usage: deploy/quickstart.sh [CAPTURE.pcap|pcapng] [--processors N]
 #   With no capture: ../shared/pcaps/zeek-ssh.pcap when present, else a generated demo capture.
 set -euo pipefail
@@ -35,9 +36,34 @@ if [[ -z $capture ]]; then
 fi
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+
+# A throwaway InfluxDB 1.x: everything under $work, loopback only, no systemd.
+influx_port=$(free_port); rpc_port=$(free_port)
+cat >"$work/influxdb.conf" <<CONF
+reporting-disabled = true
+bind-address = "127.0.0.1:$rpc_port"
+[meta]
+  dir = "$work/influx/meta"
+[data]
+  dir = "$work/influx/data"
+  wal-dir = "$work/influx/wal"
+  query-log-enabled = false
+[http]
+  bind-address = "127.0.0.1:$influx_port"
+  log-enabled = false
+[logging]
+  level = "warn"
+CONF
+influxd -config "$work/influxdb.conf" >"$work/influxd.log" 2>&1 &
+pids+=("$!")
+influx="http://127.0.0.1:$influx_port"
+for _ in $(seq 100); do curl -fs "$influx/ping" >/dev/null && break; sleep 0.1; done
+curl -fs "$influx/ping" >/dev/null || { echo "influxd did not start: see $work/influxd.log" >&2; exit 1; }
+
 agg_port=$(free_port)
 "$bin/tapflow-aggregator" --listen "tcp://127.0.0.1:$agg_port" --processors "$processors" --exit-on-eos \
-    --health-log "$work/health.jsonl" --conn-log "$work/conn.jsonl" 2>"$work/aggregator.log" &
+    --health-log "$work/health.jsonl" --conn-log "$work/conn.jsonl" --alerts-log "$work/alerts.jsonl" \
+    --influx-url "$influx" --influx-db tapflow --influx-spool-dir "$work/spool" 2>"$work/aggregator.log" &
 agg_pid=$!; pids+=("$agg_pid")
 proc_args=()
 for ((i = 0; i < processors; i++)); do
@@ -52,7 +78,7 @@ status=0
 "$bin/tapflow-collector" --pcap "$capture" "${proc_args[@]}" || status=$?
 wait "$agg_pid" || true
 echo
-python3 - "$work/conn.jsonl" <<'PY'
+python3 - "$work/conn.jsonl" "$work/alerts.jsonl" <<'PY'
 import json, sys
 rows = [json.loads(l) for l in open(sys.argv[1])]
 print(f"{len(rows)} sessions in the conn log; the 5 largest:")
@@ -61,9 +87,26 @@ for r in rows[:5]:
     print(f"  {r['proto']:4} {r['id.orig_h']}:{r['id.orig_p']} -> {r['id.resp_h']}:{r['id.resp_p']}"
           f"  {r['conn_state']:6} {r.get('history', '-'):12} {r['orig_pkts'] + r['resp_pkts']} pkts"
           f"  {r['orig_ip_bytes'] + r['resp_ip_bytes']} bytes  uid {r['uid']}")
+alerts = [json.loads(l) for l in open(sys.argv[2])]
+episodes = [a for a in alerts if a["event"] == "end"]
+print(f"\n{len(episodes)} alert episodes:")
+for a in episodes:
+    print(f"  {a['kind']:14} {a['src']} -> {a['dst']}  peak {a['peak']}  windows {a['windows']}")
 PY
 echo
-sed -n '/accounting/,$p' "$work/aggregator.log" | sed 's/^.*accounting/accounting/'
+sed -n '/accounting/,$p' "$work/aggregator.log" | sed 's/^.*accounting/accounting/' | sed '/INFO\|WARN\|ERROR/d'
 echo
-echo "conn log: $work/conn.jsonl   accounting report (JSON): $work/health.jsonl"
+q() { curl -s -G "$influx/query" --data-urlencode db=tapflow --data-urlencode "q=$1"; echo; }
+echo "InfluxDB ($influx, database tapflow):"
+q 'SELECT count(uid) AS sessions FROM tapflow_conn'
+q 'SELECT count(src) AS alert_events FROM tapflow_alert'
+cat <<HELP
+
+Look further with InfluxQL while it runs (Ctrl-C stops InfluxDB), e.g.:
+  curl -G $influx/query --data-urlencode db=tapflow --data-urlencode 'q=SELECT * FROM tapflow_alert'
+  curl -G $influx/query --data-urlencode db=tapflow --data-urlencode 'q=SELECT sum(bytes) FROM tapflow_traffic GROUP BY proto'
+  curl -G $influx/query --data-urlencode db=tapflow --data-urlencode 'q=SELECT uid, orig_h, resp_h, history FROM tapflow_conn WHERE conn_state = '"'"'SF'"'"' LIMIT 10'
+Files: conn log $work/conn.jsonl, alerts $work/alerts.jsonl, accounting $work/health.jsonl
+HELP
+if [[ -t 0 ]]; then read -r -p "Press Enter to stop InfluxDB and finish. " _ || true; fi
 exit "$status"
