@@ -299,6 +299,7 @@ mod tests {
             settle_ns: 10,
             records,
             tunnel_outers: vec![],
+            traffic: vec![],
         }
     }
 

@@ -3,8 +3,10 @@
 
 use std::collections::BTreeMap;
 
-use tapflow_proto::conn::ConnRecord;
+use std::collections::HashMap;
+
 use tapflow_proto::key::ip_proto;
+use tapflow_proto::upstream::ConnBatch;
 
 use crate::detect::AlertEvent;
 use crate::influx::{Field, Point};
@@ -35,72 +37,73 @@ fn secs(ns: u64) -> f64 {
     ns as f64 / 1e9
 }
 
-/// Flows, packets and bytes per protocol in tumbling windows of the first packet's time,
-/// emitted once the record stream is `hold` past a window's end (as detection judges windows).
-pub struct TrafficWindows {
-    len: u64,
-    hold: u64,
-    windows: BTreeMap<u64, BTreeMap<&'static str, [u64; 3]>>,
-    /// Records that started in a window already emitted (long connections).
-    pub late: u64,
-    emitted_to: u64,
+/// Per-window traffic by collector and protocol, summed over the processors' partials and
+/// emitted once every processor's watermark is past the window (all of it at end of stream).
+pub struct TrafficMerge {
+    processors: usize,
+    watermarks: HashMap<String, u64>,
+    sums: BTreeMap<(u64, u32, String, u8), [u64; 3]>,
 }
 
-impl TrafficWindows {
-    pub fn new(window_s: u64, hold_s: u64) -> TrafficWindows {
-        TrafficWindows {
-            len: window_s.max(1) * 1_000_000_000,
-            hold: hold_s * 1_000_000_000,
-            windows: BTreeMap::new(),
-            late: 0,
-            emitted_to: 0,
+impl TrafficMerge {
+    pub fn new(processors: usize) -> TrafficMerge {
+        TrafficMerge {
+            processors,
+            watermarks: HashMap::new(),
+            sums: BTreeMap::new(),
         }
     }
 
-    /// One released final record; points for windows now complete are appended to `out`.
-    pub fn add(&mut self, r: &ConnRecord, out: &mut Vec<Point>) {
-        let last = r.ts_ns.saturating_add(r.duration_ns.unwrap_or(0));
-        self.emit_until(last, out);
-        let start = r.ts_ns / self.len * self.len;
-        if start < self.emitted_to {
-            self.late += 1;
-            return;
+    pub fn push(&mut self, batch: &ConnBatch) {
+        let wm = self.watermarks.entry(batch.processor.clone()).or_insert(0);
+        *wm = (*wm).max(batch.watermark_ns);
+        for t in &batch.traffic {
+            let e = self
+                .sums
+                .entry((t.window_start_ns, t.window_s, t.collector.clone(), t.proto))
+                .or_default();
+            e[0] += t.packets;
+            e[1] += t.bytes;
+            e[2] += t.flows;
         }
-        let proto = match r.proto {
-            ip_proto::TCP => "tcp",
-            ip_proto::UDP => "udp",
-            ip_proto::ICMP | ip_proto::ICMPV6 => "icmp",
-            _ => "other",
+    }
+
+    /// A processor has ended.
+    pub fn end(&mut self, processor: &str) {
+        self.watermarks.insert(processor.to_owned(), u64::MAX);
+    }
+
+    /// Points for every complete window (`all`: every window) appended to `out`.
+    pub fn emit(&mut self, all: bool, out: &mut Vec<Point>) {
+        let limit = if all {
+            u64::MAX
+        } else if self.watermarks.len() < self.processors {
+            0
+        } else {
+            self.watermarks.values().copied().min().unwrap_or(0)
         };
-        let e = self
-            .windows
-            .entry(start)
-            .or_default()
-            .entry(proto)
-            .or_default();
-        e[0] += 1;
-        e[1] += r.orig_pkts + r.resp_pkts;
-        e[2] += r.orig_ip_bytes + r.resp_ip_bytes;
-    }
-
-    /// Emits every window that ended `hold` before `now_ns` (`u64::MAX`: all of them).
-    pub fn emit_until(&mut self, now_ns: u64, out: &mut Vec<Point>) {
-        while let Some(entry) = self.windows.first_entry() {
-            let start = *entry.key();
-            if start.saturating_add(self.len).saturating_add(self.hold) > now_ns {
+        while let Some(entry) = self.sums.first_entry() {
+            let (start, window_s, _, _) = entry.key();
+            if !all && start.saturating_add(u64::from(*window_s) * 1_000_000_000) > limit {
                 break;
             }
-            for (proto, [flows, packets, bytes]) in entry.remove() {
-                out.push(
-                    Point::new(TRAFFIC_MEASUREMENT, start)
-                        .tag("proto", proto)
-                        .field("flows", Field::UInt(flows))
-                        .field("packets", Field::UInt(packets))
-                        .field("bytes", Field::UInt(bytes))
-                        .field("window_s", Field::UInt(self.len / 1_000_000_000)),
-                );
-            }
-            self.emitted_to = start + self.len;
+            let ((start, window_s, collector, proto), [packets, bytes, flows]) =
+                entry.remove_entry();
+            let proto = match proto {
+                ip_proto::TCP => "tcp",
+                ip_proto::UDP => "udp",
+                ip_proto::ICMP | ip_proto::ICMPV6 => "icmp",
+                _ => "other",
+            };
+            out.push(
+                Point::new(TRAFFIC_MEASUREMENT, start)
+                    .tag("collector", collector)
+                    .tag("proto", proto)
+                    .field("packets", Field::UInt(packets))
+                    .field("bytes", Field::UInt(bytes))
+                    .field("flows", Field::UInt(flows))
+                    .field("window_s", Field::UInt(u64::from(window_s))),
+            );
         }
     }
 }
@@ -109,6 +112,51 @@ impl TrafficWindows {
 mod tests {
     use super::*;
     use crate::detect::EventKind;
+    use tapflow_proto::upstream::TrafficPartial;
+
+    fn partial(start: u64, collector: &str, packets: u64) -> TrafficPartial {
+        TrafficPartial {
+            window_start_ns: start,
+            window_s: 60,
+            collector: collector.into(),
+            proto: 6,
+            packets,
+            bytes: packets * 100,
+            flows: 1,
+        }
+    }
+
+    #[test]
+    fn traffic_partials_are_summed_and_wait_for_every_processor() {
+        let mut m = TrafficMerge::new(2);
+        let mut out = Vec::new();
+        let batch = |p: &str, wm: u64, traffic: Vec<TrafficPartial>| ConnBatch {
+            processor: p.into(),
+            watermark_ns: wm,
+            traffic,
+            ..ConnBatch::default()
+        };
+        m.push(&batch(
+            "p0",
+            120_000_000_000,
+            vec![partial(0, "tap-a", 10), partial(60_000_000_000, "tap-a", 1)],
+        ));
+        m.emit(false, &mut out);
+        assert!(out.is_empty(), "p1 not heard from");
+        m.push(&batch("p1", 61_000_000_000, vec![partial(0, "tap-a", 5)]));
+        m.emit(false, &mut out);
+        assert_eq!(out.len(), 1);
+        let mut line = Vec::new();
+        let _ = out[0].encode(&mut line);
+        assert!(
+            String::from_utf8_lossy(&line).contains("packets=15i"),
+            "{}",
+            String::from_utf8_lossy(&line)
+        );
+        m.end("p1");
+        m.emit(true, &mut out);
+        assert_eq!(out.len(), 2);
+    }
 
     #[test]
     fn alert_point_keeps_addresses_in_fields() {

@@ -15,7 +15,7 @@ use crate::conns::{conn_json, ConnSorter};
 use crate::detect::{AlertEvent, Detector};
 use crate::health::HealthWatch;
 use crate::influx::{conn_point, health_point, InfluxError, InfluxWriter, Point};
-use crate::points::{alert_point, TrafficWindows};
+use crate::points::{alert_point, TrafficMerge};
 
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
@@ -45,7 +45,7 @@ pub fn run(config: &Config, shutdown: &AtomicBool) -> Result<AccountingReport, R
     let mut detector = Detector::new(config.detect.clone());
     let mut health_watch = HealthWatch::new(0.01);
     let mut influx = config.influx.clone().map(InfluxWriter::start).transpose()?;
-    let mut traffic = TrafficWindows::new(config.detect.window_s, config.detect.hold_s);
+    let mut traffic = TrafficMerge::new(config.processors);
     let mut points: Vec<Point> = Vec::new();
     let mut events: Vec<AlertEvent> = Vec::new();
     let mut alerts_text = String::new();
@@ -101,13 +101,16 @@ pub fn run(config: &Config, shutdown: &AtomicBool) -> Result<AccountingReport, R
                         write_alerts(&mut events, &mut alerts_text, &mut alerts_log)?;
                     }
                     Ok(UpMessage::Conns(batch)) => {
+                        if influx.is_some() {
+                            traffic.push(&batch);
+                            traffic.emit(false, &mut points);
+                        }
                         sorter.push(batch);
                         sorter.release_with(|r, parents| {
                             conn_json(r, parents, &mut text);
                             detector.on_record(r, &mut events);
                             if influx.is_some() {
                                 points.push(conn_point(r, parents));
-                                traffic.add(r, &mut points);
                             }
                         });
                         conn_log.write(&mut text)?;
@@ -126,6 +129,7 @@ pub fn run(config: &Config, shutdown: &AtomicBool) -> Result<AccountingReport, R
                     Ok(UpMessage::Eos(acc)) => {
                         info!(processor = %acc.processor, links = acc.links.len(), "processor ended");
                         sorter.end(&acc.processor);
+                        traffic.end(&acc.processor);
                         accounts.insert((acc.processor.clone(), acc.incarnation), acc);
                     }
                     Err(e) => {
@@ -143,12 +147,11 @@ pub fn run(config: &Config, shutdown: &AtomicBool) -> Result<AccountingReport, R
         detector.on_record(r, &mut events);
         if influx.is_some() {
             points.push(conn_point(r, parents));
-            traffic.add(r, &mut points);
         }
     });
     detector.finish(&mut events);
     if influx.is_some() {
-        traffic.emit_until(u64::MAX, &mut points);
+        traffic.emit(true, &mut points);
         points.extend(events.iter().map(alert_point));
     }
     conn_log.write(&mut text)?;

@@ -49,7 +49,7 @@ fn sessions_and_alerts_are_points_exactly_once() {
         return;
     };
     let spool = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
-    let (mut sessions, mut alerts) = (0, 0);
+    let (mut sessions, mut alerts, mut packets) = (0, 0, 0);
     // The spoofed SYN flood: 37,669 sessions, thousands starting in the same microsecond.
     for name in [
         "zeek-ssh.pcap",
@@ -84,6 +84,15 @@ fn sessions_and_alerts_are_points_exactly_once() {
         );
         sessions += lines;
         alerts += events;
+        packets += report["collectors"][0]["packets_summarised"]
+            .as_u64()
+            .unwrap_or(0);
+        // Per-window traffic, summed over the processors' partials: every packet once.
+        assert_eq!(
+            influx.scalar(DB, "SELECT sum(packets) FROM tapflow_traffic"),
+            packets,
+            "{name}"
+        );
         // What InfluxDB holds, counted with InfluxQL: every point there, none twice.
         assert_eq!(
             influx.scalar(DB, "SELECT count(uid) FROM tapflow_conn"),

@@ -38,6 +38,7 @@ pub struct Merger {
     released_ts: u64,
     stats: MergeStats,
     waive_expected: bool,
+    origins: Vec<u32>,
 }
 
 struct Input {
@@ -68,6 +69,7 @@ impl Merger {
             released_ts: 0,
             stats: MergeStats::default(),
             waive_expected: false,
+            origins: Vec::new(),
         }
     }
 
@@ -225,7 +227,27 @@ impl Merger {
             self.released_ts = self.released_ts.max(s.ts_ns);
             self.stats.released += 1;
             out.push(s);
+            self.origins.push(j as u32);
         }
+    }
+
+    /// The input each released summary came from, in release order (the caller takes them in
+    /// step with the summaries); see [`Merger::input_name`].
+    pub fn take_origins(&mut self) -> Vec<u32> {
+        std::mem::take(&mut self.origins)
+    }
+
+    /// Hands back the emptied vector from [`Merger::take_origins`] for reuse.
+    pub fn give_back_origins(&mut self, mut v: Vec<u32>) {
+        v.clear();
+        self.origins = v;
+    }
+
+    /// The collector name of input `i`.
+    pub fn input_name(&self, i: u32) -> &str {
+        self.inputs
+            .get(i as usize)
+            .map_or("", |input| input.name.as_str())
     }
 
     pub fn stats(&self) -> MergeStats {

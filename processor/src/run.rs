@@ -7,7 +7,7 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use tapflow_proto::key::ip_proto;
 use tapflow_proto::summary::flag;
-use tapflow_proto::upstream::{ConnBatch, ProcessorHeartbeat, UpMessage};
+use tapflow_proto::upstream::{ConnBatch, ProcessorHeartbeat, TrafficPartial, UpMessage};
 use tapflow_proto::wire::MAX_MESSAGE_BYTES;
 use tapflow_proto::{FlowKey, PacketSummary};
 use tracing::{error, info, warn};
@@ -37,6 +37,8 @@ pub enum RunError {
 
 /// Connection records are sent in messages of at most this many.
 const RECORDS_PER_MESSAGE: usize = 2048;
+/// Traffic keys (window, collector, protocol) held at most before they are sent.
+const TRAFFIC_KEYS_CAP: usize = 100_000;
 /// IP-tunnel outer flows remembered for naming tunnel parents (count past it is reported).
 const IP_TUNNELS_CAP: usize = 65_536;
 
@@ -173,6 +175,12 @@ struct Engine {
     ended: std::collections::HashSet<(String, u64)>,
     dead_declared: u64,
     waived: bool,
+    traffic_window_ns: u64,
+    /// (window start, input, proto) -> packets, bytes, flows started.
+    traffic: std::collections::BTreeMap<(u64, u32, u8), [u64; 3]>,
+    traffic_done_to: u64,
+    traffic_late: u64,
+    traffic_dropped: u64,
 }
 
 impl Engine {
@@ -203,6 +211,11 @@ impl Engine {
             ended: Default::default(),
             dead_declared: 0,
             waived: false,
+            traffic_window_ns: 60_000_000_000,
+            traffic: Default::default(),
+            traffic_done_to: 0,
+            traffic_late: 0,
+            traffic_dropped: 0,
         }
     }
 
@@ -288,8 +301,26 @@ impl Engine {
     }
 
     fn process_released(&mut self) {
-        for s in self.released.drain(..) {
+        let origins = self.merger.take_origins();
+        for (s, &origin) in self.released.drain(..).zip(origins.iter()) {
+            let created = self.table.stats().flows_created;
             self.table.on_summary(&s, &mut self.records);
+            if s.flags & flag::TUNNEL_INNER == 0 {
+                let window = s.ts_ns / self.traffic_window_ns * self.traffic_window_ns;
+                if window >= self.traffic_done_to {
+                    let key = (window, origin, s.key.proto);
+                    if self.traffic.len() < TRAFFIC_KEYS_CAP || self.traffic.contains_key(&key) {
+                        let e = self.traffic.entry(key).or_default();
+                        e[0] += 1;
+                        e[1] += u64::from(s.ip_len);
+                        e[2] += u64::from(self.table.stats().flows_created > created);
+                    } else {
+                        self.traffic_dropped += 1;
+                    }
+                } else {
+                    self.traffic_late += 1;
+                }
+            }
             if s.flags & flag::TUNNEL_OUTER == 0 {
                 continue;
             }
@@ -307,6 +338,43 @@ impl Engine {
                 self.tunnel_outers.push((s.key, s.ts_ns));
             }
         }
+        self.merger.give_back_origins(origins);
+    }
+
+    /// Traffic windows the watermark has passed (all of them once finished), as partials.
+    fn finished_traffic(&mut self) -> Vec<TrafficPartial> {
+        let upto = if self.finished {
+            u64::MAX
+        } else {
+            self.merger
+                .watermark_ns()
+                .filter(|&w| w != u64::MAX)
+                .unwrap_or(0)
+        };
+        let done: Vec<(u64, u32, u8)> = if upto == u64::MAX {
+            self.traffic.keys().copied().collect()
+        } else {
+            self.traffic
+                .range(..(upto / self.traffic_window_ns * self.traffic_window_ns, 0, 0))
+                .map(|(k, _)| *k)
+                .collect()
+        };
+        let mut out = Vec::with_capacity(done.len());
+        for key in done {
+            if let Some([packets, bytes, flows]) = self.traffic.remove(&key) {
+                out.push(TrafficPartial {
+                    window_start_ns: key.0,
+                    window_s: (self.traffic_window_ns / 1_000_000_000) as u32,
+                    collector: self.merger.input_name(key.1).to_owned(),
+                    proto: key.2,
+                    packets,
+                    bytes,
+                    flows,
+                });
+                self.traffic_done_to = self.traffic_done_to.max(key.0 + self.traffic_window_ns);
+            }
+        }
+        out
     }
 
     /// End of stream: everything buffered goes through the table, and every session ends.
@@ -338,6 +406,7 @@ impl Engine {
             settle_ns: self.settle_ns,
             records: std::mem::take(&mut self.records),
             tunnel_outers: std::mem::take(&mut self.tunnel_outers),
+            traffic: self.finished_traffic(),
         };
         let n = batch.records.len() as u64;
         UpMessage::Conns(batch).encode(buf);
@@ -370,6 +439,8 @@ impl Engine {
             ("merge_forced", m.forced),
             ("ip_tunnels_over_cap", self.ip_tunnels_over_cap),
             ("collectors_declared_dead", self.dead_declared),
+            ("traffic_late", self.traffic_late),
+            ("traffic_keys_over_cap", self.traffic_dropped),
         ]
         .into_iter()
         .map(|(k, v)| (k.to_owned(), v))

@@ -86,6 +86,24 @@ pub struct ConnBatch {
     /// Tunnel outer connections that started: (outer key, first packet time), so inner
     /// connections' `tunnel_parents` can be named by uid.
     pub tunnel_outers: Vec<(FlowKey, u64)>,
+    /// Per-window traffic of windows this processor has finished (its watermark is past them).
+    #[serde(default)]
+    pub traffic: Vec<TrafficPartial>,
+}
+
+/// One processor's share of one window's traffic from one collector and protocol: mergeable
+/// (the aggregator sums the processors' shares).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TrafficPartial {
+    pub window_start_ns: u64,
+    pub window_s: u32,
+    pub collector: String,
+    /// IP protocol number.
+    pub proto: u8,
+    /// Packets (a tunnelled packet once), their IP bytes, and flows whose first packet it was.
+    pub packets: u64,
+    pub bytes: u64,
+    pub flows: u64,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]

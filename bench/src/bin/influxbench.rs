@@ -27,11 +27,22 @@ fn records(n: u64) -> Vec<ConnRecord> {
     let t0 = 1_700_000_000_000_000_000u64;
     (0..n)
         .map(|i| {
-            let t = FiveTuple { proto: if i % 10 == 0 { 17 } else { 6 }, src: Addr::from_v4([10, (i >> 16) as u8, (i >> 8) as u8, i as u8]), dst: Addr::from_v4([192, 0, 2, (i % 200) as u8]), sport: 1024 + (i % 60_000) as u16, dport: [80, 443, 53, 22][(i % 4) as usize] };
+            let t = FiveTuple {
+                proto: if i % 10 == 0 { 17 } else { 6 },
+                src: Addr::from_v4([10, (i >> 16) as u8, (i >> 8) as u8, i as u8]),
+                dst: Addr::from_v4([192, 0, 2, (i % 200) as u8]),
+                sport: 1024 + (i % 60_000) as u16,
+                dport: [80, 443, 53, 22][(i % 4) as usize],
+            };
             let key = t.key(0).0;
             // 500 sessions per microsecond, like a spoofed flood.
             let ts = t0 + (i / 500) * 1000;
-            let (state, history) = [(ConnState::SF, "ShADadFf"), (ConnState::S0, "S"), (ConnState::REJ, "Sr"), (ConnState::SF, "Dd")][(i % 4) as usize];
+            let (state, history) = [
+                (ConnState::SF, "ShADadFf"),
+                (ConnState::S0, "S"),
+                (ConnState::REJ, "Sr"),
+                (ConnState::SF, "Dd"),
+            ][(i % 4) as usize];
             ConnRecord {
                 ts_ns: ts,
                 uid: uid(&key, ts),
@@ -78,7 +89,9 @@ impl Drop for Influxd {
 }
 
 fn free_port() -> Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
 }
 
 fn start_influxd() -> Result<Influxd> {
@@ -90,11 +103,25 @@ fn start_influxd() -> Result<Influxd> {
         &conf,
         format!("reporting-disabled = true\nbind-address = \"127.0.0.1:{rpc}\"\n[meta]\n  dir = \"{d}/meta\"\n[data]\n  dir = \"{d}/data\"\n  wal-dir = \"{d}/wal\"\n  query-log-enabled = false\n[http]\n  bind-address = \"127.0.0.1:{http}\"\n  log-enabled = false\n[logging]\n  level = \"warn\"\n"),
     )?;
-    let child = Command::new("influxd").arg("-config").arg(&conf).stdout(Stdio::null()).stderr(Stdio::null()).spawn().context("influxd (Debian package influxdb) is needed")?;
+    let child = Command::new("influxd")
+        .arg("-config")
+        .arg(&conf)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .context("influxd (Debian package influxdb) is needed")?;
     let url = format!("http://127.0.0.1:{http}");
     for _ in 0..200 {
-        if Command::new("curl").args(["-fs", &format!("{url}/ping")]).status().is_ok_and(|s| s.success()) {
-            return Ok(Influxd { child, url, _dir: dir });
+        if Command::new("curl")
+            .args(["-fs", &format!("{url}/ping")])
+            .status()
+            .is_ok_and(|s| s.success())
+        {
+            return Ok(Influxd {
+                child,
+                url,
+                _dir: dir,
+            });
         }
         std::thread::sleep(Duration::from_millis(50));
     }
@@ -127,9 +154,18 @@ fn main() -> Result<()> {
         let t = Instant::now();
         let mut sorter = ConnSorter::new(2, 10_000_000);
         let mut detector = Detector::new(DetectConfig::default());
-        let (mut json, mut events, mut points, mut line) = (String::new(), Vec::new(), Vec::new(), Vec::new());
+        let (mut json, mut events, mut points, mut line) =
+            (String::new(), Vec::new(), Vec::new(), Vec::new());
         for (p, half) in ["p0", "p1"].iter().zip(all.chunks(all.len().div_ceil(2))) {
-            sorter.push(ConnBatch { processor: (*p).into(), incarnation: 1, watermark_ns: u64::MAX, settle_ns: 0, records: half.to_vec(), tunnel_outers: vec![] });
+            sorter.push(ConnBatch {
+                processor: (*p).into(),
+                incarnation: 1,
+                watermark_ns: u64::MAX,
+                settle_ns: 0,
+                records: half.to_vec(),
+                tunnel_outers: vec![],
+                traffic: vec![],
+            });
         }
         sorter.drain_with(|r, parents| {
             conn_json(r, parents, &mut json);
@@ -143,17 +179,35 @@ fn main() -> Result<()> {
         let secs = t.elapsed().as_secs_f64();
         lines_bytes = line.len();
         rates.push(n as f64 / secs);
-        println!("merge+detect+json+line protocol: {:.0} records/s ({} JSON bytes, {} line bytes)", n as f64 / secs, json.len(), line.len());
+        println!(
+            "merge+detect+json+line protocol: {:.0} records/s ({} JSON bytes, {} line bytes)",
+            n as f64 / secs,
+            json.len(),
+            line.len()
+        );
     }
     rates.sort_by(f64::total_cmp);
-    println!("MEDIAN merge+encode: {:.0} records/s; {:.0} line-protocol bytes per point", rates[1], lines_bytes as f64 / n as f64);
+    println!(
+        "MEDIAN merge+encode: {:.0} records/s; {:.0} line-protocol bytes per point",
+        rates[1],
+        lines_bytes as f64 / n as f64
+    );
 
     // 2. Write rate against a real influxd: the writer, then curl with the same gzip batches.
     let influx = start_influxd()?;
     let spool = tempfile::tempdir()?;
     let points: Vec<Point> = all.iter().map(|r| conn_point(r, &[])).collect();
     let t = Instant::now();
-    let mut writer = InfluxWriter::start(InfluxConfig::new(influx.url.clone(), InfluxApi::V1 { db: "bench".into(), rp: None, user: None, password: None }, spool.path()))?;
+    let mut writer = InfluxWriter::start(InfluxConfig::new(
+        influx.url.clone(),
+        InfluxApi::V1 {
+            db: "bench".into(),
+            rp: None,
+            user: None,
+            password: None,
+        },
+        spool.path(),
+    ))?;
     writer.send(points);
     let stats = writer.finish(Duration::from_secs(600));
     let writer_secs = t.elapsed().as_secs_f64();
@@ -173,15 +227,32 @@ fn main() -> Result<()> {
             let _ = conn_point(r, &[]).encode(&mut line);
         }
         let path = files.path().join(format!("b{i}.gz"));
-        let mut gz = flate2::write::GzEncoder::new(std::fs::File::create(&path)?, flate2::Compression::fast());
+        let mut gz = flate2::write::GzEncoder::new(
+            std::fs::File::create(&path)?,
+            flate2::Compression::fast(),
+        );
         gz.write_all(&line)?;
         gz.finish()?;
         batches.push(path);
     }
-    curl(&["-fs", "-XPOST", &format!("{}/query", influx.url), "--data-urlencode", "q=CREATE DATABASE curlbench"])?;
+    curl(&[
+        "-fs",
+        "-XPOST",
+        &format!("{}/query", influx.url),
+        "--data-urlencode",
+        "q=CREATE DATABASE curlbench",
+    ])?;
     let t = Instant::now();
     for b in &batches {
-        curl(&["-fs", "-XPOST", "-H", "Content-Encoding: gzip", "--data-binary", &format!("@{}", b.display()), &format!("{}/write?db=curlbench&precision=ns", influx.url)])?;
+        curl(&[
+            "-fs",
+            "-XPOST",
+            "-H",
+            "Content-Encoding: gzip",
+            "--data-binary",
+            &format!("@{}", b.display()),
+            &format!("{}/write?db=curlbench&precision=ns", influx.url),
+        ])?;
     }
     let curl_secs = t.elapsed().as_secs_f64();
     let curl_rate = n as f64 / curl_secs;
