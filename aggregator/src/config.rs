@@ -195,14 +195,14 @@ impl Config {
         };
         let mut allow = Vec::new();
         for n in &allow_nets {
-            match parse_net(n) {
+            match tapflow_proto::key::parse_net(n) {
                 Ok(net) => allow.push(net),
                 Err(e) => errors.push(e),
             }
         }
         let mut subnets = file.subnet.unwrap_or_default();
         for t in &mut subnets {
-            match parse_net(&t.net) {
+            match tapflow_proto::key::parse_net(&t.net) {
                 Ok(net) => t.parsed = Some(net),
                 Err(e) => errors.push(format!("[[subnet]]: {e}")),
             }
@@ -339,23 +339,6 @@ fn influx_config(
         cfg.batch_lines = n.max(1);
     }
     Some(cfg)
-}
-
-/// `ADDR/PREFIX` (a bare address is a host).
-fn parse_net(s: &str) -> Result<(tapflow_proto::Addr, u8), String> {
-    let bad = || format!("network {s:?} is not ADDRESS/PREFIX (e.g. 10.0.0.0/8)");
-    let (ip, len) = s.split_once('/').unwrap_or((s, ""));
-    let ip: std::net::IpAddr = ip.trim().parse().map_err(|_| bad())?;
-    let max = if ip.is_ipv4() { 32 } else { 128 };
-    let len: u8 = if len.is_empty() {
-        max
-    } else {
-        len.trim().parse().map_err(|_| bad())?
-    };
-    if len > max {
-        return Err(bad());
-    }
-    Ok((tapflow_proto::Addr::from(ip), len))
 }
 
 #[cfg(test)]

@@ -96,7 +96,7 @@ impl DetectConfig {
             .iter()
             .filter_map(|s| {
                 s.parsed
-                    .filter(|(net, len)| classify::in_net(a, *net, *len))
+                    .filter(|(net, len)| a.in_net(*net, *len))
                     .map(|(_, len)| (len, s))
             })
             .max_by_key(|(len, _)| *len)

@@ -161,7 +161,7 @@ impl Config {
         };
         let mut local_nets = Vec::new();
         for n in &nets {
-            match parse_net(n) {
+            match tapflow_proto::key::parse_net(n) {
                 Ok(net) => local_nets.push(net),
                 Err(e) => errors.push(e),
             }
@@ -194,23 +194,6 @@ impl Config {
             local_nets,
         })
     }
-}
-
-/// `ADDR/PREFIX` (a bare address is a host route).
-fn parse_net(s: &str) -> Result<(Addr, u8), String> {
-    let bad = || format!("local network {s:?} is not ADDRESS/PREFIX (e.g. 10.0.0.0/8)");
-    let (ip, len) = s.split_once('/').unwrap_or((s, ""));
-    let ip: std::net::IpAddr = ip.trim().parse().map_err(|_| bad())?;
-    let max = if ip.is_ipv4() { 32 } else { 128 };
-    let len: u8 = if len.is_empty() {
-        max
-    } else {
-        len.trim().parse().map_err(|_| bad())?
-    };
-    if len > max {
-        return Err(bad());
-    }
-    Ok((Addr::from(ip), len))
 }
 
 fn is_endpoint(ep: &str) -> bool {

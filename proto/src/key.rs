@@ -44,6 +44,18 @@ impl Addr {
         }
     }
 
+    /// Whether this address is in the network `net`/`len` (`len` in the address family's bits:
+    /// 0-32 for IPv4, 0-128 for IPv6).
+    pub fn in_net(&self, net: Addr, len: u8) -> bool {
+        if self.is_v4() != net.is_v4() {
+            return false;
+        }
+        let (a, n) = (self.as_bytes(), net.as_bytes());
+        let len = usize::from(len).min(a.len() * 8);
+        let (whole, rest) = (len / 8, len % 8);
+        a[..whole] == n[..whole] && (rest == 0 || (a[whole] ^ n[whole]) >> (8 - rest) == 0)
+    }
+
     pub fn to_ip(&self) -> IpAddr {
         if self.is_v4() {
             IpAddr::V4(Ipv4Addr::new(
@@ -108,6 +120,24 @@ impl<'de> Deserialize<'de> for Addr {
         }
         d.deserialize_bytes(V)
     }
+}
+
+/// Parses `ADDRESS/PREFIX` (a bare address is a one-host network), as configuration gives
+/// networks (local networks, allowlists, per-network thresholds).
+pub fn parse_net(s: &str) -> Result<(Addr, u8), String> {
+    let bad = || format!("network {s:?} is not ADDRESS/PREFIX (e.g. 10.0.0.0/8)");
+    let (ip, len) = s.split_once('/').unwrap_or((s, ""));
+    let ip: IpAddr = ip.trim().parse().map_err(|_| bad())?;
+    let max = if ip.is_ipv4() { 32 } else { 128 };
+    let len: u8 = if len.is_empty() {
+        max
+    } else {
+        len.trim().parse().map_err(|_| bad())?
+    };
+    if len > max {
+        return Err(bad());
+    }
+    Ok((Addr::from(ip), len))
 }
 
 /// Which way a packet travels relative to its [`FlowKey`]: `Forward` is from `lo` to `hi`.
@@ -370,6 +400,26 @@ mod tests {
         let b = Addr::from(ip6);
         assert!(!b.is_v4());
         assert_eq!(b.to_ip(), ip6);
+    }
+
+    #[test]
+    fn networks_parse_and_contain() {
+        let (net, len) = parse_net("10.1.0.0/16").unwrap_or_else(|e| panic!("{e}"));
+        assert!(v4(10, 1, 200, 3).in_net(net, len));
+        assert!(!v4(10, 2, 0, 1).in_net(net, len));
+        assert_eq!(parse_net("192.0.2.1").map(|n| n.1), Ok(32));
+        let (n6, l6) = parse_net("2001:db8::/32").unwrap_or_else(|e| panic!("{e}"));
+        assert!(Addr::from(
+            "2001:db8:1::1"
+                .parse::<IpAddr>()
+                .unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED))
+        )
+        .in_net(n6, l6));
+        assert!(!v4(10, 1, 0, 1).in_net(n6, l6));
+        assert!(v4(10, 1, 0, 1).in_net(net, 0) && v4(10, 1, 0, 1).in_net(v4(10, 1, 0, 0), 31));
+        for bad in ["10.0.0.0/33", "nonsense", "10.0.0.0/x", "::/129"] {
+            assert!(parse_net(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -30,7 +30,7 @@ pub(super) fn observe(r: &ConnRecord, cfg: &DetectConfig) -> Observation {
         allowed: cfg
             .allow
             .iter()
-            .any(|(net, len)| in_net(r.orig_h, *net, *len)),
+            .any(|(net, len)| r.orig_h.in_net(*net, *len)),
         ..Observation::default()
     };
     let h = r.history.as_bytes();
@@ -73,18 +73,4 @@ pub(super) fn observe(r: &ConnRecord, cfg: &DetectConfig) -> Observation {
         _ => {}
     }
     o
-}
-
-/// Whether `a` is in `net`/`len` (len in the address family's bits).
-pub(super) fn in_net(a: Addr, net: Addr, len: u8) -> bool {
-    if a.is_v4() != net.is_v4() {
-        return false;
-    }
-    let (a, net) = (a.as_bytes(), net.as_bytes());
-    let len = usize::from(len).min(a.len() * 8);
-    let (whole, rest) = (len / 8, len % 8);
-    if a[..whole] != net[..whole] {
-        return false;
-    }
-    rest == 0 || (a[whole] ^ net[whole]) & (0xff << (8 - rest)) == 0
 }

@@ -68,18 +68,8 @@ impl Ctx {
 
     fn is_local(&self, a: Addr) -> Option<bool> {
         let nets = &self.cfg.local_nets;
-        (!nets.is_empty()).then(|| nets.iter().any(|&(net, len)| in_prefix(a, net, len)))
+        (!nets.is_empty()).then(|| nets.iter().any(|&(net, len)| a.in_net(net, len)))
     }
-}
-
-fn in_prefix(a: Addr, net: Addr, len: u8) -> bool {
-    if a.is_v4() != net.is_v4() {
-        return false;
-    }
-    let (a, n) = (a.as_bytes(), net.as_bytes());
-    let len = usize::from(len).min(a.len() * 8);
-    let (whole, rest) = (len / 8, len % 8);
-    a[..whole] == n[..whole] && (rest == 0 || (a[whole] ^ n[whole]) >> (8 - rest) == 0)
 }
 
 /// A datagram endpoint (UDP, ICMP, other protocols): Zeek's request/reply length and whether
