@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::free_port;
+use crate::free_ports;
 
 /// The `influxd` binary: `$INFLUXD`, else the first on `PATH`, else `/usr/bin/influxd`.
 pub fn binary() -> Option<PathBuf> {
@@ -53,7 +53,8 @@ impl Influxd {
             return None;
         };
         let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
-        let (http_port, rpc_port) = (free_port(), free_port());
+        let ports = free_ports(2);
+        let (http_port, rpc_port) = (ports[0], ports[1]);
         let config = dir.path().join("influxdb.conf");
         std::fs::write(&config, config_text(dir.path(), http_port, rpc_port))
             .unwrap_or_else(|e| panic!("cannot write {}: {e}", config.display()));

@@ -74,6 +74,22 @@ pub fn free_port() -> u16 {
         .unwrap_or_else(|e| panic!("no free port: {e}"))
 }
 
+/// `k` distinct loopback TCP ports, all free at the same moment (held together while chosen, so
+/// the OS cannot hand out one twice before the processes bind them).
+pub fn free_ports(k: usize) -> Vec<u16> {
+    let listeners: Vec<TcpListener> = (0..k)
+        .map(|_| TcpListener::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("no free port: {e}")))
+        .collect();
+    listeners
+        .iter()
+        .map(|l| {
+            l.local_addr()
+                .map(|a| a.port())
+                .unwrap_or_else(|e| panic!("{e}"))
+        })
+        .collect()
+}
+
 pub fn endpoint(port: u16) -> String {
     format!("tcp://127.0.0.1:{port}")
 }
@@ -260,7 +276,8 @@ pub fn start_pipeline_opts(
     aggregator_extra: &[&str],
 ) -> RunningPipeline {
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
-    let agg_port = free_port();
+    let mut ports = free_ports(n + 1);
+    let agg_port = ports.remove(0);
     let health = dir.path().join("health.jsonl");
     let mut aggregator_args: Vec<String> = vec![
         "--listen".into(),
@@ -282,7 +299,6 @@ pub fn start_pipeline_opts(
         &aggregator_args,
         dir.path(),
     );
-    let ports: Vec<u16> = (0..n).map(|_| free_port()).collect();
     let processors: Vec<Proc> = ports
         .iter()
         .enumerate()
