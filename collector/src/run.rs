@@ -126,6 +126,8 @@ struct Pipeline {
     oldest_pending: Option<Instant>,
     policy: SlowPolicy,
     max_ts: u64,
+    bad_checksums: u64,
+    warned_offload: bool,
 }
 
 impl Pipeline {
@@ -153,6 +155,8 @@ impl Pipeline {
             oldest_pending: None,
             policy: config.slow_policy,
             max_ts: 0,
+            bad_checksums: 0,
+            warned_offload: false,
         }
     }
 
@@ -179,6 +183,8 @@ impl Pipeline {
                         p.record(rec.data.len());
                     }
                     for s in self.out.drain(..) {
+                        self.bad_checksums +=
+                            u64::from(s.flags & tapflow_proto::summary::flag::BAD_CHECKSUM != 0);
                         let i = usize::from(shard(&s.key, shard_count));
                         self.pending[i].push(s);
                         if self.pending[i].len() >= self.batch_size {
@@ -217,6 +223,7 @@ impl Pipeline {
             }
             if last_publish.elapsed() >= std::time::Duration::from_millis(250) {
                 last_publish = Instant::now();
+                self.warn_offload();
                 if live {
                     self.capture_stats = source.stats();
                 }
@@ -252,6 +259,21 @@ impl Pipeline {
             .fetch_max(self.max_ts, Ordering::Release);
     }
 
+    /// Like Zeek's checksum-offloading notice: when most transport checksums are wrong, the
+    /// capture point (a NIC with checksum offload, loopback) is the likely cause, and every
+    /// such packet is left out of session counts until `--ignore-checksums` is given.
+    fn warn_offload(&mut self) {
+        let summaries = self.decoder.counters().summaries;
+        if !self.warned_offload && summaries >= 100 && self.bad_checksums * 20 > summaries {
+            self.warned_offload = true;
+            warn!(
+                bad = self.bad_checksums,
+                summaries,
+                "more than 5% of packets have bad TCP/UDP/ICMP checksums: likely checksum offloading at the capture point; sessions will not count them unless --ignore-checksums is given"
+            );
+        }
+    }
+
     fn counters(&self) -> CollectorCounters {
         let d = self.decoder.counters();
         let mut drops = d.drops;
@@ -281,6 +303,7 @@ impl Pipeline {
     /// Flushes everything, sends end-of-stream on every link and waits for the links.
     fn finish(mut self, status: EosStatus) -> CollectorCounters {
         self.decoder.finish();
+        self.warn_offload();
         self.flush_all();
         let counters = self.counters();
         self.publish();

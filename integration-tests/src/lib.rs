@@ -180,6 +180,9 @@ pub struct RunningPipeline {
     pub collectors: Vec<Proc>,
     pub processors: Vec<Proc>,
     pub aggregator: Proc,
+    /// The loopback ports the aggregator and each processor listen on.
+    pub aggregator_port: u16,
+    pub processor_ports: Vec<u16>,
     health: PathBuf,
 }
 
@@ -350,6 +353,8 @@ pub fn start_pipeline_opts(
         collectors,
         processors,
         aggregator,
+        aggregator_port: agg_port,
+        processor_ports: ports,
         health,
     }
 }
