@@ -154,20 +154,8 @@ pub struct ConfigError(pub Vec<String>);
 
 impl Config {
     pub fn load(args: Args) -> Result<Config, ConfigError> {
-        let file = match &args.config {
-            Some(path) => {
-                let text = std::fs::read_to_string(path).map_err(|e| {
-                    ConfigError(vec![format!(
-                        "cannot read config file {}: {e}",
-                        path.display()
-                    )])
-                })?;
-                toml::from_str(&text).map_err(|e| {
-                    ConfigError(vec![format!("config file {}: {e}", path.display())])
-                })?
-            }
-            None => FileConfig::default(),
-        };
+        let file = tapflow_runtime::read_config(args.config.as_deref())
+            .map_err(|e| ConfigError(vec![e]))?;
         Config::merge(args, file)
     }
 

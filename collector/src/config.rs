@@ -1,7 +1,7 @@
 //! Collector configuration: command-line flags (with `TAPFLOW_*` environment fallbacks) over an
 //! optional TOML file, validated as a whole so every mistake is reported at once.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
@@ -181,10 +181,8 @@ pub struct ConfigError(pub Vec<String>);
 impl Config {
     /// Merges the flags over the file named by `--config` (if any) and validates the result.
     pub fn load(args: Args) -> Result<Config, ConfigError> {
-        let file = match &args.config {
-            Some(path) => read_file(path).map_err(|e| ConfigError(vec![e]))?,
-            None => FileConfig::default(),
-        };
+        let file = tapflow_runtime::read_config(args.config.as_deref())
+            .map_err(|e| ConfigError(vec![e]))?;
         Config::merge(args, file)
     }
 
@@ -311,12 +309,6 @@ impl Config {
             _ => Err(ConfigError(errors)),
         }
     }
-}
-
-fn read_file(path: &Path) -> Result<FileConfig, String> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| format!("cannot read config file {}: {e}", path.display()))?;
-    toml::from_str(&text).map_err(|e| format!("config file {}: {e}", path.display()))
 }
 
 fn default_name(source: Option<&SourceSpec>) -> String {

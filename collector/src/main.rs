@@ -2,8 +2,6 @@
 //! code (see `--help`).
 
 use std::process::ExitCode;
-use std::sync::atomic::AtomicBool;
-use std::sync::Arc;
 
 use clap::Parser;
 use tapflow_collector::{run, Args, Config, RunOutcome};
@@ -11,7 +9,7 @@ use tracing::{error, info};
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    init_logging(args.log_json);
+    tapflow_runtime::init_logging(args.log_json);
     let config = match Config::load(args) {
         Ok(c) => c,
         Err(e) => {
@@ -19,16 +17,13 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let shutdown = Arc::new(AtomicBool::new(false));
-    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
-        // The first signal asks for a graceful stop (flush, end-of-stream); a second one,
-        // while that is still waiting on an unreachable peer, exits at once with 130.
-        let second = signal_hook::flag::register_conditional_shutdown(sig, 130, shutdown.clone());
-        if let Err(e) = second.and_then(|_| signal_hook::flag::register(sig, shutdown.clone())) {
-            eprintln!("tapflow-collector: cannot install signal handler: {e}");
+    let shutdown = match tapflow_runtime::shutdown_flag() {
+        Ok(flag) => flag,
+        Err(e) => {
+            eprintln!("tapflow-collector: cannot install signal handlers: {e}");
             return ExitCode::from(1);
         }
-    }
+    };
     match run(&config, shutdown) {
         Ok((outcome, counters)) => {
             let r = counters.reconcile();
@@ -65,19 +60,5 @@ fn main() -> ExitCode {
             error!("{e}");
             ExitCode::from(1)
         }
-    }
-}
-
-fn init_logging(json: bool) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
-    if json {
-        builder.json().init();
-    } else {
-        builder.init();
     }
 }
