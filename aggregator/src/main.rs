@@ -22,7 +22,14 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    match run(&config, &shutdown) {
+    let reopen = match tapflow_runtime::reopen_flag() {
+        Ok(flag) => flag,
+        Err(e) => {
+            eprintln!("tapflow-aggregator: cannot install the SIGHUP handler: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    match run(&config, &shutdown, &reopen) {
         Ok(_) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("{e}");

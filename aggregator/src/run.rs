@@ -36,7 +36,11 @@ pub enum RunError {
 
 /// Serves until every expected processor has ended (with `exit_on_eos`) or `shutdown` is set;
 /// returns the accounting report it wrote.
-pub fn run(config: &Config, shutdown: &AtomicBool) -> Result<AccountingReport, RunError> {
+pub fn run(
+    config: &Config,
+    shutdown: &AtomicBool,
+    reopen: &AtomicBool,
+) -> Result<AccountingReport, RunError> {
     let mut health = LogFile::create(config.health_log.as_deref())?;
     let mut conn_log = LogFile::create(config.conn_log.as_deref())?;
     let mut interim_log = LogFile::create(config.conn_interim_log.as_deref())?;
@@ -70,6 +74,17 @@ pub fn run(config: &Config, shutdown: &AtomicBool) -> Result<AccountingReport, R
     let mut accounts: BTreeMap<(String, u64), ProcessorAccount> = BTreeMap::new();
     let mut malformed: BTreeMap<&'static str, u64> = BTreeMap::new();
     loop {
+        if reopen.swap(false, Ordering::Relaxed) {
+            for log in [
+                &mut conn_log,
+                &mut interim_log,
+                &mut alerts_log,
+                &mut health,
+            ] {
+                log.reopen()?;
+            }
+            info!("SIGHUP: log files reopened");
+        }
         if shutdown.load(Ordering::Relaxed) {
             info!("signal received: writing what is known");
             break;
@@ -257,6 +272,24 @@ impl LogFile {
             path,
             w: Some(BufWriter::with_capacity(1 << 16, f)),
         })
+    }
+
+    /// Flushes, then opens the path again (appending; created if logrotate moved it away).
+    fn reopen(&mut self) -> Result<(), RunError> {
+        if self.w.is_none() {
+            return Ok(());
+        }
+        self.flush()?;
+        let f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.path)
+            .map_err(|source| RunError::Log {
+                path: self.path.clone(),
+                source,
+            })?;
+        self.w = Some(BufWriter::with_capacity(1 << 16, f));
+        Ok(())
     }
 
     /// Appends `text` (whole lines) and clears it.

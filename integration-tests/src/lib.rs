@@ -198,6 +198,17 @@ impl RunningPipeline {
         assert!(ok, "kill -{signal} failed");
     }
 
+    /// Sends a signal (e.g. "HUP") to the aggregator.
+    pub fn signal_aggregator(&self, signal: &str) {
+        let pid = self.aggregator.child.id().to_string();
+        let ok = Command::new("kill")
+            .args([format!("-{signal}"), pid])
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false);
+        assert!(ok, "kill -{signal} failed");
+    }
+
     /// Waits for every process (at most `timeout` in all) and collects what they reported.
     pub fn wait(mut self, timeout: Duration) -> PipelineRun {
         let deadline = Instant::now() + timeout;

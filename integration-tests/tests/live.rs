@@ -135,3 +135,51 @@ fn a_silent_collector_is_declared_dead_and_rejoins() {
         "zeek-ssh's sessions are all written"
     );
 }
+
+#[test]
+fn aggregator_reopens_its_logs_on_sighup() {
+    if !is_root() {
+        eprintln!("SKIP: live capture needs root (CI runs as root)");
+        return;
+    }
+    let port = free_port();
+    let spec = CollectorSpec {
+        source: SourceArg::Interface("lo".into()),
+        order: vec![0],
+        extra: vec![
+            "--filter".into(),
+            format!("udp and dst port {port}"),
+            "--heartbeat-ms".into(),
+            "200".into(),
+            "--ignore-checksums".into(),
+        ],
+    };
+    let running = start_pipeline(&[spec], 1);
+    std::thread::sleep(Duration::from_millis(1000));
+    // logrotate: move the conn log away, then SIGHUP.
+    let conn = running.dir.path().join("conn.jsonl");
+    let rotated = running.dir.path().join("conn.jsonl.1");
+    std::fs::rename(&conn, &rotated).unwrap_or_else(|e| panic!("{e}"));
+    running.signal_aggregator("HUP");
+    let sock = UdpSocket::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("{e}"));
+    for i in 0..20 {
+        sock.send_to(format!("rotate {i}").as_bytes(), ("127.0.0.1", port))
+            .unwrap_or_else(|e| panic!("{e}"));
+    }
+    std::thread::sleep(Duration::from_millis(1000));
+    running.signal_collector(0, "TERM");
+    let run = running.wait(Duration::from_secs(60));
+    assert!(run.all_exited(), "{}", run.aggregator.1);
+    assert!(
+        run.aggregator.1.contains("SIGHUP: log files reopened"),
+        "{}",
+        run.aggregator.1
+    );
+    // The session, written at end of stream, is in the new file at the configured path.
+    assert_eq!(run.conn_log.lines().count(), 1, "{}", run.conn_log);
+    assert!(
+        run.conn_log.contains("\"orig_pkts\":20"),
+        "{}",
+        run.conn_log
+    );
+}

@@ -37,6 +37,13 @@ pub fn shutdown_flag() -> std::io::Result<Arc<AtomicBool>> {
     Ok(flag)
 }
 
+/// A flag SIGHUP sets: reopen log files (after logrotate moved them away).
+pub fn reopen_flag() -> std::io::Result<Arc<AtomicBool>> {
+    let flag = Arc::new(AtomicBool::new(false));
+    signal_hook::flag::register(signal_hook::consts::SIGHUP, flag.clone())?;
+    Ok(flag)
+}
+
 /// The settings of a TOML config file, or the defaults without one; a clear one-line error
 /// naming the file otherwise.
 pub fn read_config<T: DeserializeOwned + Default>(path: Option<&Path>) -> Result<T, String> {
