@@ -96,6 +96,9 @@ pub struct Args {
     /// TOML file with any of these settings; flags given on the command line win.
     #[arg(long, env = "TAPFLOW_CONFIG")]
     pub config: Option<PathBuf>,
+    /// Serve Prometheus metrics on this address, e.g. 127.0.0.1:9603 [default: off].
+    #[arg(long, env = "TAPFLOW_METRICS_LISTEN")]
+    pub metrics_listen: Option<String>,
     /// Log as JSON lines instead of text.
     #[arg(long)]
     pub log_json: bool,
@@ -131,6 +134,7 @@ pub struct FileConfig {
     pub influx_finish_s: Option<u64>,
     /// `[[subnet]]` tables: per-network thresholds (see `detect::SubnetThresholds`).
     pub subnet: Option<Vec<crate::detect::SubnetThresholds>>,
+    pub metrics_listen: Option<String>,
 }
 
 #[derive(Clone, Debug)]
@@ -146,6 +150,7 @@ pub struct Config {
     pub detect: crate::detect::DetectConfig,
     pub influx: Option<crate::influx::InfluxConfig>,
     pub influx_finish: std::time::Duration,
+    pub metrics_listen: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -226,7 +231,9 @@ impl Config {
         if !errors.is_empty() {
             return Err(ConfigError(errors));
         }
+        let metrics_listen = args.metrics_listen.clone().or(file.metrics_listen.clone());
         Ok(Config {
+            metrics_listen,
             listen,
             processors,
             exit_on_eos: args.exit_on_eos || file.exit_on_eos.unwrap_or(false),

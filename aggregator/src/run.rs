@@ -32,6 +32,11 @@ pub enum RunError {
     },
     #[error("InfluxDB sink: {0}")]
     Influx(#[from] InfluxError),
+    #[error("cannot serve metrics on {addr}: {source}")]
+    Metrics {
+        addr: String,
+        source: std::io::Error,
+    },
 }
 
 /// Serves until every expected processor has ended (with `exit_on_eos`) or `shutdown` is set;
@@ -51,6 +56,17 @@ pub fn run(
     let mut influx = config.influx.clone().map(InfluxWriter::start).transpose()?;
     let mut traffic = TrafficMerge::new(config.processors);
     let mut points: Vec<Point> = Vec::new();
+    let metrics = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    if let Some(addr) = &config.metrics_listen {
+        let m = metrics.clone();
+        let render = std::sync::Arc::new(move || m.lock().map(|g| g.clone()).unwrap_or_default());
+        let bound =
+            tapflow_runtime::serve_metrics(addr, render).map_err(|source| RunError::Metrics {
+                addr: addr.clone(),
+                source,
+            })?;
+        info!(%bound, "metrics at /metrics");
+    }
     let mut events: Vec<AlertEvent> = Vec::new();
     let mut alerts_text = String::new();
     let mut text = String::with_capacity(1 << 16);
@@ -103,6 +119,17 @@ pub fn run(
                 };
                 match UpMessage::decode(&msg) {
                     Ok(UpMessage::Heartbeat(hb)) => {
+                        if config.metrics_listen.is_some() {
+                            let text = render_metrics(
+                                &sorter.stats(),
+                                &detector.stats(),
+                                &malformed,
+                                influx.as_ref().map(|w| w.stats()),
+                            );
+                            if let Ok(mut g) = metrics.lock() {
+                                *g = text;
+                            }
+                        }
                         let now = std::time::SystemTime::now()
                             .duration_since(std::time::UNIX_EPOCH)
                             .map(|d| d.as_nanos() as u64)
@@ -234,6 +261,43 @@ pub fn run(
         error!("MISROUTED: processors saw conflicting shard claims; see the accounting report");
     }
     Ok(report)
+}
+
+/// The aggregator's counters in Prometheus text format.
+fn render_metrics(
+    conns: &crate::conns::ConnStats,
+    detect: &crate::detect::DetectStats,
+    malformed: &BTreeMap<&'static str, u64>,
+    influx: Option<crate::influx::InfluxStats>,
+) -> String {
+    let mut named: Vec<(String, u64)> = vec![
+        ("conn_records_received".into(), conns.received),
+        ("conn_records_written".into(), conns.released),
+        ("conn_records_forced".into(), conns.forced),
+        ("detect_records".into(), detect.records),
+        ("detect_late".into(), detect.late),
+        ("detect_cap_hits".into(), detect.cap_hits),
+        ("alert_events".into(), detect.events),
+    ];
+    named.extend(
+        malformed
+            .iter()
+            .map(|(r, n)| (format!("messages_malformed{{reason=\"{r}\"}}"), *n)),
+    );
+    if let Some(i) = influx {
+        named.extend(
+            i.counters()
+                .into_iter()
+                .map(|(k, v)| (format!("influx_{k}"), v)),
+        );
+    }
+    let mut out = String::new();
+    tapflow_runtime::prometheus_counters(
+        "aggregator",
+        named.iter().map(|(k, v)| (k.as_str(), *v)),
+        &mut out,
+    );
+    out
 }
 
 /// Logs and writes alert events (and clears them).

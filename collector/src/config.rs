@@ -106,6 +106,9 @@ pub struct Args {
     /// Fragment reassembly: timeout in packet-time seconds [default: 30].
     #[arg(long)]
     pub frag_timeout_s: Option<u64>,
+    /// Serve Prometheus metrics on this address, e.g. 127.0.0.1:9601 [default: off].
+    #[arg(long, env = "TAPFLOW_METRICS_LISTEN")]
+    pub metrics_listen: Option<String>,
     /// Log as JSON lines instead of text.
     #[arg(long)]
     pub log_json: bool,
@@ -137,6 +140,7 @@ pub struct FileConfig {
     pub immediate: Option<bool>,
     pub frag_max_datagrams: Option<usize>,
     pub frag_timeout_s: Option<u64>,
+    pub metrics_listen: Option<String>,
 }
 
 /// Where packets come from.
@@ -171,6 +175,7 @@ pub struct Config {
     pub slow_policy: SlowPolicy,
     pub heartbeat: Duration,
     pub linger: Duration,
+    pub metrics_listen: Option<String>,
 }
 
 /// Every problem found in the configuration, one per line.
@@ -304,6 +309,7 @@ impl Config {
                 queue_batches,
                 slow_policy,
                 heartbeat: Duration::from_millis(heartbeat_ms),
+                metrics_listen: args.metrics_listen.clone().or(file.metrics_listen.clone()),
                 linger: Duration::from_millis(args.linger_ms.or(file.linger_ms).unwrap_or(30_000)),
             }),
             _ => Err(ConfigError(errors)),

@@ -34,6 +34,11 @@ pub enum RunOutcome {
 pub enum RunError {
     #[error(transparent)]
     Link(#[from] LinkError),
+    #[error("cannot serve metrics on {addr}: {source}")]
+    Metrics {
+        addr: String,
+        source: std::io::Error,
+    },
 }
 
 /// Runs the collector until the source ends, fails, or `shutdown` is set; sends end-of-stream
@@ -49,6 +54,22 @@ pub fn run(
         live: matches!(config.source, SourceSpec::Live(_)),
         shutdown: shutdown.clone(),
     });
+    if let Some(addr) = &config.metrics_listen {
+        let shared = shared.clone();
+        let render = std::sync::Arc::new(move || {
+            let c = match shared.counters.lock() {
+                Ok(g) => g.clone(),
+                Err(p) => p.into_inner().clone(),
+            };
+            render_metrics(&c)
+        });
+        let bound =
+            tapflow_runtime::serve_metrics(addr, render).map_err(|source| RunError::Metrics {
+                addr: addr.clone(),
+                source,
+            })?;
+        info!(%bound, "metrics at /metrics");
+    }
     let settings = LinkSettings {
         sender: config.name.clone(),
         incarnation: incarnation(),
@@ -100,6 +121,37 @@ pub fn run(
     };
     let counters = pipeline.finish(status);
     Ok((outcome, counters))
+}
+
+/// The collector's counters in Prometheus text format.
+fn render_metrics(c: &CollectorCounters) -> String {
+    let mut named: Vec<(String, u64)> = vec![
+        ("packets_read".into(), c.packets_read),
+        ("packets_summarised".into(), c.packets_summarised),
+        ("fragments_merged".into(), c.fragments_merged),
+        ("summaries".into(), c.summaries),
+        ("pcap_received_packets".into(), c.capture.received),
+        ("kernel_dropped_packets".into(), c.capture.kernel_dropped),
+        ("interface_dropped_packets".into(), c.capture.if_dropped),
+    ];
+    named.extend(
+        c.summaries_sent
+            .iter()
+            .enumerate()
+            .map(|(i, n)| (format!("summaries_sent{{shard=\"{i}\"}}"), *n)),
+    );
+    named.extend(
+        c.drops
+            .iter()
+            .map(|(r, n)| (format!("drops{{reason=\"{r}\"}}"), *n)),
+    );
+    let mut out = String::new();
+    tapflow_runtime::prometheus_counters(
+        "collector",
+        named.iter().map(|(k, v)| (k.as_str(), *v)),
+        &mut out,
+    );
+    out
 }
 
 /// A restart gets a new incarnation, so its sequence numbers are not read as a gap.

@@ -6,7 +6,9 @@ use std::net::UdpSocket;
 use std::time::Duration;
 
 use serde_json::Value;
-use tapflow_integration_tests::{free_port, start_pipeline, CollectorSpec, SourceArg};
+use tapflow_integration_tests::{
+    free_port, free_ports, start_pipeline, start_pipeline_opts, CollectorSpec, SourceArg,
+};
 
 fn is_root() -> bool {
     std::fs::read_to_string("/proc/self/status")
@@ -181,5 +183,79 @@ fn aggregator_reopens_its_logs_on_sighup() {
         run.conn_log.contains("\"orig_pkts\":20"),
         "{}",
         run.conn_log
+    );
+}
+
+/// `GET /metrics` from a local port.
+fn scrape(port: u16) -> String {
+    use std::io::{Read, Write};
+    let mut c = std::net::TcpStream::connect(("127.0.0.1", port))
+        .unwrap_or_else(|e| panic!("metrics port {port}: {e}"));
+    c.write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        .unwrap_or_else(|e| panic!("{e}"));
+    let mut reply = String::new();
+    let _ = c.read_to_string(&mut reply);
+    reply
+}
+
+#[test]
+fn every_process_serves_prometheus_metrics() {
+    if !is_root() {
+        eprintln!("SKIP: live capture needs root (CI runs as root)");
+        return;
+    }
+    let port = free_port();
+    let m = free_ports(3);
+    let (mc, mp, ma) = (
+        format!("127.0.0.1:{}", m[0]),
+        format!("127.0.0.1:{}", m[1]),
+        format!("127.0.0.1:{}", m[2]),
+    );
+    let spec = CollectorSpec {
+        source: SourceArg::Interface("lo".into()),
+        order: vec![0],
+        extra: vec![
+            "--filter".into(),
+            format!("udp and dst port {port}"),
+            "--heartbeat-ms".into(),
+            "200".into(),
+            "--ignore-checksums".into(),
+            "--metrics-listen".into(),
+            mc,
+        ],
+    };
+    let running = start_pipeline_opts(
+        &[spec],
+        1,
+        &["--metrics-listen", &mp, "--heartbeat-ms", "200"],
+        &["--metrics-listen", &ma],
+    );
+    std::thread::sleep(Duration::from_millis(1000));
+    let sock = UdpSocket::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("{e}"));
+    for i in 0..40 {
+        sock.send_to(format!("metrics {i}").as_bytes(), ("127.0.0.1", port))
+            .unwrap_or_else(|e| panic!("{e}"));
+    }
+    std::thread::sleep(Duration::from_millis(1500));
+    let (c, p, a) = (scrape(m[0]), scrape(m[1]), scrape(m[2]));
+    running.signal_collector(0, "TERM");
+    let run = running.wait(Duration::from_secs(60));
+    assert!(run.all_exited(), "{}", run.aggregator.1);
+    assert!(
+        c.starts_with("HTTP/1.1 200 OK") && c.contains("tapflow_collector_packets_read_total 40"),
+        "{c}"
+    );
+    assert!(
+        c.contains("# TYPE tapflow_collector_summaries_sent_total counter"),
+        "{c}"
+    );
+    assert!(
+        p.contains("tapflow_processor_summaries_received_total 40")
+            && p.contains("tapflow_processor_flows_open 1"),
+        "{p}"
+    );
+    assert!(
+        a.contains("# TYPE tapflow_aggregator_conn_records_received_total counter"),
+        "{a}"
     );
 }

@@ -60,6 +60,9 @@ pub struct Args {
     /// none, and the two fields are left out].
     #[arg(long, value_delimiter = ',')]
     pub local_nets: Vec<String>,
+    /// Serve Prometheus metrics on this address, e.g. 127.0.0.1:9602 [default: off].
+    #[arg(long, env = "TAPFLOW_METRICS_LISTEN")]
+    pub metrics_listen: Option<String>,
     /// Log as JSON lines instead of text.
     #[arg(long)]
     pub log_json: bool,
@@ -79,6 +82,7 @@ pub struct FileConfig {
     pub max_flows: Option<usize>,
     pub merge_cap: Option<usize>,
     pub local_nets: Option<Vec<String>>,
+    pub metrics_listen: Option<String>,
 }
 
 #[derive(Clone, Debug)]
@@ -94,6 +98,7 @@ pub struct Config {
     pub max_flows: usize,
     pub merge_cap: usize,
     pub local_nets: Vec<(Addr, u8)>,
+    pub metrics_listen: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -163,7 +168,9 @@ impl Config {
                 .unwrap_or_else(|_| "localhost".into());
             format!("{host}:{listen}:{}", std::process::id())
         });
+        let metrics_listen = args.metrics_listen.clone().or(file.metrics_listen.clone());
         Ok(Config {
+            metrics_listen,
             listen,
             aggregator,
             collectors,

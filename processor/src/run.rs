@@ -25,6 +25,45 @@ fn sock<'a>(what: &'static str, endpoint: &'a str) -> impl FnOnce(zmq::Error) ->
     }
 }
 
+/// The processor's counters in Prometheus text format.
+fn render_metrics(
+    account: &tapflow_proto::upstream::ProcessorAccount,
+    engine: &BTreeMap<String, u64>,
+) -> String {
+    let sum = |f: fn(&tapflow_proto::upstream::LinkAccount) -> u64| {
+        account.links.iter().map(f).sum::<u64>()
+    };
+    let mut named: Vec<(String, u64)> = vec![
+        ("summaries_received".into(), sum(|l| l.summaries_received)),
+        ("summaries_gap".into(), sum(|l| l.gaps)),
+        ("summaries_misrouted".into(), sum(|l| l.misrouted)),
+        ("messages_misrouted".into(), account.misrouted_messages),
+    ];
+    named.extend(
+        account
+            .malformed
+            .iter()
+            .map(|(r, n)| (format!("messages_malformed{{reason=\"{r}\"}}"), *n)),
+    );
+    named.extend(
+        engine
+            .iter()
+            .filter(|(k, _)| k.as_str() != "flows_open")
+            .map(|(k, v)| (k.clone(), *v)),
+    );
+    let mut out = String::new();
+    tapflow_runtime::prometheus_counters(
+        "processor",
+        named.iter().map(|(k, v)| (k.as_str(), *v)),
+        &mut out,
+    );
+    out.push_str(&format!(
+        "# TYPE tapflow_processor_flows_open gauge\ntapflow_processor_flows_open {}\n",
+        engine.get("flows_open").copied().unwrap_or(0)
+    ));
+    out
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
     #[error("cannot {what} {endpoint}: {source}")]
@@ -32,6 +71,11 @@ pub enum RunError {
         what: &'static str,
         endpoint: String,
         source: zmq::Error,
+    },
+    #[error("cannot serve metrics on {addr}: {source}")]
+    Metrics {
+        addr: String,
+        source: std::io::Error,
     },
 }
 
@@ -68,6 +112,17 @@ pub fn run(config: &Config, shutdown: &AtomicBool) -> Result<(), RunError> {
         .map(|d| d.as_nanos() as u64)
         .unwrap_or(0);
     info!(name = %config.name, listen = %config.listen, aggregator = %config.aggregator, "processor started");
+    let metrics = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    if let Some(addr) = &config.metrics_listen {
+        let m = metrics.clone();
+        let render = std::sync::Arc::new(move || m.lock().map(|g| g.clone()).unwrap_or_default());
+        let bound =
+            tapflow_runtime::serve_metrics(addr, render).map_err(|source| RunError::Metrics {
+                addr: addr.clone(),
+                source,
+            })?;
+        info!(%bound, "metrics at /metrics");
+    }
     let mut inputs = Inputs::new(config.shard);
     let mut engine = Engine::new(config, incarnation);
     let mut buf = Vec::with_capacity(1 << 16);
@@ -120,6 +175,15 @@ pub fn run(config: &Config, shutdown: &AtomicBool) -> Result<(), RunError> {
         if heartbeat_due {
             engine.check_liveness(started);
             engine.step();
+            if config.metrics_listen.is_some() {
+                let text = render_metrics(
+                    &inputs.account(&config.name, incarnation),
+                    &engine.counters(),
+                );
+                if let Ok(mut g) = metrics.lock() {
+                    *g = text;
+                }
+            }
         }
         if engine.records.len() >= RECORDS_PER_MESSAGE || heartbeat_due {
             engine.send_conns(&push, &mut buf, zmq::DONTWAIT);

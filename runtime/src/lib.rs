@@ -44,6 +44,57 @@ pub fn reopen_flag() -> std::io::Result<Arc<AtomicBool>> {
     Ok(flag)
 }
 
+/// Serves `GET /metrics` (Prometheus text format) on `addr` from its own thread, with whatever
+/// `render` returns at each scrape. Returns the address bound (`addr` may use port 0).
+pub fn serve_metrics(
+    addr: &str,
+    render: Arc<dyn Fn() -> String + Send + Sync>,
+) -> std::io::Result<std::net::SocketAddr> {
+    use std::io::{BufRead, BufReader, Write};
+    let listener = std::net::TcpListener::bind(addr)?;
+    let bound = listener.local_addr()?;
+    std::thread::Builder::new().name("metrics".into()).spawn(move || {
+        for stream in listener.incoming().flatten() {
+            let _ = stream.set_read_timeout(Some(std::time::Duration::from_secs(2)));
+            let mut line = String::new();
+            let mut reader = BufReader::new(&stream);
+            if reader.read_line(&mut line).is_err() {
+                continue;
+            }
+            // Drain the headers.
+            let mut header = String::new();
+            while reader.read_line(&mut header).map(|n| n > 2).unwrap_or(false) {
+                header.clear();
+            }
+            let (status, body) = if line.starts_with("GET /metrics") { ("200 OK", render()) } else { ("404 Not Found", "see /metrics\n".to_owned()) };
+            let mut out = &stream;
+            let _ = write!(out, "HTTP/1.1 {status}\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len());
+        }
+    })?;
+    Ok(bound)
+}
+
+/// Counters in Prometheus text format: `tapflow_<component>_<name>_total`, each with its
+/// `# TYPE` line; names with a `{label="..."}` suffix keep it.
+pub fn prometheus_counters<'a>(
+    component: &str,
+    counters: impl IntoIterator<Item = (&'a str, u64)>,
+    out: &mut String,
+) {
+    use std::fmt::Write as _;
+    let mut typed = std::collections::BTreeSet::new();
+    for (name, value) in counters {
+        let (base, labels) = name
+            .split_once('{')
+            .map_or((name, String::new()), |(b, l)| (b, format!("{{{l}")));
+        let metric = format!("tapflow_{component}_{base}_total");
+        if typed.insert(metric.clone()) {
+            let _ = writeln!(out, "# TYPE {metric} counter");
+        }
+        let _ = writeln!(out, "{metric}{labels} {value}");
+    }
+}
+
 /// The settings of a TOML config file, or the defaults without one; a clear one-line error
 /// naming the file otherwise.
 pub fn read_config<T: DeserializeOwned + Default>(path: Option<&Path>) -> Result<T, String> {
@@ -63,6 +114,46 @@ mod tests {
     #[serde(deny_unknown_fields)]
     struct Settings {
         size: Option<u32>,
+    }
+
+    #[test]
+    fn metrics_are_served_in_prometheus_format() {
+        use std::io::{Read, Write};
+        let render: Arc<dyn Fn() -> String + Send + Sync> = Arc::new(|| {
+            let mut s = String::new();
+            prometheus_counters(
+                "collector",
+                [
+                    ("packets_read", 5),
+                    ("drops{reason=\"non_ip\"}", 2),
+                    ("drops{reason=\"truncated\"}", 1),
+                ],
+                &mut s,
+            );
+            s
+        });
+        let addr = serve_metrics("127.0.0.1:0", render).unwrap_or_else(|e| panic!("{e}"));
+        let mut c = std::net::TcpStream::connect(addr).unwrap_or_else(|e| panic!("{e}"));
+        c.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+            .unwrap_or_else(|e| panic!("{e}"));
+        let mut reply = String::new();
+        let _ = c.read_to_string(&mut reply);
+        assert!(reply.starts_with("HTTP/1.1 200 OK"), "{reply}");
+        assert!(
+            reply.contains("tapflow_collector_packets_read_total 5"),
+            "{reply}"
+        );
+        assert!(
+            reply.contains("tapflow_collector_drops_total{reason=\"non_ip\"} 2"),
+            "{reply}"
+        );
+        assert_eq!(
+            reply
+                .matches("# TYPE tapflow_collector_drops_total counter")
+                .count(),
+            1,
+            "{reply}"
+        );
     }
 
     #[test]
