@@ -174,6 +174,39 @@ impl CollectorSpec {
     }
 }
 
+impl CollectorSpec {
+    /// A live collector on `lo` that sees only UDP to `udp_port`, heartbeating every 200 ms,
+    /// over `n` processors, with further flags.
+    pub fn loopback(udp_port: u16, n: usize, extra: &[&str]) -> CollectorSpec {
+        let mut args = vec![
+            "--filter".to_owned(),
+            format!("udp and dst port {udp_port}"),
+            "--heartbeat-ms".into(),
+            "200".into(),
+        ];
+        args.extend(extra.iter().map(|s| s.to_string()));
+        CollectorSpec {
+            source: SourceArg::Interface("lo".into()),
+            order: (0..n).collect(),
+            extra: args,
+        }
+    }
+}
+
+/// Live capture needs root; tests that capture skip, saying so, without it (CI runs as root).
+pub fn is_root() -> bool {
+    let root = std::fs::read_to_string("/proc/self/status")
+        .map(|s| {
+            s.lines()
+                .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0"))
+        })
+        .unwrap_or(false);
+    if !root {
+        eprintln!("SKIP: live capture needs root (CI runs as root)");
+    }
+    root
+}
+
 /// A pipeline whose processes are running.
 pub struct RunningPipeline {
     pub dir: tempfile::TempDir,

@@ -5,17 +5,8 @@
 use std::time::Duration;
 
 use serde_json::Value;
-use tapflow_integration_tests::{endpoint, free_port, start_pipeline, CollectorSpec, SourceArg};
+use tapflow_integration_tests::{endpoint, free_port, is_root, start_pipeline, CollectorSpec};
 use tapflow_proto::wire::{encode_batch, LinkHeader};
-
-fn is_root() -> bool {
-    std::fs::read_to_string("/proc/self/status")
-        .map(|s| {
-            s.lines()
-                .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0"))
-        })
-        .unwrap_or(false)
-}
 
 /// Messages a stranger might send.
 fn garbage() -> Vec<Vec<u8>> {
@@ -46,24 +37,13 @@ fn garbage() -> Vec<Vec<u8>> {
 #[test]
 fn garbage_on_processor_and_aggregator_sockets_is_counted_and_dropped() {
     if !is_root() {
-        eprintln!("SKIP: live capture needs root (CI runs as root)");
         return;
     }
     // A live collector on lo keeps the run open while we send garbage, then ends on SIGTERM.
     let port = free_port();
-    let spec = CollectorSpec {
-        source: SourceArg::Interface("lo".into()),
-        order: vec![0],
-        // Loopback hands libpcap packets whose checksums the kernel never filled in (checksum
-        // offload), as many NICs do: what Zeek's -C is for.
-        extra: vec![
-            "--filter".into(),
-            format!("udp and dst port {port}"),
-            "--heartbeat-ms".into(),
-            "200".into(),
-            "--ignore-checksums".into(),
-        ],
-    };
+    // Loopback hands libpcap packets whose checksums the kernel never filled in (checksum
+    // offload), as many NICs do: what Zeek's -C is for.
+    let spec = CollectorSpec::loopback(port, 1, &["--ignore-checksums"]);
     let running = start_pipeline(&[spec], 1);
     std::thread::sleep(Duration::from_millis(1000));
     let ctx = zmq::Context::new();

@@ -7,36 +7,16 @@ use std::time::Duration;
 
 use serde_json::Value;
 use tapflow_integration_tests::{
-    free_port, free_ports, start_pipeline, start_pipeline_opts, CollectorSpec, SourceArg,
+    free_port, free_ports, is_root, start_pipeline, start_pipeline_opts, CollectorSpec,
 };
-
-fn is_root() -> bool {
-    std::fs::read_to_string("/proc/self/status")
-        .map(|s| {
-            s.lines()
-                .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0"))
-        })
-        .unwrap_or(false)
-}
 
 #[test]
 fn live_loopback_capture_ends_on_sigterm_and_reconciles() {
     if !is_root() {
-        eprintln!("SKIP: live capture needs root (CI runs as root)");
         return;
     }
     let port = free_port();
-    let spec = CollectorSpec {
-        source: SourceArg::Interface("lo".into()),
-        order: vec![0, 1],
-        extra: vec![
-            "--filter".into(),
-            format!("udp and dst port {port}"),
-            "--heartbeat-ms".into(),
-            "200".into(),
-            "--immediate".into(),
-        ],
-    };
+    let spec = CollectorSpec::loopback(port, 2, &["--immediate"]);
     let running = start_pipeline(&[spec], 2);
     // Let the capture open before sending.
     std::thread::sleep(Duration::from_millis(1500));
@@ -88,22 +68,12 @@ fn live_loopback_capture_ends_on_sigterm_and_reconciles() {
 #[test]
 fn a_silent_collector_is_declared_dead_and_rejoins() {
     if !is_root() {
-        eprintln!("SKIP: live capture needs root (CI runs as root)");
         return;
     }
     let Some(pcaps) = tapflow_integration_tests::shared_pcaps() else {
         return;
     };
-    let live = CollectorSpec {
-        source: SourceArg::Interface("lo".into()),
-        order: vec![0],
-        extra: vec![
-            "--filter".into(),
-            format!("udp and dst port {}", free_port()),
-            "--heartbeat-ms".into(),
-            "200".into(),
-        ],
-    };
+    let live = CollectorSpec::loopback(free_port(), 1, &[]);
     let file = CollectorSpec::pcap(&pcaps.join("zeek-ssh.pcap"), 1);
     let running = tapflow_integration_tests::start_pipeline_with(
         &[live, file],
@@ -141,21 +111,10 @@ fn a_silent_collector_is_declared_dead_and_rejoins() {
 #[test]
 fn aggregator_reopens_its_logs_on_sighup() {
     if !is_root() {
-        eprintln!("SKIP: live capture needs root (CI runs as root)");
         return;
     }
     let port = free_port();
-    let spec = CollectorSpec {
-        source: SourceArg::Interface("lo".into()),
-        order: vec![0],
-        extra: vec![
-            "--filter".into(),
-            format!("udp and dst port {port}"),
-            "--heartbeat-ms".into(),
-            "200".into(),
-            "--ignore-checksums".into(),
-        ],
-    };
+    let spec = CollectorSpec::loopback(port, 1, &["--ignore-checksums"]);
     let running = start_pipeline(&[spec], 1);
     std::thread::sleep(Duration::from_millis(1000));
     // logrotate: move the conn log away, then SIGHUP.
@@ -201,7 +160,6 @@ fn scrape(port: u16) -> String {
 #[test]
 fn every_process_serves_prometheus_metrics() {
     if !is_root() {
-        eprintln!("SKIP: live capture needs root (CI runs as root)");
         return;
     }
     let port = free_port();
@@ -211,19 +169,7 @@ fn every_process_serves_prometheus_metrics() {
         format!("127.0.0.1:{}", m[1]),
         format!("127.0.0.1:{}", m[2]),
     );
-    let spec = CollectorSpec {
-        source: SourceArg::Interface("lo".into()),
-        order: vec![0],
-        extra: vec![
-            "--filter".into(),
-            format!("udp and dst port {port}"),
-            "--heartbeat-ms".into(),
-            "200".into(),
-            "--ignore-checksums".into(),
-            "--metrics-listen".into(),
-            mc,
-        ],
-    };
+    let spec = CollectorSpec::loopback(port, 1, &["--ignore-checksums", "--metrics-listen", &mc]);
     let running = start_pipeline_opts(
         &[spec],
         1,
