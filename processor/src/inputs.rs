@@ -169,7 +169,16 @@ impl Inputs {
                     .map(|c| tapflow_proto::upstream::CollectorHealth {
                         sender: l.sender.clone(),
                         packets_read: c.packets_read,
-                        drops: c.drops.values().sum::<u64>()
+                        // Loss only: a tap full of ARP is not a pipeline losing packets.
+                        drops: c
+                            .drops
+                            .iter()
+                            .filter(|(name, _)| {
+                                tapflow_proto::DropReason::from_name(name)
+                                    .is_some_and(tapflow_proto::DropReason::is_loss)
+                            })
+                            .map(|(_, n)| n)
+                            .sum::<u64>()
                             + c.capture.kernel_dropped
                             + c.capture.if_dropped,
                     })

@@ -68,6 +68,18 @@ impl DropReason {
         matches!(self, DropReason::QueueFull)
     }
 
+    /// True for drops caused by tapflow's own limits (a full queue or reassembly table), as
+    /// against what was on the wire (non-IP frames, malformed or damaged packets): the drops a
+    /// `drop_rate` self-alert is about, together with the kernel's.
+    pub const fn is_loss(self) -> bool {
+        matches!(self, DropReason::QueueFull | DropReason::FragmentTableFull)
+    }
+
+    /// The reason named by [`DropReason::as_str`].
+    pub fn from_name(name: &str) -> Option<DropReason> {
+        DropReason::ALL.into_iter().find(|r| r.as_str() == name)
+    }
+
     pub const fn index(self) -> usize {
         self as usize
     }

@@ -125,7 +125,8 @@ pub struct ProcessorHeartbeat {
 pub struct CollectorHealth {
     pub sender: String,
     pub packets_read: u64,
-    /// Every drop the collector counted (packets and summaries), plus kernel and interface drops.
+    /// What the collector lost to its own limits (full queues, a full reassembly table) plus
+    /// kernel and interface drops; not frames it skipped as non-IP or malformed.
     pub drops: u64,
 }
 
