@@ -4,35 +4,51 @@
 # processes on loopback over a capture; prints the largest sessions, the alert episodes, the
 # accounting report, what InfluxDB holds, and the InfluxQL to look at it.
 # Usage: deploy/quickstart.sh [CAPTURE.pcap|pcapng] [--processors N]
-#   With no capture: ../shared/pcaps/zeek-ssh.pcap when present, else a generated demo capture.
+#        deploy/quickstart.sh --interface IFACE [--seconds 30] [--processors N]   (live, as root)
+#   With neither: a demo capture it generates (sessions, a port scan and a SYN flood).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 capture=""
+interface=""
+seconds=30
 processors=2
 while (($#)); do
     case "$1" in
-        --processors) processors=$2; shift 2 ;;
-        -h|--help) sed -n '2,5p' "$0"; exit 0 ;;
+        --processors) processors=${2:?--processors needs a number}; shift 2 ;;
+        --interface) interface=${2:?--interface needs a name}; shift 2 ;;
+        --seconds) seconds=${2:?--seconds needs a number}; shift 2 ;;
+        -h|--help) sed -n '2,8p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -*) echo "quickstart.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
         *) capture=$1; shift ;;
     esac
 done
+[[ $processors =~ ^[1-9][0-9]*$ ]] || { echo "quickstart.sh: --processors must be a positive number" >&2; exit 2; }
+[[ $seconds =~ ^[1-9][0-9]*$ ]] || { echo "quickstart.sh: --seconds must be a positive number" >&2; exit 2; }
+if [[ -n $interface && -n $capture ]]; then
+    echo "quickstart.sh: give a capture or --interface, not both" >&2; exit 2
+fi
+if [[ -n $capture && ! -r $capture ]]; then
+    echo "quickstart.sh: cannot read $capture" >&2; exit 2
+fi
 
 deploy/install-deps.sh
-cargo build --release --workspace --quiet
-bin=target/release
+# TAPFLOW_BIN_DIR: use binaries built elsewhere (the tests run this script on their debug build).
+if [[ -n ${TAPFLOW_BIN_DIR:-} ]]; then
+    bin=$TAPFLOW_BIN_DIR
+else
+    cargo build --release --workspace --quiet
+    bin=target/release
+fi
 work=$(mktemp -d /tmp/tapflow-quickstart.XXXXXX)
 pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; }
 trap cleanup EXIT INT TERM
 
-if [[ -z $capture ]]; then
-    if [[ -f ../shared/pcaps/zeek-ssh.pcap ]]; then
-        capture=../shared/pcaps/zeek-ssh.pcap
-    else
-        capture=$work/demo.pcap
-        "$bin/tapflow-gen" --packets 200000 --flows 5000 --seed 1 --out "$capture"
-    fi
+if [[ -z $capture && -z $interface ]]; then
+    capture=$work/demo.pcap
+    echo "generating a demo capture: $capture"
+    "$bin/tapflow-gen" --packets 200000 --flows 20000 --seed 1 --out "$capture" >/dev/null
 fi
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
@@ -73,9 +89,24 @@ for ((i = 0; i < processors; i++)); do
     pids+=("$!")
     proc_args+=(--processor "tcp://127.0.0.1:$port")
 done
-echo "tapflow: $capture -> $processors processors -> aggregator (logs in $work)"
 status=0
-"$bin/tapflow-collector" --pcap "$capture" "${proc_args[@]}" || status=$?
+report_failure() { echo "tapflow-collector exited with $status:" >&2; grep -E "ERROR|WARN" "$work/collector.log" >&2 || tail -n 5 "$work/collector.log" >&2; }
+if [[ -n $interface ]]; then
+    echo "tapflow: live on $interface for $seconds s -> $processors processors -> aggregator (logs in $work)"
+    "$bin/tapflow-collector" --interface "$interface" "${proc_args[@]}" 2>"$work/collector.log" &
+    coll=$!
+    pids+=("$coll")
+    sleep "$seconds"
+    kill -TERM "$coll" 2>/dev/null || true
+    wait "$coll" || status=$?
+else
+    echo "tapflow: $capture -> $processors processors -> aggregator (logs in $work)"
+    "$bin/tapflow-collector" --pcap "$capture" "${proc_args[@]}" 2>"$work/collector.log" || status=$?
+fi
+((status == 0)) || report_failure
+if ((status == 0)) && grep -q WARN "$work/collector.log"; then
+    echo "collector warnings:"; grep WARN "$work/collector.log" | sed 's/^.*WARN [^ ]* /  /'
+fi
 wait "$agg_pid" || true
 echo
 python3 - "$work/conn.jsonl" "$work/alerts.jsonl" <<'PY'
@@ -84,7 +115,8 @@ rows = [json.loads(l) for l in open(sys.argv[1])]
 print(f"{len(rows)} sessions in the conn log; the 5 largest:")
 rows.sort(key=lambda r: -(r.get("orig_ip_bytes", 0) + r.get("resp_ip_bytes", 0)))
 for r in rows[:5]:
-    print(f"  {r['proto']:4} {r['id.orig_h']}:{r['id.orig_p']} -> {r['id.resp_h']}:{r['id.resp_p']}"
+    ep = lambda h, p: f"[{h}]:{p}" if ":" in h else f"{h}:{p}"
+    print(f"  {r['proto']:4} {ep(r['id.orig_h'], r['id.orig_p'])} -> {ep(r['id.resp_h'], r['id.resp_p'])}"
           f"  {r['conn_state']:6} {r.get('history', '-'):12} {r['orig_pkts'] + r['resp_pkts']} pkts"
           f"  {r['orig_ip_bytes'] + r['resp_ip_bytes']} bytes  uid {r['uid']}")
 alerts = [json.loads(l) for l in open(sys.argv[2])]
@@ -96,10 +128,14 @@ PY
 echo
 sed -n '/accounting/,$p' "$work/aggregator.log" | sed 's/^.*accounting/accounting/' | sed '/INFO\|WARN\|ERROR/d'
 echo
-q() { curl -s -G "$influx/query" --data-urlencode db=tapflow --data-urlencode "q=$1"; echo; }
+q() {
+    curl -s -G "$influx/query" --data-urlencode db=tapflow --data-urlencode "q=$1" |
+        python3 -c 'import json, sys; s = json.load(sys.stdin)["results"][0].get("series"); print(s[0]["values"][0][1] if s else 0)'
+}
 echo "InfluxDB ($influx, database tapflow):"
-q 'SELECT count(uid) AS sessions FROM tapflow_conn'
-q 'SELECT count(src) AS alert_events FROM tapflow_alert'
+echo "  sessions (tapflow_conn points):      $(q 'SELECT count(uid) FROM tapflow_conn')"
+echo "  alert events (tapflow_alert points): $(q 'SELECT count(src) FROM tapflow_alert')"
+echo "  packets (sum of tapflow_traffic):    $(q 'SELECT sum(packets) FROM tapflow_traffic')"
 cat <<HELP
 
 Look further with InfluxQL while it runs (Ctrl-C stops InfluxDB), e.g.:
