@@ -29,7 +29,7 @@ fn garbage() -> Vec<Vec<u8>> {
         b"TF".to_vec(),
         wrong_version,
         valid[..valid.len() - 2].to_vec(),
-        [&b"TF\x01\x01"[..], &[0xdd, 0xff, 0xff, 0xff, 0xff]].concat(),
+        [&b"TF\x02\x01"[..], &[0xdd, 0xff, 0xff, 0xff, 0xff]].concat(),
         vec![0xff; 100_000],
     ]
 }

@@ -9,6 +9,7 @@
 pub mod account;
 pub mod conn;
 pub mod key;
+pub mod packed;
 pub mod shard;
 pub mod summary;
 pub mod upstream;

@@ -38,7 +38,7 @@ pub mod tcp {
     pub const CWR: u8 = 0x80;
 }
 
-/// One packet, summarised. Encoded as a MessagePack array (field order is the wire order).
+/// One packet, summarised. On the wire in a batch's packed records ([`crate::packed`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct PacketSummary {
     /// Capture time, nanoseconds since the Unix epoch.

@@ -185,7 +185,7 @@ mod tests {
         UpMessage::Eos(a.clone()).encode(&mut buf);
         assert_eq!(UpMessage::decode(&buf), Ok(UpMessage::Eos(a)));
         assert_eq!(
-            UpMessage::decode(b"TF\x01\x01\x90").map_err(|e| e.reason()),
+            UpMessage::decode(b"TF\x02\x01\x90").map_err(|e| e.reason()),
             Err("unknown_kind")
         );
     }

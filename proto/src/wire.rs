@@ -6,7 +6,7 @@
 //!
 //! | kind | body |
 //! |------|------|
-//! | 1 `Batch` | `[LinkHeader, [PacketSummary...]]` |
+//! | 1 `Batch` | `[LinkHeader, count (uint32), bin32 of count packed summaries]` ([`crate::packed`]) |
 //! | 2 `Heartbeat` | `[LinkHeader, CollectorCounters]` |
 //! | 3 `Eos` | `[LinkHeader, EosStatus, CollectorCounters]` |
 //!
@@ -21,7 +21,8 @@ use crate::summary::PacketSummary;
 /// The two bytes every tapflow message starts with.
 pub const MAGIC: [u8; 2] = *b"TF";
 /// The format version this build writes and reads.
-pub const FORMAT_VERSION: u8 = 1;
+/// 2: a batch's summaries are packed records in one `bin` (1: a MessagePack array of arrays).
+pub const FORMAT_VERSION: u8 = 2;
 /// Messages larger than this are refused before decoding (64 MiB).
 pub const MAX_MESSAGE_BYTES: usize = 64 << 20;
 /// Length of the frame header before the MessagePack body.
@@ -145,7 +146,7 @@ impl Message {
         let (kind, body) = split_frame(bytes)?;
         match kind {
             kind::BATCH => {
-                let (header, summaries) = decode_body(body)?;
+                let (header, summaries) = decode_batch_body(body)?;
                 Ok(Message::Batch { header, summaries })
             }
             kind::HEARTBEAT => {
@@ -165,9 +166,69 @@ impl Message {
     }
 }
 
-/// Encodes a batch into `out` (cleared first), borrowing the summaries.
+/// MessagePack markers of a batch body: a 3-element array, a uint32, a bin32.
+const FIXARRAY_3: u8 = 0x93;
+const UINT32: u8 = 0xce;
+const BIN32: u8 = 0xc6;
+
+/// Encodes a batch into `out` (cleared first), borrowing the summaries: the header as
+/// MessagePack, then the summaries packed ([`crate::packed`]) into one bin32.
 pub fn encode_batch(header: &LinkHeader, summaries: &[PacketSummary], out: &mut Vec<u8>) {
-    encode_frame(kind::BATCH, &(header, summaries), out);
+    out.clear();
+    out.extend_from_slice(&MAGIC);
+    out.push(FORMAT_VERSION);
+    out.push(kind::BATCH);
+    out.push(FIXARRAY_3);
+    if let Err(e) = rmp_serde::encode::write(out, header) {
+        unreachable!("MessagePack encoding into memory failed: {e}");
+    }
+    let count = u32::try_from(summaries.len()).unwrap_or(u32::MAX);
+    out.push(UINT32);
+    out.extend_from_slice(&count.to_be_bytes());
+    out.push(BIN32);
+    let len_at = out.len();
+    out.extend_from_slice(&[0; 4]);
+    crate::packed::encode(&summaries[..count as usize], out);
+    let len = u32::try_from(out.len() - len_at - 4).unwrap_or(u32::MAX);
+    out[len_at..len_at + 4].copy_from_slice(&len.to_be_bytes());
+}
+
+/// The body [`encode_batch`] writes, read strictly: anything else is malformed.
+fn decode_batch_body(body: &[u8]) -> Result<(LinkHeader, Vec<PacketSummary>), DecodeError> {
+    let malformed = |what: &str| DecodeError::Malformed(format!("batch: {what}"));
+    let Some((&FIXARRAY_3, mut rest)) = body.split_first() else {
+        return Err(malformed("not a 3-element array"));
+    };
+    let header = {
+        let mut de = rmp_serde::Deserializer::new(&mut rest);
+        de.set_max_depth(MAX_NESTING);
+        LinkHeader::deserialize(&mut de).map_err(|e| DecodeError::Malformed(e.to_string()))?
+    };
+    let be32 = |b: &[u8]| -> Option<usize> {
+        Some(u32::from_be_bytes(b.get(..4)?.try_into().ok()?) as usize)
+    };
+    let (count, rest) = match rest.split_first() {
+        Some((&UINT32, r)) => (
+            be32(r).ok_or_else(|| malformed("truncated count"))?,
+            &r[4..],
+        ),
+        _ => return Err(malformed("no uint32 summary count")),
+    };
+    let (len, rest) = match rest.split_first() {
+        Some((&BIN32, r)) => (
+            be32(r).ok_or_else(|| malformed("truncated bin length"))?,
+            &r[4..],
+        ),
+        _ => return Err(malformed("no bin32 of summaries")),
+    };
+    if rest.len() < len {
+        return Err(malformed("bin shorter than its length"));
+    }
+    if rest.len() > len {
+        return Err(DecodeError::TrailingBytes(rest.len() - len));
+    }
+    let summaries = crate::packed::decode(rest, count).map_err(|e| malformed(&e))?;
+    Ok((header, summaries))
 }
 
 pub fn encode_heartbeat(header: &LinkHeader, counters: &CollectorCounters, out: &mut Vec<u8>) {
@@ -354,15 +415,17 @@ mod tests {
         check_decode_err(&[], "truncated");
         check_decode_err(b"TF", "truncated");
         check_decode_err(b"XX\x01\x01\x90", "bad_magic");
-        check_decode_err(b"TF\x02\x01\x90", "unknown_version");
-        check_decode_err(b"TF\x01\x09\x90", "unknown_kind");
+        // Version 1 (summaries as MessagePack arrays) is refused, not misread.
+        check_decode_err(b"TF\x01\x01\x90", "unknown_version");
+        check_decode_err(b"TF\x03\x01\x90", "unknown_version");
+        check_decode_err(b"TF\x02\x09\x90", "unknown_kind");
         check_decode_err(&buf[..buf.len() - 3], "malformed");
         let mut long = buf.clone();
         long.push(0xc0);
         check_decode_err(&long, "trailing_bytes");
         check_decode_err(&vec![0u8; MAX_MESSAGE_BYTES + 1], "oversized");
         // A huge claimed array length with nothing behind it must not allocate or panic.
-        check_decode_err(b"TF\x01\x01\x92\xdd\xff\xff\xff\xff", "malformed");
+        check_decode_err(b"TF\x02\x01\x92\xdd\xff\xff\xff\xff", "malformed");
     }
 
     #[test]

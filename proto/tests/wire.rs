@@ -475,14 +475,15 @@ fn header_errors_come_before_the_body() {
         (&b"FT\x01\x02"[..], "bad_magic"),
         (&b"TF\x00\x02"[..], "unknown_version"),
         (&b"TF\xff\x02"[..], "unknown_version"),
-        (&b"TF\x01\x00"[..], "unknown_kind"),
-        (&b"TF\x01\x04"[..], "unknown_kind"),
-        (&b"TF\x01\x01"[..], "malformed"),
+        (&b"TF\x01\x01"[..], "unknown_version"),
+        (&b"TF\x02\x00"[..], "unknown_kind"),
+        (&b"TF\x02\x04"[..], "unknown_kind"),
+        (&b"TF\x02\x01"[..], "malformed"),
     ] {
         assert_eq!(decode_reason(bytes), Err(reason), "{bytes:?}");
     }
     let mut wrong_version = good.clone();
-    wrong_version[2] = 2;
+    wrong_version[2] = 1;
     assert_eq!(decode_reason(&wrong_version), Err("unknown_version"));
     assert_eq!(decode_reason(&good), Ok(()));
 }
@@ -496,7 +497,10 @@ fn huge_claimed_lengths_are_malformed() {
         &b"\x92\xdf\xff\xff\xff\xff"[..],     // header as a map of 4G entries
         &b"\x92\x97\xc6\xff\xff\xff\xff"[..], // sender: bin of 4 GB
         &b"\x92\x97\xc9\xff\xff\xff\xff\x01"[..], // sender: ext of 4 GB
-        &b"\x92\x97\xa1x\x01\x01\x01\x01\x01\x01\xdd\xff\xff\xff\xff"[..], // summaries: 4G
+        &b"\x92\x97\xa1x\x01\x01\x01\x01\x01\x01\xdd\xff\xff\xff\xff"[..], // counters: 4G
+        // A batch claiming 4G summaries, then a bin of 4 GB, with nothing behind either.
+        &b"\x93\x97\xa1x\x01\x01\x01\x01\x01\x01\xce\xff\xff\xff\xff\xc6\0\0\0\0"[..],
+        &b"\x93\x97\xa1x\x01\x01\x01\x01\x01\x01\xce\0\0\0\x01\xc6\xff\xff\xff\xff"[..],
     ] {
         for k in [kind::BATCH, kind::HEARTBEAT, kind::EOS] {
             let mut bytes = vec![b'T', b'F', wire::FORMAT_VERSION, k];
@@ -567,9 +571,9 @@ fn with_unknown_field(k: u8, depth: usize) -> Vec<u8> {
     let mut bytes = vec![b'T', b'F', wire::FORMAT_VERSION, k];
     match k {
         kind::BATCH => {
-            bytes.push(0x92); // [header, summaries]
+            bytes.push(0x93); // [header, count, packed summaries]
             bytes.extend_from_slice(&map);
-            bytes.push(0x90); // no summaries
+            bytes.extend_from_slice(&[0xce, 0, 0, 0, 0, 0xc6, 0, 0, 0, 0]); // none
         }
         kind::HEARTBEAT => {
             bytes.push(0x92); // [header, counters]
