@@ -1,14 +1,33 @@
 #!/usr/bin/env bash
-# tapflow throughput harness: libpcap's read limit (tcpdump) against the collector alone and the
-# whole pipeline (1 collector, 2 processors, 1 aggregator as real processes on loopback), over
-# the same synthetic capture, interleaved run by run so both see the same machine state.
+# tapflow throughput harness: tapflow against its peers on the same synthetic capture, every tool
+# once per run, run after run in one invocation so all see the same machine state:
+#   tcpdump -r F -w /dev/null (libpcap's read limit), argus -r F -w /dev/null, tapflow-refcount
+#   (one Rust process: libpcap + etherparse + a HashMap of five-tuples), tshark -r P -q -z conv,tcp
+#   and nfstream (bench/peers/nfstream-flows.py) on a smaller capture P of --peer-packets packets
+#   (they read ~70-120k packets/s), then the tapflow pipeline as real processes on loopback
+#   (collector -> N processors -> aggregator writing --conn-log) with 1 and 2 processors, and with
+#   2 processors writing to a throwaway InfluxDB when influxd is installed.
 #
 # Usage: bench/run.sh [--packets 5000000] [--flows 200000] [--runs 3] [--seed 1]
-#                     [--timeout 900] [--no-pipeline]
+#                     [--peer-packets 2000000] [--timeout 900] [--install-peers]
+#                     [--no-influx] [--no-pipeline]
 #
-# Prints medians (packets/s), the collector/tcpdump ratio, peak RSS per process, the aggregator's
-# last health record, and a markdown block to paste into bench/RESULTS.md (nothing is appended
-# automatically). The capture is generated into bench/data/ (git-ignored) if missing.
+#   --peer-packets N  packets of the smaller capture for tshark and nfstream (0: the whole
+#                     capture; the default keeps each under ~30 s). tapflow-gen makes it with the
+#                     same seed and flows/packets ratio, so the mix is the same; their rates are
+#                     over N packets.
+#   --install-peers   run bench/install-peers.sh first (apt: argus-server, tshark; pip: nfstream).
+#                     Without it nothing is installed: a peer that is missing is skipped, saying so.
+#   --no-influx       skip the InfluxDB run (it runs whenever influxd is installed).
+#   --no-pipeline     peers only.
+#
+# Prints per-run times, then medians: packets/s of every tool, tapflow's per-stage rates, CPU
+# seconds and peak RSS per process, bytes on the wire per packet (TCP payload to the processors,
+# seen by a header-only tcpdump on lo during each tapflow run), the accounting check, tapflow
+# (2 processors, end to end) against each peer beside the issue's targets, and a markdown block
+# for bench/RESULTS.md (nothing is appended automatically). A run whose accounting does not
+# reconcile, or that dropped anything, fails loudly. Captures are generated into bench/data/
+# (git-ignored) when missing.
 set -euo pipefail
 
 PACKETS=5000000
@@ -17,8 +36,11 @@ RUNS=3
 SEED=1
 LIMIT=900
 PIPELINE=1
+PEER_PACKETS=2000000
+INSTALL_PEERS=0
+INFLUX=1
 
-usage() { sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,30p' "$0" | sed 's/^# \{0,1\}//'; }
 die() { echo "run.sh: $*" >&2; exit 1; }
 
 while [ $# -gt 0 ]; do
@@ -28,28 +50,48 @@ while [ $# -gt 0 ]; do
         --runs) RUNS=${2:?}; shift 2 ;;
         --seed) SEED=${2:?}; shift 2 ;;
         --timeout) LIMIT=${2:?}; shift 2 ;;
+        --peer-packets) PEER_PACKETS=${2:?}; shift 2 ;;
+        --install-peers) INSTALL_PEERS=1; shift ;;
+        --no-influx) INFLUX=0; shift ;;
         --no-pipeline) PIPELINE=0; shift ;;
         -h|--help) usage; exit 0 ;;
         *) usage >&2; die "unknown argument: $1" ;;
     esac
 done
-for v in "$PACKETS" "$FLOWS" "$RUNS" "$SEED" "$LIMIT"; do
+for v in "$PACKETS" "$FLOWS" "$RUNS" "$SEED" "$LIMIT" "$PEER_PACKETS"; do
     [[ "$v" =~ ^[0-9]+$ ]] || die "not a number: $v"
 done
 [ "$RUNS" -ge 1 ] || die "--runs must be at least 1"
+{ [ "$PEER_PACKETS" = 0 ] || [ "$PEER_PACKETS" -gt "$PACKETS" ]; } && PEER_PACKETS=$PACKETS
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 BIN="$ROOT/target/release"
 DATA="$ROOT/bench/data"
-NAME="synth-$PACKETS-$FLOWS"
-[ "$SEED" = 1 ] || NAME="$NAME-s$SEED"
+PROCIO="$ROOT/bench/procio.py"
+capture_name() {  # packets flows
+    local n="synth-$1-$2"
+    [ "$SEED" = 1 ] || n="$n-s$SEED"
+    echo "$n"
+}
+NAME=$(capture_name "$PACKETS" "$FLOWS")
 CAPTURE="$DATA/$NAME.pcap"
-COMMAND="bench/run.sh --packets $PACKETS --flows $FLOWS --runs $RUNS"
+PEER_FLOWS=$(( PEER_PACKETS * FLOWS / PACKETS ))
+[ "$PEER_FLOWS" -ge 1 ] || PEER_FLOWS=1
+PEER_NAME=$(capture_name "$PEER_PACKETS" "$PEER_FLOWS")
+PEER_CAPTURE="$DATA/$PEER_NAME.pcap"
+COMMAND="bench/run.sh --packets $PACKETS --flows $FLOWS --runs $RUNS --peer-packets $PEER_PACKETS"
 [ "$SEED" = 1 ] || COMMAND="$COMMAND --seed $SEED"
+[ "$INSTALL_PEERS" = 0 ] || COMMAND="$COMMAND --install-peers"
+[ "$INFLUX" = 1 ] || COMMAND="$COMMAND --no-influx"
 [ "$PIPELINE" = 1 ] || COMMAND="$COMMAND --no-pipeline"
 
-# ---------------------------------------------------------------- build and check the binaries
+# ---------------------------------------------------------------- tools, build, captures
 cd "$ROOT"
+command -v python3 >/dev/null 2>&1 || die "python3 is needed (bench/procio.py measures every process)"
+# The interpreter itself, not a version manager's shim: its start-up is part of nfstream's time.
+PY=$(python3 -c 'import sys; print(sys.executable)')
+[ "$INSTALL_PEERS" = 0 ] || "$ROOT/bench/install-peers.sh" >&2 || die "bench/install-peers.sh failed"
+
 if [ "$PIPELINE" = 1 ]; then
     echo "== cargo build --release --workspace" >&2
     cargo build --release --workspace >&2 \
@@ -66,19 +108,43 @@ if [ "$PIPELINE" = 1 ]; then
         || die "tapflow-collector does not accept --pcap yet: build tapflow first"
 else
     echo "== cargo build --release -p tapflow-bench" >&2
-    cargo build --release -p tapflow-bench >&2 || die "building tapflow-gen failed"
+    cargo build --release -p tapflow-bench >&2 || die "building tapflow-gen and tapflow-refcount failed"
 fi
 
-# ---------------------------------------------------------------- the capture
-if [ ! -s "$CAPTURE" ]; then
-    mkdir -p "$DATA"
-    echo "== generating $CAPTURE" >&2
-    "$BIN/tapflow-gen" --packets "$PACKETS" --flows "$FLOWS" --seed "$SEED" --out "$CAPTURE.part" >&2
-    mv "$CAPTURE.part" "$CAPTURE"
+have() { command -v "$1" >/dev/null 2>&1; }
+HAVE_TCPDUMP=0; HAVE_ARGUS=0; HAVE_TSHARK=0; HAVE_NFSTREAM=0; HAVE_INFLUXD=0
+if have tcpdump; then HAVE_TCPDUMP=1; else
+    echo "run.sh: tcpdump not installed: skipping the libpcap baseline (deploy/install-deps.sh installs it)" >&2
 fi
+if have argus; then HAVE_ARGUS=1; else
+    echo "run.sh: argus not installed: skipping it (bench/run.sh --install-peers installs argus-server)" >&2
+fi
+if have tshark; then HAVE_TSHARK=1; else
+    echo "run.sh: tshark not installed: skipping it (bench/run.sh --install-peers installs it)" >&2
+fi
+if "$PY" -c 'import nfstream' >/dev/null 2>&1; then HAVE_NFSTREAM=1; else
+    echo "run.sh: nfstream not importable by $PY: skipping it (bench/run.sh --install-peers installs it)" >&2
+fi
+if [ "$INFLUX" = 1 ] && [ "$PIPELINE" = 1 ]; then
+    if have influxd && have curl; then HAVE_INFLUXD=1; else
+        echo "run.sh: influxd or curl not installed: skipping the InfluxDB run (deploy/install-deps.sh installs them)" >&2
+    fi
+fi
+SLOW_PEERS=$(( HAVE_TSHARK + HAVE_NFSTREAM ))
+
+generate() {  # packets flows file
+    [ -s "$3" ] && return 0
+    mkdir -p "$DATA"
+    echo "== generating $3" >&2
+    "$BIN/tapflow-gen" --packets "$1" --flows "$2" --seed "$SEED" --out "$3.part" >&2
+    mv "$3.part" "$3"
+}
+generate "$PACKETS" "$FLOWS" "$CAPTURE"
+[ "$SLOW_PEERS" = 0 ] || generate "$PEER_PACKETS" "$PEER_FLOWS" "$PEER_CAPTURE"
 BYTES=$(stat -c %s "$CAPTURE")
 echo "== warming the page cache with $CAPTURE ($BYTES bytes)" >&2
 cat "$CAPTURE" > /dev/null
+[ "$SLOW_PEERS" = 0 ] || cat "$PEER_CAPTURE" > /dev/null
 
 # ---------------------------------------------------------------- helpers
 TMP=$(mktemp -d "${TMPDIR:-/tmp}/tapflow-bench.XXXXXX")
@@ -94,38 +160,29 @@ trap cleanup EXIT
 
 HAVE_TIME=0
 if [ -x /usr/bin/time ] && /usr/bin/time -f '%M' -o /dev/null true 2>/dev/null; then HAVE_TIME=1; fi
-HAVE_TCPDUMP=0
-if command -v tcpdump >/dev/null 2>&1; then HAVE_TCPDUMP=1; else
-    echo "run.sh: tcpdump not installed: skipping the libpcap baseline (install nothing)" >&2
-fi
 
-now_ns() { date +%s%N; }
-
-# Runs "$@" in the background under `timeout` (TERM after --timeout seconds, KILL 10 s later),
-# inside GNU time when available so its peak RSS (KB) lands in $1.rss (time reports the largest
-# RSS among the processes it waited for: the program, not the tiny timeout). stdout and stderr
-# go to $1.log. Sets LAST_PID: the outermost process (time, or timeout).
+# Runs "$@" in the background as bench/procio.py -> timeout -> GNU time -> the program:
+# - procio.py writes $1.io: wall clock at start and at exit (ns) and CPU seconds;
+# - timeout sends TERM after --timeout seconds (KILL 10 s later) to its process group;
+# - GNU time writes the program's peak RSS (KB) to $1.rss. It is forked by timeout, a small C
+#   program, so no parent's pages inflate the figure (a child of Python would start at ~14 MB).
+# stdout and stderr go to $1.log. Sets LAST_PID: the procio.py process.
 spawn() {
     local tag=$1; shift
-    if [ "$HAVE_TIME" = 1 ]; then
-        /usr/bin/time -f '%M' -o "$tag.rss" timeout -k 10 "$LIMIT" "$@" >"$tag.log" 2>&1 &
-    else
-        timeout -k 10 "$LIMIT" "$@" >"$tag.log" 2>&1 &
-    fi
+    local cmd=(timeout -k 10 "$LIMIT")
+    [ "$HAVE_TIME" = 0 ] || cmd+=(/usr/bin/time -f '%M' -o "$tag.rss")
+    "$PY" "$PROCIO" "$tag.io" "${cmd[@]}" "$@" >"$tag.log" 2>&1 &
     LAST_PID=$!
     PIDS+=("$LAST_PID")
 }
 
-# Asks a spawned process to stop: signals its `timeout`, which passes TERM on to the program and
-# sends KILL 10 s later if it is still there. (GNU time would die of TERM and orphan the program,
-# so it is the timeout below it that is signalled, found by its parent's pid.)
+# Asks a spawned process to stop: TERM to the program at the bottom of procio.py -> timeout ->
+# time -> program, so that GNU time lives on to report its RSS (TERM to timeout's process group
+# would end time too). A program that ignores TERM is killed when --timeout runs out.
 stop() {
-    local c
-    if [ "$HAVE_TIME" = 1 ]; then
-        for c in $(ps -o pid= --ppid "$1" 2>/dev/null); do kill "$c" 2>/dev/null || true; done
-    else
-        kill "$1" 2>/dev/null || true
-    fi
+    local p=$1 c
+    while c=$(ps -o pid= --ppid "$p" 2>/dev/null | head -n 1 | tr -d ' ') && [ -n "$c" ]; do p=$c; done
+    kill "$p" 2>/dev/null || true
 }
 
 # Waits for a spawned process; sets RC to its exit status and forgets its pid.
@@ -136,7 +193,11 @@ reap() {
     PIDS=("${keep[@]+"${keep[@]}"}")
 }
 
+# Field $2 of $1.io (1 start_ns, 2 end_ns, 3 user_s, 4 sys_s).
+io() { if [ -s "$1.io" ]; then awk -v i="$2" '{print $i}' "$1.io"; else echo n/a; fi; }
+cpu_of() { if [ -s "$1.io" ]; then awk '{printf "%.2f", $3 + $4}' "$1.io"; else echo n/a; fi; }
 rss_of() { if [ -s "$1.rss" ]; then tail -n 1 "$1.rss"; else echo n/a; fi; }
+secs() { awk -v a="$1" -v b="$2" 'BEGIN{printf "%.3f", (b - a) / 1e9}'; }  # ns start, ns end
 
 fail_run() {
     KEEP_TMP=1
@@ -161,10 +222,8 @@ free_port() {
             case " $* " in *" $p "*) continue ;; esac
             echo "$p"; return
         done
-    elif command -v python3 >/dev/null 2>&1; then
-        python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
     else
-        die "need ss or python3 to find free ports"
+        "$PY" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
     fi
 }
 
@@ -185,86 +244,277 @@ wait_listening() {
     done
 }
 
-# ---------------------------------------------------------------- the runs
-T_TCPDUMP=(); T_COLLECTOR=(); T_PIPELINE=()
-R_TCPDUMP=(); R_COLLECTOR=(); R_PROC=(); R_AGG=()
-HEALTH=""
+# Figures per run, by name: V[name] is a space-separated list, one value per run.
+declare -A V
+add() { V[$1]="${V[$1]-} $2"; }
 
+# Runs one peer to completion: peer TAG RUN_DIR COMMAND...; records its wall time and RSS.
+peer() {
+    local tag=$1 d=$2; shift 2
+    spawn "$d/$tag" "$@"
+    reap "$LAST_PID"
+    [ "$RC" = 0 ] || fail_run "$tag exited with $RC (run $run; 124 or 137: --timeout reached)" "$d"
+    add "t_$tag" "$(secs "$(io "$d/$tag" 1)" "$(io "$d/$tag" 2)")"
+    add "rss_$tag" "$(rss_of "$d/$tag")"
+    add "cpu_$tag" "$(cpu_of "$d/$tag")"
+    echo "run $run: $tag $(secs "$(io "$d/$tag" 1)" "$(io "$d/$tag" 2)") s" >&2
+}
+
+# Reads the aggregator's accounting report (last line of health.jsonl) and checks it: prints
+# shell assignments H_*; H_WHY is set when the run lost or mislaid anything.
+check_health() {  # health.jsonl expected_packets influx(0|1)
+    "$PY" - "$@" <<'PY'
+import json, shlex, sys
+path, expected, influx = sys.argv[1], int(sys.argv[2]), sys.argv[3] == "1"
+why = []
+try:
+    with open(path) as f:
+        r = json.loads(f.read().splitlines()[-1])
+except (OSError, ValueError, IndexError) as e:
+    r = {}
+    why.append(f"no accounting report in {path}: {e}")
+cs = r.get("collectors", [])
+read = sum(c.get("packets_read", 0) for c in cs)
+summarised = sum(c.get("packets_summarised", 0) for c in cs)
+merged = sum(c.get("fragments_merged", 0) for c in cs)
+drops = sum(sum(c.get("drops", {}).values()) for c in cs)
+links = [l for c in cs for l in c.get("links", [])]
+gaps = sum(l.get("gaps", 0) for l in links)
+processed = sum(p.get("counters", {}).get("summaries_processed", 0) for p in r.get("processors", []))
+records = r.get("conns", {}).get("released", 0)
+ix = r.get("influx") or {}
+if r and r.get("reconciled") is not True:
+    why.append("reconciled is not true")
+if drops:
+    why.append(f"{drops} packets dropped in an offline run: {[c.get('drops') for c in cs]}")
+if gaps:
+    why.append(f"{gaps} summaries lost between collector and processors")
+if r and read != expected:
+    why.append(f"packets_read {read} != {expected} packets in the capture")
+if read != summarised + merged + drops:
+    why.append(f"packets_read {read} != summarised {summarised} + merged {merged} + drops {drops}")
+if influx:
+    left = sum(ix.get(k, 0) for k in ("points_rejected", "points_dropped_spool_full",
+                                        "points_in_spool", "points_pending"))
+    if not ix or left or ix.get("points_written") != ix.get("points_sent"):
+        why.append(f"InfluxDB did not get every point: {json.dumps(ix)[:400]}")
+out = dict(H_READ=read, H_SUMMARISED=summarised, H_MERGED=merged, H_DROPS=drops, H_GAPS=gaps,
+           H_PROCESSED=processed, H_RECORDS=records, H_POINTS=ix.get("points_written", "n/a"),
+           H_WHY="; ".join(why))
+for k, v in out.items():
+    print(f"{k}={shlex.quote(str(v))}")
+PY
+}
+
+# Bytes on the wire, seen on loopback: tcpdump keeps the headers (-s 128) of the TCP segments
+# sent to the given ports (the processors' and the aggregator's), so the payload of every
+# segment (ZMTP framing included, TCP/IP headers not) can be summed afterwards. tapflow counts
+# no bytes itself. Sets WIRE_PID, or leaves it empty when tcpdump is missing or cannot capture.
+wire_start() {  # dir port...
+    local d=$1 filter="" p i; shift
+    WIRE_PID=""
+    [ "$HAVE_TCPDUMP" = 1 ] || return 0
+    for p in "$@"; do filter="$filter${filter:+ or }dst port $p"; done
+    spawn "$d/wire" tcpdump -i lo --immediate-mode -nn -s 128 -B 16384 -w "$d/wire.pcap" "tcp and ($filter)"
+    for i in $(seq 100); do
+        grep -q "listening on" "$d/wire.log" 2>/dev/null && { WIRE_PID=$LAST_PID; return 0; }
+        kill -0 "$LAST_PID" 2>/dev/null || break
+        sleep 0.05
+    done
+    echo "run.sh: cannot capture on lo (see $d/wire.log): bytes on the wire will be n/a" >&2
+    stop "$LAST_PID"; reap "$LAST_PID"
+}
+# Stops the capture; sets WIRE_OK to 1 when it saw every segment.
+wire_stop() {  # dir
+    local lost
+    WIRE_OK=0
+    [ -n "$WIRE_PID" ] || return 0
+    stop "$WIRE_PID"; reap "$WIRE_PID"
+    lost=$(sed -n 's/^\([0-9]*\) packets* dropped by kernel.*/\1/p' "$1/wire.log")
+    if [ "${lost:-x}" = 0 ]; then WIRE_OK=1; else
+        echo "run.sh: the loopback capture lost segments (see $1/wire.log): bytes on the wire n/a" >&2
+    fi
+}
+# Payload bytes of the captured segments sent to the given ports.
+wire_bytes() {  # dir port...
+    local d=$1 filter="" p; shift
+    for p in "$@"; do filter="$filter${filter:+ or }dst port $p"; done
+    tcpdump -nn -q -r "$d/wire.pcap" "$filter" 2>/dev/null | awk '{s += $NF} END {print s + 0}'
+}
+
+# A throwaway InfluxDB 1.x (as deploy/quickstart.sh starts it): everything under $1, loopback
+# only. Sets INFLUX_PID and INFLUX_URL.
+start_influxd() {
+    local dir=$1 http rpc
+    http=$(free_port); rpc=$(free_port "$http")
+    mkdir -p "$dir"
+    cat >"$dir/influxdb.conf" <<CONF
+reporting-disabled = true
+bind-address = "127.0.0.1:$rpc"
+[meta]
+  dir = "$dir/meta"
+[data]
+  dir = "$dir/data"
+  wal-dir = "$dir/wal"
+  query-log-enabled = false
+[http]
+  bind-address = "127.0.0.1:$http"
+  log-enabled = false
+[logging]
+  level = "warn"
+CONF
+    spawn "$dir/../influxd" influxd -config "$dir/influxdb.conf"
+    INFLUX_PID=$LAST_PID
+    INFLUX_URL="http://127.0.0.1:$http"
+    local i
+    for i in $(seq 200); do
+        curl -fs "$INFLUX_URL/ping" >/dev/null 2>&1 && return 0
+        kill -0 "$INFLUX_PID" 2>/dev/null || break
+        sleep 0.05
+    done
+    return 1
+}
+
+# One tapflow pipeline run: tapflow CONFIG_KEY PROCESSORS INFLUX(0|1) RUN_DIR.
+# Figures go to V[<key>_<figure>].
+tapflow() {
+    local key=$1 n=$2 influx=$3 d=$4 i p pa ports=() pids=() procs=() agg_args=()
+    mkdir -p "$d"
+    if [ "$influx" = 1 ]; then
+        start_influxd "$d/influx" || fail_run "influxd did not start (run $run)" "$d"
+        agg_args=(--influx-url "$INFLUX_URL" --influx-db tapflow --influx-spool-dir "$d/spool")
+    fi
+    pa=$(free_port)
+    for ((i = 0; i < n; i++)); do ports+=("$(free_port "$pa" "${ports[@]+"${ports[@]}"}")"); done
+    spawn "$d/aggregator" "$BIN/tapflow-aggregator" --listen "tcp://127.0.0.1:$pa" --processors "$n" \
+        --exit-on-eos --health-log "$d/health.jsonl" --conn-log "$d/conn.jsonl" \
+        "${agg_args[@]+"${agg_args[@]}"}"
+    local agg=$LAST_PID
+    for ((i = 0; i < n; i++)); do
+        spawn "$d/processor$i" "$BIN/tapflow-processor" --listen "tcp://127.0.0.1:${ports[$i]}" \
+            --aggregator "tcp://127.0.0.1:$pa" --collectors 1 --exit-on-eos
+        pids+=("$LAST_PID")
+        procs+=(--processor "tcp://127.0.0.1:${ports[$i]}")
+    done
+    wait_listening "$agg ${pids[*]}" "$pa" "${ports[@]}" \
+        || fail_run "the aggregator or a processor did not start listening (run $run, $key)" "$d"
+    wire_start "$d" "$pa" "${ports[@]}"
+
+    spawn "$d/collector" "$BIN/tapflow-collector" --pcap "$CAPTURE" "${procs[@]}"
+    reap "$LAST_PID"
+    [ "$RC" = 0 ] || fail_run "tapflow-collector exited with $RC (run $run, $key; 124 or 137: --timeout reached)" "$d"
+    reap "$agg"
+    [ "$RC" = 0 ] || fail_run "tapflow-aggregator exited with $RC (run $run, $key; 124 or 137: --timeout reached)" "$d"
+    for p in "${pids[@]}"; do
+        reap "$p"
+        [ "$RC" = 0 ] || fail_run "a tapflow-processor exited with $RC (run $run, $key; 124 or 137: --timeout reached)" "$d"
+    done
+    wire_stop "$d"
+    if [ "$influx" = 1 ]; then
+        stop "$INFLUX_PID"; reap "$INFLUX_PID"
+        add "${key}_rss_influxd" "$(rss_of "$d/influxd")"
+        add "${key}_cpu_influxd" "$(cpu_of "$d/influxd")"
+    fi
+
+    local H_READ=n/a H_SUMMARISED=n/a H_MERGED=n/a H_DROPS=n/a H_GAPS=n/a H_PROCESSED=n/a
+    local H_RECORDS=n/a H_POINTS=n/a H_WHY="the accounting check could not run"
+    eval "$(check_health "$d/health.jsonl" "$PACKETS" "$influx")"
+    [ -z "$H_WHY" ] || fail_run "accounting check failed (run $run, $key): $H_WHY" "$d"
+
+    local t0 tc ta tp=0 e cpu_p=0 rss_p=0 x
+    t0=$(io "$d/collector" 1); tc=$(io "$d/collector" 2); ta=$(io "$d/aggregator" 2)
+    for ((i = 0; i < n; i++)); do
+        e=$(io "$d/processor$i" 2); [ "$e" -gt "$tp" ] && tp=$e
+        cpu_p=$(awk -v a="$cpu_p" -v b="$(cpu_of "$d/processor$i")" 'BEGIN{printf "%.2f", a + b}')
+        x=$(rss_of "$d/processor$i"); [[ "$x" =~ ^[0-9]+$ ]] && [ "$x" -gt "$rss_p" ] && rss_p=$x
+    done
+    add "${key}_e2e" "$(secs "$t0" "$ta")"
+    add "${key}_coll" "$(secs "$t0" "$tc")"
+    add "${key}_proc" "$(secs "$t0" "$tp")"
+    add "${key}_tail" "$(secs "$tp" "$ta")"
+    add "${key}_summaries" "$H_PROCESSED"
+    add "${key}_records" "$H_RECORDS"
+    add "${key}_cpu_coll" "$(cpu_of "$d/collector")"
+    add "${key}_cpu_proc" "$cpu_p"
+    add "${key}_cpu_agg" "$(cpu_of "$d/aggregator")"
+    add "${key}_rss_coll" "$(rss_of "$d/collector")"
+    add "${key}_rss_proc" "$rss_p"
+    add "${key}_rss_agg" "$(rss_of "$d/aggregator")"
+    if [ "$WIRE_OK" = 1 ]; then
+        x=$(wire_bytes "$d" "${ports[@]}")
+        add "${key}_wire_pkt" "$(awk -v b="$x" -v p="$H_READ" 'BEGIN{printf "%.2f", b / p}')"
+        add "${key}_wire_sum" "$(awk -v b="$x" -v s="$H_PROCESSED" 'BEGIN{printf "%.2f", b / s}')"
+        x=$(wire_bytes "$d" "$pa")
+        add "${key}_wire_up" "$(awk -v b="$x" -v r="$H_RECORDS" 'BEGIN{printf "%.1f", b / r}')"
+    fi
+    [ "$influx" = 0 ] || add "${key}_points" "$H_POINTS"
+    tail -n 1 "$d/health.jsonl" >"$TMP/$key.health"
+    echo "run $run: tapflow $key: collector $(secs "$t0" "$tc") s, processors done $(secs "$t0" "$tp") s," \
+        "aggregator done $(secs "$t0" "$ta") s; $H_READ packets read = $H_SUMMARISED summarised" \
+        "+ $H_MERGED merged + $H_DROPS dropped; $H_RECORDS records" >&2
+}
+
+# ---------------------------------------------------------------- the runs
+PIPE_KEYS=()
+if [ "$PIPELINE" = 1 ]; then
+    PIPE_KEYS=(p1 p2)
+    [ "$HAVE_INFLUXD" = 0 ] || PIPE_KEYS+=(p2influx)
+fi
 for run in $(seq 1 "$RUNS"); do
     D="$TMP/run$run"; mkdir -p "$D"
-    if [ "$HAVE_TCPDUMP" = 1 ]; then
-        t0=$(now_ns)
-        spawn "$D/tcpdump" tcpdump -r "$CAPTURE" -w /dev/null
-        reap "$LAST_PID"
-        t1=$(now_ns)
-        [ "$RC" = 0 ] || fail_run "tcpdump exited with $RC (run $run)" "$D"
-        T_TCPDUMP+=("$(( t1 - t0 ))"); R_TCPDUMP+=("$(rss_of "$D/tcpdump")")
-        echo "run $run: tcpdump $(awk -v n="$(( t1 - t0 ))" 'BEGIN{printf "%.2f", n/1e9}') s" >&2
-    fi
+    [ "$HAVE_TCPDUMP" = 0 ] || peer tcpdump "$D" tcpdump -r "$CAPTURE" -w /dev/null
+    [ "$HAVE_ARGUS" = 0 ] || peer argus "$D" argus -r "$CAPTURE" -w /dev/null
+    peer refcount "$D" "$BIN/tapflow-refcount" --pcap "$CAPTURE"
+    grep -q "^tapflow-refcount: $PACKETS packets" "$D/refcount.log" \
+        || fail_run "tapflow-refcount did not read $PACKETS packets" "$D"
+    [ "$HAVE_TSHARK" = 0 ] || peer tshark "$D" tshark -r "$PEER_CAPTURE" -q -z conv,tcp
+    [ "$HAVE_NFSTREAM" = 0 ] || peer nfstream "$D" "$PY" "$ROOT/bench/peers/nfstream-flows.py" "$PEER_CAPTURE"
     [ "$PIPELINE" = 1 ] || continue
-
-    PA=$(free_port); P0=$(free_port "$PA"); P1=$(free_port "$PA" "$P0")
-    spawn "$D/aggregator" "$BIN/tapflow-aggregator" --listen "tcp://127.0.0.1:$PA" --processors 2 \
-        --exit-on-eos --health-log "$D/health.jsonl" --conn-log "$D/conn.jsonl"
-    AGG=$LAST_PID
-    spawn "$D/processor0" "$BIN/tapflow-processor" --listen "tcp://127.0.0.1:$P0" \
-        --aggregator "tcp://127.0.0.1:$PA" --collectors 1 --exit-on-eos
-    PR0=$LAST_PID
-    spawn "$D/processor1" "$BIN/tapflow-processor" --listen "tcp://127.0.0.1:$P1" \
-        --aggregator "tcp://127.0.0.1:$PA" --collectors 1 --exit-on-eos
-    PR1=$LAST_PID
-    wait_listening "$AGG $PR0 $PR1" "$PA" "$P0" "$P1" \
-        || fail_run "the aggregator or a processor did not start listening (run $run)" "$D"
-
-    t0=$(now_ns)
-    spawn "$D/collector" "$BIN/tapflow-collector" --pcap "$CAPTURE" \
-        --processor "tcp://127.0.0.1:$P0" --processor "tcp://127.0.0.1:$P1"
-    reap "$LAST_PID"
-    t1=$(now_ns)
-    [ "$RC" = 0 ] || fail_run "tapflow-collector exited with $RC (run $run; 124 or 137: --timeout reached)" "$D"
-    reap "$AGG"
-    t2=$(now_ns)
-    [ "$RC" = 0 ] || fail_run "tapflow-aggregator exited with $RC (run $run; 124 or 137: --timeout reached)" "$D"
-    for p in "$PR0" "$PR1"; do
-        reap "$p"
-        [ "$RC" = 0 ] || fail_run "a tapflow-processor exited with $RC (run $run; 124 or 137: --timeout reached)" "$D"
-    done
-
-    T_COLLECTOR+=("$(( t1 - t0 ))"); T_PIPELINE+=("$(( t2 - t0 ))")
-    R_COLLECTOR+=("$(rss_of "$D/collector")"); R_AGG+=("$(rss_of "$D/aggregator")")
-    R_PROC+=("$(rss_of "$D/processor0")" "$(rss_of "$D/processor1")")
-    [ -s "$D/health.jsonl" ] && HEALTH=$(tail -n 1 "$D/health.jsonl")
-    echo "run $run: collector $(awk -v n="$(( t1 - t0 ))" 'BEGIN{printf "%.2f", n/1e9}') s," \
-        "pipeline $(awk -v n="$(( t2 - t0 ))" 'BEGIN{printf "%.2f", n/1e9}') s" >&2
+    tapflow p1 1 0 "$D/p1"
+    tapflow p2 2 0 "$D/p2"
+    [ "$HAVE_INFLUXD" = 0 ] || tapflow p2influx 2 1 "$D/p2influx"
 done
 
 # ---------------------------------------------------------------- report
-median() {  # of nanosecond integers, printed in seconds; n/a if none
-    [ $# -gt 0 ] || { echo n/a; return; }
-    printf '%s\n' "$@" | sort -n | awk '{a[NR]=$1} END {
-        m = (NR % 2) ? a[(NR+1)/2] : (a[NR/2] + a[NR/2+1]) / 2; printf "%.3f", m/1e9 }'
+med() {  # median of V[$1]; n/a if none
+    # shellcheck disable=SC2086 # the list is space-separated on purpose
+    printf '%s\n' ${V[$1]-} | { grep -E '^[0-9.]+$' || true; } | sort -g | awk '{a[NR]=$1} END {
+        if (NR == 0) { print "n/a"; exit }
+        m = (NR % 2) ? a[(NR+1)/2] : (a[NR/2] + a[NR/2+1]) / 2; print m }'
 }
-rate() { [ "$1" = n/a ] && { echo n/a; return; }; awk -v p="$PACKETS" -v s="$1" 'BEGIN{printf "%.0f", p/s}'; }
-peak_mb() {  # the largest of KB values, in MB; n/a if none known
-    printf '%s\n' "$@" | { grep -E '^[0-9]+$' || true; } | sort -n | tail -n 1 \
+peak() {  # the largest of V[$1] (KB), in MB; n/a if none
+    # shellcheck disable=SC2086
+    printf '%s\n' ${V[$1]-} | { grep -E '^[0-9]+$' || true; } | sort -n | tail -n 1 \
         | awk '{printf "%.0f MB", $1/1024} END {if (NR==0) print "n/a"}'
 }
+na() { for a in "$@"; do [ "$a" = n/a ] && return 0; done; return 1; }
+rate() { if na "$1" "$2"; then echo n/a; else awk -v n="$1" -v s="$2" 'BEGIN{printf "%.0f", n/s}'; fi; }
 group() { sed ':a;s/\B[0-9]\{3\}\>/,&/;ta' <<<"$1"; }
-
-S_TCPDUMP=$(median "${T_TCPDUMP[@]+"${T_TCPDUMP[@]}"}")
-S_COLLECTOR=$(median "${T_COLLECTOR[@]+"${T_COLLECTOR[@]}"}")
-S_PIPELINE=$(median "${T_PIPELINE[@]+"${T_PIPELINE[@]}"}")
-PPS_TCPDUMP=$(rate "$S_TCPDUMP"); PPS_COLLECTOR=$(rate "$S_COLLECTOR"); PPS_PIPELINE=$(rate "$S_PIPELINE")
-RATIO=n/a
-if [ "$PPS_TCPDUMP" != n/a ] && [ "$PPS_COLLECTOR" != n/a ]; then
-    RATIO=$(awk -v a="$PPS_COLLECTOR" -v b="$PPS_TCPDUMP" 'BEGIN{printf "%.2f", a/b}')
-fi
-RSS_TCPDUMP=$(peak_mb "${R_TCPDUMP[@]+"${R_TCPDUMP[@]}"}")
-RSS_COLLECTOR=$(peak_mb "${R_COLLECTOR[@]+"${R_COLLECTOR[@]}"}")
-RSS_PROC=$(peak_mb "${R_PROC[@]+"${R_PROC[@]}"}")
-RSS_AGG=$(peak_mb "${R_AGG[@]+"${R_AGG[@]}"}")
 fmt_pps() { if [ "$1" = n/a ]; then echo n/a; else group "$1"; fi; }
-fmt_s() { if [ "$1" = n/a ]; then echo n/a; else echo "$1 s"; fi; }
+fmt_s() { if [ "$1" = n/a ]; then echo n/a; else printf '%.2f s' "$1"; fi; }
+fmt_1() { if [ "$1" = n/a ]; then echo n/a; else printf '%.1f' "$1"; fi; }
+ratio() {  # a b format -> a/b
+    if na "$1" "$2"; then echo n/a; else awk -v a="$1" -v b="$2" -v f="$3" 'BEGIN{printf f, a/b}'; fi
+}
+verdict() {  # value target
+    if na "$1"; then echo "n/a"; else awk -v v="$1" -v t="$2" 'BEGIN{print (v >= t) ? "met" : "NOT met"}'; fi
+}
+
+declare -A PPS
+for t in tcpdump argus refcount; do PPS[$t]=$(rate "$PACKETS" "$(med "t_$t")"); done
+for t in tshark nfstream; do PPS[$t]=$(rate "$PEER_PACKETS" "$(med "t_$t")"); done
+for k in "${PIPE_KEYS[@]+"${PIPE_KEYS[@]}"}"; do
+    PPS[$k]=$(rate "$PACKETS" "$(med "${k}_e2e")")
+    PPS[${k}_coll]=$(rate "$PACKETS" "$(med "${k}_coll")")
+    PPS[${k}_proc]=$(rate "$(med "${k}_summaries")" "$(med "${k}_proc")")
+    PPS[${k}_agg]=$(rate "$(med "${k}_records")" "$(med "${k}_tail")")
+done
+E2E=${PPS[p2]-n/a}
+X_ARGUS=$(ratio "$E2E" "${PPS[argus]}" '%.2f'); X_NFSTREAM=$(ratio "$E2E" "${PPS[nfstream]}" '%.1f')
+X_TSHARK=$(ratio "$E2E" "${PPS[tshark]}" '%.1f')
+PCT_TCPDUMP=$(ratio "$E2E" "${PPS[tcpdump]}" '%.3f'); PCT_REFCOUNT=$(ratio "$E2E" "${PPS[refcount]}" '%.3f')
+pct() { if [ "$1" = n/a ]; then echo n/a; else awk -v v="$1" 'BEGIN{printf "%.0f%%", v*100}'; fi; }
+COLL_TCPDUMP=$(ratio "${PPS[p2_coll]-n/a}" "${PPS[tcpdump]}" '%.2f')
 
 CPU=$(lscpu 2>/dev/null | sed -n 's/^Model name: *//p' | head -n 1)
 MEM=$(awk '/MemTotal/ {printf "%.0f GB", $2/1048576}' /proc/meminfo)
@@ -272,30 +522,91 @@ COMMIT=$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)
 git -C "$ROOT" diff --quiet HEAD 2>/dev/null || COMMIT="$COMMIT-dirty"
 DATE=$(date -u +%Y-%m-%d)
 MB=$(awk -v b="$BYTES" 'BEGIN{printf "%.0f", b/1048576}')
+PN=$(group "$PEER_PACKETS")
+PEER_NOTE="the smaller capture $PEER_NAME, $PN packets"
+[ "$PEER_PACKETS" != "$PACKETS" ] || PEER_NOTE="whole capture"
+ver() {  # the first line a tool prints about its version, or "not installed"
+    have "$1" || { echo "not installed"; return 0; }
+    "$@" 2>&1 | { grep -v '^Running as user' || true; } | head -n 1
+}
 
+line() {  # label tag packets-label
+    printf '%-44s %9s  %10s packets/s  CPU %6s s  peak RSS %s\n' "$1" "$(fmt_s "$(med "t_$2")")" \
+        "$(fmt_pps "${PPS[$2]}")" "$(med "cpu_$2")" "$(peak "rss_$2")"
+}
+skipped() { printf '%-44s skipped: not installed\n' "$1"; }
+has() { [ -n "${V[t_$1]-}" ]; }
+
+{
+echo
+echo "=== $NAME: $(group "$PACKETS") packets, $(group "$FLOWS") flows, $MB MiB; median of $RUNS runs"
+echo "--- peers (wall time from exec to exit)"
+if has tcpdump; then line "tcpdump -r F -w /dev/null" tcpdump; else skipped tcpdump; fi
+if has argus; then line "argus -r F -w /dev/null" argus; else skipped argus; fi
+line "tapflow-refcount (libpcap+etherparse+HashMap)" refcount
+if has tshark; then line "tshark -r P -q -z conv,tcp (P: $PN pkts)" tshark; else skipped tshark; fi
+if has nfstream; then line "nfstream flows, Python (P: $PN pkts)" nfstream; else skipped nfstream; fi
+for k in "${PIPE_KEYS[@]+"${PIPE_KEYS[@]}"}"; do
+    case $k in p1) label="1 processor" ;; p2) label="2 processors" ;; *) label="2 processors + InfluxDB" ;; esac
+    echo "--- tapflow, $label (clock starts when the collector is started)"
+    printf '  end to end (to aggregator exit)   %9s  %10s packets/s\n' "$(fmt_s "$(med "${k}_e2e")")" "$(fmt_pps "${PPS[$k]}")"
+    printf '  collector (start to exit)         %9s  %10s packets/s    CPU %s s  peak RSS %s\n' \
+        "$(fmt_s "$(med "${k}_coll")")" "$(fmt_pps "${PPS[${k}_coll]}")" "$(med "${k}_cpu_coll")" "$(peak "${k}_rss_coll")"
+    printf '  processors (to the last exit)     %9s  %10s summaries/s  CPU %s s (all)  peak RSS %s (largest)\n' \
+        "$(fmt_s "$(med "${k}_proc")")" "$(fmt_pps "${PPS[${k}_proc]}")" "$(med "${k}_cpu_proc")" "$(peak "${k}_rss_proc")"
+    printf '  aggregator (after the last proc.) %9s  %10s records/s    CPU %s s  peak RSS %s  (%s records)\n' \
+        "$(fmt_s "$(med "${k}_tail")")" "$(fmt_pps "${PPS[${k}_agg]}")" "$(med "${k}_cpu_agg")" "$(peak "${k}_rss_agg")" \
+        "$(group "$(med "${k}_records")")"
+    printf '  wire, collector -> processors     %s B/packet (%s B/summary)\n' \
+        "$(fmt_1 "$(med "${k}_wire_pkt")")" "$(fmt_1 "$(med "${k}_wire_sum")")"
+    printf '  wire, processors -> aggregator    %s B/conn record (records, heartbeats, traffic partials)\n' \
+        "$(fmt_1 "$(med "${k}_wire_up")")"
+    if [ "$k" = p2influx ]; then
+        printf '  influxd                           CPU %s s  peak RSS %s  (%s points written per run)\n' \
+            "$(med "${k}_cpu_influxd")" "$(peak "${k}_rss_influxd")" "$(group "$(med "${k}_points")")"
+    fi
+done
+if [ "$PIPELINE" = 1 ]; then
+    echo "--- accounting: every run reconciled, packets read = summarised + merged + drops, 0 drops, 0 gaps"
+    echo "    (wire: TCP payload bytes, ZMTP framing included, captured on lo with tcpdump -s 128 during each"
+    echo "     run; tapflow counts no bytes itself: neither health.jsonl nor /metrics has a byte counter)"
+    echo "--- tapflow end to end (2 processors) against the peers, issue 6's targets"
+    printf '  end to end            %12s packets/s   target >= 1,500,000   %s\n' "$(fmt_pps "$E2E")" "$(verdict "$E2E" 1500000)"
+    printf '  x argus               %12s             target >= 2.5         %s\n' "$X_ARGUS" "$(verdict "$X_ARGUS" 2.5)"
+    printf '  x nfstream            %12s             target >= 15          %s\n' "$X_NFSTREAM" "$(verdict "$X_NFSTREAM" 15)"
+    printf '  x tshark              %12s             target >= 20          %s\n' "$X_TSHARK" "$(verdict "$X_TSHARK" 20)"
+    printf '  %% of tcpdump          %12s             target >= 40%%         %s\n' "$(pct "$PCT_TCPDUMP")" "$(verdict "$PCT_TCPDUMP" 0.4)"
+    printf '  %% of tapflow-refcount %12s             (no target)\n' "$(pct "$PCT_REFCOUNT")"
+    printf '  collector / tcpdump   %12s             (issue 2: >= 0.5)\n' "$COLL_TCPDUMP"
+    [ "$PEER_PACKETS" = "$PACKETS" ] || echo "  (tshark and nfstream: rates over the $PN-packet capture $PEER_NAME, same mix)"
+fi
+echo "aggregator accounting, 2 processors (last health.jsonl line of the last run):"
+cat "$TMP/p2.health" 2>/dev/null || echo n/a
+
+P2=p2
 cat <<EOF
 
-=== $NAME: $(group "$PACKETS") packets, $(group "$FLOWS") flows, $MB MiB; median of $RUNS runs
-tcpdump -r F -w /dev/null      $(fmt_s "$S_TCPDUMP")   $(fmt_pps "$PPS_TCPDUMP") packets/s   peak RSS $RSS_TCPDUMP
-tapflow-collector (start-exit) $(fmt_s "$S_COLLECTOR")   $(fmt_pps "$PPS_COLLECTOR") packets/s   peak RSS $RSS_COLLECTOR
-whole pipeline (to agg. exit)  $(fmt_s "$S_PIPELINE")   $(fmt_pps "$PPS_PIPELINE") packets/s   peak RSS processor $RSS_PROC, aggregator $RSS_AGG
-collector / tcpdump            $RATIO
-aggregator accounting (last health.jsonl line):
-${HEALTH:-n/a}
-
 ---- markdown for bench/RESULTS.md ----
-| $DATE | $COMMIT | $NAME ($MB MiB) | $RUNS | $(fmt_pps "$PPS_TCPDUMP") | $(fmt_pps "$PPS_COLLECTOR") | $(fmt_pps "$PPS_PIPELINE") | $RATIO | $RSS_COLLECTOR / $RSS_PROC / $RSS_AGG |
+| Date | Commit | Capture | Runs | tcpdump | argus | refcount | tshark ($PN) | nfstream ($PN) | collector | pipeline 1 proc | pipeline 2 proc | 2 proc + InfluxDB | collector / tcpdump | peak RSS collector / processor / aggregator | wire B/packet |
+|------|--------|---------|------|---------|-------|----------|-------------|---------------|-----------|-----------------|-----------------|-------------------|---------------------|----------------------------------------------|---------------|
+| $DATE | $COMMIT | $NAME ($MB MiB) | $RUNS | $(fmt_pps "${PPS[tcpdump]}") | $(fmt_pps "${PPS[argus]}") | $(fmt_pps "${PPS[refcount]}") | $(fmt_pps "${PPS[tshark]}") | $(fmt_pps "${PPS[nfstream]}") | $(fmt_pps "${PPS[${P2}_coll]-n/a}") | $(fmt_pps "${PPS[p1]-n/a}") | $(fmt_pps "$E2E") | $(fmt_pps "${PPS[p2influx]-n/a}") | $COLL_TCPDUMP | $(peak "${P2}_rss_coll") / $(peak "${P2}_rss_proc") / $(peak "${P2}_rss_agg") | $(fmt_1 "$(med "${P2}_wire_pkt")") |
 
-<details><summary>$DATE, $COMMIT: machine and accounting</summary>
+| tapflow 2 proc end to end | x argus | x nfstream | x tshark | % of tcpdump | % of refcount |
+|---------------------------|---------|------------|----------|--------------|---------------|
+| $(fmt_pps "$E2E") (target >= 1,500,000: $(verdict "$E2E" 1500000)) | $X_ARGUS (>= 2.5: $(verdict "$X_ARGUS" 2.5)) | $X_NFSTREAM (>= 15: $(verdict "$X_NFSTREAM" 15)) | $X_TSHARK (>= 20: $(verdict "$X_TSHARK" 20)) | $(pct "$PCT_TCPDUMP") (>= 40%: $(verdict "$PCT_TCPDUMP" 0.4)) | $(pct "$PCT_REFCOUNT") |
+
+<details><summary>$DATE, $COMMIT: machine, versions and accounting</summary>
 
 - Machine: $(nproc) CPUs (\`nproc\`), ${CPU:-unknown CPU}, $MEM RAM, $(uname -sr)
 - Command: \`$COMMAND\`
-- Capture: \`tapflow-gen --packets $PACKETS --flows $FLOWS --seed $SEED\`, $BYTES bytes
+- Capture: \`tapflow-gen --packets $PACKETS --flows $FLOWS --seed $SEED\`, $BYTES bytes; tshark and nfstream: $PEER_NOTE (\`tapflow-gen --packets $PEER_PACKETS --flows $PEER_FLOWS --seed $SEED\`)
 - tcpdump: $(tcpdump --version 2>&1 | head -n 2 | tr '\n' ' ')
-- Aggregator accounting (last line of health.jsonl):
+- argus: $(ver argus -h); tshark: $(ver tshark --version); nfstream $("$PY" -c 'import nfstream; print(nfstream.__version__)' 2>/dev/null || echo n/a) on $("$PY" --version 2>&1); influxd: $(ver influxd version)
+- Aggregator accounting, 2 processors (last line of health.jsonl):
   \`\`\`json
-  ${HEALTH:-n/a}
+  $(cat "$TMP/p2.health" 2>/dev/null || echo n/a)
   \`\`\`
 </details>
 ---- end ----
 EOF
+}
