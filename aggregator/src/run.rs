@@ -148,13 +148,16 @@ pub fn run(
                             traffic.emit(false, &mut points);
                         }
                         sorter.push(batch);
+                        let mut failed = None;
                         sorter.release_with(|r, parents| {
                             conn_json(r, parents, &mut text);
+                            conn_log.write_chunk(&mut text, &mut failed);
                             detector.on_record(r, &mut events);
                             if influx.is_some() {
                                 points.push(conn_point(r, parents));
                             }
                         });
+                        failed.map_or(Ok(()), Err)?;
                         conn_log.write(&mut text)?;
                         points.extend(events.iter().filter(|_| influx.is_some()).map(alert_point));
                         write_alerts(&mut events, &mut alerts_text, &mut alerts_log)?;
@@ -184,13 +187,16 @@ pub fn run(
             Err(e) => warn!(error = %e, "poll failed"),
         }
     }
+    let mut failed = None;
     sorter.drain_with(|r, parents| {
         conn_json(r, parents, &mut text);
+        conn_log.write_chunk(&mut text, &mut failed);
         detector.on_record(r, &mut events);
         if influx.is_some() {
             points.push(conn_point(r, parents));
         }
     });
+    failed.map_or(Ok(()), Err)?;
     detector.finish(&mut events);
     if influx.is_some() {
         traffic.emit(true, &mut points);
@@ -367,6 +373,18 @@ impl LogFile {
         }
         text.clear();
         Ok(())
+    }
+
+    /// Writes `text` once it has grown past a chunk, so that the records released at the end of
+    /// a capture (hundreds of thousands at once) never pile up in one string; the first error
+    /// goes to `failed` (for callbacks that cannot return one).
+    fn write_chunk(&mut self, text: &mut String, failed: &mut Option<RunError>) {
+        const CHUNK: usize = 1 << 18;
+        if text.len() >= CHUNK && failed.is_none() {
+            if let Err(e) = self.write(text) {
+                *failed = Some(e);
+            }
+        }
     }
 
     fn flush(&mut self) -> Result<(), RunError> {
