@@ -1,6 +1,7 @@
 //! Aggregator configuration: flags (with `TAPFLOW_*` environment fallbacks) over an optional
 //! TOML file.
 
+use std::fmt::Write as _;
 use std::path::PathBuf;
 
 use clap::Parser;
@@ -102,6 +103,12 @@ pub struct Args {
     /// Log as JSON lines instead of text.
     #[arg(long)]
     pub log_json: bool,
+    /// Load and validate the configuration as a start would (flags, `--config` file,
+    /// environment), print it resolved as TOML and exit: 0 if valid, 2 if not. Opens no socket,
+    /// no log and no connection to InfluxDB; credentials are shown only by where they come from
+    /// (like `nginx -t`).
+    #[arg(long)]
+    pub check_config: bool,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -162,6 +169,29 @@ impl Config {
         let file = tapflow_runtime::read_config(args.config.as_deref())
             .map_err(|e| ConfigError(vec![e]))?;
         Config::merge(args, file)
+    }
+
+    /// `--check-config`: [`Config::load`], then [`Config::resolved`] with the credentials named
+    /// by where they come from (a file's path or an environment variable), never shown.
+    pub fn check(args: Args) -> Result<String, ConfigError> {
+        let file: FileConfig = tapflow_runtime::read_config(args.config.as_deref())
+            .map_err(|e| ConfigError(vec![e]))?;
+        let password = secret_source(
+            args.influx_password_file
+                .clone()
+                .or(file.influx_password_file.clone()),
+            "influx_password_file",
+            "TAPFLOW_INFLUX_PASSWORD",
+        );
+        let token = secret_source(
+            args.influx_token_file
+                .clone()
+                .or(file.influx_token_file.clone()),
+            "influx_token_file",
+            "TAPFLOW_INFLUX_TOKEN",
+        );
+        let config = Config::merge(args, file)?;
+        Ok(config.resolved(&password, &token))
     }
 
     pub fn merge(args: Args, file: FileConfig) -> Result<Config, ConfigError> {
@@ -247,6 +277,136 @@ impl Config {
             influx_finish,
         })
     }
+}
+
+impl Config {
+    /// The settings `run` works from, defaults included, as a TOML config file with the file's
+    /// key names (one `key = value` per line; unset options as comments). `password` and
+    /// `token` are the lines that say where the credentials come from (see [`Config::check`]);
+    /// the credentials themselves are never part of it.
+    pub fn resolved(&self, password: &str, token: &str) -> String {
+        let mut out = String::new();
+        kv(&mut out, "listen", toml_str(&self.listen));
+        kv(&mut out, "processors", self.processors);
+        kv(&mut out, "exit_on_eos", self.exit_on_eos);
+        for (key, path) in [
+            ("health_log", &self.health_log),
+            ("conn_log", &self.conn_log),
+            ("conn_interim_log", &self.conn_interim_log),
+            ("alerts_log", &self.alerts_log),
+        ] {
+            match path {
+                Some(p) => kv(&mut out, key, toml_str(&p.to_string_lossy())),
+                None => {
+                    let _ = writeln!(out, "# {key}: not written");
+                }
+            }
+        }
+        kv(&mut out, "conn_cap", self.conn_cap);
+        let d = &self.detect;
+        kv(&mut out, "detect_window_s", d.window_s);
+        kv(&mut out, "syn_flood_per_min", d.syn_flood_per_min);
+        kv(&mut out, "port_scan_ports", d.port_scan_ports);
+        kv(&mut out, "address_scan_hosts", d.address_scan_hosts);
+        kv(&mut out, "flood_pps", d.flood_pps);
+        kv(&mut out, "allow", nets(&d.allow));
+        match &self.influx {
+            Some(i) => {
+                use crate::influx::InfluxApi;
+                kv(&mut out, "influx_url", toml_str(&i.url));
+                match &i.api {
+                    InfluxApi::V1 { db, rp, user, .. } => {
+                        kv(&mut out, "influx_db", toml_str(db));
+                        match rp {
+                            Some(rp) => kv(&mut out, "influx_rp", toml_str(rp)),
+                            None => out.push_str("# influx_rp: the database's default\n"),
+                        }
+                        if let Some(user) = user {
+                            kv(&mut out, "influx_user", toml_str(user));
+                        }
+                        out.push_str(password);
+                    }
+                    InfluxApi::V2 { org, bucket, .. } => {
+                        kv(&mut out, "influx_org", toml_str(org));
+                        kv(&mut out, "influx_bucket", toml_str(bucket));
+                        out.push_str(token);
+                    }
+                }
+                kv(
+                    &mut out,
+                    "influx_spool_dir",
+                    toml_str(&i.spool_dir.to_string_lossy()),
+                );
+                kv(&mut out, "influx_batch_lines", i.batch_lines);
+                kv(&mut out, "influx_finish_s", self.influx_finish.as_secs());
+            }
+            None => out.push_str("# influx_url: InfluxDB not written\n"),
+        }
+        match &self.metrics_listen {
+            Some(m) => kv(&mut out, "metrics_listen", toml_str(m)),
+            None => out.push_str("# metrics_listen: off\n"),
+        }
+        for t in &d.subnets {
+            out.push_str("\n[[subnet]]\n");
+            kv(&mut out, "net", toml_str(&t.net));
+            let thresholds = [
+                ("port_scan_ports", t.port_scan_ports.map(|v| v as u64)),
+                ("address_scan_hosts", t.address_scan_hosts.map(|v| v as u64)),
+                ("stealth_scan_ports", t.stealth_scan_ports.map(|v| v as u64)),
+                ("syn_flood_per_min", t.syn_flood_per_min),
+                ("reflection_sources", t.reflection_sources.map(|v| v as u64)),
+                ("flood_pps", t.flood_pps),
+            ];
+            for (key, v) in thresholds {
+                if let Some(v) = v {
+                    kv(&mut out, key, v);
+                }
+            }
+        }
+        out
+    }
+}
+
+/// The line of [`Config::resolved`] that says where a credential comes from: `key = "PATH"`
+/// for a file, a comment naming `env` when it is set there, nothing otherwise.
+fn secret_source(path: Option<PathBuf>, key: &str, env: &str) -> String {
+    match path {
+        Some(p) => format!("{key} = {}\n", toml_str(&p.to_string_lossy())),
+        None if std::env::var_os(env).is_some_and(|v| !v.is_empty()) => {
+            format!("# {key}: not set; the credential comes from {env}\n")
+        }
+        None => String::new(),
+    }
+}
+
+fn nets(nets: &[(tapflow_proto::Addr, u8)]) -> String {
+    let nets: Vec<String> = nets
+        .iter()
+        .map(|(addr, len)| toml_str(&format!("{addr}/{len}")))
+        .collect();
+    format!("[{}]", nets.join(", "))
+}
+
+fn kv(out: &mut String, key: &str, value: impl std::fmt::Display) {
+    let _ = writeln!(out, "{key} = {value}");
+}
+
+/// `s` as a TOML basic string.
+fn toml_str(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c if c.is_control() => {
+                let _ = write!(out, "\\u{:04X}", u32::from(c));
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
 }
 
 /// The InfluxDB sink's settings, if a URL is given; problems go to `errors`.
@@ -339,6 +499,53 @@ fn influx_config(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn resolved_config_names_the_password_file_and_reads_back_the_same() {
+        let dir = std::env::temp_dir().join(format!("tapflow-agg-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("{e}"));
+        let secret = dir.join("influx.password");
+        std::fs::write(&secret, "s3cret-Pa55\n").unwrap_or_else(|e| panic!("{e}"));
+        let file = format!(
+            "listen = 'tcp://127.0.0.1:5700'\nprocessors = 2\nconn_log = '/var/log/tapflow/conn.jsonl'\n\
+             influx_url = 'http://127.0.0.1:8086'\ninflux_db = 'tapflow'\ninflux_user = 'tapflow'\n\
+             influx_password_file = '{}'\nallow = ['192.0.2.10/32']\n\
+             [[subnet]]\nnet = '10.0.53.0/24'\nreflection_sources = 100\n",
+            secret.display()
+        );
+        let config = dir.join("aggregator.toml");
+        std::fs::write(&config, file).unwrap_or_else(|e| panic!("{e}"));
+        let check = |config: &std::path::Path| {
+            let args = Args::try_parse_from([
+                "a",
+                "--config",
+                &config.display().to_string(),
+                "--detect-window-s",
+                "300",
+            ])
+            .unwrap_or_else(|e| panic!("{e}"));
+            Config::check(args).unwrap_or_else(|e| panic!("{e}"))
+        };
+        let text = check(&config);
+        for want in [
+            "listen = \"tcp://127.0.0.1:5700\"".to_owned(),
+            "conn_log = \"/var/log/tapflow/conn.jsonl\"".to_owned(),
+            "detect_window_s = 300".to_owned(),
+            "influx_user = \"tapflow\"".to_owned(),
+            format!("influx_password_file = \"{}\"", secret.display()),
+            "allow = [\"192.0.2.10/32\"]".to_owned(),
+            "reflection_sources = 100".to_owned(),
+        ] {
+            assert!(
+                text.lines().any(|l| l == want),
+                "missing {want:?} in\n{text}"
+            );
+        }
+        assert!(!text.contains("s3cret"), "{text}");
+        std::fs::write(&config, &text).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(check(&config), text);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 
     #[test]
     fn subnet_thresholds_come_from_the_file() {

@@ -1,6 +1,7 @@
 //! Collector configuration: command-line flags (with `TAPFLOW_*` environment fallbacks) over an
 //! optional TOML file, validated as a whole so every mistake is reported at once.
 
+use std::fmt::Write as _;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -112,6 +113,11 @@ pub struct Args {
     /// Log as JSON lines instead of text.
     #[arg(long)]
     pub log_json: bool,
+    /// Load and validate the configuration as a start would (flags, `--config` file,
+    /// environment), print it resolved as TOML and exit: 0 if valid, 2 if not. Opens no capture
+    /// and no socket (like `nginx -t`).
+    #[arg(long)]
+    pub check_config: bool,
 }
 
 /// Settings a TOML file may give (same names as the flags, with underscores).
@@ -189,6 +195,11 @@ impl Config {
         let file = tapflow_runtime::read_config(args.config.as_deref())
             .map_err(|e| ConfigError(vec![e]))?;
         Config::merge(args, file)
+    }
+
+    /// `--check-config`: [`Config::load`], then [`Config::resolved`].
+    pub fn check(args: Args) -> Result<String, ConfigError> {
+        Config::load(args).map(|c| c.resolved())
     }
 
     pub fn merge(args: Args, file: FileConfig) -> Result<Config, ConfigError> {
@@ -317,6 +328,96 @@ impl Config {
     }
 }
 
+impl Config {
+    /// The settings `run` works from, defaults included, as a TOML config file with the file's
+    /// key names (one `key = value` per line; unset options as comments). Read back with
+    /// `--config`, it gives the same configuration.
+    pub fn resolved(&self) -> String {
+        let mut out = String::new();
+        match &self.source {
+            SourceSpec::File(p) => kv(&mut out, "pcap", toml_str(&p.to_string_lossy())),
+            SourceSpec::Live(l) => {
+                kv(&mut out, "interface", toml_str(&l.interface));
+                kv(&mut out, "snaplen", l.snaplen);
+                kv(&mut out, "buffer_mb", l.buffer_bytes >> 20);
+                kv(&mut out, "promisc", l.promisc);
+                kv(&mut out, "immediate", l.immediate);
+            }
+        }
+        let processors: Vec<String> = self.processors.iter().map(|p| toml_str(p)).collect();
+        kv(
+            &mut out,
+            "processors",
+            format!("[{}]", processors.join(", ")),
+        );
+        match &self.filter {
+            Some(f) => kv(&mut out, "filter", toml_str(f)),
+            None => out.push_str("# filter: none (every packet)\n"),
+        }
+        if self.name == default_name(Some(&self.source)) {
+            let _ = writeln!(
+                out,
+                "# name: {} by default (host:source:pid, a new pid at every start)",
+                toml_str(&self.name)
+            );
+        } else {
+            kv(&mut out, "name", toml_str(&self.name));
+        }
+        kv(&mut out, "epoch", self.epoch);
+        kv(&mut out, "ignore_checksums", !self.decode.verify_checksums);
+        kv(&mut out, "vlan_in_key", self.decode.vlan_in_key);
+        kv(&mut out, "no_tunnels", !self.decode.decode_tunnels);
+        kv(
+            &mut out,
+            "frag_max_datagrams",
+            self.decode.frag_max_datagrams,
+        );
+        kv(
+            &mut out,
+            "frag_timeout_s",
+            self.decode.frag_timeout_ns / 1_000_000_000,
+        );
+        kv(&mut out, "batch_size", self.batch_size);
+        kv(&mut out, "batch_bytes", self.batch_bytes);
+        kv(&mut out, "batch_age_ms", self.batch_age.as_millis());
+        kv(&mut out, "queue_batches", self.queue_batches);
+        let policy = match self.slow_policy {
+            SlowPolicy::Block => "block",
+            SlowPolicy::Drop => "drop",
+        };
+        kv(&mut out, "slow_policy", toml_str(policy));
+        kv(&mut out, "heartbeat_ms", self.heartbeat.as_millis());
+        kv(&mut out, "linger_ms", self.linger.as_millis());
+        match &self.metrics_listen {
+            Some(m) => kv(&mut out, "metrics_listen", toml_str(m)),
+            None => out.push_str("# metrics_listen: off\n"),
+        }
+        out
+    }
+}
+
+fn kv(out: &mut String, key: &str, value: impl std::fmt::Display) {
+    let _ = writeln!(out, "{key} = {value}");
+}
+
+/// `s` as a TOML basic string.
+fn toml_str(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c if c.is_control() => {
+                let _ = write!(out, "\\u{:04X}", u32::from(c));
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
 fn default_name(source: Option<&SourceSpec>) -> String {
     let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|h| h.trim().to_owned())
@@ -381,6 +482,58 @@ mod tests {
             &["--interface", "eth0"],
             "pcap = 'x'",
             Err(&["not both", "no processor"]),
+        );
+    }
+
+    /// `--check-config` prints what was resolved, and reading that back gives the same.
+    fn check_resolved(argv: &[&str], file: &str, want: &[&str]) {
+        let parse = |argv: &[&str]| {
+            Args::try_parse_from(std::iter::once("c").chain(argv.iter().copied()))
+                .unwrap_or_else(|e| panic!("{e}"))
+        };
+        let file: FileConfig = toml::from_str(file).unwrap_or_else(|e| panic!("{e}"));
+        let text = Config::merge(parse(argv), file)
+            .unwrap_or_else(|e| panic!("{e}"))
+            .resolved();
+        for w in want {
+            assert!(text.lines().any(|l| l == *w), "missing {w:?} in\n{text}");
+        }
+        let again: FileConfig = toml::from_str(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
+        let again = Config::merge(parse(&[]), again).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(again.resolved(), text);
+    }
+
+    #[test]
+    fn resolved_config_reads_back_the_same() {
+        check_resolved(
+            &["--interface", "eth1", "--name", "tap \"a\"\\b"],
+            "processors = ['tcp://10.0.0.5:5601', 'tcp://10.0.0.5:5602']\nbuffer_mb = 256\npromisc = false",
+            &[
+                "interface = \"eth1\"",
+                "processors = [\"tcp://10.0.0.5:5601\", \"tcp://10.0.0.5:5602\"]",
+                "buffer_mb = 256",
+                "promisc = false",
+                "slow_policy = \"drop\"",
+                "name = \"tap \\\"a\\\"\\\\b\"",
+                "# metrics_listen: off",
+            ],
+        );
+        check_resolved(
+            &[
+                "--pcap",
+                "x.pcap",
+                "--processor",
+                "tcp://a:1",
+                "--ignore-checksums",
+            ],
+            "filter = 'tcp'\nfrag_timeout_s = 5\nmetrics_listen = '127.0.0.1:9601'",
+            &[
+                "pcap = \"x.pcap\"",
+                "filter = \"tcp\"",
+                "ignore_checksums = true",
+                "frag_timeout_s = 5",
+                "slow_policy = \"block\"",
+            ],
         );
     }
 

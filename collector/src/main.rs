@@ -10,6 +10,9 @@ use tracing::{error, info};
 fn main() -> ExitCode {
     let args = Args::parse();
     tapflow_runtime::init_logging(args.log_json);
+    if args.check_config {
+        return check_config(args);
+    }
     let config = match Config::load(args) {
         Ok(c) => c,
         Err(e) => {
@@ -59,6 +62,22 @@ fn main() -> ExitCode {
         Err(e) => {
             error!("{e}");
             ExitCode::from(1)
+        }
+    }
+}
+
+/// `--check-config`: the resolved configuration on stdout and 0, or the error and 2; nothing
+/// is opened.
+fn check_config(args: Args) -> ExitCode {
+    match Config::check(args) {
+        Ok(text) => {
+            print!("{text}");
+            eprintln!("tapflow-collector: configuration is valid");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("tapflow-collector: {e}");
+            ExitCode::from(2)
         }
     }
 }

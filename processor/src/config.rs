@@ -1,6 +1,7 @@
 //! Processor configuration: flags (with `TAPFLOW_*` environment fallbacks) over an optional TOML
 //! file.
 
+use std::fmt::Write as _;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -66,6 +67,11 @@ pub struct Args {
     /// Log as JSON lines instead of text.
     #[arg(long)]
     pub log_json: bool,
+    /// Load and validate the configuration as a start would (flags, `--config` file,
+    /// environment), print it resolved as TOML and exit: 0 if valid, 2 if not. Binds no socket
+    /// (like `nginx -t`).
+    #[arg(long)]
+    pub check_config: bool,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -110,6 +116,11 @@ impl Config {
         let file = tapflow_runtime::read_config(args.config.as_deref())
             .map_err(|e| ConfigError(vec![e]))?;
         Config::merge(args, file)
+    }
+
+    /// `--check-config`: [`Config::load`], then [`Config::resolved`].
+    pub fn check(args: Args) -> Result<String, ConfigError> {
+        Config::load(args).map(|c| c.resolved())
     }
 
     pub fn merge(args: Args, file: FileConfig) -> Result<Config, ConfigError> {
@@ -162,12 +173,10 @@ impl Config {
         if !errors.is_empty() {
             return Err(ConfigError(errors));
         }
-        let name = args.name.or(file.name).unwrap_or_else(|| {
-            let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
-                .map(|h| h.trim().to_owned())
-                .unwrap_or_else(|_| "localhost".into());
-            format!("{host}:{listen}:{}", std::process::id())
-        });
+        let name = args
+            .name
+            .or(file.name)
+            .unwrap_or_else(|| default_name(&listen));
         let metrics_listen = args.metrics_listen.clone().or(file.metrics_listen.clone());
         Ok(Config {
             metrics_listen,
@@ -189,6 +198,80 @@ impl Config {
             local_nets,
         })
     }
+}
+
+impl Config {
+    /// The settings `run` works from, defaults included, as a TOML config file with the file's
+    /// key names (one `key = value` per line; unset options as comments). Read back with
+    /// `--config`, it gives the same configuration.
+    pub fn resolved(&self) -> String {
+        let mut out = String::new();
+        kv(&mut out, "listen", toml_str(&self.listen));
+        kv(&mut out, "aggregator", toml_str(&self.aggregator));
+        kv(&mut out, "collectors", self.collectors);
+        kv(&mut out, "exit_on_eos", self.exit_on_eos);
+        if self.name == default_name(&self.listen) {
+            let _ = writeln!(
+                out,
+                "# name: {} by default (host:listen:pid, a new pid at every start)",
+                toml_str(&self.name)
+            );
+        } else {
+            kv(&mut out, "name", toml_str(&self.name));
+        }
+        match &self.shard {
+            Some(c) => kv(
+                &mut out,
+                "shard",
+                toml_str(&format!("{}/{}/{}", c.epoch, c.shard_count, c.shard)),
+            ),
+            None => out.push_str("# shard: the first claim received\n"),
+        }
+        kv(&mut out, "heartbeat_ms", self.heartbeat.as_millis());
+        kv(&mut out, "dead_after_ms", self.dead_after.as_millis());
+        kv(&mut out, "max_flows", self.max_flows);
+        kv(&mut out, "merge_cap", self.merge_cap);
+        let nets: Vec<String> = self
+            .local_nets
+            .iter()
+            .map(|(addr, len)| toml_str(&format!("{addr}/{len}")))
+            .collect();
+        kv(&mut out, "local_nets", format!("[{}]", nets.join(", ")));
+        match &self.metrics_listen {
+            Some(m) => kv(&mut out, "metrics_listen", toml_str(m)),
+            None => out.push_str("# metrics_listen: off\n"),
+        }
+        out
+    }
+}
+
+fn default_name(listen: &str) -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_owned())
+        .unwrap_or_else(|_| "localhost".into());
+    format!("{host}:{listen}:{}", std::process::id())
+}
+
+fn kv(out: &mut String, key: &str, value: impl std::fmt::Display) {
+    let _ = writeln!(out, "{key} = {value}");
+}
+
+/// `s` as a TOML basic string.
+fn toml_str(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c if c.is_control() => {
+                let _ = write!(out, "\\u{:04X}", u32::from(c));
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
 }
 
 fn is_endpoint(ep: &str) -> bool {
@@ -231,6 +314,56 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// [`Config::load`] with `argv` and a config file holding `toml`.
+    fn load(argv: &[&str], toml: &str) -> Config {
+        static FILES: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = FILES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let path = std::env::temp_dir().join(format!(
+            "tapflow-processor-config-{}-{n}.toml",
+            std::process::id()
+        ));
+        std::fs::write(&path, toml).unwrap_or_else(|e| panic!("{e}"));
+        let name = path.display().to_string();
+        let args = ["p", "--config", &name]
+            .into_iter()
+            .chain(argv.iter().copied());
+        let args = Args::try_parse_from(args).unwrap_or_else(|e| panic!("{e}"));
+        let config = Config::load(args);
+        let _ = std::fs::remove_file(&path);
+        config.unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    #[test]
+    fn resolved_config_reads_back_the_same() {
+        let file = "listen = 'tcp://0.0.0.0:5601'\naggregator = 'tcp://127.0.0.1:5700'\n\
+                    shard = '1/2/1'\nlocal_nets = ['10.0.0.0/8', 'fc00::/7']";
+        let text = load(
+            &[
+                "--listen",
+                "tcp://0.0.0.0:5602",
+                "--name",
+                "sensor:processor2",
+            ],
+            file,
+        )
+        .resolved();
+        for want in [
+            "listen = \"tcp://0.0.0.0:5602\"",
+            "aggregator = \"tcp://127.0.0.1:5700\"",
+            "name = \"sensor:processor2\"",
+            "shard = \"1/2/1\"",
+            "local_nets = [\"10.0.0.0/8\", \"fc00::/7\"]",
+            "max_flows = 1000000",
+            "# metrics_listen: off",
+        ] {
+            assert!(
+                text.lines().any(|l| l == want),
+                "missing {want:?} in\n{text}"
+            );
+        }
+        assert_eq!(load(&[], &text).resolved(), text);
     }
 
     #[test]

@@ -8,6 +8,9 @@ use tapflow_processor::{run, Args, Config};
 fn main() -> ExitCode {
     let args = Args::parse();
     tapflow_runtime::init_logging(args.log_json);
+    if args.check_config {
+        return check_config(args);
+    }
     let config = match Config::load(args) {
         Ok(c) => c,
         Err(e) => {
@@ -27,6 +30,22 @@ fn main() -> ExitCode {
         Err(e) => {
             tracing::error!("{e}");
             ExitCode::from(1)
+        }
+    }
+}
+
+/// `--check-config`: the resolved configuration on stdout and 0, or the error and 2; nothing
+/// is opened.
+fn check_config(args: Args) -> ExitCode {
+    match Config::check(args) {
+        Ok(text) => {
+            print!("{text}");
+            eprintln!("tapflow-processor: configuration is valid");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("tapflow-processor: {e}");
+            ExitCode::from(2)
         }
     }
 }
