@@ -22,8 +22,8 @@
 #   --no-pipeline     peers only.
 #
 # Prints per-run times, then medians: packets/s of every tool, tapflow's per-stage rates, CPU
-# seconds and peak RSS per process, bytes on the wire per packet (TCP payload to the processors,
-# seen by a header-only tcpdump on lo during each tapflow run), the accounting check, tapflow
+# seconds and peak RSS per process, bytes on the wire per packet (as the collector and the
+# processors count what they hand to ZeroMQ), the accounting check, tapflow
 # (2 processors, end to end) against each peer beside the issue's targets, and a markdown block
 # for bench/RESULTS.md (nothing is appended automatically). A run whose accounting does not
 # reconcile, or that dropped anything, fails loudly. Captures are generated into bench/data/
@@ -306,40 +306,17 @@ for k, v in out.items():
 PY
 }
 
-# Bytes on the wire, seen on loopback: tcpdump keeps the headers (-s 128) of the TCP segments
-# sent to the given ports (the processors' and the aggregator's), so the payload of every
-# segment (ZMTP framing included, TCP/IP headers not) can be summed afterwards. tapflow counts
-# no bytes itself. Sets WIRE_PID, or leaves it empty when tcpdump is missing or cannot capture.
-wire_start() {  # dir port...
-    local d=$1 filter="" p i; shift
-    WIRE_PID=""
-    [ "$HAVE_TCPDUMP" = 1 ] || return 0
-    for p in "$@"; do filter="$filter${filter:+ or }dst port $p"; done
-    spawn "$d/wire" tcpdump -i lo --immediate-mode -nn -s 128 -B 16384 -w "$d/wire.pcap" "tcp and ($filter)"
-    for i in $(seq 100); do
-        grep -q "listening on" "$d/wire.log" 2>/dev/null && { WIRE_PID=$LAST_PID; return 0; }
-        kill -0 "$LAST_PID" 2>/dev/null || break
-        sleep 0.05
-    done
-    echo "run.sh: cannot capture on lo (see $d/wire.log): bytes on the wire will be n/a" >&2
-    stop "$LAST_PID"; reap "$LAST_PID"
+# Bytes on the wire, as the binaries count them: the collector logs what it handed to ZeroMQ
+# ("sent to processors ... bytes=N": frames of every message, heartbeats included; ZMTP adds a
+# few bytes per message), each processor reports conn_bytes_sent (its connection-record messages
+# to the aggregator) in the accounting report.
+collector_bytes() {  # dir
+    sed -n 's/.*sent to processors.* bytes=\([0-9]*\).*/\1/p' "$1/collector.log" | tail -n 1
 }
-# Stops the capture; sets WIRE_OK to 1 when it saw every segment.
-wire_stop() {  # dir
-    local lost
-    WIRE_OK=0
-    [ -n "$WIRE_PID" ] || return 0
-    stop "$WIRE_PID"; reap "$WIRE_PID"
-    lost=$(sed -n 's/^\([0-9]*\) packets* dropped by kernel.*/\1/p' "$1/wire.log")
-    if [ "${lost:-x}" = 0 ]; then WIRE_OK=1; else
-        echo "run.sh: the loopback capture lost segments (see $1/wire.log): bytes on the wire n/a" >&2
-    fi
-}
-# Payload bytes of the captured segments sent to the given ports.
-wire_bytes() {  # dir port...
-    local d=$1 filter="" p; shift
-    for p in "$@"; do filter="$filter${filter:+ or }dst port $p"; done
-    tcpdump -nn -q -r "$d/wire.pcap" "$filter" 2>/dev/null | awk '{s += $NF} END {print s + 0}'
+upstream_bytes() {  # health.jsonl
+    python3 -c 'import json, sys
+r = [json.loads(l) for l in open(sys.argv[1])][-1]
+print(sum(p["counters"].get("conn_bytes_sent", 0) for p in r["processors"]))' "$1"
 }
 
 # A throwaway InfluxDB 1.x (as deploy/quickstart.sh starts it): everything under $1, loopback
@@ -398,7 +375,6 @@ tapflow() {
     done
     wait_listening "$agg ${pids[*]}" "$pa" "${ports[@]}" \
         || fail_run "the aggregator or a processor did not start listening (run $run, $key)" "$d"
-    wire_start "$d" "$pa" "${ports[@]}"
 
     spawn "$d/collector" "$BIN/tapflow-collector" --pcap "$CAPTURE" "${procs[@]}"
     reap "$LAST_PID"
@@ -409,7 +385,6 @@ tapflow() {
         reap "$p"
         [ "$RC" = 0 ] || fail_run "a tapflow-processor exited with $RC (run $run, $key; 124 or 137: --timeout reached)" "$d"
     done
-    wire_stop "$d"
     if [ "$influx" = 1 ]; then
         stop "$INFLUX_PID"; reap "$INFLUX_PID"
         add "${key}_rss_influxd" "$(rss_of "$d/influxd")"
@@ -440,13 +415,13 @@ tapflow() {
     add "${key}_rss_coll" "$(rss_of "$d/collector")"
     add "${key}_rss_proc" "$rss_p"
     add "${key}_rss_agg" "$(rss_of "$d/aggregator")"
-    if [ "$WIRE_OK" = 1 ]; then
-        x=$(wire_bytes "$d" "${ports[@]}")
+    x=$(collector_bytes "$d")
+    if [ -n "$x" ]; then
         add "${key}_wire_pkt" "$(awk -v b="$x" -v p="$H_READ" 'BEGIN{printf "%.2f", b / p}')"
         add "${key}_wire_sum" "$(awk -v b="$x" -v s="$H_PROCESSED" 'BEGIN{printf "%.2f", b / s}')"
-        x=$(wire_bytes "$d" "$pa")
-        add "${key}_wire_up" "$(awk -v b="$x" -v r="$H_RECORDS" 'BEGIN{printf "%.1f", b / r}')"
     fi
+    x=$(upstream_bytes "$d/health.jsonl")
+    add "${key}_wire_up" "$(awk -v b="$x" -v r="$H_RECORDS" 'BEGIN{printf "%.1f", b / r}')"
     [ "$influx" = 0 ] || add "${key}_points" "$H_POINTS"
     tail -n 1 "$d/health.jsonl" >"$TMP/$key.health"
     echo "run $run: tapflow $key: collector $(secs "$t0" "$tc") s, processors done $(secs "$t0" "$tp") s," \
@@ -559,7 +534,7 @@ for k in "${PIPE_KEYS[@]+"${PIPE_KEYS[@]}"}"; do
         "$(group "$(med "${k}_records")")"
     printf '  wire, collector -> processors     %s B/packet (%s B/summary)\n' \
         "$(fmt_1 "$(med "${k}_wire_pkt")")" "$(fmt_1 "$(med "${k}_wire_sum")")"
-    printf '  wire, processors -> aggregator    %s B/conn record (records, heartbeats, traffic partials)\n' \
+    printf '  wire, processors -> aggregator    %s B/conn record (record messages with their traffic partials)\n' \
         "$(fmt_1 "$(med "${k}_wire_up")")"
     if [ "$k" = p2influx ]; then
         printf '  influxd                           CPU %s s  peak RSS %s  (%s points written per run)\n' \
@@ -568,8 +543,8 @@ for k in "${PIPE_KEYS[@]+"${PIPE_KEYS[@]}"}"; do
 done
 if [ "$PIPELINE" = 1 ]; then
     echo "--- accounting: every run reconciled, packets read = summarised + merged + drops, 0 drops, 0 gaps"
-    echo "    (wire: TCP payload bytes, ZMTP framing included, captured on lo with tcpdump -s 128 during each"
-    echo "     run; tapflow counts no bytes itself: neither health.jsonl nor /metrics has a byte counter)"
+    echo "    (wire: message bytes handed to ZeroMQ, as the collector logs them and the processors report"
+    echo "     conn_bytes_sent; ZMTP framing adds a few bytes per message)"
     echo "--- tapflow end to end (2 processors) against the peers, issue 6's targets"
     printf '  end to end            %12s packets/s   target >= 1,500,000   %s\n' "$(fmt_pps "$E2E")" "$(verdict "$E2E" 1500000)"
     printf '  x argus               %12s             target >= 2.5         %s\n' "$X_ARGUS" "$(verdict "$X_ARGUS" 2.5)"

@@ -38,6 +38,9 @@ pub struct Shared {
     pub live: bool,
     /// Set by SIGINT/SIGTERM: stop waiting for a processor that does not take messages.
     pub shutdown: Arc<AtomicBool>,
+    /// Messages and bytes handed to ZeroMQ, over every link (what the wire costs per packet).
+    pub messages_sent: AtomicU64,
+    pub bytes_sent: AtomicU64,
 }
 
 /// Identity and settings common to all links of one collector.
@@ -286,7 +289,12 @@ impl Worker {
         let mut grace = Grace::new(self.linger);
         loop {
             match self.socket.send(&self.buf[..], 0) {
-                Ok(()) => return,
+                Ok(()) => {
+                    self.shared.messages_sent.fetch_add(1, Ordering::Relaxed);
+                    let n = self.buf.len() as u64;
+                    self.shared.bytes_sent.fetch_add(n, Ordering::Relaxed);
+                    return;
+                }
                 Err(zmq::Error::EAGAIN) if !grace.expired(&self.shared.shutdown) => {}
                 Err(zmq::Error::EAGAIN) => {
                     error!(endpoint = %self.endpoint, "processor takes nothing and shutdown was requested; message lost (a gap downstream)");

@@ -2,7 +2,7 @@
 //! that every exit path sends.
 
 use std::io::IsTerminal;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
@@ -53,6 +53,8 @@ pub fn run(
         counters: Mutex::new(CollectorCounters::default()),
         live: matches!(config.source, SourceSpec::Live(_)),
         shutdown: shutdown.clone(),
+        messages_sent: AtomicU64::new(0),
+        bytes_sent: AtomicU64::new(0),
     });
     if let Some(addr) = &config.metrics_listen {
         let shared = shared.clone();
@@ -61,7 +63,11 @@ pub fn run(
                 Ok(g) => g.clone(),
                 Err(p) => p.into_inner().clone(),
             };
-            render_metrics(&c)
+            let wire = (
+                shared.messages_sent.load(Ordering::Relaxed),
+                shared.bytes_sent.load(Ordering::Relaxed),
+            );
+            render_metrics(&c, wire)
         });
         let bound =
             tapflow_runtime::serve_metrics(addr, render).map_err(|source| RunError::Metrics {
@@ -96,7 +102,7 @@ pub fn run(
     }
     info!(name = %settings.sender, incarnation = settings.incarnation, processors = shard_count, "collector started");
 
-    let mut pipeline = Pipeline::new(config, links, shared, pool_rx);
+    let mut pipeline = Pipeline::new(config, links, shared.clone(), pool_rx);
     let outcome = match Source::open(&config.source, config.filter.as_deref()) {
         Err(e) => RunOutcome::OpenFailed(e),
         Ok(mut source) => {
@@ -120,11 +126,18 @@ pub fn run(
         RunOutcome::Failed(e) => EosStatus::Failed(e.to_string()),
     };
     let counters = pipeline.finish(status);
+    let bytes = shared.bytes_sent.load(Ordering::Relaxed);
+    info!(
+        messages = shared.messages_sent.load(Ordering::Relaxed),
+        bytes,
+        bytes_per_summary = format!("{:.1}", bytes as f64 / counters.summaries.max(1) as f64),
+        "sent to processors"
+    );
     Ok((outcome, counters))
 }
 
 /// The collector's counters in Prometheus text format.
-fn render_metrics(c: &CollectorCounters) -> String {
+fn render_metrics(c: &CollectorCounters, (messages, bytes): (u64, u64)) -> String {
     let mut named: Vec<(String, u64)> = vec![
         ("packets_read".into(), c.packets_read),
         ("packets_summarised".into(), c.packets_summarised),
@@ -133,6 +146,8 @@ fn render_metrics(c: &CollectorCounters) -> String {
         ("pcap_received_packets".into(), c.capture.received),
         ("kernel_dropped_packets".into(), c.capture.kernel_dropped),
         ("interface_dropped_packets".into(), c.capture.if_dropped),
+        ("messages_sent".into(), messages),
+        ("wire_bytes_sent".into(), bytes),
     ];
     named.extend(
         c.summaries_sent

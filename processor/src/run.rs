@@ -232,6 +232,8 @@ struct Engine {
     swept_to: u64,
     records_sent: u64,
     records_unsent: u64,
+    /// Bytes of the connection-record messages handed to ZeroMQ.
+    conn_bytes_sent: u64,
     finished: bool,
     dead_after: std::time::Duration,
     last_heard: HashMap<(String, u64), Instant>,
@@ -267,6 +269,7 @@ impl Engine {
             settle_ns,
             swept_to: 0,
             records_sent: 0,
+            conn_bytes_sent: 0,
             records_unsent: 0,
             finished: false,
             dead_after: config.dead_after,
@@ -475,7 +478,10 @@ impl Engine {
         let n = batch.records.len() as u64;
         UpMessage::Conns(batch).encode(buf);
         match push.send(&buf[..], flags) {
-            Ok(()) => self.records_sent += n,
+            Ok(()) => {
+                self.records_sent += n;
+                self.conn_bytes_sent += buf.len() as u64;
+            }
             Err(e) => {
                 self.records_unsent += n;
                 error!(error = %e, records = n, "connection records not sent to the aggregator (lost)");
@@ -493,6 +499,7 @@ impl Engine {
             ("interim_records", t.interim_records),
             ("records_sent", self.records_sent),
             ("records_unsent", self.records_unsent),
+            ("conn_bytes_sent", self.conn_bytes_sent),
             ("flows_evicted", t.evicted),
             ("flows_open", t.open_flows),
             ("bad_checksum", t.bad_checksum),
