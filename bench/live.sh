@@ -57,6 +57,8 @@ ip -n "$p-tx" link set tx0 up
 ip -n "$p-rx" link set rx0 up
 
 field() { grep -o "$2=[0-9]*" <<<"$1" | head -n 1 | cut -d= -f2; }
+# CPU seconds a running process has used (utime + stime from /proc, in clock ticks).
+cpu_s() { awk -v hz="$(getconf CLK_TCK)" '{printf "%.2f", ($14 + $15) / hz}' "/proc/$1/stat" 2>/dev/null || echo "?"; }
 rows=()
 for run in $(seq "$RUNS"); do
     ip netns exec "$p-rx" "$BIN/tapflow-nullsink" --listen tcp://127.0.0.1:5601 >"$TMP/sink.out" 2>&1 &
@@ -73,6 +75,7 @@ for run in $(seq "$RUNS"); do
     sleep 0.5
     ip netns exec "$p-tx" tcpreplay -i tx0 --topspeed "$CAPTURE" >"$TMP/tcpreplay.log" 2>&1
     sleep 2
+    td_cpu=$(cpu_s "$tcpd"); c_cpu=$(cpu_s "$coll")
     kill -INT "$tcpd"; kill -TERM "$coll"
     wait "$tcpd" || true
     wait "$coll" || { echo "live.sh: the collector failed: $(tail -n 5 "$TMP/collector.log")" >&2; exit 1; }
@@ -86,7 +89,7 @@ for run in $(seq "$RUNS"); do
     c_read=$(field "$line" packets_read); c_recv=$(field "$line" pcap_received)
     c_drop=$(field "$line" kernel_dropped); c_sum=$(field "$line" summarised)
     sink_sum=$(grep -o 'summaries=[0-9]*' "$TMP/sink.out" | cut -d= -f2)
-    row="| $run | ${sent:-?} | ${rate:-?} | ${td_recv:-?} | ${td_drop:-?} | ${c_recv:-?} | ${c_read:-?} | ${c_drop:-?} | ${c_sum:-?} | ${sink_sum:-?} |"
+    row="| $run | ${sent:-?} | ${rate:-?} | ${td_recv:-?} | ${td_drop:-?} | $td_cpu | ${c_recv:-?} | ${c_read:-?} | ${c_drop:-?} | $c_cpu | ${c_sum:-?} | ${sink_sum:-?} |"
     echo "run $run: $row" >&2
     rows+=("$row")
 done
@@ -97,7 +100,7 @@ cat <<EOF
 Machine: $(nproc) CPUs, $(lscpu | sed -n 's/^Model name: *//p' | head -n 1), $(uname -sr); tcpreplay $(tcpreplay -V 2>&1 | head -n 1 | grep -o '[0-9][0-9.]*' | head -n 1)
 Command: bench/live.sh --packets $PACKETS --flows $FLOWS --runs $RUNS --buffer-mb $BUFFER_MB
 
-| run | sent | tcpreplay pps | tcpdump received | tcpdump kernel drops | collector pcap received | collector read | collector kernel drops | summarised | null sink summaries |
-|---|---|---|---|---|---|---|---|---|---|
+| run | sent | tcpreplay pps | tcpdump received | tcpdump kernel drops | tcpdump CPU s | collector pcap received | collector read | collector kernel drops | collector CPU s | summarised | null sink summaries |
+|---|---|---|---|---|---|---|---|---|---|---|---|
 EOF
 printf '%s\n' "${rows[@]}"
