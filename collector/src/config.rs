@@ -101,6 +101,11 @@ pub struct Args {
     /// Deliver packets as they arrive instead of in kernel-buffered blocks.
     #[arg(long)]
     pub immediate: bool,
+    /// Live capture: keep reopening an interface that went down or disappeared for this many
+    /// seconds (backoff 1 s to 30 s, heartbeats go on), then exit 1; 0 exits at once
+    /// [default: keep trying until stopped].
+    #[arg(long, env = "TAPFLOW_INTERFACE_RETRY_S")]
+    pub interface_retry_s: Option<u64>,
     /// Fragment reassembly: datagrams held at most [default: 4096].
     #[arg(long)]
     pub frag_max_datagrams: Option<usize>,
@@ -144,6 +149,7 @@ pub struct FileConfig {
     pub buffer_mb: Option<i32>,
     pub promisc: Option<bool>,
     pub immediate: Option<bool>,
+    pub interface_retry_s: Option<u64>,
     pub frag_max_datagrams: Option<usize>,
     pub frag_timeout_s: Option<u64>,
     pub metrics_listen: Option<String>,
@@ -163,6 +169,8 @@ pub struct LiveSpec {
     pub buffer_bytes: i32,
     pub promisc: bool,
     pub immediate: bool,
+    /// How long to keep reopening the interface after a failure; `None`: until stopped.
+    pub retry_for: Option<Duration>,
 }
 
 /// The validated configuration `run` works from.
@@ -216,6 +224,10 @@ impl Config {
                 buffer_bytes: buffer_mb.saturating_mul(1 << 20),
                 promisc: !args.no_promisc && file.promisc.unwrap_or(true),
                 immediate: args.immediate || file.immediate.unwrap_or(false),
+                retry_for: args
+                    .interface_retry_s
+                    .or(file.interface_retry_s)
+                    .map(Duration::from_secs),
             })),
             (Some(_), Some(_)) => {
                 errors
@@ -342,6 +354,12 @@ impl Config {
                 kv(&mut out, "buffer_mb", l.buffer_bytes >> 20);
                 kv(&mut out, "promisc", l.promisc);
                 kv(&mut out, "immediate", l.immediate);
+                match l.retry_for {
+                    Some(d) => kv(&mut out, "interface_retry_s", d.as_secs()),
+                    None => out.push_str(
+                        "# interface_retry_s: none (reopen a failed interface until stopped)\n",
+                    ),
+                }
             }
         }
         let processors: Vec<String> = self.processors.iter().map(|p| toml_str(p)).collect();

@@ -4,7 +4,7 @@
 use std::io::IsTerminal;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crossbeam_channel::Receiver;
 use tapflow_proto::account::DropCounts;
@@ -111,11 +111,31 @@ pub fn run(
                 link = source.link().name(),
                 "capture open"
             );
-            let outcome = pipeline.capture(&mut source, &shutdown);
-            if source.is_live() {
-                pipeline.capture_stats = source.stats();
+            loop {
+                let outcome = pipeline.capture(&mut source, &shutdown);
+                pipeline.update_capture_stats(&mut source);
+                let retry_for = match (&outcome, &config.source) {
+                    (RunOutcome::Failed(_), SourceSpec::Live(l)) => l.retry_for,
+                    _ => break outcome,
+                };
+                if retry_for == Some(Duration::ZERO) {
+                    break outcome;
+                }
+                if let RunOutcome::Failed(e) = &outcome {
+                    error!(
+                        "{e}; reopening it {}",
+                        retry_for.map_or("until stopped".to_owned(), |d| format!(
+                            "for up to {} s (--interface-retry-s)",
+                            d.as_secs()
+                        ))
+                    );
+                }
+                match pipeline.reopen(config, retry_for, &shutdown) {
+                    Reopen::Open(s) => source = s,
+                    Reopen::Stopped => break RunOutcome::Done { interrupted: true },
+                    Reopen::GaveUp(e) => break RunOutcome::Failed(e),
+                }
             }
-            outcome
         }
     };
     let status = match &outcome {
@@ -134,6 +154,13 @@ pub fn run(
         "sent to processors"
     );
     Ok((outcome, counters))
+}
+
+/// How [`Pipeline::reopen`] ended.
+enum Reopen {
+    Open(Source),
+    Stopped,
+    GaveUp(SourceError),
 }
 
 /// The collector's counters in Prometheus text format.
@@ -188,6 +215,8 @@ struct Pipeline {
     sent: Vec<u64>,
     queue_drops: DropCounts,
     capture_stats: tapflow_proto::CaptureStats,
+    /// libpcap's counters of the handles closed before the current one (after a reopen).
+    capture_base: tapflow_proto::CaptureStats,
     batch_size: usize,
     batch_age: std::time::Duration,
     oldest_pending: Option<Instant>,
@@ -217,6 +246,7 @@ impl Pipeline {
             out: Vec::with_capacity(8),
             queue_drops: DropCounts::default(),
             capture_stats: Default::default(),
+            capture_base: Default::default(),
             batch_size: config.batch_size,
             batch_age: config.batch_age,
             oldest_pending: None,
@@ -292,11 +322,79 @@ impl Pipeline {
                 last_publish = Instant::now();
                 self.warn_offload();
                 if live {
-                    self.capture_stats = source.stats();
+                    self.update_capture_stats(source);
                 }
                 self.publish();
                 if let Some(p) = progress.as_mut() {
                     p.draw(self.decoder.counters().packets);
+                }
+            }
+        }
+    }
+
+    /// The capture's counters: the closed handles' plus the current one's (when libpcap can
+    /// still tell; an interface that disappeared keeps its last known values).
+    fn update_capture_stats(&mut self, source: &mut Source) {
+        if let Some(s) = source.stats() {
+            let b = self.capture_base;
+            self.capture_stats = tapflow_proto::CaptureStats {
+                received: b.received + s.received,
+                kernel_dropped: b.kernel_dropped + s.kernel_dropped,
+                if_dropped: b.if_dropped + s.if_dropped,
+            };
+        }
+    }
+
+    /// After a live capture failed: flushes what is pending, then tries to open the interface
+    /// again with backoff (1 s doubling to 30 s) until it opens, a signal arrives or `retry_for`
+    /// has passed. Heartbeats go on meanwhile (link threads; the watermark follows the clock),
+    /// so processors do not declare this collector dead while it waits.
+    fn reopen(
+        &mut self,
+        config: &Config,
+        retry_for: Option<Duration>,
+        shutdown: &AtomicBool,
+    ) -> Reopen {
+        self.flush_all();
+        self.capture_base = self.capture_stats;
+        let started = Instant::now();
+        let mut wait = Duration::from_secs(1);
+        let mut attempts = 0u32;
+        loop {
+            let next = Instant::now() + wait;
+            while Instant::now() < next {
+                if shutdown.load(Ordering::Relaxed) {
+                    return Reopen::Stopped;
+                }
+                self.publish();
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            attempts += 1;
+            match Source::open(&config.source, config.filter.as_deref()) {
+                Ok(s) => {
+                    info!(
+                        source = s.describe(),
+                        attempts,
+                        after_s = started.elapsed().as_secs(),
+                        "capture reopened"
+                    );
+                    return Reopen::Open(s);
+                }
+                Err(e) => {
+                    if retry_for.is_some_and(|d| started.elapsed() >= d) {
+                        return Reopen::GaveUp(SourceError::Live {
+                            what: match &config.source {
+                                SourceSpec::Live(l) => l.interface.clone(),
+                                SourceSpec::File(p) => p.display().to_string(),
+                            },
+                            msg: format!(
+                                "gave up reopening after {} s and {attempts} attempts: {e}",
+                                started.elapsed().as_secs()
+                            ),
+                        });
+                    }
+                    wait = (wait * 2).min(Duration::from_secs(30));
+                    warn!(attempts, error = %e, retry_in_s = wait.as_secs(), "capture still cannot be opened");
                 }
             }
         }

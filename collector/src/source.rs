@@ -141,17 +141,16 @@ impl Source {
     }
 
     /// libpcap's statistics for a live capture; zero for files.
-    pub fn stats(&mut self) -> CaptureStats {
+    /// libpcap's counters for a live capture since it was opened; `None` for a file, or when
+    /// libpcap cannot tell (an interface that has disappeared): keep the last known values.
+    pub fn stats(&mut self) -> Option<CaptureStats> {
         match &mut self.handle {
-            Handle::Live(c) => match c.stats() {
-                Ok(s) => CaptureStats {
-                    received: u64::from(s.received),
-                    kernel_dropped: u64::from(s.dropped),
-                    if_dropped: u64::from(s.if_dropped),
-                },
-                Err(_) => CaptureStats::default(),
-            },
-            Handle::File(_) => CaptureStats::default(),
+            Handle::Live(c) => c.stats().ok().map(|s| CaptureStats {
+                received: u64::from(s.received),
+                kernel_dropped: u64::from(s.dropped),
+                if_dropped: u64::from(s.if_dropped),
+            }),
+            Handle::File(_) => None,
         }
     }
 }
