@@ -51,7 +51,11 @@ impl Netns {
             .args(["netns", "exec", n, "ethtool", "-K", "va0", "tx", "off"])
             .output()
             .unwrap_or_else(|e| panic!("ethtool: {e}"));
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         // A neighbour entry, so datagrams to .2 go out va0 without ARP.
         ip(&[
             "-n",
