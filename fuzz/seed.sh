@@ -4,13 +4,14 @@
 # - wire_decode: every collector and processor message kind, from proto/tests/wire.rs
 #   (FUZZ_SEED_DIR makes its `fuzz_seeds` test write them);
 # - packet_decode: runs of packets from the shared captures in ../shared/pcaps (skipped, with
-#   a note, when that folder or python3 is absent).
+#   a note, when that folder or python3 is absent);
+# - capture_records: the shared captures as files (the small ones whole, every one's first 4 KB).
 set -euo pipefail
 fuzz="$(cd "$(dirname "$0")" && pwd)"
 root="$(dirname "$fuzz")"
 pcaps="${TAPFLOW_PCAPS:-$root/../shared/pcaps}"
 
-mkdir -p "$fuzz/corpus/wire_decode" "$fuzz/corpus/packet_decode"
+mkdir -p "$fuzz/corpus/wire_decode" "$fuzz/corpus/packet_decode" "$fuzz/corpus/capture_records"
 FUZZ_SEED_DIR="$fuzz/corpus/wire_decode" \
     cargo test --quiet --manifest-path "$root/Cargo.toml" -p tapflow-proto --test wire \
     fuzz_seeds -- --exact --nocapture | grep -E '^wrote' || true
@@ -21,4 +22,15 @@ elif [ ! -d "$pcaps" ]; then
     echo "seed.sh: $pcaps absent, packet_decode starts from an empty corpus"
 else
     python3 "$fuzz/seed_packets.py" "$fuzz/corpus/packet_decode" "$pcaps"/*.pcap "$pcaps"/*.pcapng
+fi
+
+# capture_records: the shared captures themselves, the small ones (libFuzzer caps inputs at 4 KB
+# by default; run.sh raises it), plus their first 4 KB.
+if [ -d "$pcaps" ]; then
+    for f in "$pcaps"/*.pcap "$pcaps"/*.pcapng; do
+        [ -f "$f" ] || continue
+        name=$(basename "$f")
+        head -c 4096 "$f" >"$fuzz/corpus/capture_records/head-$name"
+        if [ "$(stat -c %s "$f")" -le 65536 ]; then cp "$f" "$fuzz/corpus/capture_records/$name"; fi
+    done
 fi
