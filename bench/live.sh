@@ -64,7 +64,7 @@ for run in $(seq "$RUNS"); do
     ip netns exec "$p-rx" "$BIN/tapflow-nullsink" --listen tcp://127.0.0.1:5601 >"$TMP/sink.out" 2>&1 &
     sink=$!; pids+=("$sink")
     ip netns exec "$p-rx" "$BIN/tapflow-collector" --interface rx0 --buffer-mb "$BUFFER_MB" \
-        --processor tcp://127.0.0.1:5601 --name live 2>"$TMP/collector.log" &
+        --processor tcp://127.0.0.1:5601 --plain --name live 2>"$TMP/collector.log" &
     coll=$!; pids+=("$coll")
     ip netns exec "$p-rx" tcpdump -i rx0 -n -B $((BUFFER_MB * 1024)) -w /dev/null 2>"$TMP/tcpdump.log" &
     tcpd=$!; pids+=("$tcpd")

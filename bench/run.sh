@@ -363,12 +363,13 @@ tapflow() {
     fi
     pa=$(free_port)
     for ((i = 0; i < n; i++)); do ports+=("$(free_port "$pa" "${ports[@]+"${ports[@]}"}")"); done
-    spawn "$d/aggregator" "$BIN/tapflow-aggregator" --listen "tcp://127.0.0.1:$pa" --processors "$n" \
+    # Loopback only: plain links (--plain), as a single-host deployment would run them.
+    spawn "$d/aggregator" "$BIN/tapflow-aggregator" --plain --listen "tcp://127.0.0.1:$pa" --processors "$n" \
         --exit-on-eos --health-log "$d/health.jsonl" --conn-log "$d/conn.jsonl" \
         "${agg_args[@]+"${agg_args[@]}"}"
     local agg=$LAST_PID
     for ((i = 0; i < n; i++)); do
-        spawn "$d/processor$i" "$BIN/tapflow-processor" --listen "tcp://127.0.0.1:${ports[$i]}" \
+        spawn "$d/processor$i" "$BIN/tapflow-processor" --plain --listen "tcp://127.0.0.1:${ports[$i]}" \
             --aggregator "tcp://127.0.0.1:$pa" --collectors 1 --exit-on-eos
         pids+=("$LAST_PID")
         procs+=(--processor "tcp://127.0.0.1:${ports[$i]}")
@@ -376,7 +377,7 @@ tapflow() {
     wait_listening "$agg ${pids[*]}" "$pa" "${ports[@]}" \
         || fail_run "the aggregator or a processor did not start listening (run $run, $key)" "$d"
 
-    spawn "$d/collector" "$BIN/tapflow-collector" --pcap "$CAPTURE" "${procs[@]}"
+    spawn "$d/collector" "$BIN/tapflow-collector" --plain --pcap "$CAPTURE" "${procs[@]}"
     reap "$LAST_PID"
     [ "$RC" = 0 ] || fail_run "tapflow-collector exited with $RC (run $run, $key; 124 or 137: --timeout reached)" "$d"
     reap "$agg"

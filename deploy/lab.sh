@@ -51,7 +51,7 @@ done
 [[ -n $out ]] || out=$(mktemp -d /tmp/tapflow-lab.XXXXXX)
 mkdir -p "$out"
 out=$(cd "$out" && pwd)
-rm -rf "$out/influx" "$out/spool"
+rm -rf "$out/influx" "$out/spool" "$out/keys"
 
 p="tfl$$"
 hosts=(sw client server attacker tapa tapb proc0 proc1 agg)
@@ -148,8 +148,18 @@ pids+=("$!")
 for _ in $(seq 100); do on agg curl -fs http://127.0.0.1:8086/ping >/dev/null && break; sleep 0.1; done
 on agg curl -fs http://127.0.0.1:8086/ping >/dev/null || { log "influxd did not start: $out/influxd.log"; exit 1; }
 
+# Every link crosses the lab's network, so every link is CURVE: a key pair per collector, one
+# shared by the processors, one for the aggregator; each server lists its clients' public keys.
+mkdir -m 0700 "$out/keys"
+"$bin/tapflow-aggregator" keygen --out "$out/keys/aggregator" >/dev/null 2>&1
+"$bin/tapflow-processor" keygen --out "$out/keys/processor" >/dev/null 2>&1
+for t in tapa tapb; do "$bin/tapflow-collector" keygen --out "$out/keys/$t" >/dev/null 2>&1; done
+cat "$out/keys/tapa.pub" "$out/keys/tapb.pub" >"$out/keys/collectors.clients"
+cp "$out/keys/processor.pub" "$out/keys/processors.clients"
+
 # Low thresholds: the lab's attacks are small and short.
 ip netns exec "$p-agg" "$bin/tapflow-aggregator" --listen tcp://10.78.0.30:5700 --processors 2 --exit-on-eos \
+    --curve-key "$out/keys/aggregator.key" --curve-clients "$out/keys/processors.clients" \
     --conn-log "$out/conn.jsonl" --alerts-log "$out/alerts.jsonl" --health-log "$out/health.jsonl" \
     --influx-url http://127.0.0.1:8086 --influx-db tapflow --influx-spool-dir "$out/spool" \
     2>"$out/aggregator.log" &
@@ -158,6 +168,8 @@ pids+=("$agg_pid")
 for i in 0 1; do
     ip netns exec "$p-proc$i" "$bin/tapflow-processor" --listen "tcp://10.78.0.2$((i + 1)):5601" \
         --aggregator tcp://10.78.0.30:5700 --collectors 2 --exit-on-eos --name "proc$i" \
+        --curve-key "$out/keys/processor.key" --curve-clients "$out/keys/collectors.clients" \
+        --curve-server-key "$out/keys/aggregator.pub" \
         2>"$out/processor$i.log" &
     pids+=("$!")
 done
@@ -166,6 +178,7 @@ for t in tapa tapb; do
     # --immediate: the lab's traffic is light; deliver it without waiting for full blocks.
     ip netns exec "$p-$t" "$bin/tapflow-collector" --interface mon0 --immediate --name "$t" \
         --processor tcp://10.78.0.21:5601 --processor tcp://10.78.0.22:5601 \
+        --curve-key "$out/keys/$t.key" --curve-server-key "$out/keys/processor.pub" \
         2>"$out/collector-$t.log" &
     collector_pids+=("$!")
     pids+=("$!")

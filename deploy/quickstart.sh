@@ -77,14 +77,15 @@ for _ in $(seq 100); do curl -fs "$influx/ping" >/dev/null && break; sleep 0.1; 
 curl -fs "$influx/ping" >/dev/null || { echo "influxd did not start: see $work/influxd.log" >&2; exit 1; }
 
 agg_port=$(free_port)
-"$bin/tapflow-aggregator" --listen "tcp://127.0.0.1:$agg_port" --processors "$processors" --exit-on-eos \
+# Every link is on loopback: plain ZeroMQ (--plain; on other hosts, CURVE keys: deploy/README.md).
+"$bin/tapflow-aggregator" --plain --listen "tcp://127.0.0.1:$agg_port" --processors "$processors" --exit-on-eos \
     --health-log "$work/health.jsonl" --conn-log "$work/conn.jsonl" --alerts-log "$work/alerts.jsonl" \
     --influx-url "$influx" --influx-db tapflow --influx-spool-dir "$work/spool" 2>"$work/aggregator.log" &
 agg_pid=$!; pids+=("$agg_pid")
 proc_args=()
 for ((i = 0; i < processors; i++)); do
     port=$(free_port)
-    "$bin/tapflow-processor" --listen "tcp://127.0.0.1:$port" --aggregator "tcp://127.0.0.1:$agg_port" \
+    "$bin/tapflow-processor" --plain --listen "tcp://127.0.0.1:$port" --aggregator "tcp://127.0.0.1:$agg_port" \
         --collectors 1 --exit-on-eos --name "processor$i" 2>"$work/processor$i.log" &
     pids+=("$!")
     proc_args+=(--processor "tcp://127.0.0.1:$port")
@@ -93,7 +94,7 @@ status=0
 report_failure() { echo "tapflow-collector exited with $status:" >&2; grep -E "ERROR|WARN" "$work/collector.log" >&2 || tail -n 5 "$work/collector.log" >&2; }
 if [[ -n $interface ]]; then
     echo "tapflow: live on $interface for $seconds s -> $processors processors -> aggregator (logs in $work)"
-    "$bin/tapflow-collector" --interface "$interface" "${proc_args[@]}" 2>"$work/collector.log" &
+    "$bin/tapflow-collector" --plain --interface "$interface" "${proc_args[@]}" 2>"$work/collector.log" &
     coll=$!
     pids+=("$coll")
     sleep "$seconds"
@@ -101,7 +102,7 @@ if [[ -n $interface ]]; then
     wait "$coll" || status=$?
 else
     echo "tapflow: $capture -> $processors processors -> aggregator (logs in $work)"
-    "$bin/tapflow-collector" --pcap "$capture" "${proc_args[@]}" 2>"$work/collector.log" || status=$?
+    "$bin/tapflow-collector" --plain --pcap "$capture" "${proc_args[@]}" 2>"$work/collector.log" || status=$?
 fi
 ((status == 0)) || report_failure
 if ((status == 0)) && grep -q WARN "$work/collector.log"; then

@@ -12,17 +12,30 @@ use serde::Serialize;
 use tapflow_proto::upstream::{ProcessorAccount, ShardClaim};
 use tapflow_proto::{CollectorCounters, EosStatus};
 
+use crate::upstream::Upstream;
+
 #[derive(Clone, Debug, Serialize, PartialEq, Eq)]
 pub struct LinkRow {
     pub shard: u16,
+    /// The processor that served the link last (its latest incarnation).
     pub processor: Option<String>,
     /// What the collector says it sent on this link.
     pub sent: u64,
     /// The sequence number of the link's end-of-stream, as the processor saw it.
     pub eos_seq: Option<u64>,
+    /// Received and gaps seen by the processor incarnations that ended with an account.
     pub received: u64,
     pub gaps: u64,
     pub misrouted: u64,
+    /// Summaries sent on the link before the surviving incarnation joined it: they went to an
+    /// earlier incarnation that died (what it received, and what was in flight to it), and
+    /// their open sessions with it. `sent = received + gaps + lost_with_dead_processor`.
+    pub lost_with_dead_processor: u64,
+    /// Of those, what the dead incarnations' last heartbeats say they had received.
+    pub dead_processor_received: u64,
+    /// A collector that died: summaries it counted as sent (as of its last counters) that no
+    /// processor received nor saw as a gap. What it read after those counters is unknown.
+    pub lost_with_collector_at_least: u64,
     pub reconciles: bool,
 }
 
@@ -31,6 +44,10 @@ pub struct CollectorRow {
     pub sender: String,
     pub incarnation: u64,
     pub status: Option<String>,
+    /// No end-of-stream reached any processor: the incarnation died (a newer one may have
+    /// replaced it) or was still running when the processors stopped. Its counters are those
+    /// of its last heartbeat, and its links cannot be reconciled.
+    pub dead: bool,
     pub packets_read: u64,
     pub packets_summarised: u64,
     pub fragments_merged: u64,
@@ -46,36 +63,108 @@ pub struct CollectorRow {
 #[derive(Clone, Debug, Serialize, PartialEq, Eq)]
 pub struct ProcessorRow {
     pub processor: String,
+    pub incarnation: u64,
     pub claim: Option<ShardClaim>,
     pub malformed: BTreeMap<String, u64>,
     pub misrouted_messages: u64,
     pub summaries_wrong_shard: u64,
     pub counters: BTreeMap<String, u64>,
+    /// Connection records the processor handed to its socket (sent or not).
+    pub records_handed: u64,
+    /// Records this aggregator received from it.
+    pub records_received: u64,
+    /// Records handed over before this aggregator first heard from it: they went to an
+    /// earlier aggregator incarnation (killed: lost with it, unless it had written them).
+    pub records_before_start: u64,
+    /// Records missing between its batches (`records_unsent` at a full queue, or the wire).
+    pub records_gaps: u64,
+    /// `records_handed = records_before_start + records_received + records_gaps`.
+    pub records_reconcile: bool,
+}
+
+/// A processor incarnation that sent no end-of-stream account: what its last heartbeat said.
+#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+pub struct DeadProcessorRow {
+    pub processor: String,
+    pub incarnation: u64,
+    /// A newer incarnation of the same processor reported (it was restarted).
+    pub superseded: bool,
+    /// Summaries received and gaps seen, over its links, as of its last heartbeat.
+    pub summaries_received: u64,
+    pub gaps: u64,
+    /// Summaries sent to it after its last heartbeat, up to where the next incarnation
+    /// joined (or the end of the link): delivered to it after that heartbeat, or in flight
+    /// when it died.
+    pub summaries_after_last_heartbeat: u64,
+    /// Open flows at its last heartbeat (the gauge).
+    pub flows_open: u64,
+    /// Sessions lost with it, at most: the flows open at its last heartbeat plus one per
+    /// summary after it (each could have started a flow).
+    pub sessions_lost_upper_bound: u64,
 }
 
 #[derive(Clone, Debug, Serialize, PartialEq, Eq)]
 pub struct AccountingReport {
     pub kind: &'static str,
-    /// Every identity above holds for every collector and link.
+    /// Every identity above holds for every collector incarnation that ended and every link
+    /// it sent on, losses to dead processor incarnations named as such.
     pub reconciled: bool,
+    /// Nothing died: no collector or processor incarnation without end-of-stream, and no
+    /// connection records missing at this aggregator.
+    pub complete: bool,
     /// No processor saw conflicting shard claims or summaries hashed to another shard.
     pub routing_consistent: bool,
     pub collectors: Vec<CollectorRow>,
     pub processors: Vec<ProcessorRow>,
+    pub dead_processors: Vec<DeadProcessorRow>,
+    /// Connection records handed over before this aggregator started (Σ records_before_start).
+    pub records_lost_with_previous_aggregator: u64,
     /// Connection records written (set by the run loop).
     pub conns: Option<crate::conns::ConnStats>,
     /// Detection counters (set by the run loop).
     pub detection: Option<crate::detect::DetectStats>,
     /// The InfluxDB sink's counters (set by the run loop when it writes to InfluxDB).
     pub influx: Option<crate::influx::InfluxStats>,
+    /// Connections refused by CURVE authentication (set by the run loop).
+    pub auth_rejected: u64,
+}
+
+/// One processor incarnation's share of one link: `[first_seq, first_seq + received + gaps)`.
+#[derive(Clone, Debug)]
+struct Segment {
+    processor: String,
+    incarnation: u64,
+    /// Ended with an account (false: known from its last heartbeat only).
+    ended: bool,
+    first_seq: u64,
+    received: u64,
+    gaps: u64,
+    misrouted: u64,
+    eos_seq: Option<u64>,
+}
+
+impl Segment {
+    fn end(&self) -> u64 {
+        self.first_seq + self.received + self.gaps
+    }
 }
 
 /// What the processors saw of one collector incarnation: its freshest counters, its
-/// end-of-stream status and one row per link.
-type Seen = (Option<CollectorCounters>, Option<EosStatus>, Vec<LinkRow>);
+/// end-of-stream status and its links' segments by shard.
+type Seen = (
+    Option<CollectorCounters>,
+    Option<EosStatus>,
+    BTreeMap<u16, Vec<Segment>>,
+);
 
-/// Builds the report from every processor's end-of-stream account.
+/// Builds the report from every processor's end-of-stream account alone.
 pub fn reconcile(accounts: &[ProcessorAccount]) -> AccountingReport {
+    reconcile_with(accounts, &Upstream::new())
+}
+
+/// Builds the report from the processors' accounts and what `upstream` knows of incarnations
+/// that sent none (their last heartbeats) and of the connection records received.
+pub fn reconcile_with(accounts: &[ProcessorAccount], upstream: &Upstream) -> AccountingReport {
     // (sender, incarnation) -> the freshest counters and the links seen for it.
     let mut collectors: BTreeMap<(String, u64), Seen> = BTreeMap::new();
     for acc in accounts {
@@ -83,58 +172,118 @@ pub fn reconcile(accounts: &[ProcessorAccount]) -> AccountingReport {
             let entry = collectors
                 .entry((link.sender.clone(), link.incarnation))
                 .or_default();
-            if link.eos_seq.is_some() || entry.0.is_none() {
-                if let Some(c) = &link.counters {
+            if let Some(c) = &link.counters {
+                let fresher = match &entry.0 {
+                    None => true,
+                    Some(old) => link.eos_seq.is_some() || c.packets_read > old.packets_read,
+                };
+                if fresher && (entry.1.is_none() || link.eos_seq.is_some()) {
                     entry.0 = Some(c.clone());
                 }
             }
             if link.eos_status.is_some() {
                 entry.1 = link.eos_status.clone();
             }
-            entry.2.push(LinkRow {
-                shard: link.claim.map(|c| c.shard).unwrap_or(0),
-                processor: Some(acc.processor.clone()),
-                sent: 0,
-                eos_seq: link.eos_seq,
-                received: link.summaries_received,
-                gaps: link.gaps,
-                misrouted: link.misrouted,
-                reconciles: false,
+            entry
+                .2
+                .entry(link.claim.map(|c| c.shard).unwrap_or(0))
+                .or_default()
+                .push(Segment {
+                    processor: acc.processor.clone(),
+                    incarnation: acc.incarnation,
+                    ended: true,
+                    first_seq: link.first_seq,
+                    received: link.summaries_received,
+                    gaps: link.gaps,
+                    misrouted: link.misrouted,
+                    eos_seq: link.eos_seq,
+                });
+        }
+    }
+    let unended: Vec<_> = upstream.unended(accounts).collect();
+    for (hb, _) in &unended {
+        for l in &hb.links {
+            let entry = collectors
+                .entry((l.sender.clone(), l.incarnation))
+                .or_default();
+            entry.2.entry(l.shard).or_default().push(Segment {
+                processor: hb.processor.clone(),
+                incarnation: hb.incarnation,
+                ended: false,
+                first_seq: l.first_seq,
+                received: l.summaries_received,
+                gaps: l.gaps,
+                misrouted: 0,
+                eos_seq: None,
             });
         }
     }
+    // Summaries after each dead incarnation's last heartbeat, by (processor, incarnation).
+    let mut after_heartbeat: BTreeMap<(String, u64), u64> = BTreeMap::new();
     let mut rows = Vec::new();
-    for ((sender, incarnation), (counters, status, mut links)) in collectors {
+    for ((sender, incarnation), (counters, status, mut by_shard)) in collectors {
         let counters = counters.unwrap_or_default();
-        for (shard, &sent) in counters.summaries_sent.iter().enumerate() {
-            let shard = u16::try_from(shard).unwrap_or(u16::MAX);
-            if !links.iter().any(|l| l.shard == shard) {
-                links.push(LinkRow {
-                    shard,
-                    processor: None,
-                    sent,
-                    eos_seq: None,
-                    received: 0,
-                    gaps: 0,
-                    misrouted: 0,
-                    reconciles: false,
-                });
-            }
+        let dead = status.is_none();
+        for shard in 0..counters.summaries_sent.len() {
+            by_shard
+                .entry(u16::try_from(shard).unwrap_or(u16::MAX))
+                .or_default();
         }
-        for l in &mut links {
-            l.sent = counters
+        let mut links = Vec::new();
+        for (shard, mut segments) in by_shard {
+            segments.sort_by_key(|s| (s.first_seq, s.incarnation));
+            let sent = counters
                 .summaries_sent
-                .get(usize::from(l.shard))
+                .get(usize::from(shard))
                 .copied()
                 .unwrap_or(0);
-            l.reconciles = l.eos_seq == Some(l.sent) && l.sent == l.received + l.gaps;
+            let survivors = segments.iter().filter(|s| s.ended);
+            let received: u64 = survivors.clone().map(|s| s.received).sum();
+            let gaps: u64 = survivors.clone().map(|s| s.gaps).sum();
+            let eos_seq = survivors.clone().filter_map(|s| s.eos_seq).max();
+            let joined = survivors.clone().map(|s| s.first_seq).min().unwrap_or(0);
+            for (i, s) in segments.iter().enumerate().filter(|(_, s)| !s.ended) {
+                let next = segments.get(i + 1).map_or(sent, |n| n.first_seq);
+                *after_heartbeat
+                    .entry((s.processor.clone(), s.incarnation))
+                    .or_default() += next.saturating_sub(s.end());
+            }
+            let mut row = LinkRow {
+                shard,
+                processor: segments.last().map(|s| s.processor.clone()),
+                sent,
+                eos_seq,
+                received,
+                gaps,
+                misrouted: segments.iter().map(|s| s.misrouted).sum(),
+                lost_with_dead_processor: 0,
+                dead_processor_received: segments
+                    .iter()
+                    .filter(|s| !s.ended)
+                    .map(|s| s.received)
+                    .sum(),
+                lost_with_collector_at_least: 0,
+                reconciles: false,
+            };
+            if dead {
+                row.lost_with_collector_at_least = sent.saturating_sub(
+                    segments.iter().map(|s| s.received + s.gaps).sum::<u64>() + joined,
+                );
+            } else {
+                // What precedes the surviving incarnation's join went to an earlier one.
+                row.lost_with_dead_processor = sent.saturating_sub(received + gaps);
+                row.reconciles = eos_seq == Some(sent)
+                    && sent >= received + gaps
+                    && row.lost_with_dead_processor == joined;
+            }
+            links.push(row);
         }
-        links.sort_by_key(|l| l.shard);
         let r = counters.reconcile();
         rows.push(CollectorRow {
             sender,
             incarnation,
             status: status.map(|s| status_name(&s)),
+            dead,
             packets_read: counters.packets_read,
             packets_summarised: counters.packets_summarised,
             fragments_merged: counters.fragments_merged,
@@ -149,18 +298,55 @@ pub fn reconcile(accounts: &[ProcessorAccount]) -> AccountingReport {
     }
     let processors: Vec<ProcessorRow> = accounts
         .iter()
-        .map(|a| ProcessorRow {
-            processor: a.processor.clone(),
-            claim: a.claim,
-            malformed: a.malformed.clone(),
-            misrouted_messages: a.misrouted_messages,
-            summaries_wrong_shard: a.summaries_wrong_shard,
-            counters: a.counters.clone(),
+        .map(|a| {
+            let seq = upstream.records(&a.processor, a.incarnation);
+            let count = |k: &str| a.counters.get(k).copied().unwrap_or(0);
+            let handed = count("records_sent") + count("records_unsent");
+            ProcessorRow {
+                processor: a.processor.clone(),
+                incarnation: a.incarnation,
+                claim: a.claim,
+                malformed: a.malformed.clone(),
+                misrouted_messages: a.misrouted_messages,
+                summaries_wrong_shard: a.summaries_wrong_shard,
+                counters: a.counters.clone(),
+                records_handed: handed,
+                records_received: seq.received,
+                records_before_start: seq.first,
+                records_gaps: seq.gaps,
+                records_reconcile: handed == seq.first + seq.received + seq.gaps,
+            }
         })
         .collect();
-    let reconciled = rows.iter().all(|c| {
+    let dead_processors: Vec<DeadProcessorRow> = unended
+        .iter()
+        .map(|(hb, superseded)| {
+            let after = after_heartbeat
+                .get(&(hb.processor.clone(), hb.incarnation))
+                .copied()
+                .unwrap_or(0);
+            DeadProcessorRow {
+                processor: hb.processor.clone(),
+                incarnation: hb.incarnation,
+                superseded: *superseded,
+                summaries_received: hb.links.iter().map(|l| l.summaries_received).sum(),
+                gaps: hb.links.iter().map(|l| l.gaps).sum(),
+                summaries_after_last_heartbeat: after,
+                flows_open: hb.flows_open,
+                sessions_lost_upper_bound: hb.flows_open + after,
+            }
+        })
+        .collect();
+    let reconciled = rows.iter().filter(|c| !c.dead).all(|c| {
         c.packets_reconcile && c.summaries_reconcile && c.links.iter().all(|l| l.reconciles)
-    });
+    }) && processors.iter().all(|p| p.records_reconcile);
+    let records_lost_with_previous_aggregator =
+        processors.iter().map(|p| p.records_before_start).sum();
+    let complete = rows.iter().all(|c| !c.dead)
+        && dead_processors.is_empty()
+        && processors
+            .iter()
+            .all(|p| p.records_before_start == 0 && p.records_gaps == 0);
     let routing_consistent = processors
         .iter()
         .all(|p| p.misrouted_messages == 0 && p.summaries_wrong_shard == 0)
@@ -170,12 +356,16 @@ pub fn reconcile(accounts: &[ProcessorAccount]) -> AccountingReport {
     AccountingReport {
         kind: "accounting",
         reconciled,
+        complete,
         routing_consistent,
         collectors: rows,
         processors,
+        dead_processors,
+        records_lost_with_previous_aggregator,
         conns: None,
         detection: None,
         influx: None,
+        auth_rejected: 0,
     }
 }
 
@@ -199,13 +389,23 @@ pub fn table(report: &AccountingReport) -> String {
             .links
             .iter()
             .map(|l| {
+                let lost = match (l.lost_with_dead_processor, l.lost_with_collector_at_least) {
+                    (0, 0) => String::new(),
+                    (0, n) => format!(" (collector dead: >={n} lost with it)"),
+                    (n, _) => format!("+{n} lost with a dead processor incarnation"),
+                };
                 format!(
-                    "#{}: {}={}+{}{}",
+                    "#{}: {}={}+{}{}{}",
                     l.shard,
                     l.sent,
                     l.received,
                     l.gaps,
-                    if l.reconciles { "" } else { " MISMATCH" }
+                    lost,
+                    if l.reconciles || c.dead {
+                        ""
+                    } else {
+                        " MISMATCH"
+                    }
                 )
             })
             .collect();
@@ -218,16 +418,41 @@ pub fn table(report: &AccountingReport) -> String {
             drops,
             c.summaries,
             links.join("  "),
-            if c.packets_reconcile && c.summaries_reconcile {
+            if c.dead {
+                "  DEAD: no end-of-stream, counters as of its last heartbeat"
+            } else if c.packets_reconcile && c.summaries_reconcile {
                 ""
             } else {
                 "  COUNTERS MISMATCH"
             }
         ));
     }
+    for d in &report.dead_processors {
+        s.push_str(&format!(
+            "processor {} incarnation {} sent no end-of-stream{}: received {} summaries (gaps {}) as of its last heartbeat, {} more after it; sessions lost <= {} ({} open at its last heartbeat)\n",
+            d.processor,
+            d.incarnation,
+            if d.superseded { " (restarted)" } else { "" },
+            d.summaries_received,
+            d.gaps,
+            d.summaries_after_last_heartbeat,
+            d.sessions_lost_upper_bound,
+            d.flows_open
+        ));
+    }
+    for p in report
+        .processors
+        .iter()
+        .filter(|p| p.records_before_start + p.records_gaps > 0)
+    {
+        s.push_str(&format!(
+            "processor {}: connection records handed {} = received {} + before this aggregator started {} + gaps {}\n",
+            p.processor, p.records_handed, p.records_received, p.records_before_start, p.records_gaps
+        ));
+    }
     s.push_str(&format!(
-        "reconciled: {}  routing consistent: {}",
-        report.reconciled, report.routing_consistent
+        "reconciled: {}  complete: {}  routing consistent: {}",
+        report.reconciled, report.complete, report.routing_consistent
     ));
     s
 }
@@ -314,6 +539,76 @@ mod tests {
         let r = reconcile(&[account("p0", vec![link("a", 0, 10, 10, 0, &c)])]);
         assert!(!r.reconciled);
         assert_eq!(r.collectors[0].links[1].processor, None);
+    }
+
+    #[test]
+    fn a_dead_processor_incarnation_is_named_with_what_it_lost() {
+        use tapflow_proto::upstream::{LinkProgress, ProcessorHeartbeat};
+        // Link 1: 100 sent; incarnation 1 had received 30 at its last heartbeat and died;
+        // incarnation 2 joined at 45 and received the remaining 55.
+        let c = counters(vec![10, 100]);
+        let mut restarted = link("a", 1, 100, 55, 0, &c);
+        restarted.first_seq = 45;
+        let mut p1 = account("p1", vec![restarted]);
+        p1.incarnation = 2;
+        p1.counters = [("flows_split".to_owned(), 4)].into_iter().collect();
+        let mut upstream = Upstream::new();
+        upstream.on_heartbeat(&ProcessorHeartbeat {
+            processor: "p1".into(),
+            incarnation: 1,
+            flows_open: 4,
+            links: vec![LinkProgress {
+                sender: "a".into(),
+                incarnation: 1,
+                shard: 1,
+                first_seq: 0,
+                summaries_received: 30,
+                gaps: 0,
+            }],
+            ..Default::default()
+        });
+        let r = reconcile_with(
+            &[account("p0", vec![link("a", 0, 10, 10, 0, &c)]), p1],
+            &upstream,
+        );
+        assert!(r.reconciled && !r.complete, "{}", table(&r));
+        let l = &r.collectors[0].links[1];
+        assert_eq!(
+            (
+                l.received,
+                l.lost_with_dead_processor,
+                l.dead_processor_received
+            ),
+            (55, 45, 30)
+        );
+        let d = &r.dead_processors[0];
+        assert_eq!(
+            (
+                d.superseded,
+                d.summaries_after_last_heartbeat,
+                d.sessions_lost_upper_bound
+            ),
+            (true, 15, 19)
+        );
+        // A hole the surviving incarnation's join does not explain is a silent loss.
+        let mut silent = link("a", 1, 100, 50, 0, &c);
+        silent.first_seq = 45;
+        let r = reconcile(&[
+            account("p0", vec![link("a", 0, 10, 10, 0, &c)]),
+            account("p1", vec![silent]),
+        ]);
+        assert!(!r.reconciled, "{}", table(&r));
+    }
+
+    #[test]
+    fn a_dead_collector_is_reported_not_reconciled() {
+        let c = counters(vec![10, 5]);
+        let mut l = link("a", 0, 10, 8, 0, &c);
+        (l.eos_seq, l.eos_status) = (None, None);
+        let r = reconcile(&[account("p0", vec![l])]);
+        let row = &r.collectors[0];
+        assert!(row.dead && r.reconciled && !r.complete, "{}", table(&r));
+        assert_eq!(row.links[0].lost_with_collector_at_least, 2);
     }
 
     #[test]

@@ -16,8 +16,15 @@ Exit codes: 0 done, 1 runtime failure (socket, log file), 2 usage or configurati
 
 /// Merges the processors' results, decides anomalies and writes logs.
 #[derive(Debug, Parser)]
-#[command(name = "tapflow-aggregator", version, after_help = EXAMPLES)]
+#[command(
+    name = "tapflow-aggregator",
+    version,
+    after_help = EXAMPLES,
+    args_conflicts_with_subcommands = true
+)]
 pub struct Args {
+    #[command(subcommand)]
+    pub command: Option<tapflow_runtime::curve::Command>,
     /// ZeroMQ endpoint to bind for processors.
     #[arg(long, env = "TAPFLOW_LISTEN")]
     pub listen: Option<String>,
@@ -57,6 +64,11 @@ pub struct Args {
     /// Packets per second to one victim (averaged over 5 s) that make a volumetric flood [default: 20000].
     #[arg(long)]
     pub flood_pps: Option<u64>,
+    /// Keys (sources, victims, ...) tracked per detection window and kind; past it new keys are
+    /// counted as cap_hits. About 100 bytes each: the aggregator's detection memory bound
+    /// [default: 1000000].
+    #[arg(long)]
+    pub detect_keys_cap: Option<usize>,
     /// Sources never reported as scanners (known scanners, monitoring hosts), e.g. 10.0.0.5/32.
     #[arg(long, value_delimiter = ',')]
     pub allow: Vec<String>,
@@ -100,6 +112,18 @@ pub struct Args {
     /// Serve Prometheus metrics on this address, e.g. 127.0.0.1:9603 [default: off].
     #[arg(long, env = "TAPFLOW_METRICS_LISTEN")]
     pub metrics_listen: Option<String>,
+    /// The aggregator's CURVE key pair (`tapflow-aggregator keygen --out PREFIX` writes
+    /// PREFIX.key, mode 0600); processors are authenticated and their links encrypted.
+    #[arg(long, env = "TAPFLOW_CURVE_KEY")]
+    pub curve_key: Option<PathBuf>,
+    /// The processors allowed to connect: their public keys, one `public = "..."` line each
+    /// (concatenated PREFIX.pub files); any other peer is rejected and counted.
+    #[arg(long, env = "TAPFLOW_CURVE_CLIENTS")]
+    pub curve_clients: Option<PathBuf>,
+    /// No encryption nor authentication: allowed only when --listen is loopback
+    /// (127.0.0.0/8, ::1, localhost) or ipc://.
+    #[arg(long, env = "TAPFLOW_PLAIN", value_parser = clap::builder::BoolishValueParser::new())]
+    pub plain: bool,
     /// Log as JSON lines instead of text.
     #[arg(long)]
     pub log_json: bool,
@@ -127,6 +151,7 @@ pub struct FileConfig {
     pub port_scan_ports: Option<usize>,
     pub address_scan_hosts: Option<usize>,
     pub flood_pps: Option<u64>,
+    pub detect_keys_cap: Option<usize>,
     pub allow: Option<Vec<String>>,
     pub influx_url: Option<String>,
     pub influx_db: Option<String>,
@@ -142,6 +167,9 @@ pub struct FileConfig {
     /// `[[subnet]]` tables: per-network thresholds (see `detect::SubnetThresholds`).
     pub subnet: Option<Vec<crate::detect::SubnetThresholds>>,
     pub metrics_listen: Option<String>,
+    pub curve_key: Option<PathBuf>,
+    pub curve_clients: Option<PathBuf>,
+    pub plain: Option<bool>,
 }
 
 #[derive(Clone, Debug)]
@@ -158,6 +186,8 @@ pub struct Config {
     pub influx: Option<crate::influx::InfluxConfig>,
     pub influx_finish: std::time::Duration,
     pub metrics_listen: Option<String>,
+    /// CURVE (or plain, on loopback) on the processors' links.
+    pub security: tapflow_runtime::curve::LinkSecurity,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -249,6 +279,10 @@ impl Config {
                 .or(file.address_scan_hosts)
                 .unwrap_or(d.address_scan_hosts),
             flood_pps: args.flood_pps.or(file.flood_pps).unwrap_or(d.flood_pps),
+            keys_cap: args
+                .detect_keys_cap
+                .or(file.detect_keys_cap)
+                .unwrap_or(d.keys_cap),
             allow,
             ..d
         };
@@ -258,6 +292,23 @@ impl Config {
         if detect.window_s == 0 {
             errors.push("detect_window_s must be at least 1".to_owned());
         }
+        if detect.keys_cap == 0 {
+            errors.push("detect_keys_cap must be at least 1".to_owned());
+        }
+        let security = tapflow_runtime::curve::resolve(
+            tapflow_runtime::curve::Role {
+                server: true,
+                client: false,
+            },
+            &tapflow_runtime::curve::SecuritySettings {
+                plain: args.plain || file.plain.unwrap_or(false),
+                key: args.curve_key.or(file.curve_key),
+                clients: args.curve_clients.or(file.curve_clients),
+                server_key: None,
+            },
+            &[&listen],
+            &mut errors,
+        );
         if !errors.is_empty() {
             return Err(ConfigError(errors));
         }
@@ -275,6 +326,7 @@ impl Config {
             detect,
             influx,
             influx_finish,
+            security,
         })
     }
 }
@@ -309,6 +361,7 @@ impl Config {
         kv(&mut out, "port_scan_ports", d.port_scan_ports);
         kv(&mut out, "address_scan_hosts", d.address_scan_hosts);
         kv(&mut out, "flood_pps", d.flood_pps);
+        kv(&mut out, "detect_keys_cap", d.keys_cap);
         kv(&mut out, "allow", nets(&d.allow));
         match &self.influx {
             Some(i) => {
@@ -346,6 +399,7 @@ impl Config {
             Some(m) => kv(&mut out, "metrics_listen", toml_str(m)),
             None => out.push_str("# metrics_listen: off\n"),
         }
+        out.push_str(&self.security.resolved());
         for t in &d.subnets {
             out.push_str("\n[[subnet]]\n");
             kv(&mut out, "net", toml_str(&t.net));
@@ -506,12 +560,18 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("{e}"));
         let secret = dir.join("influx.password");
         std::fs::write(&secret, "s3cret-Pa55\n").unwrap_or_else(|e| panic!("{e}"));
+        let keys = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let (key, public, _) = tapflow_runtime::curve::keygen("test", &keys.path().join("k"))
+            .unwrap_or_else(|e| panic!("{e}"));
         let file = format!(
             "listen = 'tcp://127.0.0.1:5700'\nprocessors = 2\nconn_log = '/var/log/tapflow/conn.jsonl'\n\
              influx_url = 'http://127.0.0.1:8086'\ninflux_db = 'tapflow'\ninflux_user = 'tapflow'\n\
              influx_password_file = '{}'\nallow = ['192.0.2.10/32']\n\
+             curve_key = '{}'\ncurve_clients = '{}'\n\
              [[subnet]]\nnet = '10.0.53.0/24'\nreflection_sources = 100\n",
-            secret.display()
+            secret.display(),
+            key.display(),
+            public.display()
         );
         let config = dir.join("aggregator.toml");
         std::fs::write(&config, file).unwrap_or_else(|e| panic!("{e}"));
@@ -535,6 +595,9 @@ mod tests {
             format!("influx_password_file = \"{}\"", secret.display()),
             "allow = [\"192.0.2.10/32\"]".to_owned(),
             "reflection_sources = 100".to_owned(),
+            "plain = false".to_owned(),
+            format!("curve_key = \"{}\"", key.display()),
+            format!("curve_clients = \"{}\"", public.display()),
         ] {
             assert!(
                 text.lines().any(|l| l == want),
@@ -542,6 +605,12 @@ mod tests {
             );
         }
         assert!(!text.contains("s3cret"), "{text}");
+        let secret_key = std::fs::read_to_string(&key).unwrap_or_default();
+        let secret_key = secret_key
+            .lines()
+            .find_map(|l| l.strip_prefix("secret = "))
+            .unwrap_or_else(|| panic!("no secret in {secret_key}"));
+        assert!(!text.contains(secret_key.trim_matches('"')), "{text}");
         std::fs::write(&config, &text).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(check(&config), text);
         let _ = std::fs::remove_dir_all(&dir);
@@ -549,9 +618,15 @@ mod tests {
 
     #[test]
     fn subnet_thresholds_come_from_the_file() {
-        let args =
-            Args::try_parse_from(["a", "--listen", "tcp://127.0.0.1:5700", "--processors", "1"])
-                .unwrap_or_else(|e| panic!("{e}"));
+        let args = Args::try_parse_from([
+            "a",
+            "--listen",
+            "tcp://127.0.0.1:5700",
+            "--processors",
+            "1",
+            "--plain",
+        ])
+        .unwrap_or_else(|e| panic!("{e}"));
         let file: FileConfig = toml::from_str(
             "[[subnet]]\nnet = '10.0.0.0/8'\nsyn_flood_per_min = 1000\n[[subnet]]\nnet = 'bogus'",
         )
@@ -569,8 +644,13 @@ mod tests {
         let Err(ConfigError(errors)) = Config::merge(args, FileConfig::default()) else {
             panic!("accepted an empty config")
         };
-        assert_eq!(errors.len(), 2, "{errors:?}");
-        let args = Args::try_parse_from(["a", "--listen", "tcp://127.0.0.1:5700"])
+        assert_eq!(errors.len(), 3, "{errors:?}");
+        assert!(
+            errors[2]
+                .starts_with("links are encrypted: give --curve-key FILE and --curve-clients FILE"),
+            "{errors:?}"
+        );
+        let args = Args::try_parse_from(["a", "--listen", "tcp://127.0.0.1:5700", "--plain"])
             .unwrap_or_else(|e| panic!("{e}"));
         let file: FileConfig = toml::from_str("processors = 3").unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(

@@ -357,6 +357,7 @@ mod tests {
             records,
             tunnel_outers: vec![],
             traffic: vec![],
+            records_seq: 0,
         }
     }
 

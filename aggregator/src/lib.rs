@@ -11,6 +11,7 @@ pub mod health;
 pub mod influx;
 pub mod points;
 pub mod run;
+pub mod upstream;
 
 pub use config::{Args, Config};
 pub use run::run;

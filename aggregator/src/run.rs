@@ -9,7 +9,7 @@ use tapflow_proto::upstream::{ProcessorAccount, UpMessage};
 use tapflow_proto::wire::MAX_MESSAGE_BYTES;
 use tracing::{error, info, warn};
 
-use crate::accounting::{reconcile, table, AccountingReport};
+use crate::accounting::{reconcile_with, table, AccountingReport};
 use crate::config::Config;
 use crate::conns::{conn_json, ConnSorter};
 use crate::detect::{AlertEvent, Detector};
@@ -84,10 +84,14 @@ pub fn run(
         .map_err(sock_err("create a socket for"))?;
     pull.set_maxmsgsize(2 * MAX_MESSAGE_BYTES as i64)
         .map_err(sock_err("configure"))?;
+    // CURVE: the ZAP handler starts before the bind.
+    let auth = tapflow_runtime::curve::secure_server(&ctx, &pull, &config.security, &config.listen)
+        .map_err(sock_err("set up CURVE for"))?;
     pull.bind(&config.listen).map_err(sock_err("bind"))?;
     info!(listen = %config.listen, processors = config.processors, "aggregator started");
 
     let mut accounts: BTreeMap<(String, u64), ProcessorAccount> = BTreeMap::new();
+    let mut upstream = crate::upstream::Upstream::new();
     let mut malformed: BTreeMap<&'static str, u64> = BTreeMap::new();
     loop {
         if reopen.swap(false, Ordering::Relaxed) {
@@ -105,7 +109,15 @@ pub fn run(
             info!("signal received: writing what is known");
             break;
         }
-        if config.exit_on_eos && accounts.len() >= config.processors {
+        // Processors by name: an incarnation that died (restarted) sends no account.
+        if config.exit_on_eos
+            && accounts
+                .keys()
+                .map(|(p, _)| p)
+                .collect::<std::collections::BTreeSet<_>>()
+                .len()
+                >= config.processors
+        {
             break;
         }
         match pull.poll(zmq::POLLIN, 250) {
@@ -119,12 +131,22 @@ pub fn run(
                 };
                 match UpMessage::decode(&msg) {
                     Ok(UpMessage::Heartbeat(hb)) => {
+                        for old in upstream.on_heartbeat(&hb) {
+                            warn!(processor = %hb.processor, old, new = hb.incarnation, "processor restarted: its previous incarnation sent no end-of-stream; its open sessions and what it had not passed on are lost (see the accounting report)");
+                        }
                         if config.metrics_listen.is_some() {
-                            let text = render_metrics(
+                            let mut text = render_metrics(
                                 &sorter.stats(),
                                 &detector.stats(),
                                 &malformed,
                                 influx.as_ref().map(|w| w.stats()),
+                            );
+                            let mut auth_counters = BTreeMap::new();
+                            tapflow_runtime::curve::add_counters(auth.as_ref(), &mut auth_counters);
+                            tapflow_runtime::prometheus_counters(
+                                "aggregator",
+                                auth_counters.iter().map(|(k, v)| (k.as_str(), *v)),
+                                &mut text,
                             );
                             if let Ok(mut g) = metrics.lock() {
                                 *g = text;
@@ -143,6 +165,7 @@ pub fn run(
                         write_alerts(&mut events, &mut alerts_text, &mut alerts_log)?;
                     }
                     Ok(UpMessage::Conns(batch)) => {
+                        upstream.on_conns(&batch);
                         if influx.is_some() {
                             traffic.push(&batch);
                             traffic.emit(false, &mut points);
@@ -212,9 +235,10 @@ pub fn run(
     let conn_stats = sorter.stats();
     info!(?conn_stats, "connection records written");
     let accounts: Vec<ProcessorAccount> = accounts.into_values().collect();
-    let mut report = reconcile(&accounts);
+    let mut report = reconcile_with(&accounts, &upstream);
     report.conns = Some(conn_stats);
     report.detection = Some(detect_stats);
+    report.auth_rejected = auth.as_ref().map_or(0, |a| a.counts().rejected());
     if let Some(mut w) = influx.take() {
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)

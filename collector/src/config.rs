@@ -36,8 +36,15 @@ packet before the damage was passed on).";
 
 /// Captures packets with libpcap, summarises them and shards them over processors.
 #[derive(Debug, Parser)]
-#[command(name = "tapflow-collector", version, after_help = EXAMPLES)]
+#[command(
+    name = "tapflow-collector",
+    version,
+    after_help = EXAMPLES,
+    args_conflicts_with_subcommands = true
+)]
 pub struct Args {
+    #[command(subcommand)]
+    pub command: Option<tapflow_runtime::curve::Command>,
     /// Read packets from a pcap or pcapng file.
     #[arg(long, env = "TAPFLOW_PCAP", conflicts_with = "interface")]
     pub pcap: Option<PathBuf>,
@@ -115,6 +122,17 @@ pub struct Args {
     /// Serve Prometheus metrics on this address, e.g. 127.0.0.1:9601 [default: off].
     #[arg(long, env = "TAPFLOW_METRICS_LISTEN")]
     pub metrics_listen: Option<String>,
+    /// This collector's CURVE key pair (`tapflow-collector keygen --out PREFIX` writes
+    /// PREFIX.key, mode 0600); links to processors are encrypted and authenticated.
+    #[arg(long, env = "TAPFLOW_CURVE_KEY")]
+    pub curve_key: Option<PathBuf>,
+    /// The processors' CURVE public key (their PREFIX.pub; processors may share one key pair).
+    #[arg(long, env = "TAPFLOW_CURVE_SERVER_KEY")]
+    pub curve_server_key: Option<PathBuf>,
+    /// No encryption nor authentication: allowed only when every processor endpoint is
+    /// loopback (127.0.0.0/8, ::1, localhost) or ipc://.
+    #[arg(long, env = "TAPFLOW_PLAIN", value_parser = clap::builder::BoolishValueParser::new())]
+    pub plain: bool,
     /// Log as JSON lines instead of text.
     #[arg(long)]
     pub log_json: bool,
@@ -153,6 +171,9 @@ pub struct FileConfig {
     pub frag_max_datagrams: Option<usize>,
     pub frag_timeout_s: Option<u64>,
     pub metrics_listen: Option<String>,
+    pub curve_key: Option<PathBuf>,
+    pub curve_server_key: Option<PathBuf>,
+    pub plain: Option<bool>,
 }
 
 /// Where packets come from.
@@ -190,6 +211,8 @@ pub struct Config {
     pub heartbeat: Duration,
     pub linger: Duration,
     pub metrics_listen: Option<String>,
+    /// CURVE (or plain, on loopback) on every link to a processor.
+    pub security: tapflow_runtime::curve::LinkSecurity,
 }
 
 /// Every problem found in the configuration, one per line.
@@ -291,6 +314,21 @@ impl Config {
         if frag_max_datagrams == 0 {
             errors.push("frag_max_datagrams must be at least 1".to_owned());
         }
+        let endpoints: Vec<&str> = processors.iter().map(String::as_str).collect();
+        let security = tapflow_runtime::curve::resolve(
+            tapflow_runtime::curve::Role {
+                server: false,
+                client: true,
+            },
+            &tapflow_runtime::curve::SecuritySettings {
+                plain: args.plain || file.plain.unwrap_or(false),
+                key: args.curve_key.or(file.curve_key),
+                clients: None,
+                server_key: args.curve_server_key.or(file.curve_server_key),
+            },
+            &endpoints,
+            &mut errors,
+        );
         let is_live = matches!(source, Some(SourceSpec::Live(_)));
         let slow_policy = args.slow_policy.or(file.slow_policy).unwrap_or(if is_live {
             SlowPolicy::Drop
@@ -334,6 +372,7 @@ impl Config {
                 heartbeat: Duration::from_millis(heartbeat_ms),
                 metrics_listen: args.metrics_listen.clone().or(file.metrics_listen.clone()),
                 linger: Duration::from_millis(args.linger_ms.or(file.linger_ms).unwrap_or(30_000)),
+                security,
             }),
             _ => Err(ConfigError(errors)),
         }
@@ -410,6 +449,7 @@ impl Config {
             Some(m) => kv(&mut out, "metrics_listen", toml_str(m)),
             None => out.push_str("# metrics_listen: off\n"),
         }
+        out.push_str(&self.security.resolved());
         out
     }
 }
@@ -455,6 +495,18 @@ fn default_name(source: Option<&SourceSpec>) -> String {
 mod tests {
     use super::*;
 
+    /// A key pair and its public key in `dir`, as config-file lines (processors' key = ours:
+    /// any public key does for loading).
+    fn keys_toml(dir: &tempfile::TempDir) -> String {
+        let (key, public, _) = tapflow_runtime::curve::keygen("test", &dir.path().join("k"))
+            .unwrap_or_else(|e| panic!("{e}"));
+        format!(
+            "curve_key = '{}'\ncurve_server_key = '{}'\n",
+            key.display(),
+            public.display()
+        )
+    }
+
     fn check(argv: &[&str], file: &str, expected: Result<(), &[&str]>) {
         let args =
             Args::try_parse_from(std::iter::once("tapflow-collector").chain(argv.iter().copied()))
@@ -478,14 +530,40 @@ mod tests {
     #[test]
     fn valid_flags_and_file() {
         check(
-            &["--pcap", "x.pcap", "--processor", "tcp://127.0.0.1:1"],
+            &[
+                "--pcap",
+                "x.pcap",
+                "--processor",
+                "tcp://127.0.0.1:1",
+                "--plain",
+            ],
             "",
             Ok(()),
         );
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
         check(
             &[],
-            "pcap = 'x.pcap'\nprocessors = ['tcp://a:1', 'tcp://b:2']\nbatch_size = 10",
+            &format!(
+                "pcap = 'x.pcap'\nprocessors = ['tcp://a:1', 'tcp://b:2']\nbatch_size = 10\n{}",
+                keys_toml(&dir)
+            ),
             Ok(()),
+        );
+        check(
+            &[
+                "--pcap",
+                "x.pcap",
+                "--processor",
+                "tcp://10.0.0.5:1",
+                "--plain",
+            ],
+            "",
+            Err(&["--plain is for loopback only, and tcp://10.0.0.5:1 is not"]),
+        );
+        check(
+            &["--pcap", "x.pcap", "--processor", "tcp://127.0.0.1:1"],
+            "",
+            Err(&["links are encrypted: give --curve-key FILE and --curve-server-key FILE"]),
         );
     }
 
@@ -494,12 +572,17 @@ mod tests {
         check(
             &["--batch-size", "0", "--processor", "udp://x"],
             "",
-            Err(&["no packet source", "not a ZeroMQ endpoint", "batch_size 0"]),
+            Err(&[
+                "no packet source",
+                "not a ZeroMQ endpoint",
+                "batch_size 0",
+                "links are encrypted",
+            ]),
         );
         check(
             &["--interface", "eth0"],
             "pcap = 'x'",
-            Err(&["not both", "no processor"]),
+            Err(&["not both", "no processor", "links are encrypted"]),
         );
     }
 
@@ -523,9 +606,11 @@ mod tests {
 
     #[test]
     fn resolved_config_reads_back_the_same() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let keys = keys_toml(&dir);
         check_resolved(
             &["--interface", "eth1", "--name", "tap \"a\"\\b"],
-            "processors = ['tcp://10.0.0.5:5601', 'tcp://10.0.0.5:5602']\nbuffer_mb = 256\npromisc = false",
+            &format!("processors = ['tcp://10.0.0.5:5601', 'tcp://10.0.0.5:5602']\nbuffer_mb = 256\npromisc = false\n{keys}"),
             &[
                 "interface = \"eth1\"",
                 "processors = [\"tcp://10.0.0.5:5601\", \"tcp://10.0.0.5:5602\"]",
@@ -534,6 +619,9 @@ mod tests {
                 "slow_policy = \"drop\"",
                 "name = \"tap \\\"a\\\"\\\\b\"",
                 "# metrics_listen: off",
+                "plain = false",
+                &format!("curve_key = \"{}\"", dir.path().join("k.key").display()),
+                &format!("curve_server_key = \"{}\"", dir.path().join("k.pub").display()),
             ],
         );
         check_resolved(
@@ -541,8 +629,9 @@ mod tests {
                 "--pcap",
                 "x.pcap",
                 "--processor",
-                "tcp://a:1",
+                "tcp://127.0.0.1:1",
                 "--ignore-checksums",
+                "--plain",
             ],
             "filter = 'tcp'\nfrag_timeout_s = 5\nmetrics_listen = '127.0.0.1:9601'",
             &[
@@ -551,6 +640,7 @@ mod tests {
                 "ignore_checksums = true",
                 "frag_timeout_s = 5",
                 "slow_policy = \"block\"",
+                "plain = true",
             ],
         );
     }
@@ -562,7 +652,8 @@ mod tests {
             "--interface",
             "lo",
             "--processor",
-            "tcp://a:1",
+            "tcp://127.0.0.1:1",
+            "--plain",
             "--epoch",
             "7",
         ])

@@ -54,6 +54,8 @@ pub struct LinkSettings {
     pub linger: Duration,
     /// Largest encoded batch message, in bytes.
     pub batch_bytes: usize,
+    /// CURVE (or plain, on loopback) for every link.
+    pub security: tapflow_runtime::curve::LinkSecurity,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -123,6 +125,7 @@ impl Link {
         socket
             .set_linger(i32::try_from(settings.linger.as_millis()).unwrap_or(i32::MAX))
             .map_err(socket_err)?;
+        tapflow_runtime::curve::secure_client(&socket, &settings.security).map_err(socket_err)?;
         socket.connect(endpoint).map_err(socket_err)?;
         let (tx, rx) = crossbeam_channel::bounded(queue_batches);
         let header = LinkHeader {
@@ -211,6 +214,7 @@ struct Worker {
 
 impl Worker {
     fn run(mut self, rx: Receiver<LinkCmd>) {
+        let mut last_heartbeat = std::time::Instant::now();
         loop {
             match rx.recv_timeout(self.heartbeat) {
                 Ok(LinkCmd::Batch {
@@ -221,6 +225,13 @@ impl Worker {
                     self.send_batch(&summaries);
                     summaries.clear();
                     let _ = self.pool.try_send(summaries);
+                    if last_heartbeat.elapsed() >= self.heartbeat {
+                        // A busy link still reports its counters once per period, so a
+                        // collector that dies leaves recent counters behind. The watermark
+                        // stays the one batches already carried.
+                        last_heartbeat = std::time::Instant::now();
+                        self.send_counters();
+                    }
                 }
                 Ok(LinkCmd::Eos { status, counters }) => {
                     self.header.watermark_ns = self.header.watermark_ns.max(self.watermark());
@@ -237,12 +248,8 @@ impl Worker {
                         continue;
                     }
                     self.header.watermark_ns = self.header.watermark_ns.max(watermark);
-                    let counters = match self.shared.counters.lock() {
-                        Ok(c) => c.clone(),
-                        Err(poisoned) => poisoned.into_inner().clone(),
-                    };
-                    encode_heartbeat(&self.header, &counters, &mut self.buf);
-                    self.send();
+                    last_heartbeat = std::time::Instant::now();
+                    self.send_counters();
                 }
                 Err(RecvTimeoutError::Disconnected) => {
                     warn!(endpoint = %self.endpoint, "link closed without end-of-stream (processor unreachable at shutdown)");
@@ -267,6 +274,16 @@ impl Worker {
         }
         self.send();
         self.header.seq += summaries.len() as u64;
+    }
+
+    /// A heartbeat with the collector's latest counters and the current header.
+    fn send_counters(&mut self) {
+        let counters = match self.shared.counters.lock() {
+            Ok(c) => c.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        };
+        encode_heartbeat(&self.header, &counters, &mut self.buf);
+        self.send();
     }
 
     fn watermark(&self) -> u64 {

@@ -9,6 +9,9 @@ use tracing::{error, info};
 
 fn main() -> ExitCode {
     let args = Args::parse();
+    if let Some(command) = &args.command {
+        return tapflow_runtime::curve::run_command("tapflow-collector", command);
+    }
     tapflow_runtime::init_logging(args.log_json);
     if args.check_config {
         return check_config(args);

@@ -84,6 +84,7 @@ pub fn run(
         heartbeat: config.heartbeat,
         linger: config.linger,
         batch_bytes: config.batch_bytes,
+        security: config.security.clone(),
     };
     let ctx = zmq::Context::new();
     let (pool_tx, pool_rx) = crossbeam_channel::unbounded();
@@ -100,7 +101,12 @@ pub fn run(
             pool_tx.clone(),
         )?);
     }
-    info!(name = %settings.sender, incarnation = settings.incarnation, processors = shard_count, "collector started");
+    let security = if config.security.is_plain() {
+        "plain"
+    } else {
+        "curve"
+    };
+    info!(name = %settings.sender, incarnation = settings.incarnation, processors = shard_count, links = security, "collector started");
 
     let mut pipeline = Pipeline::new(config, links, shared.clone(), pool_rx);
     let outcome = match Source::open(&config.source, config.filter.as_deref()) {

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+pub mod faults;
 pub mod influxd;
 pub mod zeek;
 
@@ -340,6 +341,7 @@ pub fn start_pipeline_opts(
         dir.path().join("alerts.jsonl").display().to_string(),
     ];
     aggregator_args.extend(aggregator_extra.iter().map(|s| s.to_string()));
+    plain_unless_curve(&mut aggregator_args);
     let aggregator = Proc::spawn(
         "aggregator",
         &bin("tapflow-aggregator"),
@@ -362,6 +364,7 @@ pub fn start_pipeline_opts(
                 format!("processor{i}"),
             ];
             args.extend(processor_extra.iter().map(|s| s.to_string()));
+            plain_unless_curve(&mut args);
             Proc::spawn(
                 &format!("processor{i}"),
                 &bin("tapflow-processor"),
@@ -384,6 +387,7 @@ pub fn start_pipeline_opts(
                 args.push(endpoint(ports[p]));
             }
             args.extend(c.extra.iter().cloned());
+            plain_unless_curve(&mut args);
             Proc::spawn(
                 &format!("collector{i}"),
                 &bin("tapflow-collector"),
@@ -400,6 +404,13 @@ pub fn start_pipeline_opts(
         aggregator_port: agg_port,
         processor_ports: ports,
         health,
+    }
+}
+
+/// Links on loopback are plain (`--plain`) unless the flags give CURVE keys (`--curve-key`).
+pub fn plain_unless_curve(args: &mut Vec<String>) {
+    if !args.iter().any(|a| a == "--curve-key" || a == "--plain") {
+        args.push("--plain".into());
     }
 }
 

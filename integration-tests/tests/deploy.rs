@@ -16,8 +16,51 @@ use tapflow_proto::DropReason;
 const ROLES: [&str; 3] = ["collector", "processor", "aggregator"];
 const DB: &str = "tapflow";
 
-fn example(role: &str) -> PathBuf {
-    repo_root().join(format!("deploy/config/{role}.toml"))
+/// The example configs as deployed: copies whose key paths (`/etc/tapflow/keys/...`) name key
+/// files made for this run by the binaries' own `keygen`, under the names the examples use.
+struct Examples {
+    dir: tempfile::TempDir,
+}
+
+impl Examples {
+    fn new() -> Examples {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let keys = dir.path().join("keys");
+        std::fs::create_dir(&keys).unwrap_or_else(|e| panic!("{e}"));
+        for role in ROLES {
+            let out = Command::new(bin(&format!("tapflow-{role}")))
+                .args(["keygen", "--out"])
+                .arg(keys.join(role))
+                .output()
+                .unwrap_or_else(|e| panic!("{e}"));
+            assert!(out.status.success(), "{role} keygen: {}", text(&out.stderr));
+        }
+        for (clients, role) in [("collectors", "collector"), ("processors", "processor")] {
+            std::fs::copy(
+                keys.join(format!("{role}.pub")),
+                keys.join(format!("{clients}.clients")),
+            )
+            .unwrap_or_else(|e| panic!("{e}"));
+        }
+        Examples { dir }
+    }
+
+    /// `deploy/config/<role>.toml` with its key paths in this run's key directory.
+    fn path(&self, role: &str) -> PathBuf {
+        let original = repo_root().join(format!("deploy/config/{role}.toml"));
+        let body = std::fs::read_to_string(&original)
+            .unwrap_or_else(|e| panic!("cannot read {}: {e}", original.display()));
+        let keys = format!("{}/", self.dir.path().join("keys").display());
+        assert!(
+            body.contains("\ncurve_key = \"/etc/tapflow/keys/"),
+            "{}: no curve_key",
+            original.display()
+        );
+        let copy = self.dir.path().join(format!("{role}.toml"));
+        std::fs::write(&copy, body.replace("/etc/tapflow/keys/", &keys))
+            .unwrap_or_else(|e| panic!("{e}"));
+        copy
+    }
 }
 
 /// Runs `tapflow-<role> ARGS --check-config` with no `TAPFLOW_*` variable from the caller's
@@ -68,8 +111,9 @@ fn setting(line: &str) -> Option<String> {
 
 #[test]
 fn example_configs_load() {
+    let examples = Examples::new();
     for role in ROLES {
-        let path = example(role);
+        let path = examples.path(role);
         let file = std::fs::read_to_string(&path)
             .unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
         let out = check_config(role, &["--config".into(), path.display().to_string()]);
@@ -236,6 +280,7 @@ fn specifiers(s: &str, instance: &str, host: &str) -> String {
 
 #[test]
 fn systemd_units_match_the_binaries() {
+    let examples = Examples::new();
     let dir = repo_root().join("deploy/systemd");
     let mut units: Vec<PathBuf> = std::fs::read_dir(&dir)
         .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
@@ -300,7 +345,7 @@ fn systemd_units_match_the_binaries() {
             let a = specifiers(a, instance, "sensor1");
             if a == config {
                 config_given = true;
-                args.push(example(role).display().to_string());
+                args.push(examples.path(role).display().to_string());
             } else {
                 args.push(a);
             }

@@ -161,6 +161,7 @@ fn start(tag: &str, collector_extra: &[&str]) -> Lab {
         "aggregator",
         &bin("tapflow-aggregator"),
         &[
+            "--plain",
             "--listen",
             "tcp://127.0.0.1:5700",
             "--processors",
@@ -180,6 +181,7 @@ fn start(tag: &str, collector_extra: &[&str]) -> Lab {
         "processor",
         &bin("tapflow-processor"),
         &[
+            "--plain",
             "--listen",
             "tcp://127.0.0.1:5601",
             "--aggregator",
@@ -195,6 +197,7 @@ fn start(tag: &str, collector_extra: &[&str]) -> Lab {
         d,
     );
     let mut args = vec![
+        "--plain",
         "--interface",
         "vb0",
         "--immediate",

@@ -87,6 +87,19 @@ fn check_run(name: &str, n: usize, run: &PipelineRun, expected_packets: Option<u
         Value::Bool(true),
         "{name} n={n}: {report:#}"
     );
+    // Nothing was restarted: no processor joined a link mid-stream, no flow may be split.
+    for p in report["processors"].as_array().into_iter().flatten() {
+        assert_eq!(
+            p["counters"]["flows_split"].as_u64().unwrap_or(0),
+            0,
+            "{name} n={n}: split flows without a restart: {p}"
+        );
+    }
+    assert_eq!(
+        report["complete"],
+        Value::Bool(true),
+        "{name} n={n}: {report:#}"
+    );
     let c = &report["collectors"][0];
     let links = c["links"].as_array().map(Vec::len).unwrap_or(0);
     assert_eq!(links, n, "{name} n={n}: links {c:#}");

@@ -59,7 +59,7 @@ fn quickstart_runs_the_demo_and_reports_sessions_alerts_and_accounting() {
         "{report}"
     );
     assert!(
-        report.contains("reconciled: true  routing consistent: true"),
+        report.contains("reconciled: true  complete: true  routing consistent: true"),
         "{report}"
     );
     assert!(

@@ -20,8 +20,15 @@ Exit codes: 0 done, 1 runtime failure (socket), 2 usage or configuration error."
 /// Receives packet summaries from collectors, reassembles sessions and sends results to the
 /// aggregator.
 #[derive(Debug, Parser)]
-#[command(name = "tapflow-processor", version, after_help = EXAMPLES)]
+#[command(
+    name = "tapflow-processor",
+    version,
+    after_help = EXAMPLES,
+    args_conflicts_with_subcommands = true
+)]
 pub struct Args {
+    #[command(subcommand)]
+    pub command: Option<tapflow_runtime::curve::Command>,
     /// ZeroMQ endpoint to bind for collectors.
     #[arg(long, env = "TAPFLOW_LISTEN")]
     pub listen: Option<String>,
@@ -64,6 +71,22 @@ pub struct Args {
     /// Serve Prometheus metrics on this address, e.g. 127.0.0.1:9602 [default: off].
     #[arg(long, env = "TAPFLOW_METRICS_LISTEN")]
     pub metrics_listen: Option<String>,
+    /// This processor's CURVE key pair (`tapflow-processor keygen --out PREFIX` writes
+    /// PREFIX.key, mode 0600), for both links: towards collectors and to the aggregator.
+    /// Processors may share one key pair.
+    #[arg(long, env = "TAPFLOW_CURVE_KEY")]
+    pub curve_key: Option<PathBuf>,
+    /// The collectors allowed to connect: their public keys, one `public = "..."` line each
+    /// (concatenated PREFIX.pub files); any other peer is rejected and counted.
+    #[arg(long, env = "TAPFLOW_CURVE_CLIENTS")]
+    pub curve_clients: Option<PathBuf>,
+    /// The aggregator's CURVE public key (its PREFIX.pub).
+    #[arg(long, env = "TAPFLOW_CURVE_SERVER_KEY")]
+    pub curve_server_key: Option<PathBuf>,
+    /// No encryption nor authentication: allowed only when --listen and --aggregator are
+    /// loopback (127.0.0.0/8, ::1, localhost) or ipc://.
+    #[arg(long, env = "TAPFLOW_PLAIN", value_parser = clap::builder::BoolishValueParser::new())]
+    pub plain: bool,
     /// Log as JSON lines instead of text.
     #[arg(long)]
     pub log_json: bool,
@@ -89,6 +112,10 @@ pub struct FileConfig {
     pub merge_cap: Option<usize>,
     pub local_nets: Option<Vec<String>>,
     pub metrics_listen: Option<String>,
+    pub curve_key: Option<PathBuf>,
+    pub curve_clients: Option<PathBuf>,
+    pub curve_server_key: Option<PathBuf>,
+    pub plain: Option<bool>,
 }
 
 #[derive(Clone, Debug)]
@@ -105,6 +132,8 @@ pub struct Config {
     pub merge_cap: usize,
     pub local_nets: Vec<(Addr, u8)>,
     pub metrics_listen: Option<String>,
+    /// CURVE (or plain, on loopback) on both links.
+    pub security: tapflow_runtime::curve::LinkSecurity,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -170,6 +199,20 @@ impl Config {
                 Err(e) => errors.push(e),
             }
         }
+        let security = tapflow_runtime::curve::resolve(
+            tapflow_runtime::curve::Role {
+                server: true,
+                client: true,
+            },
+            &tapflow_runtime::curve::SecuritySettings {
+                plain: args.plain || file.plain.unwrap_or(false),
+                key: args.curve_key.or(file.curve_key),
+                clients: args.curve_clients.or(file.curve_clients),
+                server_key: args.curve_server_key.or(file.curve_server_key),
+            },
+            &[&listen, &aggregator],
+            &mut errors,
+        );
         if !errors.is_empty() {
             return Err(ConfigError(errors));
         }
@@ -196,6 +239,7 @@ impl Config {
             max_flows,
             merge_cap,
             local_nets,
+            security,
         })
     }
 }
@@ -241,6 +285,7 @@ impl Config {
             Some(m) => kv(&mut out, "metrics_listen", toml_str(m)),
             None => out.push_str("# metrics_listen: off\n"),
         }
+        out.push_str(&self.security.resolved());
         out
     }
 }
@@ -337,8 +382,16 @@ mod tests {
 
     #[test]
     fn resolved_config_reads_back_the_same() {
-        let file = "listen = 'tcp://0.0.0.0:5601'\naggregator = 'tcp://127.0.0.1:5700'\n\
-                    shard = '1/2/1'\nlocal_nets = ['10.0.0.0/8', 'fc00::/7']";
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let (key, public, _) = tapflow_runtime::curve::keygen("test", &dir.path().join("k"))
+            .unwrap_or_else(|e| panic!("{e}"));
+        let (key, public) = (key.display().to_string(), public.display().to_string());
+        let file = format!(
+            "listen = 'tcp://0.0.0.0:5601'\naggregator = 'tcp://127.0.0.1:5700'\n\
+             shard = '1/2/1'\nlocal_nets = ['10.0.0.0/8', 'fc00::/7']\n\
+             curve_key = '{key}'\ncurve_clients = '{public}'\ncurve_server_key = '{public}'"
+        );
+        let file = file.as_str();
         let text = load(
             &[
                 "--listen",
@@ -357,6 +410,10 @@ mod tests {
             "local_nets = [\"10.0.0.0/8\", \"fc00::/7\"]",
             "max_flows = 1000000",
             "# metrics_listen: off",
+            "plain = false",
+            &format!("curve_key = \"{key}\""),
+            &format!("curve_clients = \"{public}\""),
+            &format!("curve_server_key = \"{public}\""),
         ] {
             assert!(
                 text.lines().any(|l| l == want),
@@ -374,12 +431,28 @@ mod tests {
                 "tcp://127.0.0.1:1",
                 "--aggregator",
                 "tcp://127.0.0.1:2",
+                "--plain",
             ],
             &[],
         );
         check(
+            &[
+                "--listen",
+                "tcp://0.0.0.0:1",
+                "--aggregator",
+                "tcp://127.0.0.1:2",
+                "--plain",
+            ],
+            &["--plain is for loopback only, and tcp://0.0.0.0:1 is not"],
+        );
+        check(
             &["--collectors", "0"],
-            &["--listen", "--aggregator", "collectors must"],
+            &[
+                "--listen",
+                "--aggregator",
+                "collectors must",
+                "links are encrypted: give --curve-key FILE and --curve-clients FILE and --curve-server-key FILE",
+            ],
         );
         check(
             &[
@@ -390,7 +463,7 @@ mod tests {
                 "--shard",
                 "1/2/0",
             ],
-            &["not a ZeroMQ endpoint"],
+            &["not a ZeroMQ endpoint", "links are encrypted"],
         );
         assert!(Args::try_parse_from(["p", "--shard", "1/2/2"]).is_err());
     }

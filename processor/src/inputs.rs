@@ -8,7 +8,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use tapflow_proto::upstream::{LinkAccount, ProcessorAccount, ShardClaim};
+use tapflow_proto::upstream::{LinkAccount, LinkProgress, ProcessorAccount, ShardClaim};
 use tapflow_proto::{shard, DecodeError, LinkHeader, Message, PacketSummary};
 
 /// What the caller should do after [`Inputs::on_message`].
@@ -85,8 +85,10 @@ impl Inputs {
             Message::Batch { summaries, .. } => summaries.len() as u64,
             _ => 0,
         };
-        // Sequence numbers count summaries: a jump forward is that many summaries lost.
-        let expected = link.summaries_received + link.gaps;
+        // Sequence numbers count summaries: a jump forward is that many summaries lost. The
+        // first message sets where this incarnation joined the link (not a gap: what came
+        // before went to an earlier incarnation of this processor).
+        let expected = link.first_seq + link.summaries_received + link.gaps;
         if h.seq > expected {
             link.gaps += h.seq - expected;
         }
@@ -188,6 +190,24 @@ impl Inputs {
         v
     }
 
+    /// What each link has delivered so far, for heartbeats.
+    pub fn progress(&self) -> Vec<LinkProgress> {
+        let mut v: Vec<LinkProgress> = self
+            .links
+            .values()
+            .map(|l| LinkProgress {
+                sender: l.sender.clone(),
+                incarnation: l.incarnation,
+                shard: l.claim.map_or(0, |c| c.shard),
+                first_seq: l.first_seq,
+                summaries_received: l.summaries_received,
+                gaps: l.gaps,
+            })
+            .collect();
+        v.sort_by(|a, b| (&a.sender, a.incarnation).cmp(&(&b.sender, b.incarnation)));
+        v
+    }
+
     pub fn account(&self, processor: &str, incarnation: u64) -> ProcessorAccount {
         let mut links: Vec<LinkAccount> = self.links.values().cloned().collect();
         links.sort_by(|a, b| (&a.sender, a.incarnation).cmp(&(&b.sender, b.incarnation)));
@@ -215,6 +235,7 @@ fn link_entry<'a>(
             sender: h.sender.clone(),
             incarnation: h.incarnation,
             claim: Some(claim),
+            first_seq: h.seq,
             ..LinkAccount::default()
         })
 }
@@ -292,6 +313,22 @@ mod tests {
         );
         assert_eq!(acc.summaries_wrong_shard, 0);
         assert_eq!(inputs.ended(), 1);
+    }
+
+    #[test]
+    fn joining_mid_stream_is_not_a_gap() {
+        // A restarted processor: the collector had sent 100 summaries on this link before.
+        let mut inputs = Inputs::new(None);
+        inputs.on_message(batch("a", 0, 100, 5));
+        inputs.on_message(batch("a", 0, 108, 2)); // 3 lost
+        inputs.on_message(eos("a", 0, 110));
+        let l = &inputs.account("p", 1).links[0];
+        assert_eq!(
+            (l.first_seq, l.summaries_received, l.gaps, l.eos_seq),
+            (100, 7, 3, Some(110))
+        );
+        let p = &inputs.progress()[0];
+        assert_eq!((p.first_seq, p.summaries_received, p.gaps), (100, 7, 3));
     }
 
     #[test]

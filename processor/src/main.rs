@@ -7,6 +7,9 @@ use tapflow_processor::{run, Args, Config};
 
 fn main() -> ExitCode {
     let args = Args::parse();
+    if let Some(command) = &args.command {
+        return tapflow_runtime::curve::run_command("tapflow-processor", command);
+    }
     tapflow_runtime::init_logging(args.log_json);
     if args.check_config {
         return check_config(args);

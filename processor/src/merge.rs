@@ -130,11 +130,20 @@ impl Merger {
         self.inputs[i].ended = true;
     }
 
-    /// Declares an input dead (silent too long): it no longer holds the others back.
-    pub fn declare_dead(&mut self, sender: &str) {
-        for input in self.inputs.iter_mut().filter(|i| i.name == sender) {
-            input.dead = true;
+    /// Declares an input (one incarnation of a collector) dead: silent too long, or
+    /// superseded by a new incarnation. It no longer holds the others back; what it queued is
+    /// still released in order. Another incarnation of the same collector stays live.
+    pub fn declare_dead(&mut self, sender: &str, incarnation: u64) {
+        if let Some(&i) = self.index.get(&(sender.to_owned(), incarnation)) {
+            self.inputs[i].dead = true;
         }
+    }
+
+    /// The index [`Merger::take_origins`] gives for an input, once it has been heard from.
+    pub fn input_id(&self, sender: &str, incarnation: u64) -> Option<u32> {
+        self.index
+            .get(&(sender.to_owned(), incarnation))
+            .map(|&i| i as u32)
     }
 
     /// An input declared dead spoke again: it holds the others back again.
@@ -353,7 +362,7 @@ mod tests {
         assert_eq!(m.watermark_ns(), Some(10));
         m.release(&mut out);
         assert!(out.is_empty());
-        m.declare_dead("b");
+        m.declare_dead("b", 1);
         assert_eq!(m.watermark_ns(), Some(100));
         m.release(&mut out);
         assert_eq!(ts(&out), [100]);

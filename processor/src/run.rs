@@ -97,6 +97,10 @@ pub fn run(config: &Config, shutdown: &AtomicBool) -> Result<(), RunError> {
         .map_err(sock("configure", &config.listen))?;
     pull.set_rcvhwm(256)
         .map_err(sock("configure", &config.listen))?;
+    // CURVE: the ZAP handler starts before the bind; dropped before `ctx`, so the context can
+    // still terminate (and linger) at exit.
+    let auth = tapflow_runtime::curve::secure_server(&ctx, &pull, &config.security, &config.listen)
+        .map_err(sock("set up CURVE for", &config.listen))?;
     pull.bind(&config.listen)
         .map_err(sock("bind", &config.listen))?;
     let push = ctx
@@ -104,6 +108,8 @@ pub fn run(config: &Config, shutdown: &AtomicBool) -> Result<(), RunError> {
         .map_err(sock("create a socket for", &config.aggregator))?;
     push.set_linger(30_000)
         .map_err(sock("configure", &config.aggregator))?;
+    tapflow_runtime::curve::secure_client(&push, &config.security)
+        .map_err(sock("set up CURVE for", &config.aggregator))?;
     push.connect(&config.aggregator)
         .map_err(sock("connect to", &config.aggregator))?;
 
@@ -176,10 +182,9 @@ pub fn run(config: &Config, shutdown: &AtomicBool) -> Result<(), RunError> {
             engine.check_liveness(started);
             engine.step();
             if config.metrics_listen.is_some() {
-                let text = render_metrics(
-                    &inputs.account(&config.name, incarnation),
-                    &engine.counters(),
-                );
+                let mut counters = engine.counters();
+                tapflow_runtime::curve::add_counters(auth.as_ref(), &mut counters);
+                let text = render_metrics(&inputs.account(&config.name, incarnation), &counters);
                 if let Ok(mut g) = metrics.lock() {
                     *g = text;
                 }
@@ -196,6 +201,8 @@ pub fn run(config: &Config, shutdown: &AtomicBool) -> Result<(), RunError> {
                 watermark_ns: inputs.watermark_ns(),
                 silent_collectors: engine.silent_collectors(),
                 collectors: inputs.collector_health(),
+                links: inputs.progress(),
+                flows_open: engine.table.stats().open_flows,
             };
             UpMessage::Heartbeat(hb).encode(&mut buf);
             if let Err(e) = push.send(&buf[..], zmq::DONTWAIT) {
@@ -207,6 +214,7 @@ pub fn run(config: &Config, shutdown: &AtomicBool) -> Result<(), RunError> {
     engine.send_conns(&push, &mut buf, 0);
     let mut account = inputs.account(&config.name, incarnation);
     account.counters = engine.counters();
+    tapflow_runtime::curve::add_counters(auth.as_ref(), &mut account.counters);
     let received: u64 = account.links.iter().map(|l| l.summaries_received).sum();
     let gaps: u64 = account.links.iter().map(|l| l.gaps).sum();
     let misrouted: u64 = account.links.iter().map(|l| l.misrouted).sum();
@@ -240,6 +248,17 @@ struct Engine {
     dead: std::collections::HashSet<(String, u64)>,
     ended: std::collections::HashSet<(String, u64)>,
     dead_declared: u64,
+    /// Collector incarnations replaced by a newer one of the same name (restarted).
+    superseded: std::collections::HashSet<(String, u64)>,
+    /// Inputs this incarnation joined mid-stream (first sequence number above 0: an earlier
+    /// incarnation of this processor served their start), by merge input, with the
+    /// watermark they had then.
+    joined_mid_stream: HashMap<u32, u64>,
+    /// Merge inputs this incarnation has had a message from: only an input's first message
+    /// tells whether it was joined mid-stream.
+    inputs_seen: std::collections::HashSet<u32>,
+    /// Flows that may continue a session an earlier incarnation held (see `process_released`).
+    flows_split: u64,
     waived: bool,
     traffic_window_ns: u64,
     /// (window start, input, proto) -> packets, bytes, flows started.
@@ -277,6 +296,10 @@ impl Engine {
             dead: Default::default(),
             ended: Default::default(),
             dead_declared: 0,
+            superseded: Default::default(),
+            joined_mid_stream: HashMap::new(),
+            inputs_seen: std::collections::HashSet::new(),
+            flows_split: 0,
             waived: false,
             traffic_window_ns: 60_000_000_000,
             traffic: Default::default(),
@@ -287,13 +310,44 @@ impl Engine {
     }
 
     /// Notes that an input spoke (wall clock: liveness is about the wire, not packet time).
+    /// A new incarnation of a collector supersedes its earlier ones: they died without
+    /// end-of-stream (a clean restart ends them first), so they stop holding the watermark and
+    /// are no longer reported silent.
     fn heard(&mut self, h: &tapflow_proto::LinkHeader) {
         let key = (h.sender.clone(), h.incarnation);
         if self.dead.remove(&key) {
             warn!(sender = %h.sender, "collector declared dead is back: it holds the watermark again");
             self.merger.revive(&h.sender, h.incarnation);
         }
-        self.last_heard.insert(key, Instant::now());
+        if self.last_heard.insert(key, Instant::now()).is_none() {
+            let older: Vec<(String, u64)> = self
+                .last_heard
+                .keys()
+                .filter(|(s, i)| *s == h.sender && *i != h.incarnation)
+                .filter(|k| !self.ended.contains(*k) && !self.superseded.contains(*k))
+                .cloned()
+                .collect();
+            for old in older {
+                warn!(sender = %h.sender, old = old.1, new = h.incarnation, "collector restarted: its previous incarnation ended without end-of-stream; what it had not sent is lost with it");
+                self.merger.declare_dead(&old.0, old.1);
+                self.dead.remove(&old);
+                self.superseded.insert(old);
+            }
+        }
+    }
+
+    /// Records that this incarnation joined an input mid-stream (called after the merge
+    /// knows the input).
+    fn note_join(&mut self, h: &tapflow_proto::LinkHeader) {
+        let Some(id) = self.merger.input_id(&h.sender, h.incarnation) else {
+            return;
+        };
+        // Only the input's first message says where this incarnation joined its stream.
+        if !self.inputs_seen.insert(id) || h.seq == 0 {
+            return;
+        }
+        info!(sender = %h.sender, seq = h.seq, "joined the collector's link mid-stream (this processor was restarted): flows it first sees now may be split sessions");
+        self.joined_mid_stream.insert(id, h.watermark_ns);
     }
 
     /// Inputs silent for `dead_after` leave the watermark (and are logged); collectors that
@@ -304,9 +358,10 @@ impl Engine {
             if at.elapsed() >= self.dead_after
                 && !self.dead.contains(&key)
                 && !self.ended.contains(&key)
+                && !self.superseded.contains(&key)
             {
-                warn!(%sender, silent_ms = at.elapsed().as_millis() as u64, "collector silent: declared dead, its windows go on without it");
-                self.merger.declare_dead(sender);
+                warn!(%sender, incarnation, silent_ms = at.elapsed().as_millis() as u64, "collector silent: declared dead, its windows go on without it");
+                self.merger.declare_dead(sender, *incarnation);
                 self.dead_declared += 1;
                 self.dead.insert(key);
             }
@@ -341,6 +396,7 @@ impl Engine {
             summaries,
             &mut self.released,
         );
+        self.note_join(h);
     }
 
     fn progress(&mut self, h: &tapflow_proto::LinkHeader, ended: bool) {
@@ -353,6 +409,7 @@ impl Engine {
         if ended {
             self.merger.end(&h.sender, h.incarnation);
         }
+        self.note_join(h);
     }
 
     /// Releases what the watermark allows into the table and sweeps.
@@ -372,6 +429,11 @@ impl Engine {
         for (s, &origin) in self.released.drain(..).zip(origins.iter()) {
             let created = self.table.stats().flows_created;
             self.table.on_summary(&s, &mut self.records);
+            if self.table.stats().flows_created > created
+                && may_be_split(&self.joined_mid_stream, self.table.config(), &s, origin)
+            {
+                self.flows_split += 1;
+            }
             if s.flags & flag::TUNNEL_INNER == 0 {
                 let window = s.ts_ns / self.traffic_window_ns * self.traffic_window_ns;
                 if window >= self.traffic_done_to {
@@ -474,6 +536,7 @@ impl Engine {
             records: std::mem::take(&mut self.records),
             tunnel_outers: std::mem::take(&mut self.tunnel_outers),
             traffic: self.finished_traffic(),
+            records_seq: self.records_sent + self.records_unsent,
         };
         let n = batch.records.len() as u64;
         UpMessage::Conns(batch).encode(buf);
@@ -510,6 +573,8 @@ impl Engine {
             ("merge_forced", m.forced),
             ("ip_tunnels_over_cap", self.ip_tunnels_over_cap),
             ("collectors_declared_dead", self.dead_declared),
+            ("collectors_superseded", self.superseded.len() as u64),
+            ("flows_split", self.flows_split),
             ("traffic_late", self.traffic_late),
             ("traffic_keys_over_cap", self.traffic_dropped),
         ]
@@ -517,6 +582,32 @@ impl Engine {
         .map(|(k, v)| (k.to_owned(), v))
         .collect()
     }
+}
+
+/// Whether a flow a restarted processor just created (from `s`, released from merge input
+/// `origin`) may be the rest of a session an earlier incarnation held and lost when it died:
+/// it came from an input this incarnation joined mid-stream, within the protocol's inactivity
+/// timeout of joining (an older session would have timed out anyway), and is not a TCP
+/// connection opening with a SYN. Such flows are counted as `flows_split`.
+fn may_be_split(
+    joined_mid_stream: &HashMap<u32, u64>,
+    c: &SessionConfig,
+    s: &PacketSummary,
+    origin: u32,
+) -> bool {
+    let Some(&joined) = joined_mid_stream.get(&origin) else {
+        return false;
+    };
+    let timeout = match s.key.proto {
+        ip_proto::TCP => c.tcp_inactivity_ns,
+        ip_proto::UDP => c.udp_inactivity_ns,
+        ip_proto::ICMP | ip_proto::ICMPV6 => c.icmp_inactivity_ns,
+        _ => c.other_inactivity_ns,
+    };
+    const SYN: u8 = 0x02;
+    const ACK: u8 = 0x10;
+    let opens = s.key.proto == ip_proto::TCP && s.tcp_flags & (SYN | ACK) == SYN;
+    !opens && s.ts_ns < joined.saturating_add(timeout)
 }
 
 /// How long after its last packet a connection can still be open: the longest timeout plus

@@ -50,6 +50,24 @@ pub struct LinkAccount {
     /// The sender's counters from its last heartbeat or end-of-stream.
     pub counters: Option<CollectorCounters>,
     pub watermark_ns: u64,
+    /// The sequence number of the first message this processor incarnation received on the
+    /// link: above 0 when it joined the link mid-stream (it was restarted, or the summaries
+    /// before went elsewhere). Not a gap: `first_seq + summaries_received + gaps` is the next
+    /// sequence number expected.
+    #[serde(default)]
+    pub first_seq: u64,
+}
+
+/// A processor's progress on one collector link, in every heartbeat: what a processor
+/// incarnation that dies without end-of-stream is known to have received.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LinkProgress {
+    pub sender: String,
+    pub incarnation: u64,
+    pub shard: u16,
+    pub first_seq: u64,
+    pub summaries_received: u64,
+    pub gaps: u64,
 }
 
 /// A processor's account of its inputs, sent at end of stream.
@@ -89,6 +107,11 @@ pub struct ConnBatch {
     /// Per-window traffic of windows this processor has finished (its watermark is past them).
     #[serde(default)]
     pub traffic: Vec<TrafficPartial>,
+    /// Connection records this processor incarnation handed to its socket before this
+    /// message (sent or not): a sequence number, so a receiver that starts mid-stream (a
+    /// restarted aggregator) or misses messages counts exactly how many records it lacks.
+    #[serde(default)]
+    pub records_seq: u64,
 }
 
 /// One processor's share of one window's traffic from one collector and protocol: mergeable
@@ -118,6 +141,12 @@ pub struct ProcessorHeartbeat {
     /// The latest counters each collector reported, for drop-rate watching.
     #[serde(default)]
     pub collectors: Vec<CollectorHealth>,
+    /// What this incarnation has received on each collector link so far.
+    #[serde(default)]
+    pub links: Vec<LinkProgress>,
+    /// Flows open in the table (the gauge): the sessions lost if this incarnation dies now.
+    #[serde(default)]
+    pub flows_open: u64,
 }
 
 /// A collector's cumulative read and drop counts, as of its last heartbeat.

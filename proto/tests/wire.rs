@@ -191,6 +191,7 @@ fn arb_link_account() -> impl Strategy<Value = LinkAccount> {
                 eos_status,
                 counters,
                 watermark_ns,
+                first_seq: 0,
             },
         )
 }
@@ -204,6 +205,7 @@ fn arb_up_message() -> impl Strategy<Value = UpMessage> {
                 processor,
                 incarnation,
                 watermark_ns,
+                ..ProcessorHeartbeat::default()
             })
         ),
         (
@@ -854,6 +856,7 @@ fn seed_messages() -> Vec<(String, Vec<u8>)> {
         processor: "p0".into(),
         incarnation: 9,
         watermark_ns: 1_700_000_000_000_000_000,
+        ..ProcessorHeartbeat::default()
     });
     seeds.push(("up_heartbeat".into(), encode_up(&up)));
     let claim = ShardClaim {

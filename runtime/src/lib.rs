@@ -1,7 +1,10 @@
-//! What the three tapflow binaries set up the same way at start: logging, SIGINT/SIGTERM, and
-//! reading their TOML config file. No packet, session or wire logic lives here.
+//! What the three tapflow binaries set up the same way at start: logging, SIGINT/SIGTERM,
+//! reading their TOML config file, and the security of their ZeroMQ links (`curve`: key files,
+//! `keygen`, CURVE on both ends with a ZAP handler). No packet, session or wire logic lives here.
 
 #![forbid(unsafe_code)]
+
+pub mod curve;
 
 use std::io::IsTerminal;
 use std::path::Path;
@@ -44,14 +47,20 @@ pub fn reopen_flag() -> std::io::Result<Arc<AtomicBool>> {
     Ok(flag)
 }
 
-/// Serves `GET /metrics` (Prometheus text format) on `addr` from its own thread, with whatever
-/// `render` returns at each scrape. Returns the address bound (`addr` may use port 0).
+/// Serves `GET /metrics` (Prometheus text format) on `addr` (a bare port: on 127.0.0.1) from its
+/// own thread, with whatever `render` returns at each scrape. Returns the address bound (`addr`
+/// may use port 0).
 pub fn serve_metrics(
     addr: &str,
     render: Arc<dyn Fn() -> String + Send + Sync>,
 ) -> std::io::Result<std::net::SocketAddr> {
     use std::io::{BufRead, BufReader, Write};
-    let listener = std::net::TcpListener::bind(addr)?;
+    // A bare port is a port on localhost.
+    let addr = match addr.parse::<u16>() {
+        Ok(port) => format!("127.0.0.1:{port}"),
+        Err(_) => addr.to_owned(),
+    };
+    let listener = std::net::TcpListener::bind(&addr)?;
     let bound = listener.local_addr()?;
     std::thread::Builder::new().name("metrics".into()).spawn(move || {
         for stream in listener.incoming().flatten() {
@@ -93,6 +102,25 @@ pub fn prometheus_counters<'a>(
         }
         let _ = writeln!(out, "{metric}{labels} {value}");
     }
+}
+
+/// `s` as a TOML basic string (quoted, escaped).
+pub fn toml_string(s: &str) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c if c.is_control() => {
+                let _ = write!(out, "\\u{:04X}", u32::from(c));
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
 }
 
 /// The settings of a TOML config file, or the defaults without one; a clear one-line error

@@ -165,6 +165,7 @@ fn main() -> Result<()> {
                 records: half.to_vec(),
                 tunnel_outers: vec![],
                 traffic: vec![],
+                records_seq: 0,
             });
         }
         sorter.drain_with(|r, parents| {
