@@ -7,6 +7,7 @@
 pub mod config;
 pub mod decode;
 pub mod link;
+pub mod privileges;
 mod progress;
 pub mod run;
 pub mod source;

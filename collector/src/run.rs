@@ -48,6 +48,21 @@ pub fn run(
     shutdown: Arc<AtomicBool>,
 ) -> Result<(RunOutcome, CollectorCounters), RunError> {
     let shard_count = u16::try_from(config.processors.len()).unwrap_or(u16::MAX);
+    // The capture first, so that its privileges are gone before any thread that handles input
+    // or the network starts (threads inherit their creator's capabilities): see `privileges`.
+    let opened = Source::open(&config.source, config.filter.as_deref());
+    let reopen = match &config.source {
+        SourceSpec::Live(l) => l.retry_for != Some(Duration::ZERO),
+        SourceSpec::File(_) => false,
+    };
+    match crate::privileges::drop_after_open(reopen) {
+        Ok(kept) if kept.is_empty() => info!("capabilities dropped: none kept"),
+        Ok(kept) => info!(
+            permitted = kept.join(","),
+            "capabilities dropped: none effective, these kept to reopen the interface"
+        ),
+        Err(e) => warn!(error = %e, "could not drop capabilities"),
+    }
     let shared = Arc::new(Shared {
         watermark_ns: Default::default(),
         counters: Mutex::new(CollectorCounters::default()),
@@ -109,7 +124,7 @@ pub fn run(
     info!(name = %settings.sender, incarnation = settings.incarnation, processors = shard_count, links = security, "collector started");
 
     let mut pipeline = Pipeline::new(config, links, shared.clone(), pool_rx);
-    let outcome = match Source::open(&config.source, config.filter.as_deref()) {
+    let outcome = match opened {
         Err(e) => RunOutcome::OpenFailed(e),
         Ok(mut source) => {
             info!(
@@ -376,7 +391,10 @@ impl Pipeline {
                 std::thread::sleep(Duration::from_millis(100));
             }
             attempts += 1;
-            match Source::open(&config.source, config.filter.as_deref()) {
+            crate::privileges::raise_for_open();
+            let opened = Source::open(&config.source, config.filter.as_deref());
+            crate::privileges::lower();
+            match opened {
                 Ok(s) => {
                     info!(
                         source = s.describe(),

@@ -170,9 +170,19 @@ fn open_file(path: &Path) -> Result<Capture<Offline>, SourceError> {
 }
 
 fn open_live(live: &LiveSpec) -> Result<Capture<Active>, SourceError> {
-    let err = |e: pcap::Error| SourceError::Open {
-        what: live.interface.clone(),
-        msg: e.to_string(),
+    let err = |e: pcap::Error| {
+        let mut msg = e.to_string();
+        if msg.contains("Operation not permitted") || msg.contains("permission") {
+            msg.push_str(
+                " (live capture needs CAP_NET_RAW, and CAP_NET_ADMIN for promiscuous mode: run \
+                 under deploy/systemd/tapflow-collector@.service, or `setcap \
+                 cap_net_raw,cap_net_admin=ep` on the binary, or as root)",
+            );
+        }
+        SourceError::Open {
+            what: live.interface.clone(),
+            msg,
+        }
     };
     Capture::from_device(live.interface.as_str())
         .map_err(err)?
