@@ -37,6 +37,11 @@ pub struct LinkRow {
     /// processor received nor saw as a gap. What it read after those counters is unknown.
     pub lost_with_collector_at_least: u64,
     pub reconciles: bool,
+    /// Summaries of this link its processor's merge released behind an earlier release's time.
+    pub late: u64,
+    /// The most the link's watermark trailed the processor's most advanced live input's, ms
+    /// (clock skew against the other collectors, plus reporting lag).
+    pub skew_max_ms: u64,
 }
 
 #[derive(Clone, Debug, Serialize, PartialEq, Eq)]
@@ -57,6 +62,9 @@ pub struct CollectorRow {
     pub if_dropped: u64,
     pub packets_reconcile: bool,
     pub summaries_reconcile: bool,
+    /// The largest `skew_max_ms` over its links: how far its clock trailed another
+    /// collector's, as the processors saw it.
+    pub skew_max_ms: u64,
     pub links: Vec<LinkRow>,
 }
 
@@ -141,6 +149,8 @@ struct Segment {
     gaps: u64,
     misrouted: u64,
     eos_seq: Option<u64>,
+    late: u64,
+    skew_max_ms: u64,
 }
 
 impl Segment {
@@ -197,6 +207,8 @@ pub fn reconcile_with(accounts: &[ProcessorAccount], upstream: &Upstream) -> Acc
                     gaps: link.gaps,
                     misrouted: link.misrouted,
                     eos_seq: link.eos_seq,
+                    late: link.late,
+                    skew_max_ms: link.skew_max_ms,
                 });
         }
     }
@@ -215,6 +227,8 @@ pub fn reconcile_with(accounts: &[ProcessorAccount], upstream: &Upstream) -> Acc
                 gaps: l.gaps,
                 misrouted: 0,
                 eos_seq: None,
+                late: 0,
+                skew_max_ms: 0,
             });
         }
     }
@@ -264,6 +278,8 @@ pub fn reconcile_with(accounts: &[ProcessorAccount], upstream: &Upstream) -> Acc
                     .sum(),
                 lost_with_collector_at_least: 0,
                 reconciles: false,
+                late: segments.iter().map(|s| s.late).sum(),
+                skew_max_ms: segments.iter().map(|s| s.skew_max_ms).max().unwrap_or(0),
             };
             if dead {
                 row.lost_with_collector_at_least = sent.saturating_sub(
@@ -293,6 +309,7 @@ pub fn reconcile_with(accounts: &[ProcessorAccount], upstream: &Upstream) -> Acc
             if_dropped: counters.capture.if_dropped,
             packets_reconcile: r.packets_read == r.packets_accounted,
             summaries_reconcile: r.summaries == r.summaries_accounted,
+            skew_max_ms: links.iter().map(|l| l.skew_max_ms).max().unwrap_or(0),
             links,
         });
     }
@@ -382,7 +399,7 @@ fn status_name(s: &EosStatus) -> String {
 /// The report as an aligned text table for the log.
 pub fn table(report: &AccountingReport) -> String {
     let mut s = String::new();
-    s.push_str("collector                                read  summarised  frag_merged  drops  summaries  link: sent=received+gaps\n");
+    s.push_str("collector                                read  summarised  frag_merged  drops  summaries  skew_max_ms  link: sent=received+gaps\n");
     for c in &report.collectors {
         let drops: u64 = c.drops.values().sum();
         let links: Vec<String> = c
@@ -410,13 +427,14 @@ pub fn table(report: &AccountingReport) -> String {
             })
             .collect();
         s.push_str(&format!(
-            "{:<38} {:>6} {:>11} {:>12} {:>6} {:>10}  {}{}\n",
+            "{:<38} {:>6} {:>11} {:>12} {:>6} {:>10} {:>12}  {}{}\n",
             c.sender,
             c.packets_read,
             c.packets_summarised,
             c.fragments_merged,
             drops,
             c.summaries,
+            c.skew_max_ms,
             links.join("  "),
             if c.dead {
                 "  DEAD: no end-of-stream, counters as of its last heartbeat"
@@ -609,6 +627,23 @@ mod tests {
         let row = &r.collectors[0];
         assert!(row.dead && r.reconciled && !r.complete, "{}", table(&r));
         assert_eq!(row.links[0].lost_with_collector_at_least, 2);
+    }
+
+    #[test]
+    fn skew_and_late_are_reported_per_link_and_collector() {
+        let c = counters(vec![10, 5]);
+        let mut l0 = link("a", 0, 10, 10, 0, &c);
+        (l0.skew_max_ms, l0.late) = (4_980, 3);
+        let mut l1 = link("a", 1, 5, 5, 0, &c);
+        l1.skew_max_ms = 5_010;
+        let r = reconcile(&[account("p0", vec![l0]), account("p1", vec![l1])]);
+        let row = &r.collectors[0];
+        let links: Vec<(u64, u64)> = row.links.iter().map(|l| (l.skew_max_ms, l.late)).collect();
+        assert_eq!(
+            (row.skew_max_ms, links),
+            (5_010, vec![(4_980, 3), (5_010, 0)])
+        );
+        assert!(r.reconciled && table(&r).contains("5010"), "{}", table(&r));
     }
 
     #[test]

@@ -6,6 +6,7 @@
 pub mod config;
 pub mod inputs;
 pub mod merge;
+mod metrics;
 pub mod run;
 pub mod session;
 

@@ -12,7 +12,12 @@
 //! it or the caller waives the wait. Memory is bounded by `cap` buffered summaries: past it the
 //! smallest head is released early and counted as `forced`. A summary released with a time
 //! below the previous release's is counted as `late` (out-of-order capture, or an input behind
-//! the others); it is still processed, in its input's order.
+//! the others); it is still processed, in its input's order, and counted against its input.
+//!
+//! Clock skew: each input's watermark is compared, whenever that input sends summaries, with
+//! the most advanced watermark among the live inputs. The difference (how far this input's clock
+//! trails the leader's, plus whatever its own reporting lags) is kept per input as the current
+//! value and the maximum seen; see [`Merger::inputs`].
 
 use std::collections::{HashMap, VecDeque};
 use std::hash::Hasher;
@@ -29,6 +34,20 @@ pub struct MergeStats {
     pub buffered: u64,
 }
 
+/// What the merge knows of one input: its clock skew and its late summaries.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct InputView<'a> {
+    pub sender: &'a str,
+    pub incarnation: u64,
+    /// How far its watermark was behind the most advanced live input's when it last sent
+    /// summaries (0 once it has ended or been declared dead).
+    pub skew_ns: u64,
+    /// The largest such value seen.
+    pub skew_max_ns: u64,
+    /// Its summaries released below an earlier release's time.
+    pub late: u64,
+}
+
 pub struct Merger {
     expected: usize,
     cap: usize,
@@ -43,6 +62,7 @@ pub struct Merger {
 
 struct Input {
     name: String,
+    incarnation: u64,
     /// Orders inputs whose heads carry the same timestamp: a fixed hash of the name, so the
     /// order is the same in every run (incarnations are not).
     rank: u64,
@@ -50,6 +70,9 @@ struct Input {
     watermark_ns: u64,
     ended: bool,
     dead: bool,
+    skew_ns: u64,
+    skew_max_ns: u64,
+    late: u64,
 }
 
 impl Input {
@@ -81,11 +104,15 @@ impl Merger {
         h.write(sender.as_bytes());
         self.inputs.push(Input {
             name: sender.to_owned(),
+            incarnation,
             rank: h.finish(),
             queue: VecDeque::new(),
             watermark_ns: 0,
             ended: false,
             dead: false,
+            skew_ns: 0,
+            skew_max_ns: 0,
+            late: 0,
         });
         self.index
             .insert((sender.to_owned(), incarnation), self.inputs.len() - 1);
@@ -105,6 +132,9 @@ impl Merger {
         let input = &mut self.inputs[i];
         input.watermark_ns = input.watermark_ns.max(watermark_ns);
         input.queue.extend(summaries.iter().copied());
+        if !summaries.is_empty() {
+            self.measure_skew(i);
+        }
         self.buffered += summaries.len();
         while self.buffered > self.cap {
             match self.smallest_head() {
@@ -124,10 +154,33 @@ impl Merger {
         self.inputs[i].watermark_ns = self.inputs[i].watermark_ns.max(watermark_ns);
     }
 
+    /// Input `i` just sent summaries: how far is its watermark behind the most advanced live
+    /// input's? Measured when the input itself sends data, so its own value is fresh: a quiet
+    /// input is not charged for the time since its last message, nor for the slack a live
+    /// collector's heartbeats leave (their watermark is the clock minus 1 s). Inputs that have
+    /// not read a packet yet (watermark 0) neither count nor are counted.
+    fn measure_skew(&mut self, i: usize) {
+        let own = self.inputs[i].watermark_ns;
+        if own == 0 || !self.inputs[i].live() {
+            return;
+        }
+        let lead = self
+            .inputs
+            .iter()
+            .filter(|x| x.live())
+            .map(|x| x.watermark_ns)
+            .max()
+            .unwrap_or(own);
+        let input = &mut self.inputs[i];
+        input.skew_ns = lead.saturating_sub(own);
+        input.skew_max_ns = input.skew_max_ns.max(input.skew_ns);
+    }
+
     /// End of stream from an input: it no longer holds the others back.
     pub fn end(&mut self, sender: &str, incarnation: u64) {
         let i = self.input(sender, incarnation);
         self.inputs[i].ended = true;
+        self.inputs[i].skew_ns = 0;
     }
 
     /// Declares an input (one incarnation of a collector) dead: silent too long, or
@@ -136,6 +189,7 @@ impl Merger {
     pub fn declare_dead(&mut self, sender: &str, incarnation: u64) {
         if let Some(&i) = self.index.get(&(sender.to_owned(), incarnation)) {
             self.inputs[i].dead = true;
+            self.inputs[i].skew_ns = 0;
         }
     }
 
@@ -232,6 +286,7 @@ impl Merger {
             self.buffered -= 1;
             if s.ts_ns < self.released_ts {
                 self.stats.late += 1;
+                self.inputs[j].late += 1;
             }
             self.released_ts = self.released_ts.max(s.ts_ns);
             self.stats.released += 1;
@@ -261,6 +316,18 @@ impl Merger {
 
     pub fn stats(&self) -> MergeStats {
         self.stats
+    }
+
+    /// Every input heard from (one per collector incarnation, as the processor's link
+    /// accounts are), with its skew and late counts: three integers per input.
+    pub fn inputs(&self) -> impl Iterator<Item = InputView<'_>> {
+        self.inputs.iter().map(|i| InputView {
+            sender: &i.name,
+            incarnation: i.incarnation,
+            skew_ns: i.skew_ns,
+            skew_max_ns: i.skew_max_ns,
+            late: i.late,
+        })
     }
 }
 
@@ -366,5 +433,47 @@ mod tests {
         assert_eq!(m.watermark_ns(), Some(100));
         m.release(&mut out);
         assert_eq!(ts(&out), [100]);
+    }
+
+    fn skews(m: &Merger) -> Vec<(String, u64, u64, u64)> {
+        m.inputs()
+            .map(|i| (i.sender.to_owned(), i.skew_ns, i.skew_max_ns, i.late))
+            .collect()
+    }
+
+    #[test]
+    fn skew_is_how_far_an_input_trails_the_leader_when_it_sends() {
+        let mut m = Merger::new(2, 1000);
+        let mut out = Vec::new();
+        // b has not read a packet yet: neither counted nor counting.
+        m.advance("b", 1, 0);
+        m.push("a", 1, 5_000, &[s(5_000)], &mut out);
+        assert_eq!(skews(&m), [("b".into(), 0, 0, 0), ("a".into(), 0, 0, 0)]);
+        // b sends 4 units behind a; a heartbeat moves a on without measuring anything.
+        m.push("b", 1, 1_000, &[s(1_000)], &mut out);
+        m.advance("b", 1, 2_000);
+        m.advance("a", 1, 6_000);
+        m.push("b", 1, 5_500, &[s(5_500)], &mut out);
+        assert_eq!(
+            skews(&m),
+            [("b".into(), 500, 4_000, 0), ("a".into(), 0, 0, 0)]
+        );
+        // Ending resets the gauge, not the maximum; an ended input no longer leads.
+        m.end("a", 1);
+        m.push("b", 1, 5_600, &[s(5_600)], &mut out);
+        assert_eq!(skews(&m)[0], ("b".into(), 0, 4_000, 0));
+    }
+
+    #[test]
+    fn late_summaries_are_counted_against_their_input() {
+        // A cap of 1 forces a's summary at 100 out before b's earlier one arrives.
+        let mut m = Merger::new(2, 1);
+        let mut out = Vec::new();
+        m.push("a", 1, 100, &[s(100), s(101)], &mut out);
+        m.push("b", 1, 50, &[s(50)], &mut out);
+        m.drain(&mut out);
+        assert_eq!(ts(&out), [100, 50, 101]);
+        let late: Vec<u64> = m.inputs().map(|i| i.late).collect();
+        assert_eq!((late, m.stats().late), (vec![0, 1], 1));
     }
 }

@@ -25,45 +25,6 @@ fn sock<'a>(what: &'static str, endpoint: &'a str) -> impl FnOnce(zmq::Error) ->
     }
 }
 
-/// The processor's counters in Prometheus text format.
-fn render_metrics(
-    account: &tapflow_proto::upstream::ProcessorAccount,
-    engine: &BTreeMap<String, u64>,
-) -> String {
-    let sum = |f: fn(&tapflow_proto::upstream::LinkAccount) -> u64| {
-        account.links.iter().map(f).sum::<u64>()
-    };
-    let mut named: Vec<(String, u64)> = vec![
-        ("summaries_received".into(), sum(|l| l.summaries_received)),
-        ("summaries_gap".into(), sum(|l| l.gaps)),
-        ("summaries_misrouted".into(), sum(|l| l.misrouted)),
-        ("messages_misrouted".into(), account.misrouted_messages),
-    ];
-    named.extend(
-        account
-            .malformed
-            .iter()
-            .map(|(r, n)| (format!("messages_malformed{{reason=\"{r}\"}}"), *n)),
-    );
-    named.extend(
-        engine
-            .iter()
-            .filter(|(k, _)| k.as_str() != "flows_open")
-            .map(|(k, v)| (k.clone(), *v)),
-    );
-    let mut out = String::new();
-    tapflow_runtime::prometheus_counters(
-        "processor",
-        named.iter().map(|(k, v)| (k.as_str(), *v)),
-        &mut out,
-    );
-    out.push_str(&format!(
-        "# TYPE tapflow_processor_flows_open gauge\ntapflow_processor_flows_open {}\n",
-        engine.get("flows_open").copied().unwrap_or(0)
-    ));
-    out
-}
-
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
     #[error("cannot {what} {endpoint}: {source}")]
@@ -184,7 +145,11 @@ pub fn run(config: &Config, shutdown: &AtomicBool) -> Result<(), RunError> {
             if config.metrics_listen.is_some() {
                 let mut counters = engine.counters();
                 tapflow_runtime::curve::add_counters(auth.as_ref(), &mut counters);
-                let text = render_metrics(&inputs.account(&config.name, incarnation), &counters);
+                let text = crate::metrics::render(
+                    &inputs.account(&config.name, incarnation),
+                    &counters,
+                    &engine.collector_skews(),
+                );
                 if let Ok(mut g) = metrics.lock() {
                     *g = text;
                 }
@@ -213,6 +178,7 @@ pub fn run(config: &Config, shutdown: &AtomicBool) -> Result<(), RunError> {
     engine.finish();
     engine.send_conns(&push, &mut buf, 0);
     let mut account = inputs.account(&config.name, incarnation);
+    engine.fill_links(&mut account.links);
     account.counters = engine.counters();
     tapflow_runtime::curve::add_counters(auth.as_ref(), &mut account.counters);
     let received: u64 = account.links.iter().map(|l| l.summaries_received).sum();
@@ -548,6 +514,38 @@ impl Engine {
             Err(e) => {
                 self.records_unsent += n;
                 error!(error = %e, records = n, "connection records not sent to the aggregator (lost)");
+            }
+        }
+    }
+
+    /// Per collector name (over its incarnations): the current and the largest skew seen, ms.
+    fn collector_skews(&self) -> BTreeMap<String, (u64, u64)> {
+        let mut out: BTreeMap<String, (u64, u64)> = BTreeMap::new();
+        for i in self.merger.inputs() {
+            let e = out.entry(i.sender.to_owned()).or_default();
+            e.0 = e.0.max(i.skew_ns / 1_000_000);
+            e.1 = e.1.max(i.skew_max_ns / 1_000_000);
+        }
+        out
+    }
+
+    /// Each link's share of the merge's late summaries and its largest skew (a link and a
+    /// merge input are both one collector incarnation).
+    fn fill_links(&self, links: &mut [tapflow_proto::upstream::LinkAccount]) {
+        let by_input: HashMap<(&str, u64), (u64, u64)> = self
+            .merger
+            .inputs()
+            .map(|i| {
+                (
+                    (i.sender, i.incarnation),
+                    (i.late, i.skew_max_ns / 1_000_000),
+                )
+            })
+            .collect();
+        for l in links {
+            if let Some(&(late, skew)) = by_input.get(&(l.sender.as_str(), l.incarnation)) {
+                l.late = late;
+                l.skew_max_ms = skew;
             }
         }
     }

@@ -42,7 +42,8 @@ pub struct LinkAccount {
     pub gaps: u64,
     /// Summaries dropped because the link's claim conflicts with this processor's shard.
     pub misrouted: u64,
-    /// Summaries received late (behind the window they belong to); 0 until windows exist.
+    /// Summaries from this link the processor's merge released below an earlier release's
+    /// time (their share of its `merge_late` counter).
     pub late: u64,
     /// The sequence number of the end-of-stream message: summaries the sender sent on this link.
     pub eos_seq: Option<u64>,
@@ -56,6 +57,10 @@ pub struct LinkAccount {
     /// sequence number expected.
     #[serde(default)]
     pub first_seq: u64,
+    /// The most this link's watermark was behind the processor's most advanced live input's
+    /// (ms): the sender's clock skew against the other collectors, plus its reporting lag.
+    #[serde(default)]
+    pub skew_max_ms: u64,
 }
 
 /// A processor's progress on one collector link, in every heartbeat: what a processor

@@ -192,6 +192,7 @@ fn arb_link_account() -> impl Strategy<Value = LinkAccount> {
                 counters,
                 watermark_ns,
                 first_seq: 0,
+                skew_max_ms: 0,
             },
         )
 }
