@@ -72,10 +72,15 @@ pub struct Args {
     /// Sources never reported as scanners (known scanners, monitoring hosts), e.g. 10.0.0.5/32.
     #[arg(long, value_delimiter = ',')]
     pub allow: Vec<String>,
-    /// InfluxDB base URL (http://HOST:PORT); with --influx-db for the v1 API, or --influx-org,
-    /// --influx-bucket and a token for v2.
+    /// InfluxDB base URL (http://HOST:PORT or https://HOST:PORT, no credentials in it); with
+    /// --influx-db for the v1 API, or --influx-org, --influx-bucket and a token for v2.
     #[arg(long, env = "TAPFLOW_INFLUX_URL")]
     pub influx_url: Option<String>,
+    /// https: PEM file of the CA certificate(s) that signed InfluxDB's certificate (a private
+    /// CA, or the self-signed certificate itself), trusted instead of the system's roots
+    /// [default: the system's roots, /etc/ssl/certs].
+    #[arg(long, env = "TAPFLOW_INFLUX_CA_FILE")]
+    pub influx_ca_file: Option<PathBuf>,
     /// v1: database (created if missing).
     #[arg(long, env = "TAPFLOW_INFLUX_DB")]
     pub influx_db: Option<String>,
@@ -154,6 +159,7 @@ pub struct FileConfig {
     pub detect_keys_cap: Option<usize>,
     pub allow: Option<Vec<String>>,
     pub influx_url: Option<String>,
+    pub influx_ca_file: Option<PathBuf>,
     pub influx_db: Option<String>,
     pub influx_rp: Option<String>,
     pub influx_user: Option<String>,
@@ -367,6 +373,13 @@ impl Config {
             Some(i) => {
                 use crate::influx::InfluxApi;
                 kv(&mut out, "influx_url", toml_str(&i.url));
+                match &i.ca_file {
+                    Some(p) => kv(&mut out, "influx_ca_file", toml_str(&p.to_string_lossy())),
+                    None if i.url.starts_with("https://") => {
+                        out.push_str("# influx_ca_file: the system's CA roots\n");
+                    }
+                    None => {}
+                }
                 match &i.api {
                     InfluxApi::V1 { db, rp, user, .. } => {
                         kv(&mut out, "influx_db", toml_str(db));
@@ -471,8 +484,16 @@ fn influx_config(
 ) -> Option<crate::influx::InfluxConfig> {
     use crate::influx::{InfluxApi, InfluxConfig};
     let url = args.influx_url.clone().or(file.influx_url.clone())?;
-    if !url.starts_with("http://") {
-        errors.push(format!("influx_url {url:?} must be http://HOST:PORT (no TLS here: put a local proxy in front of https)"));
+    if let Err(e) = crate::influx::check_url(&url) {
+        errors.push(e.to_string());
+    }
+    let ca_file = args.influx_ca_file.clone().or(file.influx_ca_file.clone());
+    if let Some(p) = &ca_file {
+        if !url.starts_with("https://") {
+            errors.push("influx_ca_file is for an https:// influx_url".to_owned());
+        } else if let Err(e) = crate::influx::load_ca_file(p) {
+            errors.push(e.to_string());
+        }
     }
     let secret = |path: Option<PathBuf>,
                   env: &str,
@@ -541,6 +562,7 @@ fn influx_config(
         .or(file.influx_spool_dir.clone())
         .unwrap_or_else(|| std::env::temp_dir().join("tapflow-influx-spool"));
     let mut cfg = InfluxConfig::new(url, api, spool);
+    cfg.ca_file = ca_file;
     if let Some(n) = args.influx_batch_lines.or(file.influx_batch_lines) {
         if n == 0 {
             errors.push("influx_batch_lines must be at least 1".to_owned());
@@ -614,6 +636,116 @@ mod tests {
         std::fs::write(&config, &text).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(check(&config), text);
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn secrets_never_reach_config_output_nor_errors() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let password = dir.path().join("influx.password");
+        let token = dir.path().join("influx.token");
+        let ca = dir.path().join("ca.pem");
+        std::fs::write(&password, "hunter2-Pa55\n").unwrap_or_else(|e| panic!("{e}"));
+        std::fs::write(&token, "s3cr3t-T0ken\n").unwrap_or_else(|e| panic!("{e}"));
+        // PEM framing is all that is checked here; rustls parses the DER at connect time.
+        std::fs::write(
+            &ca,
+            "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n",
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        let (password, token, ca) = (
+            password.display().to_string(),
+            token.display().to_string(),
+            ca.display().to_string(),
+        );
+        let base = [
+            "a",
+            "--listen",
+            "tcp://127.0.0.1:5700",
+            "--processors",
+            "1",
+            "--plain",
+        ];
+        let v1 = [
+            "--influx-db",
+            "tapflow",
+            "--influx-user",
+            "tapflow",
+            "--influx-password-file",
+            &password,
+        ];
+        let v2 = [
+            "--influx-org",
+            "o",
+            "--influx-bucket",
+            "b",
+            "--influx-token-file",
+            &token,
+        ];
+        let parse = |extra: &[&str]| {
+            Args::try_parse_from(base.iter().chain(extra)).unwrap_or_else(|e| panic!("{e}"))
+        };
+        let secret_free = |text: &str| {
+            for secret in ["hunter2", "s3cr3t", "T0ken"] {
+                assert!(!text.contains(secret), "{secret} in {text}");
+            }
+        };
+        let url = "https://influx.example:8086";
+        for api in [&v1[..], &v2[..]] {
+            let mut extra = vec!["--influx-url", url, "--influx-ca-file", &ca];
+            extra.extend_from_slice(api);
+            let config = Config::load(parse(&extra)).unwrap_or_else(|e| panic!("{e}"));
+            secret_free(&format!("{config:?}"));
+            secret_free(&config.resolved("", ""));
+            let text = Config::check(parse(&extra)).unwrap_or_else(|e| panic!("{e}"));
+            secret_free(&text);
+            assert!(
+                text.contains(&format!("influx_ca_file = \"{ca}\"")),
+                "{text}"
+            );
+        }
+        // Credentials in the URL are refused, and the error shows it redacted.
+        for bad in [
+            "https://admin:hunter2@influx.example:8086",
+            "http://admin:hunter2@127.0.0.1:8086/",
+            "http://127.0.0.1:8086/?u=admin&p=hunter2",
+        ] {
+            let mut extra = vec!["--influx-url", bad];
+            extra.extend_from_slice(&v1);
+            let Err(ConfigError(errors)) = Config::load(parse(&extra)) else {
+                panic!("accepted {bad}")
+            };
+            let text = errors.join("\n");
+            secret_free(&text);
+            assert!(text.contains("<redacted>"), "{text}");
+            let mut cfg = crate::influx::InfluxConfig::new(
+                bad,
+                crate::influx::InfluxApi::V1 {
+                    db: "tapflow".into(),
+                    rp: None,
+                    user: None,
+                    password: None,
+                },
+                dir.path(),
+            );
+            secret_free(&format!("{cfg:?}"));
+            cfg.spool_dir = dir.path().join("spool");
+            let Err(e) = crate::influx::InfluxWriter::start(cfg) else {
+                panic!("the writer accepted {bad}")
+            };
+            secret_free(&format!("{e} {e:?}"));
+        }
+        // A CA file only goes with https.
+        let mut extra = vec![
+            "--influx-url",
+            "http://127.0.0.1:8086",
+            "--influx-ca-file",
+            &ca,
+        ];
+        extra.extend_from_slice(&v1);
+        let Err(ConfigError(errors)) = Config::load(parse(&extra)) else {
+            panic!("accepted a CA file for http")
+        };
+        assert!(errors[0].contains("https"), "{errors:?}");
     }
 
     #[test]

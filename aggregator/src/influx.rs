@@ -7,6 +7,12 @@
 //! batches them (`batch_lines`, or whatever came within `flush_interval`), gzips and posts them
 //! to v1 `/write` or v2 `/api/v2/write`, retries with backoff (honouring `Retry-After`), spools
 //! what it cannot write while InfluxDB is down and replays it, oldest first, when it answers.
+//! Over http or https (rustls; the system's roots or a CA file, see `tls.rs`); a TLS failure
+//! is counted and retried like a connection failure, the points waiting in the spool.
+//!
+//! Credentials (the v1 password, the v2 token) come from files or the environment, live in
+//! [`InfluxApi`] only, and reach no log line: its `Debug` redacts them, URLs may not carry
+//! any ([`check_url`]), and the `Authorization` header is built once and never printed.
 //!
 //! Nothing is lost silently: every point given to `send` ends as written, rejected (a
 //! permanent 4xx for that very point, found by bisecting its batch; or not encodable), dropped
@@ -23,14 +29,17 @@ mod http;
 mod line;
 mod schema;
 mod spool;
+mod tls;
 mod unique;
 mod worker;
 mod writer;
 
 pub use batch::{classify, measurement_of, Backoff, Batch, Delivery, Outcome, Settled};
+pub use http::check_url;
 pub use line::{EncodeError, Encoded, Field, Key, Point};
 pub use schema::{conn_point, health_point, CONN_MEASUREMENT, HEALTH_MEASUREMENT};
 pub use spool::Spool;
+pub use tls::{load_ca_file, redact_url};
 pub use unique::{uid_offset_ns, UniqueStats, Uniquifier};
 pub use writer::InfluxWriter;
 
@@ -57,9 +66,12 @@ pub enum InfluxApi {
 /// The writer's settings.
 #[derive(Clone)]
 pub struct InfluxConfig {
-    /// `http://host:port` (with an optional path prefix). No TLS: put a local proxy in front
-    /// of a remote https server.
+    /// `http://host:port` or `https://host:port` (with an optional path prefix); never with
+    /// credentials in it ([`check_url`]).
     pub url: String,
+    /// https: PEM file of the CA certificate(s) to trust instead of the system's roots (a
+    /// private CA, or InfluxDB's self-signed certificate) [default: the system's roots].
+    pub ca_file: Option<PathBuf>,
     pub api: InfluxApi,
     /// Lines per request [default: 5000].
     pub batch_lines: usize,
@@ -83,6 +95,7 @@ impl InfluxConfig {
     pub fn new(url: impl Into<String>, api: InfluxApi, spool_dir: impl Into<PathBuf>) -> Self {
         InfluxConfig {
             url: url.into(),
+            ca_file: None,
             api,
             batch_lines: 5000,
             flush_interval: Duration::from_secs(1),
@@ -129,7 +142,7 @@ pub struct InfluxStats {
     pub uint_clamped: u64,
     /// Non-finite float fields left out.
     pub fields_dropped: u64,
-    /// Requests that failed, by HTTP status or `connect`/`timeout`/`io`.
+    /// Requests that failed, by HTTP status or `connect`/`timeout`/`tls`/`io`.
     pub http_errors: BTreeMap<String, u64>,
     /// Requests that wrote something.
     pub requests_ok: u64,
@@ -183,8 +196,11 @@ impl InfluxStats {
 
 #[derive(Debug, thiserror::Error)]
 pub enum InfluxError {
+    /// `url` is shown redacted ([`redact_url`]).
     #[error("invalid InfluxDB URL {url:?}: {reason}")]
     Url { url: String, reason: &'static str },
+    #[error("cannot use the InfluxDB CA file {path}: {reason}")]
+    CaFile { path: String, reason: String },
     #[error("invalid InfluxDB setting: {0}")]
     Config(&'static str),
     #[error("cannot open the InfluxDB spool {dir}: {source}")]
@@ -222,7 +238,8 @@ impl fmt::Debug for InfluxApi {
 impl fmt::Debug for InfluxConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("InfluxConfig")
-            .field("url", &self.url)
+            .field("url", &redact_url(&self.url))
+            .field("ca_file", &self.ca_file)
             .field("api", &self.api)
             .field("batch_lines", &self.batch_lines)
             .field("flush_interval", &self.flush_interval)

@@ -1,7 +1,8 @@
 //! A real `influxd` (Debian's `influxdb` package, 1.x) for the tests, without systemd: its
 //! own config file, data in a temporary directory, HTTP and RPC on free loopback ports. Killed
 //! when dropped; can be killed and restarted on the same directories and ports to play an
-//! outage.
+//! outage. [`Influxd::start_https`] serves https instead, with a certificate made by
+//! [`self_signed`] (the openssl CLI).
 //!
 //! And [`V2Stub`], a stand-in for the InfluxDB 2.x write endpoint: Debian's influxd 1.6.7 has
 //! no v2 API, so v2 requests can only be checked against the API documentation by a small
@@ -42,12 +43,24 @@ pub struct Influxd {
     config: PathBuf,
     child: Option<Child>,
     agent: ureq::Agent,
+    /// https with this certificate (trusted by `agent`) and key.
+    tls: Option<(PathBuf, PathBuf)>,
 }
 
 impl Influxd {
     /// Starts influxd on a new temporary directory, or returns `None` after printing
     /// `SKIP: influxd not installed` (CI installs Debian's `influxdb`).
     pub fn start() -> Option<Influxd> {
+        Self::start_with(None)
+    }
+
+    /// As [`Influxd::start`], serving https only with `cert` and `key` (PEM files, e.g. from
+    /// [`self_signed`]); the helper's own requests trust `cert`.
+    pub fn start_https(cert: &Path, key: &Path) -> Option<Influxd> {
+        Self::start_with(Some((cert.to_owned(), key.to_owned())))
+    }
+
+    fn start_with(tls: Option<(PathBuf, PathBuf)>) -> Option<Influxd> {
         let Some(bin) = binary() else {
             eprintln!("SKIP: influxd not installed (Debian package `influxdb`)");
             return None;
@@ -56,14 +69,25 @@ impl Influxd {
         let ports = free_ports(2);
         let (http_port, rpc_port) = (ports[0], ports[1]);
         let config = dir.path().join("influxdb.conf");
-        std::fs::write(&config, config_text(dir.path(), http_port, rpc_port))
-            .unwrap_or_else(|e| panic!("cannot write {}: {e}", config.display()));
-        let agent = ureq::Agent::config_builder()
+        std::fs::write(
+            &config,
+            config_text(dir.path(), http_port, rpc_port, tls.as_ref()),
+        )
+        .unwrap_or_else(|e| panic!("cannot write {}: {e}", config.display()));
+        let mut agent = ureq::Agent::config_builder()
             .http_status_as_error(false)
             .proxy(None)
-            .timeout_global(Some(Duration::from_secs(30)))
-            .build()
-            .into();
+            .timeout_global(Some(Duration::from_secs(30)));
+        if let Some((cert, _)) = &tls {
+            let pem = std::fs::read(cert).unwrap_or_else(|e| panic!("{}: {e}", cert.display()));
+            let root = ureq::tls::Certificate::from_pem(&pem)
+                .unwrap_or_else(|e| panic!("{}: {e}", cert.display()));
+            agent = agent.tls_config(
+                ureq::tls::TlsConfig::builder()
+                    .root_certs(ureq::tls::RootCerts::new_with_certs(&[root]))
+                    .build(),
+            );
+        }
         let mut d = Influxd {
             dir,
             http_port,
@@ -71,15 +95,17 @@ impl Influxd {
             bin,
             config,
             child: None,
-            agent,
+            agent: agent.build().into(),
+            tls,
         };
         d.restart();
         Some(d)
     }
 
-    /// `http://127.0.0.1:<port>`.
+    /// `http://127.0.0.1:<port>`, or `https://` when started with [`Influxd::start_https`].
     pub fn url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.http_port)
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        format!("{scheme}://127.0.0.1:{}", self.http_port)
     }
 
     /// Kills it (SIGKILL: nothing is flushed that was not already acknowledged).
@@ -174,9 +200,57 @@ impl Drop for Influxd {
     }
 }
 
-/// A config for influxd 1.x with everything under `dir`, loopback only, quiet.
-fn config_text(dir: &Path, http_port: u16, rpc_port: u16) -> String {
+/// A self-signed certificate and its key (RSA 2048, one day) for the subject alternative
+/// names `san` (e.g. `IP:127.0.0.1,DNS:localhost`), written by the openssl CLI into `dir` as
+/// `cert.pem` and `key.pem`; `None` after printing `SKIP:` when openssl is not installed.
+///
+/// `basicConstraints=CA:FALSE`: `openssl req -x509` otherwise marks it a CA, and rustls
+/// (webpki) refuses a CA certificate as a server's own (`CaUsedAsEndEntity`). Its subject is
+/// not `CN=localhost`: Debian's `ssl-cert` puts a snakeoil certificate of that name in
+/// /etc/ssl/certs, and a verifier with the system roots would then find the wrong issuer
+/// (`BadSignature` instead of `UnknownIssuer`).
+pub fn self_signed(dir: &Path, san: &str) -> Option<(PathBuf, PathBuf)> {
+    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+    let out = Command::new("openssl")
+        .args([
+            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+        ])
+        .args(["-subj", "/CN=tapflow test InfluxDB", "-addext"])
+        .arg(format!("subjectAltName={san}"))
+        .args(["-addext", "basicConstraints=critical,CA:FALSE"])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .stdin(Stdio::null())
+        .output();
+    match out {
+        Ok(o) if o.status.success() => Some((cert, key)),
+        Ok(o) => panic!("openssl req failed: {}", String::from_utf8_lossy(&o.stderr)),
+        Err(e) => {
+            eprintln!("SKIP: cannot run openssl ({e}; Debian package `openssl`)");
+            None
+        }
+    }
+}
+
+/// A config for influxd 1.x with everything under `dir`, loopback only, quiet; https only
+/// with `tls` (certificate, key).
+fn config_text(
+    dir: &Path,
+    http_port: u16,
+    rpc_port: u16,
+    tls: Option<&(PathBuf, PathBuf)>,
+) -> String {
     let d = dir.display();
+    let https = match tls {
+        Some((cert, key)) => format!(
+            "  https-enabled = true\n  https-certificate = \"{}\"\n  https-private-key = \"{}\"\n",
+            cert.display(),
+            key.display()
+        ),
+        None => String::new(),
+    };
     format!(
         r#"reporting-disabled = true
 bind-address = "127.0.0.1:{rpc_port}"
@@ -199,7 +273,7 @@ bind-address = "127.0.0.1:{rpc_port}"
   bind-address = "127.0.0.1:{http_port}"
   log-enabled = false
   pprof-enabled = false
-
+{https}
 [logging]
   level = "warn"
   suppress-logo = true

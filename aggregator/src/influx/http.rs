@@ -7,6 +7,7 @@ use std::time::Duration;
 use flate2::write::GzEncoder;
 use flate2::Compression;
 
+use super::tls;
 use super::{InfluxApi, InfluxConfig, InfluxError};
 
 /// What came back for one request.
@@ -17,12 +18,15 @@ pub(crate) struct Answer {
     pub retry_after: Option<String>,
     /// The start of the response body (InfluxDB's error message), or the client error.
     pub message: String,
-    /// For counting failures: the status, or `connect` / `timeout` / `io`.
+    /// For counting failures: the status, or `connect` / `timeout` / `tls` / `io`.
     pub error_kind: Option<String>,
 }
 
 pub(crate) struct Client {
     agent: ureq::Agent,
+    /// For naming failures: an https URL, and its CA file if any.
+    https: bool,
+    ca_file: Option<std::path::PathBuf>,
     write_url: String,
     write_query: Vec<(&'static str, String)>,
     query_url: String,
@@ -33,31 +37,55 @@ pub(crate) struct Client {
     gz: Vec<u8>,
 }
 
+/// Checks an InfluxDB base URL: `http://` or `https://`, a host, no credentials (they go in
+/// the credential files, never in a URL that could be logged) and no query string. The error
+/// shows the URL with any credentials redacted.
+pub fn check_url(url: &str) -> Result<(), InfluxError> {
+    let bad = |reason| InfluxError::Url {
+        url: tls::redact_url(url),
+        reason,
+    };
+    let Some(rest) = url
+        .strip_prefix("http://")
+        .or_else(|| url.strip_prefix("https://"))
+    else {
+        return Err(bad("must start with http:// or https://"));
+    };
+    if rest.contains('@') {
+        return Err(bad(
+            "must not hold credentials (user:password@): give --influx-user with \
+             --influx-password-file (v1) or --influx-token-file (v2), or their TAPFLOW_INFLUX_* \
+             variables",
+        ));
+    }
+    if rest.contains(['?', '#']) {
+        return Err(bad("must not have a query string or fragment"));
+    }
+    if rest.is_empty() || rest.starts_with('/') {
+        return Err(bad("has no host"));
+    }
+    Ok(())
+}
+
 impl Client {
     pub fn new(cfg: &InfluxConfig) -> Result<Client, InfluxError> {
+        check_url(&cfg.url)?;
         let base = cfg.url.trim_end_matches('/');
-        let bad = |reason| InfluxError::Url {
-            url: cfg.url.clone(),
-            reason,
-        };
-        if base.starts_with("https://") {
-            return Err(bad(
-                "https is not built in (no TLS); use http:// or a local proxy",
+        let https = base.starts_with("https://");
+        if cfg.ca_file.is_some() && !https {
+            return Err(InfluxError::Config(
+                "a CA file is for https:// URLs only (this one is http://)",
             ));
         }
-        let Some(rest) = base.strip_prefix("http://") else {
-            return Err(bad("must start with http://"));
-        };
-        if rest.is_empty() || rest.starts_with('/') {
-            return Err(bad("has no host"));
-        }
-        let agent: ureq::Agent = ureq::Agent::config_builder()
+        let mut agent = ureq::Agent::config_builder()
             .http_status_as_error(false)
             // InfluxDB is usually local; an environment proxy would only get in the way.
             .proxy(None)
-            .timeout_global(Some(cfg.timeout))
-            .build()
-            .into();
+            .timeout_global(Some(cfg.timeout));
+        if https {
+            agent = agent.tls_config(tls::config(cfg.ca_file.as_deref())?);
+        }
+        let agent: ureq::Agent = agent.build().into();
         let (write_url, write_query, auth, create_db) = match &cfg.api {
             InfluxApi::V1 {
                 db,
@@ -99,6 +127,8 @@ impl Client {
         };
         Ok(Client {
             agent,
+            https,
+            ca_file: cfg.ca_file.clone(),
             write_url,
             write_query,
             query_url: format!("{base}/query"),
@@ -135,7 +165,7 @@ impl Client {
         } else {
             req.send(body)
         };
-        answer(result)
+        self.answer(result)
     }
 
     /// v1: `CREATE DATABASE` (a no-op when it exists). `None` for v2.
@@ -149,52 +179,61 @@ impl Client {
         if let Some(a) = &self.auth {
             req = req.header("Authorization", a);
         }
-        Some(answer(
-            req.config()
-                .timeout_global(Some(timeout))
-                .build()
-                .send_empty(),
-        ))
+        Some(
+            self.answer(
+                req.config()
+                    .timeout_global(Some(timeout))
+                    .build()
+                    .send_empty(),
+            ),
+        )
     }
 }
 
-fn answer(result: Result<ureq::http::Response<ureq::Body>, ureq::Error>) -> Answer {
-    match result {
-        Ok(mut resp) => {
-            let status = resp.status().as_u16();
-            let retry_after = resp
-                .headers()
-                .get("Retry-After")
-                .and_then(|v| v.to_str().ok())
-                .map(str::to_owned);
-            let mut message = resp
-                .body_mut()
-                .with_config()
-                .limit(64 * 1024)
-                .read_to_string()
-                .unwrap_or_default();
-            truncate(&mut message, 512);
-            Answer {
-                status: Some(status),
-                retry_after,
-                message,
-                error_kind: (!(200..300).contains(&status)).then(|| status.to_string()),
-            }
-        }
-        Err(e) => {
-            let kind = match &e {
-                ureq::Error::Timeout(_) => "timeout",
-                ureq::Error::ConnectionFailed | ureq::Error::HostNotFound => "connect",
-                ureq::Error::Io(io) if io.kind() == std::io::ErrorKind::ConnectionRefused => {
-                    "connect"
+impl Client {
+    fn answer(&self, result: Result<ureq::http::Response<ureq::Body>, ureq::Error>) -> Answer {
+        match result {
+            Ok(mut resp) => {
+                let status = resp.status().as_u16();
+                let retry_after = resp
+                    .headers()
+                    .get("Retry-After")
+                    .and_then(|v| v.to_str().ok())
+                    .map(str::to_owned);
+                let mut message = resp
+                    .body_mut()
+                    .with_config()
+                    .limit(64 * 1024)
+                    .read_to_string()
+                    .unwrap_or_default();
+                truncate(&mut message, 512);
+                Answer {
+                    status: Some(status),
+                    retry_after,
+                    message,
+                    error_kind: (!(200..300).contains(&status)).then(|| status.to_string()),
                 }
-                _ => "io",
-            };
-            Answer {
-                status: None,
-                retry_after: None,
-                message: e.to_string(),
-                error_kind: Some(kind.to_owned()),
+            }
+            Err(e) => {
+                let (kind, message) = match &e {
+                    e if tls::is_tls_error(e, self.https) => {
+                        ("tls", tls::describe(e, self.ca_file.as_deref()))
+                    }
+                    ureq::Error::Timeout(_) => ("timeout", e.to_string()),
+                    ureq::Error::ConnectionFailed | ureq::Error::HostNotFound => {
+                        ("connect", e.to_string())
+                    }
+                    ureq::Error::Io(io) if io.kind() == std::io::ErrorKind::ConnectionRefused => {
+                        ("connect", e.to_string())
+                    }
+                    _ => ("io", e.to_string()),
+                };
+                Answer {
+                    status: None,
+                    retry_after: None,
+                    message,
+                    error_kind: Some(kind.to_owned()),
+                }
             }
         }
     }
@@ -266,12 +305,73 @@ mod tests {
         for (url, ok) in [
             ("http://127.0.0.1:8086", true),
             ("http://influx.example/prefix/", true),
-            ("https://influx.example", false),
+            ("https://influx.example", true),
+            ("https://127.0.0.1:8086/", true),
+            ("ftp://influx.example", false),
             ("influx:8086", false),
             ("http://", false),
+            ("https:///x", false),
+            ("https://admin:hunter2@influx.example", false),
+            ("http://influx.example/?u=admin&p=hunter2", false),
         ] {
             let cfg = InfluxConfig::new(url, api.clone(), "/tmp");
             assert_eq!(Client::new(&cfg).is_ok(), ok, "{url}");
+        }
+    }
+
+    /// A loopback server that answers every connection with `reply` and closes it.
+    fn plain_server(reply: &'static [u8]) -> u16 {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("{e}"));
+        let port = listener.local_addr().map_or(0, |a| a.port());
+        std::thread::spawn(move || {
+            for mut s in listener.incoming().flatten() {
+                let mut buf = [0u8; 4096];
+                let _ = std::io::Read::read(&mut s, &mut buf);
+                let _ = s.write_all(reply);
+            }
+        });
+        port
+    }
+
+    #[test]
+    fn failures_are_named_and_carry_no_credentials() {
+        let v1 = InfluxApi::V1 {
+            db: "tapflow".into(),
+            rp: None,
+            user: Some("tapflow".into()),
+            password: Some("hunter2-Pa55".into()),
+        };
+        let v2 = InfluxApi::V2 {
+            org: "o".into(),
+            bucket: "b".into(),
+            token: "s3cr3t-T0ken".into(),
+        };
+        let http = plain_server(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n");
+        let closed = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("{e}"));
+            l.local_addr().map_or(0, |a| a.port())
+        };
+        let basic = base64(b"tapflow:hunter2-Pa55");
+        for api in [v1, v2] {
+            for (url, kind, says) in [
+                (
+                    format!("https://127.0.0.1:{http}"),
+                    "tls",
+                    "does not speak TLS",
+                ),
+                (format!("http://127.0.0.1:{closed}"), "connect", ""),
+            ] {
+                let mut cfg = InfluxConfig::new(url.clone(), api.clone(), "/tmp");
+                cfg.timeout = Duration::from_secs(5);
+                let mut client = Client::new(&cfg).unwrap_or_else(|e| panic!("{e}"));
+                let ans = client.write(b"m f=1i 1\n", cfg.timeout);
+                let text = format!("{ans:?}");
+                assert_eq!(ans.error_kind.as_deref(), Some(kind), "{url}: {text}");
+                assert!(ans.message.contains(says), "{url}: {text}");
+                for secret in ["hunter2", "s3cr3t", basic.as_str()] {
+                    assert!(!text.contains(secret), "{url}: {text}");
+                }
+            }
         }
     }
 }

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use tracing::{debug, error, info, warn};
 
 use super::batch::{classify, measurement_of, Backoff, Batch, Delivery, Outcome, Settled};
-use super::http::Client;
+use super::http::{Answer, Client};
 use super::line::Point;
 use super::writer::{spool_or_drop, Shared};
 use super::{InfluxApi, InfluxConfig};
@@ -241,7 +241,7 @@ impl Worker {
                     debug!(status = ?ans.status, lines = run.len(), "splitting a refused batch");
                 }
                 Settled::Retry { after } => {
-                    self.retry_later(&ans.message, ans.status, after);
+                    self.retry_later(&ans, after);
                     break;
                 }
             }
@@ -268,7 +268,7 @@ impl Worker {
             Some(status) => warn!(status, error = %ans.message,
                 "InfluxDB refused CREATE DATABASE; writing anyway (it may exist)"),
             None => {
-                self.retry_later(&ans.message, None, None);
+                self.retry_later(&ans, None);
                 return false;
             }
         }
@@ -276,15 +276,23 @@ impl Worker {
         true
     }
 
-    fn retry_later(&mut self, message: &str, status: Option<u16>, after: Option<Duration>) {
+    fn retry_later(&mut self, ans: &Answer, after: Option<Duration>) {
         self.shared.stats().retries += 1;
         let wait = self.backoff.fail(after);
         self.next_try = Instant::now() + wait;
-        if matches!(status, Some(401 | 403)) && (!self.outage || self.backoff.failures() == 1) {
-            // An operator must fix the credentials; points wait in the spool meanwhile.
+        let (status, message) = (ans.status, &ans.message);
+        // Refused credentials or a refused TLS handshake: an operator must fix them; points
+        // wait in the spool meanwhile.
+        let fix = if matches!(status, Some(401 | 403)) {
+            Some("InfluxDB refused the credentials: spooling and retrying")
+        } else if ans.error_kind.as_deref() == Some("tls") {
+            Some("TLS with InfluxDB failed: spooling and retrying")
+        } else {
+            None
+        };
+        if let Some(what) = fix.filter(|_| !self.outage || self.backoff.failures() == 1) {
             self.outage = true;
-            error!(?status, error = %message, retry_in = ?wait,
-                "InfluxDB refused the credentials: spooling and retrying");
+            error!(?status, error = %message, retry_in = ?wait, "{what}");
         } else if !self.outage {
             self.outage = true;
             warn!(?status, error = %message, retry_in = ?wait,
