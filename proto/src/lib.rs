@@ -11,6 +11,7 @@ pub mod conn;
 pub mod key;
 pub mod packed;
 pub mod shard;
+pub mod slots;
 pub mod summary;
 pub mod upstream;
 pub mod wire;
