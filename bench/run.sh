@@ -324,22 +324,9 @@ print(sum(p["counters"].get("conn_bytes_sent", 0) for p in r["processors"]))' "$
 start_influxd() {
     local dir=$1 http rpc
     http=$(free_port); rpc=$(free_port "$http")
-    mkdir -p "$dir"
-    cat >"$dir/influxdb.conf" <<CONF
-reporting-disabled = true
-bind-address = "127.0.0.1:$rpc"
-[meta]
-  dir = "$dir/meta"
-[data]
-  dir = "$dir/data"
-  wal-dir = "$dir/wal"
-  query-log-enabled = false
-[http]
-  bind-address = "127.0.0.1:$http"
-  log-enabled = false
-[logging]
-  level = "warn"
-CONF
+    # shellcheck source=../deploy/lib/influxd.sh
+    source "$ROOT/deploy/lib/influxd.sh"
+    influxd_conf "$dir" "$http" "$rpc"
     spawn "$dir/../influxd" influxd -config "$dir/influxdb.conf"
     INFLUX_PID=$LAST_PID
     INFLUX_URL="http://127.0.0.1:$http"

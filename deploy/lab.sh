@@ -128,22 +128,10 @@ else
 fi
 
 # ---------------------------------------------------------------- InfluxDB and tapflow
-cat >"$out/influxdb.conf" <<CONF
-reporting-disabled = true
-bind-address = "127.0.0.1:8088"
-[meta]
-  dir = "$out/influx/meta"
-[data]
-  dir = "$out/influx/data"
-  wal-dir = "$out/influx/wal"
-  query-log-enabled = false
-[http]
-  bind-address = "127.0.0.1:8086"
-  log-enabled = false
-[logging]
-  level = "warn"
-CONF
-ip netns exec "$p-agg" influxd -config "$out/influxdb.conf" >"$out/influxd.log" 2>&1 &
+# In the aggregator host's own namespace, so its loopback ports are free.
+source "$root/deploy/lib/influxd.sh"
+influxd_conf "$out/influx" 8086 8088
+ip netns exec "$p-agg" influxd -config "$out/influx/influxdb.conf" >"$out/influxd.log" 2>&1 &
 pids+=("$!")
 for _ in $(seq 100); do on agg curl -fs http://127.0.0.1:8086/ping >/dev/null && break; sleep 0.1; done
 on agg curl -fs http://127.0.0.1:8086/ping >/dev/null || { log "influxd did not start: $out/influxd.log"; exit 1; }

@@ -55,22 +55,9 @@ free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",
 
 # A throwaway InfluxDB 1.x: everything under $work, loopback only, no systemd.
 influx_port=$(free_port); rpc_port=$(free_port)
-cat >"$work/influxdb.conf" <<CONF
-reporting-disabled = true
-bind-address = "127.0.0.1:$rpc_port"
-[meta]
-  dir = "$work/influx/meta"
-[data]
-  dir = "$work/influx/data"
-  wal-dir = "$work/influx/wal"
-  query-log-enabled = false
-[http]
-  bind-address = "127.0.0.1:$influx_port"
-  log-enabled = false
-[logging]
-  level = "warn"
-CONF
-influxd -config "$work/influxdb.conf" >"$work/influxd.log" 2>&1 &
+source deploy/lib/influxd.sh
+influxd_conf "$work/influx" "$influx_port" "$rpc_port"
+influxd -config "$work/influx/influxdb.conf" >"$work/influxd.log" 2>&1 &
 pids+=("$!")
 influx="http://127.0.0.1:$influx_port"
 for _ in $(seq 100); do curl -fs "$influx/ping" >/dev/null && break; sleep 0.1; done

@@ -4,6 +4,7 @@
 use std::fmt::Write as _;
 use std::path::PathBuf;
 use std::time::Duration;
+use tapflow_runtime::{toml_kv as kv, toml_string as toml_str};
 
 use clap::Parser;
 use serde::Deserialize;
@@ -295,28 +296,6 @@ fn default_name(listen: &str) -> String {
         .map(|h| h.trim().to_owned())
         .unwrap_or_else(|_| "localhost".into());
     format!("{host}:{listen}:{}", std::process::id())
-}
-
-fn kv(out: &mut String, key: &str, value: impl std::fmt::Display) {
-    let _ = writeln!(out, "{key} = {value}");
-}
-
-/// `s` as a TOML basic string.
-fn toml_str(s: &str) -> String {
-    let mut out = String::with_capacity(s.len() + 2);
-    out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            c if c.is_control() => {
-                let _ = write!(out, "\\u{:04X}", u32::from(c));
-            }
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-    out
 }
 
 fn is_endpoint(ep: &str) -> bool {

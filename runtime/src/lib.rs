@@ -104,6 +104,12 @@ pub fn prometheus_counters<'a>(
     }
 }
 
+/// Appends `key = value` and a newline: a line of a resolved configuration (`--check-config`).
+pub fn toml_kv(out: &mut String, key: &str, value: impl std::fmt::Display) {
+    use std::fmt::Write as _;
+    let _ = writeln!(out, "{key} = {value}");
+}
+
 /// `s` as a TOML basic string (quoted, escaped).
 pub fn toml_string(s: &str) -> String {
     use std::fmt::Write as _;
