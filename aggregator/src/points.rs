@@ -39,10 +39,15 @@ fn secs(ns: u64) -> f64 {
 
 /// Per-window traffic by collector and protocol, summed over the processors' partials and
 /// emitted once every processor's watermark is past the window (all of it at end of stream).
+/// Window start, window seconds, collector, IP protocol.
+type TrafficKey = (u64, u32, String, u8);
+/// Packets, bytes, flows, and whether every processor's partial was complete.
+type TrafficSum = ([u64; 3], bool);
+
 pub struct TrafficMerge {
     processors: usize,
     watermarks: HashMap<String, u64>,
-    sums: BTreeMap<(u64, u32, String, u8), [u64; 3]>,
+    sums: BTreeMap<TrafficKey, TrafficSum>,
 }
 
 impl TrafficMerge {
@@ -61,10 +66,11 @@ impl TrafficMerge {
             let e = self
                 .sums
                 .entry((t.window_start_ns, t.window_s, t.collector.clone(), t.proto))
-                .or_default();
-            e[0] += t.packets;
-            e[1] += t.bytes;
-            e[2] += t.flows;
+                .or_insert(([0; 3], true));
+            e.0[0] += t.packets;
+            e.0[1] += t.bytes;
+            e.0[2] += t.flows;
+            e.1 &= t.complete;
         }
     }
 
@@ -87,7 +93,7 @@ impl TrafficMerge {
             if !all && start.saturating_add(u64::from(*window_s) * 1_000_000_000) > limit {
                 break;
             }
-            let ((start, window_s, collector, proto), [packets, bytes, flows]) =
+            let ((start, window_s, collector, proto), ([packets, bytes, flows], complete)) =
                 entry.remove_entry();
             let proto = match proto {
                 ip_proto::TCP => "tcp",
@@ -102,7 +108,8 @@ impl TrafficMerge {
                     .field("packets", Field::UInt(packets))
                     .field("bytes", Field::UInt(bytes))
                     .field("flows", Field::UInt(flows))
-                    .field("window_s", Field::UInt(u64::from(window_s))),
+                    .field("window_s", Field::UInt(u64::from(window_s)))
+                    .field("complete", Field::Bool(complete)),
             );
         }
     }
@@ -123,6 +130,7 @@ mod tests {
             packets,
             bytes: packets * 100,
             flows: 1,
+            complete: true,
         }
     }
 
@@ -156,6 +164,37 @@ mod tests {
         m.end("p1");
         m.emit(true, &mut out);
         assert_eq!(out.len(), 2);
+        assert!(
+            String::from_utf8_lossy(&line).contains("complete=true"),
+            "{}",
+            String::from_utf8_lossy(&line)
+        );
+    }
+
+    #[test]
+    fn one_incomplete_partial_makes_its_window_incomplete() {
+        let mut m = TrafficMerge::new(2);
+        let mut out = Vec::new();
+        let gap = TrafficPartial {
+            complete: false,
+            ..partial(0, "tap-a", 3)
+        };
+        for (p, t) in [("p0", partial(0, "tap-a", 4)), ("p1", gap)] {
+            m.push(&ConnBatch {
+                processor: p.into(),
+                watermark_ns: 0,
+                traffic: vec![t],
+                ..ConnBatch::default()
+            });
+        }
+        m.emit(true, &mut out);
+        let mut line = Vec::new();
+        let _ = out[0].encode(&mut line);
+        let line = String::from_utf8_lossy(&line);
+        assert!(
+            line.contains("packets=7i") && line.contains("complete=false"),
+            "{line}"
+        );
     }
 
     #[test]

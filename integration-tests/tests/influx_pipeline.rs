@@ -93,6 +93,22 @@ fn sessions_and_alerts_are_points_exactly_once() {
             packets,
             "{name}"
         );
+        // No collector went silent: every traffic window is complete.
+        assert_eq!(
+            influx.scalar(
+                DB,
+                "SELECT count(packets) FROM tapflow_traffic WHERE complete = false"
+            ),
+            0,
+            "{name}"
+        );
+        assert!(
+            influx.scalar(
+                DB,
+                "SELECT count(packets) FROM tapflow_traffic WHERE complete = true"
+            ) > 0,
+            "{name}: traffic windows without their complete field"
+        );
         // What InfluxDB holds, counted with InfluxQL: every point there, none twice.
         assert_eq!(
             influx.scalar(DB, "SELECT count(uid) FROM tapflow_conn"),

@@ -205,3 +205,75 @@ fn every_process_serves_prometheus_metrics() {
         "{a}"
     );
 }
+
+/// Traffic windows that a silent collector should have contributed to are written to InfluxDB
+/// with `complete=false`; the rest of the pipeline goes on and the run reconciles.
+#[test]
+fn windows_with_a_silent_collector_are_marked_incomplete() {
+    if !is_root() {
+        return;
+    }
+    let Some(influx) = tapflow_integration_tests::influxd::Influxd::start() else {
+        return;
+    };
+    let spool = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let url = influx.url();
+    let spool_dir = spool.path().display().to_string();
+    let port = free_port();
+    let running = start_pipeline_opts(
+        &[CollectorSpec::loopback(port, 2, &["--immediate"])],
+        2,
+        &["--dead-after-ms", "1000"],
+        &[
+            "--influx-url",
+            &url,
+            "--influx-db",
+            "tapflow",
+            "--influx-spool-dir",
+            &spool_dir,
+        ],
+    );
+    std::thread::sleep(Duration::from_millis(1500));
+    let sock = UdpSocket::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("{e}"));
+    let send = |n: u32| {
+        for i in 0..n {
+            sock.send_to(&i.to_be_bytes(), ("127.0.0.1", port))
+                .unwrap_or_else(|e| panic!("{e}"));
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    };
+    send(100);
+    running.signal_collector(0, "STOP");
+    std::thread::sleep(Duration::from_millis(3000));
+    running.signal_collector(0, "CONT");
+    std::thread::sleep(Duration::from_millis(500));
+    send(100);
+    std::thread::sleep(Duration::from_millis(500));
+    running.signal_collector(0, "TERM");
+    let run = running.wait(Duration::from_secs(60));
+    assert!(run.all_exited(), "aggregator: {}", run.aggregator.1);
+    let report = run
+        .report
+        .as_ref()
+        .unwrap_or_else(|| panic!("no report: {}", run.aggregator.1));
+    assert_eq!(report["reconciled"], Value::Bool(true), "{report:#}");
+    let rows = influx.query(
+        "tapflow",
+        "SELECT packets, complete, collector FROM tapflow_traffic",
+    );
+    let values = rows["results"][0]["series"][0]["values"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    println!("traffic windows (time, packets, complete, collector): {values:?}");
+    assert!(!values.is_empty(), "no traffic points: {rows}");
+    assert!(
+        values.iter().any(|v| v[2] == Value::Bool(false)),
+        "no window marked incomplete: {values:?}"
+    );
+    let packets: u64 = values.iter().filter_map(|v| v[1].as_u64()).sum();
+    assert_eq!(
+        packets, 200,
+        "the traffic itself is all counted: {values:?}"
+    );
+}

@@ -232,6 +232,9 @@ struct Engine {
     traffic_done_to: u64,
     traffic_late: u64,
     traffic_dropped: u64,
+    /// Packet-time spans in which a collector was dead or being restarted: (sender, from, to;
+    /// u64::MAX while it stays away). Traffic windows overlapping one are incomplete.
+    gaps: std::collections::VecDeque<(String, u64, u64)>,
 }
 
 impl Engine {
@@ -272,6 +275,7 @@ impl Engine {
             traffic_done_to: 0,
             traffic_late: 0,
             traffic_dropped: 0,
+            gaps: std::collections::VecDeque::new(),
         }
     }
 
@@ -284,6 +288,7 @@ impl Engine {
         if self.dead.remove(&key) {
             warn!(sender = %h.sender, "collector declared dead is back: it holds the watermark again");
             self.merger.revive(&h.sender, h.incarnation);
+            self.close_gaps(&h.sender, h.watermark_ns);
         }
         if self.last_heard.insert(key, Instant::now()).is_none() {
             let older: Vec<(String, u64)> = self
@@ -293,6 +298,12 @@ impl Engine {
                 .filter(|k| !self.ended.contains(*k) && !self.superseded.contains(*k))
                 .cloned()
                 .collect();
+            if !older.is_empty() {
+                // What the old incarnation read but never sent is missing up to here.
+                let from = self.gap_start().min(h.watermark_ns);
+                self.open_gap(&h.sender, from);
+                self.close_gaps(&h.sender, h.watermark_ns);
+            }
             for old in older {
                 warn!(sender = %h.sender, old = old.1, new = h.incarnation, "collector restarted: its previous incarnation ended without end-of-stream; what it had not sent is lost with it");
                 self.merger.declare_dead(&old.0, old.1);
@@ -319,6 +330,7 @@ impl Engine {
     /// Inputs silent for `dead_after` leave the watermark (and are logged); collectors that
     /// never appeared are no longer waited for after that long.
     fn check_liveness(&mut self, started: Instant) {
+        let mut declared = Vec::new();
         for ((sender, incarnation), at) in &self.last_heard {
             let key = (sender.clone(), *incarnation);
             if at.elapsed() >= self.dead_after
@@ -326,11 +338,17 @@ impl Engine {
                 && !self.ended.contains(&key)
                 && !self.superseded.contains(&key)
             {
-                warn!(%sender, incarnation, silent_ms = at.elapsed().as_millis() as u64, "collector silent: declared dead, its windows go on without it");
-                self.merger.declare_dead(sender, *incarnation);
-                self.dead_declared += 1;
-                self.dead.insert(key);
+                warn!(%sender, incarnation, silent_ms = at.elapsed().as_millis() as u64, "collector silent: declared dead, its windows go on without it (marked incomplete)");
+                declared.push(key);
             }
+        }
+        for key in declared {
+            // Its data stops about where the merge had got to, the slowest input's watermark.
+            let from = self.gap_start();
+            self.open_gap(&key.0, from);
+            self.merger.declare_dead(&key.0, key.1);
+            self.dead_declared += 1;
+            self.dead.insert(key);
         }
         if !self.waived
             && started.elapsed() >= self.dead_after
@@ -436,6 +454,32 @@ impl Engine {
         self.merger.give_back_origins(origins);
     }
 
+    /// Where a gap that starts now starts in packet time: the merge's watermark.
+    fn gap_start(&self) -> u64 {
+        self.merger
+            .watermark_ns()
+            .filter(|&w| w != u64::MAX)
+            .unwrap_or(0)
+    }
+
+    /// Notes that `sender`'s data is missing from `from` on (bounded: the oldest gaps go).
+    fn open_gap(&mut self, sender: &str, from: u64) {
+        const GAPS_CAP: usize = 1024;
+        if self.gaps.len() >= GAPS_CAP {
+            self.gaps.pop_front();
+        }
+        self.gaps.push_back((sender.to_owned(), from, u64::MAX));
+    }
+
+    /// `sender` is back: its open gaps end at `to`.
+    fn close_gaps(&mut self, sender: &str, to: u64) {
+        for g in self.gaps.iter_mut() {
+            if g.0 == sender && g.2 == u64::MAX {
+                g.2 = to.max(g.1);
+            }
+        }
+    }
+
     /// Traffic windows the watermark has passed (all of them once finished), as partials.
     fn finished_traffic(&mut self) -> Vec<TrafficPartial> {
         let upto = if self.finished {
@@ -457,6 +501,11 @@ impl Engine {
         let mut out = Vec::with_capacity(done.len());
         for key in done {
             if let Some([packets, bytes, flows]) = self.traffic.remove(&key) {
+                let (start, end) = (key.0, key.0.saturating_add(self.traffic_window_ns));
+                let complete = !self
+                    .gaps
+                    .iter()
+                    .any(|&(_, from, to)| from < end && (to > start || to == from && to >= start));
                 out.push(TrafficPartial {
                     window_start_ns: key.0,
                     window_s: (self.traffic_window_ns / 1_000_000_000) as u32,
@@ -465,6 +514,7 @@ impl Engine {
                     packets,
                     bytes,
                     flows,
+                    complete,
                 });
                 self.traffic_done_to = self.traffic_done_to.max(key.0 + self.traffic_window_ns);
             }

@@ -132,6 +132,14 @@ pub struct TrafficPartial {
     pub packets: u64,
     pub bytes: u64,
     pub flows: u64,
+    /// False when a collector was declared dead (or restarted) during the window: its share
+    /// of the window's traffic is missing.
+    #[serde(default = "complete_by_default")]
+    pub complete: bool,
+}
+
+fn complete_by_default() -> bool {
+    true
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
