@@ -9,6 +9,7 @@ pub mod merge;
 mod metrics;
 pub mod run;
 pub mod session;
+pub mod traffic;
 
 pub use config::{Args, Config};
 pub use run::run;

@@ -42,8 +42,6 @@ pub enum RunError {
 
 /// Connection records are sent in messages of at most this many.
 const RECORDS_PER_MESSAGE: usize = 2048;
-/// Traffic keys (window, collector, protocol) held at most before they are sent.
-const TRAFFIC_KEYS_CAP: usize = 100_000;
 /// IP-tunnel outer flows remembered for naming tunnel parents (count past it is reported).
 const IP_TUNNELS_CAP: usize = 65_536;
 
@@ -226,15 +224,7 @@ struct Engine {
     /// Flows that may continue a session an earlier incarnation held (see `process_released`).
     flows_split: u64,
     waived: bool,
-    traffic_window_ns: u64,
-    /// (window start, input, proto) -> packets, bytes, flows started.
-    traffic: std::collections::BTreeMap<(u64, u32, u8), [u64; 3]>,
-    traffic_done_to: u64,
-    traffic_late: u64,
-    traffic_dropped: u64,
-    /// Packet-time spans in which a collector was dead or being restarted: (sender, from, to;
-    /// u64::MAX while it stays away). Traffic windows overlapping one are incomplete.
-    gaps: std::collections::VecDeque<(String, u64, u64)>,
+    traffic: crate::traffic::Traffic,
 }
 
 impl Engine {
@@ -270,12 +260,7 @@ impl Engine {
             inputs_seen: std::collections::HashSet::new(),
             flows_split: 0,
             waived: false,
-            traffic_window_ns: 60_000_000_000,
-            traffic: Default::default(),
-            traffic_done_to: 0,
-            traffic_late: 0,
-            traffic_dropped: 0,
-            gaps: std::collections::VecDeque::new(),
+            traffic: crate::traffic::Traffic::new(),
         }
     }
 
@@ -288,7 +273,7 @@ impl Engine {
         if self.dead.remove(&key) {
             warn!(sender = %h.sender, "collector declared dead is back: it holds the watermark again");
             self.merger.revive(&h.sender, h.incarnation);
-            self.close_gaps(&h.sender, h.watermark_ns);
+            self.traffic.close_gaps(&h.sender, h.watermark_ns);
         }
         if self.last_heard.insert(key, Instant::now()).is_none() {
             let older: Vec<(String, u64)> = self
@@ -301,8 +286,8 @@ impl Engine {
             if !older.is_empty() {
                 // What the old incarnation read but never sent is missing up to here.
                 let from = self.gap_start().min(h.watermark_ns);
-                self.open_gap(&h.sender, from);
-                self.close_gaps(&h.sender, h.watermark_ns);
+                self.traffic.open_gap(&h.sender, from);
+                self.traffic.close_gaps(&h.sender, h.watermark_ns);
             }
             for old in older {
                 warn!(sender = %h.sender, old = old.1, new = h.incarnation, "collector restarted: its previous incarnation ended without end-of-stream; what it had not sent is lost with it");
@@ -345,7 +330,7 @@ impl Engine {
         for key in declared {
             // Its data stops about where the merge had got to, the slowest input's watermark.
             let from = self.gap_start();
-            self.open_gap(&key.0, from);
+            self.traffic.open_gap(&key.0, from);
             self.merger.declare_dead(&key.0, key.1);
             self.dead_declared += 1;
             self.dead.insert(key);
@@ -419,20 +404,9 @@ impl Engine {
                 self.flows_split += 1;
             }
             if s.flags & flag::TUNNEL_INNER == 0 {
-                let window = s.ts_ns / self.traffic_window_ns * self.traffic_window_ns;
-                if window >= self.traffic_done_to {
-                    let key = (window, origin, s.key.proto);
-                    if self.traffic.len() < TRAFFIC_KEYS_CAP || self.traffic.contains_key(&key) {
-                        let e = self.traffic.entry(key).or_default();
-                        e[0] += 1;
-                        e[1] += u64::from(s.ip_len);
-                        e[2] += u64::from(self.table.stats().flows_created > created);
-                    } else {
-                        self.traffic_dropped += 1;
-                    }
-                } else {
-                    self.traffic_late += 1;
-                }
+                let started = self.table.stats().flows_created > created;
+                self.traffic
+                    .count(s.ts_ns, origin, s.key.proto, s.ip_len, started);
             }
             if s.flags & flag::TUNNEL_OUTER == 0 {
                 continue;
@@ -462,24 +436,6 @@ impl Engine {
             .unwrap_or(0)
     }
 
-    /// Notes that `sender`'s data is missing from `from` on (bounded: the oldest gaps go).
-    fn open_gap(&mut self, sender: &str, from: u64) {
-        const GAPS_CAP: usize = 1024;
-        if self.gaps.len() >= GAPS_CAP {
-            self.gaps.pop_front();
-        }
-        self.gaps.push_back((sender.to_owned(), from, u64::MAX));
-    }
-
-    /// `sender` is back: its open gaps end at `to`.
-    fn close_gaps(&mut self, sender: &str, to: u64) {
-        for g in self.gaps.iter_mut() {
-            if g.0 == sender && g.2 == u64::MAX {
-                g.2 = to.max(g.1);
-            }
-        }
-    }
-
     /// Traffic windows the watermark has passed (all of them once finished), as partials.
     fn finished_traffic(&mut self) -> Vec<TrafficPartial> {
         let upto = if self.finished {
@@ -490,36 +446,9 @@ impl Engine {
                 .filter(|&w| w != u64::MAX)
                 .unwrap_or(0)
         };
-        let done: Vec<(u64, u32, u8)> = if upto == u64::MAX {
-            self.traffic.keys().copied().collect()
-        } else {
-            self.traffic
-                .range(..(upto / self.traffic_window_ns * self.traffic_window_ns, 0, 0))
-                .map(|(k, _)| *k)
-                .collect()
-        };
-        let mut out = Vec::with_capacity(done.len());
-        for key in done {
-            if let Some([packets, bytes, flows]) = self.traffic.remove(&key) {
-                let (start, end) = (key.0, key.0.saturating_add(self.traffic_window_ns));
-                let complete = !self
-                    .gaps
-                    .iter()
-                    .any(|&(_, from, to)| from < end && (to > start || to == from && to >= start));
-                out.push(TrafficPartial {
-                    window_start_ns: key.0,
-                    window_s: (self.traffic_window_ns / 1_000_000_000) as u32,
-                    collector: self.merger.input_name(key.1).to_owned(),
-                    proto: key.2,
-                    packets,
-                    bytes,
-                    flows,
-                    complete,
-                });
-                self.traffic_done_to = self.traffic_done_to.max(key.0 + self.traffic_window_ns);
-            }
-        }
-        out
+        let merger = &self.merger;
+        self.traffic
+            .finished(upto, |i| merger.input_name(i).to_owned())
     }
 
     /// End of stream: everything buffered goes through the table, and every session ends.
@@ -623,8 +552,8 @@ impl Engine {
             ("collectors_declared_dead", self.dead_declared),
             ("collectors_superseded", self.superseded.len() as u64),
             ("flows_split", self.flows_split),
-            ("traffic_late", self.traffic_late),
-            ("traffic_keys_over_cap", self.traffic_dropped),
+            ("traffic_late", self.traffic.late),
+            ("traffic_keys_over_cap", self.traffic.over_cap),
         ]
         .into_iter()
         .map(|(k, v)| (k.to_owned(), v))

@@ -1,0 +1,216 @@
+use super::*;
+
+#[test]
+fn resolved_config_names_the_password_file_and_reads_back_the_same() {
+    let dir = std::env::temp_dir().join(format!("tapflow-agg-config-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("{e}"));
+    let secret = dir.join("influx.password");
+    std::fs::write(&secret, "s3cret-Pa55\n").unwrap_or_else(|e| panic!("{e}"));
+    let keys = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let (key, public, _) = tapflow_runtime::curve::keygen("test", &keys.path().join("k"))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let file = format!(
+        "listen = 'tcp://127.0.0.1:5700'\nprocessors = 2\nconn_log = '/var/log/tapflow/conn.jsonl'\n\
+         influx_url = 'http://127.0.0.1:8086'\ninflux_db = 'tapflow'\ninflux_user = 'tapflow'\n\
+         influx_password_file = '{}'\nallow = ['192.0.2.10/32']\n\
+         curve_key = '{}'\ncurve_clients = '{}'\n\
+         [[subnet]]\nnet = '10.0.53.0/24'\nreflection_sources = 100\n",
+        secret.display(),
+        key.display(),
+        public.display()
+    );
+    let config = dir.join("aggregator.toml");
+    std::fs::write(&config, file).unwrap_or_else(|e| panic!("{e}"));
+    let check = |config: &std::path::Path| {
+        let args = Args::try_parse_from([
+            "a",
+            "--config",
+            &config.display().to_string(),
+            "--detect-window-s",
+            "300",
+        ])
+        .unwrap_or_else(|e| panic!("{e}"));
+        Config::check(args).unwrap_or_else(|e| panic!("{e}"))
+    };
+    let text = check(&config);
+    for want in [
+        "listen = \"tcp://127.0.0.1:5700\"".to_owned(),
+        "conn_log = \"/var/log/tapflow/conn.jsonl\"".to_owned(),
+        "detect_window_s = 300".to_owned(),
+        "influx_user = \"tapflow\"".to_owned(),
+        format!("influx_password_file = \"{}\"", secret.display()),
+        "allow = [\"192.0.2.10/32\"]".to_owned(),
+        "reflection_sources = 100".to_owned(),
+        "plain = false".to_owned(),
+        format!("curve_key = \"{}\"", key.display()),
+        format!("curve_clients = \"{}\"", public.display()),
+    ] {
+        assert!(
+            text.lines().any(|l| l == want),
+            "missing {want:?} in\n{text}"
+        );
+    }
+    assert!(!text.contains("s3cret"), "{text}");
+    let secret_key = std::fs::read_to_string(&key).unwrap_or_default();
+    let secret_key = secret_key
+        .lines()
+        .find_map(|l| l.strip_prefix("secret = "))
+        .unwrap_or_else(|| panic!("no secret in {secret_key}"));
+    assert!(!text.contains(secret_key.trim_matches('"')), "{text}");
+    std::fs::write(&config, &text).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(check(&config), text);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn secrets_never_reach_config_output_nor_errors() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let password = dir.path().join("influx.password");
+    let token = dir.path().join("influx.token");
+    let ca = dir.path().join("ca.pem");
+    std::fs::write(&password, "hunter2-Pa55\n").unwrap_or_else(|e| panic!("{e}"));
+    std::fs::write(&token, "s3cr3t-T0ken\n").unwrap_or_else(|e| panic!("{e}"));
+    // PEM framing is all that is checked here; rustls parses the DER at connect time.
+    std::fs::write(
+        &ca,
+        "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n",
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let (password, token, ca) = (
+        password.display().to_string(),
+        token.display().to_string(),
+        ca.display().to_string(),
+    );
+    let base = [
+        "a",
+        "--listen",
+        "tcp://127.0.0.1:5700",
+        "--processors",
+        "1",
+        "--plain",
+    ];
+    let v1 = [
+        "--influx-db",
+        "tapflow",
+        "--influx-user",
+        "tapflow",
+        "--influx-password-file",
+        &password,
+    ];
+    let v2 = [
+        "--influx-org",
+        "o",
+        "--influx-bucket",
+        "b",
+        "--influx-token-file",
+        &token,
+    ];
+    let parse = |extra: &[&str]| {
+        Args::try_parse_from(base.iter().chain(extra)).unwrap_or_else(|e| panic!("{e}"))
+    };
+    let secret_free = |text: &str| {
+        for secret in ["hunter2", "s3cr3t", "T0ken"] {
+            assert!(!text.contains(secret), "{secret} in {text}");
+        }
+    };
+    let url = "https://influx.example:8086";
+    for api in [&v1[..], &v2[..]] {
+        let mut extra = vec!["--influx-url", url, "--influx-ca-file", &ca];
+        extra.extend_from_slice(api);
+        let config = Config::load(parse(&extra)).unwrap_or_else(|e| panic!("{e}"));
+        secret_free(&format!("{config:?}"));
+        secret_free(&config.resolved("", ""));
+        let text = Config::check(parse(&extra)).unwrap_or_else(|e| panic!("{e}"));
+        secret_free(&text);
+        assert!(
+            text.contains(&format!("influx_ca_file = \"{ca}\"")),
+            "{text}"
+        );
+    }
+    // Credentials in the URL are refused, and the error shows it redacted.
+    for bad in [
+        "https://admin:hunter2@influx.example:8086",
+        "http://admin:hunter2@127.0.0.1:8086/",
+        "http://127.0.0.1:8086/?u=admin&p=hunter2",
+    ] {
+        let mut extra = vec!["--influx-url", bad];
+        extra.extend_from_slice(&v1);
+        let Err(ConfigError(errors)) = Config::load(parse(&extra)) else {
+            panic!("accepted {bad}")
+        };
+        let text = errors.join("\n");
+        secret_free(&text);
+        assert!(text.contains("<redacted>"), "{text}");
+        let mut cfg = crate::influx::InfluxConfig::new(
+            bad,
+            crate::influx::InfluxApi::V1 {
+                db: "tapflow".into(),
+                rp: None,
+                user: None,
+                password: None,
+            },
+            dir.path(),
+        );
+        secret_free(&format!("{cfg:?}"));
+        cfg.spool_dir = dir.path().join("spool");
+        let Err(e) = crate::influx::InfluxWriter::start(cfg) else {
+            panic!("the writer accepted {bad}")
+        };
+        secret_free(&format!("{e} {e:?}"));
+    }
+    // A CA file only goes with https.
+    let mut extra = vec![
+        "--influx-url",
+        "http://127.0.0.1:8086",
+        "--influx-ca-file",
+        &ca,
+    ];
+    extra.extend_from_slice(&v1);
+    let Err(ConfigError(errors)) = Config::load(parse(&extra)) else {
+        panic!("accepted a CA file for http")
+    };
+    assert!(errors[0].contains("https"), "{errors:?}");
+}
+
+#[test]
+fn subnet_thresholds_come_from_the_file() {
+    let args = Args::try_parse_from([
+        "a",
+        "--listen",
+        "tcp://127.0.0.1:5700",
+        "--processors",
+        "1",
+        "--plain",
+    ])
+    .unwrap_or_else(|e| panic!("{e}"));
+    let file: FileConfig = toml::from_str(
+        "[[subnet]]\nnet = '10.0.0.0/8'\nsyn_flood_per_min = 1000\n[[subnet]]\nnet = 'bogus'",
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let Err(ConfigError(errors)) = Config::merge(args, file) else {
+        panic!("accepted a bad network")
+    };
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert!(errors[0].contains("bogus"));
+}
+
+#[test]
+fn reports_every_missing_field() {
+    let args = Args::try_parse_from(["a"]).unwrap_or_else(|e| panic!("{e}"));
+    let Err(ConfigError(errors)) = Config::merge(args, FileConfig::default()) else {
+        panic!("accepted an empty config")
+    };
+    assert_eq!(errors.len(), 3, "{errors:?}");
+    assert!(
+        errors[2]
+            .starts_with("links are encrypted: give --curve-key FILE and --curve-clients FILE"),
+        "{errors:?}"
+    );
+    let args = Args::try_parse_from(["a", "--listen", "tcp://127.0.0.1:5700", "--plain"])
+        .unwrap_or_else(|e| panic!("{e}"));
+    let file: FileConfig = toml::from_str("processors = 3").unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        Config::merge(args, file).map(|c| c.processors).ok(),
+        Some(3)
+    );
+}

@@ -1,0 +1,173 @@
+use super::*;
+
+/// A key pair and its public key in `dir`, as config-file lines (processors' key = ours:
+/// any public key does for loading).
+fn keys_toml(dir: &tempfile::TempDir) -> String {
+    let (key, public, _) = tapflow_runtime::curve::keygen("test", &dir.path().join("k"))
+        .unwrap_or_else(|e| panic!("{e}"));
+    format!(
+        "curve_key = '{}'\ncurve_server_key = '{}'\n",
+        key.display(),
+        public.display()
+    )
+}
+
+fn check(argv: &[&str], file: &str, expected: Result<(), &[&str]>) {
+    let args =
+        Args::try_parse_from(std::iter::once("tapflow-collector").chain(argv.iter().copied()))
+            .unwrap_or_else(|e| panic!("{e}"));
+    let file: FileConfig = toml::from_str(file).unwrap_or_else(|e| panic!("{e}"));
+    match (Config::merge(args, file), expected) {
+        (Ok(_), Ok(())) => {}
+        (Err(ConfigError(got)), Err(want)) => {
+            for w in want {
+                assert!(
+                    got.iter().any(|g| g.contains(w)),
+                    "missing {w:?} in {got:?}"
+                );
+            }
+            assert_eq!(got.len(), want.len(), "{got:?}");
+        }
+        (got, want) => panic!("got {got:?}, want {want:?}"),
+    }
+}
+
+#[test]
+fn valid_flags_and_file() {
+    check(
+        &[
+            "--pcap",
+            "x.pcap",
+            "--processor",
+            "tcp://127.0.0.1:1",
+            "--plain",
+        ],
+        "",
+        Ok(()),
+    );
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    check(
+        &[],
+        &format!(
+            "pcap = 'x.pcap'\nprocessors = ['tcp://a:1', 'tcp://b:2']\nbatch_size = 10\n{}",
+            keys_toml(&dir)
+        ),
+        Ok(()),
+    );
+    check(
+        &[
+            "--pcap",
+            "x.pcap",
+            "--processor",
+            "tcp://10.0.0.5:1",
+            "--plain",
+        ],
+        "",
+        Err(&["--plain is for loopback only, and tcp://10.0.0.5:1 is not"]),
+    );
+    check(
+        &["--pcap", "x.pcap", "--processor", "tcp://127.0.0.1:1"],
+        "",
+        Err(&["links are encrypted: give --curve-key FILE and --curve-server-key FILE"]),
+    );
+}
+
+#[test]
+fn every_error_reported_together() {
+    check(
+        &["--batch-size", "0", "--processor", "udp://x"],
+        "",
+        Err(&[
+            "no packet source",
+            "not a ZeroMQ endpoint",
+            "batch_size 0",
+            "links are encrypted",
+        ]),
+    );
+    check(
+        &["--interface", "eth0"],
+        "pcap = 'x'",
+        Err(&["not both", "no processor", "links are encrypted"]),
+    );
+}
+
+/// `--check-config` prints what was resolved, and reading that back gives the same.
+fn check_resolved(argv: &[&str], file: &str, want: &[&str]) {
+    let parse = |argv: &[&str]| {
+        Args::try_parse_from(std::iter::once("c").chain(argv.iter().copied()))
+            .unwrap_or_else(|e| panic!("{e}"))
+    };
+    let file: FileConfig = toml::from_str(file).unwrap_or_else(|e| panic!("{e}"));
+    let text = Config::merge(parse(argv), file)
+        .unwrap_or_else(|e| panic!("{e}"))
+        .resolved();
+    for w in want {
+        assert!(text.lines().any(|l| l == *w), "missing {w:?} in\n{text}");
+    }
+    let again: FileConfig = toml::from_str(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
+    let again = Config::merge(parse(&[]), again).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(again.resolved(), text);
+}
+
+#[test]
+fn resolved_config_reads_back_the_same() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let keys = keys_toml(&dir);
+    check_resolved(
+        &["--interface", "eth1", "--name", "tap \"a\"\\b"],
+        &format!("processors = ['tcp://10.0.0.5:5601', 'tcp://10.0.0.5:5602']\nbuffer_mb = 256\npromisc = false\n{keys}"),
+        &[
+            "interface = \"eth1\"",
+            "processors = [\"tcp://10.0.0.5:5601\", \"tcp://10.0.0.5:5602\"]",
+            "buffer_mb = 256",
+            "promisc = false",
+            "slow_policy = \"drop\"",
+            "name = \"tap \\\"a\\\"\\\\b\"",
+            "# metrics_listen: off",
+            "plain = false",
+            &format!("curve_key = \"{}\"", dir.path().join("k.key").display()),
+            &format!("curve_server_key = \"{}\"", dir.path().join("k.pub").display()),
+        ],
+    );
+    check_resolved(
+        &[
+            "--pcap",
+            "x.pcap",
+            "--processor",
+            "tcp://127.0.0.1:1",
+            "--ignore-checksums",
+            "--plain",
+        ],
+        "filter = 'tcp'\nfrag_timeout_s = 5\nmetrics_listen = '127.0.0.1:9601'",
+        &[
+            "pcap = \"x.pcap\"",
+            "filter = \"tcp\"",
+            "ignore_checksums = true",
+            "frag_timeout_s = 5",
+            "slow_policy = \"block\"",
+            "plain = true",
+        ],
+    );
+}
+
+#[test]
+fn flags_win_over_file_and_policy_follows_source() {
+    let args = Args::try_parse_from([
+        "c",
+        "--interface",
+        "lo",
+        "--processor",
+        "tcp://127.0.0.1:1",
+        "--plain",
+        "--epoch",
+        "7",
+    ])
+    .unwrap_or_else(|e| panic!("{e}"));
+    let file: FileConfig =
+        toml::from_str("epoch = 3\nbatch_size = 8").unwrap_or_else(|e| panic!("{e}"));
+    let c = Config::merge(args, file).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        (c.epoch, c.batch_size, c.slow_policy),
+        (7, 8, SlowPolicy::Drop)
+    );
+}
