@@ -126,6 +126,13 @@ impl Link {
             .set_linger(i32::try_from(settings.linger.as_millis()).unwrap_or(i32::MAX))
             .map_err(socket_err)?;
         tapflow_runtime::curve::secure_client(&socket, &settings.security).map_err(socket_err)?;
+        let monitor = tapflow_runtime::curve::ClientMonitor::attach(
+            ctx,
+            &socket,
+            &settings.security,
+            endpoint,
+        )
+        .map_err(socket_err)?;
         socket.connect(endpoint).map_err(socket_err)?;
         let (tx, rx) = crossbeam_channel::bounded(queue_batches);
         let header = LinkHeader {
@@ -139,6 +146,7 @@ impl Link {
         };
         let worker = Worker {
             socket,
+            monitor,
             header,
             shared: shared.clone(),
             pool,
@@ -201,6 +209,8 @@ impl Link {
 }
 
 struct Worker {
+    /// CURVE handshake refusals, logged from this thread (`None` on a plain link).
+    monitor: Option<tapflow_runtime::curve::ClientMonitor>,
     socket: zmq::Socket,
     header: LinkHeader,
     shared: Arc<Shared>,
@@ -216,6 +226,9 @@ impl Worker {
     fn run(mut self, rx: Receiver<LinkCmd>) {
         let mut last_heartbeat = std::time::Instant::now();
         loop {
+            if let Some(m) = self.monitor.as_mut() {
+                m.poll();
+            }
             match rx.recv_timeout(self.heartbeat) {
                 Ok(LinkCmd::Batch {
                     mut summaries,
@@ -238,6 +251,11 @@ impl Worker {
                     encode_eos(&self.header, &status, &counters, &mut self.buf);
                     self.send();
                     debug!(endpoint = %self.endpoint, seq = self.header.seq, "end-of-stream sent");
+                    if let Some(m) = self.monitor.as_mut() {
+                        // A short capture can end before the handshake does: wait for its
+                        // outcome (within the linger), so that a refusal is still said.
+                        m.settle(self.linger);
+                    }
                     return;
                 }
                 Err(RecvTimeoutError::Timeout) => {
@@ -312,7 +330,12 @@ impl Worker {
                     self.shared.bytes_sent.fetch_add(n, Ordering::Relaxed);
                     return;
                 }
-                Err(zmq::Error::EAGAIN) if !grace.expired(&self.shared.shutdown) => {}
+                Err(zmq::Error::EAGAIN) if !grace.expired(&self.shared.shutdown) => {
+                    // A refused handshake is the usual reason a processor takes nothing.
+                    if let Some(m) = self.monitor.as_mut() {
+                        m.poll();
+                    }
+                }
                 Err(zmq::Error::EAGAIN) => {
                     error!(endpoint = %self.endpoint, "processor takes nothing and shutdown was requested; message lost (a gap downstream)");
                     return;

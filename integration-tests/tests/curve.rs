@@ -336,6 +336,12 @@ fn collectors_without_an_authorized_key_cannot_inject() {
         &["CURVE client rejected", "failed the CURVE handshake"],
         Duration::from_secs(20),
     );
+    // The refused collector says so itself, not only the processor.
+    wait_for_log(
+        &rogues[0],
+        &["the server refused our CURVE handshake"],
+        Duration::from_secs(20),
+    );
     let (report, conn, perr, _) = s.finish(&pcaps.join(LEGIT));
     drop(rogues);
     let rejected = processor_counter(&report, "auth_rejected");

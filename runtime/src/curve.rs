@@ -20,7 +20,10 @@ use std::sync::Arc;
 
 use serde::Deserialize;
 
+mod client;
 mod zap;
+
+pub use client::ClientMonitor;
 
 pub use zap::{add_counters, secure_client, secure_server, AuthCounts, Authenticator};
 
