@@ -6,13 +6,55 @@ use std::collections::BTreeMap;
 use std::collections::HashMap;
 
 use tapflow_proto::key::ip_proto;
-use tapflow_proto::upstream::ConnBatch;
+use tapflow_proto::upstream::{ConnBatch, ProcessorHeartbeat};
 
 use crate::detect::AlertEvent;
 use crate::influx::{Field, Point};
 
 pub const ALERT_MEASUREMENT: &str = "tapflow_alert";
 pub const TRAFFIC_MEASUREMENT: &str = "tapflow_traffic";
+
+/// How often a running pipeline's health goes to InfluxDB (per processor, wall clock), so that
+/// dashboards show it while it runs, not only the end-of-stream accounting.
+pub const LIVE_HEALTH_EVERY_NS: u64 = 10_000_000_000;
+
+/// Decides when each processor's heartbeat is written as live health points.
+#[derive(Default)]
+pub struct LiveHealth {
+    last: HashMap<String, u64>,
+}
+
+impl LiveHealth {
+    /// Points for this heartbeat if its processor's last were written `LIVE_HEALTH_EVERY_NS`
+    /// ago or more (or never), else none: a `tapflow_health` point for the processor (its
+    /// open flows, summaries received, collectors it holds silent) and one per collector it
+    /// hears (packets read, losses), all at `now_ns`.
+    pub fn points(&mut self, hb: &ProcessorHeartbeat, now_ns: u64) -> Vec<Point> {
+        let last = self.last.entry(hb.processor.clone()).or_insert(0);
+        if *last != 0 && now_ns.saturating_sub(*last) < LIVE_HEALTH_EVERY_NS {
+            return Vec::new();
+        }
+        *last = now_ns;
+        let received: u64 = hb.links.iter().map(|l| l.summaries_received).sum();
+        let mut out = vec![Point::new(crate::influx::HEALTH_MEASUREMENT, now_ns)
+            .tag("component", "processor")
+            .tag("name", hb.processor.clone())
+            .field("flows_open", Field::UInt(hb.flows_open))
+            .field("summaries_received", Field::UInt(received))
+            .field(
+                "collectors_silent",
+                Field::UInt(hb.silent_collectors.len() as u64),
+            )];
+        out.extend(hb.collectors.iter().map(|c| {
+            Point::new(crate::influx::HEALTH_MEASUREMENT, now_ns)
+                .tag("component", "collector")
+                .tag("name", c.sender.clone())
+                .field("packets_read", Field::UInt(c.packets_read))
+                .field("losses", Field::UInt(c.drops))
+        }));
+        out
+    }
+}
 
 /// One alert event: tags `kind` and `event` (start/update/end); addresses and counts are fields.
 pub fn alert_point(e: &AlertEvent) -> Point {
@@ -168,6 +210,37 @@ mod tests {
             String::from_utf8_lossy(&line).contains("complete=true"),
             "{}",
             String::from_utf8_lossy(&line)
+        );
+    }
+
+    #[test]
+    fn live_health_is_written_at_most_every_interval_per_processor() {
+        use tapflow_proto::upstream::CollectorHealth;
+        let hb = |p: &str| ProcessorHeartbeat {
+            processor: p.into(),
+            flows_open: 7,
+            collectors: vec![CollectorHealth {
+                sender: "tap-a".into(),
+                packets_read: 100,
+                drops: 2,
+            }],
+            ..ProcessorHeartbeat::default()
+        };
+        let mut h = LiveHealth::default();
+        let s = 1_000_000_000;
+        assert_eq!(h.points(&hb("p0"), 100 * s).len(), 2);
+        assert!(
+            h.points(&hb("p0"), 105 * s).is_empty(),
+            "within the interval"
+        );
+        assert_eq!(h.points(&hb("p1"), 105 * s).len(), 2, "another processor");
+        let again = h.points(&hb("p0"), 110 * s);
+        let mut line = Vec::new();
+        let _ = again[1].encode(&mut line);
+        let line = String::from_utf8_lossy(&line);
+        assert!(
+            line.contains("component=collector") && line.contains("losses=2i"),
+            "{line}"
         );
     }
 

@@ -55,6 +55,7 @@ pub fn run(
     let mut health_watch = HealthWatch::new(0.01);
     let mut influx = config.influx.clone().map(InfluxWriter::start).transpose()?;
     let mut traffic = TrafficMerge::new(config.processors);
+    let mut live_health = crate::points::LiveHealth::default();
     let mut points: Vec<Point> = Vec::new();
     let metrics = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
     if let Some(addr) = &config.metrics_listen {
@@ -156,6 +157,12 @@ pub fn run(
                             .duration_since(std::time::UNIX_EPOCH)
                             .map(|d| d.as_nanos() as u64)
                             .unwrap_or(0);
+                        if let Some(w) = influx.as_mut() {
+                            let live = live_health.points(&hb, now);
+                            if !live.is_empty() {
+                                w.send(live);
+                            }
+                        }
                         health_watch.heartbeat(&hb, now, &mut events);
                         if let Some(w) = influx.as_mut() {
                             if !events.is_empty() {

@@ -276,4 +276,18 @@ fn windows_with_a_silent_collector_are_marked_incomplete() {
         packets, 200,
         "the traffic itself is all counted: {values:?}"
     );
+    // Health while it ran, not only at its end: live points from the processors' heartbeats.
+    let live = influx.scalar(
+        "tapflow",
+        "SELECT count(losses) FROM tapflow_health WHERE component = 'collector'",
+    );
+    let flows = influx.scalar(
+        "tapflow",
+        "SELECT count(flows_open) FROM tapflow_health WHERE component = 'processor'",
+    );
+    println!("live health points: {live} collector, {flows} processor");
+    assert!(
+        live >= 2 && flows >= 2,
+        "no live health points: {live}, {flows}"
+    );
 }

@@ -40,6 +40,9 @@ pub struct InfluxWriter {
     tx: Option<mpsc::Sender<Msg>>,
     shared: Arc<Shared>,
     uniq: Uniquifier,
+    /// For health points, stamped with the wall clock: kept apart so that their times (now)
+    /// do not move the event-time uniquifier's horizon past the sessions still to come.
+    uniq_wall: Uniquifier,
     queue_cap: u64,
     batch_lines: usize,
     handle: Option<JoinHandle<()>>,
@@ -91,6 +94,7 @@ impl InfluxWriter {
             tx: Some(tx),
             shared,
             uniq,
+            uniq_wall: Uniquifier::default(),
             queue_cap: (4 * batch_lines as u64).max(10_000),
             batch_lines,
             handle: Some(handle),
@@ -105,7 +109,11 @@ impl InfluxWriter {
             return;
         }
         for p in &mut points {
-            self.uniq.place(p);
+            if p.measurement == super::HEALTH_MEASUREMENT {
+                self.uniq_wall.place(p);
+            } else {
+                self.uniq.place(p);
+            }
         }
         let n = points.len() as u64;
         {
