@@ -428,6 +428,12 @@ fn processors_without_an_authorized_key_cannot_inject() {
         &["CURVE client rejected", "failed the CURVE handshake"],
         Duration::from_secs(20),
     );
+    // The refused processor says so itself (it checks at its heartbeat, once a second).
+    wait_for_log(
+        &rogues[0],
+        &["the server refused our CURVE handshake"],
+        Duration::from_secs(20),
+    );
     let (report, conn, _, aerr) = s.finish(&pcaps.join(LEGIT));
     drop(rogues);
     let rejected = report["auth_rejected"].as_u64().unwrap_or(0);

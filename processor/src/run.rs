@@ -69,6 +69,14 @@ pub fn run(config: &Config, shutdown: &AtomicBool) -> Result<(), RunError> {
         .map_err(sock("configure", &config.aggregator))?;
     tapflow_runtime::curve::secure_client(&push, &config.security)
         .map_err(sock("set up CURVE for", &config.aggregator))?;
+    // An aggregator that refuses this processor's key is said here too, not only there.
+    let mut handshakes = tapflow_runtime::curve::ClientMonitor::attach(
+        &ctx,
+        &push,
+        &config.security,
+        &config.aggregator,
+    )
+    .map_err(sock("monitor", &config.aggregator))?;
     push.connect(&config.aggregator)
         .map_err(sock("connect to", &config.aggregator))?;
 
@@ -138,6 +146,9 @@ pub fn run(config: &Config, shutdown: &AtomicBool) -> Result<(), RunError> {
         }
         let heartbeat_due = last_heartbeat.elapsed() >= config.heartbeat;
         if heartbeat_due {
+            if let Some(m) = handshakes.as_mut() {
+                m.poll();
+            }
             engine.check_liveness(started);
             engine.step();
             if config.metrics_listen.is_some() {
