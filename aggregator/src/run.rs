@@ -57,17 +57,12 @@ pub fn run(
     let mut traffic = TrafficMerge::new(config.processors);
     let mut live_health = crate::points::LiveHealth::default();
     let mut points: Vec<Point> = Vec::new();
-    let metrics = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
-    if let Some(addr) = &config.metrics_listen {
-        let m = metrics.clone();
-        let render = std::sync::Arc::new(move || m.lock().map(|g| g.clone()).unwrap_or_default());
-        let bound =
-            tapflow_runtime::serve_metrics(addr, render).map_err(|source| RunError::Metrics {
-                addr: addr.clone(),
-                source,
-            })?;
-        info!(%bound, "metrics at /metrics");
-    }
+    let metrics = tapflow_runtime::serve_metrics_text(config.metrics_listen.as_deref()).map_err(
+        |source| RunError::Metrics {
+            addr: config.metrics_listen.clone().unwrap_or_default(),
+            source,
+        },
+    )?;
     let mut events: Vec<AlertEvent> = Vec::new();
     let mut alerts_text = String::new();
     let mut text = String::with_capacity(1 << 16);

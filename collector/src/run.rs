@@ -84,12 +84,10 @@ pub fn run(
             );
             render_metrics(&c, wire)
         });
-        let bound =
-            tapflow_runtime::serve_metrics(addr, render).map_err(|source| RunError::Metrics {
-                addr: addr.clone(),
-                source,
-            })?;
-        info!(%bound, "metrics at /metrics");
+        tapflow_runtime::serve_metrics(addr, render).map_err(|source| RunError::Metrics {
+            addr: addr.clone(),
+            source,
+        })?;
     }
     let settings = LinkSettings {
         sender: config.name.clone(),

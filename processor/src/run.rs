@@ -85,17 +85,12 @@ pub fn run(config: &Config, shutdown: &AtomicBool) -> Result<(), RunError> {
         .map(|d| d.as_nanos() as u64)
         .unwrap_or(0);
     info!(name = %config.name, listen = %config.listen, aggregator = %config.aggregator, "processor started");
-    let metrics = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
-    if let Some(addr) = &config.metrics_listen {
-        let m = metrics.clone();
-        let render = std::sync::Arc::new(move || m.lock().map(|g| g.clone()).unwrap_or_default());
-        let bound =
-            tapflow_runtime::serve_metrics(addr, render).map_err(|source| RunError::Metrics {
-                addr: addr.clone(),
-                source,
-            })?;
-        info!(%bound, "metrics at /metrics");
-    }
+    let metrics = tapflow_runtime::serve_metrics_text(config.metrics_listen.as_deref()).map_err(
+        |source| RunError::Metrics {
+            addr: config.metrics_listen.clone().unwrap_or_default(),
+            source,
+        },
+    )?;
     let mut inputs = Inputs::new(config.shard);
     let mut engine = Engine::new(config, incarnation);
     let mut buf = Vec::with_capacity(1 << 16);

@@ -47,9 +47,26 @@ pub fn reopen_flag() -> std::io::Result<Arc<AtomicBool>> {
     Ok(flag)
 }
 
+/// The text a processor or aggregator serves on `/metrics`, replaced whole from its own loop.
+pub type MetricsText = Arc<std::sync::Mutex<String>>;
+
+/// [`serve_metrics`] of a [`MetricsText`] its owner replaces, when `addr` is given (else the
+/// text is only kept). Empty until first set.
+pub fn serve_metrics_text(addr: Option<&str>) -> std::io::Result<MetricsText> {
+    let text = MetricsText::default();
+    if let Some(addr) = addr {
+        let served = text.clone();
+        serve_metrics(
+            addr,
+            Arc::new(move || served.lock().map(|g| g.clone()).unwrap_or_default()),
+        )?;
+    }
+    Ok(text)
+}
+
 /// Serves `GET /metrics` (Prometheus text format) on `addr` (a bare port: on 127.0.0.1) from its
-/// own thread, with whatever `render` returns at each scrape. Returns the address bound (`addr`
-/// may use port 0).
+/// own thread, with whatever `render` returns at each scrape, and logs where. Returns the
+/// address bound (`addr` may use port 0).
 pub fn serve_metrics(
     addr: &str,
     render: Arc<dyn Fn() -> String + Send + Sync>,
@@ -62,6 +79,7 @@ pub fn serve_metrics(
     };
     let listener = std::net::TcpListener::bind(&addr)?;
     let bound = listener.local_addr()?;
+    tracing::info!(%bound, "metrics at /metrics");
     std::thread::Builder::new().name("metrics".into()).spawn(move || {
         for stream in listener.incoming().flatten() {
             let _ = stream.set_read_timeout(Some(std::time::Duration::from_secs(2)));

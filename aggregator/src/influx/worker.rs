@@ -194,14 +194,7 @@ impl Worker {
                 break;
             }
             let ans = self.client.write(batch.slice(run.clone()), timeout);
-            if let Some(kind) = &ans.error_kind {
-                *self
-                    .shared
-                    .stats()
-                    .http_errors
-                    .entry(kind.clone())
-                    .or_default() += 1;
-            }
+            self.count_error(ans.error_kind.as_deref());
             let mut outcome = classify(ans.status, ans.retry_after.as_deref());
             if outcome == Outcome::Unwritable
                 && self.recreated < 3
@@ -249,20 +242,25 @@ impl Worker {
         batch.subset(&d.pending())
     }
 
+    /// Counts a failed request by kind (`http_errors` in the report).
+    fn count_error(&self, kind: Option<&str>) {
+        if let Some(kind) = kind {
+            *self
+                .shared
+                .stats()
+                .http_errors
+                .entry(kind.to_owned())
+                .or_default() += 1;
+        }
+    }
+
     /// v1: `CREATE DATABASE`. False when there was no answer (retry later).
     fn create_database(&mut self, timeout: Duration) -> bool {
         let Some(ans) = self.client.create_database(timeout) else {
             self.db_ready = true;
             return true;
         };
-        if let Some(kind) = &ans.error_kind {
-            *self
-                .shared
-                .stats()
-                .http_errors
-                .entry(kind.clone())
-                .or_default() += 1;
-        }
+        self.count_error(ans.error_kind.as_deref());
         match ans.status {
             Some(200..=299) => debug!("InfluxDB database ready"),
             Some(status) => warn!(status, error = %ans.message,
