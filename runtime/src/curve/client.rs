@@ -60,11 +60,6 @@ impl ClientMonitor {
         }
     }
 
-    /// Handshakes refused so far.
-    pub fn failures(&self) -> u64 {
-        self.failures
-    }
-
     /// Reads the events that arrived (never blocks) and logs refusals: the first, every
     /// 100th, and acceptance after a refusal.
     pub fn poll(&mut self) {
