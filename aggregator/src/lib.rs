@@ -3,6 +3,8 @@
 //!
 //! `accounting` is sans-IO; `run` owns the socket and the files.
 
+#![forbid(unsafe_code)]
+
 pub mod accounting;
 pub mod config;
 pub mod conns;

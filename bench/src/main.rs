@@ -1,5 +1,7 @@
 //! `tapflow-gen`: writes a deterministic synthetic capture for benchmarks.
 
+#![forbid(unsafe_code)]
+
 use std::fs::File;
 use std::io::BufWriter;
 use std::path::PathBuf;

@@ -1,6 +1,8 @@
 //! `tapflow-collector`: parse flags, set up logging and signals, run, map the outcome to an exit
 //! code (see `--help`).
 
+#![forbid(unsafe_code)]
+
 use std::process::ExitCode;
 
 use clap::Parser;

@@ -3,11 +3,13 @@
 
 use std::path::Path;
 
-use pcap::{Active, Capture, Offline, Precision};
+use pcap::{Active, Capture, Precision};
 use tapflow_proto::CaptureStats;
 
 use crate::config::{LiveSpec, SourceSpec};
 use crate::decode::LinkType;
+
+mod offline;
 
 /// One packet as libpcap delivered it.
 pub struct Record<'a> {
@@ -44,7 +46,7 @@ pub enum SourceError {
 }
 
 enum Handle {
-    File(Capture<Offline>),
+    File(offline::BufferedFile),
     Live(Capture<Active>),
 }
 
@@ -62,7 +64,7 @@ impl Source {
             SourceSpec::Live(live) => (Handle::Live(open_live(live)?), live.interface.clone()),
         };
         let dlt = match &handle {
-            Handle::File(c) => c.get_datalink().0,
+            Handle::File(f) => f.capture.get_datalink().0,
             Handle::Live(c) => c.get_datalink().0,
         };
         let link = LinkType::from_dlt(dlt).ok_or_else(|| SourceError::UnsupportedLink {
@@ -77,7 +79,7 @@ impl Source {
         };
         if let Some(f) = filter {
             let res = match &mut source.handle {
-                Handle::File(c) => c.filter(f, true),
+                Handle::File(file) => file.capture.filter(f, true),
                 Handle::Live(c) => c.filter(f, true),
             };
             res.map_err(|e| SourceError::Filter {
@@ -105,7 +107,7 @@ impl Source {
     pub fn next_record(&mut self) -> Result<Next<'_>, SourceError> {
         let is_file = matches!(self.handle, Handle::File(_));
         let res = match &mut self.handle {
-            Handle::File(c) => c.next_packet(),
+            Handle::File(f) => f.capture.next_packet(),
             Handle::Live(c) => c.next_packet(),
         };
         match res {
@@ -155,7 +157,7 @@ impl Source {
     }
 }
 
-fn open_file(path: &Path) -> Result<Capture<Offline>, SourceError> {
+fn open_file(path: &Path) -> Result<offline::BufferedFile, SourceError> {
     let what = path.display().to_string();
     if let Err(e) = std::fs::metadata(path) {
         return Err(SourceError::Open {
@@ -163,10 +165,7 @@ fn open_file(path: &Path) -> Result<Capture<Offline>, SourceError> {
             msg: e.to_string(),
         });
     }
-    Capture::from_file_with_precision(path, Precision::Nano).map_err(|e| SourceError::Open {
-        what,
-        msg: e.to_string(),
-    })
+    offline::open(path).map_err(|msg| SourceError::Open { what, msg })
 }
 
 fn open_live(live: &LiveSpec) -> Result<Capture<Active>, SourceError> {

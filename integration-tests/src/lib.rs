@@ -4,6 +4,8 @@
 //! The binaries are the workspace's own build output (`target/debug` unless `TAPFLOW_BIN_DIR`
 //! says otherwise); the README's test command builds them before running the tests.
 
+#![forbid(unsafe_code)]
+
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};

@@ -3,6 +3,8 @@
 //!
 //! `inputs` is sans-IO; `run` owns the sockets.
 
+#![forbid(unsafe_code)]
+
 pub mod config;
 pub mod inputs;
 pub mod merge;

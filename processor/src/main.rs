@@ -1,5 +1,7 @@
 //! `tapflow-processor`: parse flags, set up logging and signals, run.
 
+#![forbid(unsafe_code)]
+
 use std::process::ExitCode;
 
 use clap::Parser;
