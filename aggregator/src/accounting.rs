@@ -135,6 +135,72 @@ pub struct AccountingReport {
     pub influx: Option<crate::influx::InfluxStats>,
     /// Connections refused by CURVE authentication (set by the run loop).
     pub auth_rejected: u64,
+    /// Processor-set epochs and the flows their switches split (set by the run loop when
+    /// routing is by processor set).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub processor_set: Option<SetReport>,
+}
+
+/// What the processor set did during the run.
+#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+pub struct SetReport {
+    pub epochs: Vec<EpochRow>,
+    /// Open connections the old owners closed at switches (Σ processors' `flows_moved_out`).
+    pub flows_moved_out: u64,
+    /// Connections the new owners continued (Σ `flows_continued`).
+    pub flows_continued: u64,
+    /// Conn log records marked `tapflow_split`.
+    pub split_records: u64,
+}
+
+#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+pub struct EpochRow {
+    pub epoch: u32,
+    /// Packet time the epoch starts at, ns (0 for the first).
+    pub switch_at_ns: u64,
+    /// `add N` / `remove N` (empty for the first).
+    pub change: String,
+    pub members: Vec<u16>,
+    /// Slots (of 4096) whose owner changed at this switch.
+    pub moved_slots: usize,
+}
+
+impl SetReport {
+    pub fn new(
+        set: &tapflow_proto::procset::ProcessorSet,
+        processors: &[ProcessorRow],
+        split_records: u64,
+    ) -> SetReport {
+        use tapflow_proto::procset::Change;
+        let mut epochs = Vec::new();
+        let mut previous: Option<&tapflow_proto::slots::SlotTable> = None;
+        for e in set.epochs() {
+            epochs.push(EpochRow {
+                epoch: e.table.epoch(),
+                switch_at_ns: e.starts_ns,
+                change: match e.change {
+                    Some(Change::Add(id)) => format!("add {id}"),
+                    Some(Change::Remove(id)) => format!("remove {id}"),
+                    None => String::new(),
+                },
+                members: e.table.members().to_vec(),
+                moved_slots: previous.map_or(0, |p| p.moved(&e.table).len()),
+            });
+            previous = Some(&e.table);
+        }
+        let sum = |name: &str| -> u64 {
+            processors
+                .iter()
+                .map(|p| p.counters.get(name).copied().unwrap_or(0))
+                .sum()
+        };
+        SetReport {
+            epochs,
+            flows_moved_out: sum("flows_moved_out"),
+            flows_continued: sum("flows_continued"),
+            split_records,
+        }
+    }
 }
 
 /// One processor incarnation's share of one link: `[first_seq, first_seq + received + gaps)`.
@@ -238,7 +304,14 @@ pub fn reconcile_with(accounts: &[ProcessorAccount], upstream: &Upstream) -> Acc
     for ((sender, incarnation), (counters, status, mut by_shard)) in collectors {
         let counters = counters.unwrap_or_default();
         let dead = status.is_none();
-        for shard in 0..counters.summaries_sent.len() {
+        // A shard nothing was sent to needs no row (a processor-set collector's ids need not
+        // be dense, and a member added late had nothing before it joined).
+        for (shard, _) in counters
+            .summaries_sent
+            .iter()
+            .enumerate()
+            .filter(|(_, &n)| n > 0)
+        {
             by_shard
                 .entry(u16::try_from(shard).unwrap_or(u16::MAX))
                 .or_default();
@@ -383,6 +456,7 @@ pub fn reconcile_with(accounts: &[ProcessorAccount], upstream: &Upstream) -> Acc
         detection: None,
         influx: None,
         auth_rejected: 0,
+        processor_set: None,
     }
 }
 

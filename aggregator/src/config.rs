@@ -32,6 +32,10 @@ pub struct Args {
     /// Processors feeding this aggregator; with --exit-on-eos, exit once this many have ended.
     #[arg(long, env = "TAPFLOW_PROCESSORS")]
     pub processors: Option<usize>,
+    /// The processor-set file the collectors route by (docs/scaling.md), instead of
+    /// --processors: every member of any epoch is expected. Re-read on SIGHUP.
+    #[arg(long, env = "TAPFLOW_PROCESSOR_SET", conflicts_with = "processors")]
+    pub processor_set: Option<PathBuf>,
     /// Exit 0 once every processor has sent end-of-stream and everything is written.
     #[arg(long)]
     pub exit_on_eos: bool,
@@ -146,6 +150,7 @@ pub struct Args {
 pub struct FileConfig {
     pub listen: Option<String>,
     pub processors: Option<usize>,
+    pub processor_set: Option<PathBuf>,
     pub exit_on_eos: Option<bool>,
     pub health_log: Option<PathBuf>,
     pub conn_log: Option<PathBuf>,
@@ -182,7 +187,10 @@ pub struct FileConfig {
 #[derive(Clone, Debug)]
 pub struct Config {
     pub listen: String,
+    /// Processors expected: `--processors`, or every member of any epoch of the set.
     pub processors: usize,
+    /// The processor-set file and what it held when read.
+    pub processor_set: Option<(PathBuf, tapflow_proto::procset::ProcessorSet)>,
     pub exit_on_eos: bool,
     pub health_log: Option<PathBuf>,
     pub conn_log: Option<PathBuf>,
@@ -243,9 +251,22 @@ impl Config {
         {
             errors.push(format!("listen endpoint {listen:?} is not a ZeroMQ endpoint (tcp://HOST:PORT or ipc://PATH)"));
         }
-        let processors = args.processors.or(file.processors).unwrap_or(0);
-        if processors == 0 {
-            errors.push("--processors N (at least 1) is required".to_owned());
+        let mut processors = args.processors.or(file.processors).unwrap_or(0);
+        let mut processor_set = None;
+        match args.processor_set.or(file.processor_set) {
+            Some(_) if processors > 0 => {
+                errors.push("give either processors or processor_set, not both".to_owned())
+            }
+            Some(path) => match tapflow_runtime::read_processor_set(&path, false) {
+                Ok(set) => {
+                    processors = set.all_members().len();
+                    processor_set = Some((path, set));
+                }
+                Err(e) => errors.push(e),
+            },
+            None if processors == 0 => errors
+                .push("--processors N (at least 1) or --processor-set FILE is required".to_owned()),
+            None => {}
         }
         let d = crate::detect::DetectConfig::default();
         let allow_nets = if args.allow.is_empty() {
@@ -324,6 +345,7 @@ impl Config {
             metrics_listen,
             listen,
             processors,
+            processor_set,
             exit_on_eos: args.exit_on_eos || file.exit_on_eos.unwrap_or(false),
             health_log: args.health_log.or(file.health_log),
             conn_log: args.conn_log.or(file.conn_log),
@@ -346,7 +368,22 @@ impl Config {
     pub fn resolved(&self, password: &str, token: &str) -> String {
         let mut out = String::new();
         kv(&mut out, "listen", toml_str(&self.listen));
-        kv(&mut out, "processors", self.processors);
+        match &self.processor_set {
+            Some((path, set)) => {
+                kv(
+                    &mut out,
+                    "processor_set",
+                    toml_str(&path.display().to_string()),
+                );
+                let _ = writeln!(
+                    out,
+                    "#   {} epochs, {} processors expected",
+                    set.epochs().len(),
+                    self.processors
+                );
+            }
+            None => kv(&mut out, "processors", self.processors),
+        }
         kv(&mut out, "exit_on_eos", self.exit_on_eos);
         for (key, path) in [
             ("health_log", &self.health_log),

@@ -10,10 +10,10 @@
 //! as it starts (key, first packet time), and the uid of the outer connection that was open
 //! when the inner one started names it here.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt::Write as _;
 
-use tapflow_proto::conn::{uid, ConnRecord};
+use tapflow_proto::conn::{split, uid, ConnRecord};
 use tapflow_proto::key::ip_proto;
 use tapflow_proto::upstream::ConnBatch;
 use tapflow_proto::FlowKey;
@@ -30,6 +30,12 @@ pub struct ConnStats {
     pub parents_unresolved: u64,
     /// Tunnel outer announcements dropped because `outer_cap` keys were remembered.
     pub outers_over_cap: u64,
+    /// Records a processor marked `continued` after a processor-set switch whose connection
+    /// no processor closed at the switch (a new UDP or ICMP flow in a moved slot looks the
+    /// same to the new owner): the mark is taken off.
+    pub split_unpaired: u64,
+    /// Connections closed at a switch not remembered for pairing because `cap` were.
+    pub split_over_cap: u64,
 }
 
 pub struct ConnSorter {
@@ -41,6 +47,9 @@ pub struct ConnSorter {
     /// hundred bytes (unboxed, those moves were 15% of the aggregator's cycles).
     pending: BTreeMap<(u64, String), Box<ConnRecord>>,
     outers: HashMap<FlowKey, Vec<u64>>,
+    /// Keys of connections closed at a processor-set switch and not yet continued. A closed
+    /// half always ends (is released) before its continuation, which ends after the switch.
+    split_closed: HashSet<FlowKey>,
     interim: Vec<ConnRecord>,
     stats: ConnStats,
 }
@@ -54,6 +63,7 @@ impl ConnSorter {
             watermarks: HashMap::new(),
             pending: BTreeMap::new(),
             outers: HashMap::new(),
+            split_closed: HashSet::new(),
             interim: Vec::new(),
             stats: ConnStats::default(),
         }
@@ -103,6 +113,11 @@ impl ConnSorter {
         self.drain_with(|r, parents| conn_json(r, parents, out));
     }
 
+    /// The processor set changed: `n` processors are expected from now on.
+    pub fn set_processors(&mut self, n: usize) {
+        self.processors = n;
+    }
+
     /// Like [`ConnSorter::release`], handing each record (and its parents' uids) to `f`.
     pub fn release_with(&mut self, mut f: impl FnMut(&ConnRecord, &[String])) {
         let limit = if self.watermarks.len() < self.processors {
@@ -127,14 +142,14 @@ impl ConnSorter {
                 self.stats.forced += 1;
             }
             let r = entry.remove();
-            self.emit(&r, &mut f);
+            self.emit(r, &mut f);
         }
     }
 
     /// Like [`ConnSorter::drain`], handing each record to `f`.
     pub fn drain_with(&mut self, mut f: impl FnMut(&ConnRecord, &[String])) {
         while let Some((_, r)) = self.pending.pop_first() {
-            self.emit(&r, &mut f);
+            self.emit(r, &mut f);
         }
     }
 
@@ -146,14 +161,33 @@ impl ConnSorter {
         self.stats
     }
 
-    fn emit(&mut self, r: &ConnRecord, f: &mut impl FnMut(&ConnRecord, &[String])) {
+    fn emit(&mut self, mut r: Box<ConnRecord>, f: &mut impl FnMut(&ConnRecord, &[String])) {
         self.stats.released += 1;
+        if r.split != 0 {
+            self.pair_split(&mut r);
+        }
         let parents: Vec<String> = r
             .tunnel_parents
             .iter()
             .map(|k| self.parent_uid(k, r.ts_ns))
             .collect();
-        f(r, &parents);
+        f(&r, &parents);
+    }
+
+    /// Pairs the halves of connections split by a processor-set switch: a `continued` mark
+    /// stays only when a processor closed the same connection at a switch.
+    fn pair_split(&mut self, r: &mut ConnRecord) {
+        if r.split & split::CONTINUED != 0 && !self.split_closed.remove(&r.key) {
+            r.split &= !split::CONTINUED;
+            self.stats.split_unpaired += 1;
+        }
+        if r.split & split::CLOSED != 0 {
+            if self.split_closed.len() < self.cap {
+                self.split_closed.insert(r.key);
+            } else {
+                self.stats.split_over_cap += 1;
+            }
+        }
     }
 
     /// The uid of the outer connection on `key` that was open when `ts` came.
@@ -273,6 +307,11 @@ pub fn conn_json(r: &ConnRecord, parents: &[String], out: &mut String) {
     if r.evicted {
         out.push_str(",\"evicted\":true");
     }
+    if let Some(split) = tapflow_proto::conn::split::name(r.split) {
+        out.push_str(",\"tapflow_split\":\"");
+        out.push_str(split);
+        out.push('"');
+    }
     out.push_str("}\n");
 }
 
@@ -345,6 +384,7 @@ mod tests {
             key,
             orig_tcp_flags: 0x12,
             resp_tcp_flags: 0x12,
+            split: 0,
         }
     }
 

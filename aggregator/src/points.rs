@@ -116,6 +116,11 @@ impl TrafficMerge {
         }
     }
 
+    /// The processor set changed: `n` processors are expected from now on.
+    pub fn set_processors(&mut self, n: usize) {
+        self.processors = n;
+    }
+
     /// A processor has ended.
     pub fn end(&mut self, processor: &str) {
         self.watermarks.insert(processor.to_owned(), u64::MAX);

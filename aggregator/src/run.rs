@@ -9,7 +9,7 @@ use tapflow_proto::upstream::{ProcessorAccount, UpMessage};
 use tapflow_proto::wire::MAX_MESSAGE_BYTES;
 use tracing::{error, info, warn};
 
-use crate::accounting::{reconcile_with, table, AccountingReport};
+use crate::accounting::{reconcile_with, table, AccountingReport, SetReport};
 use crate::config::Config;
 use crate::conns::{conn_json, ConnSorter};
 use crate::detect::{AlertEvent, Detector};
@@ -87,6 +87,11 @@ pub fn run(
     info!(listen = %config.listen, processors = config.processors, "aggregator started");
 
     let mut accounts: BTreeMap<(String, u64), ProcessorAccount> = BTreeMap::new();
+    // Processors expected: all members of any epoch when routing is by processor set (a
+    // reload that adds one makes the merge wait for it too).
+    let mut expected = config.processors;
+    let mut processor_set = config.processor_set.clone();
+    let mut split_records = 0u64;
     let mut upstream = crate::upstream::Upstream::new();
     let mut malformed: BTreeMap<&'static str, u64> = BTreeMap::new();
     loop {
@@ -100,6 +105,19 @@ pub fn run(
                 log.reopen()?;
             }
             info!("SIGHUP: log files reopened");
+            if let Some((path, old)) = processor_set.as_ref() {
+                match tapflow_runtime::read_processor_set(path, false) {
+                    Ok(set) if set.extends(old) => {
+                        expected = set.all_members().len();
+                        sorter.set_processors(expected);
+                        traffic.set_processors(expected);
+                        info!(epochs = set.epochs().len(), processors = expected, "SIGHUP: processor set reloaded");
+                        processor_set = Some((path.clone(), set));
+                    }
+                    Ok(_) => error!("SIGHUP: processor set {} does not extend the history in use (a reload may only append [[change]] entries); keeping it", path.display()),
+                    Err(e) => error!("SIGHUP: {e}"),
+                }
+            }
         }
         if shutdown.load(Ordering::Relaxed) {
             info!("signal received: writing what is known");
@@ -112,7 +130,7 @@ pub fn run(
                 .map(|(p, _)| p)
                 .collect::<std::collections::BTreeSet<_>>()
                 .len()
-                >= config.processors
+                >= expected
         {
             break;
         }
@@ -175,6 +193,7 @@ pub fn run(
                         sorter.push(batch);
                         let mut failed = None;
                         sorter.release_with(|r, parents| {
+                            split_records += u64::from(r.split != 0);
                             conn_json(r, parents, &mut text);
                             conn_log.write_chunk(&mut text, &mut failed);
                             detector.on_record(r, &mut events);
@@ -214,6 +233,7 @@ pub fn run(
     }
     let mut failed = None;
     sorter.drain_with(|r, parents| {
+        split_records += u64::from(r.split != 0);
         conn_json(r, parents, &mut text);
         conn_log.write_chunk(&mut text, &mut failed);
         detector.on_record(r, &mut events);
@@ -241,6 +261,9 @@ pub fn run(
     report.conns = Some(conn_stats);
     report.detection = Some(detect_stats);
     report.auth_rejected = auth.as_ref().map_or(0, |a| a.counts().rejected());
+    report.processor_set = processor_set
+        .as_ref()
+        .map(|(_, set)| SetReport::new(set, &report.processors, split_records));
     if let Some(mut w) = influx.take() {
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)

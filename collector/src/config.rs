@@ -10,6 +10,7 @@ use clap::{Parser, ValueEnum};
 use serde::Deserialize;
 
 use crate::decode::DecodeConfig;
+use tapflow_proto::procset::ProcessorSet;
 
 /// What to do when a processor's queue is full.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, Deserialize)]
@@ -55,6 +56,11 @@ pub struct Args {
     /// A processor's ZeroMQ endpoint; repeat in shard order (the position is the shard index).
     #[arg(long = "processor", env = "TAPFLOW_PROCESSORS", value_delimiter = ',')]
     pub processors: Vec<String>,
+    /// A processor-set file instead of --processor: processors by id with their endpoints and
+    /// the history of adds and removes, each switching at an announced packet time
+    /// (docs/scaling.md). Re-read on SIGHUP; a reload may only append changes.
+    #[arg(long, env = "TAPFLOW_PROCESSOR_SET", conflicts_with = "processors")]
+    pub processor_set: Option<PathBuf>,
     /// BPF filter applied by libpcap (live and files).
     #[arg(long, env = "TAPFLOW_FILTER")]
     pub filter: Option<String>,
@@ -151,6 +157,7 @@ pub struct FileConfig {
     pub pcap: Option<PathBuf>,
     pub interface: Option<String>,
     pub processors: Option<Vec<String>>,
+    pub processor_set: Option<PathBuf>,
     pub filter: Option<String>,
     pub ignore_checksums: Option<bool>,
     pub name: Option<String>,
@@ -199,7 +206,11 @@ pub struct LiveSpec {
 #[derive(Clone, Debug)]
 pub struct Config {
     pub source: SourceSpec,
+    /// The endpoints links go to: `--processor` in shard order, or every member of the
+    /// processor set in id order.
     pub processors: Vec<String>,
+    /// The processor-set file and what it held when read (`None`: fixed `--processor` shards).
+    pub processor_set: Option<(PathBuf, ProcessorSet)>,
     pub filter: Option<String>,
     pub name: String,
     pub epoch: u32,
@@ -263,13 +274,34 @@ impl Config {
                 None
             }
         };
-        let processors = if args.processors.is_empty() {
+        let set_path = args.processor_set.or(file.processor_set);
+        let mut processors = if args.processors.is_empty() {
             file.processors.unwrap_or_default()
         } else {
             args.processors
         };
-        if processors.is_empty() {
-            errors.push("no processor: give --processor ENDPOINT at least once".to_owned());
+        let mut processor_set = None;
+        match (&set_path, processors.is_empty()) {
+            (Some(_), false) => errors.push(
+                "give either processors (--processor) or a processor set (--processor-set), not both"
+                    .to_owned(),
+            ),
+            (Some(path), true) => match tapflow_runtime::read_processor_set(path, true) {
+                Ok(set) => {
+                    processors = set
+                        .all_members()
+                        .iter()
+                        .filter_map(|id| set.endpoint(*id).map(str::to_owned))
+                        .collect();
+                    processor_set = Some((path.clone(), set));
+                }
+                Err(e) => errors.push(e),
+            },
+            (None, true) => errors.push(
+                "no processor: give --processor ENDPOINT at least once, or --processor-set FILE"
+                    .to_owned(),
+            ),
+            (None, false) => {}
         }
         if processors.len() > usize::from(u16::MAX) {
             errors.push(format!(
@@ -359,6 +391,7 @@ impl Config {
             Some(source) if errors.is_empty() => Ok(Config {
                 source,
                 processors,
+                processor_set,
                 filter: args.filter.or(file.filter),
                 name,
                 epoch: args.epoch.or(file.epoch).unwrap_or(1),
@@ -402,12 +435,32 @@ impl Config {
                 }
             }
         }
-        let processors: Vec<String> = self.processors.iter().map(|p| toml_str(p)).collect();
-        kv(
-            &mut out,
-            "processors",
-            format!("[{}]", processors.join(", ")),
-        );
+        match &self.processor_set {
+            Some((path, set)) => {
+                kv(
+                    &mut out,
+                    "processor_set",
+                    toml_str(&path.display().to_string()),
+                );
+                for e in set.epochs() {
+                    let _ = writeln!(
+                        out,
+                        "#   epoch {} from {:.9} s: members {:?}",
+                        e.table.epoch(),
+                        e.starts_ns as f64 / 1e9,
+                        e.table.members()
+                    );
+                }
+            }
+            None => {
+                let processors: Vec<String> = self.processors.iter().map(|p| toml_str(p)).collect();
+                kv(
+                    &mut out,
+                    "processors",
+                    format!("[{}]", processors.join(", ")),
+                );
+            }
+        }
         match &self.filter {
             Some(f) => kv(&mut out, "filter", toml_str(f)),
             None => out.push_str("# filter: none (every packet)\n"),

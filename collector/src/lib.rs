@@ -6,6 +6,7 @@
 
 pub mod config;
 pub mod decode;
+mod epochs;
 pub mod link;
 pub mod privileges;
 mod progress;

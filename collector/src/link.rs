@@ -21,6 +21,8 @@ pub enum LinkCmd {
     Batch {
         summaries: Vec<PacketSummary>,
         watermark_ns: u64,
+        /// The processor-set epoch the batch was routed by.
+        epoch: u32,
     },
     Eos {
         status: EosStatus,
@@ -233,8 +235,10 @@ impl Worker {
                 Ok(LinkCmd::Batch {
                     mut summaries,
                     watermark_ns,
+                    epoch,
                 }) => {
                     self.header.watermark_ns = self.header.watermark_ns.max(watermark_ns);
+                    self.header.epoch = epoch;
                     self.send_batch(&summaries);
                     summaries.clear();
                     let _ = self.pool.try_send(summaries);

@@ -13,6 +13,7 @@ use tracing::{error, info, warn};
 
 use crate::config::{Config, SlowPolicy, SourceSpec};
 use crate::decode::Decoder;
+use crate::epochs::{Reload, SetRouting};
 use crate::link::{Link, LinkCmd, LinkError, LinkSettings, Shared};
 use crate::progress::Progress;
 use crate::source::{Next, Source, SourceError};
@@ -89,11 +90,17 @@ pub fn run(
             source,
         })?;
     }
+    // With a processor set, links are per member id and claim no shard count (0): the slot
+    // table of each batch's epoch says who owns what.
+    let set_ids: Option<Vec<u16>> = config
+        .processor_set
+        .as_ref()
+        .map(|(_, set)| set.all_members());
     let settings = LinkSettings {
         sender: config.name.clone(),
         incarnation: incarnation(),
-        epoch: config.epoch,
-        shard_count,
+        epoch: if set_ids.is_some() { 1 } else { config.epoch },
+        shard_count: if set_ids.is_some() { 0 } else { shard_count },
         heartbeat: config.heartbeat,
         linger: config.linger,
         batch_bytes: config.batch_bytes,
@@ -103,7 +110,10 @@ pub fn run(
     let (pool_tx, pool_rx) = crossbeam_channel::unbounded();
     let mut links = Vec::with_capacity(config.processors.len());
     for (i, endpoint) in config.processors.iter().enumerate() {
-        let shard = u16::try_from(i).unwrap_or(u16::MAX);
+        let shard = match &set_ids {
+            Some(ids) => ids[i],
+            None => u16::try_from(i).unwrap_or(u16::MAX),
+        };
         links.push(Link::start(
             &ctx,
             endpoint,
@@ -122,6 +132,29 @@ pub fn run(
     info!(name = %settings.sender, incarnation = settings.incarnation, processors = shard_count, links = security, "collector started");
 
     let mut pipeline = Pipeline::new(config, links, shared.clone(), pool_rx);
+    if let (Some((path, set)), Some(ids)) = (&config.processor_set, set_ids) {
+        pipeline.routing = Some(SetRouting::new(path.clone(), set.clone(), ids));
+        pipeline.next_switch_ns = pipeline
+            .routing
+            .as_ref()
+            .map_or(u64::MAX, |r| r.next_switch_ns());
+        pipeline.spawner = Some(Spawner {
+            ctx: ctx.clone(),
+            settings: settings.clone(),
+            queue_batches: config.queue_batches,
+            pool: pool_tx.clone(),
+        });
+    }
+    // SIGHUP re-reads the processor set (and is ignored without one, instead of ending the
+    // process as its default action would).
+    let reload = match tapflow_runtime::reopen_flag() {
+        Ok(flag) => flag,
+        Err(e) => {
+            warn!(error = %e, "cannot install the SIGHUP handler; the processor set cannot be reloaded");
+            Arc::new(AtomicBool::new(false))
+        }
+    };
+    pipeline.reload = reload;
     let outcome = match opened {
         Err(e) => RunOutcome::OpenFailed(e),
         Ok(mut source) => {
@@ -243,6 +276,24 @@ struct Pipeline {
     max_ts: u64,
     bad_checksums: u64,
     warned_offload: bool,
+    /// Routing by processor set (`None`: fixed shards, `shard(key, n)`).
+    routing: Option<SetRouting>,
+    /// `routing`'s next switch time, `u64::MAX` when none (checked per packet).
+    next_switch_ns: u64,
+    /// The epoch batches are tagged with.
+    epoch: u32,
+    /// What new links need (with a processor set).
+    spawner: Option<Spawner>,
+    /// Set by SIGHUP.
+    reload: Arc<AtomicBool>,
+}
+
+/// What starting a link for a member added by a reload needs.
+struct Spawner {
+    ctx: zmq::Context,
+    settings: LinkSettings,
+    queue_batches: usize,
+    pool: crossbeam_channel::Sender<Vec<PacketSummary>>,
 }
 
 impl Pipeline {
@@ -273,6 +324,11 @@ impl Pipeline {
             max_ts: 0,
             bad_checksums: 0,
             warned_offload: false,
+            routing: None,
+            next_switch_ns: u64::MAX,
+            epoch: config.epoch,
+            spawner: None,
+            reload: Arc::new(AtomicBool::new(false)),
         }
     }
 
@@ -292,6 +348,9 @@ impl Pipeline {
             }
             match source.next_record() {
                 Ok(Next::Packet(rec)) => {
+                    if rec.ts_ns >= self.next_switch_ns {
+                        self.switch_epoch(rec.ts_ns);
+                    }
                     self.max_ts = self.max_ts.max(rec.ts_ns);
                     self.decoder
                         .decode(link, rec.ts_ns, rec.data, rec.wire_len, &mut self.out);
@@ -301,7 +360,10 @@ impl Pipeline {
                     for s in self.out.drain(..) {
                         self.bad_checksums +=
                             u64::from(s.flags & tapflow_proto::summary::flag::BAD_CHECKSUM != 0);
-                        let i = usize::from(shard(&s.key, shard_count));
+                        let i = match &self.routing {
+                            Some(r) => r.link_of(&s.key),
+                            None => usize::from(shard(&s.key, shard_count)),
+                        };
                         self.pending[i].push(s);
                         if self.pending[i].len() >= self.batch_size {
                             flush_one(
@@ -314,6 +376,7 @@ impl Pipeline {
                                 self.policy,
                                 self.max_ts,
                                 self.batch_size,
+                                self.epoch,
                             );
                         }
                     }
@@ -339,6 +402,9 @@ impl Pipeline {
             }
             if last_publish.elapsed() >= std::time::Duration::from_millis(250) {
                 last_publish = Instant::now();
+                if self.reload.swap(false, Ordering::Relaxed) {
+                    self.reload_set();
+                }
                 self.warn_offload();
                 if live {
                     self.update_capture_stats(source);
@@ -422,6 +488,83 @@ impl Pipeline {
         }
     }
 
+    /// The capture reached the next epoch's switch time: every batch of the current epoch goes
+    /// out first (a batch never mixes epochs), then routing follows the new table, and members
+    /// that left for good get end-of-stream.
+    fn switch_epoch(&mut self, ts_ns: u64) {
+        self.flush_all();
+        let Some(r) = self.routing.as_mut() else {
+            return;
+        };
+        let gone = r.advance(ts_ns);
+        self.epoch = r.epoch();
+        self.next_switch_ns = r.next_switch_ns();
+        if gone.is_empty() {
+            return;
+        }
+        let counters = self.counters();
+        for i in gone {
+            let link = &self.links[i];
+            info!(endpoint = %link.endpoint, sent = self.sent[i], "processor left the set: end-of-stream sent on its link");
+            let eos = LinkCmd::Eos {
+                status: EosStatus::Complete,
+                counters: Box::new(counters.clone()),
+            };
+            if link.send_blocking(eos).is_err() {
+                error!(endpoint = %link.endpoint, "processor unreachable: end-of-stream not delivered");
+            }
+        }
+    }
+
+    /// SIGHUP: re-reads the processor set; starts links for new members; switches at once if
+    /// the capture is already past an announced instant.
+    fn reload_set(&mut self) {
+        let (Some(r), Some(sp)) = (self.routing.as_mut(), self.spawner.as_ref()) else {
+            info!("SIGHUP ignored: no processor set (--processor-set) to reload");
+            return;
+        };
+        let new_ids = match r.reload(self.max_ts) {
+            Ok(Reload::Unchanged) => {
+                info!("SIGHUP: processor set unchanged");
+                return;
+            }
+            Ok(Reload::Extended { new_ids }) => new_ids,
+            Err(e) => {
+                error!("SIGHUP: {e}");
+                return;
+            }
+        };
+        for id in new_ids {
+            let Some(endpoint) = r.endpoint(id).map(str::to_owned) else {
+                continue;
+            };
+            let mut settings = sp.settings.clone();
+            settings.epoch = self.epoch;
+            match Link::start(
+                &sp.ctx,
+                &endpoint,
+                id,
+                &settings,
+                sp.queue_batches,
+                self.shared.clone(),
+                sp.pool.clone(),
+            ) {
+                Ok(link) => {
+                    info!(id, %endpoint, "processor set: link to a new member");
+                    self.links.push(link);
+                    self.pending.push(Vec::with_capacity(self.batch_size));
+                    self.sent.push(0);
+                    r.add_link(id);
+                }
+                Err(e) => error!(id, error = %e, "processor set: cannot link to a new member"),
+            }
+        }
+        self.next_switch_ns = r.next_switch_ns();
+        if self.next_switch_ns <= self.max_ts {
+            self.switch_epoch(self.max_ts);
+        }
+    }
+
     fn flush_all(&mut self) {
         for i in 0..self.pending.len() {
             if !self.pending[i].is_empty() {
@@ -435,6 +578,7 @@ impl Pipeline {
                     self.policy,
                     self.max_ts,
                     self.batch_size,
+                    self.epoch,
                 );
             }
         }
@@ -473,7 +617,10 @@ impl Pipeline {
             packets_summarised: d.packets_summarised,
             fragments_merged: d.fragments_merged,
             summaries: d.summaries,
-            summaries_sent: self.sent.clone(),
+            summaries_sent: match &self.routing {
+                Some(r) => r.by_id(&self.sent),
+                None => self.sent.clone(),
+            },
             drops: drops.to_map(),
             capture: self.capture_stats,
         }
@@ -498,7 +645,10 @@ impl Pipeline {
         if !r.holds() {
             error!(?r, "collector counters do not reconcile");
         }
-        for link in &self.links {
+        for (i, link) in self.links.iter().enumerate() {
+            if self.routing.as_ref().is_some_and(|r| r.is_retired(i)) {
+                continue;
+            }
             if link
                 .send_blocking(LinkCmd::Eos {
                     status: status.clone(),
@@ -528,6 +678,7 @@ fn flush_one(
     policy: SlowPolicy,
     watermark_ns: u64,
     batch_size: usize,
+    epoch: u32,
 ) {
     let fresh = pool
         .try_recv()
@@ -537,6 +688,7 @@ fn flush_one(
     let cmd = LinkCmd::Batch {
         summaries,
         watermark_ns,
+        epoch,
     };
     match policy {
         SlowPolicy::Block => match links[i].send_blocking(cmd) {

@@ -6,6 +6,8 @@
 
 #![forbid(unsafe_code)]
 
+pub mod fifo;
+
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};

@@ -53,6 +53,7 @@ fn session(i: u32, t0: u64, per_us: u32) -> ConnRecord {
         key,
         orig_tcp_flags: 0x02,
         resp_tcp_flags: 0,
+        split: 0,
     }
 }
 

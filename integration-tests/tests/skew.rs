@@ -7,12 +7,11 @@
 //! would see the traffic; the collectors send every summary as it is read (`--batch-size 1`).
 
 use std::collections::BTreeMap;
-use std::io::Write as _;
 use std::path::{Path, PathBuf};
-use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::Value;
+use tapflow_integration_tests::fifo::{feed_paced, mkfifo, read_pcap};
 use tapflow_integration_tests::{
     run_pipeline, shared_pcaps, split_by_direction, start_pipeline_opts, CollectorSpec, PipelineRun,
 };
@@ -20,154 +19,6 @@ use tapflow_integration_tests::{
 const TIMEOUT: Duration = Duration::from_secs(120);
 const CAPTURE: &str = "chrissanders-http_espn.pcapng";
 const SHIFT_NS: u64 = 5_000_000_000;
-
-/// A classic pcap file: its 24-byte file header and its records (16-byte header + data).
-struct Pcap {
-    header: Vec<u8>,
-    /// Timestamps are in nanoseconds (magic a1b23c4d) rather than microseconds.
-    nanos: bool,
-    little_endian: bool,
-    records: Vec<(u64, Vec<u8>)>,
-}
-
-fn read_pcap(path: &Path) -> Pcap {
-    let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    assert!(bytes.len() >= 24, "{}: too short", path.display());
-    let (nanos, little_endian) = match bytes[..4] {
-        [0xd4, 0xc3, 0xb2, 0xa1] => (false, true),
-        [0xa1, 0xb2, 0xc3, 0xd4] => (false, false),
-        [0x4d, 0x3c, 0xb2, 0xa1] => (true, true),
-        [0xa1, 0xb2, 0x3c, 0x4d] => (true, false),
-        _ => panic!("{}: not a classic pcap (pcapng?)", path.display()),
-    };
-    let u32_at = |b: &[u8], at: usize| {
-        let w = [b[at], b[at + 1], b[at + 2], b[at + 3]];
-        u64::from(if little_endian {
-            u32::from_le_bytes(w)
-        } else {
-            u32::from_be_bytes(w)
-        })
-    };
-    let mut records = Vec::new();
-    let mut at = 24;
-    while at + 16 <= bytes.len() {
-        let caplen = u32_at(&bytes, at + 8) as usize;
-        let end = (at + 16 + caplen).min(bytes.len());
-        let frac = u32_at(&bytes, at + 4);
-        let ts_ns = u32_at(&bytes, at) * 1_000_000_000 + if nanos { frac } else { frac * 1000 };
-        records.push((ts_ns, bytes[at..end].to_vec()));
-        at = end;
-    }
-    Pcap {
-        header: bytes[..24].to_vec(),
-        nanos,
-        little_endian,
-        records,
-    }
-}
-
-impl Pcap {
-    /// Record `i` with its timestamp moved forward by `shift_ns`.
-    fn record(&self, i: usize, shift_ns: u64) -> Vec<u8> {
-        let (ts, bytes) = &self.records[i];
-        let ts = ts + shift_ns;
-        let (sec, frac) = (ts / 1_000_000_000, ts % 1_000_000_000);
-        let frac = if self.nanos { frac } else { frac / 1000 };
-        let mut out = bytes.clone();
-        for (at, v) in [(0, sec), (4, frac)] {
-            let v = u32::try_from(v).unwrap_or_else(|_| panic!("timestamp out of range"));
-            let w = if self.little_endian {
-                v.to_le_bytes()
-            } else {
-                v.to_be_bytes()
-            };
-            out[at..at + 4].copy_from_slice(&w);
-        }
-        out
-    }
-
-    /// The whole file with every timestamp moved forward by `shift_ns`.
-    fn write_shifted(&self, path: &Path, shift_ns: u64) {
-        let mut out = self.header.clone();
-        for i in 0..self.records.len() {
-            out.extend(self.record(i, shift_ns));
-        }
-        std::fs::write(path, out).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    }
-}
-
-/// Writes both halves into FIFOs at the capture's own pace, in the original packet order
-/// (the second half's timestamps moved by `shift_ns`): two taps watching one wire.
-fn feed_paced(
-    halves: [Pcap; 2],
-    fifos: [PathBuf; 2],
-    shift_ns: u64,
-) -> std::thread::JoinHandle<()> {
-    std::thread::spawn(move || {
-        let deadline = Instant::now() + TIMEOUT;
-        let mut files: Vec<std::fs::File> = fifos
-            .iter()
-            .map(|p| open_fifo_for_writing(p, deadline))
-            .collect();
-        for (f, h) in files.iter_mut().zip(&halves) {
-            write_all(f, &h.header, deadline);
-        }
-        let mut order: Vec<(u64, usize, usize)> = halves
-            .iter()
-            .enumerate()
-            .flat_map(|(k, h)| h.records.iter().enumerate().map(move |(i, r)| (r.0, k, i)))
-            .collect();
-        order.sort();
-        let (t0, start) = (order.first().map_or(0, |o| o.0), Instant::now());
-        for (ts, k, i) in order {
-            let due = start + Duration::from_nanos(ts - t0);
-            if let Some(wait) = due.checked_duration_since(Instant::now()) {
-                std::thread::sleep(wait);
-            }
-            let shift = if k == 1 { shift_ns } else { 0 };
-            write_all(&mut files[k], &halves[k].record(i, shift), deadline);
-        }
-    })
-}
-
-/// Opens a FIFO for writing once its reader (a collector) has opened it; non-blocking, so a
-/// collector that never starts fails the test instead of hanging it.
-fn open_fifo_for_writing(path: &Path, deadline: Instant) -> std::fs::File {
-    use std::os::unix::fs::OpenOptionsExt as _;
-    loop {
-        match std::fs::OpenOptions::new()
-            .write(true)
-            .custom_flags(libc::O_NONBLOCK)
-            .open(path)
-        {
-            Ok(f) => return f,
-            Err(e) if Instant::now() < deadline && e.raw_os_error() == Some(libc::ENXIO) => {
-                std::thread::sleep(Duration::from_millis(5))
-            }
-            Err(e) => panic!("{}: {e}", path.display()),
-        }
-    }
-}
-
-fn write_all(f: &mut std::fs::File, mut buf: &[u8], deadline: Instant) {
-    while !buf.is_empty() {
-        match f.write(buf) {
-            Ok(n) => buf = &buf[n..],
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock && Instant::now() < deadline => {
-                std::thread::sleep(Duration::from_millis(1))
-            }
-            Err(e) => panic!("writing a FIFO: {e}"),
-        }
-    }
-}
-
-fn mkfifo(path: &Path) {
-    let ok = Command::new("mkfifo")
-        .arg(path)
-        .status()
-        .is_ok_and(|s| s.success());
-    assert!(ok, "mkfifo {} failed", path.display());
-}
 
 /// What one run showed.
 #[derive(Debug)]
@@ -307,7 +158,11 @@ fn paced_run(
         })
         .collect();
     let running = start_pipeline_opts(&specs, 2, processor_extra, &[]);
-    let feeder = feed_paced([read_pcap(fwd), read_pcap(rev)], fifos, shift_ns);
+    let [f0, f1] = fifos;
+    let feeder = feed_paced(
+        vec![(read_pcap(fwd), f0, 0), (read_pcap(rev), f1, shift_ns)],
+        TIMEOUT,
+    );
     let run = running.wait(TIMEOUT);
     let fed = feeder.join();
     assert!(fed.is_ok(), "{label}: feeding the FIFOs failed");

@@ -8,6 +8,7 @@ use tapflow_runtime::{toml_kv as kv, toml_string as toml_str};
 
 use clap::Parser;
 use serde::Deserialize;
+use tapflow_proto::procset::ProcessorSet;
 use tapflow_proto::upstream::ShardClaim;
 use tapflow_proto::Addr;
 
@@ -51,6 +52,18 @@ pub struct Args {
     /// The shard this processor serves, as EPOCH/N/INDEX; by default the first claim received.
     #[arg(long, value_parser = parse_claim)]
     pub shard: Option<ShardClaim>,
+    /// The processor-set file the collectors route by (docs/scaling.md), instead of --shard;
+    /// with --id. Re-read on SIGHUP.
+    #[arg(
+        long,
+        env = "TAPFLOW_PROCESSOR_SET",
+        conflicts_with = "shard",
+        requires = "id"
+    )]
+    pub processor_set: Option<PathBuf>,
+    /// This processor's id in the processor set.
+    #[arg(long, env = "TAPFLOW_ID")]
+    pub id: Option<u16>,
     /// Heartbeat period towards the aggregator in milliseconds [default: 1000].
     #[arg(long)]
     pub heartbeat_ms: Option<u64>,
@@ -107,6 +120,8 @@ pub struct FileConfig {
     pub exit_on_eos: Option<bool>,
     pub name: Option<String>,
     pub shard: Option<String>,
+    pub processor_set: Option<PathBuf>,
+    pub id: Option<u16>,
     pub heartbeat_ms: Option<u64>,
     pub dead_after_ms: Option<u64>,
     pub max_flows: Option<usize>,
@@ -127,6 +142,8 @@ pub struct Config {
     pub exit_on_eos: bool,
     pub name: String,
     pub shard: Option<ShardClaim>,
+    /// The processor-set file, what it held when read, and this processor's id in it.
+    pub processor_set: Option<(PathBuf, ProcessorSet, u16)>,
     pub heartbeat: Duration,
     pub dead_after: Duration,
     pub max_flows: usize,
@@ -177,6 +194,38 @@ impl Config {
                     None
                 }
             },
+            (None, None) => None,
+        };
+        let processor_set = match (
+            args.processor_set.or(file.processor_set),
+            args.id.or(file.id),
+        ) {
+            (Some(_), _) if shard.is_some() => {
+                errors.push("give either shard or processor_set, not both".to_owned());
+                None
+            }
+            (Some(path), Some(id)) => match tapflow_runtime::read_processor_set(&path, false) {
+                Ok(set) if set.all_members().contains(&id) => Some((path, set, id)),
+                Ok(_) => {
+                    errors.push(format!(
+                        "id {id} is not a member of any epoch of processor set {}",
+                        path.display()
+                    ));
+                    None
+                }
+                Err(e) => {
+                    errors.push(e);
+                    None
+                }
+            },
+            (Some(_), None) => {
+                errors.push("processor_set needs this processor's id (--id N)".to_owned());
+                None
+            }
+            (None, Some(_)) => {
+                errors.push("id is only meaningful with processor_set".to_owned());
+                None
+            }
             (None, None) => None,
         };
         let heartbeat_ms = args.heartbeat_ms.or(file.heartbeat_ms).unwrap_or(1000);
@@ -230,6 +279,7 @@ impl Config {
             exit_on_eos: args.exit_on_eos || file.exit_on_eos.unwrap_or(false),
             name,
             shard,
+            processor_set,
             heartbeat: Duration::from_millis(heartbeat_ms),
             dead_after: Duration::from_millis(
                 args.dead_after_ms
@@ -270,7 +320,22 @@ impl Config {
                 "shard",
                 toml_str(&format!("{}/{}/{}", c.epoch, c.shard_count, c.shard)),
             ),
+            None if self.processor_set.is_some() => {}
             None => out.push_str("# shard: the first claim received\n"),
+        }
+        if let Some((path, set, id)) = &self.processor_set {
+            kv(
+                &mut out,
+                "processor_set",
+                toml_str(&path.display().to_string()),
+            );
+            kv(&mut out, "id", id);
+            let _ = writeln!(
+                out,
+                "#   {} epochs, latest members {:?}",
+                set.epochs().len(),
+                set.latest().table.members()
+            );
         }
         kv(&mut out, "heartbeat_ms", self.heartbeat.as_millis());
         kv(&mut out, "dead_after_ms", self.dead_after.as_millis());

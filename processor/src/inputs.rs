@@ -8,6 +8,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
+use tapflow_proto::procset::ProcessorSet;
 use tapflow_proto::upstream::{LinkAccount, LinkProgress, ProcessorAccount, ShardClaim};
 use tapflow_proto::{shard, DecodeError, LinkHeader, Message, PacketSummary};
 
@@ -33,6 +34,12 @@ pub enum Verdict<'a> {
 #[derive(Debug)]
 pub struct Inputs {
     claim: Option<ShardClaim>,
+    /// Routing by processor set: the set and this processor's id. Batches then claim
+    /// `(epoch, 0, id)` and are checked against the slot table of their own epoch.
+    set: Option<(ProcessorSet, u16)>,
+    /// Summaries in batches of an epoch this processor's set does not have yet (processed,
+    /// but their routing could not be checked).
+    epoch_unknown: u64,
     links: HashMap<(String, u64), LinkAccount>,
     malformed: BTreeMap<String, u64>,
     misrouted_messages: u64,
@@ -44,12 +51,33 @@ impl Inputs {
     pub fn new(claim: Option<ShardClaim>) -> Inputs {
         Inputs {
             claim,
+            set: None,
+            epoch_unknown: 0,
             links: HashMap::new(),
             malformed: BTreeMap::new(),
             misrouted_messages: 0,
             wrong_shard: 0,
             scratch: Vec::new(),
         }
+    }
+
+    /// Inputs of processor `id` of a processor set.
+    pub fn with_set(set: ProcessorSet, id: u16) -> Inputs {
+        Inputs {
+            set: Some((set, id)),
+            ..Inputs::new(None)
+        }
+    }
+
+    /// A reloaded processor set (the caller checked that it extends the one in use).
+    pub fn update_set(&mut self, set: ProcessorSet) {
+        if let Some((s, _)) = self.set.as_mut() {
+            *s = set;
+        }
+    }
+
+    pub fn epoch_unknown(&self) -> u64 {
+        self.epoch_unknown
     }
 
     pub fn claim(&self) -> Option<ShardClaim> {
@@ -79,7 +107,22 @@ impl Inputs {
             shard_count: h.shard_count,
             shard: h.shard,
         };
-        let ours = *self.claim.get_or_insert(claim);
+        let ours = match &self.set {
+            Some((_, id)) => {
+                let latest = self.claim.map_or(0, |c| c.epoch).max(h.epoch);
+                self.claim = Some(ShardClaim {
+                    epoch: latest,
+                    shard_count: 0,
+                    shard: *id,
+                });
+                ShardClaim {
+                    epoch: h.epoch,
+                    shard_count: 0,
+                    shard: *id,
+                }
+            }
+            None => *self.claim.get_or_insert(claim),
+        };
         let link = link_entry(&mut self.links, &h, claim);
         let n = match &msg {
             Message::Batch { summaries, .. } => summaries.len() as u64,
@@ -108,10 +151,23 @@ impl Inputs {
                         first,
                     };
                 }
-                self.wrong_shard += summaries
-                    .iter()
-                    .filter(|s| shard(&s.key, h.shard_count) != h.shard)
-                    .count() as u64;
+                match &self.set {
+                    Some((set, id)) => match set.epoch(h.epoch) {
+                        Some(e) => {
+                            self.wrong_shard += summaries
+                                .iter()
+                                .filter(|s| e.table.owner(&s.key) != *id)
+                                .count() as u64
+                        }
+                        None => self.epoch_unknown += n,
+                    },
+                    None => {
+                        self.wrong_shard += summaries
+                            .iter()
+                            .filter(|s| shard(&s.key, h.shard_count) != h.shard)
+                            .count() as u64
+                    }
+                }
                 self.scratch = summaries;
                 Verdict::Accept {
                     header: h,

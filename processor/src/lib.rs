@@ -6,6 +6,7 @@
 #![forbid(unsafe_code)]
 
 pub mod config;
+mod epochs;
 pub mod inputs;
 pub mod merge;
 mod metrics;

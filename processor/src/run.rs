@@ -13,6 +13,7 @@ use tapflow_proto::{FlowKey, PacketSummary};
 use tracing::{error, info, warn};
 
 use crate::config::Config;
+use crate::epochs::{continues, Epochs};
 use crate::inputs::{Inputs, Verdict};
 use crate::merge::Merger;
 use crate::session::{ConnRecord, FlowTable, SessionConfig};
@@ -84,6 +85,11 @@ pub fn run(config: &Config, shutdown: &AtomicBool) -> Result<(), RunError> {
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_nanos() as u64)
         .unwrap_or(0);
+    // SIGHUP re-reads the processor set (ignored without one, instead of ending the process).
+    let reload = tapflow_runtime::reopen_flag().unwrap_or_else(|e| {
+        warn!(error = %e, "cannot install the SIGHUP handler; the processor set cannot be reloaded");
+        std::sync::Arc::new(AtomicBool::new(false))
+    });
     info!(name = %config.name, listen = %config.listen, aggregator = %config.aggregator, "processor started");
     let metrics = tapflow_runtime::serve_metrics_text(config.metrics_listen.as_deref()).map_err(
         |source| RunError::Metrics {
@@ -91,7 +97,10 @@ pub fn run(config: &Config, shutdown: &AtomicBool) -> Result<(), RunError> {
             source,
         },
     )?;
-    let mut inputs = Inputs::new(config.shard);
+    let mut inputs = match &config.processor_set {
+        Some((_, set, id)) => Inputs::with_set(set.clone(), *id),
+        None => Inputs::new(config.shard),
+    };
     let mut engine = Engine::new(config, incarnation);
     let mut buf = Vec::with_capacity(1 << 16);
     let mut last_heartbeat = Instant::now();
@@ -140,6 +149,9 @@ pub fn run(config: &Config, shutdown: &AtomicBool) -> Result<(), RunError> {
             Err(e) => warn!(error = %e, "poll failed"),
         }
         let heartbeat_due = last_heartbeat.elapsed() >= config.heartbeat;
+        if heartbeat_due && reload.swap(false, Ordering::Relaxed) {
+            reload_set(config, &mut inputs, &mut engine);
+        }
         if heartbeat_due {
             if let Some(m) = handshakes.as_mut() {
                 m.poll();
@@ -148,6 +160,7 @@ pub fn run(config: &Config, shutdown: &AtomicBool) -> Result<(), RunError> {
             engine.step();
             if config.metrics_listen.is_some() {
                 let mut counters = engine.counters();
+                counters.insert("epoch_unknown".into(), inputs.epoch_unknown());
                 tapflow_runtime::curve::add_counters(auth.as_ref(), &mut counters);
                 let text = crate::metrics::render(
                     &inputs.account(&config.name, incarnation),
@@ -184,6 +197,11 @@ pub fn run(config: &Config, shutdown: &AtomicBool) -> Result<(), RunError> {
     let mut account = inputs.account(&config.name, incarnation);
     engine.fill_links(&mut account.links);
     account.counters = engine.counters();
+    if config.processor_set.is_some() {
+        account
+            .counters
+            .insert("epoch_unknown".into(), inputs.epoch_unknown());
+    }
     tapflow_runtime::curve::add_counters(auth.as_ref(), &mut account.counters);
     let received: u64 = account.links.iter().map(|l| l.summaries_received).sum();
     let gaps: u64 = account.links.iter().map(|l| l.gaps).sum();
@@ -231,6 +249,10 @@ struct Engine {
     flows_split: u64,
     waived: bool,
     traffic: crate::traffic::Traffic,
+    /// Processor-set switches (`None`: a fixed shard).
+    epochs: Option<Epochs>,
+    /// `epochs`' next switch time, `u64::MAX` when none (checked per summary).
+    next_switch_ns: u64,
 }
 
 impl Engine {
@@ -267,7 +289,13 @@ impl Engine {
             flows_split: 0,
             waived: false,
             traffic: crate::traffic::Traffic::new(),
+            next_switch_ns: u64::MAX,
+            epochs: config
+                .processor_set
+                .as_ref()
+                .map(|(_, set, id)| Epochs::new(set.clone(), *id)),
         }
+        .with_switch_time()
     }
 
     /// Notes that an input spoke (wall clock: liveness is about the wire, not packet time).
@@ -387,11 +415,30 @@ impl Engine {
         self.note_join(h);
     }
 
+    fn with_switch_time(mut self) -> Engine {
+        self.next_switch_ns = self
+            .epochs
+            .as_ref()
+            .map_or(u64::MAX, Epochs::next_switch_ns);
+        self
+    }
+
+    /// Applies the processor-set switches at or before packet time `t`.
+    fn switch_epochs(&mut self, t: u64) {
+        if let Some(e) = self.epochs.as_mut() {
+            e.apply(t, &mut self.table, &mut self.records);
+            self.next_switch_ns = e.next_switch_ns();
+        }
+    }
+
     /// Releases what the watermark allows into the table and sweeps.
     fn step(&mut self) {
         self.merger.release(&mut self.released);
         self.process_released();
         if let Some(wm) = self.merger.watermark_ns() {
+            if wm != u64::MAX && wm >= self.next_switch_ns {
+                self.switch_epochs(wm);
+            }
             if wm != u64::MAX && wm > self.swept_to {
                 self.table.sweep(wm, &mut self.records);
                 self.swept_to = wm;
@@ -402,12 +449,25 @@ impl Engine {
     fn process_released(&mut self) {
         let origins = self.merger.take_origins();
         for (s, &origin) in self.released.drain(..).zip(origins.iter()) {
+            if s.ts_ns >= self.next_switch_ns {
+                if let Some(e) = self.epochs.as_mut() {
+                    e.apply(s.ts_ns, &mut self.table, &mut self.records);
+                    self.next_switch_ns = e.next_switch_ns();
+                }
+            }
             let created = self.table.stats().flows_created;
             self.table.on_summary(&s, &mut self.records);
-            if self.table.stats().flows_created > created
-                && may_be_split(&self.joined_mid_stream, self.table.config(), &s, origin)
-            {
-                self.flows_split += 1;
+            if self.table.stats().flows_created > created {
+                if let Some(e) = self.epochs.as_mut() {
+                    e.on_created(&s, &mut self.table);
+                }
+                if self
+                    .joined_mid_stream
+                    .get(&origin)
+                    .is_some_and(|&joined| continues(self.table.config(), &s, joined))
+                {
+                    self.flows_split += 1;
+                }
             }
             if s.flags & flag::TUNNEL_INNER == 0 {
                 let started = self.table.stats().flows_created > created;
@@ -461,6 +521,11 @@ impl Engine {
     fn finish(&mut self) {
         self.merger.drain(&mut self.released);
         self.process_released();
+        // A processor that left the set ends when the collectors, reaching the switch, retire
+        // its links (their watermarks stop just short of it): its flows moved, and end split.
+        if let Some(e) = self.epochs.as_mut().filter(|e| e.leaving()) {
+            e.apply(u64::MAX, &mut self.table, &mut self.records);
+        }
         self.table.flush(&mut self.records);
         self.finished = true;
     }
@@ -558,6 +623,14 @@ impl Engine {
             ("collectors_declared_dead", self.dead_declared),
             ("collectors_superseded", self.superseded.len() as u64),
             ("flows_split", self.flows_split),
+            (
+                "flows_moved_out",
+                self.epochs.as_ref().map_or(0, |e| e.flows_moved_out),
+            ),
+            (
+                "flows_continued",
+                self.epochs.as_ref().map_or(0, |e| e.flows_continued),
+            ),
             ("traffic_late", self.traffic.late),
             ("traffic_keys_over_cap", self.traffic.over_cap),
         ]
@@ -565,32 +638,6 @@ impl Engine {
         .map(|(k, v)| (k.to_owned(), v))
         .collect()
     }
-}
-
-/// Whether a flow a restarted processor just created (from `s`, released from merge input
-/// `origin`) may be the rest of a session an earlier incarnation held and lost when it died:
-/// it came from an input this incarnation joined mid-stream, within the protocol's inactivity
-/// timeout of joining (an older session would have timed out anyway), and is not a TCP
-/// connection opening with a SYN. Such flows are counted as `flows_split`.
-fn may_be_split(
-    joined_mid_stream: &HashMap<u32, u64>,
-    c: &SessionConfig,
-    s: &PacketSummary,
-    origin: u32,
-) -> bool {
-    let Some(&joined) = joined_mid_stream.get(&origin) else {
-        return false;
-    };
-    let timeout = match s.key.proto {
-        ip_proto::TCP => c.tcp_inactivity_ns,
-        ip_proto::UDP => c.udp_inactivity_ns,
-        ip_proto::ICMP | ip_proto::ICMPV6 => c.icmp_inactivity_ns,
-        _ => c.other_inactivity_ns,
-    };
-    const SYN: u8 = 0x02;
-    const ACK: u8 = 0x10;
-    let opens = s.key.proto == ip_proto::TCP && s.tcp_flags & (SYN | ACK) == SYN;
-    !opens && s.ts_ns < joined.saturating_add(timeout)
 }
 
 /// How long after its last packet a connection can still be open: the longest timeout plus
@@ -613,4 +660,29 @@ fn settle_ns(c: &SessionConfig) -> u64 {
             .max(c.tcp_linger_ns),
     )
     .saturating_add(2_000_000_000)
+}
+
+/// SIGHUP: re-reads the processor set; a reload must extend the history in use.
+fn reload_set(config: &Config, inputs: &mut Inputs, engine: &mut Engine) {
+    let (Some((path, _, _)), Some(epochs)) = (&config.processor_set, engine.epochs.as_mut()) else {
+        info!("SIGHUP ignored: no processor set (--processor-set) to reload");
+        return;
+    };
+    match tapflow_runtime::read_processor_set(path, false) {
+        Ok(set) if !set.extends(epochs.set()) => error!(
+            "SIGHUP: processor set {} does not extend the history in use (a reload may only append [[change]] entries); keeping it",
+            path.display()
+        ),
+        Ok(set) => {
+            info!(
+                epochs = set.epochs().len(),
+                members = ?set.latest().table.members(),
+                "SIGHUP: processor set reloaded"
+            );
+            inputs.update_set(set.clone());
+            epochs.update(set);
+            engine.next_switch_ns = epochs.next_switch_ns();
+        }
+        Err(e) => error!("SIGHUP: {e}"),
+    }
 }

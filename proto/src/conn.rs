@@ -108,6 +108,30 @@ pub struct ConnRecord {
     /// TCP flags the responder sent, OR-ed.
     #[serde(default)]
     pub resp_tcp_flags: u8,
+    /// A connection split by a processor-set switch ([`split`] bits; 0: not split).
+    #[serde(default)]
+    pub split: u8,
+}
+
+/// [`ConnRecord::split`] bits: a connection whose flow moved to another processor at a
+/// processor-set switch is closed by the old owner and continued by the new one, each record
+/// marked, so the two halves are neither silently split nor double counted.
+pub mod split {
+    /// Continues a connection another processor closed at a switch (it began before this
+    /// record's first packet).
+    pub const CONTINUED: u8 = 1;
+    /// Closed at a switch: the connection goes on at another processor.
+    pub const CLOSED: u8 = 2;
+
+    /// The conn log's `tapflow_split` value.
+    pub fn name(bits: u8) -> Option<&'static str> {
+        match bits & (CONTINUED | CLOSED) {
+            0 => None,
+            CONTINUED => Some("continued"),
+            CLOSED => Some("closed"),
+            _ => Some("continued,closed"),
+        }
+    }
 }
 
 const BASE62: &[u8; 62] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";

@@ -10,6 +10,7 @@ pub mod account;
 pub mod conn;
 pub mod key;
 pub mod packed;
+pub mod procset;
 pub mod shard;
 pub mod slots;
 pub mod summary;

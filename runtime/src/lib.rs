@@ -158,6 +158,17 @@ pub fn read_config<T: DeserializeOwned + Default>(path: Option<&Path>) -> Result
     toml::from_str(&text).map_err(|e| format!("config file {}: {e}", path.display()))
 }
 
+/// Reads and replays a processor-set file; the error names the file.
+pub fn read_processor_set(
+    path: &std::path::Path,
+    need_endpoints: bool,
+) -> Result<tapflow_proto::procset::ProcessorSet, String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read processor set {}: {e}", path.display()))?;
+    tapflow_proto::procset::ProcessorSet::parse(&text, need_endpoints)
+        .map_err(|e| format!("processor set {}: {e}", path.display()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

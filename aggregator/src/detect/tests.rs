@@ -62,6 +62,7 @@ fn rec(
         key,
         orig_tcp_flags: flags.0,
         resp_tcp_flags: flags.1,
+        split: 0,
     }
 }
 

@@ -150,6 +150,7 @@ mod tests {
             key,
             orig_tcp_flags: 0x1b,
             resp_tcp_flags: 0x1b,
+            split: 0,
         }
     }
 

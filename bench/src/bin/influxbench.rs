@@ -70,6 +70,7 @@ fn records(n: u64) -> Vec<ConnRecord> {
                 key,
                 orig_tcp_flags: 0x1b,
                 resp_tcp_flags: 0x1b,
+                split: 0,
             }
         })
         .collect()

@@ -27,6 +27,10 @@ pub(super) mod bits {
     pub const HIST_TRUNCATED: u16 = 1 << 6;
     /// The slab slot is free.
     pub const FREE: u16 = 1 << 7;
+    /// Continues a connection another processor closed at a processor-set switch.
+    pub const SPLIT_CONTINUED: u16 = 1 << 8;
+    /// Closed at a processor-set switch; goes on at another processor.
+    pub const SPLIT_CLOSED: u16 = 1 << 9;
 }
 
 /// Settings plus lookup tables derived from them, shared by every flow.
@@ -329,6 +333,9 @@ impl Flow {
             evicted,
             orig_tcp_flags: self.tcp_flags[o],
             resp_tcp_flags: self.tcp_flags[r],
+            split: u8::from(self.has_bit(bits::SPLIT_CONTINUED))
+                * tapflow_proto::conn::split::CONTINUED
+                + u8::from(self.has_bit(bits::SPLIT_CLOSED)) * tapflow_proto::conn::split::CLOSED,
             key: self.key,
         }
     }

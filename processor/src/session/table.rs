@@ -142,6 +142,35 @@ impl FlowTable {
         self.open = 0;
     }
 
+    /// A processor-set switch moved some flows away: every open connection whose key `moved`
+    /// selects ends now, its record marked [`tapflow_proto::conn::split::CLOSED`], in (ts, key)
+    /// order. Returns how many ended.
+    pub fn close_moved(
+        &mut self,
+        moved: impl Fn(&FlowKey) -> bool,
+        out: &mut Vec<ConnRecord>,
+    ) -> u64 {
+        let start = out.len();
+        let slots: Vec<usize> = (0..self.slab.len())
+            .filter(|&i| !self.slab[i].has_bit(bits::FREE) && moved(&self.slab[i].key))
+            .collect();
+        for &slot in &slots {
+            let hash = key_hash(&self.slab[slot].key);
+            self.slab[slot].set_bit(bits::SPLIT_CLOSED, true);
+            self.finish(slot, hash, End::Sweep, out);
+        }
+        out[start..].sort_unstable_by_key(|r| (r.ts_ns, r.key));
+        slots.len() as u64
+    }
+
+    /// Marks the open connection on `key` as continuing one another processor closed at a
+    /// processor-set switch.
+    pub fn mark_continued(&mut self, key: &FlowKey) {
+        if let Some(slot) = self.find(key_hash(key), key) {
+            self.slab[slot].set_bit(bits::SPLIT_CONTINUED, true);
+        }
+    }
+
     /// First packet time of the open connection on `key`, if there is one (its uid is
     /// `tapflow_proto::conn::uid(key, first_ts)`).
     pub fn first_ts(&self, key: &FlowKey) -> Option<u64> {
