@@ -511,4 +511,63 @@ mod tests {
         );
         assert!(Args::try_parse_from(["p", "--shard", "1/2/2"]).is_err());
     }
+
+    #[test]
+    fn a_processor_set_needs_a_member_id() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let set = dir.path().join("set.toml");
+        std::fs::write(
+            &set,
+            "initial = [0, 1]\n[[change]]\nadd = 2\nswitch_at = 1700000000\n",
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        let path = set.display().to_string();
+        let base = [
+            "p",
+            "--listen",
+            "tcp://127.0.0.1:1",
+            "--aggregator",
+            "tcp://127.0.0.1:2",
+            "--plain",
+        ];
+        let load = |extra: &[&str]| {
+            let args = Args::try_parse_from(base.iter().chain(extra).copied())
+                .unwrap_or_else(|e| panic!("{e}"));
+            Config::merge(args, FileConfig::default())
+        };
+        // id 2 joins at the change: a member of some epoch, so it may start before its switch.
+        let config =
+            load(&["--processor-set", &path, "--id", "2"]).unwrap_or_else(|e| panic!("{e:?}"));
+        let (_, loaded, id) = config
+            .processor_set
+            .as_ref()
+            .unwrap_or_else(|| panic!("no set"));
+        assert_eq!((loaded.epochs().len(), *id), (2, 2));
+        assert!(config.resolved().contains("id = 2"));
+        let err = load(&["--processor-set", &path, "--id", "3"]).expect_err("not a member");
+        assert!(
+            err.0.iter().any(|e| e.contains("id 3 is not a member")),
+            "{err:?}"
+        );
+        // --id is required with a set, and a set excludes --shard.
+        assert!(Args::try_parse_from(
+            base.iter()
+                .chain(&["--processor-set", path.as_str()])
+                .copied()
+        )
+        .is_err());
+        assert!(Args::try_parse_from(
+            base.iter()
+                .chain(&[
+                    "--processor-set",
+                    path.as_str(),
+                    "--id",
+                    "0",
+                    "--shard",
+                    "1/2/0"
+                ])
+                .copied()
+        )
+        .is_err());
+    }
 }

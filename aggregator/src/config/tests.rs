@@ -214,3 +214,41 @@ fn reports_every_missing_field() {
         Some(3)
     );
 }
+
+#[test]
+fn a_processor_set_names_the_processors_expected() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let set = dir.path().join("set.toml");
+    std::fs::write(
+        &set,
+        "initial = [0, 1]\n[[change]]\nadd = 4\nswitch_at = 1700000000\n\
+         [[change]]\nremove = 0\nswitch_at = 1700000060\n",
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let path = set.display().to_string();
+    let load = |argv: &[&str]| {
+        let args = Args::try_parse_from(
+            ["a", "--listen", "tcp://127.0.0.1:5700", "--plain"]
+                .into_iter()
+                .chain(argv.iter().copied()),
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        Config::merge(args, FileConfig::default())
+    };
+    // Every member of any epoch: 0, 1 and 4 (processors need no endpoints here).
+    let config = load(&["--processor-set", &path]).unwrap_or_else(|e| panic!("{e:?}"));
+    assert_eq!(config.processors, 3);
+    assert!(config.resolved("", "").contains("processor_set = "));
+    let err = load(&[]).expect_err("neither");
+    assert!(
+        err.0.iter().any(|e| e.contains("--processor-set FILE")),
+        "{err:?}"
+    );
+    std::fs::write(
+        &set,
+        "initial = [0]\n[[change]]\nremove = 0\nswitch_at = 5\n",
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let err = load(&["--processor-set", &path]).expect_err("last member removed");
+    assert!(err.0.iter().any(|e| e.contains("epoch 2")), "{err:?}");
+}

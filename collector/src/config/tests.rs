@@ -171,3 +171,74 @@ fn flags_win_over_file_and_policy_follows_source() {
         (7, 8, SlowPolicy::Drop)
     );
 }
+
+#[test]
+fn a_processor_set_gives_the_links_and_excludes_processor_flags() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let set = dir.path().join("set.toml");
+    std::fs::write(
+        &set,
+        "initial = [0, 1]\n[processors]\n0 = 'tcp://127.0.0.1:5601'\n1 = 'tcp://127.0.0.1:5602'\n\
+         2 = 'tcp://127.0.0.1:5603'\n[[change]]\nadd = 2\nswitch_at = 1700000000\n",
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let path = set.display().to_string();
+    let args = Args::try_parse_from([
+        "tapflow-collector",
+        "--pcap",
+        "x.pcap",
+        "--processor-set",
+        &path,
+        "--plain",
+    ])
+    .unwrap_or_else(|e| panic!("{e}"));
+    let config = Config::merge(args, FileConfig::default()).unwrap_or_else(|e| panic!("{e:?}"));
+    // Links to every member of any epoch, in id order.
+    assert_eq!(
+        config.processors,
+        [
+            "tcp://127.0.0.1:5601",
+            "tcp://127.0.0.1:5602",
+            "tcp://127.0.0.1:5603"
+        ]
+    );
+    let (_, loaded) = config
+        .processor_set
+        .as_ref()
+        .unwrap_or_else(|| panic!("no set"));
+    assert_eq!(loaded.epochs().len(), 2);
+    assert!(config
+        .resolved()
+        .contains(&format!("processor_set = \"{path}\"")));
+    // Not both; a set file that is missing, or names a member without an endpoint, is refused.
+    assert!(Args::try_parse_from([
+        "tapflow-collector",
+        "--pcap",
+        "x.pcap",
+        "--processor-set",
+        &path,
+        "--processor",
+        "tcp://127.0.0.1:1",
+    ])
+    .is_err());
+    check(
+        &["--pcap", "x.pcap", "--plain"],
+        &format!("processor_set = '{path}'\nprocessors = ['tcp://127.0.0.1:1']"),
+        Err(&["not both"]),
+    );
+    check(
+        &["--pcap", "x.pcap", "--plain"],
+        "processor_set = '/nonexistent/set.toml'",
+        Err(&["cannot read processor set /nonexistent/set.toml"]),
+    );
+    std::fs::write(
+        &set,
+        "initial = [0, 1]\n[processors]\n0 = 'tcp://127.0.0.1:5601'\n",
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    check(
+        &["--pcap", "x.pcap", "--plain"],
+        &format!("processor_set = '{path}'"),
+        Err(&["processor 1 is a member but has no endpoint"]),
+    );
+}
