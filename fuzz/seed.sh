@@ -5,13 +5,17 @@
 #   (FUZZ_SEED_DIR makes its `fuzz_seeds` test write them);
 # - packet_decode: runs of packets from the shared captures in ../shared/pcaps (skipped, with
 #   a note, when that folder or python3 is absent);
-# - capture_records: the shared captures as files (the small ones whole, every one's first 4 KB).
+# - capture_records: the shared captures as files (the small ones whole, every one's first 4 KB);
+# - processor_set: serialised slot tables (2 and 300 members: one- and two-byte owners; a valid
+#   table is past libFuzzer's default 4 KB input limit, which a larger seed raises) and a
+#   processor-set file.
 set -euo pipefail
 fuzz="$(cd "$(dirname "$0")" && pwd)"
 root="$(dirname "$fuzz")"
 pcaps="${TAPFLOW_PCAPS:-$root/../shared/pcaps}"
 
-mkdir -p "$fuzz/corpus/wire_decode" "$fuzz/corpus/packet_decode" "$fuzz/corpus/capture_records"
+mkdir -p "$fuzz/corpus/wire_decode" "$fuzz/corpus/packet_decode" "$fuzz/corpus/capture_records" \
+    "$fuzz/corpus/processor_set"
 FUZZ_SEED_DIR="$fuzz/corpus/wire_decode" \
     cargo test --quiet --manifest-path "$root/Cargo.toml" -p tapflow-proto --test wire \
     fuzz_seeds -- --exact --nocapture | grep -E '^wrote' || true
@@ -34,3 +38,20 @@ if [ -d "$pcaps" ]; then
         if [ "$(stat -c %s "$f")" -le 65536 ]; then cp "$f" "$fuzz/corpus/capture_records/$name"; fi
     done
 fi
+
+# processor_set: tables in the TFST layout of proto/src/slots.rs (members ascending, slot s owned
+# by member s % n, as SlotTable::initial makes them), and a set file.
+python3 - "$fuzz/corpus/processor_set" <<'PY'
+import struct, sys
+out = sys.argv[1]
+for n in (2, 300):
+    members = list(range(0, 2 * n, 2))
+    owners = [s % n for s in range(4096)]
+    body = b"TFST" + struct.pack("<BIHH", 1, 3, 4096, n) + struct.pack(f"<{n}H", *members)
+    body += bytes(owners) if n <= 256 else struct.pack("<4096H", *owners)
+    open(f"{out}/table-{n}", "wb").write(body)
+open(f"{out}/set.toml", "w").write(
+    "initial = [0, 1]\n[processors]\n0 = 'tcp://10.0.0.5:5601'\n1 = 'tcp://10.0.0.6:5601'\n"
+    "2 = 'tcp://10.0.0.7:5601'\n[[change]]\nadd = 2\nswitch_at = 1763874010.0\n"
+    "[[change]]\nremove = 1\nswitch_at = 1763874070.5\n")
+PY

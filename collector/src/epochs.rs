@@ -200,3 +200,263 @@ impl SetRouting {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use tapflow_proto::key::ip_proto;
+    use tapflow_proto::slots::SlotTable;
+    use tapflow_proto::{Addr, FiveTuple};
+
+    use super::*;
+
+    /// The history most tests route by: members 3 and 7 (epoch 1), 5 joins (epoch 2), 7 leaves
+    /// (epoch 3). Ids are not link indices: links are 3 -> 0, 5 -> 1, 7 -> 2.
+    const CHANGES: [(&str, u16, f64); 2] = [("add", 5, 100.5), ("remove", 7, 200.0)];
+    const ADD_NS: u64 = 100_500_000_000;
+    const REMOVE_NS: u64 = 200_000_000_000;
+
+    /// A set file: `initial`, an endpoint for each of `endpoints`, then `changes` as
+    /// `(add | remove, id, switch_at in seconds)`.
+    fn set_file(initial: &[u16], endpoints: &[u16], changes: &[(&str, u16, f64)]) -> String {
+        let mut text = format!("initial = {initial:?}\n[processors]\n");
+        for id in endpoints {
+            text += &format!("{id} = \"tcp://127.0.0.1:{}\"\n", 5600 + id);
+        }
+        for (op, id, at) in changes {
+            text += &format!("[[change]]\n{op} = {id}\nswitch_at = {at:?}\n");
+        }
+        text
+    }
+
+    fn base() -> String {
+        set_file(&[3, 7], &[3, 5, 7], &CHANGES)
+    }
+
+    /// Routing by `text` with one link per member, as the collector starts it.
+    fn routing(text: &str) -> (SetRouting, ProcessorSet, Vec<u16>) {
+        let set = ProcessorSet::parse(text, true).expect("valid set file");
+        let ids = set.all_members();
+        let r = SetRouting::new(PathBuf::from("set.toml"), set.clone(), ids.clone());
+        (r, set, ids)
+    }
+
+    fn table(set: &ProcessorSet, epoch: u32) -> SlotTable {
+        set.epoch(epoch).expect("epoch in history").table.clone()
+    }
+
+    /// 20,000 pseudo-random flows (IPv4 and IPv6, TCP and UDP): nearly every slot.
+    fn keys() -> Vec<FlowKey> {
+        let mut x = 0x9e37_79b9_7f4a_7c15_u64;
+        (0..20_000)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                let [a, b, c, d, e, f, g, h] = x.to_le_bytes();
+                let (src, dst) = if a & 2 == 0 {
+                    (
+                        Addr::from_v4([10, b, c, d]),
+                        Addr::from_v4([192, 168, e, f]),
+                    )
+                } else {
+                    let mut v6 = [0u8; 16];
+                    v6[..2].copy_from_slice(&[0x20, 0x01]);
+                    v6[8..].copy_from_slice(&x.to_be_bytes());
+                    (Addr::from_v6(v6), Addr::from_v4([8, 8, e, f]))
+                };
+                let tuple = FiveTuple {
+                    proto: if a & 1 == 0 {
+                        ip_proto::TCP
+                    } else {
+                        ip_proto::UDP
+                    },
+                    src,
+                    dst,
+                    sport: u16::from_le_bytes([g, h]),
+                    dport: 443,
+                };
+                tuple.key(0).0
+            })
+            .collect()
+    }
+
+    /// Every key goes to the link (index into `links`, the member id of each link) of its owner
+    /// under `table`. Returns the links that received keys.
+    fn check_routes(r: &SetRouting, table: &SlotTable, links: &[u16]) -> BTreeSet<usize> {
+        let mut used = BTreeSet::new();
+        for key in keys() {
+            let owner = table.owner(&key);
+            let link = links
+                .iter()
+                .position(|&id| id == owner)
+                .expect("every owner has a link");
+            assert_eq!(
+                r.link_of(&key),
+                link,
+                "{key} (slot {}) is owned by {owner} in epoch {}",
+                slot(&key),
+                table.epoch()
+            );
+            used.insert(link);
+        }
+        used
+    }
+
+    #[test]
+    fn routes_by_epoch_one_until_the_first_switch() {
+        let (mut r, set, ids) = routing(&base());
+        assert_eq!(ids, [3, 5, 7]);
+        assert_eq!(r.epoch(), 1);
+        assert_eq!(r.next_switch_ns(), ADD_NS);
+        // 5 is not a member yet: its link (1) gets nothing.
+        let e1 = table(&set, 1);
+        assert_eq!(check_routes(&r, &e1, &ids), BTreeSet::from([0, 2]));
+        // One nanosecond before the switch is still epoch 1.
+        assert!(r.advance(ADD_NS - 1).is_empty());
+        assert_eq!(r.epoch(), 1);
+        assert_eq!(r.next_switch_ns(), ADD_NS);
+        assert_eq!(check_routes(&r, &e1, &ids), BTreeSet::from([0, 2]));
+    }
+
+    #[test]
+    fn an_add_switches_at_its_time_and_retires_nothing() {
+        let (mut r, set, ids) = routing(&base());
+        assert_eq!(r.advance(ADD_NS), Vec::<usize>::new());
+        assert_eq!(r.epoch(), 2);
+        assert_eq!(r.next_switch_ns(), REMOVE_NS);
+        assert_eq!(
+            check_routes(&r, &table(&set, 2), &ids),
+            BTreeSet::from([0, 1, 2])
+        );
+        assert!((0..ids.len()).all(|link| !r.is_retired(link)));
+    }
+
+    #[test]
+    fn a_remove_retires_the_leavers_link_once() {
+        // Past both switches at once, or one at a time: the same end.
+        for steps in [&[REMOVE_NS + 1][..], &[ADD_NS + 1, REMOVE_NS + 1]] {
+            let (mut r, set, ids) = routing(&base());
+            let gone: Vec<usize> = steps.iter().flat_map(|&ts| r.advance(ts)).collect();
+            assert_eq!(gone, [2], "the link of 7, once ({steps:?})");
+            assert_eq!(r.epoch(), 3);
+            assert!(r.advance(REMOVE_NS + 2).is_empty());
+            assert!(r.advance(u64::MAX).is_empty());
+            assert_eq!(r.epoch(), 3);
+            assert!(r.is_retired(2));
+            assert!(!r.is_retired(0) && !r.is_retired(1) && !r.is_retired(3));
+            assert_eq!(r.next_switch_ns(), u64::MAX);
+            assert_eq!(
+                check_routes(&r, &table(&set, 3), &ids),
+                BTreeSet::from([0, 1])
+            );
+        }
+    }
+
+    #[test]
+    fn by_id_reindexes_counts_by_member_id() {
+        let (r, _, _) = routing(&base());
+        assert_eq!(r.by_id(&[10, 20, 30]), [0, 0, 0, 10, 0, 20, 0, 30]);
+        // A link with no count yet reads 0.
+        assert_eq!(r.by_id(&[10]), [0, 0, 0, 10, 0, 0, 0, 0]);
+        // Links in any order: each count lands under its link's id, and routing agrees.
+        let set = ProcessorSet::parse(&set_file(&[3, 7], &[3, 7], &[]), true).expect("valid");
+        let e1 = table(&set, 1);
+        let r = SetRouting::new(PathBuf::from("set.toml"), set, vec![7, 3]);
+        assert_eq!(r.by_id(&[1, 2]), [0, 0, 0, 2, 0, 0, 0, 1]);
+        assert_eq!(check_routes(&r, &e1, &[7, 3]), BTreeSet::from([0, 1]));
+    }
+
+    #[test]
+    fn a_reload_appends_epochs_and_refuses_another_history() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("set.toml");
+        std::fs::write(&path, base()).expect("write set file");
+        let set = ProcessorSet::parse(&base(), true).expect("valid");
+        let mut links = set.all_members();
+        let mut r = SetRouting::new(path.clone(), set.clone(), links.clone());
+        assert!(matches!(r.reload(0), Ok(Reload::Unchanged)));
+        assert!(r.advance(ADD_NS).is_empty());
+        let e2 = table(&set, 2);
+
+        // Anything but an extension is refused and routing stays in epoch 2.
+        let refused = [
+            (
+                set_file(&[3, 8], &[3, 5, 8], &[CHANGES[0], ("remove", 8, 200.0)]),
+                "does not extend",
+            ),
+            (
+                set_file(&[3, 7], &[3, 5, 7], &[("add", 5, 100.0), CHANGES[1]]),
+                "does not extend",
+            ),
+            (
+                set_file(&[3, 7], &[3, 5, 7], &CHANGES[..1]),
+                "does not extend",
+            ),
+            ("initial = [3, 7".to_string(), "not a processor set file"),
+        ];
+        for (text, why) in refused {
+            std::fs::write(&path, &text).expect("write set file");
+            let err = match r.reload(ADD_NS) {
+                Err(e) => e,
+                Ok(_) => panic!("reload accepted {text:?}"),
+            };
+            assert!(err.contains(why), "{err}");
+            assert_eq!(r.epoch(), 2);
+            assert_eq!(r.next_switch_ns(), REMOVE_NS);
+            assert_eq!(check_routes(&r, &e2, &links), BTreeSet::from([0, 1, 2]));
+        }
+
+        // Appending a change: 1 joins at 300 s. It needs a link; nothing switches yet.
+        let grown = [CHANGES[0], CHANGES[1], ("add", 1, 300.0)];
+        let text = set_file(&[3, 7], &[1, 3, 5, 7], &grown);
+        std::fs::write(&path, &text).expect("write set file");
+        let new_ids = match r.reload(ADD_NS) {
+            Ok(Reload::Extended { new_ids }) => new_ids,
+            Ok(Reload::Unchanged) => panic!("an appended change read as unchanged"),
+            Err(e) => panic!("an appended change was refused: {e}"),
+        };
+        assert_eq!(new_ids, [1]);
+        assert_eq!(r.endpoint(1), Some("tcp://127.0.0.1:5601"));
+        assert_eq!(r.epoch(), 2);
+        assert!(matches!(r.reload(ADD_NS), Ok(Reload::Unchanged)));
+        r.add_link(1);
+        links.push(1);
+        assert_eq!(check_routes(&r, &e2, &links), BTreeSet::from([0, 1, 2]));
+
+        let set = ProcessorSet::parse(&text, true).expect("valid");
+        assert_eq!(r.advance(REMOVE_NS), [2]);
+        assert_eq!(r.next_switch_ns(), 300_000_000_000);
+        assert!(r.advance(300_000_000_000).is_empty());
+        assert_eq!(r.epoch(), 4);
+        assert_eq!(
+            check_routes(&r, &table(&set, 4), &links),
+            BTreeSet::from([0, 1, 3])
+        );
+        assert_eq!(r.by_id(&[1, 2, 3, 4]), [0, 4, 0, 1, 0, 2, 0, 3]);
+    }
+
+    #[test]
+    fn a_member_without_a_link_leaves_its_slots_with_their_old_owners() {
+        let set = ProcessorSet::parse(&base(), true).expect("valid");
+        let (e1, e2) = (table(&set, 1), table(&set, 2));
+        let mut r = SetRouting::new(PathBuf::from("set.toml"), set, vec![3, 7]);
+        assert!(r.advance(ADD_NS).is_empty());
+        assert_eq!(r.epoch(), 2);
+        let mut kept = 0;
+        for key in keys() {
+            let owner = match e2.owner(&key) {
+                5 => {
+                    kept += 1;
+                    e1.owner(&key)
+                }
+                id => id,
+            };
+            assert_eq!(r.link_of(&key), usize::from(owner == 7), "{key}");
+        }
+        assert!(kept > 0);
+        r.add_link(5);
+        assert_eq!(check_routes(&r, &e2, &[3, 7, 5]), BTreeSet::from([0, 1, 2]));
+    }
+}
