@@ -143,3 +143,6 @@ fn within_timeout(c: &SessionConfig, s: &PacketSummary, since: u64) -> bool {
     };
     s.ts_ns < since.saturating_add(timeout)
 }
+
+#[cfg(test)]
+mod tests;

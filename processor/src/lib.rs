@@ -1,11 +1,12 @@
 //! tapflow processor: PULL summaries from collectors -> account inputs (claims, gaps,
 //! misrouting, watermarks) -> report to the aggregator over PUSH.
 //!
-//! `inputs` is sans-IO; `run` owns the sockets.
+//! `inputs` and `engine` are sans-IO (`Engine::send_conns` aside); `run` owns the sockets.
 
 #![forbid(unsafe_code)]
 
 pub mod config;
+mod engine;
 mod epochs;
 pub mod inputs;
 pub mod merge;

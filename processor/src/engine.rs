@@ -1,0 +1,470 @@
+//! Merge, flow table, processor-set switches and the records waiting to be sent: sans-IO
+//! apart from `send_conns`, which hands a batch to the PUSH socket `run` owns.
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::Instant;
+
+use tapflow_proto::key::ip_proto;
+use tapflow_proto::summary::flag;
+use tapflow_proto::upstream::{ConnBatch, TrafficPartial, UpMessage};
+use tapflow_proto::{FlowKey, PacketSummary};
+use tracing::{error, info, warn};
+
+use crate::config::Config;
+use crate::epochs::{continues, Epochs};
+use crate::merge::Merger;
+use crate::session::{ConnRecord, FlowTable, SessionConfig};
+
+/// Connection records are sent in messages of at most this many.
+pub(crate) const RECORDS_PER_MESSAGE: usize = 2048;
+/// IP-tunnel outer flows remembered for naming tunnel parents (count past it is reported).
+const IP_TUNNELS_CAP: usize = 65_536;
+
+/// Merge, flow table and the records waiting to be sent (sans-IO apart from `send_conns`).
+pub(crate) struct Engine {
+    name: String,
+    incarnation: u64,
+    merger: Merger,
+    pub(crate) table: FlowTable,
+    released: Vec<PacketSummary>,
+    pub(crate) records: Vec<ConnRecord>,
+    tunnel_outers: Vec<(FlowKey, u64)>,
+    ip_tunnels: HashMap<FlowKey, u64>,
+    ip_tunnels_over_cap: u64,
+    settle_ns: u64,
+    swept_to: u64,
+    records_sent: u64,
+    records_unsent: u64,
+    /// Bytes of the connection-record messages handed to ZeroMQ.
+    conn_bytes_sent: u64,
+    finished: bool,
+    dead_after: std::time::Duration,
+    last_heard: HashMap<(String, u64), Instant>,
+    dead: std::collections::HashSet<(String, u64)>,
+    ended: std::collections::HashSet<(String, u64)>,
+    dead_declared: u64,
+    /// Collector incarnations replaced by a newer one of the same name (restarted).
+    superseded: std::collections::HashSet<(String, u64)>,
+    /// Inputs this incarnation joined mid-stream (first sequence number above 0: an earlier
+    /// incarnation of this processor served their start), by merge input, with the
+    /// watermark they had then.
+    joined_mid_stream: HashMap<u32, u64>,
+    /// Merge inputs this incarnation has had a message from: only an input's first message
+    /// tells whether it was joined mid-stream.
+    inputs_seen: std::collections::HashSet<u32>,
+    /// Flows that may continue a session an earlier incarnation held (see `process_released`).
+    flows_split: u64,
+    waived: bool,
+    traffic: crate::traffic::Traffic,
+    /// Processor-set switches (`None`: a fixed shard).
+    pub(crate) epochs: Option<Epochs>,
+    /// `epochs`' next switch time, `u64::MAX` when none (checked per summary).
+    pub(crate) next_switch_ns: u64,
+}
+
+impl Engine {
+    pub(crate) fn new(config: &Config, incarnation: u64) -> Engine {
+        let session = SessionConfig {
+            max_flows: config.max_flows,
+            ..SessionConfig::default()
+        };
+        let settle_ns = settle_ns(&session);
+        Engine {
+            name: config.name.clone(),
+            incarnation,
+            merger: Merger::new(config.collectors, config.merge_cap),
+            table: FlowTable::new(session),
+            released: Vec::with_capacity(4096),
+            records: Vec::with_capacity(RECORDS_PER_MESSAGE),
+            tunnel_outers: Vec::new(),
+            ip_tunnels: HashMap::new(),
+            ip_tunnels_over_cap: 0,
+            settle_ns,
+            swept_to: 0,
+            records_sent: 0,
+            conn_bytes_sent: 0,
+            records_unsent: 0,
+            finished: false,
+            dead_after: config.dead_after,
+            last_heard: HashMap::new(),
+            dead: Default::default(),
+            ended: Default::default(),
+            dead_declared: 0,
+            superseded: Default::default(),
+            joined_mid_stream: HashMap::new(),
+            inputs_seen: std::collections::HashSet::new(),
+            flows_split: 0,
+            waived: false,
+            traffic: crate::traffic::Traffic::new(),
+            next_switch_ns: u64::MAX,
+            epochs: config
+                .processor_set
+                .as_ref()
+                .map(|(_, set, id)| Epochs::new(set.clone(), *id)),
+        }
+        .with_switch_time()
+    }
+
+    /// Notes that an input spoke (wall clock: liveness is about the wire, not packet time).
+    /// A new incarnation of a collector supersedes its earlier ones: they died without
+    /// end-of-stream (a clean restart ends them first), so they stop holding the watermark and
+    /// are no longer reported silent.
+    fn heard(&mut self, h: &tapflow_proto::LinkHeader) {
+        let key = (h.sender.clone(), h.incarnation);
+        if self.dead.remove(&key) {
+            warn!(sender = %h.sender, "collector declared dead is back: it holds the watermark again");
+            self.merger.revive(&h.sender, h.incarnation);
+            self.traffic.close_gaps(&h.sender, h.watermark_ns);
+        }
+        if self.last_heard.insert(key, Instant::now()).is_none() {
+            let older: Vec<(String, u64)> = self
+                .last_heard
+                .keys()
+                .filter(|(s, i)| *s == h.sender && *i != h.incarnation)
+                .filter(|k| !self.ended.contains(*k) && !self.superseded.contains(*k))
+                .cloned()
+                .collect();
+            if !older.is_empty() {
+                // What the old incarnation read but never sent is missing up to here.
+                let from = self.gap_start().min(h.watermark_ns);
+                self.traffic.open_gap(&h.sender, from);
+                self.traffic.close_gaps(&h.sender, h.watermark_ns);
+            }
+            for old in older {
+                warn!(sender = %h.sender, old = old.1, new = h.incarnation, "collector restarted: its previous incarnation ended without end-of-stream; what it had not sent is lost with it");
+                self.merger.declare_dead(&old.0, old.1);
+                self.dead.remove(&old);
+                self.superseded.insert(old);
+            }
+        }
+    }
+
+    /// Records that this incarnation joined an input mid-stream (called after the merge
+    /// knows the input).
+    fn note_join(&mut self, h: &tapflow_proto::LinkHeader) {
+        let Some(id) = self.merger.input_id(&h.sender, h.incarnation) else {
+            return;
+        };
+        // Only the input's first message says where this incarnation joined its stream.
+        if !self.inputs_seen.insert(id) || h.seq == 0 {
+            return;
+        }
+        info!(sender = %h.sender, seq = h.seq, "joined the collector's link mid-stream (this processor was restarted): flows it first sees now may be split sessions");
+        self.joined_mid_stream.insert(id, h.watermark_ns);
+    }
+
+    /// Inputs silent for `dead_after` leave the watermark (and are logged); collectors that
+    /// never appeared are no longer waited for after that long.
+    pub(crate) fn check_liveness(&mut self, started: Instant) {
+        let mut declared = Vec::new();
+        for ((sender, incarnation), at) in &self.last_heard {
+            let key = (sender.clone(), *incarnation);
+            if at.elapsed() >= self.dead_after
+                && !self.dead.contains(&key)
+                && !self.ended.contains(&key)
+                && !self.superseded.contains(&key)
+            {
+                warn!(%sender, incarnation, silent_ms = at.elapsed().as_millis() as u64, "collector silent: declared dead, its windows go on without it (marked incomplete)");
+                declared.push(key);
+            }
+        }
+        for key in declared {
+            // Its data stops about where the merge had got to, the slowest input's watermark.
+            let from = self.gap_start();
+            self.traffic.open_gap(&key.0, from);
+            self.merger.declare_dead(&key.0, key.1);
+            self.dead_declared += 1;
+            self.dead.insert(key);
+        }
+        if !self.waived
+            && started.elapsed() >= self.dead_after
+            && self.merger.watermark_ns().is_none()
+        {
+            warn!(
+                heard = self.last_heard.len(),
+                "not every expected collector has appeared: going on without the missing ones"
+            );
+            self.merger.waive_expected();
+            self.waived = true;
+        }
+    }
+
+    /// Names of the collectors declared dead and not back.
+    pub(crate) fn silent_collectors(&self) -> Vec<String> {
+        let mut v: Vec<String> = self.dead.iter().map(|(s, _)| s.clone()).collect();
+        v.sort();
+        v.dedup();
+        v
+    }
+
+    pub(crate) fn accept(&mut self, h: &tapflow_proto::LinkHeader, summaries: &[PacketSummary]) {
+        self.heard(h);
+        self.merger.push(
+            &h.sender,
+            h.incarnation,
+            h.watermark_ns,
+            summaries,
+            &mut self.released,
+        );
+        self.note_join(h);
+    }
+
+    pub(crate) fn progress(&mut self, h: &tapflow_proto::LinkHeader, ended: bool) {
+        self.heard(h);
+        if ended {
+            self.ended.insert((h.sender.clone(), h.incarnation));
+        }
+        self.merger
+            .advance(&h.sender, h.incarnation, h.watermark_ns);
+        if ended {
+            self.merger.end(&h.sender, h.incarnation);
+        }
+        self.note_join(h);
+    }
+
+    fn with_switch_time(mut self) -> Engine {
+        self.next_switch_ns = self
+            .epochs
+            .as_ref()
+            .map_or(u64::MAX, Epochs::next_switch_ns);
+        self
+    }
+
+    /// Applies the processor-set switches at or before packet time `t`.
+    fn switch_epochs(&mut self, t: u64) {
+        if let Some(e) = self.epochs.as_mut() {
+            e.apply(t, &mut self.table, &mut self.records);
+            self.next_switch_ns = e.next_switch_ns();
+        }
+    }
+
+    /// Releases what the watermark allows into the table and sweeps.
+    pub(crate) fn step(&mut self) {
+        self.merger.release(&mut self.released);
+        self.process_released();
+        if let Some(wm) = self.merger.watermark_ns() {
+            if wm != u64::MAX && wm >= self.next_switch_ns {
+                self.switch_epochs(wm);
+            }
+            if wm != u64::MAX && wm > self.swept_to {
+                self.table.sweep(wm, &mut self.records);
+                self.swept_to = wm;
+            }
+        }
+    }
+
+    fn process_released(&mut self) {
+        let origins = self.merger.take_origins();
+        for (s, &origin) in self.released.drain(..).zip(origins.iter()) {
+            if s.ts_ns >= self.next_switch_ns {
+                if let Some(e) = self.epochs.as_mut() {
+                    e.apply(s.ts_ns, &mut self.table, &mut self.records);
+                    self.next_switch_ns = e.next_switch_ns();
+                }
+            }
+            let created = self.table.stats().flows_created;
+            self.table.on_summary(&s, &mut self.records);
+            if self.table.stats().flows_created > created {
+                if let Some(e) = self.epochs.as_mut() {
+                    e.on_created(&s, &mut self.table);
+                }
+                if self
+                    .joined_mid_stream
+                    .get(&origin)
+                    .is_some_and(|&joined| continues(self.table.config(), &s, joined))
+                {
+                    self.flows_split += 1;
+                }
+            }
+            if s.flags & flag::TUNNEL_INNER == 0 {
+                let started = self.table.stats().flows_created > created;
+                self.traffic
+                    .count(s.ts_ns, origin, s.key.proto, s.ip_len, started);
+            }
+            if s.flags & flag::TUNNEL_OUTER == 0 {
+                continue;
+            }
+            if matches!(s.key.proto, ip_proto::GRE | 4 | 41) {
+                // Zeek keeps IP tunnels out of conn.log; their uid still names the parent.
+                if !self.ip_tunnels.contains_key(&s.key) {
+                    if self.ip_tunnels.len() < IP_TUNNELS_CAP {
+                        self.ip_tunnels.insert(s.key, s.ts_ns);
+                        self.tunnel_outers.push((s.key, s.ts_ns));
+                    } else {
+                        self.ip_tunnels_over_cap += 1;
+                    }
+                }
+            } else if self.table.first_ts(&s.key) == Some(s.ts_ns) {
+                self.tunnel_outers.push((s.key, s.ts_ns));
+            }
+        }
+        self.merger.give_back_origins(origins);
+    }
+
+    /// Where a gap that starts now starts in packet time: the merge's watermark.
+    fn gap_start(&self) -> u64 {
+        self.merger
+            .watermark_ns()
+            .filter(|&w| w != u64::MAX)
+            .unwrap_or(0)
+    }
+
+    /// Traffic windows the watermark has passed (all of them once finished), as partials.
+    fn finished_traffic(&mut self) -> Vec<TrafficPartial> {
+        let upto = if self.finished {
+            u64::MAX
+        } else {
+            self.merger
+                .watermark_ns()
+                .filter(|&w| w != u64::MAX)
+                .unwrap_or(0)
+        };
+        let merger = &self.merger;
+        self.traffic
+            .finished(upto, |i| merger.input_name(i).to_owned())
+    }
+
+    /// End of stream: everything buffered goes through the table, and every session ends.
+    pub(crate) fn finish(&mut self) {
+        self.merger.drain(&mut self.released);
+        self.process_released();
+        // A processor that left the set ends when the collectors, reaching the switch, retire
+        // its links (their watermarks stop just short of it): its flows moved, and end split.
+        if let Some(e) = self.epochs.as_mut().filter(|e| e.leaving()) {
+            e.apply(u64::MAX, &mut self.table, &mut self.records);
+        }
+        self.table.flush(&mut self.records);
+        self.finished = true;
+    }
+
+    /// The watermark records are complete up to: the merge's, or "everything" once finished.
+    fn watermark_ns(&self) -> u64 {
+        if self.finished {
+            return u64::MAX;
+        }
+        // Sweeps use whole seconds: a connection may leave up to a second after its deadline.
+        self.merger
+            .watermark_ns()
+            .filter(|&w| w != u64::MAX)
+            .map(|w| w.min(self.swept_to))
+            .unwrap_or(0)
+    }
+
+    pub(crate) fn send_conns(&mut self, push: &zmq::Socket, buf: &mut Vec<u8>, flags: i32) {
+        let batch = ConnBatch {
+            processor: self.name.clone(),
+            incarnation: self.incarnation,
+            watermark_ns: self.watermark_ns(),
+            settle_ns: self.settle_ns,
+            records: std::mem::take(&mut self.records),
+            tunnel_outers: std::mem::take(&mut self.tunnel_outers),
+            traffic: self.finished_traffic(),
+            records_seq: self.records_sent + self.records_unsent,
+        };
+        let n = batch.records.len() as u64;
+        UpMessage::Conns(batch).encode(buf);
+        match push.send(&buf[..], flags) {
+            Ok(()) => {
+                self.records_sent += n;
+                self.conn_bytes_sent += buf.len() as u64;
+            }
+            Err(e) => {
+                self.records_unsent += n;
+                error!(error = %e, records = n, "connection records not sent to the aggregator (lost)");
+            }
+        }
+    }
+
+    /// Per collector name (over its incarnations): the current and the largest skew seen, ms.
+    pub(crate) fn collector_skews(&self) -> BTreeMap<String, (u64, u64)> {
+        let mut out: BTreeMap<String, (u64, u64)> = BTreeMap::new();
+        for i in self.merger.inputs() {
+            let e = out.entry(i.sender.to_owned()).or_default();
+            e.0 = e.0.max(i.skew_ns / 1_000_000);
+            e.1 = e.1.max(i.skew_max_ns / 1_000_000);
+        }
+        out
+    }
+
+    /// Each link's share of the merge's late summaries and its largest skew (a link and a
+    /// merge input are both one collector incarnation).
+    pub(crate) fn fill_links(&self, links: &mut [tapflow_proto::upstream::LinkAccount]) {
+        let by_input: HashMap<(&str, u64), (u64, u64)> = self
+            .merger
+            .inputs()
+            .map(|i| {
+                (
+                    (i.sender, i.incarnation),
+                    (i.late, i.skew_max_ns / 1_000_000),
+                )
+            })
+            .collect();
+        for l in links {
+            if let Some(&(late, skew)) = by_input.get(&(l.sender.as_str(), l.incarnation)) {
+                l.late = late;
+                l.skew_max_ms = skew;
+            }
+        }
+    }
+
+    pub(crate) fn counters(&self) -> BTreeMap<String, u64> {
+        let t = self.table.stats();
+        let m = self.merger.stats();
+        [
+            ("summaries_processed", t.summaries),
+            ("flows_created", t.flows_created),
+            ("records", t.records),
+            ("interim_records", t.interim_records),
+            ("records_sent", self.records_sent),
+            ("records_unsent", self.records_unsent),
+            ("conn_bytes_sent", self.conn_bytes_sent),
+            ("flows_evicted", t.evicted),
+            ("flows_open", t.open_flows),
+            ("bad_checksum", t.bad_checksum),
+            ("tunnel_outer_skipped", t.tunnel_outer_skipped),
+            ("truncated_uncounted", t.truncated_uncounted),
+            ("history_truncated", t.history_truncated),
+            ("merge_late", m.late),
+            ("merge_forced", m.forced),
+            ("ip_tunnels_over_cap", self.ip_tunnels_over_cap),
+            ("collectors_declared_dead", self.dead_declared),
+            ("collectors_superseded", self.superseded.len() as u64),
+            ("flows_split", self.flows_split),
+            (
+                "flows_moved_out",
+                self.epochs.as_ref().map_or(0, |e| e.flows_moved_out),
+            ),
+            (
+                "flows_continued",
+                self.epochs.as_ref().map_or(0, |e| e.flows_continued),
+            ),
+            ("traffic_late", self.traffic.late),
+            ("traffic_keys_over_cap", self.traffic.over_cap),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v))
+        .collect()
+    }
+}
+
+/// How long after its last packet a connection can still be open: the longest timeout plus
+/// two seconds of sweep granularity.
+fn settle_ns(c: &SessionConfig) -> u64 {
+    [
+        c.tcp_inactivity_ns,
+        c.tcp_handshake_inactivity_ns,
+        c.udp_inactivity_ns,
+        c.icmp_inactivity_ns,
+        c.other_inactivity_ns,
+    ]
+    .into_iter()
+    .max()
+    .unwrap_or(0)
+    .saturating_add(
+        c.tcp_close_delay_ns
+            .max(c.tcp_reset_delay_ns)
+            .max(c.tcp_attempt_delay_ns)
+            .max(c.tcp_linger_ns),
+    )
+    .saturating_add(2_000_000_000)
+}
