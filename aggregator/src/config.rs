@@ -369,19 +369,7 @@ impl Config {
         let mut out = String::new();
         kv(&mut out, "listen", toml_str(&self.listen));
         match &self.processor_set {
-            Some((path, set)) => {
-                kv(
-                    &mut out,
-                    "processor_set",
-                    toml_str(&path.display().to_string()),
-                );
-                let _ = writeln!(
-                    out,
-                    "#   {} epochs, {} processors expected",
-                    set.epochs().len(),
-                    self.processors
-                );
-            }
+            Some((path, set)) => tapflow_runtime::toml_processor_set(&mut out, path, set),
             None => kv(&mut out, "processors", self.processors),
         }
         kv(&mut out, "exit_on_eos", self.exit_on_eos);

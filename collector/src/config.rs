@@ -436,22 +436,7 @@ impl Config {
             }
         }
         match &self.processor_set {
-            Some((path, set)) => {
-                kv(
-                    &mut out,
-                    "processor_set",
-                    toml_str(&path.display().to_string()),
-                );
-                for e in set.epochs() {
-                    let _ = writeln!(
-                        out,
-                        "#   epoch {} from {:.9} s: members {:?}",
-                        e.table.epoch(),
-                        e.starts_ns as f64 / 1e9,
-                        e.table.members()
-                    );
-                }
-            }
+            Some((path, set)) => tapflow_runtime::toml_processor_set(&mut out, path, set),
             None => {
                 let processors: Vec<String> = self.processors.iter().map(|p| toml_str(p)).collect();
                 kv(

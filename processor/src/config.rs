@@ -324,18 +324,8 @@ impl Config {
             None => out.push_str("# shard: the first claim received\n"),
         }
         if let Some((path, set, id)) = &self.processor_set {
-            kv(
-                &mut out,
-                "processor_set",
-                toml_str(&path.display().to_string()),
-            );
+            tapflow_runtime::toml_processor_set(&mut out, path, set);
             kv(&mut out, "id", id);
-            let _ = writeln!(
-                out,
-                "#   {} epochs, latest members {:?}",
-                set.epochs().len(),
-                set.latest().table.members()
-            );
         }
         kv(&mut out, "heartbeat_ms", self.heartbeat.as_millis());
         kv(&mut out, "dead_after_ms", self.dead_after.as_millis());

@@ -128,6 +128,30 @@ pub fn toml_kv(out: &mut String, key: &str, value: impl std::fmt::Display) {
     let _ = writeln!(out, "{key} = {value}");
 }
 
+/// Appends `processor_set = "PATH"` and a comment line per epoch (when it starts, its members):
+/// the processor set in a resolved configuration.
+pub fn toml_processor_set(
+    out: &mut String,
+    path: &std::path::Path,
+    set: &tapflow_proto::procset::ProcessorSet,
+) {
+    use std::fmt::Write as _;
+    toml_kv(
+        out,
+        "processor_set",
+        toml_string(&path.display().to_string()),
+    );
+    for e in set.epochs() {
+        let _ = writeln!(
+            out,
+            "#   epoch {} from {:.3} s: members {:?}",
+            e.table.epoch(),
+            e.starts_ns as f64 / 1e9,
+            e.table.members()
+        );
+    }
+}
+
 /// `s` as a TOML basic string (quoted, escaped).
 pub fn toml_string(s: &str) -> String {
     use std::fmt::Write as _;
