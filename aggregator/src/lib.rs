@@ -11,6 +11,7 @@ pub mod conns;
 pub mod detect;
 pub mod health;
 pub mod influx;
+pub mod members;
 pub mod points;
 pub mod run;
 pub mod upstream;

@@ -224,6 +224,7 @@ mod tests {
         let hb = |p: &str| ProcessorHeartbeat {
             processor: p.into(),
             flows_open: 7,
+            member: None,
             collectors: vec![CollectorHealth {
                 sender: "tap-a".into(),
                 packets_read: 100,

@@ -92,6 +92,7 @@ pub fn run(
     let mut expected = config.processors;
     let mut processor_set = config.processor_set.clone();
     let mut split_records = 0u64;
+    let mut members = crate::members::Members::default();
     let mut upstream = crate::upstream::Upstream::new();
     let mut malformed: BTreeMap<&'static str, u64> = BTreeMap::new();
     loop {
@@ -123,11 +124,20 @@ pub fn run(
             info!("signal received: writing what is known");
             break;
         }
-        // Processors by name: an incarnation that died (restarted) sends no account.
+        if let Some((_, set)) = processor_set.as_ref() {
+            for (name, id) in members.newly_gone(set, std::time::Instant::now()) {
+                warn!(processor = %name, id, silent_s = crate::members::SILENT_AFTER.as_secs(), "processor left the processor set and is silent (crashed?): no longer waited for; what it held is lost (see dead_processors in the report)");
+                sorter.end(&name);
+                traffic.end(&name);
+            }
+        }
+        // Processors by name: an incarnation that died (restarted) sends no account; one given
+        // up after it left the set never will.
         if config.exit_on_eos
             && accounts
                 .keys()
                 .map(|(p, _)| p)
+                .chain(members.gone())
                 .collect::<std::collections::BTreeSet<_>>()
                 .len()
                 >= expected
@@ -145,6 +155,7 @@ pub fn run(
                 };
                 match UpMessage::decode(&msg) {
                     Ok(UpMessage::Heartbeat(hb)) => {
+                        members.heartbeat(&hb.processor, hb.member, std::time::Instant::now());
                         for old in upstream.on_heartbeat(&hb) {
                             warn!(processor = %hb.processor, old, new = hb.incarnation, "processor restarted: its previous incarnation sent no end-of-stream; its open sessions and what it had not passed on are lost (see the accounting report)");
                         }
@@ -217,6 +228,7 @@ pub fn run(
                     }
                     Ok(UpMessage::Eos(acc)) => {
                         info!(processor = %acc.processor, links = acc.links.len(), "processor ended");
+                        members.ended(&acc.processor);
                         sorter.end(&acc.processor);
                         traffic.end(&acc.processor);
                         accounts.insert((acc.processor.clone(), acc.incarnation), acc);

@@ -73,6 +73,9 @@ pub enum LinkError {
 
 pub struct Link {
     tx: Option<Sender<LinkCmd>>,
+    /// Set when the link is given up (its processor left the set and takes nothing): the
+    /// worker then drops what it cannot send instead of waiting for shutdown.
+    abandoned: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
     pub endpoint: String,
     shared: Arc<Shared>,
@@ -146,7 +149,9 @@ impl Link {
             seq: 0,
             watermark_ns: 0,
         };
+        let abandoned = Arc::new(AtomicBool::new(false));
         let worker = Worker {
+            abandoned: abandoned.clone(),
             socket,
             monitor,
             header,
@@ -163,6 +168,7 @@ impl Link {
             .spawn(move || worker.run(rx))
             .map_err(LinkError::Thread)?;
         Ok(Link {
+            abandoned,
             tx: Some(tx),
             thread: Some(thread),
             endpoint: endpoint.to_owned(),
@@ -189,6 +195,20 @@ impl Link {
         }
     }
 
+    /// Ends a link whose processor left the set: queues `eos`, waiting at most `wait`. A
+    /// processor that takes nothing in that time (it crashed) is given up: what its queue still
+    /// holds is dropped, and the link's thread ends. Returns whether `eos` was queued.
+    pub fn retire(&self, eos: LinkCmd, wait: Duration) -> bool {
+        let queued = self
+            .tx
+            .as_ref()
+            .is_some_and(|tx| tx.send_timeout(eos, wait).is_ok());
+        if !queued {
+            self.abandoned.store(true, Ordering::Relaxed);
+        }
+        queued
+    }
+
     /// Queues a command if there is room; gives it back otherwise.
     pub fn try_send(&self, cmd: LinkCmd) -> Result<(), LinkCmd> {
         let Some(tx) = &self.tx else { return Err(cmd) };
@@ -211,6 +231,8 @@ impl Link {
 }
 
 struct Worker {
+    /// See [`Link::abandoned`].
+    abandoned: Arc<AtomicBool>,
     /// CURVE handshake refusals, logged from this thread (`None` on a plain link).
     monitor: Option<tapflow_runtime::curve::ClientMonitor>,
     socket: zmq::Socket,
@@ -332,6 +354,10 @@ impl Worker {
                     self.shared.messages_sent.fetch_add(1, Ordering::Relaxed);
                     let n = self.buf.len() as u64;
                     self.shared.bytes_sent.fetch_add(n, Ordering::Relaxed);
+                    return;
+                }
+                Err(zmq::Error::EAGAIN) if self.abandoned.load(Ordering::Relaxed) => {
+                    warn!(endpoint = %self.endpoint, "processor left the set and takes nothing: message dropped");
                     return;
                 }
                 Err(zmq::Error::EAGAIN) if !grace.expired(&self.shared.shutdown) => {

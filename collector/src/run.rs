@@ -18,6 +18,9 @@ use crate::link::{Link, LinkCmd, LinkError, LinkSettings, Shared};
 use crate::progress::Progress;
 use crate::source::{Next, Source, SourceError};
 
+/// How long a processor leaving the set has to take its end-of-stream into the link's queue.
+const RETIRE_WAIT: Duration = Duration::from_secs(5);
+
 /// How a run ended, for the exit code.
 #[derive(Debug)]
 pub enum RunOutcome {
@@ -505,13 +508,16 @@ impl Pipeline {
         let counters = self.counters();
         for i in gone {
             let link = &self.links[i];
-            info!(endpoint = %link.endpoint, sent = self.sent[i], "processor left the set: end-of-stream sent on its link");
             let eos = LinkCmd::Eos {
                 status: EosStatus::Complete,
                 counters: Box::new(counters.clone()),
             };
-            if link.send_blocking(eos).is_err() {
-                error!(endpoint = %link.endpoint, "processor unreachable: end-of-stream not delivered");
+            // A processor removed by plan drains its queue within this; one removed because it
+            // crashed takes nothing, and must not stall the capture.
+            if link.retire(eos, RETIRE_WAIT) {
+                info!(endpoint = %link.endpoint, sent = self.sent[i], "processor left the set: end-of-stream sent on its link");
+            } else {
+                warn!(endpoint = %link.endpoint, sent = self.sent[i], wait_s = RETIRE_WAIT.as_secs(), "processor left the set and took nothing for the wait (crashed?): link given up, what its queue held is lost");
             }
         }
     }

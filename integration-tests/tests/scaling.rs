@@ -30,14 +30,14 @@ const PACKETS: u32 = 120_000;
 const ADD_AT_S: f64 = 10.0;
 const REMOVE_AT_S: f64 = 12.0;
 
-fn generate(dir: &Path) -> PathBuf {
+fn generate(dir: &Path, packets: u32, flows: u32) -> PathBuf {
     let out = dir.join("scaling.pcap");
     let ok = Command::new(bin("tapflow-gen"))
         .args([
             "--packets",
-            &PACKETS.to_string(),
+            &packets.to_string(),
             "--flows",
-            "20000",
+            &flows.to_string(),
             "--seed",
             "8",
         ])
@@ -49,9 +49,9 @@ fn generate(dir: &Path) -> PathBuf {
     out
 }
 
-/// The processor-set file: members {0, 1} at first, then the changes given.
-fn write_set(path: &Path, ports: &[u16], changes: &[(&str, u16, f64)]) {
-    let mut text = String::from("initial = [0, 1]\n[processors]\n");
+/// The processor-set file: `initial` members at first, then the changes given.
+fn write_set(path: &Path, initial: &str, ports: &[u16], changes: &[(&str, u16, f64)]) {
+    let mut text = format!("initial = {initial}\n[processors]\n");
     for (id, port) in ports.iter().enumerate() {
         text.push_str(&format!("{id} = \"{}\"\n", endpoint(*port)));
     }
@@ -62,6 +62,88 @@ fn write_set(path: &Path, ports: &[u16], changes: &[(&str, u16, f64)]) {
         ));
     }
     std::fs::write(path, text).unwrap_or_else(|e| panic!("{e}"));
+}
+
+/// Three processor endpoints, an aggregator's, and the set file, in a test's directory.
+struct Cluster {
+    dir: PathBuf,
+    set: PathBuf,
+    proc_ports: Vec<u16>,
+    agg_port: u16,
+}
+
+impl Cluster {
+    fn new(dir: &Path) -> Cluster {
+        let ports = free_ports(4);
+        Cluster {
+            dir: dir.to_path_buf(),
+            set: dir.join("processors.toml"),
+            proc_ports: ports[..3].to_vec(),
+            agg_port: ports[3],
+        }
+    }
+
+    fn log(&self, name: &str) -> String {
+        self.dir.join(name).display().to_string()
+    }
+
+    fn aggregator(&self) -> Proc {
+        let args = vec![
+            "--listen".into(),
+            endpoint(self.agg_port),
+            "--processor-set".into(),
+            self.set.display().to_string(),
+            "--exit-on-eos".into(),
+            "--health-log".into(),
+            self.log("health.jsonl"),
+            "--conn-log".into(),
+            self.log("conn.jsonl"),
+            "--alerts-log".into(),
+            self.log("alerts.jsonl"),
+        ];
+        spawn("aggregator", "tapflow-aggregator", args, &self.dir)
+    }
+
+    fn processor(&self, id: usize) -> Proc {
+        let args = vec![
+            "--listen".into(),
+            endpoint(self.proc_ports[id]),
+            "--aggregator".into(),
+            endpoint(self.agg_port),
+            "--collectors".into(),
+            "1".into(),
+            "--exit-on-eos".into(),
+            "--name".into(),
+            format!("processor{id}"),
+            "--processor-set".into(),
+            self.set.display().to_string(),
+            "--id".into(),
+            id.to_string(),
+            "--heartbeat-ms".into(),
+            "200".into(),
+        ];
+        spawn(
+            &format!("processor{id}"),
+            "tapflow-processor",
+            args,
+            &self.dir,
+        )
+    }
+
+    fn collector(&self, fifo: &Path, extra: &[&str]) -> Proc {
+        let mut args: Vec<String> = vec![
+            "--pcap".into(),
+            fifo.display().to_string(),
+            "--processor-set".into(),
+            self.set.display().to_string(),
+            "--name".into(),
+            "tap".into(),
+            "--heartbeat-ms".into(),
+            "200".into(),
+        ];
+        args.extend(extra.iter().map(|a| a.to_string()));
+        spawn("collector", "tapflow-collector", args, &self.dir)
+    }
 }
 
 fn spawn(name: &str, program: &str, mut args: Vec<String>, dir: &Path) -> Proc {
@@ -156,82 +238,26 @@ fn floods(alerts: &[Value]) -> Vec<String> {
 fn processors_added_and_removed_under_load() {
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
     let d = dir.path();
-    let capture = generate(d);
+    let capture = generate(d, PACKETS, 20_000);
     let deadline = Instant::now() + TIMEOUT;
 
-    let ports = free_ports(4);
-    let (proc_ports, agg_port) = (&ports[..3], ports[3]);
-    let set = d.join("processors.toml");
-    write_set(&set, proc_ports, &[]);
-    let set_arg = set.display().to_string();
-    let log = |name: &str| d.join(name).display().to_string();
-    let aggregator = spawn(
-        "aggregator",
-        "tapflow-aggregator",
-        vec![
-            "--listen".into(),
-            endpoint(agg_port),
-            "--processor-set".into(),
-            set_arg.clone(),
-            "--exit-on-eos".into(),
-            "--health-log".into(),
-            log("health.jsonl"),
-            "--conn-log".into(),
-            log("conn.jsonl"),
-            "--alerts-log".into(),
-            log("alerts.jsonl"),
-        ],
-        d,
-    );
-    let processor = |id: usize| {
-        spawn(
-            &format!("processor{id}"),
-            "tapflow-processor",
-            vec![
-                "--listen".into(),
-                endpoint(proc_ports[id]),
-                "--aggregator".into(),
-                endpoint(agg_port),
-                "--collectors".into(),
-                "1".into(),
-                "--exit-on-eos".into(),
-                "--name".into(),
-                format!("processor{id}"),
-                "--processor-set".into(),
-                set_arg.clone(),
-                "--id".into(),
-                id.to_string(),
-                "--heartbeat-ms".into(),
-                "200".into(),
-            ],
-            d,
-        )
-    };
+    let c = Cluster::new(d);
+    let set = &c.set;
+    let proc_ports = &c.proc_ports[..];
+    write_set(set, "[0, 1]", proc_ports, &[]);
+    let aggregator = c.aggregator();
+    let processor = |id: usize| c.processor(id);
     let mut processors = vec![processor(0), processor(1)];
     let fifo = d.join("tap.fifo");
     mkfifo(&fifo);
-    let collector = spawn(
-        "collector",
-        "tapflow-collector",
-        vec![
-            "--pcap".into(),
-            fifo.display().to_string(),
-            "--processor-set".into(),
-            set_arg.clone(),
-            "--name".into(),
-            "tap".into(),
-            "--heartbeat-ms".into(),
-            "200".into(),
-        ],
-        d,
-    );
+    let collector = c.collector(&fifo, &[]);
     let feeder = feed_paced(vec![(read_pcap(&capture), fifo, 0)], TIMEOUT);
     wait_for(&collector, "capture open", deadline);
     let started = Instant::now();
 
     // +3 s: a third processor starts and is announced, to take over at +10 s of packet time.
     std::thread::sleep(Duration::from_secs(3));
-    write_set(&set, proc_ports, &[("add", 2, ADD_AT_S)]);
+    write_set(set, "[0, 1]", proc_ports, &[("add", 2, ADD_AT_S)]);
     for p in processors.iter().chain([&collector, &aggregator]) {
         hup(p);
     }
@@ -241,7 +267,8 @@ fn processors_added_and_removed_under_load() {
     // +6 s: the middle one is announced leaving at +12 s.
     std::thread::sleep(Duration::from_secs(6).saturating_sub(started.elapsed()));
     write_set(
-        &set,
+        set,
+        "[0, 1]",
         proc_ports,
         &[("add", 2, ADD_AT_S), ("remove", 1, REMOVE_AT_S)],
     );
@@ -453,5 +480,161 @@ fn processors_added_and_removed_under_load() {
         floods(&alerts),
         floods(&base_alerts),
         "the flood across both switches is one episode: {alerts:?}"
+    );
+}
+
+/// A processor that crashes is removed from the set by its operator, without a restart of
+/// anything: the collector stops waiting for it at the switch (its link is given up, not
+/// blocking the capture), the other processors take its slots, and the aggregator stops waiting
+/// for it once the set no longer has it and it stays silent. Every connection that starts after
+/// the switch is then written exactly as a run without the crash writes it.
+#[test]
+fn a_crashed_processor_is_removed_and_its_flows_taken_over() {
+    const CRASH_PACKETS: u32 = 60_000;
+    const REMOVE_AT_S: f64 = 6.0;
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let d = dir.path();
+    let capture = generate(d, CRASH_PACKETS, 8_000);
+    let deadline = Instant::now() + TIMEOUT;
+    let c = Cluster::new(d);
+    write_set(&c.set, "[0, 1, 2]", &c.proc_ports, &[]);
+    let aggregator = c.aggregator();
+    let mut processors: Vec<Proc> = (0..3).map(|id| c.processor(id)).collect();
+    let fifo = d.join("tap.fifo");
+    mkfifo(&fifo);
+    // Drop, as live capture does by default: a processor that takes nothing must not stall
+    // the tap while its operator reacts.
+    let collector = c.collector(&fifo, &["--slow-policy", "drop", "--linger-ms", "2000"]);
+    let feeder = feed_paced(vec![(read_pcap(&capture), fifo, 0)], TIMEOUT);
+    wait_for(&collector, "capture open", deadline);
+    let started = Instant::now();
+
+    std::thread::sleep(Duration::from_secs(2));
+    let killed = Command::new("kill")
+        .args(["-KILL", &processors[1].child.id().to_string()])
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(killed, "kill -KILL processor1 failed");
+    std::thread::sleep(Duration::from_secs(3).saturating_sub(started.elapsed()));
+    write_set(
+        &c.set,
+        "[0, 1, 2]",
+        &c.proc_ports,
+        &[("remove", 1, REMOVE_AT_S)],
+    );
+    for p in [&processors[0], &processors[2], &collector, &aggregator] {
+        hup(p);
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "announced too late"
+    );
+    feeder
+        .join()
+        .unwrap_or_else(|_| panic!("feeding the FIFO failed"));
+
+    let crashed = processors.remove(1);
+    let mut all = processors;
+    all.push(collector);
+    all.push(aggregator);
+    for p in &mut all {
+        let status = p.wait_until(deadline);
+        assert_eq!(
+            status.and_then(|s| s.code()),
+            Some(0),
+            "{} did not exit 0: {}",
+            p.name,
+            p.stderr()
+        );
+    }
+    let log_of = |name: &str| {
+        all.iter()
+            .find(|p| p.name == name)
+            .map(Proc::stderr)
+            .unwrap_or_default()
+    };
+    let (collector_log, aggregator_log) = (log_of("collector"), log_of("aggregator"));
+    assert!(
+        collector_log.contains("processor set: switched epoch"),
+        "{collector_log}"
+    );
+    assert!(
+        collector_log.contains("processor left the set"),
+        "{collector_log}"
+    );
+    assert!(
+        aggregator_log.contains("no longer waited for"),
+        "{aggregator_log}"
+    );
+    let mut slots_in = 0;
+    for p in ["processor0", "processor2"] {
+        slots_in += log_field(&log_of(p), "processor set: switched epoch", "slots_in")
+            .unwrap_or_else(|| panic!("{p} did not switch: {}", log_of(p)));
+    }
+    drop(crashed);
+
+    let health = std::fs::read_to_string(d.join("health.jsonl")).unwrap_or_default();
+    let report = lines(&health)
+        .into_iter()
+        .rev()
+        .find(|v| v["kind"] == "accounting")
+        .unwrap_or_else(|| panic!("no accounting report: {health}"));
+    let dead: Vec<&str> = report["dead_processors"]
+        .as_array()
+        .map(|a| a.iter().filter_map(|p| p["processor"].as_str()).collect())
+        .unwrap_or_default();
+    assert_eq!(dead, ["processor1"], "{report}");
+    assert_eq!(report["complete"], false, "a crash loses data: {report}");
+
+    // Connections that start after the switch (and a second of margin): exactly the fixed run's.
+    let cutoff = T0 + REMOVE_AT_S + 1.0;
+    let after = |conns: &[Value]| -> Vec<Value> {
+        conns
+            .iter()
+            .filter(|c| c["ts"].as_f64().is_some_and(|t| t >= cutoff))
+            .cloned()
+            .collect()
+    };
+    let conns = lines(&std::fs::read_to_string(d.join("conn.jsonl")).unwrap_or_default());
+    let base = run_pipeline(&[CollectorSpec::pcap(&capture, 1)], 1, TIMEOUT);
+    assert!(
+        base.all_exited(),
+        "baseline run failed: {:?}",
+        base.aggregator
+    );
+    let (crash_after, base_after) = (after(&conns), after(&lines(&base.conn_log)));
+    let (got, want) = (by_tuple(&crash_after), by_tuple(&base_after));
+    let same = want
+        .iter()
+        .filter(|(t, w)| {
+            got.get(*t)
+                .is_some_and(|g| g.packets == w.packets && g.records == w.records)
+        })
+        .count();
+    eprintln!(
+        "processor1 killed at +2 s, removed at +{REMOVE_AT_S} s: slots taken over {slots_in}; \
+         connections starting after +{:.0} s: {} written as without the crash, of {}; records \
+         in all {} (fixed run: {}); dead processors {dead:?}; the collector {}",
+        REMOVE_AT_S + 1.0,
+        same,
+        want.len(),
+        conns.len(),
+        base.conn_log.lines().count(),
+        if collector_log.contains("link given up") {
+            "gave its link up"
+        } else {
+            "queued end-of-stream on its link"
+        }
+    );
+    // Member 1 of {0, 1, 2} owns the slots s with s % 3 == 1: 1365 of them.
+    assert_eq!(slots_in, 1365, "processor1's slots went to the others");
+    assert!(want.len() >= 100, "too few connections after the switch");
+    assert_eq!(same, want.len(), "connections after the switch differ");
+    // The rest started before the switch: the survivors picked them up mid-stream (most from
+    // the crashed processor, whose part of them is lost).
+    eprintln!(
+        "records starting after +{:.0} s for connections that began earlier: {}",
+        REMOVE_AT_S + 1.0,
+        got.len() - want.len()
     );
 }

@@ -174,6 +174,7 @@ pub fn run(config: &Config, shutdown: &AtomicBool) -> Result<(), RunError> {
                 collectors: inputs.collector_health(),
                 links: inputs.progress(),
                 flows_open: engine.table.stats().open_flows,
+                member: config.processor_set.as_ref().map(|(_, _, id)| *id),
             };
             UpMessage::Heartbeat(hb).encode(&mut buf);
             if let Err(e) = push.send(&buf[..], zmq::DONTWAIT) {

@@ -160,6 +160,9 @@ pub struct ProcessorHeartbeat {
     /// Flows open in the table (the gauge): the sessions lost if this incarnation dies now.
     #[serde(default)]
     pub flows_open: u64,
+    /// This processor's id in the processor set (`None`: a fixed shard).
+    #[serde(default)]
+    pub member: Option<u16>,
 }
 
 /// A collector's cumulative read and drop counts, as of its last heartbeat.

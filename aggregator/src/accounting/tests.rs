@@ -96,6 +96,7 @@ fn a_dead_processor_incarnation_is_named_with_what_it_lost() {
         processor: "p1".into(),
         incarnation: 1,
         flows_open: 4,
+        member: None,
         links: vec![LinkProgress {
             sender: "a".into(),
             incarnation: 1,
