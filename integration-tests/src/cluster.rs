@@ -218,3 +218,33 @@ pub fn floods(alerts: &[Value]) -> Vec<String> {
         .map(|a| a["dst"].to_string())
         .collect()
 }
+
+/// Waits for every process (until `deadline`): each must exit 0 without a panic.
+pub fn wait_all_ok(procs: &mut [Proc], deadline: Instant) {
+    for p in procs {
+        let status = p.wait_until(deadline);
+        assert_eq!(
+            status.and_then(|s| s.code()),
+            Some(0),
+            "{} did not exit 0: {}",
+            p.name,
+            p.stderr()
+        );
+        assert!(
+            !p.stderr().contains("panicked"),
+            "{}: {}",
+            p.name,
+            p.stderr()
+        );
+    }
+}
+
+/// The aggregator's last accounting report in `dir/health.jsonl`.
+pub fn accounting_report(dir: &Path) -> Value {
+    let health = std::fs::read_to_string(dir.join("health.jsonl")).unwrap_or_default();
+    lines(&health)
+        .into_iter()
+        .rev()
+        .find(|v| v["kind"] == "accounting")
+        .unwrap_or_else(|| panic!("no accounting report: {health}"))
+}

@@ -17,7 +17,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use tapflow_integration_tests::cluster::{
-    by_tuple, floods, generate, hup, lines, log_field, packets, wait_for, write_set, Cluster, T0,
+    accounting_report, by_tuple, floods, generate, hup, lines, log_field, packets, wait_all_ok,
+    wait_for, write_set, Cluster, T0,
 };
 use tapflow_integration_tests::fifo::{feed_paced, mkfifo, read_pcap};
 use tapflow_integration_tests::{run_pipeline, CollectorSpec, Proc};
@@ -76,22 +77,7 @@ fn processors_added_and_removed_under_load() {
     let mut all: Vec<Proc> = processors;
     all.push(collector);
     all.push(aggregator);
-    for p in &mut all {
-        let status = p.wait_until(deadline);
-        assert_eq!(
-            status.and_then(|s| s.code()),
-            Some(0),
-            "{} did not exit 0: {}",
-            p.name,
-            p.stderr()
-        );
-        assert!(
-            !p.stderr().contains("panicked"),
-            "{}: {}",
-            p.name,
-            p.stderr()
-        );
-    }
+    wait_all_ok(&mut all, deadline);
     let stderr: BTreeMap<String, String> =
         all.iter().map(|p| (p.name.clone(), p.stderr())).collect();
     assert!(
@@ -112,12 +98,7 @@ fn processors_added_and_removed_under_load() {
         stderr["collector"]
     );
 
-    let health = std::fs::read_to_string(d.join("health.jsonl")).unwrap_or_default();
-    let report = lines(&health)
-        .into_iter()
-        .rev()
-        .find(|v| v["kind"] == "accounting")
-        .unwrap_or_else(|| panic!("no accounting report: {health}"));
+    let report = accounting_report(d);
     for key in ["reconciled", "complete", "routing_consistent"] {
         assert_eq!(report[key], true, "{key}: {report}");
     }
@@ -330,16 +311,7 @@ fn a_crashed_processor_is_removed_and_its_flows_taken_over() {
     let mut all = processors;
     all.push(collector);
     all.push(aggregator);
-    for p in &mut all {
-        let status = p.wait_until(deadline);
-        assert_eq!(
-            status.and_then(|s| s.code()),
-            Some(0),
-            "{} did not exit 0: {}",
-            p.name,
-            p.stderr()
-        );
-    }
+    wait_all_ok(&mut all, deadline);
     let log_of = |name: &str| {
         all.iter()
             .find(|p| p.name == name)
@@ -366,12 +338,7 @@ fn a_crashed_processor_is_removed_and_its_flows_taken_over() {
     }
     drop(crashed);
 
-    let health = std::fs::read_to_string(d.join("health.jsonl")).unwrap_or_default();
-    let report = lines(&health)
-        .into_iter()
-        .rev()
-        .find(|v| v["kind"] == "accounting")
-        .unwrap_or_else(|| panic!("no accounting report: {health}"));
+    let report = accounting_report(d);
     let dead: Vec<&str> = report["dead_processors"]
         .as_array()
         .map(|a| a.iter().filter_map(|p| p["processor"].as_str()).collect())
