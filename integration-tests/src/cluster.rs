@@ -55,16 +55,19 @@ pub struct Cluster {
     pub set: PathBuf,
     pub proc_ports: Vec<u16>,
     pub agg_port: u16,
+    /// Collectors (taps) each processor waits for.
+    pub collectors: usize,
 }
 
 impl Cluster {
-    pub fn new(dir: &Path) -> Cluster {
+    pub fn new(dir: &Path, collectors: usize) -> Cluster {
         let ports = free_ports(4);
         Cluster {
             dir: dir.to_path_buf(),
             set: dir.join("processors.toml"),
             proc_ports: ports[..3].to_vec(),
             agg_port: ports[3],
+            collectors,
         }
     }
 
@@ -96,7 +99,7 @@ impl Cluster {
             "--aggregator".into(),
             endpoint(self.agg_port),
             "--collectors".into(),
-            "1".into(),
+            self.collectors.to_string(),
             "--exit-on-eos".into(),
             "--name".into(),
             format!("processor{id}"),
@@ -115,19 +118,19 @@ impl Cluster {
         )
     }
 
-    pub fn collector(&self, fifo: &Path, extra: &[&str]) -> Proc {
+    pub fn collector(&self, fifo: &Path, name: &str, extra: &[&str]) -> Proc {
         let mut args: Vec<String> = vec![
             "--pcap".into(),
             fifo.display().to_string(),
             "--processor-set".into(),
             self.set.display().to_string(),
             "--name".into(),
-            "tap".into(),
+            name.into(),
             "--heartbeat-ms".into(),
             "200".into(),
         ];
         args.extend(extra.iter().map(|a| a.to_string()));
-        spawn("collector", "tapflow-collector", args, &self.dir)
+        spawn(name, "tapflow-collector", args, &self.dir)
     }
 }
 

@@ -21,7 +21,7 @@ use tapflow_integration_tests::cluster::{
     wait_for, write_set, Cluster, T0,
 };
 use tapflow_integration_tests::fifo::{feed_paced, mkfifo, read_pcap};
-use tapflow_integration_tests::{run_pipeline, CollectorSpec, Proc};
+use tapflow_integration_tests::{run_pipeline, split_by_direction, CollectorSpec, Proc};
 
 const TIMEOUT: Duration = Duration::from_secs(120);
 const PACKETS: u32 = 120_000;
@@ -30,29 +30,58 @@ const REMOVE_AT_S: f64 = 12.0;
 
 #[test]
 fn processors_added_and_removed_under_load() {
+    add_then_remove(1);
+}
+
+/// The same with two taps, one for each direction of every flow (a collector per half, as
+/// asymmetric routing splits them): both collectors switch at the same packet-time instant, so
+/// no flow's halves go to different processors; the checks are the same.
+#[test]
+fn two_taps_switch_at_one_instant() {
+    add_then_remove(2);
+}
+
+fn add_then_remove(taps: usize) {
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
     let d = dir.path();
-    let capture = generate(d, PACKETS, 20_000);
+    let generated = generate(d, PACKETS, 20_000);
+    // With two taps: each direction in its own capture, and the whole (timestamps made strictly
+    // increasing by the split) for the fixed run.
+    let (capture, halves) = if taps == 2 {
+        let (all, fwd, rev) = (d.join("all.pcap"), d.join("fwd.pcap"), d.join("rev.pcap"));
+        split_by_direction(&generated, &all, &fwd, &rev)
+            .unwrap_or_else(|| panic!("cannot split {}", generated.display()));
+        (all, vec![fwd, rev])
+    } else {
+        (generated.clone(), vec![generated])
+    };
     let deadline = Instant::now() + TIMEOUT;
 
-    let c = Cluster::new(d);
+    let c = Cluster::new(d, taps);
     let set = &c.set;
     let proc_ports = &c.proc_ports[..];
     write_set(set, "[0, 1]", proc_ports, &[]);
     let aggregator = c.aggregator();
     let processor = |id: usize| c.processor(id);
     let mut processors = vec![processor(0), processor(1)];
-    let fifo = d.join("tap.fifo");
-    mkfifo(&fifo);
-    let collector = c.collector(&fifo, &[]);
-    let feeder = feed_paced(vec![(read_pcap(&capture), fifo, 0)], TIMEOUT);
-    wait_for(&collector, "capture open", deadline);
+    let mut sources = Vec::new();
+    let mut collectors = Vec::new();
+    for (i, half) in halves.iter().enumerate() {
+        let fifo = d.join(format!("tap{i}.fifo"));
+        mkfifo(&fifo);
+        collectors.push(c.collector(&fifo, &format!("collector{i}"), &[]));
+        sources.push((read_pcap(half), fifo, 0));
+    }
+    let feeder = feed_paced(sources, TIMEOUT);
+    for collector in &collectors {
+        wait_for(collector, "capture open", deadline);
+    }
     let started = Instant::now();
 
     // +3 s: a third processor starts and is announced, to take over at +10 s of packet time.
     std::thread::sleep(Duration::from_secs(3));
     write_set(set, "[0, 1]", proc_ports, &[("add", 2, ADD_AT_S)]);
-    for p in processors.iter().chain([&collector, &aggregator]) {
+    for p in processors.iter().chain(&collectors).chain([&aggregator]) {
         hup(p);
     }
     // Started with the new file; signalled from the next change on, once it handles SIGHUP.
@@ -66,7 +95,7 @@ fn processors_added_and_removed_under_load() {
         proc_ports,
         &[("add", 2, ADD_AT_S), ("remove", 1, REMOVE_AT_S)],
     );
-    for p in processors.iter().chain([&collector, &aggregator]) {
+    for p in processors.iter().chain(&collectors).chain([&aggregator]) {
         hup(p);
     }
     let announced_at = started.elapsed();
@@ -75,7 +104,7 @@ fn processors_added_and_removed_under_load() {
         .unwrap_or_else(|_| panic!("feeding the FIFO failed"));
 
     let mut all: Vec<Proc> = processors;
-    all.push(collector);
+    all.extend(collectors);
     all.push(aggregator);
     wait_all_ok(&mut all, deadline);
     let stderr: BTreeMap<String, String> =
@@ -84,7 +113,12 @@ fn processors_added_and_removed_under_load() {
         announced_at < Duration::from_secs(9),
         "the second announcement came too late for the test's timeline: {announced_at:?}"
     );
-    for p in ["collector", "aggregator", "processor0", "processor1"] {
+    let taps: Vec<String> = (0..taps).map(|i| format!("collector{i}")).collect();
+    for p in taps
+        .iter()
+        .map(String::as_str)
+        .chain(["aggregator", "processor0", "processor1"])
+    {
         assert!(
             stderr[p].matches("processor set reloaded").count() >= 2
                 || stderr[p].matches("change announced").count() == 2,
@@ -92,11 +126,13 @@ fn processors_added_and_removed_under_load() {
             stderr[p]
         );
     }
-    assert!(
-        !stderr["collector"].contains("announced after the capture passed"),
-        "{}",
-        stderr["collector"]
-    );
+    for tap in &taps {
+        assert!(
+            !stderr[tap].contains("announced after the capture passed"),
+            "{}",
+            stderr[tap]
+        );
+    }
 
     let report = accounting_report(d);
     for key in ["reconciled", "complete", "routing_consistent"] {
@@ -270,7 +306,7 @@ fn a_crashed_processor_is_removed_and_its_flows_taken_over() {
     let d = dir.path();
     let capture = generate(d, CRASH_PACKETS, 8_000);
     let deadline = Instant::now() + TIMEOUT;
-    let c = Cluster::new(d);
+    let c = Cluster::new(d, 1);
     write_set(&c.set, "[0, 1, 2]", &c.proc_ports, &[]);
     let aggregator = c.aggregator();
     let mut processors: Vec<Proc> = (0..3).map(|id| c.processor(id)).collect();
@@ -278,7 +314,11 @@ fn a_crashed_processor_is_removed_and_its_flows_taken_over() {
     mkfifo(&fifo);
     // Drop, as live capture does by default: a processor that takes nothing must not stall
     // the tap while its operator reacts.
-    let collector = c.collector(&fifo, &["--slow-policy", "drop", "--linger-ms", "2000"]);
+    let collector = c.collector(
+        &fifo,
+        "collector",
+        &["--slow-policy", "drop", "--linger-ms", "2000"],
+    );
     let feeder = feed_paced(vec![(read_pcap(&capture), fifo, 0)], TIMEOUT);
     wait_for(&collector, "capture open", deadline);
     let started = Instant::now();
