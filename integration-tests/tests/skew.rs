@@ -95,26 +95,34 @@ fn figures(label: &str, run: &PipelineRun) -> Figures {
 
 /// What a connection record states, without its times and uid (which follow the shift).
 fn stated(conns: &[Value]) -> Vec<String> {
+    projected(
+        conns,
+        &[
+            "id.orig_h",
+            "id.orig_p",
+            "id.resp_h",
+            "id.resp_p",
+            "proto",
+            "conn_state",
+            "history",
+            "orig_pkts",
+            "resp_pkts",
+            "orig_bytes",
+            "resp_bytes",
+        ],
+    )
+}
+
+/// Each record's `fields` as one line, sorted.
+fn projected(conns: &[Value], fields: &[&str]) -> Vec<String> {
     let mut v: Vec<String> = conns
         .iter()
         .map(|c| {
-            [
-                "id.orig_h",
-                "id.orig_p",
-                "id.resp_h",
-                "id.resp_p",
-                "proto",
-                "conn_state",
-                "history",
-                "orig_pkts",
-                "resp_pkts",
-                "orig_bytes",
-                "resp_bytes",
-            ]
-            .iter()
-            .map(|k| c[*k].to_string())
-            .collect::<Vec<_>>()
-            .join(" ")
+            fields
+                .iter()
+                .map(|k| c[*k].to_string())
+                .collect::<Vec<_>>()
+                .join(" ")
         })
         .collect();
     v.sort();
@@ -326,31 +334,23 @@ fn skew_below_the_round_trip_keeps_states_and_counts() {
     let s = setup(&pcaps);
     let rev = read_pcap(&s.rev);
     let counts = |v: &[Value]| -> Vec<String> {
-        let mut v: Vec<String> = v
-            .iter()
-            .map(|c| {
-                [
-                    "id.orig_h",
-                    "id.orig_p",
-                    "id.resp_h",
-                    "id.resp_p",
-                    "proto",
-                    "conn_state",
-                    "orig_pkts",
-                    "resp_pkts",
-                    "orig_ip_bytes",
-                    "resp_ip_bytes",
-                    "orig_bytes",
-                    "resp_bytes",
-                ]
-                .iter()
-                .map(|k| c[*k].to_string())
-                .collect::<Vec<_>>()
-                .join(" ")
-            })
-            .collect();
-        v.sort();
-        v
+        projected(
+            v,
+            &[
+                "id.orig_h",
+                "id.orig_p",
+                "id.resp_h",
+                "id.resp_p",
+                "proto",
+                "conn_state",
+                "orig_pkts",
+                "resp_pkts",
+                "orig_ip_bytes",
+                "resp_ip_bytes",
+                "orig_bytes",
+                "resp_bytes",
+            ],
+        )
     };
     let base = counts(&s.one.conns);
     let base_stated = stated(&s.one.conns);

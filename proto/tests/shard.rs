@@ -7,6 +7,8 @@
 //! - going from n to n + 1 shards moves about 1 / (n + 1) of the keys, all to the new shard, and
 //!   keys spread evenly over the shards.
 
+mod common;
+use common::SplitMix64;
 use std::fmt::Write as _;
 use std::path::PathBuf;
 
@@ -568,17 +570,4 @@ fn reference_flow_hash(b: &[u8; 39]) -> u64 {
     h ^= h >> 33;
     h = h.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
     h ^ (h >> 33)
-}
-
-/// Sebastiano Vigna's splitmix64: a fixed-seed generator, so the key sets never change.
-struct SplitMix64(u64);
-
-impl SplitMix64 {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
 }

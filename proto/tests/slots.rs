@@ -10,6 +10,8 @@
 //! The measuring tests print their tables: `cargo nextest run -p tapflow-proto --test slots
 //! --no-capture` (figures copied into `docs/scaling.md`).
 
+mod common;
+use common::SplitMix64;
 use proptest::prelude::*;
 use tapflow_proto::key::ip_proto;
 use tapflow_proto::shard::shard_of_hash;
@@ -575,17 +577,4 @@ fn slots_spread_random_keys_evenly() {
         matches!((min, max), (Some(&a), Some(&b)) if a >= 15 && b <= 95),
         "slot counts from {min:?} to {max:?}"
     );
-}
-
-/// Sebastiano Vigna's splitmix64: a fixed-seed generator, so the key sets never change.
-struct SplitMix64(u64);
-
-impl SplitMix64 {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
 }

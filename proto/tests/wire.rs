@@ -10,6 +10,8 @@
 //! `FUZZ_SEED_DIR=dir cargo test -p tapflow-proto --test wire fuzz_seeds` writes the valid
 //! messages below into `dir` as a seed corpus for `fuzz/` (see `fuzz/seed.sh`).
 
+mod common;
+use common::SplitMix64;
 use std::collections::BTreeMap;
 
 use proptest::collection::{btree_map, vec};
@@ -623,19 +625,6 @@ fn typical_header() -> LinkHeader {
     }
 }
 
-/// A fixed-seed generator for realistic variation (splitmix64).
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-}
-
 #[derive(Clone, Copy, Debug)]
 enum Traffic {
     Ipv4Tcp,
@@ -647,7 +636,7 @@ enum Traffic {
 /// `n` summaries of one kind of traffic, as a busy tap would batch them: timestamps a few
 /// microseconds apart, a few hundred flows, full-size and ACK-only segments.
 fn typical_summaries(traffic: Traffic, n: usize) -> Vec<PacketSummary> {
-    let mut rng = Rng(traffic as u64 + 1);
+    let mut rng = SplitMix64(traffic as u64 + 1);
     let mut ts = 1_700_000_000_123_456_789u64;
     (0..n)
         .map(|_| {
