@@ -128,6 +128,62 @@ impl Default for DetectConfig {
     }
 }
 
+/// What detection reads of a connection record: a small `Copy` value, so the aggregator can
+/// hand records to a detection thread without sharing or freeing them there.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DetectInput {
+    pub ts_ns: u64,
+    pub duration_ns: Option<u64>,
+    pub orig_h: Addr,
+    pub resp_h: Addr,
+    pub orig_p: u16,
+    pub resp_p: u16,
+    pub proto: u8,
+    pub orig_pkts: u64,
+    pub resp_pkts: u64,
+    pub orig_ip_bytes: u64,
+    pub resp_ip_bytes: u64,
+    pub orig_tcp_flags: u8,
+    pub resp_tcp_flags: u8,
+    /// The first letter of Zeek's history (0 when empty).
+    pub history_first: u8,
+    /// History has `h` (the responder sent a SYN-ACK).
+    pub syn_acked: bool,
+    /// History has `h`, `d` or `a`: the responder answered.
+    pub answered: bool,
+}
+
+impl DetectInput {
+    /// The last packet's time.
+    pub fn last_ns(&self) -> u64 {
+        self.ts_ns.saturating_add(self.duration_ns.unwrap_or(0))
+    }
+}
+
+impl From<&ConnRecord> for DetectInput {
+    fn from(r: &ConnRecord) -> DetectInput {
+        let h = r.history.as_bytes();
+        DetectInput {
+            ts_ns: r.ts_ns,
+            duration_ns: r.duration_ns,
+            orig_h: r.orig_h,
+            resp_h: r.resp_h,
+            orig_p: r.orig_p,
+            resp_p: r.resp_p,
+            proto: r.proto,
+            orig_pkts: r.orig_pkts,
+            resp_pkts: r.resp_pkts,
+            orig_ip_bytes: r.orig_ip_bytes,
+            resp_ip_bytes: r.resp_ip_bytes,
+            orig_tcp_flags: r.orig_tcp_flags,
+            resp_tcp_flags: r.resp_tcp_flags,
+            history_first: h.first().copied().unwrap_or(0),
+            syn_acked: h.contains(&b'h'),
+            answered: h.iter().any(|c| matches!(c, b'h' | b'd' | b'a')),
+        }
+    }
+}
+
 /// Detector counters.
 #[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
 pub struct DetectStats {
@@ -160,9 +216,13 @@ impl Detector {
     /// One final record, in the aggregator's release order. Alert events that this record's
     /// time makes due are appended to `out`.
     pub fn on_record(&mut self, r: &ConnRecord, out: &mut Vec<AlertEvent>) {
+        self.on_input(&DetectInput::from(r), out);
+    }
+
+    /// Like [`Detector::on_record`], with what detection reads of the record.
+    pub fn on_input(&mut self, r: &DetectInput, out: &mut Vec<AlertEvent>) {
         self.stats.records += 1;
-        let last = r.ts_ns.saturating_add(r.duration_ns.unwrap_or(0));
-        self.judge_until(last, out);
+        self.judge_until(r.last_ns(), out);
         let obs = classify::observe(r, &self.cfg);
         if !self.windows.add(r, &obs, &self.cfg) {
             self.stats.late += 1;

@@ -7,6 +7,12 @@ use std::process::ExitCode;
 use clap::Parser;
 use tapflow_aggregator::{run, Args, Config};
 
+/// mimalloc, not glibc's malloc: at the end of a capture the aggregator decodes, holds and frees
+/// a few hundred thousand records at once, and glibc spent a quarter of that time in
+/// `free`/`malloc_consolidate` (bench/RESULTS.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let args = Args::parse();
     if let Some(command) = &args.command {

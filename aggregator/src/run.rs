@@ -4,6 +4,7 @@ use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 use tapflow_proto::upstream::{ProcessorAccount, UpMessage};
 use tapflow_proto::wire::MAX_MESSAGE_BYTES;
@@ -12,8 +13,10 @@ use tracing::{error, info, warn};
 use crate::accounting::{reconcile_with, table, AccountingReport, SetReport};
 use crate::config::Config;
 use crate::conns::{conn_json, ConnSorter};
-use crate::detect::{AlertEvent, Detector};
+use crate::detect::AlertEvent;
+use crate::detect_thread::DetectThread;
 use crate::health::HealthWatch;
+use crate::inbox::{Inbound, Inbox};
 use crate::influx::{conn_point, health_point, InfluxError, InfluxWriter, Point};
 use crate::points::{alert_point, TrafficMerge};
 
@@ -32,6 +35,8 @@ pub enum RunError {
     },
     #[error("InfluxDB sink: {0}")]
     Influx(#[from] InfluxError),
+    #[error("cannot start a thread: {0}")]
+    Thread(std::io::Error),
     #[error("cannot serve metrics on {addr}: {source}")]
     Metrics {
         addr: String,
@@ -51,7 +56,7 @@ pub fn run(
     let mut interim_log = LogFile::create(config.conn_interim_log.as_deref())?;
     let mut alerts_log = LogFile::create(config.alerts_log.as_deref())?;
     let mut sorter = ConnSorter::new(config.processors, config.conn_cap);
-    let mut detector = Detector::new(config.detect.clone());
+    let mut detector = DetectThread::start(config.detect.clone()).map_err(RunError::Thread)?;
     let mut health_watch = HealthWatch::new(0.01);
     let mut influx = config.influx.clone().map(InfluxWriter::start).transpose()?;
     let mut traffic = TrafficMerge::new(config.processors);
@@ -84,6 +89,7 @@ pub fn run(
     let auth = tapflow_runtime::curve::secure_server(&ctx, &pull, &config.security, &config.listen)
         .map_err(sock_err("set up CURVE for"))?;
     pull.bind(&config.listen).map_err(sock_err("bind"))?;
+    let inbox = Inbox::start(pull).map_err(RunError::Thread)?;
     info!(listen = %config.listen, processors = config.processors, "aggregator started");
 
     let mut accounts: BTreeMap<(String, u64), ProcessorAccount> = BTreeMap::new();
@@ -144,103 +150,100 @@ pub fn run(
         {
             break;
         }
-        match pull.poll(zmq::POLLIN, 250) {
-            Ok(n) if n > 0 => {
-                let msg = match pull.recv_msg(0) {
-                    Ok(m) => m,
-                    Err(e) => {
-                        warn!(error = %e, "receive failed");
-                        continue;
+        match inbox.recv(Duration::from_millis(250)) {
+            Some(Inbound::Message(m)) => match m {
+                UpMessage::Heartbeat(hb) => {
+                    members.heartbeat(&hb.processor, hb.member, std::time::Instant::now());
+                    for old in upstream.on_heartbeat(&hb) {
+                        warn!(processor = %hb.processor, old, new = hb.incarnation, "processor restarted: its previous incarnation sent no end-of-stream; its open sessions and what it had not passed on are lost (see the accounting report)");
                     }
-                };
-                match UpMessage::decode(&msg) {
-                    Ok(UpMessage::Heartbeat(hb)) => {
-                        members.heartbeat(&hb.processor, hb.member, std::time::Instant::now());
-                        for old in upstream.on_heartbeat(&hb) {
-                            warn!(processor = %hb.processor, old, new = hb.incarnation, "processor restarted: its previous incarnation sent no end-of-stream; its open sessions and what it had not passed on are lost (see the accounting report)");
+                    if config.metrics_listen.is_some() {
+                        let mut text = render_metrics(
+                            &sorter.stats(),
+                            &detector.stats(),
+                            &malformed,
+                            influx.as_ref().map(|w| w.stats()),
+                        );
+                        let mut auth_counters = BTreeMap::new();
+                        tapflow_runtime::curve::add_counters(auth.as_ref(), &mut auth_counters);
+                        tapflow_runtime::prometheus_counters(
+                            "aggregator",
+                            auth_counters.iter().map(|(k, v)| (k.as_str(), *v)),
+                            &mut text,
+                        );
+                        if let Ok(mut g) = metrics.lock() {
+                            *g = text;
                         }
-                        if config.metrics_listen.is_some() {
-                            let mut text = render_metrics(
-                                &sorter.stats(),
-                                &detector.stats(),
-                                &malformed,
-                                influx.as_ref().map(|w| w.stats()),
-                            );
-                            let mut auth_counters = BTreeMap::new();
-                            tapflow_runtime::curve::add_counters(auth.as_ref(), &mut auth_counters);
-                            tapflow_runtime::prometheus_counters(
-                                "aggregator",
-                                auth_counters.iter().map(|(k, v)| (k.as_str(), *v)),
-                                &mut text,
-                            );
-                            if let Ok(mut g) = metrics.lock() {
-                                *g = text;
-                            }
-                        }
-                        let now = std::time::SystemTime::now()
-                            .duration_since(std::time::UNIX_EPOCH)
-                            .map(|d| d.as_nanos() as u64)
-                            .unwrap_or(0);
-                        if let Some(w) = influx.as_mut() {
-                            let live = live_health.points(&hb, now);
-                            if !live.is_empty() {
-                                w.send(live);
-                            }
-                        }
-                        health_watch.heartbeat(&hb, now, &mut events);
-                        if let Some(w) = influx.as_mut() {
-                            if !events.is_empty() {
-                                w.send(events.iter().map(alert_point).collect());
-                            }
-                        }
-                        write_alerts(&mut events, &mut alerts_text, &mut alerts_log)?;
                     }
-                    Ok(UpMessage::Conns(batch)) => {
-                        upstream.on_conns(&batch);
-                        if influx.is_some() {
-                            traffic.push(&batch);
-                            traffic.emit(false, &mut points);
+                    let now = std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .map(|d| d.as_nanos() as u64)
+                        .unwrap_or(0);
+                    if let Some(w) = influx.as_mut() {
+                        let live = live_health.points(&hb, now);
+                        if !live.is_empty() {
+                            w.send(live);
                         }
-                        sorter.push(batch);
-                        let mut failed = None;
-                        sorter.release_with(|r, parents| {
-                            split_records += u64::from(r.split != 0);
-                            conn_json(r, parents, &mut text);
-                            conn_log.write_chunk(&mut text, &mut failed);
-                            detector.on_record(r, &mut events);
-                            if influx.is_some() {
-                                points.push(conn_point(r, parents));
-                            }
-                        });
-                        failed.map_or(Ok(()), Err)?;
-                        conn_log.write(&mut text)?;
-                        points.extend(events.iter().filter(|_| influx.is_some()).map(alert_point));
-                        write_alerts(&mut events, &mut alerts_text, &mut alerts_log)?;
-                        if let Some(w) = influx.as_mut() {
-                            if !points.is_empty() {
-                                w.send(std::mem::take(&mut points));
-                            }
+                    }
+                    health_watch.heartbeat(&hb, now, &mut events);
+                    detector.take_events(&mut events);
+                    if let Some(w) = influx.as_mut() {
+                        if !events.is_empty() {
+                            w.send(events.iter().map(alert_point).collect());
                         }
-                        for r in sorter.take_interim() {
-                            conn_json(&r, &[], &mut text);
-                        }
-                        interim_log.write(&mut text)?;
                     }
-                    Ok(UpMessage::Eos(acc)) => {
-                        info!(processor = %acc.processor, links = acc.links.len(), "processor ended");
-                        members.ended(&acc.processor);
-                        sorter.end(&acc.processor);
-                        traffic.end(&acc.processor);
-                        accounts.insert((acc.processor.clone(), acc.incarnation), acc);
-                    }
-                    Err(e) => {
-                        *malformed.entry(e.reason()).or_default() += 1;
-                        warn!(error = %e, bytes = msg.len(), "dropped an undecodable message");
-                    }
+                    write_alerts(&mut events, &mut alerts_text, &mut alerts_log)?;
                 }
+                UpMessage::Conns(batch) => {
+                    upstream.on_conns(&batch);
+                    if influx.is_some() {
+                        traffic.push(&batch);
+                        traffic.emit(false, &mut points);
+                    }
+                    sorter.push(batch);
+                    let mut failed = None;
+                    sorter.release_with(|r, parents| {
+                        split_records += u64::from(r.split != 0);
+                        conn_json(r, parents, &mut text);
+                        conn_log.write_chunk(&mut text, &mut failed);
+                        detector.on_record(r);
+                        if influx.is_some() {
+                            points.push(conn_point(r, parents));
+                        }
+                    });
+                    detector.flush();
+                    detector.take_events(&mut events);
+                    failed.map_or(Ok(()), Err)?;
+                    conn_log.write(&mut text)?;
+                    points.extend(events.iter().filter(|_| influx.is_some()).map(alert_point));
+                    write_alerts(&mut events, &mut alerts_text, &mut alerts_log)?;
+                    if let Some(w) = influx.as_mut() {
+                        if !points.is_empty() {
+                            w.send(std::mem::take(&mut points));
+                        }
+                    }
+                    for r in sorter.take_interim() {
+                        conn_json(&r, &[], &mut text);
+                    }
+                    interim_log.write(&mut text)?;
+                }
+                UpMessage::Eos(acc) => {
+                    info!(processor = %acc.processor, links = acc.links.len(), "processor ended");
+                    members.ended(&acc.processor);
+                    sorter.end(&acc.processor);
+                    traffic.end(&acc.processor);
+                    accounts.insert((acc.processor.clone(), acc.incarnation), acc);
+                }
+            },
+            Some(Inbound::Malformed {
+                reason,
+                error,
+                bytes,
+            }) => {
+                *malformed.entry(reason).or_default() += 1;
+                warn!(%error, bytes, "dropped an undecodable message");
             }
-            Ok(_) | Err(zmq::Error::EINTR) => {}
-            Err(e) => warn!(error = %e, "poll failed"),
+            None => {}
         }
     }
     let mut failed = None;
@@ -248,22 +251,21 @@ pub fn run(
         split_records += u64::from(r.split != 0);
         conn_json(r, parents, &mut text);
         conn_log.write_chunk(&mut text, &mut failed);
-        detector.on_record(r, &mut events);
+        detector.on_record(r);
         if influx.is_some() {
             points.push(conn_point(r, parents));
         }
     });
     failed.map_or(Ok(()), Err)?;
-    detector.finish(&mut events);
+    conn_log.write(&mut text)?;
+    conn_log.flush()?;
+    let detect_stats = detector.finish(&mut events);
     if influx.is_some() {
         traffic.emit(true, &mut points);
         points.extend(events.iter().map(alert_point));
     }
-    conn_log.write(&mut text)?;
-    conn_log.flush()?;
     write_alerts(&mut events, &mut alerts_text, &mut alerts_log)?;
     alerts_log.flush()?;
-    let detect_stats = detector.stats();
     info!(?detect_stats, "detection finished");
     interim_log.flush()?;
     let conn_stats = sorter.stats();

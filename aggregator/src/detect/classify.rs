@@ -1,11 +1,10 @@
 //! What one connection record says about hosts (sans-IO).
 
-use tapflow_proto::conn::ConnRecord;
 use tapflow_proto::key::ip_proto;
 use tapflow_proto::summary::tcp;
 use tapflow_proto::Addr;
 
-use super::DetectConfig;
+use super::{DetectConfig, DetectInput};
 
 /// The record's contribution to detection. Roles: `orig` tried something of `resp`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -25,7 +24,7 @@ pub(super) struct Observation {
     pub allowed: bool,
 }
 
-pub(super) fn observe(r: &ConnRecord, cfg: &DetectConfig) -> Observation {
+pub(super) fn observe(r: &DetectInput, cfg: &DetectConfig) -> Observation {
     let mut o = Observation {
         allowed: cfg
             .allow
@@ -33,8 +32,6 @@ pub(super) fn observe(r: &ConnRecord, cfg: &DetectConfig) -> Observation {
             .any(|(net, len)| r.orig_h.in_net(*net, *len)),
         ..Observation::default()
     };
-    let h = r.history.as_bytes();
-    let has = |c: u8| h.contains(&c);
     match r.proto {
         ip_proto::TCP => {
             let (of, rf) = (r.orig_tcp_flags, r.resp_tcp_flags);
@@ -42,20 +39,19 @@ pub(super) fn observe(r: &ConnRecord, cfg: &DetectConfig) -> Observation {
             // Such a "connection" starts with a response: it is never an attempt.
             if r.orig_pkts == 0 && r.resp_pkts > 0 {
                 o.unsolicited = Some((r.orig_h, r.resp_h));
-            } else if r.resp_pkts == 0 && matches!(h.first(), Some(b'H' | b'R')) {
+            } else if r.resp_pkts == 0 && matches!(r.history_first, b'H' | b'R') {
                 o.unsolicited = Some((r.resp_h, r.orig_h));
             }
-            let answered = has(b'h') || has(b'd') || has(b'a');
             o.failed = o.unsolicited.is_none()
                 && r.orig_pkts > 0
-                && !answered
+                && !r.answered
                 && (r.resp_pkts == 0 || rf & tcp::RST != 0);
             o.stealth = o.unsolicited.is_none()
                 && r.orig_pkts > 0
                 && of & (tcp::ACK | tcp::RST) == 0
                 && (of == 0 || of & tcp::FIN != 0);
             o.syn = of & tcp::SYN != 0 && of & tcp::FIN == 0 && o.unsolicited.is_none();
-            o.unanswered_syn = o.syn && !has(b'h');
+            o.unanswered_syn = o.syn && !r.syn_acked;
         }
         ip_proto::UDP => {
             o.failed = r.orig_pkts > 0 && r.resp_pkts == 0;

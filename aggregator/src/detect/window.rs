@@ -1,14 +1,18 @@
 //! Tumbling windows of event time and what accumulates in them (sans-IO, bounded).
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::BTreeMap;
 use std::hash::Hash;
 
-use tapflow_proto::conn::ConnRecord;
 use tapflow_proto::key::ip_proto;
 use tapflow_proto::Addr;
 
 use super::classify::Observation;
-use super::{DetectConfig, WindowAlerts};
+use super::{DetectConfig, DetectInput, WindowAlerts};
+
+/// Keys here are addresses anyone can forge: seeded per process (unlike FxHash) and several
+/// times faster than the standard SipHash on them.
+type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
+type HashSet<T> = std::collections::HashSet<T, foldhash::fast::RandomState>;
 
 const SECOND: u64 = 1_000_000_000;
 
@@ -41,7 +45,7 @@ impl<T: Hash + Eq> Distinct<T> {
             }
             Distinct::One(_) if cap >= 2 => {
                 if let Distinct::One(x) = std::mem::replace(self, Distinct::Empty) {
-                    *self = Distinct::Many(Box::new(HashSet::from([x, v])));
+                    *self = Distinct::Many(Box::new(HashSet::from_iter([x, v])));
                 }
             }
             _ => return false,
@@ -90,7 +94,33 @@ struct Scans {
 #[derive(Default, Debug)]
 struct Volume {
     /// (victim, kind) -> packets, bytes, distinct sources.
-    to: HashMap<(Addr, &'static str), (f64, f64, Distinct<Addr>)>,
+    to: HashMap<(Addr, Flood), (f64, f64, Distinct<Addr>)>,
+}
+
+/// The volumetric kinds, by the traffic's protocol.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+enum Flood {
+    Udp,
+    Icmp,
+    Other,
+}
+
+impl Flood {
+    fn of(proto: u8) -> Flood {
+        match proto {
+            ip_proto::UDP => Flood::Udp,
+            ip_proto::ICMP | ip_proto::ICMPV6 => Flood::Icmp,
+            _ => Flood::Other,
+        }
+    }
+
+    fn as_str(self) -> &'static str {
+        match self {
+            Flood::Udp => "udp_flood",
+            Flood::Icmp => "icmp_flood",
+            Flood::Other => "volumetric_flood",
+        }
+    }
 }
 
 pub(super) struct Windows {
@@ -123,7 +153,7 @@ impl Windows {
     }
 
     /// Adds a record's observations; false if its window was judged already (late).
-    pub fn add(&mut self, r: &ConnRecord, o: &Observation, cfg: &DetectConfig) -> bool {
+    pub fn add(&mut self, r: &DetectInput, o: &Observation, cfg: &DetectConfig) -> bool {
         let start = r.ts_ns / self.len * self.len;
         let in_time = start >= self.judged_scans;
         if in_time {
@@ -132,7 +162,7 @@ impl Windows {
         in_time & self.add_volume(r, cfg)
     }
 
-    fn add_scans(&mut self, start: u64, r: &ConnRecord, o: &Observation, cfg: &DetectConfig) {
+    fn add_scans(&mut self, start: u64, r: &DetectInput, o: &Observation, cfg: &DetectConfig) {
         let (cap, keys) = (cfg.distinct_cap, cfg.keys_cap);
         let w = self.scans.entry(start).or_default();
         let mut misses = 0;
@@ -197,14 +227,10 @@ impl Windows {
 
     /// Spreads the record's packets over the flood windows it spans; false if part of it fell
     /// in windows judged already.
-    fn add_volume(&mut self, r: &ConnRecord, cfg: &DetectConfig) -> bool {
-        let kind = match r.proto {
-            ip_proto::UDP => "udp_flood",
-            ip_proto::ICMP | ip_proto::ICMPV6 => "icmp_flood",
-            _ => "volumetric_flood",
-        };
+    fn add_volume(&mut self, r: &DetectInput, cfg: &DetectConfig) -> bool {
+        let kind = Flood::of(r.proto);
         let first = r.ts_ns;
-        let last = first.saturating_add(r.duration_ns.unwrap_or(0));
+        let last = r.last_ns();
         let span = (last - first).max(1) as f64;
         let mut all_in_time = true;
         let mut t = first / self.flood_len * self.flood_len;
@@ -298,7 +324,7 @@ fn ip(a: &Addr) -> String {
 
 fn judge_scans(w: &Scans, cfg: &DetectConfig, len: u64) -> WindowAlerts {
     let mut alerts = WindowAlerts::new();
-    let mut scanners: HashSet<(Addr, Addr)> = HashSet::new();
+    let mut scanners: HashSet<(Addr, Addr)> = HashSet::default();
     for ((src, dst), ports) in &w.failed_ports {
         let min = cfg
             .subnet(*src)
@@ -315,7 +341,7 @@ fn judge_scans(w: &Scans, cfg: &DetectConfig, len: u64) -> WindowAlerts {
             );
         }
     }
-    let mut by_src: HashMap<Addr, (u64, u16)> = HashMap::new();
+    let mut by_src: HashMap<Addr, (u64, u16)> = HashMap::default();
     for ((src, _proto, port), hosts) in &w.failed_hosts {
         if hosts.len()
             >= cfg
@@ -324,8 +350,10 @@ fn judge_scans(w: &Scans, cfg: &DetectConfig, len: u64) -> WindowAlerts {
                 .unwrap_or(cfg.address_scan_hosts)
         {
             let e = by_src.entry(*src).or_default();
-            if hosts.len() as u64 > e.0 {
-                *e = (hosts.len() as u64, *port);
+            // Ties go to the lowest port, whatever order the map iterates in.
+            let n = hosts.len() as u64;
+            if n > e.0 || (n == e.0 && *port < e.1) {
+                *e = (n, *port);
             }
         }
     }
@@ -432,7 +460,7 @@ fn judge_volume(w: &Volume, cfg: &DetectConfig, len: u64) -> WindowAlerts {
                 ("packets", pkts.round() as u64),
             ];
             alerts.insert(
-                (*kind, src, ip(victim)),
+                (kind.as_str(), src, ip(victim)),
                 (pkts.round() as u64, evidence.into()),
             );
         }

@@ -1,0 +1,218 @@
+//! Detection on its own thread, fed in release order.
+//!
+//! At the end of a capture the aggregator releases every record still held (hundreds of
+//! thousands at once) while the other core has nothing left to do: here detection runs there,
+//! in parallel with the conn-log lines. Records go over as [`DetectInput`] values (small,
+//! `Copy`: nothing allocated on one thread is freed on the other) in chunks, through one
+//! bounded channel, so detection sees them in exactly the order they are written, and the
+//! alert events come back on another. The detector is the same sans-IO [`Detector`]; what it
+//! decides does not depend on which thread runs it.
+
+use std::sync::mpsc::{self, Receiver, SyncSender};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+
+use tapflow_proto::conn::ConnRecord;
+use tracing::error;
+
+use crate::detect::{AlertEvent, DetectConfig, DetectInput, DetectStats, Detector};
+
+/// Records per chunk: large enough that the channel is not the cost, small enough that the
+/// detection thread starts on a drain long before it ends.
+const CHUNK: usize = 2048;
+/// Chunks in flight: at most `CHUNK * DEPTH` inputs (~100 bytes each) are queued; past that
+/// the releasing thread waits for detection.
+const DEPTH: usize = 32;
+
+pub struct DetectThread {
+    chunk: Vec<DetectInput>,
+    tx: Option<SyncSender<Vec<DetectInput>>>,
+    events: Receiver<Vec<AlertEvent>>,
+    stats: Arc<Mutex<DetectStats>>,
+    handle: Option<JoinHandle<DetectStats>>,
+}
+
+impl DetectThread {
+    pub fn start(cfg: DetectConfig) -> std::io::Result<DetectThread> {
+        let (tx, rx) = mpsc::sync_channel::<Vec<DetectInput>>(DEPTH);
+        let (events_tx, events) = mpsc::channel();
+        let stats = Arc::new(Mutex::new(DetectStats::default()));
+        let shared = Arc::clone(&stats);
+        let handle = std::thread::Builder::new()
+            .name("detect".into())
+            .spawn(move || {
+                let mut detector = Detector::new(cfg);
+                let mut out = Vec::new();
+                for chunk in rx {
+                    for input in &chunk {
+                        detector.on_input(input, &mut out);
+                    }
+                    if let Ok(mut s) = shared.lock() {
+                        *s = detector.stats();
+                    }
+                    if !out.is_empty() && events_tx.send(std::mem::take(&mut out)).is_err() {
+                        break;
+                    }
+                }
+                // The channel closed: end of stream. The windows are freed here too.
+                detector.finish(&mut out);
+                let _ = events_tx.send(out);
+                detector.stats()
+            })?;
+        Ok(DetectThread {
+            chunk: Vec::with_capacity(CHUNK),
+            tx: Some(tx),
+            events,
+            stats,
+            handle: Some(handle),
+        })
+    }
+
+    /// The next record in release order.
+    pub fn on_record(&mut self, r: &ConnRecord) {
+        self.chunk.push(DetectInput::from(r));
+        if self.chunk.len() >= CHUNK {
+            self.flush();
+        }
+    }
+
+    /// Hands over what is queued here (call after each release).
+    pub fn flush(&mut self) {
+        if self.chunk.is_empty() {
+            return;
+        }
+        let chunk = std::mem::replace(&mut self.chunk, Vec::with_capacity(CHUNK));
+        if let Some(tx) = self.tx.as_ref() {
+            if tx.send(chunk).is_err() {
+                error!(
+                    "the detection thread has stopped: records are no longer checked for anomalies"
+                );
+                self.tx = None;
+            }
+        }
+    }
+
+    /// Alert events decided so far, appended to `out` (does not wait).
+    pub fn take_events(&mut self, out: &mut Vec<AlertEvent>) {
+        while let Ok(mut e) = self.events.try_recv() {
+            out.append(&mut e);
+        }
+    }
+
+    /// Counters as of the last chunk detection finished.
+    pub fn stats(&self) -> DetectStats {
+        self.stats.lock().map(|s| s.clone()).unwrap_or_default()
+    }
+
+    /// End of stream: waits for detection to catch up, judges every window and ends every
+    /// episode; appends the events to `out` and returns the final counters.
+    pub fn finish(mut self, out: &mut Vec<AlertEvent>) -> DetectStats {
+        self.flush();
+        self.tx = None;
+        let stats = self.handle.take().map(JoinHandle::join);
+        self.take_events(out);
+        match stats {
+            Some(Ok(stats)) => stats,
+            _ => {
+                error!("the detection thread failed: the alerts of this run are incomplete");
+                self.stats()
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use tapflow_proto::conn::{uid, ConnRecord, ConnState};
+    use tapflow_proto::summary::tcp;
+    use tapflow_proto::{Addr, FiveTuple};
+
+    use super::*;
+
+    /// A scanner's rejected SYNs to many ports, minutes of them, among answered connections.
+    fn records() -> Vec<ConnRecord> {
+        let t0 = 1_700_000_000_000_000_000u64;
+        (0..30_000u64)
+            .map(|i| {
+                let scan = i % 3 == 0;
+                let t = FiveTuple {
+                    proto: 6,
+                    src: Addr::from_v4(if scan {
+                        [203, 0, 113, 9]
+                    } else {
+                        [10, 0, (i >> 8) as u8, i as u8]
+                    }),
+                    dst: Addr::from_v4([198, 51, 100, (i % 7) as u8]),
+                    sport: 40_000 + (i % 20_000) as u16,
+                    dport: if scan { 1 + (i % 1000) as u16 } else { 443 },
+                };
+                let key = t.key(0).0;
+                let ts = t0 + i * 10_000_000;
+                let (state, history, flags) = if scan {
+                    (ConnState::REJ, "Sr", (tcp::SYN, tcp::RST | tcp::ACK))
+                } else {
+                    (ConnState::SF, "ShADadFf", (0x1b, 0x1b))
+                };
+                ConnRecord {
+                    ts_ns: ts,
+                    uid: uid(&key, ts),
+                    orig_h: t.src,
+                    orig_p: t.sport,
+                    resp_h: t.dst,
+                    resp_p: t.dport,
+                    proto: 6,
+                    duration_ns: Some(1_000_000),
+                    orig_bytes: Some(0),
+                    resp_bytes: Some(0),
+                    conn_state: state,
+                    local_orig: None,
+                    local_resp: None,
+                    missed_bytes: 0,
+                    history: history.into(),
+                    orig_pkts: 1,
+                    orig_ip_bytes: 60,
+                    resp_pkts: 1,
+                    resp_ip_bytes: 40,
+                    tunnel_parents: vec![],
+                    community_id: String::new(),
+                    interim: false,
+                    evicted: false,
+                    key,
+                    orig_tcp_flags: flags.0,
+                    resp_tcp_flags: flags.1,
+                    split: 0,
+                }
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_thread_decides_what_the_detector_decides_inline() {
+        let records = records();
+        let mut inline = Detector::new(DetectConfig::default());
+        let mut expected = Vec::new();
+        for r in &records {
+            inline.on_record(r, &mut expected);
+        }
+        inline.finish(&mut expected);
+        assert!(
+            expected.iter().any(|e| e.kind == "port_scan"),
+            "the records hold a port scan: {expected:?}"
+        );
+
+        let mut thread = DetectThread::start(DetectConfig::default()).expect("thread starts");
+        let mut got = Vec::new();
+        for (i, r) in records.iter().enumerate() {
+            thread.on_record(r);
+            // Releases of odd sizes, events taken as they come.
+            if i % 777 == 0 {
+                thread.flush();
+                thread.take_events(&mut got);
+            }
+        }
+        let stats = thread.finish(&mut got);
+        assert_eq!(got, expected);
+        assert_eq!(stats, inline.stats());
+        assert_eq!(stats.records, records.len() as u64);
+    }
+}
