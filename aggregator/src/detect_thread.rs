@@ -27,6 +27,9 @@ const DEPTH: usize = 32;
 pub struct DetectThread {
     chunk: Vec<DetectInput>,
     tx: Option<SyncSender<Vec<DetectInput>>>,
+    /// Chunks the thread is done with, emptied, to be filled again (no fresh allocation, and
+    /// nothing allocated here is freed there).
+    spare: Receiver<Vec<DetectInput>>,
     events: Receiver<Vec<AlertEvent>>,
     stats: Arc<Mutex<DetectStats>>,
     handle: Option<JoinHandle<DetectStats>>,
@@ -36,6 +39,7 @@ impl DetectThread {
     pub fn start(cfg: DetectConfig) -> std::io::Result<DetectThread> {
         let (tx, rx) = mpsc::sync_channel::<Vec<DetectInput>>(DEPTH);
         let (events_tx, events) = mpsc::channel();
+        let (spare_tx, spare) = mpsc::channel();
         let stats = Arc::new(Mutex::new(DetectStats::default()));
         let shared = Arc::clone(&stats);
         let handle = std::thread::Builder::new()
@@ -43,10 +47,12 @@ impl DetectThread {
             .spawn(move || {
                 let mut detector = Detector::new(cfg);
                 let mut out = Vec::new();
-                for chunk in rx {
+                for mut chunk in rx {
                     for input in &chunk {
                         detector.on_input(input, &mut out);
                     }
+                    chunk.clear();
+                    let _ = spare_tx.send(chunk);
                     if let Ok(mut s) = shared.lock() {
                         *s = detector.stats();
                     }
@@ -62,6 +68,7 @@ impl DetectThread {
         Ok(DetectThread {
             chunk: Vec::with_capacity(CHUNK),
             tx: Some(tx),
+            spare,
             events,
             stats,
             handle: Some(handle),
@@ -81,7 +88,11 @@ impl DetectThread {
         if self.chunk.is_empty() {
             return;
         }
-        let chunk = std::mem::replace(&mut self.chunk, Vec::with_capacity(CHUNK));
+        let next = self
+            .spare
+            .try_recv()
+            .unwrap_or_else(|_| Vec::with_capacity(CHUNK));
+        let chunk = std::mem::replace(&mut self.chunk, next);
         if let Some(tx) = self.tx.as_ref() {
             if tx.send(chunk).is_err() {
                 error!(
