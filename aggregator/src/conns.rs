@@ -120,6 +120,11 @@ impl ConnSorter {
 
     /// Like [`ConnSorter::release`], handing each record (and its parents' uids) to `f`.
     pub fn release_with(&mut self, mut f: impl FnMut(&ConnRecord, &[String])) {
+        self.release_owned(|r, parents| f(&r, &parents));
+    }
+
+    /// Like [`ConnSorter::release_with`], handing each record over (to go to another thread).
+    pub fn release_owned(&mut self, mut f: impl FnMut(Box<ConnRecord>, Vec<String>)) {
         let limit = if self.watermarks.len() < self.processors {
             0
         } else {
@@ -148,6 +153,11 @@ impl ConnSorter {
 
     /// Like [`ConnSorter::drain`], handing each record to `f`.
     pub fn drain_with(&mut self, mut f: impl FnMut(&ConnRecord, &[String])) {
+        self.drain_owned(|r, parents| f(&r, &parents));
+    }
+
+    /// Like [`ConnSorter::drain_with`], handing each record over.
+    pub fn drain_owned(&mut self, mut f: impl FnMut(Box<ConnRecord>, Vec<String>)) {
         while let Some((_, r)) = self.pending.pop_first() {
             self.emit(r, &mut f);
         }
@@ -161,7 +171,7 @@ impl ConnSorter {
         self.stats
     }
 
-    fn emit(&mut self, mut r: Box<ConnRecord>, f: &mut impl FnMut(&ConnRecord, &[String])) {
+    fn emit(&mut self, mut r: Box<ConnRecord>, f: &mut impl FnMut(Box<ConnRecord>, Vec<String>)) {
         self.stats.released += 1;
         if r.split != 0 {
             self.pair_split(&mut r);
@@ -171,7 +181,7 @@ impl ConnSorter {
             .iter()
             .map(|k| self.parent_uid(k, r.ts_ns))
             .collect();
-        f(&r, &parents);
+        f(r, parents);
     }
 
     /// Pairs the halves of connections split by a processor-set switch: a `continued` mark

@@ -134,72 +134,12 @@ impl DetectThread {
 
 #[cfg(test)]
 mod tests {
-    use tapflow_proto::conn::{uid, ConnRecord, ConnState};
-    use tapflow_proto::summary::tcp;
-    use tapflow_proto::{Addr, FiveTuple};
-
     use super::*;
-
-    /// A scanner's rejected SYNs to many ports, minutes of them, among answered connections.
-    fn records() -> Vec<ConnRecord> {
-        let t0 = 1_700_000_000_000_000_000u64;
-        (0..30_000u64)
-            .map(|i| {
-                let scan = i % 3 == 0;
-                let t = FiveTuple {
-                    proto: 6,
-                    src: Addr::from_v4(if scan {
-                        [203, 0, 113, 9]
-                    } else {
-                        [10, 0, (i >> 8) as u8, i as u8]
-                    }),
-                    dst: Addr::from_v4([198, 51, 100, (i % 7) as u8]),
-                    sport: 40_000 + (i % 20_000) as u16,
-                    dport: if scan { 1 + (i % 1000) as u16 } else { 443 },
-                };
-                let key = t.key(0).0;
-                let ts = t0 + i * 10_000_000;
-                let (state, history, flags) = if scan {
-                    (ConnState::REJ, "Sr", (tcp::SYN, tcp::RST | tcp::ACK))
-                } else {
-                    (ConnState::SF, "ShADadFf", (0x1b, 0x1b))
-                };
-                ConnRecord {
-                    ts_ns: ts,
-                    uid: uid(&key, ts),
-                    orig_h: t.src,
-                    orig_p: t.sport,
-                    resp_h: t.dst,
-                    resp_p: t.dport,
-                    proto: 6,
-                    duration_ns: Some(1_000_000),
-                    orig_bytes: Some(0),
-                    resp_bytes: Some(0),
-                    conn_state: state,
-                    local_orig: None,
-                    local_resp: None,
-                    missed_bytes: 0,
-                    history: history.into(),
-                    orig_pkts: 1,
-                    orig_ip_bytes: 60,
-                    resp_pkts: 1,
-                    resp_ip_bytes: 40,
-                    tunnel_parents: vec![],
-                    community_id: String::new(),
-                    interim: false,
-                    evicted: false,
-                    key,
-                    orig_tcp_flags: flags.0,
-                    resp_tcp_flags: flags.1,
-                    split: 0,
-                }
-            })
-            .collect()
-    }
+    use crate::testutil::scan_and_sessions;
 
     #[test]
     fn the_thread_decides_what_the_detector_decides_inline() {
-        let records = records();
+        let records = scan_and_sessions(30_000);
         let mut inline = Detector::new(DetectConfig::default());
         let mut expected = Vec::new();
         for r in &records {

@@ -7,15 +7,19 @@
 
 pub mod accounting;
 pub mod config;
+pub mod conn_writer;
 pub mod conns;
 pub mod detect;
 pub mod detect_thread;
 pub mod health;
 pub mod inbox;
 pub mod influx;
+mod logfile;
 pub mod members;
 pub mod points;
 pub mod run;
+#[cfg(test)]
+mod testutil;
 pub mod upstream;
 
 pub use config::{Args, Config};

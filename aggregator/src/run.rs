@@ -1,8 +1,6 @@
 //! The aggregator's edges: a PULL socket bound for processors and the log files.
 
 use std::collections::BTreeMap;
-use std::fs::File;
-use std::io::{BufWriter, Write};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
@@ -12,12 +10,14 @@ use tracing::{error, info, warn};
 
 use crate::accounting::{reconcile_with, table, AccountingReport, SetReport};
 use crate::config::Config;
+use crate::conn_writer::ConnWriter;
 use crate::conns::{conn_json, ConnSorter};
 use crate::detect::AlertEvent;
 use crate::detect_thread::DetectThread;
 use crate::health::HealthWatch;
 use crate::inbox::{Inbound, Inbox};
 use crate::influx::{conn_point, health_point, InfluxError, InfluxWriter, Point};
+use crate::logfile::LogFile;
 use crate::points::{alert_point, TrafficMerge};
 
 #[derive(Debug, thiserror::Error)]
@@ -52,7 +52,7 @@ pub fn run(
     reopen: &AtomicBool,
 ) -> Result<AccountingReport, RunError> {
     let mut health = LogFile::create(config.health_log.as_deref())?;
-    let mut conn_log = LogFile::create(config.conn_log.as_deref())?;
+    let mut conn_log = ConnWriter::start(config.conn_log.as_deref())?;
     let mut interim_log = LogFile::create(config.conn_interim_log.as_deref())?;
     let mut alerts_log = LogFile::create(config.alerts_log.as_deref())?;
     let mut sorter = ConnSorter::new(config.processors, config.conn_cap);
@@ -103,12 +103,8 @@ pub fn run(
     let mut malformed: BTreeMap<&'static str, u64> = BTreeMap::new();
     loop {
         if reopen.swap(false, Ordering::Relaxed) {
-            for log in [
-                &mut conn_log,
-                &mut interim_log,
-                &mut alerts_log,
-                &mut health,
-            ] {
+            conn_log.reopen()?;
+            for log in [&mut interim_log, &mut alerts_log, &mut health] {
                 log.reopen()?;
             }
             info!("SIGHUP: log files reopened");
@@ -201,20 +197,21 @@ pub fn run(
                         traffic.emit(false, &mut points);
                     }
                     sorter.push(batch);
-                    let mut failed = None;
-                    sorter.release_with(|r, parents| {
+                    let mut failed = Ok(());
+                    sorter.release_owned(|r, parents| {
                         split_records += u64::from(r.split != 0);
-                        conn_json(r, parents, &mut text);
-                        conn_log.write_chunk(&mut text, &mut failed);
-                        detector.on_record(r);
+                        detector.on_record(&r);
                         if influx.is_some() {
-                            points.push(conn_point(r, parents));
+                            points.push(conn_point(&r, &parents));
+                        }
+                        if failed.is_ok() {
+                            failed = conn_log.push(r, parents);
                         }
                     });
                     detector.flush();
                     detector.take_events(&mut events);
-                    failed.map_or(Ok(()), Err)?;
-                    conn_log.write(&mut text)?;
+                    failed?;
+                    conn_log.flush()?;
                     points.extend(events.iter().filter(|_| influx.is_some()).map(alert_point));
                     write_alerts(&mut events, &mut alerts_text, &mut alerts_log)?;
                     if let Some(w) = influx.as_mut() {
@@ -246,19 +243,19 @@ pub fn run(
             None => {}
         }
     }
-    let mut failed = None;
-    sorter.drain_with(|r, parents| {
+    let mut failed = Ok(());
+    sorter.drain_owned(|r, parents| {
         split_records += u64::from(r.split != 0);
-        conn_json(r, parents, &mut text);
-        conn_log.write_chunk(&mut text, &mut failed);
-        detector.on_record(r);
+        detector.on_record(&r);
         if influx.is_some() {
-            points.push(conn_point(r, parents));
+            points.push(conn_point(&r, &parents));
+        }
+        if failed.is_ok() {
+            failed = conn_log.push(r, parents);
         }
     });
-    failed.map_or(Ok(()), Err)?;
-    conn_log.write(&mut text)?;
-    conn_log.flush()?;
+    failed?;
+    conn_log.finish()?;
     let detect_stats = detector.finish(&mut events);
     if influx.is_some() {
         traffic.emit(true, &mut points);
@@ -380,83 +377,4 @@ fn write_alerts(
         e.to_json(text);
     }
     log.write(text)
-}
-
-/// An optional JSON-lines file.
-struct LogFile {
-    path: String,
-    w: Option<BufWriter<File>>,
-}
-
-impl LogFile {
-    fn create(path: Option<&std::path::Path>) -> Result<LogFile, RunError> {
-        let Some(p) = path else {
-            return Ok(LogFile {
-                path: String::new(),
-                w: None,
-            });
-        };
-        let path = p.display().to_string();
-        let f = File::create(p).map_err(|source| RunError::Log {
-            path: path.clone(),
-            source,
-        })?;
-        Ok(LogFile {
-            path,
-            w: Some(BufWriter::with_capacity(1 << 16, f)),
-        })
-    }
-
-    /// Flushes, then opens the path again (appending; created if logrotate moved it away).
-    fn reopen(&mut self) -> Result<(), RunError> {
-        if self.w.is_none() {
-            return Ok(());
-        }
-        self.flush()?;
-        let f = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.path)
-            .map_err(|source| RunError::Log {
-                path: self.path.clone(),
-                source,
-            })?;
-        self.w = Some(BufWriter::with_capacity(1 << 16, f));
-        Ok(())
-    }
-
-    /// Appends `text` (whole lines) and clears it.
-    fn write(&mut self, text: &mut String) -> Result<(), RunError> {
-        if let Some(w) = self.w.as_mut() {
-            w.write_all(text.as_bytes())
-                .map_err(|source| RunError::Log {
-                    path: self.path.clone(),
-                    source,
-                })?;
-        }
-        text.clear();
-        Ok(())
-    }
-
-    /// Writes `text` once it has grown past a chunk, so that the records released at the end of
-    /// a capture (hundreds of thousands at once) never pile up in one string; the first error
-    /// goes to `failed` (for callbacks that cannot return one).
-    fn write_chunk(&mut self, text: &mut String, failed: &mut Option<RunError>) {
-        const CHUNK: usize = 1 << 18;
-        if text.len() >= CHUNK && failed.is_none() {
-            if let Err(e) = self.write(text) {
-                *failed = Some(e);
-            }
-        }
-    }
-
-    fn flush(&mut self) -> Result<(), RunError> {
-        if let Some(w) = self.w.as_mut() {
-            w.flush().map_err(|source| RunError::Log {
-                path: self.path.clone(),
-                source,
-            })?;
-        }
-        Ok(())
-    }
 }

@@ -1,0 +1,216 @@
+//! The conn log on its own thread: released records are formatted (Zeek-style JSON lines) and
+//! written there, in the order they are handed over.
+//!
+//! At the end of a capture the main loop releases a few hundred thousand records at once; the
+//! JSON line and its copies were the largest part of that work, on one core while the other
+//! idled. Records go over in chunks through one bounded channel (at most [`DEPTH`] chunks of
+//! [`CHUNK`] records queued: past that the releasing thread waits), so the log's order is the
+//! release order. A write error stops the thread; the main loop gets it back at its next
+//! hand-over or at [`ConnWriter::finish`], as a run error (the log is not silently cut short).
+
+use std::path::Path;
+use std::sync::mpsc::{self, Receiver, SyncSender};
+use std::thread::JoinHandle;
+
+use tapflow_proto::conn::ConnRecord;
+
+use crate::conns::conn_json;
+use crate::logfile::LogFile;
+use crate::run::RunError;
+
+const CHUNK: usize = 1024;
+const DEPTH: usize = 16;
+
+type Released = (Box<ConnRecord>, Vec<String>);
+
+enum Cmd {
+    Records(Vec<Released>),
+    /// SIGHUP: flush and open the path again, after the records handed over before it.
+    Reopen,
+}
+
+pub struct ConnWriter {
+    chunk: Vec<Released>,
+    tx: Option<SyncSender<Cmd>>,
+    /// Emptied chunks back from the thread, to be filled again.
+    spare: Option<Receiver<Vec<Released>>>,
+    handle: Option<JoinHandle<Result<(), RunError>>>,
+}
+
+impl ConnWriter {
+    /// Creates (truncates) the log at `path` and starts its thread; with no path, records are
+    /// dropped as they are handed over.
+    pub fn start(path: Option<&Path>) -> Result<ConnWriter, RunError> {
+        let mut w = ConnWriter {
+            chunk: Vec::new(),
+            tx: None,
+            spare: None,
+            handle: None,
+        };
+        if path.is_none() {
+            return Ok(w);
+        }
+        let mut log = LogFile::create(path)?;
+        let (tx, rx) = mpsc::sync_channel::<Cmd>(DEPTH);
+        let (spare_tx, spare) = mpsc::channel();
+        let handle = std::thread::Builder::new()
+            .name("conn-log".into())
+            .spawn(move || {
+                let mut text = String::with_capacity(1 << 19);
+                let mut failed = None;
+                for cmd in rx {
+                    match cmd {
+                        Cmd::Records(mut records) => {
+                            for (r, parents) in records.drain(..) {
+                                conn_json(&r, &parents, &mut text);
+                                log.write_chunk(&mut text, &mut failed);
+                            }
+                            let _ = spare_tx.send(records);
+                            if let Some(e) = failed.take() {
+                                return Err(e);
+                            }
+                            log.write(&mut text)?;
+                        }
+                        Cmd::Reopen => log.reopen()?,
+                    }
+                }
+                log.write(&mut text)?;
+                log.flush()
+            })
+            .map_err(RunError::Thread)?;
+        w.chunk = Vec::with_capacity(CHUNK);
+        w.tx = Some(tx);
+        w.spare = Some(spare);
+        w.handle = Some(handle);
+        Ok(w)
+    }
+
+    /// The next record in release order.
+    pub fn push(&mut self, r: Box<ConnRecord>, parents: Vec<String>) -> Result<(), RunError> {
+        if self.tx.is_none() {
+            return Ok(());
+        }
+        self.chunk.push((r, parents));
+        if self.chunk.len() >= CHUNK {
+            self.flush()?;
+        }
+        Ok(())
+    }
+
+    /// Hands over what is queued here (call after each release).
+    pub fn flush(&mut self) -> Result<(), RunError> {
+        if self.chunk.is_empty() {
+            return Ok(());
+        }
+        let next = self
+            .spare
+            .as_ref()
+            .and_then(|s| s.try_recv().ok())
+            .unwrap_or_else(|| Vec::with_capacity(CHUNK));
+        let chunk = std::mem::replace(&mut self.chunk, next);
+        self.send(Cmd::Records(chunk))
+    }
+
+    /// Reopens the log (SIGHUP), after every record handed over so far.
+    pub fn reopen(&mut self) -> Result<(), RunError> {
+        self.flush()?;
+        if self.tx.is_none() {
+            return Ok(());
+        }
+        self.send(Cmd::Reopen)
+    }
+
+    /// End of stream: waits until every record is written and the file flushed.
+    pub fn finish(mut self) -> Result<(), RunError> {
+        self.flush()?;
+        self.tx = None;
+        self.join()
+    }
+
+    fn send(&mut self, cmd: Cmd) -> Result<(), RunError> {
+        let Some(tx) = self.tx.as_ref() else {
+            return Ok(());
+        };
+        if tx.send(cmd).is_ok() {
+            return Ok(());
+        }
+        // The thread ended early: a write failed (its error) or it died.
+        self.tx = None;
+        self.join()
+    }
+
+    fn join(&mut self) -> Result<(), RunError> {
+        match self.handle.take().map(JoinHandle::join) {
+            None | Some(Ok(Ok(()))) => Ok(()),
+            Some(Ok(Err(e))) => Err(e),
+            Some(Err(_)) => Err(RunError::Thread(std::io::Error::other(
+                "the conn-log thread failed",
+            ))),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testutil::scan_and_sessions;
+
+    #[test]
+    fn writes_the_lines_conn_json_makes_in_the_order_handed_over_and_reopens_between() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("conn.jsonl");
+        let records = scan_and_sessions(5_000);
+        let mut expected = String::new();
+        let mut w = ConnWriter::start(Some(&path)).expect("starts");
+        for (i, r) in records.iter().enumerate() {
+            let parents = if i % 1000 == 7 {
+                vec![format!("Cparent{i}")]
+            } else {
+                vec![]
+            };
+            conn_json(r, &parents, &mut expected);
+            w.push(Box::new(r.clone()), parents).expect("push");
+            if i == 2_999 {
+                // As logrotate does: the file is moved away, then SIGHUP.
+                w.flush().expect("flush");
+                w.reopen().expect("reopen");
+                std::fs::rename(&path, dir.path().join("conn.jsonl.1")).expect("rename");
+            }
+        }
+        w.finish().expect("finish");
+        let rotated = std::fs::read_to_string(dir.path().join("conn.jsonl.1")).expect("rotated");
+        let current = std::fs::read_to_string(&path).expect("current");
+        assert_eq!(
+            rotated.lines().count() + current.lines().count(),
+            records.len()
+        );
+        assert_eq!(format!("{rotated}{current}"), expected);
+    }
+
+    #[test]
+    fn a_write_error_comes_back_to_the_caller() {
+        // Writes to /dev/full fail with ENOSPC.
+        let mut w = ConnWriter::start(Some(Path::new("/dev/full"))).expect("opens");
+        let mut result = Ok(());
+        for r in scan_and_sessions(20_000) {
+            result = w.push(Box::new(r), vec![]);
+            if result.is_err() {
+                break;
+            }
+        }
+        let end = result.and_then(|()| w.finish());
+        assert!(
+            matches!(end, Err(RunError::Log { ref path, .. }) if path == "/dev/full"),
+            "{end:?}"
+        );
+    }
+
+    #[test]
+    fn without_a_path_nothing_is_written_and_nothing_fails() {
+        let mut w = ConnWriter::start(None).expect("starts");
+        for r in scan_and_sessions(3_000) {
+            w.push(Box::new(r), vec![]).expect("push");
+        }
+        w.finish().expect("finish");
+    }
+}
