@@ -320,3 +320,52 @@ fn batches_split_by_bytes_and_tiny_batches_still_reconcile() {
         println!("{extra:?}: {row}");
     }
 }
+
+/// A processor sends at most 2048 records per message; here each ends the capture with thousands
+/// of flows still open, so its end-of-stream records go in several messages, only the last with
+/// the final watermark. The conn log must still hold every record once, and be the same, byte for
+/// byte, with 1 and 2 processors (the aggregator's order does not depend on how they arrived).
+#[test]
+fn a_table_flushed_in_many_messages_is_written_whole_and_in_the_same_order() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let pcap = tapflow_integration_tests::cluster::generate(dir.path(), 60_000, 12_000);
+    let mut logs = Vec::new();
+    for n in [1, 2] {
+        let run = one_collector(&pcap, n, &[]);
+        println!("{}", check_run("generated", n, &run, Some(60_000)));
+        let report = run.report.as_ref().unwrap_or_else(|| panic!("no report"));
+        let sent: Vec<u64> = report["processors"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|p| u(&p["counters"], "records_sent"))
+            .collect();
+        assert!(
+            sent.iter().all(|&s| s > 2 * 2048),
+            "n={n}: each processor should end with more records than two messages hold: {sent:?}"
+        );
+        let lines = run.conn_log.lines().count() as u64;
+        assert_eq!(
+            lines,
+            sent.iter().sum::<u64>(),
+            "n={n}: records in the conn log"
+        );
+        assert_eq!(u(&report["conns"], "released"), lines, "n={n}");
+        let uids: std::collections::BTreeSet<&str> = run
+            .conn_log
+            .lines()
+            .map(|l| {
+                l.split("\"uid\":\"")
+                    .nth(1)
+                    .and_then(|r| r.split('"').next())
+                    .unwrap_or("")
+            })
+            .collect();
+        assert_eq!(uids.len() as u64, lines, "n={n}: a uid written twice");
+        logs.push(run.conn_log.clone());
+    }
+    assert!(
+        logs[0] == logs[1],
+        "the conn log differs between 1 and 2 processors"
+    );
+}

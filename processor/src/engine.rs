@@ -350,15 +350,42 @@ impl Engine {
             .unwrap_or(0)
     }
 
+    /// Sends the records waiting, in messages of at most [`RECORDS_PER_MESSAGE`], each as soon
+    /// as it is encoded. (A sweep or the end of stream can end a whole table's worth at once: in
+    /// one message that could pass the wire's size limit, and the aggregator waited for all of
+    /// it, then decoded all of it, before ordering any.) Only the last message carries the
+    /// watermark and the traffic partials; the ones before it carry watermark 0, which the
+    /// aggregator's running maximum ignores: the new watermark early would let it release
+    /// records that sort after some still on their way. Tunnel outer announcements go with the
+    /// first, before any record that names them.
     pub(crate) fn send_conns(&mut self, push: &zmq::Socket, buf: &mut Vec<u8>, flags: i32) {
+        let mut rest = std::mem::take(&mut self.records).into_iter();
+        while rest.len() > RECORDS_PER_MESSAGE {
+            let chunk: Vec<ConnRecord> = rest.by_ref().take(RECORDS_PER_MESSAGE).collect();
+            self.send_batch(push, buf, flags, chunk, 0, Vec::new());
+        }
+        let watermark_ns = self.watermark_ns();
+        let traffic = self.finished_traffic();
+        self.send_batch(push, buf, flags, rest.collect(), watermark_ns, traffic);
+    }
+
+    fn send_batch(
+        &mut self,
+        push: &zmq::Socket,
+        buf: &mut Vec<u8>,
+        flags: i32,
+        records: Vec<ConnRecord>,
+        watermark_ns: u64,
+        traffic: Vec<TrafficPartial>,
+    ) {
         let batch = ConnBatch {
             processor: self.name.clone(),
             incarnation: self.incarnation,
-            watermark_ns: self.watermark_ns(),
+            watermark_ns,
             settle_ns: self.settle_ns,
-            records: std::mem::take(&mut self.records),
+            records,
             tunnel_outers: std::mem::take(&mut self.tunnel_outers),
-            traffic: self.finished_traffic(),
+            traffic,
             records_seq: self.records_sent + self.records_unsent,
         };
         let n = batch.records.len() as u64;
