@@ -5,21 +5,22 @@
 //! records (MessagePack, a few allocations each) was a third of the main loop's time, on one
 //! core while the other idled. Here it overlaps with ordering, the conn log and detection.
 //! The channel holds at most [`DEPTH`] messages: when the main loop falls behind, this thread
-//! waits, ZeroMQ's queue fills and the processors are held back, as before.
+//! waits, ZeroMQ's queue fills and the processors are held back, as before. Dropping the inbox
+//! stops the thread at once: it waits on the PULL socket and on an in-process stop socket
+//! together, never on a timeout.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender};
-use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
 use tapflow_proto::upstream::UpMessage;
 use tracing::warn;
 
+use crate::run::RunError;
+
 /// Decoded messages waiting for the main loop.
 const DEPTH: usize = 8;
-/// How often the thread looks at its stop flag while nothing arrives.
-const POLL_MS: i64 = 100;
 
 /// What the socket delivered.
 pub enum Inbound {
@@ -34,19 +35,34 @@ pub enum Inbound {
 
 pub struct Inbox {
     rx: Option<Receiver<Inbound>>,
-    stop: Arc<AtomicBool>,
+    /// This end of the stop socket pair: a message on it ends the thread.
+    stop: zmq::Socket,
     handle: Option<JoinHandle<()>>,
 }
 
 impl Inbox {
-    /// Takes over `pull` (bound and configured) until the inbox is dropped.
-    pub fn start(pull: zmq::Socket) -> std::io::Result<Inbox> {
+    /// Takes over `pull` (bound and configured, from `ctx`) until the inbox is dropped.
+    pub fn start(ctx: &zmq::Context, pull: zmq::Socket) -> Result<Inbox, RunError> {
+        static INBOXES: AtomicU64 = AtomicU64::new(0);
+        let endpoint = format!(
+            "inproc://tapflow-inbox-stop-{}",
+            INBOXES.fetch_add(1, Ordering::Relaxed)
+        );
+        let socket_err = |source| RunError::Socket {
+            what: "set up",
+            endpoint: endpoint.clone(),
+            source,
+        };
+        let stopped = ctx.socket(zmq::PAIR).map_err(socket_err)?;
+        stopped.bind(&endpoint).map_err(socket_err)?;
+        let stop = ctx.socket(zmq::PAIR).map_err(socket_err)?;
+        stop.set_linger(0).map_err(socket_err)?;
+        stop.connect(&endpoint).map_err(socket_err)?;
         let (tx, rx) = mpsc::sync_channel(DEPTH);
-        let stop = Arc::new(AtomicBool::new(false));
-        let stopped = Arc::clone(&stop);
         let handle = std::thread::Builder::new()
             .name("inbox".into())
-            .spawn(move || receive(&pull, &tx, &stopped))?;
+            .spawn(move || receive(&pull, &stopped, &tx))
+            .map_err(RunError::Thread)?;
         Ok(Inbox {
             rx: Some(rx),
             stop,
@@ -70,7 +86,9 @@ impl Inbox {
 
 impl Drop for Inbox {
     fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
+        if self.stop.send("", 0).is_err() {
+            warn!("could not signal the inbox thread to stop");
+        }
         // A thread blocked handing over a message fails its send and ends.
         self.rx = None;
         if let Some(h) = self.handle.take() {
@@ -79,16 +97,26 @@ impl Drop for Inbox {
     }
 }
 
-fn receive(pull: &zmq::Socket, tx: &SyncSender<Inbound>, stop: &AtomicBool) {
-    while !stop.load(Ordering::Relaxed) {
-        match pull.poll(zmq::POLLIN, POLL_MS) {
-            Ok(n) if n > 0 => {}
-            Ok(_) | Err(zmq::Error::EINTR) => continue,
+fn receive(pull: &zmq::Socket, stopped: &zmq::Socket, tx: &SyncSender<Inbound>) {
+    loop {
+        let mut items = [
+            pull.as_poll_item(zmq::POLLIN),
+            stopped.as_poll_item(zmq::POLLIN),
+        ];
+        match zmq::poll(&mut items, -1) {
+            Ok(_) => {}
+            Err(zmq::Error::EINTR) => continue,
             Err(e) => {
                 warn!(error = %e, "poll failed");
-                std::thread::sleep(Duration::from_millis(POLL_MS as u64));
+                std::thread::sleep(Duration::from_millis(100));
                 continue;
             }
+        }
+        if items[1].is_readable() {
+            return;
+        }
+        if !items[0].is_readable() {
+            continue;
         }
         let msg = match pull.recv_msg(0) {
             Ok(m) => m,

@@ -89,7 +89,7 @@ pub fn run(
     let auth = tapflow_runtime::curve::secure_server(&ctx, &pull, &config.security, &config.listen)
         .map_err(sock_err("set up CURVE for"))?;
     pull.bind(&config.listen).map_err(sock_err("bind"))?;
-    let inbox = Inbox::start(pull).map_err(RunError::Thread)?;
+    let inbox = Inbox::start(&ctx, pull)?;
     info!(listen = %config.listen, processors = config.processors, "aggregator started");
 
     let mut accounts: BTreeMap<(String, u64), ProcessorAccount> = BTreeMap::new();

@@ -1,0 +1,100 @@
+#!/usr/bin/env bash
+# A/B of two builds on the same machine state: the pipeline (collector -> N processors ->
+# aggregator writing a conn log, plain links on loopback) over one capture, alternately with the
+# binaries of directory A and directory B, run after run, so noise hits both alike.
+#
+# Usage: bench/ab.sh --capture F --a DIR --b DIR [--runs 6] [--processors 2]
+#
+#   DIR holds tapflow-collector, tapflow-processor and tapflow-aggregator (copy or symlink the
+#   ones not under test from the same build, so that only one stage differs).
+#
+# Prints, per run: seconds from the collector's start to its exit, to the last processor's
+# exit and to the aggregator's exit; the tail (last processor's exit to the aggregator's); the
+# aggregator's CPU seconds and peak RSS (KiB). Then the median of each, per side.
+set -euo pipefail
+
+RUNS=6
+N=2
+CAPTURE=
+A=
+B=
+die() { echo "ab.sh: $*" >&2; exit 2; }
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --capture) CAPTURE=${2:?}; shift 2 ;;
+        --a) A=${2:?}; shift 2 ;;
+        --b) B=${2:?}; shift 2 ;;
+        --runs) RUNS=${2:?}; shift 2 ;;
+        --processors) N=${2:?}; shift 2 ;;
+        -h|--help) sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        *) die "unknown argument: $1 (see --help)" ;;
+    esac
+done
+[ -f "$CAPTURE" ] || die "--capture: no such file: $CAPTURE"
+for d in "$A" "$B"; do
+    for b in tapflow-collector tapflow-processor tapflow-aggregator; do
+        [ -x "$d/$b" ] || die "$d/$b is missing (--a and --b name directories of binaries)"
+    done
+done
+[[ "$RUNS" =~ ^[1-9][0-9]*$ && "$N" =~ ^[1-9][0-9]*$ ]] || die "--runs and --processors: positive numbers"
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+now() { date +%s.%N; }
+
+# One run with the binaries of $1; prints "coll procs agg tail agg_cpu agg_rss".
+one() {
+    local bin=$1 d pa i p t0 tc ta tp=0 e procs=() pids=()
+    d=$(mktemp -d /tmp/tapflow-ab.XXXXXX)
+    pa=$(free_port)
+    /usr/bin/time -f "%U %S %M" -o "$d/agg.time" "$bin/tapflow-aggregator" --plain \
+        --listen "tcp://127.0.0.1:$pa" --processors "$N" --exit-on-eos \
+        --health-log "$d/health.jsonl" --conn-log "$d/conn.jsonl" 2>"$d/aggregator.log" &
+    local agg=$!
+    for ((i = 0; i < N; i++)); do
+        p=$(free_port)
+        ( "$bin/tapflow-processor" --plain --listen "tcp://127.0.0.1:$p" \
+            --aggregator "tcp://127.0.0.1:$pa" --collectors 1 --exit-on-eos 2>"$d/processor$i.log"
+          now >"$d/processor$i.end" ) &
+        pids+=($!)
+        procs+=(--processor "tcp://127.0.0.1:$p")
+    done
+    sleep 0.5
+    t0=$(now)
+    "$bin/tapflow-collector" --plain --pcap "$CAPTURE" "${procs[@]}" 2>"$d/collector.log" \
+        || die "collector failed: $(tail -n 3 "$d/collector.log")"
+    tc=$(now)
+    wait "$agg" || die "aggregator failed: $(tail -n 3 "$d/aggregator.log")"
+    ta=$(now)
+    wait "${pids[@]}"
+    for ((i = 0; i < N; i++)); do
+        e=$(cat "$d/processor$i.end")
+        tp=$(awk -v a="$tp" -v b="$e" 'BEGIN { print (b > a) ? b : a }')
+    done
+    read -r user sys rss <"$d/agg.time"
+    awk -v t0="$t0" -v tc="$tc" -v tp="$tp" -v ta="$ta" -v u="$user" -v s="$sys" -v m="$rss" \
+        'BEGIN { printf "%.3f %.3f %.3f %.3f %.2f %d\n", tc - t0, tp - t0, ta - t0, ta - tp, u + s, m }'
+    rm -rf "$d"
+}
+
+median() { sort -n | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
+
+OUT=$(mktemp /tmp/tapflow-ab.XXXXXX)
+trap 'rm -f "$OUT"' EXIT
+printf '%-4s %4s %8s %8s %8s %8s %8s %10s\n' side run coll procs agg tail agg_cpu agg_rss_kb
+for ((r = 1; r <= RUNS; r++)); do
+    for side in A B; do
+        dir=$A; [ "$side" = B ] && dir=$B
+        line=$(one "$dir")
+        echo "$side $line" >>"$OUT"
+        # shellcheck disable=SC2086
+        printf '%-4s %4d %8s %8s %8s %8s %8s %10s\n' "$side" "$r" $line
+    done
+done
+echo "medians of $RUNS runs:"
+for side in A B; do
+    printf '%-4s %4s' "$side" ""
+    for col in 2 3 4 5 6 7; do
+        printf ' %8s' "$(awk -v s="$side" -v c="$col" '$1 == s { print $c }' "$OUT" | median)"
+    done
+    echo
+done
