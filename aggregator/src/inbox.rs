@@ -86,11 +86,13 @@ impl Inbox {
 
 impl Drop for Inbox {
     fn drop(&mut self) {
-        if self.stop.send("", 0).is_err() {
-            warn!("could not signal the inbox thread to stop");
-        }
         // A thread blocked handing over a message fails its send and ends.
         self.rx = None;
+        if let Err(e) = self.stop.send("", 0) {
+            // Not joined then (it would never end): it ends when the context terminates.
+            warn!(error = %e, "could not signal the inbox thread to stop");
+            return;
+        }
         if let Some(h) = self.handle.take() {
             let _ = h.join();
         }
@@ -106,6 +108,8 @@ fn receive(pull: &zmq::Socket, stopped: &zmq::Socket, tx: &SyncSender<Inbound>) 
         match zmq::poll(&mut items, -1) {
             Ok(_) => {}
             Err(zmq::Error::EINTR) => continue,
+            // The context is being terminated: nothing more will come.
+            Err(zmq::Error::ETERM) => return,
             Err(e) => {
                 warn!(error = %e, "poll failed");
                 std::thread::sleep(Duration::from_millis(100));
