@@ -1,4 +1,4 @@
-//! The second signal: a collector whose flush waits on an unreachable processor keeps waiting
+//! The second signal: a collector whose flush waits on an unresponsive processor keeps waiting
 //! after the first SIGINT or SIGTERM (a graceful stop), and exits at once with 130 on the
 //! second (README, exit codes).
 
@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use tapflow_integration_tests::craft::{Ipv4, PcapWriter};
 use tapflow_integration_tests::faults::signal;
-use tapflow_integration_tests::{bin, endpoint, free_port, Proc};
+use tapflow_integration_tests::{bin, endpoint, Proc};
 
 /// A few UDP datagrams: something to flush.
 fn small_capture(path: &Path) {
@@ -23,8 +23,10 @@ fn second_signal_exits_130(first: &str, second: &str) {
     let dir = tempfile::tempdir().expect("creating a temporary directory");
     let pcap = dir.path().join("small.pcap");
     small_capture(&pcap);
-    // Nothing listens there: the flush at exit waits for it (linger 30 s by default).
-    let nobody = endpoint(free_port());
+    // A port held by this test that accepts no ZMTP greeting: the flush at exit waits for it
+    // (linger 30 s by default). Held, so that no other process can take it meanwhile.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").expect("binding a loopback port");
+    let nobody = endpoint(silent.local_addr().expect("its address").port());
     let args: Vec<String> = [
         "--plain",
         "--pcap",
@@ -50,9 +52,12 @@ fn second_signal_exits_130(first: &str, second: &str) {
     }
     signal(c.child.id(), first);
     std::thread::sleep(Duration::from_millis(1500));
+    let early = c.child.try_wait().expect("polling the collector");
     assert!(
-        c.child.try_wait().expect("polling the collector").is_none(),
-        "the first {first} is a graceful stop: still flushing to the unreachable processor"
+        early.is_none(),
+        "the first {first} is a graceful stop: still flushing to the unreachable processor; \
+         it exited {early:?}:\n{}",
+        c.stderr()
     );
     let sent = Instant::now();
     signal(c.child.id(), second);
