@@ -32,12 +32,19 @@ fn u(v: &Value) -> u64 {
     v.as_u64().unwrap_or_default()
 }
 
-#[test]
-fn a_stopped_processor_gives_queue_full_drops_that_reconcile_and_a_drop_rate_alert() {
+/// Packets fed to the collector, and in how many slices (one every 12 ms): 250 packets a
+/// slice, about 8 batches per link, which a 32-batch queue absorbs while its processor reads.
+const PACKETS: u64 = 60_000;
+const SLICES: usize = 240;
+
+/// Collector (`--slow-policy drop`, a 32-batch queue) -> 2 processors -> aggregator over
+/// `PACKETS` UDP datagrams fed through a FIFO in slices, with processor 1 stopped (SIGSTOP)
+/// before anything is sent and continued once the collector has read everything, when `stop`.
+fn overload_run(stop: bool) -> tapflow_integration_tests::PipelineRun {
     let dir = tempfile::tempdir().expect("creating a temporary directory");
     let pcap = dir.path().join("udp.pcap");
-    // 60 s of packet time at 3,333 packets/s: no flood.
-    udp_capture(&pcap, 200_000, 1000, 60);
+    // 60 s of packet time at 1,000 packets/s: no flood.
+    udp_capture(&pcap, PACKETS, 1000, 60);
     let capture = read_pcap(&pcap);
     let fifo = dir.path().join("tap.fifo");
     mkfifo(&fifo);
@@ -48,7 +55,7 @@ fn a_stopped_processor_gives_queue_full_drops_that_reconcile_and_a_drop_rate_ale
             "--slow-policy",
             "drop",
             "--queue-batches",
-            "1",
+            "32",
             "--batch-size",
             "16",
             "--heartbeat-ms",
@@ -61,32 +68,52 @@ fn a_stopped_processor_gives_queue_full_drops_that_reconcile_and_a_drop_rate_ale
     let running = start_pipeline_opts(&[collector], 2, &["--heartbeat-ms", "100"], &[]);
     // Processor 1 stops reading before the collector has anything to send.
     let stopped = running.processors[1].child.id();
-    signal(stopped, "STOP");
+    if stop {
+        signal(stopped, "STOP");
+    }
     let deadline = Instant::now() + Duration::from_secs(60);
     let mut f = open_fifo_for_writing(&fifo, deadline);
     write_all(&mut f, &capture.header, deadline);
-    // In 20 slices over 2 s, so that heartbeats see the losses as they climb.
-    for slice in capture.records.chunks(capture.records.len() / 20) {
+    // In slices over 3 s, so that heartbeats see the losses as they climb.
+    for slice in capture.records.chunks(capture.records.len() / SLICES) {
         let bytes: Vec<u8> = slice
             .iter()
             .flat_map(|(_, rec)| rec.iter().copied())
             .collect();
         write_all(&mut f, &bytes, deadline);
-        std::thread::sleep(Duration::from_millis(100));
+        std::thread::sleep(Duration::from_millis(12));
     }
     drop(f);
-    // The collector has read it all and waits (linger) for the stopped processor.
-    std::thread::sleep(Duration::from_secs(1));
-    signal(stopped, "CONT");
-    let run = running.wait(Duration::from_secs(60));
+    if stop {
+        // The collector has read it all and waits (linger) for the stopped processor.
+        std::thread::sleep(Duration::from_secs(1));
+        signal(stopped, "CONT");
+    }
+    running.wait(Duration::from_secs(60))
+}
+
+#[test]
+fn a_stopped_processor_gives_queue_full_drops_that_reconcile_and_a_drop_rate_alert() {
+    // The control: with both processors reading, the same run drops nothing.
+    let control = overload_run(false);
+    assert!(control.all_exited(), "{}", control.aggregator.1);
+    let report = control.report.as_ref().expect("an accounting report");
+    let c = &report["collectors"][0];
+    assert_eq!(u(&c["drops"]["queue_full"]), 0, "{c:#}");
+    assert_eq!(control.alerts_log, "", "no drop_rate");
+    assert_eq!(report["complete"], true, "{report:#}");
+    let share0 = u(&c["links"][0]["sent"]);
+    assert!(share0 > 0 && share0 < PACKETS, "{c:#}");
+
+    let run = overload_run(true);
     assert!(run.all_exited(), "{}", run.aggregator.1);
     assert_eq!(run.collectors[0].0, Some(0), "{}", run.collectors[0].1);
     assert_eq!(run.aggregator.0, Some(0), "{}", run.aggregator.1);
 
     let report = run.report.as_ref().expect("an accounting report");
     let c = &report["collectors"][0];
-    assert_eq!(u(&c["packets_read"]), 200_000, "{c:#}");
-    assert_eq!(u(&c["packets_summarised"]), 200_000, "{c:#}");
+    assert_eq!(u(&c["packets_read"]), PACKETS, "{c:#}");
+    assert_eq!(u(&c["packets_summarised"]), PACKETS, "{c:#}");
     let queue_full = u(&c["drops"]["queue_full"]);
     assert!(
         queue_full > 0,
@@ -100,6 +127,9 @@ fn a_stopped_processor_gives_queue_full_drops_that_reconcile_and_a_drop_rate_ale
         sent + queue_full,
         "summaries = Σ sent + queue_full: {c:#}"
     );
+    // Every loss is on the stopped processor's link: the running one got its whole share.
+    assert_eq!(u(&links[0]["sent"]), share0, "{c:#}");
+    assert_eq!(u(&links[1]["sent"]) + queue_full, PACKETS - share0, "{c:#}");
     for l in links {
         assert_eq!(u(&l["sent"]), u(&l["received"]) + u(&l["gaps"]), "{l:#}");
         assert_eq!(u(&l["gaps"]), 0, "what was sent arrived: {l:#}");
@@ -148,8 +178,9 @@ fn a_stopped_processor_gives_queue_full_drops_that_reconcile_and_a_drop_rate_ale
         run.alerts_log
     );
     println!(
-        "queue_full {queue_full} of {} summaries; {}",
+        "queue_full {queue_full} of {} summaries; links {}; {}",
         u(&c["summaries"]),
+        serde_json::to_string(links).unwrap_or_default(),
         run.alerts_log
     );
 }
