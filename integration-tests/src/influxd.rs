@@ -420,3 +420,39 @@ fn unescape(s: &str) -> String {
     }
     String::from_utf8_lossy(&out).into_owned()
 }
+
+impl Influxd {
+    /// Turns on `auth-enabled` in its `[http]` section, restarts it, and creates `user` as an
+    /// admin with `password` (InfluxDB 1.x lets the first admin be created without
+    /// credentials; every other query and write then needs them; `/ping` does not).
+    pub fn enable_auth(&mut self, user: &str, password: &str) {
+        let text = std::fs::read_to_string(&self.config).expect("reading influxdb.conf");
+        let text = text.replacen(
+            "[http]\n  enabled = true\n",
+            "[http]\n  enabled = true\n  auth-enabled = true\n",
+            1,
+        );
+        assert!(text.contains("auth-enabled = true"), "{text}");
+        std::fs::write(&self.config, text).expect("writing influxdb.conf");
+        self.restart();
+        let q = format!("CREATE USER \"{user}\" WITH PASSWORD '{password}' WITH ALL PRIVILEGES");
+        let v = self.query_as(None, "", &q);
+        assert!(v["results"][0]["error"].is_null(), "{q}: {v}");
+    }
+
+    /// As [`Influxd::query`], with `user` and `password` (InfluxDB 1.x's `u` and `p`
+    /// parameters) when given.
+    pub fn query_as(&self, credentials: Option<(&str, &str)>, db: &str, q: &str) -> Value {
+        let mut req = self
+            .agent
+            .post(format!("{}/query", self.url()))
+            .query("db", db)
+            .query("q", q);
+        if let Some((u, p)) = credentials {
+            req = req.query("u", u).query("p", p);
+        }
+        let mut resp = req.send_empty().expect("querying influxd");
+        let text = resp.body_mut().read_to_string().unwrap_or_default();
+        serde_json::from_str(&text).expect("parsing influxd's answer")
+    }
+}

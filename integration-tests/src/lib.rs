@@ -7,6 +7,7 @@
 #![forbid(unsafe_code)]
 
 pub mod cluster;
+pub mod craft;
 pub mod fifo;
 
 use std::net::TcpListener;
