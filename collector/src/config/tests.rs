@@ -16,7 +16,7 @@ fn check(argv: &[&str], file: &str, expected: Result<(), &[&str]>) {
     let args =
         Args::try_parse_from(std::iter::once("tapflow-collector").chain(argv.iter().copied()))
             .unwrap_or_else(|e| panic!("{e}"));
-    let file: FileConfig = toml::from_str(file).unwrap_or_else(|e| panic!("{e}"));
+    let file: Options = toml::from_str(file).expect("parsing the config file");
     match (Config::merge(args, file), expected) {
         (Ok(_), Ok(())) => {}
         (Err(ConfigError(got)), Err(want)) => {
@@ -97,14 +97,14 @@ fn check_resolved(argv: &[&str], file: &str, want: &[&str]) {
         Args::try_parse_from(std::iter::once("c").chain(argv.iter().copied()))
             .unwrap_or_else(|e| panic!("{e}"))
     };
-    let file: FileConfig = toml::from_str(file).unwrap_or_else(|e| panic!("{e}"));
+    let file: Options = toml::from_str(file).expect("parsing the config file");
     let text = Config::merge(parse(argv), file)
         .unwrap_or_else(|e| panic!("{e}"))
         .resolved();
     for w in want {
         assert!(text.lines().any(|l| l == *w), "missing {w:?} in\n{text}");
     }
-    let again: FileConfig = toml::from_str(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
+    let again: Options = toml::from_str(&text).expect("parsing the resolved configuration");
     let again = Config::merge(parse(&[]), again).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(again.resolved(), text);
 }
@@ -163,8 +163,7 @@ fn flags_win_over_file_and_policy_follows_source() {
         "7",
     ])
     .unwrap_or_else(|e| panic!("{e}"));
-    let file: FileConfig =
-        toml::from_str("epoch = 3\nbatch_size = 8").unwrap_or_else(|e| panic!("{e}"));
+    let file: Options = toml::from_str("epoch = 3\nbatch_size = 8").expect("parsing the file");
     let c = Config::merge(args, file).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(
         (c.epoch, c.batch_size, c.slow_policy),
@@ -192,7 +191,7 @@ fn a_processor_set_gives_the_links_and_excludes_processor_flags() {
         "--plain",
     ])
     .unwrap_or_else(|e| panic!("{e}"));
-    let config = Config::merge(args, FileConfig::default()).unwrap_or_else(|e| panic!("{e:?}"));
+    let config = Config::merge(args, Options::default()).expect("a valid processor set");
     // Links to every member of any epoch, in id order.
     assert_eq!(
         config.processors,
