@@ -12,22 +12,7 @@ impl Config {
     /// `--config`, it gives the same configuration.
     pub fn resolved(&self) -> String {
         let mut out = String::new();
-        match &self.source {
-            SourceSpec::File(p) => kv(&mut out, "pcap", toml_str(&p.to_string_lossy())),
-            SourceSpec::Live(l) => {
-                kv(&mut out, "interface", toml_str(&l.interface));
-                kv(&mut out, "snaplen", l.snaplen);
-                kv(&mut out, "buffer_mb", l.buffer_bytes >> 20);
-                kv(&mut out, "promisc", l.promisc);
-                kv(&mut out, "immediate", l.immediate);
-                match l.retry_for {
-                    Some(d) => kv(&mut out, "interface_retry_s", d.as_secs()),
-                    None => out.push_str(
-                        "# interface_retry_s: none (reopen a failed interface until stopped)\n",
-                    ),
-                }
-            }
-        }
+        source(&mut out, &self.source);
         match &self.processor_set {
             Some((path, set)) => tapflow_runtime::toml_processor_set(&mut out, path, set),
             None => {
@@ -83,5 +68,25 @@ impl Config {
         }
         out.push_str(&self.security.resolved());
         out
+    }
+}
+
+/// The packet source and, for live capture, its settings.
+fn source(out: &mut String, source: &SourceSpec) {
+    match source {
+        SourceSpec::File(p) => kv(out, "pcap", toml_str(&p.to_string_lossy())),
+        SourceSpec::Live(l) => {
+            kv(out, "interface", toml_str(&l.interface));
+            kv(out, "snaplen", l.snaplen);
+            kv(out, "buffer_mb", l.buffer_bytes >> 20);
+            kv(out, "promisc", l.promisc);
+            kv(out, "immediate", l.immediate);
+            match l.retry_for {
+                Some(d) => kv(out, "interface_retry_s", d.as_secs()),
+                None => out.push_str(
+                    "# interface_retry_s: none (reopen a failed interface until stopped)\n",
+                ),
+            }
+        }
     }
 }

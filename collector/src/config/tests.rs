@@ -241,3 +241,49 @@ fn a_processor_set_gives_the_links_and_excludes_processor_flags() {
         Err(&["processor 1 is a member but has no endpoint"]),
     );
 }
+
+/// The live settings [`Config::merge`] gives for `argv` over `file`.
+fn live(argv: &[&str], file: &str) -> LiveSpec {
+    let base = [
+        "c",
+        "--interface",
+        "lo",
+        "--processor",
+        "tcp://127.0.0.1:1",
+        "--plain",
+    ];
+    let args = Args::try_parse_from(base.iter().chain(argv).copied()).expect("parsing the flags");
+    let file: Options = toml::from_str(file).expect("parsing the file");
+    match Config::merge(args, file)
+        .expect("a valid configuration")
+        .source
+    {
+        SourceSpec::Live(l) => l,
+        SourceSpec::File(f) => panic!("a file source {f:?}"),
+    }
+}
+
+#[test]
+fn command_line_over_environment_over_file_over_default() {
+    let retry = |l: LiveSpec| l.retry_for.map(|d| d.as_secs());
+    // No other test of this binary sets or reads this variable.
+    std::env::remove_var("TAPFLOW_INTERFACE_RETRY_S");
+    assert_eq!(retry(live(&[], "")), None);
+    assert_eq!(retry(live(&[], "interface_retry_s = 5")), Some(5));
+    std::env::set_var("TAPFLOW_INTERFACE_RETRY_S", "7");
+    assert_eq!(retry(live(&[], "interface_retry_s = 5")), Some(7));
+    let flag = ["--interface-retry-s", "9"];
+    assert_eq!(retry(live(&flag, "interface_retry_s = 5")), Some(9));
+    std::env::remove_var("TAPFLOW_INTERFACE_RETRY_S");
+    // `--no-promisc` is the flag of the file's `promisc`; switches are on from either layer.
+    assert!(live(&[], "").promisc);
+    assert!(!live(&[], "promisc = false").promisc);
+    assert!(!live(&["--no-promisc"], "promisc = true").promisc);
+    assert_eq!(
+        (
+            live(&[], "immediate = true").immediate,
+            live(&["--immediate"], "").immediate
+        ),
+        (true, true)
+    );
+}
