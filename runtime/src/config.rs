@@ -7,6 +7,15 @@
 //! Precedence, for every option: command line, then its environment variable (clap reads it),
 //! then the `--config` file, then the default (a named constant of the binary, shown in
 //! `--help` with [`with_default`]). A switch (`bool`) is on when any layer turns it on.
+//!
+//! To add an option to a binary: one field in its `Options` (in `<crate>/src/config.rs`), typed
+//! `Option<T>` (or `Vec<T>` for a list, `bool` for a switch), with `#[arg(long)]` (plus
+//! `env = "TAPFLOW_..."` if it has a variable) and a doc comment or
+//! `help = with_default(TEXT, DEFAULT_X)`; then read it where `Config::from_options` resolves
+//! the options (`o.x.unwrap_or(DEFAULT_X)`), and print it in `Config::resolved` so
+//! `--check-config` shows it. The flag (`--x-y`), the TOML key (`x_y`) and the layering come
+//! from the field. Fields for the command line only carry `#[serde(skip)]`, fields for the file
+//! only `#[arg(skip)]`.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;

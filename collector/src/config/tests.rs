@@ -287,3 +287,29 @@ fn command_line_over_environment_over_file_over_default() {
         (true, true)
     );
 }
+
+#[test]
+fn help_shows_the_defaults_the_resolution_uses() {
+    use clap::CommandFactory;
+    let help = Args::command().render_help().to_string();
+    for want in [
+        format!("Summaries per batch [default: {DEFAULT_BATCH_SIZE}]"),
+        format!("Live capture snapshot length in bytes [default: {DEFAULT_SNAPLEN}]"),
+    ] {
+        assert!(help.contains(&want), "missing {want:?} in\n{help}");
+    }
+    let c = Config::merge(
+        Args::try_parse_from([
+            "c",
+            "--pcap",
+            "x",
+            "--processor",
+            "tcp://127.0.0.1:1",
+            "--plain",
+        ])
+        .expect("parsing the flags"),
+        Options::default(),
+    )
+    .expect("a valid configuration");
+    assert_eq!(c.batch_size, DEFAULT_BATCH_SIZE);
+}
