@@ -1,5 +1,5 @@
 //! The configuration layer every binary shares: one options struct per binary is both its clap
-//! flags (with `TAPFLOW_*` environment fallbacks) and its TOML file, declared with [`layered!`];
+//! flags (with `TAPFLOW_*` environment fallbacks) and its TOML file, declared with [`layered!`](crate::layered);
 //! the command line (and environment) is laid over the file by [`Layer::over`], field by field,
 //! and the binary resolves the result into the config its run reads, every problem collected
 //! in one [`ConfigError`].
