@@ -228,7 +228,7 @@ fn load_keys(role: Role, s: &SecuritySettings, errors: &mut Vec<String>) -> Link
 impl LinkSecurity {
     /// The settings as TOML lines for `--check-config`: the paths, never a key.
     pub fn resolved(&self) -> String {
-        let q = |p: &Path| crate::toml_string(&p.to_string_lossy());
+        let q = |p: &Path| crate::config::toml_string(&p.to_string_lossy());
         match self {
             LinkSecurity::Plain => {
                 "plain = true\n# curve_key: none (plain links, loopback only)\n".to_owned()
