@@ -14,16 +14,13 @@ fn main() -> ExitCode {
     if let Some(command) = &args.command {
         return tapflow_runtime::curve::run_command("tapflow-collector", command);
     }
-    tapflow_runtime::init_logging(args.log_json);
-    if args.check_config {
-        return check_config(args);
+    tapflow_runtime::init_logging(args.options.log_json);
+    if args.options.check_config {
+        return tapflow_runtime::config::check_config("tapflow-collector", Config::check(args));
     }
     let config = match Config::load(args) {
         Ok(c) => c,
-        Err(e) => {
-            eprintln!("tapflow-collector: {e}");
-            return ExitCode::from(2);
-        }
+        Err(e) => return tapflow_runtime::config::config_failed("tapflow-collector", &e),
     };
     let shutdown = match tapflow_runtime::shutdown_flag() {
         Ok(flag) => flag,
@@ -67,22 +64,6 @@ fn main() -> ExitCode {
         Err(e) => {
             error!("{e}");
             ExitCode::from(1)
-        }
-    }
-}
-
-/// `--check-config`: the resolved configuration on stdout and 0, or the error and 2; nothing
-/// is opened.
-fn check_config(args: Args) -> ExitCode {
-    match Config::check(args) {
-        Ok(text) => {
-            print!("{text}");
-            eprintln!("tapflow-collector: configuration is valid");
-            ExitCode::SUCCESS
-        }
-        Err(e) => {
-            eprintln!("tapflow-collector: {e}");
-            ExitCode::from(2)
         }
     }
 }

@@ -1,17 +1,20 @@
 //! What the three tapflow binaries set up the same way at start: logging, SIGINT/SIGTERM,
-//! reading their TOML config file, and the security of their ZeroMQ links (`curve`: key files,
+//! their configuration (`config`: options declared once as flags and TOML keys, the error
+//! list, `--check-config`), and the security of their ZeroMQ links (`curve`: key files,
 //! `keygen`, CURVE on both ends with a ZAP handler). No packet, session or wire logic lives here.
 
 #![forbid(unsafe_code)]
 
+pub mod config;
 pub mod curve;
 
+pub use config::{
+    read_config, read_processor_set, toml_kv, toml_processor_set, toml_string, ConfigError,
+};
+
 use std::io::IsTerminal;
-use std::path::Path;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
-
-use serde::de::DeserializeOwned;
 
 /// Logs to stderr, filtered by `RUST_LOG` (default `info`), as text (coloured on a terminal)
 /// or as JSON lines.
@@ -122,86 +125,9 @@ pub fn prometheus_counters<'a>(
     }
 }
 
-/// Appends `key = value` and a newline: a line of a resolved configuration (`--check-config`).
-pub fn toml_kv(out: &mut String, key: &str, value: impl std::fmt::Display) {
-    use std::fmt::Write as _;
-    let _ = writeln!(out, "{key} = {value}");
-}
-
-/// Appends `processor_set = "PATH"` and a comment line per epoch (when it starts, its members):
-/// the processor set in a resolved configuration.
-pub fn toml_processor_set(
-    out: &mut String,
-    path: &std::path::Path,
-    set: &tapflow_proto::procset::ProcessorSet,
-) {
-    use std::fmt::Write as _;
-    toml_kv(
-        out,
-        "processor_set",
-        toml_string(&path.display().to_string()),
-    );
-    for e in set.epochs() {
-        let _ = writeln!(
-            out,
-            "#   epoch {} from {:.3} s: members {:?}",
-            e.table.epoch(),
-            e.starts_ns as f64 / 1e9,
-            e.table.members()
-        );
-    }
-}
-
-/// `s` as a TOML basic string (quoted, escaped).
-pub fn toml_string(s: &str) -> String {
-    use std::fmt::Write as _;
-    let mut out = String::with_capacity(s.len() + 2);
-    out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            c if c.is_control() => {
-                let _ = write!(out, "\\u{:04X}", u32::from(c));
-            }
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-    out
-}
-
-/// The settings of a TOML config file, or the defaults without one; a clear one-line error
-/// naming the file otherwise.
-pub fn read_config<T: DeserializeOwned + Default>(path: Option<&Path>) -> Result<T, String> {
-    let Some(path) = path else {
-        return Ok(T::default());
-    };
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| format!("cannot read config file {}: {e}", path.display()))?;
-    toml::from_str(&text).map_err(|e| format!("config file {}: {e}", path.display()))
-}
-
-/// Reads and replays a processor-set file; the error names the file.
-pub fn read_processor_set(
-    path: &std::path::Path,
-    need_endpoints: bool,
-) -> Result<tapflow_proto::procset::ProcessorSet, String> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| format!("cannot read processor set {}: {e}", path.display()))?;
-    tapflow_proto::procset::ProcessorSet::parse(&text, need_endpoints)
-        .map_err(|e| format!("processor set {}: {e}", path.display()))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[derive(Debug, Default, serde::Deserialize, PartialEq)]
-    #[serde(deny_unknown_fields)]
-    struct Settings {
-        size: Option<u32>,
-    }
 
     #[test]
     fn metrics_are_served_in_prometheus_format() {
@@ -241,29 +167,5 @@ mod tests {
             1,
             "{reply}"
         );
-    }
-
-    #[test]
-    fn config_files_read_or_fail_clearly() {
-        assert_eq!(read_config::<Settings>(None), Ok(Settings::default()));
-        let dir = std::env::temp_dir().join(format!("tapflow-runtime-test-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("{e}"));
-        let good = dir.join("good.toml");
-        std::fs::write(&good, "size = 3").unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(
-            read_config::<Settings>(Some(&good)),
-            Ok(Settings { size: Some(3) })
-        );
-        let bad = dir.join("bad.toml");
-        std::fs::write(&bad, "sise = 3").unwrap_or_else(|e| panic!("{e}"));
-        let err = read_config::<Settings>(Some(&bad))
-            .err()
-            .unwrap_or_default();
-        assert!(err.contains("bad.toml") && err.contains("sise"), "{err}");
-        let missing = read_config::<Settings>(Some(&dir.join("missing.toml")))
-            .err()
-            .unwrap_or_default();
-        assert!(missing.starts_with("cannot read config file"), "{missing}");
-        let _ = std::fs::remove_dir_all(&dir);
     }
 }

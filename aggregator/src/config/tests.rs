@@ -183,7 +183,7 @@ fn subnet_thresholds_come_from_the_file() {
         "--plain",
     ])
     .unwrap_or_else(|e| panic!("{e}"));
-    let file: FileConfig = toml::from_str(
+    let file: Options = toml::from_str(
         "[[subnet]]\nnet = '10.0.0.0/8'\nsyn_flood_per_min = 1000\n[[subnet]]\nnet = 'bogus'",
     )
     .unwrap_or_else(|e| panic!("{e}"));
@@ -197,7 +197,7 @@ fn subnet_thresholds_come_from_the_file() {
 #[test]
 fn reports_every_missing_field() {
     let args = Args::try_parse_from(["a"]).unwrap_or_else(|e| panic!("{e}"));
-    let Err(ConfigError(errors)) = Config::merge(args, FileConfig::default()) else {
+    let Err(ConfigError(errors)) = Config::merge(args, Options::default()) else {
         panic!("accepted an empty config")
     };
     assert_eq!(errors.len(), 3, "{errors:?}");
@@ -208,7 +208,7 @@ fn reports_every_missing_field() {
     );
     let args = Args::try_parse_from(["a", "--listen", "tcp://127.0.0.1:5700", "--plain"])
         .unwrap_or_else(|e| panic!("{e}"));
-    let file: FileConfig = toml::from_str("processors = 3").unwrap_or_else(|e| panic!("{e}"));
+    let file: Options = toml::from_str("processors = 3").unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(
         Config::merge(args, file).map(|c| c.processors).ok(),
         Some(3)
@@ -233,7 +233,7 @@ fn a_processor_set_names_the_processors_expected() {
                 .chain(argv.iter().copied()),
         )
         .unwrap_or_else(|e| panic!("{e}"));
-        Config::merge(args, FileConfig::default())
+        Config::merge(args, Options::default())
     };
     // Every member of any epoch: 0, 1 and 4 (processors need no endpoints here).
     let config = load(&["--processor-set", &path]).unwrap_or_else(|e| panic!("{e:?}"));
@@ -251,4 +251,43 @@ fn a_processor_set_names_the_processors_expected() {
     .unwrap_or_else(|e| panic!("{e}"));
     let err = load(&["--processor-set", &path]).expect_err("last member removed");
     assert!(err.0.iter().any(|e| e.contains("epoch 2")), "{err:?}");
+}
+
+#[test]
+fn every_subnet_threshold_is_also_global() {
+    let args = Args::try_parse_from([
+        "a",
+        "--listen",
+        "tcp://127.0.0.1:5700",
+        "--processors",
+        "1",
+        "--plain",
+        "--stealth-scan-ports",
+        "7",
+    ])
+    .expect("parsing the flags");
+    let file: Options = toml::from_str(
+        "stealth_scan_ports = 9\nreflection_sources = 50\n\
+         [[subnet]]\nnet = '10.0.0.0/8'\nstealth_scan_ports = 3\nreflection_sources = 4",
+    )
+    .expect("parsing the file");
+    let config = Config::merge(args, file).expect("a valid configuration");
+    assert_eq!(
+        (
+            config.detect.stealth_scan_ports,
+            config.detect.reflection_sources
+        ),
+        (7, 50)
+    );
+    let text = config.resolved("", "");
+    for want in ["stealth_scan_ports = 7", "reflection_sources = 50"] {
+        assert!(
+            text.lines().any(|l| l == want),
+            "missing {want:?} in\n{text}"
+        );
+    }
+    let again: Options = toml::from_str(&text).expect("parsing the resolved configuration");
+    let args = Args::try_parse_from(["a"]).expect("parsing no flag");
+    let again = Config::merge(args, again).expect("the resolved configuration is valid");
+    assert_eq!(again.resolved("", ""), text);
 }

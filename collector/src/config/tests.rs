@@ -16,7 +16,7 @@ fn check(argv: &[&str], file: &str, expected: Result<(), &[&str]>) {
     let args =
         Args::try_parse_from(std::iter::once("tapflow-collector").chain(argv.iter().copied()))
             .unwrap_or_else(|e| panic!("{e}"));
-    let file: FileConfig = toml::from_str(file).unwrap_or_else(|e| panic!("{e}"));
+    let file: Options = toml::from_str(file).expect("parsing the config file");
     match (Config::merge(args, file), expected) {
         (Ok(_), Ok(())) => {}
         (Err(ConfigError(got)), Err(want)) => {
@@ -97,14 +97,14 @@ fn check_resolved(argv: &[&str], file: &str, want: &[&str]) {
         Args::try_parse_from(std::iter::once("c").chain(argv.iter().copied()))
             .unwrap_or_else(|e| panic!("{e}"))
     };
-    let file: FileConfig = toml::from_str(file).unwrap_or_else(|e| panic!("{e}"));
+    let file: Options = toml::from_str(file).expect("parsing the config file");
     let text = Config::merge(parse(argv), file)
         .unwrap_or_else(|e| panic!("{e}"))
         .resolved();
     for w in want {
         assert!(text.lines().any(|l| l == *w), "missing {w:?} in\n{text}");
     }
-    let again: FileConfig = toml::from_str(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
+    let again: Options = toml::from_str(&text).expect("parsing the resolved configuration");
     let again = Config::merge(parse(&[]), again).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(again.resolved(), text);
 }
@@ -163,8 +163,7 @@ fn flags_win_over_file_and_policy_follows_source() {
         "7",
     ])
     .unwrap_or_else(|e| panic!("{e}"));
-    let file: FileConfig =
-        toml::from_str("epoch = 3\nbatch_size = 8").unwrap_or_else(|e| panic!("{e}"));
+    let file: Options = toml::from_str("epoch = 3\nbatch_size = 8").expect("parsing the file");
     let c = Config::merge(args, file).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(
         (c.epoch, c.batch_size, c.slow_policy),
@@ -192,7 +191,7 @@ fn a_processor_set_gives_the_links_and_excludes_processor_flags() {
         "--plain",
     ])
     .unwrap_or_else(|e| panic!("{e}"));
-    let config = Config::merge(args, FileConfig::default()).unwrap_or_else(|e| panic!("{e:?}"));
+    let config = Config::merge(args, Options::default()).expect("a valid processor set");
     // Links to every member of any epoch, in id order.
     assert_eq!(
         config.processors,
@@ -241,4 +240,76 @@ fn a_processor_set_gives_the_links_and_excludes_processor_flags() {
         &format!("processor_set = '{path}'"),
         Err(&["processor 1 is a member but has no endpoint"]),
     );
+}
+
+/// The live settings [`Config::merge`] gives for `argv` over `file`.
+fn live(argv: &[&str], file: &str) -> LiveSpec {
+    let base = [
+        "c",
+        "--interface",
+        "lo",
+        "--processor",
+        "tcp://127.0.0.1:1",
+        "--plain",
+    ];
+    let args = Args::try_parse_from(base.iter().chain(argv).copied()).expect("parsing the flags");
+    let file: Options = toml::from_str(file).expect("parsing the file");
+    match Config::merge(args, file)
+        .expect("a valid configuration")
+        .source
+    {
+        SourceSpec::Live(l) => l,
+        SourceSpec::File(f) => panic!("a file source {f:?}"),
+    }
+}
+
+#[test]
+fn command_line_over_environment_over_file_over_default() {
+    let retry = |l: LiveSpec| l.retry_for.map(|d| d.as_secs());
+    // No other test of this binary sets or reads this variable.
+    std::env::remove_var("TAPFLOW_INTERFACE_RETRY_S");
+    assert_eq!(retry(live(&[], "")), None);
+    assert_eq!(retry(live(&[], "interface_retry_s = 5")), Some(5));
+    std::env::set_var("TAPFLOW_INTERFACE_RETRY_S", "7");
+    assert_eq!(retry(live(&[], "interface_retry_s = 5")), Some(7));
+    let flag = ["--interface-retry-s", "9"];
+    assert_eq!(retry(live(&flag, "interface_retry_s = 5")), Some(9));
+    std::env::remove_var("TAPFLOW_INTERFACE_RETRY_S");
+    // `--no-promisc` is the flag of the file's `promisc`; switches are on from either layer.
+    assert!(live(&[], "").promisc);
+    assert!(!live(&[], "promisc = false").promisc);
+    assert!(!live(&["--no-promisc"], "promisc = true").promisc);
+    assert_eq!(
+        (
+            live(&[], "immediate = true").immediate,
+            live(&["--immediate"], "").immediate
+        ),
+        (true, true)
+    );
+}
+
+#[test]
+fn help_shows_the_defaults_the_resolution_uses() {
+    use clap::CommandFactory;
+    let help = Args::command().render_help().to_string();
+    for want in [
+        format!("Summaries per batch [default: {DEFAULT_BATCH_SIZE}]"),
+        format!("Live capture snapshot length in bytes [default: {DEFAULT_SNAPLEN}]"),
+    ] {
+        assert!(help.contains(&want), "missing {want:?} in\n{help}");
+    }
+    let c = Config::merge(
+        Args::try_parse_from([
+            "c",
+            "--pcap",
+            "x",
+            "--processor",
+            "tcp://127.0.0.1:1",
+            "--plain",
+        ])
+        .expect("parsing the flags"),
+        Options::default(),
+    )
+    .expect("a valid configuration");
+    assert_eq!(c.batch_size, DEFAULT_BATCH_SIZE);
 }

@@ -1,0 +1,183 @@
+use super::*;
+
+fn check(argv: &[&str], want_errors: &[&str]) {
+    let args = Args::try_parse_from(std::iter::once("p").chain(argv.iter().copied()))
+        .unwrap_or_else(|e| panic!("{e}"));
+    match Config::merge(args, Options::default()) {
+        Ok(_) => assert!(want_errors.is_empty(), "expected errors {want_errors:?}"),
+        Err(ConfigError(got)) => {
+            assert_eq!(got.len(), want_errors.len(), "{got:?}");
+            for w in want_errors {
+                assert!(
+                    got.iter().any(|g| g.contains(w)),
+                    "missing {w:?} in {got:?}"
+                );
+            }
+        }
+    }
+}
+
+/// [`Config::load`] with `argv` and a config file holding `toml`.
+fn load(argv: &[&str], toml: &str) -> Config {
+    static FILES: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = FILES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let path = std::env::temp_dir().join(format!(
+        "tapflow-processor-config-{}-{n}.toml",
+        std::process::id()
+    ));
+    std::fs::write(&path, toml).unwrap_or_else(|e| panic!("{e}"));
+    let name = path.display().to_string();
+    let args = ["p", "--config", &name]
+        .into_iter()
+        .chain(argv.iter().copied());
+    let args = Args::try_parse_from(args).unwrap_or_else(|e| panic!("{e}"));
+    let config = Config::load(args);
+    let _ = std::fs::remove_file(&path);
+    config.unwrap_or_else(|e| panic!("{e}"))
+}
+
+#[test]
+fn resolved_config_reads_back_the_same() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let (key, public, _) = tapflow_runtime::curve::keygen("test", &dir.path().join("k"))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let (key, public) = (key.display().to_string(), public.display().to_string());
+    let file = format!(
+        "listen = 'tcp://0.0.0.0:5601'\naggregator = 'tcp://127.0.0.1:5700'\n\
+         shard = '1/2/1'\nlocal_nets = ['10.0.0.0/8', 'fc00::/7']\n\
+         curve_key = '{key}'\ncurve_clients = '{public}'\ncurve_server_key = '{public}'"
+    );
+    let file = file.as_str();
+    let text = load(
+        &[
+            "--listen",
+            "tcp://0.0.0.0:5602",
+            "--name",
+            "sensor:processor2",
+        ],
+        file,
+    )
+    .resolved();
+    for want in [
+        "listen = \"tcp://0.0.0.0:5602\"",
+        "aggregator = \"tcp://127.0.0.1:5700\"",
+        "name = \"sensor:processor2\"",
+        "shard = \"1/2/1\"",
+        "local_nets = [\"10.0.0.0/8\", \"fc00::/7\"]",
+        "max_flows = 1000000",
+        "# metrics_listen: off",
+        "plain = false",
+        &format!("curve_key = \"{key}\""),
+        &format!("curve_clients = \"{public}\""),
+        &format!("curve_server_key = \"{public}\""),
+    ] {
+        assert!(
+            text.lines().any(|l| l == want),
+            "missing {want:?} in\n{text}"
+        );
+    }
+    assert_eq!(load(&[], &text).resolved(), text);
+}
+
+#[test]
+fn validates_all_fields_together() {
+    check(
+        &[
+            "--listen",
+            "tcp://127.0.0.1:1",
+            "--aggregator",
+            "tcp://127.0.0.1:2",
+            "--plain",
+        ],
+        &[],
+    );
+    check(
+        &[
+            "--listen",
+            "tcp://0.0.0.0:1",
+            "--aggregator",
+            "tcp://127.0.0.1:2",
+            "--plain",
+        ],
+        &["--plain is for loopback only, and tcp://0.0.0.0:1 is not"],
+    );
+    check(
+        &["--collectors", "0"],
+        &[
+            "--listen",
+            "--aggregator",
+            "collectors must",
+            "links are encrypted: give --curve-key FILE and --curve-clients FILE and --curve-server-key FILE",
+        ],
+    );
+    check(
+        &[
+            "--listen",
+            "http://x",
+            "--aggregator",
+            "tcp://a:1",
+            "--shard",
+            "1/2/0",
+        ],
+        &["not a ZeroMQ endpoint", "links are encrypted"],
+    );
+    assert!(Args::try_parse_from(["p", "--shard", "1/2/2"]).is_err());
+}
+
+#[test]
+fn a_processor_set_needs_a_member_id() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let set = dir.path().join("set.toml");
+    std::fs::write(
+        &set,
+        "initial = [0, 1]\n[[change]]\nadd = 2\nswitch_at = 1700000000\n",
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let path = set.display().to_string();
+    let base = [
+        "p",
+        "--listen",
+        "tcp://127.0.0.1:1",
+        "--aggregator",
+        "tcp://127.0.0.1:2",
+        "--plain",
+    ];
+    let load = |extra: &[&str]| {
+        let args = Args::try_parse_from(base.iter().chain(extra).copied())
+            .unwrap_or_else(|e| panic!("{e}"));
+        Config::merge(args, Options::default())
+    };
+    // id 2 joins at the change: a member of some epoch, so it may start before its switch.
+    let config = load(&["--processor-set", &path, "--id", "2"]).unwrap_or_else(|e| panic!("{e:?}"));
+    let (_, loaded, id) = config
+        .processor_set
+        .as_ref()
+        .unwrap_or_else(|| panic!("no set"));
+    assert_eq!((loaded.epochs().len(), *id), (2, 2));
+    assert!(config.resolved().contains("id = 2"));
+    let err = load(&["--processor-set", &path, "--id", "3"]).expect_err("not a member");
+    assert!(
+        err.0.iter().any(|e| e.contains("id 3 is not a member")),
+        "{err:?}"
+    );
+    // --id is required with a set, and a set excludes --shard.
+    assert!(Args::try_parse_from(
+        base.iter()
+            .chain(&["--processor-set", path.as_str()])
+            .copied()
+    )
+    .is_err());
+    assert!(Args::try_parse_from(
+        base.iter()
+            .chain(&[
+                "--processor-set",
+                path.as_str(),
+                "--id",
+                "0",
+                "--shard",
+                "1/2/0"
+            ])
+            .copied()
+    )
+    .is_err());
+}

@@ -1,0 +1,149 @@
+use super::*;
+use std::os::unix::fs::PermissionsExt;
+
+#[test]
+fn loopback_endpoints() {
+    for (ep, want) in [
+        ("tcp://127.0.0.1:5601", true),
+        ("tcp://127.3.2.1:5601", true),
+        ("tcp://[::1]:5601", true),
+        ("tcp://localhost:5601", true),
+        ("ipc:///run/tapflow/p1", true),
+        ("inproc://x", true),
+        ("tcp://127.0.0.1:0;127.0.0.1:5601", true),
+        ("tcp://10.0.0.5:5601", false),
+        ("tcp://0.0.0.0:5601", false),
+        ("tcp://*:5601", false),
+        ("tcp://[::]:5601", false),
+        ("tcp://eth0:5601", false),
+        ("tcp://127.0.0.1:0;10.0.0.5:5601", false),
+        ("tcp://127.0.0.1.example.com:5601", false),
+        ("udp://127.0.0.1:5601", false),
+    ] {
+        assert_eq!(is_loopback_endpoint(ep), want, "{ep}");
+    }
+}
+
+fn errors(role: Role, s: &SecuritySettings, endpoints: &[&str]) -> Vec<String> {
+    let mut errors = Vec::new();
+    let _ = resolve(role, s, endpoints, &mut errors);
+    errors
+}
+
+#[test]
+fn keys_round_trip_and_bad_files_are_refused() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let prefix = dir.path().join("proc");
+    let (key, public, pair) = keygen("t", &prefix).unwrap_or_else(|e| panic!("{e}"));
+    let mode = std::fs::metadata(&key)
+        .map(|m| m.permissions().mode() & 0o777)
+        .unwrap_or(0);
+    assert_eq!(mode, 0o600);
+    assert!(keygen("t", &prefix)
+        .expect_err("an existing key pair")
+        .to_string()
+        .contains("exists: not overwritten"));
+    let loaded = load_keypair(&key).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(loaded.public, pair.public);
+    assert_eq!(loaded.secret.bytes(), pair.secret.bytes());
+    assert!(
+        !format!("{loaded:?}").contains(&zmq::z85_encode(pair.secret.bytes()).unwrap_or_default())
+    );
+    assert_eq!(
+        load_public_key(&public).expect("reading the public key"),
+        pair.public
+    );
+    // A clients file is concatenated .pub files.
+    let (_, other_pub, other) =
+        keygen("t", &dir.path().join("b")).unwrap_or_else(|e| panic!("{e}"));
+    let clients = dir.path().join("clients");
+    let text = format!(
+        "{}\n{}",
+        std::fs::read_to_string(&public).unwrap_or_default(),
+        std::fs::read_to_string(&other_pub).unwrap_or_default()
+    );
+    std::fs::write(&clients, text).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        load_clients(&clients).expect("reading the clients file"),
+        vec![pair.public, other.public]
+    );
+
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o640))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let e = load_keypair(&key).expect_err("a bad key file").to_string();
+    assert!(e.contains("mode 0640") && e.contains("chmod 600"), "{e}");
+    let e = load_keypair(&public)
+        .expect_err("a bad key file")
+        .to_string();
+    assert!(e.contains("not a keypair file"), "{e}");
+    let e = load_public_key(&dir.path().join("none"))
+        .expect_err("a missing key file")
+        .to_string();
+    assert!(e.starts_with("curve_server_key "), "{e}");
+    std::fs::write(&clients, "public = \"short\"\n").unwrap_or_else(|e| panic!("{e}"));
+    let e = load_clients(&clients)
+        .expect_err("a bad key file")
+        .to_string();
+    assert!(e.contains("line 1") && e.contains("40 characters"), "{e}");
+
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let both = Role {
+        server: true,
+        client: true,
+    };
+    let s = SecuritySettings {
+        plain: false,
+        key: Some(key.clone()),
+        clients: Some(other_pub.clone()),
+        server_key: Some(public.clone()),
+    };
+    let mut errs = Vec::new();
+    let sec = resolve(both, &s, &["tcp://10.0.0.5:1"], &mut errs);
+    assert!(errs.is_empty(), "{errs:?}");
+    let text = sec.resolved();
+    assert!(
+        text.contains(&format!("curve_key = \"{}\"", key.display())),
+        "{text}"
+    );
+    assert!(!text.contains(&zmq::z85_encode(pair.secret.bytes()).unwrap_or_default()));
+    let s = SecuritySettings { plain: true, ..s };
+    let errs = errors(both, &s, &["tcp://127.0.0.1:1"]);
+    assert_eq!(errs.len(), 1, "{errs:?}");
+    assert!(errs[0].contains("both given"), "{errs:?}");
+}
+
+#[test]
+fn plain_only_on_loopback_and_keys_required_otherwise() {
+    let client = Role {
+        server: false,
+        client: true,
+    };
+    let plain = SecuritySettings {
+        plain: true,
+        ..SecuritySettings::default()
+    };
+    assert!(errors(client, &plain, &["tcp://127.0.0.1:5601", "ipc:///x"]).is_empty());
+    let e = errors(
+        client,
+        &plain,
+        &["tcp://127.0.0.1:5601", "tcp://10.0.0.5:5602"],
+    );
+    assert_eq!(e.len(), 1, "{e:?}");
+    assert!(
+        e[0].contains("tcp://10.0.0.5:5602") && !e[0].contains("5601"),
+        "{e:?}"
+    );
+    let e = errors(client, &SecuritySettings::default(), &["tcp://127.0.0.1:1"]);
+    assert_eq!(e.len(), 1, "{e:?}");
+    assert!(
+        e[0].starts_with("links are encrypted: give --curve-key FILE and --curve-server-key FILE"),
+        "{e:?}"
+    );
+    let only_key = SecuritySettings {
+        key: Some("/nonexistent.key".into()),
+        ..SecuritySettings::default()
+    };
+    let e = errors(client, &only_key, &["tcp://10.0.0.5:1"]);
+    assert!(e[0].contains("given: --curve-key"), "{e:?}");
+}
