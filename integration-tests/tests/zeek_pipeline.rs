@@ -10,7 +10,8 @@ use tapflow_integration_tests::zeek::{
     assert_golden, golden_path, json_row, parse_zeek_log, Tally, IGNORE_CHECKSUMS,
 };
 use tapflow_integration_tests::{
-    captures, run_pipeline, shared_pcaps, split_by_direction, CollectorSpec, PipelineRun,
+    captures, collector_exit_code, run_pipeline, shared_pcaps, split_by_direction, CollectorSpec,
+    PipelineRun,
 };
 
 const TIMEOUT: Duration = Duration::from_secs(120);
@@ -72,7 +73,12 @@ fn pipeline_sessions_agree_with_zeek() {
     for truth in &truths {
         let file = truth.trim_end_matches(".zeek-conn.log");
         let run = pipeline(&pcaps.join(file), 2, checksum_flag(file));
-        assert!(run.all_exited(), "{file}: {}", run.aggregator.1);
+        assert!(
+            run.all_exited(),
+            "{file}: {}\n{}",
+            run.exit_codes(),
+            run.aggregator.1
+        );
         assert_no_cap_hits(file, &run);
         let ours = run
             .conn_log
@@ -102,7 +108,11 @@ fn conn_log_is_identical_with_1_2_and_3_processors() {
             .to_owned();
         let runs: Vec<PipelineRun> = [1, 2, 3].iter().map(|&n| pipeline(&file, n, &[])).collect();
         for (run, n) in runs.iter().zip([1, 2, 3]) {
-            assert!(run.all_exited(), "{name} n={n}");
+            assert!(
+                run.all_exited_with(collector_exit_code(&name)),
+                "{name} n={n}: {}",
+                run.exit_codes()
+            );
             assert_no_cap_hits(&name, run);
         }
         assert_eq!(
