@@ -327,7 +327,9 @@ impl Tally {
 }
 
 /// Compares `actual` with the golden file at `path`, or writes it when `UPDATE_GOLDEN` is set.
-/// Returns the lines that differ (`-` golden only, `+` actual only), empty when equal.
+/// Both are tab-separated tables keyed by their first column, with a `# key\tcol...` header:
+/// returns, for each row whose cells differ, `key: column golden=A now=B`, and rows only in one
+/// as `- row` (golden) or `+ row` (now). Empty when equal.
 pub fn golden_differences(path: &Path, actual: &str) -> Vec<String> {
     if std::env::var_os("UPDATE_GOLDEN").is_some() {
         std::fs::write(path, actual).expect("writing the golden file");
@@ -339,19 +341,49 @@ pub fn golden_differences(path: &Path, actual: &str) -> Vec<String> {
             path.display()
         )];
     };
-    let (want, got): (Vec<&str>, Vec<&str>) = (want.lines().collect(), actual.lines().collect());
-    let mut out: Vec<String> = want
-        .iter()
-        .filter(|l| !got.contains(l))
-        .map(|l| format!("- {l}"))
+    let header: Vec<&str> = actual
+        .lines()
+        .rfind(|l| l.starts_with('#') && l.contains('\t'))
+        .unwrap_or_default()
+        .split('\t')
         .collect();
-    out.extend(
-        got.iter()
-            .filter(|l| !want.contains(l))
-            .map(|l| format!("+ {l}")),
-    );
-    if out.is_empty() && want != got {
-        out.push("same lines in another order".to_owned());
+    let rows = |text: &'_ str| -> Vec<Vec<String>> {
+        text.lines()
+            .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+            .map(|l| l.split('\t').map(str::to_owned).collect())
+            .collect()
+    };
+    let (want_rows, got_rows) = (rows(&want), rows(actual));
+    let shown = |r: &[String]| r.join(" | ");
+    let mut out = Vec::new();
+    for w in &want_rows {
+        match got_rows.iter().find(|g| g[0] == w[0]) {
+            None => out.push(format!("- {}", shown(w))),
+            Some(g) => {
+                for (k, (a, b)) in w.iter().zip(g).enumerate().skip(1) {
+                    if a != b {
+                        let col = header.get(k).copied().unwrap_or("?");
+                        out.push(format!("{}: {col} golden={a} now={b}", w[0]));
+                    }
+                }
+                if w.len() != g.len() {
+                    out.push(format!(
+                        "{}: {} cells golden, {} now",
+                        w[0],
+                        w.len(),
+                        g.len()
+                    ));
+                }
+            }
+        }
+    }
+    for g in &got_rows {
+        if !want_rows.iter().any(|w| w[0] == g[0]) {
+            out.push(format!("+ {}", shown(g)));
+        }
+    }
+    if out.is_empty() && want != actual {
+        out.push("the comments or the row order differ".to_owned());
     }
     out
 }

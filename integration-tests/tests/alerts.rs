@@ -146,9 +146,10 @@ fn alerts_match_the_golden_table() {
         let (capture, want) = (&row.capture, &row.alerts);
         let flags: Vec<&str> = row.flags.iter().map(String::as_str).collect();
         let r = run(&pcaps.join(capture), 2, &[], &flags);
+        let code = collector_exit_code(capture);
         assert!(
-            r.all_exited_with(collector_exit_code(capture)),
-            "{capture}: {}\n{}",
+            r.all_exited_with(code),
+            "{capture}: want the collector to exit {code} and the others 0, got {}\n{}",
             r.exit_codes(),
             r.aggregator.1
         );

@@ -108,9 +108,10 @@ fn conn_log_is_identical_with_1_2_and_3_processors() {
             .to_owned();
         let runs: Vec<PipelineRun> = [1, 2, 3].iter().map(|&n| pipeline(&file, n, &[])).collect();
         for (run, n) in runs.iter().zip([1, 2, 3]) {
+            let code = collector_exit_code(&name);
             assert!(
-                run.all_exited_with(collector_exit_code(&name)),
-                "{name} n={n}: {}",
+                run.all_exited_with(code),
+                "{name} n={n}: want the collector to exit {code} and the others 0, got {}",
                 run.exit_codes()
             );
             assert_no_cap_hits(&name, run);
