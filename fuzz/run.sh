@@ -33,7 +33,10 @@ features_of() {
 
 for t in "${targets[@]}"; do
     if [ -z "$(ls -A "corpus/$t" 2>/dev/null)" ]; then
-        ./seed.sh
+        if ! ./seed.sh; then
+            echo "run.sh: seed.sh could not write the seed corpora (above)" >&2
+            exit 1
+        fi
         break
     fi
 done

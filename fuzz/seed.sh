@@ -4,11 +4,14 @@
 # - wire_decode: every collector and processor message kind, from proto/tests/wire.rs
 #   (FUZZ_SEED_DIR makes its `fuzz_seeds` test write them);
 # - packet_decode: runs of packets from the shared captures in ../shared/pcaps (skipped, with
-#   a note, when that folder or python3 is absent);
+#   a note, when that folder or python3 is absent: the corpus then starts empty);
 # - capture_records: the shared captures as files (the small ones whole, every one's first 4 KB);
 # - processor_set: serialised slot tables (2 and 300 members: one- and two-byte owners; a valid
 #   table is past libFuzzer's default 4 KB input limit, which a larger seed raises) and a
 #   processor-set file.
+# Exits 1, saying which, when seeds that can be written are not (a failing proto test, a
+# python3 error, an empty corpus); only packet_decode and capture_records may stay empty, with
+# a note, when ../shared/pcaps (or, for packet_decode, python3) is absent.
 set -euo pipefail
 fuzz="$(cd "$(dirname "$0")" && pwd)"
 root="$(dirname "$fuzz")"
@@ -16,16 +19,33 @@ pcaps="${TAPFLOW_PCAPS:-$root/../shared/pcaps}"
 
 mkdir -p "$fuzz/corpus/wire_decode" "$fuzz/corpus/packet_decode" "$fuzz/corpus/capture_records" \
     "$fuzz/corpus/processor_set"
-FUZZ_SEED_DIR="$fuzz/corpus/wire_decode" \
+# Any failure below ends the script with a message and a non-zero exit (run.sh stops on it):
+# a fuzz run must not start from a corpus that silently failed to be written.
+fail() {
+    echo "seed.sh: $*" >&2
+    exit 1
+}
+# The number of files in a corpus folder.
+count() { find "$1" -maxdepth 1 -type f | wc -l; }
+
+if ! out="$(FUZZ_SEED_DIR="$fuzz/corpus/wire_decode" \
     cargo test --quiet --manifest-path "$root/Cargo.toml" -p tapflow-proto --test wire \
-    fuzz_seeds -- --exact --nocapture | grep -E '^wrote' || true
+    fuzz_seeds -- --exact --nocapture 2>&1)"; then
+    printf '%s\n' "$out" >&2
+    fail "could not write the wire_decode seeds: proto's fuzz_seeds test failed (above)"
+fi
+grep -E '^wrote' <<<"$out" || fail "fuzz_seeds did not say it wrote the wire_decode seeds: $out"
+[ "$(count "$fuzz/corpus/wire_decode")" -gt 0 ] || fail "corpus/wire_decode is empty"
 
 if ! command -v python3 >/dev/null; then
     echo "seed.sh: no python3, packet_decode starts from an empty corpus"
 elif [ ! -d "$pcaps" ]; then
     echo "seed.sh: $pcaps absent, packet_decode starts from an empty corpus"
 else
-    python3 "$fuzz/seed_packets.py" "$fuzz/corpus/packet_decode" "$pcaps"/*.pcap "$pcaps"/*.pcapng
+    python3 "$fuzz/seed_packets.py" "$fuzz/corpus/packet_decode" "$pcaps"/*.pcap "$pcaps"/*.pcapng ||
+        fail "seed_packets.py could not write the packet_decode seeds"
+    [ "$(count "$fuzz/corpus/packet_decode")" -gt 0 ] ||
+        fail "seed_packets.py wrote no packet_decode seed from $pcaps"
 fi
 
 # capture_records: the shared captures themselves, the small ones (libFuzzer caps inputs at 4 KB
@@ -37,11 +57,16 @@ if [ -d "$pcaps" ]; then
         head -c 4096 "$f" >"$fuzz/corpus/capture_records/head-$name"
         if [ "$(stat -c %s "$f")" -le 65536 ]; then cp "$f" "$fuzz/corpus/capture_records/$name"; fi
     done
+    [ "$(count "$fuzz/corpus/capture_records")" -gt 0 ] ||
+        fail "no capture_records seed written from $pcaps"
+else
+    echo "seed.sh: $pcaps absent, capture_records starts from an empty corpus"
 fi
 
 # processor_set: tables in the TFST layout of proto/src/slots.rs (members ascending, slot s owned
 # by member s % n, as SlotTable::initial makes them), and a set file.
-python3 - "$fuzz/corpus/processor_set" <<'PY'
+command -v python3 >/dev/null || fail "python3 is needed to write the processor_set seeds"
+python3 - "$fuzz/corpus/processor_set" <<'PY' || fail "could not write the processor_set seeds"
 import struct, sys
 out = sys.argv[1]
 for n in (2, 300):
@@ -55,3 +80,4 @@ open(f"{out}/set.toml", "w").write(
     "2 = 'tcp://10.0.0.7:5601'\n[[change]]\nadd = 2\nswitch_at = 1763874010.0\n"
     "[[change]]\nremove = 1\nswitch_at = 1763874070.5\n")
 PY
+[ "$(count "$fuzz/corpus/processor_set")" -ge 3 ] || fail "corpus/processor_set lacks its 3 seeds"

@@ -1,13 +1,15 @@
 //! The session engine against Zeek's own conn.log, in process: every shared capture with a Zeek
 //! truth (`truth/NAME.zeek-conn.log`) is decoded with the checksum setting that truth was made
 //! with, fed summary by summary to one `FlowTable`, flushed, and compared with Zeek's rows
-//! field by field. Prints a table per capture and every mismatch; fails below the thresholds
-//! of issue 3 over all files together.
+//! field by field. Prints a table per capture and every mismatch; fails unless every capture's
+//! counts equal its row of `golden/zeek.tsv` and the totals equal the README's figures.
 
 use std::path::{Path, PathBuf};
 
 use tapflow_collector::decode::{DecodeConfig, Decoder, LinkType};
-use tapflow_integration_tests::zeek::{parse_zeek_log, Row, Tally, FIELDS, IGNORE_CHECKSUMS};
+use tapflow_integration_tests::zeek::{
+    assert_golden, golden_path, parse_zeek_log, Row, Tally, FIELDS, IGNORE_CHECKSUMS,
+};
 use tapflow_processor::session::{ConnRecord, FlowTable, SessionConfig};
 use tapflow_proto::PacketSummary;
 
@@ -125,17 +127,15 @@ fn sessions_agree_with_zeek_conn_logs() {
         let name = file.trim_end_matches(".pcapng").trim_end_matches(".pcap");
         let verify = !IGNORE_CHECKSUMS.contains(&name);
         let rows = parse_zeek_log(&std::fs::read_to_string(truth).unwrap_or_default());
-        let records = sessions(&dir.join(&file), verify).unwrap_or_else(|e| panic!("{file}: {e}"));
+        let records = sessions(&dir.join(&file), verify)
+            .map_err(|e| format!("{file}: {e}"))
+            .expect("decoding the capture into sessions");
         tally.add(&file, &rows, records.iter().map(row).collect());
     }
-    let failures = tally.finish();
+    let readme = tally.readme_differences();
     println!("{}", tally.report);
-    assert!(
-        failures.is_empty(),
-        "{}\n{}",
-        failures.join("; "),
-        tally.report
-    );
+    assert_golden(&golden_path(), &tally.table());
+    assert!(readme.is_empty(), "{}\n{}", readme.join("\n"), tally.report);
 }
 
 /// Every capture: every summary is in exactly one record's packet counts, or accounted as not
