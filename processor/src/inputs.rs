@@ -275,7 +275,7 @@ impl Inputs {
             malformed: self.malformed.clone(),
             misrouted_messages: self.misrouted_messages,
             summaries_wrong_shard: self.wrong_shard,
-            counters: BTreeMap::new(),
+            counters: Default::default(),
         }
     }
 }
