@@ -9,7 +9,7 @@
 use std::collections::BTreeMap;
 
 use serde::Serialize;
-use tapflow_proto::upstream::{ProcessorAccount, ShardClaim};
+use tapflow_proto::upstream::{ProcessorAccount, ProcessorCounters, ShardClaim};
 use tapflow_proto::{CollectorCounters, EosStatus};
 
 use crate::upstream::Upstream;
@@ -76,7 +76,8 @@ pub struct ProcessorRow {
     pub malformed: BTreeMap<String, u64>,
     pub misrouted_messages: u64,
     pub summaries_wrong_shard: u64,
-    pub counters: BTreeMap<String, u64>,
+    #[serde(serialize_with = "ProcessorCounters::serialize_named")]
+    pub counters: ProcessorCounters,
     /// Connection records the processor handed to its socket (sent or not).
     pub records_handed: u64,
     /// Records this aggregator received from it.
@@ -188,16 +189,13 @@ impl SetReport {
             });
             previous = Some(&e.table);
         }
-        let sum = |name: &str| -> u64 {
-            processors
-                .iter()
-                .map(|p| p.counters.get(name).copied().unwrap_or(0))
-                .sum()
+        let sum = |count: fn(&ProcessorCounters) -> u64| -> u64 {
+            processors.iter().map(|p| count(&p.counters)).sum()
         };
         SetReport {
             epochs,
-            flows_moved_out: sum("flows_moved_out"),
-            flows_continued: sum("flows_continued"),
+            flows_moved_out: sum(|c| c.flows_moved_out),
+            flows_continued: sum(|c| c.flows_continued),
             split_records,
         }
     }
@@ -390,8 +388,7 @@ pub fn reconcile_with(accounts: &[ProcessorAccount], upstream: &Upstream) -> Acc
         .iter()
         .map(|a| {
             let seq = upstream.records(&a.processor, a.incarnation);
-            let count = |k: &str| a.counters.get(k).copied().unwrap_or(0);
-            let handed = count("records_sent") + count("records_unsent");
+            let handed = a.counters.records_sent + a.counters.records_unsent;
             ProcessorRow {
                 processor: a.processor.clone(),
                 incarnation: a.incarnation,

@@ -229,7 +229,7 @@ pub fn run(
                     members.ended(&acc.processor);
                     sorter.end(&acc.processor);
                     traffic.end(&acc.processor);
-                    accounts.insert((acc.processor.clone(), acc.incarnation), acc);
+                    accounts.insert((acc.processor.clone(), acc.incarnation), *acc);
                 }
             },
             Some(Inbound::Malformed {
@@ -281,7 +281,8 @@ pub fn run(
             .map(|d| d.as_nanos() as u64)
             .unwrap_or(0);
         for p in &report.processors {
-            points.push(health_point("processor", &p.processor, &p.counters, now));
+            let counters = p.counters.named().map(|(k, v)| (k.to_owned(), v)).collect();
+            points.push(health_point("processor", &p.processor, &counters, now));
         }
         for c in &report.collectors {
             let mut counters = c.drops.clone();

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 use tapflow_integration_tests::{endpoint, free_port, is_root, start_pipeline, CollectorSpec};
-use tapflow_proto::wire::{encode_batch, LinkHeader};
+use tapflow_proto::wire::{encode_batch, LinkHeader, FORMAT_VERSION};
 
 /// Messages a stranger might send.
 fn garbage() -> Vec<Vec<u8>> {
@@ -29,7 +29,11 @@ fn garbage() -> Vec<Vec<u8>> {
         b"TF".to_vec(),
         wrong_version,
         valid[..valid.len() - 2].to_vec(),
-        [&b"TF\x02\x01"[..], &[0xdd, 0xff, 0xff, 0xff, 0xff]].concat(),
+        [
+            &[b'T', b'F', FORMAT_VERSION, 1][..],
+            &[0xdd, 0xff, 0xff, 0xff, 0xff],
+        ]
+        .concat(),
         vec![0xff; 100_000],
     ]
 }

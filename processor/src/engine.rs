@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use tapflow_proto::key::ip_proto;
 use tapflow_proto::summary::flag;
-use tapflow_proto::upstream::{ConnBatch, TrafficPartial, UpMessage};
+use tapflow_proto::upstream::{ConnBatch, ProcessorCounters, TrafficPartial, UpMessage};
 use tapflow_proto::{FlowKey, PacketSummary};
 use tracing::{error, info, warn};
 
@@ -434,43 +434,37 @@ impl Engine {
         }
     }
 
-    pub(crate) fn counters(&self) -> BTreeMap<String, u64> {
+    /// The session, merge and link counters (`epoch_unknown` and `auth` are the caller's).
+    pub(crate) fn counters(&self) -> ProcessorCounters {
         let t = self.table.stats();
         let m = self.merger.stats();
-        [
-            ("summaries_processed", t.summaries),
-            ("flows_created", t.flows_created),
-            ("records", t.records),
-            ("interim_records", t.interim_records),
-            ("records_sent", self.records_sent),
-            ("records_unsent", self.records_unsent),
-            ("conn_bytes_sent", self.conn_bytes_sent),
-            ("flows_evicted", t.evicted),
-            ("flows_open", t.open_flows),
-            ("bad_checksum", t.bad_checksum),
-            ("tunnel_outer_skipped", t.tunnel_outer_skipped),
-            ("truncated_uncounted", t.truncated_uncounted),
-            ("history_truncated", t.history_truncated),
-            ("merge_late", m.late),
-            ("merge_forced", m.forced),
-            ("ip_tunnels_over_cap", self.ip_tunnels_over_cap),
-            ("collectors_declared_dead", self.dead_declared),
-            ("collectors_superseded", self.superseded.len() as u64),
-            ("flows_split", self.flows_split),
-            (
-                "flows_moved_out",
-                self.epochs.as_ref().map_or(0, |e| e.flows_moved_out),
-            ),
-            (
-                "flows_continued",
-                self.epochs.as_ref().map_or(0, |e| e.flows_continued),
-            ),
-            ("traffic_late", self.traffic.late),
-            ("traffic_keys_over_cap", self.traffic.over_cap),
-        ]
-        .into_iter()
-        .map(|(k, v)| (k.to_owned(), v))
-        .collect()
+        ProcessorCounters {
+            auth: None,
+            bad_checksum: t.bad_checksum,
+            collectors_declared_dead: self.dead_declared,
+            collectors_superseded: self.superseded.len() as u64,
+            conn_bytes_sent: self.conn_bytes_sent,
+            epoch_unknown: None,
+            flows_continued: self.epochs.as_ref().map_or(0, |e| e.flows_continued),
+            flows_created: t.flows_created,
+            flows_evicted: t.evicted,
+            flows_moved_out: self.epochs.as_ref().map_or(0, |e| e.flows_moved_out),
+            flows_open: t.open_flows,
+            flows_split: self.flows_split,
+            history_truncated: t.history_truncated,
+            interim_records: t.interim_records,
+            ip_tunnels_over_cap: self.ip_tunnels_over_cap,
+            merge_forced: m.forced,
+            merge_late: m.late,
+            records: t.records,
+            records_sent: self.records_sent,
+            records_unsent: self.records_unsent,
+            summaries_processed: t.summaries,
+            traffic_keys_over_cap: self.traffic.over_cap,
+            traffic_late: self.traffic.late,
+            truncated_uncounted: t.truncated_uncounted,
+            tunnel_outer_skipped: t.tunnel_outer_skipped,
+        }
     }
 }
 

@@ -107,22 +107,7 @@ impl Inputs {
             shard_count: h.shard_count,
             shard: h.shard,
         };
-        let ours = match &self.set {
-            Some((_, id)) => {
-                let latest = self.claim.map_or(0, |c| c.epoch).max(h.epoch);
-                self.claim = Some(ShardClaim {
-                    epoch: latest,
-                    shard_count: 0,
-                    shard: *id,
-                });
-                ShardClaim {
-                    epoch: h.epoch,
-                    shard_count: 0,
-                    shard: *id,
-                }
-            }
-            None => *self.claim.get_or_insert(claim),
-        };
+        let ours = self.our_claim(&h, claim);
         let link = link_entry(&mut self.links, &h, claim);
         let n = match &msg {
             Message::Batch { summaries, .. } => summaries.len() as u64,
@@ -151,23 +136,7 @@ impl Inputs {
                         first,
                     };
                 }
-                match &self.set {
-                    Some((set, id)) => match set.epoch(h.epoch) {
-                        Some(e) => {
-                            self.wrong_shard += summaries
-                                .iter()
-                                .filter(|s| e.table.owner(&s.key) != *id)
-                                .count() as u64
-                        }
-                        None => self.epoch_unknown += n,
-                    },
-                    None => {
-                        self.wrong_shard += summaries
-                            .iter()
-                            .filter(|s| shard(&s.key, h.shard_count) != h.shard)
-                            .count() as u64
-                    }
-                }
+                self.check_shards(&h, &summaries);
                 self.scratch = summaries;
                 Verdict::Accept {
                     header: h,
@@ -176,13 +145,7 @@ impl Inputs {
             }
             Message::Heartbeat { counters, .. } => {
                 link.counters = Some(counters);
-                if misrouted {
-                    self.misrouted_messages += 1;
-                }
-                Verdict::Progress {
-                    header: h,
-                    ended: false,
-                }
+                self.moved_on(h, misrouted, false)
             }
             Message::Eos {
                 status, counters, ..
@@ -190,13 +153,7 @@ impl Inputs {
                 link.eos_seq = Some(h.seq);
                 link.eos_status = Some(status);
                 link.counters = Some(counters);
-                if misrouted {
-                    self.misrouted_messages += 1;
-                }
-                Verdict::Progress {
-                    header: h,
-                    ended: true,
-                }
+                self.moved_on(h, misrouted, true)
             }
         }
     }
@@ -275,8 +232,60 @@ impl Inputs {
             malformed: self.malformed.clone(),
             misrouted_messages: self.misrouted_messages,
             summaries_wrong_shard: self.wrong_shard,
-            counters: BTreeMap::new(),
+            counters: Default::default(),
         }
+    }
+
+    /// The claim a message with header `h` (claiming `claim`) must make to be ours. With a
+    /// processor set: its own epoch, N 0 and our id (and our claim follows the latest epoch);
+    /// otherwise the first claim received, or the configured one.
+    fn our_claim(&mut self, h: &LinkHeader, claim: ShardClaim) -> ShardClaim {
+        match &self.set {
+            Some((_, id)) => {
+                let latest = self.claim.map_or(0, |c| c.epoch).max(h.epoch);
+                self.claim = Some(ShardClaim {
+                    epoch: latest,
+                    shard_count: 0,
+                    shard: *id,
+                });
+                ShardClaim {
+                    epoch: h.epoch,
+                    shard_count: 0,
+                    shard: *id,
+                }
+            }
+            None => *self.claim.get_or_insert(claim),
+        }
+    }
+
+    /// Counts the summaries of an accepted batch whose key is not ours by the slot table of
+    /// the batch's epoch (or by the hash over its N), and those of an epoch not known yet.
+    fn check_shards(&mut self, h: &LinkHeader, summaries: &[PacketSummary]) {
+        match &self.set {
+            Some((set, id)) => match set.epoch(h.epoch) {
+                Some(e) => {
+                    self.wrong_shard += summaries
+                        .iter()
+                        .filter(|s| e.table.owner(&s.key) != *id)
+                        .count() as u64
+                }
+                None => self.epoch_unknown += summaries.len() as u64,
+            },
+            None => {
+                self.wrong_shard += summaries
+                    .iter()
+                    .filter(|s| shard(&s.key, h.shard_count) != h.shard)
+                    .count() as u64
+            }
+        }
+    }
+
+    /// A heartbeat or end-of-stream (`ended`): counted when `misrouted`, its watermark moves on.
+    fn moved_on(&mut self, header: LinkHeader, misrouted: bool, ended: bool) -> Verdict<'static> {
+        if misrouted {
+            self.misrouted_messages += 1;
+        }
+        Verdict::Progress { header, ended }
     }
 }
 

@@ -1,7 +1,8 @@
 //! tapflow processor: PULL summaries from collectors -> account inputs (claims, gaps,
 //! misrouting, watermarks) -> report to the aggregator over PUSH.
 //!
-//! `inputs` and `engine` are sans-IO (`Engine::send_conns` aside); `run` owns the sockets.
+//! `inputs` and `engine` are sans-IO (`Engine::send_conns` aside); `run` owns the sockets
+//! (`run::links`) and drives one `run::node::Node` (inputs + engine) with them.
 
 #![forbid(unsafe_code)]
 

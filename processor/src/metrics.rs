@@ -3,13 +3,29 @@
 
 use std::collections::BTreeMap;
 
-use tapflow_proto::upstream::{LinkAccount, ProcessorAccount};
+use tapflow_proto::upstream::{LinkAccount, ProcessorAccount, ProcessorCounters};
+
+/// The metrics endpoint could not be served.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot serve metrics on {addr}: {source}")]
+pub struct MetricsError {
+    addr: String,
+    source: std::io::Error,
+}
+
+/// Serves the text returned on `addr` (when given), which the caller replaces whole.
+pub fn serve(addr: Option<&str>) -> Result<tapflow_runtime::MetricsText, MetricsError> {
+    tapflow_runtime::serve_metrics_text(addr).map_err(|source| MetricsError {
+        addr: addr.unwrap_or_default().to_owned(),
+        source,
+    })
+}
 
 /// The processor's counters in Prometheus text format, with the per-collector skew gauges
 /// (collector name -> current and largest skew, ms).
 pub fn render(
     account: &ProcessorAccount,
-    engine: &BTreeMap<String, u64>,
+    counters: &ProcessorCounters,
     skews: &BTreeMap<String, (u64, u64)>,
 ) -> String {
     let sum = |f: fn(&LinkAccount) -> u64| account.links.iter().map(f).sum::<u64>();
@@ -25,12 +41,7 @@ pub fn render(
             .iter()
             .map(|(r, n)| (format!("messages_malformed{{reason=\"{r}\"}}"), *n)),
     );
-    named.extend(
-        engine
-            .iter()
-            .filter(|(k, _)| k.as_str() != "flows_open")
-            .map(|(k, v)| (k.clone(), *v)),
-    );
+    named.extend(counters.totals().map(|(k, v)| (k.to_owned(), v)));
     let mut out = String::new();
     tapflow_runtime::prometheus_counters(
         "processor",
@@ -38,8 +49,9 @@ pub fn render(
         &mut out,
     );
     out.push_str(&format!(
-        "# TYPE tapflow_processor_flows_open gauge\ntapflow_processor_flows_open {}\n",
-        engine.get("flows_open").copied().unwrap_or(0)
+        "# TYPE tapflow_processor_{0} gauge\ntapflow_processor_{0} {1}\n",
+        ProcessorCounters::GAUGE,
+        counters.flows_open
     ));
     let mut gauge = |metric: &str, pick: fn(&(u64, u64)) -> u64| {
         out.push_str(&format!("# TYPE tapflow_processor_{metric} gauge\n"));
@@ -75,7 +87,11 @@ mod tests {
         ]
         .into_iter()
         .collect();
-        let text = render(&ProcessorAccount::default(), &BTreeMap::new(), &skews);
+        let text = render(
+            &ProcessorAccount::default(),
+            &ProcessorCounters::default(),
+            &skews,
+        );
         for line in [
             "# TYPE tapflow_processor_collector_skew_ms gauge",
             "tapflow_processor_collector_skew_ms{collector=\"tap-a\"} 0",

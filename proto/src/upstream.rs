@@ -5,10 +5,13 @@
 //! | 16 `Heartbeat` | `ProcessorHeartbeat` |
 //! | 17 `Eos` | `ProcessorAccount` |
 //! | 18 `Conns` | `ConnBatch` |
+//!
+//! A processor's counters travel as [`ProcessorCounters`], one named field per counter.
 
 use std::collections::BTreeMap;
+use std::fmt;
 
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Serialize, Serializer};
 
 use crate::account::CollectorCounters;
 use crate::conn::ConnRecord;
@@ -89,9 +92,138 @@ pub struct ProcessorAccount {
     pub misrouted_messages: u64,
     /// Summaries whose key does not hash to the shard their batch claims.
     pub summaries_wrong_shard: u64,
-    /// Session and merge counters by name (`tapflow_processor_<noun>` without the prefix).
+    /// Session, merge and link counters.
     #[serde(default)]
-    pub counters: BTreeMap<String, u64>,
+    pub counters: ProcessorCounters,
+}
+
+/// The counts of a processor's CURVE authenticator (its PULL socket's ZAP handler).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuthCounters {
+    /// Handshakes of listed collectors (`auth_accepted`).
+    pub accepted: u64,
+    /// Every rejected handshake, unknown key or failed before the key check (`auth_rejected`).
+    pub rejected: u64,
+    /// Of those, the handshakes that failed before the key check (`auth_rejected_handshake`).
+    pub rejected_handshake: u64,
+}
+
+/// A processor's counters: totals since it started, except the gauge `flows_open`. Each is
+/// `tapflow_processor_<name>_total` in Prometheus, a field of the processor's health point and
+/// a key of `counters` in the accounting report, all named by [`ProcessorCounters::named`].
+///
+/// Fields are declared in the alphabetical order of their names, the order `named` yields them
+/// in. On the wire the struct travels as the other structs do (an array); JSON and `Debug` show
+/// the named pairs (`None` fields left out), as a map from name to count would.
+#[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProcessorCounters {
+    /// The CURVE authenticator's counts (`None` on a plain link).
+    pub auth: Option<AuthCounters>,
+    /// Summaries whose checksum was bad (kept out of the sessions).
+    pub bad_checksum: u64,
+    /// Collector incarnations declared dead after a silence.
+    pub collectors_declared_dead: u64,
+    /// Collector incarnations replaced by a newer one of the same name (restarted).
+    pub collectors_superseded: u64,
+    /// Bytes of the connection-record messages handed to ZeroMQ.
+    pub conn_bytes_sent: u64,
+    /// Summaries of an epoch the processor set did not have yet (`None`: no processor set).
+    pub epoch_unknown: Option<u64>,
+    /// Flows that continue a session another processor held before a set switch.
+    pub flows_continued: u64,
+    pub flows_created: u64,
+    /// Flows evicted at the table's cap.
+    pub flows_evicted: u64,
+    /// Flows closed because a set switch moved them to another processor.
+    pub flows_moved_out: u64,
+    /// Flows open in the table (a gauge).
+    pub flows_open: u64,
+    /// Flows that may continue a session an earlier incarnation of this processor held.
+    pub flows_split: u64,
+    pub history_truncated: u64,
+    pub interim_records: u64,
+    /// IP-tunnel outer flows past the cap of those remembered for naming tunnel parents.
+    pub ip_tunnels_over_cap: u64,
+    /// Summaries the merge released early because its buffer was full.
+    pub merge_forced: u64,
+    /// Summaries the merge released behind an earlier release's time.
+    pub merge_late: u64,
+    /// Connection records produced (final ones).
+    pub records: u64,
+    /// Connection records handed to the socket and sent.
+    pub records_sent: u64,
+    /// Connection records the socket refused (lost).
+    pub records_unsent: u64,
+    pub summaries_processed: u64,
+    pub traffic_keys_over_cap: u64,
+    pub traffic_late: u64,
+    pub truncated_uncounted: u64,
+    pub tunnel_outer_skipped: u64,
+}
+
+impl ProcessorCounters {
+    /// The name of the one gauge among the counters.
+    pub const GAUGE: &'static str = "flows_open";
+
+    /// Every counter as (name, value), in name order; `None` fields are left out.
+    pub fn named(&self) -> impl Iterator<Item = (&'static str, u64)> {
+        let auth = self
+            .auth
+            .map(|a| [a.accepted, a.rejected, a.rejected_handshake]);
+        let auth = |i: usize| auth.map(|a| a[i]);
+        [
+            ("auth_accepted", auth(0)),
+            ("auth_rejected", auth(1)),
+            ("auth_rejected_handshake", auth(2)),
+            ("bad_checksum", Some(self.bad_checksum)),
+            (
+                "collectors_declared_dead",
+                Some(self.collectors_declared_dead),
+            ),
+            ("collectors_superseded", Some(self.collectors_superseded)),
+            ("conn_bytes_sent", Some(self.conn_bytes_sent)),
+            ("epoch_unknown", self.epoch_unknown),
+            ("flows_continued", Some(self.flows_continued)),
+            ("flows_created", Some(self.flows_created)),
+            ("flows_evicted", Some(self.flows_evicted)),
+            ("flows_moved_out", Some(self.flows_moved_out)),
+            (Self::GAUGE, Some(self.flows_open)),
+            ("flows_split", Some(self.flows_split)),
+            ("history_truncated", Some(self.history_truncated)),
+            ("interim_records", Some(self.interim_records)),
+            ("ip_tunnels_over_cap", Some(self.ip_tunnels_over_cap)),
+            ("merge_forced", Some(self.merge_forced)),
+            ("merge_late", Some(self.merge_late)),
+            ("records", Some(self.records)),
+            ("records_sent", Some(self.records_sent)),
+            ("records_unsent", Some(self.records_unsent)),
+            ("summaries_processed", Some(self.summaries_processed)),
+            ("traffic_keys_over_cap", Some(self.traffic_keys_over_cap)),
+            ("traffic_late", Some(self.traffic_late)),
+            ("truncated_uncounted", Some(self.truncated_uncounted)),
+            ("tunnel_outer_skipped", Some(self.tunnel_outer_skipped)),
+        ]
+        .into_iter()
+        .filter_map(|(name, v)| v.map(|v| (name, v)))
+    }
+
+    /// The totals: [`ProcessorCounters::named`] without the gauge.
+    pub fn totals(&self) -> impl Iterator<Item = (&'static str, u64)> {
+        self.named().filter(|&(name, _)| name != Self::GAUGE)
+    }
+
+    /// Serialises the named pairs as a map (`#[serde(serialize_with = ...)]`): the JSON of the
+    /// accounting report.
+    pub fn serialize_named<S: Serializer>(c: &ProcessorCounters, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_map(c.named())
+    }
+}
+
+impl fmt::Debug for ProcessorCounters {
+    /// As the named pairs, a map from name to count.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_map().entries(self.named()).finish()
+    }
 }
 
 /// Connection records from a processor, with the watermark they are complete up to.
@@ -178,7 +310,9 @@ pub struct CollectorHealth {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum UpMessage {
     Heartbeat(ProcessorHeartbeat),
-    Eos(ProcessorAccount),
+    /// Boxed: an account comes once per processor incarnation, and is several times the size
+    /// of the other messages' values.
+    Eos(Box<ProcessorAccount>),
     Conns(ConnBatch),
 }
 
@@ -227,11 +361,41 @@ mod tests {
             ..Default::default()
         };
         let mut buf = Vec::new();
-        UpMessage::Eos(a.clone()).encode(&mut buf);
-        assert_eq!(UpMessage::decode(&buf), Ok(UpMessage::Eos(a)));
+        UpMessage::Eos(Box::new(a.clone())).encode(&mut buf);
+        assert_eq!(UpMessage::decode(&buf), Ok(UpMessage::Eos(Box::new(a))));
         assert_eq!(
-            UpMessage::decode(b"TF\x02\x01\x90").map_err(|e| e.reason()),
+            UpMessage::decode(b"TF\x03\x01\x90").map_err(|e| e.reason()),
             Err("unknown_kind")
         );
+    }
+
+    /// The named pairs: in name order (the order of a map by name), each name once, the
+    /// optional ones present exactly when set.
+    #[test]
+    fn counters_are_named_in_order() {
+        let mut c = ProcessorCounters {
+            records_sent: 5,
+            flows_open: 2,
+            ..ProcessorCounters::default()
+        };
+        let names: Vec<&str> = c.named().map(|(k, _)| k).collect();
+        let mut sorted = names.clone();
+        sorted.sort_unstable();
+        sorted.dedup();
+        assert_eq!(names, sorted);
+        assert_eq!(names.len(), 23);
+        assert!(!names.contains(&"epoch_unknown") && !names.contains(&"auth_accepted"));
+        c.epoch_unknown = Some(0);
+        c.auth = Some(AuthCounters {
+            accepted: 1,
+            rejected: 3,
+            rejected_handshake: 2,
+        });
+        assert_eq!(c.named().count(), 27);
+        assert_eq!(c.totals().count(), 26);
+        let map: BTreeMap<String, u64> = c.named().map(|(k, v)| (k.to_owned(), v)).collect();
+        assert_eq!(format!("{c:?}"), format!("{map:?}"));
+        assert_eq!(map.get("auth_rejected"), Some(&3));
+        assert_eq!(map.get("records_sent"), Some(&5));
     }
 }

@@ -19,7 +19,8 @@ use proptest::prelude::*;
 use tapflow_proto::key::ip_proto;
 use tapflow_proto::summary::{flag, tcp};
 use tapflow_proto::upstream::{
-    LinkAccount, ProcessorAccount, ProcessorHeartbeat, ShardClaim, UpMessage,
+    AuthCounters, LinkAccount, ProcessorAccount, ProcessorCounters, ProcessorHeartbeat, ShardClaim,
+    UpMessage,
 };
 use tapflow_proto::wire::{self, encode_batch, encode_eos, encode_heartbeat, kind};
 use tapflow_proto::{
@@ -220,6 +221,7 @@ fn arb_up_message() -> impl Strategy<Value = UpMessage> {
             vec(arb_link_account(), 0..4),
             btree_map(any::<String>(), any::<u64>(), 0..4),
             any::<(u64, u64)>(),
+            arb_processor_counters(),
         )
             .prop_map(
                 |(
@@ -227,7 +229,8 @@ fn arb_up_message() -> impl Strategy<Value = UpMessage> {
                     links,
                     malformed,
                     (misrouted_messages, summaries_wrong_shard),
-                )| UpMessage::Eos(ProcessorAccount {
+                    counters,
+                )| UpMessage::Eos(Box::new(ProcessorAccount {
                     processor,
                     incarnation,
                     claim,
@@ -235,10 +238,36 @@ fn arb_up_message() -> impl Strategy<Value = UpMessage> {
                     malformed,
                     misrouted_messages,
                     summaries_wrong_shard,
-                    counters: Default::default(),
-                })
+                    counters,
+                }))
             ),
     ]
+}
+
+/// Processor counters with the optional ones present or not.
+fn arb_processor_counters() -> impl Strategy<Value = ProcessorCounters> {
+    (
+        proptest::option::of(any::<(u64, u64, u64)>()),
+        proptest::option::of(any::<u64>()),
+        any::<(u64, u64, u64, u64)>(),
+    )
+        .prop_map(
+            |(auth, epoch_unknown, (records, records_sent, flows_open, merge_late))| {
+                ProcessorCounters {
+                    auth: auth.map(|(accepted, rejected, rejected_handshake)| AuthCounters {
+                        accepted,
+                        rejected,
+                        rejected_handshake,
+                    }),
+                    epoch_unknown,
+                    records,
+                    records_sent,
+                    flows_open,
+                    merge_late,
+                    ..ProcessorCounters::default()
+                }
+            },
+        )
 }
 
 /// Any collector message; batches of up to `max_summaries`.
@@ -481,9 +510,10 @@ fn header_errors_come_before_the_body() {
         (&b"TF\x00\x02"[..], "unknown_version"),
         (&b"TF\xff\x02"[..], "unknown_version"),
         (&b"TF\x01\x01"[..], "unknown_version"),
-        (&b"TF\x02\x00"[..], "unknown_kind"),
-        (&b"TF\x02\x04"[..], "unknown_kind"),
-        (&b"TF\x02\x01"[..], "malformed"),
+        (&b"TF\x02\x01"[..], "unknown_version"),
+        (&b"TF\x03\x00"[..], "unknown_kind"),
+        (&b"TF\x03\x04"[..], "unknown_kind"),
+        (&b"TF\x03\x01"[..], "malformed"),
     ] {
         assert_eq!(decode_reason(bytes), Err(reason), "{bytes:?}");
     }
@@ -854,7 +884,7 @@ fn seed_messages() -> Vec<(String, Vec<u8>)> {
         shard_count: 2,
         shard: 0,
     };
-    let up = UpMessage::Eos(ProcessorAccount {
+    let up = UpMessage::Eos(Box::new(ProcessorAccount {
         processor: "p0".into(),
         incarnation: 9,
         claim: Some(claim),
@@ -873,8 +903,11 @@ fn seed_messages() -> Vec<(String, Vec<u8>)> {
         malformed: [("bad_magic".to_owned(), 2)].into_iter().collect(),
         misrouted_messages: 0,
         summaries_wrong_shard: 0,
-        counters: [("records".to_owned(), 7)].into_iter().collect(),
-    });
+        counters: ProcessorCounters {
+            records: 7,
+            ..ProcessorCounters::default()
+        },
+    }));
     seeds.push(("up_eos".into(), encode_up(&up)));
     seeds
 }

@@ -90,7 +90,7 @@ fn a_dead_processor_incarnation_is_named_with_what_it_lost() {
     restarted.first_seq = 45;
     let mut p1 = account("p1", vec![restarted]);
     p1.incarnation = 2;
-    p1.counters = [("flows_split".to_owned(), 4)].into_iter().collect();
+    p1.counters.flows_split = 4;
     let mut upstream = Upstream::new();
     upstream.on_heartbeat(&ProcessorHeartbeat {
         processor: "p1".into(),

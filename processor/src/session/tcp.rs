@@ -212,6 +212,41 @@ fn relative_seq(e: &TcpEp, cur: u32, last: u32, wraps: u16, underflow: &mut bool
     e.relative(cur, wraps)
 }
 
+/// The sequence space a segment takes: its payload, plus one each for SYN and FIN; a RST's
+/// payload takes none.
+fn seg_len(len: u32, syn: bool, fin: bool, rst: bool) -> u32 {
+    let mut seg_len = len
+        .wrapping_add(u32::from(syn))
+        .wrapping_add(u32::from(fin));
+    if rst {
+        seg_len = seg_len.wrapping_sub(len);
+    }
+    seg_len
+}
+
+/// An acknowledgement `ack` of peer `e`'s data: its number relative to `e`'s initial sequence
+/// number (0 when it lies before it), and `e`'s highest acknowledged sequence moved on, unless
+/// the packet is a RST. A peer not yet seen is numbered from the acknowledgement (relative 1).
+fn acknowledged(e: &mut TcpEp, ack: u32, rst: bool) -> u64 {
+    if e.state == EpState::Inactive {
+        let x = ack.wrapping_sub(1);
+        e.init_seqs(x, x);
+        return 1;
+    }
+    let mut ack_underflow = false;
+    let rel_ack = relative_seq(e, ack, e.ack_seq, e.ack_wraps, &mut ack_underflow);
+    if ack_underflow {
+        return 0;
+    }
+    if !rst {
+        let d = seq_delta(ack, e.ack_seq);
+        if !(ack == 0 && d > TOO_LARGE_SEQ_DELTA) && d > 0 {
+            e.update_ack_seq(ack);
+        }
+    }
+    rel_ack
+}
+
 /// `init_endpoint`.
 fn init_endpoint(e: &mut TcpEp, syn: bool, seq: u32, last: u32) {
     match e.state {
@@ -269,13 +304,7 @@ impl Flow {
         }
         self.set_partial_status(syn, ack, is_orig);
 
-        let mut seg_len = len
-            .wrapping_add(u32::from(syn))
-            .wrapping_add(u32::from(fin));
-        if rst {
-            seg_len = seg_len.wrapping_sub(len);
-        }
-        let one_past = s.seq.wrapping_add(seg_len);
+        let one_past = s.seq.wrapping_add(seg_len(len, syn, fin, rst));
         init_endpoint(&mut e[a], syn, s.seq, one_past);
         let mut underflow = false;
         let rel_seq = relative_seq(&e[a], s.seq, e[a].last_seq, e[a].seq_wraps, &mut underflow);
@@ -295,31 +324,11 @@ impl Flow {
         if fin {
             e[a].bits |= ep::FIN_SEEN;
         }
-        let mut rel_ack = 0u64;
-        if ack {
-            if e[b].state == EpState::Inactive {
-                rel_ack = 1;
-                let x = s.ack.wrapping_sub(1);
-                e[b].init_seqs(x, x);
-            } else {
-                let mut ack_underflow = false;
-                rel_ack = relative_seq(
-                    &e[b],
-                    s.ack,
-                    e[b].ack_seq,
-                    e[b].ack_wraps,
-                    &mut ack_underflow,
-                );
-                if ack_underflow {
-                    rel_ack = 0;
-                } else if !rst {
-                    let d = seq_delta(s.ack, e[b].ack_seq);
-                    if !(s.ack == 0 && d > TOO_LARGE_SEQ_DELTA) && d > 0 {
-                        e[b].update_ack_seq(s.ack);
-                    }
-                }
-            }
-        }
+        let rel_ack = if ack {
+            acknowledged(&mut e[b], s.ack, rst)
+        } else {
+            0
+        };
         self.update_last_seq(&mut e[a], one_past, (syn, fin, rst), len, is_orig);
         let close = self.state_machine(&mut e, a, s, is_orig, ctx);
         if ack {

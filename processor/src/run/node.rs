@@ -1,0 +1,176 @@
+//! One processor incarnation between its sockets: each collector message goes through the
+//! input accounting into the engine; each heartbeat tick checks liveness, refreshes the
+//! metrics and reports upstream; the end flushes every session and sends the account.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+
+use tapflow_proto::upstream::{ProcessorAccount, ProcessorHeartbeat, UpMessage};
+use tracing::{error, info, warn};
+
+use super::links::{LinkError, Links};
+use crate::config::Config;
+use crate::engine::{Engine, RECORDS_PER_MESSAGE};
+use crate::inputs::{Inputs, Verdict};
+
+/// Input accounting and engine, with the buffer messages are encoded into.
+pub(crate) struct Node<'c> {
+    config: &'c Config,
+    incarnation: u64,
+    inputs: Inputs,
+    engine: Engine,
+    buf: Vec<u8>,
+    started: Instant,
+}
+
+impl<'c> Node<'c> {
+    pub(crate) fn new(config: &'c Config, incarnation: u64) -> Node<'c> {
+        let inputs = match &config.processor_set {
+            Some((_, set, id)) => Inputs::with_set(set.clone(), *id),
+            None => Inputs::new(config.shard),
+        };
+        Node {
+            config,
+            incarnation,
+            inputs,
+            engine: Engine::new(config, incarnation),
+            buf: Vec::with_capacity(1 << 16),
+            started: Instant::now(),
+        }
+    }
+
+    /// With `exit_on_eos`: every expected collector has sent end-of-stream.
+    pub(crate) fn all_ended(&self) -> bool {
+        self.config.exit_on_eos && self.inputs.ended() >= self.config.collectors
+    }
+
+    /// One message from a collector: accounted, then its summaries or progress go to the
+    /// engine, which releases what the watermark allows.
+    pub(crate) fn on_message(&mut self, msg: &[u8]) {
+        match self.inputs.on_bytes(msg) {
+            Ok(Verdict::Accept { header, summaries }) => self.engine.accept(&header, summaries),
+            Ok(Verdict::Progress { header, ended }) => self.engine.progress(&header, ended),
+            Ok(Verdict::Misrouted {
+                header,
+                claim,
+                ours,
+                first,
+            }) => {
+                // Its time still moves on, or the merge would wait for it forever.
+                self.engine.progress(&header, false);
+                if first {
+                    error!(sender = %header.sender, ?claim, ?ours, "MISROUTED: collector disagrees on the processor set or its order; its batches are dropped and counted");
+                }
+            }
+            Err(e) => warn!(error = %e, bytes = msg.len(), "dropped an undecodable message"),
+        }
+        self.engine.step();
+    }
+
+    /// The heartbeat period has passed: a pending SIGHUP reloads the processor set, silent
+    /// collectors are declared dead, and the metrics text is refreshed.
+    pub(crate) fn on_tick(&mut self, links: &mut Links, reload: &AtomicBool, metrics: &Metrics) {
+        if reload.swap(false, Ordering::Relaxed) {
+            self.reload_set();
+        }
+        links.poll_handshakes();
+        self.engine.check_liveness(self.started);
+        self.engine.step();
+        if self.config.metrics_listen.is_some() {
+            let mut counters = self.engine.counters();
+            counters.epoch_unknown = Some(self.inputs.epoch_unknown());
+            counters.auth = links.auth_counters();
+            let text = crate::metrics::render(
+                &self.inputs.account(&self.config.name, self.incarnation),
+                &counters,
+                &self.engine.collector_skews(),
+            );
+            if let Ok(mut g) = metrics.lock() {
+                *g = text;
+            }
+        }
+    }
+
+    /// Sends the connection records waiting when a message's worth has gathered, or when
+    /// `due` (every heartbeat period).
+    pub(crate) fn send_conns(&mut self, links: &Links, due: bool) {
+        if self.engine.records.len() >= RECORDS_PER_MESSAGE || due {
+            self.engine
+                .send_conns(links.upstream(), &mut self.buf, zmq::DONTWAIT);
+        }
+    }
+
+    /// Tells the aggregator how far this processor has got and what it holds.
+    pub(crate) fn send_heartbeat(&mut self, links: &Links) {
+        let hb = ProcessorHeartbeat {
+            processor: self.config.name.clone(),
+            incarnation: self.incarnation,
+            watermark_ns: self.inputs.watermark_ns(),
+            silent_collectors: self.engine.silent_collectors(),
+            collectors: self.inputs.collector_health(),
+            links: self.inputs.progress(),
+            flows_open: self.engine.table.stats().open_flows,
+            member: self.config.processor_set.as_ref().map(|(_, _, id)| *id),
+        };
+        UpMessage::Heartbeat(hb).encode(&mut self.buf);
+        if let Err(e) = links.upstream().send(&self.buf[..], zmq::DONTWAIT) {
+            warn!(error = %e, "heartbeat to aggregator not sent");
+        }
+    }
+
+    /// Ends every session, sends the last records, then the account (waiting for room).
+    pub(crate) fn finish(mut self, links: &Links) -> Result<(), LinkError> {
+        self.engine.finish();
+        self.engine.send_conns(links.upstream(), &mut self.buf, 0);
+        let account = self.account(links);
+        let received: u64 = account.links.iter().map(|l| l.summaries_received).sum();
+        let gaps: u64 = account.links.iter().map(|l| l.gaps).sum();
+        let misrouted: u64 = account.links.iter().map(|l| l.misrouted).sum();
+        info!(received, gaps, misrouted, malformed = ?account.malformed, claim = ?account.claim, counters = ?account.counters, "processor finished");
+        UpMessage::Eos(Box::new(account)).encode(&mut self.buf);
+        links.send_eos(&self.buf)
+    }
+
+    /// The end-of-stream account: the links as the inputs and the merge saw them, and every
+    /// counter (`epoch_unknown` only with a processor set, `auth` only with CURVE).
+    fn account(&self, links: &Links) -> ProcessorAccount {
+        let mut account = self.inputs.account(&self.config.name, self.incarnation);
+        self.engine.fill_links(&mut account.links);
+        account.counters = self.engine.counters();
+        if self.config.processor_set.is_some() {
+            account.counters.epoch_unknown = Some(self.inputs.epoch_unknown());
+        }
+        account.counters.auth = links.auth_counters();
+        account
+    }
+
+    /// SIGHUP: re-reads the processor set; a reload must extend the history in use.
+    fn reload_set(&mut self) {
+        let (Some((path, _, _)), Some(epochs)) =
+            (&self.config.processor_set, self.engine.epochs.as_mut())
+        else {
+            info!("SIGHUP ignored: no processor set (--processor-set) to reload");
+            return;
+        };
+        match tapflow_runtime::read_processor_set(path, false) {
+            Ok(set) if !set.extends(epochs.set()) => error!(
+                "SIGHUP: processor set {} does not extend the history in use (a reload may only append [[change]] entries); keeping it",
+                path.display()
+            ),
+            Ok(set) => {
+                info!(
+                    epochs = set.epochs().len(),
+                    members = ?set.latest().table.members(),
+                    "SIGHUP: processor set reloaded"
+                );
+                self.inputs.update_set(set.clone());
+                epochs.update(set);
+                self.engine.next_switch_ns = epochs.next_switch_ns();
+            }
+            Err(e) => error!("SIGHUP: {e}"),
+        }
+    }
+}
+
+/// The text served on `/metrics`.
+pub(crate) type Metrics = tapflow_runtime::MetricsText;
