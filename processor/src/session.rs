@@ -49,6 +49,7 @@
 use serde::{Deserialize, Serialize};
 use tapflow_proto::Addr;
 
+mod endpoint;
 mod flow;
 mod history;
 mod table;

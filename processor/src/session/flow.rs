@@ -5,8 +5,8 @@ use tapflow_proto::key::ip_proto;
 use tapflow_proto::summary::{flag, tcp as tf};
 use tapflow_proto::{Addr, FlowKey, PacketSummary};
 
+use super::endpoint::{self, TcpEp};
 use super::history::{bit, cased, scaled, Extra, History};
-use super::tcp::{self, TcpEp};
 use super::{ConnRecord, ConnState, SessionConfig};
 
 /// [`Flow::bits`].
@@ -276,7 +276,7 @@ impl Flow {
                 let sizes = [e[o].size(e[r].state), e[r].size(e[o].state)];
                 (
                     sizes,
-                    tcp::conn_state(e[o].state, e[r].state, sizes, &history),
+                    endpoint::conn_state(e[o].state, e[r].state, sizes, &history),
                 )
             }
             L4::Dgram(e) => {

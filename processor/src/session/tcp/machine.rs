@@ -1,13 +1,11 @@
 //! Zeek's TCP state machine (`UpdateStateMachine` and the per-state updates it dispatches
-//! to), role flips, connection reuse, the timers that end a connection, and `conn_state`.
+//! to), role flips, connection reuse and the timers that end a connection.
 
 use tapflow_proto::summary::tcp as tf;
 use tapflow_proto::PacketSummary;
 
 use super::{EpState, TcpEp};
 use crate::session::flow::{bits, Ctx, Flow, L4};
-use crate::session::history::looks_like_rstos0;
-use crate::session::ConnState;
 
 impl Flow {
     /// `UpdateStateMachine` and the per-state updates it dispatches to. Returns whether the
@@ -210,54 +208,5 @@ impl Flow {
             );
         }
         d
-    }
-}
-
-/// `conn_state` for TCP, as `base/protocols/conn/main.zeek` derives it.
-pub(in crate::session) fn conn_state(
-    os: EpState,
-    rs: EpState,
-    sizes: [u64; 2],
-    history: &str,
-) -> ConnState {
-    use EpState::*;
-    let o_inactive = matches!(os, Inactive | Partial);
-    let r_inactive = matches!(rs, Inactive | Partial);
-    if rs == Reset {
-        if matches!(os, SynSent | SynAckSent) || (os == Reset && sizes == [0, 0]) {
-            ConnState::REJ
-        } else if o_inactive {
-            ConnState::RSTRH
-        } else {
-            ConnState::RSTR
-        }
-    } else if os == Reset {
-        if !r_inactive {
-            ConnState::RSTO
-        } else if looks_like_rstos0(history) {
-            ConnState::RSTOS0
-        } else {
-            ConnState::OTH
-        }
-    } else if rs == Closed && os == Closed {
-        ConnState::SF
-    } else if os == Closed {
-        if r_inactive {
-            ConnState::SH
-        } else {
-            ConnState::S2
-        }
-    } else if rs == Closed {
-        if o_inactive {
-            ConnState::SHR
-        } else {
-            ConnState::S3
-        }
-    } else if os == SynSent && rs == Inactive {
-        ConnState::S0
-    } else if os == Established && rs == Established {
-        ConnState::S1
-    } else {
-        ConnState::OTH
     }
 }
