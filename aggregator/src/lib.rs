@@ -14,10 +14,12 @@ pub mod detect_thread;
 pub mod health;
 pub mod inbox;
 pub mod influx;
-mod logfile;
+pub mod logfile;
 pub mod members;
 pub mod points;
 pub mod run;
+pub mod sink;
+pub mod state;
 #[cfg(test)]
 mod testutil;
 pub mod upstream;

@@ -1,0 +1,231 @@
+//! The aggregator's outputs behind one interface: every log file and InfluxDB is a [`Sink`],
+//! and [`Sinks`] hands each of them the same events in the same order.
+//!
+//! The state machine ([`crate::state::Aggregator`]) calls the fan-out; it never knows which
+//! outputs exist. An output that is not configured is simply not in the list, so nothing is
+//! built for it (no InfluxDB point is made when InfluxDB is off). Adding an output is one
+//! module under `sink/`, its configuration, and one line in [`Sinks::from_config`].
+//!
+//! Order, per input message: a batch's traffic ([`Sink::on_batch`]), its released records in
+//! release order ([`Sink::on_conn`]), the end of that release ([`Sink::on_released`]), the alert
+//! events those records caused ([`Sink::on_alerts`]), then [`Sink::flush`] and the batch's
+//! interim records ([`Sink::on_interim`]). At the end: the last records, [`Sink::end_of_records`],
+//! the last alerts, [`Sink::finish`] (a sink may add its own figures to the report) and
+//! [`Sink::on_report`] with the final report.
+
+mod alerts_log;
+mod conn_log;
+mod health_log;
+mod influx;
+mod interim_log;
+
+use tapflow_proto::conn::ConnRecord;
+use tapflow_proto::upstream::{ConnBatch, ProcessorHeartbeat};
+use tracing::info;
+
+use crate::accounting::AccountingReport;
+use crate::config::Config;
+use crate::conn_writer::ConnLogError;
+use crate::detect::AlertEvent;
+use crate::influx::InfluxError;
+use crate::logfile::LogError;
+
+pub use alerts_log::AlertsLog;
+pub use conn_log::ConnLog;
+pub use health_log::HealthLog;
+pub use influx::Influx;
+pub use interim_log::InterimLog;
+
+/// Why an output failed.
+#[derive(Debug, thiserror::Error)]
+pub enum SinkError {
+    #[error(transparent)]
+    Log(#[from] LogError),
+    #[error(transparent)]
+    ConnLog(#[from] ConnLogError),
+    #[error("InfluxDB sink: {0}")]
+    Influx(#[from] InfluxError),
+}
+
+/// One output. Every method has a default that does nothing: a sink implements what it writes.
+pub trait Sink {
+    /// A batch of records arrived from a processor (before they are ordered): its per-window
+    /// traffic partials and its watermark.
+    fn on_batch(&mut self, _batch: &ConnBatch) {}
+
+    /// `n` processors are expected from now on (the processor set was reloaded).
+    fn on_processors(&mut self, _n: usize) {}
+
+    /// `processor` ended or was given up: nothing more comes from it.
+    fn on_processor_end(&mut self, _processor: &str) {}
+
+    /// The next final record in release order, with its tunnel parents' uids.
+    fn on_conn(&mut self, _r: &ConnRecord, _parents: &[String]) -> Result<(), SinkError> {
+        Ok(())
+    }
+
+    /// As [`Sink::on_conn`], the record handed over: the fan-out gives it to its last sink
+    /// this way (the conn log sends it to its thread without a copy).
+    fn on_conn_owned(&mut self, r: Box<ConnRecord>, parents: Vec<String>) -> Result<(), SinkError> {
+        self.on_conn(&r, &parents)
+    }
+
+    /// Every record of one release has been handed over.
+    fn on_released(&mut self) -> Result<(), SinkError> {
+        Ok(())
+    }
+
+    /// Alert events, in the order decided, after the records that caused them.
+    fn on_alerts(&mut self, _events: &[AlertEvent]) -> Result<(), SinkError> {
+        Ok(())
+    }
+
+    /// An interim update of a long session, in arrival order.
+    fn on_interim(&mut self, _r: &ConnRecord) -> Result<(), SinkError> {
+        Ok(())
+    }
+
+    /// A processor's heartbeat, at wall-clock `now_ns` (live health).
+    fn on_live_health(&mut self, _hb: &ProcessorHeartbeat, _now_ns: u64) {}
+
+    /// The end of one input message: pass on what it produced (buffered files stay buffered).
+    fn flush(&mut self) -> Result<(), SinkError> {
+        Ok(())
+    }
+
+    /// SIGHUP: open files again (after logrotate moved them).
+    fn reopen(&mut self) -> Result<(), SinkError> {
+        Ok(())
+    }
+
+    /// Counters for the metrics endpoint, appended to `out` as (name, value).
+    fn counters(&self, _out: &mut Vec<(String, u64)>) {}
+
+    /// Every record has been released (end of the run).
+    fn end_of_records(&mut self) -> Result<(), SinkError> {
+        Ok(())
+    }
+
+    /// End of the run, at wall-clock `now_ns`: write and flush everything; a sink may add its
+    /// own figures to `report`.
+    fn finish(&mut self, _report: &mut AccountingReport, _now_ns: u64) -> Result<(), SinkError> {
+        Ok(())
+    }
+
+    /// The final accounting report, after every [`Sink::finish`].
+    fn on_report(&mut self, _report: &AccountingReport) -> Result<(), SinkError> {
+        Ok(())
+    }
+}
+
+/// Every configured output, called in list order.
+#[derive(Default)]
+pub struct Sinks {
+    sinks: Vec<Box<dyn Sink>>,
+}
+
+impl Sinks {
+    /// The outputs `config` asks for (files created, InfluxDB's writer started).
+    pub fn from_config(config: &Config) -> Result<Sinks, SinkError> {
+        // Opened in this order (the first that fails is the error reported)...
+        let health = HealthLog::create(config.health_log.as_deref())?;
+        let conns = ConnLog::start(config.conn_log.as_deref())?;
+        let interim = InterimLog::create(config.conn_interim_log.as_deref())?;
+        let alerts = AlertsLog::create(config.alerts_log.as_deref())?;
+        let influx = config
+            .influx
+            .clone()
+            .map(|cfg| Influx::start(cfg, config.processors, config.influx_finish))
+            .transpose()?;
+        // ... and called in this one.
+        let mut sinks = Sinks::default();
+        if let Some(influx) = influx {
+            sinks.push(influx);
+        }
+        sinks.push(interim);
+        sinks.push(alerts);
+        sinks.push(health);
+        // Last: it takes the released records over.
+        sinks.push(conns);
+        Ok(sinks)
+    }
+
+    /// Adds an output at the end of the list.
+    pub fn push(&mut self, sink: impl Sink + 'static) {
+        self.sinks.push(Box::new(sink));
+    }
+
+    pub fn on_batch(&mut self, batch: &ConnBatch) {
+        self.sinks.iter_mut().for_each(|s| s.on_batch(batch));
+    }
+
+    pub fn on_processors(&mut self, n: usize) {
+        self.sinks.iter_mut().for_each(|s| s.on_processors(n));
+    }
+
+    pub fn on_processor_end(&mut self, processor: &str) {
+        self.sinks
+            .iter_mut()
+            .for_each(|s| s.on_processor_end(processor));
+    }
+
+    /// A released record: borrowed by every sink but the last, which takes it.
+    pub fn on_conn(&mut self, r: Box<ConnRecord>, parents: Vec<String>) -> Result<(), SinkError> {
+        let Some((last, rest)) = self.sinks.split_last_mut() else {
+            return Ok(());
+        };
+        for s in rest {
+            s.on_conn(&r, &parents)?;
+        }
+        last.on_conn_owned(r, parents)
+    }
+
+    pub fn on_released(&mut self) -> Result<(), SinkError> {
+        self.sinks.iter_mut().try_for_each(|s| s.on_released())
+    }
+
+    /// Alert events from any producer (detection, pipeline health, the end of the run): each
+    /// is logged, then written by every sink.
+    pub fn on_alerts(&mut self, events: &[AlertEvent]) -> Result<(), SinkError> {
+        for e in events {
+            info!(event = e.event.as_str(), kind = e.kind, src = %e.src, dst = %e.dst, count = e.count, peak = e.peak, "alert");
+        }
+        self.sinks.iter_mut().try_for_each(|s| s.on_alerts(events))
+    }
+
+    pub fn on_interim(&mut self, r: &ConnRecord) -> Result<(), SinkError> {
+        self.sinks.iter_mut().try_for_each(|s| s.on_interim(r))
+    }
+
+    pub fn on_live_health(&mut self, hb: &ProcessorHeartbeat, now_ns: u64) {
+        self.sinks
+            .iter_mut()
+            .for_each(|s| s.on_live_health(hb, now_ns));
+    }
+
+    pub fn flush(&mut self) -> Result<(), SinkError> {
+        self.sinks.iter_mut().try_for_each(|s| s.flush())
+    }
+
+    pub fn reopen(&mut self) -> Result<(), SinkError> {
+        self.sinks.iter_mut().try_for_each(|s| s.reopen())
+    }
+
+    pub fn counters(&self, out: &mut Vec<(String, u64)>) {
+        self.sinks.iter().for_each(|s| s.counters(out));
+    }
+
+    pub fn end_of_records(&mut self) -> Result<(), SinkError> {
+        self.sinks.iter_mut().try_for_each(|s| s.end_of_records())
+    }
+
+    pub fn finish(&mut self, report: &mut AccountingReport, now_ns: u64) -> Result<(), SinkError> {
+        self.sinks
+            .iter_mut()
+            .try_for_each(|s| s.finish(report, now_ns))
+    }
+
+    pub fn on_report(&mut self, report: &AccountingReport) -> Result<(), SinkError> {
+        self.sinks.iter_mut().try_for_each(|s| s.on_report(report))
+    }
+}
