@@ -222,7 +222,9 @@ mod tests {
         }
         inline.finish(&mut expected);
         assert!(
-            expected.iter().any(|e| e.kind == "port_scan"),
+            expected
+                .iter()
+                .any(|e| e.kind == crate::detect::AlertKind::PortScan),
             "the records hold a port scan: {expected:?}"
         );
 

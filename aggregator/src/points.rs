@@ -59,7 +59,7 @@ impl LiveHealth {
 /// One alert event: tags `kind` and `event` (start/update/end); addresses and counts are fields.
 pub fn alert_point(e: &AlertEvent) -> Point {
     let mut p = Point::new(ALERT_MEASUREMENT, e.ts_ns)
-        .tag("kind", e.kind)
+        .tag("kind", e.kind.as_str())
         .tag("event", e.event.as_str())
         .field("src", Field::Str(e.src.clone()))
         .field("dst", Field::Str(e.dst.clone()))
@@ -281,7 +281,7 @@ mod tests {
         let e = AlertEvent {
             ts_ns: 60_000_000_000,
             event: EventKind::Start,
-            kind: "port_scan",
+            kind: crate::detect::AlertKind::PortScan,
             src: "10.0.0.1".into(),
             dst: "10.0.0.2".into(),
             window_start_ns: 0,

@@ -188,7 +188,7 @@ impl Sinks {
     /// is logged, then written by every sink.
     pub fn on_alerts(&mut self, events: &[AlertEvent]) -> Result<(), SinkError> {
         for e in events {
-            info!(event = e.event.as_str(), kind = e.kind, src = %e.src, dst = %e.dst, count = e.count, peak = e.peak, "alert");
+            info!(event = e.event.as_str(), kind = e.kind.as_str(), src = %e.src, dst = %e.dst, count = e.count, peak = e.peak, "alert");
         }
         self.sinks.iter_mut().try_for_each(|s| s.on_alerts(events))
     }

@@ -7,7 +7,7 @@ use tapflow_proto::key::ip_proto;
 use tapflow_proto::Addr;
 
 use super::classify::Observation;
-use super::{DetectConfig, DetectInput, WindowAlerts};
+use super::{AlertKey, AlertKind, DetectConfig, DetectInput, WindowAlerts};
 
 /// Keys here are addresses anyone can forge: seeded per process (unlike FxHash) and several
 /// times faster than the standard SipHash on them.
@@ -114,11 +114,11 @@ impl Flood {
         }
     }
 
-    fn as_str(self) -> &'static str {
+    fn kind(self) -> AlertKind {
         match self {
-            Flood::Udp => "udp_flood",
-            Flood::Icmp => "icmp_flood",
-            Flood::Other => "volumetric_flood",
+            Flood::Udp => AlertKind::UdpFlood,
+            Flood::Icmp => AlertKind::IcmpFlood,
+            Flood::Other => AlertKind::VolumetricFlood,
         }
     }
 }
@@ -333,7 +333,7 @@ fn judge_scans(w: &Scans, cfg: &DetectConfig, len: u64) -> WindowAlerts {
         if ports.len() >= min {
             scanners.insert((*src, *dst));
             alerts.insert(
-                ("port_scan", ip(src), ip(dst)),
+                AlertKey::new(AlertKind::PortScan, ip(src), ip(dst)),
                 (
                     ports.len() as u64,
                     [("distinct_ports", ports.len() as u64)].into(),
@@ -359,7 +359,7 @@ fn judge_scans(w: &Scans, cfg: &DetectConfig, len: u64) -> WindowAlerts {
     }
     for (src, (hosts, port)) in by_src {
         alerts.insert(
-            ("address_scan", ip(&src), "*".into()),
+            AlertKey::new(AlertKind::AddressScan, ip(&src), "*"),
             (
                 hosts,
                 [("distinct_hosts", hosts), ("port", u64::from(port))].into(),
@@ -374,7 +374,7 @@ fn judge_scans(w: &Scans, cfg: &DetectConfig, len: u64) -> WindowAlerts {
                 .unwrap_or(cfg.stealth_scan_ports)
         {
             alerts.insert(
-                ("stealth_scan", ip(src), ip(dst)),
+                AlertKey::new(AlertKind::StealthScan, ip(src), ip(dst)),
                 (
                     ports.len() as u64,
                     [("distinct_ports", ports.len() as u64)].into(),
@@ -412,7 +412,7 @@ fn judge_scans(w: &Scans, cfg: &DetectConfig, len: u64) -> WindowAlerts {
                 ("distinct_ports", ports as u64),
             ];
             alerts.insert(
-                ("syn_flood", src, ip(victim)),
+                AlertKey::new(AlertKind::SynFlood, src, ip(victim)),
                 (agg.unanswered, evidence.into()),
             );
         }
@@ -425,7 +425,7 @@ fn judge_scans(w: &Scans, cfg: &DetectConfig, len: u64) -> WindowAlerts {
                 .unwrap_or(cfg.reflection_sources)
         {
             alerts.insert(
-                ("reflection", "*".into(), ip(victim)),
+                AlertKey::new(AlertKind::Reflection, "*", ip(victim)),
                 (
                     *responses,
                     [
@@ -460,7 +460,7 @@ fn judge_volume(w: &Volume, cfg: &DetectConfig, len: u64) -> WindowAlerts {
                 ("packets", pkts.round() as u64),
             ];
             alerts.insert(
-                (kind.as_str(), src, ip(victim)),
+                AlertKey::new(kind.kind(), src, ip(victim)),
                 (pkts.round() as u64, evidence.into()),
             );
         }
