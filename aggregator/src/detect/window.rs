@@ -324,6 +324,20 @@ fn ip(a: &Addr) -> String {
 
 fn judge_scans(w: &Scans, cfg: &DetectConfig, len: u64) -> WindowAlerts {
     let mut alerts = WindowAlerts::new();
+    let scanners = judge_port_scans(w, cfg, &mut alerts);
+    judge_address_scans(w, cfg, &mut alerts);
+    judge_stealth_scans(w, cfg, &mut alerts);
+    judge_syn_floods(w, cfg, len, &scanners, &mut alerts);
+    judge_reflection(w, cfg, &mut alerts);
+    alerts
+}
+
+/// Port scans; returns the (scanner, host) pairs, which no SYN flood is about.
+fn judge_port_scans(
+    w: &Scans,
+    cfg: &DetectConfig,
+    alerts: &mut WindowAlerts,
+) -> HashSet<(Addr, Addr)> {
     let mut scanners: HashSet<(Addr, Addr)> = HashSet::default();
     for ((src, dst), ports) in &w.failed_ports {
         let min = cfg
@@ -341,6 +355,10 @@ fn judge_scans(w: &Scans, cfg: &DetectConfig, len: u64) -> WindowAlerts {
             );
         }
     }
+    scanners
+}
+
+fn judge_address_scans(w: &Scans, cfg: &DetectConfig, alerts: &mut WindowAlerts) {
     let mut by_src: HashMap<Addr, (u64, u16)> = HashMap::default();
     for ((src, _proto, port), hosts) in &w.failed_hosts {
         if hosts.len()
@@ -366,6 +384,9 @@ fn judge_scans(w: &Scans, cfg: &DetectConfig, len: u64) -> WindowAlerts {
             ),
         );
     }
+}
+
+fn judge_stealth_scans(w: &Scans, cfg: &DetectConfig, alerts: &mut WindowAlerts) {
     for ((src, dst), ports) in &w.stealth_ports {
         if ports.len()
             >= cfg
@@ -382,6 +403,15 @@ fn judge_scans(w: &Scans, cfg: &DetectConfig, len: u64) -> WindowAlerts {
             );
         }
     }
+}
+
+fn judge_syn_floods(
+    w: &Scans,
+    cfg: &DetectConfig,
+    len: u64,
+    scanners: &HashSet<(Addr, Addr)>,
+    alerts: &mut WindowAlerts,
+) {
     for (victim, agg) in &w.syn {
         let per_min = cfg
             .subnet(*victim)
@@ -417,6 +447,9 @@ fn judge_scans(w: &Scans, cfg: &DetectConfig, len: u64) -> WindowAlerts {
             );
         }
     }
+}
+
+fn judge_reflection(w: &Scans, cfg: &DetectConfig, alerts: &mut WindowAlerts) {
     for (victim, (sources, responses)) in &w.reflection {
         if sources.len()
             >= cfg
@@ -437,7 +470,6 @@ fn judge_scans(w: &Scans, cfg: &DetectConfig, len: u64) -> WindowAlerts {
             );
         }
     }
-    alerts
 }
 
 fn judge_volume(w: &Volume, cfg: &DetectConfig, len: u64) -> WindowAlerts {
