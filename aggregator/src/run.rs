@@ -14,7 +14,7 @@ use crate::config::Config;
 use crate::detect_thread::DetectThread;
 use crate::inbox::{Inbound, Inbox, InboxError};
 use crate::sink::{SinkError, Sinks};
-use crate::state::{Aggregator, Now};
+use crate::state::{Aggregator, Now, Settings};
 
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
@@ -46,7 +46,7 @@ pub fn run(
 ) -> Result<AccountingReport, RunError> {
     let sinks = Sinks::from_config(config)?;
     let detector = DetectThread::start(config.detect.clone()).map_err(RunError::Thread)?;
-    let mut machine = Aggregator::new(config, Box::new(detector), sinks);
+    let mut machine = Aggregator::new(Settings::of(config), Box::new(detector), sinks);
     let metrics = tapflow_runtime::serve_metrics_text(config.metrics_listen.as_deref()).map_err(
         |source| RunError::Metrics {
             addr: config.metrics_listen.clone().unwrap_or_default(),

@@ -229,3 +229,54 @@ impl Sinks {
         self.sinks.iter_mut().try_for_each(|s| s.on_report(report))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::cell::RefCell;
+    use std::rc::Rc;
+
+    use super::*;
+    use crate::testutil::scan_and_sessions;
+
+    /// Records uids as borrowed (`b`) or taken (`t`).
+    struct Seen(Rc<RefCell<Vec<String>>>, &'static str);
+
+    impl Sink for Seen {
+        fn on_conn(&mut self, r: &ConnRecord, _: &[String]) -> Result<(), SinkError> {
+            self.0.borrow_mut().push(format!("{} b {}", self.1, r.uid));
+            Ok(())
+        }
+
+        fn on_conn_owned(&mut self, r: Box<ConnRecord>, _: Vec<String>) -> Result<(), SinkError> {
+            self.0.borrow_mut().push(format!("{} t {}", self.1, r.uid));
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn every_sink_sees_each_record_in_list_order_and_the_last_takes_it() {
+        let seen = Rc::new(RefCell::new(Vec::new()));
+        let mut sinks = Sinks::default();
+        sinks.push(Seen(Rc::clone(&seen), "a"));
+        sinks.push(Seen(Rc::clone(&seen), "b"));
+        let records = scan_and_sessions(2);
+        for r in &records {
+            sinks
+                .on_conn(Box::new(r.clone()), vec![])
+                .expect("no sink fails");
+        }
+        let (u0, u1) = (&records[0].uid, &records[1].uid);
+        assert_eq!(
+            *seen.borrow(),
+            [
+                format!("a b {u0}"),
+                format!("b t {u0}"),
+                format!("a b {u1}"),
+                format!("b t {u1}")
+            ]
+        );
+        Sinks::default()
+            .on_conn(Box::new(records[0].clone()), vec![])
+            .expect("no sinks, nothing to fail");
+    }
+}

@@ -37,6 +37,30 @@ pub struct Now {
     pub unix_ns: u64,
 }
 
+/// What the machine needs of the configuration.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// Processors expected (without a processor set).
+    pub processors: usize,
+    /// The processor set in use and where it was read from.
+    pub processor_set: Option<(PathBuf, ProcessorSet)>,
+    /// End once every expected processor has ended.
+    pub exit_on_eos: bool,
+    /// Records held for ordering before the oldest is written anyway.
+    pub conn_cap: usize,
+}
+
+impl Settings {
+    pub fn of(config: &Config) -> Settings {
+        Settings {
+            processors: config.processors,
+            processor_set: config.processor_set.clone(),
+            exit_on_eos: config.exit_on_eos,
+            conn_cap: config.conn_cap,
+        }
+    }
+}
+
 /// One processor incarnation's account, as kept until the end of the run.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
 struct Incarnation {
@@ -65,12 +89,12 @@ pub struct Aggregator {
 }
 
 impl Aggregator {
-    pub fn new(config: &Config, detector: Box<dyn Detection>, sinks: Sinks) -> Aggregator {
+    pub fn new(settings: Settings, detector: Box<dyn Detection>, sinks: Sinks) -> Aggregator {
         Aggregator {
-            exit_on_eos: config.exit_on_eos,
-            expected: config.processors,
-            processor_set: config.processor_set.clone(),
-            sorter: ConnSorter::new(config.processors, config.conn_cap),
+            exit_on_eos: settings.exit_on_eos,
+            expected: settings.processors,
+            processor_set: settings.processor_set,
+            sorter: ConnSorter::new(settings.processors, settings.conn_cap),
             detector,
             health_watch: HealthWatch::new(DROP_RATE_ALERT),
             sinks,
@@ -315,3 +339,6 @@ fn log_report(report: &AccountingReport, malformed: &BTreeMap<&'static str, u64>
         warn!(?malformed, "undecodable messages from processors");
     }
 }
+
+#[cfg(test)]
+mod tests;
