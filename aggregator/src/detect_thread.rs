@@ -37,7 +37,7 @@ pub trait Detection {
     fn stats(&self) -> DetectStats;
     /// End of stream: judges every window and ends every episode; appends the events to
     /// `out` and returns the final counters.
-    fn finish(self: Box<Self>, out: &mut Vec<AlertEvent>) -> DetectStats;
+    fn finish(&mut self, out: &mut Vec<AlertEvent>) -> DetectStats;
 }
 
 /// The sans-IO [`Detector`] on the caller's thread.
@@ -70,7 +70,7 @@ impl Detection for InlineDetection {
         self.detector.stats()
     }
 
-    fn finish(mut self: Box<Self>, out: &mut Vec<AlertEvent>) -> DetectStats {
+    fn finish(&mut self, out: &mut Vec<AlertEvent>) -> DetectStats {
         out.append(&mut self.events);
         self.detector.finish(out);
         self.detector.stats()
@@ -94,8 +94,8 @@ impl Detection for DetectThread {
         DetectThread::stats(self)
     }
 
-    fn finish(self: Box<Self>, out: &mut Vec<AlertEvent>) -> DetectStats {
-        DetectThread::finish(*self, out)
+    fn finish(&mut self, out: &mut Vec<AlertEvent>) -> DetectStats {
+        DetectThread::finish(self, out)
     }
 }
 
@@ -191,15 +191,17 @@ impl DetectThread {
     }
 
     /// End of stream: waits for detection to catch up, judges every window and ends every
-    /// episode; appends the events to `out` and returns the final counters.
-    pub fn finish(mut self, out: &mut Vec<AlertEvent>) -> DetectStats {
+    /// episode; appends the events to `out` and returns the final counters. Once.
+    pub fn finish(&mut self, out: &mut Vec<AlertEvent>) -> DetectStats {
         self.flush();
         self.tx = None;
         let stats = self.handle.take().map(JoinHandle::join);
         self.take_events(out);
         match stats {
             Some(Ok(stats)) => stats,
-            _ => {
+            // Finished already.
+            None => self.stats(),
+            Some(Err(_)) => {
                 error!("the detection thread failed: the alerts of this run are incomplete");
                 self.stats()
             }

@@ -64,8 +64,14 @@ pub trait Sink {
         Ok(())
     }
 
+    /// True for the sink that keeps the records it is handed (the conn log sends them to its
+    /// thread): it is called last, with [`Sink::on_conn_owned`], so they need no copy.
+    fn takes_records(&self) -> bool {
+        false
+    }
+
     /// As [`Sink::on_conn`], the record handed over: the fan-out gives it to its last sink
-    /// this way (the conn log sends it to its thread without a copy).
+    /// this way.
     fn on_conn_owned(&mut self, r: Box<ConnRecord>, parents: Vec<String>) -> Result<(), SinkError> {
         self.on_conn(&r, &parents)
     }
@@ -125,34 +131,41 @@ pub struct Sinks {
 }
 
 impl Sinks {
-    /// The outputs `config` asks for (files created, InfluxDB's writer started).
+    /// The outputs `config` asks for (files created, InfluxDB's writer started), in this order.
     pub fn from_config(config: &Config) -> Result<Sinks, SinkError> {
-        // Opened in this order (the first that fails is the error reported)...
-        let health = HealthLog::create(config.health_log.as_deref())?;
-        let conns = ConnLog::start(config.conn_log.as_deref())?;
-        let interim = InterimLog::create(config.conn_interim_log.as_deref())?;
-        let alerts = AlertsLog::create(config.alerts_log.as_deref())?;
-        let influx = config
-            .influx
-            .clone()
-            .map(|cfg| Influx::start(cfg, config.processors, config.influx_finish))
-            .transpose()?;
-        // ... and called in this one.
         let mut sinks = Sinks::default();
-        if let Some(influx) = influx {
-            sinks.push(influx);
+        if let Some(path) = &config.health_log {
+            sinks.push(HealthLog::create(path)?);
         }
-        sinks.push(interim);
-        sinks.push(alerts);
-        sinks.push(health);
-        // Last: it takes the released records over.
-        sinks.push(conns);
+        if let Some(path) = &config.conn_log {
+            sinks.push(ConnLog::start(path)?);
+        }
+        if let Some(path) = &config.conn_interim_log {
+            sinks.push(InterimLog::create(path)?);
+        }
+        if let Some(path) = &config.alerts_log {
+            sinks.push(AlertsLog::create(path)?);
+        }
+        if let Some(cfg) = &config.influx {
+            sinks.push(Influx::start(
+                cfg.clone(),
+                config.processors,
+                config.influx_finish,
+            )?);
+        }
         Ok(sinks)
     }
 
-    /// Adds an output at the end of the list.
+    /// Adds an output. Outputs are called in the order added, except that one which takes
+    /// the released records over ([`Sink::takes_records`]) stays last.
     pub fn push(&mut self, sink: impl Sink + 'static) {
-        self.sinks.push(Box::new(sink));
+        let sink: Box<dyn Sink> = Box::new(sink);
+        match self.sinks.last() {
+            Some(last) if last.takes_records() && !sink.takes_records() => {
+                self.sinks.insert(self.sinks.len() - 1, sink);
+            }
+            _ => self.sinks.push(sink),
+        }
     }
 
     pub fn on_batch(&mut self, batch: &ConnBatch) {
@@ -238,10 +251,14 @@ mod tests {
     use super::*;
     use crate::testutil::scan_and_sessions;
 
-    /// Records uids as borrowed (`b`) or taken (`t`).
-    struct Seen(Rc<RefCell<Vec<String>>>, &'static str);
+    /// Records uids as borrowed (`b`) or taken (`t`); `keeps`: takes records over.
+    struct Seen(Rc<RefCell<Vec<String>>>, &'static str, bool);
 
     impl Sink for Seen {
+        fn takes_records(&self) -> bool {
+            self.2
+        }
+
         fn on_conn(&mut self, r: &ConnRecord, _: &[String]) -> Result<(), SinkError> {
             self.0.borrow_mut().push(format!("{} b {}", self.1, r.uid));
             Ok(())
@@ -254,11 +271,12 @@ mod tests {
     }
 
     #[test]
-    fn every_sink_sees_each_record_in_list_order_and_the_last_takes_it() {
+    fn every_sink_sees_each_record_and_the_one_that_keeps_records_takes_it_last() {
         let seen = Rc::new(RefCell::new(Vec::new()));
         let mut sinks = Sinks::default();
-        sinks.push(Seen(Rc::clone(&seen), "a"));
-        sinks.push(Seen(Rc::clone(&seen), "b"));
+        sinks.push(Seen(Rc::clone(&seen), "keeps", true));
+        sinks.push(Seen(Rc::clone(&seen), "a", false));
+        sinks.push(Seen(Rc::clone(&seen), "b", false));
         let records = scan_and_sessions(2);
         for r in &records {
             sinks
@@ -270,9 +288,11 @@ mod tests {
             *seen.borrow(),
             [
                 format!("a b {u0}"),
-                format!("b t {u0}"),
+                format!("b b {u0}"),
+                format!("keeps t {u0}"),
                 format!("a b {u1}"),
-                format!("b t {u1}")
+                format!("b b {u1}"),
+                format!("keeps t {u1}")
             ]
         );
         Sinks::default()

@@ -265,7 +265,7 @@ impl Aggregator {
         self.release(true)?;
         self.sinks.end_of_records()?;
         let detect_stats = self.detector.finish(&mut self.events);
-        self.sinks.on_alerts(&self.events)?;
+        self.emit_alerts()?;
         info!(?detect_stats, "detection finished");
         let conn_stats = self.sorter.stats();
         info!(?conn_stats, "connection records written");

@@ -13,9 +13,9 @@ pub struct AlertsLog {
 }
 
 impl AlertsLog {
-    pub fn create(path: Option<&Path>) -> Result<AlertsLog, SinkError> {
+    pub fn create(path: &Path) -> Result<AlertsLog, SinkError> {
         Ok(AlertsLog {
-            log: LogFile::create(path)?,
+            log: LogFile::create(Some(path))?,
             text: String::new(),
         })
     }

@@ -15,15 +15,19 @@ pub struct ConnLog {
 }
 
 impl ConnLog {
-    /// Creates (truncates) the log at `path`; with no path, records are dropped.
-    pub fn start(path: Option<&Path>) -> Result<ConnLog, SinkError> {
+    /// Creates (truncates) the log at `path` and starts its thread.
+    pub fn start(path: &Path) -> Result<ConnLog, SinkError> {
         Ok(ConnLog {
-            writer: Some(ConnWriter::start(path)?),
+            writer: Some(ConnWriter::start(Some(path))?),
         })
     }
 }
 
 impl Sink for ConnLog {
+    fn takes_records(&self) -> bool {
+        true
+    }
+
     fn on_conn(&mut self, r: &ConnRecord, parents: &[String]) -> Result<(), SinkError> {
         self.on_conn_owned(Box::new(r.clone()), parents.to_vec())
     }

@@ -11,9 +11,9 @@ pub struct HealthLog {
 }
 
 impl HealthLog {
-    pub fn create(path: Option<&Path>) -> Result<HealthLog, SinkError> {
+    pub fn create(path: &Path) -> Result<HealthLog, SinkError> {
         Ok(HealthLog {
-            log: LogFile::create(path)?,
+            log: LogFile::create(Some(path))?,
         })
     }
 }

@@ -15,9 +15,9 @@ pub struct InterimLog {
 }
 
 impl InterimLog {
-    pub fn create(path: Option<&Path>) -> Result<InterimLog, SinkError> {
+    pub fn create(path: &Path) -> Result<InterimLog, SinkError> {
         Ok(InterimLog {
-            log: LogFile::create(path)?,
+            log: LogFile::create(Some(path))?,
             text: String::new(),
         })
     }
