@@ -162,3 +162,41 @@ fn now() -> Now {
             .unwrap_or(0),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::conn_writer::ConnLogError;
+    use crate::logfile::LogError;
+
+    #[test]
+    fn wrapped_errors_read_as_they_always_did() {
+        let log = || LogError {
+            path: "/var/log/conn.jsonl".into(),
+            source: std::io::Error::from(std::io::ErrorKind::PermissionDenied),
+        };
+        let expected = format!("cannot write /var/log/conn.jsonl: {}", log().source);
+        let through_conn_log = RunError::from(SinkError::from(ConnLogError::from(log())));
+        assert_eq!(through_conn_log.to_string(), expected);
+        assert_eq!(RunError::from(SinkError::from(log())).to_string(), expected);
+        let thread = ConnLogError::Thread(std::io::Error::other("the conn-log thread failed"));
+        assert_eq!(
+            RunError::from(SinkError::from(thread)).to_string(),
+            "cannot start a thread: the conn-log thread failed"
+        );
+        let influx = crate::influx::InfluxError::Config("batch_lines must be positive");
+        assert_eq!(
+            RunError::from(SinkError::from(influx)).to_string(),
+            "InfluxDB sink: invalid InfluxDB setting: batch_lines must be positive"
+        );
+        let socket = InboxError::Socket {
+            what: "set up",
+            endpoint: "inproc://stop".into(),
+            source: zmq::Error::EINVAL,
+        };
+        assert_eq!(
+            RunError::from(socket).to_string(),
+            format!("cannot set up inproc://stop: {}", zmq::Error::EINVAL)
+        );
+    }
+}
