@@ -9,10 +9,16 @@
 use std::collections::BTreeMap;
 
 use serde::Serialize;
-use tapflow_proto::upstream::{ProcessorAccount, ProcessorCounters, ShardClaim};
+use tapflow_proto::upstream::{
+    ProcessorAccount, ProcessorCounters, ProcessorHeartbeat, ShardClaim,
+};
 use tapflow_proto::{CollectorCounters, EosStatus};
 
 use crate::upstream::Upstream;
+
+mod table;
+
+pub use table::table;
 
 #[derive(Clone, Debug, Serialize, PartialEq, Eq)]
 pub struct LinkRow {
@@ -225,11 +231,29 @@ impl Segment {
 
 /// What the processors saw of one collector incarnation: its freshest counters, its
 /// end-of-stream status and its links' segments by shard.
-type Seen = (
-    Option<CollectorCounters>,
-    Option<EosStatus>,
-    BTreeMap<u16, Vec<Segment>>,
-);
+#[derive(Default)]
+struct Seen {
+    counters: Option<CollectorCounters>,
+    status: Option<EosStatus>,
+    by_shard: BTreeMap<u16, Vec<Segment>>,
+}
+
+/// One collector incarnation.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+struct CollectorId {
+    sender: String,
+    incarnation: u64,
+}
+
+/// One processor incarnation.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+struct ProcessorId {
+    processor: String,
+    incarnation: u64,
+}
+
+/// Summaries sent after each dead processor incarnation's last heartbeat.
+type AfterHeartbeat = BTreeMap<ProcessorId, u64>;
 
 /// Builds the report from every processor's end-of-stream account alone.
 pub fn reconcile(accounts: &[ProcessorAccount]) -> AccountingReport {
@@ -239,27 +263,51 @@ pub fn reconcile(accounts: &[ProcessorAccount]) -> AccountingReport {
 /// Builds the report from the processors' accounts and what `upstream` knows of incarnations
 /// that sent none (their last heartbeats) and of the connection records received.
 pub fn reconcile_with(accounts: &[ProcessorAccount], upstream: &Upstream) -> AccountingReport {
-    // (sender, incarnation) -> the freshest counters and the links seen for it.
-    let mut collectors: BTreeMap<(String, u64), Seen> = BTreeMap::new();
+    let unended: Vec<_> = upstream.unended(accounts).collect();
+    let mut collectors = BTreeMap::new();
+    seen_in_accounts(accounts, &mut collectors);
+    seen_in_heartbeats(&unended, &mut collectors);
+    let mut after_heartbeat = AfterHeartbeat::new();
+    let rows: Vec<CollectorRow> = collectors
+        .into_iter()
+        .map(|(id, seen)| collector_row(id, seen, &mut after_heartbeat))
+        .collect();
+    let processors: Vec<ProcessorRow> = accounts
+        .iter()
+        .map(|a| processor_row(a, upstream))
+        .collect();
+    let dead_processors: Vec<DeadProcessorRow> = unended
+        .iter()
+        .map(|(hb, superseded)| dead_processor_row(hb, *superseded, &after_heartbeat))
+        .collect();
+    report(rows, processors, dead_processors)
+}
+
+/// The links in the processors' end-of-stream accounts, by collector incarnation: the
+/// freshest counters, the end-of-stream status and one segment per link.
+fn seen_in_accounts(accounts: &[ProcessorAccount], collectors: &mut BTreeMap<CollectorId, Seen>) {
     for acc in accounts {
         for link in &acc.links {
             let entry = collectors
-                .entry((link.sender.clone(), link.incarnation))
+                .entry(CollectorId {
+                    sender: link.sender.clone(),
+                    incarnation: link.incarnation,
+                })
                 .or_default();
             if let Some(c) = &link.counters {
-                let fresher = match &entry.0 {
+                let fresher = match &entry.counters {
                     None => true,
                     Some(old) => link.eos_seq.is_some() || c.packets_read > old.packets_read,
                 };
-                if fresher && (entry.1.is_none() || link.eos_seq.is_some()) {
-                    entry.0 = Some(c.clone());
+                if fresher && (entry.status.is_none() || link.eos_seq.is_some()) {
+                    entry.counters = Some(c.clone());
                 }
             }
             if link.eos_status.is_some() {
-                entry.1 = link.eos_status.clone();
+                entry.status = link.eos_status.clone();
             }
             entry
-                .2
+                .by_shard
                 .entry(link.claim.map(|c| c.shard).unwrap_or(0))
                 .or_default()
                 .push(Segment {
@@ -276,13 +324,22 @@ pub fn reconcile_with(accounts: &[ProcessorAccount], upstream: &Upstream) -> Acc
                 });
         }
     }
-    let unended: Vec<_> = upstream.unended(accounts).collect();
-    for (hb, _) in &unended {
+}
+
+/// The links of incarnations that sent no account, from their last heartbeats.
+fn seen_in_heartbeats(
+    unended: &[(&ProcessorHeartbeat, bool)],
+    collectors: &mut BTreeMap<CollectorId, Seen>,
+) {
+    for (hb, _) in unended {
         for l in &hb.links {
             let entry = collectors
-                .entry((l.sender.clone(), l.incarnation))
+                .entry(CollectorId {
+                    sender: l.sender.clone(),
+                    incarnation: l.incarnation,
+                })
                 .or_default();
-            entry.2.entry(l.shard).or_default().push(Segment {
+            entry.by_shard.entry(l.shard).or_default().push(Segment {
                 processor: hb.processor.clone(),
                 incarnation: hb.incarnation,
                 ended: false,
@@ -296,134 +353,172 @@ pub fn reconcile_with(accounts: &[ProcessorAccount], upstream: &Upstream) -> Acc
             });
         }
     }
-    // Summaries after each dead incarnation's last heartbeat, by (processor, incarnation).
-    let mut after_heartbeat: BTreeMap<(String, u64), u64> = BTreeMap::new();
-    let mut rows = Vec::new();
-    for ((sender, incarnation), (counters, status, mut by_shard)) in collectors {
-        let counters = counters.unwrap_or_default();
-        let dead = status.is_none();
-        // A shard nothing was sent to needs no row (a processor-set collector's ids need not
-        // be dense, and a member added late had nothing before it joined).
-        for (shard, _) in counters
-            .summaries_sent
-            .iter()
-            .enumerate()
-            .filter(|(_, &n)| n > 0)
-        {
-            by_shard
-                .entry(u16::try_from(shard).unwrap_or(u16::MAX))
-                .or_default();
-        }
-        let mut links = Vec::new();
-        for (shard, mut segments) in by_shard {
-            segments.sort_by_key(|s| (s.first_seq, s.incarnation));
+}
+
+/// One collector incarnation's row, its links reconciled.
+fn collector_row(
+    id: CollectorId,
+    seen: Seen,
+    after_heartbeat: &mut AfterHeartbeat,
+) -> CollectorRow {
+    let Seen {
+        counters,
+        status,
+        mut by_shard,
+    } = seen;
+    let counters = counters.unwrap_or_default();
+    let dead = status.is_none();
+    // A shard nothing was sent to needs no row (a processor-set collector's ids need not
+    // be dense, and a member added late had nothing before it joined).
+    for (shard, _) in counters
+        .summaries_sent
+        .iter()
+        .enumerate()
+        .filter(|(_, &n)| n > 0)
+    {
+        by_shard
+            .entry(u16::try_from(shard).unwrap_or(u16::MAX))
+            .or_default();
+    }
+    let links: Vec<LinkRow> = by_shard
+        .into_iter()
+        .map(|(shard, segments)| {
             let sent = counters
                 .summaries_sent
                 .get(usize::from(shard))
                 .copied()
                 .unwrap_or(0);
-            let survivors = segments.iter().filter(|s| s.ended);
-            let received: u64 = survivors.clone().map(|s| s.received).sum();
-            let gaps: u64 = survivors.clone().map(|s| s.gaps).sum();
-            let eos_seq = survivors.clone().filter_map(|s| s.eos_seq).max();
-            let joined = survivors.clone().map(|s| s.first_seq).min().unwrap_or(0);
-            for (i, s) in segments.iter().enumerate().filter(|(_, s)| !s.ended) {
-                let next = segments.get(i + 1).map_or(sent, |n| n.first_seq);
-                *after_heartbeat
-                    .entry((s.processor.clone(), s.incarnation))
-                    .or_default() += next.saturating_sub(s.end());
-            }
-            let mut row = LinkRow {
-                shard,
-                processor: segments.last().map(|s| s.processor.clone()),
-                sent,
-                eos_seq,
-                received,
-                gaps,
-                misrouted: segments.iter().map(|s| s.misrouted).sum(),
-                lost_with_dead_processor: 0,
-                dead_processor_received: segments
-                    .iter()
-                    .filter(|s| !s.ended)
-                    .map(|s| s.received)
-                    .sum(),
-                lost_with_collector_at_least: 0,
-                reconciles: false,
-                late: segments.iter().map(|s| s.late).sum(),
-                skew_max_ms: segments.iter().map(|s| s.skew_max_ms).max().unwrap_or(0),
-            };
-            if dead {
-                row.lost_with_collector_at_least = sent.saturating_sub(
-                    segments.iter().map(|s| s.received + s.gaps).sum::<u64>() + joined,
-                );
-            } else {
-                // What precedes the surviving incarnation's join went to an earlier one.
-                row.lost_with_dead_processor = sent.saturating_sub(received + gaps);
-                row.reconciles = eos_seq == Some(sent)
-                    && sent >= received + gaps
-                    && row.lost_with_dead_processor == joined;
-            }
-            links.push(row);
-        }
-        let r = counters.reconcile();
-        rows.push(CollectorRow {
-            sender,
-            incarnation,
-            status: status.map(|s| status_name(&s)),
-            dead,
-            packets_read: counters.packets_read,
-            packets_summarised: counters.packets_summarised,
-            fragments_merged: counters.fragments_merged,
-            drops: counters.drops.clone(),
-            summaries: counters.summaries,
-            kernel_dropped: counters.capture.kernel_dropped,
-            if_dropped: counters.capture.if_dropped,
-            packets_reconcile: r.packets_read == r.packets_accounted,
-            summaries_reconcile: r.summaries == r.summaries_accounted,
-            skew_max_ms: links.iter().map(|l| l.skew_max_ms).max().unwrap_or(0),
-            links,
-        });
+            link_row(shard, segments, sent, dead, after_heartbeat)
+        })
+        .collect();
+    let r = counters.reconcile();
+    CollectorRow {
+        sender: id.sender,
+        incarnation: id.incarnation,
+        status: status.map(|s| status_name(&s)),
+        dead,
+        packets_read: counters.packets_read,
+        packets_summarised: counters.packets_summarised,
+        fragments_merged: counters.fragments_merged,
+        drops: counters.drops.clone(),
+        summaries: counters.summaries,
+        kernel_dropped: counters.capture.kernel_dropped,
+        if_dropped: counters.capture.if_dropped,
+        packets_reconcile: r.packets_read == r.packets_accounted,
+        summaries_reconcile: r.summaries == r.summaries_accounted,
+        skew_max_ms: links.iter().map(|l| l.skew_max_ms).max().unwrap_or(0),
+        links,
     }
-    let processors: Vec<ProcessorRow> = accounts
-        .iter()
-        .map(|a| {
-            let seq = upstream.records(&a.processor, a.incarnation);
-            let handed = a.counters.records_sent + a.counters.records_unsent;
-            ProcessorRow {
-                processor: a.processor.clone(),
-                incarnation: a.incarnation,
-                claim: a.claim,
-                malformed: a.malformed.clone(),
-                misrouted_messages: a.misrouted_messages,
-                summaries_wrong_shard: a.summaries_wrong_shard,
-                counters: a.counters.clone(),
-                records_handed: handed,
-                records_received: seq.received,
-                records_before_start: seq.first,
-                records_gaps: seq.gaps,
-                records_reconcile: handed == seq.first + seq.received + seq.gaps,
-            }
+}
+
+/// One link (`sent` summaries by the collector, `dead`: the collector sent no end-of-stream)
+/// from the segments its processor incarnations served; what was sent after a dead
+/// incarnation's last heartbeat is added to `after_heartbeat`.
+fn link_row(
+    shard: u16,
+    mut segments: Vec<Segment>,
+    sent: u64,
+    dead: bool,
+    after_heartbeat: &mut AfterHeartbeat,
+) -> LinkRow {
+    segments.sort_by_key(|s| (s.first_seq, s.incarnation));
+    let survivors = segments.iter().filter(|s| s.ended);
+    let received: u64 = survivors.clone().map(|s| s.received).sum();
+    let gaps: u64 = survivors.clone().map(|s| s.gaps).sum();
+    let eos_seq = survivors.clone().filter_map(|s| s.eos_seq).max();
+    let joined = survivors.clone().map(|s| s.first_seq).min().unwrap_or(0);
+    for (i, s) in segments.iter().enumerate().filter(|(_, s)| !s.ended) {
+        let next = segments.get(i + 1).map_or(sent, |n| n.first_seq);
+        *after_heartbeat
+            .entry(ProcessorId {
+                processor: s.processor.clone(),
+                incarnation: s.incarnation,
+            })
+            .or_default() += next.saturating_sub(s.end());
+    }
+    let mut row = LinkRow {
+        shard,
+        processor: segments.last().map(|s| s.processor.clone()),
+        sent,
+        eos_seq,
+        received,
+        gaps,
+        misrouted: segments.iter().map(|s| s.misrouted).sum(),
+        lost_with_dead_processor: 0,
+        dead_processor_received: segments
+            .iter()
+            .filter(|s| !s.ended)
+            .map(|s| s.received)
+            .sum(),
+        lost_with_collector_at_least: 0,
+        reconciles: false,
+        late: segments.iter().map(|s| s.late).sum(),
+        skew_max_ms: segments.iter().map(|s| s.skew_max_ms).max().unwrap_or(0),
+    };
+    if dead {
+        row.lost_with_collector_at_least =
+            sent.saturating_sub(segments.iter().map(|s| s.received + s.gaps).sum::<u64>() + joined);
+    } else {
+        // What precedes the surviving incarnation's join went to an earlier one.
+        row.lost_with_dead_processor = sent.saturating_sub(received + gaps);
+        row.reconciles = eos_seq == Some(sent)
+            && sent >= received + gaps
+            && row.lost_with_dead_processor == joined;
+    }
+    row
+}
+
+/// One processor incarnation's row from its account and the records this aggregator got.
+fn processor_row(a: &ProcessorAccount, upstream: &Upstream) -> ProcessorRow {
+    let seq = upstream.records(&a.processor, a.incarnation);
+    let handed = a.counters.records_sent + a.counters.records_unsent;
+    ProcessorRow {
+        processor: a.processor.clone(),
+        incarnation: a.incarnation,
+        claim: a.claim,
+        malformed: a.malformed.clone(),
+        misrouted_messages: a.misrouted_messages,
+        summaries_wrong_shard: a.summaries_wrong_shard,
+        counters: a.counters.clone(),
+        records_handed: handed,
+        records_received: seq.received,
+        records_before_start: seq.first,
+        records_gaps: seq.gaps,
+        records_reconcile: handed == seq.first + seq.received + seq.gaps,
+    }
+}
+
+/// A processor incarnation that sent no account, from its last heartbeat.
+fn dead_processor_row(
+    hb: &ProcessorHeartbeat,
+    superseded: bool,
+    after_heartbeat: &AfterHeartbeat,
+) -> DeadProcessorRow {
+    let after = after_heartbeat
+        .get(&ProcessorId {
+            processor: hb.processor.clone(),
+            incarnation: hb.incarnation,
         })
-        .collect();
-    let dead_processors: Vec<DeadProcessorRow> = unended
-        .iter()
-        .map(|(hb, superseded)| {
-            let after = after_heartbeat
-                .get(&(hb.processor.clone(), hb.incarnation))
-                .copied()
-                .unwrap_or(0);
-            DeadProcessorRow {
-                processor: hb.processor.clone(),
-                incarnation: hb.incarnation,
-                superseded: *superseded,
-                summaries_received: hb.links.iter().map(|l| l.summaries_received).sum(),
-                gaps: hb.links.iter().map(|l| l.gaps).sum(),
-                summaries_after_last_heartbeat: after,
-                flows_open: hb.flows_open,
-                sessions_lost_upper_bound: hb.flows_open + after,
-            }
-        })
-        .collect();
+        .copied()
+        .unwrap_or(0);
+    DeadProcessorRow {
+        processor: hb.processor.clone(),
+        incarnation: hb.incarnation,
+        superseded,
+        summaries_received: hb.links.iter().map(|l| l.summaries_received).sum(),
+        gaps: hb.links.iter().map(|l| l.gaps).sum(),
+        summaries_after_last_heartbeat: after,
+        flows_open: hb.flows_open,
+        sessions_lost_upper_bound: hb.flows_open + after,
+    }
+}
+
+/// The report over its rows, with the verdicts that summarise them.
+fn report(
+    rows: Vec<CollectorRow>,
+    processors: Vec<ProcessorRow>,
+    dead_processors: Vec<DeadProcessorRow>,
+) -> AccountingReport {
     let reconciled = rows.iter().filter(|c| !c.dead).all(|c| {
         c.packets_reconcile && c.summaries_reconcile && c.links.iter().all(|l| l.reconciles)
     }) && processors.iter().all(|p| p.records_reconcile);
@@ -465,85 +560,6 @@ fn status_name(s: &EosStatus) -> String {
         EosStatus::OpenFailed(m) => format!("open failed: {m}"),
         EosStatus::Failed(m) => format!("failed: {m}"),
     }
-}
-
-/// The report as an aligned text table for the log.
-pub fn table(report: &AccountingReport) -> String {
-    let mut s = String::new();
-    s.push_str("collector                                read  summarised  frag_merged  drops  summaries  skew_max_ms  link: sent=received+gaps\n");
-    for c in &report.collectors {
-        let drops: u64 = c.drops.values().sum();
-        let links: Vec<String> = c
-            .links
-            .iter()
-            .map(|l| {
-                let lost = match (l.lost_with_dead_processor, l.lost_with_collector_at_least) {
-                    (0, 0) => String::new(),
-                    (0, n) => format!(" (collector dead: >={n} lost with it)"),
-                    (n, _) => format!("+{n} lost with a dead processor incarnation"),
-                };
-                format!(
-                    "#{}: {}={}+{}{}{}",
-                    l.shard,
-                    l.sent,
-                    l.received,
-                    l.gaps,
-                    lost,
-                    if l.reconciles || c.dead {
-                        ""
-                    } else {
-                        " MISMATCH"
-                    }
-                )
-            })
-            .collect();
-        s.push_str(&format!(
-            "{:<38} {:>6} {:>11} {:>12} {:>6} {:>10} {:>12}  {}{}\n",
-            c.sender,
-            c.packets_read,
-            c.packets_summarised,
-            c.fragments_merged,
-            drops,
-            c.summaries,
-            c.skew_max_ms,
-            links.join("  "),
-            if c.dead {
-                "  DEAD: no end-of-stream, counters as of its last heartbeat"
-            } else if c.packets_reconcile && c.summaries_reconcile {
-                ""
-            } else {
-                "  COUNTERS MISMATCH"
-            }
-        ));
-    }
-    for d in &report.dead_processors {
-        s.push_str(&format!(
-            "processor {} incarnation {} sent no end-of-stream{}: received {} summaries (gaps {}) as of its last heartbeat, {} more after it; sessions lost <= {} ({} open at its last heartbeat)\n",
-            d.processor,
-            d.incarnation,
-            if d.superseded { " (restarted)" } else { "" },
-            d.summaries_received,
-            d.gaps,
-            d.summaries_after_last_heartbeat,
-            d.sessions_lost_upper_bound,
-            d.flows_open
-        ));
-    }
-    for p in report
-        .processors
-        .iter()
-        .filter(|p| p.records_before_start + p.records_gaps > 0)
-    {
-        s.push_str(&format!(
-            "processor {}: connection records handed {} = received {} + before this aggregator started {} + gaps {}\n",
-            p.processor, p.records_handed, p.records_received, p.records_before_start, p.records_gaps
-        ));
-    }
-    s.push_str(&format!(
-        "reconciled: {}  complete: {}  routing consistent: {}",
-        report.reconciled, report.complete, report.routing_consistent
-    ));
-    s
 }
 
 #[cfg(test)]

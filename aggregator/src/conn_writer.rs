@@ -15,8 +15,16 @@ use std::thread::JoinHandle;
 use tapflow_proto::conn::ConnRecord;
 
 use crate::conns::conn_json;
-use crate::logfile::LogFile;
-use crate::run::RunError;
+use crate::logfile::{LogError, LogFile};
+
+/// Why the conn log stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnLogError {
+    #[error(transparent)]
+    Log(#[from] LogError),
+    #[error("cannot start a thread: {0}")]
+    Thread(std::io::Error),
+}
 
 const CHUNK: usize = 1024;
 const DEPTH: usize = 16;
@@ -34,13 +42,13 @@ pub struct ConnWriter {
     tx: Option<SyncSender<Cmd>>,
     /// Emptied chunks back from the thread, to be filled again.
     spare: Option<Receiver<Vec<Released>>>,
-    handle: Option<JoinHandle<Result<(), RunError>>>,
+    handle: Option<JoinHandle<Result<(), ConnLogError>>>,
 }
 
 impl ConnWriter {
     /// Creates (truncates) the log at `path` and starts its thread; with no path, records are
     /// dropped as they are handed over.
-    pub fn start(path: Option<&Path>) -> Result<ConnWriter, RunError> {
+    pub fn start(path: Option<&Path>) -> Result<ConnWriter, ConnLogError> {
         let mut w = ConnWriter {
             chunk: Vec::new(),
             tx: None,
@@ -67,7 +75,7 @@ impl ConnWriter {
                             }
                             let _ = spare_tx.send(records);
                             if let Some(e) = failed.take() {
-                                return Err(e);
+                                return Err(e.into());
                             }
                             log.write(&mut text)?;
                         }
@@ -75,9 +83,9 @@ impl ConnWriter {
                     }
                 }
                 log.write(&mut text)?;
-                log.flush()
+                log.flush().map_err(ConnLogError::from)
             })
-            .map_err(RunError::Thread)?;
+            .map_err(ConnLogError::Thread)?;
         w.chunk = Vec::with_capacity(CHUNK);
         w.tx = Some(tx);
         w.spare = Some(spare);
@@ -86,7 +94,7 @@ impl ConnWriter {
     }
 
     /// The next record in release order.
-    pub fn push(&mut self, r: Box<ConnRecord>, parents: Vec<String>) -> Result<(), RunError> {
+    pub fn push(&mut self, r: Box<ConnRecord>, parents: Vec<String>) -> Result<(), ConnLogError> {
         if self.tx.is_none() {
             return Ok(());
         }
@@ -98,7 +106,7 @@ impl ConnWriter {
     }
 
     /// Hands over what is queued here (call after each release).
-    pub fn flush(&mut self) -> Result<(), RunError> {
+    pub fn flush(&mut self) -> Result<(), ConnLogError> {
         if self.chunk.is_empty() {
             return Ok(());
         }
@@ -112,7 +120,7 @@ impl ConnWriter {
     }
 
     /// Reopens the log (SIGHUP), after every record handed over so far.
-    pub fn reopen(&mut self) -> Result<(), RunError> {
+    pub fn reopen(&mut self) -> Result<(), ConnLogError> {
         self.flush()?;
         if self.tx.is_none() {
             return Ok(());
@@ -121,13 +129,13 @@ impl ConnWriter {
     }
 
     /// End of stream: waits until every record is written and the file flushed.
-    pub fn finish(mut self) -> Result<(), RunError> {
+    pub fn finish(mut self) -> Result<(), ConnLogError> {
         self.flush()?;
         self.tx = None;
         self.join()
     }
 
-    fn send(&mut self, cmd: Cmd) -> Result<(), RunError> {
+    fn send(&mut self, cmd: Cmd) -> Result<(), ConnLogError> {
         let Some(tx) = self.tx.as_ref() else {
             return Ok(());
         };
@@ -139,11 +147,11 @@ impl ConnWriter {
         self.join()
     }
 
-    fn join(&mut self) -> Result<(), RunError> {
+    fn join(&mut self) -> Result<(), ConnLogError> {
         match self.handle.take().map(JoinHandle::join) {
             None | Some(Ok(Ok(()))) => Ok(()),
             Some(Ok(Err(e))) => Err(e),
-            Some(Err(_)) => Err(RunError::Thread(std::io::Error::other(
+            Some(Err(_)) => Err(ConnLogError::Thread(std::io::Error::other(
                 "the conn-log thread failed",
             ))),
         }
@@ -200,7 +208,7 @@ mod tests {
         }
         let end = result.and_then(|()| w.finish());
         assert!(
-            matches!(end, Err(RunError::Log { ref path, .. }) if path == "/dev/full"),
+            matches!(end, Err(ConnLogError::Log(LogError { ref path, .. })) if path == "/dev/full"),
             "{end:?}"
         );
     }

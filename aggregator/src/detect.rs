@@ -38,7 +38,7 @@ use std::collections::BTreeMap;
 use tapflow_proto::conn::ConnRecord;
 use tapflow_proto::Addr;
 
-pub use episode::{AlertEvent, EventKind};
+pub use episode::{AlertEvent, AlertKey, AlertKind, EventKind};
 
 /// Detection settings; every default is the one DESIGN.md starts from.
 #[derive(Clone, Debug)]
@@ -254,9 +254,8 @@ impl Detector {
     }
 }
 
-/// The alerts a window raises, keyed by (kind, src, dst), with their count and evidence.
-pub type WindowAlerts =
-    BTreeMap<(&'static str, String, String), (u64, BTreeMap<&'static str, u64>)>;
+/// The alerts a window raises, by key, with their count and evidence.
+pub type WindowAlerts = BTreeMap<AlertKey, (u64, BTreeMap<&'static str, u64>)>;
 
 #[cfg(test)]
 mod tests;

@@ -24,6 +24,81 @@ const CHUNK: usize = 2048;
 /// the releasing thread waits for detection.
 const DEPTH: usize = 32;
 
+/// Detection as the aggregator drives it: records in release order, alert events back.
+/// [`DetectThread`] runs it on another core; [`InlineDetection`] on the caller's thread (tests).
+pub trait Detection {
+    /// The next record in release order.
+    fn on_record(&mut self, r: &ConnRecord);
+    /// Hands over what is queued (call after each release).
+    fn flush(&mut self);
+    /// Alert events decided so far, appended to `out` (does not wait).
+    fn take_events(&mut self, out: &mut Vec<AlertEvent>);
+    /// Counters as of the last records detection finished.
+    fn stats(&self) -> DetectStats;
+    /// End of stream: judges every window and ends every episode; appends the events to
+    /// `out` and returns the final counters.
+    fn finish(&mut self, out: &mut Vec<AlertEvent>) -> DetectStats;
+}
+
+/// The sans-IO [`Detector`] on the caller's thread.
+pub struct InlineDetection {
+    detector: Detector,
+    events: Vec<AlertEvent>,
+}
+
+impl InlineDetection {
+    pub fn new(cfg: DetectConfig) -> InlineDetection {
+        InlineDetection {
+            detector: Detector::new(cfg),
+            events: Vec::new(),
+        }
+    }
+}
+
+impl Detection for InlineDetection {
+    fn on_record(&mut self, r: &ConnRecord) {
+        self.detector.on_record(r, &mut self.events);
+    }
+
+    fn flush(&mut self) {}
+
+    fn take_events(&mut self, out: &mut Vec<AlertEvent>) {
+        out.append(&mut self.events);
+    }
+
+    fn stats(&self) -> DetectStats {
+        self.detector.stats()
+    }
+
+    fn finish(&mut self, out: &mut Vec<AlertEvent>) -> DetectStats {
+        out.append(&mut self.events);
+        self.detector.finish(out);
+        self.detector.stats()
+    }
+}
+
+impl Detection for DetectThread {
+    fn on_record(&mut self, r: &ConnRecord) {
+        DetectThread::on_record(self, r);
+    }
+
+    fn flush(&mut self) {
+        DetectThread::flush(self);
+    }
+
+    fn take_events(&mut self, out: &mut Vec<AlertEvent>) {
+        DetectThread::take_events(self, out);
+    }
+
+    fn stats(&self) -> DetectStats {
+        DetectThread::stats(self)
+    }
+
+    fn finish(&mut self, out: &mut Vec<AlertEvent>) -> DetectStats {
+        DetectThread::finish(self, out)
+    }
+}
+
 pub struct DetectThread {
     chunk: Vec<DetectInput>,
     tx: Option<SyncSender<Vec<DetectInput>>>,
@@ -116,15 +191,17 @@ impl DetectThread {
     }
 
     /// End of stream: waits for detection to catch up, judges every window and ends every
-    /// episode; appends the events to `out` and returns the final counters.
-    pub fn finish(mut self, out: &mut Vec<AlertEvent>) -> DetectStats {
+    /// episode; appends the events to `out` and returns the final counters. Once.
+    pub fn finish(&mut self, out: &mut Vec<AlertEvent>) -> DetectStats {
         self.flush();
         self.tx = None;
         let stats = self.handle.take().map(JoinHandle::join);
         self.take_events(out);
         match stats {
             Some(Ok(stats)) => stats,
-            _ => {
+            // Finished already.
+            None => self.stats(),
+            Some(Err(_)) => {
                 error!("the detection thread failed: the alerts of this run are incomplete");
                 self.stats()
             }
@@ -147,7 +224,9 @@ mod tests {
         }
         inline.finish(&mut expected);
         assert!(
-            expected.iter().any(|e| e.kind == "port_scan"),
+            expected
+                .iter()
+                .any(|e| e.kind == crate::detect::AlertKind::PortScan),
             "the records hold a port scan: {expected:?}"
         );
 

@@ -9,9 +9,9 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use tapflow_proto::upstream::ProcessorHeartbeat;
+use tapflow_proto::upstream::{CollectorHealth, ProcessorHeartbeat};
 
-use crate::detect::{AlertEvent, EventKind};
+use crate::detect::{AlertEvent, AlertKey, AlertKind, EventKind};
 
 pub struct HealthWatch {
     drop_rate: f64,
@@ -34,10 +34,23 @@ impl HealthWatch {
 
     /// One processor heartbeat, received at `now_ns` (wall clock).
     pub fn heartbeat(&mut self, hb: &ProcessorHeartbeat, now_ns: u64, out: &mut Vec<AlertEvent>) {
-        // Silent collectors: each processor's view, merged.
-        for (collector, by) in self.silent.iter_mut() {
+        self.silent_collectors(hb, now_ns, out);
+        // Drop rates over the last interval.
+        for c in &hb.collectors {
+            self.drop_rate(c, now_ns, out);
+        }
+    }
+
+    /// Silent collectors: each processor's view, merged; an episode per collector any
+    /// processor calls silent.
+    fn silent_collectors(
+        &mut self,
+        hb: &ProcessorHeartbeat,
+        now_ns: u64,
+        out: &mut Vec<AlertEvent>,
+    ) {
+        for by in self.silent.values_mut() {
             by.remove(&hb.processor);
-            let _ = collector;
         }
         for c in &hb.silent_collectors {
             self.silent
@@ -54,16 +67,8 @@ impl HealthWatch {
         for c in &now_silent {
             if !self.silent_since.contains_key(c) {
                 self.silent_since.insert(c.clone(), now_ns);
-                out.push(event(
-                    EventKind::Start,
-                    "collector_silent",
-                    c,
-                    &hb.processor,
-                    now_ns,
-                    now_ns,
-                    1,
-                    1,
-                ));
+                let key = AlertKey::new(AlertKind::CollectorSilent, c, &hb.processor);
+                out.push(event(EventKind::Start, key, (now_ns, now_ns), 1, 1));
             }
         }
         let back: Vec<String> = self
@@ -74,85 +79,70 @@ impl HealthWatch {
             .collect();
         for c in back {
             if let Some(since) = self.silent_since.remove(&c) {
-                out.push(event(
-                    EventKind::End,
-                    "collector_silent",
-                    &c,
-                    "*",
-                    since,
-                    now_ns,
-                    1,
-                    1,
-                ));
+                let key = AlertKey::new(AlertKind::CollectorSilent, c, "*");
+                out.push(event(EventKind::End, key, (since, now_ns), 1, 1));
             }
         }
-        // Drop rates over the last interval.
-        for c in &hb.collectors {
-            let (read0, drops0) = self
-                .last
-                .insert(c.sender.clone(), (c.packets_read, c.drops))
-                .unwrap_or((c.packets_read, c.drops));
-            let (read, drops) = (
-                c.packets_read.saturating_sub(read0),
-                c.drops.saturating_sub(drops0),
-            );
-            if read + drops == 0 {
-                continue;
+    }
+
+    /// One collector's drops over the last interval: an episode while they exceed the rate.
+    fn drop_rate(&mut self, c: &CollectorHealth, now_ns: u64, out: &mut Vec<AlertEvent>) {
+        let (read0, drops0) = self
+            .last
+            .insert(c.sender.clone(), (c.packets_read, c.drops))
+            .unwrap_or((c.packets_read, c.drops));
+        let (read, drops) = (
+            c.packets_read.saturating_sub(read0),
+            c.drops.saturating_sub(drops0),
+        );
+        if read + drops == 0 {
+            return;
+        }
+        let permille = drops * 1000 / (read + drops);
+        let climbing = drops as f64 > self.drop_rate * (read + drops) as f64;
+        let key = || AlertKey::new(AlertKind::DropRate, &c.sender, "*");
+        match (climbing, self.dropping.get_mut(&c.sender)) {
+            (true, None) => {
+                self.dropping.insert(c.sender.clone(), (now_ns, permille));
+                out.push(event(
+                    EventKind::Start,
+                    key(),
+                    (now_ns, now_ns),
+                    permille,
+                    permille,
+                ));
             }
-            let permille = drops * 1000 / (read + drops);
-            let climbing = drops as f64 > self.drop_rate * (read + drops) as f64;
-            match (climbing, self.dropping.get_mut(&c.sender)) {
-                (true, None) => {
-                    self.dropping.insert(c.sender.clone(), (now_ns, permille));
+            (true, Some((_, peak))) => *peak = (*peak).max(permille),
+            (false, Some(_)) => {
+                if let Some((since, peak)) = self.dropping.remove(&c.sender) {
                     out.push(event(
-                        EventKind::Start,
-                        "drop_rate",
-                        &c.sender,
-                        "*",
-                        now_ns,
-                        now_ns,
+                        EventKind::End,
+                        key(),
+                        (since, now_ns),
                         permille,
-                        permille,
+                        peak,
                     ));
                 }
-                (true, Some((_, peak))) => *peak = (*peak).max(permille),
-                (false, Some(_)) => {
-                    if let Some((since, peak)) = self.dropping.remove(&c.sender) {
-                        out.push(event(
-                            EventKind::End,
-                            "drop_rate",
-                            &c.sender,
-                            "*",
-                            since,
-                            now_ns,
-                            permille,
-                            peak,
-                        ));
-                    }
-                }
-                (false, None) => {}
             }
+            (false, None) => {}
         }
     }
 }
 
-#[allow(clippy::too_many_arguments)]
+/// A pipeline-health event over `(start, now)`.
 fn event(
     event: EventKind,
-    kind: &'static str,
-    src: &str,
-    dst: &str,
-    start: u64,
-    now: u64,
+    key: AlertKey,
+    (start, now): (u64, u64),
     count: u64,
     peak: u64,
 ) -> AlertEvent {
     AlertEvent {
         ts_ns: now,
         event,
-        kind,
-        src: src.to_owned(),
-        dst: dst.to_owned(),
+        kind: key.kind,
+        src: key.src,
+        dst: key.dst,
         window_start_ns: start,
         window_end_ns: now,
         count,
@@ -183,7 +173,7 @@ mod tests {
 
     fn kinds(out: &[AlertEvent]) -> Vec<(&str, &str, &str)> {
         out.iter()
-            .map(|e| (e.event.as_str(), e.kind, e.src.as_str()))
+            .map(|e| (e.event.as_str(), e.kind.as_str(), e.src.as_str()))
             .collect()
     }
 

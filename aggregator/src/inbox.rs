@@ -17,7 +17,18 @@ use std::time::Duration;
 use tapflow_proto::upstream::UpMessage;
 use tracing::warn;
 
-use crate::run::RunError;
+/// The inbox could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum InboxError {
+    #[error("cannot {what} {endpoint}: {source}")]
+    Socket {
+        what: &'static str,
+        endpoint: String,
+        source: zmq::Error,
+    },
+    #[error("cannot start a thread: {0}")]
+    Thread(std::io::Error),
+}
 
 /// Decoded messages waiting for the main loop.
 const DEPTH: usize = 8;
@@ -42,13 +53,13 @@ pub struct Inbox {
 
 impl Inbox {
     /// Takes over `pull` (bound and configured, from `ctx`) until the inbox is dropped.
-    pub fn start(ctx: &zmq::Context, pull: zmq::Socket) -> Result<Inbox, RunError> {
+    pub fn start(ctx: &zmq::Context, pull: zmq::Socket) -> Result<Inbox, InboxError> {
         static INBOXES: AtomicU64 = AtomicU64::new(0);
         let endpoint = format!(
             "inproc://tapflow-inbox-stop-{}",
             INBOXES.fetch_add(1, Ordering::Relaxed)
         );
-        let socket_err = |source| RunError::Socket {
+        let socket_err = |source| InboxError::Socket {
             what: "set up",
             endpoint: endpoint.clone(),
             source,
@@ -62,7 +73,7 @@ impl Inbox {
         let handle = std::thread::Builder::new()
             .name("inbox".into())
             .spawn(move || receive(&pull, &stopped, &tx))
-            .map_err(RunError::Thread)?;
+            .map_err(InboxError::Thread)?;
         Ok(Inbox {
             rx: Some(rx),
             stop,

@@ -1,7 +1,9 @@
 //! tapflow aggregator: PULL the processors' messages -> accounting (and, as they land, window
 //! merging, detection and sinks).
 //!
-//! `accounting` is sans-IO; `run` owns the socket and the files.
+//! `state::Aggregator` is the sans-IO state machine (ordering, detection hand-over, accounting);
+//! `sink` holds every output behind one trait; `run` owns the socket, signals and clock and
+//! drives the machine.
 
 #![forbid(unsafe_code)]
 
@@ -14,10 +16,12 @@ pub mod detect_thread;
 pub mod health;
 pub mod inbox;
 pub mod influx;
-mod logfile;
+pub mod logfile;
 pub mod members;
 pub mod points;
 pub mod run;
+pub mod sink;
+pub mod state;
 #[cfg(test)]
 mod testutil;
 pub mod upstream;

@@ -3,16 +3,22 @@
 use std::fs::File;
 use std::io::{BufWriter, Write};
 
-use crate::run::RunError;
+/// A log file could not be created, written or flushed.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot write {path}: {source}")]
+pub struct LogError {
+    pub path: String,
+    pub source: std::io::Error,
+}
 
 /// An optional JSON-lines file.
-pub(crate) struct LogFile {
+pub struct LogFile {
     path: String,
     w: Option<BufWriter<File>>,
 }
 
 impl LogFile {
-    pub(crate) fn create(path: Option<&std::path::Path>) -> Result<LogFile, RunError> {
+    pub fn create(path: Option<&std::path::Path>) -> Result<LogFile, LogError> {
         let Some(p) = path else {
             return Ok(LogFile {
                 path: String::new(),
@@ -20,7 +26,7 @@ impl LogFile {
             });
         };
         let path = p.display().to_string();
-        let f = File::create(p).map_err(|source| RunError::Log {
+        let f = File::create(p).map_err(|source| LogError {
             path: path.clone(),
             source,
         })?;
@@ -31,7 +37,7 @@ impl LogFile {
     }
 
     /// Flushes, then opens the path again (appending; created if logrotate moved it away).
-    pub(crate) fn reopen(&mut self) -> Result<(), RunError> {
+    pub fn reopen(&mut self) -> Result<(), LogError> {
         if self.w.is_none() {
             return Ok(());
         }
@@ -40,7 +46,7 @@ impl LogFile {
             .create(true)
             .append(true)
             .open(&self.path)
-            .map_err(|source| RunError::Log {
+            .map_err(|source| LogError {
                 path: self.path.clone(),
                 source,
             })?;
@@ -49,13 +55,12 @@ impl LogFile {
     }
 
     /// Appends `text` (whole lines) and clears it.
-    pub(crate) fn write(&mut self, text: &mut String) -> Result<(), RunError> {
+    pub fn write(&mut self, text: &mut String) -> Result<(), LogError> {
         if let Some(w) = self.w.as_mut() {
-            w.write_all(text.as_bytes())
-                .map_err(|source| RunError::Log {
-                    path: self.path.clone(),
-                    source,
-                })?;
+            w.write_all(text.as_bytes()).map_err(|source| LogError {
+                path: self.path.clone(),
+                source,
+            })?;
         }
         text.clear();
         Ok(())
@@ -64,7 +69,7 @@ impl LogFile {
     /// Writes `text` once it has grown past a chunk, so that the records released at the end of
     /// a capture (hundreds of thousands at once) never pile up in one string; the first error
     /// goes to `failed` (for callbacks that cannot return one).
-    pub(crate) fn write_chunk(&mut self, text: &mut String, failed: &mut Option<RunError>) {
+    pub fn write_chunk(&mut self, text: &mut String, failed: &mut Option<LogError>) {
         const CHUNK: usize = 1 << 18;
         if text.len() >= CHUNK && failed.is_none() {
             if let Err(e) = self.write(text) {
@@ -73,9 +78,9 @@ impl LogFile {
         }
     }
 
-    pub(crate) fn flush(&mut self) -> Result<(), RunError> {
+    pub fn flush(&mut self) -> Result<(), LogError> {
         if let Some(w) = self.w.as_mut() {
-            w.flush().map_err(|source| RunError::Log {
+            w.flush().map_err(|source| LogError {
                 path: self.path.clone(),
                 source,
             })?;

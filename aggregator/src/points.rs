@@ -59,7 +59,7 @@ impl LiveHealth {
 /// One alert event: tags `kind` and `event` (start/update/end); addresses and counts are fields.
 pub fn alert_point(e: &AlertEvent) -> Point {
     let mut p = Point::new(ALERT_MEASUREMENT, e.ts_ns)
-        .tag("kind", e.kind)
+        .tag("kind", e.kind.as_str())
         .tag("event", e.event.as_str())
         .field("src", Field::Str(e.src.clone()))
         .field("dst", Field::Str(e.dst.clone()))
@@ -81,10 +81,34 @@ fn secs(ns: u64) -> f64 {
 
 /// Per-window traffic by collector and protocol, summed over the processors' partials and
 /// emitted once every processor's watermark is past the window (all of it at end of stream).
-/// Window start, window seconds, collector, IP protocol.
-type TrafficKey = (u64, u32, String, u8);
-/// Packets, bytes, flows, and whether every processor's partial was complete.
-type TrafficSum = ([u64; 3], bool);
+/// One window of one collector's traffic of one IP protocol (ordered by window start first).
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+struct TrafficKey {
+    window_start_ns: u64,
+    window_s: u32,
+    collector: String,
+    proto: u8,
+}
+
+/// The processors' partials summed, and whether every one was complete.
+#[derive(Clone, Copy, Debug)]
+struct TrafficSum {
+    packets: u64,
+    bytes: u64,
+    flows: u64,
+    complete: bool,
+}
+
+impl Default for TrafficSum {
+    fn default() -> TrafficSum {
+        TrafficSum {
+            packets: 0,
+            bytes: 0,
+            flows: 0,
+            complete: true,
+        }
+    }
+}
 
 pub struct TrafficMerge {
     processors: usize,
@@ -107,12 +131,17 @@ impl TrafficMerge {
         for t in &batch.traffic {
             let e = self
                 .sums
-                .entry((t.window_start_ns, t.window_s, t.collector.clone(), t.proto))
-                .or_insert(([0; 3], true));
-            e.0[0] += t.packets;
-            e.0[1] += t.bytes;
-            e.0[2] += t.flows;
-            e.1 &= t.complete;
+                .entry(TrafficKey {
+                    window_start_ns: t.window_start_ns,
+                    window_s: t.window_s,
+                    collector: t.collector.clone(),
+                    proto: t.proto,
+                })
+                .or_default();
+            e.packets += t.packets;
+            e.bytes += t.bytes;
+            e.flows += t.flows;
+            e.complete &= t.complete;
         }
     }
 
@@ -136,12 +165,27 @@ impl TrafficMerge {
             self.watermarks.values().copied().min().unwrap_or(0)
         };
         while let Some(entry) = self.sums.first_entry() {
-            let (start, window_s, _, _) = entry.key();
-            if !all && start.saturating_add(u64::from(*window_s) * 1_000_000_000) > limit {
+            let key = entry.key();
+            let end = key
+                .window_start_ns
+                .saturating_add(u64::from(key.window_s) * 1_000_000_000);
+            if !all && end > limit {
                 break;
             }
-            let ((start, window_s, collector, proto), ([packets, bytes, flows], complete)) =
-                entry.remove_entry();
+            let (
+                TrafficKey {
+                    window_start_ns: start,
+                    window_s,
+                    collector,
+                    proto,
+                },
+                TrafficSum {
+                    packets,
+                    bytes,
+                    flows,
+                    complete,
+                },
+            ) = entry.remove_entry();
             let proto = match proto {
                 ip_proto::TCP => "tcp",
                 ip_proto::UDP => "udp",
@@ -281,7 +325,7 @@ mod tests {
         let e = AlertEvent {
             ts_ns: 60_000_000_000,
             event: EventKind::Start,
-            kind: "port_scan",
+            kind: crate::detect::AlertKind::PortScan,
             src: "10.0.0.1".into(),
             dst: "10.0.0.2".into(),
             window_start_ns: 0,

@@ -22,13 +22,85 @@ impl EventKind {
     }
 }
 
+/// What an alert is about: detection's kinds and pipeline health's.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum AlertKind {
+    PortScan,
+    AddressScan,
+    StealthScan,
+    SynFlood,
+    Reflection,
+    UdpFlood,
+    IcmpFlood,
+    VolumetricFlood,
+    /// Pipeline health: a collector a processor no longer hears.
+    CollectorSilent,
+    /// Pipeline health: a collector losing more than the allowed share of its packets.
+    DropRate,
+}
+
+impl AlertKind {
+    /// The name in the alerts log and InfluxDB's `kind` tag.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AlertKind::PortScan => "port_scan",
+            AlertKind::AddressScan => "address_scan",
+            AlertKind::StealthScan => "stealth_scan",
+            AlertKind::SynFlood => "syn_flood",
+            AlertKind::Reflection => "reflection",
+            AlertKind::UdpFlood => "udp_flood",
+            AlertKind::IcmpFlood => "icmp_flood",
+            AlertKind::VolumetricFlood => "volumetric_flood",
+            AlertKind::CollectorSilent => "collector_silent",
+            AlertKind::DropRate => "drop_rate",
+        }
+    }
+}
+
+/// Kinds order by name, so events of one window come out in the same order as always.
+impl Ord for AlertKind {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.as_str().cmp(other.as_str())
+    }
+}
+
+impl PartialOrd for AlertKind {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl std::fmt::Display for AlertKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Who an alert is about: one episode per key (`src` or `dst` is `"*"` where there are many).
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct AlertKey {
+    pub kind: AlertKind,
+    pub src: String,
+    pub dst: String,
+}
+
+impl AlertKey {
+    pub fn new(kind: AlertKind, src: impl Into<String>, dst: impl Into<String>) -> AlertKey {
+        AlertKey {
+            kind,
+            src: src.into(),
+            dst: dst.into(),
+        }
+    }
+}
+
 /// One alert event of the alerts log.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct AlertEvent {
     /// Event time: the end of the window that caused it (ns).
     pub ts_ns: u64,
     pub event: EventKind,
-    pub kind: &'static str,
+    pub kind: AlertKind,
     pub src: String,
     pub dst: String,
     pub window_start_ns: u64,
@@ -52,7 +124,7 @@ impl AlertEvent {
             "{{\"ts\":{},\"event\":\"{}\",\"kind\":\"{}\",\"src\":\"{}\",\"dst\":\"{}\",\"window_start\":{},\"window_end\":{},\"count\":{},\"peak\":{},\"episode_start\":{},\"windows\":{}",
             secs(self.ts_ns),
             self.event.as_str(),
-            self.kind,
+            self.kind.as_str(),
             self.src,
             self.dst,
             secs(self.window_start_ns),
@@ -80,7 +152,7 @@ struct Open {
 
 pub(super) struct Episodes {
     gap: u64,
-    open: BTreeMap<(&'static str, String, String), Open>,
+    open: BTreeMap<AlertKey, Open>,
 }
 
 impl Episodes {
@@ -141,9 +213,9 @@ impl Episodes {
             out.push(AlertEvent {
                 ts_ns: end,
                 event,
-                kind: key.0,
-                src: key.1,
-                dst: key.2,
+                kind: key.kind,
+                src: key.src,
+                dst: key.dst,
                 window_start_ns: start,
                 window_end_ns: end,
                 count,
@@ -166,13 +238,13 @@ impl Episodes {
     }
 }
 
-fn end_event(k: (&'static str, String, String), o: Open) -> AlertEvent {
+fn end_event(k: AlertKey, o: Open) -> AlertEvent {
     AlertEvent {
         ts_ns: o.last_end_ns,
         event: EventKind::End,
-        kind: k.0,
-        src: k.1,
-        dst: k.2,
+        kind: k.kind,
+        src: k.src,
+        dst: k.dst,
         window_start_ns: o.start_ns,
         window_end_ns: o.last_end_ns,
         count: o.peak,

@@ -80,7 +80,7 @@ fn check(cfg: DetectConfig, mut records: Vec<ConnRecord>, expected: &[(&str, &st
         .map(|e| {
             (
                 e.event.as_str().into(),
-                e.kind.into(),
+                e.kind.as_str().into(),
                 e.src.clone(),
                 e.dst.clone(),
             )

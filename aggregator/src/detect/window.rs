@@ -7,7 +7,7 @@ use tapflow_proto::key::ip_proto;
 use tapflow_proto::Addr;
 
 use super::classify::Observation;
-use super::{DetectConfig, DetectInput, WindowAlerts};
+use super::{AlertKey, AlertKind, DetectConfig, DetectInput, WindowAlerts};
 
 /// Keys here are addresses anyone can forge: seeded per process (unlike FxHash) and several
 /// times faster than the standard SipHash on them.
@@ -114,11 +114,11 @@ impl Flood {
         }
     }
 
-    fn as_str(self) -> &'static str {
+    fn kind(self) -> AlertKind {
         match self {
-            Flood::Udp => "udp_flood",
-            Flood::Icmp => "icmp_flood",
-            Flood::Other => "volumetric_flood",
+            Flood::Udp => AlertKind::UdpFlood,
+            Flood::Icmp => AlertKind::IcmpFlood,
+            Flood::Other => AlertKind::VolumetricFlood,
         }
     }
 }
@@ -324,6 +324,20 @@ fn ip(a: &Addr) -> String {
 
 fn judge_scans(w: &Scans, cfg: &DetectConfig, len: u64) -> WindowAlerts {
     let mut alerts = WindowAlerts::new();
+    let scanners = judge_port_scans(w, cfg, &mut alerts);
+    judge_address_scans(w, cfg, &mut alerts);
+    judge_stealth_scans(w, cfg, &mut alerts);
+    judge_syn_floods(w, cfg, len, &scanners, &mut alerts);
+    judge_reflection(w, cfg, &mut alerts);
+    alerts
+}
+
+/// Port scans; returns the (scanner, host) pairs, which no SYN flood is about.
+fn judge_port_scans(
+    w: &Scans,
+    cfg: &DetectConfig,
+    alerts: &mut WindowAlerts,
+) -> HashSet<(Addr, Addr)> {
     let mut scanners: HashSet<(Addr, Addr)> = HashSet::default();
     for ((src, dst), ports) in &w.failed_ports {
         let min = cfg
@@ -333,7 +347,7 @@ fn judge_scans(w: &Scans, cfg: &DetectConfig, len: u64) -> WindowAlerts {
         if ports.len() >= min {
             scanners.insert((*src, *dst));
             alerts.insert(
-                ("port_scan", ip(src), ip(dst)),
+                AlertKey::new(AlertKind::PortScan, ip(src), ip(dst)),
                 (
                     ports.len() as u64,
                     [("distinct_ports", ports.len() as u64)].into(),
@@ -341,6 +355,10 @@ fn judge_scans(w: &Scans, cfg: &DetectConfig, len: u64) -> WindowAlerts {
             );
         }
     }
+    scanners
+}
+
+fn judge_address_scans(w: &Scans, cfg: &DetectConfig, alerts: &mut WindowAlerts) {
     let mut by_src: HashMap<Addr, (u64, u16)> = HashMap::default();
     for ((src, _proto, port), hosts) in &w.failed_hosts {
         if hosts.len()
@@ -359,13 +377,16 @@ fn judge_scans(w: &Scans, cfg: &DetectConfig, len: u64) -> WindowAlerts {
     }
     for (src, (hosts, port)) in by_src {
         alerts.insert(
-            ("address_scan", ip(&src), "*".into()),
+            AlertKey::new(AlertKind::AddressScan, ip(&src), "*"),
             (
                 hosts,
                 [("distinct_hosts", hosts), ("port", u64::from(port))].into(),
             ),
         );
     }
+}
+
+fn judge_stealth_scans(w: &Scans, cfg: &DetectConfig, alerts: &mut WindowAlerts) {
     for ((src, dst), ports) in &w.stealth_ports {
         if ports.len()
             >= cfg
@@ -374,7 +395,7 @@ fn judge_scans(w: &Scans, cfg: &DetectConfig, len: u64) -> WindowAlerts {
                 .unwrap_or(cfg.stealth_scan_ports)
         {
             alerts.insert(
-                ("stealth_scan", ip(src), ip(dst)),
+                AlertKey::new(AlertKind::StealthScan, ip(src), ip(dst)),
                 (
                     ports.len() as u64,
                     [("distinct_ports", ports.len() as u64)].into(),
@@ -382,6 +403,15 @@ fn judge_scans(w: &Scans, cfg: &DetectConfig, len: u64) -> WindowAlerts {
             );
         }
     }
+}
+
+fn judge_syn_floods(
+    w: &Scans,
+    cfg: &DetectConfig,
+    len: u64,
+    scanners: &HashSet<(Addr, Addr)>,
+    alerts: &mut WindowAlerts,
+) {
     for (victim, agg) in &w.syn {
         let per_min = cfg
             .subnet(*victim)
@@ -412,11 +442,14 @@ fn judge_scans(w: &Scans, cfg: &DetectConfig, len: u64) -> WindowAlerts {
                 ("distinct_ports", ports as u64),
             ];
             alerts.insert(
-                ("syn_flood", src, ip(victim)),
+                AlertKey::new(AlertKind::SynFlood, src, ip(victim)),
                 (agg.unanswered, evidence.into()),
             );
         }
     }
+}
+
+fn judge_reflection(w: &Scans, cfg: &DetectConfig, alerts: &mut WindowAlerts) {
     for (victim, (sources, responses)) in &w.reflection {
         if sources.len()
             >= cfg
@@ -425,7 +458,7 @@ fn judge_scans(w: &Scans, cfg: &DetectConfig, len: u64) -> WindowAlerts {
                 .unwrap_or(cfg.reflection_sources)
         {
             alerts.insert(
-                ("reflection", "*".into(), ip(victim)),
+                AlertKey::new(AlertKind::Reflection, "*", ip(victim)),
                 (
                     *responses,
                     [
@@ -437,7 +470,6 @@ fn judge_scans(w: &Scans, cfg: &DetectConfig, len: u64) -> WindowAlerts {
             );
         }
     }
-    alerts
 }
 
 fn judge_volume(w: &Volume, cfg: &DetectConfig, len: u64) -> WindowAlerts {
@@ -460,7 +492,7 @@ fn judge_volume(w: &Volume, cfg: &DetectConfig, len: u64) -> WindowAlerts {
                 ("packets", pkts.round() as u64),
             ];
             alerts.insert(
-                (kind.as_str(), src, ip(victim)),
+                AlertKey::new(kind.kind(), src, ip(victim)),
                 (pkts.round() as u64, evidence.into()),
             );
         }

@@ -1,0 +1,67 @@
+//! The conn log: final records as Zeek-style JSON lines, written on their own thread
+//! ([`crate::conn_writer`]) in release order.
+
+use std::path::Path;
+
+use tapflow_proto::conn::ConnRecord;
+
+use super::{Sink, SinkError};
+use crate::accounting::AccountingReport;
+use crate::conn_writer::ConnWriter;
+
+pub struct ConnLog {
+    /// `None` once finished.
+    writer: Option<ConnWriter>,
+}
+
+impl ConnLog {
+    /// Creates (truncates) the log at `path` and starts its thread.
+    pub fn start(path: &Path) -> Result<ConnLog, SinkError> {
+        Ok(ConnLog {
+            writer: Some(ConnWriter::start(Some(path))?),
+        })
+    }
+}
+
+impl Sink for ConnLog {
+    fn takes_records(&self) -> bool {
+        true
+    }
+
+    fn on_conn(&mut self, r: &ConnRecord, parents: &[String]) -> Result<(), SinkError> {
+        self.on_conn_owned(Box::new(r.clone()), parents.to_vec())
+    }
+
+    fn on_conn_owned(&mut self, r: Box<ConnRecord>, parents: Vec<String>) -> Result<(), SinkError> {
+        match self.writer.as_mut() {
+            Some(w) => Ok(w.push(r, parents)?),
+            None => Ok(()),
+        }
+    }
+
+    fn on_released(&mut self) -> Result<(), SinkError> {
+        match self.writer.as_mut() {
+            Some(w) => Ok(w.flush()?),
+            None => Ok(()),
+        }
+    }
+
+    fn reopen(&mut self) -> Result<(), SinkError> {
+        match self.writer.as_mut() {
+            Some(w) => Ok(w.reopen()?),
+            None => Ok(()),
+        }
+    }
+
+    /// Waits until every record is written and the file flushed.
+    fn end_of_records(&mut self) -> Result<(), SinkError> {
+        match self.writer.take() {
+            Some(w) => Ok(w.finish()?),
+            None => Ok(()),
+        }
+    }
+
+    fn finish(&mut self, _report: &mut AccountingReport, _now_ns: u64) -> Result<(), SinkError> {
+        self.end_of_records()
+    }
+}

@@ -1,0 +1,344 @@
+//! The aggregator as a sans-IO state machine: the processors' messages go in through `on_*`
+//! methods, with the time passed in (it never reads a clock); what they produce goes out
+//! through the fan-out of [`Sinks`]. `run.rs` owns the socket, signals and clock and drives it.
+//!
+//! Records are ordered by the [`ConnSorter`]; each released record goes, in release order, to
+//! detection and to every sink. Alert events from all three producers (pipeline health on
+//! heartbeats, detection after each release, the final judgement at the end) reach the sinks
+//! in one place, [`Aggregator::emit_alerts`], after the records that caused them.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+use std::time::Instant;
+
+use tapflow_proto::conn::ConnRecord;
+use tapflow_proto::procset::ProcessorSet;
+use tapflow_proto::upstream::{ConnBatch, ProcessorAccount, ProcessorHeartbeat, UpMessage};
+use tracing::{error, info, warn};
+
+use crate::accounting::{reconcile_with, table, AccountingReport, SetReport};
+use crate::config::Config;
+use crate::conns::ConnSorter;
+use crate::detect::AlertEvent;
+use crate::detect_thread::Detection;
+use crate::health::HealthWatch;
+use crate::members::{Members, SILENT_AFTER};
+use crate::sink::{SinkError, Sinks};
+use crate::upstream::Upstream;
+
+/// A processor heartbeat's drop rate above which pipeline health raises `drop_rate`.
+const DROP_RATE_ALERT: f64 = 0.01;
+
+/// The time as the edge read it: monotonic (for silence) and wall clock (for health points).
+#[derive(Clone, Copy, Debug)]
+pub struct Now {
+    pub instant: Instant,
+    /// Nanoseconds since the Unix epoch.
+    pub unix_ns: u64,
+}
+
+/// What the machine needs of the configuration.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// Processors expected (without a processor set).
+    pub processors: usize,
+    /// The processor set in use and where it was read from.
+    pub processor_set: Option<(PathBuf, ProcessorSet)>,
+    /// End once every expected processor has ended.
+    pub exit_on_eos: bool,
+    /// Records held for ordering before the oldest is written anyway.
+    pub conn_cap: usize,
+}
+
+impl Settings {
+    pub fn of(config: &Config) -> Settings {
+        Settings {
+            processors: config.processors,
+            processor_set: config.processor_set.clone(),
+            exit_on_eos: config.exit_on_eos,
+            conn_cap: config.conn_cap,
+        }
+    }
+}
+
+/// One processor incarnation's account, as kept until the end of the run.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+struct Incarnation {
+    processor: String,
+    incarnation: u64,
+}
+
+pub struct Aggregator {
+    exit_on_eos: bool,
+    /// Processors expected: all members of any epoch when routing is by processor set (a
+    /// reload that adds one makes the merge wait for it too).
+    expected: usize,
+    processor_set: Option<(PathBuf, ProcessorSet)>,
+    sorter: ConnSorter,
+    detector: Box<dyn Detection>,
+    health_watch: HealthWatch,
+    sinks: Sinks,
+    members: Members,
+    upstream: Upstream,
+    accounts: BTreeMap<Incarnation, ProcessorAccount>,
+    malformed: BTreeMap<&'static str, u64>,
+    /// Records of flows split across processors by a processor-set switch.
+    split_records: u64,
+    /// Alert events not yet handed to the sinks.
+    events: Vec<AlertEvent>,
+}
+
+impl Aggregator {
+    pub fn new(settings: Settings, detector: Box<dyn Detection>, sinks: Sinks) -> Aggregator {
+        Aggregator {
+            exit_on_eos: settings.exit_on_eos,
+            expected: settings.processors,
+            processor_set: settings.processor_set,
+            sorter: ConnSorter::new(settings.processors, settings.conn_cap),
+            detector,
+            health_watch: HealthWatch::new(DROP_RATE_ALERT),
+            sinks,
+            members: Members::default(),
+            upstream: Upstream::new(),
+            accounts: BTreeMap::new(),
+            malformed: BTreeMap::new(),
+            split_records: 0,
+            events: Vec::new(),
+        }
+    }
+
+    /// One decoded message from a processor.
+    pub fn on_message(&mut self, m: UpMessage, now: Now) -> Result<(), SinkError> {
+        match m {
+            UpMessage::Heartbeat(hb) => self.on_heartbeat(&hb, now),
+            UpMessage::Conns(batch) => self.on_conns(batch),
+            UpMessage::Eos(account) => {
+                self.on_eos(*account);
+                Ok(())
+            }
+        }
+    }
+
+    /// A heartbeat: membership, restarts, live health and pipeline self-alerts.
+    pub fn on_heartbeat(&mut self, hb: &ProcessorHeartbeat, now: Now) -> Result<(), SinkError> {
+        self.members
+            .heartbeat(&hb.processor, hb.member, now.instant);
+        for old in self.upstream.on_heartbeat(hb) {
+            warn!(processor = %hb.processor, old, new = hb.incarnation, "processor restarted: its previous incarnation sent no end-of-stream; its open sessions and what it had not passed on are lost (see the accounting report)");
+        }
+        self.sinks.on_live_health(hb, now.unix_ns);
+        self.health_watch
+            .heartbeat(hb, now.unix_ns, &mut self.events);
+        self.detector.take_events(&mut self.events);
+        self.emit_alerts()?;
+        self.sinks.flush()
+    }
+
+    /// A batch of connection records: ordered, released to detection and the sinks as far as
+    /// every processor's watermark allows; its interim records go straight out.
+    pub fn on_conns(&mut self, batch: ConnBatch) -> Result<(), SinkError> {
+        self.upstream.on_conns(&batch);
+        self.sinks.on_batch(&batch);
+        self.sorter.push(batch);
+        let released = self.release(false);
+        self.detector.flush();
+        self.detector.take_events(&mut self.events);
+        released?;
+        self.sinks.on_released()?;
+        self.emit_alerts()?;
+        self.sinks.flush()?;
+        for r in self.sorter.take_interim() {
+            self.sinks.on_interim(&r)?;
+        }
+        Ok(())
+    }
+
+    /// A processor's end-of-stream, with its account.
+    pub fn on_eos(&mut self, account: ProcessorAccount) {
+        info!(processor = %account.processor, links = account.links.len(), "processor ended");
+        self.members.ended(&account.processor);
+        self.end_processor(&account.processor);
+        let key = Incarnation {
+            processor: account.processor.clone(),
+            incarnation: account.incarnation,
+        };
+        self.accounts.insert(key, account);
+    }
+
+    /// A message this aggregator cannot read: counted by `reason`, never fatal.
+    pub fn on_malformed(&mut self, reason: &'static str, error: &str, bytes: usize) {
+        *self.malformed.entry(reason).or_default() += 1;
+        warn!(%error, bytes, "dropped an undecodable message");
+    }
+
+    /// Time passes: processors that left the set and went silent are given up. Returns true
+    /// when the run should end (`exit_on_eos` and every expected processor ended or given up).
+    pub fn tick(&mut self, now: Instant) -> bool {
+        let gone = match self.processor_set.as_ref() {
+            Some((_, set)) => self.members.newly_gone(set, now),
+            None => Vec::new(),
+        };
+        for (name, id) in gone {
+            warn!(processor = %name, id, silent_s = SILENT_AFTER.as_secs(), "processor left the processor set and is silent (crashed?): no longer waited for; what it held is lost (see dead_processors in the report)");
+            self.end_processor(&name);
+        }
+        // Processors by name: an incarnation that died (restarted) sends no account; one given
+        // up after it left the set never will.
+        self.exit_on_eos
+            && self
+                .accounts
+                .keys()
+                .map(|k| &k.processor)
+                .chain(self.members.gone())
+                .collect::<BTreeSet<_>>()
+                .len()
+                >= self.expected
+    }
+
+    /// Where the processor set in use was read from, if routing is by processor set.
+    pub fn processor_set_path(&self) -> Option<&PathBuf> {
+        self.processor_set.as_ref().map(|(path, _)| path)
+    }
+
+    /// The processor set read again (SIGHUP): taken if it only appends to the history in use.
+    pub fn on_processor_set(&mut self, set: ProcessorSet) {
+        let Some((path, old)) = self.processor_set.as_ref() else {
+            return;
+        };
+        if !set.extends(old) {
+            error!("SIGHUP: processor set {} does not extend the history in use (a reload may only append [[change]] entries); keeping it", path.display());
+            return;
+        }
+        self.expected = set.all_members().len();
+        self.sorter.set_processors(self.expected);
+        self.sinks.on_processors(self.expected);
+        info!(
+            epochs = set.epochs().len(),
+            processors = self.expected,
+            "SIGHUP: processor set reloaded"
+        );
+        let path = path.clone();
+        self.processor_set = Some((path, set));
+    }
+
+    /// SIGHUP: every output opens its files again.
+    pub fn reopen(&mut self) -> Result<(), SinkError> {
+        self.sinks.reopen()
+    }
+
+    /// The aggregator's counters in Prometheus text format.
+    pub fn metrics(&self) -> String {
+        let conns = self.sorter.stats();
+        let detect = self.detector.stats();
+        let mut named: Vec<(String, u64)> = vec![
+            ("conn_records_received".into(), conns.received),
+            ("conn_records_written".into(), conns.released),
+            ("conn_records_forced".into(), conns.forced),
+            ("detect_records".into(), detect.records),
+            ("detect_late".into(), detect.late),
+            ("detect_cap_hits".into(), detect.cap_hits),
+            ("alert_events".into(), detect.events),
+        ];
+        named.extend(
+            self.malformed
+                .iter()
+                .map(|(r, n)| (format!("messages_malformed{{reason=\"{r}\"}}"), *n)),
+        );
+        self.sinks.counters(&mut named);
+        let mut out = String::new();
+        tapflow_runtime::prometheus_counters(
+            "aggregator",
+            named.iter().map(|(k, v)| (k.as_str(), *v)),
+            &mut out,
+        );
+        out
+    }
+
+    /// End of the run at wall-clock `now_ns`: every record still held is released, detection
+    /// judges its last windows, and the accounting report is built, handed to every sink and
+    /// returned. `auth_rejected`: CURVE clients the ZAP handler refused.
+    pub fn finish(
+        mut self,
+        now_ns: u64,
+        auth_rejected: u64,
+    ) -> Result<AccountingReport, SinkError> {
+        self.release(true)?;
+        self.sinks.end_of_records()?;
+        let detect_stats = self.detector.finish(&mut self.events);
+        self.emit_alerts()?;
+        info!(?detect_stats, "detection finished");
+        let conn_stats = self.sorter.stats();
+        info!(?conn_stats, "connection records written");
+        let accounts: Vec<ProcessorAccount> = self.accounts.into_values().collect();
+        let mut report = reconcile_with(&accounts, &self.upstream);
+        report.conns = Some(conn_stats);
+        report.detection = Some(detect_stats);
+        report.auth_rejected = auth_rejected;
+        report.processor_set = self
+            .processor_set
+            .as_ref()
+            .map(|(_, set)| SetReport::new(set, &report.processors, self.split_records));
+        self.sinks.finish(&mut report, now_ns)?;
+        log_report(&report, &self.malformed);
+        self.sinks.on_report(&report)?;
+        if !report.routing_consistent {
+            error!("MISROUTED: processors saw conflicting shard claims; see the accounting report");
+        }
+        Ok(report)
+    }
+
+    /// Hands the records that can be written now (`drain`: all of them) to detection and the
+    /// sinks, in release order; a sink's first error stops the sinks, not detection.
+    fn release(&mut self, drain: bool) -> Result<(), SinkError> {
+        let Aggregator {
+            sorter,
+            detector,
+            sinks,
+            split_records,
+            ..
+        } = self;
+        let mut failed = Ok(());
+        let mut each = |r: Box<ConnRecord>, parents: Vec<String>| {
+            *split_records += u64::from(r.split != 0);
+            detector.on_record(&r);
+            if failed.is_ok() {
+                failed = sinks.on_conn(r, parents);
+            }
+        };
+        if drain {
+            sorter.drain_owned(&mut each);
+        } else {
+            sorter.release_owned(&mut each);
+        }
+        failed
+    }
+
+    /// Nothing more comes from `processor` (ended, or given up).
+    fn end_processor(&mut self, processor: &str) {
+        self.sorter.end(processor);
+        self.sinks.on_processor_end(processor);
+    }
+
+    /// The alert events gathered so far go to every sink (and are cleared).
+    fn emit_alerts(&mut self) -> Result<(), SinkError> {
+        self.sinks.on_alerts(&self.events)?;
+        self.events.clear();
+        Ok(())
+    }
+}
+
+/// The accounting table (an error if it does not reconcile) and any undecodable messages.
+fn log_report(report: &AccountingReport, malformed: &BTreeMap<&'static str, u64>) {
+    let text = table(report);
+    if report.reconciled {
+        info!("accounting\n{text}");
+    } else {
+        error!("accounting does not reconcile\n{text}");
+    }
+    if !malformed.is_empty() {
+        warn!(?malformed, "undecodable messages from processors");
+    }
+}
+
+#[cfg(test)]
+mod tests;
