@@ -340,10 +340,11 @@ fn release(counters: &mut DecodeCounters, counted: bool, n: u64, reason: Option<
             Some(r) => counters.drops.add(r, n),
             None => counters.fragments_merged = counters.fragments_merged.saturating_add(n),
         }
-    } else if reason.is_some() {
+    } else if let Some(r) = reason {
         // Inner fragments are not in the packet accounting (their packet was summarised by its
         // outer layer); one that never reaches a summary is an undecodable inner packet.
         counters.inner_undecodable = counters.inner_undecodable.saturating_add(n);
+        counters.inner_drops.add(r, n);
     }
 }
 
