@@ -165,7 +165,10 @@ fn open_file(path: &Path) -> Result<offline::BufferedFile, SourceError> {
             msg: e.to_string(),
         });
     }
-    offline::open(path).map_err(|msg| SourceError::Open { what, msg })
+    offline::open(path).map_err(|e| SourceError::Open {
+        what,
+        msg: e.to_string(),
+    })
 }
 
 fn open_live(live: &LiveSpec) -> Result<Capture<Active>, SourceError> {
