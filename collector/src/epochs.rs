@@ -69,6 +69,11 @@ impl SetRouting {
         self.epoch
     }
 
+    /// The member id each link serves, by link index.
+    pub fn ids(&self) -> &[u16] {
+        &self.ids
+    }
+
     pub fn is_retired(&self, link: usize) -> bool {
         self.retired.get(link).copied().unwrap_or(false)
     }
