@@ -140,3 +140,6 @@ impl Batcher {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -202,3 +202,6 @@ fn record(p: Packet<'_>) -> Record<'_> {
         wire_len: p.header.len,
     }
 }
+
+#[cfg(test)]
+mod tests;
