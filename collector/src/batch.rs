@@ -11,6 +11,7 @@ use tracing::warn;
 
 use crate::config::SlowPolicy;
 use crate::link::{Link, LinkCmd};
+use crate::RUN_TARGET;
 
 /// What a batch handed over is stamped with, and where it goes.
 pub struct Flush<'a> {
@@ -135,7 +136,7 @@ impl Batcher {
             Ok(()) => self.sent[i] += n,
             Err(_) => {
                 self.queue_full += n;
-                warn!(endpoint = %link.endpoint, summaries = n, "{why}");
+                warn!(target: RUN_TARGET, endpoint = %link.endpoint, summaries = n, "{why}");
             }
         }
     }

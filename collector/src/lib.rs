@@ -19,4 +19,9 @@ pub mod run;
 pub mod source;
 
 pub use config::{Args, Config};
+
+/// The target of the capture thread's log events, wherever in the crate they are raised: what
+/// users see and filter by (`RUST_LOG=tapflow_collector::run=...`) stays as it was when `run.rs`
+/// held all of it.
+pub(crate) const RUN_TARGET: &str = "tapflow_collector::run";
 pub use run::{run, RunOutcome};

@@ -18,6 +18,7 @@ use crate::epochs::Reload;
 use crate::link::{LinkCmd, LinkSet, Shared};
 use crate::route::Router;
 use crate::source::{Record, Source};
+use crate::RUN_TARGET;
 
 /// How long a processor leaving the set has to take its end-of-stream into the link's queue.
 const RETIRE_WAIT: Duration = Duration::from_secs(5);
@@ -159,7 +160,7 @@ impl Pipeline {
         self.publish();
         let r = counters.reconcile();
         if !r.holds() {
-            error!(?r, "collector counters do not reconcile");
+            error!(target: RUN_TARGET, ?r, "collector counters do not reconcile");
         }
         for (i, link) in self.links.links().iter().enumerate() {
             if self.router.is_retired(i) {
@@ -170,7 +171,7 @@ impl Pipeline {
                 counters: Box::new(counters.clone()),
             };
             if link.send_blocking(eos).is_err() {
-                error!(endpoint = %link.endpoint, "processor unreachable: end-of-stream not delivered");
+                error!(target: RUN_TARGET, endpoint = %link.endpoint, "processor unreachable: end-of-stream not delivered");
             }
         }
         self.links.join();
@@ -196,9 +197,9 @@ impl Pipeline {
             // A processor removed by plan drains its queue within this; one removed because it
             // crashed takes nothing, and must not stall the capture.
             if link.retire(eos, RETIRE_WAIT) {
-                info!(endpoint = %link.endpoint, sent, "processor left the set: end-of-stream sent on its link");
+                info!(target: RUN_TARGET, endpoint = %link.endpoint, sent, "processor left the set: end-of-stream sent on its link");
             } else {
-                warn!(endpoint = %link.endpoint, sent, wait_s = RETIRE_WAIT.as_secs(), "processor left the set and took nothing for the wait (crashed?): link given up, what its queue held is lost");
+                warn!(target: RUN_TARGET, endpoint = %link.endpoint, sent, wait_s = RETIRE_WAIT.as_secs(), "processor left the set and took nothing for the wait (crashed?): link given up, what its queue held is lost");
             }
         }
     }
@@ -208,16 +209,16 @@ impl Pipeline {
     fn reload_set(&mut self) {
         let new_ids = match self.router.reload(self.max_ts) {
             None => {
-                info!("SIGHUP ignored: no processor set (--processor-set) to reload");
+                info!(target: RUN_TARGET, "SIGHUP ignored: no processor set (--processor-set) to reload");
                 return;
             }
             Some(Ok(Reload::Unchanged)) => {
-                info!("SIGHUP: processor set unchanged");
+                info!(target: RUN_TARGET, "SIGHUP: processor set unchanged");
                 return;
             }
             Some(Ok(Reload::Extended { new_ids })) => new_ids,
             Some(Err(e)) => {
-                error!("SIGHUP: {e}");
+                error!(target: RUN_TARGET, "SIGHUP: {e}");
                 return;
             }
         };
@@ -227,11 +228,13 @@ impl Pipeline {
             };
             match self.links.add(&endpoint, id, self.router.epoch()) {
                 Ok(()) => {
-                    info!(id, %endpoint, "processor set: link to a new member");
+                    info!(target: RUN_TARGET, id, %endpoint, "processor set: link to a new member");
                     self.batcher.add_link();
                     self.router.add_link(id);
                 }
-                Err(e) => error!(id, error = %e, "processor set: cannot link to a new member"),
+                Err(e) => {
+                    error!(target: RUN_TARGET, id, error = %e, "processor set: cannot link to a new member")
+                }
             }
         }
         if self.router.refresh_switch(self.max_ts) {
@@ -247,7 +250,7 @@ impl Pipeline {
         let o = &mut self.offload;
         if !o.warned && summaries >= 100 && o.bad_checksums * 20 > summaries {
             o.warned = true;
-            warn!(
+            warn!(target: RUN_TARGET,
                 bad = o.bad_checksums,
                 summaries,
                 "more than 5% of packets have bad TCP/UDP/ICMP checksums: likely checksum offloading at the capture point; sessions will not count them unless --ignore-checksums is given"

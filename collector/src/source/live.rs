@@ -11,6 +11,7 @@ use tracing::{error, info, warn};
 use super::{filter_error, link_type, record, Next, PacketSource, Pause, Recovery, SourceError};
 use crate::config::LiveSpec;
 use crate::decode::LinkType;
+use crate::RUN_TARGET;
 
 pub struct LiveSource {
     spec: LiveSpec,
@@ -63,7 +64,7 @@ impl LiveSource {
             match opened {
                 Ok((capture, link)) => {
                     (self.capture, self.link) = (capture, link);
-                    info!(
+                    info!(target: RUN_TARGET,
                         source = self.spec.interface.as_str(),
                         attempts,
                         after_s = started.elapsed().as_secs(),
@@ -82,7 +83,7 @@ impl LiveSource {
                 }
                 Err(e) => {
                     wait = (wait * 2).min(Duration::from_secs(30));
-                    warn!(attempts, error = %e, retry_in_s = wait.as_secs(), "capture still cannot be opened");
+                    warn!(target: RUN_TARGET, attempts, error = %e, retry_in_s = wait.as_secs(), "capture still cannot be opened");
                 }
             }
         }
@@ -141,7 +142,7 @@ impl PacketSource for LiveSource {
         if retry_for == Some(Duration::ZERO) {
             return Recovery::Failed(error);
         }
-        error!(
+        error!(target: RUN_TARGET,
             "{error}; reopening it {}",
             retry_for.map_or("until stopped".to_owned(), |d| format!(
                 "for up to {} s (--interface-retry-s)",
