@@ -1,6 +1,6 @@
 //! The run: opens the source (and drops privileges), starts the links, and drives packets
-//! from the source through the [`Pipeline`] until the source ends, fails, or a signal comes;
-//! every one of those exits sends end-of-stream with a status on every link.
+//! from the source through the pipeline (`pipeline.rs`) until the source ends, fails, or a
+//! signal comes; every one of those exits sends end-of-stream with a status on every link.
 
 use std::io::IsTerminal;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
