@@ -5,8 +5,8 @@
 //! capture file through libpcap, with `offline.rs`'s larger stdio buffer) and `live.rs` (an
 //! interface through libpcap, reopened after a failure). What differs between them (end of
 //! input, idle reads, libpcap statistics, reopening, a progress bar's total) is said by the
-//! implementation, so the capture loop has no case per kind. [`Source::open`] is the one place that
-//! maps a configured [`SourceSpec`] to an implementation.
+//! implementation, so the capture loop has no case per kind. [`Source::open`] is the one
+//! place that maps a configured [`SourceSpec`] to an implementation.
 
 use pcap::Packet;
 use tapflow_proto::CaptureStats;
