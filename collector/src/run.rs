@@ -137,9 +137,10 @@ fn capture(
     shutdown: &AtomicBool,
 ) -> Result<RunOutcome, SourceError> {
     let link = source.link();
-    let mut progress = match std::io::stderr().is_terminal() {
-        true => source.size_bytes().map(Progress::new),
-        false => None,
+    let mut progress = if std::io::stderr().is_terminal() {
+        source.size_bytes().map(Progress::new)
+    } else {
+        None
     };
     let mut last_publish = Instant::now();
     let mut tick: u32 = 0;
