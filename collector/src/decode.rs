@@ -23,7 +23,8 @@
 //!   tunnelled packet gives the outer flow's summary, then the inner flow's with
 //!   [`flag::TUNNEL_INNER`] and `tunnel_parent` naming its immediate outer flow; the outer one
 //!   is flagged [`flag::TUNNEL_OUTER`] once the inner one is summarised. Tunnels nest up to
-//!   [`MAX_TUNNEL_DEPTH`] deep. Teredo and AYIYA are out of scope: those packets are
+//!   [`MAX_TUNNEL_DEPTH`] deep. A tunnel header that is malformed makes the inner packet
+//!   undecodable as `MalformedTunnel` (`Truncated` when the capture cut it). Teredo and AYIYA are out of scope: those packets are
 //!   summarised as the plain UDP flows they are, and their inner packets are not looked for.
 //!
 //! # Accounting
@@ -171,6 +172,9 @@ pub struct DecodeCounters {
     pub summaries: u64,
     /// Tunnel payloads that could not be decoded (the outer summary was kept).
     pub inner_undecodable: u64,
+    /// `inner_undecodable` by reason (a tunnel header that is malformed is `MalformedTunnel`,
+    /// one cut by snaplen `Truncated`). Not in the packet accounting.
+    pub inner_drops: DropCounts,
     pub drops: DropCounts,
 }
 

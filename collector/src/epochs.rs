@@ -27,6 +27,20 @@ pub struct SetRouting {
     route: Vec<u16>,
 }
 
+/// Why a reload kept the set in use.
+#[derive(Debug, thiserror::Error)]
+pub enum ReloadError {
+    /// The file cannot be read or parsed (the message names it).
+    #[error("{0}")]
+    Read(String),
+    #[error(
+        "processor set {} does not extend the history in use (a reload may only append \
+         [[change]] entries); keeping epoch {epoch}",
+        path.display()
+    )]
+    NotAnExtension { path: PathBuf, epoch: u32 },
+}
+
 /// What a reload found.
 pub enum Reload {
     /// Nothing new.
@@ -53,6 +67,11 @@ impl SetRouting {
 
     pub fn epoch(&self) -> u32 {
         self.epoch
+    }
+
+    /// The member id each link serves, by link index.
+    pub fn ids(&self) -> &[u16] {
+        &self.ids
     }
 
     pub fn is_retired(&self, link: usize) -> bool {
@@ -111,15 +130,14 @@ impl SetRouting {
 
     /// Re-reads the set file. On success the new epochs are in force for routing once links
     /// exist for `new_ids` ([`SetRouting::add_link`]); on error nothing changes.
-    pub fn reload(&mut self, max_ts: u64) -> Result<Reload, String> {
-        let new = tapflow_runtime::read_processor_set(&self.path, true)?;
+    pub fn reload(&mut self, max_ts: u64) -> Result<Reload, ReloadError> {
+        let new =
+            tapflow_runtime::read_processor_set(&self.path, true).map_err(ReloadError::Read)?;
         if !new.extends(&self.set) {
-            return Err(format!(
-                "processor set {} does not extend the history in use (a reload may only append \
-                 [[change]] entries); keeping epoch {}",
-                self.path.display(),
-                self.epoch
-            ));
+            return Err(ReloadError::NotAnExtension {
+                path: self.path.clone(),
+                epoch: self.epoch,
+            });
         }
         let old_len = self.set.epochs().len();
         if new.epochs().len() == old_len {
@@ -399,7 +417,7 @@ mod tests {
         for (text, why) in refused {
             std::fs::write(&path, &text).expect("write set file");
             let err = match r.reload(ADD_NS) {
-                Err(e) => e,
+                Err(e) => e.to_string(),
                 Ok(_) => panic!("reload accepted {text:?}"),
             };
             assert!(err.contains(why), "{err}");

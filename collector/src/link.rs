@@ -16,6 +16,10 @@ use tapflow_proto::wire::{encode_batch, encode_eos, encode_heartbeat};
 use tapflow_proto::{CollectorCounters, EosStatus, LinkHeader, PacketSummary};
 use tracing::{debug, error, warn};
 
+mod set;
+
+pub use set::LinkSet;
+
 /// What the capture thread sends a link.
 pub enum LinkCmd {
     Batch {

@@ -1,17 +1,27 @@
-//! The capture edge: libpcap, live or from a file. Everything past this module sees plain
-//! `(timestamp, bytes, wire length)` records.
+//! The capture edge: where packets come from. Everything past this module sees plain
+//! `(timestamp, bytes, wire length)` records through [`PacketSource`].
+//!
+//! Each kind of source is one implementation of the trait in its own file: `file.rs` (a
+//! capture file through libpcap, with `offline.rs`'s larger stdio buffer) and `live.rs` (an
+//! interface through libpcap, reopened after a failure). What differs between them (end of
+//! input, idle reads, libpcap statistics, reopening, a progress bar's total) is said by the
+//! implementation, so the capture loop has no case per kind. [`Source::open`] is the one
+//! place that maps a configured [`SourceSpec`] to an implementation.
 
-use std::path::Path;
-
-use pcap::{Active, Capture, Precision};
+use pcap::Packet;
 use tapflow_proto::CaptureStats;
 
-use crate::config::{LiveSpec, SourceSpec};
+use crate::config::SourceSpec;
 use crate::decode::LinkType;
 
+mod file;
+mod live;
 mod offline;
 
-/// One packet as libpcap delivered it.
+pub use file::FileSource;
+pub use live::LiveSource;
+
+/// One packet as the source delivered it.
 pub struct Record<'a> {
     pub ts_ns: u64,
     pub data: &'a [u8],
@@ -45,153 +55,153 @@ pub enum SourceError {
     Live { what: String, msg: String },
 }
 
-enum Handle {
-    File(offline::BufferedFile),
-    Live(Capture<Active>),
+/// A source of packets. The capture loop calls [`PacketSource::next_record`] until it gives
+/// [`Next::End`] or an error, and hands an error to [`PacketSource::recover`].
+///
+/// A source may own several handles (e.g. one socket per queue of a `PACKET_FANOUT` group):
+/// it then interleaves their packets in `next_record` (`Idle` only when none has one) and sums
+/// their statistics in `stats`; the loop sees one source.
+pub trait PacketSource {
+    /// The link type every record is decoded as.
+    fn link(&self) -> LinkType;
+
+    /// The file or interface, for logs and errors.
+    fn describe(&self) -> &str;
+
+    /// The next packet. Timestamps are nanoseconds.
+    fn next_record(&mut self) -> Result<Next<'_>, SourceError>;
+
+    /// A live source: heartbeats let the watermark follow the clock, and statistics are read
+    /// while capturing.
+    fn is_live(&self) -> bool {
+        false
+    }
+
+    /// libpcap's counters since the source was opened, over every handle it has had; `None`
+    /// when there are none (a file). A source that cannot tell now keeps its last values.
+    fn stats(&mut self) -> Option<CaptureStats> {
+        None
+    }
+
+    /// Bytes the whole input holds, for a progress bar (`None`: unbounded).
+    fn size_bytes(&self) -> Option<u64> {
+        None
+    }
+
+    /// After `next_record` failed with `error`: carry on if the source can (a live one
+    /// reopens its interface), calling `pause` while it waits. The default gives up.
+    fn recover(&mut self, error: SourceError, pause: &mut dyn Pause) -> Recovery {
+        let _ = pause;
+        Recovery::Failed(error)
+    }
 }
 
-pub struct Source {
-    handle: Handle,
-    link: LinkType,
-    what: String,
-    packets: u64,
+/// What the capture loop does while a source waits to recover.
+pub trait Pause {
+    /// Before the first wait: pass on what is pending (the wait may be long).
+    fn begin(&mut self);
+    /// Called about every 100 ms of waiting; false when the run is to stop (a signal).
+    fn tick(&mut self) -> bool;
 }
+
+/// How [`PacketSource::recover`] ended.
+pub enum Recovery {
+    /// Reading can go on.
+    Resumed,
+    /// Stopped by a signal while waiting.
+    Stopped,
+    /// For good: the run ends with this error.
+    Failed(SourceError),
+}
+
+/// An open source of whichever kind.
+pub struct Source(Box<dyn PacketSource>);
 
 impl Source {
+    /// Opens what `spec` names, with the BPF `filter` if any.
     pub fn open(spec: &SourceSpec, filter: Option<&str>) -> Result<Source, SourceError> {
-        let (handle, what) = match spec {
-            SourceSpec::File(path) => (Handle::File(open_file(path)?), path.display().to_string()),
-            SourceSpec::Live(live) => (Handle::Live(open_live(live)?), live.interface.clone()),
-        };
-        let dlt = match &handle {
-            Handle::File(f) => f.capture.get_datalink().0,
-            Handle::Live(c) => c.get_datalink().0,
-        };
-        let link = LinkType::from_dlt(dlt).ok_or_else(|| SourceError::UnsupportedLink {
-            what: what.clone(),
-            dlt,
-        })?;
-        let mut source = Source {
-            handle,
-            link,
-            what,
-            packets: 0,
-        };
-        if let Some(f) = filter {
-            let res = match &mut source.handle {
-                Handle::File(file) => file.capture.filter(f, true),
-                Handle::Live(c) => c.filter(f, true),
-            };
-            res.map_err(|e| SourceError::Filter {
-                filter: f.to_owned(),
-                msg: e.to_string(),
-            })?;
-        }
-        Ok(source)
+        Ok(match spec {
+            SourceSpec::File(path) => Source::new(FileSource::open(path, filter)?),
+            SourceSpec::Live(live) => Source::new(LiveSource::open(live, filter)?),
+        })
+    }
+
+    pub fn new(source: impl PacketSource + 'static) -> Source {
+        Source(Box::new(source))
     }
 
     pub fn link(&self) -> LinkType {
-        self.link
-    }
-
-    pub fn is_live(&self) -> bool {
-        matches!(self.handle, Handle::Live(_))
+        self.0.link()
     }
 
     pub fn describe(&self) -> &str {
-        &self.what
+        self.0.describe()
     }
 
-    /// The next packet. Timestamps are nanoseconds: files are opened with nanosecond precision
-    /// (libpcap scales microsecond files), live captures ask for it too.
     pub fn next_record(&mut self) -> Result<Next<'_>, SourceError> {
-        let is_file = matches!(self.handle, Handle::File(_));
-        let res = match &mut self.handle {
-            Handle::File(f) => f.capture.next_packet(),
-            Handle::Live(c) => c.next_packet(),
-        };
-        match res {
-            Ok(p) => {
-                self.packets += 1;
-                let ts = &p.header.ts;
-                let secs = u64::try_from(ts.tv_sec).unwrap_or(0);
-                let frac = u64::try_from(ts.tv_usec).unwrap_or(0);
-                let ts_ns = secs.saturating_mul(1_000_000_000).saturating_add(frac);
-                Ok(Next::Packet(Record {
-                    ts_ns,
-                    data: p.data,
-                    wire_len: p.header.len,
-                }))
-            }
-            Err(pcap::Error::NoMorePackets) => Ok(Next::End),
-            Err(pcap::Error::TimeoutExpired) => {
-                // Non-blocking live capture with nothing buffered: wait a little rather than spin.
-                // (A blocking read can sleep forever in immediate mode and miss SIGTERM.)
-                std::thread::sleep(std::time::Duration::from_millis(2));
-                Ok(Next::Idle)
-            }
-            Err(e) if is_file => Err(SourceError::Damaged {
-                what: self.what.clone(),
-                packets: self.packets,
-                msg: e.to_string(),
-            }),
-            Err(e) => Err(SourceError::Live {
-                what: self.what.clone(),
-                msg: e.to_string(),
-            }),
-        }
+        self.0.next_record()
     }
 
-    /// libpcap's statistics for a live capture; zero for files.
-    /// libpcap's counters for a live capture since it was opened; `None` for a file, or when
-    /// libpcap cannot tell (an interface that has disappeared): keep the last known values.
+    pub fn is_live(&self) -> bool {
+        self.0.is_live()
+    }
+
     pub fn stats(&mut self) -> Option<CaptureStats> {
-        match &mut self.handle {
-            Handle::Live(c) => c.stats().ok().map(|s| CaptureStats {
-                received: u64::from(s.received),
-                kernel_dropped: u64::from(s.dropped),
-                if_dropped: u64::from(s.if_dropped),
-            }),
-            Handle::File(_) => None,
-        }
+        self.0.stats()
+    }
+
+    pub fn size_bytes(&self) -> Option<u64> {
+        self.0.size_bytes()
+    }
+
+    pub fn recover(&mut self, error: SourceError, pause: &mut dyn Pause) -> Recovery {
+        self.0.recover(error, pause)
     }
 }
 
-fn open_file(path: &Path) -> Result<offline::BufferedFile, SourceError> {
-    let what = path.display().to_string();
-    if let Err(e) = std::fs::metadata(path) {
-        return Err(SourceError::Open {
-            what,
-            msg: e.to_string(),
-        });
-    }
-    offline::open(path).map_err(|msg| SourceError::Open { what, msg })
+/// Whether links should treat the capture `spec` names as live (before it is open, or when
+/// it cannot be).
+pub fn is_live(spec: &SourceSpec) -> bool {
+    matches!(spec, SourceSpec::Live(_))
 }
 
-fn open_live(live: &LiveSpec) -> Result<Capture<Active>, SourceError> {
-    let err = |e: pcap::Error| {
-        let mut msg = e.to_string();
-        if msg.contains("Operation not permitted") || msg.contains("permission") {
-            msg.push_str(
-                " (live capture needs CAP_NET_RAW, and CAP_NET_ADMIN for promiscuous mode: run \
-                 under deploy/systemd/tapflow-collector@.service, or `setcap \
-                 cap_net_raw,cap_net_admin=ep` on the binary, or as root)",
-            );
-        }
-        SourceError::Open {
-            what: live.interface.clone(),
-            msg,
-        }
-    };
-    Capture::from_device(live.interface.as_str())
-        .map_err(err)?
-        .promisc(live.promisc)
-        .snaplen(live.snaplen)
-        .buffer_size(live.buffer_bytes)
-        .immediate_mode(live.immediate)
-        .precision(Precision::Nano)
-        .timeout(100)
-        .open()
-        .and_then(Capture::setnonblock)
-        .map_err(err)
+/// Whether the capture `spec` names may have to be opened again after the privileges are
+/// dropped (so the capabilities to open it are kept, not effective).
+pub fn may_reopen(spec: &SourceSpec) -> bool {
+    match spec {
+        SourceSpec::Live(l) => live::may_reopen(l),
+        SourceSpec::File(_) => false,
+    }
 }
+
+/// The decoder's link type for libpcap's `dlt`.
+fn link_type(what: &str, dlt: i32) -> Result<LinkType, SourceError> {
+    LinkType::from_dlt(dlt).ok_or_else(|| SourceError::UnsupportedLink {
+        what: what.to_owned(),
+        dlt,
+    })
+}
+
+/// A BPF filter libpcap refused.
+fn filter_error(filter: &str, e: pcap::Error) -> SourceError {
+    SourceError::Filter {
+        filter: filter.to_owned(),
+        msg: e.to_string(),
+    }
+}
+
+/// A libpcap packet as a record. Handles are opened with nanosecond precision (libpcap scales
+/// microsecond files), so the fraction is nanoseconds.
+fn record(p: Packet<'_>) -> Record<'_> {
+    let ts = &p.header.ts;
+    let secs = u64::try_from(ts.tv_sec).unwrap_or(0);
+    let frac = u64::try_from(ts.tv_usec).unwrap_or(0);
+    Record {
+        ts_ns: secs.saturating_mul(1_000_000_000).saturating_add(frac),
+        data: p.data,
+        wire_len: p.header.len,
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -20,6 +20,10 @@ pub enum DropReason {
     BadIpChecksum,
     /// Transport header malformed (e.g. TCP data offset < 5).
     MalformedTransport,
+    /// A tunnel header (VXLAN, Geneve, GTP-U, GRE, IP-in-IP) malformed: too short for the
+    /// bytes its outer packet holds, reserved bits set, an unknown extension chain. A tunnel
+    /// header cut by the capture's snaplen is `Truncated`.
+    MalformedTunnel,
     /// A fragment that timed out before its datagram was complete.
     FragmentTimeout,
     /// A fragment evicted because the reassembly table was full.
@@ -33,13 +37,14 @@ pub enum DropReason {
 }
 
 impl DropReason {
-    pub const ALL: [DropReason; 11] = [
+    pub const ALL: [DropReason; 12] = [
         DropReason::UnsupportedLink,
         DropReason::Truncated,
         DropReason::NonIp,
         DropReason::MalformedIp,
         DropReason::BadIpChecksum,
         DropReason::MalformedTransport,
+        DropReason::MalformedTunnel,
         DropReason::FragmentTimeout,
         DropReason::FragmentTableFull,
         DropReason::FragmentIncomplete,
@@ -55,6 +60,7 @@ impl DropReason {
             DropReason::MalformedIp => "malformed_ip",
             DropReason::BadIpChecksum => "bad_ip_checksum",
             DropReason::MalformedTransport => "malformed_transport",
+            DropReason::MalformedTunnel => "malformed_tunnel",
             DropReason::FragmentTimeout => "fragment_timeout",
             DropReason::FragmentTableFull => "fragment_table_full",
             DropReason::FragmentIncomplete => "fragment_incomplete",

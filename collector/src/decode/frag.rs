@@ -132,48 +132,20 @@ impl Table {
     ) -> Insert {
         let start = piece.offset;
         let end = start.saturating_add(piece.len);
-        // IPv4's total length covers the header; IPv6's payload length does not.
-        let max_end = if key.v6 { MAX_IP + 40 } else { MAX_IP }.saturating_sub(piece.hdr_len);
-        let existing = self.slots.get(&key);
-        let invalid = end > max_end
-            || (piece.more && piece.len & 7 != 0)
-            || existing.is_some_and(|s| {
-                let held_end = s.ranges.last().map_or(0, |r| r.1);
-                if piece.more {
-                    s.total.is_some_and(|t| end > t)
-                } else {
-                    s.total.is_some_and(|t| t != end) || held_end > end
-                }
-            });
-        if invalid {
+        if self.invalid(&key, &piece, end) {
             self.remove(&key, Some(DropReason::FragmentInvalid), counters);
             return Insert::Dropped(DropReason::FragmentInvalid);
         }
-        if existing.is_none() {
+        if !self.slots.contains_key(&key) {
             if self.limits.max_datagrams == 0 {
                 return Insert::Dropped(DropReason::FragmentTableFull);
             }
-            while self.slots.len() >= self.limits.max_datagrams && self.evict_oldest(counters) {}
-            let slot = Slot {
-                seq: self.next_seq,
-                created_ns: now,
-                data: self.spare.pop().unwrap_or_default(),
-                counted,
-                ..Slot::default()
-            };
-            self.age.insert(self.next_seq, key);
-            self.next_seq = self.next_seq.wrapping_add(1);
-            self.slots.insert(key, slot);
+            self.open(key, now, counted, counters);
         }
         // Make room for the bytes this fragment adds, oldest datagrams first.
         let held = self.slots.get(&key).map_or(0, |s| s.data.len());
         let grow = (end as usize).saturating_sub(held);
-        while self.bytes.saturating_add(grow) > self.limits.max_bytes
-            && self.age.first_key_value().is_some_and(|(_, k)| *k != key)
-        {
-            self.evict_oldest(counters);
-        }
-        if self.bytes.saturating_add(grow) > self.limits.max_bytes {
+        if !self.make_room(&key, grow, counters) {
             self.remove(&key, Some(DropReason::FragmentTableFull), counters);
             return Insert::Dropped(DropReason::FragmentTableFull);
         }
@@ -196,18 +168,7 @@ impl Table {
         if !complete {
             return Insert::Held;
         }
-        match self.take(&key) {
-            Some(slot) => {
-                // This fragment is the caller's; the others were held and are now merged.
-                release(counters, slot.counted, slot.frags.saturating_sub(1), None);
-                Insert::Complete(Datagram {
-                    data: slot.data,
-                    hdr_len: slot.hdr_len,
-                    truncated: slot.truncated,
-                })
-            }
-            None => Insert::Dropped(DropReason::FragmentInvalid),
-        }
+        self.complete(&key, counters)
     }
 
     /// Drops every datagram created more than the timeout before `now`.
@@ -265,6 +226,66 @@ impl Table {
         if let Some(slot) = self.take(key) {
             release(counters, slot.counted, slot.frags, reason);
             self.recycle(slot.data);
+        }
+    }
+
+    /// Whether `piece`, ending at `end`, cannot belong to a valid datagram: beyond 65535
+    /// bytes, a middle fragment not a multiple of 8 bytes, or a disagreement with the
+    /// datagram's last fragment or the data held.
+    fn invalid(&self, key: &FragKey, piece: &Piece<'_>, end: u32) -> bool {
+        // IPv4's total length covers the header; IPv6's payload length does not.
+        let max_end = if key.v6 { MAX_IP + 40 } else { MAX_IP }.saturating_sub(piece.hdr_len);
+        end > max_end
+            || (piece.more && piece.len & 7 != 0)
+            || self.slots.get(key).is_some_and(|s| {
+                let held_end = s.ranges.last().map_or(0, |r| r.1);
+                if piece.more {
+                    s.total.is_some_and(|t| end > t)
+                } else {
+                    s.total.is_some_and(|t| t != end) || held_end > end
+                }
+            })
+    }
+
+    /// Creates the datagram `key` at packet time `now`, evicting the oldest at the cap.
+    fn open(&mut self, key: FragKey, now: u64, counted: bool, counters: &mut DecodeCounters) {
+        while self.slots.len() >= self.limits.max_datagrams && self.evict_oldest(counters) {}
+        let slot = Slot {
+            seq: self.next_seq,
+            created_ns: now,
+            data: self.spare.pop().unwrap_or_default(),
+            counted,
+            ..Slot::default()
+        };
+        self.age.insert(self.next_seq, key);
+        self.next_seq = self.next_seq.wrapping_add(1);
+        self.slots.insert(key, slot);
+    }
+
+    /// Evicts older datagrams than `key` until `grow` more bytes fit; false if they do not
+    /// fit even then.
+    fn make_room(&mut self, key: &FragKey, grow: usize, counters: &mut DecodeCounters) -> bool {
+        while self.bytes.saturating_add(grow) > self.limits.max_bytes
+            && self.age.first_key_value().is_some_and(|(_, k)| k != key)
+        {
+            self.evict_oldest(counters);
+        }
+        self.bytes.saturating_add(grow) <= self.limits.max_bytes
+    }
+
+    /// Hands out the datagram `key`, just completed by the caller's fragment.
+    fn complete(&mut self, key: &FragKey, counters: &mut DecodeCounters) -> Insert {
+        match self.take(key) {
+            Some(slot) => {
+                // This fragment is the caller's; the others were held and are now merged.
+                release(counters, slot.counted, slot.frags.saturating_sub(1), None);
+                Insert::Complete(Datagram {
+                    data: slot.data,
+                    hdr_len: slot.hdr_len,
+                    truncated: slot.truncated,
+                })
+            }
+            None => Insert::Dropped(DropReason::FragmentInvalid),
         }
     }
 
@@ -340,10 +361,11 @@ fn release(counters: &mut DecodeCounters, counted: bool, n: u64, reason: Option<
             Some(r) => counters.drops.add(r, n),
             None => counters.fragments_merged = counters.fragments_merged.saturating_add(n),
         }
-    } else if reason.is_some() {
+    } else if let Some(r) = reason {
         // Inner fragments are not in the packet accounting (their packet was summarised by its
         // outer layer); one that never reaches a summary is an undecodable inner packet.
         counters.inner_undecodable = counters.inner_undecodable.saturating_add(n);
+        counters.inner_drops.add(r, n);
     }
 }
 

@@ -36,11 +36,17 @@ pub(super) fn parse<'a>(
     verify: bool,
     summary: &mut PacketSummary,
 ) -> Result<Transport<'a>, DropReason> {
-    let verify = verify && !net.truncated;
     summary.ip_len = net.ip_len;
     if net.truncated {
         summary.flags |= flag::TRUNCATED;
     }
+    let upper = Upper {
+        net,
+        proto,
+        payload,
+        payload_len,
+        verify: verify && !net.truncated,
+    };
     let mut tuple = FiveTuple {
         proto,
         src: net.src,
@@ -48,90 +54,128 @@ pub(super) fn parse<'a>(
         sport: 0,
         dport: 0,
     };
-    let claimed = usize::try_from(payload_len).unwrap_or(usize::MAX);
-    // A header that does not fit: cut by snaplen, or longer than the IP layer says it is.
-    let short = |required: usize| {
-        if required > claimed {
-            DropReason::MalformedTransport
-        } else {
-            DropReason::Truncated
-        }
-    };
-    let checksum_ok = |pseudo: Sum| pseudo.add(payload).is_valid();
     let inner = match proto {
-        ip_proto::TCP => {
-            use etherparse::err::tcp::HeaderSliceError;
-            let tcp = TcpHeaderSlice::from_slice(payload).map_err(|e| match e {
-                HeaderSliceError::Len(l) => short(l.required_len),
-                HeaderSliceError::Content(_) => DropReason::MalformedTransport,
-            })?;
-            let hdr = tcp.slice();
-            summary.payload_len = payload_len
-                .checked_sub(super::ip::len32(hdr.len()))
-                .ok_or(DropReason::MalformedTransport)?;
-            summary.tcp_flags = hdr.get(13).copied().unwrap_or(0);
-            summary.seq = tcp.sequence_number();
-            summary.ack = tcp.acknowledgment_number();
-            summary.window = tcp.window_size();
-            (tuple.sport, tuple.dport) = (tcp.source_port(), tcp.destination_port());
-            let pseudo = pseudo_header(net.src_bytes(), net.dst_bytes(), proto, payload_len);
-            if verify && !checksum_ok(pseudo) {
-                summary.flags |= flag::BAD_CHECKSUM;
-            }
-            payload.get(hdr.len()..).unwrap_or_default()
-        }
-        ip_proto::UDP => {
-            let udp = UdpHeaderSlice::from_slice(payload).map_err(|_| short(UDP_HDR))?;
-            summary.payload_len = payload_len
-                .checked_sub(UDP_HDR as u32)
-                .ok_or(DropReason::MalformedTransport)?;
-            (tuple.sport, tuple.dport) = (udp.source_port(), udp.destination_port());
-            let data = payload.get(UDP_HDR..).unwrap_or_default();
-            // IPv4 checksum 0 means none was computed; IPv6 requires one (Zeek agrees).
-            if verify && (udp.checksum() != 0 || net.v6) {
-                // The UDP length field, when sane, bounds what the checksum covers.
-                let len = match u32::from(udp.length()) {
-                    l if (UDP_HDR as u32..=payload_len).contains(&l) => l,
-                    _ => payload_len,
-                };
-                let covered = payload.get(..len as usize).unwrap_or(payload);
-                let pseudo = pseudo_header(net.src_bytes(), net.dst_bytes(), proto, len);
-                if !pseudo.add(covered).is_valid() {
-                    summary.flags |= flag::BAD_CHECKSUM;
-                }
-            }
-            if (tuple.sport == DNS_PORT || tuple.dport == DNS_PORT)
-                && data.get(2).is_some_and(|b| b & 0x80 != 0)
-            {
-                summary.flags |= flag::DNS_RESPONSE;
-            }
-            data
-        }
-        ip_proto::ICMP | ip_proto::ICMPV6 => {
-            let (icmp_type, icmp_code) =
-                icmp_type_code(proto, payload).ok_or_else(|| short(ICMP_HDR))?;
-            summary.payload_len = payload_len.saturating_sub(ICMP_HDR as u32);
-            summary.icmp_type = icmp_type;
-            summary.icmp_code = icmp_code;
-            tuple = FiveTuple::icmp(proto, net.src, net.dst, icmp_type, icmp_code);
-            if verify {
-                let pseudo = if proto == ip_proto::ICMPV6 {
-                    pseudo_header(net.src_bytes(), net.dst_bytes(), proto, payload_len)
-                } else {
-                    Sum::default()
-                };
-                if !checksum_ok(pseudo) {
-                    summary.flags |= flag::BAD_CHECKSUM;
-                }
-            }
-            payload.get(ICMP_HDR..).unwrap_or_default()
-        }
+        ip_proto::TCP => upper.tcp(summary, &mut tuple)?,
+        ip_proto::UDP => upper.udp(summary, &mut tuple)?,
+        ip_proto::ICMP | ip_proto::ICMPV6 => upper.icmp(summary, &mut tuple)?,
         _ => {
             summary.payload_len = payload_len;
             payload
         }
     };
     Ok(Transport { tuple, inner })
+}
+
+/// One packet's upper layer as [`parse`] was given it; each protocol's reader fills the
+/// summary and the tuple's ports, and returns the captured bytes after its header.
+struct Upper<'n, 'a> {
+    net: &'n Net,
+    proto: u8,
+    payload: &'a [u8],
+    payload_len: u32,
+    /// Verify checksums (asked for, and the packet not cut by snaplen).
+    verify: bool,
+}
+
+impl<'a> Upper<'_, 'a> {
+    /// A header that does not fit: cut by snaplen, or longer than the IP layer says it is.
+    fn short(&self, required: usize) -> DropReason {
+        let claimed = usize::try_from(self.payload_len).unwrap_or(usize::MAX);
+        if required > claimed {
+            DropReason::MalformedTransport
+        } else {
+            DropReason::Truncated
+        }
+    }
+
+    fn checksum_ok(&self, pseudo: Sum) -> bool {
+        pseudo.add(self.payload).is_valid()
+    }
+
+    fn tcp(
+        &self,
+        summary: &mut PacketSummary,
+        tuple: &mut FiveTuple,
+    ) -> Result<&'a [u8], DropReason> {
+        use etherparse::err::tcp::HeaderSliceError;
+        let (net, payload, payload_len) = (self.net, self.payload, self.payload_len);
+        let tcp = TcpHeaderSlice::from_slice(payload).map_err(|e| match e {
+            HeaderSliceError::Len(l) => self.short(l.required_len),
+            HeaderSliceError::Content(_) => DropReason::MalformedTransport,
+        })?;
+        let hdr = tcp.slice();
+        summary.payload_len = payload_len
+            .checked_sub(super::ip::len32(hdr.len()))
+            .ok_or(DropReason::MalformedTransport)?;
+        summary.tcp_flags = hdr.get(13).copied().unwrap_or(0);
+        summary.seq = tcp.sequence_number();
+        summary.ack = tcp.acknowledgment_number();
+        summary.window = tcp.window_size();
+        (tuple.sport, tuple.dport) = (tcp.source_port(), tcp.destination_port());
+        let pseudo = pseudo_header(net.src_bytes(), net.dst_bytes(), self.proto, payload_len);
+        if self.verify && !self.checksum_ok(pseudo) {
+            summary.flags |= flag::BAD_CHECKSUM;
+        }
+        Ok(payload.get(hdr.len()..).unwrap_or_default())
+    }
+
+    fn udp(
+        &self,
+        summary: &mut PacketSummary,
+        tuple: &mut FiveTuple,
+    ) -> Result<&'a [u8], DropReason> {
+        let (net, payload, payload_len) = (self.net, self.payload, self.payload_len);
+        let udp = UdpHeaderSlice::from_slice(payload).map_err(|_| self.short(UDP_HDR))?;
+        summary.payload_len = payload_len
+            .checked_sub(UDP_HDR as u32)
+            .ok_or(DropReason::MalformedTransport)?;
+        (tuple.sport, tuple.dport) = (udp.source_port(), udp.destination_port());
+        let data = payload.get(UDP_HDR..).unwrap_or_default();
+        // IPv4 checksum 0 means none was computed; IPv6 requires one (Zeek agrees).
+        if self.verify && (udp.checksum() != 0 || net.v6) {
+            // The UDP length field, when sane, bounds what the checksum covers.
+            let len = match u32::from(udp.length()) {
+                l if (UDP_HDR as u32..=payload_len).contains(&l) => l,
+                _ => payload_len,
+            };
+            let covered = payload.get(..len as usize).unwrap_or(payload);
+            let pseudo = pseudo_header(net.src_bytes(), net.dst_bytes(), self.proto, len);
+            if !pseudo.add(covered).is_valid() {
+                summary.flags |= flag::BAD_CHECKSUM;
+            }
+        }
+        if (tuple.sport == DNS_PORT || tuple.dport == DNS_PORT)
+            && data.get(2).is_some_and(|b| b & 0x80 != 0)
+        {
+            summary.flags |= flag::DNS_RESPONSE;
+        }
+        Ok(data)
+    }
+
+    fn icmp(
+        &self,
+        summary: &mut PacketSummary,
+        tuple: &mut FiveTuple,
+    ) -> Result<&'a [u8], DropReason> {
+        let (net, proto, payload) = (self.net, self.proto, self.payload);
+        let (icmp_type, icmp_code) =
+            icmp_type_code(proto, payload).ok_or_else(|| self.short(ICMP_HDR))?;
+        summary.payload_len = self.payload_len.saturating_sub(ICMP_HDR as u32);
+        summary.icmp_type = icmp_type;
+        summary.icmp_code = icmp_code;
+        *tuple = FiveTuple::icmp(proto, net.src, net.dst, icmp_type, icmp_code);
+        if self.verify {
+            let pseudo = if proto == ip_proto::ICMPV6 {
+                pseudo_header(net.src_bytes(), net.dst_bytes(), proto, self.payload_len)
+            } else {
+                Sum::default()
+            };
+            if !self.checksum_ok(pseudo) {
+                summary.flags |= flag::BAD_CHECKSUM;
+            }
+        }
+        Ok(payload.get(ICMP_HDR..).unwrap_or_default())
+    }
 }
 
 /// ICMP type and code through etherparse's slices. `Icmpv4Slice` insists that timestamp

@@ -185,7 +185,9 @@ impl Decoder {
     ) {
         let inner = match tunnel::detect(tuple.proto, tuple.sport, tuple.dport, data) {
             Tunnel::No => return,
-            Tunnel::Bad => Err(DropReason::Truncated),
+            // A header cut by snaplen is truncation; anything else wrong with it is malformed.
+            Tunnel::Bad if missing > 0 => Err(DropReason::Truncated),
+            Tunnel::Bad => Err(DropReason::MalformedTunnel),
             Tunnel::Inner(Inner::Ethernet(b)) => link::ethernet(b),
             Tunnel::Inner(Inner::EtherType(ty, b)) => link::ethertype(ty, b, None),
             Tunnel::Inner(Inner::Ip(b)) => Ok(link::L3 { ip: b, vlan: None }),
@@ -209,8 +211,9 @@ impl Decoder {
                 }
             }
             Outcome::Held => {}
-            Outcome::Dropped(_) => {
+            Outcome::Dropped(reason) => {
                 self.counters.inner_undecodable = self.counters.inner_undecodable.saturating_add(1);
+                self.counters.inner_drops.add(reason, 1);
             }
         }
     }

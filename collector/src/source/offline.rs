@@ -45,16 +45,27 @@ pub struct BufferedFile {
     _buffer: Box<[u8]>,
 }
 
+/// Why a capture file could not be opened; the text is the OS's or libpcap's message, for
+/// `SourceError::Open`.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    #[error("the path contains a NUL byte")]
+    NulInPath,
+    #[error("{0}")]
+    Os(std::io::Error),
+    /// libpcap refused the file (not a capture, unknown format, ...): its message.
+    #[error("{0}")]
+    Pcap(String),
+}
+
 /// Opens `path` for libpcap with nanosecond timestamps and a `BUFFER_BYTES` stdio buffer.
-/// Errors are libpcap's or the OS's message, for `SourceError::Open`.
-pub fn open(path: &Path) -> Result<BufferedFile, String> {
-    let cpath = CString::new(path.as_os_str().as_bytes())
-        .map_err(|_| "the path contains a NUL byte".to_string())?;
+pub fn open(path: &Path) -> Result<BufferedFile, OpenError> {
+    let cpath = CString::new(path.as_os_str().as_bytes()).map_err(|_| OpenError::NulInPath)?;
     let mut buffer = vec![0u8; BUFFER_BYTES].into_boxed_slice();
     // SAFETY: both arguments are valid NUL-terminated strings for the duration of the call.
     let fp = unsafe { libc::fopen(cpath.as_ptr(), c"rb".as_ptr()) };
     if fp.is_null() {
-        return Err(std::io::Error::last_os_error().to_string());
+        return Err(OpenError::Os(std::io::Error::last_os_error()));
     }
     // SAFETY: `fp` is a freshly opened stream on which no I/O has happened yet, as setvbuf
     // requires; `buffer` is BUFFER_BYTES long and, being moved into the returned BufferedFile
@@ -84,7 +95,7 @@ pub fn open(path: &Path) -> Result<BufferedFile, String> {
             .to_string_lossy()
             .into_owned();
         let _: c_int = unsafe { libc::fclose(fp) };
-        return Err(msg);
+        return Err(OpenError::Pcap(msg));
     };
     // The pcap crate builds a Capture from a handle it did not open; its drop runs pcap_close.
     let capture = Capture::<Offline>::from(handle.cast());

@@ -53,13 +53,14 @@ fn every_capture_decodes_and_reconciles() {
         };
         decoded += 1;
         println!(
-            "{}: {} packets, {} summarised, {} merged, {} summaries, {} inner undecodable, drops {:?}",
+            "{}: {} packets, {} summarised, {} merged, {} summaries, {} inner undecodable {:?}, drops {:?}",
             path.file_name().map(|n| n.to_string_lossy()).unwrap_or_default(),
             c.packets,
             c.packets_summarised,
             c.fragments_merged,
             out.len(),
             c.inner_undecodable,
+            c.inner_drops.to_map(),
             c.drops.to_map()
         );
     }

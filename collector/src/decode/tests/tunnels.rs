@@ -183,6 +183,15 @@ fn undecodable_inner_and_tunnels_off() {
         (c.packets_summarised, c.summaries, c.inner_undecodable),
         (3, 3, 3)
     );
+    // The GTP-U header says no inner packet: a malformed tunnel, not truncation.
+    assert_eq!(
+        (
+            c.inner_drops.get(DropReason::NonIp),
+            c.inner_drops.get(DropReason::MalformedTunnel),
+            c.inner_drops.get(DropReason::Truncated),
+        ),
+        (1, 1, 1)
+    );
     let off = DecodeConfig {
         decode_tunnels: false,
         ..cfg()
@@ -212,6 +221,54 @@ fn undecodable_inner_and_tunnels_off() {
         )],
     );
     assert_eq!(c.inner_undecodable, 0);
+}
+
+/// A tunnel header that is wrong is `MalformedTunnel`; one cut by snaplen stays `Truncated`.
+/// Either way the outer packet is summarised and the packet accounting does not change.
+#[test]
+fn a_malformed_tunnel_header_is_not_truncation() {
+    // GRE with the routing bit (RFC 2784 deprecates it: not decoded), and a VXLAN header of
+    // 5 bytes where 8 are needed, the datagram ending there.
+    let gre_routing = ip4_raw(O1, O2, 47, &[vec![0x40, 0, 0x08, 0x00], syn()].concat());
+    let short_vxlan = udp4(O1, O2, 40000, 4789, &[0x08, 0, 0, 0, 0]);
+    // A Geneve header claiming 63 words of options, cut by a snaplen of 50 bytes.
+    let geneve = udp4(
+        O1,
+        O2,
+        5000,
+        6081,
+        &[vec![0x3f, 0, 0x65, 0x58, 0, 0, 1, 0], vec![0; 252], syn()].concat(),
+    );
+    let frames = vec![
+        ether(gre_routing),
+        ether(short_vxlan),
+        ether(geneve).snap(50),
+    ];
+    let expected: [(Outcome, &[&str]); 3] = [
+        (
+            Summarised,
+            &["47 192.168.0.1:0 > 192.168.0.2:0 ip=64 pl=44"],
+        ),
+        (
+            Summarised,
+            &["17 192.168.0.1:40000 > 192.168.0.2:4789 ip=33 pl=5"],
+        ),
+        (
+            Summarised,
+            &["17 192.168.0.1:5000 > 192.168.0.2:6081 ip=328 pl=300 trunc"],
+        ),
+    ];
+    let c = check(cfg(), &frames, &expected);
+    assert_eq!(
+        (
+            c.packets_summarised,
+            c.drops.packet_drops(),
+            c.inner_undecodable,
+            c.inner_drops.get(DropReason::MalformedTunnel),
+            c.inner_drops.get(DropReason::Truncated),
+        ),
+        (3, 0, 3, 2, 1)
+    );
 }
 
 #[test]

@@ -1,0 +1,91 @@
+//! Every link of one collector, and what starting one more needs (a processor set's new
+//! member, on reload).
+
+use std::sync::Arc;
+
+use crossbeam_channel::Sender;
+use tapflow_proto::PacketSummary;
+
+use super::{Link, LinkError, LinkSettings, Shared};
+
+pub struct LinkSet {
+    links: Vec<Link>,
+    ctx: zmq::Context,
+    settings: LinkSettings,
+    queue_batches: usize,
+    shared: Arc<Shared>,
+    /// Where emptied batch vectors go back to the capture thread.
+    pool: Sender<Vec<PacketSummary>>,
+}
+
+impl LinkSet {
+    /// One link per endpoint, claiming the id beside it (shard index or member id).
+    pub fn start(
+        endpoints: &[String],
+        ids: &[u16],
+        settings: LinkSettings,
+        queue_batches: usize,
+        shared: Arc<Shared>,
+        pool: Sender<Vec<PacketSummary>>,
+    ) -> Result<LinkSet, LinkError> {
+        let mut set = LinkSet {
+            links: Vec::with_capacity(endpoints.len()),
+            ctx: zmq::Context::new(),
+            settings,
+            queue_batches,
+            shared,
+            pool,
+        };
+        for (endpoint, &id) in endpoints.iter().zip(ids) {
+            let link = set.start_one(endpoint, id, &set.settings)?;
+            set.links.push(link);
+        }
+        Ok(set)
+    }
+
+    /// Starts a link to `endpoint` for member `id`, claiming `epoch`, at the next index.
+    pub fn add(&mut self, endpoint: &str, id: u16, epoch: u32) -> Result<(), LinkError> {
+        let mut settings = self.settings.clone();
+        settings.epoch = epoch;
+        let link = self.start_one(endpoint, id, &settings)?;
+        self.links.push(link);
+        Ok(())
+    }
+
+    pub fn links(&self) -> &[Link] {
+        &self.links
+    }
+
+    /// What the capture thread shares with the link threads.
+    pub fn shared(&self) -> &Arc<Shared> {
+        &self.shared
+    }
+
+    pub fn settings(&self) -> &LinkSettings {
+        &self.settings
+    }
+
+    /// Closes every queue and waits for the links (see [`Link::join`]).
+    pub fn join(self) {
+        for link in self.links {
+            link.join();
+        }
+    }
+
+    fn start_one(
+        &self,
+        endpoint: &str,
+        id: u16,
+        settings: &LinkSettings,
+    ) -> Result<Link, LinkError> {
+        Link::start(
+            &self.ctx,
+            endpoint,
+            id,
+            settings,
+            self.queue_batches,
+            self.shared.clone(),
+            self.pool.clone(),
+        )
+    }
+}

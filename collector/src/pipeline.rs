@@ -1,0 +1,289 @@
+//! The capture thread's path for one packet: decode, route, batch; and what it does between
+//! packets (the batch age, epoch switches, SIGHUP reloads, publishing counters for heartbeats
+//! and metrics) and at the end (end-of-stream on every link).
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use crossbeam_channel::Receiver;
+use tapflow_proto::summary::flag;
+use tapflow_proto::{CaptureStats, CollectorCounters, DropReason, EosStatus, PacketSummary};
+use tracing::{error, info, warn};
+
+use crate::batch::{Batcher, Flush};
+use crate::config::Config;
+use crate::decode::{Decoder, LinkType};
+use crate::epochs::Reload;
+use crate::link::{LinkCmd, LinkSet, Shared};
+use crate::route::Router;
+use crate::source::{Record, Source};
+use crate::RUN_TARGET;
+
+/// How long a processor leaving the set has to take its end-of-stream into the link's queue.
+const RETIRE_WAIT: Duration = Duration::from_secs(5);
+
+pub struct Pipeline {
+    decoder: Decoder,
+    /// The decoder's output for one packet (reused).
+    out: Vec<PacketSummary>,
+    router: Router,
+    batcher: Batcher,
+    links: LinkSet,
+    /// What link threads and the metrics endpoint read.
+    shared: Arc<Shared>,
+    /// Largest packet time read so far.
+    max_ts: u64,
+    /// The source's capture statistics as last read.
+    capture_stats: CaptureStats,
+    offload: Offload,
+    /// Set by SIGHUP.
+    reload: Arc<AtomicBool>,
+}
+
+impl Pipeline {
+    /// The pipeline over `links` (started for `router`'s link ids), batch vectors recycled
+    /// through `pool`; `reload` is SIGHUP's flag.
+    pub fn new(
+        config: &Config,
+        router: Router,
+        links: LinkSet,
+        pool: Receiver<Vec<PacketSummary>>,
+        reload: Arc<AtomicBool>,
+    ) -> Pipeline {
+        let batcher = Batcher::new(
+            links.links().len(),
+            config.batch_size,
+            config.batch_age,
+            config.slow_policy,
+            pool,
+        );
+        Pipeline {
+            decoder: Decoder::new(config.decode),
+            out: Vec::with_capacity(8),
+            shared: links.shared().clone(),
+            router,
+            batcher,
+            links,
+            max_ts: 0,
+            capture_stats: CaptureStats::default(),
+            offload: Offload::default(),
+            reload,
+        }
+    }
+
+    /// One packet: switches epoch first if its time has come, then decodes it and batches
+    /// each summary for its link.
+    #[inline]
+    pub fn on_packet(&mut self, link: LinkType, rec: &Record<'_>) {
+        if self.router.is_switch_due(rec.ts_ns) {
+            self.switch_epoch(rec.ts_ns);
+        }
+        self.max_ts = self.max_ts.max(rec.ts_ns);
+        self.decoder
+            .decode(link, rec.ts_ns, rec.data, rec.wire_len, &mut self.out);
+        let flush = Flush {
+            links: self.links.links(),
+            watermark_ns: self.max_ts,
+            epoch: self.router.epoch(),
+        };
+        for s in self.out.drain(..) {
+            self.offload.note(&s);
+            self.batcher.push(self.router.link_of(&s.key), s, &flush);
+        }
+        self.batcher.mark_read();
+    }
+
+    /// Packets read so far.
+    pub fn packets(&self) -> u64 {
+        self.decoder.counters().packets
+    }
+
+    /// Flushes what is pending once it is older than the batch age.
+    pub fn flush_if_due(&mut self) {
+        if self.batcher.is_due() {
+            self.flush_all();
+        }
+    }
+
+    /// The periodic chores: a SIGHUP reload, the offload warning, a live source's statistics,
+    /// and the counters heartbeats and metrics read.
+    pub fn periodic(&mut self, source: &mut Source) {
+        if self.reload.swap(false, Ordering::Relaxed) {
+            self.reload_set();
+        }
+        self.warn_offload();
+        if source.is_live() {
+            self.update_capture_stats(source);
+        }
+        self.publish();
+    }
+
+    /// Reads the source's capture statistics (kept as they were when it has none).
+    pub fn update_capture_stats(&mut self, source: &mut Source) {
+        if let Some(s) = source.stats() {
+            self.capture_stats = s;
+        }
+    }
+
+    /// Hands every pending batch to its link.
+    pub fn flush_all(&mut self) {
+        let flush = Flush {
+            links: self.links.links(),
+            watermark_ns: self.max_ts,
+            epoch: self.router.epoch(),
+        };
+        self.batcher.flush_all(&flush);
+        // Only now that every summary read so far is queued may heartbeats claim its time: a
+        // link that finds its queue empty after reading this has sent all of them.
+        self.shared
+            .watermark_ns
+            .fetch_max(self.max_ts, Ordering::Release);
+    }
+
+    /// Makes the current counters what heartbeats and metrics report.
+    pub fn publish(&self) {
+        let c = self.counters();
+        match self.shared.counters.lock() {
+            Ok(mut g) => *g = c,
+            Err(poisoned) => *poisoned.into_inner() = c,
+        }
+    }
+
+    /// Flushes everything, sends end-of-stream with `status` on every link and waits for the
+    /// links; returns the final counters.
+    pub fn finish(mut self, status: EosStatus) -> CollectorCounters {
+        self.decoder.finish();
+        self.warn_offload();
+        self.flush_all();
+        let counters = self.counters();
+        self.publish();
+        let r = counters.reconcile();
+        if !r.holds() {
+            error!(target: RUN_TARGET, ?r, "collector counters do not reconcile");
+        }
+        for (i, link) in self.links.links().iter().enumerate() {
+            if self.router.is_retired(i) {
+                continue;
+            }
+            let eos = LinkCmd::Eos {
+                status: status.clone(),
+                counters: Box::new(counters.clone()),
+            };
+            if link.send_blocking(eos).is_err() {
+                error!(target: RUN_TARGET, endpoint = %link.endpoint, "processor unreachable: end-of-stream not delivered");
+            }
+        }
+        self.links.join();
+        counters
+    }
+
+    /// The capture reached the next epoch's switch time: every batch of the current epoch goes
+    /// out first (a batch never mixes epochs), then routing follows the new table, and members
+    /// that left for good get end-of-stream.
+    fn switch_epoch(&mut self, ts_ns: u64) {
+        self.flush_all();
+        let gone = self.router.switch(ts_ns);
+        if gone.is_empty() {
+            return;
+        }
+        let counters = self.counters();
+        for i in gone {
+            let (link, sent) = (&self.links.links()[i], self.batcher.sent()[i]);
+            let eos = LinkCmd::Eos {
+                status: EosStatus::Complete,
+                counters: Box::new(counters.clone()),
+            };
+            // A processor removed by plan drains its queue within this; one removed because it
+            // crashed takes nothing, and must not stall the capture.
+            if link.retire(eos, RETIRE_WAIT) {
+                info!(target: RUN_TARGET, endpoint = %link.endpoint, sent, "processor left the set: end-of-stream sent on its link");
+            } else {
+                warn!(target: RUN_TARGET, endpoint = %link.endpoint, sent, wait_s = RETIRE_WAIT.as_secs(), "processor left the set and took nothing for the wait (crashed?): link given up, what its queue held is lost");
+            }
+        }
+    }
+
+    /// SIGHUP: re-reads the processor set; starts links for new members; switches at once if
+    /// the capture is already past an announced instant.
+    fn reload_set(&mut self) {
+        let new_ids = match self.router.reload(self.max_ts) {
+            None => {
+                info!(target: RUN_TARGET, "SIGHUP ignored: no processor set (--processor-set) to reload");
+                return;
+            }
+            Some(Ok(Reload::Unchanged)) => {
+                info!(target: RUN_TARGET, "SIGHUP: processor set unchanged");
+                return;
+            }
+            Some(Ok(Reload::Extended { new_ids })) => new_ids,
+            Some(Err(e)) => {
+                error!(target: RUN_TARGET, "SIGHUP: {e}");
+                return;
+            }
+        };
+        for id in new_ids {
+            let Some(endpoint) = self.router.endpoint(id).map(str::to_owned) else {
+                continue;
+            };
+            match self.links.add(&endpoint, id, self.router.epoch()) {
+                Ok(()) => {
+                    info!(target: RUN_TARGET, id, %endpoint, "processor set: link to a new member");
+                    self.batcher.add_link();
+                    self.router.add_link(id);
+                }
+                Err(e) => {
+                    error!(target: RUN_TARGET, id, error = %e, "processor set: cannot link to a new member")
+                }
+            }
+        }
+        if self.router.refresh_switch(self.max_ts) {
+            self.switch_epoch(self.max_ts);
+        }
+    }
+
+    /// Like Zeek's checksum-offloading notice: when most transport checksums are wrong, the
+    /// capture point (a NIC with checksum offload, loopback) is the likely cause, and every
+    /// such packet is left out of session counts until `--ignore-checksums` is given.
+    fn warn_offload(&mut self) {
+        let summaries = self.decoder.counters().summaries;
+        let o = &mut self.offload;
+        if !o.warned && summaries >= 100 && o.bad_checksums * 20 > summaries {
+            o.warned = true;
+            warn!(target: RUN_TARGET,
+                bad = o.bad_checksums,
+                summaries,
+                "more than 5% of packets have bad TCP/UDP/ICMP checksums: likely checksum offloading at the capture point; sessions will not count them unless --ignore-checksums is given"
+            );
+        }
+    }
+
+    fn counters(&self) -> CollectorCounters {
+        let d = self.decoder.counters();
+        let mut drops = d.drops;
+        drops.add(DropReason::QueueFull, self.batcher.queue_full());
+        CollectorCounters {
+            packets_read: d.packets,
+            packets_summarised: d.packets_summarised,
+            fragments_merged: d.fragments_merged,
+            summaries: d.summaries,
+            summaries_sent: self.router.sent_by_claim(self.batcher.sent()),
+            drops: drops.to_map(),
+            capture: self.capture_stats,
+        }
+    }
+}
+
+/// Summaries with a bad transport checksum, for [`Pipeline::warn_offload`] (warned once).
+#[derive(Default)]
+struct Offload {
+    bad_checksums: u64,
+    warned: bool,
+}
+
+impl Offload {
+    #[inline]
+    fn note(&mut self, s: &PacketSummary) {
+        self.bad_checksums += u64::from(s.flags & flag::BAD_CHECKSUM != 0);
+    }
+}
