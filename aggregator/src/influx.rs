@@ -28,6 +28,7 @@ mod batch;
 mod http;
 mod line;
 mod schema;
+mod shared;
 mod spool;
 mod tls;
 mod unique;

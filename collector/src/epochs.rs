@@ -31,8 +31,8 @@ pub struct SetRouting {
 #[derive(Debug, thiserror::Error)]
 pub enum ReloadError {
     /// The file cannot be read or parsed (the message names it).
-    #[error("{0}")]
-    Read(String),
+    #[error(transparent)]
+    Read(#[from] tapflow_runtime::config::ProcessorSetFileError),
     #[error(
         "processor set {} does not extend the history in use (a reload may only append \
          [[change]] entries); keeping epoch {epoch}",

@@ -58,12 +58,6 @@ pub enum ProcessorSetFileError {
 }
 
 /// Callers that keep errors as text (`?` into a `String` error) still compile.
-impl From<ProcessorSetFileError> for String {
-    fn from(e: ProcessorSetFileError) -> String {
-        e.to_string()
-    }
-}
-
 /// One layer of options laid over a lower one: a value given here wins, a value left unset
 /// (`None`, an empty list) falls through, a switch is on if either layer sets it.
 pub trait Layer {

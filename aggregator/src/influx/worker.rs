@@ -17,7 +17,7 @@ use tracing::{debug, error, info, warn};
 use super::batch::{classify, measurement_of, Backoff, Batch, Delivery, Outcome, Settled};
 use super::http::{Answer, Client};
 use super::line::Point;
-use super::writer::{spool_or_drop, Shared};
+use super::shared::{spool_or_drop, Shared};
 use super::{InfluxApi, InfluxConfig};
 
 pub(crate) enum Msg {

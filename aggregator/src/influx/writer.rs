@@ -3,7 +3,7 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -12,28 +12,11 @@ use tracing::{error, warn};
 use super::batch::Batch;
 use super::http::Client;
 use super::line::Point;
+use super::shared::{spool_or_drop, Shared};
 use super::spool::Spool;
 use super::unique::Uniquifier;
 use super::worker::{Msg, Worker};
 use super::{InfluxConfig, InfluxError, InfluxStats};
-
-/// State both sides see: counters and the spool.
-pub(crate) struct Shared {
-    pub stats: Mutex<InfluxStats>,
-    pub spool: Mutex<Spool>,
-    /// Points in the channel, not yet taken by the writer thread.
-    pub queued: AtomicU64,
-}
-
-impl Shared {
-    pub fn stats(&self) -> MutexGuard<'_, InfluxStats> {
-        self.stats.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    pub fn spool(&self) -> MutexGuard<'_, Spool> {
-        self.spool.lock().unwrap_or_else(|p| p.into_inner())
-    }
-}
 
 /// Writes points to InfluxDB from its own thread. See the module docs of [`super`].
 pub struct InfluxWriter {
@@ -205,21 +188,6 @@ impl InfluxWriter {
         s.points_rejected += rejected;
         s.uint_clamped += clamped;
         s.fields_dropped += dropped_fields;
-    }
-}
-
-/// Puts `batch` in the spool; when even the disk refuses it, its points are counted as
-/// dropped, loudly. Returns the points stored.
-pub(crate) fn spool_or_drop(shared: &Shared, batch: &Batch) -> u64 {
-    let mut spool = shared.spool();
-    match spool.push(batch) {
-        Ok(n) => n,
-        Err(e) => {
-            error!(error = %e, points = batch.lines(), dir = %spool.dir().display(),
-                "cannot write the InfluxDB spool: points dropped");
-            spool.dropped_points += batch.lines() as u64;
-            0
-        }
     }
 }
 
