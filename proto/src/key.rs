@@ -122,10 +122,15 @@ impl<'de> Deserialize<'de> for Addr {
     }
 }
 
+/// A network in configuration that is not `ADDRESS/PREFIX`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("network {0:?} is not ADDRESS/PREFIX (e.g. 10.0.0.0/8)")]
+pub struct BadNet(pub String);
+
 /// Parses `ADDRESS/PREFIX` (a bare address is a one-host network), as configuration gives
 /// networks (local networks, allowlists, per-network thresholds).
-pub fn parse_net(s: &str) -> Result<(Addr, u8), String> {
-    let bad = || format!("network {s:?} is not ADDRESS/PREFIX (e.g. 10.0.0.0/8)");
+pub fn parse_net(s: &str) -> Result<(Addr, u8), BadNet> {
+    let bad = || BadNet(s.to_owned());
     let (ip, len) = s.split_once('/').unwrap_or((s, ""));
     let ip: IpAddr = ip.trim().parse().map_err(|_| bad())?;
     let max = if ip.is_ipv4() { 32 } else { 128 };

@@ -190,7 +190,7 @@ pub fn parse_nets(nets: &[String], errors: &mut Vec<String>) -> Vec<(tapflow_pro
     nets.iter()
         .filter_map(|n| {
             tapflow_proto::key::parse_net(n)
-                .map_err(|e| errors.push(e))
+                .map_err(|e| errors.push(e.to_string()))
                 .ok()
         })
         .collect()
