@@ -14,6 +14,7 @@ cargo fmt --all --check
 # Every declared dependency is used, and no two modules of a crate use each other.
 python3 .ci/unused-deps.py
 python3 .ci/module-cycles.py
+python3 .ci/test-convention.py
 cargo clippy --workspace --all-targets -- -D warnings
 cargo build --workspace --all-targets
 if ! cargo nextest --version >/dev/null 2>&1; then

@@ -46,7 +46,7 @@ pub fn write_set(path: &Path, initial: &str, ports: &[u16], changes: &[(&str, u1
             T0 + at
         ));
     }
-    std::fs::write(path, text).unwrap_or_else(|e| panic!("{e}"));
+    std::fs::write(path, text).expect("write the processor-set file");
 }
 
 /// Three processor endpoints, an aggregator's, and the set file, in a test's directory.
@@ -245,9 +245,10 @@ pub fn wait_all_ok(procs: &mut [Proc], deadline: Instant) {
 /// The aggregator's last accounting report in `dir/health.jsonl`.
 pub fn accounting_report(dir: &Path) -> Value {
     let health = std::fs::read_to_string(dir.join("health.jsonl")).unwrap_or_default();
-    lines(&health)
+    let report = lines(&health)
         .into_iter()
         .rev()
-        .find(|v| v["kind"] == "accounting")
-        .unwrap_or_else(|| panic!("no accounting report: {health}"))
+        .find(|v| v["kind"] == "accounting");
+    assert!(report.is_some(), "no accounting report in:\n{health}");
+    report.expect("the accounting report in the health log")
 }

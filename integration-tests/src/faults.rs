@@ -3,7 +3,7 @@
 //! kept), plus a steady, bounded traffic source on loopback.
 
 use std::net::{TcpListener, TcpStream, UdpSocket};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus};
 use std::time::{Duration, Instant};
 
@@ -27,8 +27,7 @@ pub struct Killed {
 
 /// The program and arguments of a running process, from `/proc/PID/cmdline`.
 pub fn command_line(pid: u32) -> (PathBuf, Vec<String>) {
-    let raw = std::fs::read(format!("/proc/{pid}/cmdline"))
-        .unwrap_or_else(|e| panic!("cannot read the command line of {pid}: {e}"));
+    let raw = crate::read_file(Path::new(&format!("/proc/{pid}/cmdline")));
     let mut parts = raw
         .split(|&b| b == 0)
         .filter(|p| !p.is_empty())
@@ -116,9 +115,9 @@ pub struct UdpFlows {
 
 impl UdpFlows {
     pub fn new(port: u16, flows: usize, n: u16) -> UdpFlows {
-        let sink = UdpSocket::bind(("127.0.0.1", port)).unwrap_or_else(|e| panic!("{e}"));
+        let sink = UdpSocket::bind(("127.0.0.1", port)).expect("bind the UDP sink");
         let socks: Vec<UdpSocket> = (0..flows)
-            .map(|_| UdpSocket::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("{e}")))
+            .map(|_| UdpSocket::bind("127.0.0.1:0").expect("bind a UDP socket"))
             .collect();
         let shards = socks
             .iter()
@@ -153,7 +152,7 @@ impl UdpFlows {
         for (i, s) in self.socks.iter().enumerate() {
             let payload = format!("tapflow fault test flow {i} datagram {}", self.sent);
             s.send_to(payload.as_bytes(), ("127.0.0.1", self.port))
-                .unwrap_or_else(|e| panic!("{e}"));
+                .expect("send a datagram");
             self.sent += 1;
         }
     }
@@ -176,7 +175,7 @@ pub struct TcpSessions {
 
 impl TcpSessions {
     pub fn new(port: u16) -> TcpSessions {
-        let listener = TcpListener::bind(("127.0.0.1", port)).unwrap_or_else(|e| panic!("{e}"));
+        let listener = TcpListener::bind(("127.0.0.1", port)).expect("bind the TCP listener");
         std::thread::spawn(move || {
             for c in listener.incoming().map_while(Result::ok) {
                 std::thread::spawn(move || {
@@ -191,9 +190,10 @@ impl TcpSessions {
     /// One connection: connect, send a line, close, wait for the server's close.
     pub fn one(&mut self) {
         use std::io::{Read, Write};
-        let mut c = TcpStream::connect(("127.0.0.1", self.port)).unwrap_or_else(|e| panic!("{e}"));
+        let mut c =
+            TcpStream::connect(("127.0.0.1", self.port)).expect("connect to the TCP listener");
         c.write_all(b"tapflow fault test\n")
-            .unwrap_or_else(|e| panic!("{e}"));
+            .expect("write to the TCP connection");
         let _ = c.shutdown(std::net::Shutdown::Write);
         let mut rest = Vec::new();
         let _ = c.read_to_end(&mut rest);

@@ -17,7 +17,7 @@ pub struct Pcap {
 }
 
 pub fn read_pcap(path: &Path) -> Pcap {
-    let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let bytes = crate::read_file(path);
     assert!(bytes.len() >= 24, "{}: too short", path.display());
     let (nanos, little_endian) = match bytes[..4] {
         [0xd4, 0xc3, 0xb2, 0xa1] => (false, true),
@@ -61,7 +61,7 @@ impl Pcap {
         let frac = if self.nanos { frac } else { frac / 1000 };
         let mut out = bytes.clone();
         for (at, v) in [(0, sec), (4, frac)] {
-            let v = u32::try_from(v).unwrap_or_else(|_| panic!("timestamp out of range"));
+            let v = u32::try_from(v).expect("a timestamp that fits 32 bits");
             let w = if self.little_endian {
                 v.to_le_bytes()
             } else {
@@ -78,7 +78,7 @@ impl Pcap {
         for i in 0..self.records.len() {
             out.extend(self.record(i, shift_ns));
         }
-        std::fs::write(path, out).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        std::fs::write(path, out).expect("write the capture");
     }
 }
 
@@ -131,11 +131,13 @@ pub fn open_fifo_for_writing(path: &Path, deadline: Instant) -> std::fs::File {
             .custom_flags(libc::O_NONBLOCK)
             .open(path)
         {
-            Ok(f) => return f,
             Err(e) if Instant::now() < deadline && e.raw_os_error() == Some(libc::ENXIO) => {
                 std::thread::sleep(Duration::from_millis(5))
             }
-            Err(e) => panic!("{}: {e}", path.display()),
+            f => {
+                assert!(f.is_ok(), "{}: {f:?}", path.display());
+                return f.expect("open the FIFO for writing");
+            }
         }
     }
 }
@@ -143,11 +145,10 @@ pub fn open_fifo_for_writing(path: &Path, deadline: Instant) -> std::fs::File {
 pub fn write_all(f: &mut std::fs::File, mut buf: &[u8], deadline: Instant) {
     while !buf.is_empty() {
         match f.write(buf) {
-            Ok(n) => buf = &buf[n..],
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock && Instant::now() < deadline => {
                 std::thread::sleep(Duration::from_millis(1))
             }
-            Err(e) => panic!("writing a FIFO: {e}"),
+            n => buf = &buf[n.expect("write to a FIFO")..],
         }
     }
 }

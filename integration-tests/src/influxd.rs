@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::free_ports;
+use crate::{free_port, free_ports};
 
 /// The `influxd` binary: `$INFLUXD`, else the first on `PATH`, else `/usr/bin/influxd`.
 pub fn binary() -> Option<PathBuf> {
@@ -65,7 +65,7 @@ impl Influxd {
             eprintln!("SKIP: influxd not installed (Debian package `influxdb`)");
             return None;
         };
-        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let dir = tempfile::tempdir().expect("create the influxd directory");
         let ports = free_ports(2);
         let (http_port, rpc_port) = (ports[0], ports[1]);
         let config = dir.path().join("influxdb.conf");
@@ -73,15 +73,14 @@ impl Influxd {
             &config,
             config_text(dir.path(), http_port, rpc_port, tls.as_ref()),
         )
-        .unwrap_or_else(|e| panic!("cannot write {}: {e}", config.display()));
+        .expect("write the influxd config");
         let mut agent = ureq::Agent::config_builder()
             .http_status_as_error(false)
             .proxy(None)
             .timeout_global(Some(Duration::from_secs(30)));
         if let Some((cert, _)) = &tls {
-            let pem = std::fs::read(cert).unwrap_or_else(|e| panic!("{}: {e}", cert.display()));
-            let root = ureq::tls::Certificate::from_pem(&pem)
-                .unwrap_or_else(|e| panic!("{}: {e}", cert.display()));
+            let pem = crate::read_file(cert);
+            let root = ureq::tls::Certificate::from_pem(&pem).expect("parse the test certificate");
             agent = agent.tls_config(
                 ureq::tls::TlsConfig::builder()
                     .root_certs(ureq::tls::RootCerts::new_with_certs(&[root]))
@@ -123,15 +122,16 @@ impl Influxd {
             .create(true)
             .append(true)
             .open(self.dir.path().join("influxd.log"))
-            .unwrap_or_else(|e| panic!("{e}"));
+            .expect("open the influxd log");
         let child = Command::new(&self.bin)
             .arg("-config")
             .arg(&self.config)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log)
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {}: {e}", self.bin.display()));
+            .spawn();
+        assert!(child.is_ok(), "{}: {child:?}", self.bin.display());
+        let child = child.expect("start influxd");
         self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
@@ -169,11 +169,15 @@ impl Influxd {
             .query("db", db)
             .query("q", q)
             .send_empty();
-        let text = match resp {
-            Ok(mut r) => r.body_mut().read_to_string().unwrap_or_default(),
-            Err(e) => panic!("query {q:?} failed: {e}"),
-        };
-        serde_json::from_str(&text).unwrap_or_else(|e| panic!("query {q:?}: {e}: {text}"))
+        assert!(resp.is_ok(), "query {q:?}: {resp:?}");
+        let text = resp
+            .expect("query influxd")
+            .body_mut()
+            .read_to_string()
+            .unwrap_or_default();
+        let v = serde_json::from_str(&text);
+        assert!(v.is_ok(), "query {q:?}: {v:?}: {text}");
+        v.expect("parse the query's answer")
     }
 
     /// The first value of the first row of `q`'s answer as an integer (e.g. a `count`), or
@@ -303,7 +307,8 @@ pub struct V2Stub {
 
 impl V2Stub {
     pub fn start(script: Vec<(u16, Option<u64>, Duration)>) -> V2Stub {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("{e}"));
+        let listener =
+            TcpListener::bind(("127.0.0.1", free_port())).expect("bind the stub's listener");
         let port = listener.local_addr().map_or(0, |a| a.port());
         let _ = listener.set_nonblocking(true);
         let seen = Arc::new(Mutex::new(Vec::new()));

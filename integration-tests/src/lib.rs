@@ -3,14 +3,24 @@
 //!
 //! The binaries are the workspace's own build output (`target/debug` unless `TAPFLOW_BIN_DIR`
 //! says otherwise); the README's test command builds them before running the tests.
+//!
+//! Failing on errors, the convention of every test in the workspace: a fallible call that must
+//! succeed ends in `.expect("what was being done")` (a short static phrase, e.g. `.expect("create
+//! a temp dir")`; `expect` prints the error after it), for `Result`s and `Option`s alike, and
+//! never `.unwrap_or_else(|e| panic!(..))` or a `match` arm that panics (`.ci/test-convention.py`
+//! rejects the former). When a runtime value is needed to understand the failure (a path, a
+//! capture's name, a process's stderr), the enclosing assertion shows it, or an `assert!(r.is_ok(),
+//! "{}: {r:?}", path.display())` (`is_some`) just before the `expect` does; helpers here do it once
+//! for the common cases ([`read_file`], [`read_text`], [`PipelineRun::accounting`]).
 
-#![forbid(unsafe_code)]
+// `deny`, not `forbid`: `ports` makes the crate's one FFI call (flock).
+#![deny(unsafe_code)]
 
 pub mod cluster;
 pub mod craft;
 pub mod fifo;
+pub mod ports;
 
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
@@ -73,28 +83,29 @@ pub fn bin(name: &str) -> PathBuf {
     path
 }
 
-/// A loopback TCP port that was free a moment ago.
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .unwrap_or_else(|e| panic!("no free port: {e}"))
+/// The bytes of `path`; a failure names the file.
+pub fn read_file(path: &Path) -> Vec<u8> {
+    let bytes = std::fs::read(path);
+    assert!(bytes.is_ok(), "{}: {bytes:?}", path.display());
+    bytes.expect("read a file")
 }
 
-/// `k` distinct loopback TCP ports, all free at the same moment (held together while chosen, so
-/// the OS cannot hand out one twice before the processes bind them).
+/// The text of `path`; a failure names the file.
+pub fn read_text(path: &Path) -> String {
+    let text = std::fs::read_to_string(path);
+    assert!(text.is_ok(), "{}: {text:?}", path.display());
+    text.expect("read a text file")
+}
+
+/// A loopback port reserved for this test process (see [`ports`]): no concurrent test can be
+/// given it, and it was bindable on 127.0.0.1 (TCP and UDP) when chosen.
+pub fn free_port() -> u16 {
+    ports::reserve(1)[0]
+}
+
+/// `k` distinct loopback ports, reserved like [`free_port`]'s.
 pub fn free_ports(k: usize) -> Vec<u16> {
-    let listeners: Vec<TcpListener> = (0..k)
-        .map(|_| TcpListener::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("no free port: {e}")))
-        .collect();
-    listeners
-        .iter()
-        .map(|l| {
-            l.local_addr()
-                .map(|a| a.port())
-                .unwrap_or_else(|e| panic!("{e}"))
-        })
-        .collect()
+    ports::reserve(k)
 }
 
 pub fn endpoint(port: u16) -> String {
@@ -111,15 +122,16 @@ pub struct Proc {
 impl Proc {
     pub fn spawn(name: &str, program: &Path, args: &[String], dir: &Path) -> Proc {
         let stderr_path = dir.join(format!("{name}.stderr"));
-        let stderr = std::fs::File::create(&stderr_path).unwrap_or_else(|e| panic!("{e}"));
+        let stderr = std::fs::File::create(&stderr_path).expect("create the stderr file");
         let child = Command::new(program)
             .args(args)
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(stderr)
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {}: {e}", program.display()));
+            .spawn();
+        assert!(child.is_ok(), "{}: {child:?}", program.display());
+        let child = child.expect("start the process");
         Proc {
             name: name.to_owned(),
             child,
@@ -292,6 +304,18 @@ pub struct PipelineRun {
 }
 
 impl PipelineRun {
+    /// The accounting report; a run without one fails the test, showing the aggregator's stderr.
+    pub fn accounting(&self) -> &Value {
+        assert!(
+            self.report.is_some(),
+            "no accounting report; aggregator: {}",
+            self.aggregator.1
+        );
+        self.report
+            .as_ref()
+            .expect("the aggregator's accounting report")
+    }
+
     /// True when every process exited by itself (before the deadline) with 0.
     pub fn all_exited(&self) -> bool {
         self.all_exited_with(0)
@@ -376,7 +400,7 @@ pub fn start_pipeline_opts(
     processor_extra: &[&str],
     aggregator_extra: &[&str],
 ) -> RunningPipeline {
-    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let dir = tempfile::tempdir().expect("create the pipeline's directory");
     let mut ports = free_ports(n + 1);
     let agg_port = ports.remove(0);
     let health = dir.path().join("health.jsonl");

@@ -203,7 +203,7 @@ fn alerts_match_the_golden_table() {
 #[test]
 fn alerts_are_identical_with_1_2_3_processors_and_two_taps() {
     let Some(pcaps) = shared_pcaps() else { return };
-    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let dir = tempfile::tempdir().expect("create a temp dir");
     // Every capture with a row, but those libpcap refuses (they give no alerts log at all).
     let mut captures: Vec<String> = golden()
         .into_iter()
@@ -226,8 +226,7 @@ fn alerts_are_identical_with_1_2_3_processors_and_two_taps() {
             dir.path().join("fwd.pcap"),
             dir.path().join("rev.pcap"),
         );
-        split_by_direction(&pcap, &all, &fwd, &rev)
-            .unwrap_or_else(|| panic!("{capture}: cannot rewrite"));
+        split_by_direction(&pcap, &all, &fwd, &rev).expect("split the capture by direction");
         let one = run(&all, 2, &[], &[]);
         let two = run_pipeline(
             &[CollectorSpec::pcap(&fwd, 2), CollectorSpec::pcap(&rev, 2)],
@@ -253,8 +252,8 @@ const T0_US: i64 = 1_700_000_000 * 1_000_000; // aligned on 5 s and 60 s windows
 /// `sources` spoofed addresses to 10.0.0.99. `proto` 17: UDP to port 9; 1: ICMP echo;
 /// 6: TCP SYN to port 80.
 fn flood(path: &Path, proto: u8, n: usize, sources: usize, span_us: i64) {
-    let dead = pcap::Capture::dead(pcap::Linktype::ETHERNET).unwrap_or_else(|e| panic!("{e}"));
-    let mut w = dead.savefile(path).unwrap_or_else(|e| panic!("{e}"));
+    let dead = pcap::Capture::dead(pcap::Linktype::ETHERNET).expect("open a dead capture");
+    let mut w = dead.savefile(path).expect("create the capture file");
     for i in 0..n {
         let src = (i % sources) as u32;
         let l4: Vec<u8> = match proto {
@@ -322,7 +321,7 @@ fn flood(path: &Path, proto: u8, n: usize, sources: usize, span_us: i64) {
         };
         w.write(&pcap::Packet::new(&header, &frame));
     }
-    w.flush().unwrap_or_else(|e| panic!("{e}"));
+    w.flush().expect("flush the capture");
 }
 
 fn libc_timeval(us: i64) -> libc::timeval {
@@ -334,7 +333,7 @@ fn libc_timeval(us: i64) -> libc::timeval {
 
 #[test]
 fn volumetric_floods_fire_at_and_above_their_thresholds_not_below() {
-    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let dir = tempfile::tempdir().expect("create a temp dir");
     let path = dir.path().join("flood.pcap");
     let victim = ("*".to_owned(), "10.0.0.99".to_owned());
     // 20,000 packets/s averaged over 5 s is 100,000 packets in one 5-second window.

@@ -39,10 +39,10 @@ fn keygen(role: &str, dir: &Path, name: &str) -> (String, String) {
 fn clients(dir: &Path, name: &str, pubs: &[&str]) -> String {
     let body: String = pubs
         .iter()
-        .map(|p| std::fs::read_to_string(p).unwrap_or_else(|e| panic!("{p}: {e}")))
+        .map(|p| tapflow_integration_tests::read_text(Path::new(p)))
         .collect();
     let file = dir.join(name);
-    std::fs::write(&file, body).unwrap_or_else(|e| panic!("{e}"));
+    std::fs::write(&file, body).expect("write the clients file");
     path(&file)
 }
 
@@ -62,9 +62,9 @@ fn run(role: &str, args: &[String]) -> Output {
             cmd.env_remove(k);
         }
     }
-    cmd.args(args)
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run tapflow-{role}: {e}"))
+    let out = cmd.args(args).output();
+    assert!(out.is_ok(), "tapflow-{role}: {out:?}");
+    out.expect("run the binary")
 }
 
 fn strings(args: &[&str]) -> Vec<String> {
@@ -111,7 +111,7 @@ fn curve_on_both_hops_gives_what_plain_gives() {
     let pcap = pcaps.join(LEGIT);
     let plain = plain_baseline(&pcap, 2);
 
-    let keys = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let keys = tempfile::tempdir().expect("create the keys dir");
     let k = keys.path();
     let (coll_key, coll_pub) = keygen("collector", k, "collector");
     let (proc_key, proc_pub) = keygen("processor", k, "processor");
@@ -184,9 +184,9 @@ struct Secured {
 
 impl Secured {
     fn start() -> Secured {
-        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let dir = tempfile::tempdir().expect("create a temp dir");
         let keys = dir.path().join("keys");
-        std::fs::create_dir(&keys).unwrap_or_else(|e| panic!("{e}"));
+        std::fs::create_dir(&keys).expect("create the keys dir");
         let (coll_key, coll_pub) = keygen("collector", &keys, "collector");
         let (proc_key, proc_pub) = keygen("processor", &keys, "processor");
         let (agg_key, agg_pub) = keygen("aggregator", &keys, "aggregator");
@@ -478,7 +478,7 @@ fn config_error(role: &str, args: &[&str], want: &str) {
 
 #[test]
 fn configuration_mistakes_exit_2_with_one_line() {
-    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let dir = tempfile::tempdir().expect("create a temp dir");
     let d = dir.path();
     config_error(
         "processor",
@@ -575,7 +575,7 @@ fn configuration_mistakes_exit_2_with_one_line() {
     // A secret key others can read is refused, as ssh refuses such a private key.
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644))
-        .unwrap_or_else(|e| panic!("{e}"));
+        .expect("make the key world-readable");
     config_error("collector", &flags, "mode 0644");
     // keygen never overwrites.
     let out = run(

@@ -10,7 +10,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde_json::Value;
 use tapflow_integration_tests::influxd::Influxd;
-use tapflow_integration_tests::{bin, repo_root, shared_pcaps, start_pipeline_opts, CollectorSpec};
+use tapflow_integration_tests::{
+    bin, read_text, repo_root, shared_pcaps, start_pipeline_opts, CollectorSpec,
+};
 use tapflow_proto::DropReason;
 
 const ROLES: [&str; 3] = ["collector", "processor", "aggregator"];
@@ -24,15 +26,15 @@ struct Examples {
 
 impl Examples {
     fn new() -> Examples {
-        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let dir = tempfile::tempdir().expect("create a temp dir");
         let keys = dir.path().join("keys");
-        std::fs::create_dir(&keys).unwrap_or_else(|e| panic!("{e}"));
+        std::fs::create_dir(&keys).expect("create the keys dir");
         for role in ROLES {
             let out = Command::new(bin(&format!("tapflow-{role}")))
                 .args(["keygen", "--out"])
                 .arg(keys.join(role))
                 .output()
-                .unwrap_or_else(|e| panic!("{e}"));
+                .expect("run keygen");
             assert!(out.status.success(), "{role} keygen: {}", text(&out.stderr));
         }
         for (clients, role) in [("collectors", "collector"), ("processors", "processor")] {
@@ -40,7 +42,7 @@ impl Examples {
                 keys.join(format!("{role}.pub")),
                 keys.join(format!("{clients}.clients")),
             )
-            .unwrap_or_else(|e| panic!("{e}"));
+            .expect("copy the public key into the clients file");
         }
         Examples { dir }
     }
@@ -48,8 +50,7 @@ impl Examples {
     /// `deploy/config/<role>.toml` with its key paths in this run's key directory.
     fn path(&self, role: &str) -> PathBuf {
         let original = repo_root().join(format!("deploy/config/{role}.toml"));
-        let body = std::fs::read_to_string(&original)
-            .unwrap_or_else(|e| panic!("cannot read {}: {e}", original.display()));
+        let body = read_text(&original);
         let keys = format!("{}/", self.dir.path().join("keys").display());
         assert!(
             body.contains("\ncurve_key = \"/etc/tapflow/keys/"),
@@ -58,7 +59,7 @@ impl Examples {
         );
         let copy = self.dir.path().join(format!("{role}.toml"));
         std::fs::write(&copy, body.replace("/etc/tapflow/keys/", &keys))
-            .unwrap_or_else(|e| panic!("{e}"));
+            .expect("write the example copy");
         copy
     }
 }
@@ -72,10 +73,9 @@ fn check_config(role: &str, args: &[String]) -> Output {
             cmd.env_remove(k);
         }
     }
-    cmd.args(args)
-        .arg("--check-config")
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run tapflow-{role}: {e}"))
+    let out = cmd.args(args).arg("--check-config").output();
+    assert!(out.is_ok(), "tapflow-{role}: {out:?}");
+    out.expect("run the binary")
 }
 
 fn text(b: &[u8]) -> String {
@@ -114,8 +114,7 @@ fn example_configs_load() {
     let examples = Examples::new();
     for role in ROLES {
         let path = examples.path(role);
-        let file = std::fs::read_to_string(&path)
-            .unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
+        let file = read_text(&path);
         let out = check_config(role, &["--config".into(), path.display().to_string()]);
         let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
         assert_eq!(
@@ -147,12 +146,13 @@ fn example_configs_load() {
         assert!(resolved.contains(&key_line), "{role}: {stdout}");
 
         // A misspelled key and a bad value: exit 2, the problem named, no panic.
-        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let dir = tempfile::tempdir().expect("create a temp dir");
         let first_key = file
             .lines()
             .filter_map(setting)
-            .find_map(|s| s.split_once(" = ").map(|(k, _)| k.to_owned()))
-            .unwrap_or_else(|| panic!("{role}: no setting in the example"));
+            .find_map(|s| s.split_once(" = ").map(|(k, _)| k.to_owned()));
+        assert!(first_key.is_some(), "{role}: no setting in the example");
+        let first_key = first_key.expect("a setting in the example");
         let typo = format!("{first_key}x");
         let misspelled = file.replacen(&format!("\n{first_key} = "), &format!("\n{typo} = "), 1);
         assert_ne!(misspelled, file, "{role}: {first_key} not at a line start");
@@ -194,7 +194,7 @@ fn example_configs_load() {
             ("bad-value", bad_value, message.to_owned()),
         ] {
             let copy = dir.path().join(format!("{role}-{name}.toml"));
-            std::fs::write(&copy, contents).unwrap_or_else(|e| panic!("{e}"));
+            std::fs::write(&copy, contents).expect("write the edited example");
             let out = check_config(role, &["--config".into(), copy.display().to_string()]);
             let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
             assert_eq!(out.status.code(), Some(2), "{role} {name}: {stderr}");
@@ -283,7 +283,7 @@ fn systemd_units_match_the_binaries() {
     let examples = Examples::new();
     let dir = repo_root().join("deploy/systemd");
     let mut units: Vec<PathBuf> = std::fs::read_dir(&dir)
-        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .expect("list deploy/systemd")
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| p.extension().is_some_and(|e| e == "service"))
         .collect();
@@ -295,7 +295,7 @@ fn systemd_units_match_the_binaries() {
             .file_name()
             .map(|f| f.to_string_lossy().into_owned())
             .unwrap_or_default();
-        let body = std::fs::read_to_string(unit).unwrap_or_else(|e| panic!("{e}"));
+        let body = std::fs::read_to_string(unit).expect("read the unit file");
         let settings = service_settings(&body);
         let exec = get(&settings, "ExecStart");
         assert_eq!(exec.len(), 1, "{file_name}: one ExecStart");
@@ -440,23 +440,23 @@ fn systemd_analyze_verify(units: &[PathBuf], targets: &[String]) {
         eprintln!("SKIP: systemd-analyze not installed; units not verified by systemd");
         return;
     }
-    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let dir = tempfile::tempdir().expect("create a temp dir");
     let bin_dir = bin("tapflow-collector")
         .parent()
         .map(Path::to_path_buf)
         .unwrap_or_default();
     for unit in units {
-        let body = std::fs::read_to_string(unit).unwrap_or_else(|e| panic!("{e}"));
+        let body = std::fs::read_to_string(unit).expect("read the unit file");
         let body = body.replace("/usr/local/bin/", &format!("{}/", bin_dir.display()));
         let name = unit.file_name().unwrap_or_default();
-        std::fs::write(dir.path().join(name), body).unwrap_or_else(|e| panic!("{e}"));
+        std::fs::write(dir.path().join(name), body).expect("write the unit file");
     }
     let out = Command::new("systemd-analyze")
         .arg("verify")
         .arg("--man=no")
         .args(targets.iter().map(|t| dir.path().join(t)))
         .output()
-        .unwrap_or_else(|e| panic!("systemd-analyze: {e}"));
+        .expect("run systemd-analyze");
     let said = format!("{}{}", text(&out.stdout), text(&out.stderr));
     let complaints: Vec<&str> = said.lines().filter(|l| l.contains("tapflow")).collect();
     assert!(
@@ -580,10 +580,7 @@ fn unix_ms(t: SystemTime) -> i128 {
 #[test]
 fn grafana_dashboard_queries_return_data() {
     let path = repo_root().join("deploy/grafana/tapflow-dashboard.json");
-    let dash: Value = serde_json::from_str(
-        &std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display())),
-    )
-    .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let dash: Value = serde_json::from_str(&read_text(&path)).expect("parse the Grafana dashboard");
     assert!(dash["schemaVersion"].as_u64() >= Some(36), "schemaVersion");
     let (queries, variables) = dashboard_queries(&dash);
     assert!(queries.len() >= 8, "only {} queries", queries.len());
@@ -605,7 +602,7 @@ fn grafana_dashboard_queries_return_data() {
     // A FIN scan: a port scan and a stealth scan, so alerts as well as sessions and traffic.
     let pcap = pcaps.join("evilfingers-nmap-fin-scan.pcap");
     let started = SystemTime::now();
-    let spool = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let spool = tempfile::tempdir().expect("create the spool dir");
     let (url, spool_dir) = (influx.url(), spool.path().display().to_string());
     let agg = [
         "--influx-url",
@@ -620,7 +617,7 @@ fn grafana_dashboard_queries_return_data() {
     let run = start_pipeline_opts(&[CollectorSpec::pcap(&pcap, 2)], 2, &[], &agg)
         .wait(Duration::from_secs(50));
     assert!(run.all_exited(), "{}", run.aggregator.1);
-    let report = run.report.as_ref().unwrap_or_else(|| panic!("no report"));
+    let report = run.accounting();
     assert_eq!(
         report["influx"]["points_in_spool"].as_u64(),
         Some(0),
@@ -634,8 +631,9 @@ fn grafana_dashboard_queries_return_data() {
     // The capture's span, from the conn log, padded: Grafana's time range over the replay.
     let (mut first, mut last) = (f64::MAX, f64::MIN);
     for line in run.conn_log.lines() {
-        let v: Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"));
-        let ts = v["ts"].as_f64().unwrap_or_else(|| panic!("no ts: {line}"));
+        let v: Value = serde_json::from_str(line).unwrap_or_default();
+        assert!(v["ts"].is_f64(), "no ts: {line}");
+        let ts = v["ts"].as_f64().expect("the record's ts");
         first = first.min(ts);
         last = last.max(ts + v["duration"].as_f64().unwrap_or(0.0));
     }

@@ -16,7 +16,8 @@ const FLOWS: usize = 40;
 const ROUND: Duration = Duration::from_millis(100);
 
 fn n(v: &Value) -> u64 {
-    v.as_u64().unwrap_or_else(|| panic!("not a count: {v}"))
+    assert!(v.is_u64(), "not a count: {v}");
+    v.as_u64().expect("a count")
 }
 
 /// A live collector on `lo` seeing UDP and TCP to `port`.
@@ -27,9 +28,7 @@ fn spec(port: u16, n: usize) -> CollectorSpec {
 }
 
 fn report(run: &tapflow_integration_tests::PipelineRun) -> &Value {
-    run.report
-        .as_ref()
-        .unwrap_or_else(|| panic!("no accounting report: {}", run.aggregator.1))
+    run.accounting()
 }
 
 fn assert_all_exited_0(run: &tapflow_integration_tests::PipelineRun) {
@@ -81,7 +80,7 @@ fn processor_killed_and_restarted() {
     let split = n(&r["processors"]
         .as_array()
         .and_then(|ps| ps.iter().find(|p| p["processor"] == "processor1"))
-        .unwrap_or_else(|| panic!("{r:#}"))["counters"]["flows_split"]);
+        .expect("processor1 in the report")["counters"]["flows_split"]);
     eprintln!(
         "processor kill: datagrams sent {} ({} flows, {} on shard 1); collector read {}; \
          link 1: sent {} = received {} + gaps {} + lost with the dead incarnation {} \
@@ -252,14 +251,16 @@ fn collector_killed_and_restarted_rejoins() {
     let r = report(&run);
     let rows = r["collectors"].as_array().cloned().unwrap_or_default();
     assert_eq!(rows.len(), 2, "two incarnations: {r:#}");
-    let dead = rows
-        .iter()
-        .find(|c| c["dead"] == Value::Bool(true))
-        .unwrap_or_else(|| panic!("the killed incarnation is reported dead: {r:#}"));
+    let dead = rows.iter().find(|c| c["dead"] == Value::Bool(true));
+    assert!(
+        dead.is_some(),
+        "the killed incarnation is reported dead: {r:#}"
+    );
+    let dead = dead.expect("the dead incarnation's row");
     let live = rows
         .iter()
         .find(|c| c["dead"] == Value::Bool(false))
-        .unwrap_or_else(|| panic!("{r:#}"));
+        .expect("the live incarnation's row");
     let links = dead["links"].as_array().cloned().unwrap_or_default();
     let received_dead: u64 = links.iter().map(|l| n(&l["received"])).sum();
     let sent_dead: u64 = links.iter().map(|l| n(&l["sent"])).sum();

@@ -59,7 +59,7 @@ fn syn(src: [u8; 4], sport: u16, out: &mut Vec<u8>) {
 
 /// A microsecond pcap: `FLOOD_PACKETS` SYNs from random sources and ports, 2 µs apart.
 fn write_flood(path: &Path) {
-    let f = std::fs::File::create(path).unwrap_or_else(|e| panic!("{e}"));
+    let f = std::fs::File::create(path).expect("create the capture");
     let mut w = std::io::BufWriter::with_capacity(1 << 20, f);
     let mut header = Vec::new();
     header.extend_from_slice(&0xa1b2_c3d4u32.to_le_bytes());
@@ -68,7 +68,7 @@ fn write_flood(path: &Path) {
     header.extend_from_slice(&[0; 8]);
     header.extend_from_slice(&65535u32.to_le_bytes());
     header.extend_from_slice(&1u32.to_le_bytes());
-    w.write_all(&header).unwrap_or_else(|e| panic!("{e}"));
+    w.write_all(&header).expect("write the capture header");
     let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
     let mut frame = Vec::with_capacity(64);
     let start_us: u64 = 1_700_000_000 * 1_000_000;
@@ -90,10 +90,10 @@ fn write_flood(path: &Path) {
         rec.extend_from_slice(&((ts % 1_000_000) as u32).to_le_bytes());
         rec.extend_from_slice(&(frame.len() as u32).to_le_bytes());
         rec.extend_from_slice(&(frame.len() as u32).to_le_bytes());
-        w.write_all(&rec).unwrap_or_else(|e| panic!("{e}"));
-        w.write_all(&frame).unwrap_or_else(|e| panic!("{e}"));
+        w.write_all(&rec).expect("write a record header");
+        w.write_all(&frame).expect("write a frame");
     }
-    w.flush().unwrap_or_else(|e| panic!("{e}"));
+    w.flush().expect("flush the capture");
 }
 
 /// The largest resident set a process has had so far (VmHWM), in MiB; 0 once it is gone.
@@ -110,7 +110,7 @@ fn hwm_mib(pid: u32) -> u64 {
 
 #[test]
 fn a_million_spoofed_sources_stay_within_the_caps_and_are_reported() {
-    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let dir = tempfile::tempdir().expect("create a temp dir");
     let pcap = dir.path().join("flood.pcap");
     write_flood(&pcap);
     let running = start_pipeline_opts(
@@ -145,23 +145,20 @@ fn a_million_spoofed_sources_stay_within_the_caps_and_are_reported() {
             .collect::<Vec<_>>()
     });
     let run = running.wait(Duration::from_secs(300));
-    let peaks = sampler.join().unwrap_or_else(|_| panic!("sampler"));
+    let peaks = sampler.join().expect("join the memory sampler");
     assert!(run.all_exited(), "{}", run.aggregator.1);
-    let report = run
-        .report
-        .as_ref()
-        .unwrap_or_else(|| panic!("no report: {}", run.aggregator.1));
+    let report = run.accounting();
     assert_eq!(report["reconciled"], true, "{report}");
 
     let evicted: u64 = report["processors"]
         .as_array()
-        .unwrap_or_else(|| panic!("{report}"))
+        .expect("the processors in the report")
         .iter()
         .map(|p| p["counters"]["flows_evicted"].as_u64().unwrap_or(0))
         .sum();
     let records: u64 = report["processors"]
         .as_array()
-        .unwrap_or_else(|| panic!("{report}"))
+        .expect("the processors in the report")
         .iter()
         .map(|p| p["counters"]["records"].as_u64().unwrap_or(0))
         .sum();

@@ -52,22 +52,22 @@ fn garbage_on_processor_and_aggregator_sockets_is_counted_and_dropped() {
     std::thread::sleep(Duration::from_millis(1000));
     let ctx = zmq::Context::new();
     for target in [running.processor_ports[0], running.aggregator_port] {
-        let push = ctx.socket(zmq::PUSH).unwrap_or_else(|e| panic!("{e}"));
-        push.set_linger(2000).unwrap_or_else(|e| panic!("{e}"));
+        let push = ctx.socket(zmq::PUSH).expect("create a PUSH socket");
+        push.set_linger(2000).expect("set the linger");
         push.connect(&endpoint(target))
-            .unwrap_or_else(|e| panic!("{e}"));
+            .expect("connect the PUSH socket");
         for g in garbage() {
-            push.send(&g[..], 0).unwrap_or_else(|e| panic!("{e}"));
+            push.send(&g[..], 0).expect("send a garbage frame");
         }
     }
     // Real traffic after the garbage.
-    let sock = std::net::UdpSocket::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("{e}"));
+    let sock = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind a UDP socket");
     for i in 0..50 {
         sock.send_to(
             format!("after the garbage {i}").as_bytes(),
             ("127.0.0.1", port),
         )
-        .unwrap_or_else(|e| panic!("{e}"));
+        .expect("send a datagram");
     }
     std::thread::sleep(Duration::from_millis(1000));
     running.signal_collector(0, "TERM");
@@ -81,10 +81,7 @@ fn garbage_on_processor_and_aggregator_sockets_is_counted_and_dropped() {
         assert_eq!(*code, Some(0), "{log}");
         assert!(!log.contains("panicked"), "{log}");
     }
-    let report = run
-        .report
-        .as_ref()
-        .unwrap_or_else(|| panic!("no report: {}", run.aggregator.1));
+    let report = run.accounting();
     let malformed = &report["processors"][0]["malformed"];
     let total: u64 = malformed
         .as_object()

@@ -82,7 +82,7 @@ fn config(url: String, api: InfluxApi, spool: &std::path::Path) -> InfluxConfig 
 }
 
 fn start(cfg: InfluxConfig) -> InfluxWriter {
-    InfluxWriter::start(cfg).unwrap_or_else(|e| panic!("{e}"))
+    InfluxWriter::start(cfg).expect("start the InfluxDB writer")
 }
 
 fn assert_settled(s: &InfluxStats) {
@@ -101,7 +101,7 @@ fn every_session_is_written_once_even_hundreds_per_microsecond() {
     let Some(influxd) = Influxd::start() else {
         return;
     };
-    let spool = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let spool = tempfile::tempdir().expect("create the spool dir");
     let mut w = start(config(influxd.url(), v1(None), spool.path()));
     let n = 5000;
     // 500 sessions start in each microsecond: collisions are certain.
@@ -158,7 +158,7 @@ fn outage_spools_and_every_point_lands_once() {
     let Some(mut influxd) = Influxd::start() else {
         return;
     };
-    let spool = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let spool = tempfile::tempdir().expect("create the spool dir");
     let mut w = start(config(influxd.url(), v1(None), spool.path()));
     let (rounds, per_round) = (30u32, 200u32);
     let t0 = 1_700_000_000_000_000_000;
@@ -196,7 +196,7 @@ fn a_refused_point_is_counted_and_the_rest_of_its_batch_written() {
     let Some(influxd) = Influxd::start() else {
         return;
     };
-    let spool = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let spool = tempfile::tempdir().expect("create the spool dir");
     let t0 = now_ns() - 60_000_000_000;
     let mut w = start(config(influxd.url(), v1(None), spool.path()));
     w.send(points(0..50, t0, 1));
@@ -248,7 +248,7 @@ fn a_deadline_leaves_the_spool_and_the_next_run_writes_it() {
     let Some(influxd) = Influxd::start() else {
         return;
     };
-    let spool = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let spool = tempfile::tempdir().expect("create the spool dir");
     let t0 = 1_700_000_000_000_000_000;
     // Nothing listens there: everything waits in the spool, bounded to about 3 batches.
     let nobody = format!(
@@ -303,7 +303,7 @@ fn escaped_values_read_back_as_written() {
     let Some(influxd) = Influxd::start() else {
         return;
     };
-    let spool = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let spool = tempfile::tempdir().expect("create the spool dir");
     // (tag value, string field value) written, and what InfluxDB should hold.
     let cases = [
         ("plain", "plain", "plain", "plain"),
@@ -347,7 +347,7 @@ fn v2_requests_follow_the_api_and_retry_after_is_honoured() {
         (429, Some(1), Duration::ZERO),
         (503, None, Duration::ZERO),
     ]);
-    let spool = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let spool = tempfile::tempdir().expect("create the spool dir");
     let api = InfluxApi::V2 {
         org: "my org".into(),
         bucket: "tapflow/sessions".into(),
@@ -426,7 +426,7 @@ fn v2_requests_follow_the_api_and_retry_after_is_honoured() {
 #[test]
 fn a_full_queue_spills_to_the_spool_and_nothing_is_lost() {
     let stub = V2Stub::start(vec![(204, None, Duration::from_millis(1500))]);
-    let spool = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let spool = tempfile::tempdir().expect("create the spool dir");
     let api = InfluxApi::V2 {
         org: "o".into(),
         bucket: "b".into(),

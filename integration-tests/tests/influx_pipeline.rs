@@ -33,10 +33,7 @@ fn run_with_influx(
 }
 
 fn written(run: &PipelineRun, measurement: &str) -> u64 {
-    let report = run
-        .report
-        .as_ref()
-        .unwrap_or_else(|| panic!("no report: {}", run.aggregator.1));
+    let report = run.accounting();
     report["influx"]["points_written_by_measurement"][measurement]
         .as_u64()
         .unwrap_or(0)
@@ -48,7 +45,7 @@ fn sessions_and_alerts_are_points_exactly_once() {
     let Some(influx) = Influxd::start() else {
         return;
     };
-    let spool = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let spool = tempfile::tempdir().expect("create the spool dir");
     let (mut sessions, mut alerts, mut packets) = (0, 0, 0);
     // The spoofed SYN flood: 37,669 sessions, thousands starting in the same microsecond.
     for name in [
@@ -59,7 +56,7 @@ fn sessions_and_alerts_are_points_exactly_once() {
     ] {
         let run = run_with_influx(influx.url(), &pcaps.join(name), spool.path(), || {});
         assert!(run.all_exited(), "{name}: {}", run.aggregator.1);
-        let report = run.report.as_ref().unwrap_or_else(|| panic!("no report"));
+        let report = run.accounting();
         assert_eq!(
             report["influx"]["points_rejected"].as_u64(),
             Some(0),
@@ -140,7 +137,7 @@ fn influxdb_down_during_the_run_loses_nothing() {
     let Some(mut influx) = Influxd::start() else {
         return;
     };
-    let spool = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let spool = tempfile::tempdir().expect("create the spool dir");
     influx.kill();
     let url = influx.url();
     let run = run_with_influx(
@@ -154,7 +151,7 @@ fn influxdb_down_during_the_run_loses_nothing() {
         },
     );
     assert!(run.all_exited(), "{}", run.aggregator.1);
-    let report = run.report.as_ref().unwrap_or_else(|| panic!("no report"));
+    let report = run.accounting();
     let stats = &report["influx"];
     assert!(
         stats["retries"].as_u64() > Some(0) || stats["points_spooled"].as_u64() > Some(0),

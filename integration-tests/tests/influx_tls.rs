@@ -51,10 +51,7 @@ fn run(
 }
 
 fn influx_report(run: &PipelineRun) -> &Value {
-    let report = run
-        .report
-        .as_ref()
-        .unwrap_or_else(|| panic!("no report: {}", run.aggregator.1));
+    let report = run.accounting();
     &report["influx"]
 }
 
@@ -64,7 +61,7 @@ fn n(v: &Value) -> u64 {
 
 /// A certificate for `san` in a new temporary directory (kept alive by the caller).
 fn cert(san: &str) -> Option<(tempfile::TempDir, PathBuf, PathBuf)> {
-    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let dir = tempfile::tempdir().expect("create a temp dir");
     let (cert, key) = self_signed(dir.path(), san)?;
     Some((dir, cert, key))
 }
@@ -82,10 +79,9 @@ fn assert_refused(run: &PipelineRun, took: Duration, says: &[&str]) -> u64 {
     assert_eq!(n(&s["points_in_spool"]), n(&s["points_sent"]), "{s:#}");
     assert!(n(&s["http_errors"]["tls"]) > 0, "{s:#}");
     assert!(n(&s["retries"]) > 0, "{s:#}");
-    let line = log
-        .lines()
-        .find(|l| l.contains("TLS with InfluxDB failed"))
-        .unwrap_or_else(|| panic!("no TLS error line in\n{log}"));
+    let line = log.lines().find(|l| l.contains("TLS with InfluxDB failed"));
+    assert!(line.is_some(), "no TLS error line in\n{log}");
+    let line = line.expect("the TLS error line");
     assert!(line.contains("ERROR"), "{line}");
     assert!(
         says.iter().any(|w| line.contains(w)),
@@ -112,7 +108,7 @@ fn https_with_the_ca_file_writes_every_point() {
         return;
     };
     assert!(influx.url().starts_with("https://"), "{}", influx.url());
-    let spool = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let spool = tempfile::tempdir().expect("create the spool dir");
     let (run, took) = run(
         &pcaps.join(PCAP),
         &influx.url(),
@@ -157,7 +153,7 @@ fn an_untrusted_certificate_is_refused_and_the_spool_keeps_the_points() {
     let Some(influx) = Influxd::start_https(&cert, &key) else {
         return;
     };
-    let spool = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let spool = tempfile::tempdir().expect("create the spool dir");
     let (run, took) = run(
         &pcaps.join(PCAP),
         &influx.url(),
@@ -183,7 +179,7 @@ fn an_untrusted_certificate_is_refused_and_the_spool_keeps_the_points() {
         spool.path(),
     );
     cfg.ca_file = Some(cert.clone());
-    let w = InfluxWriter::start(cfg).unwrap_or_else(|e| panic!("{e}"));
+    let w = InfluxWriter::start(cfg).expect("start the InfluxDB writer");
     let s = w.finish(Duration::from_secs(60));
     assert_eq!(
         (s.points_recovered, s.points_written, s.points_in_spool),
@@ -209,7 +205,7 @@ fn a_certificate_for_another_name_is_refused() {
     let Some(influx) = Influxd::start_https(&cert, &key) else {
         return;
     };
-    let spool = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let spool = tempfile::tempdir().expect("create the spool dir");
     let url = format!("https://localhost:{}", influx.http_port);
     let (run, took) = run(&pcaps.join(PCAP), &url, Some(&cert), spool.path(), FINISH_S);
     assert_refused(&run, took, &["NotValidForName", "not valid for name"]);
@@ -222,7 +218,7 @@ fn https_to_a_plain_http_influxdb_is_a_clear_error() {
     let Some(influx) = Influxd::start() else {
         return;
     };
-    let spool = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let spool = tempfile::tempdir().expect("create the spool dir");
     let url = format!("https://127.0.0.1:{}", influx.http_port);
     let (run, took) = run(&pcaps.join(PCAP), &url, None, spool.path(), FINISH_S);
     assert_refused(&run, took, &["does not speak TLS"]);
@@ -237,7 +233,7 @@ fn https_to_a_plain_http_influxdb_is_a_clear_error() {
 #[test]
 fn a_ca_certificate_as_the_servers_own_is_named() {
     let Some(pcaps) = shared_pcaps() else { return };
-    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let dir = tempfile::tempdir().expect("create a temp dir");
     let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
     let made = Command::new("openssl")
         .args([
@@ -268,13 +264,13 @@ fn a_ca_certificate_as_the_servers_own_is_named() {
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
-        .unwrap_or_else(|e| panic!("openssl s_server: {e}"));
+        .expect("start openssl s_server");
     let deadline = Instant::now() + Duration::from_secs(10);
     while TcpStream::connect(("127.0.0.1", port)).is_err() {
         assert!(Instant::now() < deadline, "openssl s_server did not listen");
         std::thread::sleep(Duration::from_millis(50));
     }
-    let spool = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let spool = tempfile::tempdir().expect("create the spool dir");
     let url = format!("https://127.0.0.1:{port}");
     let (run, took) = run(&pcaps.join(PCAP), &url, Some(&cert), spool.path(), FINISH_S);
     let _ = server.kill();

@@ -17,10 +17,7 @@ struct Netns {
 }
 
 fn ip(args: &[&str]) {
-    let out = Command::new("ip")
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| panic!("ip {args:?}: {e}"));
+    let out = Command::new("ip").args(args).output().expect("run ip");
     assert!(
         out.status.success(),
         "ip {args:?}: {}",
@@ -50,7 +47,7 @@ impl Netns {
         let out = Command::new("ip")
             .args(["netns", "exec", n, "ethtool", "-K", "va0", "tx", "off"])
             .output()
-            .unwrap_or_else(|e| panic!("ethtool: {e}"));
+            .expect("run ethtool in the namespace");
         assert!(
             out.status.success(),
             "{}",
@@ -84,7 +81,7 @@ impl Netns {
         let out = Command::new("ip")
             .args(["netns", "exec", &self.name, "python3", "-c", &script])
             .output()
-            .unwrap_or_else(|e| panic!("python3: {e}"));
+            .expect("run python3 in the namespace");
         assert!(
             out.status.success(),
             "{}",
@@ -152,7 +149,7 @@ struct Lab {
 
 fn start(tag: &str, collector_extra: &[&str]) -> Lab {
     let ns = Netns::new(tag);
-    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let dir = tempfile::tempdir().expect("create a temp dir");
     let d = dir.path();
     let health = d.join("health.jsonl").display().to_string();
     let conn = d.join("conn.jsonl").display().to_string();
@@ -224,15 +221,16 @@ fn start(tag: &str, collector_extra: &[&str]) -> Lab {
 
 fn report(lab: &Lab) -> Value {
     let text = std::fs::read_to_string(lab.dir.path().join("health.jsonl")).unwrap_or_default();
-    text.lines()
+    let report = text
+        .lines()
         .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-        .rfind(|v| v["kind"] == "accounting")
-        .unwrap_or_else(|| {
-            panic!(
-                "no accounting report; aggregator: {}",
-                lab.aggregator.stderr()
-            )
-        })
+        .rfind(|v| v["kind"] == "accounting");
+    assert!(
+        report.is_some(),
+        "no accounting report; aggregator: {}",
+        lab.aggregator.stderr()
+    );
+    report.expect("the accounting report")
 }
 
 fn finish(lab: &mut Lab) {

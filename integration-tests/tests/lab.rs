@@ -10,13 +10,16 @@ use std::path::Path;
 use std::process::Command;
 
 use serde_json::Value;
-use tapflow_integration_tests::{bin, is_root, repo_root};
+use tapflow_integration_tests::{bin, is_root, read_text, repo_root};
 
 fn lines(path: &Path) -> Vec<Value> {
-    std::fs::read_to_string(path)
-        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+    read_text(path)
         .lines()
-        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{l}: {e}")))
+        .map(|l| {
+            let v = serde_json::from_str(l);
+            assert!(v.is_ok(), "{l}: {v:?}");
+            v.expect("parse a JSON line")
+        })
         .collect()
 }
 
@@ -29,32 +32,31 @@ fn scalar(answer: &Value) -> u64 {
 
 /// `name=value` from the collector's "collector finished" log line.
 fn logged(log: &str, name: &str) -> u64 {
-    let line = log
-        .lines()
-        .rev()
-        .find(|l| l.contains("collector finished"))
-        .unwrap_or_else(|| panic!("no 'collector finished' line in:\n{log}"));
+    let line = log.lines().rev().find(|l| l.contains("collector finished"));
+    assert!(line.is_some(), "no 'collector finished' line in:\n{log}");
+    let line = line.expect("the 'collector finished' line");
     let key = format!(" {name}=");
-    let at = line
-        .find(&key)
-        .unwrap_or_else(|| panic!("no {name} in {line}"));
-    line[at + key.len()..]
+    let at = line.find(&key);
+    assert!(at.is_some(), "no {name} in {line}");
+    let at = at.expect("the field in the line");
+    let n = line[at + key.len()..]
         .chars()
         .take_while(char::is_ascii_digit)
         .collect::<String>()
-        .parse()
-        .unwrap_or_else(|e| panic!("{name} in {line}: {e}"))
+        .parse();
+    assert!(n.is_ok(), "{name} in {line}: {n:?}");
+    n.expect("parse the field's number")
 }
 
 fn run_lab(asymmetric: bool) {
     if !is_root() {
         return;
     }
-    let out = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let out = tempfile::tempdir().expect("create the lab output dir");
     let bin_dir = bin("tapflow-collector")
         .parent()
         .map(Path::to_path_buf)
-        .unwrap_or_else(|| panic!("no directory for the binaries"));
+        .expect("the directory of the binaries");
     let mut cmd = Command::new("bash");
     cmd.arg(repo_root().join("deploy/lab.sh"))
         .arg("--bin")
@@ -64,9 +66,7 @@ fn run_lab(asymmetric: bool) {
     if asymmetric {
         cmd.arg("--asymmetric");
     }
-    let result = cmd
-        .output()
-        .unwrap_or_else(|e| panic!("deploy/lab.sh: {e}"));
+    let result = cmd.output().expect("run deploy/lab.sh");
     let stderr = String::from_utf8_lossy(&result.stderr);
     eprintln!("{stderr}");
     assert!(
@@ -78,10 +78,10 @@ fn run_lab(asymmetric: bool) {
 
     // curl's sessions: whole, whichever tap saw which half.
     let requests: u64 = std::fs::read_to_string(dir.join("curl_requests"))
-        .unwrap_or_else(|e| panic!("{e}"))
+        .expect("read curl_requests")
         .trim()
         .parse()
-        .unwrap_or_else(|e| panic!("{e}"));
+        .expect("parse curl_requests");
     assert_eq!(requests, 20, "curl did not get its 20 answers");
     let conns = lines(&dir.join("conn.jsonl"));
     let http: Vec<&Value> = conns
@@ -124,9 +124,9 @@ fn run_lab(asymmetric: bool) {
 
     // The same, queried back from InfluxDB.
     let influx: Value = serde_json::from_str(
-        &std::fs::read_to_string(dir.join("influx.json")).unwrap_or_else(|e| panic!("{e}")),
+        &std::fs::read_to_string(dir.join("influx.json")).expect("read influx.json"),
     )
-    .unwrap_or_else(|e| panic!("influx.json: {e}"));
+    .expect("parse influx.json");
     assert_eq!(
         scalar(&influx["sessions"]),
         conns.len() as u64,
@@ -137,9 +137,10 @@ fn run_lab(asymmetric: bool) {
         requests,
         "SF curl sessions in InfluxDB"
     );
-    let kinds: Vec<(String, String)> = influx["alert_ends"]["results"][0]["series"][0]["values"]
-        .as_array()
-        .unwrap_or_else(|| panic!("no alert points in InfluxDB: {influx}"))
+    let points = influx["alert_ends"]["results"][0]["series"][0]["values"].as_array();
+    assert!(points.is_some(), "no alert points in InfluxDB: {influx}");
+    let kinds: Vec<(String, String)> = points
+        .expect("the alert points")
         .iter()
         .map(|row| (row[1].to_string(), row[2].to_string()))
         .collect();
@@ -156,18 +157,18 @@ fn run_lab(asymmetric: bool) {
         .iter()
         .rev()
         .find(|h| h["kind"] == "accounting")
-        .unwrap_or_else(|| panic!("no accounting report"));
+        .expect("the accounting report in the health log");
     assert_eq!(report["reconciled"], true, "{report}");
     assert_eq!(report["routing_consistent"], true, "{report}");
     let rows = report["collectors"]
         .as_array()
-        .unwrap_or_else(|| panic!("{report}"));
+        .expect("the collectors in the report");
     assert_eq!(rows.len(), 2, "{report}");
     let mut read_total = 0;
     for row in rows {
         let name = row["sender"].as_str().unwrap_or("?");
         let log = std::fs::read_to_string(dir.join(format!("collector-{name}.log")))
-            .unwrap_or_else(|e| panic!("{e}"));
+            .expect("read the collector's log");
         let read = row["packets_read"].as_u64().unwrap_or(0);
         let received = logged(&log, "pcap_received");
         let kernel = row["kernel_dropped"].as_u64().unwrap_or(0);

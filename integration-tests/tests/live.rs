@@ -20,12 +20,12 @@ fn live_loopback_capture_ends_on_sigterm_and_reconciles() {
     let running = start_pipeline(&[spec], 2);
     // Let the capture open before sending.
     std::thread::sleep(Duration::from_millis(1500));
-    let sock = UdpSocket::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("{e}"));
+    let sock = UdpSocket::bind("127.0.0.1:0").expect("bind a UDP socket");
     const SENT: u64 = 300;
     for i in 0..SENT {
         let payload = format!("tapflow live test datagram {i}");
         sock.send_to(payload.as_bytes(), ("127.0.0.1", port))
-            .unwrap_or_else(|e| panic!("{e}"));
+            .expect("send a datagram");
         if i % 50 == 0 {
             std::thread::sleep(Duration::from_millis(10));
         }
@@ -40,10 +40,7 @@ fn live_loopback_capture_ends_on_sigterm_and_reconciles() {
         run.aggregator.1
     );
     assert_eq!(run.collectors[0].0, Some(0), "{}", run.collectors[0].1);
-    let report = run
-        .report
-        .as_ref()
-        .unwrap_or_else(|| panic!("no report: {}", run.aggregator.1));
+    let report = run.accounting();
     assert_eq!(report["reconciled"], Value::Bool(true), "{report:#}");
     let c = &report["collectors"][0];
     assert_eq!(c["status"], Value::String("interrupted".into()), "{c:#}");
@@ -92,10 +89,7 @@ fn a_silent_collector_is_declared_dead_and_rejoins() {
     let log = &run.processors[0].1;
     assert!(log.contains("declared dead"), "{log}");
     assert!(log.contains("is back"), "{log}");
-    let report = run
-        .report
-        .as_ref()
-        .unwrap_or_else(|| panic!("no report: {}", run.aggregator.1));
+    let report = run.accounting();
     assert_eq!(report["reconciled"], Value::Bool(true), "{report:#}");
     assert!(
         report["processors"][0]["counters"]["collectors_declared_dead"].as_u64() >= Some(1),
@@ -120,12 +114,12 @@ fn aggregator_reopens_its_logs_on_sighup() {
     // logrotate: move the conn log away, then SIGHUP.
     let conn = running.dir.path().join("conn.jsonl");
     let rotated = running.dir.path().join("conn.jsonl.1");
-    std::fs::rename(&conn, &rotated).unwrap_or_else(|e| panic!("{e}"));
+    std::fs::rename(&conn, &rotated).expect("rotate the conn log");
     running.signal_aggregator("HUP");
-    let sock = UdpSocket::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("{e}"));
+    let sock = UdpSocket::bind("127.0.0.1:0").expect("bind a UDP socket");
     for i in 0..20 {
         sock.send_to(format!("rotate {i}").as_bytes(), ("127.0.0.1", port))
-            .unwrap_or_else(|e| panic!("{e}"));
+            .expect("send a datagram");
     }
     std::thread::sleep(Duration::from_millis(1000));
     running.signal_collector(0, "TERM");
@@ -148,10 +142,10 @@ fn aggregator_reopens_its_logs_on_sighup() {
 /// `GET /metrics` from a local port.
 fn scrape(port: u16) -> String {
     use std::io::{Read, Write};
-    let mut c = std::net::TcpStream::connect(("127.0.0.1", port))
-        .unwrap_or_else(|e| panic!("metrics port {port}: {e}"));
+    let mut c =
+        std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect to the metrics port");
     c.write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\n\r\n")
-        .unwrap_or_else(|e| panic!("{e}"));
+        .expect("send the request");
     let mut reply = String::new();
     let _ = c.read_to_string(&mut reply);
     reply
@@ -177,10 +171,10 @@ fn every_process_serves_prometheus_metrics() {
         &["--metrics-listen", &ma],
     );
     std::thread::sleep(Duration::from_millis(1000));
-    let sock = UdpSocket::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("{e}"));
+    let sock = UdpSocket::bind("127.0.0.1:0").expect("bind a UDP socket");
     for i in 0..40 {
         sock.send_to(format!("metrics {i}").as_bytes(), ("127.0.0.1", port))
-            .unwrap_or_else(|e| panic!("{e}"));
+            .expect("send a datagram");
     }
     std::thread::sleep(Duration::from_millis(1500));
     let (c, p, a) = (scrape(m[0]), scrape(m[1]), scrape(m[2]));
@@ -216,7 +210,7 @@ fn windows_with_a_silent_collector_are_marked_incomplete() {
     let Some(influx) = tapflow_integration_tests::influxd::Influxd::start() else {
         return;
     };
-    let spool = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let spool = tempfile::tempdir().expect("create the spool dir");
     let url = influx.url();
     let spool_dir = spool.path().display().to_string();
     let port = free_port();
@@ -234,11 +228,11 @@ fn windows_with_a_silent_collector_are_marked_incomplete() {
         ],
     );
     std::thread::sleep(Duration::from_millis(1500));
-    let sock = UdpSocket::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("{e}"));
+    let sock = UdpSocket::bind("127.0.0.1:0").expect("bind a UDP socket");
     let send = |n: u32| {
         for i in 0..n {
             sock.send_to(&i.to_be_bytes(), ("127.0.0.1", port))
-                .unwrap_or_else(|e| panic!("{e}"));
+                .expect("send a datagram");
             std::thread::sleep(Duration::from_millis(5));
         }
     };
@@ -252,10 +246,7 @@ fn windows_with_a_silent_collector_are_marked_incomplete() {
     running.signal_collector(0, "TERM");
     let run = running.wait(Duration::from_secs(60));
     assert!(run.all_exited(), "aggregator: {}", run.aggregator.1);
-    let report = run
-        .report
-        .as_ref()
-        .unwrap_or_else(|| panic!("no report: {}", run.aggregator.1));
+    let report = run.accounting();
     assert_eq!(report["reconciled"], Value::Bool(true), "{report:#}");
     let rows = influx.query(
         "tapflow",

@@ -23,9 +23,8 @@ fn one_collector(pcap: &Path, n: usize, extra: &[&str]) -> PipelineRun {
 }
 
 fn u(v: &Value, key: &str) -> u64 {
-    v[key]
-        .as_u64()
-        .unwrap_or_else(|| panic!("{key} missing in {v}"))
+    assert!(v[key].is_u64(), "{key} missing in {v}");
+    v[key].as_u64().expect("a count")
 }
 
 /// What one run must show: the collector's exit code and the packets it read.
@@ -71,10 +70,12 @@ fn check_run(name: &str, n: usize, run: &PipelineRun, want: Expect) -> String {
             logs()
         );
     }
-    let report = run
-        .report
-        .as_ref()
-        .unwrap_or_else(|| panic!("{name} n={n}: no accounting report\n{}", logs()));
+    assert!(
+        run.report.is_some(),
+        "{name} n={n}: no accounting report\n{}",
+        logs()
+    );
+    let report = run.accounting();
     assert_eq!(
         report["reconciled"],
         Value::Bool(true),
@@ -230,11 +231,11 @@ fn complete_records(bytes: &[u8]) -> u64 {
 #[test]
 fn capture_cut_mid_record_keeps_every_packet_before_the_damage() {
     let Some(pcaps) = shared_pcaps() else { return };
-    let whole = std::fs::read(pcaps.join("zeek-ssh.pcap")).unwrap_or_else(|e| panic!("{e}"));
-    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let whole = std::fs::read(pcaps.join("zeek-ssh.pcap")).expect("read zeek-ssh.pcap");
+    let dir = tempfile::tempdir().expect("create a temp dir");
     let cut_len = whole.len() * 2 / 3 + 7;
     let cut = dir.path().join("ssh-cut.pcap");
-    std::fs::write(&cut, &whole[..cut_len]).unwrap_or_else(|e| panic!("{e}"));
+    std::fs::write(&cut, &whole[..cut_len]).expect("write the cut capture");
     let before = complete_records(&whole[..cut_len]);
     assert!(before > 100 && before < 1797, "{before}");
     for n in [1, 2] {
@@ -294,10 +295,7 @@ fn collectors_that_disagree_on_processor_order_are_detected_as_misrouted() {
     };
     let run = run_pipeline(&[spec(vec![0, 1]), spec(vec![1, 0])], 2, TIMEOUT);
     assert!(run.all_exited(), "{}", run.exit_codes());
-    let report = run
-        .report
-        .as_ref()
-        .unwrap_or_else(|| panic!("no report: {}", run.aggregator.1));
+    let report = run.accounting();
     assert_eq!(
         report["routing_consistent"],
         Value::Bool(false),
@@ -321,10 +319,7 @@ fn collectors_that_disagree_on_processor_order_are_detected_as_misrouted() {
 
     // The control: two collectors that agree are consistent.
     let run = run_pipeline(&[spec(vec![0, 1]), spec(vec![0, 1])], 2, TIMEOUT);
-    let report = run
-        .report
-        .as_ref()
-        .unwrap_or_else(|| panic!("no report: {}", run.aggregator.1));
+    let report = run.accounting();
     assert_eq!(
         report["routing_consistent"],
         Value::Bool(true),
@@ -345,7 +340,7 @@ fn wrong_flags_are_usage_errors_without_stack_traces() {
         let out = std::process::Command::new(bin(program))
             .args(&args)
             .output()
-            .unwrap_or_else(|e| panic!("{e}"));
+            .expect("run the binary");
         let err = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(2), "{program} {args:?}: {err}");
         assert!(
@@ -381,7 +376,7 @@ fn batches_split_by_bytes_and_tiny_batches_still_reconcile() {
 /// byte, with 1 and 2 processors (the aggregator's order does not depend on how they arrived).
 #[test]
 fn a_table_flushed_in_many_messages_is_written_whole_and_in_the_same_order() {
-    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let dir = tempfile::tempdir().expect("create a temp dir");
     let pcap = tapflow_integration_tests::cluster::generate(dir.path(), 60_000, 12_000);
     let mut logs = Vec::new();
     for n in [1, 2] {
@@ -391,7 +386,7 @@ fn a_table_flushed_in_many_messages_is_written_whole_and_in_the_same_order() {
             packets: 60_000,
         };
         println!("{}", check_run("generated", n, &run, want));
-        let report = run.report.as_ref().unwrap_or_else(|| panic!("no report"));
+        let report = run.accounting();
         let sent: Vec<u64> = report["processors"]
             .as_array()
             .into_iter()

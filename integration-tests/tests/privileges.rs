@@ -15,10 +15,10 @@ use tapflow_integration_tests::{bin, endpoint, free_ports, is_root, Proc};
 fn copy_collector(dir: &Path) -> std::path::PathBuf {
     use std::os::unix::fs::PermissionsExt;
     let copy = dir.join("tapflow-collector");
-    std::fs::copy(bin("tapflow-collector"), &copy).unwrap_or_else(|e| panic!("{e}"));
+    std::fs::copy(bin("tapflow-collector"), &copy).expect("copy the collector binary");
     for (p, mode) in [(dir, 0o755), (copy.as_path(), 0o755)] {
         std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode))
-            .unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+            .expect("set the mode of the collector copy or its directory");
     }
     copy
 }
@@ -65,14 +65,14 @@ fn collector_as_nobody_with_file_capabilities_captures_and_keeps_none_effective(
     if !is_root() {
         return;
     }
-    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let dir = tempfile::tempdir().expect("create a temp dir");
     let d = dir.path();
     let collector = copy_collector(d);
     let setcap = Command::new("setcap")
         .args(["cap_net_raw,cap_net_admin=ep"])
         .arg(&collector)
         .output()
-        .unwrap_or_else(|e| panic!("setcap: {e}"));
+        .expect("run setcap");
     assert!(
         setcap.status.success(),
         "{}",
@@ -144,10 +144,10 @@ fn collector_as_nobody_with_file_capabilities_captures_and_keeps_none_effective(
     assert_eq!(prm, "0000000000003000");
     assert_eq!(amb, "0000000000000000");
 
-    let sock = std::net::UdpSocket::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("{e}"));
+    let sock = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind a UDP socket");
     for i in 0..50u32 {
         sock.send_to(&i.to_be_bytes(), ("127.0.0.1", udp))
-            .unwrap_or_else(|e| panic!("{e}"));
+            .expect("send a datagram");
         std::thread::sleep(Duration::from_millis(2));
     }
     std::thread::sleep(Duration::from_millis(500));
@@ -161,12 +161,13 @@ fn collector_as_nobody_with_file_capabilities_captures_and_keeps_none_effective(
         let s = p.wait_until(deadline);
         assert!(s.is_some_and(|s| s.success()), "{}: {}", p.name, p.stderr());
     }
-    let report: Value = std::fs::read_to_string(&health)
+    let report = std::fs::read_to_string(&health)
         .unwrap_or_default()
         .lines()
         .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-        .rfind(|v| v["kind"] == "accounting")
-        .unwrap_or_else(|| panic!("no report: {}", aggregator.stderr()));
+        .rfind(|v| v["kind"] == "accounting");
+    assert!(report.is_some(), "no report: {}", aggregator.stderr());
+    let report: Value = report.expect("the accounting report");
     let row = &report["collectors"][0];
     eprintln!("unprivileged collector: {row}");
     assert_eq!(report["reconciled"], true, "{report}");
@@ -178,7 +179,7 @@ fn collector_as_nobody_without_capabilities_is_refused_with_what_it_needs() {
     if !is_root() {
         return;
     }
-    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let dir = tempfile::tempdir().expect("create a temp dir");
     let collector = copy_collector(dir.path());
     let ports = free_ports(1);
     let target = endpoint(ports[0]);

@@ -9,18 +9,20 @@ use tapflow_integration_tests::{bin, repo_root};
 
 /// The number at the start of the line containing `marker`, or after it when `after` is set.
 fn number(report: &str, marker: &str, after: bool) -> u64 {
-    let line = report
-        .lines()
-        .find(|l| l.contains(marker))
-        .unwrap_or_else(|| panic!("no line with {marker:?} in the report:\n{report}"));
+    let line = report.lines().find(|l| l.contains(marker));
+    assert!(
+        line.is_some(),
+        "no line with {marker:?} in the report:\n{report}"
+    );
+    let line = line.expect("the line with the marker");
     let text = if after {
         &line[line.find(marker).map_or(0, |i| i + marker.len())..]
     } else {
         line
     };
-    text.split_whitespace()
-        .find_map(|w| w.parse().ok())
-        .unwrap_or_else(|| panic!("no number in {line:?}"))
+    let n = text.split_whitespace().find_map(|w| w.parse().ok());
+    assert!(n.is_some(), "no number in {line:?}");
+    n.expect("a number in the line")
 }
 
 #[test]
@@ -34,7 +36,7 @@ fn quickstart_runs_the_demo_and_reports_sessions_alerts_and_accounting() {
         .env("TAPFLOW_BIN_DIR", &bin_dir)
         .stdin(Stdio::null())
         .output()
-        .unwrap_or_else(|e| panic!("deploy/quickstart.sh: {e}"));
+        .expect("run deploy/quickstart.sh");
     let report = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     println!("{report}");

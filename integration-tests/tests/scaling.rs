@@ -42,15 +42,14 @@ fn two_taps_switch_at_one_instant() {
 }
 
 fn add_then_remove(taps: usize) {
-    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let dir = tempfile::tempdir().expect("create a temp dir");
     let d = dir.path();
     let generated = generate(d, PACKETS, 20_000);
     // With two taps: each direction in its own capture, and the whole (timestamps made strictly
     // increasing by the split) for the fixed run.
     let (capture, halves) = if taps == 2 {
         let (all, fwd, rev) = (d.join("all.pcap"), d.join("fwd.pcap"), d.join("rev.pcap"));
-        split_by_direction(&generated, &all, &fwd, &rev)
-            .unwrap_or_else(|| panic!("cannot split {}", generated.display()));
+        split_by_direction(&generated, &all, &fwd, &rev).expect("split the generated capture");
         (all, vec![fwd, rev])
     } else {
         (generated.clone(), vec![generated])
@@ -99,9 +98,7 @@ fn add_then_remove(taps: usize) {
         hup(p);
     }
     let announced_at = started.elapsed();
-    feeder
-        .join()
-        .unwrap_or_else(|_| panic!("feeding the FIFO failed"));
+    feeder.join().expect("join the FIFO feeder");
 
     let mut all: Vec<Proc> = processors;
     all.extend(collectors);
@@ -140,8 +137,8 @@ fn add_then_remove(taps: usize) {
     }
     let epochs = report["processor_set"]["epochs"]
         .as_array()
-        .unwrap_or_else(|| panic!("no processor_set in the report: {report}"))
-        .clone();
+        .cloned()
+        .unwrap_or_default();
     assert_eq!(epochs.len(), 3, "{report}");
     let moved: Vec<u64> = epochs
         .iter()
@@ -302,7 +299,7 @@ fn add_then_remove(taps: usize) {
 fn a_crashed_processor_is_removed_and_its_flows_taken_over() {
     const CRASH_PACKETS: u32 = 60_000;
     const REMOVE_AT_S: f64 = 6.0;
-    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let dir = tempfile::tempdir().expect("create a temp dir");
     let d = dir.path();
     let capture = generate(d, CRASH_PACKETS, 8_000);
     let deadline = Instant::now() + TIMEOUT;
@@ -343,9 +340,7 @@ fn a_crashed_processor_is_removed_and_its_flows_taken_over() {
         started.elapsed() < Duration::from_secs(5),
         "announced too late"
     );
-    feeder
-        .join()
-        .unwrap_or_else(|_| panic!("feeding the FIFO failed"));
+    feeder.join().expect("join the FIFO feeder");
 
     let crashed = processors.remove(1);
     let mut all = processors;
@@ -373,8 +368,10 @@ fn a_crashed_processor_is_removed_and_its_flows_taken_over() {
     );
     let mut slots_in = 0;
     for p in ["processor0", "processor2"] {
-        slots_in += log_field(&log_of(p), "processor set: switched epoch", "slots_in")
-            .unwrap_or_else(|| panic!("{p} did not switch: {}", log_of(p)));
+        let log = log_of(p);
+        let slots = log_field(&log, "processor set: switched epoch", "slots_in");
+        assert!(slots.is_some(), "{p} did not switch: {log}");
+        slots_in += slots.expect("the slots a processor took in");
     }
     drop(crashed);
 

@@ -47,10 +47,12 @@ fn figures(label: &str, run: &PipelineRun) -> Figures {
     {
         assert_eq!(*code, Some(0), "{label}: {stderr}");
     }
-    let report = run
-        .report
-        .as_ref()
-        .unwrap_or_else(|| panic!("{label}: no report: {}", run.aggregator.1));
+    assert!(
+        run.report.is_some(),
+        "{label}: no report: {}",
+        run.aggregator.1
+    );
+    let report = run.accounting();
     assert_eq!(report["reconciled"], true, "{label}: {report:#}");
     assert_eq!(report["complete"], true, "{label}: {report:#}");
     let mut f = Figures {
@@ -187,14 +189,14 @@ struct Setup {
 }
 
 fn setup(pcaps: &Path) -> Setup {
-    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let dir = tempfile::tempdir().expect("create a temp dir");
     let (all, fwd, rev) = (
         dir.path().join("all.pcap"),
         dir.path().join("fwd.pcap"),
         dir.path().join("rev.pcap"),
     );
     let halves = split_by_direction(&pcaps.join(CAPTURE), &all, &fwd, &rev)
-        .unwrap_or_else(|| panic!("{CAPTURE}: cannot split"));
+        .expect("split the capture by direction");
     println!("{CAPTURE}: {halves:?} packets by direction");
     let run = run_pipeline(&[CollectorSpec::pcap(&all, 2)], 2, TIMEOUT);
     Setup {

@@ -27,10 +27,12 @@ fn pipeline(pcap: &Path, n: usize, extra: &[&str]) -> PipelineRun {
 /// No cap may be reached where outputs are compared: counted evictions, forced merges and
 /// forced conn-log releases are all zero.
 fn assert_no_cap_hits(name: &str, run: &PipelineRun) {
-    let report = run
-        .report
-        .as_ref()
-        .unwrap_or_else(|| panic!("{name}: no report\n{}", run.aggregator.1));
+    assert!(
+        run.report.is_some(),
+        "{name}: no report\n{}",
+        run.aggregator.1
+    );
+    let report = run.accounting();
     for p in report["processors"].as_array().into_iter().flatten() {
         for counter in ["flows_evicted", "merge_forced"] {
             assert_eq!(
@@ -133,7 +135,7 @@ fn conn_log_is_identical_with_1_2_and_3_processors() {
 #[test]
 fn two_taps_seeing_one_direction_each_give_the_same_sessions_as_one() {
     let Some(pcaps) = shared_pcaps() else { return };
-    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let dir = tempfile::tempdir().expect("create a temp dir");
     let mut compared = 0;
     for name in [
         "zeek-ssh.pcap",

@@ -409,11 +409,11 @@ mod tests {
 
     #[test]
     fn networks_parse_and_contain() {
-        let (net, len) = parse_net("10.1.0.0/16").unwrap_or_else(|e| panic!("{e}"));
+        let (net, len) = parse_net("10.1.0.0/16").expect("parse an IPv4 network");
         assert!(v4(10, 1, 200, 3).in_net(net, len));
         assert!(!v4(10, 2, 0, 1).in_net(net, len));
         assert_eq!(parse_net("192.0.2.1").map(|n| n.1), Ok(32));
-        let (n6, l6) = parse_net("2001:db8::/32").unwrap_or_else(|e| panic!("{e}"));
+        let (n6, l6) = parse_net("2001:db8::/32").expect("parse an IPv6 network");
         assert!(Addr::from(
             "2001:db8:1::1"
                 .parse::<IpAddr>()

@@ -328,13 +328,14 @@ fn golden_shard_assignments() {
         println!("wrote {}", path.display());
         return;
     }
-    let expected = std::fs::read_to_string(&path).unwrap_or_else(|e| {
-        panic!(
-            "cannot read {}: {e}\n\
-             Create it with UPDATE_GOLDEN=1 cargo test -p tapflow-proto --test shard",
-            path.display()
-        )
-    });
+    let expected = std::fs::read_to_string(&path);
+    assert!(
+        expected.is_ok(),
+        "cannot read {}: {expected:?}\n\
+         Create it with UPDATE_GOLDEN=1 cargo test -p tapflow-proto --test shard",
+        path.display()
+    );
+    let expected = expected.expect("read the golden file");
     if expected != actual {
         panic!(
             "shard assignments differ from {}:\n{}\nIf the change is intended, refresh with \

@@ -145,10 +145,10 @@ mod tests {
             );
             s
         });
-        let addr = serve_metrics("127.0.0.1:0", render).unwrap_or_else(|e| panic!("{e}"));
-        let mut c = std::net::TcpStream::connect(addr).unwrap_or_else(|e| panic!("{e}"));
+        let addr = serve_metrics("127.0.0.1:0", render).expect("serve the metrics");
+        let mut c = std::net::TcpStream::connect(addr).expect("connect to the metrics server");
         c.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
-            .unwrap_or_else(|e| panic!("{e}"));
+            .expect("send the request");
         let mut reply = String::new();
         let _ = c.read_to_string(&mut reply);
         assert!(reply.starts_with("HTTP/1.1 200 OK"), "{reply}");

@@ -3,12 +3,12 @@ use super::*;
 #[test]
 fn resolved_config_names_the_password_file_and_reads_back_the_same() {
     let dir = std::env::temp_dir().join(format!("tapflow-agg-config-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("{e}"));
+    std::fs::create_dir_all(&dir).expect("create the config dir");
     let secret = dir.join("influx.password");
-    std::fs::write(&secret, "s3cret-Pa55\n").unwrap_or_else(|e| panic!("{e}"));
-    let keys = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    std::fs::write(&secret, "s3cret-Pa55\n").expect("write the password file");
+    let keys = tempfile::tempdir().expect("create a temp dir");
     let (key, public, _) = tapflow_runtime::curve::keygen("test", &keys.path().join("k"))
-        .unwrap_or_else(|e| panic!("{e}"));
+        .expect("generate a key pair");
     let file = format!(
         "listen = 'tcp://127.0.0.1:5700'\nprocessors = 2\nconn_log = '/var/log/tapflow/conn.jsonl'\n\
          influx_url = 'http://127.0.0.1:8086'\ninflux_db = 'tapflow'\ninflux_user = 'tapflow'\n\
@@ -20,7 +20,7 @@ fn resolved_config_names_the_password_file_and_reads_back_the_same() {
         public.display()
     );
     let config = dir.join("aggregator.toml");
-    std::fs::write(&config, file).unwrap_or_else(|e| panic!("{e}"));
+    std::fs::write(&config, file).expect("write the config file");
     let check = |config: &std::path::Path| {
         let args = Args::try_parse_from([
             "a",
@@ -29,8 +29,8 @@ fn resolved_config_names_the_password_file_and_reads_back_the_same() {
             "--detect-window-s",
             "300",
         ])
-        .unwrap_or_else(|e| panic!("{e}"));
-        Config::check(args).unwrap_or_else(|e| panic!("{e}"))
+        .expect("parse the arguments");
+        Config::check(args).expect("check the config")
     };
     let text = check(&config);
     for want in [
@@ -55,27 +55,27 @@ fn resolved_config_names_the_password_file_and_reads_back_the_same() {
     let secret_key = secret_key
         .lines()
         .find_map(|l| l.strip_prefix("secret = "))
-        .unwrap_or_else(|| panic!("no secret in {secret_key}"));
+        .expect("the secret in the key file");
     assert!(!text.contains(secret_key.trim_matches('"')), "{text}");
-    std::fs::write(&config, &text).unwrap_or_else(|e| panic!("{e}"));
+    std::fs::write(&config, &text).expect("write the config file");
     assert_eq!(check(&config), text);
     let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
 fn secrets_never_reach_config_output_nor_errors() {
-    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let dir = tempfile::tempdir().expect("create a temp dir");
     let password = dir.path().join("influx.password");
     let token = dir.path().join("influx.token");
     let ca = dir.path().join("ca.pem");
-    std::fs::write(&password, "hunter2-Pa55\n").unwrap_or_else(|e| panic!("{e}"));
-    std::fs::write(&token, "s3cr3t-T0ken\n").unwrap_or_else(|e| panic!("{e}"));
+    std::fs::write(&password, "hunter2-Pa55\n").expect("write the password file");
+    std::fs::write(&token, "s3cr3t-T0ken\n").expect("write the token file");
     // PEM framing is all that is checked here; rustls parses the DER at connect time.
     std::fs::write(
         &ca,
         "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n",
     )
-    .unwrap_or_else(|e| panic!("{e}"));
+    .expect("write the CA file");
     let (password, token, ca) = (
         password.display().to_string(),
         token.display().to_string(),
@@ -106,7 +106,7 @@ fn secrets_never_reach_config_output_nor_errors() {
         &token,
     ];
     let parse = |extra: &[&str]| {
-        Args::try_parse_from(base.iter().chain(extra)).unwrap_or_else(|e| panic!("{e}"))
+        Args::try_parse_from(base.iter().chain(extra)).expect("parse the arguments")
     };
     let secret_free = |text: &str| {
         for secret in ["hunter2", "s3cr3t", "T0ken"] {
@@ -117,10 +117,10 @@ fn secrets_never_reach_config_output_nor_errors() {
     for api in [&v1[..], &v2[..]] {
         let mut extra = vec!["--influx-url", url, "--influx-ca-file", &ca];
         extra.extend_from_slice(api);
-        let config = Config::load(parse(&extra)).unwrap_or_else(|e| panic!("{e}"));
+        let config = Config::load(parse(&extra)).expect("load the config");
         secret_free(&format!("{config:?}"));
         secret_free(&config.resolved("", ""));
-        let text = Config::check(parse(&extra)).unwrap_or_else(|e| panic!("{e}"));
+        let text = Config::check(parse(&extra)).expect("check the config");
         secret_free(&text);
         assert!(
             text.contains(&format!("influx_ca_file = \"{ca}\"")),
@@ -182,11 +182,11 @@ fn subnet_thresholds_come_from_the_file() {
         "1",
         "--plain",
     ])
-    .unwrap_or_else(|e| panic!("{e}"));
+    .expect("parse the arguments");
     let file: Options = toml::from_str(
         "[[subnet]]\nnet = '10.0.0.0/8'\nsyn_flood_per_min = 1000\n[[subnet]]\nnet = 'bogus'",
     )
-    .unwrap_or_else(|e| panic!("{e}"));
+    .expect("parse the TOML");
     let Err(ConfigError(errors)) = Config::merge(args, file) else {
         panic!("accepted a bad network")
     };
@@ -196,7 +196,7 @@ fn subnet_thresholds_come_from_the_file() {
 
 #[test]
 fn reports_every_missing_field() {
-    let args = Args::try_parse_from(["a"]).unwrap_or_else(|e| panic!("{e}"));
+    let args = Args::try_parse_from(["a"]).expect("parse the arguments");
     let Err(ConfigError(errors)) = Config::merge(args, Options::default()) else {
         panic!("accepted an empty config")
     };
@@ -207,8 +207,8 @@ fn reports_every_missing_field() {
         "{errors:?}"
     );
     let args = Args::try_parse_from(["a", "--listen", "tcp://127.0.0.1:5700", "--plain"])
-        .unwrap_or_else(|e| panic!("{e}"));
-    let file: Options = toml::from_str("processors = 3").unwrap_or_else(|e| panic!("{e}"));
+        .expect("parse the arguments");
+    let file: Options = toml::from_str("processors = 3").expect("parse the TOML");
     assert_eq!(
         Config::merge(args, file).map(|c| c.processors).ok(),
         Some(3)
@@ -217,14 +217,14 @@ fn reports_every_missing_field() {
 
 #[test]
 fn a_processor_set_names_the_processors_expected() {
-    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let dir = tempfile::tempdir().expect("create a temp dir");
     let set = dir.path().join("set.toml");
     std::fs::write(
         &set,
         "initial = [0, 1]\n[[change]]\nadd = 4\nswitch_at = 1700000000\n\
          [[change]]\nremove = 0\nswitch_at = 1700000060\n",
     )
-    .unwrap_or_else(|e| panic!("{e}"));
+    .expect("write the processor-set file");
     let path = set.display().to_string();
     let load = |argv: &[&str]| {
         let args = Args::try_parse_from(
@@ -232,11 +232,11 @@ fn a_processor_set_names_the_processors_expected() {
                 .into_iter()
                 .chain(argv.iter().copied()),
         )
-        .unwrap_or_else(|e| panic!("{e}"));
+        .expect("parse the arguments");
         Config::merge(args, Options::default())
     };
     // Every member of any epoch: 0, 1 and 4 (processors need no endpoints here).
-    let config = load(&["--processor-set", &path]).unwrap_or_else(|e| panic!("{e:?}"));
+    let config = load(&["--processor-set", &path]).expect("load the config");
     assert_eq!(config.processors, 3);
     assert!(config.resolved("", "").contains("processor_set = "));
     let err = load(&[]).expect_err("neither");
@@ -248,7 +248,7 @@ fn a_processor_set_names_the_processors_expected() {
         &set,
         "initial = [0]\n[[change]]\nremove = 0\nswitch_at = 5\n",
     )
-    .unwrap_or_else(|e| panic!("{e}"));
+    .expect("write the processor-set file");
     let err = load(&["--processor-set", &path]).expect_err("last member removed");
     assert!(err.0.iter().any(|e| e.contains("epoch 2")), "{err:?}");
 }

@@ -3,8 +3,8 @@ use super::*;
 /// A key pair and its public key in `dir`, as config-file lines (processors' key = ours:
 /// any public key does for loading).
 fn keys_toml(dir: &tempfile::TempDir) -> String {
-    let (key, public, _) = tapflow_runtime::curve::keygen("test", &dir.path().join("k"))
-        .unwrap_or_else(|e| panic!("{e}"));
+    let (key, public, _) =
+        tapflow_runtime::curve::keygen("test", &dir.path().join("k")).expect("generate a key pair");
     format!(
         "curve_key = '{}'\ncurve_server_key = '{}'\n",
         key.display(),
@@ -15,7 +15,7 @@ fn keys_toml(dir: &tempfile::TempDir) -> String {
 fn check(argv: &[&str], file: &str, expected: Result<(), &[&str]>) {
     let args =
         Args::try_parse_from(std::iter::once("tapflow-collector").chain(argv.iter().copied()))
-            .unwrap_or_else(|e| panic!("{e}"));
+            .expect("parse the arguments");
     let file: Options = toml::from_str(file).expect("parsing the config file");
     match (Config::merge(args, file), expected) {
         (Ok(_), Ok(())) => {}
@@ -45,7 +45,7 @@ fn valid_flags_and_file() {
         "",
         Ok(()),
     );
-    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let dir = tempfile::tempdir().expect("create a temp dir");
     check(
         &[],
         &format!(
@@ -95,23 +95,23 @@ fn every_error_reported_together() {
 fn check_resolved(argv: &[&str], file: &str, want: &[&str]) {
     let parse = |argv: &[&str]| {
         Args::try_parse_from(std::iter::once("c").chain(argv.iter().copied()))
-            .unwrap_or_else(|e| panic!("{e}"))
+            .expect("parse the arguments")
     };
     let file: Options = toml::from_str(file).expect("parsing the config file");
     let text = Config::merge(parse(argv), file)
-        .unwrap_or_else(|e| panic!("{e}"))
+        .expect("merge the flags and the file")
         .resolved();
     for w in want {
         assert!(text.lines().any(|l| l == *w), "missing {w:?} in\n{text}");
     }
     let again: Options = toml::from_str(&text).expect("parsing the resolved configuration");
-    let again = Config::merge(parse(&[]), again).unwrap_or_else(|e| panic!("{e}"));
+    let again = Config::merge(parse(&[]), again).expect("merge the resolved config");
     assert_eq!(again.resolved(), text);
 }
 
 #[test]
 fn resolved_config_reads_back_the_same() {
-    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let dir = tempfile::tempdir().expect("create a temp dir");
     let keys = keys_toml(&dir);
     check_resolved(
         &["--interface", "eth1", "--name", "tap \"a\"\\b"],
@@ -162,9 +162,9 @@ fn flags_win_over_file_and_policy_follows_source() {
         "--epoch",
         "7",
     ])
-    .unwrap_or_else(|e| panic!("{e}"));
+    .expect("parse the arguments");
     let file: Options = toml::from_str("epoch = 3\nbatch_size = 8").expect("parsing the file");
-    let c = Config::merge(args, file).unwrap_or_else(|e| panic!("{e}"));
+    let c = Config::merge(args, file).expect("merge the flags and the file");
     assert_eq!(
         (c.epoch, c.batch_size, c.slow_policy),
         (7, 8, SlowPolicy::Drop)
@@ -173,14 +173,14 @@ fn flags_win_over_file_and_policy_follows_source() {
 
 #[test]
 fn a_processor_set_gives_the_links_and_excludes_processor_flags() {
-    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let dir = tempfile::tempdir().expect("create a temp dir");
     let set = dir.path().join("set.toml");
     std::fs::write(
         &set,
         "initial = [0, 1]\n[processors]\n0 = 'tcp://127.0.0.1:5601'\n1 = 'tcp://127.0.0.1:5602'\n\
          2 = 'tcp://127.0.0.1:5603'\n[[change]]\nadd = 2\nswitch_at = 1700000000\n",
     )
-    .unwrap_or_else(|e| panic!("{e}"));
+    .expect("write the processor-set file");
     let path = set.display().to_string();
     let args = Args::try_parse_from([
         "tapflow-collector",
@@ -190,7 +190,7 @@ fn a_processor_set_gives_the_links_and_excludes_processor_flags() {
         &path,
         "--plain",
     ])
-    .unwrap_or_else(|e| panic!("{e}"));
+    .expect("parse the arguments");
     let config = Config::merge(args, Options::default()).expect("a valid processor set");
     // Links to every member of any epoch, in id order.
     assert_eq!(
@@ -204,7 +204,7 @@ fn a_processor_set_gives_the_links_and_excludes_processor_flags() {
     let (_, loaded) = config
         .processor_set
         .as_ref()
-        .unwrap_or_else(|| panic!("no set"));
+        .expect("a processor set in the config");
     assert_eq!(loaded.epochs().len(), 2);
     assert!(config
         .resolved()
@@ -234,7 +234,7 @@ fn a_processor_set_gives_the_links_and_excludes_processor_flags() {
         &set,
         "initial = [0, 1]\n[processors]\n0 = 'tcp://127.0.0.1:5601'\n",
     )
-    .unwrap_or_else(|e| panic!("{e}"));
+    .expect("write the processor-set file");
     check(
         &["--pcap", "x.pcap", "--plain"],
         &format!("processor_set = '{path}'"),

@@ -2,7 +2,7 @@ use super::*;
 
 fn check(argv: &[&str], want_errors: &[&str]) {
     let args = Args::try_parse_from(std::iter::once("p").chain(argv.iter().copied()))
-        .unwrap_or_else(|e| panic!("{e}"));
+        .expect("parse the arguments");
     match Config::merge(args, Options::default()) {
         Ok(_) => assert!(want_errors.is_empty(), "expected errors {want_errors:?}"),
         Err(ConfigError(got)) => {
@@ -25,22 +25,22 @@ fn load(argv: &[&str], toml: &str) -> Config {
         "tapflow-processor-config-{}-{n}.toml",
         std::process::id()
     ));
-    std::fs::write(&path, toml).unwrap_or_else(|e| panic!("{e}"));
+    std::fs::write(&path, toml).expect("write the config file");
     let name = path.display().to_string();
     let args = ["p", "--config", &name]
         .into_iter()
         .chain(argv.iter().copied());
-    let args = Args::try_parse_from(args).unwrap_or_else(|e| panic!("{e}"));
+    let args = Args::try_parse_from(args).expect("parse the arguments");
     let config = Config::load(args);
     let _ = std::fs::remove_file(&path);
-    config.unwrap_or_else(|e| panic!("{e}"))
+    config.expect("load the config")
 }
 
 #[test]
 fn resolved_config_reads_back_the_same() {
-    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
-    let (key, public, _) = tapflow_runtime::curve::keygen("test", &dir.path().join("k"))
-        .unwrap_or_else(|e| panic!("{e}"));
+    let dir = tempfile::tempdir().expect("create a temp dir");
+    let (key, public, _) =
+        tapflow_runtime::curve::keygen("test", &dir.path().join("k")).expect("generate a key pair");
     let (key, public) = (key.display().to_string(), public.display().to_string());
     let file = format!(
         "listen = 'tcp://0.0.0.0:5601'\naggregator = 'tcp://127.0.0.1:5700'\n\
@@ -126,13 +126,13 @@ fn validates_all_fields_together() {
 
 #[test]
 fn a_processor_set_needs_a_member_id() {
-    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let dir = tempfile::tempdir().expect("create a temp dir");
     let set = dir.path().join("set.toml");
     std::fs::write(
         &set,
         "initial = [0, 1]\n[[change]]\nadd = 2\nswitch_at = 1700000000\n",
     )
-    .unwrap_or_else(|e| panic!("{e}"));
+    .expect("write the processor-set file");
     let path = set.display().to_string();
     let base = [
         "p",
@@ -143,16 +143,16 @@ fn a_processor_set_needs_a_member_id() {
         "--plain",
     ];
     let load = |extra: &[&str]| {
-        let args = Args::try_parse_from(base.iter().chain(extra).copied())
-            .unwrap_or_else(|e| panic!("{e}"));
+        let args =
+            Args::try_parse_from(base.iter().chain(extra).copied()).expect("parse the arguments");
         Config::merge(args, Options::default())
     };
     // id 2 joins at the change: a member of some epoch, so it may start before its switch.
-    let config = load(&["--processor-set", &path, "--id", "2"]).unwrap_or_else(|e| panic!("{e:?}"));
+    let config = load(&["--processor-set", &path, "--id", "2"]).expect("load the config");
     let (_, loaded, id) = config
         .processor_set
         .as_ref()
-        .unwrap_or_else(|| panic!("no set"));
+        .expect("a processor set in the config");
     assert_eq!((loaded.epochs().len(), *id), (2, 2));
     assert!(config.resolved().contains("id = 2"));
     let err = load(&["--processor-set", &path, "--id", "3"]).expect_err("not a member");

@@ -32,9 +32,9 @@ fn errors(role: Role, s: &SecuritySettings, endpoints: &[&str]) -> Vec<String> {
 
 #[test]
 fn keys_round_trip_and_bad_files_are_refused() {
-    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let dir = tempfile::tempdir().expect("create a temp dir");
     let prefix = dir.path().join("proc");
-    let (key, public, pair) = keygen("t", &prefix).unwrap_or_else(|e| panic!("{e}"));
+    let (key, public, pair) = keygen("t", &prefix).expect("generate a key pair");
     let mode = std::fs::metadata(&key)
         .map(|m| m.permissions().mode() & 0o777)
         .unwrap_or(0);
@@ -43,7 +43,7 @@ fn keys_round_trip_and_bad_files_are_refused() {
         .expect_err("an existing key pair")
         .to_string()
         .contains("exists: not overwritten"));
-    let loaded = load_keypair(&key).unwrap_or_else(|e| panic!("{e}"));
+    let loaded = load_keypair(&key).expect("load the key pair");
     assert_eq!(loaded.public, pair.public);
     assert_eq!(loaded.secret.bytes(), pair.secret.bytes());
     assert!(
@@ -54,22 +54,21 @@ fn keys_round_trip_and_bad_files_are_refused() {
         pair.public
     );
     // A clients file is concatenated .pub files.
-    let (_, other_pub, other) =
-        keygen("t", &dir.path().join("b")).unwrap_or_else(|e| panic!("{e}"));
+    let (_, other_pub, other) = keygen("t", &dir.path().join("b")).expect("generate a key pair");
     let clients = dir.path().join("clients");
     let text = format!(
         "{}\n{}",
         std::fs::read_to_string(&public).unwrap_or_default(),
         std::fs::read_to_string(&other_pub).unwrap_or_default()
     );
-    std::fs::write(&clients, text).unwrap_or_else(|e| panic!("{e}"));
+    std::fs::write(&clients, text).expect("write the clients file");
     assert_eq!(
         load_clients(&clients).expect("reading the clients file"),
         vec![pair.public, other.public]
     );
 
     std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o640))
-        .unwrap_or_else(|e| panic!("{e}"));
+        .expect("set the file mode");
     let e = load_keypair(&key).expect_err("a bad key file").to_string();
     assert!(e.contains("mode 0640") && e.contains("chmod 600"), "{e}");
     let e = load_keypair(&public)
@@ -80,14 +79,14 @@ fn keys_round_trip_and_bad_files_are_refused() {
         .expect_err("a missing key file")
         .to_string();
     assert!(e.starts_with("curve_server_key "), "{e}");
-    std::fs::write(&clients, "public = \"short\"\n").unwrap_or_else(|e| panic!("{e}"));
+    std::fs::write(&clients, "public = \"short\"\n").expect("write the clients file");
     let e = load_clients(&clients)
         .expect_err("a bad key file")
         .to_string();
     assert!(e.contains("line 1") && e.contains("40 characters"), "{e}");
 
     std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600))
-        .unwrap_or_else(|e| panic!("{e}"));
+        .expect("set the file mode");
     let both = Role {
         server: true,
         client: true,
