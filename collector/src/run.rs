@@ -70,7 +70,11 @@ pub fn run(
     }
     let router = Router::new(config);
     let (pool_tx, pool_rx) = crossbeam_channel::unbounded();
+    // Held until the run returns: dropping the last handle waits out the linger (the flush of
+    // what the sockets still hold), which must come after the final report below.
+    let ctx = zmq::Context::new();
     let links = LinkSet::start(
+        &ctx,
         &config.processors,
         &router.link_ids(),
         link_settings(config, &router),

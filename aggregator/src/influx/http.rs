@@ -321,7 +321,7 @@ mod tests {
 
     /// A loopback server that answers every connection with `reply` and closes it.
     fn plain_server(reply: &'static [u8]) -> u16 {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("{e}"));
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a loopback port");
         let port = listener.local_addr().map_or(0, |a| a.port());
         std::thread::spawn(move || {
             for mut s in listener.incoming().flatten() {
@@ -348,7 +348,7 @@ mod tests {
         };
         let http = plain_server(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n");
         let closed = {
-            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("{e}"));
+            let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a loopback port");
             l.local_addr().map_or(0, |a| a.port())
         };
         let basic = base64(b"tapflow:hunter2-Pa55");
@@ -363,7 +363,7 @@ mod tests {
             ] {
                 let mut cfg = InfluxConfig::new(url.clone(), api.clone(), "/tmp");
                 cfg.timeout = Duration::from_secs(5);
-                let mut client = Client::new(&cfg).unwrap_or_else(|e| panic!("{e}"));
+                let mut client = Client::new(&cfg).expect("build the HTTP client");
                 let ans = client.write(b"m f=1i 1\n", cfg.timeout);
                 let text = format!("{ans:?}");
                 assert_eq!(ans.error_kind.as_deref(), Some(kind), "{url}: {text}");

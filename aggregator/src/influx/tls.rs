@@ -155,10 +155,10 @@ mod tests {
 
     #[test]
     fn ca_files_are_checked() {
-        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let dir = tempfile::tempdir().expect("create a temp dir");
         let missing = dir.path().join("missing.pem");
         let empty = dir.path().join("empty.pem");
-        std::fs::write(&empty, "not a certificate\n").unwrap_or_else(|e| panic!("{e}"));
+        std::fs::write(&empty, "not a certificate\n").expect("write the CA file");
         for p in [&missing, &empty] {
             let Err(e) = load_ca_file(p) else {
                 panic!("accepted {}", p.display())

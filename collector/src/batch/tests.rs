@@ -32,8 +32,16 @@ fn links(n: u16) -> (LinkSet, Arc<Shared>, Receiver<Vec<PacketSummary>>) {
     let endpoints: Vec<String> = (0..n).map(|_| "tcp://127.0.0.1:9".to_owned()).collect();
     let ids: Vec<u16> = (0..n).collect();
     let (pool_tx, pool_rx) = crossbeam_channel::unbounded();
-    let set = LinkSet::start(&endpoints, &ids, settings, 1, shared.clone(), pool_tx)
-        .expect("starting links");
+    let set = LinkSet::start(
+        &zmq::Context::new(),
+        &endpoints,
+        &ids,
+        settings,
+        1,
+        shared.clone(),
+        pool_tx,
+    )
+    .expect("starting links");
     (set, shared, pool_rx)
 }
 

@@ -19,8 +19,12 @@ pub struct LinkSet {
 }
 
 impl LinkSet {
-    /// One link per endpoint, claiming the id beside it (shard index or member id).
+    /// One link per endpoint, claiming the id beside it (shard index or member id), on
+    /// sockets of `ctx`. The caller keeps its own handle of `ctx`: the context ends (and
+    /// waits out the sockets' linger, flushing what they still hold) when the last handle
+    /// drops, which the collector does at the very end of its run, after its last report.
     pub fn start(
+        ctx: &zmq::Context,
         endpoints: &[String],
         ids: &[u16],
         settings: LinkSettings,
@@ -30,7 +34,7 @@ impl LinkSet {
     ) -> Result<LinkSet, LinkError> {
         let mut set = LinkSet {
             links: Vec::with_capacity(endpoints.len()),
-            ctx: zmq::Context::new(),
+            ctx: ctx.clone(),
             settings,
             queue_batches,
             shared,

@@ -105,11 +105,9 @@ fn zeek_conns(log: &str) -> BTreeMap<FlowKey, (u64, u64, bool)> {
         let get = |k: &str| row.get(k).copied().unwrap_or("-");
         let num = |k: &str| get(k).parse::<u64>().unwrap_or(0);
         let addr = |k: &str| {
-            Addr::from(
-                get(k)
-                    .parse::<std::net::IpAddr>()
-                    .unwrap_or_else(|e| panic!("{k}: {e}")),
-            )
+            let ip = get(k).parse::<std::net::IpAddr>();
+            assert!(ip.is_ok(), "{k} in Zeek's conn.log: {ip:?}");
+            Addr::from(ip.expect("parse an address of Zeek's conn.log"))
         };
         let proto = match get("proto") {
             "tcp" => 6,

@@ -86,7 +86,7 @@ fn tcp_fields_and_checksum() {
 #[test]
 fn tcp_sequence_ack_window() {
     let p = tcp4(v4(1, 1, 1, 1), v4(2, 2, 2, 2), 5, 6, 0x1234_5678, &[]);
-    let ip = ip::parse(&p, 0, true).unwrap_or_else(|e| panic!("{e:?}"));
+    let ip = ip::parse(&p, 0, true).expect("parse the IP header");
     let mut s = PacketSummary::default();
     let t = parse(&ip.net, ip.proto, ip.payload, ip.payload_len, true, &mut s);
     assert!(t.is_ok());
