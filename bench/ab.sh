@@ -10,7 +10,8 @@
 #
 # Prints, per run: seconds from the collector's start to its exit, to the last processor's
 # exit and to the aggregator's exit; the tail (last processor's exit to the aggregator's); the
-# aggregator's CPU seconds and peak RSS (KiB). Then the median of each, per side.
+# aggregator's CPU seconds and peak RSS (KiB); the collector's CPU seconds and the processors'
+# (summed). Then the median of each, per side.
 set -euo pipefail
 
 RUNS=6
@@ -41,7 +42,8 @@ done
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 now() { date +%s.%N; }
 
-# One run with the binaries of $1; prints "coll procs agg tail agg_cpu agg_rss".
+# One run with the binaries of $1; prints "coll procs agg tail agg_cpu agg_rss coll_cpu
+# proc_cpu" (proc_cpu: the processors' CPU seconds summed).
 one() {
     local bin=$1 d pa i p t0 tc ta tp=0 e procs=() pids=()
     d=$(mktemp -d /tmp/tapflow-ab.XXXXXX)
@@ -52,7 +54,7 @@ one() {
     local agg=$!
     for ((i = 0; i < N; i++)); do
         p=$(free_port)
-        ( "$bin/tapflow-processor" --plain --listen "tcp://127.0.0.1:$p" \
+        ( /usr/bin/time -f "%U %S" -o "$d/processor$i.time" "$bin/tapflow-processor" --plain --listen "tcp://127.0.0.1:$p" \
             --aggregator "tcp://127.0.0.1:$pa" --collectors 1 --exit-on-eos 2>"$d/processor$i.log"
           now >"$d/processor$i.end" ) &
         pids+=($!)
@@ -60,7 +62,8 @@ one() {
     done
     sleep 0.5
     t0=$(now)
-    "$bin/tapflow-collector" --plain --pcap "$CAPTURE" "${procs[@]}" 2>"$d/collector.log" \
+    /usr/bin/time -f "%U %S" -o "$d/collector.time" \
+        "$bin/tapflow-collector" --plain --pcap "$CAPTURE" "${procs[@]}" 2>"$d/collector.log" \
         || die "collector failed: $(tail -n 3 "$d/collector.log")"
     tc=$(now)
     wait "$agg" || die "aggregator failed: $(tail -n 3 "$d/aggregator.log")"
@@ -71,8 +74,12 @@ one() {
         tp=$(awk -v a="$tp" -v b="$e" 'BEGIN { print (b > a) ? b : a }')
     done
     read -r user sys rss <"$d/agg.time"
+    read -r cu cs <"$d/collector.time"
+    local pcpu
+    pcpu=$(cat "$d"/processor*.time | awk '{ s += $1 + $2 } END { print s }')
     awk -v t0="$t0" -v tc="$tc" -v tp="$tp" -v ta="$ta" -v u="$user" -v s="$sys" -v m="$rss" \
-        'BEGIN { printf "%.3f %.3f %.3f %.3f %.2f %d\n", tc - t0, tp - t0, ta - t0, ta - tp, u + s, m }'
+        -v cc="$(awk -v a="$cu" -v b="$cs" 'BEGIN { print a + b }')" -v pc="$pcpu" \
+        'BEGIN { printf "%.3f %.3f %.3f %.3f %.2f %d %.2f %.2f\n", tc - t0, tp - t0, ta - t0, ta - tp, u + s, m, cc, pc }'
     rm -rf "$d"
 }
 
@@ -80,20 +87,20 @@ median() { sort -n | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] 
 
 OUT=$(mktemp /tmp/tapflow-ab.XXXXXX)
 trap 'rm -f "$OUT"' EXIT
-printf '%-4s %4s %8s %8s %8s %8s %8s %10s\n' side run coll procs agg tail agg_cpu agg_rss_kb
+printf '%-4s %4s %8s %8s %8s %8s %8s %10s %8s %8s\n' side run coll procs agg tail agg_cpu agg_rss_kb coll_cpu proc_cpu
 for ((r = 1; r <= RUNS; r++)); do
     for side in A B; do
         dir=$A; [ "$side" = B ] && dir=$B
         line=$(one "$dir")
         echo "$side $line" >>"$OUT"
         # shellcheck disable=SC2086
-        printf '%-4s %4d %8s %8s %8s %8s %8s %10s\n' "$side" "$r" $line
+        printf '%-4s %4d %8s %8s %8s %8s %8s %10s %8s %8s\n' "$side" "$r" $line
     done
 done
 echo "medians of $RUNS runs:"
 for side in A B; do
     printf '%-4s %4s' "$side" ""
-    for col in 2 3 4 5 6 7; do
+    for col in 2 3 4 5 6 7 8 9; do
         printf ' %8s' "$(awk -v s="$side" -v c="$col" '$1 == s { print $c }' "$OUT" | median)"
     done
     echo
