@@ -209,14 +209,33 @@ fn run_recorded(pcap: &Path, curve: bool) -> (Vec<Value>, Vec<u8>) {
             p.stderr()
         );
     }
-    // Immediate mode hands every packet over as it comes; let the last ones be written.
-    std::thread::sleep(Duration::from_millis(500));
+    // Immediate mode hands every packet over as it comes, but tcpdump may not have been
+    // scheduled yet on a busy machine, and what is still in the kernel's buffer when it
+    // stops is lost: wait until the file has stopped growing for a second.
+    wait_until_still(
+        &wire,
+        Duration::from_secs(1),
+        Instant::now() + Duration::from_secs(20),
+    );
     signal(tcpdump.child.id(), "INT");
     tcpdump
         .wait_until(Instant::now() + Duration::from_secs(10))
         .expect("tcpdump ends on SIGINT");
     let conns = json_lines(&std::fs::read_to_string(&conn).expect("reading the conn log"));
     (conns, tcp_payloads(&wire))
+}
+
+/// Waits (at most until `deadline`) until `path`'s size has not changed for `still`.
+fn wait_until_still(path: &Path, still: Duration, deadline: Instant) {
+    let size = || std::fs::metadata(path).map_or(0, |m| m.len());
+    let (mut last, mut since) = (size(), Instant::now());
+    while Instant::now() < deadline && since.elapsed() < still {
+        std::thread::sleep(Duration::from_millis(50));
+        let now = size();
+        if now != last {
+            (last, since) = (now, Instant::now());
+        }
+    }
 }
 
 /// The TCP payloads of a tcpdump capture on `lo` (Ethernet-framed), concatenated.
