@@ -128,11 +128,13 @@ impl<K: Copy + Eq> RateLimit<K> {
 }
 
 impl<K: Copy + Eq + std::fmt::Debug> RateLimit<K> {
-    /// The summary at exit: one WARN line per kind that suppressed anything, saying `what`.
+    /// The summary at exit: one WARN line per kind that suppressed anything, saying `what`
+    /// the lines were about (`"undecodable messages from processors: not every one logged
+    /// (rate limit), summary at exit kind=\"truncated\" suppressed=16666 total=16667"`).
     pub fn log_suppressed(&mut self, what: &str) {
         for s in self.take_suppressed() {
             tracing::warn!(kind = ?s.kind, suppressed = s.suppressed, total = s.total,
-                "{what}: log lines suppressed since the last one (rate limit), summary at exit");
+                "{what}: not every one logged (rate limit), summary at exit");
         }
     }
 }
