@@ -83,6 +83,7 @@ pub fn run(
         }
     }
     let auth_rejected = edge.auth.as_ref().map_or(0, |a| a.counts().rejected());
+    machine.log_suppressed();
     Ok(machine.finish(now().unix_ns, auth_rejected)?)
 }
 

@@ -14,6 +14,7 @@ use std::time::Instant;
 use tapflow_proto::conn::ConnRecord;
 use tapflow_proto::procset::ProcessorSet;
 use tapflow_proto::upstream::{ConnBatch, ProcessorAccount, ProcessorHeartbeat, UpMessage};
+use tapflow_runtime::ratelimit::RateLimit;
 use tracing::{error, info, warn};
 
 use crate::accounting::{reconcile_with, table, AccountingReport, SetReport};
@@ -82,6 +83,9 @@ pub struct Aggregator {
     upstream: Upstream,
     accounts: BTreeMap<Incarnation, ProcessorAccount>,
     malformed: BTreeMap<&'static str, u64>,
+    /// The WARN about undecodable messages, by reason: rate-limited (a peer can send them by
+    /// the thousand; `malformed` counts them all).
+    malformed_log: RateLimit<&'static str>,
     /// Records of flows split across processors by a processor-set switch.
     split_records: u64,
     /// Alert events not yet handed to the sinks.
@@ -102,6 +106,7 @@ impl Aggregator {
             upstream: Upstream::new(),
             accounts: BTreeMap::new(),
             malformed: BTreeMap::new(),
+            malformed_log: RateLimit::default(),
             split_records: 0,
             events: Vec::new(),
         }
@@ -166,9 +171,19 @@ impl Aggregator {
     }
 
     /// A message this aggregator cannot read: counted by `reason`, never fatal.
+    /// The first of each reason is logged, then at most one per interval with the count
+    /// suppressed since; [`Aggregator::log_suppressed`] says the rest at exit.
     pub fn on_malformed(&mut self, reason: &'static str, error: &str, bytes: usize) {
         *self.malformed.entry(reason).or_default() += 1;
-        warn!(%error, bytes, "dropped an undecodable message");
+        if let Some(l) = self.malformed_log.hit(reason, Instant::now()) {
+            warn!(%error, bytes, suppressed = l.suppressed, total = l.total, "dropped an undecodable message");
+        }
+    }
+
+    /// The summary of the log lines rate-limited (before [`Aggregator::finish`]).
+    pub fn log_suppressed(&mut self) {
+        self.malformed_log
+            .log_suppressed("dropped undecodable messages");
     }
 
     /// Time passes: processors that left the set and went silent are given up. Returns true

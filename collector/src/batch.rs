@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::Receiver;
 use tapflow_proto::PacketSummary;
+use tapflow_runtime::ratelimit::RateLimit;
 use tracing::warn;
 
 use crate::config::SlowPolicy;
@@ -38,6 +39,9 @@ pub struct Batcher {
     /// When the oldest summary still pending was added (`None`: nothing pending since the
     /// last flush of every link).
     oldest_pending: Option<Instant>,
+    /// The WARN about a batch dropped, per link: a slow processor makes one per batch, so it
+    /// is rate-limited (`queue_full` counts every summary).
+    drop_log: RateLimit<usize>,
 }
 
 impl Batcher {
@@ -59,6 +63,7 @@ impl Batcher {
             batch_size,
             batch_age,
             oldest_pending: None,
+            drop_log: RateLimit::default(),
         }
     }
 
@@ -111,6 +116,15 @@ impl Batcher {
         self.queue_full
     }
 
+    /// The summary at exit of the batch drops not logged (rate limit), per link.
+    pub fn log_suppressed(&mut self, links: &[Link]) {
+        for s in self.drop_log.take_suppressed() {
+            let endpoint = links.get(s.kind).map_or("?", |l| l.endpoint.as_str());
+            warn!(target: RUN_TARGET, %endpoint, suppressed = s.suppressed, batches = s.total,
+                "processor queue full: batches dropped and not logged (rate limit), summary at exit");
+        }
+    }
+
     /// Hands link `i`'s pending batch over, replacing it with a recycled vector.
     fn flush_one(&mut self, i: usize, flush: &Flush<'_>) {
         let fresh = self
@@ -136,7 +150,9 @@ impl Batcher {
             Ok(()) => self.sent[i] += n,
             Err(_) => {
                 self.queue_full += n;
-                warn!(target: RUN_TARGET, endpoint = %link.endpoint, summaries = n, "{why}");
+                if let Some(l) = self.drop_log.hit(i, Instant::now()) {
+                    warn!(target: RUN_TARGET, endpoint = %link.endpoint, summaries = n, suppressed = l.suppressed, batches = l.total, "{why}");
+                }
             }
         }
     }

@@ -156,6 +156,7 @@ impl Pipeline {
         self.decoder.finish();
         self.warn_offload();
         self.flush_all();
+        self.batcher.log_suppressed(self.links.links());
         let counters = self.counters();
         self.publish();
         let r = counters.reconcile();

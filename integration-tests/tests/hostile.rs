@@ -5,7 +5,9 @@
 use std::time::Duration;
 
 use serde_json::Value;
-use tapflow_integration_tests::{endpoint, free_port, is_root, start_pipeline, CollectorSpec};
+use tapflow_integration_tests::{
+    endpoint, free_port, is_root, start_pipeline, CollectorSpec, PipelineRun,
+};
 use tapflow_proto::wire::{encode_batch, LinkHeader, FORMAT_VERSION};
 
 /// Messages a stranger might send.
@@ -38,10 +40,12 @@ fn garbage() -> Vec<Vec<u8>> {
     ]
 }
 
-#[test]
-fn garbage_on_processor_and_aggregator_sockets_is_counted_and_dropped() {
+/// Starts a pipeline (a live collector on lo, one processor), sends `count` frames of `frames`
+/// (in turn) to the processor's and then the aggregator's socket, then 50 datagrams of real
+/// traffic, and ends the run with SIGTERM to the collector. `None` without root (no capture).
+fn run_with_garbage(frames: &[Vec<u8>], count: usize) -> Option<PipelineRun> {
     if !is_root() {
-        return;
+        return None;
     }
     // A live collector on lo keeps the run open while we send garbage, then ends on SIGTERM.
     let port = free_port();
@@ -56,7 +60,7 @@ fn garbage_on_processor_and_aggregator_sockets_is_counted_and_dropped() {
         push.set_linger(2000).expect("set the linger");
         push.connect(&endpoint(target))
             .expect("connect the PUSH socket");
-        for g in garbage() {
+        for g in frames.iter().cycle().take(count) {
             push.send(&g[..], 0).expect("send a garbage frame");
         }
     }
@@ -71,7 +75,7 @@ fn garbage_on_processor_and_aggregator_sockets_is_counted_and_dropped() {
     }
     std::thread::sleep(Duration::from_millis(1000));
     running.signal_collector(0, "TERM");
-    let run = running.wait(Duration::from_secs(60));
+    let run = running.wait(Duration::from_secs(120));
     assert!(run.all_exited(), "{}", run.aggregator.1);
     for (code, log) in run
         .processors
@@ -81,26 +85,61 @@ fn garbage_on_processor_and_aggregator_sockets_is_counted_and_dropped() {
         assert_eq!(*code, Some(0), "{log}");
         assert!(!log.contains("panicked"), "{log}");
     }
-    let report = run.accounting();
-    let malformed = &report["processors"][0]["malformed"];
-    let total: u64 = malformed
+    Some(run)
+}
+
+/// The processor's undecodable messages, by reason, from the accounting report.
+fn processor_malformed(report: &Value) -> u64 {
+    report["processors"][0]["malformed"]
         .as_object()
         .map(|m| m.values().filter_map(Value::as_u64).sum())
-        .unwrap_or(0);
+        .unwrap_or(0)
+}
+
+/// The aggregator's undecodable messages: the sum of the counts by reason on its summary line
+/// at exit (`malformed={"bad_magic": 2, "truncated": 3}`).
+fn aggregator_malformed(log: &str) -> u64 {
+    let line = log
+        .lines()
+        .find(|l| l.contains("undecodable messages from processors malformed={"))
+        .unwrap_or_default();
+    line.split("\": ")
+        .skip(1)
+        .filter_map(|s| {
+            let digits: String = s.chars().take_while(char::is_ascii_digit).collect();
+            digits.parse::<u64>().ok()
+        })
+        .sum()
+}
+
+#[test]
+fn garbage_on_processor_and_aggregator_sockets_is_counted_and_dropped() {
+    let Some(run) = run_with_garbage(&garbage(), garbage().len()) else {
+        return;
+    };
+    let report = run.accounting();
+    let malformed = &report["processors"][0]["malformed"];
     // Every garbage message is counted by reason.
-    assert_eq!(total, garbage().len() as u64, "{malformed}");
+    assert_eq!(
+        processor_malformed(report),
+        garbage().len() as u64,
+        "{malformed}"
+    );
     for reason in ["bad_magic", "truncated", "unknown_version", "malformed"] {
         assert!(
             malformed[reason].as_u64() > Some(0),
             "{reason} in {malformed}"
         );
     }
+    // The aggregator counted them all too (and logged them, rate-limited).
     assert_eq!(
-        run.aggregator
-            .1
-            .matches("dropped an undecodable message")
-            .count(),
-        garbage().len(),
+        aggregator_malformed(&run.aggregator.1),
+        garbage().len() as u64,
+        "{}",
+        run.aggregator.1
+    );
+    assert!(
+        run.aggregator.1.contains("dropped an undecodable message"),
         "{}",
         run.aggregator.1
     );
@@ -125,4 +164,39 @@ fn garbage_on_processor_and_aggregator_sockets_is_counted_and_dropped() {
         "{}",
         run.conn_log
     );
+}
+
+/// A flood of garbage (issue 21, item 7): every frame is counted, but the logs stay small
+/// (one WARN per message used to write tens of megabytes).
+#[test]
+fn a_garbage_flood_is_counted_whole_and_logged_rate_limited() {
+    const FLOOD: usize = 50_000;
+    // The small frames only: 50k of the 100 kB one would be 5 GB.
+    let frames: Vec<Vec<u8>> = garbage().into_iter().filter(|g| g.len() < 1000).collect();
+    let Some(run) = run_with_garbage(&frames, FLOOD) else {
+        return;
+    };
+    let report = run.accounting();
+    assert_eq!(processor_malformed(report), FLOOD as u64, "{report:#}");
+    assert_eq!(
+        aggregator_malformed(&run.aggregator.1),
+        FLOOD as u64,
+        "{}",
+        run.aggregator.1
+    );
+    assert_eq!(report["reconciled"], Value::Bool(true), "{report:#}");
+    for (who, log) in [
+        ("processor", &run.processors[0].1),
+        ("aggregator", &run.aggregator.1),
+    ] {
+        let head: String = log.chars().take(3000).collect();
+        assert!(
+            log.lines().count() < 100 && log.len() < 50_000,
+            "{who}: {} lines, {} bytes of stderr; it begins:\n{head}",
+            log.lines().count(),
+            log.len()
+        );
+        // What was suppressed is said, with the count.
+        assert!(log.contains("suppressed"), "{who}: {log}");
+    }
 }

@@ -8,6 +8,7 @@ use tapflow_proto::key::ip_proto;
 use tapflow_proto::summary::flag;
 use tapflow_proto::upstream::{ConnBatch, ProcessorCounters, TrafficPartial, UpMessage};
 use tapflow_proto::{FlowKey, PacketSummary};
+use tapflow_runtime::ratelimit::RateLimit;
 use tracing::{error, info, warn};
 
 use crate::config::Config;
@@ -60,6 +61,9 @@ pub(crate) struct Engine {
     pub(crate) epochs: Option<Epochs>,
     /// `epochs`' next switch time, `u64::MAX` when none (checked per summary).
     pub(crate) next_switch_ns: u64,
+    /// The ERROR about records not sent can repeat per message while the aggregator is slow
+    /// or gone: rate-limited (`records_unsent` counts them all).
+    unsent_log: RateLimit<&'static str>,
 }
 
 impl Engine {
@@ -97,6 +101,7 @@ impl Engine {
             waived: false,
             traffic: crate::traffic::Traffic::new(),
             next_switch_ns: u64::MAX,
+            unsent_log: RateLimit::default(),
             epochs: config
                 .processor_set
                 .as_ref()
@@ -324,6 +329,12 @@ impl Engine {
             .finished(upto, |i| merger.input_name(i).to_owned())
     }
 
+    /// The summary at exit of the log lines rate-limited.
+    pub(crate) fn log_suppressed(&mut self) {
+        self.unsent_log
+            .log_suppressed("connection records not sent to the aggregator");
+    }
+
     /// End of stream: everything buffered goes through the table, and every session ends.
     pub(crate) fn finish(&mut self) {
         self.merger.drain(&mut self.released);
@@ -397,7 +408,9 @@ impl Engine {
             }
             Err(e) => {
                 self.records_unsent += n;
-                error!(error = %e, records = n, "connection records not sent to the aggregator (lost)");
+                if let Some(l) = self.unsent_log.hit("records_unsent", Instant::now()) {
+                    error!(error = %e, records = n, suppressed = l.suppressed, messages = l.total, records_unsent = self.records_unsent, "connection records not sent to the aggregator (lost)");
+                }
             }
         }
     }

@@ -1,12 +1,14 @@
 //! What the three tapflow binaries set up the same way at start: logging, SIGINT/SIGTERM,
 //! their configuration (`config`: options declared once as flags and TOML keys, the error
 //! list, `--check-config`), and the security of their ZeroMQ links (`curve`: key files,
-//! `keygen`, CURVE on both ends with a ZAP handler). No packet, session or wire logic lives here.
+//! `keygen`, CURVE on both ends with a ZAP handler), and rate-limited logging of what peers can
+//! repeat per message (`ratelimit`). No packet, session or wire logic lives here.
 
 #![forbid(unsafe_code)]
 
 pub mod config;
 pub mod curve;
+pub mod ratelimit;
 
 pub use config::{
     read_config, read_processor_set, toml_kv, toml_processor_set, toml_string, ConfigError,

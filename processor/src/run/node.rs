@@ -6,6 +6,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use tapflow_proto::upstream::{ProcessorAccount, ProcessorHeartbeat, UpMessage};
+use tapflow_runtime::ratelimit::RateLimit;
 use tracing::{error, info, warn};
 
 use super::links::{LinkError, Links};
@@ -21,6 +22,9 @@ pub(crate) struct Node<'c> {
     engine: Engine,
     buf: Vec<u8>,
     started: Instant,
+    /// WARN/ERROR lines about collector messages (undecodable: by reason; misrouted): a peer
+    /// can send them by the thousand, so they are rate-limited (the counters count them all).
+    log_limit: RateLimit<&'static str>,
 }
 
 impl<'c> Node<'c> {
@@ -36,6 +40,7 @@ impl<'c> Node<'c> {
             engine: Engine::new(config, incarnation),
             buf: Vec::with_capacity(1 << 16),
             started: Instant::now(),
+            log_limit: RateLimit::default(),
         }
     }
 
@@ -58,11 +63,20 @@ impl<'c> Node<'c> {
             }) => {
                 // Its time still moves on, or the merge would wait for it forever.
                 self.engine.progress(&header, false);
-                if first {
-                    error!(sender = %header.sender, ?claim, ?ours, "MISROUTED: collector disagrees on the processor set or its order; its batches are dropped and counted");
+                // Logged for each link's first, as long as the links are not new by the
+                // thousand (a peer making up sender names).
+                if let Some(l) = first
+                    .then(|| self.log_limit.hit("misrouted", Instant::now()))
+                    .flatten()
+                {
+                    error!(sender = %header.sender, ?claim, ?ours, suppressed = l.suppressed, links = l.total, "MISROUTED: collector disagrees on the processor set or its order; its batches are dropped and counted");
                 }
             }
-            Err(e) => warn!(error = %e, bytes = msg.len(), "dropped an undecodable message"),
+            Err(e) => {
+                if let Some(l) = self.log_limit.hit(e.reason(), Instant::now()) {
+                    warn!(error = %e, bytes = msg.len(), suppressed = l.suppressed, total = l.total, "dropped an undecodable message");
+                }
+            }
         }
         self.engine.step();
     }
@@ -126,6 +140,9 @@ impl<'c> Node<'c> {
         let received: u64 = account.links.iter().map(|l| l.summaries_received).sum();
         let gaps: u64 = account.links.iter().map(|l| l.gaps).sum();
         let misrouted: u64 = account.links.iter().map(|l| l.misrouted).sum();
+        self.log_limit
+            .log_suppressed("messages from collectors dropped");
+        self.engine.log_suppressed();
         info!(received, gaps, misrouted, malformed = ?account.malformed, claim = ?account.claim, counters = ?account.counters, "processor finished");
         UpMessage::Eos(Box::new(account)).encode(&mut self.buf);
         links.send_eos(&self.buf)
