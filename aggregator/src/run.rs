@@ -78,7 +78,7 @@ pub fn run(
                 reason,
                 error,
                 bytes,
-            }) => machine.on_malformed(reason, &error, bytes),
+            }) => machine.on_malformed(reason, &error, bytes, now().instant),
             None => {}
         }
     }

@@ -173,9 +173,9 @@ impl Aggregator {
     /// A message this aggregator cannot read: counted by `reason`, never fatal.
     /// The first of each reason is logged, then at most one per interval with the count
     /// suppressed since; [`Aggregator::log_suppressed`] says the rest at exit.
-    pub fn on_malformed(&mut self, reason: &'static str, error: &str, bytes: usize) {
+    pub fn on_malformed(&mut self, reason: &'static str, error: &str, bytes: usize, now: Instant) {
         *self.malformed.entry(reason).or_default() += 1;
-        if let Some(l) = self.malformed_log.hit(reason, Instant::now()) {
+        if let Some(l) = self.malformed_log.hit(reason, now) {
             warn!(%error, bytes, suppressed = l.suppressed, total = l.total, "dropped an undecodable message");
         }
     }

@@ -297,8 +297,8 @@ fn pipeline_health_alerts_go_out_on_heartbeats() {
 #[test]
 fn malformed_messages_are_counted_in_the_metrics() {
     let (mut m, _) = machine(1, false);
-    m.on_malformed("bad_magic", "not a tapflow frame", 3);
-    m.on_malformed("bad_magic", "not a tapflow frame", 5);
+    m.on_malformed("bad_magic", "not a tapflow frame", 3, Instant::now());
+    m.on_malformed("bad_magic", "not a tapflow frame", 5, Instant::now());
     let text = m.metrics();
     assert!(
         text.contains("tapflow_aggregator_messages_malformed_total{reason=\"bad_magic\"} 2"),
