@@ -144,6 +144,10 @@ tapflow_runtime::layered! {
         /// Serve Prometheus metrics on this address, e.g. 127.0.0.1:9603 [default: off].
         #[arg(long, env = "TAPFLOW_METRICS_LISTEN")]
         pub metrics_listen: Option<String>,
+        /// Allow --metrics-listen on an address other than loopback (the counters are then
+        /// served to the network, unauthenticated) [default: loopback only].
+        #[arg(long, env = "TAPFLOW_METRICS_PUBLIC", value_parser = clap::builder::BoolishValueParser::new())]
+        pub metrics_public: bool,
         /// The aggregator's CURVE key pair (`tapflow-aggregator keygen --out PREFIX` writes
         /// PREFIX.key, mode 0600); processors are authenticated and their links encrypted.
         #[arg(long, env = "TAPFLOW_CURVE_KEY")]
@@ -228,6 +232,11 @@ impl Config {
         tapflow_runtime::config::check_required_endpoint("listen", &listen, &mut errors);
         let (processors, processor_set) = processors(&o, &mut errors);
         let detect = detect_config(&o, &mut errors);
+        tapflow_runtime::config::check_metrics_listen(
+            o.metrics_listen.as_deref(),
+            o.metrics_public,
+            &mut errors,
+        );
         let security = tapflow_runtime::curve::resolve(
             tapflow_runtime::curve::Role {
                 server: true,
