@@ -126,7 +126,10 @@ tapflow_runtime::layered! {
         /// v2: file holding the token (or TAPFLOW_INFLUX_TOKEN); never logged.
         #[arg(long)]
         pub influx_token_file: Option<PathBuf>,
-        /// Where points wait while InfluxDB is unreachable [default: $TMPDIR/tapflow-influx-spool].
+        /// Where points wait while InfluxDB is unreachable; created mode 0700, and refused if
+        /// another user owns it or others may write it [default: influx-spool under
+        /// $STATE_DIRECTORY, else /var/lib/tapflow for root, else $XDG_STATE_HOME/tapflow or
+        /// ~/.local/state/tapflow].
         #[arg(long)]
         pub influx_spool_dir: Option<PathBuf>,
         #[arg(long, help = with_default("Lines per write request", DEFAULT_INFLUX_BATCH_LINES))]
