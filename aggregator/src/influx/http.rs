@@ -209,19 +209,9 @@ impl Client {
                 )
             }
         };
-        let mut secrets: Vec<String> = match &cfg.api {
-            InfluxApi::V1 { password, .. } => password.iter().cloned().collect(),
-            InfluxApi::V2 { token, .. } => vec![token.clone()],
-        };
-        secrets.extend(
-            auth.as_deref()
-                .and_then(|a| a.split_once(' '))
-                .map(|(_, cred)| cred.to_owned()),
-        );
-        secrets.retain(|s| !s.is_empty());
         Ok(Client {
             agent,
-            secrets,
+            secrets: secrets(&cfg.api, auth.as_deref()),
             https,
             ca_file: cfg.ca_file.clone(),
             write_url,
@@ -333,6 +323,21 @@ impl Client {
             }
         }
     }
+}
+
+/// The credentials as an error body could echo them: the password or token, and the
+/// `Authorization` header's credential (the base64 of `user:password`).
+fn secrets(api: &InfluxApi, auth: Option<&str>) -> Vec<String> {
+    let mut secrets: Vec<String> = match api {
+        InfluxApi::V1 { password, .. } => password.iter().cloned().collect(),
+        InfluxApi::V2 { token, .. } => vec![token.clone()],
+    };
+    secrets.extend(
+        auth.and_then(|a| a.split_once(' '))
+            .map(|(_, cred)| cred.to_owned()),
+    );
+    secrets.retain(|s| !s.is_empty());
+    secrets
 }
 
 fn io_answer(message: &str) -> Answer {

@@ -49,7 +49,7 @@ fn redact_schemes(text: &str) -> String {
             if spaces > 0 {
                 let start = after + spaces;
                 let len = text[start..]
-                    .find(|c: char| c.is_whitespace() || matches!(c, '"' | '\'' | ',' | ';'))
+                    .find(|c: char| c.is_whitespace() || matches!(c, '"' | '\x27' | ',' | ';'))
                     .unwrap_or(text.len() - start);
                 if len > 0 {
                     out.push_str(&text[i..start]);
