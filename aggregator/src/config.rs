@@ -126,7 +126,10 @@ tapflow_runtime::layered! {
         /// v2: file holding the token (or TAPFLOW_INFLUX_TOKEN); never logged.
         #[arg(long)]
         pub influx_token_file: Option<PathBuf>,
-        /// Where points wait while InfluxDB is unreachable [default: $TMPDIR/tapflow-influx-spool].
+        /// Where points wait while InfluxDB is unreachable; created mode 0700, and refused if
+        /// another user owns it or others may write it [default: influx-spool under
+        /// $STATE_DIRECTORY, else /var/lib/tapflow for root, else $XDG_STATE_HOME/tapflow or
+        /// ~/.local/state/tapflow].
         #[arg(long)]
         pub influx_spool_dir: Option<PathBuf>,
         #[arg(long, help = with_default("Lines per write request", DEFAULT_INFLUX_BATCH_LINES))]
@@ -144,6 +147,10 @@ tapflow_runtime::layered! {
         /// Serve Prometheus metrics on this address, e.g. 127.0.0.1:9603 [default: off].
         #[arg(long, env = "TAPFLOW_METRICS_LISTEN")]
         pub metrics_listen: Option<String>,
+        /// Allow --metrics-listen on an address other than loopback (the counters are then
+        /// served to the network, unauthenticated) [default: loopback only].
+        #[arg(long, env = "TAPFLOW_METRICS_PUBLIC", value_parser = clap::builder::BoolishValueParser::new())]
+        pub metrics_public: bool,
         /// The aggregator's CURVE key pair (`tapflow-aggregator keygen --out PREFIX` writes
         /// PREFIX.key, mode 0600); processors are authenticated and their links encrypted.
         #[arg(long, env = "TAPFLOW_CURVE_KEY")]
@@ -228,6 +235,11 @@ impl Config {
         tapflow_runtime::config::check_required_endpoint("listen", &listen, &mut errors);
         let (processors, processor_set) = processors(&o, &mut errors);
         let detect = detect_config(&o, &mut errors);
+        tapflow_runtime::config::check_metrics_listen(
+            o.metrics_listen.as_deref(),
+            o.metrics_public,
+            &mut errors,
+        );
         let security = tapflow_runtime::curve::resolve(
             tapflow_runtime::curve::Role {
                 server: true,

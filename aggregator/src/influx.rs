@@ -39,7 +39,7 @@ pub use batch::{classify, measurement_of, Backoff, Batch, Delivery, Outcome, Set
 pub use http::check_url;
 pub use line::{EncodeError, Encoded, Field, Key, Point};
 pub use schema::{conn_point, health_point, CONN_MEASUREMENT, HEALTH_MEASUREMENT};
-pub use spool::Spool;
+pub use spool::{default_spool_dir, Spool, SpoolError};
 pub use tls::{load_ca_file, redact_url};
 pub use unique::{uid_offset_ns, UniqueStats, Uniquifier};
 pub use writer::InfluxWriter;
@@ -205,7 +205,10 @@ pub enum InfluxError {
     #[error("invalid InfluxDB setting: {0}")]
     Config(&'static str),
     #[error("cannot open the InfluxDB spool {dir}: {source}")]
-    Spool { dir: String, source: std::io::Error },
+    Spool {
+        dir: String,
+        source: spool::SpoolError,
+    },
     #[error("cannot start the InfluxDB writer thread: {0}")]
     Thread(std::io::Error),
 }

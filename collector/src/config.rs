@@ -146,6 +146,10 @@ tapflow_runtime::layered! {
         /// Serve Prometheus metrics on this address, e.g. 127.0.0.1:9601 [default: off].
         #[arg(long, env = "TAPFLOW_METRICS_LISTEN")]
         pub metrics_listen: Option<String>,
+        /// Allow --metrics-listen on an address other than loopback (the counters are then
+        /// served to the network, unauthenticated) [default: loopback only].
+        #[arg(long, env = "TAPFLOW_METRICS_PUBLIC", value_parser = clap::builder::BoolishValueParser::new())]
+        pub metrics_public: bool,
         /// This collector's CURVE key pair (`tapflow-collector keygen --out PREFIX` writes
         /// PREFIX.key, mode 0600); links to processors are encrypted and authenticated.
         #[arg(long, env = "TAPFLOW_CURVE_KEY")]
@@ -237,6 +241,11 @@ impl Config {
         let (processors, processor_set) = processors(&o, &mut errors);
         let sizes = Sizes::check(&o, &mut errors);
         let endpoints: Vec<&str> = processors.iter().map(String::as_str).collect();
+        tapflow_runtime::config::check_metrics_listen(
+            o.metrics_listen.as_deref(),
+            o.metrics_public,
+            &mut errors,
+        );
         let security = tapflow_runtime::curve::resolve(
             tapflow_runtime::curve::Role {
                 server: false,

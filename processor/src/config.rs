@@ -100,6 +100,10 @@ tapflow_runtime::layered! {
         /// Serve Prometheus metrics on this address, e.g. 127.0.0.1:9602 [default: off].
         #[arg(long, env = "TAPFLOW_METRICS_LISTEN")]
         pub metrics_listen: Option<String>,
+        /// Allow --metrics-listen on an address other than loopback (the counters are then
+        /// served to the network, unauthenticated) [default: loopback only].
+        #[arg(long, env = "TAPFLOW_METRICS_PUBLIC", value_parser = clap::builder::BoolishValueParser::new())]
+        pub metrics_public: bool,
         /// This processor's CURVE key pair (`tapflow-processor keygen --out PREFIX` writes
         /// PREFIX.key, mode 0600), for both links: towards collectors and to the aggregator.
         /// Processors may share one key pair.
@@ -198,6 +202,11 @@ impl Config {
             errors.push("max_flows and merge_cap must be at least 1".to_owned());
         }
         let local_nets = tapflow_runtime::config::parse_nets(&o.local_nets, &mut errors);
+        tapflow_runtime::config::check_metrics_listen(
+            o.metrics_listen.as_deref(),
+            o.metrics_public,
+            &mut errors,
+        );
         let security = tapflow_runtime::curve::resolve(
             tapflow_runtime::curve::Role {
                 server: true,
@@ -300,10 +309,7 @@ impl Config {
             .map(|(addr, len)| toml_str(&format!("{addr}/{len}")))
             .collect();
         kv(&mut out, "local_nets", format!("[{}]", nets.join(", ")));
-        match &self.metrics_listen {
-            Some(m) => kv(&mut out, "metrics_listen", toml_str(m)),
-            None => out.push_str("# metrics_listen: off\n"),
-        }
+        tapflow_runtime::config::toml_metrics_listen(&mut out, self.metrics_listen.as_deref());
         out.push_str(&self.security.resolved());
         out
     }

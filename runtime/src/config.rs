@@ -35,10 +35,14 @@ pub enum ReadConfigError {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("config file {}: {source}", path.display())]
+    /// Only the position and the parser's message: never the offending line, which could be a
+    /// secret (a password file given as `--config` by mistake).
+    #[error("config file {}: line {line}, column {column}: {message}", path.display())]
     Parse {
         path: PathBuf,
-        source: toml::de::Error,
+        line: usize,
+        column: usize,
+        message: String,
     },
 }
 
@@ -140,10 +144,29 @@ pub fn read_config<T: DeserializeOwned + Default>(
         path: path.to_owned(),
         source,
     })?;
-    toml::from_str(&text).map_err(|source| ReadConfigError::Parse {
-        path: path.to_owned(),
-        source,
+    toml::from_str(&text).map_err(|e| {
+        let (line, column) = line_column(&text, e.span().map_or(0, |s| s.start));
+        ReadConfigError::Parse {
+            path: path.to_owned(),
+            line,
+            column,
+            message: e.message().split_whitespace().collect::<Vec<_>>().join(" "),
+        }
     })
+}
+
+/// The 1-based line and column (in characters) of byte `offset` in `text`.
+fn line_column(text: &str, offset: usize) -> (usize, usize) {
+    let mut end = offset.min(text.len());
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    let before = &text[..end];
+    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+    (
+        before.matches('\n').count() + 1,
+        before[line_start..].chars().count() + 1,
+    )
 }
 
 /// Reads and replays a processor-set file; the error names the file.
@@ -183,6 +206,49 @@ pub fn check_required_endpoint(what: &str, ep: &str, errors: &mut Vec<String>) {
     } else if let Some(e) = endpoint_problem(what, ep) {
         errors.push(e);
     }
+}
+
+/// `--metrics-listen`: a bare port (served on 127.0.0.1) or `HOST:PORT` on loopback
+/// (127.0.0.0/8, `[::1]`, `localhost`); any other address serves the counters to the network,
+/// so it is refused (pushed to `errors`) unless `public` (`--metrics-public`) says so.
+pub fn check_metrics_listen(addr: Option<&str>, public: bool, errors: &mut Vec<String>) {
+    let Some(addr) = addr else {
+        return;
+    };
+    if public || addr.parse::<u16>().is_ok() || is_loopback_address(addr) {
+        return;
+    }
+    errors.push(format!(
+        "metrics_listen {addr:?} is not a loopback address (127.0.0.0/8, [::1], localhost, or a \
+         bare port): the metrics would be served to the network; give --metrics-public \
+         (metrics_public = true) to allow it"
+    ));
+}
+
+/// The `metrics_listen` lines of a resolved configuration: the address (or `# metrics_listen:
+/// off`), and `metrics_public = true` when it is off loopback (valid only with it).
+pub fn toml_metrics_listen(out: &mut String, addr: Option<&str>) {
+    match addr {
+        Some(a) => {
+            toml_kv(out, "metrics_listen", toml_string(a));
+            let mut errors = Vec::new();
+            check_metrics_listen(Some(a), false, &mut errors);
+            if !errors.is_empty() {
+                toml_kv(out, "metrics_public", true);
+            }
+        }
+        None => out.push_str("# metrics_listen: off\n"),
+    }
+}
+
+/// `HOST:PORT` whose host is a loopback address or `localhost`.
+fn is_loopback_address(addr: &str) -> bool {
+    if let Ok(a) = addr.parse::<std::net::SocketAddr>() {
+        return a.ip().is_loopback();
+    }
+    addr.rsplit_once(':').is_some_and(|(host, port)| {
+        host.eq_ignore_ascii_case("localhost") && port.parse::<u16>().is_ok()
+    })
 }
 
 /// Parses each network (`ADDRESS/PREFIX`), pushing a problem per bad one to `errors`.

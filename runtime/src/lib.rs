@@ -70,7 +70,8 @@ pub fn serve_metrics_text(addr: Option<&str>) -> std::io::Result<MetricsText> {
 }
 
 /// Serves `GET /metrics` (Prometheus text format) on `addr` (a bare port: on 127.0.0.1) from its
-/// own thread, with whatever `render` returns at each scrape, and logs where. Returns the
+/// own thread (the binaries refuse a non-loopback `addr` without `--metrics-public` at config
+/// time, [`config::check_metrics_listen`]), with whatever `render` returns at each scrape, and logs where. Returns the
 /// address bound (`addr` may use port 0).
 pub fn serve_metrics(
     addr: &str,
@@ -84,7 +85,12 @@ pub fn serve_metrics(
     };
     let listener = std::net::TcpListener::bind(&addr)?;
     let bound = listener.local_addr()?;
-    tracing::info!(%bound, "metrics at /metrics");
+    if bound.ip().is_loopback() {
+        tracing::info!(%bound, "metrics at /metrics");
+    } else {
+        // Allowed by --metrics-public only (config::check_metrics_listen).
+        tracing::warn!(%bound, "metrics at /metrics, served beyond loopback (--metrics-public)");
+    }
     std::thread::Builder::new().name("metrics".into()).spawn(move || {
         for stream in listener.incoming().flatten() {
             let _ = stream.set_read_timeout(Some(std::time::Duration::from_secs(2)));

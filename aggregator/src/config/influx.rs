@@ -31,7 +31,15 @@ pub(super) fn influx_config(o: &Options, errors: &mut Vec<String>) -> Option<Inf
     let spool = o
         .influx_spool_dir
         .clone()
-        .unwrap_or_else(|| std::env::temp_dir().join("tapflow-influx-spool"));
+        .or_else(crate::influx::default_spool_dir)
+        .unwrap_or_else(|| {
+            errors.push(
+                "no state directory for the InfluxDB spool (no STATE_DIRECTORY, XDG_STATE_HOME \
+                 nor HOME): give --influx-spool-dir"
+                    .to_owned(),
+            );
+            PathBuf::new()
+        });
     let mut cfg = InfluxConfig::new(url, api, spool);
     cfg.ca_file = o.influx_ca_file.clone();
     let batch_lines = o.influx_batch_lines.unwrap_or(DEFAULT_INFLUX_BATCH_LINES);

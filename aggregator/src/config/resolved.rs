@@ -44,10 +44,7 @@ impl Config {
             }
             None => out.push_str("# influx_url: InfluxDB not written\n"),
         }
-        match &self.metrics_listen {
-            Some(m) => kv(&mut out, "metrics_listen", toml_str(m)),
-            None => out.push_str("# metrics_listen: off\n"),
-        }
+        tapflow_runtime::config::toml_metrics_listen(&mut out, self.metrics_listen.as_deref());
         out.push_str(&self.security.resolved());
         for t in &self.detect.subnets {
             subnet(&mut out, t);

@@ -291,3 +291,30 @@ fn every_subnet_threshold_is_also_global() {
     let again = Config::merge(args, again).expect("the resolved configuration is valid");
     assert_eq!(again.resolved("", ""), text);
 }
+
+#[test]
+fn metrics_off_loopback_need_metrics_public() {
+    let load = |extra: &[&str]| {
+        let argv = [
+            "a",
+            "--listen",
+            "tcp://127.0.0.1:5700",
+            "--processors",
+            "1",
+            "--plain",
+        ];
+        let args =
+            Args::try_parse_from(argv.iter().chain(extra).copied()).expect("parse the arguments");
+        Config::check(args)
+    };
+    load(&["--metrics-listen", "127.0.0.1:9603"]).expect("loopback is allowed");
+    let ConfigError(errors) = load(&["--metrics-listen", "0.0.0.0:9603"])
+        .expect_err("0.0.0.0 refused without --metrics-public");
+    assert!(
+        errors.len() == 1 && errors[0].contains("--metrics-public"),
+        "{errors:?}"
+    );
+    let text = load(&["--metrics-listen", "0.0.0.0:9603", "--metrics-public"])
+        .expect("allowed with --metrics-public");
+    assert!(text.lines().any(|l| l == "metrics_public = true"), "{text}");
+}

@@ -10,13 +10,16 @@ use flate2::Compression;
 use super::tls;
 use super::{InfluxApi, InfluxConfig, InfluxError};
 
+mod redact;
+
 /// What came back for one request.
 #[derive(Clone, Debug, Default)]
 pub(crate) struct Answer {
     /// `None`: no answer (connection refused, reset, timed out).
     pub status: Option<u16>,
     pub retry_after: Option<String>,
-    /// The start of the response body (InfluxDB's error message), or the client error.
+    /// InfluxDB's error message (a short excerpt of the body, credentials redacted:
+    /// [`redact::error_excerpt`]), or the client error.
     pub message: String,
     /// For counting failures: the status, or `connect` / `timeout` / `tls` / `io`.
     pub error_kind: Option<String>,
@@ -32,22 +35,27 @@ pub(crate) struct Client {
     query_url: String,
     /// `Authorization` header value. Never logged.
     auth: Option<String>,
+    /// The credentials as they could come back in an error body (password, token, the
+    /// header's base64), redacted from it.
+    secrets: Vec<String>,
     create_db: Option<String>,
     gzip: bool,
     gz: Vec<u8>,
 }
 
-/// Checks an InfluxDB base URL: `http://` or `https://`, a host, no credentials (they go in
-/// the credential files, never in a URL that could be logged) and no query string. The error
-/// shows the URL with any credentials redacted.
+/// Checks an InfluxDB base URL: `http://` or `https://`, a host (a name, an IPv4 address or a
+/// bracketed IPv6 one) with an optional port from 1 to 65535, no credentials (they go in the
+/// credential files, never in a URL that could be logged) and no query string. The error shows
+/// the URL with any credentials redacted, and never what stands where a port should be (in
+/// `http://user:password` it is a password).
 pub fn check_url(url: &str) -> Result<(), InfluxError> {
     let bad = |reason| InfluxError::Url {
         url: tls::redact_url(url),
         reason,
     };
-    let Some(rest) = url
-        .strip_prefix("http://")
-        .or_else(|| url.strip_prefix("https://"))
+    let Some((scheme, rest)) = ["http://", "https://"]
+        .into_iter()
+        .find_map(|s| url.strip_prefix(s).map(|rest| (s, rest)))
     else {
         return Err(bad("must start with http:// or https://"));
     };
@@ -61,10 +69,86 @@ pub fn check_url(url: &str) -> Result<(), InfluxError> {
     if rest.contains(['?', '#']) {
         return Err(bad("must not have a query string or fragment"));
     }
-    if rest.is_empty() || rest.starts_with('/') {
-        return Err(bad("has no host"));
+    let authority = rest.split('/').next().unwrap_or_default();
+    check_authority(authority).map_err(|reason| {
+        let host = match authority.find(']') {
+            Some(i) if authority.starts_with('[') => &authority[..=i],
+            _ => authority.split(':').next().unwrap_or_default(),
+        };
+        InfluxError::Url {
+            // Whatever stands after the last `:` may be a password: never shown.
+            url: match reason {
+                AuthorityProblem::Port => format!("{scheme}{host}:<redacted>"),
+                _ => tls::redact_url(url),
+            },
+            reason: reason.as_str(),
+        }
+    })
+}
+
+/// What is wrong with the `host[:port]` of a URL.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum AuthorityProblem {
+    NoHost,
+    Bracket,
+    Host,
+    Port,
+}
+
+impl AuthorityProblem {
+    fn as_str(self) -> &'static str {
+        match self {
+            AuthorityProblem::NoHost => "has no host",
+            AuthorityProblem::Bracket => {
+                "has an IPv6 host that is not a closed [ADDRESS] (e.g. https://[::1]:8086)"
+            }
+            AuthorityProblem::Host => {
+                "has a host with a space, a control character or a bare `:` (an IPv6 address \
+                 goes in brackets: http://[::1]:8086)"
+            }
+            AuthorityProblem::Port => {
+                "has a port that is not a number from 1 to 65535 (credentials go in \
+                 --influx-user and --influx-password-file, never in the URL)"
+            }
+        }
     }
-    Ok(())
+}
+
+/// Checks `host[:port]`: a non-empty host (or `[IPv6]`) and, after a `:`, a port 1-65535.
+fn check_authority(authority: &str) -> Result<(), AuthorityProblem> {
+    let (host, port) = match authority.strip_prefix('[') {
+        Some(v6) => {
+            let (addr, after) = v6.split_once(']').ok_or(AuthorityProblem::Bracket)?;
+            if addr.parse::<std::net::Ipv6Addr>().is_err() {
+                return Err(AuthorityProblem::Bracket);
+            }
+            match after {
+                "" => (addr, None),
+                p => (
+                    addr,
+                    Some(p.strip_prefix(':').ok_or(AuthorityProblem::Port)?),
+                ),
+            }
+        }
+        None => match authority.split_once(':') {
+            Some((h, p)) => (h, Some(p)),
+            None => (authority, None),
+        },
+    };
+    if host.is_empty() {
+        return Err(AuthorityProblem::NoHost);
+    }
+    if host.contains(|c: char| c.is_whitespace() || c.is_control() || c == '[' || c == ']') {
+        return Err(AuthorityProblem::Host);
+    }
+    match port {
+        Some(p)
+            if !p.bytes().all(|b| b.is_ascii_digit()) || !matches!(p.parse::<u16>(), Ok(1..)) =>
+        {
+            Err(AuthorityProblem::Port)
+        }
+        _ => Ok(()),
+    }
 }
 
 impl Client {
@@ -127,6 +211,7 @@ impl Client {
         };
         Ok(Client {
             agent,
+            secrets: secrets(&cfg.api, auth.as_deref()),
             https,
             ca_file: cfg.ca_file.clone(),
             write_url,
@@ -200,13 +285,14 @@ impl Client {
                     .get("Retry-After")
                     .and_then(|v| v.to_str().ok())
                     .map(str::to_owned);
-                let mut message = resp
+                let mut body = resp
                     .body_mut()
                     .with_config()
                     .limit(64 * 1024)
                     .read_to_string()
                     .unwrap_or_default();
-                truncate(&mut message, 512);
+                truncate(&mut body, 4096);
+                let message = redact::error_excerpt(&body, &self.secrets);
                 Answer {
                     status: Some(status),
                     retry_after,
@@ -237,6 +323,21 @@ impl Client {
             }
         }
     }
+}
+
+/// The credentials as an error body could echo them: the password or token, and the
+/// `Authorization` header's credential (the base64 of `user:password`).
+fn secrets(api: &InfluxApi, auth: Option<&str>) -> Vec<String> {
+    let mut secrets: Vec<String> = match api {
+        InfluxApi::V1 { password, .. } => password.iter().cloned().collect(),
+        InfluxApi::V2 { token, .. } => vec![token.clone()],
+    };
+    secrets.extend(
+        auth.and_then(|a| a.split_once(' '))
+            .map(|(_, cred)| cred.to_owned()),
+    );
+    secrets.retain(|s| !s.is_empty());
+    secrets
 }
 
 fn io_answer(message: &str) -> Answer {
@@ -313,10 +414,52 @@ mod tests {
             ("https:///x", false),
             ("https://admin:hunter2@influx.example", false),
             ("http://influx.example/?u=admin&p=hunter2", false),
+            ("http://[::1]:8086", true),
+            ("https://[2001:db8::1]/prefix", true),
+            ("http://influx.example:65535", true),
+            ("http://u:S3cret", false),
+            ("http://influx.example:abc", false),
+            ("http://influx.example:99999", false),
+            ("http://influx.example:0", false),
+            ("http://influx.example:", false),
+            ("http://influx.example:80:80", false),
+            ("https://[::1", false),
+            ("https://[::1]x", false),
+            ("https://[nope]:8086", false),
+            ("http://:8086", false),
+            ("http://influx example", false),
+            ("http://u:S3cret/x", false),
         ] {
             let cfg = InfluxConfig::new(url, api.clone(), "/tmp");
             assert_eq!(Client::new(&cfg).is_ok(), ok, "{url}");
         }
+    }
+
+    #[test]
+    fn url_errors_never_show_credentials() {
+        for url in [
+            "http://u:S3cret",
+            "http://u:S3cret/prefix",
+            "http://u:S3cret:x",
+            "http://[::1]:S3cret",
+            "http://u:S3cret@influx.example",
+            "https://u:pa/S3cret@influx.example",
+            "http://influx.example/?p=S3cret",
+        ] {
+            let e = check_url(url).expect_err("refused").to_string();
+            assert!(!e.contains("S3cret"), "{url}: {e}");
+        }
+        let e = check_url("http://u:S3cret@h")
+            .expect_err("userinfo")
+            .to_string();
+        assert!(e.contains("--influx-password-file"), "{e}");
+        let e = check_url("http://u:S3cret")
+            .expect_err("a bad port")
+            .to_string();
+        assert!(
+            e.contains("http://u:<redacted>") && e.contains("port"),
+            "{e}"
+        );
     }
 
     /// A loopback server that answers every connection with `reply` and closes it.

@@ -6,15 +6,43 @@
 //! and written first. The total size is bounded: a batch that would pass `max_bytes` makes room
 //! by dropping the oldest files (never the one being delivered), and the points in them are
 //! counted as dropped; ERROR is logged, as this is data loss.
+//!
+//! Whatever is in the spool is replayed to InfluxDB as this process's user, so only that user
+//! may write there: the directory is created mode 0700 and its files 0600; a directory owned by
+//! another user, or writable by group or others, is refused ([`SpoolError`]); a file in it that
+//! is not a regular file of this user's, or is writable by group or others, is never replayed
+//! (left in place, counted in [`Spool::refused_files`], ERROR logged).
 
 use std::collections::VecDeque;
 use std::fs;
-use std::io;
+use std::io::{self, Write as _};
+use std::os::unix::fs::{DirBuilderExt as _, MetadataExt as _, OpenOptionsExt as _};
 use std::path::{Path, PathBuf};
 
 use tracing::error;
 
 use super::batch::Batch;
+
+/// Why a spool directory is not used.
+#[derive(Debug, thiserror::Error)]
+pub enum SpoolError {
+    #[error(transparent)]
+    Io(#[from] io::Error),
+    #[error("cannot tell this process's effective uid (/proc/self/status): {0}")]
+    Uid(io::Error),
+    #[error("not a directory")]
+    NotADirectory,
+    #[error(
+        "owned by uid {owner}, not by this process's uid {euid}: another user could make it \
+         replay forged points; give --influx-spool-dir a directory of this user's"
+    )]
+    NotOwned { owner: u32, euid: u32 },
+    #[error(
+        "writable by group or others (mode {mode:03o}): another user could make it replay \
+         forged points; chmod 700 it, or give --influx-spool-dir another directory"
+    )]
+    Writable { mode: u32 },
+}
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SpoolFile {
@@ -35,42 +63,46 @@ pub struct Spool {
     pub dropped_points: u64,
     /// Points found at open (left by an earlier run).
     pub recovered_points: u64,
+    /// Spool files found at open and not replayed: not a regular file of this user's, or
+    /// writable by group or others.
+    pub refused_files: u64,
 }
 
 impl Spool {
-    /// Opens (creating it if needed) the spool in `dir` and indexes the files already there.
-    pub fn open(dir: &Path, max_bytes: u64) -> io::Result<Spool> {
-        fs::create_dir_all(dir)?;
-        let mut files = Vec::new();
-        for entry in fs::read_dir(dir)? {
-            let path = entry?.path();
-            let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
-            if name.ends_with(".lp.tmp") {
-                // A write cut short by a crash: it was never counted as spooled.
-                let _ = fs::remove_file(&path);
-                continue;
-            }
-            let Some(seq) = name.strip_suffix(".lp").and_then(|s| s.parse::<u64>().ok()) else {
-                continue;
-            };
-            let body = fs::read(&path)?;
-            let lines = Batch::from_body(body.clone()).lines() as u64;
-            files.push(SpoolFile {
-                seq,
-                bytes: body.len() as u64,
-                lines,
+    /// Opens (creating it, mode 0700, if needed) the spool in `dir`, after checking that only
+    /// this user can write there, and indexes the files already there (refusing foreign ones).
+    pub fn open(dir: &Path, max_bytes: u64) -> Result<Spool, SpoolError> {
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)?;
+        let euid = effective_uid().map_err(SpoolError::Uid)?;
+        let meta = fs::metadata(dir)?;
+        if !meta.is_dir() {
+            return Err(SpoolError::NotADirectory);
+        }
+        if meta.uid() != euid {
+            return Err(SpoolError::NotOwned {
+                owner: meta.uid(),
+                euid,
             });
         }
-        files.sort_by_key(|f| f.seq);
+        if meta.mode() & 0o022 != 0 {
+            return Err(SpoolError::Writable {
+                mode: meta.mode() & 0o7777,
+            });
+        }
+        let (files, refused, last_seq) = index(dir, euid)?;
         let mut spool = Spool {
             dir: dir.to_path_buf(),
             max_bytes,
-            next_seq: files.last().map_or(0, |f| f.seq + 1),
+            next_seq: last_seq.map_or(0, |s| s + 1),
             bytes: files.iter().map(|f| f.bytes).sum(),
             recovered_points: files.iter().map(|f| f.lines).sum(),
             files: files.into(),
             busy: None,
             dropped_points: 0,
+            refused_files: refused,
         };
         spool.make_room(0);
         Ok(spool)
@@ -186,10 +218,21 @@ impl Spool {
         self.dir.join(format!("{seq:020}.lp"))
     }
 
+    /// Writes `body` as file `seq` (mode 0600), through a temporary file renamed over it.
     fn write(&self, seq: u64, body: &[u8]) -> io::Result<()> {
         let path = self.path(seq);
         let tmp = path.with_extension("lp.tmp");
-        fs::write(&tmp, body)?;
+        match fs::remove_file(&tmp) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+            _ => {}
+        }
+        let mut f = fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&tmp)?;
+        f.write_all(body)?;
+        drop(f);
         fs::rename(&tmp, &path)
     }
 
@@ -216,9 +259,81 @@ impl Spool {
     }
 }
 
+/// Where the spool goes when `--influx-spool-dir` is not given: `influx-spool` under this
+/// user's state directory, the first of `$STATE_DIRECTORY` (systemd's `StateDirectory=`),
+/// `/var/lib/tapflow` for root, `$XDG_STATE_HOME/tapflow`, `$HOME/.local/state/tapflow`
+/// (environment values are used only when absolute). `None`: no state directory is known.
+pub fn default_spool_dir() -> Option<PathBuf> {
+    default_dir_from(|k| std::env::var_os(k), effective_uid().ok())
+}
+
+fn default_dir_from(
+    var: impl Fn(&str) -> Option<std::ffi::OsString>,
+    euid: Option<u32>,
+) -> Option<PathBuf> {
+    let absolute = |k: &str| var(k).map(PathBuf::from).filter(|p| p.is_absolute());
+    // systemd joins several StateDirectory= entries with `:`.
+    let state = var("STATE_DIRECTORY")
+        .and_then(|v| v.to_str()?.split(':').next().map(PathBuf::from))
+        .filter(|p| p.is_absolute());
+    let base = state
+        .or_else(|| (euid == Some(0)).then(|| PathBuf::from("/var/lib/tapflow")))
+        .or_else(|| absolute("XDG_STATE_HOME").map(|p| p.join("tapflow")))
+        .or_else(|| absolute("HOME").map(|p| p.join(".local/state/tapflow")))?;
+    Some(base.join("influx-spool"))
+}
+
+/// The spool files in `dir` that may be replayed (oldest first), the number refused, and the
+/// highest sequence number seen (refused files included, so none is overwritten).
+fn index(dir: &Path, euid: u32) -> io::Result<(Vec<SpoolFile>, u64, Option<u64>)> {
+    let (mut files, mut refused, mut last) = (Vec::new(), 0, None::<u64>);
+    for entry in fs::read_dir(dir)? {
+        let path = entry?.path();
+        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+        if name.ends_with(".lp.tmp") {
+            // A write cut short by a crash: it was never counted as spooled.
+            let _ = fs::remove_file(&path);
+            continue;
+        }
+        let Some(seq) = name.strip_suffix(".lp").and_then(|s| s.parse::<u64>().ok()) else {
+            continue;
+        };
+        last = last.max(Some(seq));
+        let meta = fs::symlink_metadata(&path)?;
+        if !meta.is_file() || meta.uid() != euid || meta.mode() & 0o022 != 0 {
+            refused += 1;
+            error!(file = %path.display(), owner = meta.uid(), mode = format!("{:03o}", meta.mode() & 0o7777),
+                "InfluxDB spool: file not written by this user (or writable by others): \
+                 not replayed, left in place");
+            continue;
+        }
+        let body = fs::read(&path)?;
+        let lines = Batch::from_body(body.clone()).lines() as u64;
+        files.push(SpoolFile {
+            seq,
+            bytes: body.len() as u64,
+            lines,
+        });
+    }
+    files.sort_by_key(|f| f.seq);
+    Ok((files, refused, last))
+}
+
+/// This process's effective uid (the second field of `Uid:` in `/proc/self/status`).
+fn effective_uid() -> io::Result<u32> {
+    let status = fs::read_to_string("/proc/self/status")?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("Uid:"))
+        .and_then(|ids| ids.split_whitespace().nth(1))
+        .and_then(|id| id.parse().ok())
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "no effective uid"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::fs::PermissionsExt as _;
 
     fn batch(from: usize, n: usize) -> Batch {
         let body: String = (from..from + n)
@@ -234,7 +349,7 @@ mod tests {
     }
 
     #[test]
-    fn fifo_partial_settle_and_reopen() -> io::Result<()> {
+    fn fifo_partial_settle_and_reopen() -> Result<(), SpoolError> {
         let dir = tmpdir("fifo");
         let mut s = Spool::open(&dir, 1 << 20)?;
         s.push(&batch(0, 3))?;
@@ -256,11 +371,11 @@ mod tests {
         s.settle(seq, &Batch::default())?;
         assert!(s.is_empty() && s.take_oldest()?.is_none());
         assert_eq!(fs::read_dir(&dir)?.count(), 0);
-        fs::remove_dir_all(&dir)
+        Ok(fs::remove_dir_all(&dir)?)
     }
 
     #[test]
-    fn bounded_dropping_oldest_but_not_the_busy_one() -> io::Result<()> {
+    fn bounded_dropping_oldest_but_not_the_busy_one() -> Result<(), SpoolError> {
         let dir = tmpdir("bound");
         let one = batch(0, 10).body.len() as u64;
         let mut s = Spool::open(&dir, 3 * one)?;
@@ -275,6 +390,140 @@ mod tests {
         assert_eq!(seq, busy);
         s.push(&batch(0, 100))?;
         assert_eq!(s.dropped_points, 110, "larger than the spool");
-        fs::remove_dir_all(&dir)
+        Ok(fs::remove_dir_all(&dir)?)
+    }
+
+    #[test]
+    fn the_default_spool_is_under_a_state_directory() {
+        let check = |env: &[(&str, &str)], euid, want: Option<&str>| {
+            let got = default_dir_from(
+                |k| {
+                    env.iter()
+                        .find(|(name, _)| *name == k)
+                        .map(|(_, v)| v.into())
+                },
+                euid,
+            );
+            assert_eq!(got, want.map(PathBuf::from), "{env:?} uid {euid:?}");
+        };
+        let all = [
+            ("STATE_DIRECTORY", "/var/lib/tapflow:/var/lib/other"),
+            ("XDG_STATE_HOME", "/home/u/.state"),
+            ("HOME", "/home/u"),
+        ];
+        let spool = "/var/lib/tapflow/influx-spool";
+        check(&all, Some(1000), Some(spool));
+        check(&all[1..], Some(0), Some(spool));
+        check(
+            &all[1..],
+            Some(1000),
+            Some("/home/u/.state/tapflow/influx-spool"),
+        );
+        check(
+            &all[2..],
+            Some(1000),
+            Some("/home/u/.local/state/tapflow/influx-spool"),
+        );
+        check(
+            &[("XDG_STATE_HOME", "rel"), ("HOME", "/h")],
+            Some(7),
+            Some("/h/.local/state/tapflow/influx-spool"),
+        );
+        check(&[("STATE_DIRECTORY", "")], None, None);
+        check(&[], Some(1000), None);
+    }
+
+    fn mode(path: &Path) -> u32 {
+        fs::metadata(path).expect("stat a spool path").mode() & 0o7777
+    }
+
+    /// Root can give a file away (to `nobody`, 65534); others cannot, and skip that part.
+    fn is_root() -> bool {
+        effective_uid().expect("read the effective uid") == 0
+    }
+
+    #[test]
+    fn a_new_spool_is_private() -> Result<(), SpoolError> {
+        let top = tempfile::tempdir()?;
+        let dir = top.path().join("state/influx-spool");
+        let mut s = Spool::open(&dir, 1 << 20)?;
+        s.push(&batch(0, 2))?;
+        assert_eq!(mode(&dir), 0o700);
+        assert_eq!(mode(&top.path().join("state")), 0o700);
+        assert_eq!(mode(&s.path(0)), 0o600);
+        Ok(())
+    }
+
+    #[test]
+    fn a_spool_dir_others_can_write_or_own_is_refused() -> Result<(), SpoolError> {
+        let top = tempfile::tempdir()?;
+        let dir = top.path().join("spool");
+        fs::create_dir(&dir)?;
+        for m in [0o777, 0o770, 0o702] {
+            fs::set_permissions(&dir, fs::Permissions::from_mode(m))?;
+            let e = Spool::open(&dir, 1 << 20).err();
+            assert!(
+                matches!(e, Some(SpoolError::Writable { mode }) if mode == m),
+                "{m:o}: {e:?}"
+            );
+        }
+        fs::set_permissions(&dir, fs::Permissions::from_mode(0o755))?;
+        Spool::open(&dir, 1 << 20)?;
+        if is_root() {
+            std::os::unix::fs::chown(&dir, Some(65534), Some(65534))?;
+            let e = Spool::open(&dir, 1 << 20).err();
+            assert!(
+                matches!(
+                    e,
+                    Some(SpoolError::NotOwned {
+                        owner: 65534,
+                        euid: 0
+                    })
+                ),
+                "{e:?}"
+            );
+            let text = e.map(|e| e.to_string()).unwrap_or_default();
+            assert!(text.contains("--influx-spool-dir"), "{text}");
+        } else {
+            println!("not root: the foreign owner is not tested");
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn files_of_another_user_or_open_to_others_are_not_replayed() -> Result<(), SpoolError> {
+        let top = tempfile::tempdir()?;
+        let dir = top.path().join("spool");
+        let mut s = Spool::open(&dir, 1 << 20)?;
+        s.push(&batch(0, 2))?;
+        drop(s);
+        let forged = b"tapflow_alert,kind=syn_flood count=1i 1\n";
+        let open = dir.join(format!("{:020}.lp", 5));
+        fs::write(&open, forged)?;
+        fs::set_permissions(&open, fs::Permissions::from_mode(0o666))?;
+        let mut refused = 1;
+        if is_root() {
+            let foreign = dir.join(format!("{:020}.lp", 7));
+            fs::write(&foreign, forged)?;
+            fs::set_permissions(&foreign, fs::Permissions::from_mode(0o600))?;
+            std::os::unix::fs::chown(&foreign, Some(65534), Some(65534))?;
+            refused += 1;
+        } else {
+            println!("not root: a file of another user is not tested");
+        }
+        let mut s = Spool::open(&dir, 1 << 20)?;
+        assert_eq!(
+            (s.refused_files, s.recovered_points, s.files()),
+            (refused, 2, 1)
+        );
+        let (seq, b) = s.take_oldest()?.expect("our own file");
+        assert_eq!((seq, b), (0, batch(0, 2)));
+        s.settle(seq, &Batch::default())?;
+        assert!(s.take_oldest()?.is_none(), "a refused file was replayed");
+        // New files go after the refused ones, which stay for the operator to look at.
+        s.push(&batch(2, 1))?;
+        let (seq, _) = s.take_oldest()?.expect("the new file");
+        assert!(seq > 5 && open.exists(), "{seq}");
+        Ok(())
     }
 }

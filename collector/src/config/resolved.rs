@@ -62,10 +62,7 @@ impl Config {
         kv(&mut out, "slow_policy", toml_str(policy));
         kv(&mut out, "heartbeat_ms", self.heartbeat.as_millis());
         kv(&mut out, "linger_ms", self.linger.as_millis());
-        match &self.metrics_listen {
-            Some(m) => kv(&mut out, "metrics_listen", toml_str(m)),
-            None => out.push_str("# metrics_listen: off\n"),
-        }
+        tapflow_runtime::config::toml_metrics_listen(&mut out, self.metrics_listen.as_deref());
         out.push_str(&self.security.resolved());
         out
     }

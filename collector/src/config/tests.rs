@@ -313,3 +313,44 @@ fn help_shows_the_defaults_the_resolution_uses() {
     .expect("a valid configuration");
     assert_eq!(c.batch_size, DEFAULT_BATCH_SIZE);
 }
+
+#[test]
+fn metrics_off_loopback_need_metrics_public() {
+    let base = [
+        "--pcap",
+        "x.pcap",
+        "--processor",
+        "tcp://127.0.0.1:1",
+        "--plain",
+    ];
+    let with = |extra: &[&'static str]| -> Vec<&'static str> {
+        base.iter().chain(extra).copied().collect()
+    };
+    check(&with(&["--metrics-listen", "127.0.0.1:9601"]), "", Ok(()));
+    check(&with(&["--metrics-listen", "9601"]), "", Ok(()));
+    check(
+        &with(&["--metrics-listen", "0.0.0.0:9601"]),
+        "",
+        Err(&["--metrics-public"]),
+    );
+    check(
+        &with(&[]),
+        "metrics_listen = '[::]:9601'",
+        Err(&["not a loopback address"]),
+    );
+    check(
+        &with(&["--metrics-listen", "0.0.0.0:9601", "--metrics-public"]),
+        "",
+        Ok(()),
+    );
+    check(
+        &with(&["--metrics-listen", "0.0.0.0:9601"]),
+        "metrics_public = true",
+        Ok(()),
+    );
+    check_resolved(
+        &with(&["--metrics-listen", "0.0.0.0:9601", "--metrics-public"]),
+        "",
+        &["metrics_listen = \"0.0.0.0:9601\"", "metrics_public = true"],
+    );
+}

@@ -181,3 +181,25 @@ fn a_processor_set_needs_a_member_id() {
     )
     .is_err());
 }
+
+#[test]
+fn metrics_off_loopback_need_metrics_public() {
+    let base = [
+        "--listen",
+        "tcp://127.0.0.1:5601",
+        "--aggregator",
+        "tcp://127.0.0.1:5700",
+        "--plain",
+        "--metrics-listen",
+    ];
+    let with = |extra: &[&'static str]| -> Vec<&'static str> {
+        base.iter().chain(extra).copied().collect()
+    };
+    check(&with(&["127.0.0.1:9602"]), &[]);
+    check(&with(&["[::1]:9602"]), &[]);
+    check(&with(&["0.0.0.0:9602"]), &["--metrics-public"]);
+    check(&with(&["0.0.0.0:9602", "--metrics-public"]), &[]);
+    let config = load(&with(&["0.0.0.0:9602"]), "metrics_public = true");
+    let text = config.resolved();
+    assert!(text.lines().any(|l| l == "metrics_public = true"), "{text}");
+}

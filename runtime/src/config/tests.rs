@@ -76,3 +76,51 @@ fn endpoints_are_checked_and_named() {
     );
     assert_eq!(endpoint_problem("processor", "ipc:///x"), None);
 }
+
+#[test]
+fn a_config_parse_error_shows_no_file_content() {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let secret = dir.path().join("password");
+    std::fs::write(&secret, "S3cretPassw0rd\n").expect("writing the password file");
+    let err = read_config::<Settings>(Some(&secret))
+        .expect_err("a password file is not TOML")
+        .to_string();
+    assert!(!err.contains("S3cretPassw0rd"), "{err}");
+    assert!(
+        err.contains("password") && err.contains("line 1, column 15"),
+        "{err}"
+    );
+    let later = dir.path().join("later.toml");
+    std::fs::write(&later, "size = 3\n  hunter2 hunter2\n").expect("writing later.toml");
+    let err = read_config::<Settings>(Some(&later))
+        .expect_err("a bare word on line 2")
+        .to_string();
+    assert!(!err.contains("hunter2") && err.contains("line 2,"), "{err}");
+}
+
+#[test]
+fn metrics_off_loopback_need_metrics_public() {
+    for (addr, public, ok) in [
+        ("9603", false, true),
+        ("127.0.0.1:9603", false, true),
+        ("127.1.2.3:0", false, true),
+        ("[::1]:9603", false, true),
+        ("localhost:9603", false, true),
+        ("0.0.0.0:9603", false, false),
+        ("[::]:9603", false, false),
+        ("192.0.2.1:9603", false, false),
+        ("metrics.example:9603", false, false),
+        ("0.0.0.0:9603", true, true),
+        ("[::]:9603", true, true),
+    ] {
+        let mut errors = Vec::new();
+        check_metrics_listen(Some(addr), public, &mut errors);
+        assert_eq!(errors.is_empty(), ok, "{addr} public={public}: {errors:?}");
+        if !ok {
+            assert!(errors[0].contains("--metrics-public"), "{errors:?}");
+        }
+    }
+    let mut errors = Vec::new();
+    check_metrics_listen(None, false, &mut errors);
+    assert!(errors.is_empty());
+}
