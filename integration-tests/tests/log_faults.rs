@@ -63,7 +63,7 @@ fn run(dir: &Path, pcap: &Path, logs: &[(&str, &Path)]) -> Run {
     .to_vec();
     let mut collector = Proc::spawn("collector", &bin("tapflow-collector"), &collector_args, dir);
     let deadline = Instant::now() + TIMEOUT;
-    let mut code = |p: &mut Proc| p.wait_until(deadline).and_then(|s| s.code());
+    let code = |p: &mut Proc| p.wait_until(deadline).and_then(|s| s.code());
     let codes = [
         code(&mut collector),
         code(&mut processor),
