@@ -124,8 +124,9 @@ pub struct AccountingReport {
     /// Every identity above holds for every collector incarnation that ended and every link
     /// it sent on, losses to dead processor incarnations named as such.
     pub reconciled: bool,
-    /// Nothing died: no collector or processor incarnation without end-of-stream, and no
-    /// connection records missing at this aggregator.
+    /// Nothing died: no collector or processor incarnation without end-of-stream, no
+    /// connection records missing at this aggregator, and every log written in full (see
+    /// `records_unwritten`).
     pub complete: bool,
     /// No processor saw conflicting shard claims or summaries hashed to another shard.
     pub routing_consistent: bool,
@@ -146,6 +147,11 @@ pub struct AccountingReport {
     /// routing is by processor set).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub processor_set: Option<SetReport>,
+    /// Lines (records, alert events, the report itself) a log could not write (a full disk),
+    /// by log: `conn_log`, `conn_interim_log`, `alerts_log`, `health_log` (set by the run loop;
+    /// left out when every log was written in full).
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub records_unwritten: BTreeMap<String, u64>,
 }
 
 /// What the processor set did during the run.
@@ -549,6 +555,7 @@ fn report(
         influx: None,
         auth_rejected: 0,
         processor_set: None,
+        records_unwritten: BTreeMap::new(),
     }
 }
 

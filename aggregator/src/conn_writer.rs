@@ -5,8 +5,9 @@
 //! JSON line and its copies were the largest part of that work, on one core while the other
 //! idled. Records go over in chunks through one bounded channel (at most [`DEPTH`] chunks of
 //! [`CHUNK`] records queued: past that the releasing thread waits), so the log's order is the
-//! release order. A write error stops the thread; the main loop gets it back at its next
-//! hand-over or at [`ConnWriter::finish`], as a run error (the log is not silently cut short).
+//! release order. A write error does not stop the thread: the log keeps whole lines only,
+//! counts the records it could not write and tries again with the next ones
+//! ([`crate::logfile`]); [`ConnWriter::finish`] returns that count.
 
 use std::path::Path;
 use std::sync::mpsc::{self, Receiver, SyncSender};
@@ -31,6 +32,13 @@ const DEPTH: usize = 16;
 
 type Released = (Box<ConnRecord>, Vec<String>);
 
+/// Records the thread could not write (a full disk), and the log's path.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Unwritten {
+    pub path: String,
+    pub records: u64,
+}
+
 enum Cmd {
     Records(Vec<Released>),
     /// SIGHUP: flush and open the path again, after the records handed over before it.
@@ -42,11 +50,11 @@ pub struct ConnWriter {
     tx: Option<SyncSender<Cmd>>,
     /// Emptied chunks back from the thread, to be filled again.
     spare: Option<Receiver<Vec<Released>>>,
-    handle: Option<JoinHandle<Result<(), ConnLogError>>>,
+    handle: Option<JoinHandle<Unwritten>>,
 }
 
 impl ConnWriter {
-    /// Creates (truncates) the log at `path` and starts its thread; with no path, records are
+    /// Opens the log at `path` for appending and starts its thread; with no path, records are
     /// dropped as they are handed over.
     pub fn start(path: Option<&Path>) -> Result<ConnWriter, ConnLogError> {
         let mut w = ConnWriter {
@@ -65,25 +73,25 @@ impl ConnWriter {
             .name("conn-log".into())
             .spawn(move || {
                 let mut text = String::with_capacity(1 << 19);
-                let mut failed = None;
                 for cmd in rx {
                     match cmd {
                         Cmd::Records(mut records) => {
                             for (r, parents) in records.drain(..) {
                                 conn_json(&r, &parents, &mut text);
-                                log.write_chunk(&mut text, &mut failed);
+                                log.write_chunk(&mut text);
                             }
                             let _ = spare_tx.send(records);
-                            if let Some(e) = failed.take() {
-                                return Err(e.into());
-                            }
-                            log.write(&mut text)?;
+                            log.write(&mut text);
                         }
-                        Cmd::Reopen => log.reopen()?,
+                        Cmd::Reopen => log.reopen(),
                     }
                 }
-                log.write(&mut text)?;
-                log.flush().map_err(ConnLogError::from)
+                log.write(&mut text);
+                log.flush();
+                Unwritten {
+                    path: log.path().to_string(),
+                    records: log.unwritten(),
+                }
             })
             .map_err(ConnLogError::Thread)?;
         w.chunk = Vec::with_capacity(CHUNK);
@@ -128,8 +136,9 @@ impl ConnWriter {
         self.send(Cmd::Reopen)
     }
 
-    /// End of stream: waits until every record is written and the file flushed.
-    pub fn finish(mut self) -> Result<(), ConnLogError> {
+    /// End of stream: waits until every record is written and the file flushed; returns
+    /// the records that could not be written.
+    pub fn finish(mut self) -> Result<Unwritten, ConnLogError> {
         self.flush()?;
         self.tx = None;
         self.join()
@@ -142,15 +151,15 @@ impl ConnWriter {
         if tx.send(cmd).is_ok() {
             return Ok(());
         }
-        // The thread ended early: a write failed (its error) or it died.
+        // The thread ended early: it died.
         self.tx = None;
-        self.join()
+        self.join().map(|_| ())
     }
 
-    fn join(&mut self) -> Result<(), ConnLogError> {
+    fn join(&mut self) -> Result<Unwritten, ConnLogError> {
         match self.handle.take().map(JoinHandle::join) {
-            None | Some(Ok(Ok(()))) => Ok(()),
-            Some(Ok(Err(e))) => Err(e),
+            None => Ok(Unwritten::default()),
+            Some(Ok(unwritten)) => Ok(unwritten),
             Some(Err(_)) => Err(ConnLogError::Thread(std::io::Error::other(
                 "the conn-log thread failed",
             ))),
@@ -185,7 +194,7 @@ mod tests {
                 std::fs::rename(&path, dir.path().join("conn.jsonl.1")).expect("rename");
             }
         }
-        w.finish().expect("finish");
+        assert_eq!(w.finish().expect("finish").records, 0);
         let rotated = std::fs::read_to_string(dir.path().join("conn.jsonl.1")).expect("rotated");
         let current = std::fs::read_to_string(&path).expect("current");
         assert_eq!(
@@ -196,20 +205,19 @@ mod tests {
     }
 
     #[test]
-    fn a_write_error_comes_back_to_the_caller() {
+    fn a_write_error_is_counted_and_the_records_go_on_being_taken() {
         // Writes to /dev/full fail with ENOSPC.
         let mut w = ConnWriter::start(Some(Path::new("/dev/full"))).expect("opens");
-        let mut result = Ok(());
         for r in scan_and_sessions(20_000) {
-            result = w.push(Box::new(r), vec![]);
-            if result.is_err() {
-                break;
-            }
+            w.push(Box::new(r), vec![]).expect("push");
         }
-        let end = result.and_then(|()| w.finish());
-        assert!(
-            matches!(end, Err(ConnLogError::Log(LogError { ref path, .. })) if path == "/dev/full"),
-            "{end:?}"
+        let unwritten = w.finish().expect("finish");
+        assert_eq!(
+            unwritten,
+            Unwritten {
+                path: "/dev/full".into(),
+                records: 20_000
+            }
         );
     }
 

@@ -35,10 +35,23 @@ pub enum RunError {
         addr: String,
         source: std::io::Error,
     },
+    /// The run went to its end but logs lost lines (a full disk): exit 1, after writing
+    /// everything that could be written.
+    #[error("output lost: {}", lost_list(.0))]
+    OutputLost(std::collections::BTreeMap<String, u64>),
+}
+
+fn lost_list(lost: &std::collections::BTreeMap<String, u64>) -> String {
+    let each: Vec<String> = lost
+        .iter()
+        .map(|(log, n)| format!("{log}: {n} lines not written"))
+        .collect();
+    format!("{} (see the accounting report)", each.join(", "))
 }
 
 /// Serves until every expected processor has ended (with `exit_on_eos`) or `shutdown` is set;
-/// returns the accounting report it wrote.
+/// returns the accounting report it wrote, or [`RunError::OutputLost`] (after the report) if a
+/// log could not write everything.
 pub fn run(
     config: &Config,
     shutdown: &AtomicBool,
@@ -84,7 +97,11 @@ pub fn run(
     }
     let auth_rejected = edge.auth.as_ref().map_or(0, |a| a.counts().rejected());
     machine.log_suppressed();
-    Ok(machine.finish(now().unix_ns, auth_rejected)?)
+    let report = machine.finish(now().unix_ns, auth_rejected)?;
+    if !report.records_unwritten.is_empty() {
+        return Err(RunError::OutputLost(report.records_unwritten));
+    }
+    Ok(report)
 }
 
 /// The socket side: dropped in field order (the inbox, the ZAP handler, then the context).

@@ -11,13 +11,16 @@
 //! events those records caused ([`Sink::on_alerts`]), then [`Sink::flush`] and the batch's
 //! interim records ([`Sink::on_interim`]). At the end: the last records, [`Sink::end_of_records`],
 //! the last alerts, [`Sink::finish`] (a sink may add its own figures to the report) and
-//! [`Sink::on_report`] with the final report.
+//! [`Sink::on_report`] with the final report. A log that could not write some of its lines
+//! (a full disk) goes on and says how many in [`Sink::unwritten`].
 
 mod alerts_log;
 mod conn_log;
 mod health_log;
 mod influx;
 mod interim_log;
+
+use std::collections::BTreeMap;
 
 use tapflow_proto::conn::ConnRecord;
 use tapflow_proto::upstream::{ConnBatch, ProcessorHeartbeat};
@@ -122,6 +125,10 @@ pub trait Sink {
     fn on_report(&mut self, _report: &AccountingReport) -> Result<(), SinkError> {
         Ok(())
     }
+
+    /// A log's lines that could not be written so far, inserted into `out` under the log's
+    /// option name (`conn_log`, ...) if there are any.
+    fn unwritten(&self, _out: &mut BTreeMap<String, u64>) {}
 }
 
 /// Every configured output, called in list order.
@@ -240,6 +247,20 @@ impl Sinks {
 
     pub fn on_report(&mut self, report: &AccountingReport) -> Result<(), SinkError> {
         self.sinks.iter_mut().try_for_each(|s| s.on_report(report))
+    }
+
+    /// Every log's unwritten lines, by log (logs that wrote everything are left out).
+    pub fn unwritten(&self) -> BTreeMap<String, u64> {
+        let mut out = BTreeMap::new();
+        self.sinks.iter().for_each(|s| s.unwritten(&mut out));
+        out
+    }
+}
+
+/// Adds `n` unwritten lines of log `name` to `out`, if there are any.
+fn count_unwritten(out: &mut BTreeMap<String, u64>, name: &str, n: u64) {
+    if n > 0 {
+        *out.entry(name.to_string()).or_default() += n;
     }
 }
 

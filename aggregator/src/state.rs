@@ -294,11 +294,16 @@ impl Aggregator {
             .as_ref()
             .map(|(_, set)| SetReport::new(set, &report.processors, self.split_records));
         self.sinks.finish(&mut report, now_ns)?;
+        report.records_unwritten = self.sinks.unwritten();
+        report.complete &= report.records_unwritten.is_empty();
         log_report(&report, &self.malformed);
         self.sinks.on_report(&report)?;
         if !report.routing_consistent {
             error!("MISROUTED: processors saw conflicting shard claims; see the accounting report");
         }
+        // The health log may have lost the report itself: the report returned says so.
+        report.records_unwritten = self.sinks.unwritten();
+        report.complete &= report.records_unwritten.is_empty();
         Ok(report)
     }
 
@@ -352,6 +357,11 @@ fn log_report(report: &AccountingReport, malformed: &BTreeMap<&'static str, u64>
     }
     if !malformed.is_empty() {
         warn!(?malformed, "undecodable messages from processors");
+    }
+    for (log, n) in &report.records_unwritten {
+        error!(
+            "{log}: {n} lines not written (see the errors above); the report says complete=false"
+        );
     }
 }
 

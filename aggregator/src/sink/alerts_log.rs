@@ -1,5 +1,6 @@
 //! The alerts log: one JSON line per alert event.
 
+use std::collections::BTreeMap;
 use std::path::Path;
 
 use super::{Sink, SinkError};
@@ -26,14 +27,21 @@ impl Sink for AlertsLog {
         for e in events {
             e.to_json(&mut self.text);
         }
-        Ok(self.log.write(&mut self.text)?)
+        self.log.write(&mut self.text);
+        Ok(())
     }
 
     fn reopen(&mut self) -> Result<(), SinkError> {
-        Ok(self.log.reopen()?)
+        self.log.reopen();
+        Ok(())
     }
 
     fn finish(&mut self, _report: &mut AccountingReport, _now_ns: u64) -> Result<(), SinkError> {
-        Ok(self.log.flush()?)
+        self.log.flush();
+        Ok(())
+    }
+
+    fn unwritten(&self, out: &mut BTreeMap<String, u64>) {
+        super::count_unwritten(out, "alerts_log", self.log.unwritten());
     }
 }

@@ -1,6 +1,7 @@
 //! The conn log: final records as Zeek-style JSON lines, written on their own thread
 //! ([`crate::conn_writer`]) in release order.
 
+use std::collections::BTreeMap;
 use std::path::Path;
 
 use tapflow_proto::conn::ConnRecord;
@@ -12,13 +13,16 @@ use crate::conn_writer::ConnWriter;
 pub struct ConnLog {
     /// `None` once finished.
     writer: Option<ConnWriter>,
+    /// Records the log could not write (known once finished).
+    unwritten: u64,
 }
 
 impl ConnLog {
-    /// Creates (truncates) the log at `path` and starts its thread.
+    /// Opens the log at `path` for appending and starts its thread.
     pub fn start(path: &Path) -> Result<ConnLog, SinkError> {
         Ok(ConnLog {
             writer: Some(ConnWriter::start(Some(path))?),
+            unwritten: 0,
         })
     }
 }
@@ -55,13 +59,17 @@ impl Sink for ConnLog {
 
     /// Waits until every record is written and the file flushed.
     fn end_of_records(&mut self) -> Result<(), SinkError> {
-        match self.writer.take() {
-            Some(w) => Ok(w.finish()?),
-            None => Ok(()),
+        if let Some(w) = self.writer.take() {
+            self.unwritten += w.finish()?.records;
         }
+        Ok(())
     }
 
     fn finish(&mut self, _report: &mut AccountingReport, _now_ns: u64) -> Result<(), SinkError> {
         self.end_of_records()
+    }
+
+    fn unwritten(&self, out: &mut BTreeMap<String, u64>) {
+        super::count_unwritten(out, "conn_log", self.unwritten);
     }
 }

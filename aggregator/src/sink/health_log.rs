@@ -1,6 +1,10 @@
-//! The health log: the accounting report as one JSON line at the end of the run.
+//! The health log: the accounting report as one JSON line at the end of the run. If the line
+//! cannot be written, the report goes to the process log (stderr) instead, whole.
 
+use std::collections::BTreeMap;
 use std::path::Path;
+
+use tracing::error;
 
 use super::{Sink, SinkError};
 use crate::accounting::AccountingReport;
@@ -20,13 +24,26 @@ impl HealthLog {
 
 impl Sink for HealthLog {
     fn reopen(&mut self) -> Result<(), SinkError> {
-        Ok(self.log.reopen()?)
+        self.log.reopen();
+        Ok(())
     }
 
     fn on_report(&mut self, report: &AccountingReport) -> Result<(), SinkError> {
-        let mut line = serde_json::to_string(report).unwrap_or_default();
-        line.push('\n');
-        self.log.write(&mut line)?;
-        Ok(self.log.flush()?)
+        let json = serde_json::to_string(report).unwrap_or_default();
+        let mut line = format!("{json}\n");
+        let before = self.log.unwritten();
+        self.log.write(&mut line);
+        self.log.flush();
+        if self.log.unwritten() > before {
+            error!(
+                "the accounting report could not be written to {}; here it is: {json}",
+                self.log.path()
+            );
+        }
+        Ok(())
+    }
+
+    fn unwritten(&self, out: &mut BTreeMap<String, u64>) {
+        super::count_unwritten(out, "health_log", self.log.unwritten());
     }
 }

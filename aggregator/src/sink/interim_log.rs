@@ -1,5 +1,6 @@
 //! The interim log: updates of long sessions, Zeek-style JSON lines in arrival order.
 
+use std::collections::BTreeMap;
 use std::path::Path;
 
 use tapflow_proto::conn::ConnRecord;
@@ -26,14 +27,21 @@ impl InterimLog {
 impl Sink for InterimLog {
     fn on_interim(&mut self, r: &ConnRecord) -> Result<(), SinkError> {
         conn_json(r, &[], &mut self.text);
-        Ok(self.log.write(&mut self.text)?)
+        self.log.write(&mut self.text);
+        Ok(())
     }
 
     fn reopen(&mut self) -> Result<(), SinkError> {
-        Ok(self.log.reopen()?)
+        self.log.reopen();
+        Ok(())
     }
 
     fn finish(&mut self, _report: &mut AccountingReport, _now_ns: u64) -> Result<(), SinkError> {
-        Ok(self.log.flush()?)
+        self.log.flush();
+        Ok(())
+    }
+
+    fn unwritten(&self, out: &mut BTreeMap<String, u64>) {
+        super::count_unwritten(out, "conn_interim_log", self.log.unwritten());
     }
 }
