@@ -434,7 +434,8 @@ impl Engine {
         }
     }
 
-    /// The session, merge and link counters (`epoch_unknown` and `auth` are the caller's).
+    /// The session, merge and link counters (`epoch_unknown`, `auth`, `names_refused` and
+    /// `senders_refused` are the caller's).
     pub(crate) fn counters(&self) -> ProcessorCounters {
         let t = self.table.stats();
         let m = self.merger.stats();
@@ -456,9 +457,11 @@ impl Engine {
             ip_tunnels_over_cap: self.ip_tunnels_over_cap,
             merge_forced: m.forced,
             merge_late: m.late,
+            names_refused: None,
             records: t.records,
             records_sent: self.records_sent,
             records_unsent: self.records_unsent,
+            senders_refused: None,
             summaries_processed: t.summaries,
             traffic_keys_over_cap: self.traffic.over_cap,
             traffic_late: self.traffic.late,

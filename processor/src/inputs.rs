@@ -5,12 +5,28 @@
 //! receives, or the one it was configured with, is its own; a message claiming anything else was
 //! routed by a collector that disagrees on the set or its order, and is counted and dropped
 //! loudly as `misrouted`.
+//!
+//! Before any of that, a message must be one its sender may send: with CURVE, its collector
+//! name must be one the key that sent it may speak for (`curve_clients` `names`), and it may
+//! open a new link (a collector name and incarnation) only while fewer than `max_senders` are
+//! known. Refused messages are counted (`names_refused`, `senders_refused`) and touch nothing
+//! else: no link, watermark or end-of-stream, so made-up names cost neither memory nor time.
 
 use std::collections::{BTreeMap, HashMap};
 
 use tapflow_proto::procset::ProcessorSet;
 use tapflow_proto::upstream::{LinkAccount, LinkProgress, ProcessorAccount, ShardClaim};
 use tapflow_proto::{shard, DecodeError, LinkHeader, Message, PacketSummary};
+use tapflow_runtime::curve::NameBindings;
+
+/// Why a message was refused before it was accounted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Refused {
+    /// Its CURVE key may not speak for its sender name (`names_refused`).
+    NameNotBound,
+    /// It would open a link past `max_senders` (`senders_refused`).
+    OverCap,
+}
 
 /// What the caller should do after [`Inputs::on_message`].
 #[derive(Debug, PartialEq, Eq)]
@@ -29,6 +45,8 @@ pub enum Verdict<'a> {
     },
     /// A heartbeat, or the input's end-of-stream (`ended`): its watermark moves on.
     Progress { header: LinkHeader, ended: bool },
+    /// Refused and counted, nothing else done.
+    Refused { header: LinkHeader, reason: Refused },
 }
 
 #[derive(Debug)]
@@ -45,6 +63,14 @@ pub struct Inputs {
     misrouted_messages: u64,
     wrong_shard: u64,
     scratch: Vec<PacketSummary>,
+    /// The collector names each CURVE key may speak for (nothing checked on plain links).
+    bindings: NameBindings,
+    /// Links (collector name and incarnation) kept at most.
+    max_senders: usize,
+    names_refused: u64,
+    senders_refused: u64,
+    /// Links that have sent end-of-stream (kept as a count: asked after every message).
+    ended: usize,
 }
 
 impl Inputs {
@@ -58,7 +84,31 @@ impl Inputs {
             misrouted_messages: 0,
             wrong_shard: 0,
             scratch: Vec::new(),
+            bindings: NameBindings::default(),
+            max_senders: usize::MAX,
+            names_refused: 0,
+            senders_refused: 0,
+            ended: 0,
         }
+    }
+
+    /// These inputs, refusing names `bindings` does not allow and links past `max_senders`.
+    pub fn guarded(self, bindings: NameBindings, max_senders: usize) -> Inputs {
+        Inputs {
+            bindings,
+            max_senders,
+            ..self
+        }
+    }
+
+    /// Messages refused because their key may not speak for their collector name.
+    pub fn names_refused(&self) -> u64 {
+        self.names_refused
+    }
+
+    /// Messages refused because they would open a link past `max_senders`.
+    pub fn senders_refused(&self) -> u64 {
+        self.senders_refused
     }
 
     /// Inputs of processor `id` of a processor set.
@@ -89,10 +139,15 @@ impl Inputs {
         *self.malformed.entry(e.reason().to_owned()).or_default() += 1;
     }
 
-    /// Decodes and accounts one message.
-    pub fn on_bytes(&mut self, bytes: &[u8]) -> Result<Verdict<'_>, DecodeError> {
+    /// Decodes and accounts one message, which its link authenticated as `user_id` (the
+    /// sending key's ZAP user id; `None` on a plain link).
+    pub fn on_bytes(
+        &mut self,
+        bytes: &[u8],
+        user_id: Option<&str>,
+    ) -> Result<Verdict<'_>, DecodeError> {
         match Message::decode(bytes) {
-            Ok(m) => Ok(self.on_message(m)),
+            Ok(m) => Ok(self.on_message_from(m, user_id)),
             Err(e) => {
                 self.on_malformed(&e);
                 Err(e)
@@ -100,8 +155,31 @@ impl Inputs {
         }
     }
 
+    /// A message authenticated as `user_id`: refused unless that key may speak for its
+    /// collector name, else [`Inputs::on_message`].
+    pub fn on_message_from(&mut self, msg: Message, user_id: Option<&str>) -> Verdict<'_> {
+        if !self.bindings.allows(user_id, &msg.header().sender) {
+            self.names_refused += 1;
+            return Verdict::Refused {
+                header: msg.header().clone(),
+                reason: Refused::NameNotBound,
+            };
+        }
+        self.on_message(msg)
+    }
+
+    /// Accounts one message (a new link past `max_senders` refused).
     pub fn on_message(&mut self, msg: Message) -> Verdict<'_> {
         let h = msg.header().clone();
+        if self.links.len() >= self.max_senders
+            && !self.links.contains_key(&(h.sender.clone(), h.incarnation))
+        {
+            self.senders_refused += 1;
+            return Verdict::Refused {
+                header: h,
+                reason: Refused::OverCap,
+            };
+        }
         let claim = ShardClaim {
             epoch: h.epoch,
             shard_count: h.shard_count,
@@ -150,6 +228,9 @@ impl Inputs {
             Message::Eos {
                 status, counters, ..
             } => {
+                if link.eos_seq.is_none() {
+                    self.ended += 1;
+                }
                 link.eos_seq = Some(h.seq);
                 link.eos_status = Some(status);
                 link.counters = Some(counters);
@@ -160,7 +241,7 @@ impl Inputs {
 
     /// Collector incarnations that have sent end-of-stream.
     pub fn ended(&self) -> usize {
-        self.links.values().filter(|l| l.eos_seq.is_some()).count()
+        self.ended
     }
 
     /// Minimum watermark over inputs that have not ended (u64::MAX when none is live).
@@ -462,10 +543,92 @@ mod tests {
     #[test]
     fn garbage_is_counted_by_reason() {
         let mut inputs = Inputs::new(None);
-        assert!(inputs.on_bytes(b"nonsense").is_err());
-        assert!(inputs.on_bytes(b"TF\x09\x01").is_err());
+        assert!(inputs.on_bytes(b"nonsense", None).is_err());
+        assert!(inputs.on_bytes(b"TF\x09\x01", None).is_err());
         let acc = inputs.account("p", 1);
         assert_eq!(acc.malformed.get("bad_magic"), Some(&1));
         assert_eq!(acc.malformed.get("unknown_version"), Some(&1));
+    }
+
+    /// CURVE bindings: key `tap` may speak for "tap-a" only, key `any` for any name.
+    fn bindings() -> (NameBindings, String, String) {
+        use tapflow_runtime::curve::{Client, CurveConfig, KeyPair, LinkSecurity};
+        let pair = || KeyPair::generate().expect("generate a key pair");
+        let (tap, any) = (pair().public, pair().public);
+        let security = LinkSecurity::Curve(std::sync::Arc::new(CurveConfig {
+            key_path: "server.key".into(),
+            key: pair(),
+            clients_path: Some("clients".into()),
+            clients: vec![
+                Client {
+                    key: tap,
+                    names: Some(vec!["tap-a".into()]),
+                },
+                Client {
+                    key: any,
+                    names: None,
+                },
+            ],
+            server_key_path: None,
+            server_key: None,
+        }));
+        (NameBindings::of(&security), tap.z85(), any.z85())
+    }
+
+    #[test]
+    fn a_key_speaks_only_for_its_names() {
+        let (b, tap, any) = bindings();
+        let mut inputs = Inputs::new(None).guarded(b, 16);
+        let v = inputs.on_message_from(eos("some-other-tap", 0, 0), Some(&tap));
+        assert!(
+            matches!(
+                v,
+                Verdict::Refused {
+                    reason: Refused::NameNotBound,
+                    ..
+                }
+            ),
+            "{v:?}"
+        );
+        assert!(matches!(
+            inputs.on_message_from(batch("tap-a", 0, 0, 2), None),
+            Verdict::Refused { .. }
+        ));
+        // Nothing of the refused messages is accounted: no link, no end-of-stream.
+        assert_eq!((inputs.ended(), inputs.names_refused()), (0, 2));
+        assert!(inputs.account("p", 1).links.is_empty());
+        assert!(matches!(
+            inputs.on_message_from(batch("tap-a", 0, 0, 2), Some(&tap)),
+            Verdict::Accept { .. }
+        ));
+        assert!(matches!(
+            inputs.on_message_from(batch("tap-b", 0, 0, 2), Some(&any)),
+            Verdict::Accept { .. }
+        ));
+        inputs.on_message_from(eos("tap-a", 0, 2), Some(&tap));
+        assert_eq!((inputs.ended(), inputs.names_refused()), (1, 2));
+    }
+
+    #[test]
+    fn new_links_past_the_cap_are_refused() {
+        let mut inputs = Inputs::new(None).guarded(NameBindings::default(), 3);
+        inputs.on_message(batch("real", 0, 0, 1));
+        for i in 0..10_000 {
+            let hb = Message::Heartbeat {
+                header: header(&format!("made-up-{i}"), 0, 0),
+                counters: CollectorCounters::default(),
+            };
+            inputs.on_message(hb);
+        }
+        assert_eq!(inputs.progress().len(), 3);
+        assert_eq!(inputs.senders_refused(), 10_000 - 2);
+        // Known links go on; the real collector still ends.
+        assert!(matches!(
+            inputs.on_message(batch("real", 0, 1, 1)),
+            Verdict::Accept { .. }
+        ));
+        inputs.on_message(eos("real", 0, 2));
+        assert_eq!(inputs.ended(), 1);
+        assert_eq!(inputs.senders_refused(), 10_000 - 2);
     }
 }

@@ -148,12 +148,20 @@ pub struct ProcessorCounters {
     pub merge_forced: u64,
     /// Summaries the merge released behind an earlier release's time.
     pub merge_late: u64,
+    /// Messages refused because their CURVE key may not speak for the collector name they
+    /// carry (`curve_clients` `names`); `None` in an account when there were none.
+    #[serde(default)]
+    pub names_refused: Option<u64>,
     /// Connection records produced (final ones).
     pub records: u64,
     /// Connection records handed to the socket and sent.
     pub records_sent: u64,
     /// Connection records the socket refused (lost).
     pub records_unsent: u64,
+    /// Messages refused because they would open a collector link past `max_senders`; `None`
+    /// in an account when there were none.
+    #[serde(default)]
+    pub senders_refused: Option<u64>,
     pub summaries_processed: u64,
     pub traffic_keys_over_cap: u64,
     pub traffic_late: u64,
@@ -194,9 +202,11 @@ impl ProcessorCounters {
             ("ip_tunnels_over_cap", Some(self.ip_tunnels_over_cap)),
             ("merge_forced", Some(self.merge_forced)),
             ("merge_late", Some(self.merge_late)),
+            ("names_refused", self.names_refused),
             ("records", Some(self.records)),
             ("records_sent", Some(self.records_sent)),
             ("records_unsent", Some(self.records_unsent)),
+            ("senders_refused", self.senders_refused),
             ("summaries_processed", Some(self.summaries_processed)),
             ("traffic_keys_over_cap", Some(self.traffic_keys_over_cap)),
             ("traffic_late", Some(self.traffic_late)),

@@ -5,13 +5,15 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
-use tapflow_proto::upstream::{ProcessorAccount, ProcessorHeartbeat, UpMessage};
+use tapflow_proto::upstream::{ProcessorAccount, ProcessorCounters, ProcessorHeartbeat, UpMessage};
+use tapflow_proto::LinkHeader;
+use tapflow_runtime::curve::{NameBindings, RefusalLog};
 use tracing::{error, info, warn};
 
 use super::links::{LinkError, Links};
 use crate::config::Config;
 use crate::engine::{Engine, RECORDS_PER_MESSAGE};
-use crate::inputs::{Inputs, Verdict};
+use crate::inputs::{Inputs, Refused, Verdict};
 
 /// Input accounting and engine, with the buffer messages are encoded into.
 pub(crate) struct Node<'c> {
@@ -21,6 +23,7 @@ pub(crate) struct Node<'c> {
     engine: Engine,
     buf: Vec<u8>,
     started: Instant,
+    refusals: RefusalLog,
 }
 
 impl<'c> Node<'c> {
@@ -29,6 +32,9 @@ impl<'c> Node<'c> {
             Some((_, set, id)) => Inputs::with_set(set.clone(), *id),
             None => Inputs::new(config.shard),
         };
+        let bindings = NameBindings::of(&config.security);
+        bindings.warn_unbound("collector");
+        let inputs = inputs.guarded(bindings, config.max_senders);
         Node {
             config,
             incarnation,
@@ -36,6 +42,7 @@ impl<'c> Node<'c> {
             engine: Engine::new(config, incarnation),
             buf: Vec::with_capacity(1 << 16),
             started: Instant::now(),
+            refusals: RefusalLog::default(),
         }
     }
 
@@ -44,10 +51,11 @@ impl<'c> Node<'c> {
         self.config.exit_on_eos && self.inputs.ended() >= self.config.collectors
     }
 
-    /// One message from a collector: accounted, then its summaries or progress go to the
-    /// engine, which releases what the watermark allows.
-    pub(crate) fn on_message(&mut self, msg: &[u8]) {
-        match self.inputs.on_bytes(msg) {
+    /// One message from a collector, authenticated as `user_id` (CURVE: the sending key):
+    /// accounted, then its summaries or progress go to the engine, which releases what the
+    /// watermark allows.
+    pub(crate) fn on_message(&mut self, msg: &[u8], user_id: Option<&str>) {
+        match self.inputs.on_bytes(msg, user_id) {
             Ok(Verdict::Accept { header, summaries }) => self.engine.accept(&header, summaries),
             Ok(Verdict::Progress { header, ended }) => self.engine.progress(&header, ended),
             Ok(Verdict::Misrouted {
@@ -62,9 +70,33 @@ impl<'c> Node<'c> {
                     error!(sender = %header.sender, ?claim, ?ours, "MISROUTED: collector disagrees on the processor set or its order; its batches are dropped and counted");
                 }
             }
+            Ok(Verdict::Refused { header, reason }) => {
+                self.log_refused(&header, reason, user_id);
+                return;
+            }
             Err(e) => warn!(error = %e, bytes = msg.len(), "dropped an undecodable message"),
         }
         self.engine.step();
+    }
+
+    /// A refused message, logged at the first refusal of its key (or of the cap) and then at
+    /// most once a minute.
+    fn log_refused(&mut self, h: &LinkHeader, reason: Refused, user_id: Option<&str>) {
+        let peer = match reason {
+            Refused::NameNotBound => user_id.unwrap_or("(no key)"),
+            Refused::OverCap => "(max_senders)",
+        };
+        let Some(refused) = self.refusals.note(peer, Instant::now()) else {
+            return;
+        };
+        match reason {
+            Refused::NameNotBound => warn!(sender = %h.sender, key = peer, refused,
+                "REFUSED: this collector key may not speak for that collector name (curve_clients `names`); its messages are dropped and counted as names_refused (logged at the first and at most once a minute)"),
+            Refused::OverCap => {
+                warn!(sender = %h.sender, incarnation = h.incarnation, max_senders = self.config.max_senders, refused,
+                "REFUSED: a new collector link past max_senders; its messages are dropped and counted as senders_refused (logged at the first and at most once a minute)")
+            }
+        }
     }
 
     /// The heartbeat period has passed: a pending SIGHUP reloads the processor set, silent
@@ -80,6 +112,9 @@ impl<'c> Node<'c> {
             let mut counters = self.engine.counters();
             counters.epoch_unknown = Some(self.inputs.epoch_unknown());
             counters.auth = links.auth_counters();
+            // On /metrics always (names_refused with CURVE), in the account only when not 0.
+            counters.names_refused = counters.auth.map(|_| self.inputs.names_refused());
+            counters.senders_refused = Some(self.inputs.senders_refused());
             let text = crate::metrics::render(
                 &self.inputs.account(&self.config.name, self.incarnation),
                 &counters,
@@ -141,7 +176,16 @@ impl<'c> Node<'c> {
             account.counters.epoch_unknown = Some(self.inputs.epoch_unknown());
         }
         account.counters.auth = links.auth_counters();
+        self.refused_counters(&mut account.counters);
         account
+    }
+
+    /// The refusals, in an account only when there were some: a run without any reports
+    /// what it reported before they were counted.
+    fn refused_counters(&self, counters: &mut ProcessorCounters) {
+        let some = |n: u64| (n > 0).then_some(n);
+        counters.names_refused = some(self.inputs.names_refused());
+        counters.senders_refused = some(self.inputs.senders_refused());
     }
 
     /// SIGHUP: re-reads the processor set; a reload must extend the history in use.
