@@ -22,6 +22,7 @@ use crate::conns::ConnSorter;
 use crate::detect::AlertEvent;
 use crate::detect_thread::Detection;
 use crate::health::HealthWatch;
+use crate::inbox::Refused;
 use crate::members::{Members, SILENT_AFTER};
 use crate::sink::{SinkError, Sinks};
 use crate::upstream::Upstream;
@@ -86,6 +87,8 @@ pub struct Aggregator {
     split_records: u64,
     /// Alert events not yet handed to the sinks.
     events: Vec<AlertEvent>,
+    /// Messages the inbox's gate refused: (names_refused, senders_refused).
+    refused: (u64, u64),
 }
 
 impl Aggregator {
@@ -104,6 +107,7 @@ impl Aggregator {
             malformed: BTreeMap::new(),
             split_records: 0,
             events: Vec::new(),
+            refused: (0, 0),
         }
     }
 
@@ -169,6 +173,14 @@ impl Aggregator {
     pub fn on_malformed(&mut self, reason: &'static str, error: &str, bytes: usize) {
         *self.malformed.entry(reason).or_default() += 1;
         warn!(%error, bytes, "dropped an undecodable message");
+    }
+
+    /// A message the inbox's gate refused: counted.
+    pub fn on_refused(&mut self, reason: Refused) {
+        match reason {
+            Refused::NameNotBound => self.refused.0 += 1,
+            Refused::OverCap => self.refused.1 += 1,
+        }
     }
 
     /// Time passes: processors that left the set and went silent are given up. Returns true
@@ -238,6 +250,8 @@ impl Aggregator {
             ("detect_late".into(), detect.late),
             ("detect_cap_hits".into(), detect.cap_hits),
             ("alert_events".into(), detect.events),
+            ("names_refused".into(), self.refused.0),
+            ("senders_refused".into(), self.refused.1),
         ];
         named.extend(
             self.malformed
@@ -274,6 +288,8 @@ impl Aggregator {
         report.conns = Some(conn_stats);
         report.detection = Some(detect_stats);
         report.auth_rejected = auth_rejected;
+        report.names_refused = Some(self.refused.0).filter(|&n| n > 0);
+        report.senders_refused = Some(self.refused.1).filter(|&n| n > 0);
         report.processor_set = self
             .processor_set
             .as_ref()
