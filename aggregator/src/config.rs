@@ -75,7 +75,7 @@ tapflow_runtime::layered! {
         pub conn_interim_log: Option<PathBuf>,
         #[arg(long, help = with_default("Session records held at most while waiting to write them in order", DEFAULT_CONN_CAP))]
         pub conn_cap: Option<usize>,
-        #[arg(long, help = with_default("Processor incarnations (a name and a start: each restart of a processor adds one) heard at most; messages from another are refused and counted (senders_refused)", DEFAULT_MAX_SENDERS))]
+        #[arg(long, help = with_default("Processor incarnations (a name and a start: each restart of a processor adds one) heard at most, under names bound to their CURVE key and under other names each; messages from another are refused and counted (senders_refused)", DEFAULT_MAX_SENDERS))]
         pub max_senders: Option<usize>,
         /// JSON-lines alerts log: one object per alert event (start, update, end of an episode).
         #[arg(long, env = "TAPFLOW_ALERTS_LOG")]

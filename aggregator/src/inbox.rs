@@ -21,7 +21,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use tapflow_proto::upstream::UpMessage;
-use tapflow_runtime::curve::{NameBindings, RefusalLog};
+use tapflow_runtime::curve::{NameBindings, RefusalLog, Speaker};
 use tracing::warn;
 
 /// The inbox could not be set up.
@@ -63,13 +63,17 @@ pub enum Refused {
 }
 
 /// Which processor messages get in (sans-IO): the processor names each CURVE key may speak
-/// for, and at most `max_senders` processor incarnations, so that made-up names can neither
-/// end the run (an end-of-stream under another processor's name) nor grow the tables kept by
-/// processor name.
+/// for, and at most `max_senders` processor incarnations of each kind (under a name their key
+/// is bound to; under any other name), so that made-up names can neither end the run (an
+/// end-of-stream under another processor's name), nor grow the tables kept by processor
+/// name, nor crowd out the configured names.
 pub struct Gate {
     bindings: NameBindings,
     max_senders: usize,
     known: HashSet<(String, u64)>,
+    /// Incarnations admitted under a bound name, and under any other name.
+    bound: usize,
+    any: usize,
 }
 
 impl Gate {
@@ -78,6 +82,8 @@ impl Gate {
             bindings,
             max_senders,
             known: HashSet::new(),
+            bound: 0,
+            any: 0,
         }
     }
 
@@ -85,16 +91,20 @@ impl Gate {
     /// a plain link): `Some` when it is refused.
     pub fn check(&mut self, m: &UpMessage, user_id: Option<&str>) -> Option<Refused> {
         let (processor, incarnation) = sender(m);
-        if !self.bindings.allows(user_id, processor) {
-            return Some(Refused::NameNotBound);
-        }
+        let speaker = self.bindings.speaker(user_id, processor);
+        let admitted = match speaker {
+            Speaker::Refused => return Some(Refused::NameNotBound),
+            Speaker::Bound => &mut self.bound,
+            Speaker::Any => &mut self.any,
+        };
         let key = (processor.to_owned(), incarnation);
         if self.known.contains(&key) {
             return None;
         }
-        if self.known.len() >= self.max_senders {
+        if *admitted >= self.max_senders {
             return Some(Refused::OverCap);
         }
+        *admitted += 1;
         self.known.insert(key);
         None
     }

@@ -94,7 +94,7 @@ tapflow_runtime::layered! {
         pub max_flows: Option<usize>,
         #[arg(long, help = with_default("Summaries buffered at most while merging collectors in time order", DEFAULT_MERGE_CAP))]
         pub merge_cap: Option<usize>,
-        #[arg(long, help = with_default("Collector links (a name and an incarnation: each restart of a collector adds one) tracked at most; messages that would open another are refused and counted (senders_refused)", DEFAULT_MAX_SENDERS))]
+        #[arg(long, help = with_default("Collector links (a name and an incarnation: each restart of a collector adds one) tracked at most, under names bound to their CURVE key and under other names each; messages that would open another are refused and counted (senders_refused)", DEFAULT_MAX_SENDERS))]
         pub max_senders: Option<usize>,
         /// Local networks for `local_orig`/`local_resp`, e.g. 10.0.0.0/8,2001:db8::/32 [default:
         /// none, and the two fields are left out].

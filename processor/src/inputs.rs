@@ -8,8 +8,10 @@
 //!
 //! Before any of that, a message must be one its sender may send: with CURVE, its collector
 //! name must be one the key that sent it may speak for (`curve_clients` `names`), and it may
-//! open a new link (a collector name and incarnation) only while fewer than `max_senders` are
-//! known. Refused messages are counted (`names_refused`, `senders_refused`) and touch nothing
+//! open a new link (a collector name and incarnation) only while fewer than `max_senders` of
+//! its kind are known. There are two kinds, each with its own `max_senders`: links under a
+//! name their key is bound to, and links under any other name (keys without `names`, plain
+//! links), so that made-up names can never crowd out the configured ones. Refused messages are counted (`names_refused`, `senders_refused`) and touch nothing
 //! else: no link, watermark or end-of-stream, so made-up names cost neither memory nor time.
 
 use std::collections::{BTreeMap, HashMap};
@@ -17,7 +19,7 @@ use std::collections::{BTreeMap, HashMap};
 use tapflow_proto::procset::ProcessorSet;
 use tapflow_proto::upstream::{LinkAccount, LinkProgress, ProcessorAccount, ShardClaim};
 use tapflow_proto::{shard, DecodeError, LinkHeader, Message, PacketSummary};
-use tapflow_runtime::curve::NameBindings;
+use tapflow_runtime::curve::{NameBindings, Speaker};
 
 /// Why a message was refused before it was accounted.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -65,8 +67,11 @@ pub struct Inputs {
     scratch: Vec<PacketSummary>,
     /// The collector names each CURVE key may speak for (nothing checked on plain links).
     bindings: NameBindings,
-    /// Links (collector name and incarnation) kept at most.
+    /// Links (collector name and incarnation) kept at most, of each kind (see the module doc).
     max_senders: usize,
+    /// Links opened under a name their key is bound to, and under any other name.
+    links_bound: usize,
+    links_any: usize,
     names_refused: u64,
     senders_refused: u64,
     /// Links that have sent end-of-stream (kept as a count: asked after every message).
@@ -86,6 +91,8 @@ impl Inputs {
             scratch: Vec::new(),
             bindings: NameBindings::default(),
             max_senders: usize::MAX,
+            links_bound: 0,
+            links_any: 0,
             names_refused: 0,
             senders_refused: 0,
             ended: 0,
@@ -158,27 +165,27 @@ impl Inputs {
     /// A message authenticated as `user_id`: refused unless that key may speak for its
     /// collector name, else [`Inputs::on_message`].
     pub fn on_message_from(&mut self, msg: Message, user_id: Option<&str>) -> Verdict<'_> {
-        if !self.bindings.allows(user_id, &msg.header().sender) {
+        let speaker = self.bindings.speaker(user_id, &msg.header().sender);
+        if speaker == Speaker::Refused {
             self.names_refused += 1;
             return Verdict::Refused {
                 header: msg.header().clone(),
                 reason: Refused::NameNotBound,
             };
         }
-        self.on_message(msg)
+        self.accounted(msg, speaker)
     }
 
-    /// Accounts one message (a new link past `max_senders` refused).
+    /// Accounts one message of a plain link (a new link past `max_senders` refused).
     pub fn on_message(&mut self, msg: Message) -> Verdict<'_> {
+        self.accounted(msg, Speaker::Any)
+    }
+
+    /// Accounts one message whose name `speaker` may use.
+    fn accounted(&mut self, msg: Message, speaker: Speaker) -> Verdict<'_> {
         let h = msg.header().clone();
-        if self.links.len() >= self.max_senders
-            && !self.links.contains_key(&(h.sender.clone(), h.incarnation))
-        {
-            self.senders_refused += 1;
-            return Verdict::Refused {
-                header: h,
-                reason: Refused::OverCap,
-            };
+        if let Some(reason) = self.admit(&h, speaker) {
+            return Verdict::Refused { header: h, reason };
         }
         let claim = ShardClaim {
             epoch: h.epoch,
@@ -315,6 +322,26 @@ impl Inputs {
             summaries_wrong_shard: self.wrong_shard,
             counters: Default::default(),
         }
+    }
+
+    /// `Some` when a message with header `h` would open a link past `max_senders` of its
+    /// kind (counted); else its link is known or now counted as opened.
+    fn admit(&mut self, h: &LinkHeader, speaker: Speaker) -> Option<Refused> {
+        let opened = match speaker {
+            Speaker::Bound => &mut self.links_bound,
+            _ => &mut self.links_any,
+        };
+        if *opened < self.max_senders {
+            if !self.links.contains_key(&(h.sender.clone(), h.incarnation)) {
+                *opened += 1;
+            }
+            return None;
+        }
+        if self.links.contains_key(&(h.sender.clone(), h.incarnation)) {
+            return None;
+        }
+        self.senders_refused += 1;
+        Some(Refused::OverCap)
     }
 
     /// The claim a message with header `h` (claiming `claim`) must make to be ours. With a
@@ -578,7 +605,7 @@ mod tests {
     #[test]
     fn a_key_speaks_only_for_its_names() {
         let (b, tap, any) = bindings();
-        let mut inputs = Inputs::new(None).guarded(b, 16);
+        let mut inputs = Inputs::new(None).guarded(b, 1);
         let v = inputs.on_message_from(eos("some-other-tap", 0, 0), Some(&tap));
         assert!(
             matches!(
@@ -605,8 +632,18 @@ mod tests {
             inputs.on_message_from(batch("tap-b", 0, 0, 2), Some(&any)),
             Verdict::Accept { .. }
         ));
+        // The links under any name are at their cap: no more of them, but a bound name's
+        // link was never in their count.
+        assert!(matches!(
+            inputs.on_message_from(batch("tap-c", 0, 0, 2), Some(&any)),
+            Verdict::Refused {
+                reason: Refused::OverCap,
+                ..
+            }
+        ));
         inputs.on_message_from(eos("tap-a", 0, 2), Some(&tap));
         assert_eq!((inputs.ended(), inputs.names_refused()), (1, 2));
+        assert_eq!(inputs.senders_refused(), 1);
     }
 
     #[test]

@@ -28,7 +28,7 @@ mod zap;
 
 pub use client::ClientMonitor;
 pub use keys::{keygen, load_clients, load_keypair, load_public_key, BadKey, Client, KeyError};
-pub use names::{NameBindings, RefusalLog, REFUSAL_LOG_EVERY};
+pub use names::{NameBindings, RefusalLog, Speaker, REFUSAL_LOG_EVERY};
 
 pub use zap::{add_counters, secure_client, secure_server, AuthCounts, Authenticator};
 

@@ -11,6 +11,17 @@ use std::time::{Duration, Instant};
 
 use super::LinkSecurity;
 
+/// How a message's sender name relates to the key that sent it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Speaker {
+    /// The name is one its key is bound to (`names` in `curve_clients`).
+    Bound,
+    /// Its key may use any name (no `names`), or the link is plain.
+    Any,
+    /// Its key is bound to other names (or the message carries no known key).
+    Refused,
+}
+
 /// The names each client key may speak for, by ZAP user id (the key's Z85 text).
 #[derive(Clone, Debug, Default)]
 pub struct NameBindings {
@@ -42,13 +53,19 @@ impl NameBindings {
     /// say it comes from `name`? Always on plain links; with CURVE, if its key has no `names`
     /// or `name` is one of them.
     pub fn allows(&self, user_id: Option<&str>, name: &str) -> bool {
+        self.speaker(user_id, name) != Speaker::Refused
+    }
+
+    /// How a message authenticated as `user_id` speaks for `name`: as one of the names its
+    /// key is bound to, under a key (or plain link) that may use any name, or not at all.
+    pub fn speaker(&self, user_id: Option<&str>, name: &str) -> Speaker {
         let Some(keys) = &self.keys else {
-            return true;
+            return Speaker::Any;
         };
         match user_id.and_then(|u| keys.get(u)) {
-            Some(None) => true,
-            Some(Some(names)) => names.contains(name),
-            None => false,
+            Some(None) => Speaker::Any,
+            Some(Some(names)) if names.contains(name) => Speaker::Bound,
+            _ => Speaker::Refused,
         }
     }
 

@@ -253,6 +253,8 @@ fn bindings_allow_only_the_names_of_the_sending_key() {
     assert_eq!(bindings.unbound(), (1, 2));
     let (a, b) = (a.z85(), b.z85());
     assert!(bindings.allows(Some(&a), "tap-a"));
+    assert_eq!(bindings.speaker(Some(&a), "tap-a"), Speaker::Bound);
+    assert_eq!(bindings.speaker(Some(&b), "tap-a"), Speaker::Any);
     assert!(!bindings.allows(Some(&a), "some-other-tap"));
     assert!(bindings.allows(Some(&b), "some-other-tap"));
     // A message without a user id, or another key's, under CURVE: refused.
