@@ -372,9 +372,10 @@ fn a_key_cannot_end_the_stream_of_a_name_it_is_not_bound_to() {
     }))
     .encode(&mut buf);
     up.send(&buf[..], 0).expect("send the forged account");
+    // Before names were bound, both ended here, exit 0, with nothing processed.
+    p.still_running();
     wait_for_log(&p.processor, "REFUSED: this collector key may not speak");
     wait_for_log(&p.aggregator, "REFUSED: this processor key may not speak");
-    p.still_running();
     let (report, conn) = p.finish(&pcap);
     drop((forger, up));
     println!(
