@@ -245,7 +245,7 @@ fn strip_comment(line: &str) -> &str {
             Some('"') if c == '\\' => escaped = true,
             Some(q) if c == q => quote = None,
             Some(_) => {}
-            None if c == '"' || c == '\'' => quote = Some(c),
+            None if c == '"' || c == '\u{27}' => quote = Some(c),
             None if c == '#' => return &line[..i],
             None => {}
         }
