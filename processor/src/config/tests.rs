@@ -181,3 +181,30 @@ fn a_processor_set_needs_a_member_id() {
     )
     .is_err());
 }
+
+#[test]
+fn max_senders_is_at_least_collectors() {
+    let plain = [
+        "--listen",
+        "tcp://127.0.0.1:1",
+        "--aggregator",
+        "tcp://127.0.0.1:2",
+        "--plain",
+    ];
+    fn with(plain: &[&'static str], extra: &[&'static str]) -> Vec<&'static str> {
+        plain.iter().chain(extra).copied().collect()
+    }
+    check(
+        &with(&plain, &["--collectors", "3", "--max-senders", "3"]),
+        &[],
+    );
+    check(
+        &with(&plain, &["--collectors", "3", "--max-senders", "2"]),
+        &["max_senders (2) must be at least collectors (3)"],
+    );
+    let args =
+        Args::try_parse_from(std::iter::once("p").chain(with(&plain, &["--collectors", "2000"])))
+            .expect("parse the arguments");
+    let config = Config::merge(args, Options::default()).expect("a valid configuration");
+    assert_eq!(config.max_senders, 2000);
+}
