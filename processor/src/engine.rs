@@ -457,16 +457,16 @@ impl Engine {
             ip_tunnels_over_cap: self.ip_tunnels_over_cap,
             merge_forced: m.forced,
             merge_late: m.late,
-            names_refused: None,
             records: t.records,
             records_sent: self.records_sent,
             records_unsent: self.records_unsent,
-            senders_refused: None,
             summaries_processed: t.summaries,
             traffic_keys_over_cap: self.traffic.over_cap,
             traffic_late: self.traffic.late,
             truncated_uncounted: t.truncated_uncounted,
             tunnel_outer_skipped: t.tunnel_outer_skipped,
+            names_refused: None,
+            senders_refused: None,
         }
     }
 }
