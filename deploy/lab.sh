@@ -137,13 +137,16 @@ for _ in $(seq 100); do on agg curl -fs http://127.0.0.1:8086/ping >/dev/null &&
 on agg curl -fs http://127.0.0.1:8086/ping >/dev/null || { log "influxd did not start: $out/influxd.log"; exit 1; }
 
 # Every link crosses the lab's network, so every link is CURVE: a key pair per collector, one
-# shared by the processors, one for the aggregator; each server lists its clients' public keys.
+# shared by the processors, one for the aggregator; each server lists its clients' public keys,
+# each bound to the names it may speak for (its .pub line with `, names = [...]` appended).
 mkdir -m 0700 "$out/keys"
 "$bin/tapflow-aggregator" keygen --out "$out/keys/aggregator" >/dev/null 2>&1
 "$bin/tapflow-processor" keygen --out "$out/keys/processor" >/dev/null 2>&1
 for t in tapa tapb; do "$bin/tapflow-collector" keygen --out "$out/keys/$t" >/dev/null 2>&1; done
-cat "$out/keys/tapa.pub" "$out/keys/tapb.pub" >"$out/keys/collectors.clients"
-cp "$out/keys/processor.pub" "$out/keys/processors.clients"
+for t in tapa tapb; do
+    sed -n "s/^public = .*/&, names = [\"$t\"]/p" "$out/keys/$t.pub"
+done >"$out/keys/collectors.clients"
+sed -n 's/^public = .*/&, names = ["proc0", "proc1"]/p' "$out/keys/processor.pub" >"$out/keys/processors.clients"
 
 # Low thresholds: the lab's attacks are small and short.
 ip netns exec "$p-agg" "$bin/tapflow-aggregator" --listen tcp://10.78.0.30:5700 --processors 2 --exit-on-eos \

@@ -143,6 +143,14 @@ pub struct AccountingReport {
     pub influx: Option<crate::influx::InfluxStats>,
     /// Connections refused by CURVE authentication (set by the run loop).
     pub auth_rejected: u64,
+    /// Processor messages refused because their CURVE key may not speak for the processor
+    /// name they carry (`curve_clients` `names`; set by the run loop, left out when none).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub names_refused: Option<u64>,
+    /// Processor messages refused because they came from an incarnation past `max_senders`
+    /// (set by the run loop, left out when none).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub senders_refused: Option<u64>,
     /// Processor-set epochs and the flows their switches split (set by the run loop when
     /// routing is by processor set).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -554,6 +562,8 @@ fn report(
         detection: None,
         influx: None,
         auth_rejected: 0,
+        names_refused: None,
+        senders_refused: None,
         processor_set: None,
         records_unwritten: BTreeMap::new(),
     }

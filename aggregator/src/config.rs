@@ -20,6 +20,7 @@ mod influx;
 mod resolved;
 
 pub const DEFAULT_CONN_CAP: usize = 1_000_000;
+pub const DEFAULT_MAX_SENDERS: usize = 1024;
 pub const DEFAULT_INFLUX_BATCH_LINES: usize = 5000;
 pub const DEFAULT_INFLUX_FINISH_S: u64 = 30;
 
@@ -74,6 +75,8 @@ tapflow_runtime::layered! {
         pub conn_interim_log: Option<PathBuf>,
         #[arg(long, help = with_default("Session records held at most while waiting to write them in order", DEFAULT_CONN_CAP))]
         pub conn_cap: Option<usize>,
+        #[arg(long, help = with_default("Processor incarnations (a name and a start: each restart of a processor adds one) heard at most, under names bound to their CURVE key and under other names each; messages from another are refused and counted (senders_refused)", DEFAULT_MAX_SENDERS))]
+        pub max_senders: Option<usize>,
         /// JSON-lines alerts log: one object per alert event (start, update, end of an episode).
         #[arg(long, env = "TAPFLOW_ALERTS_LOG")]
         pub alerts_log: Option<PathBuf>,
@@ -189,6 +192,7 @@ pub struct Config {
     pub conn_log: Option<PathBuf>,
     pub conn_interim_log: Option<PathBuf>,
     pub conn_cap: usize,
+    pub max_senders: usize,
     pub alerts_log: Option<PathBuf>,
     pub detect: crate::detect::DetectConfig,
     pub influx: Option<crate::influx::InfluxConfig>,
@@ -240,6 +244,12 @@ impl Config {
             o.metrics_public,
             &mut errors,
         );
+        let max_senders = o.max_senders.unwrap_or(DEFAULT_MAX_SENDERS.max(processors));
+        if max_senders < processors {
+            errors.push(format!(
+                "max_senders ({max_senders}) must be at least processors ({processors})"
+            ));
+        }
         let security = tapflow_runtime::curve::resolve(
             tapflow_runtime::curve::Role {
                 server: true,
@@ -264,6 +274,7 @@ impl Config {
             conn_log: o.conn_log,
             conn_interim_log: o.conn_interim_log,
             conn_cap: o.conn_cap.unwrap_or(DEFAULT_CONN_CAP).max(1),
+            max_senders,
             alerts_log: o.alerts_log,
             detect,
             influx,

@@ -8,13 +8,20 @@
 //! waits, ZeroMQ's queue fills and the processors are held back, as before. Dropping the inbox
 //! stops the thread at once: it waits on the PULL socket and on an in-process stop socket
 //! together, never on a timeout.
+//!
+//! The [`Gate`] is checked here too, where the message's CURVE key is known: a message whose
+//! key may not speak for the processor name it carries (`curve_clients` `names`), or from a
+//! processor incarnation past `max_senders`, is refused, logged (at most once a minute per
+//! key) and handed over only as [`Inbound::Refused`], to be counted: it reaches no table.
 
+use std::collections::HashSet;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tapflow_proto::upstream::UpMessage;
+use tapflow_runtime::curve::{NameBindings, RefusalLog, Speaker};
 use tracing::warn;
 
 /// The inbox could not be set up.
@@ -42,6 +49,65 @@ pub enum Inbound {
         error: String,
         bytes: usize,
     },
+    /// Refused by the [`Gate`]: to be counted, nothing else.
+    Refused(Refused),
+}
+
+/// Why the gate refused a message.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Refused {
+    /// Its CURVE key may not speak for its processor name (`names_refused`).
+    NameNotBound,
+    /// It came from a processor incarnation past `max_senders` (`senders_refused`).
+    OverCap,
+}
+
+/// Which processor messages get in (sans-IO): the processor names each CURVE key may speak
+/// for, and at most `max_senders` processor incarnations of each kind (under a name their key
+/// is bound to; under any other name), so that made-up names can neither end the run (an
+/// end-of-stream under another processor's name), nor grow the tables kept by processor
+/// name, nor crowd out the configured names.
+pub struct Gate {
+    bindings: NameBindings,
+    max_senders: usize,
+    known: HashSet<(String, u64)>,
+    /// Incarnations admitted under a bound name, and under any other name.
+    bound: usize,
+    any: usize,
+}
+
+impl Gate {
+    pub fn new(bindings: NameBindings, max_senders: usize) -> Gate {
+        Gate {
+            bindings,
+            max_senders,
+            known: HashSet::new(),
+            bound: 0,
+            any: 0,
+        }
+    }
+
+    /// Checks `m`, which came authenticated as `user_id` (its key's ZAP user id; `None` on
+    /// a plain link): `Some` when it is refused.
+    pub fn check(&mut self, m: &UpMessage, user_id: Option<&str>) -> Option<Refused> {
+        let (processor, incarnation) = sender(m);
+        let speaker = self.bindings.speaker(user_id, processor);
+        let admitted = match speaker {
+            Speaker::Refused => return Some(Refused::NameNotBound),
+            Speaker::Bound => &mut self.bound,
+            Speaker::Any => &mut self.any,
+        };
+        let key = (processor.to_owned(), incarnation);
+        if self.known.contains(&key) {
+            return None;
+        }
+        if *admitted >= self.max_senders {
+            return Some(Refused::OverCap);
+        }
+        *admitted += 1;
+        self.known.insert(key);
+        None
+    }
 }
 
 pub struct Inbox {
@@ -52,8 +118,9 @@ pub struct Inbox {
 }
 
 impl Inbox {
-    /// Takes over `pull` (bound and configured, from `ctx`) until the inbox is dropped.
-    pub fn start(ctx: &zmq::Context, pull: zmq::Socket) -> Result<Inbox, InboxError> {
+    /// Takes over `pull` (bound and configured, from `ctx`) until the inbox is dropped; what
+    /// it receives passes `gate` first.
+    pub fn start(ctx: &zmq::Context, pull: zmq::Socket, gate: Gate) -> Result<Inbox, InboxError> {
         static INBOXES: AtomicU64 = AtomicU64::new(0);
         let endpoint = format!(
             "inproc://tapflow-inbox-stop-{}",
@@ -72,7 +139,7 @@ impl Inbox {
         let (tx, rx) = mpsc::sync_channel(DEPTH);
         let handle = std::thread::Builder::new()
             .name("inbox".into())
-            .spawn(move || receive(&pull, &stopped, &tx))
+            .spawn(move || receive(&pull, &stopped, gate, &tx))
             .map_err(InboxError::Thread)?;
         Ok(Inbox {
             rx: Some(rx),
@@ -110,7 +177,8 @@ impl Drop for Inbox {
     }
 }
 
-fn receive(pull: &zmq::Socket, stopped: &zmq::Socket, tx: &SyncSender<Inbound>) {
+fn receive(pull: &zmq::Socket, stopped: &zmq::Socket, mut gate: Gate, tx: &SyncSender<Inbound>) {
+    let mut refusals = RefusalLog::default();
     loop {
         let mut items = [
             pull.as_poll_item(zmq::POLLIN),
@@ -133,15 +201,22 @@ fn receive(pull: &zmq::Socket, stopped: &zmq::Socket, tx: &SyncSender<Inbound>) 
         if !items[0].is_readable() {
             continue;
         }
-        let msg = match pull.recv_msg(0) {
+        let mut msg = match pull.recv_msg(0) {
             Ok(m) => m,
             Err(e) => {
                 warn!(error = %e, "receive failed");
                 continue;
             }
         };
+        let user_id = msg.gets("User-Id").map(str::to_owned);
         let inbound = match UpMessage::decode(&msg) {
-            Ok(m) => Inbound::Message(m),
+            Ok(m) => match gate.check(&m, user_id.as_deref()) {
+                None => Inbound::Message(m),
+                Some(r) => {
+                    log_refused(&mut refusals, &m, r, user_id.as_deref(), gate.max_senders);
+                    Inbound::Refused(r)
+                }
+            },
             Err(e) => Inbound::Malformed {
                 reason: e.reason(),
                 error: e.to_string(),
@@ -151,5 +226,79 @@ fn receive(pull: &zmq::Socket, stopped: &zmq::Socket, tx: &SyncSender<Inbound>) 
         if tx.send(inbound).is_err() {
             return;
         }
+    }
+}
+
+/// The processor incarnation a message says it comes from.
+fn sender(m: &UpMessage) -> (&str, u64) {
+    match m {
+        UpMessage::Heartbeat(hb) => (&hb.processor, hb.incarnation),
+        UpMessage::Conns(batch) => (&batch.processor, batch.incarnation),
+        UpMessage::Eos(account) => (&account.processor, account.incarnation),
+    }
+}
+
+/// A refused message, logged at the first refusal of its key (or of the cap) and then at
+/// most once a minute.
+fn log_refused(
+    refusals: &mut RefusalLog,
+    m: &UpMessage,
+    reason: Refused,
+    user_id: Option<&str>,
+    max_senders: usize,
+) {
+    let (processor, incarnation) = sender(m);
+    let peer = match reason {
+        Refused::NameNotBound => user_id.unwrap_or("(no key)"),
+        Refused::OverCap => "(max_senders)",
+    };
+    let Some(refused) = refusals.note(peer, Instant::now()) else {
+        return;
+    };
+    match reason {
+        Refused::NameNotBound => warn!(%processor, key = peer, refused,
+            "REFUSED: this processor key may not speak for that processor name (curve_clients `names`); its messages are dropped and counted as names_refused (logged at the first and at most once a minute)"),
+        Refused::OverCap => warn!(%processor, incarnation, max_senders, refused,
+            "REFUSED: a processor incarnation past max_senders; its messages are dropped and counted as senders_refused (logged at the first and at most once a minute)"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tapflow_proto::upstream::{ProcessorAccount, ProcessorHeartbeat};
+
+    fn heartbeat(processor: &str, incarnation: u64) -> UpMessage {
+        UpMessage::Heartbeat(ProcessorHeartbeat {
+            processor: processor.into(),
+            incarnation,
+            ..Default::default()
+        })
+    }
+
+    #[test]
+    fn the_gate_holds_at_most_max_senders_incarnations() {
+        let mut gate = Gate::new(NameBindings::default(), 2);
+        assert_eq!(gate.check(&heartbeat("p0", 1), None), None);
+        let refused = (0..10_000)
+            .filter(|i| {
+                gate.check(&heartbeat(&format!("made-up-{i}"), 1), None)
+                    .is_some()
+            })
+            .count();
+        assert_eq!(refused, 9_999);
+        assert_eq!(gate.known.len(), 2);
+        // The incarnations it knows still get in, whatever they send.
+        assert_eq!(gate.check(&heartbeat("p0", 1), None), None);
+        let eos = UpMessage::Eos(Box::new(ProcessorAccount {
+            processor: "p0".into(),
+            incarnation: 1,
+            ..Default::default()
+        }));
+        assert_eq!(gate.check(&eos, None), None);
+        assert_eq!(
+            gate.check(&heartbeat("p0", 2), None),
+            Some(Refused::OverCap)
+        );
     }
 }

@@ -12,7 +12,7 @@ use tracing::{error, info};
 use crate::accounting::AccountingReport;
 use crate::config::Config;
 use crate::detect_thread::DetectThread;
-use crate::inbox::{Inbound, Inbox, InboxError};
+use crate::inbox::{Gate, Inbound, Inbox, InboxError};
 use crate::sink::{SinkError, Sinks};
 use crate::state::{Aggregator, Now, Settings};
 
@@ -92,6 +92,7 @@ pub fn run(
                 error,
                 bytes,
             }) => machine.on_malformed(reason, &error, bytes, now().instant),
+            Some(Inbound::Refused(reason)) => machine.on_refused(reason),
             None => {}
         }
     }
@@ -133,7 +134,9 @@ impl Edge {
             tapflow_runtime::curve::secure_server(&ctx, &pull, &config.security, &config.listen)
                 .map_err(sock_err("set up CURVE for"))?;
         pull.bind(&config.listen).map_err(sock_err("bind"))?;
-        let inbox = Inbox::start(&ctx, pull)?;
+        let bindings = tapflow_runtime::curve::NameBindings::of(&config.security);
+        bindings.warn_unbound("processor");
+        let inbox = Inbox::start(&ctx, pull, Gate::new(bindings, config.max_senders))?;
         Ok(Edge {
             inbox,
             auth,

@@ -23,6 +23,7 @@ use crate::conns::ConnSorter;
 use crate::detect::AlertEvent;
 use crate::detect_thread::Detection;
 use crate::health::HealthWatch;
+use crate::inbox::Refused;
 use crate::members::{Members, SILENT_AFTER};
 use crate::sink::{SinkError, Sinks};
 use crate::upstream::Upstream;
@@ -90,6 +91,8 @@ pub struct Aggregator {
     split_records: u64,
     /// Alert events not yet handed to the sinks.
     events: Vec<AlertEvent>,
+    /// Messages the inbox's gate refused: (names_refused, senders_refused).
+    refused: (u64, u64),
 }
 
 impl Aggregator {
@@ -109,6 +112,7 @@ impl Aggregator {
             malformed_log: RateLimit::default(),
             split_records: 0,
             events: Vec::new(),
+            refused: (0, 0),
         }
     }
 
@@ -186,6 +190,14 @@ impl Aggregator {
             .log_suppressed("dropped undecodable messages");
     }
 
+    /// A message the inbox's gate refused: counted.
+    pub fn on_refused(&mut self, reason: Refused) {
+        match reason {
+            Refused::NameNotBound => self.refused.0 += 1,
+            Refused::OverCap => self.refused.1 += 1,
+        }
+    }
+
     /// Time passes: processors that left the set and went silent are given up. Returns true
     /// when the run should end (`exit_on_eos` and every expected processor ended or given up).
     pub fn tick(&mut self, now: Instant) -> bool {
@@ -253,6 +265,8 @@ impl Aggregator {
             ("detect_late".into(), detect.late),
             ("detect_cap_hits".into(), detect.cap_hits),
             ("alert_events".into(), detect.events),
+            ("names_refused".into(), self.refused.0),
+            ("senders_refused".into(), self.refused.1),
         ];
         named.extend(
             self.malformed
@@ -289,6 +303,8 @@ impl Aggregator {
         report.conns = Some(conn_stats);
         report.detection = Some(detect_stats);
         report.auth_rejected = auth_rejected;
+        report.names_refused = Some(self.refused.0).filter(|&n| n > 0);
+        report.senders_refused = Some(self.refused.1).filter(|&n| n > 0);
         report.processor_set = self
             .processor_set
             .as_ref()

@@ -23,6 +23,7 @@ pub const DEFAULT_HEARTBEAT_MS: u64 = 1000;
 pub const DEFAULT_DEAD_AFTER_MS: u64 = 10_000;
 pub const DEFAULT_MAX_FLOWS: usize = 1_000_000;
 pub const DEFAULT_MERGE_CAP: usize = 1_000_000;
+pub const DEFAULT_MAX_SENDERS: usize = 1024;
 
 const EXAMPLES: &str = "Examples:
   # shard 0 of 2, fed by one collector, exiting once it has sent end-of-stream
@@ -93,6 +94,8 @@ tapflow_runtime::layered! {
         pub max_flows: Option<usize>,
         #[arg(long, help = with_default("Summaries buffered at most while merging collectors in time order", DEFAULT_MERGE_CAP))]
         pub merge_cap: Option<usize>,
+        #[arg(long, help = with_default("Collector links (a name and an incarnation: each restart of a collector adds one) tracked at most, under names bound to their CURVE key and under other names each; messages that would open another are refused and counted (senders_refused)", DEFAULT_MAX_SENDERS))]
+        pub max_senders: Option<usize>,
         /// Local networks for `local_orig`/`local_resp`, e.g. 10.0.0.0/8,2001:db8::/32 [default:
         /// none, and the two fields are left out].
         #[arg(long, value_delimiter = ',')]
@@ -147,6 +150,7 @@ pub struct Config {
     pub dead_after: Duration,
     pub max_flows: usize,
     pub merge_cap: usize,
+    pub max_senders: usize,
     pub local_nets: Vec<(Addr, u8)>,
     pub metrics_listen: Option<String>,
     /// CURVE (or plain, on loopback) on both links.
@@ -201,6 +205,12 @@ impl Config {
         if max_flows == 0 || merge_cap == 0 {
             errors.push("max_flows and merge_cap must be at least 1".to_owned());
         }
+        let max_senders = o.max_senders.unwrap_or(DEFAULT_MAX_SENDERS.max(collectors));
+        if max_senders < collectors {
+            errors.push(format!(
+                "max_senders ({max_senders}) must be at least collectors ({collectors})"
+            ));
+        }
         let local_nets = tapflow_runtime::config::parse_nets(&o.local_nets, &mut errors);
         tapflow_runtime::config::check_metrics_listen(
             o.metrics_listen.as_deref(),
@@ -236,6 +246,7 @@ impl Config {
             dead_after: Duration::from_millis(dead_after_ms),
             max_flows,
             merge_cap,
+            max_senders,
             local_nets,
             security,
         })
@@ -303,6 +314,7 @@ impl Config {
         kv(&mut out, "dead_after_ms", self.dead_after.as_millis());
         kv(&mut out, "max_flows", self.max_flows);
         kv(&mut out, "merge_cap", self.merge_cap);
+        kv(&mut out, "max_senders", self.max_senders);
         let nets: Vec<String> = self
             .local_nets
             .iter()

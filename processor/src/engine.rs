@@ -447,7 +447,8 @@ impl Engine {
         }
     }
 
-    /// The session, merge and link counters (`epoch_unknown` and `auth` are the caller's).
+    /// The session, merge and link counters (`epoch_unknown`, `auth`, `names_refused` and
+    /// `senders_refused` are the caller's).
     pub(crate) fn counters(&self) -> ProcessorCounters {
         let t = self.table.stats();
         let m = self.merger.stats();
@@ -477,6 +478,8 @@ impl Engine {
             traffic_late: self.traffic.late,
             truncated_uncounted: t.truncated_uncounted,
             tunnel_outer_skipped: t.tunnel_outer_skipped,
+            names_refused: None,
+            senders_refused: None,
         }
     }
 }

@@ -5,12 +5,30 @@
 //! receives, or the one it was configured with, is its own; a message claiming anything else was
 //! routed by a collector that disagrees on the set or its order, and is counted and dropped
 //! loudly as `misrouted`.
+//!
+//! Before any of that, a message must be one its sender may send: with CURVE, its collector
+//! name must be one the key that sent it may speak for (`curve_clients` `names`), and it may
+//! open a new link (a collector name and incarnation) only while fewer than `max_senders` of
+//! its kind are known. There are two kinds, each with its own `max_senders`: links under a
+//! name their key is bound to, and links under any other name (keys without `names`, plain
+//! links), so that made-up names can never crowd out the configured ones. Refused messages are counted (`names_refused`, `senders_refused`) and touch nothing
+//! else: no link, watermark or end-of-stream, so made-up names cost neither memory nor time.
 
 use std::collections::{BTreeMap, HashMap};
 
 use tapflow_proto::procset::ProcessorSet;
 use tapflow_proto::upstream::{LinkAccount, LinkProgress, ProcessorAccount, ShardClaim};
 use tapflow_proto::{shard, DecodeError, LinkHeader, Message, PacketSummary};
+use tapflow_runtime::curve::{NameBindings, Speaker};
+
+/// Why a message was refused before it was accounted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Refused {
+    /// Its CURVE key may not speak for its sender name (`names_refused`).
+    NameNotBound,
+    /// It would open a link past `max_senders` (`senders_refused`).
+    OverCap,
+}
 
 /// What the caller should do after [`Inputs::on_message`].
 #[derive(Debug, PartialEq, Eq)]
@@ -29,6 +47,8 @@ pub enum Verdict<'a> {
     },
     /// A heartbeat, or the input's end-of-stream (`ended`): its watermark moves on.
     Progress { header: LinkHeader, ended: bool },
+    /// Refused and counted, nothing else done.
+    Refused { header: LinkHeader, reason: Refused },
 }
 
 #[derive(Debug)]
@@ -45,6 +65,17 @@ pub struct Inputs {
     misrouted_messages: u64,
     wrong_shard: u64,
     scratch: Vec<PacketSummary>,
+    /// The collector names each CURVE key may speak for (nothing checked on plain links).
+    bindings: NameBindings,
+    /// Links (collector name and incarnation) kept at most, of each kind (see the module doc).
+    max_senders: usize,
+    /// Links opened under a name their key is bound to, and under any other name.
+    links_bound: usize,
+    links_any: usize,
+    names_refused: u64,
+    senders_refused: u64,
+    /// Links that have sent end-of-stream (kept as a count: asked after every message).
+    ended: usize,
 }
 
 impl Inputs {
@@ -58,7 +89,33 @@ impl Inputs {
             misrouted_messages: 0,
             wrong_shard: 0,
             scratch: Vec::new(),
+            bindings: NameBindings::default(),
+            max_senders: usize::MAX,
+            links_bound: 0,
+            links_any: 0,
+            names_refused: 0,
+            senders_refused: 0,
+            ended: 0,
         }
+    }
+
+    /// These inputs, refusing names `bindings` does not allow and links past `max_senders`.
+    pub fn guarded(self, bindings: NameBindings, max_senders: usize) -> Inputs {
+        Inputs {
+            bindings,
+            max_senders,
+            ..self
+        }
+    }
+
+    /// Messages refused because their key may not speak for their collector name.
+    pub fn names_refused(&self) -> u64 {
+        self.names_refused
+    }
+
+    /// Messages refused because they would open a link past `max_senders`.
+    pub fn senders_refused(&self) -> u64 {
+        self.senders_refused
     }
 
     /// Inputs of processor `id` of a processor set.
@@ -89,10 +146,15 @@ impl Inputs {
         *self.malformed.entry(e.reason().to_owned()).or_default() += 1;
     }
 
-    /// Decodes and accounts one message.
-    pub fn on_bytes(&mut self, bytes: &[u8]) -> Result<Verdict<'_>, DecodeError> {
+    /// Decodes and accounts one message, which its link authenticated as `user_id` (the
+    /// sending key's ZAP user id; `None` on a plain link).
+    pub fn on_bytes(
+        &mut self,
+        bytes: &[u8],
+        user_id: Option<&str>,
+    ) -> Result<Verdict<'_>, DecodeError> {
         match Message::decode(bytes) {
-            Ok(m) => Ok(self.on_message(m)),
+            Ok(m) => Ok(self.on_message_from(m, user_id)),
             Err(e) => {
                 self.on_malformed(&e);
                 Err(e)
@@ -100,8 +162,31 @@ impl Inputs {
         }
     }
 
+    /// A message authenticated as `user_id`: refused unless that key may speak for its
+    /// collector name, else [`Inputs::on_message`].
+    pub fn on_message_from(&mut self, msg: Message, user_id: Option<&str>) -> Verdict<'_> {
+        let speaker = self.bindings.speaker(user_id, &msg.header().sender);
+        if speaker == Speaker::Refused {
+            self.names_refused += 1;
+            return Verdict::Refused {
+                header: msg.header().clone(),
+                reason: Refused::NameNotBound,
+            };
+        }
+        self.accounted(msg, speaker)
+    }
+
+    /// Accounts one message of a plain link (a new link past `max_senders` refused).
     pub fn on_message(&mut self, msg: Message) -> Verdict<'_> {
+        self.accounted(msg, Speaker::Any)
+    }
+
+    /// Accounts one message whose name `speaker` may use.
+    fn accounted(&mut self, msg: Message, speaker: Speaker) -> Verdict<'_> {
         let h = msg.header().clone();
+        if let Some(reason) = self.admit(&h, speaker) {
+            return Verdict::Refused { header: h, reason };
+        }
         let claim = ShardClaim {
             epoch: h.epoch,
             shard_count: h.shard_count,
@@ -150,6 +235,9 @@ impl Inputs {
             Message::Eos {
                 status, counters, ..
             } => {
+                if link.eos_seq.is_none() {
+                    self.ended += 1;
+                }
                 link.eos_seq = Some(h.seq);
                 link.eos_status = Some(status);
                 link.counters = Some(counters);
@@ -160,7 +248,7 @@ impl Inputs {
 
     /// Collector incarnations that have sent end-of-stream.
     pub fn ended(&self) -> usize {
-        self.links.values().filter(|l| l.eos_seq.is_some()).count()
+        self.ended
     }
 
     /// Minimum watermark over inputs that have not ended (u64::MAX when none is live).
@@ -234,6 +322,26 @@ impl Inputs {
             summaries_wrong_shard: self.wrong_shard,
             counters: Default::default(),
         }
+    }
+
+    /// `Some` when a message with header `h` would open a link past `max_senders` of its
+    /// kind (counted); else its link is known or now counted as opened.
+    fn admit(&mut self, h: &LinkHeader, speaker: Speaker) -> Option<Refused> {
+        let opened = match speaker {
+            Speaker::Bound => &mut self.links_bound,
+            _ => &mut self.links_any,
+        };
+        if *opened < self.max_senders {
+            if !self.links.contains_key(&(h.sender.clone(), h.incarnation)) {
+                *opened += 1;
+            }
+            return None;
+        }
+        if self.links.contains_key(&(h.sender.clone(), h.incarnation)) {
+            return None;
+        }
+        self.senders_refused += 1;
+        Some(Refused::OverCap)
     }
 
     /// The claim a message with header `h` (claiming `claim`) must make to be ours. With a
@@ -462,10 +570,102 @@ mod tests {
     #[test]
     fn garbage_is_counted_by_reason() {
         let mut inputs = Inputs::new(None);
-        assert!(inputs.on_bytes(b"nonsense").is_err());
-        assert!(inputs.on_bytes(b"TF\x09\x01").is_err());
+        assert!(inputs.on_bytes(b"nonsense", None).is_err());
+        assert!(inputs.on_bytes(b"TF\x09\x01", None).is_err());
         let acc = inputs.account("p", 1);
         assert_eq!(acc.malformed.get("bad_magic"), Some(&1));
         assert_eq!(acc.malformed.get("unknown_version"), Some(&1));
+    }
+
+    /// CURVE bindings: key `tap` may speak for "tap-a" only, key `any` for any name.
+    fn bindings() -> (NameBindings, String, String) {
+        use tapflow_runtime::curve::{Client, CurveConfig, KeyPair, LinkSecurity};
+        let pair = || KeyPair::generate().expect("generate a key pair");
+        let (tap, any) = (pair().public, pair().public);
+        let security = LinkSecurity::Curve(std::sync::Arc::new(CurveConfig {
+            key_path: "server.key".into(),
+            key: pair(),
+            clients_path: Some("clients".into()),
+            clients: vec![
+                Client {
+                    key: tap,
+                    names: Some(vec!["tap-a".into()]),
+                },
+                Client {
+                    key: any,
+                    names: None,
+                },
+            ],
+            server_key_path: None,
+            server_key: None,
+        }));
+        (NameBindings::of(&security), tap.z85(), any.z85())
+    }
+
+    #[test]
+    fn a_key_speaks_only_for_its_names() {
+        let (b, tap, any) = bindings();
+        let mut inputs = Inputs::new(None).guarded(b, 1);
+        let v = inputs.on_message_from(eos("some-other-tap", 0, 0), Some(&tap));
+        assert!(
+            matches!(
+                v,
+                Verdict::Refused {
+                    reason: Refused::NameNotBound,
+                    ..
+                }
+            ),
+            "{v:?}"
+        );
+        assert!(matches!(
+            inputs.on_message_from(batch("tap-a", 0, 0, 2), None),
+            Verdict::Refused { .. }
+        ));
+        // Nothing of the refused messages is accounted: no link, no end-of-stream.
+        assert_eq!((inputs.ended(), inputs.names_refused()), (0, 2));
+        assert!(inputs.account("p", 1).links.is_empty());
+        assert!(matches!(
+            inputs.on_message_from(batch("tap-a", 0, 0, 2), Some(&tap)),
+            Verdict::Accept { .. }
+        ));
+        assert!(matches!(
+            inputs.on_message_from(batch("tap-b", 0, 0, 2), Some(&any)),
+            Verdict::Accept { .. }
+        ));
+        // The links under any name are at their cap: no more of them, but a bound name's
+        // link was never in their count.
+        assert!(matches!(
+            inputs.on_message_from(batch("tap-c", 0, 0, 2), Some(&any)),
+            Verdict::Refused {
+                reason: Refused::OverCap,
+                ..
+            }
+        ));
+        inputs.on_message_from(eos("tap-a", 0, 2), Some(&tap));
+        assert_eq!((inputs.ended(), inputs.names_refused()), (1, 2));
+        assert_eq!(inputs.senders_refused(), 1);
+    }
+
+    #[test]
+    fn new_links_past_the_cap_are_refused() {
+        let mut inputs = Inputs::new(None).guarded(NameBindings::default(), 3);
+        inputs.on_message(batch("real", 0, 0, 1));
+        for i in 0..10_000 {
+            let hb = Message::Heartbeat {
+                header: header(&format!("made-up-{i}"), 0, 0),
+                counters: CollectorCounters::default(),
+            };
+            inputs.on_message(hb);
+        }
+        assert_eq!(inputs.progress().len(), 3);
+        assert_eq!(inputs.senders_refused(), 10_000 - 2);
+        // Known links go on; the real collector still ends.
+        assert!(matches!(
+            inputs.on_message(batch("real", 0, 1, 1)),
+            Verdict::Accept { .. }
+        ));
+        inputs.on_message(eos("real", 0, 2));
+        assert_eq!(inputs.ended(), 1);
+        assert_eq!(inputs.senders_refused(), 10_000 - 2);
     }
 }

@@ -46,8 +46,10 @@ pub fn run(config: &Config, shutdown: &AtomicBool) -> Result<(), RunError> {
         if node.all_ended() {
             break;
         }
-        if let Some(msg) = links.receive(poll_ms) {
-            node.on_message(&msg);
+        if let Some(mut msg) = links.receive(poll_ms) {
+            // CURVE: the key the message came with (its ZAP user id), for the name check.
+            let user_id = msg.gets("User-Id").map(str::to_owned);
+            node.on_message(&msg, user_id.as_deref());
         }
         let heartbeat_due = last_heartbeat.elapsed() >= config.heartbeat;
         if heartbeat_due {

@@ -113,8 +113,9 @@ pub struct AuthCounters {
 /// a key of `counters` in the accounting report, all named by [`ProcessorCounters::named`].
 ///
 /// Fields are declared in the alphabetical order of their names, the order `named` yields them
-/// in. On the wire the struct travels as the other structs do (an array); JSON and `Debug` show
-/// the named pairs (`None` fields left out), as a map from name to count would.
+/// in, but for the last two (see there). On the wire the struct travels as the other structs
+/// do (an array); JSON and `Debug` show the named pairs (`None` fields left out), as a map from
+/// name to count would.
 #[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ProcessorCounters {
     /// The CURVE authenticator's counts (`None` on a plain link).
@@ -159,6 +160,16 @@ pub struct ProcessorCounters {
     pub traffic_late: u64,
     pub truncated_uncounted: u64,
     pub tunnel_outer_skipped: u64,
+    // Declared last, out of name order: on the wire (an array) an account from a processor
+    // built before them still decodes, with both `None`.
+    /// Messages refused because their CURVE key may not speak for the collector name they
+    /// carry (`curve_clients` `names`); `None` in an account when there were none.
+    #[serde(default)]
+    pub names_refused: Option<u64>,
+    /// Messages refused because they would open a collector link past `max_senders`; `None`
+    /// in an account when there were none.
+    #[serde(default)]
+    pub senders_refused: Option<u64>,
 }
 
 impl ProcessorCounters {
@@ -194,9 +205,11 @@ impl ProcessorCounters {
             ("ip_tunnels_over_cap", Some(self.ip_tunnels_over_cap)),
             ("merge_forced", Some(self.merge_forced)),
             ("merge_late", Some(self.merge_late)),
+            ("names_refused", self.names_refused),
             ("records", Some(self.records)),
             ("records_sent", Some(self.records_sent)),
             ("records_unsent", Some(self.records_unsent)),
+            ("senders_refused", self.senders_refused),
             ("summaries_processed", Some(self.summaries_processed)),
             ("traffic_keys_over_cap", Some(self.traffic_keys_over_cap)),
             ("traffic_late", Some(self.traffic_late)),
@@ -366,6 +379,34 @@ mod tests {
         assert_eq!(
             UpMessage::decode(b"TF\x03\x01\x90").map_err(|e| e.reason()),
             Err("unknown_kind")
+        );
+    }
+
+    /// A processor of the build before `names_refused` and `senders_refused` sent its
+    /// counters two elements shorter: they still decode, with both `None`.
+    #[test]
+    fn counters_without_the_refusals_decode() {
+        let c = ProcessorCounters {
+            records: 7,
+            names_refused: Some(1),
+            senders_refused: Some(2),
+            ..ProcessorCounters::default()
+        };
+        let full = rmp_serde::to_vec(&c).expect("encode the counters");
+        // An array 16 header (0xdc, u16 length) and then its elements: drop the last two
+        // (one byte each).
+        assert_eq!(full[0], 0xdc);
+        let n = u16::from_be_bytes([full[1], full[2]]) - 2;
+        let mut old = vec![0xdc];
+        old.extend_from_slice(&n.to_be_bytes());
+        old.extend_from_slice(&full[3..full.len() - 2]);
+        let decoded: ProcessorCounters = rmp_serde::from_slice(&old).expect("decode the counters");
+        assert_eq!(
+            decoded,
+            ProcessorCounters {
+                records: 7,
+                ..ProcessorCounters::default()
+            }
         );
     }
 

@@ -7,7 +7,9 @@
 //! - a keypair file (`PREFIX.key`, mode 0600) holds `public = "..."` and `secret = "..."`;
 //! - a public-key file (`PREFIX.pub`) holds `public = "..."`;
 //! - a clients file is public-key lines, one per allowed peer (`cat a.pub b.pub > clients`),
-//!   blank lines and `#` comments allowed.
+//!   blank lines and `#` comments allowed; a line may bind its key to the sender names it may
+//!   speak for: `public = "...", names = ["tap-a", "tap-b"]` (`curve/names.rs`; a key without
+//!   `names` may speak for any name).
 //!
 //! A secret-key file readable by group or others is refused, as ssh refuses such a private key.
 //! Secrets are never logged nor printed: `Debug` of a key pair shows only its public half.
@@ -21,10 +23,12 @@ use crate::config::is_zmq_endpoint;
 
 mod client;
 mod keys;
+mod names;
 mod zap;
 
 pub use client::ClientMonitor;
-pub use keys::{keygen, load_clients, load_keypair, load_public_key, BadKey, KeyError};
+pub use keys::{keygen, load_clients, load_keypair, load_public_key, BadKey, Client, KeyError};
+pub use names::{NameBindings, RefusalLog, Speaker, REFUSAL_LOG_EVERY};
 
 pub use zap::{add_counters, secure_client, secure_server, AuthCounts, Authenticator};
 
@@ -81,9 +85,9 @@ pub struct CurveConfig {
     /// This binary's own key pair (`curve_key`).
     pub key_path: PathBuf,
     pub key: KeyPair,
-    /// Servers: the client keys allowed to connect (`curve_clients`).
+    /// Servers: the client keys allowed to connect (`curve_clients`), with their names.
     pub clients_path: Option<PathBuf>,
-    pub clients: Vec<PublicKey>,
+    pub clients: Vec<Client>,
     /// Clients: the server's public key (`curve_server_key`).
     pub server_key_path: Option<PathBuf>,
     pub server_key: Option<PublicKey>,
@@ -236,8 +240,13 @@ impl LinkSecurity {
             LinkSecurity::Curve(c) => {
                 let mut out = format!("plain = false\ncurve_key = {}\n", q(&c.key_path));
                 if let Some(p) = &c.clients_path {
+                    let bound = c.clients.iter().filter(|c| c.names.is_some()).count();
+                    let bound = match bound {
+                        0 => String::new(),
+                        n => format!(", {n} bound to names"),
+                    };
                     out.push_str(&format!(
-                        "curve_clients = {}\n# curve_clients: {} client keys\n",
+                        "curve_clients = {}\n# curve_clients: {} client keys{bound}\n",
                         q(p),
                         c.clients.len()
                     ));

@@ -36,6 +36,7 @@ impl Config {
             }
         }
         kv(&mut out, "conn_cap", self.conn_cap);
+        kv(&mut out, "max_senders", self.max_senders);
         detection(&mut out, &self.detect);
         match &self.influx {
             Some(i) => {

@@ -203,3 +203,30 @@ fn metrics_off_loopback_need_metrics_public() {
     let text = config.resolved();
     assert!(text.lines().any(|l| l == "metrics_public = true"), "{text}");
 }
+
+#[test]
+fn max_senders_is_at_least_collectors() {
+    let plain = [
+        "--listen",
+        "tcp://127.0.0.1:1",
+        "--aggregator",
+        "tcp://127.0.0.1:2",
+        "--plain",
+    ];
+    fn with(plain: &[&'static str], extra: &[&'static str]) -> Vec<&'static str> {
+        plain.iter().chain(extra).copied().collect()
+    }
+    check(
+        &with(&plain, &["--collectors", "3", "--max-senders", "3"]),
+        &[],
+    );
+    check(
+        &with(&plain, &["--collectors", "3", "--max-senders", "2"]),
+        &["max_senders (2) must be at least collectors (3)"],
+    );
+    let args =
+        Args::try_parse_from(std::iter::once("p").chain(with(&plain, &["--collectors", "2000"])))
+            .expect("parse the arguments");
+    let config = Config::merge(args, Options::default()).expect("a valid configuration");
+    assert_eq!(config.max_senders, 2000);
+}

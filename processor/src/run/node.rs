@@ -5,14 +5,16 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
-use tapflow_proto::upstream::{ProcessorAccount, ProcessorHeartbeat, UpMessage};
+use tapflow_proto::upstream::{ProcessorAccount, ProcessorCounters, ProcessorHeartbeat, UpMessage};
+use tapflow_proto::LinkHeader;
+use tapflow_runtime::curve::{NameBindings, RefusalLog};
 use tapflow_runtime::ratelimit::RateLimit;
 use tracing::{error, info, warn};
 
 use super::links::{LinkError, Links};
 use crate::config::Config;
 use crate::engine::{Engine, RECORDS_PER_MESSAGE};
-use crate::inputs::{Inputs, Verdict};
+use crate::inputs::{Inputs, Refused, Verdict};
 
 /// Input accounting and engine, with the buffer messages are encoded into.
 pub(crate) struct Node<'c> {
@@ -25,6 +27,7 @@ pub(crate) struct Node<'c> {
     /// WARN/ERROR lines about collector messages (undecodable: by reason; misrouted): a peer
     /// can send them by the thousand, so they are rate-limited (the counters count them all).
     log_limit: RateLimit<&'static str>,
+    refusals: RefusalLog,
 }
 
 impl<'c> Node<'c> {
@@ -33,6 +36,9 @@ impl<'c> Node<'c> {
             Some((_, set, id)) => Inputs::with_set(set.clone(), *id),
             None => Inputs::new(config.shard),
         };
+        let bindings = NameBindings::of(&config.security);
+        bindings.warn_unbound("collector");
+        let inputs = inputs.guarded(bindings, config.max_senders);
         Node {
             config,
             incarnation,
@@ -41,6 +47,7 @@ impl<'c> Node<'c> {
             buf: Vec::with_capacity(1 << 16),
             started: Instant::now(),
             log_limit: RateLimit::default(),
+            refusals: RefusalLog::default(),
         }
     }
 
@@ -49,10 +56,11 @@ impl<'c> Node<'c> {
         self.config.exit_on_eos && self.inputs.ended() >= self.config.collectors
     }
 
-    /// One message from a collector: accounted, then its summaries or progress go to the
-    /// engine, which releases what the watermark allows.
-    pub(crate) fn on_message(&mut self, msg: &[u8]) {
-        match self.inputs.on_bytes(msg) {
+    /// One message from a collector, authenticated as `user_id` (CURVE: the sending key):
+    /// accounted, then its summaries or progress go to the engine, which releases what the
+    /// watermark allows.
+    pub(crate) fn on_message(&mut self, msg: &[u8], user_id: Option<&str>) {
+        match self.inputs.on_bytes(msg, user_id) {
             Ok(Verdict::Accept { header, summaries }) => self.engine.accept(&header, summaries),
             Ok(Verdict::Progress { header, ended }) => self.engine.progress(&header, ended),
             Ok(Verdict::Misrouted {
@@ -77,8 +85,32 @@ impl<'c> Node<'c> {
                     warn!(error = %e, bytes = msg.len(), suppressed = l.suppressed, total = l.total, "dropped an undecodable message");
                 }
             }
+            Ok(Verdict::Refused { header, reason }) => {
+                self.log_refused(&header, reason, user_id);
+                return;
+            }
         }
         self.engine.step();
+    }
+
+    /// A refused message, logged at the first refusal of its key (or of the cap) and then at
+    /// most once a minute.
+    fn log_refused(&mut self, h: &LinkHeader, reason: Refused, user_id: Option<&str>) {
+        let peer = match reason {
+            Refused::NameNotBound => user_id.unwrap_or("(no key)"),
+            Refused::OverCap => "(max_senders)",
+        };
+        let Some(refused) = self.refusals.note(peer, Instant::now()) else {
+            return;
+        };
+        match reason {
+            Refused::NameNotBound => warn!(sender = %h.sender, key = peer, refused,
+                "REFUSED: this collector key may not speak for that collector name (curve_clients `names`); its messages are dropped and counted as names_refused (logged at the first and at most once a minute)"),
+            Refused::OverCap => {
+                warn!(sender = %h.sender, incarnation = h.incarnation, max_senders = self.config.max_senders, refused,
+                "REFUSED: a new collector link past max_senders; its messages are dropped and counted as senders_refused (logged at the first and at most once a minute)")
+            }
+        }
     }
 
     /// The heartbeat period has passed: a pending SIGHUP reloads the processor set, silent
@@ -94,6 +126,9 @@ impl<'c> Node<'c> {
             let mut counters = self.engine.counters();
             counters.epoch_unknown = Some(self.inputs.epoch_unknown());
             counters.auth = links.auth_counters();
+            // On /metrics always (names_refused with CURVE), in the account only when not 0.
+            counters.names_refused = counters.auth.map(|_| self.inputs.names_refused());
+            counters.senders_refused = Some(self.inputs.senders_refused());
             let text = crate::metrics::render(
                 &self.inputs.account(&self.config.name, self.incarnation),
                 &counters,
@@ -158,7 +193,16 @@ impl<'c> Node<'c> {
             account.counters.epoch_unknown = Some(self.inputs.epoch_unknown());
         }
         account.counters.auth = links.auth_counters();
+        self.refused_counters(&mut account.counters);
         account
+    }
+
+    /// The refusals, in an account only when there were some: a run without any reports
+    /// what it reported before they were counted.
+    fn refused_counters(&self, counters: &mut ProcessorCounters) {
+        let some = |n: u64| (n > 0).then_some(n);
+        counters.names_refused = some(self.inputs.names_refused());
+        counters.senders_refused = some(self.inputs.senders_refused());
     }
 
     /// SIGHUP: re-reads the processor set; a reload must extend the history in use.

@@ -8,6 +8,14 @@ use serde::Deserialize;
 
 use super::{KeyPair, PublicKey, SecretKey};
 
+/// One allowed client of a server: its public key and, when given, the only sender names its
+/// messages may carry (`None`: any name, as before names could be given).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Client {
+    pub key: PublicKey,
+    pub names: Option<Vec<String>>,
+}
+
 /// A key file that cannot be used, or a key pair that cannot be made.
 #[derive(Debug, thiserror::Error)]
 pub enum KeyError {
@@ -67,8 +75,14 @@ pub enum BadKey {
     Z85(zmq::DecodeError),
     #[error("is not a 32-byte key")]
     Size,
-    #[error("not a line `public = \"Z85\"` (a client's .pub)")]
+    #[error("not a line `public = \"Z85\"` (a client's .pub), optionally followed by `, names = [\"NAME\", ...]`")]
     NotPublicLine,
+    #[error("`names` is empty: list the sender names this key may speak for, or leave `names` out to allow any")]
+    NoNames,
+    #[error("`names` holds an empty name")]
+    EmptyName,
+    #[error("this key is also on line {0}, once with `names` and once without: give its names on every line, or on none")]
+    Rebound(usize),
 }
 
 impl KeyPair {
@@ -151,13 +165,16 @@ pub fn load_public_key(path: &Path) -> Result<PublicKey, KeyError> {
         })
 }
 
-/// Reads a clients file: `public = "Z85"` lines (concatenated `.pub` files).
-pub fn load_clients(path: &Path) -> Result<Vec<PublicKey>, KeyError> {
+/// Reads a clients file: one client per line, `public = "Z85"` (a client's `.pub`, so
+/// concatenated `.pub` files are a clients file), optionally `, names = ["tap-a", "tap-b"]`:
+/// the sender names that key may speak for. Blank lines and `#` comments are skipped. A key
+/// listed twice is one client (the union of its names; with names on every line or on none).
+pub fn load_clients(path: &Path) -> Result<Vec<Client>, KeyError> {
     let text = read("curve_clients", path)?;
-    let mut keys = Vec::new();
+    let mut clients: Vec<(usize, Client)> = Vec::new();
     for (i, line) in text.lines().enumerate() {
-        let trimmed = line.trim();
-        if trimmed.is_empty() || trimmed.starts_with('#') {
+        let trimmed = strip_comment(line).trim();
+        if trimmed.is_empty() {
             continue;
         }
         let bad = |reason| KeyError::BadClientLine {
@@ -165,18 +182,75 @@ pub fn load_clients(path: &Path) -> Result<Vec<PublicKey>, KeyError> {
             line: i + 1,
             reason,
         };
-        let file: PublicFile = toml::from_str(trimmed).map_err(|_| bad(BadKey::NotPublicLine))?;
-        let key = PublicKey(decode_key(&file.public).map_err(bad)?);
-        if !keys.contains(&key) {
-            keys.push(key);
+        let client = parse_client(trimmed).map_err(bad)?;
+        match clients.iter_mut().find(|(_, c)| c.key == client.key) {
+            None => clients.push((i + 1, client)),
+            Some((first, known)) => match (&mut known.names, client.names) {
+                (None, None) => {}
+                (Some(names), Some(more)) => {
+                    names.extend(more);
+                    names.sort();
+                    names.dedup();
+                }
+                _ => return Err(bad(BadKey::Rebound(*first))),
+            },
         }
     }
-    if keys.is_empty() {
+    if clients.is_empty() {
         return Err(KeyError::NoClients {
             path: path.to_owned(),
         });
     }
-    Ok(keys)
+    Ok(clients.into_iter().map(|(_, c)| c).collect())
+}
+
+/// One line of a clients file (comment stripped, not empty): the inside of a TOML inline
+/// table with `public` and, optionally, `names`.
+fn parse_client(line: &str) -> Result<Client, BadKey> {
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Line {
+        public: String,
+        names: Option<Vec<String>>,
+    }
+    #[derive(Deserialize)]
+    struct Wrapped {
+        client: Line,
+    }
+    let wrapped: Wrapped =
+        toml::from_str(&format!("client = {{ {line} }}")).map_err(|_| BadKey::NotPublicLine)?;
+    let Line { public, names } = wrapped.client;
+    let key = PublicKey(decode_key(&public)?);
+    let names = match names {
+        Some(n) if n.is_empty() => return Err(BadKey::NoNames),
+        Some(n) if n.iter().any(|s| s.trim().is_empty()) => return Err(BadKey::EmptyName),
+        Some(mut n) => {
+            n.sort();
+            n.dedup();
+            Some(n)
+        }
+        None => None,
+    };
+    Ok(Client { key, names })
+}
+
+/// `line` without its `#` comment: a `#` outside a quoted string (Z85 keys and names may hold
+/// `#` themselves).
+fn strip_comment(line: &str) -> &str {
+    let mut quote: Option<char> = None;
+    let mut escaped = false;
+    for (i, c) in line.char_indices() {
+        match quote {
+            Some('"') if escaped => escaped = false,
+            Some('"') if c == '\\' => escaped = true,
+            Some(q) if c == q => quote = None,
+            Some(_) => {}
+            None if c == '"' || c == '\u{27}' => quote = Some(c),
+            None if c == '#' => return &line[..i],
+            None => {}
+        }
+    }
+    line
 }
 
 const Z85_ALPHABET: &[u8] =

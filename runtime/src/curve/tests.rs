@@ -62,10 +62,12 @@ fn keys_round_trip_and_bad_files_are_refused() {
         std::fs::read_to_string(&other_pub).unwrap_or_default()
     );
     std::fs::write(&clients, text).expect("write the clients file");
-    assert_eq!(
-        load_clients(&clients).expect("reading the clients file"),
-        vec![pair.public, other.public]
-    );
+    let keys: Vec<PublicKey> = load_clients(&clients)
+        .expect("reading the clients file")
+        .into_iter()
+        .map(|c| c.key)
+        .collect();
+    assert_eq!(keys, vec![pair.public, other.public]);
 
     std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o640))
         .expect("set the file mode");
@@ -145,4 +147,119 @@ fn plain_only_on_loopback_and_keys_required_otherwise() {
     };
     let e = errors(client, &only_key, &["tcp://10.0.0.5:1"]);
     assert!(e[0].contains("given: --curve-key"), "{e:?}");
+}
+
+/// A clients file holding `lines` ({A} and {B} replaced by two keys): the clients, or the error.
+fn clients_of(lines: &str) -> (Result<Vec<Client>, String>, PublicKey, PublicKey) {
+    let dir = tempfile::tempdir().expect("create a temp dir");
+    let (a, b) = (
+        KeyPair::generate().expect("generate a key pair").public,
+        KeyPair::generate().expect("generate a key pair").public,
+    );
+    let path = dir.path().join("clients");
+    let text = lines.replace("{A}", &a.z85()).replace("{B}", &b.z85());
+    std::fs::write(&path, text).expect("write the clients file");
+    (load_clients(&path).map_err(|e| e.to_string()), a, b)
+}
+
+#[test]
+fn clients_file_binds_keys_to_names() {
+    let (got, a, b) = clients_of(
+        "# taps\npublic = \"{A}\", names = [\"tap-b\", \"tap-a\"]  # two taps, one key\n\n\
+         public = \"{B}\" # a .pub line as keygen writes it, any name\n\
+         public = \"{A}\", names = ['tap-c', \"tap-a\"]\n",
+    );
+    let got = got.expect("a valid clients file");
+    let names = |v: &[&str]| Some(v.iter().map(|s| s.to_string()).collect::<Vec<_>>());
+    assert_eq!(
+        got,
+        vec![
+            Client {
+                key: a,
+                names: names(&["tap-a", "tap-b", "tap-c"])
+            },
+            Client {
+                key: b,
+                names: None
+            },
+        ]
+    );
+    // Bad lines are reported with their number and what is wrong.
+    for (text, want) in [
+        (
+            "public = \"{A}\"\npublic = \"{B}\", names = []\n",
+            "line 2: `names` is empty",
+        ),
+        (
+            "public = \"{A}\", names = [\"\"]\n",
+            "line 1: `names` holds an empty name",
+        ),
+        (
+            "public = \"{A}\" names = [\"x\"]\n",
+            "line 1: not a line `public = \"Z85\"`",
+        ),
+        ("public = \"{A}\", name = [\"x\"]\n", "line 1: not a line"),
+        ("public = \"{A}\", names = \"x\"\n", "line 1: not a line"),
+        (
+            "public = \"short\", names = [\"x\"]\n",
+            "line 1: is not a key",
+        ),
+        (
+            "public = \"{A}\", names = [\"x\"]\n\npublic = \"{A}\"\n",
+            "line 3: this key is also on line 1, once with `names` and once without",
+        ),
+        ("# nothing\n", "lists no key"),
+    ] {
+        let (got, _, _) = clients_of(text);
+        let e = got.expect_err("a bad clients file");
+        assert!(e.contains(want), "{text:?}: want {want:?} in {e}");
+    }
+}
+
+#[test]
+fn bindings_allow_only_the_names_of_the_sending_key() {
+    let dir = tempfile::tempdir().expect("create a temp dir");
+    let (key, _, pair) = keygen("t", &dir.path().join("server")).expect("generate a key pair");
+    let (a, b) = (
+        KeyPair::generate().expect("generate a key pair").public,
+        KeyPair::generate().expect("generate a key pair").public,
+    );
+    let clients = dir.path().join("clients");
+    std::fs::write(
+        &clients,
+        format!(
+            "public = \"{}\", names = [\"tap-a\"]\npublic = \"{}\"\n",
+            a.z85(),
+            b.z85()
+        ),
+    )
+    .expect("write the clients file");
+    let server = Role {
+        server: true,
+        client: false,
+    };
+    let s = SecuritySettings {
+        key: Some(key),
+        clients: Some(clients),
+        ..SecuritySettings::default()
+    };
+    let mut errs = Vec::new();
+    let security = resolve(server, &s, &["tcp://10.0.0.5:1"], &mut errs);
+    assert!(errs.is_empty(), "{errs:?}");
+    assert!(security
+        .resolved()
+        .contains("# curve_clients: 2 client keys, 1 bound to names"));
+    let bindings = NameBindings::of(&security);
+    assert_eq!(bindings.unbound(), (1, 2));
+    let (a, b) = (a.z85(), b.z85());
+    assert!(bindings.allows(Some(&a), "tap-a"));
+    assert_eq!(bindings.speaker(Some(&a), "tap-a"), Speaker::Bound);
+    assert_eq!(bindings.speaker(Some(&b), "tap-a"), Speaker::Any);
+    assert!(!bindings.allows(Some(&a), "some-other-tap"));
+    assert!(bindings.allows(Some(&b), "some-other-tap"));
+    // A message without a user id, or another key's, under CURVE: refused.
+    assert!(!bindings.allows(None, "tap-a"));
+    assert!(!bindings.allows(Some(&pair.public.z85()), "tap-a"));
+    // Plain links bind nothing.
+    assert!(NameBindings::of(&LinkSecurity::Plain).allows(None, "anything"));
 }

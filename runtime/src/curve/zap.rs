@@ -131,7 +131,7 @@ pub fn secure_server(
     let handler = Handler {
         zap,
         monitor,
-        allowed: curve.clients.clone(),
+        allowed: curve.clients.iter().map(|c| c.key).collect(),
         counters: counters.clone(),
         stop: stop.clone(),
         endpoint: endpoint.to_owned(),
@@ -227,6 +227,8 @@ impl Handler {
             Some(k) if self.allowed.contains(&k) => {
                 self.counters.accepted.fetch_add(1, Ordering::Relaxed);
                 debug!(peer = %address, key = %k.z85(), "CURVE client accepted");
+                // The user id every message of this peer carries ("User-Id"): its key, which
+                // `NameBindings` checks the names it sends under against.
                 reply("200", "OK", k.z85())
             }
             _ => {
