@@ -23,7 +23,7 @@ mod client;
 mod keys;
 mod zap;
 
-pub use client::ClientMonitor;
+pub use client::{ClientMonitor, Handshakes};
 pub use keys::{keygen, load_clients, load_keypair, load_public_key, BadKey, KeyError};
 
 pub use zap::{add_counters, secure_client, secure_server, AuthCounts, Authenticator};
