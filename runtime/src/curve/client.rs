@@ -16,9 +16,9 @@ pub struct Handshakes {
     pub failed: u64,
     /// Connections lost after they were made.
     pub disconnected: u64,
-    /// A peer whose handshake completed is connected now (or was when the socket ended: a
-    /// connection that fails, its handshake included, is reported disconnected first).
-    pub connected: bool,
+    /// The last handshake outcome was a success (a later failure clears it, a later success
+    /// sets it again; a connection lost after its handshake leaves it as it is).
+    pub accepted_last: bool,
     /// The socket is gone: closed, and its queue drained or its linger expired.
     pub stopped: bool,
 }
@@ -30,15 +30,15 @@ impl Handshakes {
         match event {
             E::HANDSHAKE_SUCCEEDED => {
                 self.succeeded += 1;
-                self.connected = true;
+                self.accepted_last = true;
             }
             E::HANDSHAKE_FAILED_AUTH
             | E::HANDSHAKE_FAILED_PROTOCOL
-            | E::HANDSHAKE_FAILED_NO_DETAIL => self.failed += 1,
-            E::DISCONNECTED => {
-                self.disconnected += 1;
-                self.connected = false;
+            | E::HANDSHAKE_FAILED_NO_DETAIL => {
+                self.failed += 1;
+                self.accepted_last = false;
             }
+            E::DISCONNECTED => self.disconnected += 1,
             E::MONITOR_STOPPED => self.stopped = true,
             _ => {}
         }
@@ -139,10 +139,11 @@ impl ClientMonitor {
     /// After the monitored socket is closed (by [`ClientMonitor::watch`]'s caller): waits until
     /// libzmq has destroyed it, at most until `deadline`; returns whether it was. A socket
     /// closed with pending messages and linger L is destroyed once its queue has been written
-    /// to a connection whose handshake completed, or when L expires, or at once when a
-    /// handshake fails (the queue dropped; reported disconnected first). So a caller whose
-    /// deadline comes before L expires, and whose [`Handshakes::connected`] still holds after
-    /// the socket's end, learns that the queue drained to that connection.
+    /// to connections whose handshake completed, or when L expires, or at once when a
+    /// handshake fails (the queue dropped); a connection lost meanwhile is made again and the
+    /// queue goes on. So a caller whose deadline comes before L expires, and whose
+    /// [`Handshakes::accepted_last`] still holds after the socket's end, learns that the queue
+    /// was written to connections that completed their handshakes.
     pub fn wait_stopped(&mut self, deadline: Instant) -> bool {
         loop {
             self.poll();
@@ -214,7 +215,7 @@ mod tests {
             &[E::HANDSHAKE_SUCCEEDED],
             Handshakes {
                 succeeded: 1,
-                connected: true,
+                accepted_last: true,
                 ..Handshakes::default()
             },
         );
@@ -229,52 +230,55 @@ mod tests {
                 ..Handshakes::default()
             },
         );
+        // Events the bookkeeping does not use change nothing.
+        check(&[E::CONNECT_RETRIED, E::CLOSED], Handshakes::default());
+    }
+
+    #[test]
+    fn the_last_handshake_outcome_is_kept_across_disconnections() {
+        // Drained, then the processor hung up (it exits on end-of-stream), then the socket
+        // ended.
         check(
-            &[E::HANDSHAKE_SUCCEEDED, E::DISCONNECTED],
+            &[E::HANDSHAKE_SUCCEEDED, E::DISCONNECTED, E::MONITOR_STOPPED],
             Handshakes {
                 succeeded: 1,
                 disconnected: 1,
-                ..Handshakes::default()
-            },
-        );
-        check(
-            &[
-                E::HANDSHAKE_SUCCEEDED,
-                E::DISCONNECTED,
-                E::HANDSHAKE_SUCCEEDED,
-            ],
-            Handshakes {
-                succeeded: 2,
-                disconnected: 1,
-                connected: true,
-                ..Handshakes::default()
-            },
-        );
-        // Drained to a connection that was up when the socket ended.
-        check(
-            &[E::HANDSHAKE_SUCCEEDED, E::MONITOR_STOPPED],
-            Handshakes {
-                succeeded: 1,
-                connected: true,
+                accepted_last: true,
                 stopped: true,
                 ..Handshakes::default()
             },
         );
-        // A refused handshake drops the queue: the socket ends soon after, not connected.
+        // Refused after a restart of the processor: the last outcome is the refusal.
         check(
             &[
+                E::HANDSHAKE_SUCCEEDED,
+                E::DISCONNECTED,
                 E::HANDSHAKE_FAILED_AUTH,
                 E::DISCONNECTED,
                 E::MONITOR_STOPPED,
             ],
             Handshakes {
+                succeeded: 1,
                 failed: 1,
-                disconnected: 1,
+                disconnected: 2,
+                accepted_last: false,
                 stopped: true,
-                ..Handshakes::default()
             },
         );
-        // Events the bookkeeping does not use change nothing.
-        check(&[E::CONNECT_RETRIED, E::CLOSED], Handshakes::default());
+        // Refused, then accepted (its key was added): the acceptance counts.
+        check(
+            &[
+                E::HANDSHAKE_FAILED_AUTH,
+                E::DISCONNECTED,
+                E::HANDSHAKE_SUCCEEDED,
+            ],
+            Handshakes {
+                succeeded: 1,
+                failed: 1,
+                disconnected: 1,
+                accepted_last: true,
+                stopped: false,
+            },
+        );
     }
 }
