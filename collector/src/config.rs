@@ -52,7 +52,7 @@ const EXAMPLES: &str = "Examples:
 
 Exit codes: 0 done (end of file or SIGINT/SIGTERM, everything flushed), 1 runtime failure,
 2 usage or configuration error, 3 capture could not be opened, 4 capture file damaged (every
-packet before the damage was passed on).";
+packet before the damage was passed on), 5 the end-of-stream did not reach some processor.";
 
 /// Captures packets with libpcap, summarises them and shards them over processors.
 #[derive(Debug, Parser)]

@@ -24,4 +24,4 @@ pub use config::{Args, Config};
 /// users see and filter by (`RUST_LOG=tapflow_collector::run=...`) stays as it was when `run.rs`
 /// held all of it.
 pub(crate) const RUN_TARGET: &str = "tapflow_collector::run";
-pub use run::{run, RunOutcome};
+pub use run::{run, Finished, RunOutcome};

@@ -5,20 +5,30 @@
 //! the current watermark. Each link has its own thread and queue, so one slow processor never
 //! delays heartbeats to the others. Emptied batch vectors go back to the capture thread through
 //! a shared pool, so steady state allocates nothing.
+//!
+//! At the end, after its end-of-stream, a link closes its socket and learns from the socket's
+//! monitor whether the queue drained to a processor within the linger (`delivery.rs`).
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, SendTimeoutError, Sender, TrySendError};
 use tapflow_proto::wire::{encode_batch, encode_eos, encode_heartbeat};
 use tapflow_proto::{CollectorCounters, EosStatus, LinkHeader, PacketSummary};
 use tracing::{debug, error, warn};
 
+mod delivery;
 mod set;
 
+pub use delivery::{Delivery, Undelivered};
 pub use set::LinkSet;
+
+/// How much longer than `--linger-ms` a link's socket lingers after its end-of-stream: the
+/// link waits `--linger-ms` for the socket to drain, so libzmq's own linger cannot have expired
+/// (dropping the queue) when the link sees the socket gone (see `delivery.rs`).
+const CLOSE_MARGIN: Duration = Duration::from_millis(100);
 
 /// What the capture thread sends a link.
 pub enum LinkCmd {
@@ -77,10 +87,12 @@ pub enum LinkError {
 
 pub struct Link {
     tx: Option<Sender<LinkCmd>>,
+    /// Closed (never written) by the worker once it has handed its last message to ZeroMQ.
+    handed: Receiver<()>,
     /// Set when the link is given up (its processor left the set and takes nothing): the
     /// worker then drops what it cannot send instead of waiting for shutdown.
     abandoned: Arc<AtomicBool>,
-    thread: Option<JoinHandle<()>>,
+    thread: Option<JoinHandle<Delivery>>,
     pub endpoint: String,
     shared: Arc<Shared>,
     linger: Duration,
@@ -135,7 +147,7 @@ impl Link {
             .set_linger(i32::try_from(settings.linger.as_millis()).unwrap_or(i32::MAX))
             .map_err(socket_err)?;
         tapflow_runtime::curve::secure_client(&socket, &settings.security).map_err(socket_err)?;
-        let monitor = tapflow_runtime::curve::ClientMonitor::attach(
+        let monitor = tapflow_runtime::curve::ClientMonitor::watch(
             ctx,
             &socket,
             &settings.security,
@@ -154,8 +166,11 @@ impl Link {
             watermark_ns: 0,
         };
         let abandoned = Arc::new(AtomicBool::new(false));
+        let (handed_tx, handed) = crossbeam_channel::bounded(0);
         let worker = Worker {
             abandoned: abandoned.clone(),
+            handed: Some(handed_tx),
+            curve: !settings.security.is_plain(),
             socket,
             monitor,
             header,
@@ -174,6 +189,7 @@ impl Link {
         Ok(Link {
             abandoned,
             tx: Some(tx),
+            handed,
             thread: Some(thread),
             endpoint: endpoint.to_owned(),
             shared,
@@ -222,14 +238,26 @@ impl Link {
         }
     }
 
-    /// Closes the queue and waits for the worker to send what it holds (bounded by the
-    /// socket's linger, or by shutdown for a processor that takes nothing).
-    pub fn join(mut self) {
+    /// Closes the queue and waits for the worker to hand what it holds to ZeroMQ (bounded by
+    /// the socket's linger, or by shutdown for a processor that takes nothing).
+    pub fn close(&mut self) {
         drop(self.tx.take());
-        if let Some(t) = self.thread.take() {
-            if t.join().is_err() {
+        // Never written: returns when the worker drops its end.
+        let _ = self.handed.recv();
+    }
+
+    /// Closes the queue and waits for the worker to end, with its verdict on the end-of-stream:
+    /// whether the socket's queue drained to a processor (at most the linger after
+    /// [`Link::close`]).
+    pub fn join(mut self) -> Delivery {
+        self.close();
+        match self.thread.take().map(JoinHandle::join) {
+            Some(Ok(delivery)) => delivery,
+            Some(Err(_)) => {
                 error!(endpoint = %self.endpoint, "link thread panicked");
+                Delivery::Undelivered(Undelivered::NotHanded)
             }
+            None => Delivery::Undelivered(Undelivered::NotHanded),
         }
     }
 }
@@ -237,8 +265,11 @@ impl Link {
 struct Worker {
     /// See [`Link::abandoned`].
     abandoned: Arc<AtomicBool>,
-    /// CURVE handshake refusals, logged from this thread (`None` on a plain link).
-    monitor: Option<tapflow_runtime::curve::ClientMonitor>,
+    /// See [`Link::handed`]: dropped once the last message is handed to ZeroMQ.
+    handed: Option<Sender<()>>,
+    /// Handshakes and the socket's end, read on this thread; CURVE refusals are logged.
+    monitor: tapflow_runtime::curve::ClientMonitor,
+    curve: bool,
     socket: zmq::Socket,
     header: LinkHeader,
     shared: Arc<Shared>,
@@ -251,12 +282,20 @@ struct Worker {
 }
 
 impl Worker {
-    fn run(mut self, rx: Receiver<LinkCmd>) {
+    /// Sends what comes until end-of-stream (or the queue closes), then closes the socket and
+    /// judges whether the end-of-stream was delivered.
+    fn run(mut self, rx: Receiver<LinkCmd>) -> Delivery {
+        let handed = self.feed(&rx);
+        drop(self.handed.take());
+        self.close(handed)
+    }
+
+    /// Sends batches and heartbeats until end-of-stream; returns whether the end-of-stream was
+    /// handed to ZeroMQ.
+    fn feed(&mut self, rx: &Receiver<LinkCmd>) -> bool {
         let mut last_heartbeat = std::time::Instant::now();
         loop {
-            if let Some(m) = self.monitor.as_mut() {
-                m.poll();
-            }
+            self.monitor.poll();
             match rx.recv_timeout(self.heartbeat) {
                 Ok(LinkCmd::Batch {
                     mut summaries,
@@ -279,14 +318,9 @@ impl Worker {
                 Ok(LinkCmd::Eos { status, counters }) => {
                     self.header.watermark_ns = self.header.watermark_ns.max(self.watermark());
                     encode_eos(&self.header, &status, &counters, &mut self.buf);
-                    self.send();
+                    let handed = self.send();
                     debug!(endpoint = %self.endpoint, seq = self.header.seq, "end-of-stream sent");
-                    if let Some(m) = self.monitor.as_mut() {
-                        // A short capture can end before the handshake does: wait for its
-                        // outcome (within the linger), so that a refusal is still said.
-                        m.settle(self.linger);
-                    }
-                    return;
+                    return handed;
                 }
                 Err(RecvTimeoutError::Timeout) => {
                     let watermark = self.watermark();
@@ -301,7 +335,7 @@ impl Worker {
                 }
                 Err(RecvTimeoutError::Disconnected) => {
                     warn!(endpoint = %self.endpoint, "link closed without end-of-stream (processor unreachable at shutdown)");
-                    return;
+                    return false;
                 }
             }
         }
@@ -348,7 +382,34 @@ impl Worker {
         }
     }
 
-    fn send(&mut self) {
+    /// Closes the socket. After an end-of-stream (`handed`), waits at most the linger for the
+    /// socket's queue to drain to a processor (a short capture can end before the handshake
+    /// does: a refusal is still logged meanwhile), and judges the delivery.
+    fn close(self, handed: bool) -> Delivery {
+        let Worker {
+            socket,
+            mut monitor,
+            linger,
+            curve,
+            endpoint,
+            ..
+        } = self;
+        if handed {
+            let lingering = linger.saturating_add(CLOSE_MARGIN).as_millis();
+            if let Err(e) = socket.set_linger(i32::try_from(lingering).unwrap_or(i32::MAX)) {
+                warn!(%endpoint, error = %e, "cannot lengthen the linger: delivery may be misjudged");
+            }
+        }
+        let closed = Instant::now();
+        drop(socket);
+        let stopped = handed && monitor.wait_stopped(closed + linger);
+        let delivery = Delivery::judge(handed, stopped, &monitor.handshakes(), curve);
+        debug!(%endpoint, ?delivery, waited_ms = closed.elapsed().as_millis(), handshakes = ?monitor.handshakes(), "link closed");
+        delivery
+    }
+
+    /// Hands the encoded message to the socket; returns whether it was.
+    fn send(&mut self) -> bool {
         // PUSH blocks while the processor's queue (HWM) is full: backpressure reaches the
         // capture thread through this link's bounded queue.
         let mut grace = Grace::new(self.linger);
@@ -358,25 +419,23 @@ impl Worker {
                     self.shared.messages_sent.fetch_add(1, Ordering::Relaxed);
                     let n = self.buf.len() as u64;
                     self.shared.bytes_sent.fetch_add(n, Ordering::Relaxed);
-                    return;
+                    return true;
                 }
                 Err(zmq::Error::EAGAIN) if self.abandoned.load(Ordering::Relaxed) => {
                     warn!(endpoint = %self.endpoint, "processor left the set and takes nothing: message dropped");
-                    return;
+                    return false;
                 }
                 Err(zmq::Error::EAGAIN) if !grace.expired(&self.shared.shutdown) => {
                     // A refused handshake is the usual reason a processor takes nothing.
-                    if let Some(m) = self.monitor.as_mut() {
-                        m.poll();
-                    }
+                    self.monitor.poll();
                 }
                 Err(zmq::Error::EAGAIN) => {
                     error!(endpoint = %self.endpoint, "processor takes nothing and shutdown was requested; message lost (a gap downstream)");
-                    return;
+                    return false;
                 }
                 Err(e) => {
                     error!(endpoint = %self.endpoint, error = %e, "sending to processor failed; message lost (a gap downstream)");
-                    return;
+                    return false;
                 }
             }
         }

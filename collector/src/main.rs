@@ -6,7 +6,7 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use tapflow_collector::{run, Args, Config, RunOutcome};
+use tapflow_collector::{run, Args, Config, Finished, RunOutcome};
 use tracing::{error, info};
 
 fn main() -> ExitCode {
@@ -30,22 +30,12 @@ fn main() -> ExitCode {
         }
     };
     match run(&config, shutdown) {
-        Ok((outcome, counters)) => {
-            let r = counters.reconcile();
-            info!(
-                packets_read = counters.packets_read,
-                summarised = counters.packets_summarised,
-                fragments_merged = counters.fragments_merged,
-                summaries = counters.summaries,
-                sent = ?counters.summaries_sent,
-                drops = ?counters.drops,
-                pcap_received = counters.capture.received,
-                kernel_dropped = counters.capture.kernel_dropped,
-                if_dropped = counters.capture.if_dropped,
-                reconciled = r.holds(),
-                "collector finished"
-            );
-            match outcome {
+        Ok(finished) => {
+            report(&finished);
+            match finished.outcome {
+                RunOutcome::Done { .. } if !finished.undelivered.is_empty() => {
+                    ExitCode::from(UNDELIVERED)
+                }
                 RunOutcome::Done { .. } => ExitCode::SUCCESS,
                 RunOutcome::OpenFailed(e) => {
                     error!("{e}");
@@ -65,5 +55,39 @@ fn main() -> ExitCode {
             error!("{e}");
             ExitCode::from(1)
         }
+    }
+}
+
+/// The exit code of a run that otherwise succeeded when an end-of-stream was not delivered to
+/// some processor (each is named in an ERROR line and in the final line's `undelivered`).
+const UNDELIVERED: u8 = 5;
+
+/// The final line: the counters, whether they reconcile, and (only when some) the links whose
+/// end-of-stream was not delivered.
+fn report(finished: &Finished) {
+    let (counters, undelivered) = (&finished.counters, &finished.undelivered);
+    let r = counters.reconcile();
+    macro_rules! finished {
+        ($($extra:tt)*) => {
+            info!(
+                packets_read = counters.packets_read,
+                summarised = counters.packets_summarised,
+                fragments_merged = counters.fragments_merged,
+                summaries = counters.summaries,
+                sent = ?counters.summaries_sent,
+                drops = ?counters.drops,
+                pcap_received = counters.capture.received,
+                kernel_dropped = counters.capture.kernel_dropped,
+                if_dropped = counters.capture.if_dropped,
+                reconciled = r.holds(),
+                $($extra)*
+                "collector finished"
+            )
+        };
+    }
+    if undelivered.is_empty() {
+        finished!();
+    } else {
+        finished!(undelivered = ?undelivered,);
     }
 }

@@ -150,9 +150,10 @@ impl Pipeline {
         }
     }
 
-    /// Flushes everything, sends end-of-stream with `status` on every link and waits for the
-    /// links; returns the final counters.
-    pub fn finish(mut self, status: EosStatus) -> CollectorCounters {
+    /// Flushes everything, sends end-of-stream with `status` on every link and waits until the
+    /// links have handed it to ZeroMQ; returns the final counters, and the links to
+    /// [`Closing::confirm`] the delivery on.
+    pub fn finish(mut self, status: EosStatus) -> (CollectorCounters, Closing) {
         self.decoder.finish();
         self.warn_offload();
         self.flush_all();
@@ -175,8 +176,15 @@ impl Pipeline {
                 error!(target: RUN_TARGET, endpoint = %link.endpoint, "processor unreachable: end-of-stream not delivered");
             }
         }
-        self.links.join();
-        counters
+        self.links.close();
+        let retired = (0..self.links.links().len())
+            .map(|i| self.router.is_retired(i))
+            .collect();
+        let closing = Closing {
+            links: self.links,
+            retired,
+        };
+        (counters, closing)
     }
 
     /// The capture reached the next epoch's switch time: every batch of the current epoch goes
@@ -272,6 +280,22 @@ impl Pipeline {
             drops: drops.to_map(),
             capture: self.capture_stats,
         }
+    }
+}
+
+/// The links after end-of-stream, their sockets closed and draining.
+pub struct Closing {
+    links: LinkSet,
+    /// Links retired mid-run: their end is logged at the switch, not judged again.
+    retired: Vec<bool>,
+}
+
+impl Closing {
+    /// Waits (at most the linger) for each link still in the set to learn whether its
+    /// end-of-stream reached its processor; logs an ERROR for each that did not and returns
+    /// their endpoints.
+    pub fn confirm(self) -> Vec<String> {
+        self.links.confirm(&self.retired)
     }
 }
 

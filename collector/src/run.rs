@@ -33,6 +33,15 @@ pub enum RunOutcome {
     Failed(SourceError),
 }
 
+/// What a run ended with: how, the final counters, and the links whose end-of-stream was not
+/// delivered (their endpoints; see `link/delivery.rs`).
+#[derive(Debug)]
+pub struct Finished {
+    pub outcome: RunOutcome,
+    pub counters: CollectorCounters,
+    pub undelivered: Vec<String>,
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
     #[error(transparent)]
@@ -45,11 +54,9 @@ pub enum RunError {
 }
 
 /// Runs the collector until the source ends, fails, or `shutdown` is set; sends end-of-stream
-/// with a status on every link in every case, and returns the final counters.
-pub fn run(
-    config: &Config,
-    shutdown: Arc<AtomicBool>,
-) -> Result<(RunOutcome, CollectorCounters), RunError> {
+/// with a status on every link in every case, waits (at most the linger) to learn whether each
+/// reached its processor, and returns the final counters and the links where it did not.
+pub fn run(config: &Config, shutdown: Arc<AtomicBool>) -> Result<Finished, RunError> {
     // The capture first, so that its privileges are gone before any thread that handles input
     // or the network starts (threads inherit their creator's capabilities): see `privileges`.
     let opened = Source::open(&config.source, config.filter.as_deref());
@@ -70,8 +77,9 @@ pub fn run(
     }
     let router = Router::new(config);
     let (pool_tx, pool_rx) = crossbeam_channel::unbounded();
-    // Held until the run returns: dropping the last handle waits out the linger (the flush of
-    // what the sockets still hold), which must come after the final report below.
+    // Held until the run returns: dropping the last handle waits out the linger of what the
+    // sockets still hold, which must come after the report below (links that judge their
+    // end-of-stream wait for it themselves, in `Closing::confirm`).
     let ctx = zmq::Context::new();
     let links = LinkSet::start(
         &ctx,
@@ -102,7 +110,7 @@ pub fn run(
             drive(&mut pipeline, &mut source, &shutdown)
         }
     };
-    let counters = pipeline.finish(eos_status(&outcome));
+    let (counters, closing) = pipeline.finish(eos_status(&outcome));
     let bytes = shared.bytes_sent.load(Ordering::Relaxed);
     info!(
         messages = shared.messages_sent.load(Ordering::Relaxed),
@@ -110,7 +118,12 @@ pub fn run(
         bytes_per_summary = format!("{:.1}", bytes as f64 / counters.summaries.max(1) as f64),
         "sent to processors"
     );
-    Ok((outcome, counters))
+    let undelivered = closing.confirm();
+    Ok(Finished {
+        outcome,
+        counters,
+        undelivered,
+    })
 }
 
 /// Reads the source until it ends or a signal comes; a read error goes to the source to

@@ -26,7 +26,7 @@ mod keys;
 mod names;
 mod zap;
 
-pub use client::ClientMonitor;
+pub use client::{ClientMonitor, Handshakes};
 pub use keys::{keygen, load_clients, load_keypair, load_public_key, BadKey, Client, KeyError};
 pub use names::{NameBindings, RefusalLog, Speaker, REFUSAL_LOG_EVERY};
 

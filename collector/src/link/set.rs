@@ -5,8 +5,10 @@ use std::sync::Arc;
 
 use crossbeam_channel::Sender;
 use tapflow_proto::PacketSummary;
+use tracing::error;
 
-use super::{Link, LinkError, LinkSettings, Shared};
+use super::{Delivery, Link, LinkError, LinkSettings, Shared};
+use crate::RUN_TARGET;
 
 pub struct LinkSet {
     links: Vec<Link>,
@@ -69,11 +71,40 @@ impl LinkSet {
         &self.settings
     }
 
-    /// Closes every queue and waits for the links (see [`Link::join`]).
+    /// Closes every queue and waits until each link has handed what it holds to ZeroMQ (see
+    /// [`Link::close`]).
+    pub fn close(&mut self) {
+        for link in &mut self.links {
+            link.close();
+        }
+    }
+
+    /// Closes every queue and waits for the links to end, their verdicts unread.
+    #[cfg(test)]
     pub fn join(self) {
         for link in self.links {
-            link.join();
+            let _ = link.join();
         }
+    }
+
+    /// Waits for every link's verdict on its end-of-stream (at most the linger, as the links
+    /// wait side by side) and logs an ERROR for each not delivered, skipping the links whose
+    /// index `skip` marks (those retired mid-run, logged when they were); returns the endpoints
+    /// of those not delivered.
+    pub fn confirm(self, skip: &[bool]) -> Vec<String> {
+        let mut undelivered = Vec::new();
+        for (i, link) in self.links.into_iter().enumerate() {
+            let endpoint = link.endpoint.clone();
+            let Delivery::Undelivered(why) = link.join() else {
+                continue;
+            };
+            if skip.get(i).copied().unwrap_or(false) {
+                continue;
+            }
+            error!(target: RUN_TARGET, %endpoint, "end-of-stream not delivered to {endpoint}: {why}");
+            undelivered.push(endpoint);
+        }
+        undelivered
     }
 
     fn start_one(
