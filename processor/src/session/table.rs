@@ -37,6 +37,8 @@ pub struct FlowTable {
     /// capacity it is made with (see `push_timer`).
     heap: BinaryHeap<Reverse<u64>>,
     open: usize,
+    /// Slots still to emit in the flush begun by `begin_flush`, last first.
+    flushing: Vec<u32>,
     stats: TableStats,
 }
 
@@ -55,6 +57,7 @@ impl FlowTable {
             index: HashTable::with_capacity((2 * cap).min(INITIAL_INDEX)),
             heap: BinaryHeap::with_capacity(cap + cap / 4 + 16),
             open: 0,
+            flushing: Vec::new(),
             stats: TableStats::default(),
         }
     }
@@ -124,9 +127,51 @@ impl FlowTable {
     }
 
     /// End of stream: every open connection becomes a final record, in (ts, key) order.
+    /// The same as [`FlowTable::begin_flush`] then [`FlowTable::flush_next`] until empty.
     pub fn flush(&mut self, out: &mut Vec<ConnRecord>) {
-        let start = out.len();
-        for f in self.slab.iter().filter(|f| !f.has_bit(bits::FREE)) {
+        self.begin_flush();
+        self.flush_next(usize::MAX, out);
+    }
+
+    /// End of stream, in steps: orders the open connections by (first packet time, key), the
+    /// order [`FlowTable::flush`] emits them in, for [`FlowTable::flush_next`] to emit a few
+    /// at a time. A full table's records would take about twice the table's own memory at
+    /// once (a [`ConnRecord`] and its strings are ~390 bytes); made a message's worth at a
+    /// time they take almost none. No summary may be given to the table until the flush is
+    /// drained.
+    pub fn begin_flush(&mut self) {
+        let slab = &self.slab;
+        let mut order: Vec<(u64, u32)> = (0..slab.len())
+            .filter(|&i| !slab[i].has_bit(bits::FREE))
+            .map(|i| (slab[i].first_ts, i as u32))
+            .collect();
+        // Keys are unique among open flows: the order is total, the same as sorting records.
+        order.sort_unstable_by(|a, b| {
+            a.0.cmp(&b.0)
+                .then_with(|| slab[a.1 as usize].key.cmp(&slab[b.1 as usize].key))
+        });
+        self.flushing = order.into_iter().rev().map(|(_, slot)| slot).collect();
+        if self.flushing.is_empty() {
+            self.clear();
+        }
+    }
+
+    /// Open connections [`FlowTable::begin_flush`] ordered that are not emitted yet.
+    pub fn flush_pending(&self) -> usize {
+        self.flushing.len()
+    }
+
+    /// Appends the next (at most) `n` records of the flush begun by
+    /// [`FlowTable::begin_flush`]; once the last is out, the table is empty.
+    pub fn flush_next(&mut self, n: usize, out: &mut Vec<ConnRecord>) {
+        if self.flushing.is_empty() {
+            return;
+        }
+        for _ in 0..n {
+            let Some(slot) = self.flushing.pop() else {
+                break;
+            };
+            let f = &self.slab[slot as usize];
             out.push(f.record(&self.ctx, false, false));
             self.stats.records += 1;
             self.stats.ended_by_flush += 1;
@@ -134,7 +179,14 @@ impl FlowTable {
                 self.stats.history_truncated += 1;
             }
         }
-        out[start..].sort_unstable_by_key(|r| (r.ts_ns, r.key));
+        if self.flushing.is_empty() {
+            self.clear();
+        }
+    }
+
+    /// Empties the table (keeping its allocations) once a flush is out.
+    fn clear(&mut self) {
+        self.flushing = Vec::new();
         self.slab.clear();
         self.index.clear();
         self.heap.clear();
