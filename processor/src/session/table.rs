@@ -15,6 +15,8 @@ use super::{ConnRecord, SessionConfig, TableStats, SECOND};
 const NO_SLOT: u32 = u32::MAX;
 /// Index slots allocated up front; more as open flows grow (bounded by the cap).
 const INITIAL_INDEX: usize = 1 << 16;
+/// Control bytes hashbrown adds past the last bucket (one SSE2 group).
+const INDEX_GROUP: usize = 16;
 
 /// How a connection ended (for the counters).
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -246,15 +248,38 @@ impl FlowTable {
         std::mem::size_of::<Flow>()
     }
 
-    /// Bytes per connection at full table: the flow record plus its share of the index and the
-    /// deadline heap, as allocated for `max_flows`.
+    /// Bytes per connection at full table: [`FlowTable::memory_bytes`] over `max_flows`.
     pub fn bytes_per_flow(&self) -> usize {
+        self.memory_bytes().div_ceil(self.ctx.cfg.max_flows.max(1))
+    }
+
+    /// Bytes the table holds at full table, from the sizes it is made with (a process adds its
+    /// fixed overheads and the records on their way out; README, "Bounded"): the slab of
+    /// `max_flows` [`Flow`]s, the deadline heap, and the index at the largest it can grow to.
+    /// hashbrown grows a full index (no room left, tombstones included) to twice its buckets
+    /// while it holds more than 7/16 of them, else rehashes it in place: holding at most
+    /// `max_flows`, it ends at the power of two above `max_flows * 16 / 7` buckets at most,
+    /// each a 4-byte slot plus a control byte (plus one group of control bytes). While it
+    /// grows, the half-size index is freed only after the move, so the peak is 1.5 times this.
+    pub fn memory_bytes(&self) -> usize {
         let flows = self.ctx.cfg.max_flows.max(1);
-        let buckets = (self.index.capacity() * 8 / 7).next_power_of_two();
-        let index = buckets * (std::mem::size_of::<u32>() + 1);
+        let grown = (flows + 1)
+            .saturating_mul(16)
+            .div_ceil(7)
+            .next_power_of_two();
+        let initial = ((2 * flows).min(INITIAL_INDEX) * 8)
+            .div_ceil(7)
+            .next_power_of_two();
+        let buckets = grown.max(initial);
+        let index = buckets * (std::mem::size_of::<u32>() + 1) + INDEX_GROUP;
         let heap = self.heap.capacity() * std::mem::size_of::<u64>();
         let slab = self.slab.capacity() * std::mem::size_of::<Flow>();
-        (slab + index + heap).div_ceil(flows)
+        slab + index + heap
+    }
+
+    /// Bytes the index holds now (at most its share of [`FlowTable::memory_bytes`]).
+    pub fn index_bytes(&self) -> usize {
+        self.index.allocation_size()
     }
 
     fn find(&self, hash: u64, key: &FlowKey) -> Option<usize> {
