@@ -17,6 +17,8 @@ use crate::session::{ConnRecord, FlowTable, SessionConfig};
 
 /// Connection records are sent in messages of at most this many.
 pub(crate) const RECORDS_PER_MESSAGE: usize = 2048;
+/// Summaries' room the released buffer keeps between steps.
+const RELEASED_KEPT: usize = 1 << 16;
 /// IP-tunnel outer flows remembered for naming tunnel parents (count past it is reported).
 const IP_TUNNELS_CAP: usize = 65_536;
 
@@ -299,6 +301,9 @@ impl Engine {
             }
         }
         self.merger.give_back_origins(origins);
+        // A burst released at once (a skewed collector's backlog, up to `--merge-cap`) gives
+        // its memory back.
+        self.released.shrink_to(RELEASED_KEPT);
     }
 
     /// Where a gap that starts now starts in packet time: the merge's watermark.
