@@ -9,6 +9,7 @@ use std::time::Instant;
 
 use anyhow::Context;
 use clap::Parser;
+use tapflow_bench::gen::attack::SynFlood;
 use tapflow_bench::gen::{GenConfig, Generator};
 use tapflow_bench::pcap::write_capture;
 
@@ -17,6 +18,10 @@ use tapflow_bench::pcap::write_capture;
 /// The same arguments always give the same bytes.
 ///
 /// Example: tapflow-gen --packets 5000000 --flows 200000 --seed 1 --out bench/data/synth-5m.pcap
+///
+/// With `--syn-flood`, only a spoofed SYN flood: `--packets` SYNs, each its own five-tuple,
+/// evenly spaced at `--rate` (`--flows` and `--active` are ignored). Example (2.5M flows in
+/// 2.5 s of capture time): tapflow-gen --syn-flood --packets 2500000 --rate 1000000 --out f.pcap
 #[derive(Parser, Debug)]
 #[command(name = "tapflow-gen", version)]
 struct Args {
@@ -35,6 +40,9 @@ struct Args {
     /// Ordinary flows in progress at once (bounds memory and interleaving).
     #[arg(long, default_value_t = 4096)]
     active: usize,
+    /// Write only a spoofed SYN flood of `--packets` distinct five-tuples (at most 2^24).
+    #[arg(long)]
+    syn_flood: bool,
     /// Output file (its directory is created if missing).
     #[arg(long)]
     out: PathBuf,
@@ -50,22 +58,34 @@ fn main() -> anyhow::Result<()> {
         active: args.active,
         ..GenConfig::default()
     };
-    let mut gen = Generator::new(&cfg)?;
+    if args.syn_flood && args.packets > 1 << 24 {
+        anyhow::bail!("--syn-flood: at most 2^24 packets (distinct spoofed sources)");
+    }
     if let Some(dir) = args.out.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }
     let file =
         File::create(&args.out).with_context(|| format!("creating {}", args.out.display()))?;
     let start = Instant::now();
-    let (_, s) = write_capture(&mut gen, BufWriter::with_capacity(1 << 20, file))
-        .with_context(|| format!("writing {}", args.out.display()))?;
+    let out = BufWriter::with_capacity(1 << 20, file);
+    let (s, flows) = if args.syn_flood {
+        let mut flood = SynFlood::new(args.packets, args.rate, args.seed, cfg.start_ns);
+        let (_, s) = write_capture(&mut flood, out)
+            .with_context(|| format!("writing {}", args.out.display()))?;
+        (s, args.packets)
+    } else {
+        let mut gen = Generator::new(&cfg)?;
+        let (_, s) = write_capture(&mut gen, out)
+            .with_context(|| format!("writing {}", args.out.display()))?;
+        (s, gen.plan().flows)
+    };
     let secs = start.elapsed().as_secs_f64();
     let frames = s.bytes - 24 - 16 * s.packets;
     println!(
         "tapflow-gen: {} packets, {} flows, {} bytes (avg frame {:.0} B), {:.1} s of capture time, \
          written in {:.2} s ({:.0} packets/s) to {}",
         s.packets,
-        gen.plan().flows,
+        flows,
         s.bytes,
         frames as f64 / s.packets.max(1) as f64,
         (s.last_ts_ns - s.first_ts_ns) as f64 / 1e9,

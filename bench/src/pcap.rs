@@ -3,7 +3,26 @@
 
 use std::io::{self, Write};
 
-use crate::gen::Generator;
+use crate::gen::attack::SynFlood;
+use crate::gen::{Generator, Packet};
+
+/// A source of frames in time order: [`Generator`] or [`SynFlood`].
+pub trait Frames {
+    /// Clears `frame` and writes the next frame into it; `None` once all are out.
+    fn next_frame(&mut self, frame: &mut Vec<u8>) -> Option<Packet>;
+}
+
+impl Frames for Generator {
+    fn next_frame(&mut self, frame: &mut Vec<u8>) -> Option<Packet> {
+        self.next_packet(frame)
+    }
+}
+
+impl Frames for SynFlood {
+    fn next_frame(&mut self, frame: &mut Vec<u8>) -> Option<Packet> {
+        self.next_packet(frame)
+    }
+}
 
 /// Length of the file header.
 pub const FILE_HEADER_LEN: u64 = 24;
@@ -81,7 +100,7 @@ pub struct CaptureSummary {
 }
 
 /// Writes every packet of `gen` to `out` as a pcap stream; returns the writer and a summary.
-pub fn write_capture<W: Write>(gen: &mut Generator, out: W) -> io::Result<(W, CaptureSummary)> {
+pub fn write_capture<W: Write>(gen: &mut impl Frames, out: W) -> io::Result<(W, CaptureSummary)> {
     let mut w = PcapWriter::new(out)?;
     let mut frame = Vec::with_capacity(2048);
     let mut s = CaptureSummary {
@@ -90,7 +109,7 @@ pub fn write_capture<W: Write>(gen: &mut Generator, out: W) -> io::Result<(W, Ca
         first_ts_ns: 0,
         last_ts_ns: 0,
     };
-    while let Some(p) = gen.next_packet(&mut frame) {
+    while let Some(p) = gen.next_frame(&mut frame) {
         if s.packets == 0 {
             s.first_ts_ns = p.ts_ns;
         }

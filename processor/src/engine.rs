@@ -18,6 +18,8 @@ use crate::session::{ConnRecord, FlowTable, SessionConfig};
 
 /// Connection records are sent in messages of at most this many.
 pub(crate) const RECORDS_PER_MESSAGE: usize = 2048;
+/// Summaries' room the released buffer keeps between steps.
+const RELEASED_KEPT: usize = 1 << 16;
 /// IP-tunnel outer flows remembered for naming tunnel parents (count past it is reported).
 const IP_TUNNELS_CAP: usize = 65_536;
 
@@ -304,6 +306,9 @@ impl Engine {
             }
         }
         self.merger.give_back_origins(origins);
+        // A burst released at once (a skewed collector's backlog, up to `--merge-cap`) gives
+        // its memory back.
+        self.released.shrink_to(RELEASED_KEPT);
     }
 
     /// Where a gap that starts now starts in packet time: the merge's watermark.
@@ -336,6 +341,8 @@ impl Engine {
     }
 
     /// End of stream: everything buffered goes through the table, and every session ends.
+    /// The table's records are made as [`Engine::send_conns`] sends them, a message's worth
+    /// at a time, not all at once.
     pub(crate) fn finish(&mut self) {
         self.merger.drain(&mut self.released);
         self.process_released();
@@ -344,7 +351,7 @@ impl Engine {
         if let Some(e) = self.epochs.as_mut().filter(|e| e.leaving()) {
             e.apply(u64::MAX, &mut self.table, &mut self.records);
         }
-        self.table.flush(&mut self.records);
+        self.table.begin_flush();
         self.finished = true;
     }
 
@@ -369,15 +376,23 @@ impl Engine {
     /// aggregator's running maximum ignores: the new watermark early would let it release
     /// records that sort after some still on their way. Tunnel outer announcements go with the
     /// first, before any record that names them.
+    ///
+    /// After [`Engine::finish`], the table's final records follow the ones waiting, made a
+    /// message at a time (the same messages as if they had all been made first).
     pub(crate) fn send_conns(&mut self, push: &zmq::Socket, buf: &mut Vec<u8>, flags: i32) {
         let mut rest = std::mem::take(&mut self.records).into_iter();
-        while rest.len() > RECORDS_PER_MESSAGE {
-            let chunk: Vec<ConnRecord> = rest.by_ref().take(RECORDS_PER_MESSAGE).collect();
+        while rest.len() + self.table.flush_pending() > RECORDS_PER_MESSAGE {
+            let mut chunk = Vec::with_capacity(RECORDS_PER_MESSAGE);
+            chunk.extend(rest.by_ref().take(RECORDS_PER_MESSAGE));
+            let more = RECORDS_PER_MESSAGE - chunk.len();
+            self.table.flush_next(more, &mut chunk);
             self.send_batch(push, buf, flags, chunk, 0, Vec::new());
         }
+        let mut last: Vec<ConnRecord> = rest.collect();
+        self.table.flush_next(RECORDS_PER_MESSAGE, &mut last);
         let watermark_ns = self.watermark_ns();
         let traffic = self.finished_traffic();
-        self.send_batch(push, buf, flags, rest.collect(), watermark_ns, traffic);
+        self.send_batch(push, buf, flags, last, watermark_ns, traffic);
     }
 
     fn send_batch(
@@ -505,3 +520,6 @@ fn settle_ns(c: &SessionConfig) -> u64 {
     )
     .saturating_add(2_000_000_000)
 }
+
+#[cfg(test)]
+mod tests;

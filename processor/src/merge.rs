@@ -25,6 +25,9 @@ use std::hash::Hasher;
 use siphasher::sip::SipHasher13;
 use tapflow_proto::PacketSummary;
 
+/// A queue emptied with room for more than this many summaries gives its memory back.
+const TRIM_ABOVE: usize = 1 << 16;
+
 /// Counters of the merge.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct MergeStats {
@@ -262,6 +265,22 @@ impl Merger {
             }
         }
         self.stats.buffered = self.buffered as u64;
+        self.trim();
+    }
+
+    /// Queues that held a burst (a skewed input's backlog: up to `cap` summaries of 112 bytes)
+    /// and are empty again give their memory back instead of keeping it for good.
+    fn trim(&mut self) {
+        for input in &mut self.inputs {
+            if input.queue.is_empty() && input.queue.capacity() > TRIM_ABOVE {
+                input.queue = VecDeque::new();
+            }
+        }
+    }
+
+    /// Summaries the input queues have room for (their memory, in summaries).
+    pub fn queue_capacity(&self) -> usize {
+        self.inputs.iter().map(|i| i.queue.capacity()).sum()
     }
 
     /// Releases everything (end of stream of the whole processor).
@@ -304,6 +323,7 @@ impl Merger {
     /// Hands back the emptied vector from [`Merger::take_origins`] for reuse.
     pub fn give_back_origins(&mut self, mut v: Vec<u32>) {
         v.clear();
+        v.shrink_to(TRIM_ABOVE);
         self.origins = v;
     }
 
@@ -344,6 +364,32 @@ mod tests {
 
     fn ts(v: &[PacketSummary]) -> Vec<u64> {
         v.iter().map(|s| s.ts_ns).collect()
+    }
+
+    #[test]
+    fn queues_give_back_a_burst_once_released() {
+        let mut m = Merger::new(2, 1_000_000);
+        let mut out = Vec::new();
+        m.push("b", 1, 0, &[], &mut out);
+        // `a` runs 200k summaries ahead while `b` holds the watermark back.
+        let burst: Vec<PacketSummary> = (1..=200_000).map(s).collect();
+        m.push("a", 1, 200_000, &burst, &mut out);
+        m.release(&mut out);
+        assert!(out.is_empty());
+        assert!(m.queue_capacity() >= 200_000);
+        assert_eq!(
+            std::mem::size_of::<PacketSummary>(),
+            112,
+            "the size the docs give"
+        );
+        m.advance("b", 1, 300_000);
+        m.release(&mut out);
+        assert_eq!(out.len(), 200_000);
+        assert!(m.queue_capacity() <= TRIM_ABOVE, "{}", m.queue_capacity());
+        // Small queues keep their room (no churn of allocations per batch).
+        m.push("a", 1, 300_010, &[s(300_001), s(300_002)], &mut out);
+        m.release(&mut out);
+        assert!(m.queue_capacity() > 0);
     }
 
     #[test]

@@ -38,13 +38,20 @@
 //!
 //! # Memory
 //! Flows live in a slab preallocated for [`SessionConfig::max_flows`], indexed by an
-//! open-addressing table of 32-bit slots (hashbrown's `HashTable`, sized at twice the cap so
-//! removals never make it grow), with deadlines in a binary heap of packed 8-byte entries that
-//! drops stale entries instead of growing. A flow's state is a fixed-size record with its
-//! history inline (15 letters); only tunnelled flows and flows with content gaps, out-of-order
-//! data, TCP bad checksums or long histories get a boxed side record, once per flow.
-//! Steady-state packets allocate nothing. [`FlowTable::flow_entry_bytes`] and
-//! [`FlowTable::bytes_per_flow`] report the footprint (216 and 247 bytes at 1M flows).
+//! open-addressing table of 32-bit slots (hashbrown's `HashTable`, starting small and growing
+//! with the open flows to at most the power of two above 16/7 of the cap, where removals make it
+//! rehash in place instead of growing), with deadlines in a binary heap of packed 8-byte
+//! entries that drops stale entries instead of growing. A flow's state is a fixed-size record
+//! with its history inline (15 letters); only tunnelled flows and flows with content gaps,
+//! out-of-order data, TCP bad checksums or long histories get a boxed side record, once per
+//! flow. Steady-state packets allocate nothing. [`FlowTable::flow_entry_bytes`],
+//! [`FlowTable::memory_bytes`] and [`FlowTable::bytes_per_flow`] report the footprint at full
+//! table, computed from the sizes: 224 bytes of entry, 255 bytes per flow with heap and index
+//! (254,971,664 bytes at 1M flows; the index briefly 1.5 times its share while it grows).
+//!
+//! The end of stream does not turn the whole table into records at once (a [`ConnRecord`]
+//! with its strings is ~390 bytes, more than the flow): [`FlowTable::begin_flush`] orders the
+//! open flows and [`FlowTable::flush_next`] makes their records a message's worth at a time.
 
 use serde::{Deserialize, Serialize};
 use tapflow_proto::Addr;

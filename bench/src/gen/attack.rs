@@ -63,6 +63,45 @@ impl Flood {
     }
 }
 
+/// Only a spoofed SYN flood: `packets` SYNs to [`FLOOD_VICTIM`], each from its own spoofed
+/// five-tuple (distinct up to 2^24), evenly `1e9 / rate_pps` ns apart. Every one starts a
+/// connection that nothing answers: the worst case for a flow table (`bench/flood_rss.sh`).
+pub struct SynFlood {
+    flood: Flood,
+    rng: Rng,
+    left: u64,
+    clock_ns: u64,
+    gap_ns: u64,
+}
+
+impl SynFlood {
+    /// At most 2^24 packets (the spoofed sources are distinct below that), `rate_pps` >= 1.
+    pub fn new(packets: u64, rate_pps: u64, seed: u64, start_ns: u64) -> SynFlood {
+        let mut rng = Rng::new(seed);
+        let key = rng.next_u64();
+        SynFlood {
+            flood: Flood::new(packets, key),
+            rng,
+            left: packets,
+            clock_ns: start_ns,
+            gap_ns: (1_000_000_000 / rate_pps.max(1)).max(1),
+        }
+    }
+
+    /// Clears `frame` and writes the next SYN into it; `None` once all are out.
+    pub fn next_packet(&mut self, frame: &mut Vec<u8>) -> Option<super::Packet> {
+        if self.left == 0 {
+            return None;
+        }
+        frame.clear();
+        self.flood.emit(&mut self.rng, frame);
+        self.left -= 1;
+        let ts_ns = self.clock_ns;
+        self.clock_ns += self.gap_ns;
+        Some(super::Packet { ts_ns })
+    }
+}
+
 /// A SYN scan of one host from one source port: closed ports answer RST-ACK, open ones
 /// SYN-ACK, which the scanner resets. At most a handful of probes are outstanding.
 pub(crate) struct Scan {

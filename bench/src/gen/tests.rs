@@ -284,3 +284,23 @@ fn plans_reject_impossible_configs() {
         200_000
     );
 }
+
+#[test]
+fn a_syn_flood_is_one_valid_unanswered_syn_per_five_tuple() {
+    let mut flood = attack::SynFlood::new(20_000, 1_000_000, 3, 1_000_000_000);
+    let (bytes, summary) = write_capture(&mut flood, Vec::new()).expect("in memory");
+    assert_eq!(summary.packets, 20_000);
+    assert_eq!(summary.bytes, bytes.len() as u64);
+    assert_eq!(summary.last_ts_ns - summary.first_ts_ns, 19_999 * 1000);
+    let mut flood = attack::SynFlood::new(20_000, 1_000_000, 3, 1_000_000_000);
+    let mut frame = Vec::new();
+    let mut tuples = HashSet::new();
+    while flood.next_packet(&mut frame).is_some() {
+        let p = parse(&frame);
+        assert!(p.checksums_ok);
+        assert_eq!(p.tcp.map(|t| t.2), Some(0x02), "a bare SYN");
+        assert_eq!(p.tuple.dport, attack::FLOOD_VICTIM.1);
+        assert!(tuples.insert(p.tuple), "{:?} repeats", p.tuple);
+    }
+    assert_eq!(tuples.len(), 20_000);
+}

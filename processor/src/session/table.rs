@@ -15,6 +15,8 @@ use super::{ConnRecord, SessionConfig, TableStats, SECOND};
 const NO_SLOT: u32 = u32::MAX;
 /// Index slots allocated up front; more as open flows grow (bounded by the cap).
 const INITIAL_INDEX: usize = 1 << 16;
+/// Control bytes hashbrown adds past the last bucket (one SSE2 group).
+const INDEX_GROUP: usize = 16;
 
 /// How a connection ended (for the counters).
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -37,6 +39,8 @@ pub struct FlowTable {
     /// capacity it is made with (see `push_timer`).
     heap: BinaryHeap<Reverse<u64>>,
     open: usize,
+    /// Slots still to emit in the flush begun by `begin_flush`, last first.
+    flushing: Vec<u32>,
     stats: TableStats,
 }
 
@@ -55,6 +59,7 @@ impl FlowTable {
             index: HashTable::with_capacity((2 * cap).min(INITIAL_INDEX)),
             heap: BinaryHeap::with_capacity(cap + cap / 4 + 16),
             open: 0,
+            flushing: Vec::new(),
             stats: TableStats::default(),
         }
     }
@@ -124,9 +129,51 @@ impl FlowTable {
     }
 
     /// End of stream: every open connection becomes a final record, in (ts, key) order.
+    /// The same as [`FlowTable::begin_flush`] then [`FlowTable::flush_next`] until empty.
     pub fn flush(&mut self, out: &mut Vec<ConnRecord>) {
-        let start = out.len();
-        for f in self.slab.iter().filter(|f| !f.has_bit(bits::FREE)) {
+        self.begin_flush();
+        self.flush_next(usize::MAX, out);
+    }
+
+    /// End of stream, in steps: orders the open connections by (first packet time, key), the
+    /// order [`FlowTable::flush`] emits them in, for [`FlowTable::flush_next`] to emit a few
+    /// at a time. A full table's records would take about twice the table's own memory at
+    /// once (a [`ConnRecord`] and its strings are ~390 bytes); made a message's worth at a
+    /// time they take almost none. No summary may be given to the table until the flush is
+    /// drained.
+    pub fn begin_flush(&mut self) {
+        let slab = &self.slab;
+        let mut order: Vec<(u64, u32)> = (0..slab.len())
+            .filter(|&i| !slab[i].has_bit(bits::FREE))
+            .map(|i| (slab[i].first_ts, i as u32))
+            .collect();
+        // Keys are unique among open flows: the order is total, the same as sorting records.
+        order.sort_unstable_by(|a, b| {
+            a.0.cmp(&b.0)
+                .then_with(|| slab[a.1 as usize].key.cmp(&slab[b.1 as usize].key))
+        });
+        self.flushing = order.into_iter().rev().map(|(_, slot)| slot).collect();
+        if self.flushing.is_empty() {
+            self.clear();
+        }
+    }
+
+    /// Open connections [`FlowTable::begin_flush`] ordered that are not emitted yet.
+    pub fn flush_pending(&self) -> usize {
+        self.flushing.len()
+    }
+
+    /// Appends the next (at most) `n` records of the flush begun by
+    /// [`FlowTable::begin_flush`]; once the last is out, the table is empty.
+    pub fn flush_next(&mut self, n: usize, out: &mut Vec<ConnRecord>) {
+        if self.flushing.is_empty() {
+            return;
+        }
+        for _ in 0..n {
+            let Some(slot) = self.flushing.pop() else {
+                break;
+            };
+            let f = &self.slab[slot as usize];
             out.push(f.record(&self.ctx, false, false));
             self.stats.records += 1;
             self.stats.ended_by_flush += 1;
@@ -134,7 +181,14 @@ impl FlowTable {
                 self.stats.history_truncated += 1;
             }
         }
-        out[start..].sort_unstable_by_key(|r| (r.ts_ns, r.key));
+        if self.flushing.is_empty() {
+            self.clear();
+        }
+    }
+
+    /// Empties the table (keeping its allocations) once a flush is out.
+    fn clear(&mut self) {
+        self.flushing = Vec::new();
         self.slab.clear();
         self.index.clear();
         self.heap.clear();
@@ -194,15 +248,38 @@ impl FlowTable {
         std::mem::size_of::<Flow>()
     }
 
-    /// Bytes per connection at full table: the flow record plus its share of the index and the
-    /// deadline heap, as allocated for `max_flows`.
+    /// Bytes per connection at full table: [`FlowTable::memory_bytes`] over `max_flows`.
     pub fn bytes_per_flow(&self) -> usize {
+        self.memory_bytes().div_ceil(self.ctx.cfg.max_flows.max(1))
+    }
+
+    /// Bytes the table holds at full table, from the sizes it is made with (a process adds its
+    /// fixed overheads and the records on their way out; README, "Bounded"): the slab of
+    /// `max_flows` [`Flow`]s, the deadline heap, and the index at the largest it can grow to.
+    /// hashbrown grows a full index (no room left, tombstones included) to twice its buckets
+    /// while it holds more than 7/16 of them, else rehashes it in place: holding at most
+    /// `max_flows`, it ends at the power of two above `max_flows * 16 / 7` buckets at most,
+    /// each a 4-byte slot plus a control byte (plus one group of control bytes). While it
+    /// grows, the half-size index is freed only after the move, so the peak is 1.5 times this.
+    pub fn memory_bytes(&self) -> usize {
         let flows = self.ctx.cfg.max_flows.max(1);
-        let buckets = (self.index.capacity() * 8 / 7).next_power_of_two();
-        let index = buckets * (std::mem::size_of::<u32>() + 1);
+        let grown = (flows + 1)
+            .saturating_mul(16)
+            .div_ceil(7)
+            .next_power_of_two();
+        let initial = ((2 * flows).min(INITIAL_INDEX) * 8)
+            .div_ceil(7)
+            .next_power_of_two();
+        let buckets = grown.max(initial);
+        let index = buckets * (std::mem::size_of::<u32>() + 1) + INDEX_GROUP;
         let heap = self.heap.capacity() * std::mem::size_of::<u64>();
         let slab = self.slab.capacity() * std::mem::size_of::<Flow>();
-        (slab + index + heap).div_ceil(flows)
+        slab + index + heap
+    }
+
+    /// Bytes the index holds now (at most its share of [`FlowTable::memory_bytes`]).
+    pub fn index_bytes(&self) -> usize {
+        self.index.allocation_size()
     }
 
     fn find(&self, hash: u64, key: &FlowKey) -> Option<usize> {

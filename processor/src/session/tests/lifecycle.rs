@@ -185,6 +185,77 @@ fn flow_entry_fits_the_budget() {
 }
 
 #[test]
+fn the_table_takes_255_bytes_per_flow_at_the_cap() {
+    // Slab 224 B, heap 1.25 entries of 8 B, index 2^22 (2^21) buckets of 5 B: 224 + 10 + 21.
+    for (cap, bytes) in [(1_000_000, 254_971_664), (500_000, 127_485_904)] {
+        let t = FlowTable::new(SessionConfig {
+            max_flows: cap,
+            ..SessionConfig::default()
+        });
+        assert_eq!(FlowTable::flow_entry_bytes(), 224);
+        assert_eq!(t.memory_bytes(), bytes, "at {cap} flows");
+        assert_eq!(t.bytes_per_flow(), 255, "at {cap} flows");
+    }
+}
+
+#[test]
+fn the_index_never_outgrows_its_share_of_the_footprint() {
+    let cap = 3000;
+    let mut t = FlowTable::new(SessionConfig {
+        max_flows: cap,
+        ..SessionConfig::default()
+    });
+    let slab_and_heap = cap * FlowTable::flow_entry_bytes() + (cap + cap / 4 + 16) * 8;
+    let index_at_most = t.memory_bytes() - slab_and_heap;
+    let mut out = Vec::new();
+    let mut largest = 0;
+    // Every flow new: each one past the cap evicts one, leaving a tombstone in the index.
+    for i in 0..60_000u32 {
+        let port = 1024 + i as u16;
+        t.on_summary(&udp_on((port, 9), u64::from(i / 10), true, 1), &mut out);
+        largest = largest.max(t.index_bytes());
+        out.clear();
+    }
+    assert_eq!(t.stats().evicted, 60_000 - cap as u64);
+    eprintln!("index: {largest} bytes at most, {index_at_most} allowed");
+    assert!(largest <= index_at_most, "{largest} > {index_at_most}");
+    // The bound is tight: the index did grow to it.
+    assert_eq!(largest, index_at_most);
+}
+
+#[test]
+fn a_flush_in_steps_emits_what_one_flush_does() {
+    let run = |steps: Option<usize>| {
+        let mut t = FlowTable::new(SessionConfig::default());
+        let mut out = Vec::new();
+        for i in 0..500u32 {
+            // Ten flows per millisecond: the key breaks the ties.
+            let port = 1024 + ((i * 7919) % 30_000) as u16;
+            t.on_summary(&udp_on((port, 53), u64::from(i / 10), true, 1), &mut out);
+        }
+        assert!(out.is_empty());
+        match steps {
+            None => t.flush(&mut out),
+            Some(n) => {
+                t.begin_flush();
+                while t.flush_pending() > 0 {
+                    let before = out.len();
+                    t.flush_next(n, &mut out);
+                    assert!(out.len() - before <= n);
+                }
+            }
+        }
+        assert_eq!(t.stats().open_flows, 0);
+        (out, t.stats())
+    };
+    let (all, stats) = run(None);
+    assert_eq!(all.len(), 500);
+    for n in [1, 7, 64, 500, 1000] {
+        assert_eq!(run(Some(n)), (all.clone(), stats), "steps of {n}");
+    }
+}
+
+#[test]
 fn memory_stays_flat_under_churn() {
     let mut t = FlowTable::new(SessionConfig {
         max_flows: 64,
