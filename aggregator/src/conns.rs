@@ -11,12 +11,15 @@
 //! when the inner one started names it here.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::fmt::Write as _;
 
-use tapflow_proto::conn::{split, uid, ConnRecord};
-use tapflow_proto::key::ip_proto;
+use tapflow_proto::conn::{split, uid, ConnRecord, InvalidRecord};
 use tapflow_proto::upstream::ConnBatch;
 use tapflow_proto::FlowKey;
+use tracing::warn;
+
+mod line;
+
+pub use line::conn_json;
 
 /// Counters of the sorter.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
@@ -36,6 +39,66 @@ pub struct ConnStats {
     pub split_unpaired: u64,
     /// Connections closed at a switch not remembered for pairing because `cap` were.
     pub split_over_cap: u64,
+    /// Records rejected by [`ConnRecord::validate`], by reason: not written, not given to
+    /// detection or InfluxDB. Counted in `received` (so `received = released + interim +
+    /// invalid` at the end). In the report only when some were (new in issue 21).
+    #[serde(skip_serializing_if = "InvalidCounts::is_zero")]
+    pub invalid: InvalidCounts,
+}
+
+/// Records rejected as invalid, by [`InvalidRecord`] (each field named as its `as_str`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct InvalidCounts {
+    pub uid: u64,
+    pub history: u64,
+    pub community_id: u64,
+    pub tunnel_parents: u64,
+    pub time: u64,
+    pub count: u64,
+    pub split: u64,
+}
+
+impl InvalidCounts {
+    pub fn is_zero(&self) -> bool {
+        self.total() == 0
+    }
+
+    pub fn total(&self) -> u64 {
+        InvalidRecord::ALL.iter().map(|&r| self.get(r)).sum()
+    }
+
+    /// The count of one reason.
+    pub fn get(&self, reason: InvalidRecord) -> u64 {
+        *self.by(reason)
+    }
+
+    fn add(&mut self, reason: InvalidRecord) {
+        *self.by_mut(reason) += 1;
+    }
+
+    fn by(&self, reason: InvalidRecord) -> &u64 {
+        match reason {
+            InvalidRecord::Uid => &self.uid,
+            InvalidRecord::History => &self.history,
+            InvalidRecord::CommunityId => &self.community_id,
+            InvalidRecord::TunnelParents => &self.tunnel_parents,
+            InvalidRecord::Time => &self.time,
+            InvalidRecord::Count => &self.count,
+            InvalidRecord::Split => &self.split,
+        }
+    }
+
+    fn by_mut(&mut self, reason: InvalidRecord) -> &mut u64 {
+        match reason {
+            InvalidRecord::Uid => &mut self.uid,
+            InvalidRecord::History => &mut self.history,
+            InvalidRecord::CommunityId => &mut self.community_id,
+            InvalidRecord::TunnelParents => &mut self.tunnel_parents,
+            InvalidRecord::Time => &mut self.time,
+            InvalidRecord::Count => &mut self.count,
+            InvalidRecord::Split => &mut self.split,
+        }
+    }
 }
 
 pub struct ConnSorter {
@@ -69,7 +132,23 @@ impl ConnSorter {
         }
     }
 
+    /// A processor's batch: its records are validated (an invalid one is counted and
+    /// dropped), then held for ordering (interim ones set aside for their own log).
     pub fn push(&mut self, batch: ConnBatch) {
+        for r in batch.records {
+            self.stats.received += 1;
+            if let Err(reason) = r.validate() {
+                self.reject(&batch.processor, &r, reason);
+                continue;
+            }
+            if r.interim {
+                self.stats.interim += 1;
+                self.interim.push(r);
+                continue;
+            }
+            let last = r.ts_ns.saturating_add(r.duration_ns.unwrap_or(0));
+            self.pending.insert((last, r.uid.clone()), Box::new(r));
+        }
         let wm = self.watermarks.entry(batch.processor).or_insert((0, 0));
         *wm = (wm.0.max(batch.watermark_ns), batch.settle_ns);
         for (key, ts) in batch.tunnel_outers {
@@ -80,16 +159,6 @@ impl ConnSorter {
             } else {
                 self.stats.outers_over_cap += 1;
             }
-        }
-        for r in batch.records {
-            self.stats.received += 1;
-            if r.interim {
-                self.stats.interim += 1;
-                self.interim.push(r);
-                continue;
-            }
-            let last = r.ts_ns.saturating_add(r.duration_ns.unwrap_or(0));
-            self.pending.insert((last, r.uid.clone()), Box::new(r));
         }
     }
 
@@ -171,6 +240,19 @@ impl ConnSorter {
         self.stats
     }
 
+    /// Counts an invalid record; the 1st, 10th, 100th, ... are logged (rate-limited without
+    /// a clock). What came from the wire is logged escaped (`Debug`) and cut short.
+    #[cold]
+    fn reject(&mut self, processor: &str, r: &ConnRecord, reason: InvalidRecord) {
+        self.stats.invalid.add(reason);
+        let n = self.stats.invalid.total();
+        if is_power_of_ten(n) {
+            let uid: String = r.uid.chars().take(40).collect();
+            let processor: String = processor.chars().take(40).collect();
+            warn!(?processor, ?uid, %reason, invalid = n, "dropped an invalid connection record (the 1st, 10th, 100th, ... are logged; conns.invalid in the accounting report counts them by reason)");
+        }
+    }
+
     fn emit(&mut self, mut r: Box<ConnRecord>, f: &mut impl FnMut(Box<ConnRecord>, Vec<String>)) {
         self.stats.released += 1;
         if r.split != 0 {
@@ -220,316 +302,13 @@ impl ConnSorter {
     }
 }
 
-/// One conn.log line as Zeek writes JSON: field names and units as Zeek's, unset fields left
-/// out; `ts` and `duration` in seconds with 6 decimals.
-pub fn conn_json(r: &ConnRecord, parents: &[String], out: &mut String) {
-    // Hand-written (itoa for integers): `write!` spent more cycles in the formatting machinery
-    // than on the record itself, at 200k records at the end of a capture.
-    let mut n = itoa::Buffer::new();
-    push_endpoints(r, &mut n, out);
-    push_state(r, &mut n, out);
-    push_counts(r, parents, &mut n, out);
-    out.push_str("}\n");
-}
-
-/// `ts` to `proto`.
-#[inline]
-fn push_endpoints(r: &ConnRecord, n: &mut itoa::Buffer, out: &mut String) {
-    let proto = match r.proto {
-        ip_proto::TCP => "tcp",
-        ip_proto::UDP => "udp",
-        ip_proto::ICMP | ip_proto::ICMPV6 => "icmp",
-        _ => "unknown_transport",
-    };
-    out.push_str("{\"ts\":");
-    secs(r.ts_ns, out);
-    out.push_str(",\"uid\":\"");
-    out.push_str(&r.uid);
-    out.push_str("\",\"id.orig_h\":\"");
-    push_addr(&r.orig_h, out);
-    out.push_str("\",\"id.orig_p\":");
-    out.push_str(n.format(r.orig_p));
-    out.push_str(",\"id.resp_h\":\"");
-    push_addr(&r.resp_h, out);
-    out.push_str("\",\"id.resp_p\":");
-    out.push_str(n.format(r.resp_p));
-    out.push_str(",\"proto\":\"");
-    out.push_str(proto);
-    out.push('"');
-}
-
-/// `duration` to `history`.
-#[inline]
-fn push_state(r: &ConnRecord, n: &mut itoa::Buffer, out: &mut String) {
-    if let Some(d) = r.duration_ns {
-        out.push_str(",\"duration\":");
-        secs(d, out);
+/// 1, 10, 100, ...
+fn is_power_of_ten(mut n: u64) -> bool {
+    while n >= 10 && n.is_multiple_of(10) {
+        n /= 10;
     }
-    if let Some(b) = r.orig_bytes {
-        out.push_str(",\"orig_bytes\":");
-        out.push_str(n.format(b));
-    }
-    if let Some(b) = r.resp_bytes {
-        out.push_str(",\"resp_bytes\":");
-        out.push_str(n.format(b));
-    }
-    out.push_str(",\"conn_state\":\"");
-    out.push_str(r.conn_state.as_str());
-    out.push('"');
-    if let Some(l) = r.local_orig {
-        out.push_str(if l {
-            ",\"local_orig\":true"
-        } else {
-            ",\"local_orig\":false"
-        });
-    }
-    if let Some(l) = r.local_resp {
-        out.push_str(if l {
-            ",\"local_resp\":true"
-        } else {
-            ",\"local_resp\":false"
-        });
-    }
-    out.push_str(",\"missed_bytes\":");
-    out.push_str(n.format(r.missed_bytes));
-    if !r.history.is_empty() {
-        // History letters are ASCII; nothing to escape.
-        out.push_str(",\"history\":\"");
-        out.push_str(&r.history);
-        out.push('"');
-    }
-}
-
-/// Packet and byte counts, tunnel parents and tapflow's extras.
-#[inline]
-fn push_counts(r: &ConnRecord, parents: &[String], n: &mut itoa::Buffer, out: &mut String) {
-    for (name, v) in [
-        (",\"orig_pkts\":", r.orig_pkts),
-        (",\"orig_ip_bytes\":", r.orig_ip_bytes),
-        (",\"resp_pkts\":", r.resp_pkts),
-        (",\"resp_ip_bytes\":", r.resp_ip_bytes),
-    ] {
-        out.push_str(name);
-        out.push_str(n.format(v));
-    }
-    if !parents.is_empty() {
-        out.push_str(",\"tunnel_parents\":[");
-        for (i, p) in parents.iter().enumerate() {
-            if i > 0 {
-                out.push(',');
-            }
-            out.push('"');
-            out.push_str(p);
-            out.push('"');
-        }
-        out.push(']');
-    }
-    out.push_str(",\"ip_proto\":");
-    out.push_str(n.format(r.proto));
-    out.push_str(",\"community_id\":\"");
-    out.push_str(&r.community_id);
-    out.push('"');
-    if r.key.vlan != 0 {
-        out.push_str(",\"vlan\":");
-        out.push_str(n.format(r.key.vlan));
-    }
-    if r.evicted {
-        out.push_str(",\"evicted\":true");
-    }
-    if let Some(split) = tapflow_proto::conn::split::name(r.split) {
-        out.push_str(",\"tapflow_split\":\"");
-        out.push_str(split);
-        out.push('"');
-    }
-}
-
-/// An address as text: IPv4 by hand (most records), IPv6 by `Display` (its `::` rules).
-fn push_addr(a: &tapflow_proto::Addr, out: &mut String) {
-    if a.is_v4() {
-        let mut n = itoa::Buffer::new();
-        for (i, octet) in a.0[12..].iter().enumerate() {
-            if i > 0 {
-                out.push('.');
-            }
-            out.push_str(n.format(*octet));
-        }
-    } else {
-        let _ = write!(out, "{a}");
-    }
-}
-
-/// Nanoseconds as seconds with 6 decimals (Zeek's precision), as a JSON number.
-fn secs(ns: u64, out: &mut String) {
-    let mut n = itoa::Buffer::new();
-    out.push_str(n.format(ns / 1_000_000_000));
-    out.push('.');
-    let micros = n.format((ns % 1_000_000_000) / 1000);
-    for _ in micros.len()..6 {
-        out.push('0');
-    }
-    out.push_str(micros);
+    n == 1
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use tapflow_proto::conn::ConnState;
-    use tapflow_proto::{Addr, FiveTuple};
-
-    fn rec(ts: u64, dur: u64, sport: u16) -> ConnRecord {
-        let t = FiveTuple {
-            proto: 6,
-            src: Addr::from_v4([10, 0, 0, 1]),
-            dst: Addr::from_v4([10, 0, 0, 2]),
-            sport,
-            dport: 80,
-        };
-        let key = t.key(0).0;
-        ConnRecord {
-            ts_ns: ts,
-            uid: uid(&key, ts),
-            orig_h: t.src,
-            orig_p: sport,
-            resp_h: t.dst,
-            resp_p: 80,
-            proto: 6,
-            duration_ns: Some(dur),
-            orig_bytes: Some(1),
-            resp_bytes: Some(2),
-            conn_state: ConnState::SF,
-            local_orig: None,
-            local_resp: None,
-            missed_bytes: 0,
-            history: "ShADadFf".into(),
-            orig_pkts: 5,
-            orig_ip_bytes: 300,
-            resp_pkts: 4,
-            resp_ip_bytes: 250,
-            tunnel_parents: vec![],
-            community_id: "1:x".into(),
-            interim: false,
-            evicted: false,
-            key,
-            orig_tcp_flags: 0x12,
-            resp_tcp_flags: 0x12,
-            split: 0,
-        }
-    }
-
-    fn batch(p: &str, wm: u64, records: Vec<ConnRecord>) -> ConnBatch {
-        ConnBatch {
-            processor: p.into(),
-            incarnation: 1,
-            watermark_ns: wm,
-            settle_ns: 10,
-            records,
-            tunnel_outers: vec![],
-            traffic: vec![],
-            records_seq: 0,
-        }
-    }
-
-    fn lines(s: &str) -> Vec<String> {
-        s.lines()
-            .map(|l| {
-                l.split(",\"id.orig_h")
-                    .next()
-                    .unwrap_or_default()
-                    .to_owned()
-            })
-            .collect()
-    }
-
-    #[test]
-    fn released_in_order_behind_every_watermark() {
-        let mut c = ConnSorter::new(2, 1000);
-        let mut out = String::new();
-        c.push(batch("p0", 100, vec![rec(50, 10, 1), rec(20, 5, 2)]));
-        c.release(&mut out);
-        assert!(out.is_empty(), "p1 not heard from");
-        c.push(batch("p1", 40, vec![rec(10, 1, 3)]));
-        c.release(&mut out);
-        // limit = min(100, 40) - 10 = 30: records ending at 11 and 25 go, 60 waits.
-        assert_eq!(lines(&out).len(), 2, "{out}");
-        assert!(out.starts_with("{\"ts\":0.000000"), "{out}");
-        out.clear();
-        c.end("p1");
-        c.release(&mut out);
-        assert_eq!(lines(&out).len(), 1);
-    }
-
-    #[test]
-    fn order_is_independent_of_arrival() {
-        let run = |flip: bool| {
-            let mut c = ConnSorter::new(2, 1000);
-            let mut out = String::new();
-            let (a, b) = (
-                batch("p0", 1000, vec![rec(5, 5, 1), rec(7, 1, 2)]),
-                batch("p1", 1000, vec![rec(6, 2, 3), rec(1, 9, 4)]),
-            );
-            if flip {
-                c.push(b);
-                c.push(a);
-            } else {
-                c.push(a);
-                c.push(b);
-            }
-            c.drain(&mut out);
-            out
-        };
-        assert_eq!(run(false), run(true));
-    }
-
-    #[test]
-    fn zeek_json_fields() {
-        let mut out = String::new();
-        let mut r = rec(1_323_974_133_493_287_123, 1_500_000, 40000);
-        r.duration_ns = None;
-        r.orig_bytes = None;
-        conn_json(&r, &["Cabc".into()], &mut out);
-        let v: serde_json::Value = serde_json::from_str(&out).unwrap_or_default();
-        assert_eq!(v["ts"].to_string(), "1323974133.493287");
-        assert_eq!(v["id.orig_p"], 40000);
-        assert_eq!(v["proto"], "tcp");
-        assert!(v.get("duration").is_none() && v.get("orig_bytes").is_none());
-        assert_eq!(v["resp_bytes"], 2);
-        assert_eq!(v["tunnel_parents"][0], "Cabc");
-        assert_eq!(v["history"], "ShADadFf");
-    }
-
-    #[test]
-    fn cap_forces_release_and_counts_it() {
-        let mut c = ConnSorter::new(1, 2);
-        let mut out = String::new();
-        c.push(batch(
-            "p0",
-            0,
-            vec![rec(1, 1, 1), rec(2, 1, 2), rec(3, 1, 3)],
-        ));
-        c.release(&mut out);
-        assert_eq!((c.stats().forced, c.pending()), (1, 2));
-    }
-
-    #[test]
-    fn tunnel_parent_is_the_outer_open_at_the_inner_start() {
-        let mut c = ConnSorter::new(1, 100);
-        let outer = FiveTuple {
-            proto: 17,
-            src: Addr::from_v4([1, 1, 1, 1]),
-            dst: Addr::from_v4([2, 2, 2, 2]),
-            sport: 5000,
-            dport: 4789,
-        }
-        .key(0)
-        .0;
-        let mut b = batch("p0", u64::MAX, vec![]);
-        b.tunnel_outers = vec![(outer, 100), (outer, 900)];
-        let mut inner = rec(950, 10, 9);
-        inner.tunnel_parents = vec![outer];
-        b.records.push(inner);
-        c.push(b);
-        let mut out = String::new();
-        c.drain(&mut out);
-        assert!(out.contains(&uid(&outer, 900)), "{out}");
-    }
-}
+mod tests;

@@ -16,6 +16,7 @@ pub mod detect_thread;
 pub mod health;
 pub mod inbox;
 pub mod influx;
+pub mod json;
 pub mod logfile;
 pub mod members;
 pub mod points;

@@ -11,7 +11,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::time::Instant;
 
-use tapflow_proto::conn::ConnRecord;
+use tapflow_proto::conn::{ConnRecord, InvalidRecord};
 use tapflow_proto::procset::ProcessorSet;
 use tapflow_proto::upstream::{ConnBatch, ProcessorAccount, ProcessorHeartbeat, UpMessage};
 use tapflow_runtime::ratelimit::RateLimit;
@@ -268,6 +268,15 @@ impl Aggregator {
             ("names_refused".into(), self.refused.0),
             ("senders_refused".into(), self.refused.1),
         ];
+        named.extend(InvalidRecord::ALL.iter().filter_map(|&r| {
+            let n = conns.invalid.get(r);
+            (n > 0).then(|| {
+                (
+                    format!("conn_records_invalid{{reason=\"{}\"}}", r.as_str()),
+                    n,
+                )
+            })
+        }));
         named.extend(
             self.malformed
                 .iter()

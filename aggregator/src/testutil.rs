@@ -1,6 +1,6 @@
 //! Records for the aggregator's unit tests.
 
-use tapflow_proto::conn::{uid, ConnRecord, ConnState};
+use tapflow_proto::conn::{community_id, uid, ConnRecord, ConnState};
 use tapflow_proto::summary::tcp;
 use tapflow_proto::{Addr, FiveTuple};
 
@@ -49,7 +49,7 @@ pub(crate) fn scan_and_sessions(n: u64) -> Vec<ConnRecord> {
                 resp_pkts: 1,
                 resp_ip_bytes: 40,
                 tunnel_parents: vec![],
-                community_id: String::new(),
+                community_id: community_id(6, t.src, t.sport, t.dst, t.dport),
                 interim: false,
                 evicted: false,
                 key,

@@ -2,13 +2,16 @@
 //! from another version, truncated, or malformed are counted by reason and dropped, and the
 //! run around them is still complete and reconciles.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use tapflow_integration_tests::{
-    endpoint, free_port, is_root, start_pipeline, CollectorSpec, PipelineRun,
+    bin, endpoint, free_port, is_root, start_pipeline, CollectorSpec, PipelineRun, Proc,
 };
+use tapflow_proto::conn::{community_id, uid, ConnRecord, ConnState};
+use tapflow_proto::upstream::{ConnBatch, ProcessorAccount, ProcessorCounters, UpMessage};
 use tapflow_proto::wire::{encode_batch, LinkHeader, FORMAT_VERSION};
+use tapflow_proto::{Addr, FiveTuple};
 
 /// Messages a stranger might send.
 fn garbage() -> Vec<Vec<u8>> {
@@ -199,4 +202,171 @@ fn a_garbage_flood_is_counted_whole_and_logged_rate_limited() {
         // What was suppressed is said, with the count.
         assert!(log.contains("suppressed"), "{who}: {log}");
     }
+}
+
+/// A valid final record of a TCP connection from 10.0.0.1:`sport` to 10.0.0.2:80.
+fn record(sport: u16) -> ConnRecord {
+    let t = FiveTuple {
+        proto: 6,
+        src: Addr::from_v4([10, 0, 0, 1]),
+        dst: Addr::from_v4([10, 0, 0, 2]),
+        sport,
+        dport: 80,
+    };
+    let key = t.key(0).0;
+    let ts = 1_700_000_000_000_000_000 + u64::from(sport);
+    ConnRecord {
+        ts_ns: ts,
+        uid: uid(&key, ts),
+        orig_h: t.src,
+        orig_p: t.sport,
+        resp_h: t.dst,
+        resp_p: t.dport,
+        proto: 6,
+        duration_ns: Some(1_000_000),
+        orig_bytes: Some(10),
+        resp_bytes: Some(20),
+        conn_state: ConnState::SF,
+        local_orig: None,
+        local_resp: None,
+        missed_bytes: 0,
+        history: "ShADadFf".into(),
+        orig_pkts: 5,
+        orig_ip_bytes: 300,
+        resp_pkts: 4,
+        resp_ip_bytes: 250,
+        tunnel_parents: vec![],
+        community_id: community_id(6, t.src, t.sport, t.dst, t.dport),
+        interim: false,
+        evicted: false,
+        key,
+        orig_tcp_flags: 0x1b,
+        resp_tcp_flags: 0x1b,
+        split: 0,
+    }
+}
+
+/// One valid record, then records whose strings were forged to write a record of their own
+/// into the conn log (or to break its lines, or a terminal reading it), or damaged by a bit
+/// flip.
+fn valid_and_forged() -> Vec<ConnRecord> {
+    let mut forged_uid = record(2);
+    forged_uid.uid = "Cfake\",\"id.orig_h\":\"6.6.6.6\"}\n{\"ts\":1,\"uid\":\"INJECTED\",\
+        \"id.orig_h\":\"6.6.6.6\",\"id.orig_p\":1,\"id.resp_h\":\"10.0.0.2\",\"id.resp_p\":80,\
+        \"proto\":\"tcp\",\"conn_state\":\"SF\"}\n{\"ts\":1,\"uid\":\"C1"
+        .into();
+    let mut ansi_history = record(3);
+    ansi_history.history = "ShAD\u{1b}[2J\u{1b}[31mdaFf".into();
+    let mut flipped_uid = record(4);
+    flipped_uid.uid.replace_range(3..4, "\u{18}");
+    let mut bad_community_id = record(5);
+    bad_community_id.community_id = "1:\"},{\"x\":\"".into();
+    let mut twice_the_parent = record(6);
+    twice_the_parent.tunnel_parents = vec![twice_the_parent.key, twice_the_parent.key];
+    vec![
+        record(1),
+        forged_uid,
+        ansi_history,
+        flipped_uid,
+        bad_community_id,
+        twice_the_parent,
+    ]
+}
+
+#[test]
+fn forged_connection_records_are_rejected_counted_and_never_written() {
+    let dir = tempfile::tempdir().expect("create the run's directory");
+    let port = free_port();
+    let conn_log = dir.path().join("conn.jsonl");
+    let health = dir.path().join("health.jsonl");
+    let args: Vec<String> = [
+        "--listen",
+        &endpoint(port),
+        "--processors",
+        "1",
+        "--exit-on-eos",
+        "--plain",
+        "--conn-log",
+        &conn_log.display().to_string(),
+        "--health-log",
+        &health.display().to_string(),
+    ]
+    .map(String::from)
+    .to_vec();
+    let mut aggregator = Proc::spawn("aggregator", &bin("tapflow-aggregator"), &args, dir.path());
+    let records = valid_and_forged();
+    let sent = records.len() as u64;
+    let valid_uid = records[0].uid.clone();
+    let batch = UpMessage::Conns(ConnBatch {
+        processor: "intruder".into(),
+        incarnation: 1,
+        watermark_ns: u64::MAX,
+        settle_ns: 0,
+        records,
+        tunnel_outers: vec![],
+        traffic: vec![],
+        records_seq: 0,
+    });
+    let eos = UpMessage::Eos(Box::new(ProcessorAccount {
+        processor: "intruder".into(),
+        incarnation: 1,
+        counters: ProcessorCounters {
+            records_sent: sent,
+            ..ProcessorCounters::default()
+        },
+        ..ProcessorAccount::default()
+    }));
+    let ctx = zmq::Context::new();
+    let push = ctx.socket(zmq::PUSH).expect("create a PUSH socket");
+    push.set_linger(5000).expect("set the linger");
+    push.connect(&endpoint(port))
+        .expect("connect the PUSH socket");
+    for m in [batch, eos] {
+        let mut bytes = Vec::new();
+        m.encode(&mut bytes);
+        push.send(&bytes[..], 0).expect("send a processor message");
+    }
+    let status = aggregator.wait_until(Instant::now() + Duration::from_secs(60));
+    let stderr = aggregator.stderr();
+    assert_eq!(status.and_then(|s| s.code()), Some(0), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+
+    // Only the valid record is written, and every line is one JSON object.
+    let text = std::fs::read_to_string(&conn_log).expect("read the conn log");
+    let lines: Vec<Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("a conn log line that is JSON"))
+        .collect();
+    assert!(lines.iter().all(|l| l["id.orig_h"] == "10.0.0.1"), "{text}");
+    assert_eq!(lines.len(), 1, "{text}");
+    assert_eq!(lines[0]["uid"], Value::String(valid_uid), "{text}");
+    assert!(!text.contains('\u{1b}'), "{text:?}");
+
+    // The report counts each rejection by reason, and still reconciles.
+    let health_text = std::fs::read_to_string(&health).expect("read the health log");
+    let report: Value = serde_json::from_str(health_text.lines().last().unwrap_or_default())
+        .expect("the accounting report, the health log's last line");
+    let invalid = &report["conns"]["invalid"];
+    for (reason, n) in [
+        ("uid", 2),
+        ("history", 1),
+        ("community_id", 1),
+        ("tunnel_parents", 1),
+    ] {
+        assert_eq!(invalid[reason].as_u64(), Some(n), "{reason}: {report:#}");
+    }
+    assert_eq!(
+        report["conns"]["received"].as_u64(),
+        Some(sent),
+        "{report:#}"
+    );
+    assert_eq!(report["conns"]["released"].as_u64(), Some(1), "{report:#}");
+    assert_eq!(report["reconciled"], Value::Bool(true), "{report:#}");
+    assert_eq!(
+        stderr
+            .matches("dropped an invalid connection record")
+            .count(),
+        1,
+        "the 1st, 10th, 100th, ... are logged, not the others: {stderr}"
+    );
 }

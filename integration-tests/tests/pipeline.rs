@@ -86,6 +86,11 @@ fn check_run(name: &str, n: usize, run: &PipelineRun, want: Expect) -> String {
         Value::Bool(true),
         "{name} n={n}: {report:#}"
     );
+    // Every record a processor makes from a real capture is valid.
+    assert!(
+        report["conns"].get("invalid").is_none(),
+        "{name} n={n}: {report:#}"
+    );
     // Nothing was restarted: no processor joined a link mid-stream, no flow may be split.
     for p in report["processors"].as_array().into_iter().flatten() {
         assert_eq!(

@@ -8,6 +8,10 @@ use serde::{Deserialize, Serialize};
 use crate::key::{icmp4_counterpart, icmp6_counterpart, ip_proto};
 use crate::{Addr, FlowKey};
 
+mod validate;
+
+pub use validate::{InvalidRecord, HISTORY_LETTERS, MAX_COUNT, MAX_HISTORY, MAX_TS_NS};
+
 /// Zeek's `conn_state`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum ConnState {

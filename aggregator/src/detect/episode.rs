@@ -4,6 +4,7 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
 use super::WindowAlerts;
+use crate::json::push_escaped;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum EventKind {
@@ -116,17 +117,24 @@ pub struct AlertEvent {
 }
 
 impl AlertEvent {
-    /// One line of the alerts log (JSON), fields as DESIGN.md names them.
+    /// One line of the alerts log (JSON), fields as DESIGN.md names them. `src` and `dst`
+    /// are escaped: pipeline health's name collectors and processors as they named themselves
+    /// on the wire.
     pub fn to_json(&self, out: &mut String) {
         let secs = |ns: u64| format!("{}.{:06}", ns / 1_000_000_000, (ns % 1_000_000_000) / 1000);
         let _ = write!(
             out,
-            "{{\"ts\":{},\"event\":\"{}\",\"kind\":\"{}\",\"src\":\"{}\",\"dst\":\"{}\",\"window_start\":{},\"window_end\":{},\"count\":{},\"peak\":{},\"episode_start\":{},\"windows\":{}",
+            "{{\"ts\":{},\"event\":\"{}\",\"kind\":\"{}\",\"src\":\"",
             secs(self.ts_ns),
             self.event.as_str(),
             self.kind.as_str(),
-            self.src,
-            self.dst,
+        );
+        push_escaped(&self.src, out);
+        out.push_str("\",\"dst\":\"");
+        push_escaped(&self.dst, out);
+        let _ = write!(
+            out,
+            "\",\"window_start\":{},\"window_end\":{},\"count\":{},\"peak\":{},\"episode_start\":{},\"windows\":{}",
             secs(self.window_start_ns),
             secs(self.window_end_ns),
             self.count,
@@ -252,5 +260,60 @@ fn end_event(k: AlertKey, o: Open) -> AlertEvent {
         episode_start_ns: o.start_ns,
         windows: o.windows,
         evidence: o.evidence,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(src: &str, dst: &str) -> AlertEvent {
+        AlertEvent {
+            ts_ns: 1_700_000_060_000_000_000,
+            event: EventKind::Start,
+            kind: AlertKind::CollectorSilent,
+            src: src.into(),
+            dst: dst.into(),
+            window_start_ns: 1_700_000_000_000_000_000,
+            window_end_ns: 1_700_000_060_000_000_000,
+            count: 1,
+            peak: 1,
+            episode_start_ns: 1_700_000_000_000_000_000,
+            windows: 1,
+            evidence: BTreeMap::from([("silent_s", 30)]),
+        }
+    }
+
+    #[test]
+    fn a_line_as_before_for_names_tapflow_gives() {
+        let mut out = String::new();
+        event("collector0", "processor1").to_json(&mut out);
+        assert_eq!(
+            out,
+            "{\"ts\":1700000060.000000,\"event\":\"start\",\"kind\":\"collector_silent\",\
+             \"src\":\"collector0\",\"dst\":\"processor1\",\"window_start\":1700000000.000000,\
+             \"window_end\":1700000060.000000,\"count\":1,\"peak\":1,\
+             \"episode_start\":1700000000.000000,\"windows\":1,\"silent_s\":30}\n"
+        );
+    }
+
+    #[test]
+    fn names_from_the_wire_cannot_forge_fields_or_lines() {
+        // Pipeline health names collectors and processors as they named themselves.
+        let src = "c\",\"kind\":\"port_scan\"}\n{\"ts\":1,\"src\":\"6.6.6.6";
+        let dst = "p\u{1b}[2J";
+        let mut out = String::new();
+        event(src, dst).to_json(&mut out);
+        assert_eq!(out.matches('\n').count(), 1, "{out}");
+        let v: serde_json::Value = serde_json::from_str(&out).expect("an alerts line that is JSON");
+        assert_eq!(
+            (&v["kind"], &v["src"], &v["dst"]),
+            (
+                &serde_json::Value::from("collector_silent"),
+                &serde_json::Value::from(src),
+                &serde_json::Value::from(dst)
+            )
+        );
+        assert!(!out.contains('\u{1b}'), "{out:?}");
     }
 }

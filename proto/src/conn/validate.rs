@@ -1,0 +1,276 @@
+//! What a connection record from the wire may contain (sans-IO).
+//!
+//! A record reaches the aggregator in a message anyone who can send to it may have written (a
+//! local user with `--plain`, a holder of a processor key) or a bit flip may have damaged. Its
+//! strings go into JSON lines and InfluxDB fields, so each is held to what the processor
+//! makes of it, and its times and counts to what a capture can give:
+//!
+//! | field            | valid                                                                 |
+//! |------------------|-----------------------------------------------------------------------|
+//! | `uid`            | `C` + 1 to 17 base62 digits ([`super::uid`]: 96 bits in base62)       |
+//! | `history`        | at most [`MAX_HISTORY`] letters of [`HISTORY_LETTERS`]                |
+//! | `community_id`   | `1:` + 27 base64 characters + `=` ([`super::community_id`]: SHA-1)    |
+//! | `tunnel_parents` | sorted and distinct, as the processor sends them                      |
+//! | `ts_ns`, `duration_ns` | first and last packet before 2200-01-01 ([`MAX_TS_NS`])         |
+//! | counts           | each at most 2^53 ([`MAX_COUNT`]); IP bytes at most `u32::MAX` a packet |
+//! | `split`          | only the [`super::split`] bits                                        |
+//!
+//! 2^53 is the largest integer a JSON reader keeping numbers as doubles reads exactly; it is
+//! 9 PB, far past any connection's bytes or packets. A packet's IP length is a `u32` in a
+//! summary, so IP bytes above `pkts * u32::MAX` cannot come from packets. Nothing bounds a
+//! payload byte count by its packets: TCP's comes from sequence numbers, and Zeek's can be far
+//! larger than what was captured.
+
+use thiserror::Error;
+
+use super::{split, ConnRecord};
+
+/// 2200-01-01T00:00:00Z in ns since the Unix epoch: no packet time may be later.
+pub const MAX_TS_NS: u64 = 7_258_118_400 * 1_000_000_000;
+/// The largest count a record may carry (2^53).
+pub const MAX_COUNT: u64 = 1 << 53;
+/// History letters a record may carry (the processor keeps 256 at most).
+pub const MAX_HISTORY: usize = 256;
+/// Zeek's history letters (originator upper case, responder lower case), `^` (direction
+/// flipped) and tapflow's `X` (too many tunnel changes).
+pub const HISTORY_LETTERS: &[u8] = b"^SHADFRCGTWIQXshadfrcgtwiqx";
+/// Base62 digits of a uid: 96 bits need at most 17.
+const MAX_UID_DIGITS: usize = 17;
+/// Base64 of a SHA-1 digest: 27 characters and one `=`.
+const COMMUNITY_ID_DIGITS: usize = 27;
+
+/// What is wrong with a record: the first field found invalid.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Error)]
+pub enum InvalidRecord {
+    #[error("uid is not `C` + 1 to 17 base62 digits")]
+    Uid,
+    #[error("history holds a character that is not a history letter, or more than 256")]
+    History,
+    #[error("community_id is not `1:` + 28 characters of padded base64")]
+    CommunityId,
+    #[error("tunnel parents are not sorted and distinct")]
+    TunnelParents,
+    #[error("first or last packet time after 2200-01-01")]
+    Time,
+    #[error("a count above 2^53, or more IP bytes than its packets can carry")]
+    Count,
+    #[error("split holds bits other than `continued` and `closed`")]
+    Split,
+}
+
+impl InvalidRecord {
+    /// Every reason, in a fixed order.
+    pub const ALL: [InvalidRecord; 7] = [
+        InvalidRecord::Uid,
+        InvalidRecord::History,
+        InvalidRecord::CommunityId,
+        InvalidRecord::TunnelParents,
+        InvalidRecord::Time,
+        InvalidRecord::Count,
+        InvalidRecord::Split,
+    ];
+
+    /// The reason's name in reports and metrics: the field it is about.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            InvalidRecord::Uid => "uid",
+            InvalidRecord::History => "history",
+            InvalidRecord::CommunityId => "community_id",
+            InvalidRecord::TunnelParents => "tunnel_parents",
+            InvalidRecord::Time => "time",
+            InvalidRecord::Count => "count",
+            InvalidRecord::Split => "split",
+        }
+    }
+}
+
+impl ConnRecord {
+    /// Checks what the record may contain (see the module's table); the first invalid field
+    /// is the error.
+    pub fn validate(&self) -> Result<(), InvalidRecord> {
+        if !valid_uid(&self.uid) {
+            return Err(InvalidRecord::Uid);
+        }
+        if self.history.len() > MAX_HISTORY
+            || !self.history.bytes().all(|b| HISTORY_LETTERS.contains(&b))
+        {
+            return Err(InvalidRecord::History);
+        }
+        if !valid_community_id(&self.community_id) {
+            return Err(InvalidRecord::CommunityId);
+        }
+        if !self.tunnel_parents.windows(2).all(|w| w[0] < w[1]) {
+            return Err(InvalidRecord::TunnelParents);
+        }
+        let last = self.ts_ns.checked_add(self.duration_ns.unwrap_or(0));
+        if self.ts_ns > MAX_TS_NS || last.is_none_or(|t| t > MAX_TS_NS) {
+            return Err(InvalidRecord::Time);
+        }
+        if !self.counts_valid() {
+            return Err(InvalidRecord::Count);
+        }
+        if self.split & !(split::CONTINUED | split::CLOSED) != 0 {
+            return Err(InvalidRecord::Split);
+        }
+        Ok(())
+    }
+
+    fn counts_valid(&self) -> bool {
+        let ip_bytes_fit =
+            |pkts: u64, bytes: u64| bytes <= pkts.saturating_mul(u64::from(u32::MAX));
+        [
+            self.orig_pkts,
+            self.resp_pkts,
+            self.orig_ip_bytes,
+            self.resp_ip_bytes,
+            self.orig_bytes.unwrap_or(0),
+            self.resp_bytes.unwrap_or(0),
+            self.missed_bytes,
+        ]
+        .iter()
+        .all(|&n| n <= MAX_COUNT)
+            && ip_bytes_fit(self.orig_pkts, self.orig_ip_bytes)
+            && ip_bytes_fit(self.resp_pkts, self.resp_ip_bytes)
+    }
+}
+
+/// `C` + 1 to 17 base62 digits.
+fn valid_uid(uid: &str) -> bool {
+    uid.strip_prefix('C').is_some_and(|digits| {
+        (1..=MAX_UID_DIGITS).contains(&digits.len())
+            && digits.bytes().all(|b| b.is_ascii_alphanumeric())
+    })
+}
+
+/// `1:` + 27 base64 characters + `=`.
+fn valid_community_id(id: &str) -> bool {
+    id.strip_prefix("1:")
+        .and_then(|rest| rest.strip_suffix('='))
+        .is_some_and(|digits| {
+            digits.len() == COMMUNITY_ID_DIGITS
+                && digits
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'+' || b == b'/')
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::conn::{community_id, uid, ConnState};
+    use crate::{Addr, FiveTuple};
+
+    fn valid() -> ConnRecord {
+        let t = FiveTuple {
+            proto: 6,
+            src: Addr::from_v4([10, 0, 0, 1]),
+            dst: Addr::from_v4([10, 0, 0, 2]),
+            sport: 40_000,
+            dport: 80,
+        };
+        let key = t.key(0).0;
+        let ts = 1_700_000_000_000_000_000;
+        ConnRecord {
+            ts_ns: ts,
+            uid: uid(&key, ts),
+            orig_h: t.src,
+            orig_p: t.sport,
+            resp_h: t.dst,
+            resp_p: t.dport,
+            proto: 6,
+            duration_ns: Some(1_000_000),
+            orig_bytes: Some(10),
+            resp_bytes: Some(20),
+            conn_state: ConnState::SF,
+            local_orig: None,
+            local_resp: None,
+            missed_bytes: 0,
+            history: "^ShADadFfCcGgTtWwIiQqRrXx".into(),
+            orig_pkts: 5,
+            orig_ip_bytes: 300,
+            resp_pkts: 4,
+            resp_ip_bytes: 250,
+            tunnel_parents: vec![],
+            community_id: community_id(6, t.src, t.sport, t.dst, t.dport),
+            interim: false,
+            evicted: false,
+            key,
+            orig_tcp_flags: 0,
+            resp_tcp_flags: 0,
+            split: split::CONTINUED | split::CLOSED,
+        }
+    }
+
+    /// `change` applied to a valid record gives `want`.
+    fn check(change: impl FnOnce(&mut ConnRecord), want: Result<(), InvalidRecord>) {
+        let mut r = valid();
+        change(&mut r);
+        assert_eq!(r.validate(), want, "{r:?}");
+    }
+
+    #[test]
+    fn records_as_the_processor_makes_them_are_valid() {
+        check(|_| {}, Ok(()));
+        check(|r| r.history.clear(), Ok(()));
+        check(|r| r.uid = "C0".into(), Ok(()));
+        check(|r| r.uid = format!("C{}", "z".repeat(17)), Ok(()));
+        check(|r| r.ts_ns = 0, Ok(()));
+        check(|r| (r.ts_ns, r.duration_ns) = (MAX_TS_NS, None), Ok(()));
+        check(|r| r.ts_ns = MAX_TS_NS - 1_000_000, Ok(()));
+        check(|r| r.history = "S".repeat(MAX_HISTORY), Ok(()));
+        check(
+            |r| (r.orig_pkts, r.orig_ip_bytes) = (1, u64::from(u32::MAX)),
+            Ok(()),
+        );
+        check(|r| r.orig_bytes = Some(MAX_COUNT), Ok(()));
+        check(|r| r.tunnel_parents = vec![r.key], Ok(()));
+    }
+
+    #[test]
+    fn forged_or_damaged_fields_are_named() {
+        let forged = "Cfake\",\"id.orig_h\":\"6.6.6.6\"}\n{\"ts\":1,\"uid\":\"INJECTED\"";
+        check(|r| r.uid = forged.into(), Err(InvalidRecord::Uid));
+        check(|r| r.uid = "C\u{18}abc".into(), Err(InvalidRecord::Uid));
+        check(|r| r.uid = "C".into(), Err(InvalidRecord::Uid));
+        check(|r| r.uid = "Dabc".into(), Err(InvalidRecord::Uid));
+        check(
+            |r| r.uid = format!("C{}", "z".repeat(18)),
+            Err(InvalidRecord::Uid),
+        );
+        check(
+            |r| r.history = "Sh\u{1b}[31m".into(),
+            Err(InvalidRecord::History),
+        );
+        check(|r| r.history = "S\"".into(), Err(InvalidRecord::History));
+        check(
+            |r| r.history = "S".repeat(MAX_HISTORY + 1),
+            Err(InvalidRecord::History),
+        );
+        check(
+            |r| r.community_id = "1:x".into(),
+            Err(InvalidRecord::CommunityId),
+        );
+        check(|r| r.community_id.clear(), Err(InvalidRecord::CommunityId));
+        check(
+            |r| r.community_id = "1:wCb3OG7yAFWelaUydu0D+125CL\"=".into(),
+            Err(InvalidRecord::CommunityId),
+        );
+        check(
+            |r| r.tunnel_parents = vec![r.key, r.key],
+            Err(InvalidRecord::TunnelParents),
+        );
+        check(|r| r.ts_ns = MAX_TS_NS + 1, Err(InvalidRecord::Time));
+        check(|r| r.duration_ns = Some(u64::MAX), Err(InvalidRecord::Time));
+        check(|r| r.resp_pkts = MAX_COUNT + 1, Err(InvalidRecord::Count));
+        check(|r| r.missed_bytes = u64::MAX, Err(InvalidRecord::Count));
+        check(|r| r.orig_ip_bytes = 1 << 52, Err(InvalidRecord::Count));
+        check(|r| r.split = 4, Err(InvalidRecord::Split));
+    }
+
+    #[test]
+    fn reasons_have_distinct_names() {
+        let names: std::collections::BTreeSet<_> =
+            InvalidRecord::ALL.iter().map(|r| r.as_str()).collect();
+        assert_eq!(names.len(), InvalidRecord::ALL.len());
+    }
+}
