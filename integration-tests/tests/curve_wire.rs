@@ -105,7 +105,7 @@ fn curve_flags(dir: &Path) -> [Vec<String>; 3] {
 
 /// Runs collector -> 2 processors -> aggregator over `pcap` while tcpdump records the links;
 /// returns the conn log and every TCP payload byte captured on the links' ports.
-fn run_recorded(pcap: &Path, curve: bool) -> (Vec<Value>, Vec<u8>) {
+fn run_recorded(pcap: &Path, curve: bool) -> (Vec<Value>, Vec<Vec<u8>>) {
     let dir = tempfile::tempdir().expect("creating a temporary directory");
     let d = dir.path();
     let [coll, procs, agg] = if curve {
@@ -238,10 +238,13 @@ fn wait_until_still(path: &Path, still: Duration, deadline: Instant) {
     }
 }
 
-/// The TCP payloads of a tcpdump capture on `lo` (Ethernet-framed), concatenated.
-fn tcp_payloads(path: &Path) -> Vec<u8> {
+/// The TCP payloads of a tcpdump capture on `lo` (Ethernet-framed), concatenated per direction
+/// of each connection (source and destination port), in capture order: a message the kernel
+/// split into two segments, with another connection's segment between them in the capture, is
+/// still found whole.
+fn tcp_payloads(path: &Path) -> Vec<Vec<u8>> {
     let pcap = tapflow_integration_tests::fifo::read_pcap(path);
-    let mut out = Vec::new();
+    let mut streams: std::collections::BTreeMap<[u8; 4], Vec<u8>> = Default::default();
     for (_, rec) in &pcap.records {
         let frame = &rec[16..];
         let Some(ip) = frame.get(14..) else { continue };
@@ -249,11 +252,17 @@ fn tcp_payloads(path: &Path) -> Vec<u8> {
         let Some(tcp) = ip.get(ihl..) else { continue };
         let doff = usize::from(tcp.get(12).map_or(0, |b| b >> 4)) * 4;
         let total = usize::from(u16::from_be_bytes([ip[2], ip[3]]));
-        if let Some(payload) = tcp.get(doff..total.saturating_sub(ihl).max(doff)) {
-            out.extend_from_slice(payload);
-        }
+        let (Some(ports), Some(payload)) = (
+            tcp.get(..4),
+            tcp.get(doff..total.saturating_sub(ihl).max(doff)),
+        ) else {
+            continue;
+        };
+        let mut key = [0u8; 4];
+        key.copy_from_slice(ports);
+        streams.entry(key).or_default().extend_from_slice(payload);
     }
-    out
+    streams.into_values().collect()
 }
 
 fn ipv4(v: &Value) -> [u8; 4] {
@@ -270,8 +279,8 @@ fn port(v: &Value) -> [u8; 2] {
 }
 
 /// Every needle of the sessions (name, accepted byte strings) and whether `wire` holds it.
-fn found(conns: &[Value], wire: &[u8]) -> Vec<(String, bool)> {
-    let has = |n: &[u8]| wire.windows(n.len()).any(|w| w == n);
+fn found(conns: &[Value], wire: &[Vec<u8>]) -> Vec<(String, bool)> {
+    let has = |n: &[u8]| wire.iter().any(|s| s.windows(n.len()).any(|w| w == n));
     let mut out = Vec::new();
     for c in conns {
         let (oh, rh) = (ipv4(&c["id.orig_h"]), ipv4(&c["id.resp_h"]));
@@ -310,27 +319,23 @@ fn curve_links_carry_no_address_port_or_uid_in_the_clear_and_plain_links_do() {
     assert!(
         missing.is_empty(),
         "the control: a plain run carries them all in the clear ({} bytes), missing {missing:?}",
-        plain_wire.len()
+        plain_wire.iter().map(Vec::len).sum::<usize>()
     );
 
     let (conns, wire) = run_recorded(&pcap, true);
     assert_eq!(conns.len(), usize::from(SESSIONS), "{conns:?}");
-    assert!(
-        wire.len() > 1000,
-        "the CURVE links carried data: {} bytes",
-        wire.len()
-    );
+    let bytes: usize = wire.iter().map(Vec::len).sum();
+    assert!(bytes > 1000, "the CURVE links carried data: {bytes} bytes");
     let curve = found(&conns, &wire);
     let leaked: Vec<&String> = curve.iter().filter(|(_, f)| *f).map(|(n, _)| n).collect();
     assert!(
         leaked.is_empty(),
-        "in the clear on CURVE links ({} bytes): {leaked:?}",
-        wire.len()
+        "in the clear on CURVE links ({bytes} bytes): {leaked:?}"
     );
     println!(
         "{} needles: all in {} bytes of plain links, none in {} bytes of CURVE links",
         plain.len(),
-        plain_wire.len(),
-        wire.len()
+        plain_wire.iter().map(Vec::len).sum::<usize>(),
+        bytes
     );
 }

@@ -96,8 +96,9 @@ fn write_flood(path: &Path) {
     w.flush().expect("flush the capture");
 }
 
-/// The largest resident set a process has had so far (VmHWM), in MiB; 0 once it is gone.
-fn hwm_mib(pid: u32) -> u64 {
+/// The largest resident set a process has had so far (VmHWM), in KiB; `None` once it is gone
+/// (a process that has just started may still be under 1 MiB: it is not gone).
+fn hwm_kib(pid: u32) -> Option<u64> {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
         .and_then(|s| {
@@ -105,7 +106,6 @@ fn hwm_mib(pid: u32) -> u64 {
                 .find(|l| l.starts_with("VmHWM:"))
                 .and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
         })
-        .map_or(0, |kb| kb / 1024)
 }
 
 #[test]
@@ -130,12 +130,12 @@ fn a_million_spoofed_sources_stay_within_the_caps_and_are_reported() {
         let mut peak = vec![0u64; pids.len()];
         let deadline = Instant::now() + Duration::from_secs(300);
         loop {
-            let now: Vec<u64> = pids.iter().map(|(_, pid)| hwm_mib(*pid)).collect();
-            if now.iter().all(|&m| m == 0) || Instant::now() > deadline {
+            let now: Vec<Option<u64>> = pids.iter().map(|(_, pid)| hwm_kib(*pid)).collect();
+            if now.iter().all(Option::is_none) || Instant::now() > deadline {
                 break;
             }
             for (p, n) in peak.iter_mut().zip(now) {
-                *p = (*p).max(n);
+                *p = (*p).max(n.map_or(0, |kib| kib / 1024));
             }
             std::thread::sleep(Duration::from_millis(20));
         }
