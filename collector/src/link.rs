@@ -294,8 +294,10 @@ impl Worker {
     /// handed to ZeroMQ.
     fn feed(&mut self, rx: &Receiver<LinkCmd>) -> bool {
         let mut last_heartbeat = std::time::Instant::now();
+        // The monitor's events (handshakes, refusals) are read once per heartbeat period, not
+        // per batch: they are rare, and the delivery check at the end reads the rest.
+        self.monitor.poll();
         loop {
-            self.monitor.poll();
             match rx.recv_timeout(self.heartbeat) {
                 Ok(LinkCmd::Batch {
                     mut summaries,
@@ -312,6 +314,7 @@ impl Worker {
                         // collector that dies leaves recent counters behind. The watermark
                         // stays the one batches already carried.
                         last_heartbeat = std::time::Instant::now();
+                        self.monitor.poll();
                         self.send_counters();
                     }
                 }
@@ -331,6 +334,7 @@ impl Worker {
                     }
                     self.header.watermark_ns = self.header.watermark_ns.max(watermark);
                     last_heartbeat = std::time::Instant::now();
+                    self.monitor.poll();
                     self.send_counters();
                 }
                 Err(RecvTimeoutError::Disconnected) => {
