@@ -56,6 +56,7 @@ pub(crate) fn scan_and_sessions(n: u64) -> Vec<ConnRecord> {
                 orig_tcp_flags: flags.0,
                 resp_tcp_flags: flags.1,
                 split: 0,
+                timing: None,
             }
         })
         .collect()

@@ -54,6 +54,7 @@ pub fn conn_records(n: u64) -> Vec<ConnRecord> {
                 orig_tcp_flags: 0x1b,
                 resp_tcp_flags: 0x1b,
                 split: 0,
+                timing: None,
             }
         })
         .collect()

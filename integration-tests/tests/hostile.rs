@@ -243,6 +243,7 @@ fn record(sport: u16) -> ConnRecord {
         orig_tcp_flags: 0x1b,
         resp_tcp_flags: 0x1b,
         split: 0,
+        timing: None,
     }
 }
 

@@ -54,6 +54,7 @@ fn session(i: u32, t0: u64, per_us: u32) -> ConnRecord {
         orig_tcp_flags: 0x02,
         resp_tcp_flags: 0,
         split: 0,
+        timing: None,
     }
 }
 

@@ -8,7 +8,10 @@ use serde::{Deserialize, Serialize};
 use crate::key::{icmp4_counterpart, icmp6_counterpart, ip_proto};
 use crate::{Addr, FlowKey};
 
+mod timing;
 mod validate;
+
+pub use timing::{DurStats, Timing};
 
 pub use validate::{InvalidRecord, HISTORY_LETTERS, MAX_COUNT, MAX_HISTORY, MAX_TS_NS};
 
@@ -115,6 +118,9 @@ pub struct ConnRecord {
     /// A connection split by a processor-set switch ([`split`] bits; 0: not split).
     #[serde(default)]
     pub split: u8,
+    /// Latency and jitter ([`Timing`]); `None` when nothing in it is defined.
+    #[serde(default)]
+    pub timing: Option<Box<Timing>>,
 }
 
 /// [`ConnRecord::split`] bits: a connection whose flow moved to another processor at a

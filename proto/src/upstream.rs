@@ -377,7 +377,7 @@ mod tests {
         UpMessage::Eos(Box::new(a.clone())).encode(&mut buf);
         assert_eq!(UpMessage::decode(&buf), Ok(UpMessage::Eos(Box::new(a))));
         assert_eq!(
-            UpMessage::decode(b"TF\x03\x01\x90").map_err(|e| e.reason()),
+            UpMessage::decode(b"TF\x04\x01\x90").map_err(|e| e.reason()),
             Err("unknown_kind")
         );
     }

@@ -41,6 +41,7 @@ fn rec(ts: u64, dur: u64, sport: u16) -> ConnRecord {
         orig_tcp_flags: 0x12,
         resp_tcp_flags: 0x12,
         split: 0,
+        timing: None,
     }
 }
 

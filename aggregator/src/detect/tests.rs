@@ -63,6 +63,7 @@ fn rec(
         orig_tcp_flags: flags.0,
         resp_tcp_flags: flags.1,
         split: 0,
+        timing: None,
     }
 }
 

@@ -151,6 +151,7 @@ mod tests {
             orig_tcp_flags: 0x1b,
             resp_tcp_flags: 0x1b,
             split: 0,
+            timing: None,
         }
     }
 

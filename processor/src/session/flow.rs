@@ -333,6 +333,7 @@ impl Flow {
             evicted,
             orig_tcp_flags: self.tcp_flags[o],
             resp_tcp_flags: self.tcp_flags[r],
+            timing: None,
             split: u8::from(self.has_bit(bits::SPLIT_CONTINUED))
                 * tapflow_proto::conn::split::CONTINUED
                 + u8::from(self.has_bit(bits::SPLIT_CLOSED)) * tapflow_proto::conn::split::CLOSED,

@@ -198,6 +198,7 @@ mod tests {
             orig_tcp_flags: 0,
             resp_tcp_flags: 0,
             split: split::CONTINUED | split::CLOSED,
+            timing: None,
         }
     }
 
