@@ -598,6 +598,14 @@ impl Corpus {
         for e in &self.explained {
             out += &format!("  {}\t{}\t{}\n", e.test, e.conn, e.reason);
         }
+        let mut by_field: BTreeMap<(&str, &str), usize> = BTreeMap::new();
+        for d in &self.differences {
+            *by_field.entry((&d.test, &d.field)).or_default() += 1;
+        }
+        out += "\ndifferences by test and field:\n";
+        for ((test, field), n) in &by_field {
+            out += &format!("  {n:>4}  {test}  {field}\n");
+        }
         out += &format!(
             "\nremaining differences ({}): test, connection, field, zeek, ours\n",
             self.differences.len()
