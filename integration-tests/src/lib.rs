@@ -30,6 +30,7 @@ use serde_json::Value;
 pub mod faults;
 pub mod influxd;
 pub mod zeek;
+pub mod zeek_corpus;
 
 /// The repository root (this crate's parent directory).
 pub fn repo_root() -> PathBuf {
