@@ -188,3 +188,245 @@ fn flows_match_zeek_on_its_own_traces() {
         println!("{name}: {} connections agree", ours.len());
     }
 }
+
+/// Frame 0 of `radiotap.pcap` without its radiotap header: a QoS data frame to the AP.
+fn qos_data() -> Option<(Vec<u8>, Frame)> {
+    let f = frames("radiotap.pcap", &[0])?.remove(0);
+    let rt = usize::from(u16::from_le_bytes([f.bytes[2], f.bytes[3]]));
+    let wifi = f.bytes[rt..].to_vec();
+    assert_eq!((wifi[0], wifi[1] & 0x43), (0x88, 0x01), "QoS data, to DS");
+    Some((wifi, f))
+}
+
+fn wifi(bytes: Vec<u8>) -> Frame {
+    frame(LinkType::Ieee80211, bytes)
+}
+
+/// The same DNS query behind every shape of 802.11 MAC header, and the frames that carry none.
+#[test]
+fn ieee80211_headers() {
+    let Some((qos, radiotap)) = qos_data() else {
+        return;
+    };
+    let (header, body) = qos.split_at(26);
+    let edit = |f: &dyn Fn(&mut Vec<u8>)| {
+        let mut b = qos.clone();
+        f(&mut b);
+        wifi(b)
+    };
+    // Plain data: no QoS Control field.
+    let plain = [&[0x08, 0x01], &header[2..24], body].concat();
+    // Both DS bits: the fourth address.
+    let four = [
+        &[0x88, 0x03],
+        &header[2..24],
+        &[2, 0, 0, 0, 0, 9],
+        &header[24..],
+        body,
+    ]
+    .concat();
+    // The Order bit of a QoS frame: an HT Control field after QoS Control.
+    let htc = [&[0x88, 0x81], &header[2..], &[0, 0, 0, 0], body].concat();
+    let frames = [
+        radiotap.clone(),
+        wifi(qos.clone()),
+        wifi(plain),
+        wifi(four),
+        wifi(htc),
+        edit(&|b| b[1] |= 0x40),
+        edit(&|b| b[0] = 0x80),
+        edit(&|b| b[0] = 0xd4),
+        edit(&|b| b[0] = 0xc8),
+        edit(&|b| b[24] |= 0x80),
+        edit(&|b| b[31] = 0xf8),
+        edit(&|b| b[28] = 0x01),
+        wifi(qos[..30].to_vec()),
+        wifi(qos[..25].to_vec()),
+        wifi(vec![0x88]),
+        frame(LinkType::Radiotap, radiotap.bytes[..20].to_vec()),
+        frame(LinkType::Radiotap, vec![0, 0, 8]),
+    ];
+    let counters = check(
+        cfg(),
+        &frames,
+        &[
+            (Summarised, &[DNS_QUERY]),
+            (Summarised, &[DNS_QUERY]),
+            (Summarised, &[DNS_QUERY]),
+            (Summarised, &[DNS_QUERY]),
+            (Summarised, &[DNS_QUERY]),
+            // Protected: ciphertext.
+            (Dropped(DropReason::Encrypted), &[]),
+            // A beacon (management), an ACK (control), a QoS Null (no body).
+            (Dropped(DropReason::NonIp), &[]),
+            (Dropped(DropReason::NonIp), &[]),
+            (Dropped(DropReason::NonIp), &[]),
+            // An A-MSDU aggregate.
+            (Dropped(DropReason::UnsupportedLink), &[]),
+            // SNAP with another OUI; an LLC header that is not SNAP.
+            (Dropped(DropReason::NonIp), &[]),
+            (Dropped(DropReason::NonIp), &[]),
+            // Cut in the SNAP header, in the QoS field, in frame control.
+            (Dropped(DropReason::Truncated), &[]),
+            (Dropped(DropReason::Truncated), &[]),
+            (Dropped(DropReason::Truncated), &[]),
+            // Radiotap: cut in its header, and a header longer than the frame.
+            (Dropped(DropReason::Truncated), &[]),
+            (Dropped(DropReason::Truncated), &[]),
+        ],
+    );
+    assert_eq!(counters.drops.get(DropReason::Encrypted), 1);
+}
+
+const FABRIC_UDP: &str = "17 1.1.1.6:57005 > 2.2.2.2:48879 ip=28 pl=0";
+
+/// FabricPath frames as captured, and the same packet behind 802.1ah PBB and VN-Tag.
+#[test]
+fn fabricpath_pbb_and_vntag() {
+    let Some(fp) = frames("cisco-fabric-path.pcap", &[0, 1]) else {
+        return;
+    };
+    let plain = &fp[0].bytes;
+    let macs = &plain[..12];
+    let pbb = [macs, &[0x88, 0xe7, 0, 0x01, 0x02, 0x03], plain].concat();
+    let vntag = [macs, &[0x89, 0x26, 0x80, 1, 0, 2], &plain[12..]].concat();
+    let vntag_vlan = [
+        macs,
+        &[0x89, 0x26, 0x80, 1, 0, 2, 0x81, 0x00, 0, 42],
+        &plain[12..],
+    ]
+    .concat();
+    let pbb_fp = [macs, &[0x88, 0xe7, 0, 0, 0, 1], &fp[1].bytes].concat();
+    let ether = |b: Vec<u8>| frame(LinkType::Ethernet, b);
+    let vlan_key = DecodeConfig {
+        vlan_in_key: true,
+        ..cfg()
+    };
+    check(
+        vlan_key,
+        &[
+            fp[0].clone(),
+            fp[1].clone(),
+            ether(pbb.clone()),
+            ether(vntag),
+            ether(vntag_vlan),
+            ether(pbb_fp),
+            ether(fp[1].bytes[..29].to_vec()),
+            ether(pbb[..31].to_vec()),
+            ether(macs.iter().copied().chain([0x89, 0x26, 0, 0, 0]).collect()),
+        ],
+        &[
+            (Summarised, &[FABRIC_UDP]),
+            (Summarised, &[FABRIC_UDP]),
+            (Summarised, &[FABRIC_UDP]),
+            (Summarised, &[FABRIC_UDP]),
+            (Summarised, &[&format!("{FABRIC_UDP} vlan=42")]),
+            (Summarised, &[FABRIC_UDP]),
+            (Dropped(DropReason::Truncated), &[]),
+            (Dropped(DropReason::Truncated), &[]),
+            (Dropped(DropReason::Truncated), &[]),
+        ],
+    );
+}
+
+/// PPP frames as captured (no HDLC bytes), and the same packets in every PPP framing.
+#[test]
+fn ppp_framings() {
+    let Some(ppp) = frames("quic__interop__quic-go_quic-go__handshake.pcap", &[0, 4]) else {
+        return;
+    };
+    let v4 = &ppp[1].bytes[2..];
+    let udp = "17 193.167.0.100:40084 > 193.167.100.100:443 ip=1280 pl=1252";
+    let with = |link, head: &[u8]| frame(link, [head, v4].concat());
+    check(
+        cfg(),
+        &[
+            ppp[0].clone(),
+            ppp[1].clone(),
+            with(LinkType::Ppp, &[0xff, 0x03, 0x00, 0x21]),
+            with(LinkType::Ppp, &[0x02, 0x81, 0, 0, 0x11, 64]),
+            with(LinkType::PppSerial, &[0xff, 0x03, 0x00, 0x21]),
+            with(LinkType::PppSerial, &[0x0f, 0x00, 0x08, 0x00]),
+            with(LinkType::Ppp, &[0xc0, 0x21]),
+            with(LinkType::PppSerial, &[0x8f, 0x00, 0x80, 0x35]),
+            frame(LinkType::Ppp, vec![0xff, 0x03, 0x00]),
+            frame(LinkType::PppSerial, vec![0x0f]),
+            frame(LinkType::PppSerial, vec![]),
+        ],
+        &[
+            (
+                Summarised,
+                &["58 :::135 > ff02::1:ff00:4:136 ip=72 pl=24 icmp=135/0"],
+            ),
+            (Summarised, &[udp]),
+            (Summarised, &[udp]),
+            (Summarised, &[udp]),
+            (Summarised, &[udp]),
+            (Summarised, &[udp]),
+            // LCP; Cisco HDLC carrying RARP.
+            (Dropped(DropReason::NonIp), &[]),
+            (Dropped(DropReason::NonIp), &[]),
+            (Dropped(DropReason::Truncated), &[]),
+            (Dropped(DropReason::Truncated), &[]),
+            (Dropped(DropReason::Truncated), &[]),
+        ],
+    );
+}
+
+/// Every prefix of the real frames, on every link type, and the same bytes with each one
+/// flipped: nothing panics and every packet is counted.
+#[test]
+fn prefixes_and_bit_flips_are_counted() {
+    let Some(mut samples) = frames("radiotap.pcap", &[0, 1, 2]) else {
+        return;
+    };
+    for (name, n) in [
+        ("wlanmon.pcap", 0),
+        ("cisco-fabric-path.pcap", 1),
+        ("quic__interop__quic-go_quic-go__handshake.pcap", 4),
+    ] {
+        samples.extend(frames(name, &[n]).into_iter().flatten());
+    }
+    let mut d = Decoder::new(cfg());
+    let mut out = Vec::new();
+    let mut n = 0u64;
+    for s in &samples {
+        for link in LinkType::ALL {
+            for len in 0..=s.bytes.len().min(80) {
+                d.decode(link, 0, &s.bytes[..len], s.wire, &mut out);
+                n += 1;
+            }
+            for at in 0..s.bytes.len().min(64) {
+                let mut b = s.bytes.clone();
+                b[at] ^= 0xff;
+                d.decode(link, 0, &b, s.wire, &mut out);
+                n += 1;
+            }
+        }
+    }
+    assert_eq!(d.counters().packets, n);
+    assert_eq!(d.counters().summaries, out.len() as u64);
+    assert_invariant(d.counters());
+}
+
+/// Every link type a pcap may name that tapflow decodes maps back to itself by name.
+#[test]
+fn link_type_names_and_numbers() {
+    let named: Vec<(i32, &str)> = [9, 50, 105, 127]
+        .into_iter()
+        .filter_map(|dlt| LinkType::from_dlt(dlt).map(|l| (dlt, l.name())))
+        .collect();
+    assert_eq!(
+        named,
+        [
+            (9, "PPP"),
+            (50, "PPP_SERIAL"),
+            (105, "IEEE802_11"),
+            (127, "IEEE802_11_RADIO")
+        ]
+    );
+    for link in LinkType::ALL {
+        let again = (0..300).find(|&d| LinkType::from_dlt(d) == Some(link));
+        assert!(again.is_some(), "{link:?} has no DLT");
+    }
+}
