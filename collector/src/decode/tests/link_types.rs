@@ -75,10 +75,13 @@ fn radiotap_and_bare_802_11_frames() {
 /// One direction of a connection: packets and IP bytes.
 type Side = (u64, u64);
 
-/// Zeek's conn.log, per connection: (orig side, resp side), keyed by the canonical key and
-/// whether the originator goes forward along it. `None` when the log has no id columns (some baselines are
-/// cut down to a few columns): then only the number of rows is known, given in the error.
-fn zeek_conns(log: &str) -> Result<BTreeMap<(FlowKey, bool), (Side, Side)>, usize> {
+/// Connections by canonical key and whether the originator goes forward along it: (orig, resp).
+type Conns = BTreeMap<(FlowKey, bool), (Side, Side)>;
+
+/// Zeek's conn.log, per connection. A baseline cut down to a few columns without the ids
+/// (`zeek-cut` output: a comment line, a header line, the rows) gives only its number of rows,
+/// as the error.
+fn zeek_conns(log: &str) -> Result<Conns, usize> {
     let mut fields: Vec<&str> = Vec::new();
     let mut rows = Vec::new();
     for line in log.lines() {
@@ -125,7 +128,7 @@ fn forward((key, dir): (FlowKey, Direction)) -> (FlowKey, bool) {
 
 /// A whole trace decoded, summaries grouped by flow: the first packet's direction is the
 /// originator's (what Zeek also does on these traces), then both sides' packets and IP bytes.
-fn our_conns(name: &str, cfg: DecodeConfig) -> Option<BTreeMap<(FlowKey, bool), (Side, Side)>> {
+fn our_conns(name: &str, cfg: DecodeConfig) -> Option<Conns> {
     let (link, records) = trace(name)?;
     let mut d = Decoder::new(cfg);
     let mut out = Vec::new();
@@ -136,7 +139,7 @@ fn our_conns(name: &str, cfg: DecodeConfig) -> Option<BTreeMap<(FlowKey, bool), 
     assert_invariant(d.counters());
     println!("{name}: {:?}", d.counters());
     let mut first: BTreeMap<FlowKey, bool> = BTreeMap::new();
-    let mut conns: BTreeMap<(FlowKey, bool), (Side, Side)> = BTreeMap::new();
+    let mut conns = Conns::new();
     for s in &out {
         let here = s.direction() == Direction::Forward;
         let orig = *first.entry(s.key).or_insert(here);
