@@ -16,7 +16,8 @@ import struct
 import sys
 
 # DLT -> index into LINKS in packet_decode.rs (same mapping as LinkType::from_dlt).
-LINKS = {1: 0, 12: 1, 14: 1, 101: 1, 228: 2, 229: 3, 0: 4, 108: 5, 113: 6, 276: 7, 239: 8}
+LINKS = {1: 0, 12: 1, 14: 1, 101: 1, 228: 2, 229: 3, 0: 4, 108: 5, 113: 6, 276: 7, 239: 8,
+         9: 9, 50: 10, 105: 11, 127: 12}
 PER_SEED = 8
 SEEDS_PER_FILE = 16
 MAX_FRAME = 0xFFFF

@@ -3,8 +3,9 @@
 //! the common path (reassembly allocates, on the fragment path only, within its caps).
 //!
 //! # Layers
-//! - **Link** (`link`, hand-written): Ethernet with stacked VLAN tags, MPLS and PPPoE; BSD
-//!   NULL/LOOP; Linux cooked v1/v2; NFLOG; raw IPv4/IPv6. The outermost VLAN id goes into the
+//! - **Link** (`link`, hand-written): Ethernet with stacked VLAN tags, MPLS, PPPoE, Cisco
+//!   FabricPath, 802.1ah PBB and VN-Tag; BSD NULL/LOOP; Linux cooked v1/v2; NFLOG; PPP; IEEE
+//!   802.11 data frames, bare or behind radiotap; raw IPv4/IPv6. The outermost VLAN id goes into the
 //!   key only when [`DecodeConfig::vlan_in_key`] (Zeek's default is not to).
 //! - **IP** (`ip`, etherparse slices): IPv4 with options, IPv6 with its extension headers.
 //!   Lengths come from the headers: Ethernet padding is ignored; a capture cut by snaplen is
@@ -112,14 +113,44 @@ pub enum LinkType {
     LinuxSll,
     LinuxSll2,
     Nflog,
+    /// PPP (RFC 1661), with or without the HDLC-like `ff 03` address and control bytes.
+    Ppp,
+    /// PPP in HDLC framing (`ff 03`), or Cisco HDLC (`0f`/`8f 00` and an ethertype), as BSD
+    /// captures serial links.
+    PppSerial,
+    /// IEEE 802.11 frames as captured in monitor mode (no radio header).
+    Ieee80211,
+    /// A radiotap header, then an IEEE 802.11 frame.
+    Radiotap,
 }
 
 impl LinkType {
+    /// Every link type tapflow decodes.
+    pub const ALL: [LinkType; 13] = [
+        LinkType::Ethernet,
+        LinkType::Raw,
+        LinkType::Ipv4,
+        LinkType::Ipv6,
+        LinkType::Null,
+        LinkType::Loop,
+        LinkType::LinuxSll,
+        LinkType::LinuxSll2,
+        LinkType::Nflog,
+        LinkType::Ppp,
+        LinkType::PppSerial,
+        LinkType::Ieee80211,
+        LinkType::Radiotap,
+    ];
+
     /// The link type of a pcap `DLT_`/`LINKTYPE_` value, if tapflow decodes it.
     pub fn from_dlt(dlt: i32) -> Option<LinkType> {
         Some(match dlt {
             0 => LinkType::Null,
             1 => LinkType::Ethernet,
+            9 => LinkType::Ppp,
+            50 => LinkType::PppSerial,
+            105 => LinkType::Ieee80211,
+            127 => LinkType::Radiotap,
             12 | 14 | 101 => LinkType::Raw,
             108 => LinkType::Loop,
             113 => LinkType::LinuxSll,
@@ -143,6 +174,10 @@ impl LinkType {
             LinkType::LinuxSll => "LINUX_SLL",
             LinkType::LinuxSll2 => "LINUX_SLL2",
             LinkType::Nflog => "NFLOG",
+            LinkType::Ppp => "PPP",
+            LinkType::PppSerial => "PPP_SERIAL",
+            LinkType::Ieee80211 => "IEEE802_11",
+            LinkType::Radiotap => "IEEE802_11_RADIO",
         }
     }
 }

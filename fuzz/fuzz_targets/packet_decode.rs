@@ -22,17 +22,7 @@ use tapflow_collector::decode::{DecodeConfig, Decoder, LinkType, Outcome};
 use tapflow_proto::summary::flag;
 use tapflow_proto::PacketSummary;
 
-const LINKS: [LinkType; 9] = [
-    LinkType::Ethernet,
-    LinkType::Raw,
-    LinkType::Ipv4,
-    LinkType::Ipv6,
-    LinkType::Null,
-    LinkType::Loop,
-    LinkType::LinuxSll,
-    LinkType::LinuxSll2,
-    LinkType::Nflog,
-];
+const LINKS: [LinkType; LinkType::ALL.len()] = LinkType::ALL;
 
 fuzz_target!(|data: &[u8]| {
     let [link, cfg, rest @ ..] = data else {

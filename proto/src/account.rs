@@ -8,7 +8,8 @@ use serde::{Deserialize, Serialize};
 /// Why a packet (or a summary, for the queue and wire reasons) went no further.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum DropReason {
-    /// The link type of the capture is not one tapflow decodes.
+    /// The link type of the capture is not one tapflow decodes, or a link-layer framing inside
+    /// one that it does not (an 802.11 A-MSDU aggregate of several packets in one frame).
     UnsupportedLink,
     /// A frame too short for the header it claims (link, IP or transport).
     Truncated,
@@ -32,12 +33,14 @@ pub enum DropReason {
     FragmentIncomplete,
     /// A fragment inconsistent with its datagram (overlap with different length, too large).
     FragmentInvalid,
+    /// An encrypted link-layer payload (an 802.11 frame with the Protected bit): no IP to read.
+    Encrypted,
     /// A summary dropped because a processor's queue was full (drop policy, live capture).
     QueueFull,
 }
 
 impl DropReason {
-    pub const ALL: [DropReason; 12] = [
+    pub const ALL: [DropReason; 13] = [
         DropReason::UnsupportedLink,
         DropReason::Truncated,
         DropReason::NonIp,
@@ -49,6 +52,7 @@ impl DropReason {
         DropReason::FragmentTableFull,
         DropReason::FragmentIncomplete,
         DropReason::FragmentInvalid,
+        DropReason::Encrypted,
         DropReason::QueueFull,
     ];
 
@@ -65,6 +69,7 @@ impl DropReason {
             DropReason::FragmentTableFull => "fragment_table_full",
             DropReason::FragmentIncomplete => "fragment_incomplete",
             DropReason::FragmentInvalid => "fragment_invalid",
+            DropReason::Encrypted => "encrypted",
             DropReason::QueueFull => "queue_full",
         }
     }

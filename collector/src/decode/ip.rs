@@ -6,7 +6,8 @@
 //! length is cut off, and a capture shorter than the total length is either a snaplen cut
 //! (`missing` bytes were not captured: the packet is marked truncated and its checksums are not
 //! verified) or a malformed packet (`Truncated`). A total length of 0 (IPv4 written by TCP
-//! segmentation offload, IPv6 jumbograms) means "the rest of the capture".
+//! segmentation offload, IPv6 jumbograms behind a hop-by-hop header) means "the rest of the
+//! capture"; any other IPv6 packet with payload length 0 is just its 40-byte header, as in Zeek.
 
 use etherparse::{
     IpAuthHeaderSlice, Ipv4HeaderSlice, Ipv6FragmentHeaderSlice, Ipv6HeaderSlice,
@@ -123,8 +124,10 @@ fn v6(bytes: &[u8], missing: u32) -> Result<Packet<'_>, DropReason> {
         HeaderSliceError::Content(_) => DropReason::MalformedIp,
     })?;
     const FIXED: usize = 40;
+    // Payload length 0 is an empty payload (Zeek counts such a packet as 40 bytes), unless a
+    // hop-by-hop header follows, which is where a jumbogram's real length is.
     let claimed = match h.payload_length() {
-        0 => bytes.len().saturating_sub(FIXED),
+        0 if h.next_header().0 == HOP_BY_HOP => bytes.len().saturating_sub(FIXED),
         n => usize::from(n),
     };
     let total = FIXED.saturating_add(claimed);

@@ -1,14 +1,24 @@
 //! The link layer, hand-written: find where the IP packet starts in a captured frame.
 //!
 //! Ethernet with any stack of VLAN tags (802.1Q 0x8100, 802.1ad 0x88a8, the old QinQ 0x9100),
-//! MPLS label stacks (0x8847/0x8848) and PPPoE sessions (0x8864) in front of IPv4/IPv6; the BSD
-//! loopback headers (NULL in the capturing host's byte order, LOOP in network order); Linux
-//! cooked captures v1 and v2, whose protocol field is an ethertype; NFLOG's TLV list; and raw IP.
-//! The views borrow the frame; nothing is copied.
+//! MPLS label stacks (0x8847/0x8848) and PPPoE sessions (0x8864) in front of IPv4/IPv6, and the
+//! headers Zeek's Ethernet analyzer looks through: Cisco FabricPath (0x8903), 802.1ah
+//! provider backbone bridging (0x88e7) and VN-Tag (0x8926); the BSD loopback headers (NULL in
+//! the capturing host's byte order, LOOP in network order); Linux cooked captures v1 and v2,
+//! whose protocol field is an ethertype; NFLOG's TLV list; PPP ([`ppp`]); IEEE 802.11 data
+//! frames, bare or behind radiotap ([`wifi`]); and raw IP. The views borrow the frame; nothing
+//! is copied.
+//!
+//! Each of these headers only says where the IP packet starts: what is counted (one packet, the
+//! IP header's own length) is the IP layer's business, as in Zeek, so a frame wrapped in
+//! FabricPath or PBB counts exactly as the same packet unwrapped.
 
 use tapflow_proto::DropReason;
 
 use super::{be16, LinkType};
+
+mod ppp;
+mod wifi;
 
 /// Where the IP packet starts in a frame.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -36,18 +46,37 @@ pub(super) fn parse(link: LinkType, frame: &[u8]) -> Result<L3<'_>, DropReason> 
             ethertype(proto, frame.get(20..).ok_or(DropReason::Truncated)?, None)
         }
         LinkType::Nflog => nflog(frame),
+        LinkType::Ppp => ppp::ppp(frame),
+        LinkType::PppSerial => ppp::serial(frame),
+        LinkType::Ieee80211 => wifi::ieee80211(frame),
+        LinkType::Radiotap => wifi::radiotap(frame),
     }
 }
 
 /// An Ethernet II frame: destination, source, ethertype, then [`ethertype`].
 pub(super) fn ethernet(frame: &[u8]) -> Result<L3<'_>, DropReason> {
+    let (ty, rest) = ethernet_header(frame)?;
+    ethertype(ty, rest, None)
+}
+
+/// The ethertype of an Ethernet header and what follows it. A Cisco FabricPath frame (outer
+/// addresses, ethertype 0x8903, the 2-byte FTag/TTL field) is looked through to the Ethernet
+/// frame it carries, once, as Zeek does.
+fn ethernet_header(frame: &[u8]) -> Result<(u16, &[u8]), DropReason> {
+    let frame = if be16(frame, 12) == Some(ETH_FABRICPATH) {
+        frame.get(FABRICPATH_LEN..).ok_or(DropReason::Truncated)?
+    } else {
+        frame
+    };
     let ty = be16(frame, 12).ok_or(DropReason::Truncated)?;
-    ethertype(ty, frame.get(14..).ok_or(DropReason::Truncated)?, None)
+    Ok((ty, frame.get(14..).ok_or(DropReason::Truncated)?))
 }
 
 /// What follows an ethertype `ty`: VLAN tags are peeled off (the first one seen is the
-/// outermost, kept in `vlan` unless the caller already had one), then IPv4/IPv6 directly or
-/// behind MPLS or PPPoE. Anything else (ARP, LLDP, 802.3 length fields, ...) is `NonIp`.
+/// outermost, kept in `vlan` unless the caller already had one), and so are VN-Tags (4 bytes and
+/// the next ethertype) and 802.1ah I-TAGs (4 bytes, then the customer's Ethernet frame); then
+/// IPv4/IPv6 directly or behind MPLS or PPPoE. Anything else (ARP, LLDP, 802.3 length fields,
+/// ...) is `NonIp`.
 pub(super) fn ethertype(
     mut ty: u16,
     mut rest: &[u8],
@@ -61,6 +90,14 @@ pub(super) fn ethertype(
                 ty = be16(rest, 2).ok_or(DropReason::Truncated)?;
                 rest = rest.get(4..).ok_or(DropReason::Truncated)?;
                 vlan.get_or_insert(tci & 0x0fff);
+            }
+            ETH_VNTAG => {
+                ty = be16(rest, 4).ok_or(DropReason::Truncated)?;
+                rest = rest.get(6..).ok_or(DropReason::Truncated)?;
+            }
+            ETH_PBB => {
+                (ty, rest) =
+                    ethernet_header(rest.get(PBB_ITAG_LEN..).ok_or(DropReason::Truncated)?)?;
             }
             ETH_MPLS | ETH_MPLS_MULTICAST => return mpls(rest, vlan),
             ETH_PPPOE_SESSION => return pppoe(rest, vlan),
@@ -166,6 +203,13 @@ const ETH_QINQ_OLD: u16 = 0x9100;
 const ETH_MPLS: u16 = 0x8847;
 const ETH_MPLS_MULTICAST: u16 = 0x8848;
 const ETH_PPPOE_SESSION: u16 = 0x8864;
+const ETH_FABRICPATH: u16 = 0x8903;
+const ETH_PBB: u16 = 0x88e7;
+const ETH_VNTAG: u16 = 0x8926;
+/// Outer destination and source, ethertype, FTag and TTL: where the inner frame starts.
+const FABRICPATH_LEN: usize = 16;
+/// The 802.1ah I-TAG after its ethertype: priority, flags and the 24-bit service id.
+const PBB_ITAG_LEN: usize = 4;
 const PPP_IPV4: u16 = 0x0021;
 const PPP_IPV6: u16 = 0x0057;
 const AF_INET: u32 = 2;

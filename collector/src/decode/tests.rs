@@ -10,6 +10,7 @@ use super::*;
 
 mod fragments;
 mod layers;
+mod link_types;
 mod pcaps;
 mod tunnels;
 

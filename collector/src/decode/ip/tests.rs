@@ -125,6 +125,18 @@ fn ipv6_extension_headers() {
     );
     // No next header, ESP: other protocols.
     check(&ipv6(59, A6, B6, &[]), 0, Ok((59, 40, 0, 0, false, None)));
+    // Payload length 0 and Ethernet padding after the header: 40 bytes, as Zeek counts it.
+    let empty = [ipv6(99, A6, B6, &[]), vec![0; 6]].concat();
+    check(&empty, 0, Ok((99, 40, 0, 0, false, None)));
+    // A jumbogram (payload length 0 behind hop-by-hop): the rest of the capture.
+    let mut jumbo = ipv6(
+        0,
+        A6,
+        B6,
+        &[vec![17, 0, 0xc2, 4, 0, 0, 0, 16], udp.to_vec()].concat(),
+    );
+    jumbo[4..6].copy_from_slice(&[0, 0]);
+    check(&jumbo, 0, Ok((17, 56, 8, 8, false, None)));
     check(
         &ipv6(50, A6, B6, &[9; 12]),
         0,

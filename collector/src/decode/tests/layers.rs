@@ -66,7 +66,7 @@ fn every_link_type() {
     ] {
         assert_eq!(LinkType::from_dlt(dlt).map(LinkType::name), Some(link));
     }
-    assert_eq!(LinkType::from_dlt(105), None);
+    assert_eq!(LinkType::from_dlt(147), None);
     let mut d = Decoder::new(cfg());
     assert_eq!(d.unsupported_link(), Dropped(DropReason::UnsupportedLink));
     assert_invariant(d.counters());
