@@ -39,7 +39,8 @@
 //! - `dns_session_timeout` is checked at `first packet + k * timeout`, where Zeek's re-armed
 //!   timer falls when traffic is dense (Zeek re-arms it from the time it actually fired, which
 //!   drifts later when the trace is quiet); the connections it applies to are those with a
-//!   DNS responder port, whatever the payload (Zeek attaches its DNS analyzer by port).
+//!   DNS responder port, whatever the payload (Zeek attaches its DNS analyzer by port, and
+//!   drops it with its timer on a protocol violation, which tapflow cannot see).
 //! - Not modelled (off or unhandled in Zeek's defaults): `detect_filtered_trace`,
 //!   `tcp_max_old_segments`, the partial-close timer, `report_gaps_for_partial`.
 //!
