@@ -24,6 +24,8 @@ pub const DEFAULT_DEAD_AFTER_MS: u64 = 10_000;
 pub const DEFAULT_MAX_FLOWS: usize = 1_000_000;
 pub const DEFAULT_MERGE_CAP: usize = 1_000_000;
 pub const DEFAULT_MAX_SENDERS: usize = 1024;
+/// Zeek's `dns_session_timeout` (10 s).
+pub const DEFAULT_DNS_SESSION_TIMEOUT_MS: u64 = 10_000;
 
 const EXAMPLES: &str = "Examples:
   # shard 0 of 2, fed by one collector, exiting once it has sent end-of-stream
@@ -96,6 +98,8 @@ tapflow_runtime::layered! {
         pub merge_cap: Option<usize>,
         #[arg(long, help = with_default("Collector links (a name and an incarnation: each restart of a collector adds one) tracked at most, under names bound to their CURVE key and under other names each; messages that would open another are refused and counted (senders_refused)", DEFAULT_MAX_SENDERS))]
         pub max_senders: Option<usize>,
+        #[arg(long, env = "TAPFLOW_DNS_SESSION_TIMEOUT_MS", help = with_default("A UDP DNS connection (responder port 53, 137, 5353 or 5355) idle this long less a second, checked every this long from its first packet, ends, as Zeek's dns_session_timeout ends it; milliseconds, 0 = off (UDP's 60 s inactivity timeout only)", DEFAULT_DNS_SESSION_TIMEOUT_MS))]
+        pub dns_session_timeout_ms: Option<u64>,
         /// Local networks for `local_orig`/`local_resp`, e.g. 10.0.0.0/8,2001:db8::/32 [default:
         /// none, and the two fields are left out].
         #[arg(long, value_delimiter = ',')]
@@ -151,6 +155,8 @@ pub struct Config {
     pub max_flows: usize,
     pub merge_cap: usize,
     pub max_senders: usize,
+    /// Zeek's `dns_session_timeout` for UDP DNS connections; zero = off.
+    pub dns_session_timeout: Duration,
     pub local_nets: Vec<(Addr, u8)>,
     pub metrics_listen: Option<String>,
     /// CURVE (or plain, on loopback) on both links.
@@ -247,6 +253,10 @@ impl Config {
             max_flows,
             merge_cap,
             max_senders,
+            dns_session_timeout: Duration::from_millis(
+                o.dns_session_timeout_ms
+                    .unwrap_or(DEFAULT_DNS_SESSION_TIMEOUT_MS),
+            ),
             local_nets,
             security,
         })
@@ -315,6 +325,11 @@ impl Config {
         kv(&mut out, "max_flows", self.max_flows);
         kv(&mut out, "merge_cap", self.merge_cap);
         kv(&mut out, "max_senders", self.max_senders);
+        kv(
+            &mut out,
+            "dns_session_timeout_ms",
+            self.dns_session_timeout.as_millis(),
+        );
         let nets: Vec<String> = self
             .local_nets
             .iter()

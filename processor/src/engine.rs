@@ -72,6 +72,8 @@ impl Engine {
     pub(crate) fn new(config: &Config, incarnation: u64) -> Engine {
         let session = SessionConfig {
             max_flows: config.max_flows,
+            dns_session_timeout_ns: u64::try_from(config.dns_session_timeout.as_nanos())
+                .unwrap_or(u64::MAX),
             ..SessionConfig::default()
         };
         let settle_ns = settle_ns(&session);

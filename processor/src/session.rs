@@ -4,7 +4,8 @@
 //! [`FlowTable`] keeps one entry per open connection, keyed by the canonical [`FlowKey`]. Every
 //! decision follows packet time, never the wall clock:
 //! - **Per packet.** Before a summary is applied, the table asks whether the connection it
-//!   belongs to has already ended by then: idle past its timeout, a TCP attempt unanswered for
+//!   belongs to has already ended by then: idle past its timeout (or, for UDP DNS, past
+//!   Zeek's `dns_session_timeout` check), a TCP attempt unanswered for
 //!   `tcp_attempt_delay`, a closed or reset TCP connection past `tcp_close_delay`, or a new SYN
 //!   on a closed connection (Zeek's connection reuse). If so the old record is emitted first and
 //!   the packet starts a new connection, exactly as Zeek's timers would have ended it.
@@ -16,8 +17,10 @@
 //! history letters of its TCP analyzer (`TCPSessionAdapter`, `TCP_Endpoint`), byte counts from
 //! sequence numbers (`TCP_Endpoint::Size`), content gaps as its reassembler reports them
 //! (`missed_bytes`, `g`/`G`), `conn_state` as `base/protocols/conn/main.zeek` derives it, UDP and
-//! ICMP sizes and states as their session adapters keep them, packet and IP byte counts as the
-//! ConnSize analyzer counts them, and the originator flip heuristics (`likely_server_ports`).
+//! ICMP sizes and states as their session adapters keep them (other IP protocols have no
+//! analyzer in Zeek, so no sizes), packet and IP byte counts as the ConnSize analyzer counts
+//! them, the originator flip heuristics (`likely_server_ports`, never towards the IPv4
+//! broadcast address) and the DNS analyzer's session timer (`dns_session_timeout`).
 //!
 //! # Deliberate differences from Zeek
 //! - `uid` is derived from the key and first packet time (Zeek's is random), so it is the same
@@ -33,6 +36,11 @@
 //!   is the endpoint's highest.
 //! - `likely_server_ports` is the list Zeek's default scripts register, whatever a bare
 //!   (`-b`) Zeek would have loaded.
+//! - `dns_session_timeout` is checked at `first packet + k * timeout`, where Zeek's re-armed
+//!   timer falls when traffic is dense (Zeek re-arms it from the time it actually fired, which
+//!   drifts later when the trace is quiet); the connections it applies to are those with a
+//!   DNS responder port, whatever the payload (Zeek attaches its DNS analyzer by port, and
+//!   drops it with its timer on a protocol violation, which tapflow cannot see).
 //! - Not modelled (off or unhandled in Zeek's defaults): `detect_filtered_trace`,
 //!   `tcp_max_old_segments`, the partial-close timer, `report_gaps_for_partial`.
 //!
@@ -81,6 +89,11 @@ pub struct SessionConfig {
     pub tcp_handshake_inactivity_ns: u64,
     /// Idle timeout of a UDP flow (`udp_inactivity_timeout`). Default 1 min.
     pub udp_inactivity_ns: u64,
+    /// A UDP DNS connection (responder port 53, 137, 5353 or 5355, where Zeek's DNS analyzer
+    /// attaches) ends once idle for a second less than this, checked every this long from its
+    /// first packet (`dns_session_timeout`, see `DNS_Analyzer::ExpireTimer`). 0 disables.
+    /// Default 10 s.
+    pub dns_session_timeout_ns: u64,
     /// Idle timeout of an ICMP flow (`icmp_inactivity_timeout`). Default 1 min.
     pub icmp_inactivity_ns: u64,
     /// Idle timeout of a flow of any other IP protocol. Default 1 min (Zeek's UDP/ICMP value).
@@ -134,6 +147,7 @@ impl Default for SessionConfig {
             tcp_inactivity_ns: 300 * SECOND,
             tcp_handshake_inactivity_ns: 60 * SECOND,
             udp_inactivity_ns: 60 * SECOND,
+            dns_session_timeout_ns: 10 * SECOND,
             icmp_inactivity_ns: 60 * SECOND,
             other_inactivity_ns: 60 * SECOND,
             tcp_attempt_delay_ns: 5 * SECOND,
@@ -163,6 +177,10 @@ pub const ZEEK_SERVER_PORTS_UDP: &[u16] = &[
     53, 67, 88, 123, 137, 161, 162, 389, 443, 514, 750, 1812, 2123, 2152, 3544, 4789, 5060, 5072,
     5353, 5355, 6081, 20000,
 ];
+
+/// UDP ports Zeek's DNS analyzer is registered for (`DNS::ports`): a connection with one of
+/// them as responder port gets `dns_session_timeout`.
+pub const ZEEK_DNS_PORTS_UDP: &[u16] = &[53, 137, 5353, 5355];
 
 /// Counters of a [`FlowTable`], cumulative since it was made (except `open_flows`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]

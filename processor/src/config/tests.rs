@@ -230,3 +230,41 @@ fn max_senders_is_at_least_collectors() {
     let config = Config::merge(args, Options::default()).expect("a valid configuration");
     assert_eq!(config.max_senders, 2000);
 }
+
+/// `dns_session_timeout_ms`: Zeek's 10 s by default, from a flag or the file, 0 to turn off;
+/// the resolved file says it.
+#[test]
+fn dns_session_timeout_defaults_to_zeeks() {
+    let plain = [
+        "--listen",
+        "tcp://127.0.0.1:1",
+        "--aggregator",
+        "tcp://127.0.0.1:2",
+        "--plain",
+    ];
+    let with = |extra: &[&'static str]| -> Vec<&'static str> {
+        plain.iter().chain(extra).copied().collect()
+    };
+    for (argv, file, want) in [
+        (with(&[]), "", 10_000),
+        (with(&[]), "dns_session_timeout_ms = 2500", 2500),
+        (
+            with(&["--dns-session-timeout-ms", "0"]),
+            "dns_session_timeout_ms = 2500",
+            0,
+        ),
+    ] {
+        let config = load(&argv, file);
+        assert_eq!(
+            config.dns_session_timeout,
+            Duration::from_millis(want),
+            "{argv:?} over {file:?}"
+        );
+        let text = config.resolved();
+        let line = format!("dns_session_timeout_ms = {want}");
+        assert!(
+            text.lines().any(|l| l == line),
+            "missing {line:?} in\n{text}"
+        );
+    }
+}

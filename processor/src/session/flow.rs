@@ -7,7 +7,7 @@ use tapflow_proto::{Addr, FlowKey, PacketSummary};
 
 use super::endpoint::{self, TcpEp};
 use super::history::{bit, cased, scaled, Extra, History};
-use super::{ConnRecord, ConnState, SessionConfig};
+use super::{ConnRecord, ConnState, SessionConfig, SECOND, ZEEK_DNS_PORTS_UDP};
 
 /// [`Flow::bits`].
 pub(super) mod bits {
@@ -32,6 +32,9 @@ pub(super) mod bits {
     /// Closed at a processor-set switch; goes on at another processor.
     pub const SPLIT_CLOSED: u16 = 1 << 9;
 }
+
+/// IPv4 limited broadcast, the only address Zeek's `IPAddr::IsBroadcast` accepts.
+const BROADCAST: Addr = Addr::from_v4([255; 4]);
 
 /// Settings plus lookup tables derived from them, shared by every flow.
 pub(super) struct Ctx {
@@ -157,7 +160,9 @@ impl Flow {
             ip_proto::UDP => src && !dst,
             _ => false,
         };
-        if flip {
+        // Zeek never flips a connection towards the IPv4 broadcast address (`NewConn`): a
+        // DHCP server's broadcast reply from port 67 keeps the server as originator.
+        if flip && t.dst != BROADCAST {
             f.bits ^= bits::ORIG_IS_LO;
             f.add_letter(b'^');
         }
@@ -193,7 +198,10 @@ impl Flow {
             return;
         }
         e[a].active = true;
-        e[a].size = e[a].size.saturating_add(u64::from(s.payload_len));
+        if udp || icmp {
+            // Zeek has no analyzer for other IP protocols: their sizes stay 0.
+            e[a].size = e[a].size.saturating_add(u64::from(s.payload_len));
+        }
         self.last_ts = s.ts_ns;
         if udp {
             let (mask, code) = if is_orig {
@@ -248,9 +256,36 @@ impl Flow {
                     ip_proto::ICMP | ip_proto::ICMPV6 => cfg.icmp_inactivity_ns,
                     _ => cfg.other_inactivity_ns,
                 };
-                self.last_ts.saturating_add(idle)
+                self.last_ts
+                    .saturating_add(idle)
+                    .min(self.dns_deadline(ctx))
             }
         }
+    }
+
+    /// Zeek's DNS analyzer, on a UDP connection whose responder port is one it is registered
+    /// for, checks every `dns_session_timeout` from the first packet and removes the
+    /// connection once it has been idle for a second less than that (`DNS_Analyzer::
+    /// ExpireTimer`). The checks fall at `first_ts + k * timeout` (where Zeek's fall when
+    /// traffic is dense): the first one at least `timeout - 1 s` after the last packet.
+    /// `u64::MAX` for other flows or with the timeout off.
+    fn dns_deadline(&self, ctx: &Ctx) -> u64 {
+        let step = ctx.cfg.dns_session_timeout_ns;
+        let resp_port = if self.orig_index() == 0 {
+            self.key.hi_port
+        } else {
+            self.key.lo_port
+        };
+        if step == 0 || self.key.proto != ip_proto::UDP || !ZEEK_DNS_PORTS_UDP.contains(&resp_port)
+        {
+            return u64::MAX;
+        }
+        let idle_needed = self
+            .last_ts
+            .saturating_sub(self.first_ts)
+            .saturating_add(step.saturating_sub(SECOND));
+        let checks = idle_needed.div_ceil(step).max(1);
+        self.first_ts.saturating_add(checks.saturating_mul(step))
     }
 
     /// Whether a packet at `t` is the first at or past an interim boundary

@@ -72,6 +72,27 @@ fn tcp_on(
     s
 }
 
+/// A bare TCP segment with `flags` between any two endpoints.
+fn tcp_flags_to(
+    ms: u64,
+    src: &str,
+    sport: u16,
+    dst: &str,
+    dport: u16,
+    flags: &str,
+) -> PacketSummary {
+    let mut s = tcp(ms, true, flags, 300, 101, 0);
+    let t = FiveTuple {
+        proto: ip_proto::TCP,
+        src: addr(src),
+        dst: addr(dst),
+        sport,
+        dport,
+    };
+    s.set_tuple(&t, 0);
+    s
+}
+
 fn tcp(ms: u64, from_client: bool, flags: &str, seq: u32, ack: u32, len: u32) -> PacketSummary {
     tcp_on((40000, 80), ms, from_client, flags, seq, ack, len)
 }
@@ -90,6 +111,24 @@ fn udp_on(ports: (u16, u16), ms: u64, from_client: bool, len: u32) -> PacketSumm
         28 + len,
         len,
     )
+}
+
+/// A datagram of IP protocol `proto` from `src` to `dst` (ports 0 unless UDP).
+fn dgram(
+    proto: u8,
+    ms: u64,
+    (src, sport): (&str, u16),
+    (dst, dport): (&str, u16),
+    len: u32,
+) -> PacketSummary {
+    let t = FiveTuple {
+        proto,
+        src: addr(src),
+        dst: addr(dst),
+        sport,
+        dport,
+    };
+    summary(ms, t, 28 + len, len)
 }
 
 fn icmp(ms: u64, from_client: bool, icmp_type: u8, len: u32) -> PacketSummary {
@@ -273,6 +312,22 @@ fn syn_ack_first_flips_by_port() {
         ],
         &["SF ^hADdFf pkts 3/3 bytes 5/7 missed 0 orig 40000"],
     );
+    // The same with the server acknowledging the data before answering: Zeek's `^hADadFf`.
+    // The `^` comes before the `h`: Zeek flips when it creates the connection, by port, and
+    // never later (the only later flip is the SYN answering a SYN-ACK).
+    check(
+        &[
+            tcp(0, false, "SA", 300, 101, 0),
+            tcp(1, true, "A", 101, 301, 0),
+            tcp(2, true, "PA", 101, 301, 5),
+            tcp(3, false, "A", 301, 106, 0),
+            tcp(4, false, "PA", 301, 106, 7),
+            tcp(5, true, "FA", 106, 308, 0),
+            tcp(6, false, "FA", 308, 107, 0),
+            tcp(7, true, "A", 107, 309, 0),
+        ],
+        &["SF ^hADadFf pkts 4/4 bytes 5/7 missed 0 orig 40000"],
+    );
     // SYN-ACK then RST from the server, no SYN seen: RSTRH; SYN-ACK then FIN: SHR.
     check(
         &[
@@ -366,6 +421,94 @@ fn udp_directions_and_flip() {
     check(
         &[udp_on((123, 123), 0, false, 48)],
         &["S0 D pkts 1/0 bytes -/- missed 0 orig 123"],
+    );
+}
+
+/// Zeek's `NewConn` never flips a connection whose first packet goes to the IPv4 broadcast
+/// address, whatever the ports (scripts.base.protocols.dhcp.dhcp-all-msg-types).
+#[test]
+fn no_flip_towards_broadcast() {
+    let server = ("128.2.6.152", 67);
+    // The server's broadcast reply keeps the server as originator; its unicast reply is
+    // flipped; a client's broadcast request is not flipped either way.
+    check(
+        &[dgram(
+            ip_proto::UDP,
+            0,
+            server,
+            ("255.255.255.255", 68),
+            300,
+        )],
+        &["S0 D pkts 1/0 bytes -/- missed 0 orig 67"],
+    );
+    check(
+        &[dgram(ip_proto::UDP, 0, server, ("128.2.6.97", 68), 367)],
+        &["SHR ^d pkts 0/1 bytes -/- missed 0 orig 68"],
+    );
+    check(
+        &[
+            dgram(
+                ip_proto::UDP,
+                0,
+                ("0.0.0.0", 68),
+                ("255.255.255.255", 67),
+                260,
+            ),
+            dgram(
+                ip_proto::UDP,
+                5000,
+                ("0.0.0.0", 68),
+                ("255.255.255.255", 67),
+                260,
+            ),
+        ],
+        &["S0 D pkts 2/0 bytes 520/0 missed 0 orig 68"],
+    );
+    // The rule is Zeek's for every protocol: a SYN-ACK from port 80 to the broadcast address.
+    check(
+        &[tcp_flags_to(
+            0,
+            "10.0.0.2",
+            80,
+            "255.255.255.255",
+            40000,
+            "SA",
+        )],
+        &["OTH H pkts 1/0 bytes -/- missed 0 orig 80"],
+    );
+    // A subnet broadcast (10.0.0.255) is not Zeek's broadcast: flipped as usual.
+    check(
+        &[dgram(ip_proto::UDP, 0, server, ("10.0.0.255", 68), 300)],
+        &["SHR ^d pkts 0/1 bytes -/- missed 0 orig 68"],
+    );
+}
+
+/// IP protocols Zeek has no analyzer for (SCTP here, core.unknown-ip-protocol) are logged with
+/// packets and IP bytes but no payload sizes.
+#[test]
+fn unknown_ip_protocols_have_no_sizes() {
+    let (a, b) = (("192.168.170.8", 0), ("192.168.170.56", 0));
+    check(
+        &[
+            dgram(132, 0, a, b, 80),
+            dgram(132, 1, b, a, 300),
+            dgram(132, 85, a, b, 16),
+        ],
+        &["OTH - pkts 2/1 bytes 0/0 missed 0 orig 0"],
+    );
+    // UDP and ICMP keep theirs.
+    check(
+        &[
+            dgram(ip_proto::UDP, 0, ("10.0.0.1", 5000), ("10.0.0.2", 6000), 80),
+            dgram(
+                ip_proto::UDP,
+                1,
+                ("10.0.0.2", 6000),
+                ("10.0.0.1", 5000),
+                300,
+            ),
+        ],
+        &["SF Dd pkts 1/1 bytes 80/300 missed 0 orig 5000"],
     );
 }
 

@@ -29,6 +29,132 @@ fn gaps_longer_than_the_timeout_split_sessions() {
     );
 }
 
+/// Zeek's DNS analyzer ends a UDP DNS connection at the first of its checks (every 10 s from
+/// the first packet) that finds it idle for 9 s or more (`dns_session_timeout`).
+#[test]
+fn dns_session_timeout_splits_udp_dns() {
+    let dns = |ms, from_client, len| udp_on((33333, 53), ms, from_client, len);
+    // Query, answer, and a query 10 s after the first: the check at 10 s found 9.9 s idle.
+    check(
+        &[dns(0, true, 30), dns(100, false, 90), dns(10_000, true, 30)],
+        &[
+            "SF Dd pkts 1/1 bytes 30/90 missed 0 orig 33333",
+            "S0 D pkts 1/0 bytes -/- missed 0 orig 33333",
+        ],
+    );
+    // A packet at 2 s: the check at 10 s finds 8 s idle and re-arms; the one at 20 s would
+    // find 18 s, so a packet at 15 s (13 s idle) is the same connection, and one at 30 s,
+    // 15 s after it (the check at 30 s), is a new one.
+    check(
+        &[
+            dns(0, true, 30),
+            dns(2000, true, 30),
+            dns(15_000, true, 30),
+            dns(30_000, true, 30),
+        ],
+        &[
+            "S0 D pkts 3/0 bytes 90/0 missed 0 orig 33333",
+            "S0 D pkts 1/0 bytes -/- missed 0 orig 33333",
+        ],
+    );
+    // Flipped by port (the first packet is the answer), the responder port is still 53.
+    check(
+        &[dns(0, false, 90), dns(12_000, false, 90)],
+        &[
+            "SHR ^d pkts 0/1 bytes -/- missed 0 orig 33333",
+            "SHR ^d pkts 0/1 bytes -/- missed 0 orig 33333",
+        ],
+    );
+    // The other DNS ports (mDNS 5353 here) too; not other UDP ports, nor DNS over TCP.
+    check(
+        &[
+            udp_on((33333, 5353), 0, true, 30),
+            udp_on((33333, 5353), 10_000, true, 30),
+        ],
+        &[
+            "S0 D pkts 1/0 bytes -/- missed 0 orig 33333",
+            "S0 D pkts 1/0 bytes -/- missed 0 orig 33333",
+        ],
+    );
+    check(
+        &[
+            udp_on((33333, 5000), 0, true, 30),
+            udp_on((33333, 5000), 30_000, true, 30),
+        ],
+        &["S0 D pkts 2/0 bytes 60/0 missed 0 orig 33333"],
+    );
+    check(
+        &[
+            tcp_on((40000, 53), 0, true, "PA", 100, 300, 30),
+            tcp_on((40000, 53), 30_000, true, "PA", 130, 300, 30),
+        ],
+        &["OTH D pkts 2/0 bytes 60/0 missed 0 orig 40000"],
+    );
+    // Off (0): only UDP's 60 s inactivity timeout.
+    check_cfg(
+        SessionConfig {
+            dns_session_timeout_ns: 0,
+            ..SessionConfig::default()
+        },
+        &[dns(0, true, 30), dns(30_000, true, 30)],
+        &["S0 D pkts 2/0 bytes 60/0 missed 0 orig 33333"],
+    );
+}
+
+/// The DNS timeout decides by packet time only: sweeping at any watermark, and splitting the
+/// flows between tables as shards would, gives the same records as one table never swept.
+#[test]
+fn dns_session_timeout_is_shard_invariant() {
+    let mut input = Vec::new();
+    for (i, gap) in [
+        (0u16, 3000u64),
+        (1, 9000),
+        (2, 9400),
+        (3, 10_000),
+        (4, 25_000),
+    ] {
+        let port = 33000 + i;
+        input.extend([
+            udp_on((port, 53), 0, true, 30),
+            udp_on((port, 53), 500, false, 90),
+            udp_on((port, 53), 500 + gap, true, 30),
+            udp_on((port, 53), 700 + gap, false, 90),
+        ]);
+    }
+    input.sort_by_key(|s| s.ts_ns);
+    let run = |shards: usize, sweep: bool| {
+        let mut tables: Vec<FlowTable> = (0..shards)
+            .map(|_| FlowTable::new(SessionConfig::default()))
+            .collect();
+        let mut out = Vec::new();
+        for s in &input {
+            let shard = usize::from(s.key.lo_port.max(s.key.hi_port)) % shards;
+            tables[shard].on_summary(s, &mut out);
+            if sweep {
+                for t in &mut tables {
+                    t.sweep(s.ts_ns.saturating_sub(SECOND), &mut out);
+                }
+            }
+        }
+        for t in &mut tables {
+            t.flush(&mut out);
+        }
+        let mut lines: Vec<String> = out
+            .iter()
+            .map(|r| format!("{} {} {}", r.ts_ns, line(r), r.uid))
+            .collect();
+        lines.sort();
+        lines
+    };
+    let one = run(1, false);
+    // Gaps of 3 s, 9 s and 9.4 s after the answer at 0.5 s stay one connection (the next
+    // query comes before the check at 10 s); 10 s and 25 s split it in two.
+    assert_eq!(one.len(), 7, "{one:#?}");
+    assert_eq!(run(1, true), one);
+    assert_eq!(run(3, true), one);
+    assert_eq!(run(2, false), one);
+}
+
 #[test]
 fn a_new_syn_after_close_is_a_new_connection() {
     let mut v = normal_conversation(0);
