@@ -1,6 +1,7 @@
 //! The walk through one packet's layers: IP, reassembly, transport, and tunnels down to
 //! [`MAX_TUNNEL_DEPTH`], pushing one summary per layer that has a flow.
 
+use tapflow_proto::key::ip_proto;
 use tapflow_proto::summary::flag;
 use tapflow_proto::{DropReason, FiveTuple, FlowKey, PacketSummary};
 
@@ -162,7 +163,9 @@ impl Decoder {
             }
         };
         s.set_tuple(&t.tuple, layer.vlan);
-        if self.cfg.decode_tunnels && layer.depth < MAX_TUNNEL_DEPTH {
+        // Zeek stops at a UDP datagram with a wrong checksum: its tunnel is not looked into.
+        let bad_udp = proto == ip_proto::UDP && s.flags & flag::BAD_CHECKSUM != 0;
+        if self.cfg.decode_tunnels && layer.depth < MAX_TUNNEL_DEPTH && !bad_udp {
             let (key, missing) = (s.key, if net.truncated { layer.missing } else { 0 });
             self.tunnel(layer, &t.tuple, key, missing, t.inner, ts, at, out);
         }
@@ -188,6 +191,7 @@ impl Decoder {
             // A header cut by snaplen is truncation; anything else wrong with it is malformed.
             Tunnel::Bad if missing > 0 => Err(DropReason::Truncated),
             Tunnel::Bad => Err(DropReason::MalformedTunnel),
+            Tunnel::Skip(reason) => Err(reason),
             Tunnel::Inner(Inner::Ethernet(b)) => link::ethernet(b),
             Tunnel::Inner(Inner::EtherType(ty, b)) => link::ethertype(ty, b, None),
             Tunnel::Inner(Inner::Ip(b)) => Ok(link::L3 { ip: b, vlan: None }),
