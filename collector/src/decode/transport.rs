@@ -131,8 +131,9 @@ impl<'a> Upper<'_, 'a> {
             .ok_or(DropReason::MalformedTransport)?;
         (tuple.sport, tuple.dport) = (udp.source_port(), udp.destination_port());
         let data = payload.get(UDP_HDR..).unwrap_or_default();
-        // IPv4 checksum 0 means none was computed; IPv6 requires one (Zeek agrees).
-        if self.verify && (udp.checksum() != 0 || net.v6) {
+        // IPv4 checksum 0 means none was computed; IPv6 requires one (Zeek agrees), but for
+        // VXLAN, whose checksum is sent as zero.
+        if self.verify && (udp.checksum() != 0 || (net.v6 && !vxlan_unsummed(tuple.dport, data))) {
             // The UDP length field, when sane, bounds what the checksum covers.
             let len = match u32::from(udp.length()) {
                 l if (UDP_HDR as u32..=payload_len).contains(&l) => l,
@@ -176,6 +177,14 @@ impl<'a> Upper<'_, 'a> {
         }
         Ok(payload.get(ICMP_HDR..).unwrap_or_default())
     }
+}
+
+/// A datagram to the VXLAN port that looks like VXLAN (the I flag, room for its header and an
+/// Ethernet header): Zeek accepts a zero checksum on it, over IPv6 too.
+fn vxlan_unsummed(dport: u16, data: &[u8]) -> bool {
+    const VXLAN_PORT: u16 = 4789;
+    const VXLAN_I: u8 = 0x08;
+    dport == VXLAN_PORT && data.len() > 8 + 14 && data.first().is_some_and(|b| b & VXLAN_I != 0)
 }
 
 /// ICMP type and code through etherparse's slices. `Icmpv4Slice` insists that timestamp

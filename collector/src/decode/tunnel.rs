@@ -55,7 +55,7 @@ pub(super) fn detect(proto: u8, sport: u16, dport: u16, data: &[u8]) -> Tunnel<'
         ip_proto::UDP => match (sport, dport) {
             (_, VXLAN_PORT) => vxlan(data),
             (_, GENEVE_PORT) => geneve(data),
-            (_, GRE_UDP_PORT) => gre::gre(data),
+            (_, GRE_UDP_PORT) => gre::gre(data), // see gre_in_udp
             (GTPU_PORT, _) | (_, GTPU_PORT) => gtpu(data),
             (TEREDO_PORT, _) | (_, TEREDO_PORT) => teredo::teredo(data),
             (AYIYA_PORT, _) | (_, AYIYA_PORT) => ayiya::ayiya(data),
@@ -66,6 +66,11 @@ pub(super) fn detect(proto: u8, sport: u16, dport: u16, data: &[u8]) -> Tunnel<'
         IPIP | IPV6_IN_IP => Tunnel::Bad,
         _ => Tunnel::No,
     }
+}
+
+/// GRE in UDP (RFC 8086): its inner flows' parent is the GRE tunnel between the outer addresses.
+pub(super) fn gre_in_udp(proto: u8, dport: u16) -> bool {
+    proto == ip_proto::UDP && dport == GRE_UDP_PORT
 }
 
 /// Zeek's protocol detection, on UDP ports no tunnel is registered for: Teredo, then AYIYA.

@@ -186,6 +186,19 @@ impl Decoder {
         at: usize,
         out: &mut Vec<PacketSummary>,
     ) {
+        // GRE in UDP is, to Zeek, a GRE tunnel between the outer addresses, as over IP: its
+        // inner flows name that tunnel (however the UDP ports vary), not the UDP flow.
+        let outer = if tunnel::gre_in_udp(tuple.proto, tuple.dport) {
+            let gre = FiveTuple {
+                proto: ip_proto::GRE,
+                sport: 0,
+                dport: 0,
+                ..*tuple
+            };
+            gre.key(outer.vlan).0
+        } else {
+            outer
+        };
         let inner = match tunnel::detect(tuple.proto, tuple.sport, tuple.dport, data) {
             Tunnel::No => return,
             // A header cut by snaplen is truncation; anything else wrong with it is malformed.
