@@ -34,10 +34,13 @@ pub enum DropReason {
     FragmentInvalid,
     /// A summary dropped because a processor's queue was full (drop policy, live capture).
     QueueFull,
+    /// An IP protocol Zeek analyses without a connection (IGMP, IPv6's no next header):
+    /// nothing for a conn log.
+    NoConnection,
 }
 
 impl DropReason {
-    pub const ALL: [DropReason; 12] = [
+    pub const ALL: [DropReason; 13] = [
         DropReason::UnsupportedLink,
         DropReason::Truncated,
         DropReason::NonIp,
@@ -50,6 +53,7 @@ impl DropReason {
         DropReason::FragmentIncomplete,
         DropReason::FragmentInvalid,
         DropReason::QueueFull,
+        DropReason::NoConnection,
     ];
 
     pub const fn as_str(self) -> &'static str {
@@ -66,6 +70,7 @@ impl DropReason {
             DropReason::FragmentIncomplete => "fragment_incomplete",
             DropReason::FragmentInvalid => "fragment_invalid",
             DropReason::QueueFull => "queue_full",
+            DropReason::NoConnection => "no_connection",
         }
     }
 

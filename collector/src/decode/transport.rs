@@ -1,5 +1,6 @@
 //! The transport layer, on etherparse's slices: TCP, UDP, ICMP and ICMPv6 fill their summary
-//! fields; any other protocol (SCTP, ESP, OSPF, GRE, IP-in-IP, ...) gives a summary with ports 0.
+//! fields; any other protocol (SCTP, ESP, OSPF, GRE, IP-in-IP, ...) gives a summary with ports 0,
+//! but for those Zeek makes no connection of (IGMP, IPv6's no next header): `NoConnection`.
 //!
 //! Lengths follow the IP header, never the capture. Checksums (pseudo-header where the protocol
 //! has one) are verified unless the packet is cut by snaplen; a wrong one still gives a summary,
@@ -58,6 +59,10 @@ pub(super) fn parse<'a>(
         ip_proto::TCP => upper.tcp(summary, &mut tuple)?,
         ip_proto::UDP => upper.udp(summary, &mut tuple)?,
         ip_proto::ICMP | ip_proto::ICMPV6 => upper.icmp(summary, &mut tuple)?,
+        // Zeek's IGMP analyzer logs to igmp.log, and an IPv6 packet with no next header
+        // (a Teredo bubble, ...) has no upper layer: neither makes a connection.
+        IGMP => return Err(DropReason::NoConnection),
+        NO_NEXT_HEADER if net.v6 => return Err(DropReason::NoConnection),
         _ => {
             summary.payload_len = payload_len;
             payload
@@ -204,6 +209,8 @@ fn icmp_type_code(proto: u8, payload: &[u8]) -> Option<(u8, u8)> {
 }
 
 const UDP_HDR: usize = 8;
+const IGMP: u8 = 2;
+const NO_NEXT_HEADER: u8 = 59;
 /// The ICMP header including its 4-byte rest-of-header.
 const ICMP_HDR: usize = 8;
 const DNS_PORT: u16 = 53;

@@ -268,4 +268,21 @@ fn other_protocols_have_no_ports() {
         true,
         Ok(((0, 0), 0, 0, 0, (0, 0), 0)),
     );
+    // IGMP (Zeek's IGMP analyzer takes it) and IPv6's no next header make no connection; 59
+    // over IPv4 is just another protocol.
+    let igmp_report = [0x16, 0, 0xfa, 0x04, 224, 0, 0, 251];
+    let no_conn = Err(DropReason::NoConnection);
+    check(&ip4_raw(a, b, 2, &igmp_report), ALL, true, no_conn);
+    check(
+        &crate::decode::testutil::ipv6(59, A6, B6, &[]),
+        ALL,
+        true,
+        no_conn,
+    );
+    check(
+        &ip4_raw(a, b, 59, &[]),
+        ALL,
+        true,
+        Ok(((0, 0), 0, 0, 0, (0, 0), 0)),
+    );
 }
