@@ -55,7 +55,7 @@ pub(super) fn detect(proto: u8, sport: u16, dport: u16, data: &[u8]) -> Tunnel<'
         ip_proto::UDP => match (sport, dport) {
             (_, VXLAN_PORT) => vxlan(data),
             (_, GENEVE_PORT) => geneve(data),
-            (_, GRE_UDP_PORT) => gre::gre(data), // see gre_in_udp
+            (_, GRE_UDP_PORT) => gre::gre(data), // see ip_tunnel
             (GTPU_PORT, _) | (_, GTPU_PORT) => gtpu(data),
             (TEREDO_PORT, _) | (_, TEREDO_PORT) => teredo::teredo(data),
             (AYIYA_PORT, _) | (_, AYIYA_PORT) => ayiya::ayiya(data),
@@ -68,9 +68,15 @@ pub(super) fn detect(proto: u8, sport: u16, dport: u16, data: &[u8]) -> Tunnel<'
     }
 }
 
-/// GRE in UDP (RFC 8086): its inner flows' parent is the GRE tunnel between the outer addresses.
-pub(super) fn gre_in_udp(proto: u8, dport: u16) -> bool {
-    proto == ip_proto::UDP && dport == GRE_UDP_PORT
+/// Zeek's IP tunnels: GRE (over IP, or in UDP per RFC 8086) and IP-in-IP. Their inner flows
+/// name the tunnel between the outer addresses, and an inner packet is taken as whole as it
+/// was captured.
+pub(super) fn ip_tunnel(proto: u8, dport: u16) -> bool {
+    match proto {
+        ip_proto::GRE | IPIP | IPV6_IN_IP => true,
+        ip_proto::UDP => dport == GRE_UDP_PORT,
+        _ => false,
+    }
 }
 
 /// Zeek's protocol detection, on UDP ports no tunnel is registered for: Teredo, then AYIYA.

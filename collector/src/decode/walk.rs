@@ -186,19 +186,12 @@ impl Decoder {
         at: usize,
         out: &mut Vec<PacketSummary>,
     ) {
-        // GRE in UDP is, to Zeek, a GRE tunnel between the outer addresses, as over IP: its
-        // inner flows name that tunnel (however the UDP ports vary), not the UDP flow.
-        let outer = if tunnel::gre_in_udp(tuple.proto, tuple.dport) {
-            let gre = FiveTuple {
-                proto: ip_proto::GRE,
-                sport: 0,
-                dport: 0,
-                ..*tuple
-            };
-            gre.key(outer.vlan).0
-        } else {
-            outer
-        };
+        // Zeek makes no connection of an IP tunnel's packets (GRE, IP-in-IP), whatever their
+        // payload: they are outer packets even when the inner one is not summarised.
+        let ip_tunnel = tunnel::ip_tunnel(tuple.proto, tuple.dport);
+        if ip_tunnel && tuple.proto != ip_proto::UDP {
+            Self::mark_outer(out, at);
+        }
         let inner = match tunnel::detect(tuple.proto, tuple.sport, tuple.dport, data) {
             Tunnel::No => return,
             // A header cut by snaplen is truncation; anything else wrong with it is malformed.
@@ -213,25 +206,45 @@ impl Decoder {
             Ok(l3) => {
                 let child = Layer {
                     depth: layer.depth.saturating_add(1),
-                    parent: Some(outer),
+                    parent: Some(Self::parent(tuple, outer, ip_tunnel)),
                     vlan: self.key_vlan(l3.vlan),
-                    missing,
+                    // Zeek's IP tunnels take what was captured of the inner packet for all of
+                    // it: one cut by snaplen is dropped (its `truncated_IP_len`).
+                    missing: if ip_tunnel { 0 } else { missing },
                 };
                 self.ip_packet(&child, ts, l3.ip, out)
             }
             Err(reason) => Outcome::Dropped(reason),
         };
         match outcome {
-            Outcome::Summarised => {
-                if let Some(s) = out.get_mut(at) {
-                    s.flags |= flag::TUNNEL_OUTER;
-                }
-            }
+            Outcome::Summarised => Self::mark_outer(out, at),
             Outcome::Held => {}
             Outcome::Dropped(reason) => {
                 self.counters.inner_undecodable = self.counters.inner_undecodable.saturating_add(1);
                 self.counters.inner_drops.add(reason, 1);
             }
+        }
+    }
+
+    fn mark_outer(out: &mut [PacketSummary], at: usize) {
+        if let Some(s) = out.get_mut(at) {
+            s.flags |= flag::TUNNEL_OUTER;
+        }
+    }
+
+    /// The inner flows' parent: the outer flow, but for GRE in UDP, which is to Zeek a GRE
+    /// tunnel between the outer addresses as over IP (however the UDP ports vary).
+    fn parent(tuple: &FiveTuple, outer: FlowKey, ip_tunnel: bool) -> FlowKey {
+        if ip_tunnel && tuple.proto == ip_proto::UDP {
+            let gre = FiveTuple {
+                proto: ip_proto::GRE,
+                sport: 0,
+                dport: 0,
+                ..*tuple
+            };
+            gre.key(outer.vlan).0
+        } else {
+            outer
         }
     }
 

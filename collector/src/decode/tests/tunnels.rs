@@ -176,7 +176,10 @@ fn undecodable_inner_and_tunnels_off() {
             Summarised,
             &["17 192.168.0.1:2152 > 192.168.0.2:2152 ip=36 pl=8"],
         ),
-        (Summarised, &["4 192.168.0.1:0 > 192.168.0.2:0 ip=26 pl=6"]),
+        (
+            Summarised,
+            &["4 192.168.0.1:0 > 192.168.0.2:0 ip=26 pl=6 outer"],
+        ),
     ];
     let c = check(cfg(), &frames, &expected);
     assert_eq!(
@@ -247,7 +250,7 @@ fn a_malformed_tunnel_header_is_not_truncation() {
     let expected: [(Outcome, &[&str]); 3] = [
         (
             Summarised,
-            &["47 192.168.0.1:0 > 192.168.0.2:0 ip=64 pl=44"],
+            &["47 192.168.0.1:0 > 192.168.0.2:0 ip=64 pl=44 outer"],
         ),
         (
             Summarised,
@@ -404,7 +407,8 @@ fn teredo_ayiya_pptp_and_gre_in_udp() {
 
 /// What is not looked into: a Teredo bubble and a PPTP acknowledgement (no inner packet, no
 /// drop), PPP control inside PPTP and Aruba's 802.11 (counted as not decoded), and any tunnel in
-/// a UDP datagram whose checksum is wrong (Zeek stops there).
+/// a UDP datagram whose checksum is wrong (Zeek stops there). A GRE packet is an outer packet
+/// all the same: Zeek makes no connection of GRE.
 #[test]
 fn bubbles_acks_ppp_control_aruba_and_bad_checksums() {
     let bubble = udp4(O1, O2, 3544, 50000, &ipv6(59, A6, B6, &[]));
@@ -437,9 +441,9 @@ fn bubbles_acks_ppp_control_aruba_and_bad_checksums() {
         .collect();
     let expected: [(Outcome, &[&str]); 5] = [
         summarised(&["17 192.168.0.1:3544 > 192.168.0.2:50000 ip=68 pl=40"]),
-        summarised(&["47 192.168.0.1:0 > 192.168.0.2:0 ip=32 pl=12"]),
-        summarised(&["47 192.168.0.1:0 > 192.168.0.2:0 ip=40 pl=20"]),
-        summarised(&["47 192.168.0.1:0 > 192.168.0.2:0 ip=28 pl=8"]),
+        summarised(&["47 192.168.0.1:0 > 192.168.0.2:0 ip=32 pl=12 outer"]),
+        summarised(&["47 192.168.0.1:0 > 192.168.0.2:0 ip=40 pl=20 outer"]),
+        summarised(&["47 192.168.0.1:0 > 192.168.0.2:0 ip=28 pl=8 outer"]),
         summarised(&["17 192.168.0.1:40000 > 192.168.0.2:4789 ip=90 pl=62 bad"]),
     ];
     let c = check(cfg(), &frames, &expected);
@@ -450,5 +454,38 @@ fn bubbles_acks_ppp_control_aruba_and_bad_checksums() {
             c.inner_drops.get(DropReason::UnsupportedLink),
         ),
         (2, 1, 1)
+    );
+}
+
+/// A snaplen cut inside the inner packet: a UDP tunnel hands it on as cut (Zeek keeps its wire
+/// length), an IP tunnel (GRE, IP-in-IP) takes what was captured for all of it, so Zeek drops it
+/// as truncated, and so does tapflow.
+#[test]
+fn a_cut_inner_packet_lives_in_udp_tunnels_only() {
+    let data = tcp4(A, B, 40000, 80, 2, &[7; 100]);
+    let vxlan = udp4(
+        O1,
+        O2,
+        40000,
+        4789,
+        &[vec![0x08, 0, 0, 0, 0, 0, 42, 0], eth(0x0800, &data)].concat(),
+    );
+    let gre = ip4_raw(O1, O2, 47, &[vec![0, 0, 0x08, 0x00], data].concat());
+    let frames = [ether(vxlan).snap(120), ether(gre).snap(100)];
+    let expected: [(Outcome, &[&str]); 2] = [
+        summarised(&[
+            "17 192.168.0.1:40000 > 192.168.0.2:4789 ip=190 pl=162 outer trunc",
+            "6 10.0.0.1:40000 > 10.0.0.2:80 ip=140 pl=100 tcp=0x18 inner trunc \
+             in[192.168.0.1:40000 <-> 192.168.0.2:4789 proto 17]",
+        ]),
+        summarised(&["47 192.168.0.1:0 > 192.168.0.2:0 ip=164 pl=144 outer trunc"]),
+    ];
+    let c = check(cfg(), &frames, &expected);
+    assert_eq!(
+        (
+            c.inner_undecodable,
+            c.inner_drops.get(DropReason::Truncated)
+        ),
+        (1, 1)
     );
 }
