@@ -20,13 +20,18 @@
 //!   `-C` turns it off), a wrong IPv4 header checksum drops the packet (`BadIpChecksum`), as
 //!   Zeek does; a wrong TCP/UDP/ICMP/ICMPv6 checksum is flagged [`flag::BAD_CHECKSUM`] and the
 //!   packet still summarised.
-//! - **Tunnels** (`tunnel`): VXLAN, Geneve, GTP-U, GRE (and ERSPAN I/II/III), IP-in-IP. A
-//!   tunnelled packet gives the outer flow's summary, then the inner flow's with
-//!   [`flag::TUNNEL_INNER`] and `tunnel_parent` naming its immediate outer flow; the outer one
-//!   is flagged [`flag::TUNNEL_OUTER`] once the inner one is summarised. Tunnels nest up to
-//!   [`MAX_TUNNEL_DEPTH`] deep. A tunnel header that is malformed makes the inner packet
-//!   undecodable as `MalformedTunnel` (`Truncated` when the capture cut it). Teredo and AYIYA are out of scope: those packets are
-//!   summarised as the plain UDP flows they are, and their inner packets are not looked for.
+//! - **Tunnels** (`tunnel`): VXLAN, Geneve, GTP-U, GRE (ERSPAN I/II/III, PPTP's enhanced GRE,
+//!   GRE in UDP), IP-in-IP, Teredo and AYIYA, as Zeek finds them. A tunnelled packet gives the
+//!   outer flow's summary, then the inner flow's with [`flag::TUNNEL_INNER`] and
+//!   `tunnel_parent` naming its immediate outer flow (for GRE in UDP, the GRE tunnel between the
+//!   outer addresses, as Zeek names it); the outer one is flagged [`flag::TUNNEL_OUTER`] once
+//!   the inner one is summarised, and a GRE or IP-in-IP packet always (Zeek makes no connection
+//!   of them). Tunnels nest up to [`MAX_TUNNEL_DEPTH`] deep. A tunnel header that is malformed
+//!   makes the inner packet undecodable as `MalformedTunnel` (`Truncated` when the capture cut
+//!   it); an inner packet tapflow does not decode (Aruba's 802.11, PPP control) counts under its
+//!   reason. A UDP datagram with a wrong checksum is not looked into (Zeek stops there).
+//! - **No connection**: IGMP (Zeek's IGMP analyzer takes it) and IPv6 packets with no next header
+//!   are dropped as `NoConnection`.
 //!
 //! # Accounting
 //! Every call of [`Decoder::decode`] counts one packet, and at every moment
@@ -74,7 +79,7 @@ pub struct DecodeConfig {
     pub verify_checksums: bool,
     /// Put the outermost VLAN id into [`FlowKey::vlan`]. Default false.
     pub vlan_in_key: bool,
-    /// Look inside VXLAN, Geneve, GTP-U, GRE and IP-in-IP. Default true.
+    /// Look inside VXLAN, Geneve, GTP-U, GRE, IP-in-IP, Teredo and AYIYA. Default true.
     pub decode_tunnels: bool,
     /// Datagrams in reassembly at once. Default 4096.
     pub frag_max_datagrams: usize,

@@ -37,6 +37,9 @@ pub enum DropReason {
     Encrypted,
     /// A summary dropped because a processor's queue was full (drop policy, live capture).
     QueueFull,
+    /// An IP protocol Zeek analyses without a connection (IGMP, IPv6's no next header):
+    /// nothing for a conn log.
+    NoConnection,
 }
 
 impl DropReason {
@@ -54,6 +57,7 @@ impl DropReason {
         DropReason::FragmentInvalid,
         DropReason::Encrypted,
         DropReason::QueueFull,
+        DropReason::NoConnection,
     ];
 
     pub const fn as_str(self) -> &'static str {
@@ -71,6 +75,7 @@ impl DropReason {
             DropReason::FragmentInvalid => "fragment_invalid",
             DropReason::Encrypted => "encrypted",
             DropReason::QueueFull => "queue_full",
+            DropReason::NoConnection => "no_connection",
         }
     }
 

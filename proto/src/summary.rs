@@ -15,8 +15,9 @@ pub mod flag {
     pub const BAD_CHECKSUM: u8 = 1 << 1;
     /// The packet is an IP datagram reassembled from fragments.
     pub const REASSEMBLED: u8 = 1 << 2;
-    /// The packet carries a tunnel (VXLAN, GRE, GTP-U, Geneve, IP-in-IP) whose inner packet was
-    /// summarised too.
+    /// The packet carries a tunnel (VXLAN, GRE, GTP-U, Geneve, IP-in-IP, Teredo, AYIYA) whose
+    /// inner packet was summarised too; a GRE or IP-in-IP packet always, whatever its payload
+    /// (Zeek makes no connection of IP tunnels).
     pub const TUNNEL_OUTER: u8 = 1 << 3;
     /// The packet was found inside a tunnel; `tunnel_parent` names the outer flow.
     pub const TUNNEL_INNER: u8 = 1 << 4;

@@ -8,6 +8,7 @@ use tapflow_proto::summary::flag;
 use super::testutil::*;
 use super::*;
 
+mod corpus;
 mod fragments;
 mod layers;
 mod link_types;

@@ -1,5 +1,6 @@
 //! The transport layer, on etherparse's slices: TCP, UDP, ICMP and ICMPv6 fill their summary
-//! fields; any other protocol (SCTP, ESP, OSPF, GRE, IP-in-IP, ...) gives a summary with ports 0.
+//! fields; any other protocol (SCTP, ESP, OSPF, GRE, IP-in-IP, ...) gives a summary with ports 0,
+//! but for those Zeek makes no connection of (IGMP, IPv6's no next header): `NoConnection`.
 //!
 //! Lengths follow the IP header, never the capture. Checksums (pseudo-header where the protocol
 //! has one) are verified unless the packet is cut by snaplen; a wrong one still gives a summary,
@@ -58,6 +59,10 @@ pub(super) fn parse<'a>(
         ip_proto::TCP => upper.tcp(summary, &mut tuple)?,
         ip_proto::UDP => upper.udp(summary, &mut tuple)?,
         ip_proto::ICMP | ip_proto::ICMPV6 => upper.icmp(summary, &mut tuple)?,
+        // Zeek's IGMP analyzer logs to igmp.log, and an IPv6 packet with no next header
+        // (a Teredo bubble, ...) has no upper layer: neither makes a connection.
+        IGMP => return Err(DropReason::NoConnection),
+        NO_NEXT_HEADER if net.v6 => return Err(DropReason::NoConnection),
         _ => {
             summary.payload_len = payload_len;
             payload
@@ -131,8 +136,9 @@ impl<'a> Upper<'_, 'a> {
             .ok_or(DropReason::MalformedTransport)?;
         (tuple.sport, tuple.dport) = (udp.source_port(), udp.destination_port());
         let data = payload.get(UDP_HDR..).unwrap_or_default();
-        // IPv4 checksum 0 means none was computed; IPv6 requires one (Zeek agrees).
-        if self.verify && (udp.checksum() != 0 || net.v6) {
+        // IPv4 checksum 0 means none was computed; IPv6 requires one (Zeek agrees), but for
+        // VXLAN, whose checksum is sent as zero.
+        if self.verify && (udp.checksum() != 0 || (net.v6 && !vxlan_unsummed(tuple.dport, data))) {
             // The UDP length field, when sane, bounds what the checksum covers.
             let len = match u32::from(udp.length()) {
                 l if (UDP_HDR as u32..=payload_len).contains(&l) => l,
@@ -178,6 +184,14 @@ impl<'a> Upper<'_, 'a> {
     }
 }
 
+/// A datagram to the VXLAN port that looks like VXLAN (the I flag, room for its header and an
+/// Ethernet header): Zeek accepts a zero checksum on it, over IPv6 too.
+fn vxlan_unsummed(dport: u16, data: &[u8]) -> bool {
+    const VXLAN_PORT: u16 = 4789;
+    const VXLAN_I: u8 = 0x08;
+    dport == VXLAN_PORT && data.len() > 8 + 14 && data.first().is_some_and(|b| b & VXLAN_I != 0)
+}
+
 /// ICMP type and code through etherparse's slices. `Icmpv4Slice` insists that timestamp
 /// messages are exactly 20 bytes; any other ICMP message of 8 bytes or more still has a type
 /// and a code, so those are read from the fixed header.
@@ -195,6 +209,8 @@ fn icmp_type_code(proto: u8, payload: &[u8]) -> Option<(u8, u8)> {
 }
 
 const UDP_HDR: usize = 8;
+const IGMP: u8 = 2;
+const NO_NEXT_HEADER: u8 = 59;
 /// The ICMP header including its 4-byte rest-of-header.
 const ICMP_HDR: usize = 8;
 const DNS_PORT: u16 = 53;

@@ -1,20 +1,30 @@
-//! Tunnels, hand-written: find the inner packet of VXLAN, Geneve, GTP-U, GRE (with ERSPAN) and
-//! IP-in-IP. Teredo and AYIYA are out of scope (their inner packets are not looked for).
+//! Tunnels, hand-written: find the inner packet of VXLAN, Geneve, GTP-U, GRE (with ERSPAN, PPTP
+//! and GRE in UDP), IP-in-IP, Teredo and AYIYA, as Zeek's packet analyzers find it.
 //!
 //! | tunnel   | recognised by                    | header                                   | inner |
 //! |----------|----------------------------------|------------------------------------------|-------|
 //! | VXLAN    | UDP destination port 4789        | 8 bytes                                  | Ethernet |
 //! | Geneve   | UDP destination port 6081        | 8 + 4 × option length                    | by protocol type: 0x6558 Ethernet, else an ethertype |
 //! | GTP-U    | UDP port 2152, either side; GTPv1, T-PDU (type 0xff) | 8, +4 if E/S/PN, + extension headers if E | IP |
-//! | GRE      | IP protocol 47, version 0        | 4, +4 each for C, K, S                   | by protocol type: 0x6558 Ethernet, 0x88be ERSPAN II (8 more bytes; type I without S), 0x22eb ERSPAN III (12, +8 if O), else an ethertype |
+//! | GRE      | IP protocol 47; UDP destination port 4754 (RFC 8086) | see [`gre`]                  | Ethernet, ERSPAN, an ethertype, PPP (PPTP); Aruba's 802.11 is skipped |
 //! | IP-in-IP | IP protocol 4 or 41              | none                                     | IP |
+//! | Teredo   | UDP port 3544, either side, or Zeek's detection elsewhere | see [`teredo`]  | IPv6 |
+//! | AYIYA    | UDP port 5072, either side, or Zeek's detection elsewhere | see [`ayiya`]   | IPv4 or IPv6 |
 //!
-//! A packet that is not the tunnel after all (GTP-C echo, enhanced GRE of PPTP) is [`Tunnel::No`];
-//! one whose tunnel header is cut or unknown is [`Tunnel::Bad`].
+//! A packet that is not the tunnel after all (GTP-C echo, an AYIYA heartbeat, a Teredo bubble, a
+//! PPTP acknowledgement) is [`Tunnel::No`]; one whose tunnel header is cut or wrong is
+//! [`Tunnel::Bad`]; one whose inner packet tapflow does not decode is [`Tunnel::Skip`]. A UDP
+//! datagram that only Zeek's detection takes for Teredo or AYIYA (not on their ports) is no
+//! tunnel unless its inner packet is found: random traffic is not counted as broken tunnels.
 
 use tapflow_proto::key::ip_proto;
+use tapflow_proto::DropReason;
 
 use super::be16;
+
+mod ayiya;
+mod gre;
+mod teredo;
 
 /// Where a tunnel's inner packet starts, and what it is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -33,6 +43,8 @@ pub(super) enum Tunnel<'a> {
     Inner(Inner<'a>),
     /// A tunnel whose inner packet cannot be found (cut short, unknown payload type).
     Bad,
+    /// A tunnel whose inner packet tapflow does not decode, counted with this reason.
+    Skip(DropReason),
 }
 
 /// The tunnel carried by a transport payload `data` (after the UDP header, or the whole IP
@@ -43,12 +55,43 @@ pub(super) fn detect(proto: u8, sport: u16, dport: u16, data: &[u8]) -> Tunnel<'
         ip_proto::UDP => match (sport, dport) {
             (_, VXLAN_PORT) => vxlan(data),
             (_, GENEVE_PORT) => geneve(data),
+            (_, GRE_UDP_PORT) => gre::gre(data), // see ip_tunnel
             (GTPU_PORT, _) | (_, GTPU_PORT) => gtpu(data),
-            _ => Tunnel::No,
+            (TEREDO_PORT, _) | (_, TEREDO_PORT) => teredo::teredo(data),
+            (AYIYA_PORT, _) | (_, AYIYA_PORT) => ayiya::ayiya(data),
+            _ => detected(data),
         },
-        ip_proto::GRE => gre(data),
+        ip_proto::GRE => gre::gre(data),
         IPIP | IPV6_IN_IP if !data.is_empty() => Tunnel::Inner(Inner::Ip(data)),
         IPIP | IPV6_IN_IP => Tunnel::Bad,
+        _ => Tunnel::No,
+    }
+}
+
+/// Zeek's IP tunnels: GRE (over IP, or in UDP per RFC 8086) and IP-in-IP. Their inner flows
+/// name the tunnel between the outer addresses, and an inner packet is taken as whole as it
+/// was captured.
+pub(super) fn ip_tunnel(proto: u8, dport: u16) -> bool {
+    match proto {
+        ip_proto::GRE | IPIP | IPV6_IN_IP => true,
+        ip_proto::UDP => dport == GRE_UDP_PORT,
+        _ => false,
+    }
+}
+
+/// Zeek's protocol detection, on UDP ports no tunnel is registered for: Teredo, then AYIYA.
+/// Only a packet that decodes as the tunnel counts.
+#[inline]
+fn detected(data: &[u8]) -> Tunnel<'_> {
+    let tunnel = if teredo::looks_like(data) {
+        teredo::teredo(data)
+    } else if ayiya::looks_like(data) {
+        ayiya::ayiya(data)
+    } else {
+        return Tunnel::No;
+    };
+    match tunnel {
+        Tunnel::Inner(inner) => Tunnel::Inner(inner),
         _ => Tunnel::No,
     }
 }
@@ -108,43 +151,6 @@ fn gtpu(data: &[u8]) -> Tunnel<'_> {
     }
 }
 
-fn gre(data: &[u8]) -> Tunnel<'_> {
-    let (Some(flags), Some(ty)) = (be16(data, 0), be16(data, 2)) else {
-        return Tunnel::Bad;
-    };
-    if flags & GRE_VERSION != 0 {
-        // Version 1 is PPTP's enhanced GRE (PPP inside): not looked into.
-        return Tunnel::No;
-    }
-    if flags & GRE_R != 0 {
-        return Tunnel::Bad;
-    }
-    let optional = [GRE_C, GRE_K, GRE_S]
-        .iter()
-        .filter(|f| flags & **f != 0)
-        .count();
-    let Some(inner) = data.get(4 + 4 * optional..) else {
-        return Tunnel::Bad;
-    };
-    match ty {
-        ERSPAN_2 if flags & GRE_S == 0 => Tunnel::Inner(Inner::Ethernet(inner)), // type I
-        ERSPAN_2 => inner
-            .get(8..)
-            .map_or(Tunnel::Bad, |e| Tunnel::Inner(Inner::Ethernet(e))),
-        ERSPAN_3 => {
-            let len = match inner.get(11) {
-                Some(b) if b & 0x01 != 0 => 20,
-                Some(_) => 12,
-                None => return Tunnel::Bad,
-            };
-            inner
-                .get(len..)
-                .map_or(Tunnel::Bad, |e| Tunnel::Inner(Inner::Ethernet(e)))
-        }
-        _ => ethertype_or_ethernet(ty, inner),
-    }
-}
-
 fn ethertype_or_ethernet(ty: u16, inner: &[u8]) -> Tunnel<'_> {
     if ty == TRANSPARENT_ETHERNET {
         Tunnel::Inner(Inner::Ethernet(inner))
@@ -156,19 +162,15 @@ fn ethertype_or_ethernet(ty: u16, inner: &[u8]) -> Tunnel<'_> {
 const VXLAN_PORT: u16 = 4789;
 const GENEVE_PORT: u16 = 6081;
 const GTPU_PORT: u16 = 2152;
+const GRE_UDP_PORT: u16 = 4754;
+const TEREDO_PORT: u16 = 3544;
+const AYIYA_PORT: u16 = 5072;
 const GTP_PT: u8 = 0x10;
 const GTP_E: u8 = 0x04;
 const GTP_S: u8 = 0x02;
 const GTP_PN: u8 = 0x01;
 const GTP_TPDU: u8 = 0xff;
-const GRE_C: u16 = 0x8000;
-const GRE_R: u16 = 0x4000;
-const GRE_K: u16 = 0x2000;
-const GRE_S: u16 = 0x1000;
-const GRE_VERSION: u16 = 0x0007;
 const TRANSPARENT_ETHERNET: u16 = 0x6558;
-const ERSPAN_2: u16 = 0x88be;
-const ERSPAN_3: u16 = 0x22eb;
 const IPIP: u8 = 4;
 const IPV6_IN_IP: u8 = 41;
 
@@ -271,50 +273,41 @@ mod tests {
     }
 
     #[test]
-    fn gre_and_erspan() {
+    fn gre_in_udp_teredo_and_ayiya_by_port() {
         check(
-            47,
-            (0, 0),
+            17,
+            (40000, 4754),
             &[0, 0, 0x08, 0x00],
             Tunnel::Inner(EtherType(0x0800, PAYLOAD)),
         );
-        check(
-            47,
-            (0, 0),
-            &[0x20, 0, 0x86, 0xdd, 0, 0, 0, 5],
-            Tunnel::Inner(EtherType(0x86dd, PAYLOAD)),
-        );
-        let cks = [0xb0, 0, 0x65, 0x58, 0, 0, 0, 0, 0, 0, 0, 5, 0, 0, 0, 9];
-        check(47, (0, 0), &cks, Tunnel::Inner(Ethernet(PAYLOAD)));
-        check(
-            47,
-            (0, 0),
-            &[0x10, 0, 0x88, 0xbe, 0, 0, 0, 1, 0x10, 0, 0, 1, 0, 0, 0, 0],
-            Tunnel::Inner(Ethernet(PAYLOAD)),
-        );
-        check(
-            47,
-            (0, 0),
-            &[0, 0, 0x88, 0xbe],
-            Tunnel::Inner(Ethernet(PAYLOAD)),
-        );
-        let e3 = [
-            [0u8, 0, 0x22, 0xeb].as_slice(),
-            &[0x20, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0],
-        ]
-        .concat();
-        check(47, (0, 0), &e3, Tunnel::Inner(Ethernet(PAYLOAD)));
-        let e3o = [
-            [0u8, 0, 0x22, 0xeb].as_slice(),
-            &[0x20, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 1],
-            &[0; 8],
-        ]
-        .concat();
-        check(47, (0, 0), &e3o, Tunnel::Inner(Ethernet(PAYLOAD)));
-        check(47, (0, 0), &[0, 1, 0x88, 0x0b], Tunnel::No);
-        check(47, (0, 0), &[0x40, 0, 0x08, 0x00], Tunnel::Bad);
-        assert_eq!(detect(47, 0, 0, &[0xb0, 0, 0x08, 0, 0, 0]), Tunnel::Bad);
-        assert_eq!(detect(47, 0, 0, &[0, 0, 0x22, 0xeb, 0]), Tunnel::Bad);
+        check(17, (4754, 40000), &[0, 0, 0x08, 0x00], Tunnel::No);
+        // Teredo and AYIYA on their ports, either side; a broken one there is Bad.
+        let v6 = [0x60u8, 0, 0, 0, 0, 8, 17, 64];
+        let teredo = [v6.as_slice(), &[0; 32], PAYLOAD].concat();
+        for ports in [(3544, 50000), (50000, 3544)] {
+            assert_eq!(
+                detect(17, ports.0, ports.1, &teredo),
+                Tunnel::Inner(Ip(&teredo)),
+                "{ports:?}"
+            );
+            assert_eq!(detect(17, ports.0, ports.1, &teredo[..47]), Tunnel::Bad);
+        }
+        let ayiya = [0x01u8, 0x52, 0x11, 4, 0, 0, 0, 0, 9];
+        let ayiya_sig = [ayiya.as_slice(), &[0; 20]].concat();
+        check(17, (5072, 1), &ayiya_sig, Tunnel::Inner(Ip(PAYLOAD)));
+        check(17, (1, 5072), &ayiya_sig, Tunnel::Inner(Ip(PAYLOAD)));
+        assert_eq!(detect(17, 1, 5072, &ayiya), Tunnel::Bad);
+        // Off their ports, only Zeek's detection finds them, and only whole.
+        check(17, (1, 2), &ayiya_sig, Tunnel::Inner(Ip(PAYLOAD)));
+        assert_eq!(detect(17, 1, 2, &ayiya), Tunnel::No);
+        let mut not_ip = ayiya_sig.clone();
+        not_ip[3] = 17;
+        check(17, (1, 2), &not_ip, Tunnel::No);
+        check(17, (5072, 2), &not_ip, Tunnel::Skip(DropReason::NonIp));
+        assert_eq!(detect(17, 1, 2, &teredo), Tunnel::No);
+        let origin = [0u8, 0, 1, 2, 3, 4, 5, 6];
+        let with_origin = [origin.as_slice(), &teredo].concat();
+        assert_eq!(detect(17, 1, 2, &with_origin), Tunnel::Inner(Ip(&teredo)));
     }
 
     #[test]
@@ -323,7 +316,23 @@ mod tests {
         check(41, (0, 0), &[], Tunnel::Inner(Ip(PAYLOAD)));
         assert_eq!(detect(4, 0, 0, &[]), Tunnel::Bad);
         check(6, (2152, 4789), &[], Tunnel::No);
-        let samples: [(u8, u16, &[u8]); 3] = [
+        let samples: [(u8, u16, &[u8]); 6] = [
+            (
+                17,
+                3544,
+                &[
+                    0, 1, 1, 1, 9, 7, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x60,
+                ],
+            ),
+            (17, 5072, &[0xf1, 0x52, 0x11, 41, 0, 0, 0, 0]),
+            (
+                47,
+                0,
+                &[
+                    0x30, 0x81, 0x88, 0x0b, 0, 8, 0, 1, 0, 0, 0, 7, 0, 0, 0, 6, 0xff, 3, 0, 0x21,
+                    0x45,
+                ],
+            ),
             (
                 17,
                 2152,

@@ -1,6 +1,7 @@
 //! The walk through one packet's layers: IP, reassembly, transport, and tunnels down to
 //! [`MAX_TUNNEL_DEPTH`], pushing one summary per layer that has a flow.
 
+use tapflow_proto::key::ip_proto;
 use tapflow_proto::summary::flag;
 use tapflow_proto::{DropReason, FiveTuple, FlowKey, PacketSummary};
 
@@ -162,7 +163,9 @@ impl Decoder {
             }
         };
         s.set_tuple(&t.tuple, layer.vlan);
-        if self.cfg.decode_tunnels && layer.depth < MAX_TUNNEL_DEPTH {
+        // Zeek stops at a UDP datagram with a wrong checksum: its tunnel is not looked into.
+        let bad_udp = proto == ip_proto::UDP && s.flags & flag::BAD_CHECKSUM != 0;
+        if self.cfg.decode_tunnels && layer.depth < MAX_TUNNEL_DEPTH && !bad_udp {
             let (key, missing) = (s.key, if net.truncated { layer.missing } else { 0 });
             self.tunnel(layer, &t.tuple, key, missing, t.inner, ts, at, out);
         }
@@ -183,11 +186,18 @@ impl Decoder {
         at: usize,
         out: &mut Vec<PacketSummary>,
     ) {
+        // Zeek makes no connection of an IP tunnel's packets (GRE, IP-in-IP), whatever their
+        // payload: they are outer packets even when the inner one is not summarised.
+        let ip_tunnel = tunnel::ip_tunnel(tuple.proto, tuple.dport);
+        if ip_tunnel && tuple.proto != ip_proto::UDP {
+            Self::mark_outer(out, at);
+        }
         let inner = match tunnel::detect(tuple.proto, tuple.sport, tuple.dport, data) {
             Tunnel::No => return,
             // A header cut by snaplen is truncation; anything else wrong with it is malformed.
             Tunnel::Bad if missing > 0 => Err(DropReason::Truncated),
             Tunnel::Bad => Err(DropReason::MalformedTunnel),
+            Tunnel::Skip(reason) => Err(reason),
             Tunnel::Inner(Inner::Ethernet(b)) => link::ethernet(b),
             Tunnel::Inner(Inner::EtherType(ty, b)) => link::ethertype(ty, b, None),
             Tunnel::Inner(Inner::Ip(b)) => Ok(link::L3 { ip: b, vlan: None }),
@@ -196,25 +206,45 @@ impl Decoder {
             Ok(l3) => {
                 let child = Layer {
                     depth: layer.depth.saturating_add(1),
-                    parent: Some(outer),
+                    parent: Some(Self::parent(tuple, outer, ip_tunnel)),
                     vlan: self.key_vlan(l3.vlan),
-                    missing,
+                    // Zeek's IP tunnels take what was captured of the inner packet for all of
+                    // it: one cut by snaplen is dropped (its `truncated_IP_len`).
+                    missing: if ip_tunnel { 0 } else { missing },
                 };
                 self.ip_packet(&child, ts, l3.ip, out)
             }
             Err(reason) => Outcome::Dropped(reason),
         };
         match outcome {
-            Outcome::Summarised => {
-                if let Some(s) = out.get_mut(at) {
-                    s.flags |= flag::TUNNEL_OUTER;
-                }
-            }
+            Outcome::Summarised => Self::mark_outer(out, at),
             Outcome::Held => {}
             Outcome::Dropped(reason) => {
                 self.counters.inner_undecodable = self.counters.inner_undecodable.saturating_add(1);
                 self.counters.inner_drops.add(reason, 1);
             }
+        }
+    }
+
+    fn mark_outer(out: &mut [PacketSummary], at: usize) {
+        if let Some(s) = out.get_mut(at) {
+            s.flags |= flag::TUNNEL_OUTER;
+        }
+    }
+
+    /// The inner flows' parent: the outer flow, but for GRE in UDP, which is to Zeek a GRE
+    /// tunnel between the outer addresses as over IP (however the UDP ports vary).
+    fn parent(tuple: &FiveTuple, outer: FlowKey, ip_tunnel: bool) -> FlowKey {
+        if ip_tunnel && tuple.proto == ip_proto::UDP {
+            let gre = FiveTuple {
+                proto: ip_proto::GRE,
+                sport: 0,
+                dport: 0,
+                ..*tuple
+            };
+            gre.key(outer.vlan).0
+        } else {
+            outer
         }
     }
 

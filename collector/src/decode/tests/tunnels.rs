@@ -176,7 +176,10 @@ fn undecodable_inner_and_tunnels_off() {
             Summarised,
             &["17 192.168.0.1:2152 > 192.168.0.2:2152 ip=36 pl=8"],
         ),
-        (Summarised, &["4 192.168.0.1:0 > 192.168.0.2:0 ip=26 pl=6"]),
+        (
+            Summarised,
+            &["4 192.168.0.1:0 > 192.168.0.2:0 ip=26 pl=6 outer"],
+        ),
     ];
     let c = check(cfg(), &frames, &expected);
     assert_eq!(
@@ -247,7 +250,7 @@ fn a_malformed_tunnel_header_is_not_truncation() {
     let expected: [(Outcome, &[&str]); 3] = [
         (
             Summarised,
-            &["47 192.168.0.1:0 > 192.168.0.2:0 ip=64 pl=44"],
+            &["47 192.168.0.1:0 > 192.168.0.2:0 ip=64 pl=44 outer"],
         ),
         (
             Summarised,
@@ -337,5 +340,152 @@ fn outer_fragments_carry_the_tunnel() {
             c.summaries
         ),
         (3, 1, 2, 2)
+    );
+}
+
+/// Teredo (behind an origin indication), AYIYA, PPTP's enhanced GRE and GRE in UDP give their
+/// inner flows; GRE in UDP names the GRE tunnel between the outer addresses as parent.
+#[test]
+fn teredo_ayiya_pptp_and_gre_in_udp() {
+    let origin = [0u8, 0, 0x3c, 0xaf, 0x3f, 0x57, 0xfe, 0xfe];
+    let teredo = udp4(
+        O1,
+        O2,
+        50000,
+        3544,
+        &[origin.as_slice(), &udp6(A6, B6, 1000, 2000, b"hi")].concat(),
+    );
+    let ayiya_head = [vec![0x11, 0x52, 0x11, 4, 0, 0, 0, 0], vec![0; 22]].concat();
+    let ayiya = udp4(O1, O2, 5072, 40001, &[ayiya_head, syn()].concat());
+    let pptp_head = [0x30, 0x81, 0x88, 0x0b, 0, 44, 0, 1, 0, 0, 0, 7, 0, 0, 0, 6];
+    let pptp = ip4_raw(
+        O1,
+        O2,
+        47,
+        &[pptp_head.as_slice(), &[0xff, 3, 0, 0x21], &syn()].concat(),
+    );
+    let gre_udp = udp4(
+        O1,
+        O2,
+        40000,
+        4754,
+        &[vec![0, 0, 0x08, 0x00], syn()].concat(),
+    );
+    let frames: Vec<Frame> = [teredo, ayiya, pptp, gre_udp]
+        .into_iter()
+        .map(ether)
+        .collect();
+    let gre_parent = "in[192.168.0.1:0 <-> 192.168.0.2:0 proto 47]";
+    let lines = [
+        [
+            "17 192.168.0.1:50000 > 192.168.0.2:3544 ip=86 pl=58 outer".to_string(),
+            "17 2001:db8::1:1000 > 2001:db8::2:2000 ip=50 pl=2 inner \
+             in[192.168.0.1:50000 <-> 192.168.0.2:3544 proto 17]"
+                .to_string(),
+        ],
+        [
+            "17 192.168.0.1:5072 > 192.168.0.2:40001 ip=98 pl=70 outer".to_string(),
+            format!("{INNER_SYN} in[192.168.0.1:5072 <-> 192.168.0.2:40001 proto 17]"),
+        ],
+        [
+            "47 192.168.0.1:0 > 192.168.0.2:0 ip=80 pl=60 outer".to_string(),
+            format!("{INNER_SYN} {gre_parent}"),
+        ],
+        [
+            "17 192.168.0.1:40000 > 192.168.0.2:4754 ip=72 pl=44 outer".to_string(),
+            format!("{INNER_SYN} {gre_parent}"),
+        ],
+    ];
+    let refs: Vec<Vec<&str>> = lines
+        .iter()
+        .map(|l| l.iter().map(String::as_str).collect())
+        .collect();
+    let expected: Vec<(Outcome, &[&str])> = refs.iter().map(|l| summarised(l)).collect();
+    let c = check(cfg(), &frames, &expected);
+    assert_eq!((c.summaries, c.inner_undecodable), (8, 0));
+}
+
+/// What is not looked into: a Teredo bubble and a PPTP acknowledgement (no inner packet, no
+/// drop), PPP control inside PPTP and Aruba's 802.11 (counted as not decoded), and any tunnel in
+/// a UDP datagram whose checksum is wrong (Zeek stops there). A GRE packet is an outer packet
+/// all the same: Zeek makes no connection of GRE.
+#[test]
+fn bubbles_acks_ppp_control_aruba_and_bad_checksums() {
+    let bubble = udp4(O1, O2, 3544, 50000, &ipv6(59, A6, B6, &[]));
+    let ack = ip4_raw(
+        O1,
+        O2,
+        47,
+        &[0x20, 0x81, 0x88, 0x0b, 0, 0, 0, 1, 0, 0, 0, 6],
+    );
+    let lcp = ip4_raw(
+        O1,
+        O2,
+        47,
+        &[
+            0x30, 0x01, 0x88, 0x0b, 0, 8, 0, 1, 0, 0, 0, 7, 0xff, 3, 0xc0, 0x21, 1, 1, 0, 4,
+        ],
+    );
+    let aruba = ip4_raw(O1, O2, 47, &[0, 0, 0x82, 0x00, 0x08, 0x02, 0, 0]);
+    let mut vxlan = udp4(
+        O1,
+        O2,
+        40000,
+        4789,
+        &[vec![0x08, 0, 0, 0, 0, 0, 42, 0], eth(0x0800, &syn())].concat(),
+    );
+    vxlan[27] ^= 0x01; // the UDP checksum
+    let frames: Vec<Frame> = [bubble, ack, lcp, aruba, vxlan]
+        .into_iter()
+        .map(ether)
+        .collect();
+    let expected: [(Outcome, &[&str]); 5] = [
+        summarised(&["17 192.168.0.1:3544 > 192.168.0.2:50000 ip=68 pl=40"]),
+        summarised(&["47 192.168.0.1:0 > 192.168.0.2:0 ip=32 pl=12 outer"]),
+        summarised(&["47 192.168.0.1:0 > 192.168.0.2:0 ip=40 pl=20 outer"]),
+        summarised(&["47 192.168.0.1:0 > 192.168.0.2:0 ip=28 pl=8 outer"]),
+        summarised(&["17 192.168.0.1:40000 > 192.168.0.2:4789 ip=90 pl=62 bad"]),
+    ];
+    let c = check(cfg(), &frames, &expected);
+    assert_eq!(
+        (
+            c.inner_undecodable,
+            c.inner_drops.get(DropReason::NonIp),
+            c.inner_drops.get(DropReason::UnsupportedLink),
+        ),
+        (2, 1, 1)
+    );
+}
+
+/// A snaplen cut inside the inner packet: a UDP tunnel hands it on as cut (Zeek keeps its wire
+/// length), an IP tunnel (GRE, IP-in-IP) takes what was captured for all of it, so Zeek drops it
+/// as truncated, and so does tapflow.
+#[test]
+fn a_cut_inner_packet_lives_in_udp_tunnels_only() {
+    let data = tcp4(A, B, 40000, 80, 2, &[7; 100]);
+    let vxlan = udp4(
+        O1,
+        O2,
+        40000,
+        4789,
+        &[vec![0x08, 0, 0, 0, 0, 0, 42, 0], eth(0x0800, &data)].concat(),
+    );
+    let gre = ip4_raw(O1, O2, 47, &[vec![0, 0, 0x08, 0x00], data].concat());
+    let frames = [ether(vxlan).snap(120), ether(gre).snap(100)];
+    let expected: [(Outcome, &[&str]); 2] = [
+        summarised(&[
+            "17 192.168.0.1:40000 > 192.168.0.2:4789 ip=190 pl=162 outer trunc",
+            "6 10.0.0.1:40000 > 10.0.0.2:80 ip=140 pl=100 tcp=0x18 inner trunc \
+             in[192.168.0.1:40000 <-> 192.168.0.2:4789 proto 17]",
+        ]),
+        summarised(&["47 192.168.0.1:0 > 192.168.0.2:0 ip=164 pl=144 outer trunc"]),
+    ];
+    let c = check(cfg(), &frames, &expected);
+    assert_eq!(
+        (
+            c.inner_undecodable,
+            c.inner_drops.get(DropReason::Truncated)
+        ),
+        (1, 1)
     );
 }

@@ -155,6 +155,25 @@ fn udp_dns_and_checksums() {
         true,
         Ok(((1000, 2000), 5, flag::BAD_CHECKSUM, 0, (0, 0), 5)),
     );
+    // VXLAN over IPv6 may send a zero checksum (Zeek accepts it when the datagram looks like
+    // VXLAN: the I flag and room for an Ethernet header).
+    let vxlan = [vec![0x08, 0, 0, 0, 0, 0, 42, 0], vec![0; 15]].concat();
+    let mut zero_vxlan = udp6(A6, B6, 1000, 4789, &vxlan);
+    zero_vxlan[46..48].copy_from_slice(&[0, 0]);
+    check(
+        &zero_vxlan,
+        ALL,
+        true,
+        Ok(((1000, 4789), 23, 0, 0, (0, 0), 23)),
+    );
+    let mut short = udp6(A6, B6, 1000, 4789, &vxlan[..22]);
+    short[46..48].copy_from_slice(&[0, 0]);
+    check(
+        &short,
+        ALL,
+        true,
+        Ok(((1000, 4789), 22, flag::BAD_CHECKSUM, 0, (0, 0), 22)),
+    );
     check(
         &ip4_raw(a, b, 17, &[0, 53, 0, 53, 0]),
         ALL,
@@ -245,6 +264,23 @@ fn other_protocols_have_no_ports() {
     );
     check(
         &ip4_raw(a, b, 50, &[]),
+        ALL,
+        true,
+        Ok(((0, 0), 0, 0, 0, (0, 0), 0)),
+    );
+    // IGMP (Zeek's IGMP analyzer takes it) and IPv6's no next header make no connection; 59
+    // over IPv4 is just another protocol.
+    let igmp_report = [0x16, 0, 0xfa, 0x04, 224, 0, 0, 251];
+    let no_conn = Err(DropReason::NoConnection);
+    check(&ip4_raw(a, b, 2, &igmp_report), ALL, true, no_conn);
+    check(
+        &crate::decode::testutil::ipv6(59, A6, B6, &[]),
+        ALL,
+        true,
+        no_conn,
+    );
+    check(
+        &ip4_raw(a, b, 59, &[]),
         ALL,
         true,
         Ok(((0, 0), 0, 0, 0, (0, 0), 0)),
