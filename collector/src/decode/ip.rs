@@ -6,7 +6,9 @@
 //! length is cut off, and a capture shorter than the total length is either a snaplen cut
 //! (`missing` bytes were not captured: the packet is marked truncated and its checksums are not
 //! verified) or a malformed packet (`Truncated`). A total length of 0 (IPv4 written by TCP
-//! segmentation offload, IPv6 jumbograms) means "the rest of the capture".
+//! segmentation offload, IPv6 jumbograms) means "the rest of the capture" for the payload;
+//! the IP length counted into a connection's IP bytes stays what the header says, as Zeek
+//! counts it (IPv4: 0, and such a packet is dropped when checksums are verified; IPv6: 40).
 
 use etherparse::{
     IpAuthHeaderSlice, Ipv4HeaderSlice, Ipv6FragmentHeaderSlice, Ipv6HeaderSlice,
@@ -22,7 +24,8 @@ pub(super) struct Net {
     pub(super) src: Addr,
     pub(super) dst: Addr,
     pub(super) v6: bool,
-    /// IP total length (IPv6: payload length + 40).
+    /// IP total length (IPv6: payload length + 40) as the header gives it, even when it is 0
+    /// (what Zeek adds to a connection's IP bytes).
     pub(super) ip_len: u32,
     /// The capture ends before the IP total length (snaplen): checksums cannot be verified.
     pub(super) truncated: bool,
@@ -83,9 +86,13 @@ fn v4(bytes: &[u8], missing: u32, verify: bool) -> Result<Packet<'_>, DropReason
         HeaderSliceError::Content(_) => DropReason::MalformedIp,
     })?;
     let hdr_len = h.slice().len();
-    let total = match h.total_len() {
-        0 => bytes.len().min(usize::from(u16::MAX)),
-        n => usize::from(n),
+    // Total length 0: written by TCP segmentation offload, and Zeek's `ip_hdr_len_zero`. Like
+    // Zeek, dropped when checksums are verified (the offloaded checksums are wrong too); when
+    // not, the packet is the rest of the capture, but its IP length is the header's 0.
+    let (total, ip_len) = match h.total_len() {
+        0 if verify => return Err(DropReason::MalformedIp),
+        0 => (bytes.len(), 0),
+        n => (usize::from(n), u32::from(n)),
     };
     if total < hdr_len {
         return Err(DropReason::MalformedIp);
@@ -106,7 +113,7 @@ fn v4(bytes: &[u8], missing: u32, verify: bool) -> Result<Packet<'_>, DropReason
             src: Addr::from_v4(h.source()),
             dst: Addr::from_v4(h.destination()),
             v6: false,
-            ip_len: len32(total),
+            ip_len,
             truncated,
         },
         proto: h.protocol().0,
@@ -123,6 +130,7 @@ fn v6(bytes: &[u8], missing: u32) -> Result<Packet<'_>, DropReason> {
         HeaderSliceError::Content(_) => DropReason::MalformedIp,
     })?;
     const FIXED: usize = 40;
+    let zero = h.payload_length() == 0;
     let claimed = match h.payload_length() {
         0 => bytes.len().saturating_sub(FIXED),
         n => usize::from(n),
@@ -131,6 +139,10 @@ fn v6(bytes: &[u8], missing: u32) -> Result<Packet<'_>, DropReason> {
     let (end, truncated) = captured_end(bytes.len(), total, missing)?;
     let data = bytes.get(FIXED..end).unwrap_or_default();
     let chain = ext_chain(h.next_header().0, data, claimed)?;
+    if zero && chain.len > 0 {
+        // Zeek takes the packet to be 40 bytes long, shorter than its headers.
+        return Err(DropReason::MalformedIp);
+    }
     let frag = chain.frag.map(|(id, offset, more)| Frag {
         id,
         offset,
@@ -142,7 +154,7 @@ fn v6(bytes: &[u8], missing: u32) -> Result<Packet<'_>, DropReason> {
             src: Addr::from_v6(h.source()),
             dst: Addr::from_v6(h.destination()),
             v6: true,
-            ip_len: len32(total),
+            ip_len: if zero { len32(FIXED) } else { len32(total) },
             truncated,
         },
         proto: chain.proto,
