@@ -43,7 +43,7 @@ pub enum DropReason {
 }
 
 impl DropReason {
-    pub const ALL: [DropReason; 13] = [
+    pub const ALL: [DropReason; 14] = [
         DropReason::UnsupportedLink,
         DropReason::Truncated,
         DropReason::NonIp,

@@ -7,7 +7,10 @@
 //! (`missing` bytes were not captured: the packet is marked truncated and its checksums are not
 //! verified) or a malformed packet (`Truncated`). A total length of 0 (IPv4 written by TCP
 //! segmentation offload, IPv6 jumbograms behind a hop-by-hop header) means "the rest of the
-//! capture"; any other IPv6 packet with payload length 0 is just its 40-byte header, as in Zeek.
+//! capture" for the payload, while the IP length counted into a connection's IP bytes stays
+//! what the header says, as Zeek's ConnSize counts it (IPv4: 0, and such a packet is dropped
+//! when checksums are verified). Any other IPv6 packet with payload length 0 is just its
+//! 40-byte header, as in Zeek.
 
 use etherparse::{
     IpAuthHeaderSlice, Ipv4HeaderSlice, Ipv6FragmentHeaderSlice, Ipv6HeaderSlice,
@@ -23,7 +26,8 @@ pub(super) struct Net {
     pub(super) src: Addr,
     pub(super) dst: Addr,
     pub(super) v6: bool,
-    /// IP total length (IPv6: payload length + 40).
+    /// IP total length (IPv6: payload length + 40) as the header gives it, even when it is 0
+    /// (what Zeek adds to a connection's IP bytes).
     pub(super) ip_len: u32,
     /// The capture ends before the IP total length (snaplen): checksums cannot be verified.
     pub(super) truncated: bool,
@@ -84,9 +88,13 @@ fn v4(bytes: &[u8], missing: u32, verify: bool) -> Result<Packet<'_>, DropReason
         HeaderSliceError::Content(_) => DropReason::MalformedIp,
     })?;
     let hdr_len = h.slice().len();
-    let total = match h.total_len() {
-        0 => bytes.len().min(usize::from(u16::MAX)),
-        n => usize::from(n),
+    // Total length 0: written by TCP segmentation offload, and Zeek's `ip_hdr_len_zero`. Like
+    // Zeek, dropped when checksums are verified (the offloaded checksums are wrong too); when
+    // not, the packet is the rest of the capture, but its IP length is the header's 0.
+    let (total, ip_len) = match h.total_len() {
+        0 if verify => return Err(DropReason::MalformedIp),
+        0 => (bytes.len(), 0),
+        n => (usize::from(n), u32::from(n)),
     };
     if total < hdr_len {
         return Err(DropReason::MalformedIp);
@@ -107,7 +115,7 @@ fn v4(bytes: &[u8], missing: u32, verify: bool) -> Result<Packet<'_>, DropReason
             src: Addr::from_v4(h.source()),
             dst: Addr::from_v4(h.destination()),
             v6: false,
-            ip_len: len32(total),
+            ip_len,
             truncated,
         },
         proto: h.protocol().0,

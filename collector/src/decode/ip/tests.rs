@@ -8,7 +8,11 @@ use crate::decode::testutil::{ipv4_header, ipv6, v4, A6, B6};
 type Expect = (u8, u32, u32, usize, bool, Option<Frag>);
 
 fn check(bytes: &[u8], missing: u32, expected: Result<Expect, DropReason>) {
-    let got = parse(bytes, missing, true).map(|p| {
+    check_verify(bytes, missing, true, expected);
+}
+
+fn check_verify(bytes: &[u8], missing: u32, verify: bool, expected: Result<Expect, DropReason>) {
+    let got = parse(bytes, missing, verify).map(|p| {
         (
             p.proto,
             p.net.ip_len,
@@ -18,7 +22,10 @@ fn check(bytes: &[u8], missing: u32, expected: Result<Expect, DropReason>) {
             p.frag,
         )
     });
-    assert_eq!(got, expected, "{bytes:02x?} missing {missing}");
+    assert_eq!(
+        got, expected,
+        "{bytes:02x?} missing {missing} verify {verify}"
+    );
 }
 
 fn with(header: Vec<u8>, payload: &[u8]) -> Vec<u8> {
@@ -48,11 +55,23 @@ fn ipv4_lengths_options_and_checksum() {
     check(&plain[..25], 0, Err(DropReason::Truncated));
     check(&plain[..19], 13, Err(DropReason::Truncated));
     check(&[], 0, Err(DropReason::Truncated));
-    // TSO: total length 0 means the rest of the capture.
+    // TSO: total length 0. Verifying checksums (Zeek without -C): dropped, even with a right
+    // header checksum. Not verifying: the payload is the rest of the capture (padding
+    // included, as Zeek takes it), and the IP length is the header's 0.
     let mut tso = plain.clone();
     tso[2..4].copy_from_slice(&[0, 0]);
     fix_checksum(&mut tso);
-    check(&tso, 0, Ok((17, 32, 12, 12, false, None)));
+    check(&tso, 0, Err(DropReason::MalformedIp));
+    check_verify(&tso, 0, false, Ok((17, 0, 12, 12, false, None)));
+    check_verify(
+        &[tso.clone(), vec![0; 6]].concat(),
+        0,
+        false,
+        Ok((17, 0, 18, 18, false, None)),
+    );
+    // A snaplen cut does not make it truncated: the capture is all there is.
+    check_verify(&tso[..25], 7, false, Ok((17, 0, 5, 5, false, None)));
+    check_verify(&tso[..19], 13, false, Err(DropReason::Truncated));
     let mut bad = plain.clone();
     bad[10] ^= 0xff;
     check(&bad, 0, Err(DropReason::BadIpChecksum));
@@ -70,6 +89,41 @@ fn ipv4_lengths_options_and_checksum() {
         Err(DropReason::MalformedIp),
     );
     check(&[0x55; 40], 0, Err(DropReason::MalformedIp));
+}
+
+/// A real segmentation-offload frame: Zeek's trace `ldap/missing_krbtgt_ldap_request.pcapng`,
+/// frame 8, an Ethernet frame of 1899 bytes whose IPv4 total length (and header checksum) is
+/// 0, carrying 1845 bytes of LDAP after a 20-byte TCP header. Zeek (`-C`) counts 0 for it in
+/// `orig_ip_bytes` (its conn.log: 14 packets, 1733 bytes, 1885 less than the captured sizes).
+#[test]
+fn ipv4_total_length_zero_real_frame() {
+    let dir = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../shared/zeek-corpus/traces");
+    let path = dir.join("ldap__missing_krbtgt_ldap_request.pcapng");
+    if !path.is_file() {
+        println!("skipping: {} is absent", path.display());
+        return;
+    }
+    let mut cap = pcap::Capture::from_file(&path).expect("opening the LDAP trace");
+    let mut frame = Vec::new();
+    for _ in 0..8 {
+        frame = cap
+            .next_packet()
+            .expect("reading frames 1 to 8")
+            .data
+            .to_vec();
+    }
+    assert_eq!(frame.len(), 1899, "frame 8 is the offloaded segment");
+    let ip = frame.get(14..).expect("an Ethernet header");
+    assert_eq!(&ip[..4], &[0x45, 0, 0, 0], "IPv4, total length 0");
+    check_verify(ip, 0, false, Ok((6, 0, 1865, 1865, false, None)));
+    check_verify(ip, 0, true, Err(DropReason::MalformedIp));
+    let p = parse(ip, 0, false).expect("parsing the frame without verifying");
+    assert_eq!(
+        p.payload.get(20..22),
+        Some(&[0x30, 0x84][..]),
+        "the LDAP message follows the TCP header"
+    );
 }
 
 #[test]
