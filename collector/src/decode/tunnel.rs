@@ -34,6 +34,8 @@ pub(super) enum Inner<'a> {
     Ip(&'a [u8]),
     /// Bytes after an ethertype field (IPv4, IPv6, MPLS, VLAN, ...).
     EtherType(u16, &'a [u8]),
+    /// An IEEE 802.11 frame (Aruba's GRE).
+    Ieee80211(&'a [u8]),
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -201,6 +201,7 @@ impl Decoder {
             Tunnel::Inner(Inner::Ethernet(b)) => link::ethernet(b),
             Tunnel::Inner(Inner::EtherType(ty, b)) => link::ethertype(ty, b, None),
             Tunnel::Inner(Inner::Ip(b)) => Ok(link::L3 { ip: b, vlan: None }),
+            Tunnel::Inner(Inner::Ieee80211(b)) => link::parse(super::LinkType::Ieee80211, b),
         };
         let outcome = match inner {
             Ok(l3) => {

@@ -219,29 +219,26 @@ impl Flow {
     /// Outer-tunnel bookkeeping (Zeek's `CheckEncapsulation` and `tunnel_changed`).
     fn track_tunnel(&mut self, s: &PacketSummary, ctx: &Ctx) {
         let last = self.extra.as_ref().and_then(|x| x.last_parent);
-        match (last, s.tunnel_parent) {
-            (Some(old), Some(new)) if old != new => {
-                let max = ctx.cfg.max_tunnel_changes;
-                let x = self.extra_mut();
-                x.last_parent = Some(new);
-                if max == 0 || x.tunnel_changes < max {
-                    x.tunnel_changes += 1;
-                    if !x.parents.contains(&new) {
-                        x.parents.push(new);
-                    }
-                } else {
-                    self.check_history(bit::TUNNEL_X, b'X');
-                }
-            }
-            (Some(_), None) => self.extra_mut().last_parent = None,
-            (None, Some(new)) => {
-                let x = self.extra_mut();
-                x.last_parent = Some(new);
-                if !x.parents.contains(&new) {
-                    x.parents.push(new);
-                }
-            }
+        if last == s.tunnel_parent {
+            return;
+        }
+        // The packet that makes the connection sets its encapsulation without a change;
+        // after it, gaining, losing or switching a tunnel is a change, as in Zeek, and past
+        // `max_tunnel_changes` the history gets an `X` and no new parent is recorded.
+        let first = self.pkts == [0, 0];
+        let max = ctx.cfg.max_tunnel_changes;
+        let x = self.extra_mut();
+        x.last_parent = s.tunnel_parent;
+        let within = first || max == 0 || x.tunnel_changes < max;
+        if !first && within {
+            x.tunnel_changes += 1;
+        }
+        match s.tunnel_parent {
+            Some(new) if within && !x.parents.contains(&new) => x.parents.push(new),
             _ => {}
+        }
+        if !within {
+            self.check_history(bit::TUNNEL_X, b'X');
         }
     }
 

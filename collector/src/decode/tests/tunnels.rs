@@ -406,7 +406,7 @@ fn teredo_ayiya_pptp_and_gre_in_udp() {
 }
 
 /// What is not looked into: a Teredo bubble and a PPTP acknowledgement (no inner packet, no
-/// drop), PPP control inside PPTP and Aruba's 802.11 (counted as not decoded), and any tunnel in
+/// drop), PPP control inside PPTP and a cut 802.11 frame in Aruba's GRE (counted as not decoded), and any tunnel in
 /// a UDP datagram whose checksum is wrong (Zeek stops there). A GRE packet is an outer packet
 /// all the same: Zeek makes no connection of GRE.
 #[test]
@@ -451,9 +451,31 @@ fn bubbles_acks_ppp_control_aruba_and_bad_checksums() {
         (
             c.inner_undecodable,
             c.inner_drops.get(DropReason::NonIp),
-            c.inner_drops.get(DropReason::UnsupportedLink),
+            c.inner_drops.get(DropReason::Truncated),
         ),
         (2, 1, 1)
+    );
+}
+
+/// Aruba's GRE carries 802.11 data frames: LLC/SNAP, then the inner packet.
+#[test]
+fn aruba_gre_carries_an_802_11_frame() {
+    let wifi = [
+        &[0x08u8, 0x02, 0, 0][..],
+        &[0; 18],
+        &[0, 0],
+        &[0xaa, 0xaa, 0x03, 0, 0, 0, 0x08, 0x00],
+        &syn(),
+    ]
+    .concat();
+    let aruba = ip4_raw(O1, O2, 47, &[&[0u8, 0, 0x82, 0x00][..], &wifi].concat());
+    check(
+        cfg(),
+        &[ether(aruba)],
+        &[summarised(&[
+            "47 192.168.0.1:0 > 192.168.0.2:0 ip=96 pl=76 outer",
+            "6 10.0.0.1:40000 > 10.0.0.2:80 ip=40 pl=0 tcp=0x02 inner in[192.168.0.1:0 <-> 192.168.0.2:0 proto 47]",
+        ])],
     );
 }
 

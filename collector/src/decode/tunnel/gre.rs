@@ -5,8 +5,8 @@
 //!   acknowledgement (A, 0x0080) flags; the routing flag (R), a reserved flag (0x0078) or a
 //!   version other than 0 and 1 make it malformed;
 //! - version 0: 0x6558 Ethernet, 0x88be ERSPAN II (8 more bytes; type I without S), 0x22eb
-//!   ERSPAN III (12, +8 if O), Aruba's 0x8200-0x82f0, 0x8300-0x8370 and 0x9000 (802.11 inside,
-//!   which tapflow does not decode: [`Tunnel::Skip`] with `UnsupportedLink`), else an ethertype;
+//!   ERSPAN III (12, +8 if O), Aruba's 0x8200-0x82f0, 0x8300-0x8370 and 0x9000 (an
+//!   802.11 frame inside, decoded as the 802.11 link type is), else an ethertype;
 //! - version 1 is PPTP's enhanced GRE: protocol 0x880b, then a 4-byte PPP header whose protocol
 //!   is 0x0021 (IPv4) or 0x0057 (IPv6); any other PPP protocol (LCP, CCP, compressed data) is
 //!   `NonIp`; a packet with no PPP frame (an acknowledgement alone) is no tunnel.
@@ -53,7 +53,7 @@ fn version0(flags: u16, ty: u16, inner: &[u8]) -> Tunnel<'_> {
                 .map_or(Tunnel::Bad, |e| Tunnel::Inner(Inner::Ethernet(e)))
         }
         t if aruba(t) && inner.is_empty() => Tunnel::Bad,
-        t if aruba(t) => Tunnel::Skip(DropReason::UnsupportedLink),
+        t if aruba(t) => Tunnel::Inner(Inner::Ieee80211(inner)),
         _ => ethertype_or_ethernet(ty, inner),
     }
 }
@@ -142,10 +142,10 @@ mod tests {
     }
 
     #[test]
-    fn aruba_is_skipped_as_an_unsupported_link() {
+    fn aruba_carries_802_11() {
         for ty in [0x8200u16, 0x8230, 0x82f0, 0x8300, 0x8370, 0x9000] {
             let [hi, lo] = ty.to_be_bytes();
-            check(&[0, 0, hi, lo], Tunnel::Skip(DropReason::UnsupportedLink));
+            check(&[0, 0, hi, lo], Tunnel::Inner(Inner::Ieee80211(PAYLOAD)));
             assert_eq!(gre(&[0, 0, hi, lo]), Tunnel::Bad, "{ty:#x} without a frame");
         }
         // Not Aruba: a low nibble set, past 0x8370.

@@ -282,6 +282,52 @@ fn tunnel_parents_and_too_many_changes() {
 }
 
 #[test]
+fn gaining_and_losing_a_tunnel_are_changes() {
+    // Zeek's core.tunnels.count-default-tunnel-changes: a connection alternating between
+    // direct packets and the same GRE tunnel. The first packet sets the encapsulation; each
+    // gain or loss after it is a change; the sixth change exceeds the default limit of 5.
+    let gre = FlowKey {
+        proto: ip_proto::GRE,
+        lo: addr("192.0.2.1"),
+        hi: addr("198.51.100.1"),
+        lo_port: 0,
+        hi_port: 0,
+        vlan: 0,
+    };
+    let run = |n: u64| {
+        let input: Vec<_> = (0..n)
+            .map(|i| {
+                let mut s = udp_on((40000, 9999), i, true, 1);
+                if i % 2 == 1 {
+                    s.flags |= flag::TUNNEL_INNER;
+                    s.tunnel_parent = Some(gre);
+                }
+                s
+            })
+            .collect();
+        let mut t = FlowTable::new(SessionConfig::default());
+        let mut out = Vec::new();
+        for s in &input {
+            t.on_summary(s, &mut out);
+        }
+        t.flush(&mut out);
+        out.remove(0)
+    };
+    // Packets 2..=6 are changes 1..=5: within the limit.
+    let r = run(6);
+    assert_eq!(
+        (r.history.as_str(), r.tunnel_parents.clone()),
+        ("D", vec![gre])
+    );
+    // Packet 7 is change 6.
+    let r = run(7);
+    assert_eq!(
+        (r.history.as_str(), r.tunnel_parents.clone()),
+        ("DX", vec![gre])
+    );
+}
+
+#[test]
 fn local_networks() {
     let cfg = SessionConfig {
         max_flows: 8,
