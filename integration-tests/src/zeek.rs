@@ -90,6 +90,11 @@ pub fn json_row(v: &Value) -> Row {
         };
         row.insert((*f).to_owned(), text);
     }
+    // Zeek's `ip_proto` column (the IP protocol number, which `proto` names only for TCP,
+    // UDP and ICMP) tells apart two `unknown_transport` connections between the same hosts.
+    if let Some(p) = v["ip_proto"].as_u64() {
+        row.insert("ip_proto".to_owned(), p.to_string());
+    }
     row
 }
 

@@ -50,6 +50,7 @@ const ID_COLUMNS: &[(&str, &str)] = &[
     ("id.resp_h", "id.orig_h"),
     ("id.resp_p", "id.orig_p"),
     ("proto", "proto"),
+    ("ip_proto", "ip_proto"),
 ];
 
 /// The counted fields with an originator and a responder side.
