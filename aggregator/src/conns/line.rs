@@ -44,8 +44,7 @@ fn push_endpoints(r: &ConnRecord, n: &mut itoa::Buffer, out: &mut String) {
     out.push_str(n.format(r.resp_p));
     out.push_str(",\"proto\":\"");
     out.push_str(proto);
-    out.push_str("\",\"ip_proto\":");
-    out.push_str(n.format(r.proto));
+    out.push('"');
 }
 
 /// `duration` to `history`.
