@@ -70,13 +70,8 @@ pub fn filter_accepts(program: &BpfProgram, data: &[u8], wire_len: u32) -> bool 
     // pointer to it is a pointer to that struct, valid (the program compiled, not freed) while
     // `program` is borrowed; `header` is a live `pcap_pkthdr` whose `caplen` is `data`'s length,
     // so the filter reads at most the `data.len()` bytes at `data.as_ptr()`.
-    let rc = unsafe {
-        pcap_offline_filter(
-            std::ptr::from_ref(program).cast(),
-            &header,
-            data.as_ptr(),
-        )
-    };
+    let rc =
+        unsafe { pcap_offline_filter(std::ptr::from_ref(program).cast(), &header, data.as_ptr()) };
     rc != 0
 }
 

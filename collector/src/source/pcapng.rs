@@ -50,7 +50,11 @@ pub enum PcapngError {
     #[error("truncated pcapng file: a block at byte {at} needs {need} bytes, {got} remain")]
     Truncated { at: u64, need: u64, got: u64 },
     #[error("block at byte {at} has length {len}: {why}")]
-    BadLength { at: u64, len: u32, why: &'static str },
+    BadLength {
+        at: u64,
+        len: u32,
+        why: &'static str,
+    },
     #[error("block at byte {at}: total length {head} in its header, {tail} in its trailer")]
     LengthMismatch { at: u64, head: u32, tail: u32 },
     #[error("unsupported pcapng version {major}.{minor} (section at byte {at})")]
@@ -59,8 +63,14 @@ pub enum PcapngError {
     ByteOrder { at: u64 },
     #[error("the capture file has no Interface Description Block")]
     NoInterface,
+    #[error("a packet block at byte {at} comes before any Interface Description Block")]
+    PacketBeforeInterface { at: u64 },
     #[error("block of type {kind} at byte {at} is too short for {what}")]
-    Short { at: u64, kind: u32, what: &'static str },
+    Short {
+        at: u64,
+        kind: u32,
+        what: &'static str,
+    },
     #[error("Interface Description Block at byte {at}: {why}")]
     BadOption { at: u64, why: String },
     #[error("more than {MAX_INTERFACES} interfaces in the section before byte {at}")]
@@ -89,6 +99,8 @@ pub struct Interface {
 /// [`Reader::data`] until the next read.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Header {
+    /// The interface's index in its section.
+    pub interface_id: u32,
     pub interface: Interface,
     pub link: Option<LinkType>,
     pub ts_ns: u64,
@@ -142,9 +154,7 @@ impl<R: Read> Reader<R> {
                     r.interface(at)?;
                     return Ok(r);
                 }
-                Some(kind @ (EPB | SPB | OPB)) => {
-                    return Err(PcapngError::Short { at, kind, what: "a packet before any Interface Description Block" })
-                }
+                Some(EPB | SPB | OPB) => return Err(PcapngError::PacketBeforeInterface { at }),
                 Some(_) => {}
             }
         }
@@ -192,20 +202,34 @@ impl<R: Read> Reader<R> {
     /// Checks a packet's interface and lengths and converts its timestamp.
     fn packet(&mut self, at: u64, f: Found) -> Result<Header, PcapngError> {
         let Some(iface) = self.interfaces.get(f.interface as usize).copied() else {
-            return Err(PcapngError::UnknownInterface { at, id: f.interface });
+            return Err(PcapngError::UnknownInterface {
+                at,
+                id: f.interface,
+            });
         };
         if f.caplen > iface.snaplen {
-            return Err(PcapngError::CaplenOverSnaplen { at, caplen: f.caplen, snaplen: iface.snaplen });
+            return Err(PcapngError::CaplenOverSnaplen {
+                at,
+                caplen: f.caplen,
+                snaplen: iface.snaplen,
+            });
         }
         let end = f.start.checked_add(f.caplen as usize);
         let data = match end.and_then(|end| self.block.get_mut(f.start..end)) {
             Some(d) => d,
-            None => return Err(PcapngError::Short { at, kind: f.kind, what: "its packet data" }),
+            None => {
+                return Err(PcapngError::Short {
+                    at,
+                    kind: f.kind,
+                    what: "its packet data",
+                })
+            }
         };
         if iface.dlt == DLT_NFLOG && self.big_endian != cfg!(target_endian = "big") {
             swap_nflog(data, f.wire_len);
         }
         Ok(Header {
+            interface_id: f.interface,
             interface: iface,
             link: LinkType::from_dlt(i32::from(iface.dlt)),
             ts_ns: timestamp(f.ts, &iface),
@@ -217,14 +241,32 @@ impl<R: Read> Reader<R> {
 
     fn epb(&self, at: u64) -> Result<Found, PcapngError> {
         let [id, hi, lo, caplen, len] = self.words::<5>(at, EPB)?;
-        Ok(Found { kind: EPB, interface: id, ts: (u64::from(hi) << 32) | u64::from(lo), start: 20, caplen, wire_len: len })
+        Ok(Found {
+            kind: EPB,
+            interface: id,
+            ts: (u64::from(hi) << 32) | u64::from(lo),
+            start: 20,
+            caplen,
+            wire_len: len,
+        })
     }
 
     fn opb(&self, at: u64) -> Result<Found, PcapngError> {
         let [first, hi, lo, caplen, len] = self.words::<5>(at, OPB)?;
         // The interface id is the first u16 of the first word, in the section's order.
-        let id = if self.big_endian { first >> 16 } else { first & 0xFFFF };
-        Ok(Found { kind: OPB, interface: id, ts: (u64::from(hi) << 32) | u64::from(lo), start: 20, caplen, wire_len: len })
+        let id = if self.big_endian {
+            first >> 16
+        } else {
+            first & 0xFFFF
+        };
+        Ok(Found {
+            kind: OPB,
+            interface: id,
+            ts: (u64::from(hi) << 32) | u64::from(lo),
+            start: 20,
+            caplen,
+            wire_len: len,
+        })
     }
 
     /// A Simple Packet Block: interface 0, no timestamp, the captured length being the wire
@@ -234,26 +276,45 @@ impl<R: Read> Reader<R> {
         let Some(iface) = self.interfaces.first() else {
             return Err(PcapngError::UnknownInterface { at, id: 0 });
         };
-        Ok(Found { kind: SPB, interface: 0, ts: 0, start: 4, caplen: len.min(iface.snaplen), wire_len: len })
+        Ok(Found {
+            kind: SPB,
+            interface: 0,
+            ts: 0,
+            start: 4,
+            caplen: len.min(iface.snaplen),
+            wire_len: len,
+        })
     }
 
     /// The first `N` 32-bit words of the current block's body.
     fn words<const N: usize>(&self, at: u64, kind: u32) -> Result<[u32; N], PcapngError> {
         let mut out = [0u32; N];
         for (i, w) in out.iter_mut().enumerate() {
-            *w = self.u32_at(i * 4).ok_or(PcapngError::Short { at, kind, what: "its fixed fields" })?;
+            *w = self.u32_at(i * 4).ok_or(PcapngError::Short {
+                at,
+                kind,
+                what: "its fixed fields",
+            })?;
         }
         Ok(out)
     }
 
     fn u32_at(&self, at: usize) -> Option<u32> {
         let b: [u8; 4] = self.block.get(at..at.checked_add(4)?)?.try_into().ok()?;
-        Some(if self.big_endian { u32::from_be_bytes(b) } else { u32::from_le_bytes(b) })
+        Some(if self.big_endian {
+            u32::from_be_bytes(b)
+        } else {
+            u32::from_le_bytes(b)
+        })
     }
 
     fn u16_at(&self, at: usize) -> Option<u16> {
         let b: [u8; 2] = self.block.get(at..at.checked_add(2)?)?.try_into().ok()?;
-        Some(if self.big_endian { u16::from_be_bytes(b) } else { u16::from_le_bytes(b) })
+        Some(if self.big_endian {
+            u16::from_be_bytes(b)
+        } else {
+            u16::from_le_bytes(b)
+        })
     }
 }
 
@@ -272,10 +333,10 @@ fn timestamp(t: u64, iface: &Interface) -> u64 {
         .saturating_add(nanos)
 }
 
-/// Swaps the type and length of each TLV after NFLOG's 4-byte header, which the writer put in
-/// its own byte order (libpcap's `swap_nflog_header`).
+/// Swaps the length and type of each TLV after NFLOG's 4-byte header, which the writer put in
+/// its own byte order (libpcap's `swap_nflog_header`; byte 1 is the NFLOG version, 0).
 fn swap_nflog(data: &mut [u8], wire_len: u32) {
-    if data.len() < 4 || wire_len < 4 || data[0] != 0 {
+    if data.len() < 4 || wire_len < 4 || data[1] != 0 {
         return;
     }
     let mut length = wire_len as usize - 4;
@@ -283,7 +344,8 @@ fn swap_nflog(data: &mut [u8], wire_len: u32) {
     while data.len() - at >= 4 {
         data.swap(at, at + 1);
         data.swap(at + 2, at + 3);
-        let tlv_len = usize::from(u16::from_ne_bytes([data[at + 2], data[at + 3]]));
+        // `nflog_tlv_t` is { length, type }, both u16.
+        let tlv_len = usize::from(u16::from_ne_bytes([data[at], data[at + 1]]));
         let size = tlv_len.div_ceil(4) * 4;
         if size < 4 || data.len() - at < size || length < size {
             return;
@@ -294,4 +356,4 @@ fn swap_nflog(data: &mut [u8], wire_len: u32) {
 }
 
 #[cfg(test)]
-mod tests;
+pub(super) mod tests;

@@ -148,6 +148,7 @@ impl PacketSource for Memory {
         };
         self.next += 1;
         Ok(Next::Packet(Record {
+            link: LinkType::Raw,
             ts_ns: self.next as u64,
             data: frame,
             wire_len: frame.len() as u32,

@@ -78,7 +78,11 @@ impl<R: Read> Reader<R> {
         let tail_at = self.block.len() - 4;
         let tail = self.u32_at(tail_at).unwrap_or(0);
         if tail != len {
-            return Err(PcapngError::LengthMismatch { at, head: len, tail });
+            return Err(PcapngError::LengthMismatch {
+                at,
+                head: len,
+                tail,
+            });
         }
         self.block.truncate(tail_at);
         self.offset = at + u64::from(len);
@@ -91,7 +95,13 @@ impl<R: Read> Reader<R> {
         let at = self.offset - u64::from(len);
         let (major, minor) = match (self.u16_at(4), self.u16_at(6)) {
             (Some(major), Some(minor)) => (major, minor),
-            _ => return Err(PcapngError::Short { at, kind: SHB, what: "its version" }),
+            _ => {
+                return Err(PcapngError::Short {
+                    at,
+                    kind: SHB,
+                    what: "its version",
+                })
+            }
         };
         let supported = major == 1 && (!first || minor == 0 || minor == 2);
         if !supported {
@@ -108,7 +118,11 @@ impl<R: Read> Reader<R> {
             return Err(PcapngError::TooManyInterfaces { at });
         }
         let (Some(dlt), Some(snaplen)) = (self.u16_at(0), self.u32_at(4)) else {
-            return Err(PcapngError::Short { at, kind: IDB, what: "its fixed fields" });
+            return Err(PcapngError::Short {
+                at,
+                kind: IDB,
+                what: "its fixed fields",
+            });
         };
         let mut iface = Interface {
             dlt,
@@ -129,12 +143,20 @@ impl<R: Read> Reader<R> {
         let mut pos = 8;
         while pos < self.block.len() {
             let (Some(code), Some(len)) = (self.u16_at(pos), self.u16_at(pos + 2)) else {
-                return Err(PcapngError::Short { at, kind: IDB, what: "an option header" });
+                return Err(PcapngError::Short {
+                    at,
+                    kind: IDB,
+                    what: "an option header",
+                });
             };
             let value_at = pos + 4;
             let padded = usize::from(len).div_ceil(4) * 4;
             let Some(value) = self.block.get(value_at..value_at + padded) else {
-                return Err(PcapngError::Short { at, kind: IDB, what: "an option value" });
+                return Err(PcapngError::Short {
+                    at,
+                    kind: IDB,
+                    what: "an option value",
+                });
             };
             pos = value_at + padded;
             match code {
@@ -144,9 +166,8 @@ impl<R: Read> Reader<R> {
                 IF_TSRESOL if saw_resol => return Err(bad("two if_tsresol options".into())),
                 IF_TSRESOL => {
                     saw_resol = true;
-                    iface.tsresol = tsresol(value[0]).ok_or_else(|| {
-                        bad(format!("if_tsresol {:#04x} is too fine", value[0]))
-                    })?;
+                    iface.tsresol = tsresol(value[0])
+                        .ok_or_else(|| bad(format!("if_tsresol {:#04x} is too fine", value[0])))?;
                 }
                 IF_TSOFFSET if len != 8 => {
                     return Err(bad(format!("if_tsoffset has length {len}")))
@@ -192,7 +213,11 @@ impl<R: Read> Reader<R> {
 }
 
 fn truncated(at: u64, need: u64, got: usize) -> PcapngError {
-    PcapngError::Truncated { at, need, got: got as u64 }
+    PcapngError::Truncated {
+        at,
+        need,
+        got: got as u64,
+    }
 }
 
 /// A block length libpcap would accept: header plus trailer at least, a multiple of 4, and
