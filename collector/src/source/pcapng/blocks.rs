@@ -225,7 +225,7 @@ fn truncated(at: u64, need: u64, got: usize) -> PcapngError {
 fn check_length(at: u64, kind: u32, len: u32) -> Result<(), PcapngError> {
     let why = if len < 12 {
         "less than a block header and trailer (12 bytes)"
-    } else if len % 4 != 0 {
+    } else if !len.is_multiple_of(4) {
         "not a multiple of 4"
     } else if kind == SHB && len < MIN_SHB {
         "less than a Section Header Block's fields (28 bytes)"

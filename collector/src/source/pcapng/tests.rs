@@ -16,6 +16,9 @@ use craft::Writer;
 /// One record: link type (LINKTYPE_/DLT_ value), timestamp in ns, bytes, wire length.
 type Rec = (i32, u64, Vec<u8>, u32);
 
+/// An interface to write: LINKTYPE, snaplen, `if_tsresol`, `if_tsoffset`, its records.
+type Iface<'a> = (u16, u32, Option<u8>, Option<i64>, &'a [Rec]);
+
 /// `../shared/NAME` from the project root, or `None` (saying so) when absent.
 fn shared(name: &str) -> Option<PathBuf> {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -147,16 +150,15 @@ fn crafted_single_interface_files_read_as_libpcap_reads_them() {
     let Some(nflog) = real("zeek-nflog-http.pcap") else {
         return;
     };
-    // (records, LINKTYPE, snaplen, if_tsresol, if_tsoffset)
-    let cases: [(&[Rec], u16, u32, Option<u8>, Option<i64>); 5] = [
-        (&eth[..], 1, 0, None, None),
-        (&eth[..], 1, 65535, Some(9), Some(-3)),
-        (&eth[..], 1, 262_144, Some(0x80 | 30), None),
-        (&eth[..], 1, 1_000_000, Some(3), Some(1_000)),
-        (&nflog[..], 239, 65535, Some(9), None),
+    let cases: [Iface; 5] = [
+        (1, 0, None, None, &eth[..]),
+        (1, 65535, Some(9), Some(-3), &eth[..]),
+        (1, 262_144, Some(0x80 | 30), None, &eth[..]),
+        (1, 1_000_000, Some(3), Some(1_000), &eth[..]),
+        (239, 65535, Some(9), None, &nflog[..]),
     ];
     for big_endian in [false, true] {
-        for (n, (recs, linktype, snaplen, resol, offset)) in cases.iter().enumerate() {
+        for (n, (linktype, snaplen, resol, offset, recs)) in cases.iter().enumerate() {
             let mut w = Writer::new(big_endian);
             w.idb(*linktype, *snaplen, *resol, *offset);
             for (_, ts, data, len) in recs.iter() {
@@ -203,8 +205,7 @@ fn interfaces_that_differ_read_as_each_alone() {
     let Some(sll2) = real("suricata-decode-sll2-01.pcap") else {
         return;
     };
-    // Per interface: LINKTYPE, snaplen, if_tsresol, if_tsoffset, records.
-    let ifaces: [(u16, u32, Option<u8>, Option<i64>, &[Rec]); 3] = [
+    let ifaces: [Iface; 3] = [
         (1, 65535, None, None, &eth[..40]),
         (101, 1500, Some(9), Some(5), &raw[..]),
         (276, 0, Some(0x80 | 20), None, &sll2[..]),
