@@ -160,7 +160,8 @@ impl<R: Read> Reader<R> {
         }
     }
 
-    /// The first interface of the file (what libpcap reports as the file's link type).
+    /// The current section's first interface: right after opening, the file's (whose link type
+    /// libpcap reports as the file's).
     pub fn first_interface(&self) -> Option<Interface> {
         self.interfaces.first().copied()
     }
