@@ -286,3 +286,53 @@ fn simple_and_obsolete_packet_blocks() {
         assert_eq!(recs.iter().map(|r| r.0).collect::<Vec<_>>(), [0, 0]);
     }
 }
+
+/// Through `Source`, with a BPF filter: on every shared pcapng capture libpcap reads, the same
+/// records as libpcap with the same filter (here compiled per interface link type).
+#[test]
+fn a_filter_keeps_what_libpcap_keeps() {
+    use crate::config::SourceSpec;
+    use crate::source::{Next, Source};
+    let filter = "tcp[tcpflags] & tcp-syn != 0 or (udp and port 53) or greater 1000";
+    let (mut compared, mut kept, mut all) = (0, 0, 0);
+    for dir in ["pcaps", "zeek-corpus/traces"] {
+        let Some(dir) = shared(dir) else { return };
+        let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+            .expect("listing the captures")
+            .map(|e| e.expect("a directory entry").path())
+            .filter(|p| p.extension().is_some_and(|e| e == "pcapng"))
+            .collect();
+        files.sort();
+        for path in files {
+            if let Ok(recs) = libpcap_records(&path) {
+                all += recs.len();
+            }
+            let Ok(mut cap) = pcap::Capture::from_file_with_precision(&path, pcap::Precision::Nano)
+            else {
+                continue;
+            };
+            cap.filter(filter, true)
+                .expect("libpcap compiles the filter");
+            let mut theirs = Vec::new();
+            while let Ok(p) = cap.next_packet() {
+                let ts = &p.header.ts;
+                let ns = u64::try_from(ts.tv_sec).expect("seconds") * 1_000_000_000
+                    + u64::try_from(ts.tv_usec).expect("fraction");
+                theirs.push((ns, p.data.to_vec(), p.header.len));
+            }
+            let mut source = Source::open(&SourceSpec::File(path.clone()), Some(filter))
+                .expect("opening with the filter");
+            let mut ours = Vec::new();
+            while let Next::Packet(r) = source.next_record().expect("reading") {
+                ours.push((r.ts_ns, r.data.to_vec(), r.wire_len));
+            }
+            assert_eq!(ours.len(), theirs.len(), "{}", path.display());
+            assert!(ours == theirs, "{}: records differ", path.display());
+            compared += 1;
+            kept += ours.len();
+        }
+    }
+    println!("{compared} captures: the filter kept {kept} of {all} packets, as libpcap did");
+    assert_eq!(compared, 14);
+    assert!(kept > 0 && kept < all, "the filter kept {kept} of {all}");
+}
