@@ -6,6 +6,7 @@
 # - packet_decode: runs of packets from the shared captures in ../shared/pcaps (skipped, with
 #   a note, when that folder or python3 is absent: the corpus then starts empty);
 # - capture_records: the shared captures as files (the small ones whole, every one's first 4 KB);
+# - pcapng_records: the same for the pcapng captures of ../shared/pcaps and of the Zeek corpus;
 # - processor_set: serialised slot tables (2 and 300 members: one- and two-byte owners; a valid
 #   table is past libFuzzer's default 4 KB input limit, which a larger seed raises) and a
 #   processor-set file.
@@ -18,7 +19,7 @@ root="$(dirname "$fuzz")"
 pcaps="${TAPFLOW_PCAPS:-$root/../shared/pcaps}"
 
 mkdir -p "$fuzz/corpus/wire_decode" "$fuzz/corpus/packet_decode" "$fuzz/corpus/capture_records" \
-    "$fuzz/corpus/processor_set"
+    "$fuzz/corpus/pcapng_records" "$fuzz/corpus/processor_set"
 # Any failure below ends the script with a message and a non-zero exit (run.sh stops on it):
 # a fuzz run must not start from a corpus that silently failed to be written.
 fail() {
@@ -62,6 +63,17 @@ if [ -d "$pcaps" ]; then
 else
     echo "seed.sh: $pcaps absent, capture_records starts from an empty corpus"
 fi
+
+# pcapng_records: the pcapng captures, small ones whole, every one's first 4 KB.
+zeek_traces="${TAPFLOW_ZEEK_TRACES:-$root/../shared/zeek-corpus/traces}"
+for f in "$pcaps"/*.pcapng "$zeek_traces"/*.pcapng; do
+    [ -f "$f" ] || continue
+    name=$(basename "$f")
+    head -c 4096 "$f" >"$fuzz/corpus/pcapng_records/head-$name"
+    if [ "$(stat -c %s "$f")" -le 65536 ]; then cp "$f" "$fuzz/corpus/pcapng_records/$name"; fi
+done
+[ "$(count "$fuzz/corpus/pcapng_records")" -gt 0 ] ||
+    echo "seed.sh: no pcapng capture found, pcapng_records starts from an empty corpus"
 
 # processor_set: tables in the TFST layout of proto/src/slots.rs (members ascending, slot s owned
 # by member s % n, as SlotTable::initial makes them), and a set file.

@@ -153,7 +153,6 @@ fn capture(
     source: &mut Source,
     shutdown: &AtomicBool,
 ) -> Result<RunOutcome, SourceError> {
-    let link = source.link();
     let mut progress = if std::io::stderr().is_terminal() {
         source.size_bytes().map(Progress::new)
     } else {
@@ -167,7 +166,7 @@ fn capture(
         }
         match source.next_record()? {
             Next::Packet(rec) => {
-                pipeline.on_packet(link, &rec);
+                pipeline.on_packet(rec.link, &rec);
                 if let Some(p) = progress.as_mut() {
                     p.record(rec.data.len());
                 }

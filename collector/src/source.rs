@@ -2,7 +2,8 @@
 //! `(timestamp, bytes, wire length)` records through [`PacketSource`].
 //!
 //! Each kind of source is one implementation of the trait in its own file: `file.rs` (a
-//! capture file through libpcap, with `offline.rs`'s larger stdio buffer) and `live.rs` (an
+//! capture file through libpcap, with `offline.rs`'s larger stdio buffer, or a pcapng file
+//! through `pcapng.rs`, which reads the multi-interface files libpcap refuses) and `live.rs` (an
 //! interface through libpcap, reopened after a failure). What differs between them (end of
 //! input, idle reads, libpcap statistics, reopening, a progress bar's total) is said by the
 //! implementation, so the capture loop has no case per kind. [`Source::open`] is the one
@@ -17,12 +18,15 @@ use crate::decode::LinkType;
 mod file;
 mod live;
 mod offline;
+pub mod pcapng;
 
 pub use file::FileSource;
 pub use live::LiveSource;
 
 /// One packet as the source delivered it.
 pub struct Record<'a> {
+    /// How to decode it: a pcapng file's interfaces may each have their own.
+    pub link: LinkType,
     pub ts_ns: u64,
     pub data: &'a [u8],
     pub wire_len: u32,
@@ -62,7 +66,8 @@ pub enum SourceError {
 /// it then interleaves their packets in `next_record` (`Idle` only when none has one) and sums
 /// their statistics in `stats`; the loop sees one source.
 pub trait PacketSource {
-    /// The link type every record is decoded as.
+    /// The source's link type, for logs: that of every record, except in a pcapng file whose
+    /// interfaces differ, where it is the first interface's and each record has its own.
     fn link(&self) -> LinkType;
 
     /// The file or interface, for logs and errors.
@@ -190,13 +195,14 @@ fn filter_error(filter: &str, e: pcap::Error) -> SourceError {
     }
 }
 
-/// A libpcap packet as a record. Handles are opened with nanosecond precision (libpcap scales
-/// microsecond files), so the fraction is nanoseconds.
-fn record(p: Packet<'_>) -> Record<'_> {
+/// A libpcap packet of link type `link` as a record. Handles are opened with nanosecond
+/// precision (libpcap scales microsecond files), so the fraction is nanoseconds.
+fn record(p: Packet<'_>, link: LinkType) -> Record<'_> {
     let ts = &p.header.ts;
     let secs = u64::try_from(ts.tv_sec).unwrap_or(0);
     let frac = u64::try_from(ts.tv_usec).unwrap_or(0);
     Record {
+        link,
         ts_ns: secs.saturating_mul(1_000_000_000).saturating_add(frac),
         data: p.data,
         wire_len: p.header.len,

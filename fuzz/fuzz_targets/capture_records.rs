@@ -1,5 +1,5 @@
-//! Bytes as a capture file, through the collector's capture-record path: libpcap opens them
-//! (pcap, nanosecond pcap, pcapng: the first bytes pick the format), `Source` hands out the
+//! Bytes as a capture file, through the collector's capture-record path: libpcap opens pcap and
+//! nanosecond pcap, the collector's own reader pcapng (the first bytes pick), `Source` hands out the
 //! records, and every record goes through the packet decoder, as `tapflow-collector --pcap`
 //! does. Whatever the bytes: no panic, a typed error for a file that cannot be opened or is
 //! damaged, records no longer than libpcap says, and an accounting that reconciles
@@ -30,7 +30,6 @@ fuzz_target!(|data: &[u8]| {
         Err(SourceError::Open { .. } | SourceError::UnsupportedLink { .. }) => return,
         Err(e) => panic!("opening a file gave an unexpected error: {e}"),
     };
-    let link = source.link();
     let mut decoder = Decoder::new(DecodeConfig::default());
     let mut out: Vec<PacketSummary> = Vec::new();
     for _ in 0..MAX_RECORDS {
@@ -41,7 +40,7 @@ fuzz_target!(|data: &[u8]| {
                     "record longer than its wire length"
                 );
                 out.clear();
-                decoder.decode(link, rec.ts_ns, rec.data, rec.wire_len, &mut out);
+                decoder.decode(rec.link, rec.ts_ns, rec.data, rec.wire_len, &mut out);
             }
             Ok(Next::End) => break,
             Ok(Next::Idle) => panic!("a file said Idle"),

@@ -101,7 +101,7 @@ impl PacketSource for LiveSource {
 
     fn next_record(&mut self) -> Result<Next<'_>, SourceError> {
         match self.capture.next_packet() {
-            Ok(p) => Ok(Next::Packet(record(p))),
+            Ok(p) => Ok(Next::Packet(record(p, self.link))),
             Err(pcap::Error::NoMorePackets) => Ok(Next::End),
             Err(pcap::Error::TimeoutExpired) => {
                 // Non-blocking live capture with nothing buffered: wait a little rather than spin.

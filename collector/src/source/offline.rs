@@ -4,8 +4,10 @@
 //! ext4, overlayfs and tmpfs: one `read(2)` per 4 KiB, about 154,000 syscalls for a 630 MB
 //! capture, near half of the collector's CPU time (see bench/RESULTS.md). libpcap has no call to
 //! size that buffer, so this module opens the `FILE` itself, gives it a 64 KiB buffer with
-//! `setvbuf`, and hands it to `pcap_fopen_offline_with_tstamp_precision`. This is the crate's
-//! only `unsafe`: four C calls whose contracts are stated at each block.
+//! `setvbuf`, and hands it to `pcap_fopen_offline_with_tstamp_precision`. It also runs a
+//! compiled BPF filter over a packet read without libpcap (`pcapng.rs`), with the packet's real
+//! wire length, which the pcap crate's `BpfProgram::filter` does not take. This is the crate's
+//! only `unsafe`: five C calls whose contracts are stated at each block.
 
 #![allow(unsafe_code)]
 
@@ -14,7 +16,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 use std::ptr::NonNull;
 
-use pcap::{Capture, Offline};
+use pcap::{BpfProgram, Capture, Offline};
 
 /// Bytes of stdio buffer per capture file. Measured on the 1M-packet bench capture (collector
 /// into tapflow-nullsink, system CPU): 4 KiB (glibc's choice) 0.25 s, 32 KiB 0.15 s, 64 KiB
@@ -36,6 +38,41 @@ unsafe extern "C" {
         precision: c_uint,
         errbuf: *mut c_char,
     ) -> *mut std::ffi::c_void;
+
+    // From libpcap: runs `prog` over the `hdr.caplen` bytes at `pkt`; non-zero if it matches.
+    fn pcap_offline_filter(
+        prog: *const std::ffi::c_void,
+        hdr: *const PacketHeader,
+        pkt: *const u8,
+    ) -> c_int;
+}
+
+/// libpcap's `struct pcap_pkthdr`.
+#[repr(C)]
+struct PacketHeader {
+    ts: libc::timeval,
+    caplen: u32,
+    len: u32,
+}
+
+/// Whether the compiled `program` accepts the packet `data` whose wire length is `wire_len`,
+/// as libpcap's own reading loop decides it.
+pub fn filter_accepts(program: &BpfProgram, data: &[u8], wire_len: u32) -> bool {
+    let header = PacketHeader {
+        ts: libc::timeval {
+            tv_sec: 0,
+            tv_usec: 0,
+        },
+        caplen: u32::try_from(data.len()).unwrap_or(u32::MAX),
+        len: wire_len,
+    };
+    // SAFETY: `BpfProgram` is `#[repr(transparent)]` over libpcap's `struct bpf_program`, so a
+    // pointer to it is a pointer to that struct, valid (the program compiled, not freed) while
+    // `program` is borrowed; `header` is a live `pcap_pkthdr` whose `caplen` is `data`'s length,
+    // so the filter reads at most the `data.len()` bytes at `data.as_ptr()`.
+    let rc =
+        unsafe { pcap_offline_filter(std::ptr::from_ref(program).cast(), &header, data.as_ptr()) };
+    rc != 0
 }
 
 /// An offline capture and the stdio buffer its `FILE` reads into. Field order matters: the

@@ -148,6 +148,7 @@ impl PacketSource for Memory {
         };
         self.next += 1;
         Ok(Next::Packet(Record {
+            link: LinkType::Raw,
             ts_ns: self.next as u64,
             data: frame,
             wire_len: frame.len() as u32,
@@ -172,4 +173,151 @@ fn another_kind_of_source_plugs_in_through_the_trait() {
     let (records, end) = read_all(&mut source);
     assert!(end.is_ok(), "{end:?}");
     assert_eq!(records, [(1, 20), (2, 40)]);
+}
+
+/// A pcapng file of two interfaces that differ in link type and snapshot length (libpcap 1.10
+/// refuses it): Ethernet (snaplen 128, microseconds) and raw IPv4 (LINKTYPE_RAW, nanoseconds),
+/// each with a TCP and a UDP packet, in this order: eth TCP, raw UDP, eth UDP, raw TCP.
+fn two_link_pcapng() -> Vec<u8> {
+    let mut ipv4 = vec![0u8; 40];
+    ipv4[0] = 0x45;
+    ipv4[3] = 40;
+    ipv4[8] = 64;
+    let (mut tcp, mut udp) = (ipv4.clone(), ipv4);
+    tcp[9] = 6;
+    udp[9] = 17;
+    let eth = |ip: &[u8]| {
+        let mut f = vec![0u8; 12];
+        f.extend_from_slice(&[0x08, 0x00]);
+        f.extend_from_slice(ip);
+        f
+    };
+    let mut w = pcapng::tests::craft::Writer::new(false);
+    w.idb(1, 128, None, None);
+    w.idb(101, 1500, Some(9), None);
+    w.epb_ns(0, None, 1_000_000_000, &eth(&tcp), 54);
+    w.epb_ns(1, Some(9), 1_000_000_007, &udp, 40);
+    w.epb_ns(0, None, 2_000_000_000, &eth(&udp), 54);
+    w.epb_ns(1, Some(9), 2_000_000_009, &tcp, 40);
+    w.finish()
+}
+
+/// Reads `source` to its end: (link, timestamp, wire length) of each record.
+fn links_and_times(source: &mut Source) -> Vec<(LinkType, u64, u32)> {
+    let mut out = Vec::new();
+    loop {
+        match source.next_record().expect("reading a pcapng file") {
+            Next::Packet(r) => out.push((r.link, r.ts_ns, r.wire_len)),
+            Next::Idle => panic!("a file said Idle"),
+            Next::End => return out,
+        }
+    }
+}
+
+#[test]
+fn a_pcapng_file_whose_interfaces_differ_gives_each_record_its_link_type() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let path = write(&dir, "two-links.pcapng", &two_link_pcapng());
+    let mut pcap = pcap::Capture::from_file(&path).expect("libpcap opens the file");
+    let mut refused = None;
+    while refused.is_none() {
+        match pcap.next_packet() {
+            Ok(_) => {}
+            Err(e) => refused = Some(e.to_string()),
+        }
+    }
+    let refused = refused.unwrap_or_default();
+    assert!(
+        refused
+            .contains("an interface has a type 101 different from the type of the first interface"),
+        "{refused}"
+    );
+    let spec = SourceSpec::File(path);
+    let mut source = Source::open(&spec, None).expect("opening the pcapng file");
+    assert_eq!(source.link(), LinkType::Ethernet);
+    let all = links_and_times(&mut source);
+    assert_eq!(
+        all,
+        [
+            (LinkType::Ethernet, 1_000_000_000, 54),
+            (LinkType::Raw, 1_000_000_007, 40),
+            (LinkType::Ethernet, 2_000_000_000, 54),
+            (LinkType::Raw, 2_000_000_009, 40),
+        ]
+    );
+    // The filter is compiled for each interface's link type: "tcp" keeps one of each.
+    let mut source = Source::open(&spec, Some("tcp")).expect("opening with a filter");
+    let tcp = links_and_times(&mut source);
+    assert_eq!(
+        tcp,
+        [
+            (LinkType::Ethernet, 1_000_000_000, 54),
+            (LinkType::Raw, 2_000_000_009, 40),
+        ]
+    );
+    let error = Source::open(&spec, Some("tcp port"))
+        .err()
+        .expect("an invalid filter");
+    assert!(matches!(error, SourceError::Filter { .. }), "{error}");
+}
+
+#[test]
+fn a_pcapng_link_type_tapflow_does_not_decode_is_named() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    // First interface 802.11 (105): refused on opening.
+    let mut w = pcapng::tests::craft::Writer::new(false);
+    w.idb(105, 0, None, None);
+    w.epb_ns(0, None, 0, &[0; 24], 24);
+    let path = write(&dir, "wlan.pcapng", &w.finish());
+    let error = Source::open(&SourceSpec::File(path.clone()), None)
+        .err()
+        .expect("an unsupported first interface");
+    assert_eq!(
+        error.to_string(),
+        format!(
+            "capture {} has link type 105, which tapflow does not decode",
+            path.display()
+        )
+    );
+    // A second interface of link type 105: its first packet ends the file, naming it.
+    let mut w = pcapng::tests::craft::Writer::new(false);
+    w.idb(1, 0, None, None);
+    w.idb(105, 0, None, None);
+    w.epb_ns(0, None, 0, &[0; 60], 60);
+    w.epb_ns(1, None, 0, &[0; 24], 24);
+    let path = write(&dir, "mixed.pcapng", &w.finish());
+    let mut source = Source::open(&SourceSpec::File(path), None).expect("opening the mixed file");
+    let (records, end) = read_all(&mut source);
+    assert_eq!(records.len(), 1);
+    let error = end.expect_err("a packet of link type 105");
+    assert!(
+        matches!(error, SourceError::UnsupportedLink { dlt: 105, .. }),
+        "{error}"
+    );
+}
+
+#[test]
+fn a_damaged_pcapng_file_ends_with_the_packets_before_the_damage() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let mut bytes = two_link_pcapng();
+    bytes.truncate(bytes.len() - 10);
+    let path = write(&dir, "cut.pcapng", &bytes);
+    let mut source = Source::open(&SourceSpec::File(path), None).expect("opening a pcapng file");
+    let (records, end) = read_all(&mut source);
+    assert_eq!(records.len(), 3);
+    let error = end.expect_err("a block cut in the middle");
+    assert!(
+        matches!(error, SourceError::Damaged { packets: 3, .. }),
+        "{error}"
+    );
+    assert!(
+        error.to_string().contains("truncated pcapng file"),
+        "{error}"
+    );
+    // Not pcapng past its magic: refused on opening, saying why.
+    let path = write(&dir, "magic.pcapng", b"\x0a\x0d\x0d\x0a but then text");
+    let error = Source::open(&SourceSpec::File(path), None)
+        .err()
+        .expect("a file with only the magic");
+    assert!(matches!(error, SourceError::Open { .. }), "{error}");
 }
