@@ -264,9 +264,9 @@ fn a_pcapng_file_whose_interfaces_differ_gives_each_record_its_link_type() {
 #[test]
 fn a_pcapng_link_type_tapflow_does_not_decode_is_named() {
     let dir = tempfile::tempdir().expect("temporary directory");
-    // First interface 802.11 (105): refused on opening.
+    // First interface USER0 (147): refused on opening.
     let mut w = pcapng::tests::craft::Writer::new(false);
-    w.idb(105, 0, None, None);
+    w.idb(147, 0, None, None);
     w.epb_ns(0, None, 0, &[0; 24], 24);
     let path = write(&dir, "wlan.pcapng", &w.finish());
     let error = Source::open(&SourceSpec::File(path.clone()), None)
@@ -275,23 +275,23 @@ fn a_pcapng_link_type_tapflow_does_not_decode_is_named() {
     assert_eq!(
         error.to_string(),
         format!(
-            "capture {} has link type 105, which tapflow does not decode",
+            "capture {} has link type 147, which tapflow does not decode",
             path.display()
         )
     );
-    // A second interface of link type 105: its first packet ends the file, naming it.
+    // A second interface of link type 147: its first packet ends the file, naming it.
     let mut w = pcapng::tests::craft::Writer::new(false);
     w.idb(1, 0, None, None);
-    w.idb(105, 0, None, None);
+    w.idb(147, 0, None, None);
     w.epb_ns(0, None, 0, &[0; 60], 60);
     w.epb_ns(1, None, 0, &[0; 24], 24);
     let path = write(&dir, "mixed.pcapng", &w.finish());
     let mut source = Source::open(&SourceSpec::File(path), None).expect("opening the mixed file");
     let (records, end) = read_all(&mut source);
     assert_eq!(records.len(), 1);
-    let error = end.expect_err("a packet of link type 105");
+    let error = end.expect_err("a packet of link type 147");
     assert!(
-        matches!(error, SourceError::UnsupportedLink { dlt: 105, .. }),
+        matches!(error, SourceError::UnsupportedLink { dlt: 147, .. }),
         "{error}"
     );
 }
