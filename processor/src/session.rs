@@ -63,6 +63,7 @@ mod table;
 mod tcp;
 #[cfg(test)]
 mod tests;
+mod timing;
 
 pub use table::FlowTable;
 pub use tapflow_proto::conn::{ConnRecord, ConnState};
