@@ -139,7 +139,7 @@ fn conn_log_is_identical_with_1_2_and_3_processors() {
     }
     assert!(lines > 1000, "the captures give sessions: {lines}");
     // The latency fields are in what was compared (issue 15).
-    assert!(timed.iter().all(|&n| n > 50), "{TIMED:?}: {timed:?}");
+    assert!(timed.iter().all(|&n| n > 20), "{TIMED:?}: {timed:?}");
     println!(
         "{lines} conn records identical with 1, 2 and 3 processors; with {TIMED:?}: {timed:?}"
     );
