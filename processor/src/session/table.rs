@@ -10,6 +10,7 @@ use tapflow_proto::summary::flag;
 use tapflow_proto::{FlowKey, PacketSummary};
 
 use super::flow::{bits, Ctx, Flow};
+use super::timed::Spare;
 use super::{ConnRecord, SessionConfig, TableStats, SECOND};
 
 const NO_SLOT: u32 = u32::MAX;
@@ -42,6 +43,7 @@ pub struct FlowTable {
     /// Slots still to emit in the flush begun by `begin_flush`, last first.
     flushing: Vec<u32>,
     stats: TableStats,
+    spare: Spare,
 }
 
 impl FlowTable {
@@ -61,6 +63,7 @@ impl FlowTable {
             open: 0,
             flushing: Vec::new(),
             stats: TableStats::default(),
+            spare: Spare::default(),
         }
     }
 
@@ -92,6 +95,7 @@ impl FlowTable {
         let hash = key_hash(&s.key);
         if let Some(slot) = self.find(hash, &s.key) {
             let f = &self.slab[slot];
+            f.touch_timing();
             if s.ts_ns >= f.deadline(&self.ctx) {
                 self.finish(slot, hash, End::Packet, out);
             } else if s.key.proto == ip_proto::TCP && f.tcp_is_reuse(s) {
@@ -101,7 +105,7 @@ impl FlowTable {
                     out.push(f.record(&self.ctx, true, false));
                     self.stats.interim_records += 1;
                 }
-                self.slab[slot].apply_timed(s, tap, &self.ctx, false);
+                self.slab[slot].apply_timed(s, tap, &self.ctx, false, &mut self.spare);
                 self.schedule(slot);
                 return;
             }
@@ -306,7 +310,7 @@ impl FlowTable {
             self.evict(out);
         }
         let mut f = Flow::new(s, &self.ctx);
-        f.apply_timed(s, tap, &self.ctx, true);
+        f.apply_timed(s, tap, &self.ctx, true, &mut self.spare);
         let slot = if self.free_head != NO_SLOT {
             let slot = self.free_head as usize;
             self.free_head = self.slab[slot].timer_at;
@@ -393,7 +397,7 @@ impl FlowTable {
         let f = &mut self.slab[slot];
         f.bits = bits::FREE;
         f.extra = None;
-        f.timing = None;
+        self.spare.give(f.timing.take());
         f.timer_at = self.free_head;
         self.free_head = slot as u32;
         self.open -= 1;

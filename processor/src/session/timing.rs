@@ -69,33 +69,42 @@ struct Sender {
     timing: bool,
 }
 
-/// A flow's timing state (boxed; see the module docs).
+/// A flow's timing state (boxed; see the module docs). Laid out in cache lines by use: a
+/// packet touches line 0 (`last`, `send`) and its direction's gap statistics (line 1 or 2, the
+/// handshake beside the second); round-trip statistics (from line 3) only when a round trip
+/// ends. [`TimingState::touch`] starts loading the three lines early.
 #[derive(Clone, Debug)]
+#[repr(C, align(64))]
 pub(super) struct TimingState {
-    /// By counting slot (as `Flow::pkts`).
-    iat: [DurStats; 2],
-    /// By physical side of the data's sender.
-    ack_rtt: [DurStats; 2],
     /// Last counted packet per counting slot; `NONE` before the first.
     last: [u64; 2],
+    send: [Sender; 2],
+    /// Gaps of counting slot 0 (as `Flow::pkts`).
+    iat0: DurStats,
     synack: u64,
     ackdat: u64,
+    /// Gaps of counting slot 1.
+    iat1: DurStats,
     hs: Hs,
-    send: [Sender; 2],
     cross_tap: bool,
+    /// By physical side of the data's sender.
+    ack_rtt: [DurStats; 2],
 }
+
+const _: () = assert!(std::mem::size_of::<Hs>() == 16 && std::mem::size_of::<Sender>() == 24);
 
 impl Default for TimingState {
     fn default() -> TimingState {
         TimingState {
-            iat: [DurStats::default(); 2],
-            ack_rtt: [DurStats::default(); 2],
             last: [NONE; 2],
+            send: [Sender::default(); 2],
+            iat0: DurStats::default(),
             synack: NONE,
             ackdat: NONE,
+            iat1: DurStats::default(),
             hs: Hs::Start,
-            send: [Sender::default(); 2],
             cross_tap: false,
+            ack_rtt: [DurStats::default(); 2],
         }
     }
 }
@@ -126,9 +135,20 @@ impl TimingState {
     /// A counted packet in counting slot `k` at `t`.
     pub(super) fn gap(&mut self, k: usize, t: u64) {
         if self.last[k] != NONE {
-            self.iat[k].add(t.saturating_sub(self.last[k]));
+            let gap = t.saturating_sub(self.last[k]);
+            if k == 0 {
+                self.iat0.add(gap);
+            } else {
+                self.iat1.add(gap);
+            }
         }
         self.last[k] = t;
+    }
+
+    /// Reads a word of each line a packet may touch, for the caller to hand to
+    /// `std::hint::black_box` before the flow's own update: the cache misses then overlap it.
+    pub(super) fn touch(&self) -> u64 {
+        self.last[0] ^ self.synack ^ self.iat1.n
     }
 
     /// A counted TCP packet from physical side `a` (flags, numbers and time from `s`).
@@ -226,8 +246,8 @@ impl TimingState {
         let t = Timing {
             tcp_synack_ns: defined(self.synack),
             tcp_ackdat_ns: defined(self.ackdat),
-            orig_iat: self.iat[o],
-            resp_iat: self.iat[r],
+            orig_iat: [self.iat0, self.iat1][o],
+            resp_iat: [self.iat0, self.iat1][r],
             orig_ack_rtt: self.ack_rtt[o],
             resp_ack_rtt: self.ack_rtt[r],
             rtt_cross_tap: self.cross_tap,
