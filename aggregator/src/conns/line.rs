@@ -148,9 +148,9 @@ fn push_timing(t: &Timing, n: &mut itoa::Buffer, out: &mut String) {
     dur("tcp_ackdat", t.tcp_ackdat_ns, out);
     dur("tcp_rtt", t.tcp_rtt_ns(), out);
     for (names, s) in [(IAT_NAMES[0], &t.orig_iat), (IAT_NAMES[1], &t.resp_iat)] {
-        if s.n > 0 {
+        if let Some(mean) = s.sum.checked_div(s.n) {
             dur(names[0], Some(s.min), out);
-            dur(names[1], Some(s.sum / s.n), out);
+            dur(names[1], Some(mean), out);
             dur(names[2], Some(s.max), out);
             // Whole nanoseconds, as every other time here.
             dur(names[3], s.stddev_ns().map(|v| v as u64), out);
@@ -160,9 +160,9 @@ fn push_timing(t: &Timing, n: &mut itoa::Buffer, out: &mut String) {
         (RTT_NAMES[0], &t.orig_ack_rtt),
         (RTT_NAMES[1], &t.resp_ack_rtt),
     ] {
-        if s.n > 0 {
+        if let Some(mean) = s.sum.checked_div(s.n) {
             dur(names[0], Some(s.min), out);
-            dur(names[1], Some(s.sum / s.n), out);
+            dur(names[1], Some(mean), out);
             out.push_str(names[2]);
             out.push_str(n.format(s.n));
         }

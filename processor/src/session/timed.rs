@@ -63,9 +63,9 @@ impl Flow {
         if let L4::Tcp(e) = &self.l4 {
             // Only the first packet's sender has flags: a SYN without ACK starts a handshake,
             // and its sequence number is the sender's initial one.
-            for a in 0..2 {
+            for (a, ep) in e.iter().enumerate() {
                 if self.tcp_flags[a] & (tf::SYN | tf::ACK | tf::RST) == tf::SYN {
-                    syn = Some((a, e[a].start_seq));
+                    syn = Some((a, ep.start_seq));
                 }
             }
         }
@@ -81,6 +81,10 @@ impl Flow {
 /// Timing boxes of ended flows kept for new ones (a box costs an allocation and a free
 /// otherwise, 10% of the table's time in `tapflow-procbench`), at most [`Spare::CAP`].
 #[derive(Default)]
+#[expect(
+    clippy::vec_box,
+    reason = "the boxes themselves are kept, to move into flows without an allocation"
+)]
 pub(super) struct Spare(Vec<Box<TimingState>>);
 
 impl Spare {
