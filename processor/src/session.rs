@@ -45,8 +45,9 @@
 //! with its history inline (15 letters); only tunnelled flows and flows with content gaps,
 //! out-of-order data, TCP bad checksums or long histories get a boxed side record, once per
 //! flow. Latency and jitter (issue 15, `timing`) live in a second box of
-//! [`FlowTable::timing_box_bytes`] (304) bytes, made at a flow's second counted packet: a flow
-//! of one packet (a scan probe, a lone datagram) never has one. Steady-state packets allocate
+//! [`FlowTable::timing_box_bytes`] (320, five cache lines) bytes, made at a flow's second
+//! counted packet: a flow of one packet (a scan probe, a lone datagram) never has one; ended
+//! flows' boxes are kept for new ones, 8192 at most (2.6 MB). Steady-state packets allocate
 //! nothing. [`FlowTable::flow_entry_bytes`], [`FlowTable::memory_bytes`] and
 //! [`FlowTable::bytes_per_flow`] report the footprint at full table, computed from the sizes:
 //! 232 bytes of entry, 263 bytes per flow with heap and index (262,971,664 bytes at 1M flows;
