@@ -10,6 +10,7 @@ use tapflow_proto::summary::flag;
 use tapflow_proto::{FlowKey, PacketSummary};
 
 use super::flow::{bits, Ctx, Flow};
+use super::timed::Spare;
 use super::{ConnRecord, SessionConfig, TableStats, SECOND};
 
 const NO_SLOT: u32 = u32::MAX;
@@ -42,6 +43,7 @@ pub struct FlowTable {
     /// Slots still to emit in the flush begun by `begin_flush`, last first.
     flushing: Vec<u32>,
     stats: TableStats,
+    spare: Spare,
 }
 
 impl FlowTable {
@@ -61,6 +63,7 @@ impl FlowTable {
             open: 0,
             flushing: Vec::new(),
             stats: TableStats::default(),
+            spare: Spare::default(),
         }
     }
 
@@ -68,6 +71,12 @@ impl FlowTable {
     /// (the previous connection on its key, when it had ended by this packet's time or this is
     /// a new SYN on a closed one; a connection evicted to make room) and interim updates.
     pub fn on_summary(&mut self, s: &PacketSummary, out: &mut Vec<ConnRecord>) {
+        self.on_summary_from(s, 0, out);
+    }
+
+    /// [`FlowTable::on_summary`] for a summary from collector `tap` (any number naming it; a
+    /// round trip between packets of different taps is flagged `rtt_cross_tap`).
+    pub fn on_summary_from(&mut self, s: &PacketSummary, tap: u16, out: &mut Vec<ConnRecord>) {
         self.stats.summaries += 1;
         let datagram = matches!(
             s.key.proto,
@@ -86,6 +95,7 @@ impl FlowTable {
         let hash = key_hash(&s.key);
         if let Some(slot) = self.find(hash, &s.key) {
             let f = &self.slab[slot];
+            f.touch_timing();
             if s.ts_ns >= f.deadline(&self.ctx) {
                 self.finish(slot, hash, End::Packet, out);
             } else if s.key.proto == ip_proto::TCP && f.tcp_is_reuse(s) {
@@ -95,12 +105,12 @@ impl FlowTable {
                     out.push(f.record(&self.ctx, true, false));
                     self.stats.interim_records += 1;
                 }
-                self.slab[slot].apply(s, &self.ctx);
+                self.slab[slot].apply_timed(s, tap, &self.ctx, false, &mut self.spare);
                 self.schedule(slot);
                 return;
             }
         }
-        self.create(hash, s, out);
+        self.create(hash, s, tap, out);
     }
 
     /// Ends every connection whose deadline is at or before `watermark_ns`, the input-minimum
@@ -248,6 +258,12 @@ impl FlowTable {
         std::mem::size_of::<Flow>()
     }
 
+    /// Bytes of the timing box a flow gets at its second counted packet (not in
+    /// [`FlowTable::memory_bytes`]; at most one per open flow).
+    pub fn timing_box_bytes() -> usize {
+        super::timing::BOX_BYTES
+    }
+
     /// Bytes per connection at full table: [`FlowTable::memory_bytes`] over `max_flows`.
     pub fn bytes_per_flow(&self) -> usize {
         self.memory_bytes().div_ceil(self.ctx.cfg.max_flows.max(1))
@@ -289,12 +305,12 @@ impl FlowTable {
             .map(|&i| i as usize)
     }
 
-    fn create(&mut self, hash: u64, s: &PacketSummary, out: &mut Vec<ConnRecord>) {
+    fn create(&mut self, hash: u64, s: &PacketSummary, tap: u16, out: &mut Vec<ConnRecord>) {
         if self.open >= self.ctx.cfg.max_flows.max(1) {
             self.evict(out);
         }
         let mut f = Flow::new(s, &self.ctx);
-        f.apply(s, &self.ctx);
+        f.apply_timed(s, tap, &self.ctx, true, &mut self.spare);
         let slot = if self.free_head != NO_SLOT {
             let slot = self.free_head as usize;
             self.free_head = self.slab[slot].timer_at;
@@ -381,6 +397,7 @@ impl FlowTable {
         let f = &mut self.slab[slot];
         f.bits = bits::FREE;
         f.extra = None;
+        self.spare.give(f.timing.take());
         f.timer_at = self.free_head;
         self.free_head = slot as u32;
         self.open -= 1;
