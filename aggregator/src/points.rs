@@ -1,15 +1,17 @@
-//! InfluxDB points for alert events and per-window traffic (sans-IO). Session and health
-//! points are in [`crate::influx::schema`].
+//! InfluxDB points for alert events, per-window traffic and per-server latency (sans-IO).
+//! Session, health and latency point formats are in [`crate::influx::schema`].
 
 use std::collections::BTreeMap;
 
 use std::collections::HashMap;
 
+use tapflow_proto::conn::ConnRecord;
 use tapflow_proto::key::ip_proto;
 use tapflow_proto::upstream::{ConnBatch, ProcessorHeartbeat};
 
 use crate::detect::AlertEvent;
-use crate::influx::{Field, Point};
+use crate::influx::{latency_point, Field, Point};
+use crate::latency::{Caps, Closed, Tracker, TrackerStats};
 
 pub const ALERT_MEASUREMENT: &str = "tapflow_alert";
 pub const TRAFFIC_MEASUREMENT: &str = "tapflow_traffic";
@@ -77,6 +79,49 @@ pub fn alert_point(e: &AlertEvent) -> Point {
 
 fn secs(ns: u64) -> f64 {
     ns as f64 / 1e9
+}
+
+/// Per-server latency per detection window: `tapflow_latency` points as the released records
+/// close their windows (the detector's windows: same length and hold), all at the end.
+pub struct LatencyPoints {
+    tracker: Tracker,
+    window_s: u64,
+    closed: Vec<Closed>,
+}
+
+impl LatencyPoints {
+    pub fn new(window_s: u64, hold_s: u64, caps: Caps) -> LatencyPoints {
+        LatencyPoints {
+            tracker: Tracker::new(window_s, hold_s, caps),
+            window_s: window_s.max(1),
+            closed: Vec::new(),
+        }
+    }
+
+    /// The next final record in release order; points of the windows it closes into `out`.
+    pub fn on_record(&mut self, r: &ConnRecord, out: &mut Vec<Point>) {
+        self.tracker.on_record(r, &mut self.closed);
+        self.drain(out);
+    }
+
+    /// End of the records: every window's points into `out`.
+    pub fn finish(&mut self, out: &mut Vec<Point>) {
+        self.tracker.close_until(u64::MAX, &mut self.closed);
+        self.drain(out);
+    }
+
+    pub fn stats(&self) -> TrackerStats {
+        self.tracker.stats()
+    }
+
+    fn drain(&mut self, out: &mut Vec<Point>) {
+        for w in self.closed.drain(..) {
+            out.extend(w.servers.iter().enumerate().map(|(i, (server, s))| {
+                let ts = w.start_ns.saturating_add(i as u64);
+                latency_point(ts, self.window_s, server, s, w.over_cap)
+            }));
+        }
+    }
 }
 
 /// Per-window traffic by collector and protocol, summed over the processors' partials and
