@@ -366,6 +366,48 @@ mod tests {
     }
 
     #[test]
+    fn latency_points_per_server_and_window_with_addresses_in_fields() {
+        use tapflow_proto::conn::Timing;
+        let mut r = crate::testutil::scan_and_sessions(2).remove(1);
+        r.timing = Some(Box::new(Timing {
+            tcp_synack_ns: Some(1_500_000),
+            tcp_ackdat_ns: Some(500_000),
+            ..Timing::default()
+        }));
+        let mut other = r.clone();
+        other.resp_p = 8443;
+        let mut l = LatencyPoints::new(60, 120, Caps::default());
+        let mut out = Vec::new();
+        l.on_record(&other, &mut out);
+        l.on_record(&r, &mut out);
+        assert!(out.is_empty(), "the window is held 120 s");
+        l.finish(&mut out);
+        let lines: Vec<String> = out
+            .iter()
+            .map(|p| {
+                let mut b = Vec::new();
+                let _ = p.encode(&mut b);
+                String::from_utf8_lossy(&b).into_owned()
+            })
+            .collect();
+        let start = r.ts_ns / 60_000_000_000 * 60_000_000_000;
+        assert_eq!(
+            lines[0],
+            format!(
+                "tapflow_latency,ip_version=4 resp_h=\"{}\",resp_p=443i,window_s=60i,\
+                 sessions=1i,tcp_rtt_n=1i,tcp_rtt_dropped=0i,tcp_rtt_p50=0.002,\
+                 tcp_rtt_p95=0.002,tcp_rtt_p99=0.002,tcp_rtt_max=0.002,data_rtt_n=0i {start}\n",
+                r.resp_h
+            )
+        );
+        assert!(
+            lines[1].contains("resp_p=8443i") && lines[1].ends_with(&format!(" {}\n", start + 1)),
+            "the second server one ns later: {}",
+            lines[1]
+        );
+    }
+
+    #[test]
     fn alert_point_keeps_addresses_in_fields() {
         let e = AlertEvent {
             ts_ns: 60_000_000_000,

@@ -113,3 +113,6 @@ impl Baselines {
             .retain(|_, h| start.saturating_sub(h.last_start_ns) < forget);
     }
 }
+
+#[cfg(test)]
+mod tests;
