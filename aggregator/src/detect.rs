@@ -24,6 +24,7 @@
 //! a scan; `reflection` unsolicited responses from >= 20 distinct sources to one victim;
 //! `udp_flood`, `icmp_flood`, `volumetric_flood` (other traffic) >= 20,000 packets/s or
 //! >= 1 Gbit/s to one victim averaged over 5 s.
+//!
 //! `latency`: a TCP server whose handshake round-trip p95 in a window (of at least 20
 //! handshakes) is at least 4 times (400%) the lower median of its p95s over its last 10 such
 //! windows, once it has 3 ([`latency`]).
