@@ -270,7 +270,8 @@ impl Engine {
                 }
             }
             let created = self.table.stats().flows_created;
-            self.table.on_summary(&s, &mut self.records);
+            let tap = self.merger.input_tap(origin);
+            self.table.on_summary_from(&s, tap, &mut self.records);
             if self.table.stats().flows_created > created {
                 if let Some(e) = self.epochs.as_mut() {
                     e.on_created(&s, &mut self.table);

@@ -66,6 +66,8 @@ pub struct Merger {
 struct Input {
     name: String,
     incarnation: u64,
+    /// The same for every incarnation of one collector, distinct between collectors.
+    tap: u16,
     /// Orders inputs whose heads carry the same timestamp: a fixed hash of the name, so the
     /// order is the same in every run (incarnations are not).
     rank: u64,
@@ -105,9 +107,19 @@ impl Merger {
         }
         let mut h = SipHasher13::new_with_keys(0, 0);
         h.write(sender.as_bytes());
+        let tap = self.inputs.iter().find(|i| i.name == sender).map_or_else(
+            || {
+                let mut names: Vec<&str> = self.inputs.iter().map(|i| i.name.as_str()).collect();
+                names.sort_unstable();
+                names.dedup();
+                u16::try_from(names.len()).unwrap_or(u16::MAX)
+            },
+            |i| i.tap,
+        );
         self.inputs.push(Input {
             name: sender.to_owned(),
             incarnation,
+            tap,
             rank: h.finish(),
             queue: VecDeque::new(),
             watermark_ns: 0,
@@ -325,6 +337,12 @@ impl Merger {
         v.clear();
         v.shrink_to(TRIM_ABOVE);
         self.origins = v;
+    }
+
+    /// A number naming the collector of input `i` (equal for equal names, distinct for
+    /// distinct ones, up to 65,535 collectors), for the flow table's `rtt_cross_tap`.
+    pub fn input_tap(&self, i: u32) -> u16 {
+        self.inputs.get(i as usize).map_or(0, |input| input.tap)
     }
 
     /// The collector name of input `i`.

@@ -2,7 +2,7 @@
 
 use std::fmt::Write as _;
 
-use tapflow_proto::conn::ConnRecord;
+use tapflow_proto::conn::{ConnRecord, Timing};
 use tapflow_proto::key::ip_proto;
 
 use crate::json::push_escaped;
@@ -18,6 +18,9 @@ pub fn conn_json(r: &ConnRecord, parents: &[String], out: &mut String) {
     push_endpoints(r, &mut n, out);
     push_state(r, &mut n, out);
     push_counts(r, parents, &mut n, out);
+    if let Some(t) = &r.timing {
+        push_timing(t, &mut n, out);
+    }
     out.push_str("}\n");
 }
 
@@ -130,6 +133,71 @@ fn push_counts(r: &ConnRecord, parents: &[String], n: &mut itoa::Buffer, out: &m
         out.push('"');
     }
 }
+
+/// Latency and jitter (issue 15), in seconds as `duration`; each left out when undefined.
+fn push_timing(t: &Timing, n: &mut itoa::Buffer, out: &mut String) {
+    let dur = |name: &str, ns: Option<u64>, out: &mut String| {
+        if let Some(ns) = ns {
+            out.push_str(",\"");
+            out.push_str(name);
+            out.push_str("\":");
+            secs(ns, out);
+        }
+    };
+    dur("tcp_synack", t.tcp_synack_ns, out);
+    dur("tcp_ackdat", t.tcp_ackdat_ns, out);
+    dur("tcp_rtt", t.tcp_rtt_ns(), out);
+    for (names, s) in [(IAT_NAMES[0], &t.orig_iat), (IAT_NAMES[1], &t.resp_iat)] {
+        if s.n > 0 {
+            dur(names[0], Some(s.min), out);
+            dur(names[1], Some(s.sum / s.n), out);
+            dur(names[2], Some(s.max), out);
+            // Whole nanoseconds, as every other time here.
+            dur(names[3], s.stddev_ns().map(|v| v as u64), out);
+        }
+    }
+    for (names, s) in [
+        (RTT_NAMES[0], &t.orig_ack_rtt),
+        (RTT_NAMES[1], &t.resp_ack_rtt),
+    ] {
+        if s.n > 0 {
+            dur(names[0], Some(s.min), out);
+            dur(names[1], Some(s.sum / s.n), out);
+            out.push_str(names[2]);
+            out.push_str(n.format(s.n));
+        }
+    }
+    if t.rtt_cross_tap {
+        out.push_str(",\"rtt_cross_tap\":true");
+    }
+}
+
+const IAT_NAMES: [[&str; 4]; 2] = [
+    [
+        "orig_iat_min",
+        "orig_iat_mean",
+        "orig_iat_max",
+        "orig_iat_stddev",
+    ],
+    [
+        "resp_iat_min",
+        "resp_iat_mean",
+        "resp_iat_max",
+        "resp_iat_stddev",
+    ],
+];
+const RTT_NAMES: [[&str; 3]; 2] = [
+    [
+        "orig_ack_rtt_min",
+        "orig_ack_rtt_mean",
+        ",\"orig_ack_rtt_n\":",
+    ],
+    [
+        "resp_ack_rtt_min",
+        "resp_ack_rtt_mean",
+        ",\"resp_ack_rtt_n\":",
+    ],
+];
 
 /// An address as text: IPv4 by hand (most records), IPv6 by `Display` (its `::` rules).
 fn push_addr(a: &tapflow_proto::Addr, out: &mut String) {

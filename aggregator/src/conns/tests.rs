@@ -127,6 +127,60 @@ fn zeek_json_fields() {
 }
 
 #[test]
+fn timing_fields_in_seconds_each_only_when_defined() {
+    use tapflow_proto::conn::{DurStats, Timing};
+    let stats = |v: &[u64]| {
+        let mut s = DurStats::default();
+        v.iter().for_each(|&x| s.add(x));
+        s
+    };
+    let mut r = rec(1_323_974_133_493_287_123, 1_500_000_000, 40000);
+    let json = |r: &tapflow_proto::conn::ConnRecord| {
+        let mut out = String::new();
+        conn_json(r, &[], &mut out);
+        out
+    };
+    let plain = json(&r);
+    r.timing = Some(Box::new(Timing {
+        tcp_synack_ns: Some(1_234_567),
+        tcp_ackdat_ns: Some(2_000_999),
+        // Two gaps (three packets): 1 ms and 3 ms, mean 2 ms, sample deviation sqrt(2) ms.
+        orig_iat: stats(&[1_000_000, 3_000_000]),
+        // One gap: no deviation.
+        resp_iat: stats(&[5_000_000_500]),
+        orig_ack_rtt: stats(&[10_000, 20_001]),
+        ..Timing::default()
+    }));
+    let out = json(&r);
+    assert!(
+        out.starts_with(plain.trim_end_matches("}\n")),
+        "only keys added at the end"
+    );
+    let tail = &out[plain.len() - 2..];
+    assert_eq!(
+        tail,
+        ",\"tcp_synack\":0.001234,\"tcp_ackdat\":0.002000,\"tcp_rtt\":0.003235,\
+         \"orig_iat_min\":0.001000,\"orig_iat_mean\":0.002000,\"orig_iat_max\":0.003000,\
+         \"orig_iat_stddev\":0.001414,\
+         \"resp_iat_min\":5.000000,\"resp_iat_mean\":5.000000,\"resp_iat_max\":5.000000,\
+         \"orig_ack_rtt_min\":0.000010,\"orig_ack_rtt_mean\":0.000015,\"orig_ack_rtt_n\":2}\n"
+    );
+    let v: serde_json::Value = serde_json::from_str(&out).expect("conn line is JSON");
+    assert!(v.get("resp_ack_rtt_n").is_none() && v.get("rtt_cross_tap").is_none());
+    // Half a handshake: no tcp_rtt; the cross-tap flag only when set.
+    r.timing = Some(Box::new(Timing {
+        tcp_synack_ns: Some(1_000),
+        rtt_cross_tap: true,
+        ..Timing::default()
+    }));
+    let out = json(&r);
+    assert!(
+        out.ends_with(",\"tcp_synack\":0.000001,\"rtt_cross_tap\":true}\n"),
+        "{out}"
+    );
+}
+
+#[test]
 fn cap_forces_release_and_counts_it() {
     let mut c = ConnSorter::new(1, 2);
     let mut out = String::new();

@@ -104,6 +104,10 @@ pub(super) struct Flow {
     pub ip_bytes: [u64; 2],
     pub pkts: [u64; 2],
     pub extra: Option<Box<Extra>>,
+    /// Latency and jitter, from the second counted packet on (see [`super::timing`]).
+    pub timing: Option<Box<super::timing::TimingState>>,
+    /// The collector the first packet came from (until `timing` exists).
+    pub tap0: u16,
     /// The deadline (whole seconds, rounded up) of this flow's live heap entry; for a free
     /// slot, the next free slot.
     pub timer_at: u32,
@@ -132,6 +136,8 @@ impl Flow {
             ip_bytes: [0; 2],
             pkts: [0; 2],
             extra: None,
+            timing: None,
+            tap0: 0,
             timer_at: 0,
             hist_seen: 0,
             hist: History::default(),
@@ -333,7 +339,7 @@ impl Flow {
             evicted,
             orig_tcp_flags: self.tcp_flags[o],
             resp_tcp_flags: self.tcp_flags[r],
-            timing: None,
+            timing: self.timing_record(),
             split: u8::from(self.has_bit(bits::SPLIT_CONTINUED))
                 * tapflow_proto::conn::split::CONTINUED
                 + u8::from(self.has_bit(bits::SPLIT_CLOSED)) * tapflow_proto::conn::split::CLOSED,

@@ -68,6 +68,12 @@ impl FlowTable {
     /// (the previous connection on its key, when it had ended by this packet's time or this is
     /// a new SYN on a closed one; a connection evicted to make room) and interim updates.
     pub fn on_summary(&mut self, s: &PacketSummary, out: &mut Vec<ConnRecord>) {
+        self.on_summary_from(s, 0, out);
+    }
+
+    /// [`FlowTable::on_summary`] for a summary from collector `tap` (any number naming it; a
+    /// round trip between packets of different taps is flagged `rtt_cross_tap`).
+    pub fn on_summary_from(&mut self, s: &PacketSummary, tap: u16, out: &mut Vec<ConnRecord>) {
         self.stats.summaries += 1;
         let datagram = matches!(
             s.key.proto,
@@ -95,12 +101,12 @@ impl FlowTable {
                     out.push(f.record(&self.ctx, true, false));
                     self.stats.interim_records += 1;
                 }
-                self.slab[slot].apply(s, &self.ctx);
+                self.slab[slot].apply_timed(s, tap, &self.ctx, false);
                 self.schedule(slot);
                 return;
             }
         }
-        self.create(hash, s, out);
+        self.create(hash, s, tap, out);
     }
 
     /// Ends every connection whose deadline is at or before `watermark_ns`, the input-minimum
@@ -248,6 +254,12 @@ impl FlowTable {
         std::mem::size_of::<Flow>()
     }
 
+    /// Bytes of the timing box a flow gets at its second counted packet (not in
+    /// [`FlowTable::memory_bytes`]; at most one per open flow).
+    pub fn timing_box_bytes() -> usize {
+        super::timing::BOX_BYTES
+    }
+
     /// Bytes per connection at full table: [`FlowTable::memory_bytes`] over `max_flows`.
     pub fn bytes_per_flow(&self) -> usize {
         self.memory_bytes().div_ceil(self.ctx.cfg.max_flows.max(1))
@@ -289,12 +301,12 @@ impl FlowTable {
             .map(|&i| i as usize)
     }
 
-    fn create(&mut self, hash: u64, s: &PacketSummary, out: &mut Vec<ConnRecord>) {
+    fn create(&mut self, hash: u64, s: &PacketSummary, tap: u16, out: &mut Vec<ConnRecord>) {
         if self.open >= self.ctx.cfg.max_flows.max(1) {
             self.evict(out);
         }
         let mut f = Flow::new(s, &self.ctx);
-        f.apply(s, &self.ctx);
+        f.apply_timed(s, tap, &self.ctx, true);
         let slot = if self.free_head != NO_SLOT {
             let slot = self.free_head as usize;
             self.free_head = self.slab[slot].timer_at;
@@ -381,6 +393,7 @@ impl FlowTable {
         let f = &mut self.slab[slot];
         f.bits = bits::FREE;
         f.extra = None;
+        f.timing = None;
         f.timer_at = self.free_head;
         self.free_head = slot as u32;
         self.open -= 1;

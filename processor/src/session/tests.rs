@@ -10,6 +10,7 @@ use tapflow_proto::{Addr, FiveTuple, FlowKey, PacketSummary};
 use super::{ConnRecord, FlowTable, SessionConfig, SECOND};
 
 mod lifecycle;
+mod timing;
 
 const MS: u64 = 1_000_000;
 const T0: u64 = 1_700_000_000 * SECOND;

@@ -14,6 +14,12 @@
 //! | `ts_ns`, `duration_ns` | first and last packet before 2200-01-01 ([`MAX_TS_NS`])         |
 //! | counts           | each at most 2^53 ([`MAX_COUNT`]); IP bytes at most `u32::MAX` a packet |
 //! | `split`          | only the [`super::split`] bits                                        |
+//! | `timing` times   | each, and each set's sum (gaps and one direction's round trips do not  |
+//! |                  | overlap), at most [`MAX_TS_NS`]; min <= max <= sum <= n*max,           |
+//! |                  | n*min <= sum,                                                         |
+//! |                  | sum*min <= sum_sq <= sum*max (reason `time`)                           |
+//! | `timing` counts  | inter-arrival gaps fewer than the direction's packets; round trips at  |
+//! |                  | most the acknowledging direction's packets (reason `count`)            |
 //!
 //! 2^53 is the largest integer a JSON reader keeping numbers as doubles reads exactly; it is
 //! 9 PB, far past any connection's bytes or packets. A packet's IP length is a `u32` in a
@@ -23,7 +29,7 @@
 
 use thiserror::Error;
 
-use super::{split, ConnRecord};
+use super::{split, ConnRecord, DurStats, Timing};
 
 /// 2200-01-01T00:00:00Z in ns since the Unix epoch: no packet time may be later.
 pub const MAX_TS_NS: u64 = 7_258_118_400 * 1_000_000_000;
@@ -106,7 +112,12 @@ impl ConnRecord {
         if self.ts_ns > MAX_TS_NS || last.is_none_or(|t| t > MAX_TS_NS) {
             return Err(InvalidRecord::Time);
         }
-        if !self.counts_valid() {
+        if let Some(t) = &self.timing {
+            if !timing_times_valid(t) {
+                return Err(InvalidRecord::Time);
+            }
+        }
+        if !self.counts_valid() || !self.timing_counts_valid() {
             return Err(InvalidRecord::Count);
         }
         if self.split & !(split::CONTINUED | split::CLOSED) != 0 {
@@ -132,6 +143,44 @@ impl ConnRecord {
             && ip_bytes_fit(self.orig_pkts, self.orig_ip_bytes)
             && ip_bytes_fit(self.resp_pkts, self.resp_ip_bytes)
     }
+}
+
+impl ConnRecord {
+    fn timing_counts_valid(&self) -> bool {
+        let Some(t) = &self.timing else {
+            return true;
+        };
+        t.orig_iat.n <= self.orig_pkts.saturating_sub(1)
+            && t.resp_iat.n <= self.resp_pkts.saturating_sub(1)
+            && t.orig_ack_rtt.n <= self.resp_pkts
+            && t.resp_ack_rtt.n <= self.orig_pkts
+    }
+}
+
+/// Every time of `t` at most [`MAX_TS_NS`], and each set's statistics consistent.
+fn timing_times_valid(t: &Timing) -> bool {
+    let stats_ok = |s: &DurStats| {
+        let (n, sum, min, max) = (
+            u128::from(s.n),
+            u128::from(s.sum),
+            u128::from(s.min),
+            u128::from(s.max),
+        );
+        s.n == 0
+            || (s.min <= s.max
+                && s.max <= s.sum
+                && s.sum <= MAX_TS_NS
+                && n * min <= sum
+                && sum <= n * max
+                && sum.saturating_mul(min) <= s.sum_sq
+                && s.sum_sq <= sum.saturating_mul(max))
+    };
+    [t.tcp_synack_ns, t.tcp_ackdat_ns]
+        .iter()
+        .all(|v| v.is_none_or(|v| v <= MAX_TS_NS))
+        && [&t.orig_iat, &t.resp_iat, &t.orig_ack_rtt, &t.resp_ack_rtt]
+            .into_iter()
+            .all(stats_ok)
 }
 
 /// `C` + 1 to 17 base62 digits.
@@ -266,6 +315,59 @@ mod tests {
         check(|r| r.missed_bytes = u64::MAX, Err(InvalidRecord::Count));
         check(|r| r.orig_ip_bytes = 1 << 52, Err(InvalidRecord::Count));
         check(|r| r.split = 4, Err(InvalidRecord::Split));
+    }
+
+    fn stats(v: &[u64]) -> DurStats {
+        let mut s = DurStats::default();
+        v.iter().for_each(|&x| s.add(x));
+        s
+    }
+
+    #[test]
+    fn timing_is_held_to_its_packets_and_times() {
+        let t = || {
+            Box::new(Timing {
+                tcp_synack_ns: Some(1_000),
+                tcp_ackdat_ns: Some(MAX_TS_NS),
+                orig_iat: stats(&[1, 2, 3, 4]),
+                resp_iat: stats(&[5, 7, 9]),
+                orig_ack_rtt: stats(&[10; 4]),
+                resp_ack_rtt: stats(&[MAX_TS_NS / 5; 5]),
+                rtt_cross_tap: true,
+            })
+        };
+        check(|r| r.timing = Some(t()), Ok(()));
+        let with = |f: fn(&mut Timing)| {
+            move |r: &mut ConnRecord| {
+                let mut t = t();
+                f(&mut t);
+                r.timing = Some(t);
+            }
+        };
+        check(
+            with(|t| t.tcp_synack_ns = Some(MAX_TS_NS + 1)),
+            Err(InvalidRecord::Time),
+        );
+        check(
+            with(|t| t.orig_iat.max = MAX_TS_NS + 1),
+            Err(InvalidRecord::Time),
+        );
+        check(with(|t| t.orig_iat.min = 5), Err(InvalidRecord::Time));
+        check(with(|t| t.resp_iat.sum = 100), Err(InvalidRecord::Time));
+        check(with(|t| t.resp_iat.sum_sq = 1), Err(InvalidRecord::Time));
+        // 5 originator packets: at most 4 gaps; 4 responder packets: at most 4 round trips.
+        check(
+            with(|t| t.orig_iat = stats(&[1; 5])),
+            Err(InvalidRecord::Count),
+        );
+        check(
+            with(|t| t.orig_ack_rtt = stats(&[1; 5])),
+            Err(InvalidRecord::Count),
+        );
+        check(
+            with(|t| t.resp_ack_rtt = stats(&[1; 6])),
+            Err(InvalidRecord::Count),
+        );
     }
 
     #[test]

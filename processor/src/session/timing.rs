@@ -1,0 +1,315 @@
+//! Latency and jitter of one connection (issue 15), kept in a cold box beside the flow.
+//!
+//! - **Handshake** (TCP): `synack` is the SYN/ACK's time minus the time of the last SYN before
+//!   it, when the SYN/ACK acknowledges that SYN's sequence number + 1 (Argus's `synack`);
+//!   `ackdat` is the time of the first non-SYN ACK from the SYN's sender minus the SYN/ACK's,
+//!   when it acknowledges the SYN/ACK's sequence number + 1 (Argus's `ackdat`). Only the last
+//!   SYN is kept: a SYN/ACK answering an earlier SYN with another sequence number does not
+//!   validate, and is ignored. A repeated SYN/ACK keeps the first one's time. Nothing is
+//!   measured when the first packet counted is not a SYN (mid-stream), when both sides send a
+//!   SYN without ACK (simultaneous open), or when the first ACK after the SYN/ACK (or a RST)
+//!   does not acknowledge it.
+//! - **Inter-arrival times**: the gaps between consecutive packets the flow counts, per
+//!   counting slot (the orientation `orig_pkts`/`resp_pkts` use).
+//! - **Data round trips** (TCP), classic single-sample RTT estimation: per sending side at
+//!   most one segment is timed at a time, a segment of new data (starting at or past the
+//!   highest sequence number that side sent); the first acknowledgement from the other side
+//!   at or past its end gives the sample. A retransmission overlapping the timed segment
+//!   cancels it (Karn's rule), and a retransmission never starts one. SYN and RST segments are
+//!   not timed; a flow's first packet is not either (its box does not exist yet).
+//! - `cross_tap`: a round trip above was measured between packets from different collectors.
+//!
+//! The box is allocated at a flow's second counted packet (or at its first when that is not
+//! the packet that created the flow): a flow of one packet costs nothing. The first packet is
+//! recalled from the flow's own fields (`first_ts`, its counting slot, the TCP flags and
+//! initial sequence number of its sender) and the collector index kept in `Flow::tap0`.
+//! Every decision is by packet time and arrival order.
+
+use tapflow_proto::conn::{DurStats, Timing};
+use tapflow_proto::key::ip_proto;
+use tapflow_proto::summary::tcp as tf;
+use tapflow_proto::PacketSummary;
+
+use super::flow::{physical, Ctx, Flow, L4};
+
+/// "Undefined" for a handshake time.
+const NONE: u64 = u64::MAX;
+
+/// Handshake progress, by physical side (0 = the key's `lo`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+enum Hs {
+    /// No packet seen yet.
+    #[default]
+    Start,
+    /// The last SYN (without ACK) seen.
+    Syn {
+        side: u8,
+        seq: u32,
+        ts: u64,
+        tap: u16,
+    },
+    /// The SYN/ACK that answered it.
+    SynAck {
+        side: u8,
+        seq: u32,
+        ts: u64,
+        tap: u16,
+    },
+    /// Measured, or not measurable.
+    Over,
+}
+
+/// One sending side's data-round-trip sampling (sequence numbers raw, compared modulo 2^32).
+#[derive(Clone, Copy, Debug, Default)]
+struct Sender {
+    /// One past the highest sequence number of data sent, when `seen`.
+    high: u32,
+    start: u32,
+    end: u32,
+    ts: u64,
+    tap: u16,
+    seen: bool,
+    timing: bool,
+}
+
+/// A flow's timing state (boxed; see the module docs).
+#[derive(Clone, Debug)]
+pub(super) struct TimingState {
+    /// By counting slot (as `Flow::pkts`).
+    iat: [DurStats; 2],
+    /// By physical side of the data's sender.
+    ack_rtt: [DurStats; 2],
+    /// Last counted packet per counting slot; `NONE` before the first.
+    last: [u64; 2],
+    synack: u64,
+    ackdat: u64,
+    hs: Hs,
+    send: [Sender; 2],
+    cross_tap: bool,
+}
+
+impl Default for TimingState {
+    fn default() -> TimingState {
+        TimingState {
+            iat: [DurStats::default(); 2],
+            ack_rtt: [DurStats::default(); 2],
+            last: [NONE; 2],
+            synack: NONE,
+            ackdat: NONE,
+            hs: Hs::Start,
+            send: [Sender::default(); 2],
+            cross_tap: false,
+        }
+    }
+}
+
+fn seq_lt(a: u32, b: u32) -> bool {
+    (a.wrapping_sub(b) as i32) < 0
+}
+
+impl TimingState {
+    /// A counted packet in counting slot `k` at `t`.
+    fn gap(&mut self, k: usize, t: u64) {
+        if self.last[k] != NONE {
+            self.iat[k].add(t.saturating_sub(self.last[k]));
+        }
+        self.last[k] = t;
+    }
+
+    /// A counted TCP packet from physical side `a` (flags, numbers and time from `s`).
+    fn tcp(&mut self, s: &PacketSummary, a: usize, tap: u16) {
+        let f = s.tcp_flags;
+        let (syn, ack, rst) = (f & tf::SYN != 0, f & tf::ACK != 0, f & tf::RST != 0);
+        self.handshake(s, a as u8, tap, (syn, ack, rst));
+        let t = s.ts_ns;
+        let b = 1 - a;
+        if ack && !rst {
+            let p = &mut self.send[b];
+            if p.timing && !seq_lt(s.ack, p.end) {
+                p.timing = false;
+                self.ack_rtt[b].add(t.saturating_sub(p.ts));
+                self.cross_tap |= p.tap != tap;
+            }
+        }
+        let len = s.payload_len;
+        if len == 0 || syn || rst {
+            return;
+        }
+        let (start, end) = (s.seq, s.seq.wrapping_add(len));
+        let me = &mut self.send[a];
+        if !me.seen || !seq_lt(start, me.high) {
+            me.seen = true;
+            me.high = end;
+            if !me.timing {
+                (me.timing, me.start, me.end, me.ts, me.tap) = (true, start, end, t, tap);
+            }
+        } else {
+            // Retransmitted, wholly or in part: Karn's rule.
+            if me.timing && seq_lt(start, me.end) && seq_lt(me.start, end) {
+                me.timing = false;
+            }
+            if seq_lt(me.high, end) {
+                me.high = end;
+            }
+        }
+    }
+
+    fn handshake(
+        &mut self,
+        s: &PacketSummary,
+        a: u8,
+        tap: u16,
+        (syn, ack, rst): (bool, bool, bool),
+    ) {
+        let t = s.ts_ns;
+        self.hs = match self.hs {
+            Hs::Start | Hs::Syn { .. } if syn && !ack && !rst => match self.hs {
+                Hs::Syn { side, .. } if side != a => Hs::Over,
+                _ => Hs::Syn {
+                    side: a,
+                    seq: s.seq,
+                    ts: t,
+                    tap,
+                },
+            },
+            Hs::Start => Hs::Over,
+            Hs::Syn {
+                side,
+                seq,
+                ts,
+                tap: syn_tap,
+            } if syn && ack && !rst && side != a && s.ack == seq.wrapping_add(1) => {
+                self.synack = t.saturating_sub(ts);
+                self.cross_tap |= syn_tap != tap;
+                Hs::SynAck {
+                    side: a,
+                    seq: s.seq,
+                    ts: t,
+                    tap,
+                }
+            }
+            Hs::SynAck {
+                side,
+                seq,
+                ts,
+                tap: sa_tap,
+            } if !syn && side != a && (ack || rst) => {
+                if !rst && s.ack == seq.wrapping_add(1) {
+                    self.ackdat = t.saturating_sub(ts);
+                    self.cross_tap |= sa_tap != tap;
+                }
+                Hs::Over
+            }
+            other => other,
+        };
+    }
+
+    /// The record's timing, oriented: `o` is the originator's counting slot and physical side.
+    fn record(&self, o: usize) -> Option<Box<Timing>> {
+        let r = 1 - o;
+        let defined = |v: u64| (v != NONE).then_some(v);
+        let t = Timing {
+            tcp_synack_ns: defined(self.synack),
+            tcp_ackdat_ns: defined(self.ackdat),
+            orig_iat: self.iat[o],
+            resp_iat: self.iat[r],
+            orig_ack_rtt: self.ack_rtt[o],
+            resp_ack_rtt: self.ack_rtt[r],
+            rtt_cross_tap: self.cross_tap,
+        };
+        (!t.is_empty()).then(|| Box::new(t))
+    }
+}
+
+impl Flow {
+    /// Applies one packet from collector `tap` ([`Flow::apply`]) and updates the timing;
+    /// `created`: the packet created the flow.
+    pub fn apply_timed(&mut self, s: &PacketSummary, tap: u16, ctx: &Ctx, created: bool) {
+        if self.timing.is_none() && self.pkts != [0, 0] {
+            self.timing = Some(self.seed_timing());
+        }
+        let before = self.pkts;
+        self.apply(s, ctx);
+        let k = if self.pkts[0] != before[0] {
+            0
+        } else if self.pkts[1] != before[1] {
+            1
+        } else {
+            return;
+        };
+        if self.timing.is_none() && created {
+            self.tap0 = tap;
+            return;
+        }
+        let tcp = self.key.proto == ip_proto::TCP;
+        let st = self.timing.get_or_insert_with(Box::default);
+        st.gap(k, s.ts_ns);
+        if tcp {
+            st.tcp(s, physical(s), tap);
+        }
+    }
+
+    /// The box for a flow whose one counted packet so far is the one that created it, as that
+    /// packet left it (called before the flow's next packet is applied).
+    fn seed_timing(&self) -> Box<TimingState> {
+        let mut st = Box::<TimingState>::default();
+        let k = usize::from(self.pkts[0] == 0);
+        st.last[k] = self.first_ts;
+        st.hs = Hs::Over;
+        if let L4::Tcp(e) = &self.l4 {
+            // Only the first packet's sender has flags: a SYN without ACK starts a handshake.
+            for a in 0..2 {
+                let f = self.tcp_flags[a];
+                if f & (tf::SYN | tf::ACK | tf::RST) == tf::SYN {
+                    st.hs = Hs::Syn {
+                        side: a as u8,
+                        seq: e[a].start_seq,
+                        ts: self.first_ts,
+                        tap: self.tap0,
+                    };
+                }
+            }
+        }
+        st
+    }
+
+    /// The record's timing as it stands.
+    pub fn timing_record(&self) -> Option<Box<Timing>> {
+        self.timing.as_ref()?.record(self.orig_index())
+    }
+}
+
+/// Bytes of the timing box a flow gets at its second counted packet.
+pub(super) const BOX_BYTES: usize = std::mem::size_of::<TimingState>();
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pkt(ms: u64, flags: u8, seq: u32, ack: u32) -> PacketSummary {
+        PacketSummary {
+            ts_ns: ms * 1_000_000,
+            tcp_flags: flags,
+            seq,
+            ack,
+            ..PacketSummary::default()
+        }
+    }
+
+    #[test]
+    fn a_syn_from_each_side_is_a_simultaneous_open() {
+        let mut st = TimingState::default();
+        st.tcp(&pkt(0, tf::SYN, 100, 0), 0, 0);
+        st.tcp(&pkt(1, tf::SYN, 300, 0), 1, 0);
+        st.tcp(&pkt(2, tf::SYN | tf::ACK, 100, 301), 0, 0);
+        st.tcp(&pkt(3, tf::SYN | tf::ACK, 300, 101), 1, 0);
+        st.tcp(&pkt(4, tf::ACK, 101, 301), 0, 0);
+        assert_eq!((st.synack, st.ackdat, st.hs), (NONE, NONE, Hs::Over));
+        // The same without the second SYN validates.
+        let mut st = TimingState::default();
+        st.tcp(&pkt(0, tf::SYN, 100, 0), 0, 0);
+        st.tcp(&pkt(3, tf::SYN | tf::ACK, 300, 101), 1, 0);
+        st.tcp(&pkt(4, tf::ACK, 101, 301), 0, 0);
+        assert_eq!((st.synack, st.ackdat), (3_000_000, 1_000_000));
+    }
+}
