@@ -170,6 +170,54 @@ impl Ipv4 {
     }
 }
 
+/// One complete TCP session from `client` to `server` starting at `start_us` (Unix
+/// microseconds), its packets with their times (sort them with other sessions' before
+/// writing): a handshake whose SYN/ACK comes `synack_us` after the SYN and whose ACK comes
+/// `ackdat_us` after that, a 3-byte request answered (and acknowledged) by a 4-byte response
+/// one round trip (`synack_us + ackdat_us`) later, its acknowledgement, then FINs both ways.
+pub fn tcp_session(
+    start_us: u64,
+    client: ([u8; 4], u16),
+    server: ([u8; 4], u16),
+    synack_us: u64,
+    ackdat_us: u64,
+) -> Vec<(u64, Ipv4)> {
+    use tcp::{ACK, FIN, PSH, SYN};
+    let (c, s) = (1000u32, 5000u32);
+    let rtt = synack_us + ackdat_us;
+    let t1 = start_us + synack_us;
+    let t2 = t1 + ackdat_us;
+    let req = t2 + 100;
+    let resp = req + rtt;
+    let end = resp + ackdat_us + 1000;
+    vec![
+        (start_us, Ipv4::tcp(client, server, SYN, c, 0, &[])),
+        (t1, Ipv4::tcp(server, client, SYN | ACK, s, c + 1, &[])),
+        (t2, Ipv4::tcp(client, server, ACK, c + 1, s + 1, &[])),
+        (
+            req,
+            Ipv4::tcp(client, server, PSH | ACK, c + 1, s + 1, b"req"),
+        ),
+        (
+            resp,
+            Ipv4::tcp(server, client, PSH | ACK, s + 1, c + 4, b"resp"),
+        ),
+        (
+            resp + ackdat_us,
+            Ipv4::tcp(client, server, ACK, c + 4, s + 5, &[]),
+        ),
+        (end, Ipv4::tcp(client, server, FIN | ACK, c + 4, s + 5, &[])),
+        (
+            end + rtt,
+            Ipv4::tcp(server, client, FIN | ACK, s + 5, c + 5, &[]),
+        ),
+        (
+            end + rtt + ackdat_us,
+            Ipv4::tcp(client, server, ACK, c + 5, s + 6, &[]),
+        ),
+    ]
+}
+
 /// The Internet checksum over `parts` (one's complement of the one's complement sum).
 fn checksum(parts: &[&[u8]]) -> u16 {
     let mut sum: u32 = 0;
