@@ -66,6 +66,7 @@ mod table;
 mod tcp;
 #[cfg(test)]
 mod tests;
+mod timed;
 mod timing;
 
 pub use table::FlowTable;
