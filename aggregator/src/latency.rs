@@ -71,7 +71,7 @@ pub fn samples_of(r: &ConnRecord) -> Sample {
     match (&r.timing, r.proto) {
         (Some(t), ip_proto::TCP) => Sample {
             tcp_rtt_ns: t.tcp_rtt_ns(),
-            data_rtt_ns: (t.orig_ack_rtt.n > 0).then(|| t.orig_ack_rtt.sum / t.orig_ack_rtt.n),
+            data_rtt_ns: t.orig_ack_rtt.sum.checked_div(t.orig_ack_rtt.n),
         },
         _ => Sample::default(),
     }
