@@ -2,7 +2,7 @@
 //! TCP sessions whose handshakes take a chosen time per server and window. One server's
 //! handshake p95 reaches exactly 4 times (the default `latency_factor_pct`, 400) its baseline
 //! and raises `latency`; another, one microsecond short of it, does not; the alerts are the same
-//! with 1, 2 and 3 processors. The `tapflow_latency` points land in a real influxd.
+//! with 1, 2 and 3 processors and with two taps that each see one direction. The `tapflow_latency` points land in a real influxd.
 
 use std::path::Path;
 use std::time::Duration;
@@ -10,7 +10,9 @@ use std::time::Duration;
 use serde_json::Value;
 use tapflow_integration_tests::craft::{json_lines, tcp_session, Ipv4, PcapWriter};
 use tapflow_integration_tests::influxd::Influxd;
-use tapflow_integration_tests::{start_pipeline_opts, CollectorSpec, PipelineRun};
+use tapflow_integration_tests::{
+    split_by_direction, start_pipeline_opts, CollectorSpec, PipelineRun,
+};
 
 const TIMEOUT: Duration = Duration::from_secs(120);
 /// A minute boundary (the detection windows are 60 s), Unix microseconds.
@@ -115,6 +117,22 @@ fn four_times_the_baseline_fires_and_just_below_does_not() {
             "{n} processors: the same latency alerts"
         );
     }
+    // Two taps, one direction each: the handshake is measured across them, the same alerts.
+    let (all, fwd, rev) = (
+        dir.path().join("all.pcap"),
+        dir.path().join("fwd.pcap"),
+        dir.path().join("rev.pcap"),
+    );
+    split_by_direction(&pcap, &all, &fwd, &rev).expect("split the capture by direction");
+    let two_taps = start_pipeline_opts(
+        &[CollectorSpec::pcap(&fwd, 2), CollectorSpec::pcap(&rev, 2)],
+        2,
+        &[],
+        &[],
+    )
+    .wait(TIMEOUT);
+    assert!(two_taps.all_exited(), "{}", two_taps.aggregator.1);
+    assert_eq!(latency_events(&two_taps), events, "two taps by direction");
     // A factor of 401%: nothing.
     let stricter = run(&pcap, 1, &["--latency-factor-pct", "401"]);
     assert!(
