@@ -96,6 +96,18 @@ tapflow_runtime::layered! {
         pub reflection_sources: Option<usize>,
         #[arg(long, help = with_default("Keys (sources, victims, ...) tracked per detection window and kind; past it new keys are counted as cap_hits. About 100 bytes each: the aggregator's detection memory bound", DetectConfig::default().keys_cap))]
         pub detect_keys_cap: Option<usize>,
+        #[arg(long, help = with_default("latency alert: a TCP server's handshake round-trip p95 in a window at least this percent of its baseline (the median of its recent windows' p95s); 400 is 4 times", DetectConfig::default().latency_factor_pct))]
+        pub latency_factor_pct: Option<u64>,
+        #[arg(long, help = with_default("latency alert: handshakes a server needs in a window for the window to be judged (and to count in its baseline)", DetectConfig::default().latency_min_sessions))]
+        pub latency_min_sessions: Option<u64>,
+        #[arg(long, help = with_default("latency alert: judged windows whose p95s make a server's baseline (their lower median)", DetectConfig::default().latency_history))]
+        pub latency_history: Option<usize>,
+        #[arg(long, help = with_default("latency alert: judged windows a server needs before it can raise", DetectConfig::default().latency_warmup))]
+        pub latency_warmup: Option<usize>,
+        #[arg(long, help = with_default("Latency samples (handshake, data round trip) kept exactly per server and window; past it they are counted (tapflow_latency *_dropped) and the percentiles are those of the kept ones", crate::latency::DEFAULT_SAMPLES))]
+        pub latency_samples: Option<usize>,
+        #[arg(long, help = with_default("TCP servers whose latency is tracked per window; sessions of further servers are counted as cap_hits", crate::latency::DEFAULT_SERVERS))]
+        pub latency_servers: Option<usize>,
         /// Sources never reported as scanners (known scanners, monitoring hosts), e.g. 10.0.0.5/32.
         #[arg(long, value_delimiter = ',')]
         pub allow: Vec<String>,
@@ -337,6 +349,14 @@ fn detect_config(o: &Options, errors: &mut Vec<String>) -> DetectConfig {
         flood_pps: o.flood_pps.unwrap_or(d.flood_pps),
         reflection_sources: o.reflection_sources.unwrap_or(d.reflection_sources),
         keys_cap: o.detect_keys_cap.unwrap_or(d.keys_cap),
+        latency_factor_pct: o.latency_factor_pct.unwrap_or(d.latency_factor_pct),
+        latency_min_sessions: o.latency_min_sessions.unwrap_or(d.latency_min_sessions),
+        latency_history: o.latency_history.unwrap_or(d.latency_history),
+        latency_warmup: o.latency_warmup.unwrap_or(d.latency_warmup),
+        latency_caps: crate::latency::Caps {
+            samples: o.latency_samples.unwrap_or(d.latency_caps.samples),
+            servers: o.latency_servers.unwrap_or(d.latency_caps.servers),
+        },
         allow,
         ..d
     };
@@ -346,7 +366,25 @@ fn detect_config(o: &Options, errors: &mut Vec<String>) -> DetectConfig {
     if detect.keys_cap == 0 {
         errors.push("detect_keys_cap must be at least 1".to_owned());
     }
+    latency_checks(&detect, errors);
     detect
+}
+
+/// The latency settings that make sense: a factor above 100%, a warm-up within the history.
+fn latency_checks(d: &DetectConfig, errors: &mut Vec<String>) {
+    let factors = d.subnets.iter().filter_map(|t| t.latency_factor_pct);
+    if factors.chain([d.latency_factor_pct]).any(|k| k <= 100) {
+        errors.push("latency_factor_pct must be above 100 (the baseline itself)".to_owned());
+    }
+    if d.latency_warmup == 0 || d.latency_warmup > d.latency_history {
+        errors.push(format!(
+            "latency_warmup ({}) must be at least 1 and at most latency_history ({})",
+            d.latency_warmup, d.latency_history
+        ));
+    }
+    if d.latency_caps.samples == 0 || d.latency_caps.servers == 0 {
+        errors.push("latency_samples and latency_servers must be at least 1".to_owned());
+    }
 }
 
 #[cfg(test)]

@@ -25,12 +25,17 @@
 //! `udp_flood`, `icmp_flood`, `volumetric_flood` (other traffic) >= 20,000 packets/s or
 //! >= 1 Gbit/s to one victim averaged over 5 s.
 //!
+//! `latency`: a TCP server whose handshake round-trip p95 in a window (of at least 20
+//! handshakes) is at least 4 times (400%) the lower median of its p95s over its last 10 such
+//! windows, once it has 3 ([`latency`]).
+//!
 //! An attack that lasts is one episode ([`episode`]): a `start` event in the first window that
 //! raises it, `update`s while it goes on, an `end` with its peak when a window passes without
 //! it (or at end of stream).
 
 mod classify;
 mod episode;
+mod latency;
 mod window;
 
 use std::collections::BTreeMap;
@@ -38,7 +43,10 @@ use std::collections::BTreeMap;
 use tapflow_proto::conn::ConnRecord;
 use tapflow_proto::Addr;
 
+use crate::latency::{samples_of, Caps, Sample};
+
 pub use episode::{AlertEvent, AlertKey, AlertKind, EventKind};
+pub use latency::{DEFAULT_FACTOR_PCT, DEFAULT_HISTORY, DEFAULT_MIN_SESSIONS, DEFAULT_WARMUP};
 
 /// Detection settings; every default is the one DESIGN.md starts from.
 #[derive(Clone, Debug)]
@@ -68,6 +76,16 @@ pub struct DetectConfig {
     pub distinct_cap: usize,
     /// Keys kept per window and kind: past it new keys are dropped and counted.
     pub keys_cap: usize,
+    /// `latency`: a window's handshake p95 at least this percent of the server's baseline.
+    pub latency_factor_pct: u64,
+    /// `latency`: handshakes a server needs in a window for it to be judged.
+    pub latency_min_sessions: u64,
+    /// `latency`: judged windows whose p95s the baseline is the median of.
+    pub latency_history: usize,
+    /// `latency`: judged windows needed before a server can raise.
+    pub latency_warmup: usize,
+    /// Latency samples kept per server and window, and servers per window.
+    pub latency_caps: Caps,
     /// Thresholds for particular networks: scans by the scanner's network, floods and
     /// reflection by the victim's. The longest matching prefix wins.
     pub subnets: Vec<SubnetThresholds>,
@@ -87,6 +105,8 @@ pub struct SubnetThresholds {
     pub syn_flood_per_min: Option<u64>,
     pub reflection_sources: Option<usize>,
     pub flood_pps: Option<u64>,
+    pub latency_factor_pct: Option<u64>,
+    pub latency_min_sessions: Option<u64>,
 }
 
 impl DetectConfig {
@@ -123,6 +143,11 @@ impl Default for DetectConfig {
             episode_gap: 1,
             distinct_cap: 65_536,
             keys_cap: 1_000_000,
+            latency_factor_pct: DEFAULT_FACTOR_PCT,
+            latency_min_sessions: DEFAULT_MIN_SESSIONS,
+            latency_history: DEFAULT_HISTORY,
+            latency_warmup: DEFAULT_WARMUP,
+            latency_caps: Caps::default(),
             subnets: Vec::new(),
         }
     }
@@ -151,6 +176,8 @@ pub struct DetectInput {
     pub syn_acked: bool,
     /// History has `h`, `d` or `a`: the responder answered.
     pub answered: bool,
+    /// The session's latency samples (TCP with a timing only).
+    pub latency: Sample,
 }
 
 impl DetectInput {
@@ -180,6 +207,7 @@ impl From<&ConnRecord> for DetectInput {
             history_first: h.first().copied().unwrap_or(0),
             syn_acked: h.contains(&b'h'),
             answered: h.iter().any(|c| matches!(c, b'h' | b'd' | b'a')),
+            latency: samples_of(r),
         }
     }
 }

@@ -38,7 +38,10 @@ mod writer;
 pub use batch::{classify, measurement_of, Backoff, Batch, Delivery, Outcome, Settled};
 pub use http::check_url;
 pub use line::{EncodeError, Encoded, Field, Key, Point};
-pub use schema::{conn_point, health_point, CONN_MEASUREMENT, HEALTH_MEASUREMENT};
+pub use schema::{
+    conn_point, health_point, latency_point, CONN_MEASUREMENT, HEALTH_MEASUREMENT,
+    LATENCY_MEASUREMENT,
+};
 pub use spool::{default_spool_dir, Spool, SpoolError};
 pub use tls::{load_ca_file, redact_url};
 pub use unique::{uid_offset_ns, UniqueStats, Uniquifier};

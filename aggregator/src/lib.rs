@@ -17,6 +17,7 @@ pub mod health;
 pub mod inbox;
 pub mod influx;
 pub mod json;
+pub mod latency;
 pub mod logfile;
 pub mod members;
 pub mod points;

@@ -1,15 +1,17 @@
-//! InfluxDB points for alert events and per-window traffic (sans-IO). Session and health
-//! points are in [`crate::influx::schema`].
+//! InfluxDB points for alert events, per-window traffic and per-server latency (sans-IO).
+//! Session, health and latency point formats are in [`crate::influx::schema`].
 
 use std::collections::BTreeMap;
 
 use std::collections::HashMap;
 
+use tapflow_proto::conn::ConnRecord;
 use tapflow_proto::key::ip_proto;
 use tapflow_proto::upstream::{ConnBatch, ProcessorHeartbeat};
 
 use crate::detect::AlertEvent;
-use crate::influx::{Field, Point};
+use crate::influx::{latency_point, Field, Point};
+use crate::latency::{Caps, Closed, Tracker, TrackerStats};
 
 pub const ALERT_MEASUREMENT: &str = "tapflow_alert";
 pub const TRAFFIC_MEASUREMENT: &str = "tapflow_traffic";
@@ -77,6 +79,49 @@ pub fn alert_point(e: &AlertEvent) -> Point {
 
 fn secs(ns: u64) -> f64 {
     ns as f64 / 1e9
+}
+
+/// Per-server latency per detection window: `tapflow_latency` points as the released records
+/// close their windows (the detector's windows: same length and hold), all at the end.
+pub struct LatencyPoints {
+    tracker: Tracker,
+    window_s: u64,
+    closed: Vec<Closed>,
+}
+
+impl LatencyPoints {
+    pub fn new(window_s: u64, hold_s: u64, caps: Caps) -> LatencyPoints {
+        LatencyPoints {
+            tracker: Tracker::new(window_s, hold_s, caps),
+            window_s: window_s.max(1),
+            closed: Vec::new(),
+        }
+    }
+
+    /// The next final record in release order; points of the windows it closes into `out`.
+    pub fn on_record(&mut self, r: &ConnRecord, out: &mut Vec<Point>) {
+        self.tracker.on_record(r, &mut self.closed);
+        self.drain(out);
+    }
+
+    /// End of the records: every window's points into `out`.
+    pub fn finish(&mut self, out: &mut Vec<Point>) {
+        self.tracker.close_until(u64::MAX, &mut self.closed);
+        self.drain(out);
+    }
+
+    pub fn stats(&self) -> TrackerStats {
+        self.tracker.stats()
+    }
+
+    fn drain(&mut self, out: &mut Vec<Point>) {
+        for w in self.closed.drain(..) {
+            out.extend(w.servers.iter().enumerate().map(|(i, (server, s))| {
+                let ts = w.start_ns.saturating_add(i as u64);
+                latency_point(ts, self.window_s, server, s, w.over_cap)
+            }));
+        }
+    }
 }
 
 /// Per-window traffic by collector and protocol, summed over the processors' partials and
@@ -317,6 +362,48 @@ mod tests {
         assert!(
             line.contains("packets=7i") && line.contains("complete=false"),
             "{line}"
+        );
+    }
+
+    #[test]
+    fn latency_points_per_server_and_window_with_addresses_in_fields() {
+        use tapflow_proto::conn::Timing;
+        let mut r = crate::testutil::scan_and_sessions(2).remove(1);
+        r.timing = Some(Box::new(Timing {
+            tcp_synack_ns: Some(1_500_000),
+            tcp_ackdat_ns: Some(500_000),
+            ..Timing::default()
+        }));
+        let mut other = r.clone();
+        other.resp_p = 8443;
+        let mut l = LatencyPoints::new(60, 120, Caps::default());
+        let mut out = Vec::new();
+        l.on_record(&other, &mut out);
+        l.on_record(&r, &mut out);
+        assert!(out.is_empty(), "the window is held 120 s");
+        l.finish(&mut out);
+        let lines: Vec<String> = out
+            .iter()
+            .map(|p| {
+                let mut b = Vec::new();
+                let _ = p.encode(&mut b);
+                String::from_utf8_lossy(&b).into_owned()
+            })
+            .collect();
+        let start = r.ts_ns / 60_000_000_000 * 60_000_000_000;
+        assert_eq!(
+            lines[0],
+            format!(
+                "tapflow_latency,ip_version=4 resp_h=\"{}\",resp_p=443i,window_s=60i,\
+                 sessions=1i,tcp_rtt_n=1i,tcp_rtt_dropped=0i,tcp_rtt_p50=0.002,\
+                 tcp_rtt_p95=0.002,tcp_rtt_p99=0.002,tcp_rtt_max=0.002,data_rtt_n=0i {start}\n",
+                r.resp_h
+            )
+        );
+        assert!(
+            lines[1].contains("resp_p=8443i") && lines[1].ends_with(&format!(" {}\n", start + 1)),
+            "the second server one ns later: {}",
+            lines[1]
         );
     }
 

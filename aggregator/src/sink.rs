@@ -158,6 +158,11 @@ impl Sinks {
                 cfg.clone(),
                 config.processors,
                 config.influx_finish,
+                crate::points::LatencyPoints::new(
+                    config.detect.window_s,
+                    config.detect.hold_s,
+                    config.detect.latency_caps,
+                ),
             )?);
         }
         Ok(sinks)

@@ -170,6 +170,107 @@ impl Ipv4 {
     }
 }
 
+/// One complete TCP session from `client` to `server` starting at `start_us` (Unix
+/// microseconds), its packets with their times (sort them with other sessions' before
+/// writing): a handshake whose SYN/ACK comes `synack_us` after the SYN and whose ACK comes
+/// `ackdat_us` after that, a 3-byte request answered (and acknowledged) by a 4-byte response
+/// one round trip (`synack_us + ackdat_us`) later, its acknowledgement, then FINs both ways.
+pub fn tcp_session(
+    start_us: u64,
+    client: ([u8; 4], u16),
+    server: ([u8; 4], u16),
+    synack_us: u64,
+    ackdat_us: u64,
+) -> Vec<(u64, Ipv4)> {
+    use tcp::{ACK, FIN, PSH, SYN};
+    let (c, s) = (1000u32, 5000u32);
+    let rtt = synack_us + ackdat_us;
+    let t1 = start_us + synack_us;
+    let t2 = t1 + ackdat_us;
+    let req = t2 + 100;
+    let resp = req + rtt;
+    let end = resp + ackdat_us + 1000;
+    vec![
+        (start_us, Ipv4::tcp(client, server, SYN, c, 0, &[])),
+        (t1, Ipv4::tcp(server, client, SYN | ACK, s, c + 1, &[])),
+        (t2, Ipv4::tcp(client, server, ACK, c + 1, s + 1, &[])),
+        (
+            req,
+            Ipv4::tcp(client, server, PSH | ACK, c + 1, s + 1, b"req"),
+        ),
+        (
+            resp,
+            Ipv4::tcp(server, client, PSH | ACK, s + 1, c + 4, b"resp"),
+        ),
+        (
+            resp + ackdat_us,
+            Ipv4::tcp(client, server, ACK, c + 4, s + 5, &[]),
+        ),
+        (end, Ipv4::tcp(client, server, FIN | ACK, c + 4, s + 5, &[])),
+        (
+            end + rtt,
+            Ipv4::tcp(server, client, FIN | ACK, s + 5, c + 5, &[]),
+        ),
+        (
+            end + rtt + ackdat_us,
+            Ipv4::tcp(client, server, ACK, c + 5, s + 6, &[]),
+        ),
+    ]
+}
+
+/// Writes a capture of `n` [`tcp_session`]s from distinct client ports of 10.0.0.1 to
+/// `server`, one every `every_us` from `start_us`.
+pub fn handshakes_capture(
+    path: &Path,
+    start_us: u64,
+    server: ([u8; 4], u16),
+    n: u64,
+    every_us: u64,
+    (synack_us, ackdat_us): (u64, u64),
+) {
+    let mut packets: Vec<(u64, Ipv4)> = (0..n)
+        .flat_map(|i| {
+            let client = ([10, 0, 0, 1], 20_000 + (i % 40_000) as u16);
+            tcp_session(
+                start_us + i * every_us,
+                client,
+                server,
+                synack_us,
+                ackdat_us,
+            )
+        })
+        .collect();
+    packets.sort_by_key(|(t, _)| *t);
+    let mut pcap = PcapWriter::create(path);
+    for (t, p) in &packets {
+        pcap.packet(*t, p);
+    }
+    pcap.finish();
+}
+
+/// The first packet's time (Unix microseconds) of a classic pcap file (either byte order,
+/// micro- or nanosecond timestamps); `None` for anything else.
+pub fn first_packet_us(path: &Path) -> Option<u64> {
+    let bytes = std::fs::read(path).ok()?;
+    let word = |at: usize, le: bool| -> Option<u64> {
+        let b: [u8; 4] = bytes.get(at..at + 4)?.try_into().ok()?;
+        Some(u64::from(if le {
+            u32::from_le_bytes(b)
+        } else {
+            u32::from_be_bytes(b)
+        }))
+    };
+    let (le, nano) = match word(0, true)? {
+        0xa1b2_c3d4 => (true, false),
+        0xa1b2_3c4d => (true, true),
+        0xd4c3_b2a1 => (false, false),
+        0x4d3c_b2a1 => (false, true),
+        _ => return None,
+    };
+    let frac = word(28, le)?;
+    Some(word(24, le)? * 1_000_000 + if nano { frac / 1000 } else { frac })
+}
+
 /// The Internet checksum over `parts` (one's complement of the one's complement sum).
 fn checksum(parts: &[&[u8]]) -> u16 {
     let mut sum: u32 = 0;

@@ -9,6 +9,7 @@ use std::process::{Command, Output};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde_json::Value;
+use tapflow_integration_tests::craft::{first_packet_us, handshakes_capture};
 use tapflow_integration_tests::influxd::Influxd;
 use tapflow_integration_tests::{
     bin, read_text, repo_root, shared_pcaps, start_pipeline_opts, CollectorSpec,
@@ -614,8 +615,24 @@ fn grafana_dashboard_queries_return_data() {
         "--influx-finish-s",
         "30",
     ];
-    let run = start_pipeline_opts(&[CollectorSpec::pcap(&pcap, 2)], 2, &[], &agg)
-        .wait(Duration::from_secs(50));
+    // Sessions with handshakes to one server over the same minutes, from a second tap: data
+    // for the latency panels (the scan has none).
+    let made = tempfile::tempdir().expect("create a dir for the generated capture");
+    let handshakes = made.path().join("handshakes.pcap");
+    let scan_start = first_packet_us(&pcap).expect("the scan capture's first packet time");
+    handshakes_capture(
+        &handshakes,
+        scan_start,
+        ([192, 0, 2, 10], 443),
+        40,
+        1_000_000,
+        (2_000, 500),
+    );
+    let collectors = [
+        CollectorSpec::pcap(&pcap, 2),
+        CollectorSpec::pcap(&handshakes, 2),
+    ];
+    let run = start_pipeline_opts(&collectors, 2, &[], &agg).wait(Duration::from_secs(50));
     assert!(run.all_exited(), "{}", run.aggregator.1);
     let report = run.accounting();
     assert_eq!(

@@ -64,6 +64,12 @@ fn detection(out: &mut String, d: &DetectConfig) {
     kv(out, "flood_pps", d.flood_pps);
     kv(out, "reflection_sources", d.reflection_sources);
     kv(out, "detect_keys_cap", d.keys_cap);
+    kv(out, "latency_factor_pct", d.latency_factor_pct);
+    kv(out, "latency_min_sessions", d.latency_min_sessions);
+    kv(out, "latency_history", d.latency_history);
+    kv(out, "latency_warmup", d.latency_warmup);
+    kv(out, "latency_samples", d.latency_caps.samples);
+    kv(out, "latency_servers", d.latency_caps.servers);
     kv(out, "allow", toml_nets(&d.allow));
 }
 
@@ -114,6 +120,8 @@ fn subnet(out: &mut String, t: &SubnetThresholds) {
         ("syn_flood_per_min", t.syn_flood_per_min),
         ("reflection_sources", t.reflection_sources.map(|v| v as u64)),
         ("flood_pps", t.flood_pps),
+        ("latency_factor_pct", t.latency_factor_pct),
+        ("latency_min_sessions", t.latency_min_sessions),
     ];
     for (key, v) in thresholds {
         if let Some(v) = v {

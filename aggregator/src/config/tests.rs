@@ -318,3 +318,64 @@ fn metrics_off_loopback_need_metrics_public() {
         .expect("allowed with --metrics-public");
     assert!(text.lines().any(|l| l == "metrics_public = true"), "{text}");
 }
+
+#[test]
+fn latency_thresholds_are_global_and_per_subnet_and_checked() {
+    let args = Args::try_parse_from([
+        "a",
+        "--listen",
+        "tcp://127.0.0.1:5700",
+        "--processors",
+        "1",
+        "--plain",
+        "--latency-factor-pct",
+        "250",
+    ])
+    .expect("parsing the flags");
+    let file: Options = toml::from_str(
+        "latency_min_sessions = 50\nlatency_samples = 64\n\
+         [[subnet]]\nnet = '10.0.0.0/8'\nlatency_factor_pct = 800\nlatency_min_sessions = 5",
+    )
+    .expect("parsing the file");
+    let config = Config::merge(args, file).expect("a valid configuration");
+    let d = &config.detect;
+    assert_eq!(
+        (
+            d.latency_factor_pct,
+            d.latency_min_sessions,
+            d.latency_caps.samples
+        ),
+        (250, 50, 64)
+    );
+    let t = d
+        .subnet(tapflow_proto::Addr::from_v4([10, 1, 2, 3]))
+        .expect("the subnet's thresholds");
+    assert_eq!(
+        (t.latency_factor_pct, t.latency_min_sessions),
+        (Some(800), Some(5))
+    );
+    let text = config.resolved("", "");
+    for want in [
+        "latency_factor_pct = 250",
+        "latency_min_sessions = 5",
+        "latency_samples = 64",
+    ] {
+        assert!(
+            text.lines().any(|l| l == want),
+            "missing {want:?} in\n{text}"
+        );
+    }
+    let again: Options = toml::from_str(&text).expect("parsing the resolved configuration");
+    let again = Config::merge(Args::try_parse_from(["a"]).expect("no flag"), again)
+        .expect("the resolved configuration is valid");
+    assert_eq!(again.resolved("", ""), text);
+
+    let bad: Options = toml::from_str(
+        "listen = 'tcp://127.0.0.1:5700'\nprocessors = 1\nplain = true\n\
+         latency_factor_pct = 100\nlatency_warmup = 11",
+    )
+    .expect("parsing the file");
+    let ConfigError(errors) =
+        Config::from_options(bad).expect_err("a factor of 1 and a warm-up past the history");
+    assert_eq!(errors.len(), 2, "{errors:?}");
+}

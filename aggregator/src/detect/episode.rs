@@ -34,6 +34,8 @@ pub enum AlertKind {
     UdpFlood,
     IcmpFlood,
     VolumetricFlood,
+    /// A server's handshake round trips k times its own baseline ([`super::latency`]).
+    Latency,
     /// Pipeline health: a collector a processor no longer hears.
     CollectorSilent,
     /// Pipeline health: a collector losing more than the allowed share of its packets.
@@ -52,6 +54,7 @@ impl AlertKind {
             AlertKind::UdpFlood => "udp_flood",
             AlertKind::IcmpFlood => "icmp_flood",
             AlertKind::VolumetricFlood => "volumetric_flood",
+            AlertKind::Latency => "latency",
             AlertKind::CollectorSilent => "collector_silent",
             AlertKind::DropRate => "drop_rate",
         }

@@ -89,6 +89,8 @@ struct Scans {
     syn: HashMap<Addr, SynAgg>,
     /// victim -> distinct reflectors, and responses.
     reflection: HashMap<Addr, (Distinct<Addr>, u64)>,
+    /// TCP servers' latency samples.
+    latency: crate::latency::Window,
 }
 
 #[derive(Default, Debug)]
@@ -132,6 +134,7 @@ pub(super) struct Windows {
     judged_scans: u64,
     judged_volume: u64,
     cap_hits: u64,
+    baselines: super::latency::Baselines,
 }
 
 impl Windows {
@@ -145,11 +148,12 @@ impl Windows {
             judged_scans: 0,
             judged_volume: 0,
             cap_hits: 0,
+            baselines: super::latency::Baselines::default(),
         }
     }
 
     pub fn cap_hits(&self) -> u64 {
-        self.cap_hits
+        self.cap_hits + self.baselines.over_cap()
     }
 
     /// Adds a record's observations; false if its window was judged already (late).
@@ -222,6 +226,11 @@ impl Windows {
                 misses += 1;
             }
         }
+        let server = crate::latency::Server {
+            addr: r.resp_h,
+            port: r.resp_p,
+        };
+        misses += u64::from(!w.latency.add(server, r.latency, cfg.latency_caps));
         self.cap_hits += misses;
     }
 
@@ -289,9 +298,13 @@ impl Windows {
                 });
             match (next_scan, next_vol) {
                 (Some(s), v) if v.is_none_or(|v| s + self.len <= v + self.flood_len) => {
-                    let w = self.scans.remove(&s).unwrap_or_default();
+                    let mut w = self.scans.remove(&s).unwrap_or_default();
                     self.judged_scans = s + self.len;
-                    out.push((s, s + self.len, judge_scans(&w, cfg, self.len)));
+                    let mut alerts = judge_scans(&w, cfg, self.len);
+                    let servers = std::mem::take(&mut w.latency).summarise();
+                    self.baselines
+                        .judge(s, self.len, &servers, cfg, &mut alerts);
+                    out.push((s, s + self.len, alerts));
                 }
                 (_, Some(v)) => {
                     let w = self.volume.remove(&v).unwrap_or_default();

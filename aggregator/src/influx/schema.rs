@@ -7,7 +7,12 @@
 //! |------------------|------------------------------------|--------|
 //! | `tapflow_conn`   | `proto`, `conn_state`, `ip_version` | `uid`, `orig_h`, `orig_p`, `resp_h`, `resp_p`, `ip_proto`, `duration` (s, float), `orig_bytes`, `resp_bytes`, `missed_bytes`, `history`, `orig_pkts`, `orig_ip_bytes`, `resp_pkts`, `resp_ip_bytes`, `community_id`, `tunnel_parents`, `local_orig`, `local_resp`, `vlan`, `evicted` |
 //! | `tapflow_health` | `component`, `name`                | one integer field per counter |
+//! | `tapflow_latency` | `ip_version`                      | `resp_h`, `resp_p`, `window_s`, `sessions`, `tcp_rtt_n`, `tcp_rtt_dropped`, `tcp_rtt_p50`, `tcp_rtt_p95`, `tcp_rtt_p99`, `tcp_rtt_max`, `data_rtt_n`, `data_rtt_dropped`, `data_rtt_p50`, `data_rtt_p95`, `data_rtt_p99`, `data_rtt_max` (s, float), `servers_over_cap` |
 //!
+//! `tapflow_latency` is one point per TCP server and detection window ([`crate::latency`]):
+//! stamped at the window's start plus the server's rank in (address, port) order, in ns (so the
+//! points of one window never replace each other). Percentile fields are left out when the
+//! window had no sample of that kind; `servers_over_cap` only when the servers cap was hit.
 //! Session points are stamped at the first packet's time plus the uid's offset
 //! ([`super::unique::uid_offset_ns`]).
 
@@ -18,9 +23,11 @@ use tapflow_proto::key::ip_proto;
 
 use super::line::{Field, Point};
 use super::unique::uid_offset_ns;
+use crate::latency::{Percentiles, Server, Summary};
 
 pub const CONN_MEASUREMENT: &str = "tapflow_conn";
 pub const HEALTH_MEASUREMENT: &str = "tapflow_health";
+pub const LATENCY_MEASUREMENT: &str = "tapflow_latency";
 
 /// One final session as a point. `parents` are the tunnel parents' uids, resolved as for the
 /// conn log; they are written comma-joined.
@@ -104,6 +111,48 @@ pub fn health_point(
         .iter()
         .map(|(k, v)| (k.clone().into(), Field::UInt(*v)))
         .collect();
+    p
+}
+
+/// One server's latency in one window (see the module's table), at `ts_ns`.
+pub fn latency_point(
+    ts_ns: u64,
+    window_s: u64,
+    server: &Server,
+    s: &Summary,
+    over_cap: u64,
+) -> Point {
+    let ip_version = if server.addr.is_v4() { "4" } else { "6" };
+    let mut p = Point::new(LATENCY_MEASUREMENT, ts_ns)
+        .tag("ip_version", ip_version)
+        .field("resp_h", Field::Str(server.addr.to_string()))
+        .field("resp_p", Field::UInt(server.port.into()))
+        .field("window_s", Field::UInt(window_s))
+        .field("sessions", Field::UInt(s.sessions));
+    for (name, pct) in [("tcp_rtt", &s.tcp_rtt), ("data_rtt", &s.data_rtt)] {
+        p = percentile_fields(p, name, pct);
+    }
+    if over_cap > 0 {
+        p = p.field("servers_over_cap", Field::UInt(over_cap));
+    }
+    p
+}
+
+fn percentile_fields(mut p: Point, name: &str, pct: &Option<Percentiles>) -> Point {
+    let secs = |ns: u64| Field::Float(ns as f64 / 1e9);
+    let Some(v) = pct else {
+        return p.field(format!("{name}_n"), Field::UInt(0));
+    };
+    for (suffix, value) in [
+        ("n", Field::UInt(v.n)),
+        ("dropped", Field::UInt(v.dropped)),
+        ("p50", secs(v.p50)),
+        ("p95", secs(v.p95)),
+        ("p99", secs(v.p99)),
+        ("max", secs(v.max)),
+    ] {
+        p = p.field(format!("{name}_{suffix}"), value);
+    }
     p
 }
 

@@ -11,7 +11,7 @@ use super::{Sink, SinkError};
 use crate::accounting::AccountingReport;
 use crate::detect::AlertEvent;
 use crate::influx::{conn_point, health_point, InfluxConfig, InfluxWriter, Point};
-use crate::points::{alert_point, LiveHealth, TrafficMerge};
+use crate::points::{alert_point, LatencyPoints, LiveHealth, TrafficMerge};
 
 pub struct Influx {
     /// `None` once finished.
@@ -20,6 +20,7 @@ pub struct Influx {
     finish_within: Duration,
     traffic: TrafficMerge,
     live_health: LiveHealth,
+    latency: LatencyPoints,
     /// Points of the message being handled, sent by [`Sink::flush`].
     points: Vec<Point>,
 }
@@ -30,12 +31,14 @@ impl Influx {
         cfg: InfluxConfig,
         processors: usize,
         finish_within: Duration,
+        latency: LatencyPoints,
     ) -> Result<Influx, SinkError> {
         Ok(Influx {
             writer: Some(InfluxWriter::start(cfg)?),
             finish_within,
             traffic: TrafficMerge::new(processors),
             live_health: LiveHealth::default(),
+            latency,
             points: Vec::new(),
         })
     }
@@ -57,6 +60,7 @@ impl Sink for Influx {
 
     fn on_conn(&mut self, r: &ConnRecord, parents: &[String]) -> Result<(), SinkError> {
         self.points.push(conn_point(r, parents));
+        self.latency.on_record(r, &mut self.points);
         Ok(())
     }
 
@@ -88,11 +92,15 @@ impl Sink for Influx {
                     .map(|(k, v)| (format!("influx_{k}"), v)),
             );
         }
+        let l = self.latency.stats();
+        out.push(("latency_late".into(), l.late));
+        out.push(("latency_servers_over_cap".into(), l.servers_over_cap));
     }
 
-    /// Every traffic window closes.
+    /// Every traffic and latency window closes.
     fn end_of_records(&mut self) -> Result<(), SinkError> {
         self.traffic.emit(true, &mut self.points);
+        self.latency.finish(&mut self.points);
         Ok(())
     }
 
