@@ -587,7 +587,7 @@ mod tests {
         let mut packets = parse_tshark(TSHARK).expect("parse tshark's output");
         packets.truncate(3);
         packets[2].ack = 1; // the ACK does not acknowledge the SYN/ACK
-        let s = tshark_streams(packets).remove(0);
+        let s = tshark_streams(packets.clone()).remove(0);
         assert_eq!(handshake_model(&s), (Some(127_521_774), None));
         packets[1].ack = 5; // the SYN/ACK does not answer the SYN
         let s = tshark_streams(packets).remove(0);
