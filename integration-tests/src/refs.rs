@@ -359,14 +359,15 @@ pub struct NfFlow {
 }
 
 /// The Python that has nfstream: `$TAPFLOW_NFSTREAM_PYTHON`, the venv that
-/// `deploy/install-deps.sh` makes, or `python3`; fails, naming the script, when none imports it.
+/// `deploy/install-deps.sh` makes (under `$XDG_CACHE_HOME` or `~/.cache`), or `python3`; fails, naming the script, when none imports it.
 pub fn nfstream_python() -> PathBuf {
-    let home = std::env::var_os("HOME")
+    let cache = std::env::var_os("XDG_CACHE_HOME")
         .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
         .unwrap_or_default();
     let candidates = [
         std::env::var_os("TAPFLOW_NFSTREAM_PYTHON").map(PathBuf::from),
-        Some(home.join(".cache/tapflow/nfstream-venv/bin/python")),
+        Some(cache.join("tapflow/nfstream-venv/bin/python")),
         Some(PathBuf::from("python3")),
     ];
     let found = candidates.into_iter().flatten().find(|p| {
