@@ -569,3 +569,39 @@ fn ip_addresses(link: tapflow_collector::decode::LinkType, frame: &[u8]) -> Opti
         _ => None,
     }
 }
+
+/// A conn log written through two taps split by direction against the same capture through
+/// one tap: a round trip always pairs packets of opposite directions, so in the two-tap log
+/// every TCP record with a complete handshake measured (`tcp_rtt`) and not tunnelled carries
+/// `"rtt_cross_tap":true`, no record without a round trip does, and the one-tap log has none.
+/// Returns the two-tap log without the flag (to compare with the one-tap log byte for byte)
+/// and how many records carry it.
+pub fn without_cross_tap(one: &str, two: &str, what: &str) -> (String, usize) {
+    const FLAG: &str = ",\"rtt_cross_tap\":true";
+    assert!(
+        !one.contains(FLAG),
+        "{what}: one tap, yet a cross-tap round trip"
+    );
+    let mut flagged = 0;
+    for line in two.lines() {
+        let c: Value = serde_json::from_str(line).unwrap_or_default();
+        let flag = c.get("rtt_cross_tap") == Some(&Value::Bool(true));
+        flagged += usize::from(flag);
+        let round_trip = [
+            "tcp_synack",
+            "tcp_ackdat",
+            "orig_ack_rtt_n",
+            "resp_ack_rtt_n",
+        ]
+        .iter()
+        .any(|k| c.get(*k).is_some());
+        assert!(
+            !flag || round_trip,
+            "{what}: flagged without a round trip: {line}"
+        );
+        if c.get("tcp_rtt").is_some() && c.get("tunnel_parents").is_none() {
+            assert!(flag, "{what}: a handshake across taps not flagged: {line}");
+        }
+    }
+    (two.replace(FLAG, ""), flagged)
+}

@@ -10,8 +10,8 @@ use tapflow_integration_tests::zeek::{
     assert_golden, golden_path, json_row, parse_zeek_log, Tally, IGNORE_CHECKSUMS,
 };
 use tapflow_integration_tests::{
-    captures, collector_exit_code, run_pipeline, shared_pcaps, split_by_direction, CollectorSpec,
-    PipelineRun,
+    captures, collector_exit_code, run_pipeline, shared_pcaps, split_by_direction,
+    without_cross_tap, CollectorSpec, PipelineRun,
 };
 
 const TIMEOUT: Duration = Duration::from_secs(120);
@@ -100,8 +100,14 @@ fn pipeline_sessions_agree_with_zeek() {
 
 #[test]
 fn conn_log_is_identical_with_1_2_and_3_processors() {
+    const TIMED: [&str; 4] = [
+        "\"tcp_rtt\"",
+        "\"orig_iat_stddev\"",
+        "\"resp_iat_mean\"",
+        "\"orig_ack_rtt_n\"",
+    ];
     let Some(pcaps) = shared_pcaps() else { return };
-    let mut lines = 0;
+    let (mut lines, mut timed) = (0, [0; 4]);
     for file in captures(&pcaps) {
         let name = file
             .file_name()
@@ -127,16 +133,23 @@ fn conn_log_is_identical_with_1_2_and_3_processors() {
             "{name}: 1 vs 3 processors"
         );
         lines += runs[0].conn_log.lines().count();
+        for (i, field) in TIMED.iter().enumerate() {
+            timed[i] += runs[0].conn_log.matches(field).count();
+        }
     }
     assert!(lines > 1000, "the captures give sessions: {lines}");
-    println!("{lines} conn records identical with 1, 2 and 3 processors");
+    // The latency fields are in what was compared (issue 15).
+    assert!(timed.iter().all(|&n| n > 20), "{TIMED:?}: {timed:?}");
+    println!(
+        "{lines} conn records identical with 1, 2 and 3 processors; with {TIMED:?}: {timed:?}"
+    );
 }
 
 #[test]
 fn two_taps_seeing_one_direction_each_give_the_same_sessions_as_one() {
     let Some(pcaps) = shared_pcaps() else { return };
     let dir = tempfile::tempdir().expect("create a temp dir");
-    let mut compared = 0;
+    let (mut compared, mut flagged) = (0, 0);
     for name in [
         "zeek-ssh.pcap",
         "zeek-ftp-bigtransfer.pcap",
@@ -144,6 +157,7 @@ fn two_taps_seeing_one_direction_each_give_the_same_sessions_as_one() {
         "evilfingers-nmap-connect-scan.pcap",
         "zeek-tunnels-vxlan.pcap",
         "zeek-quic-firefox-cloudflare.pcap",
+        "tcpdump-tcp-handshake-nano.pcap",
     ] {
         let (all, fwd, rev) = (
             dir.path().join(format!("{name}.all.pcap")),
@@ -171,13 +185,17 @@ fn two_taps_seeing_one_direction_each_give_the_same_sessions_as_one() {
         assert_no_cap_hits(name, &one);
         assert_no_cap_hits(name, &two);
         assert!(!one.conn_log.is_empty(), "{name}");
+        let (two_log, cross) = without_cross_tap(&one.conn_log, &two.conn_log, name);
         assert_eq!(
-            one.conn_log, two.conn_log,
-            "{name}: one tap vs two taps by direction"
+            one.conn_log, two_log,
+            "{name}: one tap vs two taps by direction (but for rtt_cross_tap)"
         );
         compared += one.conn_log.lines().count();
+        flagged += cross;
     }
+    assert!(flagged > 50, "round trips measured across taps: {flagged}");
     println!(
-        "{compared} conn records identical through one tap and through two taps split by direction"
+        "{compared} conn records identical through one tap and through two taps split by \
+         direction, but for rtt_cross_tap on {flagged}"
     );
 }

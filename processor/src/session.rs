@@ -44,10 +44,13 @@
 //! entries that drops stale entries instead of growing. A flow's state is a fixed-size record
 //! with its history inline (15 letters); only tunnelled flows and flows with content gaps,
 //! out-of-order data, TCP bad checksums or long histories get a boxed side record, once per
-//! flow. Steady-state packets allocate nothing. [`FlowTable::flow_entry_bytes`],
-//! [`FlowTable::memory_bytes`] and [`FlowTable::bytes_per_flow`] report the footprint at full
-//! table, computed from the sizes: 224 bytes of entry, 255 bytes per flow with heap and index
-//! (254,971,664 bytes at 1M flows; the index briefly 1.5 times its share while it grows).
+//! flow. Latency and jitter (issue 15, `timing`) live in a second box of
+//! [`FlowTable::timing_box_bytes`] (304) bytes, made at a flow's second counted packet: a flow
+//! of one packet (a scan probe, a lone datagram) never has one. Steady-state packets allocate
+//! nothing. [`FlowTable::flow_entry_bytes`], [`FlowTable::memory_bytes`] and
+//! [`FlowTable::bytes_per_flow`] report the footprint at full table, computed from the sizes:
+//! 232 bytes of entry, 263 bytes per flow with heap and index (262,971,664 bytes at 1M flows;
+//! the index briefly 1.5 times its share while it grows), timing boxes not included.
 //!
 //! The end of stream does not turn the whole table into records at once (a [`ConnRecord`]
 //! with its strings is ~390 bytes, more than the flow): [`FlowTable::begin_flush`] orders the
@@ -63,6 +66,7 @@ mod table;
 mod tcp;
 #[cfg(test)]
 mod tests;
+mod timed;
 mod timing;
 
 pub use table::FlowTable;

@@ -26,11 +26,8 @@
 //! Every decision is by packet time and arrival order.
 
 use tapflow_proto::conn::{DurStats, Timing};
-use tapflow_proto::key::ip_proto;
 use tapflow_proto::summary::tcp as tf;
 use tapflow_proto::PacketSummary;
-
-use super::flow::{physical, Ctx, Flow, L4};
 
 /// "Undefined" for a handshake time.
 const NONE: u64 = u64::MAX;
@@ -108,8 +105,26 @@ fn seq_lt(a: u32, b: u32) -> bool {
 }
 
 impl TimingState {
+    /// The state of a flow whose one counted packet so far, at `ts` in counting slot `k` from
+    /// collector `tap`, was a SYN without ACK from physical side `syn.0` with sequence number
+    /// `syn.1`, or (`None`) something else.
+    pub(super) fn seeded(ts: u64, k: usize, tap: u16, syn: Option<(usize, u32)>) -> TimingState {
+        let mut st = TimingState::default();
+        st.last[k] = ts;
+        st.hs = match syn {
+            Some((side, seq)) => Hs::Syn {
+                side: side as u8,
+                seq,
+                ts,
+                tap,
+            },
+            None => Hs::Over,
+        };
+        st
+    }
+
     /// A counted packet in counting slot `k` at `t`.
-    fn gap(&mut self, k: usize, t: u64) {
+    pub(super) fn gap(&mut self, k: usize, t: u64) {
         if self.last[k] != NONE {
             self.iat[k].add(t.saturating_sub(self.last[k]));
         }
@@ -117,7 +132,7 @@ impl TimingState {
     }
 
     /// A counted TCP packet from physical side `a` (flags, numbers and time from `s`).
-    fn tcp(&mut self, s: &PacketSummary, a: usize, tap: u16) {
+    pub(super) fn tcp(&mut self, s: &PacketSummary, a: usize, tap: u16) {
         let f = s.tcp_flags;
         let (syn, ack, rst) = (f & tf::SYN != 0, f & tf::ACK != 0, f & tf::RST != 0);
         self.handshake(s, a as u8, tap, (syn, ack, rst));
@@ -205,7 +220,7 @@ impl TimingState {
     }
 
     /// The record's timing, oriented: `o` is the originator's counting slot and physical side.
-    fn record(&self, o: usize) -> Option<Box<Timing>> {
+    pub(super) fn record(&self, o: usize) -> Option<Box<Timing>> {
         let r = 1 - o;
         let defined = |v: u64| (v != NONE).then_some(v);
         let t = Timing {
@@ -218,64 +233,6 @@ impl TimingState {
             rtt_cross_tap: self.cross_tap,
         };
         (!t.is_empty()).then(|| Box::new(t))
-    }
-}
-
-impl Flow {
-    /// Applies one packet from collector `tap` ([`Flow::apply`]) and updates the timing;
-    /// `created`: the packet created the flow.
-    pub fn apply_timed(&mut self, s: &PacketSummary, tap: u16, ctx: &Ctx, created: bool) {
-        if self.timing.is_none() && self.pkts != [0, 0] {
-            self.timing = Some(self.seed_timing());
-        }
-        let before = self.pkts;
-        self.apply(s, ctx);
-        let k = if self.pkts[0] != before[0] {
-            0
-        } else if self.pkts[1] != before[1] {
-            1
-        } else {
-            return;
-        };
-        if self.timing.is_none() && created {
-            self.tap0 = tap;
-            return;
-        }
-        let tcp = self.key.proto == ip_proto::TCP;
-        let st = self.timing.get_or_insert_with(Box::default);
-        st.gap(k, s.ts_ns);
-        if tcp {
-            st.tcp(s, physical(s), tap);
-        }
-    }
-
-    /// The box for a flow whose one counted packet so far is the one that created it, as that
-    /// packet left it (called before the flow's next packet is applied).
-    fn seed_timing(&self) -> Box<TimingState> {
-        let mut st = Box::<TimingState>::default();
-        let k = usize::from(self.pkts[0] == 0);
-        st.last[k] = self.first_ts;
-        st.hs = Hs::Over;
-        if let L4::Tcp(e) = &self.l4 {
-            // Only the first packet's sender has flags: a SYN without ACK starts a handshake.
-            for a in 0..2 {
-                let f = self.tcp_flags[a];
-                if f & (tf::SYN | tf::ACK | tf::RST) == tf::SYN {
-                    st.hs = Hs::Syn {
-                        side: a as u8,
-                        seq: e[a].start_seq,
-                        ts: self.first_ts,
-                        tap: self.tap0,
-                    };
-                }
-            }
-        }
-        st
-    }
-
-    /// The record's timing as it stands.
-    pub fn timing_record(&self) -> Option<Box<Timing>> {
-        self.timing.as_ref()?.record(self.orig_index())
     }
 }
 

@@ -14,7 +14,9 @@
 //! | `ts_ns`, `duration_ns` | first and last packet before 2200-01-01 ([`MAX_TS_NS`])         |
 //! | counts           | each at most 2^53 ([`MAX_COUNT`]); IP bytes at most `u32::MAX` a packet |
 //! | `split`          | only the [`super::split`] bits                                        |
-//! | `timing` times   | each at most [`MAX_TS_NS`]; per set min <= max, n*min <= sum <= n*max, |
+//! | `timing` times   | each, and each set's sum (gaps and one direction's round trips do not  |
+//! |                  | overlap), at most [`MAX_TS_NS`]; min <= max <= sum <= n*max,           |
+//! |                  | n*min <= sum,                                                         |
 //! |                  | sum*min <= sum_sq <= sum*max (reason `time`)                           |
 //! | `timing` counts  | inter-arrival gaps fewer than the direction's packets; round trips at  |
 //! |                  | most the acknowledging direction's packets (reason `count`)            |
@@ -166,7 +168,8 @@ fn timing_times_valid(t: &Timing) -> bool {
         );
         s.n == 0
             || (s.min <= s.max
-                && s.max <= MAX_TS_NS
+                && s.max <= s.sum
+                && s.sum <= MAX_TS_NS
                 && n * min <= sum
                 && sum <= n * max
                 && sum.saturating_mul(min) <= s.sum_sq
@@ -329,7 +332,7 @@ mod tests {
                 orig_iat: stats(&[1, 2, 3, 4]),
                 resp_iat: stats(&[5, 7, 9]),
                 orig_ack_rtt: stats(&[10; 4]),
-                resp_ack_rtt: stats(&[MAX_TS_NS; 5]),
+                resp_ack_rtt: stats(&[MAX_TS_NS / 5; 5]),
                 rtt_cross_tap: true,
             })
         };
