@@ -220,7 +220,7 @@ pub fn tshark_streams(packets: Vec<TsharkPacket>) -> Vec<TsharkStream> {
 /// stream's packets: `synack` from the last SYN before the first SYN/ACK from the other side
 /// that acknowledges that SYN's sequence number + 1; `ackdat` from the last such SYN/ACK
 /// before the first non-SYN ACK (or RST) from the SYN's sender after it, defined when that
-/// packet acknowledges the SYN/ACK's sequence number + 1 (a SYN/ACK repeated for a
+/// packet is no RST and acknowledges the SYN/ACK's sequence number + 1 (a SYN/ACK repeated for a
 /// retransmitted SYN restarts it, as in Argus, where it is the SYN/ACK sender's last packet).
 /// Nothing when both sides send a SYN without ACK (simultaneous open, split handshake). Used
 /// only to explain where a reference differs.
@@ -254,8 +254,9 @@ pub fn handshake_model(stream: &TsharkStream) -> (Option<i64>, Option<i64>) {
             && p.flags & flag::SYN == 0
             && p.flags & (flag::ACK | flag::RST) != 0
         {
-            ackdat = (p.flags & flag::ACK != 0 && p.ack == synack.seq.wrapping_add(1))
-                .then_some(p.ts_ns - synack.ts_ns);
+            let acks = p.flags & (flag::ACK | flag::RST) == flag::ACK;
+            ackdat =
+                (acks && p.ack == synack.seq.wrapping_add(1)).then_some(p.ts_ns - synack.ts_ns);
             break;
         }
     }
