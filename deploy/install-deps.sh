@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
-# Installs the Debian packages tapflow builds, runs and tests with, when missing.
+# Installs the Debian packages tapflow builds, runs and tests with, when missing, and the
+# reference tools the latency comparisons run (integration-tests/tests/latency_refs.rs):
+# tshark, Argus (argus, ra) and nfstream (PyPI, in a venv under ~/.cache/tapflow).
 # Usage: deploy/install-deps.sh   (as root, or with sudo available)
 set -euo pipefail
 
-packages=(pkg-config libpcap-dev libzmq3-dev python3 tcpdump influxdb tcpreplay hping3 nmap iproute2 ethtool libcap2-bin curl openssl ca-certificates)
+packages=(pkg-config libpcap-dev libzmq3-dev python3 tcpdump influxdb tcpreplay hping3 nmap iproute2 ethtool libcap2-bin curl openssl ca-certificates tshark argus-server argus-client python3-venv)
 missing=()
 for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")
@@ -13,10 +15,29 @@ if ((${#missing[@]})); then
     sudo_cmd=()
     [[ $(id -u) -eq 0 ]] || sudo_cmd=(sudo)
     "${sudo_cmd[@]}" apt-get update -qq
+    # tshark asks whether non-root users may capture: no (tapflow's tests run as root).
+    echo "wireshark-common wireshark-common/install-setuid boolean false" |
+        "${sudo_cmd[@]}" debconf-set-selections
     DEBIAN_FRONTEND=noninteractive "${sudo_cmd[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 # The Debian influxdb package starts a system service; tapflow starts its own throwaway
 # instances on temporary directories and free ports, so the system one is not needed.
 if command -v systemctl >/dev/null && systemctl is-active --quiet influxdb 2>/dev/null; then
     systemctl stop influxdb || true
+fi
+# Debian's argus-server starts a capturing daemon where systemd runs: the tests run
+# `argus -r` on files only.
+if command -v systemctl >/dev/null && systemctl is-active --quiet argus-server 2>/dev/null; then
+    systemctl stop argus-server || true
+fi
+
+# nfstream (pinned) for the inter-arrival comparison, in its own venv: the test finds it there
+# (or TAPFLOW_NFSTREAM_PYTHON, or a python3 that already imports it).
+nfstream_version=6.6.0
+venv="${XDG_CACHE_HOME:-$HOME/.cache}/tapflow/nfstream-venv"
+has_nfstream() { "$1" -c "import nfstream, sys; sys.exit(nfstream.__version__ != '$nfstream_version')" 2>/dev/null; }
+if ! has_nfstream python3 && ! has_nfstream "$venv/bin/python"; then
+    echo "installing nfstream==$nfstream_version into $venv" >&2
+    python3 -m venv "$venv"
+    "$venv/bin/pip" install -q --disable-pip-version-check "nfstream==$nfstream_version"
 fi

@@ -20,6 +20,7 @@ pub mod cluster;
 pub mod craft;
 pub mod fifo;
 pub mod ports;
+pub mod refs;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
