@@ -5,7 +5,8 @@
 //!   `ackdat` is the time of the first non-SYN ACK from the SYN's sender minus the SYN/ACK's,
 //!   when it acknowledges the SYN/ACK's sequence number + 1 (Argus's `ackdat`). Only the last
 //!   SYN is kept: a SYN/ACK answering an earlier SYN with another sequence number does not
-//!   validate, and is ignored. A repeated SYN/ACK keeps the first one's time. Nothing is
+//!   validate, and is ignored. A repeated SYN/ACK restarts `ackdat` (Argus measures it from the
+//!   last SYN/ACK). Nothing is
 //!   measured when the first packet counted is not a SYN (mid-stream), when both sides send a
 //!   SYN without ACK (simultaneous open), or when the first ACK after the SYN/ACK (or a RST)
 //!   does not acknowledge it.
@@ -219,6 +220,16 @@ impl TimingState {
                 Hs::SynAck {
                     side: a,
                     seq: s.seq,
+                    ts: t,
+                    tap,
+                }
+            }
+            // A repeated SYN/ACK (the SYN was retransmitted) restarts `ackdat`, as Argus
+            // measures it from the SYN/ACK sender's last one.
+            Hs::SynAck { side, seq, .. } if syn && ack && !rst && side == a && s.seq == seq => {
+                Hs::SynAck {
+                    side,
+                    seq,
                     ts: t,
                     tap,
                 }

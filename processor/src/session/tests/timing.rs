@@ -110,6 +110,20 @@ fn the_last_matching_syn_is_the_one_answered() {
 }
 
 #[test]
+fn a_repeated_syn_ack_restarts_ackdat() {
+    // zeek-ssh's stream 18: the SYN/ACK is answered by a retransmitted SYN, so the server
+    // repeats it; the ACK answers the last SYN/ACK (Argus's `ackdat`, tshark's initial RTT).
+    let v = [
+        tcp(0, true, "S", 100, 0, 0),
+        tcp(1, false, "SA", 300, 101, 0),
+        tcp(100, true, "S", 100, 0, 0),
+        tcp(101, false, "SA", 300, 101, 0),
+        tcp(102, true, "A", 101, 301, 0),
+    ];
+    check_timing(&v, &["hs 1/1 iat 2:2..100:102 1:100..100:100 rtt - -"]);
+}
+
+#[test]
 fn handshakes_that_do_not_validate_have_no_split() {
     // The SYN/ACK acknowledges something else.
     check_timing(
