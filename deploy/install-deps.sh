@@ -1,11 +1,22 @@
 #!/usr/bin/env bash
-# Installs the Debian packages tapflow builds, runs and tests with, when missing, and the
-# reference tools the latency comparisons run (integration-tests/tests/latency_refs.rs):
-# tshark, Argus (argus, ra) and nfstream (PyPI, in a venv under ~/.cache/tapflow).
-# Usage: deploy/install-deps.sh   (as root, or with sudo available)
+# Installs the Debian packages tapflow builds, runs and tests with, when missing. With
+# --test (deploy/test.sh), also the reference tools the latency comparisons run
+# (integration-tests/tests/latency_refs.rs): tshark, Argus (argus, ra) and nfstream (PyPI, in a
+# venv under ~/.cache/tapflow).
+# Usage: deploy/install-deps.sh [--test]   (as root, or with sudo available)
 set -euo pipefail
 
-packages=(pkg-config libpcap-dev libzmq3-dev python3 tcpdump influxdb tcpreplay hping3 nmap iproute2 ethtool libcap2-bin curl openssl ca-certificates tshark argus-server argus-client python3-venv)
+with_test_tools=false
+case "${1:-}" in
+    --test) with_test_tools=true ;;
+    "") ;;
+    *) echo "usage: deploy/install-deps.sh [--test]" >&2; exit 2 ;;
+esac
+
+packages=(pkg-config libpcap-dev libzmq3-dev python3 tcpdump influxdb tcpreplay hping3 nmap iproute2 ethtool libcap2-bin curl openssl ca-certificates)
+if $with_test_tools; then
+    packages+=(tshark argus-server argus-client python3-venv)
+fi
 missing=()
 for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")
@@ -31,6 +42,7 @@ if command -v systemctl >/dev/null && systemctl is-active --quiet argus-server 2
     systemctl stop argus-server || true
 fi
 
+$with_test_tools || exit 0
 # nfstream (pinned) for the inter-arrival comparison, in its own venv: the test finds it there
 # (or TAPFLOW_NFSTREAM_PYTHON, or a python3 that already imports it).
 nfstream_version=6.6.0

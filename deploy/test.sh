@@ -7,7 +7,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-deploy/install-deps.sh
+deploy/install-deps.sh --test
 export CARGO_TERM_COLOR=never
 
 cargo fmt --all --check

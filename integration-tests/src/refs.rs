@@ -5,7 +5,7 @@
 //! capture; its output is parsed into per-flow values keyed by endpoints. The comparisons are
 //! in `tests/latency_refs.rs`.
 //!
-//! The tools are installed by `deploy/install-deps.sh`; a missing one fails the test that
+//! The tools are installed by `deploy/install-deps.sh --test`; a missing one fails the test that
 //! needs it, naming the script (CI installs them).
 //!
 //! Times are integer nanoseconds parsed exactly from the tools' decimal text (no float).
@@ -85,7 +85,7 @@ fn run(program: &str, args: &[&str]) -> std::process::Output {
     let out = Command::new(program).args(args).output();
     assert!(
         out.is_ok(),
-        "cannot run `{program}` ({out:?}): install the reference tools with deploy/install-deps.sh"
+        "cannot run `{program}` ({out:?}): install the reference tools with deploy/install-deps.sh --test"
     );
     out.expect("run a reference tool")
 }
@@ -379,7 +379,7 @@ pub fn nfstream_python() -> PathBuf {
     });
     assert!(
         found.is_some(),
-        "no Python with nfstream: install it with deploy/install-deps.sh"
+        "no Python with nfstream: install it with deploy/install-deps.sh --test"
     );
     found.expect("a Python with nfstream")
 }

@@ -19,7 +19,7 @@
 //! (named in the category); anything else is `UNEXPLAINED` and fails the test. The counts per
 //! category are held exactly against `golden/latency_refs.tsv` (refreshed with
 //! `UPDATE_GOLDEN=1`, reviewed in the diff). The reference tools must be installed
-//! (`deploy/install-deps.sh`): a missing one fails the test.
+//! (`deploy/install-deps.sh --test`): a missing one fails the test.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
