@@ -30,6 +30,7 @@ use serde_json::Value;
 
 pub mod faults;
 pub mod influxd;
+pub mod inprocess;
 pub mod zeek;
 pub mod zeek_corpus;
 

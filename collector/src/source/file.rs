@@ -50,13 +50,20 @@ impl FileSource {
             what: what.clone(),
             msg,
         };
-        let mut file = File::open(path).map_err(|e| open_error(e.to_string()))?;
-        let mut magic = [0u8; 4];
-        let is_pcapng = file.read_exact(&mut magic).is_ok() && magic == PCAPNG_MAGIC;
-        let (input, link) = if is_pcapng {
+        // Only a regular file is opened to sniff its magic (and rewound): a FIFO or standard
+        // input cannot give back the bytes read, nor be opened twice, so libpcap reads those
+        // as before (pcap, or pcapng of one link type).
+        let sniffed = if std::fs::metadata(path).is_ok_and(|m| m.is_file()) {
+            let mut file = File::open(path).map_err(|e| open_error(e.to_string()))?;
+            let mut magic = [0u8; 4];
+            let is_pcapng = file.read_exact(&mut magic).is_ok() && magic == PCAPNG_MAGIC;
+            is_pcapng.then_some(file)
+        } else {
+            None
+        };
+        let (input, link) = if let Some(file) = sniffed {
             open_pcapng(file, &what, filter)?
         } else {
-            drop(file);
             let mut file = offline::open(path).map_err(|e| open_error(e.to_string()))?;
             let link = link_type(&what, file.capture.get_datalink().0)?;
             if let Some(f) = filter {
