@@ -60,13 +60,18 @@ fn run_with_garbage(frames: &[Vec<u8>], count: usize) -> Option<PipelineRun> {
     let ctx = zmq::Context::new();
     for target in [running.processor_ports[0], running.aggregator_port] {
         let push = ctx.socket(zmq::PUSH).expect("create a PUSH socket");
-        push.set_linger(2000).expect("set the linger");
+        // Until every frame is delivered (the receivers never drop: PUSH/PULL blocks at the
+        // high-water mark), within a bound: a busy machine may take the receivers a while.
+        push.set_linger(30_000).expect("set the linger");
         push.connect(&endpoint(target))
             .expect("connect the PUSH socket");
         for g in frames.iter().cycle().take(count) {
             push.send(&g[..], 0).expect("send a garbage frame");
         }
     }
+    // Ending the context waits for the closed sockets to hand over every frame (their
+    // linger): all the garbage is in before the run is ended.
+    drop(ctx);
     // Real traffic after the garbage.
     let sock = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind a UDP socket");
     for i in 0..50 {
