@@ -95,7 +95,7 @@ impl FlowTable {
         let hash = key_hash(&s.key);
         if let Some(slot) = self.find(hash, &s.key) {
             let f = &self.slab[slot];
-            f.touch_timing();
+            f.touch_timing(s);
             if s.ts_ns >= f.deadline(&self.ctx) {
                 self.finish(slot, hash, End::Packet, out);
             } else if s.key.proto == ip_proto::TCP && f.tcp_is_reuse(s) {

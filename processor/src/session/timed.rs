@@ -12,9 +12,9 @@ use super::timing::TimingState;
 impl Flow {
     /// Starts loading the timing box (see `TimingState::touch`), right after the flow's lookup.
     #[inline]
-    pub fn touch_timing(&self) {
+    pub fn touch_timing(&self, s: &PacketSummary) {
         if let Some(t) = self.timing.as_deref() {
-            std::hint::black_box(t.touch());
+            std::hint::black_box(t.touch(physical(s), self.key.proto == ip_proto::TCP));
         }
     }
 
@@ -74,7 +74,7 @@ impl Flow {
 
     /// The record's timing as it stands.
     pub fn timing_record(&self) -> Option<Box<Timing>> {
-        self.timing.as_ref()?.record(self.orig_index())
+        self.timing.as_ref()?.record(self.orig_index(), self.pkts)
     }
 }
 

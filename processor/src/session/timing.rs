@@ -11,7 +11,9 @@
 //!   SYN without ACK (simultaneous open), or when the first ACK after the SYN/ACK (or a RST)
 //!   does not acknowledge it.
 //! - **Inter-arrival times**: the gaps between consecutive packets the flow counts, per
-//!   counting slot (the orientation `orig_pkts`/`resp_pkts` use).
+//!   counting slot (the orientation `orig_pkts`/`resp_pkts` use). Their count and sum are
+//!   derived (the slot's packets minus one; the last time minus the first, telescoped), so a
+//!   packet updates only the last time, min, max and sum of squares ([`Gaps`]).
 //! - **Data round trips** (TCP), classic single-sample RTT estimation: per sending side at
 //!   most one segment is timed at a time, a segment of new data (starting at or past the
 //!   highest sequence number that side sent); the first acknowledgement from the other side
@@ -70,41 +72,95 @@ struct Sender {
     timing: bool,
 }
 
-/// A flow's timing state (boxed; see the module docs). Laid out in cache lines by use: a
-/// packet touches line 0 (`last`, `send`) and its direction's gap statistics (line 1 or 2, the
-/// handshake beside the second); round-trip statistics (from line 3) only when a round trip
-/// ends. [`TimingState::touch`] starts loading the three lines early.
+/// The gaps of one counting slot. Their count and sum are derived, not stored: `n` is the
+/// slot's counted packets minus one (`Flow::pkts`, given to [`TimingState::record`]), and the
+/// gaps telescope, so their sum is `last - base` (wrapping), `base` being the slot's first
+/// packet time minus every backward step between consecutive packets (a packet older than the
+/// one before it adds a gap of 0, as `saturating_sub`; see [`TimingState::gap`]). Exact while
+/// the sum is below 2^64 ns.
+#[derive(Clone, Copy, Debug)]
+struct Gaps {
+    base: u64,
+    /// The last counted packet; `NONE` before the first.
+    last: u64,
+    /// `u64::MAX` before the first gap.
+    min: u64,
+    max: u64,
+    sum_sq: u128,
+}
+
+impl Default for Gaps {
+    fn default() -> Gaps {
+        Gaps {
+            base: 0,
+            last: NONE,
+            min: u64::MAX,
+            max: 0,
+            sum_sq: 0,
+        }
+    }
+}
+
+impl Gaps {
+    /// The statistics of the slot's gaps, `pkts` being its counted packets.
+    fn stats(&self, pkts: u64) -> DurStats {
+        let n = pkts.saturating_sub(1);
+        if n == 0 || self.last == NONE {
+            return DurStats::default();
+        }
+        DurStats {
+            n,
+            sum: self.last.wrapping_sub(self.base),
+            sum_sq: self.sum_sq,
+            min: self.min,
+            max: self.max,
+        }
+    }
+}
+
+/// A flow's timing state (boxed; see the module docs), in five cache lines laid out by use: a
+/// packet touches its counting slot's gaps (line 0 or 1) and, for TCP, line 2 (`send`, `hs`);
+/// the handshake's results (line 0) and `cross_tap` (line 1) are written a few times per
+/// flow, the round-trip statistics (lines 3 and 4) when a round trip ends. [`TimingState::touch`]
+/// starts loading a packet's lines early.
 #[derive(Clone, Debug)]
 #[repr(C, align(64))]
 pub(super) struct TimingState {
-    /// Last counted packet per counting slot; `NONE` before the first.
-    last: [u64; 2],
-    send: [Sender; 2],
     /// Gaps of counting slot 0 (as `Flow::pkts`).
-    iat0: DurStats,
+    iat0: Gaps,
     synack: u64,
     ackdat: u64,
     /// Gaps of counting slot 1.
-    iat1: DurStats,
-    hs: Hs,
+    iat1: Gaps,
     cross_tap: bool,
+    /// Keeps `send` and `hs` on line 2.
+    _pad: [u8; 15],
+    send: [Sender; 2],
+    hs: Hs,
     /// By physical side of the data's sender.
     ack_rtt: [DurStats; 2],
 }
 
-const _: () = assert!(std::mem::size_of::<Hs>() == 16 && std::mem::size_of::<Sender>() == 24);
+const _: () = assert!(
+    std::mem::size_of::<Hs>() == 16
+        && std::mem::size_of::<Sender>() == 24
+        && std::mem::size_of::<Gaps>() == 48
+        && std::mem::offset_of!(TimingState, iat1) == 64
+        && std::mem::offset_of!(TimingState, send) == 128
+        && std::mem::offset_of!(TimingState, ack_rtt) == 192
+);
 
 impl Default for TimingState {
     fn default() -> TimingState {
         TimingState {
-            last: [NONE; 2],
-            send: [Sender::default(); 2],
-            iat0: DurStats::default(),
+            iat0: Gaps::default(),
             synack: NONE,
             ackdat: NONE,
-            iat1: DurStats::default(),
-            hs: Hs::Start,
+            iat1: Gaps::default(),
             cross_tap: false,
+            _pad: [0; 15],
+            send: [Sender::default(); 2],
+            hs: Hs::Start,
             ack_rtt: [DurStats::default(); 2],
         }
     }
@@ -120,7 +176,8 @@ impl TimingState {
     /// `syn.1`, or (`None`) something else.
     pub(super) fn seeded(ts: u64, k: usize, tap: u16, syn: Option<(usize, u32)>) -> TimingState {
         let mut st = TimingState::default();
-        st.last[k] = ts;
+        let g = st.gaps(k);
+        (g.base, g.last) = (ts, ts);
         st.hs = match syn {
             Some((side, seq)) => Hs::Syn {
                 side: side as u8,
@@ -133,23 +190,49 @@ impl TimingState {
         st
     }
 
-    /// A counted packet in counting slot `k` at `t`.
-    pub(super) fn gap(&mut self, k: usize, t: u64) {
-        if self.last[k] != NONE {
-            let gap = t.saturating_sub(self.last[k]);
-            if k == 0 {
-                self.iat0.add(gap);
-            } else {
-                self.iat1.add(gap);
-            }
+    fn gaps(&mut self, k: usize) -> &mut Gaps {
+        if k == 0 {
+            &mut self.iat0
+        } else {
+            &mut self.iat1
         }
-        self.last[k] = t;
     }
 
-    /// Reads a word of each line a packet may touch, for the caller to hand to
+    /// A counted packet in counting slot `k` at `t`.
+    pub(super) fn gap(&mut self, k: usize, t: u64) {
+        let g = self.gaps(k);
+        if g.last == NONE {
+            g.base = t;
+        } else {
+            let gap = match t.checked_sub(g.last) {
+                Some(gap) => gap,
+                None => {
+                    // Backwards: a gap of 0, and the telescoped sum must not shrink.
+                    g.base = g.base.wrapping_sub(g.last - t);
+                    0
+                }
+            };
+            g.min = g.min.min(gap);
+            g.max = g.max.max(gap);
+            g.sum_sq = g.sum_sq.saturating_add(u128::from(gap) * u128::from(gap));
+        }
+        g.last = t;
+    }
+
+    /// Reads a word of each line a packet from physical side `a` may touch (its counting
+    /// slot's gaps, and for TCP the senders and handshake), for the caller to hand to
     /// `std::hint::black_box` before the flow's own update: the cache misses then overlap it.
-    pub(super) fn touch(&self) -> u64 {
-        self.last[0] ^ self.synack ^ self.iat1.n
+    pub(super) fn touch(&self, a: usize, tcp: bool) -> u64 {
+        let g = if a == 0 {
+            self.iat0.last
+        } else {
+            self.iat1.last
+        };
+        if tcp {
+            g ^ u64::from(self.send[0].high)
+        } else {
+            g
+        }
     }
 
     /// A counted TCP packet from physical side `a` (flags, numbers and time from `s`).
@@ -164,7 +247,10 @@ impl TimingState {
             if p.timing && !seq_lt(s.ack, p.end) {
                 p.timing = false;
                 self.ack_rtt[b].add(t.saturating_sub(p.ts));
-                self.cross_tap |= p.tap != tap;
+                if p.tap != tap {
+                    // Written only then: `cross_tap` is on a line a packet does not touch.
+                    self.cross_tap = true;
+                }
             }
         }
         let len = s.payload_len;
@@ -250,15 +336,17 @@ impl TimingState {
         };
     }
 
-    /// The record's timing, oriented: `o` is the originator's counting slot and physical side.
-    pub(super) fn record(&self, o: usize) -> Option<Box<Timing>> {
+    /// The record's timing, oriented: `o` is the originator's counting slot and physical side;
+    /// `pkts`: the flow's counted packets per slot.
+    pub(super) fn record(&self, o: usize, pkts: [u64; 2]) -> Option<Box<Timing>> {
         let r = 1 - o;
         let defined = |v: u64| (v != NONE).then_some(v);
+        let iat = [self.iat0.stats(pkts[0]), self.iat1.stats(pkts[1])];
         let t = Timing {
             tcp_synack_ns: defined(self.synack),
             tcp_ackdat_ns: defined(self.ackdat),
-            orig_iat: [self.iat0, self.iat1][o],
-            resp_iat: [self.iat0, self.iat1][r],
+            orig_iat: iat[o],
+            resp_iat: iat[r],
             orig_ack_rtt: self.ack_rtt[o],
             resp_ack_rtt: self.ack_rtt[r],
             rtt_cross_tap: self.cross_tap,
