@@ -133,6 +133,10 @@ fn run_recorded(pcap: &Path, curve: bool) -> (Vec<Value>, Vec<Vec<u8>>) {
             "-i",
             "lo",
             "-U",
+            // A larger kernel buffer (KiB): on a busy machine the default 2 MiB can overflow
+            // before tcpdump is scheduled, and a dropped packet looks like a key not sent.
+            "-B",
+            "32768",
             "-s",
             "0",
             "-w",

@@ -58,7 +58,10 @@ fn run_with_garbage(frames: &[Vec<u8>], count: usize) -> Option<PipelineRun> {
     let running = start_pipeline(&[spec], 1);
     std::thread::sleep(Duration::from_millis(1000));
     let ctx = zmq::Context::new();
-    for target in [running.processor_ports[0], running.aggregator_port] {
+    // The aggregator's first: it then drains its share while the processor's is sent (a
+    // PULL socket reads its peers in turn, so a processor's end-of-stream can be read before
+    // garbage still queued from another peer).
+    for target in [running.aggregator_port, running.processor_ports[0]] {
         let push = ctx.socket(zmq::PUSH).expect("create a PUSH socket");
         // Until every frame is delivered (the receivers never drop: PUSH/PULL blocks at the
         // high-water mark), within a bound: a busy machine may take the receivers a while.
@@ -81,7 +84,7 @@ fn run_with_garbage(frames: &[Vec<u8>], count: usize) -> Option<PipelineRun> {
         )
         .expect("send a datagram");
     }
-    std::thread::sleep(Duration::from_millis(1000));
+    std::thread::sleep(Duration::from_millis(2000));
     running.signal_collector(0, "TERM");
     let run = running.wait(Duration::from_secs(120));
     assert!(run.all_exited(), "{}", run.aggregator.1);
