@@ -1,0 +1,135 @@
+//! Which application a connection carries, from the evidence the collector ships: the first
+//! payload bytes of each direction (issue 17). Sans-IO and panic-free on any input: the
+//! evidence comes off the wire.
+//!
+//! The names and rules are Zeek's: a protocol is listed once its analyzer would confirm it
+//! (for `ssl` a parsed ClientHello or ServerHello, for `http` a reply after a request, for
+//! `dns` one parsed message, ...), several in the order Zeek confirms them (`smtp,ssl` after
+//! STARTTLS). Each protocol lives in a module of its own with one entry point,
+//! `fn detect(ev: &Evidence) -> Option<Found>`; [`classify`] runs them in [`DETECTORS`]
+//! order and merges what they find.
+
+#![forbid(unsafe_code)]
+
+/// Transport protocol numbers.
+pub const TCP: u8 = 6;
+pub const UDP: u8 = 17;
+
+/// One direction's evidence.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Side<'a> {
+    /// TCP: one element, the stream's first bytes in sequence order from the initial sequence
+    /// number + 1, without gaps (empty when nothing was shipped). UDP: the payloads of the
+    /// direction's first datagrams, in order, each whole or cut at the budget.
+    pub segments: &'a [&'a [u8]],
+    /// The budget ran out (or the collector could not ship everything): more payload existed.
+    pub truncated: bool,
+}
+
+impl<'a> Side<'a> {
+    /// The TCP stream prefix (the first segment), or empty.
+    pub fn stream(&self) -> &'a [u8] {
+        self.segments.first().copied().unwrap_or(&[])
+    }
+}
+
+/// A connection's evidence, by Zeek's roles (`orig` opened it).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Evidence<'a> {
+    /// [`TCP`] or [`UDP`] (anything else classifies as nothing).
+    pub proto: u8,
+    pub orig_port: u16,
+    pub resp_port: u16,
+    pub orig: Side<'a>,
+    pub resp: Side<'a>,
+}
+
+/// A data connection announced on a control connection (FTP `PORT`, `PASV`, `EPRT`, `EPSV`;
+/// IRC DCC), which Zeek labels with `service` when it is seen.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Expect {
+    /// The address the data connection goes to; `None` for "the announcing side's own address"
+    /// (`EPSV`, or an address the announcement does not carry).
+    pub addr: Option<std::net::IpAddr>,
+    pub port: u16,
+    /// `true` when the responder (server) announced it (`PASV`/`EPSV` replies), `false` when
+    /// the originator did (`PORT`/`EPRT`).
+    pub by_resp: bool,
+    /// The service the data connection gets (`ftp-data`, `irc-dcc-data`).
+    pub service: &'static str,
+}
+
+/// What one detector found.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Found {
+    /// Zeek's analyzer names in the order confirmed (`["smtp", "ssl"]`).
+    pub services: Vec<&'static str>,
+    /// TLS SNI, HTTP Host, QUIC SNI (raw bytes as sent, lossily decoded; the writer escapes).
+    pub server_name: Option<String>,
+    pub expects: Vec<Expect>,
+}
+
+/// The classification of a connection.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Verdict {
+    /// Zeek's `service`, comma-joined when written; empty = none (`-`).
+    pub services: Vec<&'static str>,
+    pub server_name: Option<String>,
+    pub expects: Vec<Expect>,
+}
+
+impl Verdict {
+    /// Zeek's `service` column value, `None` when empty.
+    pub fn service(&self) -> Option<String> {
+        (!self.services.is_empty()).then(|| self.services.join(","))
+    }
+}
+
+/// A detector: the evidence in, what it confirmed out.
+pub type Detector = fn(&Evidence) -> Option<Found>;
+
+/// Every detector, in the order their findings are merged (a detector that confirms several
+/// protocols, such as STARTTLS, returns them in its own order).
+pub const DETECTORS: &[Detector] = &[];
+
+/// Runs every detector over `ev` and merges their findings: services in detector order,
+/// each once; the first server name found; every expectation.
+pub fn classify(ev: &Evidence) -> Verdict {
+    let mut v = Verdict::default();
+    if ev.proto != TCP && ev.proto != UDP {
+        return v;
+    }
+    for detect in DETECTORS {
+        let Some(found) = detect(ev) else { continue };
+        for s in found.services {
+            if !v.services.contains(&s) {
+                v.services.push(s);
+            }
+        }
+        if v.server_name.is_none() {
+            v.server_name = found.server_name;
+        }
+        v.expects.extend(found.expects);
+    }
+    v
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn other_protocols_and_empty_evidence_classify_as_nothing() {
+        let seg: &[&[u8]] = &[b"GET / HTTP/1.1\r\n\r\n"];
+        let ev = Evidence {
+            proto: 1,
+            orig: Side {
+                segments: seg,
+                truncated: false,
+            },
+            ..Evidence::default()
+        };
+        assert_eq!(classify(&ev), Verdict::default());
+        assert_eq!(classify(&Evidence::default()).service(), None);
+    }
+}
