@@ -82,7 +82,18 @@ fn curl(args: &[&str]) -> Result<()> {
     Ok(())
 }
 
-fn main() -> Result<()> {
+fn main() -> std::process::ExitCode {
+    // A user error (a wrong flag, a missing file) is one line, never a backtrace.
+    match run() {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("tapflow-influxbench: {e:#}");
+            std::process::ExitCode::from(2)
+        }
+    }
+}
+
+fn run() -> Result<()> {
     let mut n: u64 = 200_000;
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {

@@ -118,7 +118,18 @@ fn run_table(summaries: &[PacketSummary], max_flows: usize) -> (u64, u64, u64) {
     (records, peak, table.stats().evicted)
 }
 
-fn main() -> Result<()> {
+fn main() -> std::process::ExitCode {
+    // A user error (a wrong flag, a missing file) is one line, never a backtrace.
+    match run() {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("tapflow-procbench: {e:#}");
+            std::process::ExitCode::from(2)
+        }
+    }
+}
+
+fn run() -> Result<()> {
     let args = parse_args()?;
     let t = Instant::now();
     let all = summaries(&args)?;
