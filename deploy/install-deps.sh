@@ -62,6 +62,7 @@ if ! command -v kubectl >/dev/null; then
     echo "installing: kubernetes-client" >&2
     sudo_cmd=()
     [[ $(id -u) -eq 0 ]] || sudo_cmd=(sudo)
+    "${sudo_cmd[@]}" apt-get update -qq
     DEBIAN_FRONTEND=noninteractive "${sudo_cmd[@]}" apt-get install -y -qq --no-install-recommends kubernetes-client >/dev/null
 fi
 k8s_validate_version=1.37.0

@@ -1,0 +1,474 @@
+//! deploy/k8s, checked offline: `kubectl kustomize` renders it and kubernetes-validate --strict
+//! (bundled schemas) accepts what it renders and the Secrets deploy/k8s/keys.sh makes; the
+//! shapes the design rests on hold (capabilities, Pod Security levels, the processor set naming
+//! the StatefulSet's stable names, one image); each binary accepts its ConfigMap with
+//! `--check-config` when it reads it, and its keys, at the pod's paths under the pod's user and
+//! capabilities; and the collector, under exactly the capabilities its manifest grants, captures
+//! in a network namespace.
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use tapflow_integration_tests::k8s::{
+    etc_overlay, find, pod_files, render_yaml, run_ok, s, setpriv_args, venv, with_etc, yaml_docs,
+};
+use tapflow_integration_tests::{bin, is_root, repo_root, Proc};
+
+/// The Secrets of a fresh set of keys, made by deploy/k8s/keys.sh with the built binaries.
+fn secrets(dir: &Path) -> (String, Vec<Value>) {
+    let bin_dir = bin("tapflow-collector")
+        .parent()
+        .expect("the binaries' directory")
+        .to_path_buf();
+    let yaml = run_ok(
+        Command::new(repo_root().join("deploy/k8s/keys.sh"))
+            .arg(dir.join("keys"))
+            .arg("tap-node-1")
+            .env("TAPFLOW_BIN", bin_dir),
+        "deploy/k8s/keys.sh",
+    );
+    let docs = yaml_docs(&yaml);
+    (yaml, docs)
+}
+
+/// kubernetes-validate --strict over `yaml`: (success, what it printed).
+fn validate(yaml: &str) -> (bool, String) {
+    let dir = tempfile::tempdir().expect("create a temp dir");
+    let path = dir.path().join("rendered.yaml");
+    std::fs::write(&path, yaml).expect("write the rendered YAML");
+    let out = Command::new(venv().join("bin/kubernetes-validate"))
+        .args(["--strict", "--quiet"])
+        .arg(&path)
+        .output()
+        .expect("run kubernetes-validate (deploy/install-deps.sh --test installs it)");
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    (out.status.success(), text)
+}
+
+fn workloads(docs: &[Value]) -> Vec<&Value> {
+    docs.iter()
+        .filter(|d| d["kind"] == "DaemonSet" || d["kind"] == "StatefulSet")
+        .collect()
+}
+
+#[test]
+fn renders_and_passes_strict_schema_validation() {
+    let yaml = render_yaml();
+    let (ok, text) = validate(&yaml);
+    assert!(
+        ok,
+        "kubernetes-validate --strict refused the render:\n{text}"
+    );
+    let dir = tempfile::tempdir().expect("create a temp dir");
+    let (secret_yaml, secret_docs) = secrets(dir.path());
+    assert_eq!(secret_docs.len(), 3, "{secret_yaml}");
+    let (ok, text) = validate(&secret_yaml);
+    assert!(
+        ok,
+        "kubernetes-validate --strict refused keys.sh's Secrets:\n{text}"
+    );
+    // --strict bites: a field the schema does not have is refused.
+    let wrong = yaml.replacen(
+        "hostNetwork: true",
+        "hostNetwork: true\n      hostNetworking: true",
+        1,
+    );
+    assert_ne!(wrong, yaml, "the render has no hostNetwork to alter");
+    assert!(!validate(&wrong).0, "an unknown field passed --strict");
+}
+
+#[test]
+fn manifests_grant_what_the_design_says() {
+    let docs = yaml_docs(&render_yaml());
+    let ds = find(&docs, "DaemonSet", "tapflow-collector", None);
+    let pod = &ds["spec"]["template"]["spec"];
+    assert_eq!(pod["hostNetwork"], true);
+    assert_eq!(pod["nodeSelector"]["tapflow.io/tap"], "true");
+    let sc = &pod["containers"][0]["securityContext"];
+    let added: BTreeSet<&str> = sc["capabilities"]["add"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(s)
+        .collect();
+    assert_eq!(added, BTreeSet::from(["NET_ADMIN", "NET_RAW"]));
+    // The collectors' namespace must admit NET_ADMIN and hostNetwork: only `privileged` does.
+    let tap_ns = find(&docs, "Namespace", s(&ds["metadata"]["namespace"]), None);
+    assert_eq!(
+        tap_ns["metadata"]["labels"]["pod-security.kubernetes.io/enforce"],
+        "privileged"
+    );
+    let version = env!("CARGO_PKG_VERSION");
+    for w in workloads(&docs) {
+        let pod = &w["spec"]["template"]["spec"];
+        let name = s(&w["metadata"]["name"]);
+        for c in pod["containers"].as_array().into_iter().flatten() {
+            let sc = &c["securityContext"];
+            assert_eq!(sc["readOnlyRootFilesystem"], true, "{name}");
+            assert_eq!(sc["allowPrivilegeEscalation"], false, "{name}");
+            assert_eq!(
+                sc["capabilities"]["drop"],
+                serde_json::json!(["ALL"]),
+                "{name}"
+            );
+            assert_eq!(
+                s(&c["image"]),
+                format!("tapflow:{version}"),
+                "{name}: the Dockerfile's image"
+            );
+            if w["kind"] == "StatefulSet" {
+                assert!(
+                    sc["capabilities"].get("add").is_none(),
+                    "{name} adds capabilities"
+                );
+                assert_ne!(pod["hostNetwork"], true, "{name}");
+            }
+        }
+        if w["kind"] == "StatefulSet" {
+            let ns = find(&docs, "Namespace", s(&w["metadata"]["namespace"]), None);
+            assert_eq!(
+                ns["metadata"]["labels"]["pod-security.kubernetes.io/enforce"],
+                "baseline"
+            );
+        }
+    }
+    let agg = find(&docs, "StatefulSet", "tapflow-aggregator", None);
+    assert_eq!(
+        agg["spec"]["volumeClaimTemplates"][0]["metadata"]["name"],
+        "data"
+    );
+}
+
+/// The stable name of pod `ordinal` of StatefulSet `sts`, at its container port named zmq.
+fn stable_endpoint(docs: &[Value], sts: &str, ordinal: u64) -> String {
+    let set = find(docs, "StatefulSet", sts, None);
+    let (ns, svc) = (
+        s(&set["metadata"]["namespace"]),
+        s(&set["spec"]["serviceName"]),
+    );
+    let service = find(docs, "Service", svc, Some(ns));
+    assert_eq!(
+        service["spec"]["clusterIP"], "None",
+        "{svc} must be headless"
+    );
+    let labels = &set["spec"]["template"]["metadata"]["labels"];
+    for (k, v) in service["spec"]["selector"]
+        .as_object()
+        .into_iter()
+        .flatten()
+    {
+        assert_eq!(&labels[k], v, "{svc} does not select {sts}'s pods");
+    }
+    let port = set["spec"]["template"]["spec"]["containers"][0]["ports"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|p| p["name"] == "zmq")
+        .and_then(|p| p["containerPort"].as_u64())
+        .expect("a container port named zmq");
+    format!("tcp://{sts}-{ordinal}.{svc}.{ns}.svc.cluster.local:{port}")
+}
+
+#[test]
+fn processor_set_names_the_statefulsets_stable_names() {
+    let docs = yaml_docs(&render_yaml());
+    let sets: Vec<&Value> = docs
+        .iter()
+        .filter(|d| {
+            d["kind"] == "ConfigMap"
+                && s(&d["metadata"]["name"]).starts_with("tapflow-processor-set")
+        })
+        .collect();
+    assert_eq!(sets.len(), 2, "one processor set per namespace");
+    let text = s(&sets[0]["data"]["processor-set.toml"]);
+    assert_eq!(sets[1]["data"], sets[0]["data"], "the two copies differ");
+    let set =
+        tapflow_proto::procset::ProcessorSet::parse(text, true).expect("parse the processor set");
+    let replicas = find(&docs, "StatefulSet", "tapflow-processor", None)["spec"]["replicas"]
+        .as_u64()
+        .expect("the processors' replicas");
+    let members: Vec<u64> = set.all_members().into_iter().map(u64::from).collect();
+    assert_eq!(
+        members,
+        (0..replicas).collect::<Vec<_>>(),
+        "the set is not the StatefulSet's pods"
+    );
+    for id in set.all_members() {
+        let want = stable_endpoint(&docs, "tapflow-processor", u64::from(id));
+        assert_eq!(set.endpoint(id), Some(want.as_str()), "processor {id}");
+    }
+    let pcfg =
+        s(&find(&docs, "ConfigMap", "tapflow-processor-config", None)["data"]["processor.toml"]);
+    let agg = stable_endpoint(&docs, "tapflow-aggregator", 0);
+    assert!(
+        pcfg.contains(&format!("aggregator = \"{agg}\"")),
+        "processor.toml must name {agg}"
+    );
+}
+
+/// A container's environment as the kubelet would give it in pod 0 on node tap-node-1.
+fn pod_env(w: &Value, c: &Value) -> Vec<(String, String)> {
+    let pod_name = format!("{}-0", s(&w["metadata"]["name"]));
+    let mut env = Vec::new();
+    for e in c["env"].as_array().into_iter().flatten() {
+        let value = match s(&e["valueFrom"]["fieldRef"]["fieldPath"]) {
+            "" => s(&e["value"]).to_owned(),
+            "metadata.name" => pod_name.clone(),
+            "metadata.labels['apps.kubernetes.io/pod-index']" => "0".to_owned(),
+            "spec.nodeName" => "tap-node-1".to_owned(),
+            other => panic!("no value for fieldPath {other}"),
+        };
+        env.push((s(&e["name"]).to_owned(), value));
+    }
+    env
+}
+
+/// argv for container `c`: the /etc overlay, setpriv per its securityContext,
+/// its command and args.
+fn pod_argv(c: &Value, upper: &Path, work: &Path) -> Vec<String> {
+    let mut argv = with_etc(upper, work);
+    argv.push("setpriv".to_owned());
+    argv.extend(setpriv_args(&c["securityContext"]));
+    let command = c["command"]
+        .as_array()
+        .expect("every container gives its command");
+    let program = bin(s(&command[0]));
+    argv.push(program.display().to_string());
+    argv.extend(
+        c["args"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|a| s(a).to_owned()),
+    );
+    argv
+}
+
+#[test]
+fn configmaps_pass_check_config_at_the_pods_paths_and_users() {
+    if !is_root() {
+        return;
+    }
+    let docs = yaml_docs(&render_yaml());
+    let dir = tempfile::tempdir().expect("create a temp dir");
+    let (_, secret_docs) = secrets(dir.path());
+    for w in workloads(&docs) {
+        let name = s(&w["metadata"]["name"]);
+        let pod = &w["spec"]["template"]["spec"];
+        let c = &pod["containers"][0];
+        let files = pod_files(&docs, &secret_docs, pod, s(&w["metadata"]["namespace"]));
+        let at = dir.path().join(name);
+        let (upper, work) = etc_overlay(&at, &files, &[]);
+        let argv = pod_argv(c, &upper, &work);
+        let out = Command::new(&argv[0])
+            .args(&argv[1..])
+            .arg("--check-config")
+            .envs(pod_env(w, c))
+            .output()
+            .expect("run --check-config");
+        let (stdout, stderr) = (
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr),
+        );
+        assert!(
+            out.status.success(),
+            "{name}: --check-config {}:\n{stdout}\n{stderr}",
+            out.status
+        );
+        assert!(
+            stdout.contains("/etc/tapflow/set/processor-set.toml"),
+            "{name}:\n{stdout}"
+        );
+        eprintln!(
+            "{name}: --check-config passed ({} lines resolved)",
+            stdout.lines().count()
+        );
+    }
+}
+
+/// A network namespace (the tap node's host network) with a veth pair: `eth1`, the tap the
+/// collector's ConfigMap names, and `peer`, where packets are sent from; removed on drop.
+struct TapNode {
+    name: String,
+}
+
+fn ip(args: &[&str]) {
+    run_ok(Command::new("ip").args(args), &format!("ip {args:?}"));
+}
+
+impl TapNode {
+    fn new() -> TapNode {
+        let name = format!("tfk8s{}", std::process::id());
+        ip(&["netns", "add", &name]);
+        let node = TapNode { name };
+        let n = node.name.as_str();
+        ip(&["-n", n, "link", "set", "lo", "up"]);
+        ip(&[
+            "-n", n, "link", "add", "eth1", "type", "veth", "peer", "name", "peer",
+        ]);
+        for dev in ["eth1", "peer"] {
+            ip(&["-n", n, "link", "set", dev, "up"]);
+        }
+        ip(&["-n", n, "addr", "add", "10.98.0.1/24", "dev", "peer"]);
+        ip(&[
+            "-n",
+            n,
+            "neigh",
+            "add",
+            "10.98.0.2",
+            "lladdr",
+            "02:00:00:00:00:02",
+            "dev",
+            "peer",
+        ]);
+        node
+    }
+
+    /// `n` UDP datagrams out of `peer`, so they arrive on eth1.
+    fn send_udp(&self, n: usize) {
+        let script = format!(
+            "import socket, time\ns = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n\
+             s.bind(('10.98.0.1', 40000))\nfor i in range({n}):\n    \
+             s.sendto(b'tapflow %d' % i, ('10.98.0.2', 9999))\n    time.sleep(0.002)\n"
+        );
+        run_ok(
+            Command::new("ip").args(["netns", "exec", &self.name, "python3", "-c", &script]),
+            "send datagrams in the namespace",
+        );
+    }
+
+    /// The collector's counter `tapflow_collector_NAME_total` from its /metrics, or None.
+    fn counter(&self, port: u16, name: &str) -> Option<u64> {
+        let out = Command::new("ip")
+            .args(["netns", "exec", &self.name, "curl", "-sf"])
+            .arg(format!("http://127.0.0.1:{port}/metrics"))
+            .output()
+            .ok()?;
+        let metric = format!("tapflow_collector_{name}_total ");
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .find_map(|l| l.strip_prefix(&metric).and_then(|v| v.trim().parse().ok()))
+    }
+}
+
+impl Drop for TapNode {
+    fn drop(&mut self) {
+        if let Ok(out) = Command::new("ip")
+            .args(["netns", "pids", &self.name])
+            .output()
+        {
+            for pid in String::from_utf8_lossy(&out.stdout).split_whitespace() {
+                let _ = Command::new("kill").args(["-9", pid]).status();
+            }
+        }
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .status();
+    }
+}
+
+/// /proc/PID/status's `key` line (e.g. CapBnd). `ip netns exec`, unshare, sh and setpriv each
+/// exec the next, so the spawned pid ends as the collector's.
+fn status_of(pid: u32, key: &str) -> String {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    text.lines()
+        .find_map(|l| l.strip_prefix(&format!("{key}:")))
+        .map(|v| v.trim().to_owned())
+        .unwrap_or_default()
+}
+
+#[test]
+fn collector_captures_with_only_the_capabilities_its_manifest_grants() {
+    if !is_root() {
+        return;
+    }
+    let docs = yaml_docs(&render_yaml());
+    let dir = tempfile::tempdir().expect("create a temp dir");
+    let (_, secret_docs) = secrets(dir.path());
+    let ds = find(&docs, "DaemonSet", "tapflow-collector", None);
+    let pod = &ds["spec"]["template"]["spec"];
+    let c = &pod["containers"][0];
+    let files = pod_files(&docs, &secret_docs, pod, s(&ds["metadata"]["namespace"]));
+    // The processors' names resolve (to nothing listening): the collector queues and drops.
+    let hosts = "127.0.0.1 localhost\n\
+                 127.0.0.1 tapflow-processor-0.tapflow-processor.tapflow.svc.cluster.local\n\
+                 127.0.0.1 tapflow-processor-1.tapflow-processor.tapflow.svc.cluster.local\n";
+    let (upper, work) = etc_overlay(dir.path(), &files, &[("hosts", hosts)]);
+    let node = TapNode::new();
+    let metrics = 9601;
+    let mut argv = vec!["netns".to_owned(), "exec".to_owned(), node.name.clone()];
+    argv.extend(pod_argv(c, &upper, &work));
+    // Only to read its counters; also the capture without kernel blocks, so none wait.
+    argv.extend([
+        "--metrics-listen".into(),
+        format!("127.0.0.1:{metrics}"),
+        "--immediate".into(),
+    ]);
+    let mut cmd_env = pod_env(ds, c);
+    cmd_env.push(("RUST_LOG".into(), "info".into()));
+    let collector = spawn_with_env("collector", &argv, &cmd_env, dir.path());
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !collector.stderr().contains("capture open") && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(
+        collector.stderr().contains("capture open"),
+        "{}",
+        collector.stderr()
+    );
+    let pid = collector.child.id();
+    let (bnd, eff, nnp, uid) = (
+        status_of(pid, "CapBnd"),
+        status_of(pid, "CapEff"),
+        status_of(pid, "NoNewPrivs"),
+        status_of(pid, "Uid"),
+    );
+    eprintln!("collector: Uid {uid}, CapBnd {bnd}, CapEff {eff}, NoNewPrivs {nnp}");
+    // CAP_NET_ADMIN (12) and CAP_NET_RAW (13), from the manifest, and nothing else, ever.
+    assert_eq!(
+        bnd, "0000000000003000",
+        "the bounding set is not the manifest's grant"
+    );
+    assert_eq!(
+        eff, "0000000000000000",
+        "capabilities still effective after the open"
+    );
+    assert_eq!(nnp, "1");
+    node.send_udp(40);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut read = None;
+    while Instant::now() < deadline {
+        read = node.counter(metrics, "packets_read");
+        if read.is_some_and(|n| n >= 40) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(
+        read.is_some_and(|n| n >= 40),
+        "captured {read:?} of 40: {}",
+        collector.stderr()
+    );
+}
+
+fn spawn_with_env(name: &str, argv: &[String], env: &[(String, String)], dir: &Path) -> Proc {
+    let stderr_path = dir.join(format!("{name}.stderr"));
+    let stderr = std::fs::File::create(&stderr_path).expect("create the stderr file");
+    let child = Command::new("ip")
+        .args(argv)
+        .envs(env.iter().cloned())
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(stderr)
+        .spawn()
+        .expect("start the collector");
+    Proc {
+        name: name.to_owned(),
+        child,
+        stderr_path,
+    }
+}
