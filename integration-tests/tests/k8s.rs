@@ -191,7 +191,14 @@ fn processor_set_names_the_statefulsets_stable_names() {
     let replicas = find(&docs, "StatefulSet", "tapflow-processor", None)["spec"]["replicas"]
         .as_u64()
         .expect("the processors' replicas");
-    let members: Vec<u64> = set.all_members().into_iter().map(u64::from).collect();
+    let members: Vec<u64> = set
+        .latest()
+        .table
+        .members()
+        .iter()
+        .copied()
+        .map(u64::from)
+        .collect();
     assert_eq!(
         members,
         (0..replicas).collect::<Vec<_>>(),
@@ -588,4 +595,35 @@ fn dockerfile_runtime_stage_installs_what_the_binaries_link() {
             );
         }
     }
+}
+
+#[test]
+fn documented_scale_up_extends_the_set_with_the_next_pods_name() {
+    let readme = std::fs::read_to_string(repo_root().join("deploy/README.md"))
+        .expect("read deploy/README.md");
+    let scaling = readme
+        .split("**Scaling the processors**")
+        .nth(1)
+        .expect("deploy/README.md: Scaling the processors");
+    let snippet = scaling
+        .split("```toml\n")
+        .nth(1)
+        .and_then(|t| t.split("```").next())
+        .expect("the scaling section's TOML");
+    let docs = yaml_docs(&render_yaml());
+    let shipped = s(
+        &find(&docs, "ConfigMap", "tapflow-processor-set", Some("tapflow"))["data"]
+            ["processor-set.toml"],
+    );
+    let parse = |t: &str| {
+        tapflow_proto::procset::ProcessorSet::parse(t, true).expect("parse a processor set")
+    };
+    let (before, after) = (parse(shipped), parse(&format!("{shipped}{snippet}")));
+    assert!(
+        after.extends(&before),
+        "the documented change rewrites the set's history"
+    );
+    assert_eq!(after.latest().table.members(), [0, 1, 2]);
+    let want = stable_endpoint(&docs, "tapflow-processor", 2);
+    assert_eq!(after.endpoint(2), Some(want.as_str()));
 }
