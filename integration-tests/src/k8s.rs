@@ -27,9 +27,12 @@ pub fn venv() -> PathBuf {
 
 /// Runs `cmd`, asserting it succeeds; its stdout.
 pub fn run_ok(cmd: &mut Command, what: &str) -> String {
-    let out = cmd.output().unwrap_or_else(|e| {
-        panic!("{what}: {e} (deploy/install-deps.sh --test installs the Kubernetes tools)")
-    });
+    let out = cmd.output();
+    assert!(
+        out.is_ok(),
+        "{what}: {out:?} (deploy/install-deps.sh --test installs the Kubernetes tools)"
+    );
+    let out = out.expect("run a tool");
     assert!(
         out.status.success(),
         "{what}: {}\n{}",
@@ -72,7 +75,11 @@ pub fn find<'a>(docs: &'a [Value], kind: &str, name: &str, namespace: Option<&st
             && d["metadata"]["name"] == name
             && namespace.is_none_or(|ns| d["metadata"]["namespace"] == ns)
     });
-    found.unwrap_or_else(|| panic!("no {kind} {name} ({namespace:?}) in the rendered manifests"))
+    assert!(
+        found.is_some(),
+        "no {kind} {name} ({namespace:?}) in the rendered manifests"
+    );
+    found.expect("a rendered object")
 }
 
 /// `s` as a str, or "".
@@ -160,9 +167,12 @@ pub fn etc_overlay(dir: &Path, files: &[PodFile], extra: &[(&str, &str)]) -> (Pa
     let mut all: Vec<(PathBuf, &[u8], u32)> = files
         .iter()
         .map(|f| {
-            let rel = f.path.strip_prefix("/etc").unwrap_or_else(|_| {
-                panic!("{}: only mounts under /etc are laid out", f.path.display())
-            });
+            assert!(
+                f.path.starts_with("/etc"),
+                "{}: only mounts under /etc are laid out",
+                f.path.display()
+            );
+            let rel = f.path.strip_prefix("/etc").expect("a path under /etc");
             (upper.join(rel), f.bytes.as_slice(), f.mode)
         })
         .collect();

@@ -486,10 +486,9 @@ fn spawn_with_env(name: &str, argv: &[String], env: &[(String, String)], dir: &P
 
 /// The packages `apt-get install` lines of the Dockerfile's stage `FROM from ...` name.
 fn dockerfile_installs(dockerfile: &str, from: &str) -> BTreeSet<String> {
-    let stage = dockerfile
-        .split("\nFROM ")
-        .find(|st| st.starts_with(from))
-        .unwrap_or_else(|| panic!("the Dockerfile has no stage FROM {from}"));
+    let stage = dockerfile.split("\nFROM ").find(|st| st.starts_with(from));
+    assert!(stage.is_some(), "the Dockerfile has no stage FROM {from}");
+    let stage = stage.expect("a Dockerfile stage");
     let joined = stage.replace("\\\n", " ");
     joined
         .split("apt-get install")
@@ -529,15 +528,19 @@ fn packages_of(libs: &[String]) -> std::collections::BTreeMap<String, String> {
             .and_then(|l| l.split(':').next())
             .map(str::to_owned)
     };
-    canonical
+    let owners: Vec<(String, Option<String>)> = canonical
         .iter()
-        .map(|(l, c)| {
-            let package = owner(l).or_else(|| owner(c));
-            (
-                l.clone(),
-                package.unwrap_or_else(|| panic!("no package ships {l}")),
-            )
-        })
+        .map(|(l, c)| (l.clone(), owner(l).or_else(|| owner(c))))
+        .collect();
+    let unowned: Vec<&String> = owners
+        .iter()
+        .filter(|(_, p)| p.is_none())
+        .map(|(l, _)| l)
+        .collect();
+    assert!(unowned.is_empty(), "no package ships {unowned:?}");
+    owners
+        .into_iter()
+        .map(|(l, p)| (l, p.expect("an owner")))
         .collect()
 }
 
