@@ -9,7 +9,7 @@ use std::process::Command;
 
 use serde_json::Value;
 
-use crate::repo_root;
+use crate::{bin, repo_root, Proc};
 
 /// The kubectl to render with: `TAPFLOW_KUBECTL`, else the one on PATH.
 pub fn kubectl() -> PathBuf {
@@ -191,19 +191,85 @@ pub fn etc_overlay(dir: &Path, files: &[PodFile], extra: &[(&str, &str)]) -> (Pa
     (upper, work)
 }
 
-/// The argv prefix that runs a program in a private mount namespace whose /etc is the host's
-/// with `upper` laid over it.
-pub fn with_etc(upper: &Path, work: &Path) -> Vec<String> {
-    let mount = format!(
-        "mount -t overlay overlay -o lowerdir=/etc,upperdir={},workdir={} /etc && exec \"$@\"",
-        upper.display(),
-        work.display()
-    );
+/// The argv prefix that runs a program in a private mount namespace where each `(root, upper,
+/// work)` lays the directory `upper` over `root` (e.g. /etc): the host's files stay as they are.
+pub fn with_overlays(overlays: &[(&str, &Path, &Path)]) -> Vec<String> {
+    let mounts: Vec<String> = overlays
+        .iter()
+        .map(|(root, upper, work)| {
+            format!(
+                "mount -t overlay overlay -o lowerdir={root},upperdir={},workdir={} {root} && ",
+                upper.display(),
+                work.display()
+            )
+        })
+        .collect();
+    let script = format!("{}exec \"$@\"", mounts.concat());
     ["unshare", "--mount", "--propagation", "private", "sh", "-c"]
         .iter()
         .map(|a| a.to_string())
-        .chain([mount, "pod".to_owned()])
+        .chain([script, "pod".to_owned()])
         .collect()
+}
+
+/// A container's environment as the kubelet would give it in pod `ordinal` of workload `w`, on
+/// node tap-node-1.
+pub fn pod_env(w: &Value, c: &Value, ordinal: u32) -> Vec<(String, String)> {
+    let pod_name = format!("{}-{ordinal}", s(&w["metadata"]["name"]));
+    let mut env = Vec::new();
+    for e in c["env"].as_array().into_iter().flatten() {
+        let path = s(&e["valueFrom"]["fieldRef"]["fieldPath"]);
+        let value = match path {
+            "" => s(&e["value"]).to_owned(),
+            "metadata.name" => pod_name.clone(),
+            "metadata.labels['apps.kubernetes.io/pod-index']" => ordinal.to_string(),
+            "spec.nodeName" => "tap-node-1".to_owned(),
+            _ => String::new(),
+        };
+        assert!(!value.is_empty(), "no value for env {}", e);
+        env.push((s(&e["name"]).to_owned(), value));
+    }
+    env
+}
+
+/// argv for container `c` after the `overlays`: setpriv per its securityContext, then its
+/// command and args, with the binaries built here.
+pub fn pod_argv(c: &Value, overlays: &[(&str, &Path, &Path)]) -> Vec<String> {
+    let mut argv = with_overlays(overlays);
+    argv.push("setpriv".to_owned());
+    argv.extend(setpriv_args(&c["securityContext"]));
+    let command = c["command"].as_array();
+    assert!(command.is_some(), "a container without its command: {c}");
+    let program = bin(s(&command.expect("a command")[0]));
+    argv.push(program.display().to_string());
+    argv.extend(
+        c["args"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|a| s(a).to_owned()),
+    );
+    argv
+}
+
+/// `ip ARGV` (e.g. `netns exec NS ...`) with `env`, as a [`Proc`] whose stderr is kept in `dir`.
+pub fn spawn_in(name: &str, argv: &[String], env: &[(String, String)], dir: &Path) -> Proc {
+    let stderr_path = dir.join(format!("{name}.stderr"));
+    let stderr = std::fs::File::create(&stderr_path).expect("create the stderr file");
+    let child = Command::new("ip")
+        .args(argv)
+        .envs(env.iter().cloned())
+        .env("RUST_LOG", "info")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(stderr)
+        .spawn()
+        .expect("start a pod's process");
+    Proc {
+        name: name.to_owned(),
+        child,
+        stderr_path,
+    }
 }
 
 /// A capability name as the manifests write it (`NET_RAW`) to setpriv's (`net_raw`).

@@ -13,9 +13,10 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use tapflow_integration_tests::k8s::{
-    etc_overlay, find, pod_files, render_yaml, run_ok, s, setpriv_args, venv, with_etc, yaml_docs,
+    etc_overlay, find, pod_argv, pod_env, pod_files, render_yaml, run_ok, s, spawn_in, venv,
+    yaml_docs,
 };
-use tapflow_integration_tests::{bin, is_root, repo_root, Proc};
+use tapflow_integration_tests::{bin, is_root, repo_root};
 
 /// The Secrets of a fresh set of keys, made by deploy/k8s/keys.sh with the built binaries.
 fn secrets(dir: &Path) -> (String, Vec<Value>) {
@@ -217,44 +218,6 @@ fn processor_set_names_the_statefulsets_stable_names() {
     );
 }
 
-/// A container's environment as the kubelet would give it in pod 0 on node tap-node-1.
-fn pod_env(w: &Value, c: &Value) -> Vec<(String, String)> {
-    let pod_name = format!("{}-0", s(&w["metadata"]["name"]));
-    let mut env = Vec::new();
-    for e in c["env"].as_array().into_iter().flatten() {
-        let value = match s(&e["valueFrom"]["fieldRef"]["fieldPath"]) {
-            "" => s(&e["value"]).to_owned(),
-            "metadata.name" => pod_name.clone(),
-            "metadata.labels['apps.kubernetes.io/pod-index']" => "0".to_owned(),
-            "spec.nodeName" => "tap-node-1".to_owned(),
-            other => panic!("no value for fieldPath {other}"),
-        };
-        env.push((s(&e["name"]).to_owned(), value));
-    }
-    env
-}
-
-/// argv for container `c`: the /etc overlay, setpriv per its securityContext,
-/// its command and args.
-fn pod_argv(c: &Value, upper: &Path, work: &Path) -> Vec<String> {
-    let mut argv = with_etc(upper, work);
-    argv.push("setpriv".to_owned());
-    argv.extend(setpriv_args(&c["securityContext"]));
-    let command = c["command"]
-        .as_array()
-        .expect("every container gives its command");
-    let program = bin(s(&command[0]));
-    argv.push(program.display().to_string());
-    argv.extend(
-        c["args"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .map(|a| s(a).to_owned()),
-    );
-    argv
-}
-
 #[test]
 fn configmaps_pass_check_config_at_the_pods_paths_and_users() {
     if !is_root() {
@@ -270,11 +233,11 @@ fn configmaps_pass_check_config_at_the_pods_paths_and_users() {
         let files = pod_files(&docs, &secret_docs, pod, s(&w["metadata"]["namespace"]));
         let at = dir.path().join(name);
         let (upper, work) = etc_overlay(&at, &files, &[]);
-        let argv = pod_argv(c, &upper, &work);
+        let argv = pod_argv(c, &[("/etc", &upper, &work)]);
         let out = Command::new(&argv[0])
             .args(&argv[1..])
             .arg("--check-config")
-            .envs(pod_env(w, c))
+            .envs(pod_env(w, c, 0))
             .output()
             .expect("run --check-config");
         let (stdout, stderr) = (
@@ -409,16 +372,16 @@ fn collector_captures_with_only_the_capabilities_its_manifest_grants() {
     // A port in the namespace's own loopback, which nothing else can use.
     let metrics = 9601;
     let mut argv = vec!["netns".to_owned(), "exec".to_owned(), node.name.clone()];
-    argv.extend(pod_argv(c, &upper, &work));
+    argv.extend(pod_argv(c, &[("/etc", &upper, &work)]));
     // Only to read its counters; also the capture without kernel blocks, so none wait.
     argv.extend([
         "--metrics-listen".into(),
         format!("127.0.0.1:{metrics}"),
         "--immediate".into(),
     ]);
-    let mut cmd_env = pod_env(ds, c);
+    let mut cmd_env = pod_env(ds, c, 0);
     cmd_env.push(("RUST_LOG".into(), "info".into()));
-    let mut collector = spawn_with_env("collector", &argv, &cmd_env, dir.path());
+    let mut collector = spawn_in("collector", &argv, &cmd_env, dir.path());
     let deadline = Instant::now() + Duration::from_secs(20);
     while !collector.stderr().contains("capture open") && Instant::now() < deadline {
         if let Ok(Some(status)) = collector.child.try_wait() {
@@ -464,24 +427,6 @@ fn collector_captures_with_only_the_capabilities_its_manifest_grants() {
         "captured {read:?} of 40: {}",
         collector.stderr()
     );
-}
-
-fn spawn_with_env(name: &str, argv: &[String], env: &[(String, String)], dir: &Path) -> Proc {
-    let stderr_path = dir.join(format!("{name}.stderr"));
-    let stderr = std::fs::File::create(&stderr_path).expect("create the stderr file");
-    let child = Command::new("ip")
-        .args(argv)
-        .envs(env.iter().cloned())
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::null())
-        .stderr(stderr)
-        .spawn()
-        .expect("start the collector");
-    Proc {
-        name: name.to_owned(),
-        child,
-        stderr_path,
-    }
 }
 
 /// The packages `apt-get install` lines of the Dockerfile's stage `FROM from ...` name.
