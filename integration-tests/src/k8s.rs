@@ -87,6 +87,24 @@ pub fn s(v: &Value) -> &str {
     v.as_str().unwrap_or_default()
 }
 
+/// The Secrets of a fresh set of keys, made in `dir`/keys by deploy/k8s/keys.sh with the built
+/// binaries, the collectors' key bound to `tap_node`: the YAML and its documents.
+pub fn secrets(dir: &Path, tap_node: &str) -> (String, Vec<Value>) {
+    let bin_dir = bin("tapflow-collector")
+        .parent()
+        .expect("the binaries' directory")
+        .to_path_buf();
+    let yaml = run_ok(
+        Command::new(repo_root().join("deploy/k8s/keys.sh"))
+            .arg(dir.join("keys"))
+            .arg(tap_node)
+            .env("TAPFLOW_BIN", bin_dir),
+        "deploy/k8s/keys.sh",
+    );
+    let docs = yaml_docs(&yaml);
+    (yaml, docs)
+}
+
 /// Standard base64 (a Secret's `data`), or `None` if it is not.
 pub fn base64_decode(text: &str) -> Option<Vec<u8>> {
     const ABC: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";

@@ -7,33 +7,15 @@
 //! in a network namespace.
 
 use std::collections::BTreeSet;
-use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use tapflow_integration_tests::k8s::{
-    etc_overlay, find, pod_argv, pod_env, pod_files, render_yaml, run_ok, s, spawn_in, venv,
-    yaml_docs,
+    etc_overlay, find, pod_argv, pod_env, pod_files, render_yaml, run_ok, s, secrets, spawn_in,
+    venv, yaml_docs,
 };
 use tapflow_integration_tests::{bin, is_root, repo_root};
-
-/// The Secrets of a fresh set of keys, made by deploy/k8s/keys.sh with the built binaries.
-fn secrets(dir: &Path) -> (String, Vec<Value>) {
-    let bin_dir = bin("tapflow-collector")
-        .parent()
-        .expect("the binaries' directory")
-        .to_path_buf();
-    let yaml = run_ok(
-        Command::new(repo_root().join("deploy/k8s/keys.sh"))
-            .arg(dir.join("keys"))
-            .arg("tap-node-1")
-            .env("TAPFLOW_BIN", bin_dir),
-        "deploy/k8s/keys.sh",
-    );
-    let docs = yaml_docs(&yaml);
-    (yaml, docs)
-}
 
 /// kubernetes-validate --strict over `yaml`: (success, what it printed).
 fn validate(yaml: &str) -> (bool, String) {
@@ -65,7 +47,7 @@ fn renders_and_passes_strict_schema_validation() {
         "kubernetes-validate --strict refused the render:\n{text}"
     );
     let dir = tempfile::tempdir().expect("create a temp dir");
-    let (secret_yaml, secret_docs) = secrets(dir.path());
+    let (secret_yaml, secret_docs) = secrets(dir.path(), "tap-node-1");
     assert_eq!(secret_docs.len(), 3, "{secret_yaml}");
     let (ok, text) = validate(&secret_yaml);
     assert!(
@@ -225,7 +207,7 @@ fn configmaps_pass_check_config_at_the_pods_paths_and_users() {
     }
     let docs = yaml_docs(&render_yaml());
     let dir = tempfile::tempdir().expect("create a temp dir");
-    let (_, secret_docs) = secrets(dir.path());
+    let (_, secret_docs) = secrets(dir.path(), "tap-node-1");
     for w in workloads(&docs) {
         let name = s(&w["metadata"]["name"]);
         let pod = &w["spec"]["template"]["spec"];
@@ -358,7 +340,7 @@ fn collector_captures_with_only_the_capabilities_its_manifest_grants() {
     }
     let docs = yaml_docs(&render_yaml());
     let dir = tempfile::tempdir().expect("create a temp dir");
-    let (_, secret_docs) = secrets(dir.path());
+    let (_, secret_docs) = secrets(dir.path(), "tap-node-1");
     let ds = find(&docs, "DaemonSet", "tapflow-collector", None);
     let pod = &ds["spec"]["template"]["spec"];
     let c = &pod["containers"][0];
