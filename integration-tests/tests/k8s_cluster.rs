@@ -171,10 +171,10 @@ fn manifests_run_as_pods_carry_tap_traffic_to_both_processors() {
     // The tap node's capture interface, eth1, and where its traffic comes from; without IPv6,
     // so that the datagrams below are all it carries.
     for key in ["all", "default"] {
-        let setting = format!("net.ipv6.conf.{key}.disable_ipv6=1");
+        let write = format!("echo 1 > /proc/sys/net/ipv6/conf/{key}/disable_ipv6");
         run_ok(
-            Command::new("ip").args(["netns", "exec", &tap_ns, "sysctl", "-qw", &setting]),
-            "sysctl",
+            Command::new("ip").args(["netns", "exec", &tap_ns, "sh", "-c", &write]),
+            "turn IPv6 off in the tap node's namespace",
         );
     }
     ip(&[
