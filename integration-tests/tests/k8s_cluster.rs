@@ -130,8 +130,9 @@ fn start_pod(
     (proc, var_upper)
 }
 
-/// `tapflow_{component}_{metric}_total` (summed over labels) from /metrics on port 9600 in `ns`.
-fn counter(ns: &str, component: &str, metric: &str) -> u64 {
+/// `tapflow_{component}_{metric}_total` (summed over labels) from /metrics on port 9600 in `ns`;
+/// `None` while it is not served (or has no such counter).
+fn try_counter(ns: &str, component: &str, metric: &str) -> Option<u64> {
     let out = Command::new("ip")
         .args([
             "netns",
@@ -141,15 +142,142 @@ fn counter(ns: &str, component: &str, metric: &str) -> u64 {
             "-sf",
             "http://127.0.0.1:9600/metrics",
         ])
-        .output();
-    let text = out
-        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
-        .unwrap_or_default();
+        .output()
+        .ok()?;
+    let text = String::from_utf8_lossy(&out.stdout);
     let name = format!("tapflow_{component}_{metric}_total");
-    text.lines()
+    let values: Vec<u64> = text
+        .lines()
         .filter(|l| l.starts_with(&format!("{name} ")) || l.starts_with(&format!("{name}{{")))
         .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
-        .sum()
+        .collect();
+    (!values.is_empty()).then(|| values.iter().sum())
+}
+
+fn counter(ns: &str, component: &str, metric: &str) -> u64 {
+    let value = try_counter(ns, component, metric);
+    assert!(
+        value.is_some(),
+        "{ns} serves no tapflow_{component}_{metric}_total"
+    );
+    value.expect("a counter")
+}
+
+/// The tap node's capture interface, `eth1`, and `peer`, where its traffic comes from; without
+/// IPv6, so that the datagrams sent are all it carries.
+fn tap_interface(ns: &str) {
+    for key in ["all", "default"] {
+        let write = format!("echo 1 > /proc/sys/net/ipv6/conf/{key}/disable_ipv6");
+        run_ok(
+            Command::new("ip").args(["netns", "exec", ns, "sh", "-c", &write]),
+            "turn IPv6 off in the tap node's namespace",
+        );
+    }
+    ip(&[
+        "-n", ns, "link", "add", "eth1", "type", "veth", "peer", "name", "peer",
+    ]);
+    for dev in ["eth1", "peer"] {
+        ip(&["-n", ns, "link", "set", dev, "up"]);
+    }
+    ip(&["-n", ns, "addr", "add", "10.98.0.1/24", "dev", "peer"]);
+    let neigh = [
+        "neigh",
+        "add",
+        "10.98.0.2",
+        "lladdr",
+        "02:00:00:00:00:02",
+        "dev",
+        "peer",
+    ];
+    ip(&[&["-n", ns][..], &neigh[..]].concat());
+}
+
+/// `n` flows (one datagram each, from `n` source ports) out of `peer` in `ns`.
+fn send_flows(ns: &str, n: usize) {
+    let script = format!(
+        "import socket, time\n\
+         for i in range({n}):\n    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n    \
+         s.bind(('10.98.0.1', 41000 + i))\n    s.sendto(b'tapflow', ('10.98.0.2', 9999))\n    \
+         s.close()\n    time.sleep(0.002)\n"
+    );
+    run_ok(
+        Command::new("ip").args(["netns", "exec", ns, "python3", "-c", &script]),
+        "send datagrams",
+    );
+}
+
+/// The four pods, running.
+struct Pods {
+    /// Removed (and what runs in it killed) when the pods are dropped.
+    _net: Net,
+    namespaces: [String; 4],
+    procs: [Proc; 4],
+    /// The aggregator's /var, over which its volume's log and state directories lie.
+    var: PathBuf,
+}
+
+const AGGREGATOR: usize = 0;
+const COLLECTOR: usize = 3;
+
+impl Pods {
+    /// The aggregator, processors 0 and 1 and the collector on tap-node-1, in that order, each
+    /// with /metrics on its own loopback (the only thing added to what the manifests give).
+    fn start(docs: &[Value], secrets: &[Value], dir: &Path) -> Pods {
+        let mut net = Net::new();
+        let pods = [
+            ("StatefulSet", "tapflow-aggregator", 0, 20),
+            ("StatefulSet", "tapflow-processor", 0, 10),
+            ("StatefulSet", "tapflow-processor", 1, 11),
+            ("DaemonSet", "tapflow-collector", 0, 30),
+        ];
+        let namespaces =
+            pods.map(|(_, name, i, host)| net.pod(&format!("{}{i}", &name[8..9]), host));
+        tap_interface(&namespaces[COLLECTOR]);
+        let mut var = PathBuf::new();
+        let procs = std::array::from_fn(|k| {
+            let (kind, name, ordinal, _) = pods[k];
+            let mut extra = vec!["--metrics-listen", "127.0.0.1:9600"];
+            if k == COLLECTOR {
+                extra.push("--immediate");
+            }
+            let at = (kind, name, ordinal);
+            let (proc, pod_var) = start_pod(docs, secrets, at, &namespaces[k], &extra, dir);
+            if k == AGGREGATOR {
+                var = pod_var;
+            }
+            proc
+        });
+        Pods {
+            _net: net,
+            namespaces,
+            procs,
+            var,
+        }
+    }
+
+    fn logs(&self) -> String {
+        self.procs
+            .iter()
+            .map(|p| format!("--- {}:\n{}", p.name, p.stderr()))
+            .collect()
+    }
+
+    fn wait_for(&self, what: &str, timeout: Duration, done: impl Fn() -> bool) {
+        let deadline = Instant::now() + timeout;
+        while !done() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        assert!(done(), "{what}\n{}", self.logs());
+    }
+
+    /// SIGTERM to each, as the kubelet stops pods, in the order of the pipeline.
+    fn stop(&self) {
+        for k in [COLLECTOR, 1, 2, AGGREGATOR] {
+            let pid = self.procs[k].child.id().to_string();
+            let _ = Command::new("kill").args(["-TERM", &pid]).status();
+            std::thread::sleep(Duration::from_millis(500));
+        }
+    }
 }
 
 #[test]
@@ -159,161 +287,77 @@ fn manifests_run_as_pods_carry_tap_traffic_to_both_processors() {
     }
     let docs = yaml_docs(&render_yaml());
     let dir = tempfile::tempdir().expect("create a temp dir");
-    let d = dir.path();
-    let (_, secret_docs) = secrets(d, "tap-node-1");
-    let mut net = Net::new();
-    let (agg_ns, p0_ns, p1_ns, tap_ns) = (
-        net.pod("a", 20),
-        net.pod("p0", 10),
-        net.pod("p1", 11),
-        net.pod("t", 30),
+    let (_, secret_docs) = secrets(dir.path(), "tap-node-1");
+    let pods = Pods::start(&docs, &secret_docs, dir.path());
+    let [agg, p0, p1, tap] = pods.namespaces.clone();
+    let collector = &pods.procs[COLLECTOR];
+    pods.wait_for("the capture did not open", Duration::from_secs(20), || {
+        collector.stderr().contains("capture open")
+    });
+    send_flows(&tap, 64);
+    let received = |ns: &str| try_counter(ns, "processor", "summaries_received").unwrap_or(0);
+    pods.wait_for(
+        "the processors did not get 64 summaries",
+        Duration::from_secs(30),
+        || received(&p0) + received(&p1) >= 64,
     );
-    // The tap node's capture interface, eth1, and where its traffic comes from; without IPv6,
-    // so that the datagrams below are all it carries.
-    for key in ["all", "default"] {
-        let write = format!("echo 1 > /proc/sys/net/ipv6/conf/{key}/disable_ipv6");
-        run_ok(
-            Command::new("ip").args(["netns", "exec", &tap_ns, "sh", "-c", &write]),
-            "turn IPv6 off in the tap node's namespace",
-        );
-    }
-    ip(&[
-        "-n", &tap_ns, "link", "add", "eth1", "type", "veth", "peer", "name", "peer",
-    ]);
-    for dev in ["eth1", "peer"] {
-        ip(&["-n", &tap_ns, "link", "set", dev, "up"]);
-    }
-    ip(&["-n", &tap_ns, "addr", "add", "10.98.0.1/24", "dev", "peer"]);
-    ip(&[
-        "-n",
-        &tap_ns,
-        "neigh",
-        "add",
-        "10.98.0.2",
-        "lladdr",
-        "02:00:00:00:00:02",
-        "dev",
-        "peer",
-    ]);
-    // Only /metrics is added to what the manifests give, on each pod's own loopback.
-    let metrics = ["--metrics-listen", "127.0.0.1:9600"];
-    let (aggregator, var) = start_pod(
-        &docs,
-        &secret_docs,
-        ("StatefulSet", "tapflow-aggregator", 0),
-        &agg_ns,
-        &metrics,
-        d,
-    );
-    let (p0, _) = start_pod(
-        &docs,
-        &secret_docs,
-        ("StatefulSet", "tapflow-processor", 0),
-        &p0_ns,
-        &metrics,
-        d,
-    );
-    let (p1, _) = start_pod(
-        &docs,
-        &secret_docs,
-        ("StatefulSet", "tapflow-processor", 1),
-        &p1_ns,
-        &metrics,
-        d,
-    );
-    let collector_extra = ["--metrics-listen", "127.0.0.1:9600", "--immediate"];
-    let (collector, _) = start_pod(
-        &docs,
-        &secret_docs,
-        ("DaemonSet", "tapflow-collector", 0),
-        &tap_ns,
-        &collector_extra,
-        d,
-    );
-    let all = [&aggregator, &p0, &p1, &collector];
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !collector.stderr().contains("capture open") && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let logs = || {
-        all.iter()
-            .map(|p| format!("--- {}:\n{}", p.name, p.stderr()))
-            .collect::<String>()
-    };
-    assert!(collector.stderr().contains("capture open"), "{}", logs());
-    // 64 flows (one datagram each, from 64 source ports), so both processors get some.
-    let script = "import socket, time\n\
-        for i in range(64):\n    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n    \
-        s.bind(('10.98.0.1', 41000 + i))\n    s.sendto(b'tapflow', ('10.98.0.2', 9999))\n    \
-        s.close()\n    time.sleep(0.002)\n";
-    run_ok(
-        Command::new("ip").args(["netns", "exec", &tap_ns, "python3", "-c", script]),
-        "send datagrams",
-    );
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let received = |ns: &str| counter(ns, "processor", "summaries_received");
-    while received(&p0_ns) + received(&p1_ns) < 64 && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(200));
-    }
-    let (r0, r1) = (received(&p0_ns), received(&p1_ns));
+    let (r0, r1) = (received(&p0), received(&p1));
     eprintln!("summaries received: processor 0 {r0}, processor 1 {r1}");
-    assert_eq!(r0 + r1, 64, "{}", logs());
+    assert_eq!(r0 + r1, 64, "{}", pods.logs());
     assert!(r0 > 0 && r1 > 0, "one processor got every flow: {r0} {r1}");
-    for (ns, component) in [
-        (&p0_ns, "processor"),
-        (&p1_ns, "processor"),
-        (&agg_ns, "aggregator"),
-    ] {
-        for refused in ["auth_rejected", "names_refused", "misrouted"] {
+    // Every link authenticated (CURVE) and every name accepted (bound to its key).
+    for ns in [&p0, &p1] {
+        for refused in [
+            "auth_rejected",
+            "names_refused",
+            "summaries_misrouted",
+            "messages_misrouted",
+        ] {
             assert_eq!(
-                counter(ns, component, refused),
+                counter(ns, "processor", refused),
                 0,
-                "{component} {ns}: {refused}\n{}",
-                logs()
+                "{ns}: {refused}\n{}",
+                pods.logs()
             );
         }
-    }
-    assert_eq!(
-        counter(&agg_ns, "aggregator", "auth_accepted"),
-        2,
-        "{}",
-        logs()
-    );
-    for ns in [&p0_ns, &p1_ns] {
         assert_eq!(
             counter(ns, "processor", "auth_accepted"),
             1,
             "{ns}\n{}",
-            logs()
+            pods.logs()
         );
     }
-    // Stopping the pods (SIGTERM, as the kubelet does) ends the streams: the processors close
-    // their flows and the aggregator writes them to its volume.
-    for p in [&collector, &p0, &p1, &aggregator] {
-        let _ = Command::new("kill")
-            .args(["-TERM", &p.child.id().to_string()])
-            .status();
-        // one at a time, in the order of the pipeline
-        std::thread::sleep(Duration::from_millis(500));
+    for refused in ["auth_rejected", "names_refused"] {
+        assert_eq!(
+            counter(&agg, "aggregator", refused),
+            0,
+            "{refused}\n{}",
+            pods.logs()
+        );
     }
-    let conn_log = var.join("log/tapflow/conn.jsonl");
+    assert_eq!(
+        counter(&agg, "aggregator", "auth_accepted"),
+        2,
+        "{}",
+        pods.logs()
+    );
+    // Stopped, the processors close their flows and the aggregator writes them to its volume.
+    pods.stop();
+    let conn_log = pods.var.join("log/tapflow/conn.jsonl");
     let lines = || {
         std::fs::read_to_string(&conn_log)
             .unwrap_or_default()
             .lines()
             .count()
     };
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while lines() < 64 && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(200));
-    }
-    assert_eq!(
-        lines(),
-        64,
-        "conn.jsonl on the aggregator's volume\n{}",
-        logs()
+    pods.wait_for(
+        "conn.jsonl on the aggregator's volume",
+        Duration::from_secs(30),
+        || lines() >= 64,
     );
-    let health = std::fs::read_to_string(var.join("log/tapflow/health.jsonl")).unwrap_or_default();
+    assert_eq!(lines(), 64, "{}", pods.logs());
+    let health =
+        std::fs::read_to_string(pods.var.join("log/tapflow/health.jsonl")).unwrap_or_default();
     let report = health
         .lines()
         .filter_map(|l| serde_json::from_str::<Value>(l).ok())
@@ -321,7 +365,7 @@ fn manifests_run_as_pods_carry_tap_traffic_to_both_processors() {
     assert!(
         report.is_some(),
         "no accounting report: {health}\n{}",
-        logs()
+        pods.logs()
     );
     let report = report.expect("the accounting report");
     assert_eq!(report["reconciled"], true, "{report}");
