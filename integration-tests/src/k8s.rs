@@ -332,3 +332,26 @@ pub fn setpriv_args(sc: &Value) -> Vec<String> {
     }
     args
 }
+
+/// A TOML line without its comment, spaces around `=` and at the ends normalised, as
+/// `--check-config` prints a setting; `None` for a blank or comment line.
+pub fn toml_setting(line: &str) -> Option<String> {
+    let (mut in_string, mut escaped, mut end) = (false, false, line.len());
+    for (i, c) in line.char_indices() {
+        match c {
+            _ if escaped => escaped = false,
+            '\\' if in_string => escaped = true,
+            '"' => in_string = !in_string,
+            '#' if !in_string => {
+                end = i;
+                break;
+            }
+            _ => {}
+        }
+    }
+    let line = line[..end].trim();
+    (!line.is_empty()).then(|| match line.split_once('=') {
+        Some((k, v)) => format!("{} = {}", k.trim(), v.trim()),
+        None => line.to_owned(),
+    })
+}

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use tapflow_integration_tests::k8s::{
     etc_overlay, find, pod_argv, pod_env, pod_files, render_yaml, run_ok, s, secrets, spawn_in,
-    venv, yaml_docs,
+    toml_setting, venv, yaml_docs,
 };
 use tapflow_integration_tests::{bin, is_root, repo_root};
 
@@ -235,9 +235,31 @@ fn configmaps_pass_check_config_at_the_pods_paths_and_users() {
             stdout.contains("/etc/tapflow/set/processor-set.toml"),
             "{name}:\n{stdout}"
         );
+        // Every setting of its config file is in force, with the file's value.
+        let config = files
+            .iter()
+            .find(|f| f.path.starts_with("/etc/tapflow/config"))
+            .expect("a config file in the pod");
+        let resolved: Vec<&str> = stdout.lines().collect();
+        let text = String::from_utf8_lossy(&config.bytes);
+        let settings: Vec<String> = text.lines().filter_map(toml_setting).collect();
+        for setting in &settings {
+            assert!(
+                resolved.contains(&setting.as_str()),
+                "{name}: {setting:?} not in force:\n{stdout}"
+            );
+        }
+        // And the name the pod's env gives it (the node's, the pod's), where it has one.
+        for (_, value) in pod_env(w, c, 0).iter().filter(|(k, _)| k == "TAPFLOW_NAME") {
+            let want = format!("name = \"{value}\"");
+            assert!(
+                resolved.contains(&want.as_str()),
+                "{name}: {want:?} not in force:\n{stdout}"
+            );
+        }
         eprintln!(
-            "{name}: --check-config passed ({} lines resolved)",
-            stdout.lines().count()
+            "{name}: --check-config passed, {} settings in force as written",
+            settings.len()
         );
     }
 }
