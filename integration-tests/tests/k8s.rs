@@ -15,7 +15,7 @@ use tapflow_integration_tests::k8s::{
     etc_overlay, find, pod_argv, pod_env, pod_files, render_yaml, run_ok, s, secrets, spawn_in,
     toml_setting, venv, yaml_docs,
 };
-use tapflow_integration_tests::{bin, is_root, repo_root};
+use tapflow_integration_tests::{bin, is_root, repo_root, Proc};
 
 /// kubernetes-validate --strict over `yaml`: (success, what it printed).
 fn validate(yaml: &str) -> (bool, String) {
@@ -276,7 +276,9 @@ fn ip(args: &[&str]) {
 
 impl TapNode {
     fn new() -> TapNode {
-        let name = format!("tfk8s{}", std::process::id());
+        static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let name = format!("tfk8s{}-{n}", std::process::id());
         ip(&["netns", "add", &name]);
         let node = TapNode { name };
         let n = node.name.as_str();
@@ -355,37 +357,58 @@ fn status_of(pid: u32, key: &str) -> String {
         .unwrap_or_default()
 }
 
-#[test]
-fn collector_captures_with_only_the_capabilities_its_manifest_grants() {
-    if !is_root() {
-        return;
-    }
+/// The DaemonSet's collector, its container's securityContext passed through `security`, started
+/// as its pod would be on a tap node (a network namespace with eth1), its key files owned by
+/// `key_owner` (a Secret's are root's): the node, the collector, and the directory its files
+/// are in.
+fn start_collector(
+    security: impl Fn(&mut Value),
+    key_owner: u32,
+    extra: &[&str],
+) -> (TapNode, Proc, tempfile::TempDir) {
     let docs = yaml_docs(&render_yaml());
     let dir = tempfile::tempdir().expect("create a temp dir");
     let (_, secret_docs) = secrets(dir.path(), "tap-node-1");
     let ds = find(&docs, "DaemonSet", "tapflow-collector", None);
     let pod = &ds["spec"]["template"]["spec"];
-    let c = &pod["containers"][0];
+    let mut c = pod["containers"][0].clone();
+    security(&mut c["securityContext"]);
     let files = pod_files(&docs, &secret_docs, pod, s(&ds["metadata"]["namespace"]));
     // The processors' names resolve (to nothing listening): the collector queues and drops.
     let hosts = "127.0.0.1 localhost\n\
                  127.0.0.1 tapflow-processor-0.tapflow-processor.tapflow.svc.cluster.local\n\
                  127.0.0.1 tapflow-processor-1.tapflow-processor.tapflow.svc.cluster.local\n";
     let (upper, work) = etc_overlay(dir.path(), &files, &[("hosts", hosts)]);
+    for f in files
+        .iter()
+        .filter(|f| f.path.starts_with("/etc/tapflow/keys"))
+    {
+        let at = upper.join(f.path.strip_prefix("/etc").expect("a path under /etc"));
+        std::os::unix::fs::chown(&at, Some(key_owner), Some(key_owner)).expect("chown a key file");
+    }
     let node = TapNode::new();
-    // A port in the namespace's own loopback, which nothing else can use.
-    let metrics = 9601;
     let mut argv = vec!["netns".to_owned(), "exec".to_owned(), node.name.clone()];
-    argv.extend(pod_argv(c, &[("/etc", &upper, &work)]));
-    // Only to read its counters; also the capture without kernel blocks, so none wait.
+    argv.extend(pod_argv(&c, &[("/etc", &upper, &work)]));
+    // Only to read its counters (on the namespace's own loopback, which nothing else uses);
+    // also the capture without kernel blocks, so none wait.
     argv.extend([
         "--metrics-listen".into(),
-        format!("127.0.0.1:{metrics}"),
+        format!("127.0.0.1:{METRICS}"),
         "--immediate".into(),
     ]);
-    let mut cmd_env = pod_env(ds, c, 0);
-    cmd_env.push(("RUST_LOG".into(), "info".into()));
-    let mut collector = spawn_in("collector", &argv, &cmd_env, dir.path());
+    argv.extend(extra.iter().map(|a| a.to_string()));
+    let collector = spawn_in("collector", &argv, &pod_env(ds, &c, 0), dir.path());
+    (node, collector, dir)
+}
+
+const METRICS: u16 = 9601;
+
+#[test]
+fn collector_captures_with_only_the_capabilities_its_manifest_grants() {
+    if !is_root() {
+        return;
+    }
+    let (node, mut collector, _dir) = start_collector(|_| {}, 0, &[]);
     let deadline = Instant::now() + Duration::from_secs(20);
     while !collector.stderr().contains("capture open") && Instant::now() < deadline {
         if let Ok(Some(status)) = collector.child.try_wait() {
@@ -420,7 +443,7 @@ fn collector_captures_with_only_the_capabilities_its_manifest_grants() {
     let deadline = Instant::now() + Duration::from_secs(20);
     let mut read = None;
     while Instant::now() < deadline {
-        read = node.counter(metrics, "packets_read");
+        read = node.counter(METRICS, "packets_read");
         if read.is_some_and(|n| n >= 40) {
             break;
         }
@@ -578,4 +601,32 @@ fn documented_scale_up_extends_the_set_with_the_next_pods_name() {
     assert_eq!(after.latest().table.members(), [0, 1, 2]);
     let want = stable_endpoint(&docs, "tapflow-processor", 2);
     assert_eq!(after.endpoint(2), Some(want.as_str()));
+}
+
+#[test]
+fn collector_as_non_root_under_the_same_grant_cannot_start() {
+    if !is_root() {
+        return;
+    }
+    // Why the DaemonSet runs the collector as uid 0. A non-root uid cannot read its Secret's key
+    // files (root's, mode 0400; an fsGroup would make them group-readable, which tapflow
+    // refuses) ...
+    let non_root = |sc: &mut Value| {
+        sc["runAsUser"] = 65532.into();
+        sc["runAsGroup"] = 65532.into();
+    };
+    let (_node, mut collector, _dir) = start_collector(non_root, 0, &[]);
+    let status = collector.wait_until(Instant::now() + Duration::from_secs(20));
+    let log = collector.stderr();
+    assert_eq!(status.and_then(|s| s.code()), Some(2), "{log}");
+    assert!(log.contains("collector.key: Permission denied"), "{log}");
+    // ... and even with keys of its own it could not capture: a container runtime gives a
+    // non-root process the added capabilities in its bounding set only (Kubernetes has no
+    // ambient capabilities), so they are gone after exec, and no_new_privs ignores file
+    // capabilities. (It would wait linger_ms for its end of stream to leave: not here.)
+    let (_node, mut collector, _dir) = start_collector(non_root, 65532, &["--linger-ms", "200"]);
+    let status = collector.wait_until(Instant::now() + Duration::from_secs(20));
+    let log = collector.stderr();
+    assert_eq!(status.and_then(|s| s.code()), Some(3), "{log}");
+    assert!(log.contains("needs CAP_NET_RAW"), "{log}");
 }
