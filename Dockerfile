@@ -2,7 +2,7 @@
 #   docker build -t tapflow:0.1.0 .
 # Build stage: the Rust toolchain and the -dev packages; the runtime stage has only the shared
 # libraries the binaries link (libpcap0.8, libzmq5 and what they pull in), checked by
-# integration-tests/tests/k8s.rs against the binaries' own dynamic dependencies.
+# integration-tests/tests/k8s_image.rs against the binaries' own dynamic dependencies.
 FROM rust:1-bookworm AS build
 RUN apt-get update \
     && apt-get install -y --no-install-recommends pkg-config libpcap-dev libzmq3-dev \
