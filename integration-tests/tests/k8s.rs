@@ -89,9 +89,11 @@ fn manifests_grant_what_the_design_says() {
     for w in workloads(&docs) {
         let pod = &w["spec"]["template"]["spec"];
         let name = s(&w["metadata"]["name"]);
+        assert_eq!(pod["automountServiceAccountToken"], false, "{name}");
         for c in pod["containers"].as_array().into_iter().flatten() {
             let sc = &c["securityContext"];
             assert_eq!(sc["readOnlyRootFilesystem"], true, "{name}");
+            assert_eq!(sc["seccompProfile"]["type"], "RuntimeDefault", "{name}");
             assert_eq!(sc["allowPrivilegeEscalation"], false, "{name}");
             assert_eq!(
                 sc["capabilities"]["drop"],
