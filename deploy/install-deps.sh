@@ -54,7 +54,7 @@ if ! has_nfstream python3 && ! has_nfstream "$venv/bin/python"; then
     "$venv/bin/pip" install -q --disable-pip-version-check "nfstream==$nfstream_version"
 fi
 
-# The Kubernetes checks (integration-tests/tests/k8s.rs): a kubectl to render deploy/k8s with its
+# The Kubernetes checks (integration-tests/tests/k8s*.rs): a kubectl to render deploy/k8s with its
 # built-in kustomize (any installed one; else Debian's kubernetes-client, whose kubectl 1.20
 # renders it too), and kubernetes-validate (pinned; it bundles the API schemas, so it validates
 # offline) in its own venv, whose Python (with PyYAML) also reads the rendered YAML for the test.
