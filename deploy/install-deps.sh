@@ -2,7 +2,7 @@
 # Installs the Debian packages tapflow builds, runs and tests with, when missing. With
 # --test (deploy/test.sh), also the reference tools the latency comparisons run
 # (integration-tests/tests/latency_refs.rs): tshark, Argus (argus, ra) and nfstream (PyPI, in a
-# venv under ~/.cache/tapflow).
+# venv under ~/.cache/tapflow), and the Kubernetes checks' kubectl and kubernetes-validate.
 # Usage: deploy/install-deps.sh [--test]   (as root, or with sudo available)
 set -euo pipefail
 
@@ -52,4 +52,23 @@ if ! has_nfstream python3 && ! has_nfstream "$venv/bin/python"; then
     echo "installing nfstream==$nfstream_version into $venv" >&2
     python3 -m venv "$venv"
     "$venv/bin/pip" install -q --disable-pip-version-check "nfstream==$nfstream_version"
+fi
+
+# The Kubernetes checks (integration-tests/tests/k8s*.rs): a kubectl to render deploy/k8s with its
+# built-in kustomize (any installed one; else Debian's kubernetes-client, whose kubectl 1.20
+# renders it too), and kubernetes-validate (pinned; it bundles the API schemas, so it validates
+# offline) in its own venv, whose Python (with PyYAML) also reads the rendered YAML for the test.
+if ! command -v kubectl >/dev/null; then
+    echo "installing: kubernetes-client" >&2
+    sudo_cmd=()
+    [[ $(id -u) -eq 0 ]] || sudo_cmd=(sudo)
+    "${sudo_cmd[@]}" apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive "${sudo_cmd[@]}" apt-get install -y -qq --no-install-recommends kubernetes-client >/dev/null
+fi
+k8s_validate_version=1.37.0
+k8s_venv="${XDG_CACHE_HOME:-$HOME/.cache}/tapflow/k8s-venv"
+if ! "$k8s_venv/bin/python" -c "import importlib.metadata as m, sys; sys.exit(m.version('kubernetes-validate') != '$k8s_validate_version')" 2>/dev/null; then
+    echo "installing kubernetes-validate==$k8s_validate_version into $k8s_venv" >&2
+    python3 -m venv "$k8s_venv"
+    "$k8s_venv/bin/pip" install -q --disable-pip-version-check "kubernetes-validate==$k8s_validate_version"
 fi

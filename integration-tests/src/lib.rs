@@ -31,6 +31,7 @@ use serde_json::Value;
 pub mod faults;
 pub mod influxd;
 pub mod inprocess;
+pub mod k8s;
 pub mod zeek;
 pub mod zeek_corpus;
 
