@@ -36,11 +36,9 @@ pub fn detect(ev: &Evidence) -> Option<Found> {
     let mut crypto = Crypto::default();
     for d in ev.orig.segments.iter().take(MAX_DATAGRAMS) {
         datagram(d, &mut crypto);
-        if let Some(found) = crypto.hello(ev.orig.truncated) {
-            return Some(found);
-        }
     }
-    None
+    let cut = ev.orig.truncated || ev.orig.segments.len() > MAX_DATAGRAMS;
+    crypto.hello(cut)
 }
 
 /// The CRYPTO stream of the client's Initial packets, as received fragments.
@@ -172,7 +170,12 @@ fn frames(plain: &[u8], crypto: &mut Crypto) {
     for _ in 0..MAX_FRAMES {
         let Some(kind) = varint(&mut r) else { return };
         let ok = match kind {
-            0x00 | 0x01 => Some(()),
+            // A run of PADDING counts as one frame.
+            0x00 => {
+                let run = r.rest().iter().take_while(|&&b| b == 0).count();
+                r.take(run).map(|_| ())
+            }
+            0x01 => Some(()),
             0x02 | 0x03 => ack(&mut r, kind == 0x03),
             0x06 => (|| {
                 let offset = varint(&mut r)?;
