@@ -29,10 +29,14 @@ pub fn detect(ev: &Evidence) -> Option<Found> {
 
 fn udp(side: &Side) -> bool {
     let n = side.segments.len();
-    side.segments.iter().take(MAX_DATAGRAMS).enumerate().any(|(i, d)| {
-        let cut = side.truncated && i + 1 == n;
-        accepted(message(d), cut)
-    })
+    side.segments
+        .iter()
+        .take(MAX_DATAGRAMS)
+        .enumerate()
+        .any(|(i, d)| {
+            let cut = side.truncated && i + 1 == n;
+            accepted(message(d), cut)
+        })
 }
 
 fn tcp(side: &Side) -> bool {
@@ -95,7 +99,11 @@ fn name(r: &mut Reader, msg_len: usize) -> Result<(), Parse> {
             3 => {
                 let low = r.u8().ok_or(Parse::Short)?;
                 let target = (usize::from(len & 0x3f) << 8) | usize::from(low);
-                return if target < msg_len { Ok(()) } else { Err(Parse::Bad) };
+                return if target < msg_len {
+                    Ok(())
+                } else {
+                    Err(Parse::Bad)
+                };
             }
             _ => return Err(Parse::Bad),
         }
@@ -118,7 +126,9 @@ mod tests {
         m[2] = 0x81;
         m[3] = 0x80;
         m[7] = 1;
-        m.extend_from_slice(&[0xc0, 0x0c, 0, 1, 0, 1, 0, 0, 0x0e, 0x10, 0, 4, 93, 184, 216, 34]);
+        m.extend_from_slice(&[
+            0xc0, 0x0c, 0, 1, 0, 1, 0, 0, 0x0e, 0x10, 0, 4, 93, 184, 216, 34,
+        ]);
         m
     }
 
@@ -127,8 +137,14 @@ mod tests {
             proto,
             orig_port: 33333,
             resp_port: port,
-            orig: Side { segments: orig, truncated: false },
-            resp: Side { segments: resp, truncated: false },
+            orig: Side {
+                segments: orig,
+                truncated: false,
+            },
+            resp: Side {
+                segments: resp,
+                truncated: false,
+            },
         }
     }
 
@@ -160,7 +176,10 @@ mod tests {
         assert_eq!(detect(&ev(UDP, 53, &[&bad_ptr], &[])), None);
         let mut cut = ev(UDP, 53, &[], &[]);
         let seg: [&[u8]; 1] = [&q[..20]];
-        cut.orig = Side { segments: &seg, truncated: true };
+        cut.orig = Side {
+            segments: &seg,
+            truncated: true,
+        };
         assert!(detect(&cut).is_some(), "cut by the budget");
     }
 }

@@ -28,13 +28,23 @@ pub fn detect(ev: &Evidence) -> Option<Found> {
     let coded = leading_number(greeting).is_some_and(|(code, rest)| {
         (100..600).contains(&code) && matches!(rest.first(), None | Some(b' ' | b'-'))
     });
-    if !coded || !COMMANDS.iter().any(|c| crate::mail::command_is(command, c, false)) {
+    if !coded
+        || !COMMANDS
+            .iter()
+            .any(|c| crate::mail::command_is(command, c, false))
+    {
+        return None;
+    }
+    if violates(server) {
         return None;
     }
     let auth = lines(client, MAX_LINES)
         .any(|l| starts_with_ci(l, b"AUTH TLS") || starts_with_ci(l, b"AUTH SSL"));
     if auth {
-        let (o, r) = (crate::mail::tls_start(client), crate::mail::tls_start(server));
+        let (o, r) = (
+            crate::mail::tls_start(client),
+            crate::mail::tls_start(server),
+        );
         if let Some(found) = crate::tls::upgraded(ev, "ftp", o, r) {
             return Some(found);
         }
@@ -44,6 +54,31 @@ pub fn detect(ev: &Evidence) -> Option<Found> {
     let from_server = lines(server, MAX_LINES).filter_map(|l| announced(l, true));
     found.expects = from_client.chain(from_server).take(MAX_EXPECTS).collect();
     Some(found)
+}
+
+/// Zeek's FTP analyzer reports a violation for a reply line outside a multi-line reply that
+/// does not start with a code in 100..=599, and a violation takes the confirmed service back.
+/// Lines after an AUTH TLS upgrade are not read (they are TLS records, not lines).
+fn violates(server: &[u8]) -> bool {
+    let plain = crate::mail::tls_start(server).map_or(server, |end| &server[..end]);
+    let mut multi: Option<u32> = None;
+    for line in lines(plain, MAX_LINES) {
+        let parsed = leading_number(line)
+            .filter(|(_, rest)| matches!(rest.first(), None | Some(b' ' | b'-')));
+        match (multi, parsed) {
+            (Some(code), Some((c, rest))) if c == code && rest.first() != Some(&b'-') => {
+                multi = None
+            }
+            (Some(_), _) => {}
+            (None, Some((c, rest))) if (100..600).contains(&c) => {
+                if rest.first() == Some(&b'-') {
+                    multi = Some(c);
+                }
+            }
+            (None, _) => return true,
+        }
+    }
+    false
 }
 
 /// The data connection a line announces, if it does.
@@ -78,7 +113,11 @@ fn host_port(s: &[u8]) -> Option<(Option<IpAddr>, u16)> {
     for (i, slot) in n.iter_mut().enumerate() {
         let (v, after) = leading_number(rest.trim_ascii_start())?;
         *slot = u8::try_from(v).ok()?;
-        rest = if i < 5 { after.strip_prefix(b",")? } else { after };
+        rest = if i < 5 {
+            after.strip_prefix(b",")?
+        } else {
+            after
+        };
     }
     let addr = IpAddr::V4(Ipv4Addr::new(n[0], n[1], n[2], n[3]));
     Some((Some(addr), u16::from_be_bytes([n[4], n[5]])))
@@ -116,14 +155,25 @@ mod tests {
             proto: TCP,
             orig_port: 40000,
             resp_port: 21,
-            orig: Side { segments: &o, truncated: false },
-            resp: Side { segments: &r, truncated: false },
+            orig: Side {
+                segments: &o,
+                truncated: false,
+            },
+            resp: Side {
+                segments: &r,
+                truncated: false,
+            },
         })
     }
 
     fn expect(addr: Option<[u8; 4]>, port: u16, by_resp: bool) -> Expect {
         let addr = addr.map(|a| IpAddr::V4(Ipv4Addr::from(a)));
-        Expect { addr, port, by_resp, service: DATA }
+        Expect {
+            addr,
+            port,
+            by_resp,
+            service: DATA,
+        }
     }
 
     #[test]
@@ -150,7 +200,27 @@ mod tests {
         c.extend(records(&client_hello_msg("ftp.example"), 4000));
         let found = run(&c, b"220 hi\r\n234 AUTH TLS ok\r\n").expect("ftp over TLS");
         assert_eq!(found.services, vec!["ftp", "ssl"]);
-        assert_eq!(run(b"AUTH TLS\r\n", b"220 hi\r\n500 no\r\n").expect("ftp").services, vec!["ftp"]);
+        assert_eq!(
+            run(b"AUTH TLS\r\n", b"220 hi\r\n500 no\r\n")
+                .expect("ftp")
+                .services,
+            vec!["ftp"]
+        );
+    }
+
+    #[test]
+    fn a_reply_without_a_valid_code_takes_ftp_back() {
+        let c = b"USER zeek\r\nPASS zeek\r\nSYST\r\nQUIT\r\n";
+        let multi = b"220-Welcome\r\n free text\r\n220 ready\r\n230 ok\r\n";
+        assert_eq!(
+            run(c, multi).expect("multi-line greeting").services,
+            vec!["ftp"]
+        );
+        assert_eq!(
+            run(c, b"220 ready\r\n230 ok\r\nSYST not supported\r\n"),
+            None
+        );
+        assert_eq!(run(c, b"220 ready\r\n230 ok\r\n99 bad code\r\n"), None);
     }
 
     #[test]

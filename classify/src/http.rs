@@ -30,7 +30,10 @@ impl<'a> Head<'a> {
 
 pub(crate) fn head(stream: &[u8]) -> Option<Head<'_>> {
     // Zeek skips blank lines before a request or reply.
-    let skip = stream.iter().take_while(|b| matches!(b, b'\r' | b'\n')).count();
+    let skip = stream
+        .iter()
+        .take_while(|b| matches!(b, b'\r' | b'\n'))
+        .count();
     let base = stream.get(skip..)?;
     let mut it = lines_with_end(base, MAX_LINES);
     let (first, _) = it.next()?;
@@ -45,7 +48,8 @@ pub(crate) fn head(stream: &[u8]) -> Option<Head<'_>> {
             break;
         }
         if let Some(colon) = line.iter().position(|&b| b == b':') {
-            h.headers.push((line[..colon].trim_ascii(), &line[colon + 1..]));
+            h.headers
+                .push((line[..colon].trim_ascii(), &line[colon + 1..]));
         }
     }
     Some(h)
@@ -118,7 +122,9 @@ pub fn detect(ev: &Evidence) -> Option<Found> {
 
 /// What a `CONNECT` tunnel carries, from the bytes after both heads.
 fn tunnel(ev: &Evidence, req: &Head, resp: &Head, found: &mut Found) {
-    let (Some(oe), Some(re)) = (req.end, resp.end) else { return };
+    let (Some(oe), Some(re)) = (req.end, resp.end) else {
+        return;
+    };
     let orig = [ev.orig.stream().get(oe..).unwrap_or(&[])];
     let resp_tail = [ev.resp.stream().get(re..).unwrap_or(&[])];
     let inner = Evidence {
@@ -173,7 +179,8 @@ mod tests {
 
     #[test]
     fn a_reply_after_a_request_is_http_on_any_port() {
-        let req: &[u8] = b"GET /index.html HTTP/1.1\r\nHost: www.example.com:8080\r\nAccept: */*\r\n\r\n";
+        let req: &[u8] =
+            b"GET /index.html HTTP/1.1\r\nHost: www.example.com:8080\r\nAccept: */*\r\n\r\n";
         let resp: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello";
         let found = detect(&tcp(&[req], &[resp])).expect("request and reply");
         assert_eq!(found.services, vec!["http"]);
@@ -185,7 +192,10 @@ mod tests {
         let req: &[u8] = b"POST /x HTTP/1.0\r\nHost: a\r\n\r\n";
         assert_eq!(detect(&tcp(&[req], &[])), None);
         assert_eq!(detect(&tcp(&[req], &[b"SSH-2.0-OpenSSH\r\n"])), None);
-        assert_eq!(detect(&tcp(&[b"HELLO there\r\n"], &[b"HTTP/1.1 400 Bad\r\n"])), None);
+        assert_eq!(
+            detect(&tcp(&[b"HELLO there\r\n"], &[b"HTTP/1.1 400 Bad\r\n"])),
+            None
+        );
     }
 
     #[test]
@@ -198,7 +208,8 @@ mod tests {
     #[test]
     fn an_accepted_connect_classifies_the_tunnel() {
         let req: &[u8] = b"CONNECT mail.example:25 HTTP/1.0\r\n\r\nEHLO me\r\n";
-        let resp: &[u8] = b"HTTP/1.0 200 Connection established\r\n\r\n220 mail.example ESMTP\r\n250 ok\r\n";
+        let resp: &[u8] =
+            b"HTTP/1.0 200 Connection established\r\n\r\n220 mail.example ESMTP\r\n250 ok\r\n";
         let found = detect(&tcp(&[req], &[resp])).expect("CONNECT");
         assert_eq!(found.services, vec!["http", "smtp"]);
     }

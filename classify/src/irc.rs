@@ -17,7 +17,9 @@ pub fn detect(ev: &Evidence) -> Option<Found> {
     }
     let (client, server) = (ev.orig.stream(), ev.resp.stream());
     let registers = lines(client, MAX_LINES).any(|l| {
-        [&b"NICK "[..], b"USER ", b"PASS "].iter().any(|c| starts_with_ci(l.trim_ascii_start(), c))
+        [&b"NICK "[..], b"USER ", b"PASS "]
+            .iter()
+            .any(|c| starts_with_ci(l.trim_ascii_start(), c))
     });
     if !registers || !lines(server, MAX_LINES).any(server_line) {
         return None;
@@ -31,10 +33,15 @@ pub fn detect(ev: &Evidence) -> Option<Found> {
 
 /// `:prefix COMMAND ...` with a word as the command.
 fn server_line(line: &[u8]) -> bool {
-    let Some(rest) = line.trim_ascii_start().strip_prefix(b":") else { return false };
+    let Some(rest) = line.trim_ascii_start().strip_prefix(b":") else {
+        return false;
+    };
     let mut words = rest.split(|&b| b == b' ');
     let prefix = words.next().is_some_and(|p| !p.is_empty());
-    prefix && words.next().is_some_and(|c| !c.is_empty() && c.iter().all(u8::is_ascii_alphanumeric))
+    prefix
+        && words
+            .next()
+            .is_some_and(|c| !c.is_empty() && c.iter().all(u8::is_ascii_alphanumeric))
 }
 
 /// `... :\x01DCC SEND <file> <ip as a number> <port> [<size>]\x01`.
@@ -43,8 +50,15 @@ fn dcc_send(line: &[u8], by_resp: bool) -> Option<Expect> {
     let args = &line[at + 10..];
     let args = &args[..args.iter().position(|&b| b == 1).unwrap_or(args.len())];
     // The file name may be quoted and hold spaces: read the numbers from the end.
-    let words: Vec<&[u8]> = args.split(|&b| b == b' ').filter(|w| !w.is_empty()).collect();
-    let tail = words.iter().rev().take_while(|w| parse_u32(w).is_some()).count();
+    let words: Vec<&[u8]> = args
+        .split(|&b| b == b' ')
+        .filter(|w| !w.is_empty())
+        .collect();
+    let tail = words
+        .iter()
+        .rev()
+        .take_while(|w| parse_u32(w).is_some())
+        .count();
     // `ip port` or `ip port size` after the file name (which may itself be a number).
     let base = match tail {
         0 | 1 => return None,
@@ -66,7 +80,9 @@ fn parse_u32(w: &[u8]) -> Option<u32> {
     if w.is_empty() || w.len() > 10 || !w.iter().all(u8::is_ascii_digit) {
         return None;
     }
-    w.iter().try_fold(0u32, |acc, &d| acc.checked_mul(10)?.checked_add(u32::from(d - b'0')))
+    w.iter().try_fold(0u32, |acc, &d| {
+        acc.checked_mul(10)?.checked_add(u32::from(d - b'0'))
+    })
 }
 
 #[cfg(test)]
@@ -80,8 +96,14 @@ mod tests {
             proto: TCP,
             orig_port: 40000,
             resp_port: 6667,
-            orig: Side { segments: &o, truncated: false },
-            resp: Side { segments: &r, truncated: false },
+            orig: Side {
+                segments: &o,
+                truncated: false,
+            },
+            resp: Side {
+                segments: &r,
+                truncated: false,
+            },
         })
     }
 
@@ -106,7 +128,10 @@ mod tests {
     fn no_registration_or_no_server_prefix_is_not_irc() {
         assert_eq!(run(b"NICK a\r\n", b"HTTP/1.1 200 OK\r\n"), None);
         assert_eq!(run(b"GET / HTTP/1.1\r\n", b":srv 001 a :hi\r\n"), None);
-        assert_eq!(dcc_send(b"PRIVMSG b :\x01DCC SEND f 99999999999 5\x01", false), None);
+        assert_eq!(
+            dcc_send(b"PRIVMSG b :\x01DCC SEND f 99999999999 5\x01", false),
+            None
+        );
         assert_eq!(dcc_send(b"PRIVMSG b :\x01DCC SEND f 1 0\x01", false), None);
     }
 }

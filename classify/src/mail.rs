@@ -24,7 +24,7 @@ pub fn detect(ev: &Evidence) -> Option<Found> {
     let command = first_line(client)?;
     let (name, upgrade): (&'static str, &[u8]) = if smtp(greeting, command) {
         ("smtp", b"STARTTLS")
-    } else if pop3(greeting, command) {
+    } else if pop3(greeting, command) && !pop3_violates(client, server) {
         ("pop3", b"STLS")
     } else if imap(greeting, command) {
         ("imap", b"STARTTLS")
@@ -54,11 +54,62 @@ fn pop3(greeting: &[u8], command: &[u8]) -> bool {
     greeting.starts_with(b"+OK") && POP3_COMMANDS.iter().any(|c| command_is(command, c, false))
 }
 
+/// Zeek's POP3 analyzer reports a violation for a server line that is neither a status
+/// (`+OK`, `-ERR`, a `+ ` continuation) nor part of a multi-line answer (`LIST`, `UIDL`,
+/// `RETR`, `TOP`, `CAPA`, up to the `.` line); a violation takes the confirmed service back.
+/// Answers are matched to the client's commands in order (an `AUTH` exchange included).
+fn pop3_violates(client: &[u8], server: &[u8]) -> bool {
+    let server = tls_start(server).map_or(server, |end| &server[..end]);
+    let client = tls_start(client).map_or(client, |end| &client[..end]);
+    let mut commands = lines(client, MAX_LINES);
+    let mut in_list = false;
+    let mut first = true;
+    let mut in_auth = false;
+    for line in lines(server, MAX_LINES) {
+        if in_list {
+            in_list = line != b".";
+            continue;
+        }
+        if !matches!(line.first(), Some(b'+' | b'-')) {
+            return true;
+        }
+        if first {
+            first = false; // the greeting answers no command
+            continue;
+        }
+        if line.starts_with(b"+ ") || line == b"+" {
+            // An AUTH challenge: the client's next line answers it; the AUTH goes on.
+            if !in_auth {
+                commands.next();
+            }
+            commands.next();
+            in_auth = true;
+            continue;
+        }
+        if std::mem::take(&mut in_auth) {
+            continue; // the AUTH's final status
+        }
+        let cmd = commands.next().unwrap_or(&[]);
+        let multi = (command_is(cmd, b"LIST", false) || command_is(cmd, b"UIDL", false))
+            && cmd.len() == 4
+            || command_is(cmd, b"RETR", false)
+            || command_is(cmd, b"TOP", false)
+            || command_is(cmd, b"CAPA", false);
+        in_list = multi && line.starts_with(b"+OK");
+    }
+    false
+}
+
 fn imap(greeting: &[u8], command: &[u8]) -> bool {
     let g = greeting.starts_with(b"* OK") || greeting.starts_with(b"* PREAUTH");
     let mut words = command.split(|&b| b == b' ');
-    let tag_ok = words.next().is_some_and(|t| !t.is_empty() && t.iter().all(u8::is_ascii_graphic));
-    g && tag_ok && words.next().is_some_and(|c| !c.is_empty() && c.iter().all(u8::is_ascii_alphabetic))
+    let tag_ok = words
+        .next()
+        .is_some_and(|t| !t.is_empty() && t.iter().all(u8::is_ascii_graphic));
+    g && tag_ok
+        && words
+            .next()
+            .is_some_and(|c| !c.is_empty() && c.iter().all(u8::is_ascii_alphabetic))
 }
 
 /// `line` is the command `cmd` (after an IMAP tag when `tagged`), alone or with arguments.
@@ -89,8 +140,14 @@ mod tests {
             proto: TCP,
             orig_port: 45000,
             resp_port: 25,
-            orig: Side { segments: orig, truncated: false },
-            resp: Side { segments: resp, truncated: false },
+            orig: Side {
+                segments: orig,
+                truncated: false,
+            },
+            resp: Side {
+                segments: resp,
+                truncated: false,
+            },
         }
     }
 
@@ -101,7 +158,10 @@ mod tests {
     #[test]
     fn smtp_with_and_without_starttls() {
         let greet = b"220 mx.example ESMTP\r\n250-mx.example\r\n250 STARTTLS\r\n220 go ahead\r\n";
-        assert_eq!(services(b"EHLO client\r\nMAIL FROM:<a@b>\r\n", greet), Some(vec!["smtp"]));
+        assert_eq!(
+            services(b"EHLO client\r\nMAIL FROM:<a@b>\r\n", greet),
+            Some(vec!["smtp"])
+        );
         let mut c = b"EHLO client\r\nSTARTTLS\r\n".to_vec();
         c.extend(records(&client_hello_msg("mx.example"), 4000));
         let found = detect(&ev(&[&c], &[greet])).expect("smtp with TLS");
@@ -111,7 +171,10 @@ mod tests {
 
     #[test]
     fn pop3_and_imap_upgrades() {
-        assert_eq!(services(b"USER bob\r\n", b"+OK POP3 ready\r\n"), Some(vec!["pop3"]));
+        assert_eq!(
+            services(b"USER bob\r\n", b"+OK POP3 ready\r\n"),
+            Some(vec!["pop3"])
+        );
         let mut s = b"+OK ready\r\n+OK begin TLS\r\n".to_vec();
         s.extend(server_hello());
         assert_eq!(services(b"STLS\r\n", &s), Some(vec!["pop3", "ssl"]));
@@ -119,6 +182,18 @@ mod tests {
         c.extend(records(&client_hello_msg("imap.example"), 4000));
         let s = b"* OK IMAP4rev1 ready\r\n* CAPABILITY IMAP4rev1 STARTTLS\r\na1 OK\r\na2 OK go\r\n";
         assert_eq!(services(&c, s), Some(vec!["imap", "ssl"]));
+    }
+
+    #[test]
+    fn a_pop3_server_line_out_of_place_takes_pop3_back() {
+        let c = b"LIST\r\nRETR 1\r\nQUIT\r\n";
+        let good = b"+OK ready\r\n+OK 1 messages\r\n1 120\r\n.\r\n+OK follows\r\nSubject: x\r\n\r\nbody\r\n.\r\n+OK bye\r\n";
+        assert_eq!(services(c, good), Some(vec!["pop3"]));
+        let c = b"AUTH PLAIN\r\nAGFsaWNlAHNlY3JldA==\r\nLIST\r\nQUIT\r\n";
+        let s = b"+OK ready\r\n+ \r\n+OK logged in\r\n+OK\r\n1 5565\r\n.\r\n+OK bye\r\n";
+        assert_eq!(services(c, s), Some(vec!["pop3"]), "AUTH challenge");
+        let bad = b"+OK ready\r\nGARBAGE\r\n+OK 1 messages\r\n1 120\r\n.\r\n";
+        assert_eq!(services(c, bad), None);
     }
 
     #[test]

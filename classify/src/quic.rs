@@ -50,7 +50,9 @@ struct Crypto {
 
 impl Crypto {
     fn add(&mut self, offset: u64, data: &[u8]) {
-        let Ok(offset) = usize::try_from(offset) else { return };
+        let Ok(offset) = usize::try_from(offset) else {
+            return;
+        };
         if offset >= MAX_CRYPTO || self.size + data.len() > MAX_CRYPTO {
             return;
         }
@@ -99,7 +101,9 @@ impl Crypto {
 fn datagram(d: &[u8], crypto: &mut Crypto) {
     let mut rest = d;
     for _ in 0..MAX_PACKETS {
-        let Some(next) = packet(rest, crypto) else { return };
+        let Some(next) = packet(rest, crypto) else {
+            return;
+        };
         rest = next;
     }
 }
@@ -157,7 +161,10 @@ fn decrypt(version: u32, dcid: &[u8], packet: &[u8], pn_offset: usize) -> Option
     }
     let mut payload = packet.get(pn_offset + pn_len..)?.to_vec();
     let nonce = Nonce::assume_unique_for_key(nonce);
-    let plain = keys.key.open_in_place(nonce, Aad::from(&header), &mut payload).ok()?;
+    let plain = keys
+        .key
+        .open_in_place(nonce, Aad::from(&header), &mut payload)
+        .ok()?;
     let n = plain.len();
     payload.truncate(n);
     Some(payload)
@@ -251,17 +258,17 @@ fn expand_label(prk: &Prk, label: &[u8], out: &mut [u8]) -> Option<()> {
 /// The client's Initial key, IV and header-protection key for `dcid`.
 fn material(version: u32, dcid: &[u8]) -> Option<([u8; 16], [u8; 12], [u8; 16])> {
     let (salt, key_l, iv_l, hp_l): (&[u8], &[u8], &[u8], &[u8]) = if version == V2 {
-            (&V2_SALT, b"quicv2 key", b"quicv2 iv", b"quicv2 hp")
-        } else {
-            (&V1_SALT, b"quic key", b"quic iv", b"quic hp")
-        };
-        let initial = Salt::new(hkdf::HKDF_SHA256, salt).extract(dcid);
-        let mut secret = [0u8; 32];
-        expand_label(&initial, b"client in", &mut secret)?;
-        let client = Prk::new_less_safe(hkdf::HKDF_SHA256, &secret);
-        let (mut key, mut iv, mut hp_key) = ([0u8; 16], [0u8; 12], [0u8; 16]);
-        expand_label(&client, key_l, &mut key)?;
-        expand_label(&client, iv_l, &mut iv)?;
+        (&V2_SALT, b"quicv2 key", b"quicv2 iv", b"quicv2 hp")
+    } else {
+        (&V1_SALT, b"quic key", b"quic iv", b"quic hp")
+    };
+    let initial = Salt::new(hkdf::HKDF_SHA256, salt).extract(dcid);
+    let mut secret = [0u8; 32];
+    expand_label(&initial, b"client in", &mut secret)?;
+    let client = Prk::new_less_safe(hkdf::HKDF_SHA256, &secret);
+    let (mut key, mut iv, mut hp_key) = ([0u8; 16], [0u8; 12], [0u8; 16]);
+    expand_label(&client, key_l, &mut key)?;
+    expand_label(&client, iv_l, &mut iv)?;
     expand_label(&client, hp_l, &mut hp_key)?;
     Some((key, iv, hp_key))
 }

@@ -13,7 +13,9 @@ const MAX_PRE_LINES: usize = 20;
 const MAX_PACKET: u32 = 256 * 1024;
 
 pub fn detect(ev: &Evidence) -> Option<Found> {
-    (ev.proto == TCP && (side(&ev.orig) || side(&ev.resp))).then(|| found(&["ssh"]))
+    // Zeek labels no half-duplex SSH (its tests capture one side only): both version lines.
+    let both = banner(ev.orig.stream()).is_some() && banner(ev.resp.stream()).is_some();
+    (ev.proto == TCP && both && (side(&ev.orig) || side(&ev.resp))).then(|| found(&["ssh"]))
 }
 
 /// The offset after the version line and whether it announces SSH-1 only.
@@ -33,7 +35,9 @@ fn side(s: &Side) -> bool {
     };
     let mut r = Reader::new(stream.get(start..).unwrap_or(&[]));
     loop {
-        let Some(len) = r.u32() else { return s.truncated };
+        let Some(len) = r.u32() else {
+            return s.truncated;
+        };
         if len == 0 || len > MAX_PACKET {
             return false;
         }
@@ -74,8 +78,14 @@ mod tests {
             proto: TCP,
             orig_port: 51000,
             resp_port: 22,
-            orig: Side { segments: orig, truncated },
-            resp: Side { segments: resp, truncated },
+            orig: Side {
+                segments: orig,
+                truncated,
+            },
+            resp: Side {
+                segments: resp,
+                truncated,
+            },
         }
     }
 
@@ -86,7 +96,10 @@ mod tests {
         c.extend(packet(30, 40)); // KEX_ECDH_INIT
         c.extend(packet(MSG_NEWKEYS, 0));
         let s = b"SSH-2.0-OpenSSH_8.9\r\n";
-        assert_eq!(detect(&ev(&[&c], &[s], false)).expect("newkeys").services, vec!["ssh"]);
+        assert_eq!(
+            detect(&ev(&[&c], &[s], false)).expect("newkeys").services,
+            vec!["ssh"]
+        );
     }
 
     #[test]
@@ -94,13 +107,18 @@ mod tests {
         let mut c = b"SSH-2.0-PuTTY\r\n".to_vec();
         c.extend(packet(20, 1200));
         let cut = &c[..600];
-        assert!(detect(&ev(&[cut], &[], true)).is_some());
-        assert_eq!(detect(&ev(&[cut], &[], false)), None);
+        let s: &[u8] = b"SSH-2.0-srv\r\n";
+        assert!(detect(&ev(&[cut], &[s], true)).is_some());
+        assert_eq!(detect(&ev(&[cut], &[s], false)), None);
+        assert_eq!(detect(&ev(&[cut], &[], true)), None, "one side only");
     }
 
     #[test]
     fn other_banners_are_not_ssh() {
-        assert_eq!(detect(&ev(&[b"SSH-3.0-x\r\n"], &[], true)), None);
+        assert_eq!(
+            detect(&ev(&[b"SSH-3.0-x\r\n"], &[b"SSH-2.0-y\r\n"], true)),
+            None
+        );
         assert_eq!(detect(&ev(&[b"HTTP/1.1 200 OK\r\n"], &[], true)), None);
         let mut c = b"SSH-2.0-x\r\n".to_vec();
         c.extend_from_slice(&[0xff, 0xff, 0xff, 0xff, 0, 0]);

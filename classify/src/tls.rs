@@ -52,7 +52,11 @@ pub(crate) fn upgraded(
     resp_end: Option<usize>,
 ) -> Option<Found> {
     let client = orig_end.and_then(|o| hello_after(&ev.orig, o, true));
-    if client.is_none() && resp_end.and_then(|o| hello_after(&ev.resp, o, false)).is_none() {
+    if client.is_none()
+        && resp_end
+            .and_then(|o| hello_after(&ev.resp, o, false))
+            .is_none()
+    {
         return None;
     }
     Some(Found {
@@ -111,7 +115,9 @@ fn handshake_bytes(stream: &[u8]) -> Vec<u8> {
     let mut out = Vec::new();
     let mut r = Reader::new(stream);
     while out.len() < MAX_HANDSHAKE {
-        let (Some(kind), Some(_version)) = (r.u8(), r.u16()) else { break };
+        let (Some(kind), Some(_version)) = (r.u8(), r.u16()) else {
+            break;
+        };
         if kind != HANDSHAKE {
             break;
         }

@@ -45,7 +45,8 @@ impl<'a> Reader<'a> {
     }
 
     pub(crate) fn u32(&mut self) -> Option<u32> {
-        self.take(4).map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
+        self.take(4)
+            .map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
     }
 
     /// A length-prefixed vector: a `u8` length then that many bytes.
@@ -80,7 +81,10 @@ pub(crate) fn lines_with_end(buf: &[u8], max: usize) -> impl Iterator<Item = (&[
     lines(buf, max).map(move |l| {
         // The line plus its terminator: find it again from `end` (cheap: lines are consecutive).
         let rest = buf.get(end..).unwrap_or(&[]);
-        let len = rest.iter().position(|&b| b == b'\n').map_or(rest.len(), |i| i + 1);
+        let len = rest
+            .iter()
+            .position(|&b| b == b'\n')
+            .map_or(rest.len(), |i| i + 1);
         end += len;
         (l, end)
     })
@@ -101,7 +105,10 @@ pub(crate) fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
 
 /// `hay` contains `needle`, ASCII case-insensitively.
 pub(crate) fn contains_ci(hay: &[u8], needle: &[u8]) -> bool {
-    !needle.is_empty() && hay.windows(needle.len()).any(|w| w.eq_ignore_ascii_case(needle))
+    !needle.is_empty()
+        && hay
+            .windows(needle.len())
+            .any(|w| w.eq_ignore_ascii_case(needle))
 }
 
 /// The leading run of ASCII digits as a number (at most 9 digits), and what follows.
@@ -110,7 +117,9 @@ pub(crate) fn leading_number(s: &[u8]) -> Option<(u32, &[u8])> {
     if n == 0 || n > 9 {
         return None;
     }
-    let v = s[..n].iter().fold(0u32, |acc, &d| acc * 10 + u32::from(d - b'0'));
+    let v = s[..n]
+        .iter()
+        .fold(0u32, |acc, &d| acc * 10 + u32::from(d - b'0'));
     Some((v, &s[n..]))
 }
 
@@ -140,7 +149,9 @@ mod tests {
     fn lines_leave_out_the_unterminated_tail() {
         let got: Vec<_> = lines(b"a\r\nbb\nccc", 10).collect();
         assert_eq!(got, vec![&b"a"[..], &b"bb"[..]]);
-        let ends: Vec<_> = lines_with_end(b"a\r\nbb\nccc", 10).map(|(_, e)| e).collect();
+        let ends: Vec<_> = lines_with_end(b"a\r\nbb\nccc", 10)
+            .map(|(_, e)| e)
+            .collect();
         assert_eq!(ends, vec![3, 6]);
         assert_eq!(leading_number(b"227 x"), Some((227, &b" x"[..])));
     }

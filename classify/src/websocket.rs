@@ -7,7 +7,10 @@ use crate::util::contains_ci;
 
 /// The server accepted the client's WebSocket upgrade.
 pub(crate) fn upgraded(req: &Head, resp: &Head, code: u32) -> bool {
-    let wants = |h: &Head| h.header(b"upgrade").is_some_and(|v| contains_ci(v, b"websocket"));
+    let wants = |h: &Head| {
+        h.header(b"upgrade")
+            .is_some_and(|v| contains_ci(v, b"websocket"))
+    };
     code == 101 && wants(req) && wants(resp)
 }
 
@@ -27,8 +30,14 @@ mod tests {
                 proto: TCP,
                 orig_port: 40000,
                 resp_port: 80,
-                orig: Side { segments: o, truncated: false },
-                resp: Side { segments: r, truncated: false },
+                orig: Side {
+                    segments: o,
+                    truncated: false,
+                },
+                resp: Side {
+                    segments: r,
+                    truncated: false,
+                },
             }
         };
         let v = classify(&ev(ok));

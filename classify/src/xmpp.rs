@@ -41,7 +41,11 @@ fn opens_stream(s: &[u8]) -> bool {
 /// Where the TLS record begins after the element at `from` (the first `>` closing it).
 fn tls_after(s: &[u8], from: usize) -> Option<usize> {
     let close = from + s.get(from..)?.iter().position(|&b| b == b'>')? + 1;
-    let skip = s.get(close..)?.iter().take_while(|b| b.is_ascii_whitespace()).count();
+    let skip = s
+        .get(close..)?
+        .iter()
+        .take_while(|b| b.is_ascii_whitespace())
+        .count();
     Some(close + skip)
 }
 
@@ -60,8 +64,14 @@ mod tests {
             proto: TCP,
             orig_port: 40000,
             resp_port: 5222,
-            orig: Side { segments: &o, truncated: false },
-            resp: Side { segments: &r, truncated: false },
+            orig: Side {
+                segments: &o,
+                truncated: false,
+            },
+            resp: Side {
+                segments: &r,
+                truncated: false,
+            },
         })
     }
 
@@ -75,7 +85,10 @@ mod tests {
         let found = run(&c, &s).expect("xmpp with TLS");
         assert_eq!(found.services, vec!["xmpp", "ssl"]);
         assert_eq!(found.server_name.as_deref(), Some("example.im"));
-        assert_eq!(run(OPEN_C, OPEN_S).expect("plain xmpp").services, vec!["xmpp"]);
+        assert_eq!(
+            run(OPEN_C, OPEN_S).expect("plain xmpp").services,
+            vec!["xmpp"]
+        );
     }
 
     #[test]

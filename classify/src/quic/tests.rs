@@ -40,10 +40,13 @@ fn initial(version: u32, dcid: &[u8], pn: u8, frames: &[u8]) -> Vec<u8> {
     nonce[11] ^= pn;
     let key = LessSafeKey::new(UnboundKey::new(&aead::AES_128_GCM, &key).expect("key"));
     let nonce = Nonce::assume_unique_for_key(nonce);
-    key.seal_in_place_append_tag(nonce, Aad::from(&pkt), &mut payload).expect("seal");
+    key.seal_in_place_append_tag(nonce, Aad::from(&pkt), &mut payload)
+        .expect("seal");
     pkt.extend(payload);
     let hp = hp::HeaderProtectionKey::new(&hp::AES_128, &hp_key).expect("hp key");
-    let mask = hp.new_mask(&pkt[pn_offset + 4..pn_offset + 20]).expect("mask");
+    let mask = hp
+        .new_mask(&pkt[pn_offset + 4..pn_offset + 20])
+        .expect("mask");
     pkt[0] ^= mask[0] & 0x0f;
     pkt[pn_offset] ^= mask[1];
     pkt
@@ -62,7 +65,10 @@ fn run(datagrams: &[&[u8]]) -> Option<Found> {
         proto: UDP,
         orig_port: 50000,
         resp_port: 443,
-        orig: Side { segments: datagrams, truncated: false },
+        orig: Side {
+            segments: datagrams,
+            truncated: false,
+        },
         resp: Side::default(),
     })
 }
