@@ -5,7 +5,7 @@
 //! lists e.g. `http,smtp`).
 
 use crate::util::{leading_number, lines_with_end, starts_with_ci};
-use crate::{Evidence, Found, Side, TCP};
+use crate::{Evidence, Found, Side, TCP, UDP};
 
 /// At most this many header lines are read from a head.
 const MAX_LINES: usize = 100;
@@ -95,22 +95,27 @@ fn host_without_port(host: &[u8]) -> &[u8] {
 }
 
 pub fn detect(ev: &Evidence) -> Option<Found> {
-    if ev.proto != TCP {
-        return None;
+    match ev.proto {
+        TCP => tcp(ev),
+        // HTTP over UDP (SSDP, ...): no analyzer confirms it, but the request names a host.
+        UDP => {
+            let req = head(ev.orig.segments.first()?)?;
+            request_method(req.first)?;
+            named(&req, Vec::new())
+        }
+        _ => None,
     }
+}
+
+fn tcp(ev: &Evidence) -> Option<Found> {
     let req = head(ev.orig.stream())?;
     let method = request_method(req.first)?;
-    let resp = head(ev.resp.stream())?;
-    let code = status(resp.first)?;
-    let mut found = Found {
-        services: vec!["http"],
-        server_name: req
-            .header(b"host")
-            .map(host_without_port)
-            .filter(|h| !h.is_empty())
-            .map(|h| String::from_utf8_lossy(h).into_owned()),
-        expects: Vec::new(),
+    let reply = head(ev.resp.stream()).and_then(|h| Some((status(h.first)?, h)));
+    // A request without a reply confirms nothing but still names the server.
+    let Some((code, resp)) = reply else {
+        return named(&req, Vec::new());
     };
+    let mut found = named(&req, vec!["http"]).unwrap_or_else(|| crate::util::found(&["http"]));
     if crate::websocket::upgraded(&req, &resp, code) {
         found.services.push("websocket");
     }
@@ -118,6 +123,21 @@ pub fn detect(ev: &Evidence) -> Option<Found> {
         tunnel(ev, &req, &resp, &mut found);
     }
     Some(found)
+}
+
+/// `services` with the request's `Host` (without its port) as the server name; `None` when
+/// there are no services and no name.
+fn named(req: &Head, services: Vec<&'static str>) -> Option<Found> {
+    let name = req
+        .header(b"host")
+        .map(host_without_port)
+        .filter(|h| !h.is_empty())
+        .map(|h| String::from_utf8_lossy(h).into_owned());
+    (name.is_some() || !services.is_empty()).then_some(Found {
+        services,
+        server_name: name,
+        expects: Vec::new(),
+    })
 }
 
 /// What a `CONNECT` tunnel carries, from the bytes after both heads.
@@ -190,12 +210,32 @@ mod tests {
     #[test]
     fn a_request_without_a_reply_is_not_confirmed() {
         let req: &[u8] = b"POST /x HTTP/1.0\r\nHost: a\r\n\r\n";
-        assert_eq!(detect(&tcp(&[req], &[])), None);
-        assert_eq!(detect(&tcp(&[req], &[b"SSH-2.0-OpenSSH\r\n"])), None);
+        let named_only = Found {
+            server_name: Some("a".into()),
+            ..Found::default()
+        };
+        assert_eq!(detect(&tcp(&[req], &[])), Some(named_only.clone()));
+        assert_eq!(
+            detect(&tcp(&[req], &[b"SSH-2.0-OpenSSH\r\n"])),
+            Some(named_only)
+        );
+        assert_eq!(detect(&tcp(&[b"GET / HTTP/1.1\r\n\r\n"], &[])), None);
         assert_eq!(
             detect(&tcp(&[b"HELLO there\r\n"], &[b"HTTP/1.1 400 Bad\r\n"])),
             None
         );
+    }
+
+    #[test]
+    fn ssdp_over_udp_names_its_host_without_a_service() {
+        let req: &[u8] =
+            b"M-SEARCH * HTTP/1.1\r\nHOST: 239.255.255.250:1900\r\nMAN: \"ssdp:discover\"\r\n\r\n";
+        let (o, r): ([&[u8]; 1], [&[u8]; 0]) = ([req], []);
+        let mut ev = tcp(&o, &r);
+        ev.proto = UDP;
+        let found = detect(&ev).expect("a named request");
+        assert!(found.services.is_empty());
+        assert_eq!(found.server_name.as_deref(), Some("239.255.255.250"));
     }
 
     #[test]
