@@ -116,7 +116,7 @@ fn tcp(ev: &Evidence) -> Option<Found> {
         return named(&req, Vec::new());
     };
     let mut found = named(&req, vec!["http"]).unwrap_or_else(|| crate::util::found(&["http"]));
-    if crate::websocket::upgraded(&req, &resp, code) {
+    if crate::websocket::upgraded(req.header(b"upgrade"), resp.header(b"upgrade"), code) {
         found.services.push("websocket");
     }
     if method.eq_ignore_ascii_case(b"CONNECT") && (200..300).contains(&code) {

@@ -109,3 +109,20 @@ fn tampered_or_foreign_packets_are_not_quic() {
     assert_eq!(run(&[&other]), None);
     assert_eq!(run(&[b"\xc0\x00\x00\x00\x01\x08"]), None);
 }
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(300))]
+
+    /// Flipped bytes and cuts of a valid Initial (header, lengths, tag) never panic, and a
+    /// packet whose protected part was changed never decrypts into a confirmation.
+    #[test]
+    fn damaged_initials_never_panic(at in 0usize..1200, bit in 0u8..8, cut in 0usize..1300) {
+        let hello = crate::tls::tests::client_hello_msg("p.example");
+        let mut d = initial(V1, &[3; 8], 0, &crypto_frame(0, &hello));
+        let at = at % d.len();
+        d[at] ^= 1 << bit;
+        let _ = run(&[&d]);
+        let _ = run(&[&d[..cut.min(d.len())]]);
+        proptest::prop_assert_eq!(run(&[&d]), None);
+    }
+}
