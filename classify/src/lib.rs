@@ -13,6 +13,7 @@
 
 // Group A detectors.
 mod dns;
+mod dtls;
 mod ftp;
 mod http;
 mod irc;
@@ -107,6 +108,7 @@ pub const DETECTORS: &[Detector] = &[
     // Group A.
     tls::detect,
     quic::detect,
+    dtls::detect,
     ssh::detect,
     http::detect,
     dns::detect,

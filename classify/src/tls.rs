@@ -138,12 +138,16 @@ pub(crate) fn client_hello_body(body: &[u8]) -> Option<Option<String>> {
     if !version_ok(version) {
         return None;
     }
-    Some(sni(r))
+    Some(sni(r, false))
 }
 
-fn sni(mut r: Reader) -> Option<String> {
+/// The SNI of a ClientHello read up to its version (DTLS adds a cookie after the session id).
+pub(crate) fn sni(mut r: Reader, dtls: bool) -> Option<String> {
     r.take(32)?; // random
     r.vec8()?; // session id
+    if dtls {
+        r.vec8()?; // cookie
+    }
     r.vec16()?; // cipher suites
     r.vec8()?; // compression methods
     let mut exts = Reader::new(r.vec16().unwrap_or_else(|| r.rest()));
