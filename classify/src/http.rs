@@ -108,7 +108,9 @@ pub fn detect(ev: &Evidence) -> Option<Found> {
 }
 
 fn tcp(ev: &Evidence) -> Option<Found> {
-    let req = head(ev.orig.stream())?;
+    let Some(req) = head(ev.orig.stream()) else {
+        return long_request_line(ev);
+    };
     let method = request_method(req.first)?;
     let reply = head(ev.resp.stream()).and_then(|h| Some((status(h.first)?, h)));
     // A request without a reply confirms nothing but still names the server.
@@ -123,6 +125,18 @@ fn tcp(ev: &Evidence) -> Option<Found> {
         tunnel(ev, &req, &resp, &mut found);
     }
     Some(found)
+}
+
+/// A request line longer than the budget (a long URL): Zeek would read it whole, so a known
+/// method and a reply confirm `http` (the `Host` header was not shipped).
+fn long_request_line(ev: &Evidence) -> Option<Found> {
+    const METHODS: &[&[u8]] = &[b"GET /", b"POST /", b"HEAD /", b"PUT /", b"OPTIONS /"];
+    let line = ev.orig.stream();
+    let known = ev.orig.truncated && METHODS.iter().any(|m| line.starts_with(m));
+    let replied = head(ev.resp.stream())
+        .and_then(|h| status(h.first))
+        .is_some();
+    (known && replied).then(|| crate::util::found(&["http"]))
 }
 
 /// `services` with the request's `Host` (without its port) as the server name; `None` when
@@ -236,6 +250,17 @@ mod tests {
         let found = detect(&ev).expect("a named request");
         assert!(found.services.is_empty());
         assert_eq!(found.server_name.as_deref(), Some("239.255.255.250"));
+    }
+
+    #[test]
+    fn a_request_line_cut_by_the_budget_still_counts() {
+        let long = [&b"GET /"[..], &[b'a'; 1100]].concat();
+        let resp: &[u8] = b"HTTP/1.1 200 OK\r\n\r\n";
+        let (o, r): ([&[u8]; 1], [&[u8]; 1]) = ([&long[..1024]], [resp]);
+        let mut ev = tcp(&o, &r);
+        assert_eq!(detect(&ev), None, "not cut: the line never ended");
+        ev.orig.truncated = true;
+        assert_eq!(detect(&ev).expect("cut").services, vec!["http"]);
     }
 
     #[test]
