@@ -76,7 +76,7 @@ pub(crate) fn version_ok(v: u16) -> bool {
 pub(crate) fn hello(stream: &[u8], truncated: bool) -> Option<Hello> {
     match stream {
         [HANDSHAKE, 3, minor, ..] if *minor <= 4 => {}
-        [b0, _, CLIENT_HELLO, 0, 2 | 3, ..] if b0 & 0x80 != 0 => return sslv2_hello(stream),
+        [b0, _, CLIENT_HELLO, 0 | 3, _, ..] if b0 & 0x80 != 0 => return sslv2_hello(stream),
         _ => return None,
     }
     let msgs = handshake_bytes(stream);
@@ -271,5 +271,12 @@ pub(crate) mod tests {
         assert_eq!(hello(b"GET / HTTP/1.1\r\n", true), None);
         let v2 = [0x80, 0x2e, 0x01, 0x00, 0x02, 0x00, 0x15];
         assert!(hello(&v2, false).expect("SSLv2 ClientHello").client);
+        let v2_tls10 = [0x80, 0x2e, 0x01, 0x03, 0x01, 0x00, 0x15];
+        assert!(
+            hello(&v2_tls10, false)
+                .expect("SSLv2-framed TLS 1.0 hello")
+                .client
+        );
+        assert_eq!(hello(&[0x80, 0x2e, 0x01, 0x03, 0x09], false), None);
     }
 }
