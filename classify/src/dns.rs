@@ -2,7 +2,7 @@
 //! UDP) and confirms on one message whose header, questions and answers parse (TCP: behind the
 //! two-byte length prefix). More than 25 questions is a violation (`dns_max_queries`).
 
-use crate::util::{found, Reader};
+use crate::scan::{found, Reader};
 use crate::{Evidence, Found, Side, TCP, UDP};
 
 const MAX_QUERIES: u16 = 25;

@@ -2,8 +2,8 @@
 //! a first-epoch handshake record holding a ClientHello, which confirms it once parsed; the
 //! SNI is the server name as for TLS.
 
+use crate::scan::{found, Reader};
 use crate::tls::{sni, version_ok};
-use crate::util::{found, Reader};
 use crate::{Evidence, Found, UDP};
 
 const HANDSHAKE: u8 = 22;

@@ -5,7 +5,7 @@
 
 use std::net::{IpAddr, Ipv4Addr};
 
-use crate::util::{leading_number, lines, starts_with_ci};
+use crate::scan::{leading_number, lines, starts_with_ci};
 use crate::{Evidence, Expect, Found, TCP};
 
 const MAX_LINES: usize = 256;
@@ -49,7 +49,7 @@ pub fn detect(ev: &Evidence) -> Option<Found> {
             return Some(found);
         }
     }
-    let mut found = crate::util::found(&["ftp"]);
+    let mut found = crate::scan::found(&["ftp"]);
     let from_client = lines(client, MAX_LINES).filter_map(|l| announced(l, false));
     let from_server = lines(server, MAX_LINES).filter_map(|l| announced(l, true));
     found.expects = from_client.chain(from_server).take(MAX_EXPECTS).collect();

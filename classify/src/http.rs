@@ -4,7 +4,7 @@
 //! proxy accepts carries another protocol, classified on the bytes after the two heads (Zeek
 //! lists e.g. `http,smtp`).
 
-use crate::util::{leading_number, lines_with_end, starts_with_ci};
+use crate::scan::{leading_number, lines_with_end, starts_with_ci};
 use crate::{Evidence, Found, Side, TCP, UDP};
 
 /// At most this many header lines are read from a head.
@@ -117,7 +117,7 @@ fn tcp(ev: &Evidence) -> Option<Found> {
     let Some((code, resp)) = reply else {
         return named(&req, Vec::new());
     };
-    let mut found = named(&req, vec!["http"]).unwrap_or_else(|| crate::util::found(&["http"]));
+    let mut found = named(&req, vec!["http"]).unwrap_or_else(|| crate::scan::found(&["http"]));
     if crate::websocket::upgraded(req.header(b"upgrade"), resp.header(b"upgrade"), code) {
         found.services.push("websocket");
     }
@@ -136,7 +136,7 @@ fn long_request_line(ev: &Evidence) -> Option<Found> {
     let replied = head(ev.resp.stream())
         .and_then(|h| status(h.first))
         .is_some();
-    (known && replied).then(|| crate::util::found(&["http"]))
+    (known && replied).then(|| crate::scan::found(&["http"]))
 }
 
 /// `services` with the request's `Host` (without its port) as the server name; `None` when

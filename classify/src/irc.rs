@@ -5,7 +5,7 @@
 
 use std::net::{IpAddr, Ipv4Addr};
 
-use crate::util::{find, lines, starts_with_ci};
+use crate::scan::{find, lines, starts_with_ci};
 use crate::{Evidence, Expect, Found, TCP};
 
 const MAX_LINES: usize = 256;
@@ -24,7 +24,7 @@ pub fn detect(ev: &Evidence) -> Option<Found> {
     if !registers || !lines(server, MAX_LINES).any(server_line) {
         return None;
     }
-    let mut found = crate::util::found(&["irc"]);
+    let mut found = crate::scan::found(&["irc"]);
     let from_client = lines(client, MAX_LINES).filter_map(|l| dcc_send(l, false));
     let from_server = lines(server, MAX_LINES).filter_map(|l| dcc_send(l, true));
     found.expects = from_client.chain(from_server).take(MAX_EXPECTS).collect();

@@ -19,9 +19,9 @@ mod http;
 mod irc;
 mod mail;
 mod quic;
+mod scan;
 mod ssh;
 mod tls;
-mod util;
 mod websocket;
 mod xmpp;
 

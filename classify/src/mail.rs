@@ -4,7 +4,7 @@
 //! confirms `ssl` as well: `smtp,ssl`, `pop3,ssl`, `imap,ssl`. That hello comes after the
 //! greeting, the capabilities and the upgrade command, so the budget must reach past them.
 
-use crate::util::{lines, lines_with_end, starts_with_ci};
+use crate::scan::{lines, lines_with_end, starts_with_ci};
 use crate::{Evidence, Found, TCP};
 
 /// Lines read from each side, at most.
@@ -38,7 +38,7 @@ pub fn detect(ev: &Evidence) -> Option<Found> {
             return found;
         }
     }
-    Some(crate::util::found(&[name]))
+    Some(crate::scan::found(&[name]))
 }
 
 fn first_line(stream: &[u8]) -> Option<&[u8]> {

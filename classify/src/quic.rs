@@ -9,7 +9,7 @@
 use ring::aead::{self, quic as hp, Aad, LessSafeKey, Nonce, UnboundKey};
 use ring::hkdf::{self, KeyType, Prk, Salt};
 
-use crate::util::Reader;
+use crate::scan::Reader;
 use crate::{Evidence, Found, UDP};
 
 const V1: u32 = 1;

@@ -3,7 +3,7 @@
 //! key). The key exchange often runs past the shipped budget: a side whose evidence was cut
 //! while its packets still parsed is taken as one that would reach it.
 
-use crate::util::{found, lines_with_end, Reader};
+use crate::scan::{found, lines_with_end, Reader};
 use crate::{Evidence, Found, Side, TCP};
 
 const MSG_NEWKEYS: u8 = 21;

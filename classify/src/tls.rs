@@ -3,7 +3,7 @@
 //! SNI. [`hello`] is also used after a STARTTLS exchange (mail, FTP, XMPP) and on the CRYPTO
 //! frames of a QUIC Initial packet ([`client_hello_body`]).
 
-use crate::util::Reader;
+use crate::scan::Reader;
 use crate::{Evidence, Found, TCP};
 
 const HANDSHAKE: u8 = 22;

@@ -2,7 +2,7 @@
 //! an `Upgrade: websocket` request with `101 Switching Protocols`; the service becomes
 //! `http,websocket` (the HTTP detector asks [`upgraded`]).
 
-use crate::util::contains_ci;
+use crate::scan::contains_ci;
 
 /// The server accepted the client's WebSocket upgrade: a `101` whose `Upgrade` header, like
 /// the request's, names `websocket`.

@@ -2,7 +2,7 @@
 //! `jabber:server` namespace) confirms it. After `<starttls/>` and the server's `<proceed/>`,
 //! the TLS hello that follows confirms `ssl`: `xmpp,ssl`.
 
-use crate::util::{contains_ci, find};
+use crate::scan::{contains_ci, find};
 use crate::{Evidence, Found, TCP};
 
 /// The XML prefix searched for the stream header and the STARTTLS exchange, at most.
@@ -25,7 +25,7 @@ pub fn detect(ev: &Evidence) -> Option<Found> {
             return Some(found);
         }
     }
-    Some(crate::util::found(&["xmpp"]))
+    Some(crate::scan::found(&["xmpp"]))
 }
 
 fn head(s: &[u8]) -> &[u8] {

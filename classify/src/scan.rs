@@ -1,4 +1,4 @@
-//! Bounded, panic-free byte helpers shared by the group A detectors.
+//! Bounded, panic-free byte scanning shared by the group A detectors (a cursor, lines, searches).
 
 /// A cursor over a byte slice: every read checks its bounds and returns `None` past the end.
 #[derive(Clone, Copy, Debug)]
