@@ -11,6 +11,20 @@
 
 #![forbid(unsafe_code)]
 
+// Group A detectors.
+mod dns;
+mod dtls;
+mod ftp;
+mod http;
+mod irc;
+mod mail;
+mod quic;
+mod scan;
+mod ssh;
+mod tls;
+mod websocket;
+mod xmpp;
+
 /// Transport protocol numbers.
 pub const TCP: u8 = 6;
 pub const UDP: u8 = 17;
@@ -90,7 +104,19 @@ pub type Detector = fn(&Evidence) -> Option<Found>;
 
 /// Every detector, in the order their findings are merged (a detector that confirms several
 /// protocols, such as STARTTLS, returns them in its own order).
-pub const DETECTORS: &[Detector] = &[];
+pub const DETECTORS: &[Detector] = &[
+    // Group A.
+    tls::detect,
+    quic::detect,
+    dtls::detect,
+    ssh::detect,
+    http::detect,
+    dns::detect,
+    mail::detect,
+    ftp::detect,
+    irc::detect,
+    xmpp::detect,
+];
 
 /// Runs every detector over `ev` and merges their findings: services in detector order,
 /// each once; the first server name found; every expectation.
