@@ -11,6 +11,14 @@
 
 #![forbid(unsafe_code)]
 
+// Group B detectors (issue 17) and their helpers.
+mod ber;
+pub mod gssapi;
+pub mod krb;
+pub mod ldap;
+pub mod ntlm;
+mod tls_hint;
+
 /// Transport protocol numbers.
 pub const TCP: u8 = 6;
 pub const UDP: u8 = 17;
@@ -90,7 +98,11 @@ pub type Detector = fn(&Evidence) -> Option<Found>;
 
 /// Every detector, in the order their findings are merged (a detector that confirms several
 /// protocols, such as STARTTLS, returns them in its own order).
-pub const DETECTORS: &[Detector] = &[];
+pub const DETECTORS: &[Detector] = &[
+    // group B
+    ldap::detect,
+    krb::detect,
+];
 
 /// Runs every detector over `ev` and merges their findings: services in detector order,
 /// each once; the first server name found; every expectation.
