@@ -16,13 +16,6 @@ pub(crate) struct Tlv<'a> {
     pub(crate) short: bool,
 }
 
-impl<'a> Tlv<'a> {
-    /// The content is whole.
-    pub(crate) fn complete(&self) -> bool {
-        !self.short
-    }
-}
-
 /// Why an element could not be read.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum BerError {
@@ -62,13 +55,31 @@ pub(crate) fn read(b: &[u8]) -> Result<(Tlv<'_>, &[u8]), BerError> {
         }
         let octets = rest.get(..n).ok_or(BerError::Short)?;
         rest = &rest[n..];
-        octets.iter().fold(0usize, |acc, &o| (acc << 8) | usize::from(o))
+        octets
+            .iter()
+            .fold(0usize, |acc, &o| (acc << 8) | usize::from(o))
     };
     if rest.len() >= len {
         let (content, after) = rest.split_at(len);
-        Ok((Tlv { id, content, len, short: false }, after))
+        Ok((
+            Tlv {
+                id,
+                content,
+                len,
+                short: false,
+            },
+            after,
+        ))
     } else {
-        Ok((Tlv { id, content: rest, len, short: true }, &[]))
+        Ok((
+            Tlv {
+                id,
+                content: rest,
+                len,
+                short: true,
+            },
+            &[],
+        ))
     }
 }
 
@@ -88,7 +99,11 @@ pub(crate) fn int_value(t: &Tlv<'_>) -> Option<i64> {
         return None;
     }
     let first = i64::from(t.content[0] as i8);
-    Some(t.content[1..].iter().fold(first, |acc, &o| (acc << 8) | i64::from(o)))
+    Some(
+        t.content[1..]
+            .iter()
+            .fold(first, |acc, &o| (acc << 8) | i64::from(o)),
+    )
 }
 
 /// The DER encoding (content octets) of OIDs the detectors look for.
@@ -96,8 +111,10 @@ pub(crate) mod oid {
     /// 1.3.6.1.5.5.2, SPNEGO.
     pub(crate) const SPNEGO: &[u8] = &[0x2b, 0x06, 0x01, 0x05, 0x05, 0x02];
     /// 1.2.840.113554.1.2.2, Kerberos 5.
+    #[cfg(test)]
     pub(crate) const KRB5: &[u8] = &[0x2a, 0x86, 0x48, 0x86, 0xf7, 0x12, 0x01, 0x02, 0x02];
-    /// 1.2.840.48018.1.2.2, Microsoft's Kerberos 5.
+    /// 1.2.840.48018.1.2.2, Microsoft's Kerberos 5 (as Windows lists it first in SPNEGO).
+    #[cfg(test)]
     pub(crate) const MS_KRB5: &[u8] = &[0x2a, 0x86, 0x48, 0x82, 0xf7, 0x12, 0x01, 0x02, 0x02];
 }
 
@@ -108,16 +125,22 @@ mod tests {
     #[test]
     fn reads_short_and_long_lengths_and_reports_cuts() {
         let (t, rest) = read(&[0x30, 0x03, 0x02, 0x01, 0x05, 0xff]).expect("short form");
-        assert_eq!((t.id, t.len, t.content, rest), (0x30, 3, &[2u8, 1, 5][..], &[0xffu8][..]));
+        assert_eq!(
+            (t.id, t.len, t.content, rest),
+            (0x30, 3, &[2u8, 1, 5][..], &[0xffu8][..])
+        );
         let (t, _) = read(&[0x04, 0x82, 0x01, 0x00, 0xaa]).expect("long form, cut");
         assert_eq!((t.len, t.short, t.content), (256, true, &[0xaau8][..]));
         let (t, _) = read(&[0x30, 0x84, 0, 0, 0, 1, 7]).expect("four-octet length");
-        assert!(t.complete());
+        assert!(!t.short);
         assert_eq!(read(&[0x30]), Err(BerError::Short));
         assert_eq!(read(&[0x30, 0x82, 0x01]), Err(BerError::Short));
         assert_eq!(read(&[0x30, 0x80]), Err(BerError::Bad));
         assert_eq!(read(&[0x30, 0x85, 1, 1, 1, 1, 1]), Err(BerError::Bad));
-        assert_eq!(read(&[0x1f, 0x81, 0x81, 0x81, 0x81, 0x01]), Err(BerError::Bad));
+        assert_eq!(
+            read(&[0x1f, 0x81, 0x81, 0x81, 0x81, 0x01]),
+            Err(BerError::Bad)
+        );
         assert_eq!(read(&[]), Err(BerError::Short));
     }
 

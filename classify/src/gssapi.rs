@@ -80,7 +80,9 @@ fn mech_token(tok: &[u8], cut: bool, out: &mut Vec<&'static str>) {
         }
     } else if tok.first() == Some(&0x60) {
         // Kerberos: wrapper, mechanism OID, token id (2 octets), the Kerberos message.
-        let Ok((wrap, _)) = ber::read(tok) else { return };
+        let Ok((wrap, _)) = ber::read(tok) else {
+            return;
+        };
         let Ok((_oid, rest)) = ber::expect(wrap.content, 0x06) else {
             return;
         };
@@ -113,7 +115,10 @@ pub(crate) mod tests {
         let mut seq = tlv(0xa0, &tlv(0x02, &[5]));
         seq.extend(tlv(0xa1, &tlv(0x02, &[14])));
         seq.extend(tlv(0xa2, &tlv(0x03, &[0, 0x20, 0, 0, 0])));
-        seq.extend(tlv(0xa3, &tlv(0x61, &tlv(0x30, &tlv(0xa0, &tlv(0x02, &[5]))))));
+        seq.extend(tlv(
+            0xa3,
+            &tlv(0x61, &tlv(0x30, &tlv(0xa0, &tlv(0x02, &[5])))),
+        ));
         seq.extend(tlv(0xa4, &tlv(0x30, &tlv(0xa0, &tlv(0x02, &[0x12])))));
         tlv(0x6e, &tlv(0x30, &seq))
     }
@@ -148,7 +153,10 @@ pub(crate) mod tests {
     #[test]
     fn spnego_with_ntlmssp_and_bare_or_broken_tokens() {
         let ntlm = ntlm::tests::negotiate();
-        assert_eq!(confirms(&neg_token_init(&ntlm), false), vec!["ntlm", "gssapi"]);
+        assert_eq!(
+            confirms(&neg_token_init(&ntlm), false),
+            vec!["ntlm", "gssapi"]
+        );
         let resp = tlv(0xa1, &tlv(0x30, &tlv(0xa2, &tlv(0x04, &ntlm))));
         assert_eq!(confirms(&resp, false), vec!["ntlm", "gssapi"]);
         let only_mechs = tlv(0xa1, &tlv(0x30, &tlv(0xa0, &tlv(0x0a, &[0]))));

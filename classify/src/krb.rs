@@ -17,9 +17,9 @@ pub fn detect(ev: &Evidence) -> Option<Found> {
     let on_port = ev.resp_port == PORT || ev.orig_port == PORT;
     let service = match ev.proto {
         UDP => {
-            let any = [ev.orig, ev.resp].into_iter().any(|side| {
-                on_port && side.segments.iter().any(|d| message_ok(d, side.truncated))
-            });
+            let any = [ev.orig, ev.resp]
+                .into_iter()
+                .any(|side| on_port && side.segments.iter().any(|d| message_ok(d, side.truncated)));
             any.then_some("krb")?
         }
         TCP if on_port => {
@@ -89,7 +89,11 @@ fn check(m: &[u8]) -> Result<(), BerError> {
         rest = r;
     }
     if seen < 2 {
-        return Err(if seq.short { BerError::Short } else { BerError::Bad });
+        return Err(if seq.short {
+            BerError::Short
+        } else {
+            BerError::Bad
+        });
     }
     if seq.short || app.short {
         return Err(BerError::Short);
@@ -127,8 +131,14 @@ pub(crate) mod tests {
             proto,
             orig_port: 43792,
             resp_port: port,
-            orig: Side { segments: orig, truncated: false },
-            resp: Side { segments: resp, truncated: false },
+            orig: Side {
+                segments: orig,
+                truncated: false,
+            },
+            resp: Side {
+                segments: resp,
+                truncated: false,
+            },
         };
         detect(&ev).map(|f| f.services)
     }
@@ -137,7 +147,11 @@ pub(crate) mod tests {
     fn kdc_messages_confirm_krb_on_port_88() {
         let err = krb_error();
         assert_eq!(check_ev(UDP, 88, &[], &[&err]), Some(vec!["krb"]));
-        assert_eq!(check_ev(UDP, 5353, &[], &[&err]), None, "off port, no signature");
+        assert_eq!(
+            check_ev(UDP, 5353, &[], &[&err]),
+            None,
+            "off port, no signature"
+        );
         let mut framed = (err.len() as u32).to_be_bytes().to_vec();
         framed.extend(&err);
         assert_eq!(check_ev(TCP, 88, &[], &[&framed]), Some(vec!["krb_tcp"]));
@@ -150,7 +164,10 @@ pub(crate) mod tests {
         assert!(message_ok(&krb_error(), false));
         let err = krb_error();
         assert!(!message_ok(&err[..12], false));
-        assert!(message_ok(&err[..12], true), "a sound beginning of a cut message counts");
+        assert!(
+            message_ok(&err[..12], true),
+            "a sound beginning of a cut message counts"
+        );
         assert!(!message_ok(&[0x7e, 0x03, 0x30, 0x01, 0xff], true));
     }
 }

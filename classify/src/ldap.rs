@@ -56,7 +56,10 @@ fn udp(ev: &Evidence) -> Option<Vec<&'static str>> {
     }
     let parsed = |s: &Side| {
         let cut = s.truncated;
-        s.segments.iter().flat_map(move |d| scan(d, cut)).collect::<Vec<_>>()
+        s.segments
+            .iter()
+            .flat_map(move |d| scan(d, cut))
+            .collect::<Vec<_>>()
     };
     confirmations(&parsed(&ev.orig), &parsed(&ev.resp), "ldap_udp")
 }
@@ -111,8 +114,12 @@ fn scan(b: &[u8], truncated: bool) -> Vec<Msg> {
     let mut out = Vec::new();
     let mut at = 0;
     while out.len() < MAX_MESSAGES && at < b.len() {
-        let Some(op) = message(&b[at..], truncated) else { break };
-        let Ok((whole, rest)) = ber::read(&b[at..]) else { break };
+        let Some(op) = message(&b[at..], truncated) else {
+            break;
+        };
+        let Ok((whole, rest)) = ber::read(&b[at..]) else {
+            break;
+        };
         let cut = whole.short;
         at = b.len() - rest.len();
         out.push(Msg { op, end: at });

@@ -63,8 +63,14 @@ fn check(proto: u8, port: u16, orig: &[u8], resp: &[u8], cut: bool) -> Option<St
         proto,
         orig_port: 50041,
         resp_port: port,
-        orig: Side { segments: o, truncated: cut },
-        resp: Side { segments: r, truncated: cut },
+        orig: Side {
+            segments: o,
+            truncated: cut,
+        },
+        resp: Side {
+            segments: r,
+            truncated: cut,
+        },
     };
     detect(&ev).map(|f| f.services.join(","))
 }
@@ -72,24 +78,55 @@ fn check(proto: u8, port: u16, orig: &[u8], resp: &[u8], cut: bool) -> Option<St
 #[test]
 fn simple_bind_and_search_on_the_ports() {
     let want = Some("ldap_tcp".to_string());
-    assert_eq!(check(TCP, 389, &simple_bind(1), &result(1, 0x61), false), want);
-    assert_eq!(check(TCP, 3268, &search(1), &[], false), want, "Zeek needs no reply on 389");
-    assert_eq!(check(TCP, 389, b"\x16\x03\x01\x00\x05hello", &[], false), None);
+    assert_eq!(
+        check(TCP, 389, &simple_bind(1), &result(1, 0x61), false),
+        want
+    );
+    assert_eq!(
+        check(TCP, 3268, &search(1), &[], false),
+        want,
+        "Zeek needs no reply on 389"
+    );
+    assert_eq!(
+        check(TCP, 389, b"\x16\x03\x01\x00\x05hello", &[], false),
+        None
+    );
     let mut cut = search(2);
     cut.truncate(9);
-    assert_eq!(check(TCP, 389, &cut, &[], false), None, "an incomplete message confirms nothing");
-    assert_eq!(check(TCP, 389, &cut, &[], true), want, "unless the budget cut it");
+    assert_eq!(
+        check(TCP, 389, &cut, &[], false),
+        None,
+        "an incomplete message confirms nothing"
+    );
+    assert_eq!(
+        check(TCP, 389, &cut, &[], true),
+        want,
+        "unless the budget cut it"
+    );
 }
 
 #[test]
 fn dpd_signature_and_reply_off_the_ports() {
     let want = Some("ldap_tcp".to_string());
-    assert_eq!(check(TCP, 3890, &simple_bind(1), &result(1, 0x61), false), want);
-    assert_eq!(check(TCP, 3890, &simple_bind(1), &[], false), None, "no reply");
-    assert_eq!(check(TCP, 3890, &result(1, 0x61), &result(1, 0x61), false), None);
+    assert_eq!(
+        check(TCP, 3890, &simple_bind(1), &result(1, 0x61), false),
+        want
+    );
+    assert_eq!(
+        check(TCP, 3890, &simple_bind(1), &[], false),
+        None,
+        "no reply"
+    );
+    assert_eq!(
+        check(TCP, 3890, &result(1, 0x61), &result(1, 0x61), false),
+        None
+    );
     let mut cldap = search(1);
     assert_eq!(check(UDP, 389, &cldap, &[], false), Some("ldap_udp".into()));
-    assert_eq!(check(UDP, 9999, &cldap, &result(1, 0x65), false), Some("ldap_udp".into()));
+    assert_eq!(
+        check(UDP, 9999, &cldap, &result(1, 0x65), false),
+        Some("ldap_udp".into())
+    );
     cldap[0] = 0x31;
     assert_eq!(check(UDP, 9999, &cldap, &result(1, 0x65), false), None);
 }
@@ -120,13 +157,25 @@ fn starttls_then_a_hello_adds_ssl() {
     req_op.truncate(req_op.len());
     let mut orig = msg(1, tlv(0x77, &req_op));
     let resp = result(1, 0x78);
-    assert_eq!(check(TCP, 389, &orig, &resp, false), Some("ldap_tcp".into()));
+    assert_eq!(
+        check(TCP, 389, &orig, &resp, false),
+        Some("ldap_tcp".into())
+    );
     orig.extend(client_hello());
-    assert_eq!(check(TCP, 389, &orig, &resp, false), Some("ldap_tcp,ssl".into()));
+    assert_eq!(
+        check(TCP, 389, &orig, &resp, false),
+        Some("ldap_tcp,ssl".into())
+    );
     let mut refused = resp.clone();
-    let at = refused.iter().position(|&b| b == 0x0a).expect("result code");
+    let at = refused
+        .iter()
+        .position(|&b| b == 0x0a)
+        .expect("result code");
     refused[at + 2] = 2;
-    assert_eq!(check(TCP, 389, &orig, &refused, false), Some("ldap_tcp".into()));
+    assert_eq!(
+        check(TCP, 389, &orig, &refused, false),
+        Some("ldap_tcp".into())
+    );
 }
 
 #[test]

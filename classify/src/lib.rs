@@ -13,10 +13,13 @@
 
 // Group B detectors (issue 17) and their helpers.
 mod ber;
+pub mod dhcp;
 pub mod gssapi;
 pub mod krb;
 pub mod ldap;
 pub mod ntlm;
+pub mod ntp;
+pub mod rdp;
 mod tls_hint;
 
 /// Transport protocol numbers.
@@ -102,6 +105,9 @@ pub const DETECTORS: &[Detector] = &[
     // group B
     ldap::detect,
     krb::detect,
+    dhcp::detect,
+    ntp::detect,
+    rdp::detect,
 ];
 
 /// Runs every detector over `ev` and merges their findings: services in detector order,

@@ -1,0 +1,90 @@
+//! DHCP (Zeek's `dhcp`): attached to UDP ports 67 and 68 and to any UDP payload holding the
+//! magic cookie (its DPD signature); confirmed once a BOOTP message parses: a BOOTREQUEST (1)
+//! or BOOTREPLY (2) with the 236-octet fixed part followed by the cookie `63 82 53 63`.
+
+use crate::{Evidence, Found, UDP};
+
+const PORTS: [u16; 2] = [67, 68];
+const COOKIE: [u8; 4] = [0x63, 0x82, 0x53, 0x63];
+
+/// The detector.
+pub fn detect(ev: &Evidence) -> Option<Found> {
+    if ev.proto != UDP {
+        return None;
+    }
+    let on_port = PORTS.contains(&ev.resp_port) || PORTS.contains(&ev.orig_port);
+    let ok = [ev.orig, ev.resp].into_iter().any(|side| {
+        let n = side.segments.len();
+        side.segments.iter().enumerate().any(|(i, d)| {
+            // Only the last datagram can have been cut by the budget.
+            message_ok(d, on_port && side.truncated && i + 1 == n)
+        })
+    });
+    ok.then(|| Found {
+        services: vec!["dhcp"],
+        ..Found::default()
+    })
+}
+
+/// A BOOTP message with the DHCP cookie; `cut`: the budget cut it before the cookie, so a
+/// sound beginning (op, hardware address length) counts.
+fn message_ok(d: &[u8], cut: bool) -> bool {
+    let sound_start = d.len() >= 3 && matches!(d[0], 1 | 2) && d[2] <= 16;
+    if d.len() < 240 {
+        return cut && sound_start;
+    }
+    sound_start && d[236..240] == COOKIE
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Side;
+
+    fn discover() -> Vec<u8> {
+        let mut d = vec![1, 1, 6, 0, 0x3d, 0x1e, 0x75, 0xa2];
+        d.resize(28, 0);
+        d.extend([0x00, 0x0b, 0x82, 0x01, 0xfc, 0x42]);
+        d.resize(236, 0);
+        d.extend(COOKIE);
+        d.extend([53, 1, 1, 0xff]);
+        d
+    }
+
+    fn check(port: u16, orig: &[u8], cut: bool) -> Option<Vec<&'static str>> {
+        let segs: &[&[u8]] = &[orig];
+        let ev = Evidence {
+            proto: UDP,
+            orig_port: 40000,
+            resp_port: port,
+            orig: Side {
+                segments: segs,
+                truncated: cut,
+            },
+            resp: Side::default(),
+        };
+        detect(&ev).map(|f| f.services)
+    }
+
+    #[test]
+    fn bootp_with_cookie_on_any_port() {
+        let d = discover();
+        assert_eq!(check(67, &d, false), Some(vec!["dhcp"]));
+        assert_eq!(
+            check(9999, &d, false),
+            Some(vec!["dhcp"]),
+            "the DPD signature"
+        );
+        let mut no_cookie = d.clone();
+        no_cookie[237] = 0;
+        assert_eq!(check(67, &no_cookie, false), None);
+        assert_eq!(check(67, &d[..100], false), None);
+        assert_eq!(
+            check(67, &d[..100], true),
+            Some(vec!["dhcp"]),
+            "cut by the budget"
+        );
+        assert_eq!(check(9999, &d[..100], true), None);
+        assert_eq!(check(67, &[], true), None);
+    }
+}
