@@ -134,6 +134,14 @@ pub(crate) mod tests {
         tlv(0x60, &inner)
     }
 
+    /// An SPNEGO negTokenInit listing mechanisms only (an SMB negotiate response's blob).
+    pub(crate) fn mechs_only() -> Vec<u8> {
+        let mut inner = tlv(0x06, ber::oid::SPNEGO);
+        let mechs = tlv(0xa0, &tlv(0x30, &tlv(0x06, ber::oid::KRB5)));
+        inner.extend(tlv(0xa0, &tlv(0x30, &mechs)));
+        tlv(0x60, &inner)
+    }
+
     /// The Kerberos GSS token around an AP-REQ.
     pub(crate) fn krb5_token() -> Vec<u8> {
         let mut t = tlv(0x06, ber::oid::KRB5);
@@ -161,6 +169,7 @@ pub(crate) mod tests {
         assert_eq!(confirms(&resp, false), vec!["ntlm", "gssapi"]);
         let only_mechs = tlv(0xa1, &tlv(0x30, &tlv(0xa0, &tlv(0x0a, &[0]))));
         assert_eq!(confirms(&only_mechs, false), vec!["gssapi"]);
+        assert_eq!(confirms(&mechs_only(), false), vec!["gssapi"]);
         // A bare NTLMSSP or Kerberos token is not SPNEGO: Zeek's GSSAPI parser rejects it.
         assert_eq!(confirms(&ntlm, false), Vec::<&str>::new());
         assert_eq!(confirms(&krb5_token(), false), Vec::<&str>::new());

@@ -20,6 +20,7 @@ pub mod ldap;
 pub mod ntlm;
 pub mod ntp;
 pub mod rdp;
+pub mod smb;
 mod tls_hint;
 
 /// Transport protocol numbers.
@@ -108,6 +109,7 @@ pub const DETECTORS: &[Detector] = &[
     dhcp::detect,
     ntp::detect,
     rdp::detect,
+    smb::detect,
 ];
 
 /// Runs every detector over `ev` and merges their findings: services in detector order,
