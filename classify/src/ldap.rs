@@ -11,6 +11,7 @@
 //! connection to Zeek's SSL analyzer: `ldap_tcp,ssl` once a hello follows.
 
 use crate::ber::{self, BerError};
+use crate::util::first;
 use crate::{gssapi, ntlm, tls_hint, Evidence, Found, Side, TCP, UDP};
 
 const TCP_PORTS: [u16; 2] = [389, 3268];
@@ -35,7 +36,8 @@ pub fn detect(ev: &Evidence) -> Option<Found> {
 fn tcp(ev: &Evidence) -> Option<Vec<&'static str>> {
     let (orig, resp) = (ev.orig.stream(), ev.resp.stream());
     let on_port = TCP_PORTS.contains(&ev.resp_port) || TCP_PORTS.contains(&ev.orig_port);
-    if !on_port && !(client_signature(orig, TCP_OPS) && resp.first() == Some(&0x30)) {
+    let signature = client_signature(orig, TCP_OPS) && resp.first() == Some(&0x30);
+    if !(on_port || signature) {
         return None;
     }
     let o = scan(orig, ev.orig.truncated);
@@ -49,9 +51,9 @@ fn tcp(ev: &Evidence) -> Option<Vec<&'static str>> {
 
 fn udp(ev: &Evidence) -> Option<Vec<&'static str>> {
     let on_port = ev.resp_port == UDP_PORT || ev.orig_port == UDP_PORT;
-    if !on_port
-        && !(client_signature(first(&ev.orig), UDP_OPS) && first(&ev.resp).first() == Some(&0x30))
-    {
+    let signature =
+        client_signature(first(&ev.orig), UDP_OPS) && first(&ev.resp).first() == Some(&0x30);
+    if !(on_port || signature) {
         return None;
     }
     let parsed = |s: &Side| {
@@ -62,10 +64,6 @@ fn udp(ev: &Evidence) -> Option<Vec<&'static str>> {
             .collect::<Vec<_>>()
     };
     confirmations(&parsed(&ev.orig), &parsed(&ev.resp), "ldap_udp")
-}
-
-fn first<'a>(s: &Side<'a>) -> &'a [u8] {
-    s.segments.first().copied().unwrap_or(&[])
 }
 
 /// Request operation tags the DPD signatures accept (TCP: delete, bind, search, modify, add,

@@ -22,7 +22,8 @@ pub fn detect(ev: &Evidence) -> Option<Found> {
         messages(ev.orig.stream(), ev.orig.truncated),
         messages(ev.resp.stream(), ev.resp.truncated),
     );
-    if r.is_empty() || !(on_port || !o.is_empty()) {
+    // Off the ports, the originator's messages stand for Zeek's DPD signature.
+    if r.is_empty() || (!on_port && o.is_empty()) {
         return None;
     }
     let mut out: Vec<&'static str> = Vec::new();

@@ -1,0 +1,66 @@
+//! SIP (Zeek's `sip`, UDP: the TCP analyzer is off by default). Attached to UDP 5060 and by
+//! DPD signature (a status line, or a request line ending in `SIP/x.y`); confirmed on the first
+//! request or reply line that parses.
+
+use crate::util::{any_datagram, found, on_port};
+use crate::{Evidence, Found, UDP};
+
+const PORTS: [u16; 1] = [5060];
+
+/// The detector.
+pub fn detect(ev: &Evidence) -> Option<Found> {
+    if ev.proto != UDP {
+        return None;
+    }
+    let port = on_port(ev, &PORTS);
+    any_datagram(ev, |d, _| first_line_ok(d, port)).then_some(())?;
+    found("sip")
+}
+
+fn version(v: &[u8]) -> bool {
+    matches!(v, [b'S', b'I', b'P', b'/', a, b'.', b] if a.is_ascii_digit() && b.is_ascii_digit())
+}
+
+/// A request line (`INVITE sip:bob@example.com SIP/2.0`) or status line (`SIP/2.0 200 OK`).
+fn first_line_ok(d: &[u8], port: bool) -> bool {
+    let line = d.split(|&c| c == b'\r' || c == b'\n').next().unwrap_or(&[]);
+    let crlf = d.get(line.len()) == Some(&b'\r');
+    if !(port || crlf) {
+        return false;
+    }
+    let mut parts = line.splitn(3, |&c| c == b' ');
+    let (Some(a), Some(b), Some(c)) = (parts.next(), parts.next(), parts.next()) else {
+        return false;
+    };
+    if version(a) {
+        return b.len() == 3 && b.iter().all(u8::is_ascii_digit);
+    }
+    let method = !a.is_empty() && a.len() <= 16 && a.iter().all(u8::is_ascii_uppercase);
+    method && !b.is_empty() && version(c)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::util::tests::run;
+
+    #[test]
+    fn requests_and_replies() {
+        let invite = b"INVITE sip:bob@biloxi.example.com SIP/2.0\r\nVia: SIP/2.0/UDP x\r\n\r\n";
+        assert_eq!(
+            run(detect, UDP, 5060, invite, &[], false),
+            Some("sip".into())
+        );
+        assert_eq!(
+            run(detect, UDP, 7000, invite, &[], false),
+            Some("sip".into())
+        );
+        let ok = b"SIP/2.0 200 OK\r\n\r\n";
+        assert_eq!(run(detect, UDP, 7000, &[], ok, false), Some("sip".into()));
+        assert_eq!(
+            run(detect, UDP, 5060, b"GET / HTTP/1.1\r\n", &[], false),
+            None
+        );
+        assert_eq!(run(detect, crate::TCP, 5060, invite, &[], false), None);
+    }
+}
