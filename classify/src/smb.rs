@@ -1,15 +1,17 @@
 //! SMB (Zeek's `smb`, versions 1 to 3 over NetBIOS session framing on TCP 139 and 445).
 //!
-//! Zeek confirms SMB on the server's first parsed message and hands every security blob
-//! (negotiate responses, session setups) to GSSAPI, whose children (NTLM, Kerberos) confirm
-//! first. A negotiate response carrying SPNEGO gives `gssapi,smb`, then the client's session
-//! setup adds `ntlm` or `krb`: `gssapi,smb,ntlm`, as Zeek's logs read for Windows clients.
-//! The named pipes' DCE/RPC (`dce_rpc` after the session setup) lies past any small budget and
-//! is not followed.
+//! Zeek's SMB analyzer confirms once three chunks of payload (TCP deliveries, about one per
+//! message and segment) parsed without error, and hands every security blob (negotiate
+//! responses, session setups) to GSSAPI, whose children (NTLM, Kerberos) confirm first. A
+//! plain SMB2 start (negotiate, its response with SPNEGO, an NTLM session setup) reads
+//! `gssapi,ntlm,smb`; a Windows client that opens with an SMB1 negotiate reads
+//! `gssapi,smb,ntlm`, as Zeek's logs show both. The evidence has no timing across directions,
+//! so requests and responses are taken to alternate, and a message to take one chunk per
+//! 1460 octets. The named pipes' DCE/RPC (`dce_rpc` after the session setup) lies past any
+//! small budget and is not followed.
 
 use crate::{gssapi, Evidence, Found, TCP};
 
-const PORTS: [u16; 2] = [139, 445];
 const MAX_MESSAGES: usize = 8;
 
 /// The detector.
@@ -17,27 +19,49 @@ pub fn detect(ev: &Evidence) -> Option<Found> {
     if ev.proto != TCP {
         return None;
     }
-    let on_port = PORTS.contains(&ev.resp_port) || PORTS.contains(&ev.orig_port);
     let (o, r) = (
         messages(ev.orig.stream(), ev.orig.truncated),
         messages(ev.resp.stream(), ev.resp.truncated),
     );
-    // Off the ports, the originator's messages stand for Zeek's DPD signature.
-    if r.is_empty() || (!on_port && o.is_empty()) {
+    // Ports 139 and 445, or anywhere by Zeek's DPD signature (an SMB header after the
+    // NetBIOS framing): the messages parsing stands for either.
+    if o.is_empty() && r.is_empty() {
         return None;
     }
     let mut out: Vec<&'static str> = Vec::new();
-    let add = |list: Vec<&'static str>, out: &mut Vec<&'static str>| {
+    let add = |list: &[&'static str], out: &mut Vec<&'static str>| {
         for s in list {
-            if !out.contains(&s) {
+            if !out.contains(s) {
                 out.push(s);
             }
         }
     };
-    add(r[0].children.clone(), &mut out);
-    add(vec!["smb"], &mut out);
-    for m in o.iter().chain(r.iter().skip(1)) {
-        add(m.children.clone(), &mut out);
+    let mut chunks = 0;
+    let mut confirmed = false;
+    let (mut oi, mut ri) = (o.iter(), r.iter());
+    for m in std::iter::from_fn(|| Some((oi.next(), ri.next())))
+        .take_while(|p| p.0.is_some() || p.1.is_some())
+        .flat_map(|(a, b)| a.into_iter().chain(b))
+    {
+        let before = chunks;
+        chunks += m.chunks;
+        if !confirmed && before < CONFIRM_CHUNKS && chunks > CONFIRM_CHUNKS {
+            // Confirmed inside this message, before its blob was parsed.
+            out.push("smb");
+            confirmed = true;
+        }
+        add(&m.children, &mut out);
+        if !confirmed && chunks >= CONFIRM_CHUNKS {
+            out.push("smb");
+            confirmed = true;
+        }
+    }
+    // The budget hid the rest: more chunks came.
+    if !confirmed && (ev.orig.truncated || ev.resp.truncated) {
+        out.push("smb");
+    }
+    if out.is_empty() {
+        return None;
     }
     Some(Found {
         services: out,
@@ -48,7 +72,14 @@ pub fn detect(ev: &Evidence) -> Option<Found> {
 struct Msg {
     /// What the message's security blob confirmed through GSSAPI.
     children: Vec<&'static str>,
+    /// TCP deliveries it took, estimated from its length.
+    chunks: usize,
 }
+
+/// Zeek's SMB analyzer confirms after this many chunks without a parse error.
+const CONFIRM_CHUNKS: usize = 3;
+/// A common MSS, to estimate the chunks of a message.
+const MSS: usize = 1460;
 
 /// The SMB messages at the front of a stream: NetBIOS session messages (`0x00`, 24-bit
 /// length) holding an SMB1 (`\xffSMB`), SMB2/3 (`\xfeSMB`) or encrypted (`\xfdSMB`) message;
@@ -89,7 +120,10 @@ fn message(m: &[u8], cut: bool) -> Option<Msg> {
         _ => return None,
     };
     let children = blob.map_or_else(Vec::new, |(b, whole)| gssapi::confirms(b, cut && !whole));
-    Some(Msg { children })
+    Some(Msg {
+        children,
+        chunks: 1,
+    })
 }
 
 fn le16(b: &[u8], at: usize) -> Option<usize> {
@@ -194,8 +228,13 @@ mod tests {
     fn smb2_negotiate_and_ntlm_session_setup() {
         let neg_req = smb2(0, false, vec![0x24, 0, 1, 0, 1, 0, 0, 0], &[], 0, 2);
         let neg_resp = smb2(0, true, vec![0; 64], &mechs_only(), 56, 58);
+        // Two chunks: GSSAPI parsed the response's blob, SMB is not confirmed yet.
         assert_eq!(
             check(445, &neg_req, &neg_resp, false),
+            Some("gssapi".into())
+        );
+        assert_eq!(
+            check(445, &neg_req, &neg_resp, true),
             Some("gssapi,smb".into())
         );
         let mut orig = neg_req.clone();
@@ -209,22 +248,17 @@ mod tests {
         ));
         assert_eq!(
             check(445, &orig, &neg_resp, false),
-            Some("gssapi,smb,ntlm".into())
+            Some("gssapi,ntlm,smb".into())
         );
         let plain_resp = smb2(0, true, vec![0; 64], &[], 56, 58);
         assert_eq!(
             check(445, &orig, &plain_resp, false),
-            Some("smb,ntlm,gssapi".into())
+            Some("ntlm,gssapi,smb".into())
         );
+        assert_eq!(check(445, &orig, &[], false), Some("ntlm,gssapi".into()));
         assert_eq!(
-            check(445, &orig, &[], false),
-            None,
-            "Zeek confirms on the server's message"
-        );
-        assert_eq!(check(445, &orig, &neg_resp[..40], false), None);
-        assert_eq!(
-            check(445, &orig, &neg_resp[..40], true),
-            Some("smb,ntlm,gssapi".into())
+            check(445, &orig, &neg_resp[..40], false),
+            Some("ntlm,gssapi".into())
         );
         assert_eq!(
             check(8080, b"GET / HTTP/1.1\r\n", b"HTTP/1.1 200 OK\r\n", false),
@@ -233,16 +267,38 @@ mod tests {
     }
 
     #[test]
-    fn smb1_negotiate() {
-        let mut m = b"\xffSMB\x72".to_vec();
+    fn windows_opening_with_smb1_negotiate() {
+        let smb1_neg = netbios(smb1(0x72, false, 0));
+        let neg_req = smb2(0, false, vec![0x24, 0, 1, 0, 1, 0, 0, 0], &[], 0, 2);
+        let neg_resp = smb2(0, true, vec![0; 64], &mechs_only(), 56, 58);
+        let setup = smb2(1, false, vec![0; 24], &neg_token_init(&negotiate()), 12, 14);
+        let orig = [smb1_neg, neg_req, setup].concat();
+        let resp = [neg_resp.clone(), neg_resp].concat();
+        assert_eq!(
+            check(445, &orig, &resp, false),
+            Some("gssapi,smb,ntlm".into())
+        );
+    }
+
+    fn smb1(command: u8, response: bool, words: u8) -> Vec<u8> {
+        let mut m = b"\xffSMB".to_vec();
+        m.push(command);
         m.resize(9, 0);
-        m.push(0x80);
+        m.push(if response { 0x80 } else { 0 });
         m.resize(32, 0);
-        m.push(17);
-        m.resize(33 + 34, 0);
+        m.push(words);
+        m.resize(33 + 2 * usize::from(words), 0);
         m.extend([0, 0]);
-        let resp = netbios(m);
-        assert_eq!(check(445, &[], &resp, false), Some("smb".into()));
+        m
+    }
+
+    #[test]
+    fn smb1_negotiate() {
+        let resp = netbios(smb1(0x72, true, 17));
+        let req = netbios(smb1(0x72, false, 0));
+        let three = [req.clone(), req.clone()].concat();
+        assert_eq!(check(445, &three, &resp, false), Some("smb".into()));
+        assert_eq!(check(445, &req, &resp, false), None);
         assert_eq!(check(445, &[], b"\x00\x00\x00\x04\xffSMX", false), None);
     }
 }
