@@ -96,9 +96,10 @@ fn messages(mut b: &[u8], truncated: bool) -> Vec<Msg> {
         let body = &b[4..(4 + len).min(b.len())];
         match kind {
             0x00 => {
-                let Some(m) = message(body, !whole) else {
+                let Some(mut m) = message(body, !whole) else {
                     break;
                 };
+                m.chunks = (4 + len).div_ceil(MSS).max(1);
                 out.push(m);
             }
             0x81 | 0x82 | 0x83 | 0x85 => {}
@@ -272,12 +273,14 @@ mod tests {
         let neg_req = smb2(0, false, vec![0x24, 0, 1, 0, 1, 0, 0, 0], &[], 0, 2);
         let neg_resp = smb2(0, true, vec![0; 64], &mechs_only(), 56, 58);
         let setup = smb2(1, false, vec![0; 24], &neg_token_init(&negotiate()), 12, 14);
-        let orig = [smb1_neg, neg_req, setup].concat();
-        let resp = [neg_resp.clone(), neg_resp].concat();
-        assert_eq!(
-            check(445, &orig, &resp, false),
-            Some("gssapi,smb,ntlm".into())
-        );
+        let orig = [smb1_neg, neg_req.clone(), setup].concat();
+        let resp = [neg_resp.clone(), neg_resp.clone()].concat();
+        let want = Some("gssapi,smb,ntlm".to_string());
+        assert_eq!(check(445, &orig, &resp, false), want);
+        // A session setup of three segments confirms SMB before its blob is parsed.
+        let token = neg_token_init(&[negotiate(), vec![0; 3000]].concat());
+        let big = smb2(1, false, vec![0; 24], &token, 12, 14);
+        assert_eq!(check(445, &[neg_req, big].concat(), &neg_resp, false), want);
     }
 
     fn smb1(command: u8, response: bool, words: u8) -> Vec<u8> {
