@@ -1,10 +1,11 @@
 //! RDP (Zeek's `rdp`, TCP) and its UDP transport (`rdpeudp`).
 //!
 //! `rdp`: Zeek attaches it to TCP port 3389 and wherever its DPD signatures match (a client
-//! X.224 Connection Request carrying `Cookie: mstshash=`, answered by a TPKT whose X.224 code is
-//! Connection Confirm, `0xd0`); it confirms on the server's Connection Confirm. When the
-//! negotiation picks TLS or CredSSP the analyzer hands the TLS records to a DPD child, so the
-//! connection reads `rdp,ssl` once a hello follows.
+//! X.224 Connection Request carrying `Cookie: mstshash=`, answered by an X.224 Connection
+//! Confirm, `0xd0`). The analyzer confirms only on the MCS layer under standard RDP security
+//! (the client's core data in its MCS Connect-Initial, `7f 65`, or the server's Connect-Response,
+//! `7f 66`). When the negotiation picks TLS or CredSSP, everything after the Connection Confirm
+//! goes to a DPD child instead and only `ssl` is confirmed, once a hello follows.
 //!
 //! `rdpeudp`: the DPD signature is a 1232-octet SYN datagram (`ff ff ff ff`, then the SYN flag);
 //! the analyzer confirms when the handshake completes: the responder's SYN+ACK and the
@@ -38,19 +39,25 @@ fn tcp(ev: &Evidence) -> Option<Vec<&'static str>> {
         return None;
     }
     let conf = tpkt(resp, 0xd0, ev.resp.truncated)?;
-    let mut out = vec!["rdp"];
     // RDP_NEG_RSP (type 2): selectedProtocol SSL (1), HYBRID (2) or HYBRID_EX (8) means TLS.
     let tls = match conf.body.get(7..12) {
-        Some([0x02, _, 0x08, 0x00, p, ..]) => *p != 0,
+        Some([0x02, _, 0x08, 0x00, p]) => *p != 0,
         _ => false,
     };
-    if tls
-        && (tls_hint::hello(req.rest, ev.orig.truncated)
-            || tls_hint::hello(conf.rest, ev.resp.truncated))
-    {
-        out.push("ssl");
+    if tls {
+        let hello = tls_hint::hello(req.rest, ev.orig.truncated)
+            || tls_hint::hello(conf.rest, ev.resp.truncated);
+        return hello.then(|| vec!["ssl"]);
     }
-    Some(out)
+    let connect_initial = mcs(req.rest, 0x65, ev.orig.truncated);
+    let connect_response = mcs(conf.rest, 0x66, ev.resp.truncated);
+    (connect_initial || connect_response).then(|| vec!["rdp"])
+}
+
+/// A TPKT carrying X.224 Data (`02 f0 80`) and an MCS Connect-Initial (`7f 65`) or
+/// Connect-Response (`7f 66`).
+fn mcs(b: &[u8], kind: u8, truncated: bool) -> bool {
+    tpkt(b, 0xf0, truncated).is_some_and(|t| t.body.get(3..5) == Some(&[0x7f, kind][..]))
 }
 
 struct Tpkt<'a> {
@@ -118,6 +125,14 @@ mod tests {
         t
     }
 
+    /// An MCS Connect-Initial's first octets in X.224 Data.
+    fn connect_initial() -> Vec<u8> {
+        let mut t = vec![3, 0, 0, 0, 2, 0xf0, 0x80, 0x7f, 0x65, 0x82, 0x01, 0x90];
+        t.resize(40, 0);
+        t[3] = 40;
+        t
+    }
+
     fn connection_confirm(protocol: u8) -> Vec<u8> {
         let mut t = vec![3, 0, 0, 19, 14, 0xd0, 0, 0, 0x12, 0x34, 0];
         t.extend([2, 0x1f, 8, 0, protocol, 0, 0, 0]);
@@ -144,28 +159,31 @@ mod tests {
 
     #[test]
     fn connection_request_and_confirm() {
-        let (req, conf) = (connection_request(true), connection_confirm(0));
-        assert_eq!(check(3389, &req, &conf), Some("rdp".into()));
-        assert_eq!(check(3389, &req, &[]), None, "the server confirms");
+        let (mut req, conf) = (connection_request(true), connection_confirm(0));
         assert_eq!(
-            check(4000, &req, &conf),
-            Some("rdp".into()),
-            "the cookie signature"
+            check(3389, &req, &conf),
+            None,
+            "X.224 alone confirms nothing"
         );
-        assert_eq!(check(4000, &connection_request(false), &conf), None);
+        req.extend(connect_initial());
+        assert_eq!(check(3389, &req, &conf), Some("rdp".into()));
+        assert_eq!(check(3389, &req, &[]), None, "no Connection Confirm");
+        let cookie = check(4000, &req, &conf);
+        assert_eq!(cookie, Some("rdp".into()), "the cookie signature");
+        let mut no_cookie = connection_request(false);
+        no_cookie.extend(connect_initial());
+        assert_eq!(check(4000, &no_cookie, &conf), None);
+        assert_eq!(check(3389, &no_cookie, &conf), Some("rdp".into()));
         assert_eq!(check(3389, &conf, &req), None);
     }
 
     #[test]
     fn enhanced_security_hands_tls_on() {
         let (mut req, conf) = (connection_request(true), connection_confirm(2));
-        assert_eq!(check(3389, &req, &conf), Some("rdp".into()));
+        assert_eq!(check(3389, &req, &conf), None);
         req.extend(client_hello());
-        assert_eq!(check(3389, &req, &conf), Some("rdp,ssl".into()));
-        assert_eq!(
-            check(3389, &req, &connection_confirm(0)),
-            Some("rdp".into())
-        );
+        assert_eq!(check(3389, &req, &conf), Some("ssl".into()));
+        assert_eq!(check(3389, &req, &connection_confirm(0)), None);
     }
 
     #[test]
