@@ -1,9 +1,11 @@
-//! SNMP (Zeek's `snmp`): attached to UDP 161 and 162, confirmed once a message parses: a
-//! SEQUENCE holding the version (0 = v1, 1 = v2c, 3 = v3), then for v1/v2c the community string
-//! and a PDU (context tags 0 to 8), for v3 the header data SEQUENCE.
+//! SNMP (Zeek's `snmp`): attached to UDP 161 and 162, confirmed once a message from the
+//! responder parses (Zeek's `proc_header` confirms only when not `is_orig`, so a lone trap or an
+//! unanswered request is not confirmed): a SEQUENCE holding the version (0 = v1, 1 = v2c,
+//! 3 = v3), then for v1/v2c the community string and a PDU (context tags 0 to 8), for v3 the
+//! header data SEQUENCE.
 
 use crate::ber::{self, BerError};
-use crate::util::{any_datagram, found, on_port};
+use crate::util::{found, on_port};
 use crate::{Evidence, Found, UDP};
 
 const PORTS: [u16; 2] = [161, 162];
@@ -13,11 +15,17 @@ pub fn detect(ev: &Evidence) -> Option<Found> {
     if ev.proto != UDP || !on_port(ev, &PORTS) {
         return None;
     }
-    any_datagram(ev, |d, cut| match message(d) {
-        Ok(()) => true,
-        Err(e) => e == BerError::Short && cut,
-    })
-    .then_some(())?;
+    let n = ev.resp.segments.len();
+    let confirmed = ev
+        .resp
+        .segments
+        .iter()
+        .enumerate()
+        .any(|(i, d)| match message(d) {
+            Ok(()) => true,
+            Err(e) => e == BerError::Short && ev.resp.truncated && i + 1 == n,
+        });
+    confirmed.then_some(())?;
     found("snmp")
 }
 
@@ -58,15 +66,16 @@ mod tests {
         body.append(&mut pdu);
         let mut msg = vec![0x30, body.len() as u8];
         msg.extend(body);
-        assert_eq!(run(detect, UDP, 161, &msg, &[], false), Some("snmp".into()));
-        assert_eq!(run(detect, UDP, 1161, &msg, &[], false), None);
-        assert_eq!(run(detect, UDP, 161, &msg[..10], &[], false), None);
+        assert_eq!(run(detect, UDP, 161, &[], &msg, false), Some("snmp".into()));
+        assert_eq!(run(detect, UDP, 1161, &[], &msg, false), None);
+        assert_eq!(run(detect, UDP, 161, &[], &msg[..10], false), None);
         assert_eq!(
-            run(detect, UDP, 161, &msg[..10], &[], true),
+            run(detect, UDP, 161, &[], &msg[..10], true),
             Some("snmp".into())
         );
+        assert_eq!(run(detect, UDP, 161, &msg, &[], false), None, "unanswered");
         let mut v9 = msg.clone();
         v9[4] = 9;
-        assert_eq!(run(detect, UDP, 161, &v9, &[], false), None);
+        assert_eq!(run(detect, UDP, 161, &[], &v9, false), None);
     }
 }
