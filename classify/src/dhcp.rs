@@ -1,6 +1,7 @@
 //! DHCP (Zeek's `dhcp`): attached to UDP ports 67 and 68 and to any UDP payload holding the
-//! magic cookie (its DPD signature); confirmed once a BOOTP message parses: a BOOTREQUEST (1)
-//! or BOOTREPLY (2) with the 236-octet fixed part followed by the cookie `63 82 53 63`.
+//! magic cookie (its DPD signature); confirmed once a message parses: the 236-octet BOOTP
+//! fixed part, the cookie `63 82 53 63` (checked), then options up to the end option (255).
+//! Zeek does not check the op code.
 
 use crate::{Evidence, Found, UDP};
 
@@ -26,14 +27,27 @@ pub fn detect(ev: &Evidence) -> Option<Found> {
     })
 }
 
-/// A BOOTP message with the DHCP cookie; `cut`: the budget cut it before the cookie, so a
-/// sound beginning (op, hardware address length) counts.
+/// A BOOTP message with the DHCP cookie and its options up to the end option; `cut`: the
+/// budget cut the datagram, so a sound beginning counts.
 fn message_ok(d: &[u8], cut: bool) -> bool {
-    let sound_start = d.len() >= 3 && matches!(d[0], 1 | 2) && d[2] <= 16;
     if d.len() < 240 {
-        return cut && sound_start;
+        return cut && !d.is_empty();
     }
-    sound_start && d[236..240] == COOKIE
+    if d[236..240] != COOKIE {
+        return false;
+    }
+    let mut at = 240;
+    while let Some(&code) = d.get(at) {
+        match code {
+            255 => return true,
+            0 => at += 1,
+            _ => match d.get(at + 1) {
+                Some(&len) => at += 2 + usize::from(len),
+                None => break,
+            },
+        }
+    }
+    cut
 }
 
 #[cfg(test)]
@@ -79,6 +93,7 @@ mod tests {
         no_cookie[237] = 0;
         assert_eq!(check(67, &no_cookie, false), None);
         assert_eq!(check(67, &d[..100], false), None);
+        assert_eq!(check(67, &d[..d.len() - 1], false), None, "no end option");
         assert_eq!(
             check(67, &d[..100], true),
             Some(vec!["dhcp"]),
