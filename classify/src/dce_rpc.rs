@@ -1,6 +1,7 @@
 //! DCE/RPC over TCP (Zeek's `dce_rpc`): attached to port 135 and by DPD signature (a PDU
-//! header: version 5, minor 0 or 1, a packet type up to 19); confirmed once a PDU header parses
-//! (data representation, a fragment length of at least the 16-octet header).
+//! header: version 5, minor 0 or 1, a packet type up to 19, flags `0x03`, a whole fragment);
+//! confirmed once a PDU parses (data representation, a fragment length of at least the
+//! 16-octet header, held by the stream).
 
 use crate::util::{found, on_port};
 use crate::{Evidence, Found, TCP};
@@ -12,8 +13,11 @@ pub fn detect(ev: &Evidence) -> Option<Found> {
     if ev.proto != TCP {
         return None;
     }
-    let _ = on_port(ev, &PORTS); // the signature is what matters: it starts every PDU
-    let ok = |s: crate::Side| pdu_ok(s.stream(), s.truncated);
+    let port = on_port(ev, &PORTS);
+    let ok = |s: crate::Side| {
+        let b = s.stream();
+        (port || b.get(3) == Some(&0x03)) && pdu_ok(b, s.truncated)
+    };
     (ok(ev.orig) || ok(ev.resp)).then_some(())?;
     found("dce_rpc")
 }

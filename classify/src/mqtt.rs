@@ -1,6 +1,6 @@
-//! MQTT (Zeek's `mqtt`): attached to TCP 1883 and by DPD signature; confirmed on a CONNECT
-//! packet: type 1, a remaining length, then the protocol name `MQTT` (3.1.1, 5) or `MQIsdp`
-//! (3.1).
+//! MQTT (Zeek's `mqtt`): attached to TCP 1883 and by DPD signature (`^.{4,7}MQ`: the
+//! protocol name of a CONNECT); confirmed on a CONNECT packet: type 1, a remaining length, then
+//! the protocol name `MQTT` (3.1.1, 5) or `MQIsdp` (3.1).
 
 use crate::util::found;
 use crate::{Evidence, Found, TCP};

@@ -1,7 +1,7 @@
-//! PostgreSQL (Zeek's `postgresql`): attached to TCP 5432 and by DPD signature (a startup
-//! message for protocol 3.0, or an SSLRequest); confirmed when the server answers: a backend
-//! message (`R` authentication, `E` error) after the startup message, or `S` after an
-//! SSLRequest, after which the connection is TLS: `postgresql,ssl` once a hello follows.
+//! PostgreSQL (Zeek's `postgresql`), by its DPD signatures: a startup message for protocol 3.x
+//! carrying `user` answered by a backend message (a printable type, a length under 64 KiB), or
+//! an SSLRequest answered by `S` or `N`. After `S` the connection is TLS: `postgresql,ssl` once
+//! a hello follows.
 
 use crate::{tls_hint, Evidence, Found, TCP};
 
@@ -14,17 +14,20 @@ pub fn detect(ev: &Evidence) -> Option<Found> {
     }
     let (o, r) = (ev.orig.stream(), ev.resp.stream());
     let services = if o.starts_with(&SSL_REQUEST) {
-        let [b'S', ref after @ ..] = *r else {
-            return None;
-        };
-        let hello = tls_hint::hello(&o[8..], ev.orig.truncated)
-            || tls_hint::hello(after, ev.resp.truncated);
-        if hello {
-            vec!["postgresql", "ssl"]
-        } else {
-            vec!["postgresql"]
+        match r.split_first() {
+            Some((b'N', _)) => vec!["postgresql"],
+            Some((b'S', after)) => {
+                let hello = tls_hint::hello(&o[8..], ev.orig.truncated)
+                    || tls_hint::hello(after, ev.resp.truncated);
+                if hello {
+                    vec!["postgresql", "ssl"]
+                } else {
+                    vec!["postgresql"]
+                }
+            }
+            _ => return None,
         }
-    } else if startup(o) && matches!(r.first(), Some(b'R' | b'E')) && r.len() >= 5 {
+    } else if startup(o) && matches!(r, [t, 0, 0, _, _, ..] if t.is_ascii_alphanumeric()) {
         vec!["postgresql"]
     } else {
         return None;
@@ -35,13 +38,13 @@ pub fn detect(ev: &Evidence) -> Option<Found> {
     })
 }
 
-/// A StartupMessage: a length of at least 8, protocol 3.0.
+/// A StartupMessage for protocol 3.x whose parameters start with `user` (within 256 octets).
 fn startup(o: &[u8]) -> bool {
-    let [l0, l1, l2, l3, 0, 3, 0, 0, ..] = *o else {
+    let [_, _, _, _, 0, 3, 0, ..] = *o else {
         return false;
     };
-    let len = u32::from_be_bytes([l0, l1, l2, l3]);
-    (8..=10_000).contains(&len)
+    let params = &o[8.min(o.len())..o.len().min(8 + 256 + 5)];
+    params.windows(5).any(|w| w == b"user\0")
 }
 
 #[cfg(test)]
@@ -71,6 +74,12 @@ mod tests {
             run(detect, TCP, 5432, &tls, b"S", false),
             Some("postgresql,ssl".into())
         );
-        assert_eq!(run(detect, TCP, 5432, &tls, b"N", false), None);
+        assert_eq!(
+            run(detect, TCP, 5432, &tls, b"N", false),
+            Some("postgresql".into())
+        );
+        assert_eq!(run(detect, TCP, 5432, &tls, b"X", false), None);
+        let no_user = b"\x00\x00\x00\x10\x00\x03\x00\x00database\x00";
+        assert_eq!(run(detect, TCP, 5432, no_user, &auth_ok, false), None);
     }
 }

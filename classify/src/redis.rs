@@ -1,47 +1,57 @@
-//! Redis (Zeek's `redis`, TCP 6379): confirmed on a client command in RESP (an array of bulk
-//! strings, `*2\r\n$3\r\nGET\r\n...`) answered by a RESP reply (`+`, `-`, `:`, `$`, `*`, and
-//! RESP3's `_ , # ! = ( % ~ > |`).
+//! Redis (Zeek's `redis`): attached to TCP 6379 and, on any port, by its DPD signature on the
+//! server's first reply (RESP: one of `+ - _ ,` and a line, or one of ``: $ * # ( ! = % ` ~ >``
+//! and a number); confirmed with a client command before it (a RESP array
+//! `*2\r\n$3\r\nGET\r\n...` or an inline command line).
 
-use crate::util::{found, on_port};
+use crate::util::found;
 use crate::{Evidence, Found, TCP};
-
-const PORTS: [u16; 1] = [6379];
 
 /// The detector.
 pub fn detect(ev: &Evidence) -> Option<Found> {
-    if ev.proto != TCP || !on_port(ev, &PORTS) {
+    if ev.proto != TCP {
         return None;
     }
-    let reply = matches!(
-        ev.resp.stream().first(),
-        Some(
-            b'+' | b'-'
-                | b':'
-                | b'$'
-                | b'*'
-                | b'_'
-                | b','
-                | b'#'
-                | b'!'
-                | b'='
-                | b'('
-                | b'%'
-                | b'~'
-                | b'>'
-                | b'|'
-        )
-    );
-    (command(ev.orig.stream()) && reply).then_some(())?;
+    let (o, r) = (ev.orig.stream(), ev.resp.stream());
+    (command(o) && server_reply(r)).then_some(())?;
     found("redis")
 }
 
-/// `*<n>\r\n$<len>\r\n` with small decimal counts.
+/// `*<n>\r\n$<len>\r\n` with small decimal counts, or an inline command (a word of letters
+/// and a line end).
 fn command(b: &[u8]) -> bool {
-    let Some(rest) = b.strip_prefix(b"*") else {
-        return false;
+    if let Some(rest) = b.strip_prefix(b"*") {
+        let n = rest.iter().take_while(|c| c.is_ascii_digit()).count();
+        return (1..=4).contains(&n) && rest[n..].starts_with(b"\r\n$");
+    }
+    let word = b.iter().take_while(|c| c.is_ascii_alphabetic()).count();
+    (1..=16).contains(&word)
+        && matches!(b.get(word), Some(b' ' | b'\r'))
+        && b.windows(2).any(|w| w == b"\r\n")
+}
+
+/// Zeek's `resp-serialized-server` signature.
+fn server_reply(r: &[u8]) -> bool {
+    let line = match r.windows(2).position(|w| w == b"\r\n") {
+        Some(n) => &r[..n],
+        None => return false,
     };
-    let n = rest.iter().take_while(|c| c.is_ascii_digit()).count();
-    (1..=4).contains(&n) && rest[n..].starts_with(b"\r\n$")
+    match line.split_first() {
+        Some((b'-' | b'+' | b'_' | b',', _)) => true,
+        Some((
+            b':' | b'$' | b'*' | b'#' | b'(' | b'!' | b'=' | b'%' | b'`' | b'~' | b'>',
+            rest,
+        )) => {
+            let rest = rest
+                .strip_prefix(b"+")
+                .or_else(|| rest.strip_prefix(b"-"))
+                .unwrap_or(rest);
+            let digits = rest.iter().take_while(|c| c.is_ascii_digit()).count();
+            let tail = &rest[digits..];
+            digits > 0
+                && (tail.is_empty() || tail[0] == b'.' && tail[1..].iter().all(u8::is_ascii_digit))
+        }
+        _ => false,
+    }
 }
 
 #[cfg(test)]
@@ -58,9 +68,24 @@ mod tests {
         );
         assert_eq!(run(detect, TCP, 6379, get, &[], false), None);
         assert_eq!(
-            run(detect, TCP, 6379, b"GET / HTTP/1.1\r\n", b"-ERR\r\n", false),
+            run(
+                detect,
+                TCP,
+                80,
+                b"GET / HTTP/1.1\r\n",
+                b"HTTP/1.1 200 OK\r\n",
+                false
+            ),
             None
         );
-        assert_eq!(run(detect, TCP, 6380, get, b"+OK\r\n", false), None);
+        assert_eq!(
+            run(detect, TCP, 6380, get, b"+OK\r\n", false),
+            Some("redis".into())
+        );
+        assert_eq!(
+            run(detect, TCP, 6379, b"PING\r\n", b"+PONG\r\n", false),
+            Some("redis".into())
+        );
+        assert_eq!(run(detect, TCP, 6379, get, b"$x\r\n", false), None);
     }
 }

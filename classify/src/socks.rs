@@ -21,16 +21,17 @@ pub fn detect(ev: &Evidence) -> Option<Found> {
     found("socks")
 }
 
+/// `dpd_socks4_client` then `dpd_socks4_server`: `04 01|02`, up to 32 octets and a NUL,
+/// answered by `00 5a..5d`.
 fn socks4(o: &[u8], r: &[u8]) -> bool {
-    let request = o.len() >= 9 && matches!(o[1], 1 | 2) && o[8..].contains(&0);
+    let request = matches!(o, [4, 1 | 2, ..]) && o[2..].iter().take(33).any(|&c| c == 0);
     request && matches!(r, [0, 0x5a..=0x5d, ..])
 }
 
+/// `dpd_socks5_client` then `dpd_socks5_server`: `05 n 00|01|02`, answered by `05 00` or
+/// `05 01 00|01|02`.
 fn socks5(o: &[u8], r: &[u8]) -> bool {
-    let [5, n @ 1..=9, ref methods @ ..] = *o else {
-        return false;
-    };
-    methods.len() >= usize::from(n) && matches!(r, [5, 0 | 1 | 2 | 0xff, ..])
+    matches!(o, [5, _, 0..=2, ..]) && matches!(r, [5, 0, ..] | [5, 1, 0..=2, ..])
 }
 
 #[cfg(test)]
@@ -50,6 +51,7 @@ mod tests {
             run(detect, TCP, 9050, &[5, 1, 0], &[5, 0], false),
             Some("socks".into())
         );
-        assert_eq!(run(detect, TCP, 1080, &[5, 3, 0], &[5, 0], false), None);
+        assert_eq!(run(detect, TCP, 1080, &[5, 3, 9], &[5, 0], false), None);
+        assert_eq!(run(detect, TCP, 1080, &[5, 1, 0], &[5, 0xff], false), None);
     }
 }
