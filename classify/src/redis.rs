@@ -1,9 +1,10 @@
-//! Redis (Zeek's `redis`): attached to TCP 6379 and, on any port, by its DPD signature on the
-//! server's first reply (RESP: one of `+ - _ ,` and a line, or one of ``: $ * # ( ! = % ` ~ >``
-//! and a number); confirmed with a client command before it (a RESP array
-//! `*2\r\n$3\r\nGET\r\n...` or an inline command line).
+//! Redis (Zeek's `redis`) on TCP 6379: a client command (a RESP array
+//! `*2\r\n$3\r\nGET\r\n...` or an inline command line) answered in RESP (one of `+ - _ ,`
+//! and a line, or one of ``: $ * # ( ! = % ` ~ >`` and a number, Zeek's server signature).
+//! Zeek's signature would also enable the analyzer on other ports, but a POP3 greeting
+//! (`+OK`) matches it and Zeek's logs show no `redis` there: off the port it is not claimed.
 
-use crate::util::found;
+use crate::util::{found, on_port};
 use crate::{Evidence, Found, TCP};
 
 /// The detector.
@@ -12,7 +13,7 @@ pub fn detect(ev: &Evidence) -> Option<Found> {
         return None;
     }
     let (o, r) = (ev.orig.stream(), ev.resp.stream());
-    (command(o) && server_reply(r)).then_some(())?;
+    (on_port(ev, &[6379]) && command(o) && server_reply(r)).then_some(())?;
     found("redis")
 }
 
@@ -79,8 +80,15 @@ mod tests {
             None
         );
         assert_eq!(
-            run(detect, TCP, 6380, get, b"+OK\r\n", false),
-            Some("redis".into())
+            run(
+                detect,
+                TCP,
+                110,
+                b"USER bob\r\n",
+                b"+OK POP3 ready\r\n",
+                false
+            ),
+            None
         );
         assert_eq!(
             run(detect, TCP, 6379, b"PING\r\n", b"+PONG\r\n", false),
