@@ -27,6 +27,7 @@ pub mod postgresql;
 pub mod radius;
 pub mod rdp;
 pub mod redis;
+pub mod rfb;
 pub mod sip;
 pub mod smb;
 pub mod snmp;
@@ -133,6 +134,7 @@ pub const DETECTORS: &[Detector] = &[
     mqtt::detect,
     postgresql::detect,
     redis::detect,
+    rfb::detect,
 ];
 
 /// Runs every detector over `ev` and merges their findings: services in detector order,

@@ -90,6 +90,7 @@ pub(crate) mod tests {
         crate::mqtt::detect,
         crate::postgresql::detect,
         crate::redis::detect,
+        crate::rfb::detect,
     ];
 
     /// Prefixes that lead the detectors deep into their parsers before the noise starts.
