@@ -78,19 +78,26 @@ fn mech_token(tok: &[u8], cut: bool, out: &mut Vec<&'static str>) {
         if ntlm::message_ok(tok, cut) {
             out.push("ntlm");
         }
-    } else if tok.first() == Some(&0x60) {
-        // Kerberos: wrapper, mechanism OID, token id (2 octets), the Kerberos message.
-        let Ok((wrap, _)) = ber::read(tok) else {
-            return;
-        };
-        let Ok((_oid, rest)) = ber::expect(wrap.content, 0x06) else {
-            return;
-        };
-        if let Some(msg) = rest.get(2..) {
-            if krb::message_ok(msg, cut) {
-                out.push("krb");
-            }
-        }
+    } else if tok.first() == Some(&0x60) && kerberos_ok(tok, cut) {
+        out.push("krb");
+    }
+}
+
+/// Zeek takes a mechanism token starting with `0x60` as Kerberos: the wrapper, the mechanism
+/// OID, a two-octet token id, then the Kerberos message, which must parse. When the evidence
+/// ends anywhere inside, Zeek would have seen the rest: the sound beginning counts.
+fn kerberos_ok(tok: &[u8], cut: bool) -> bool {
+    let wrap = match ber::read(tok) {
+        Ok((wrap, _)) => wrap,
+        Err(e) => return e == BerError::Short && cut,
+    };
+    let rest = match ber::expect(wrap.content, 0x06) {
+        Ok((_oid, rest)) => rest,
+        Err(e) => return e == BerError::Short && cut,
+    };
+    match rest.get(2..) {
+        Some(msg) if !msg.is_empty() => krb::message_ok(msg, cut),
+        _ => cut,
     }
 }
 
@@ -156,6 +163,13 @@ pub(crate) mod tests {
         assert_eq!(confirms(&tok, false), vec!["krb", "gssapi"]);
         assert_eq!(confirms(&tok[..tok.len() - 4], false), Vec::<&str>::new());
         assert_eq!(confirms(&tok[..tok.len() - 4], true), vec!["krb", "gssapi"]);
+        // Cut inside the Kerberos wrapper's OID: Zeek goes by the first octet.
+        let at = tok
+            .windows(2)
+            .rposition(|w| w == [0x06, 0x09])
+            .expect("an OID")
+            + 4;
+        assert_eq!(confirms(&tok[..at], true), vec!["krb", "gssapi"]);
     }
 
     #[test]
