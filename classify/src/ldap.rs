@@ -42,6 +42,10 @@ fn tcp(ev: &Evidence) -> Option<Vec<&'static str>> {
     }
     let o = scan(orig, ev.orig.truncated);
     let r = scan(resp, ev.resp.truncated);
+    if o.is_empty() && !orig.is_empty() {
+        // The originator's first bytes do not parse: Zeek's analyzer reports a violation.
+        return None;
+    }
     let mut services = confirmations(&o, &r, "ldap_tcp")?;
     if starttls(orig, &o, resp, &r, ev) {
         services.push("ssl");
