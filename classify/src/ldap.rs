@@ -60,11 +60,14 @@ fn udp(ev: &Evidence) -> Option<Vec<&'static str>> {
     if !(on_port || signature) {
         return None;
     }
+    // Only a side's last datagram can have been cut by the budget.
     let parsed = |s: &Side| {
+        let n = s.segments.len();
         let cut = s.truncated;
         s.segments
             .iter()
-            .flat_map(move |d| scan(d, cut))
+            .enumerate()
+            .flat_map(move |(i, d)| scan(d, cut && i + 1 == n))
             .collect::<Vec<_>>()
     };
     confirmations(&parsed(&ev.orig), &parsed(&ev.resp), "ldap_udp")
