@@ -24,6 +24,30 @@ mod ssh;
 mod tls;
 mod websocket;
 mod xmpp;
+// Group B detectors (issue 17) and their helpers.
+mod ber;
+pub mod dce_rpc;
+pub mod dhcp;
+pub mod gssapi;
+pub mod krb;
+pub mod ldap;
+pub mod modbus;
+pub mod mqtt;
+pub mod mysql;
+pub mod ntlm;
+pub mod ntp;
+pub mod postgresql;
+pub mod radius;
+pub mod rdp;
+pub mod redis;
+pub mod rfb;
+pub mod sip;
+pub mod smb;
+pub mod snmp;
+pub mod socks;
+pub mod syslog;
+mod tls_hint;
+mod util;
 
 /// Transport protocol numbers.
 pub const TCP: u8 = 6;
@@ -116,6 +140,25 @@ pub const DETECTORS: &[Detector] = &[
     ftp::detect,
     irc::detect,
     xmpp::detect,
+    // group B
+    ldap::detect,
+    krb::detect,
+    dhcp::detect,
+    ntp::detect,
+    rdp::detect,
+    smb::detect,
+    sip::detect,
+    snmp::detect,
+    mysql::detect,
+    syslog::detect,
+    radius::detect,
+    modbus::detect,
+    dce_rpc::detect,
+    socks::detect,
+    mqtt::detect,
+    postgresql::detect,
+    redis::detect,
+    rfb::detect,
 ];
 
 /// Runs every detector over `ev` and merges their findings: services in detector order,
