@@ -13,7 +13,7 @@ import re
 import sys
 
 root = pathlib.Path(__file__).resolve().parent.parent
-CRATES = ["proto", "runtime", "collector", "processor", "aggregator"]
+CRATES = ["proto", "classify", "runtime", "collector", "processor", "aggregator"]
 
 
 def product_text(f: pathlib.Path) -> str:
