@@ -205,8 +205,9 @@ function renderAlerts(a) {
 
 function renderTops(t) {
   $("top-windows").textContent = String(t.windows);
-  table("top-talkers", t.talkers, { empty: "no sessions in these windows" });
-  table("top-servers", t.servers, { empty: "no sessions in these windows" });
+  const format = { bytes: human };
+  table("top-talkers", t.talkers, { preferred: ["id.orig_h", "bytes", "pkts", "sessions"], format, empty: "no sessions in these windows" });
+  table("top-servers", t.servers, { preferred: ["id.resp_h", "id.resp_p", "proto", "bytes", "pkts", "sessions"], format, empty: "no sessions in these windows" });
 }
 
 const SESSION_COLUMNS = ["ts", "uid", "id.orig_h", "id.orig_p", "id.resp_h", "id.resp_p", "proto", "service", "conn_state", "duration", "orig_pkts", "resp_pkts", "orig_ip_bytes", "resp_ip_bytes", "history"];
@@ -264,7 +265,7 @@ function currentSearch() {
 async function search() {
   const s = currentSearch();
   $("q").value = s.q;
-  const p = new URLSearchParams({ q: s.q, limit: "100" });
+  const p = new URLSearchParams({ q: s.q, limit: "50" });
   if (s.from) p.set("from", s.from);
   if (s.to) p.set("to", s.to);
   try {
