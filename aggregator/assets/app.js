@@ -99,7 +99,7 @@ function table(target, rows, opts) {
 }
 
 // A line chart of `series` ([{name, points: [[x, y], ...]}]) in an SVG of 600x200.
-function chart(svgId, legendId, series, unit) {
+function chart(svgId, legendId, series, unit, empty) {
   const svg = $(svgId);
   svg.replaceChildren();
   const legend = $(legendId);
@@ -109,7 +109,7 @@ function chart(svgId, legendId, series, unit) {
     const t = document.createElementNS(SVG_NS, "text");
     t.setAttribute("x", "300"); t.setAttribute("y", "100"); t.setAttribute("text-anchor", "middle");
     t.setAttribute("class", "muted");
-    t.textContent = "no data yet";
+    t.textContent = empty || "no data yet";
     svg.append(t);
     return;
   }
@@ -134,6 +134,11 @@ function chart(svgId, legendId, series, unit) {
   };
   line(L, B, R, B, "axis"); line(L, T, L, B, "axis"); line(L, T, R, T, "grid");
   label(L - 4, T + 4, human(y1) + unit, "end"); label(L - 4, B, "0", "end");
+  if (x1 === x0) {
+    bars(svg, series, [L, R, T, B], y1, unit, label);
+    label((L + R) / 2, B + 16, "window of " + time(x0), "middle");
+    return;
+  }
   label(L, B + 16, time(x0).slice(11), "start"); label(R, B + 16, time(x1).slice(11), "end");
   series.forEach((s, i) => {
     const color = COLORS[i % COLORS.length];
@@ -147,6 +152,27 @@ function chart(svgId, legendId, series, unit) {
       pl.setAttribute("r", "3"); pl.setAttribute("fill", color);
     }
     svg.append(pl);
+    const key = el("span", s.name, "key");
+    key.dataset.color = String(i % COLORS.length);
+    legend.append(key);
+  });
+}
+
+// One window only (a short capture): a bar per series, its value above it.
+function bars(svg, series, [L, R, T, B], y1, unit, label) {
+  const slot = (R - L) / series.length;
+  const w = Math.min(60, slot * 0.6);
+  series.forEach((s, i) => {
+    const y = s.points[0][1];
+    const h = (y / y1) * (B - T);
+    const x = L + slot * i + (slot - w) / 2;
+    const r = document.createElementNS(SVG_NS, "rect");
+    r.setAttribute("x", x.toFixed(1)); r.setAttribute("y", (B - h).toFixed(1));
+    r.setAttribute("width", w.toFixed(1)); r.setAttribute("height", h.toFixed(1));
+    r.setAttribute("fill", COLORS[i % COLORS.length]);
+    svg.append(r);
+    label(x + w / 2, B - h - 4 < T + 12 ? T + 12 : B - h - 4, human(y) + unit, "middle");
+    const legend = document.getElementById(svg.id.replace("chart", "legend"));
     const key = el("span", s.name, "key");
     key.dataset.color = String(i % COLORS.length);
     legend.append(key);
@@ -178,7 +204,8 @@ function renderSummary(s) {
 function renderTraffic(t) {
   chart("chart-packets", "legend-packets", seriesOf(t.windows, "proto", (v) => v.packets), "");
   chart("chart-bytes", "legend-bytes", seriesOf(t.windows, "proto", (v) => v.bytes), "B");
-  chart("chart-services", "legend-services", seriesOf(t.services, "service", (v) => v.sessions), "");
+  chart("chart-services", "legend-services", seriesOf(t.services, "service", (v) => v.sessions), "",
+    "no session with a service yet");
 }
 
 // The sessions behind an episode: its address (the side that is not "*") during it.
