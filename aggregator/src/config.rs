@@ -16,8 +16,11 @@ use crate::detect::{DetectConfig, SubnetThresholds};
 
 pub use tapflow_runtime::ConfigError;
 
+mod http;
 mod influx;
 mod resolved;
+
+pub use http::HttpConfig;
 
 pub const DEFAULT_CONN_CAP: usize = 1_000_000;
 pub const DEFAULT_MAX_SENDERS: usize = 1024;
@@ -174,7 +177,7 @@ tapflow_runtime::layered! {
         /// without TLS nor authentication, is then served to the network) [default: loopback only].
         #[arg(long, env = "TAPFLOW_HTTP_PUBLIC", value_parser = clap::builder::BoolishValueParser::new())]
         pub http_public: bool,
-        #[arg(long, help = with_default("Dashboard: the most recent sessions held in memory for its session list and search (about 600 bytes each: the dashboard's memory bound)", crate::http::DEFAULT_SESSIONS))]
+        #[arg(long, help = with_default("Dashboard: the most recent sessions held in memory for its session list and search (about 600 bytes each: the dashboard's memory bound)", http::DEFAULT_SESSIONS))]
         pub http_sessions: Option<usize>,
         /// Dashboard: once the run has ended (--exit-on-eos) and everything is written, keep
         /// serving its final state until SIGINT or SIGTERM.
@@ -225,7 +228,7 @@ pub struct Config {
     pub influx_finish: std::time::Duration,
     pub metrics_listen: Option<String>,
     /// The live dashboard (`--http-listen`), when served.
-    pub http: Option<crate::http::HttpConfig>,
+    pub http: Option<HttpConfig>,
     /// CURVE (or plain, on loopback) on the processors' links.
     pub security: tapflow_runtime::curve::LinkSecurity,
 }
@@ -272,7 +275,7 @@ impl Config {
             o.metrics_public,
             &mut errors,
         );
-        let http = crate::http::http_config(&o, &mut errors);
+        let http = http::http_config(&o, &mut errors);
         let max_senders = o.max_senders.unwrap_or(DEFAULT_MAX_SENDERS.max(processors));
         if max_senders < processors {
             errors.push(format!(
