@@ -46,9 +46,10 @@ pub fn start(
     s.batches_dropped = feed.dropped_counter();
     let state = Arc::new(Mutex::new(s));
     let updated = Arc::clone(&state);
+    let in_flight = feed.in_flight();
     std::thread::Builder::new()
         .name("dashboard".into())
-        .spawn(move || state::update_loop(&rx, &updated))?;
+        .spawn(move || state::update_loop(&rx, &updated, &in_flight))?;
     server::serve(listener, Arc::clone(&state), cfg.public)?;
     if bound.ip().is_loopback() {
         tracing::info!(url = %format!("http://{bound}/"), "dashboard");

@@ -32,20 +32,25 @@ pub fn http_config(o: &Options, errors: &mut Vec<String>) -> Option<HttpConfig> 
         }
         return None;
     };
-    let listen = match addr.parse::<u16>() {
-        Ok(port) => format!("127.0.0.1:{port}"),
-        Err(_) => addr.to_owned(),
+    // A bare port, or `localhost:PORT`, is served on 127.0.0.1.
+    let localhost_port = addr
+        .split_once(':')
+        .filter(|(h, _)| h.eq_ignore_ascii_case("localhost"))
+        .and_then(|(_, p)| p.parse::<u16>().ok());
+    let listen = match addr.parse::<u16>().ok().or(localhost_port) {
+        Some(port) => format!("127.0.0.1:{port}"),
+        None => addr.to_owned(),
     };
     match listen.parse::<SocketAddr>() {
         Ok(a) if !a.ip().is_loopback() && !o.http_public => errors.push(format!(
-            "http_listen {addr:?} is not a loopback address (127.0.0.0/8, [::1], or a bare port): \
+            "http_listen {addr:?} is not a loopback address (127.0.0.0/8, [::1], localhost, or a bare port): \
              the dashboard (plain HTTP, no TLS, no authentication) would be served to the \
              network; give --http-public (http_public = true) to allow it"
         )),
         Ok(_) => {}
         Err(_) => errors.push(format!(
             "http_listen {addr:?} is not an address: give IP:PORT (e.g. 127.0.0.1:8080, \
-             [::1]:8080) or a bare port"
+             [::1]:8080), localhost:PORT or a bare port"
         )),
     }
     let sessions = o.http_sessions.unwrap_or(DEFAULT_SESSIONS);

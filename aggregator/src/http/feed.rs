@@ -1,7 +1,7 @@
 //! The dashboard's sink: copies what the aggregator's thread hands every sink into a buffer and
 //! offers it to the updater at the end of each input message, never blocking.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
 use std::sync::Arc;
 
@@ -13,8 +13,12 @@ use crate::detect::AlertEvent;
 use crate::sink::{Sink, SinkError};
 
 /// Records copied per input message at most (a release at the end of a capture can hand
-/// over hundreds of thousands at once); past it they are counted (`dashboard_records_skipped`).
+/// over hundreds of thousands at once); past it they are counted (`records_skipped`, /api/health).
 pub const RECORDS_PER_MESSAGE: usize = 50_000;
+
+/// Records copied and not yet applied by the updater, at most: past it a buffer is dropped
+/// (counted), so the copies in flight hold a bounded amount of memory (about 1 KiB each).
+pub const RECORDS_IN_FLIGHT: usize = 100_000;
 
 /// What the updater applies, in the order the aggregator produced it.
 pub enum Event {
@@ -35,6 +39,7 @@ pub struct Feed {
     skipped: u64,
     tx: SyncSender<Vec<Event>>,
     dropped: Arc<AtomicU64>,
+    in_flight: Arc<AtomicUsize>,
 }
 
 impl Feed {
@@ -47,8 +52,14 @@ impl Feed {
             skipped: 0,
             tx,
             dropped: Arc::default(),
+            in_flight: Arc::default(),
         };
         (feed, rx)
+    }
+
+    /// Records sent and not yet applied (the updater subtracts what it applied).
+    pub fn in_flight(&self) -> Arc<AtomicUsize> {
+        Arc::clone(&self.in_flight)
     }
 
     /// Buffers dropped because the updater was behind (shared with it, to be shown).
@@ -62,16 +73,19 @@ impl Feed {
             self.pending
                 .push(Event::Skipped(std::mem::take(&mut self.skipped)));
         }
-        self.records = 0;
+        let records = std::mem::take(&mut self.records);
         if self.pending.is_empty() {
             return;
         }
         let events = std::mem::take(&mut self.pending);
-        match self.tx.try_send(events) {
-            Ok(()) => {}
-            Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {
-                self.dropped.fetch_add(1, Ordering::Relaxed);
-            }
+        if self.in_flight.load(Ordering::Acquire) + records > RECORDS_IN_FLIGHT {
+            self.dropped.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        self.in_flight.fetch_add(records, Ordering::AcqRel);
+        if self.tx.try_send(events).is_err() {
+            self.in_flight.fetch_sub(records, Ordering::AcqRel);
+            self.dropped.fetch_add(1, Ordering::Relaxed);
         }
     }
 

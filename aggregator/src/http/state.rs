@@ -3,7 +3,7 @@
 //! Applied by the updater thread from the [`super::Feed`]'s buffers.
 
 use std::collections::{BTreeMap, VecDeque};
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::Receiver;
 use std::sync::{Arc, Mutex};
 
@@ -232,11 +232,21 @@ fn trim<V>(m: &mut BTreeMap<u64, V>, n: usize) {
 }
 
 /// The updater: applies each buffer under the lock, until the feed is gone.
-pub fn update_loop(rx: &Receiver<Vec<Event>>, state: &Mutex<DashState>) {
+/// `in_flight`: the records sent and not yet applied, less those of each buffer applied.
+pub fn update_loop(rx: &Receiver<Vec<Event>>, state: &Mutex<DashState>, in_flight: &AtomicUsize) {
     while let Ok(events) = rx.recv() {
+        let records = events
+            .iter()
+            .filter(|e| matches!(e, Event::Conn(..)))
+            .count();
         let Ok(mut s) = state.lock() else {
             return;
         };
         events.into_iter().for_each(|e| s.apply(e));
+        drop(s);
+        in_flight.fetch_sub(
+            records.min(in_flight.load(Ordering::Acquire)),
+            Ordering::AcqRel,
+        );
     }
 }

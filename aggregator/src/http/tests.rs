@@ -29,6 +29,10 @@ fn the_dashboard_is_off_by_default_on_loopback_for_a_bare_port_and_public_only_w
     assert_eq!(load(&[]).expect("no dashboard").http, None);
     let http = load(&["--http-listen", "8080"]).expect("a bare port").http;
     assert_eq!(http.map(|h| h.listen), Some("127.0.0.1:8080".to_owned()));
+    let http = load(&["--http-listen", "localhost:8081"])
+        .expect("localhost")
+        .http;
+    assert_eq!(http.map(|h| h.listen), Some("127.0.0.1:8081".to_owned()));
     let ConfigError(errors) =
         load(&["--http-listen", "0.0.0.0:8080"]).expect_err("0.0.0.0 needs --http-public");
     assert!(
@@ -220,6 +224,31 @@ fn the_feed_never_waits_for_a_dashboard_that_is_behind() {
     let mut counters = Vec::new();
     feed.counters(&mut counters);
     assert_eq!(counters, [("dashboard_batches_dropped".to_owned(), 99)]);
+
+    // However roomy the channel, the records in flight are bounded.
+    let (mut feed, rx) = Feed::new(1000);
+    let record = &records[0];
+    for _ in 0..3 {
+        for _ in 0..feed::RECORDS_PER_MESSAGE + 10 {
+            feed.on_conn(record, &[]).expect("never fails");
+        }
+        feed.flush().expect("never fails");
+    }
+    let sent: Vec<Vec<Event>> = rx.try_iter().collect();
+    let copies: usize = sent.iter().map(Vec::len).sum();
+    assert_eq!(
+        copies,
+        2 * (feed::RECORDS_PER_MESSAGE + 1),
+        "two buffers (and their skip counts)"
+    );
+    assert!(2 * feed::RECORDS_PER_MESSAGE <= feed::RECORDS_IN_FLIGHT);
+    assert_eq!(
+        feed.in_flight().load(std::sync::atomic::Ordering::Relaxed),
+        2 * feed::RECORDS_PER_MESSAGE
+    );
+    let mut counters = Vec::new();
+    feed.counters(&mut counters);
+    assert_eq!(counters, [("dashboard_batches_dropped".to_owned(), 1)]);
 }
 
 fn dashboard() -> (Feed, Dashboard) {
