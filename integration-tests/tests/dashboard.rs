@@ -233,8 +233,39 @@ fn the_page_shows_what_the_logs_hold_during_a_real_run() {
         page.dom.contains("reconciled: true"),
         "the final accounting report"
     );
+    episode_links_lead_to_their_sessions(&run, &page, &conns);
     browser::screenshot(&run.url, &artifact("dashboard.png"));
     run.stop();
+}
+
+/// An episode's link searches its address during the episode: the page then lists exactly the
+/// conn log's sessions of that address that started in that time.
+fn episode_links_lead_to_their_sessions(run: &Run, page: &Page, conns: &[Value]) {
+    let at = page.dom.find("href=\"#q=");
+    assert!(at.is_some(), "an episode with a link: {}", page.dom);
+    let rest = &page.dom[at.expect("a link") + 6..];
+    let hash = rest[..rest.find('"').expect("the link's end")].replace("&amp;", "&");
+    let param = |k: &str| {
+        let v = hash[1..]
+            .split('&')
+            .find_map(|kv| kv.strip_prefix(&format!("{k}=")));
+        v.expect("a link parameter").to_owned()
+    };
+    let (who, from, to) = (param("q"), param("from"), param("to"));
+    let (from, to): (f64, f64) = (from.parse().expect("from"), to.parse().expect("to"));
+    let expected = conns
+        .iter()
+        .filter(|c| c["id.orig_h"] == who.as_str() || c["id.resp_h"] == who.as_str())
+        .filter(|c| c["ts"].as_f64().is_some_and(|t| t >= from && t <= to))
+        .count();
+    assert!(expected > 0, "the episode of {who} has sessions");
+    let linked = load(&format!("{}{hash}", run.url));
+    assert_eq!(linked.body_data("searched"), Some(who.as_str()));
+    assert_eq!(
+        linked.body_data("matched"),
+        Some(expected.to_string().as_str()),
+        "{hash}"
+    );
 }
 
 /// The field of the conn log that carries the HTTP Host (or TLS server name) once sessions
