@@ -125,10 +125,10 @@ function chart(svgId, legendId, series, unit, empty) {
     l.setAttribute("class", cls);
     svg.append(l);
   };
-  const label = (x, y, text, anchor) => {
+  const label = (x, y, text, anchor, cls) => {
     const t = document.createElementNS(SVG_NS, "text");
     t.setAttribute("x", x); t.setAttribute("y", y); t.setAttribute("text-anchor", anchor);
-    t.setAttribute("class", "tick");
+    t.setAttribute("class", cls || "tick");
     t.textContent = text;
     svg.append(t);
   };
@@ -171,7 +171,8 @@ function bars(svg, series, [L, R, T, B], y1, unit, label) {
     r.setAttribute("width", w.toFixed(1)); r.setAttribute("height", h.toFixed(1));
     r.setAttribute("fill", COLORS[i % COLORS.length]);
     svg.append(r);
-    label(x + w / 2, B - h - 4 < T + 12 ? T + 12 : B - h - 4, human(y) + unit, "middle");
+    const inside = B - h - 4 < T + 12;
+    label(x + w / 2, inside ? T + 14 : B - h - 4, human(y) + unit, "middle", inside ? "tick inside" : "tick");
     const legend = document.getElementById(svg.id.replace("chart", "legend"));
     const key = el("span", s.name, "key");
     key.dataset.color = String(i % COLORS.length);
@@ -237,7 +238,7 @@ function renderTops(t) {
   table("top-servers", t.servers, { preferred: ["id.resp_h", "id.resp_p", "proto", "bytes", "pkts", "sessions"], format, empty: "no sessions in these windows" });
 }
 
-const SESSION_COLUMNS = ["ts", "uid", "id.orig_h", "id.orig_p", "id.resp_h", "id.resp_p", "proto", "service", "conn_state", "duration", "orig_pkts", "resp_pkts", "orig_ip_bytes", "resp_ip_bytes", "history"];
+const SESSION_COLUMNS = ["ts", "uid", "id.orig_h", "id.orig_p", "id.resp_h", "id.resp_p", "proto", "service", "server_name", "conn_state", "duration", "orig_pkts", "resp_pkts", "orig_ip_bytes", "resp_ip_bytes", "history"];
 
 function renderSessions(s) {
   table("sessions-table", s.sessions, { preferred: SESSION_COLUMNS, format: { ts: time }, empty: "no session matches" });

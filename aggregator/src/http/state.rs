@@ -239,11 +239,14 @@ pub fn update_loop(rx: &Receiver<Vec<Event>>, state: &Mutex<DashState>, in_fligh
             .iter()
             .filter(|e| matches!(e, Event::Conn(..)))
             .count();
-        let Ok(mut s) = state.lock() else {
-            return;
-        };
-        events.into_iter().for_each(|e| s.apply(e));
-        drop(s);
+        // In chunks: a request waits for one chunk at most, not for a whole release.
+        let mut events = events.into_iter().peekable();
+        while events.peek().is_some() {
+            let Ok(mut s) = state.lock() else {
+                return;
+            };
+            events.by_ref().take(1000).for_each(|e| s.apply(e));
+        }
         in_flight.fetch_sub(
             records.min(in_flight.load(Ordering::Acquire)),
             Ordering::AcqRel,

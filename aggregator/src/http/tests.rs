@@ -241,7 +241,7 @@ fn the_feed_never_waits_for_a_dashboard_that_is_behind() {
         2 * (feed::RECORDS_PER_MESSAGE + 1),
         "two buffers (and their skip counts)"
     );
-    assert!(2 * feed::RECORDS_PER_MESSAGE <= feed::RECORDS_IN_FLIGHT);
+    const { assert!(2 * feed::RECORDS_PER_MESSAGE <= feed::RECORDS_IN_FLIGHT) };
     assert_eq!(
         feed.in_flight().load(std::sync::atomic::Ordering::Relaxed),
         2 * feed::RECORDS_PER_MESSAGE
