@@ -67,6 +67,9 @@ function columnsOf(rows, preferred) {
   return cols;
 }
 
+// Numbers that are names (ports, incarnations, ids), shown without thousands separators.
+const PLAIN = /(_p|incarnation|member|shard|seq)$/;
+
 // A table of `rows` (objects) in `target`; `extra(row, tr)` may add cells.
 function table(target, rows, opts) {
   const o = opts || {};
@@ -87,7 +90,8 @@ function table(target, rows, opts) {
     if (r.uid !== undefined) tr.dataset.uid = String(r.uid);
     for (const c of cols) {
       const v = r[c];
-      const td = el("td", o.format && o.format[c] ? o.format[c](v) : fmt(v));
+      const custom = o.format && o.format[c];
+      const td = el("td", custom ? custom(v) : PLAIN.test(c) && v !== null && v !== undefined ? String(v) : fmt(v));
       if (c === "uid") td.className = "uid";
       tr.append(td);
     }
@@ -256,7 +260,7 @@ function renderHealth(h) {
   const colls = h.processors.flatMap((p) => p.collectors.map((c) => ({ processor: p.processor, ...c })));
   table("health-collectors", colls, { empty: "no collector reported yet" });
   const counters = Object.entries(h.counters).map(([name, value]) => ({ name, value }));
-  for (const [k, v] of Object.entries(h.dashboard)) counters.push({ name: "dashboard " + k, value: v });
+  counters.push({ name: "dashboard_records_skipped", value: h.dashboard.records_skipped });
   table("health-counters", counters, { empty: "no counters yet" });
   const box = $("identities");
   box.replaceChildren();
@@ -271,12 +275,15 @@ function renderHealth(h) {
       const d = el("div", null, "table");
       d.id = "report-collectors";
       box.append(el("h3", "Accounting report: collectors"), d);
-      table("report-collectors", r.collectors.map(flat), {});
+      table("report-collectors", r.collectors.map(flat), { preferred: REPORT_COLUMNS });
     }
   } else {
     box.append(el("p", "accounting identities: reported when the processors end (live figures below)", "muted"));
   }
 }
+
+// The accounting report's collector rows: who, the identities, drops by reason, skew first.
+const REPORT_COLUMNS = ["sender", "incarnation", "status", "dead", "packets_read", "packets_summarised", "packets_reconcile", "summaries", "summaries_reconcile", "drops", "kernel_dropped", "if_dropped", "skew_max_ms"];
 
 // Nested objects as JSON text, one level.
 function flat(o) {
