@@ -2,7 +2,8 @@
 # Installs the Debian packages tapflow builds, runs and tests with, when missing. With
 # --test (deploy/test.sh), also the reference tools the latency comparisons run
 # (integration-tests/tests/latency_refs.rs): tshark, Argus (argus, ra) and nfstream (PyPI, in a
-# venv under ~/.cache/tapflow), and the Kubernetes checks' kubectl and kubernetes-validate.
+# venv under ~/.cache/tapflow), Chromium for the dashboard's browser tests, and the Kubernetes
+# checks' kubectl and kubernetes-validate.
 # Usage: deploy/install-deps.sh [--test]   (as root, or with sudo available)
 set -euo pipefail
 
@@ -16,6 +17,8 @@ esac
 packages=(pkg-config libpcap-dev libzmq3-dev python3 tcpdump influxdb tcpreplay hping3 nmap iproute2 ethtool libcap2-bin curl openssl ca-certificates)
 if $with_test_tools; then
     packages+=(tshark argus-server argus-client python3-venv)
+    # Headless Chromium: the dashboard's browser tests (integration-tests/tests/dashboard.rs).
+    packages+=(chromium)
 fi
 missing=()
 for p in "${packages[@]}"; do

@@ -2,7 +2,9 @@
 # Runs tapflow's main job on one machine: a throwaway InfluxDB (Debian's influxd on a temporary
 # directory and free loopback ports), then collector -> 2 processors -> aggregator as real
 # processes on loopback over a capture; prints the largest sessions, the alert episodes, the
-# accounting report, what InfluxDB holds, and the InfluxQL to look at it.
+# accounting report, what InfluxDB holds, and the InfluxQL to look at it; then prints the
+# dashboard's URL (the aggregator's --http-listen) and, when run from a terminal, keeps serving
+# it and InfluxDB until Ctrl-C (otherwise, e.g. in tests, it stops them and exits).
 # Usage: deploy/quickstart.sh [CAPTURE.pcap|pcapng] [--processors N]
 #        deploy/quickstart.sh --interface IFACE [--seconds 30] [--processors N]   (live, as root)
 #   With neither: a demo capture it generates (sessions, a port scan and a SYN flood).
@@ -18,7 +20,7 @@ while (($#)); do
         --processors) processors=${2:?--processors needs a number}; shift 2 ;;
         --interface) interface=${2:?--interface needs a name}; shift 2 ;;
         --seconds) seconds=${2:?--seconds needs a number}; shift 2 ;;
-        -h|--help) sed -n '2,8p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h|--help) sed -n '2,10p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         -*) echo "quickstart.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
         *) capture=$1; shift ;;
     esac
@@ -63,11 +65,14 @@ influx="http://127.0.0.1:$influx_port"
 for _ in $(seq 100); do curl -fs "$influx/ping" >/dev/null && break; sleep 0.1; done
 curl -fs "$influx/ping" >/dev/null || { echo "influxd did not start: see $work/influxd.log" >&2; exit 1; }
 
-agg_port=$(free_port)
+agg_port=$(free_port); http_port=$(free_port)
 # Every link is on loopback: plain ZeroMQ (--plain; on other hosts, CURVE keys: deploy/README.md).
+# The dashboard (loopback only) stays up after the run (--http-linger) until the aggregator is
+# sent SIGTERM or SIGINT.
 "$bin/tapflow-aggregator" --plain --listen "tcp://127.0.0.1:$agg_port" --processors "$processors" --exit-on-eos \
     --health-log "$work/health.jsonl" --conn-log "$work/conn.jsonl" --alerts-log "$work/alerts.jsonl" \
-    --influx-url "$influx" --influx-db tapflow --influx-spool-dir "$work/spool" 2>"$work/aggregator.log" &
+    --influx-url "$influx" --influx-db tapflow --influx-spool-dir "$work/spool" \
+    --http-listen "127.0.0.1:$http_port" --http-linger 2>"$work/aggregator.log" &
 agg_pid=$!; pids+=("$agg_pid")
 proc_args=()
 for ((i = 0; i < processors; i++)); do
@@ -95,7 +100,11 @@ fi
 if ((status == 0)) && grep -q WARN "$work/collector.log"; then
     echo "collector warnings:"; grep WARN "$work/collector.log" | sed 's/^.*WARN [^ ]* /  /'
 fi
-wait "$agg_pid" || true
+# The run is over when the aggregator lingers (or has exited, on a failure).
+while kill -0 "$agg_pid" 2>/dev/null && ! grep -q "serving the dashboard until" "$work/aggregator.log"; do
+    sleep 0.2
+done
+kill -0 "$agg_pid" 2>/dev/null || { wait "$agg_pid" || true; }
 echo
 python3 - "$work/conn.jsonl" "$work/alerts.jsonl" <<'PY'
 import json, sys
@@ -132,5 +141,16 @@ Look further with InfluxQL while it runs (Ctrl-C stops InfluxDB), e.g.:
   curl -G $influx/query --data-urlencode db=tapflow --data-urlencode 'q=SELECT uid, orig_h, resp_h, history FROM tapflow_conn WHERE conn_state = '"'"'SF'"'"' LIMIT 10'
 Files: conn log $work/conn.jsonl, alerts $work/alerts.jsonl, accounting $work/health.jsonl
 HELP
-if [[ -t 0 ]]; then read -r -p "Press Enter to stop InfluxDB and finish. " _ || true; fi
+dashboard="http://127.0.0.1:$http_port/"
+echo
+if kill -0 "$agg_pid" 2>/dev/null; then
+    echo "Dashboard: $dashboard  (traffic, alert episodes, top talkers, session search, pipeline health)"
+else
+    echo "Dashboard: not served (the aggregator has exited: see $work/aggregator.log)"
+fi
+if [[ -t 0 ]] && kill -0 "$agg_pid" 2>/dev/null; then
+    echo "Serving the dashboard and InfluxDB until Ctrl-C."
+    wait "$agg_pid" || true
+fi
+kill -TERM "$agg_pid" 2>/dev/null && { wait "$agg_pid" || true; }
 exit "$status"

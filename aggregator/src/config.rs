@@ -16,8 +16,11 @@ use crate::detect::{DetectConfig, SubnetThresholds};
 
 pub use tapflow_runtime::ConfigError;
 
+mod http;
 mod influx;
 mod resolved;
+
+pub use http::HttpConfig;
 
 pub const DEFAULT_CONN_CAP: usize = 1_000_000;
 pub const DEFAULT_MAX_SENDERS: usize = 1024;
@@ -166,6 +169,20 @@ tapflow_runtime::layered! {
         /// served to the network, unauthenticated) [default: loopback only].
         #[arg(long, env = "TAPFLOW_METRICS_PUBLIC", value_parser = clap::builder::BoolishValueParser::new())]
         pub metrics_public: bool,
+        /// Serve the live dashboard (a read-only web page and its JSON API, /api/...) on this
+        /// address, e.g. 127.0.0.1:8080 or a bare port (on 127.0.0.1) [default: off].
+        #[arg(long, env = "TAPFLOW_HTTP_LISTEN")]
+        pub http_listen: Option<String>,
+        /// Allow --http-listen on an address other than loopback (the dashboard, plain HTTP
+        /// without TLS nor authentication, is then served to the network) [default: loopback only].
+        #[arg(long, env = "TAPFLOW_HTTP_PUBLIC", value_parser = clap::builder::BoolishValueParser::new())]
+        pub http_public: bool,
+        #[arg(long, help = with_default("Dashboard: the most recent sessions held in memory for its session list and search (about 600 bytes each: the dashboard's memory bound)", http::DEFAULT_SESSIONS))]
+        pub http_sessions: Option<usize>,
+        /// Dashboard: once the run has ended (--exit-on-eos) and everything is written, keep
+        /// serving its final state until SIGINT or SIGTERM.
+        #[arg(long, value_parser = clap::builder::BoolishValueParser::new())]
+        pub http_linger: bool,
         /// The aggregator's CURVE key pair (`tapflow-aggregator keygen --out PREFIX` writes
         /// PREFIX.key, mode 0600); processors are authenticated and their links encrypted.
         #[arg(long, env = "TAPFLOW_CURVE_KEY")]
@@ -210,6 +227,8 @@ pub struct Config {
     pub influx: Option<crate::influx::InfluxConfig>,
     pub influx_finish: std::time::Duration,
     pub metrics_listen: Option<String>,
+    /// The live dashboard (`--http-listen`), when served.
+    pub http: Option<HttpConfig>,
     /// CURVE (or plain, on loopback) on the processors' links.
     pub security: tapflow_runtime::curve::LinkSecurity,
 }
@@ -256,6 +275,7 @@ impl Config {
             o.metrics_public,
             &mut errors,
         );
+        let http = http::http_config(&o, &mut errors);
         let max_senders = o.max_senders.unwrap_or(DEFAULT_MAX_SENDERS.max(processors));
         if max_senders < processors {
             errors.push(format!(
@@ -278,6 +298,7 @@ impl Config {
         );
         tapflow_runtime::config::finish(errors, || Config {
             metrics_listen: o.metrics_listen,
+            http,
             listen,
             processors,
             processor_set,

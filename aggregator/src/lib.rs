@@ -14,6 +14,7 @@ pub mod conns;
 pub mod detect;
 pub mod detect_thread;
 pub mod health;
+pub mod http;
 pub mod inbox;
 pub mod influx;
 pub mod json;

@@ -30,6 +30,11 @@ pub enum RunError {
     Sink(#[from] SinkError),
     #[error("cannot start a thread: {0}")]
     Thread(std::io::Error),
+    #[error("cannot serve the dashboard on {addr}: {source}")]
+    Http {
+        addr: String,
+        source: std::io::Error,
+    },
     #[error("cannot serve metrics on {addr}: {source}")]
     Metrics {
         addr: String,
@@ -57,15 +62,26 @@ pub fn run(
     shutdown: &AtomicBool,
     reopen: &AtomicBool,
 ) -> Result<AccountingReport, RunError> {
-    let sinks = Sinks::from_config(config)?;
-    let detector = DetectThread::start(config.detect.clone()).map_err(RunError::Thread)?;
-    let mut machine = Aggregator::new(Settings::of(config), Box::new(detector), sinks);
+    let mut sinks = Sinks::from_config(config)?;
     let metrics = tapflow_runtime::serve_metrics_text(config.metrics_listen.as_deref()).map_err(
         |source| RunError::Metrics {
             addr: config.metrics_listen.clone().unwrap_or_default(),
             source,
         },
     )?;
+    let mut dashboard = None;
+    if let Some(http) = &config.http {
+        let (feed, d) =
+            crate::http::start(http, metrics.clone()).map_err(|source| RunError::Http {
+                addr: http.listen.clone(),
+                source,
+            })?;
+        sinks.push(feed);
+        dashboard = Some(d);
+    }
+    let counters_wanted = config.metrics_listen.is_some() || config.http.is_some();
+    let detector = DetectThread::start(config.detect.clone()).map_err(RunError::Thread)?;
+    let mut machine = Aggregator::new(Settings::of(config), Box::new(detector), sinks);
     let edge = Edge::bind(config)?;
     info!(listen = %config.listen, processors = config.processors, "aggregator started");
     loop {
@@ -83,7 +99,7 @@ pub fn run(
             Some(Inbound::Message(m)) => {
                 let heartbeat = matches!(m, tapflow_proto::upstream::UpMessage::Heartbeat(_));
                 machine.on_message(m, now())?;
-                if heartbeat && config.metrics_listen.is_some() {
+                if heartbeat && counters_wanted {
                     publish_metrics(&machine, edge.auth.as_ref(), &metrics);
                 }
             }
@@ -98,11 +114,31 @@ pub fn run(
     }
     let auth_rejected = edge.auth.as_ref().map_or(0, |a| a.counts().rejected());
     machine.log_suppressed();
+    if counters_wanted {
+        publish_metrics(&machine, edge.auth.as_ref(), &metrics);
+    }
     let report = machine.finish(now().unix_ns, auth_rejected)?;
+    if let Some(d) = dashboard.filter(|_| config.http.as_ref().is_some_and(|h| h.linger)) {
+        linger(d.bound, shutdown);
+    }
     if !report.records_unwritten.is_empty() {
         return Err(RunError::OutputLost(report.records_unwritten));
     }
     Ok(report)
+}
+
+/// `--http-linger`: the run has ended; the dashboard serves its final state until a signal.
+fn linger(bound: std::net::SocketAddr, shutdown: &AtomicBool) {
+    if shutdown.load(Ordering::Relaxed) {
+        return;
+    }
+    info!(
+        url = %format!("http://{bound}/"),
+        "run ended; serving the dashboard until SIGINT or SIGTERM"
+    );
+    while !shutdown.load(Ordering::Relaxed) {
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }
 
 /// The socket side: dropped in field order (the inbox, the ZAP handler, then the context).

@@ -16,6 +16,7 @@
 // `deny`, not `forbid`: `ports` makes the crate's one FFI call (flock).
 #![deny(unsafe_code)]
 
+pub mod browser;
 pub mod cluster;
 pub mod craft;
 pub mod fifo;

@@ -68,4 +68,8 @@ fn quickstart_runs_the_demo_and_reports_sessions_alerts_and_accounting() {
         report.contains("SELECT * FROM tapflow_alert"),
         "no InfluxQL to try:\n{report}"
     );
+    assert!(
+        report.contains("Dashboard: http://127.0.0.1:"),
+        "no dashboard URL:\n{report}"
+    );
 }

@@ -46,6 +46,7 @@ impl Config {
             None => out.push_str("# influx_url: InfluxDB not written\n"),
         }
         tapflow_runtime::config::toml_metrics_listen(&mut out, self.metrics_listen.as_deref());
+        super::http::toml_http(&mut out, self.http.as_ref());
         out.push_str(&self.security.resolved());
         for t in &self.detect.subnets {
             subnet(&mut out, t);
