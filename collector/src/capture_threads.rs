@@ -62,12 +62,15 @@ pub fn run(
     let mut results = Vec::with_capacity(n);
     for (k, h) in handles.into_iter().enumerate() {
         let result = match h {
-            Ok(h) => h.join().unwrap_or_else(|_| {
-                Ok(failed(live, format!("capture thread {k} panicked")))
-            }),
+            Ok(h) => h
+                .join()
+                .unwrap_or_else(|_| Ok(failed(live, format!("capture thread {k} panicked")))),
             Err(e) => {
                 shutdown.store(true, Ordering::Relaxed);
-                Ok(failed(live, format!("cannot start capture thread {k}: {e}")))
+                Ok(failed(
+                    live,
+                    format!("cannot start capture thread {k}: {e}"),
+                ))
             }
         };
         results.push(result);

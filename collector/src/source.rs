@@ -134,10 +134,7 @@ impl Source {
 
     /// Opens the `threads` handles of a live capture, joined in one fanout group (one handle,
     /// in no group, when `threads` is 1): every one before any is read.
-    pub fn open_fanout(
-        live: &LiveSpec,
-        filter: Option<&str>,
-    ) -> Result<Vec<Source>, SourceError> {
+    pub fn open_fanout(live: &LiveSpec, filter: Option<&str>) -> Result<Vec<Source>, SourceError> {
         if live.threads <= 1 {
             return Ok(vec![Source::new(LiveSource::open(live, filter, None)?)]);
         }
