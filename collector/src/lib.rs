@@ -6,7 +6,6 @@
 //! `pipeline` is the capture thread's per-packet path, and `run` wires them together.
 
 mod batch;
-mod capture_threads;
 pub mod config;
 pub mod decode;
 mod epochs;

@@ -17,6 +17,8 @@ use crate::progress::Progress;
 use crate::route::Router;
 use crate::source::{self, Next, Pause, Recovery, Source, SourceError};
 
+mod threads;
+
 /// How often counters are published (heartbeats, metrics) and the reload flag looked at.
 const PUBLISH_EVERY: Duration = Duration::from_millis(250);
 
@@ -59,7 +61,7 @@ pub enum RunError {
 pub fn run(config: &Config, shutdown: Arc<AtomicBool>) -> Result<Finished, RunError> {
     if let SourceSpec::Live(live) = &config.source {
         if live.threads > 1 {
-            return crate::capture_threads::run(config, live, shutdown);
+            return threads::run(config, live, shutdown);
         }
     }
     // The capture first, so that its privileges are gone before any thread that handles input

@@ -15,8 +15,8 @@ use std::sync::Arc;
 use tapflow_proto::CollectorCounters;
 use tracing::{error, info};
 
+use super::{drop_privileges, run_source, Finished, RunError, RunOutcome};
 use crate::config::{Config, LiveSpec};
-use crate::run::{drop_privileges, run_source, Finished, RunError, RunOutcome};
 use crate::source::{self, Source, SourceError};
 use crate::RUN_TARGET;
 
