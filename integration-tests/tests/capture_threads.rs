@@ -23,8 +23,9 @@ const DATAGRAM_BYTES: usize = 3000;
 struct Netns(String);
 
 impl Netns {
-    fn create() -> Netns {
-        let ns = Netns(format!("tfct{}", std::process::id()));
+    /// The namespace `tag` of this test process.
+    fn create(tag: &str) -> Netns {
+        let ns = Netns(format!("tfct{tag}{}", std::process::id()));
         // A namespace left by a run that was killed.
         let _ = Command::new("ip")
             .args(["netns", "del", &ns.0])
@@ -145,9 +146,18 @@ struct Outcome {
     collector_log: String,
 }
 
+/// How a run ends.
+#[derive(Clone, Copy, PartialEq)]
+enum End {
+    /// SIGTERM to the collector (exit 0).
+    Signal,
+    /// The interface disappears under `--interface-retry-s 0` (exit 1).
+    InterfaceGone,
+}
+
 /// The pipeline in `ns` (aggregator, two processors expecting `threads` senders), a collector
-/// with `--capture-threads threads` on `vb`, the capture replayed into `va`, then SIGTERM.
-fn run(ns: &Netns, capture: &Path, threads: u16) -> Outcome {
+/// with `--capture-threads threads` on `vb`, the capture replayed into `va`, then the `end`.
+fn run(ns: &Netns, capture: &Path, threads: u16, end: End) -> Outcome {
     let dir = tempfile::tempdir().expect("create the run's directory");
     let d = dir.path();
     let ports = free_ports(3);
@@ -206,6 +216,8 @@ fn run(ns: &Netns, capture: &Path, threads: u16) -> Outcome {
             "tap",
             "--heartbeat-ms",
             "200",
+            "--interface-retry-s",
+            "0",
             "--plain",
             "--processor",
             &endpoint(ports[1]),
@@ -232,13 +244,22 @@ fn run(ns: &Netns, capture: &Path, threads: u16) -> Outcome {
         .expect("run tcpreplay");
     assert!(replay.status.success(), "tcpreplay: {replay:?}");
     std::thread::sleep(Duration::from_millis(1000));
-    let pid = collector.child.id().to_string();
-    let killed = Command::new("kill").args(["-TERM", &pid]).status();
-    assert!(killed.is_ok_and(|s| s.success()), "signal the collector");
+    let expected = match end {
+        End::Signal => {
+            let pid = collector.child.id().to_string();
+            let killed = Command::new("kill").args(["-TERM", &pid]).status();
+            assert!(killed.is_ok_and(|s| s.success()), "signal the collector");
+            0
+        }
+        End::InterfaceGone => {
+            ns.ip(&["-n", &ns.0, "link", "del", "va"]);
+            1
+        }
+    };
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
     let code = collector.wait_until(deadline).and_then(|s| s.code());
     let collector_log = collector.stderr();
-    assert_eq!(code, Some(0), "collector: {collector_log}");
+    assert_eq!(code, Some(expected), "collector: {collector_log}");
     for p in &mut procs {
         let code = p.wait_until(deadline).and_then(|s| s.code());
         assert_eq!(code, Some(0), "{}: {}", p.name, p.stderr());
@@ -283,12 +304,12 @@ fn two_capture_threads_log_what_one_does_and_reconcile() {
     if !is_root() {
         return;
     }
-    let ns = Netns::create();
+    let ns = Netns::create("a");
     let dir = tempfile::tempdir().expect("create the capture's directory");
     let capture = dir.path().join("threads.pcap");
     let packets = write_capture(&capture);
-    let one = run(&ns, &capture, 1);
-    let two = run(&ns, &capture, 2);
+    let one = run(&ns, &capture, 1, End::Signal);
+    let two = run(&ns, &capture, 2, End::Signal);
     for (n, o) in [(1, &one), (2, &two)] {
         assert_eq!(
             o.report["reconciled"],
@@ -353,4 +374,49 @@ fn two_capture_threads_log_what_one_does_and_reconcile() {
         "{:#}",
         udp[0]
     );
+}
+
+/// The capture failing under the threads (the interface deleted, no reopening) ends the
+/// collector with exit 1 and the error, every thread's end-of-stream saying so: no thread
+/// captures on alone.
+#[test]
+fn a_failed_capture_thread_takes_the_collector_down() {
+    if !is_root() {
+        return;
+    }
+    let ns = Netns::create("b");
+    let dir = tempfile::tempdir().expect("create the capture's directory");
+    let capture = dir.path().join("threads.pcap");
+    write_capture(&capture);
+    let o = run(&ns, &capture, 2, End::InterfaceGone);
+    assert!(
+        o.collector_log.contains("live capture on vb failed"),
+        "{}",
+        o.collector_log
+    );
+    assert!(
+        o.collector_log.contains("collector finished"),
+        "{}",
+        o.collector_log
+    );
+    let collectors = o.report["collectors"].as_array().expect("the collectors");
+    assert_eq!(collectors.len(), 2, "{:#}", o.report);
+    // A thread whose handle failed says so; one stopped by its sibling's failure first may
+    // end interrupted: none goes on.
+    let statuses: Vec<&str> = collectors
+        .iter()
+        .map(|c| c["status"].as_str().unwrap_or(""))
+        .collect();
+    assert!(
+        statuses
+            .iter()
+            .all(|s| s.starts_with("failed: live capture on vb failed") || *s == "interrupted"),
+        "{statuses:?}"
+    );
+    assert!(
+        statuses.iter().any(|s| s.starts_with("failed")),
+        "{statuses:?}"
+    );
+    assert_eq!(o.report["reconciled"], Value::Bool(true), "{:#}", o.report);
+    assert_eq!(o.conn.len(), usize::from(SESSIONS) + 1);
 }
