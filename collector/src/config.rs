@@ -271,8 +271,13 @@ impl Config {
             _ => SlowPolicy::Block,
         });
         let name = o.name.unwrap_or_else(|| default_name(source.as_ref()));
-        if name.is_empty() || name.len() > 255 {
-            errors.push("name must be 1 to 255 bytes".to_owned());
+        // Capture threads send as NAME/K.
+        let suffix = match &source {
+            Some(SourceSpec::Live(l)) if l.threads > 1 => 1 + (l.threads - 1).to_string().len(),
+            _ => 0,
+        };
+        if name.is_empty() || name.len() + suffix > 255 {
+            errors.push("name must be 1 to 255 bytes (with capture threads' /K)".to_owned());
         }
         let decode = DecodeConfig {
             verify_checksums: !o.ignore_checksums,

@@ -63,9 +63,9 @@ pub enum SourceError {
 /// A source of packets. The capture loop calls [`PacketSource::next_record`] until it gives
 /// [`Next::End`] or an error, and hands an error to [`PacketSource::recover`].
 ///
-/// A source may own several handles (e.g. one socket per queue of a `PACKET_FANOUT` group):
-/// it then interleaves their packets in `next_record` (`Idle` only when none has one) and sums
-/// their statistics in `stats`; the loop sees one source.
+/// With `--capture-threads N` there are N sources, one per handle of a `PACKET_FANOUT` group
+/// ([`Source::open_fanout`]), each read by its own capture thread (`run/threads.rs`) and
+/// reporting its own handle's statistics.
 pub trait PacketSource {
     /// The source's link type, for logs: that of every record, except in a pcapng file whose
     /// interfaces differ, where it is the first interface's and each record has its own.
