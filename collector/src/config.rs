@@ -139,6 +139,10 @@ tapflow_runtime::layered! {
         /// [default: keep trying until stopped].
         #[arg(long, env = "TAPFLOW_INTERFACE_RETRY_S")]
         pub interface_retry_s: Option<u64>,
+        /// Live capture: this many capture threads, each on its own handle of one kernel
+        /// PACKET_FANOUT group (flow hash), each a sender of its own named NAME/K [default: 1].
+        #[arg(long)]
+        pub capture_threads: Option<u16>,
         #[arg(long, help = with_default("Fragment reassembly: datagrams held at most", DEFAULT_FRAG_MAX_DATAGRAMS))]
         pub frag_max_datagrams: Option<usize>,
         #[arg(long, help = with_default("Fragment reassembly: timeout in packet-time seconds", DEFAULT_FRAG_TIMEOUT_S))]
@@ -188,6 +192,8 @@ pub struct LiveSpec {
     pub buffer_bytes: i32,
     pub promisc: bool,
     pub immediate: bool,
+    /// Capture threads (handles in one fanout group); 1: one handle, no fanout.
+    pub threads: u16,
     /// How long to keep reopening the interface after a failure; `None`: until stopped.
     pub retry_for: Option<Duration>,
 }
@@ -265,8 +271,13 @@ impl Config {
             _ => SlowPolicy::Block,
         });
         let name = o.name.unwrap_or_else(|| default_name(source.as_ref()));
-        if name.is_empty() || name.len() > 255 {
-            errors.push("name must be 1 to 255 bytes".to_owned());
+        // Capture threads send as NAME/K.
+        let suffix = match &source {
+            Some(SourceSpec::Live(l)) if l.threads > 1 => 1 + (l.threads - 1).to_string().len(),
+            _ => 0,
+        };
+        if name.is_empty() || name.len() + suffix > 255 {
+            errors.push("name must be 1 to 255 bytes (with capture threads' /K)".to_owned());
         }
         let decode = DecodeConfig {
             verify_checksums: !o.ignore_checksums,
@@ -303,8 +314,28 @@ impl Config {
     }
 }
 
+/// Capture threads at most (`capture_threads`).
+const MAX_CAPTURE_THREADS: u16 = 64;
+
 /// The packet source: a file or an interface, exactly one.
 fn source(o: &Options, errors: &mut Vec<String>) -> Option<SourceSpec> {
+    let threads = o.capture_threads.unwrap_or(1);
+    if threads == 0 || threads > MAX_CAPTURE_THREADS {
+        errors.push(format!(
+            "capture_threads must be 1 to {MAX_CAPTURE_THREADS}, not {threads}"
+        ));
+    }
+    if threads > 1 && o.pcap.is_some() {
+        errors.push(
+            "capture_threads > 1 needs a live interface (--interface): a capture file is read by one thread"
+                .to_owned(),
+        );
+    }
+    if threads > 1 && o.metrics_listen.is_some() {
+        errors.push(
+            "capture_threads > 1 does not serve metrics yet: leave out metrics_listen".to_owned(),
+        );
+    }
     match (&o.pcap, &o.interface) {
         (Some(p), None) => Some(SourceSpec::File(p.clone())),
         (None, Some(i)) => Some(SourceSpec::Live(LiveSpec {
@@ -316,6 +347,7 @@ fn source(o: &Options, errors: &mut Vec<String>) -> Option<SourceSpec> {
                 .saturating_mul(1 << 20),
             promisc: o.promisc.unwrap_or(true),
             immediate: o.immediate,
+            threads,
             retry_for: o.interface_retry_s.map(Duration::from_secs),
         })),
         (Some(_), Some(_)) => {

@@ -10,12 +10,14 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tapflow_proto::{CollectorCounters, EosStatus};
 use tracing::{info, warn};
 
-use crate::config::Config;
+use crate::config::{Config, SourceSpec};
 use crate::link::{LinkError, LinkSet, LinkSettings, Shared};
 use crate::pipeline::Pipeline;
 use crate::progress::Progress;
 use crate::route::Router;
 use crate::source::{self, Next, Pause, Recovery, Source, SourceError};
+
+mod threads;
 
 /// How often counters are published (heartbeats, metrics) and the reload flag looked at.
 const PUBLISH_EVERY: Duration = Duration::from_millis(250);
@@ -57,10 +59,25 @@ pub enum RunError {
 /// with a status on every link in every case, waits (at most the linger) to learn whether each
 /// reached its processor, and returns the final counters and the links where it did not.
 pub fn run(config: &Config, shutdown: Arc<AtomicBool>) -> Result<Finished, RunError> {
+    if let SourceSpec::Live(live) = &config.source {
+        if live.threads > 1 {
+            return threads::run(config, live, shutdown);
+        }
+    }
     // The capture first, so that its privileges are gone before any thread that handles input
     // or the network starts (threads inherit their creator's capabilities): see `privileges`.
     let opened = Source::open(&config.source, config.filter.as_deref());
     drop_privileges(source::may_reopen(&config.source));
+    run_source(config, opened, shutdown)
+}
+
+/// [`run`] on a source opened (or not) already, the privileges dropped: one capture thread
+/// with its own links, sequence numbers and watermark.
+pub(crate) fn run_source(
+    config: &Config,
+    opened: Result<Source, SourceError>,
+    shutdown: Arc<AtomicBool>,
+) -> Result<Finished, RunError> {
     let shared = Arc::new(Shared {
         watermark_ns: Default::default(),
         counters: Mutex::new(CollectorCounters::default()),
@@ -222,7 +239,7 @@ fn eos_status(outcome: &RunOutcome) -> EosStatus {
 }
 
 /// Drops the capabilities, keeping (not effective) what reopening the capture needs.
-fn drop_privileges(reopen: bool) {
+pub(crate) fn drop_privileges(reopen: bool) {
     match crate::privileges::drop_after_open(reopen) {
         Ok(kept) if kept.is_empty() => info!("capabilities dropped: none kept"),
         Ok(kept) => info!(

@@ -12,9 +12,10 @@
 use pcap::Packet;
 use tapflow_proto::CaptureStats;
 
-use crate::config::SourceSpec;
+use crate::config::{LiveSpec, SourceSpec};
 use crate::decode::LinkType;
 
+mod fanout;
 mod file;
 mod live;
 mod offline;
@@ -62,9 +63,9 @@ pub enum SourceError {
 /// A source of packets. The capture loop calls [`PacketSource::next_record`] until it gives
 /// [`Next::End`] or an error, and hands an error to [`PacketSource::recover`].
 ///
-/// A source may own several handles (e.g. one socket per queue of a `PACKET_FANOUT` group):
-/// it then interleaves their packets in `next_record` (`Idle` only when none has one) and sums
-/// their statistics in `stats`; the loop sees one source.
+/// With `--capture-threads N` there are N sources, one per handle of a `PACKET_FANOUT` group
+/// ([`Source::open_fanout`]), each read by its own capture thread (`run/threads.rs`) and
+/// reporting its own handle's statistics.
 pub trait PacketSource {
     /// The source's link type, for logs: that of every record, except in a pcapng file whose
     /// interfaces differ, where it is the first interface's and each record has its own.
@@ -120,18 +121,30 @@ pub enum Recovery {
 }
 
 /// An open source of whichever kind.
-pub struct Source(Box<dyn PacketSource>);
+pub struct Source(Box<dyn PacketSource + Send>);
 
 impl Source {
     /// Opens what `spec` names, with the BPF `filter` if any.
     pub fn open(spec: &SourceSpec, filter: Option<&str>) -> Result<Source, SourceError> {
         Ok(match spec {
             SourceSpec::File(path) => Source::new(FileSource::open(path, filter)?),
-            SourceSpec::Live(live) => Source::new(LiveSource::open(live, filter)?),
+            SourceSpec::Live(live) => Source::new(LiveSource::open(live, filter, None)?),
         })
     }
 
-    pub fn new(source: impl PacketSource + 'static) -> Source {
+    /// Opens the `threads` handles of a live capture, joined in one fanout group (one handle,
+    /// in no group, when `threads` is 1): every one before any is read.
+    pub fn open_fanout(live: &LiveSpec, filter: Option<&str>) -> Result<Vec<Source>, SourceError> {
+        if live.threads <= 1 {
+            return Ok(vec![Source::new(LiveSource::open(live, filter, None)?)]);
+        }
+        let group = fanout::group_id();
+        (0..live.threads)
+            .map(|_| Ok(Source::new(LiveSource::open(live, filter, Some(group))?)))
+            .collect()
+    }
+
+    pub fn new(source: impl PacketSource + Send + 'static) -> Source {
         Source(Box::new(source))
     }
 

@@ -78,6 +78,7 @@ fn source(out: &mut String, source: &SourceSpec) {
             kv(out, "buffer_mb", l.buffer_bytes >> 20);
             kv(out, "promisc", l.promisc);
             kv(out, "immediate", l.immediate);
+            kv(out, "capture_threads", l.threads);
             match l.retry_for {
                 Some(d) => kv(out, "interface_retry_s", d.as_secs()),
                 None => out.push_str(

@@ -354,3 +354,57 @@ fn metrics_off_loopback_need_metrics_public() {
         &["metrics_listen = \"0.0.0.0:9601\"", "metrics_public = true"],
     );
 }
+
+#[test]
+fn capture_threads_are_for_live_capture_only() {
+    let lo = [
+        "--interface",
+        "lo",
+        "--processor",
+        "tcp://127.0.0.1:1",
+        "--plain",
+    ];
+    let with =
+        |extra: &[&'static str]| -> Vec<&'static str> { lo.iter().chain(extra).copied().collect() };
+    check(&with(&["--capture-threads", "4"]), "", Ok(()));
+    assert_eq!(live(&[], "").threads, 1, "one thread by default");
+    assert_eq!(live(&[], "capture_threads = 3").threads, 3, "from the file");
+    assert_eq!(
+        live(&["--capture-threads", "2"], "capture_threads = 3").threads,
+        2,
+        "the flag over the file"
+    );
+    check(
+        &with(&["--capture-threads", "0"]),
+        "",
+        Err(&["capture_threads must be 1 to 64, not 0"]),
+    );
+    check(
+        &[
+            "--pcap",
+            "x.pcap",
+            "--processor",
+            "tcp://127.0.0.1:1",
+            "--plain",
+            "--capture-threads",
+            "2",
+        ],
+        "",
+        Err(&["capture_threads > 1 needs a live interface"]),
+    );
+    check(
+        &with(&[
+            "--capture-threads",
+            "2",
+            "--metrics-listen",
+            "127.0.0.1:9601",
+        ]),
+        "",
+        Err(&["capture_threads > 1 does not serve metrics yet"]),
+    );
+    check_resolved(
+        &with(&["--capture-threads", "2"]),
+        "",
+        &["capture_threads = 2"],
+    );
+}

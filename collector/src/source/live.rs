@@ -18,6 +18,9 @@ pub struct LiveSource {
     filter: Option<String>,
     capture: Capture<Active>,
     link: LinkType,
+    /// The `PACKET_FANOUT` group this handle is one of (`--capture-threads` > 1); a reopened
+    /// handle joins it again.
+    fanout: Option<u16>,
     /// libpcap's counters of the handles closed before the current one (after a reopen).
     base: CaptureStats,
     /// The last counters known (base plus the current handle's).
@@ -30,14 +33,20 @@ pub(super) fn may_reopen(spec: &LiveSpec) -> bool {
 }
 
 impl LiveSource {
-    /// Opens the interface `spec` names, with the BPF `filter` if any.
-    pub fn open(spec: &LiveSpec, filter: Option<&str>) -> Result<LiveSource, SourceError> {
-        let (capture, link) = open_handle(spec, filter)?;
+    /// Opens the interface `spec` names, with the BPF `filter` if any; in fanout group
+    /// `fanout` if given.
+    pub fn open(
+        spec: &LiveSpec,
+        filter: Option<&str>,
+        fanout: Option<u16>,
+    ) -> Result<LiveSource, SourceError> {
+        let (capture, link) = open_handle(spec, filter, fanout)?;
         Ok(LiveSource {
             spec: spec.clone(),
             filter: filter.map(str::to_owned),
             capture,
             link,
+            fanout,
             base: CaptureStats::default(),
             last: CaptureStats::default(),
         })
@@ -59,7 +68,7 @@ impl LiveSource {
             }
             attempts += 1;
             crate::privileges::raise_for_open();
-            let opened = open_handle(&self.spec, self.filter.as_deref());
+            let opened = open_handle(&self.spec, self.filter.as_deref(), self.fanout);
             crate::privileges::lower();
             match opened {
                 Ok((capture, link)) => {
@@ -156,10 +165,12 @@ impl PacketSource for LiveSource {
     }
 }
 
-/// Opens the interface: a non-blocking handle with a 100 ms read timeout, and its link type.
+/// Opens the interface: a non-blocking handle with a 100 ms read timeout, and its link type;
+/// joined to fanout group `fanout` if given.
 fn open_handle(
     live: &LiveSpec,
     filter: Option<&str>,
+    fanout: Option<u16>,
 ) -> Result<(Capture<Active>, LinkType), SourceError> {
     let err = |e: pcap::Error| {
         let mut msg = e.to_string();
@@ -187,8 +198,32 @@ fn open_handle(
         .and_then(Capture::setnonblock)
         .map_err(err)?;
     let link = link_type(&live.interface, capture.get_datalink().0)?;
-    if let Some(f) = filter {
+    if let Some(group) = fanout {
+        join_fanout(&mut capture, group, live)?;
+    }
+    if let Some(f) = filter.or(fanout.map(|_| "")) {
         capture.filter(f, true).map_err(|e| filter_error(f, e))?;
     }
     Ok((capture, link))
+}
+
+/// Joins `capture` to the fanout group. Until it has joined, the handle sees every packet of
+/// the interface, which another handle of the group also gets: it takes none (a filter that
+/// matches nothing; libpcap applies a new filter to what its ring holds already too) until the caller
+/// sets the real one after the join, so no packet is read twice.
+fn join_fanout(
+    capture: &mut Capture<Active>,
+    group: u16,
+    live: &LiveSpec,
+) -> Result<(), SourceError> {
+    const NOTHING: &str = "less 0";
+    capture
+        .filter(NOTHING, true)
+        .map_err(|e| filter_error(NOTHING, e))?;
+    super::fanout::join(capture, group).map_err(|e| SourceError::Open {
+        what: live.interface.clone(),
+        msg: format!(
+            "cannot join PACKET_FANOUT group {group} (hash, defrag) for --capture-threads: {e}"
+        ),
+    })
 }
