@@ -21,14 +21,6 @@ pub(super) enum Bins {
     Many(Box<Dense>),
 }
 
-#[derive(Debug)]
-pub(super) struct Dense {
-    /// Index of `bins[0]`.
-    first: u32,
-    /// (packets, bytes) per interval from `first`.
-    bins: Vec<(f64, f64)>,
-}
-
 impl Bins {
     /// Adds `pkts` packets and `bytes` bytes to interval `i`.
     pub fn add(&mut self, i: u32, pkts: f64, bytes: f64) {
@@ -37,10 +29,7 @@ impl Bins {
                 *self = Bins::One(i, pkts as f32, bytes as f32)
             }
             Bins::Empty => {
-                *self = Bins::Many(Box::new(Dense {
-                    first: i,
-                    bins: vec![(pkts, bytes)],
-                }))
+                *self = Bins::Many(Box::new(Dense::from_one(i, pkts, bytes)))
             }
             // Whole counts are exact in f32 below 2^24: past it, or in another interval, the
             // key moves to f64.
@@ -52,10 +41,7 @@ impl Bins {
             }
             Bins::One(j, p, b) => {
                 let (j, p, b) = (*j, f64::from(*p), f64::from(*b));
-                let mut d = Dense {
-                    first: j,
-                    bins: vec![(p, b)],
-                };
+                let mut d = Dense::from_one(j, p, b);
                 d.add(i, pkts, bytes);
                 *self = Bins::Many(Box::new(d));
             }
@@ -68,27 +54,91 @@ impl Bins {
         match self {
             Bins::Empty => (0.0, 0.0),
             Bins::One(_, p, b) => (f64::from(*p), f64::from(*b)),
-            Bins::Many(d) => d
-                .bins
-                .iter()
-                .fold((0.0, 0.0), |(mp, mb), (p, b)| (p.max(mp), b.max(mb))),
+            Bins::Many(d) => d.peak(),
         }
+    }
+
+    /// Adds `pkts` and `bytes` to each interval of [from, to).
+    fn add_range(&mut self, from: u32, to: u32, pkts: f64, bytes: f64) {
+        let mut d = match std::mem::take(self) {
+            Bins::Many(d) => d,
+            Bins::Empty => Box::new(Dense::from_one(from, 0.0, 0.0)),
+            Bins::One(j, p, b) => Box::new(Dense::from_one(j, f64::from(p), f64::from(b))),
+        };
+        d.add_range(from, to, pkts, bytes);
+        *self = Bins::Many(d);
     }
 }
 
+#[derive(Debug)]
+pub(super) struct Dense {
+    /// Index of `bins[0]`.
+    first: u32,
+    /// Per interval from `first`: what was added to it alone, and the change, from the
+    /// interval before, of what even spreads add (a difference array: a record spread over
+    /// many intervals costs two entries, not one per interval).
+    bins: Vec<Cell>,
+}
+
+#[derive(Clone, Copy, Debug, Default)]
+struct Cell {
+    pkts: f64,
+    bytes: f64,
+    dpkts: f64,
+    dbytes: f64,
+}
+
 impl Dense {
-    fn add(&mut self, i: u32, pkts: f64, bytes: f64) {
+    fn from_one(i: u32, pkts: f64, bytes: f64) -> Dense {
+        Dense {
+            first: i,
+            bins: vec![Cell {
+                pkts,
+                bytes,
+                ..Cell::default()
+            }],
+        }
+    }
+
+    fn cell(&mut self, i: u32) -> &mut Cell {
         if i < self.first {
             let grow = (self.first - i) as usize;
-            self.bins.splice(0..0, std::iter::repeat_n((0.0, 0.0), grow));
+            self.bins
+                .splice(0..0, std::iter::repeat_n(Cell::default(), grow));
             self.first = i;
         }
         let k = (i - self.first) as usize;
         if k >= self.bins.len() {
-            self.bins.resize(k + 1, (0.0, 0.0));
+            self.bins.resize(k + 1, Cell::default());
         }
-        self.bins[k].0 += pkts;
-        self.bins[k].1 += bytes;
+        &mut self.bins[k]
+    }
+
+    fn add(&mut self, i: u32, pkts: f64, bytes: f64) {
+        let c = self.cell(i);
+        c.pkts += pkts;
+        c.bytes += bytes;
+    }
+
+    /// Adds `pkts` and `bytes` to each interval of [from, to).
+    fn add_range(&mut self, from: u32, to: u32, pkts: f64, bytes: f64) {
+        let c = self.cell(from);
+        c.dpkts += pkts;
+        c.dbytes += bytes;
+        let c = self.cell(to);
+        c.dpkts -= pkts;
+        c.dbytes -= bytes;
+    }
+
+    fn peak(&self) -> (f64, f64) {
+        let (mut run_p, mut run_b, mut max_p, mut max_b) = (0.0, 0.0, 0.0f64, 0.0f64);
+        for c in &self.bins {
+            run_p += c.dpkts;
+            run_b += c.dbytes;
+            max_p = max_p.max(c.pkts + run_p);
+            max_b = max_b.max(c.bytes + run_b);
+        }
+        (max_p, max_b)
     }
 }
 
@@ -118,13 +168,20 @@ impl Span {
         }
         let span = (last - first) as f64;
         let (p, b) = (pkts as f64 / span, bytes as f64 / span);
-        let mut t = lo;
-        while t < hi {
-            let i = self.index(t);
-            let next = (self.start + (u64::from(i) + 1) * self.interval).min(hi);
-            let d = (next - t) as f64;
-            bins.add(i, p * d, b * d);
-            t = next;
+        let (i_lo, i_hi) = (self.index(lo), self.index(hi - 1));
+        let start_of = |i: u32| self.start + u64::from(i) * self.interval;
+        if i_lo == i_hi {
+            let d = (hi - lo) as f64;
+            bins.add(i_lo, p * d, b * d);
+            return;
+        }
+        let d = (start_of(i_lo + 1) - lo) as f64;
+        bins.add(i_lo, p * d, b * d);
+        let d = (hi - start_of(i_hi)) as f64;
+        bins.add(i_hi, p * d, b * d);
+        if i_hi > i_lo + 1 {
+            let d = self.interval as f64;
+            bins.add_range(i_lo + 1, i_hi, p * d, b * d);
         }
     }
 
@@ -164,6 +221,13 @@ mod tests {
             s.place(&mut b, (1000 * MS, 1000 * MS, 1000 * MS), 1, 10);
         }
         assert_eq!(b.peak(), (31.0, 3000.0));
+        // A record over [2.05 s, 3.05 s): half a packet in its first and last intervals, one
+        // in each between (a difference array), whatever else is there.
+        let mut c = Bins::default();
+        s.place(&mut c, (2050 * MS, 3050 * MS, 2050 * MS), 10, 1000);
+        assert_eq!(c.peak(), (1.0, 100.0));
+        s.place(&mut c, (2960 * MS, 2960 * MS, 2960 * MS), 1, 50);
+        assert_eq!(c.peak(), (2.0, 150.0));
         // A packet outside the window is not here.
         s.place(&mut b, (7000 * MS, 7000 * MS, 7000 * MS), 1, 10);
         assert_eq!(b.peak(), (31.0, 3000.0));
