@@ -18,7 +18,8 @@ pub(super) enum Bins {
     Empty,
     /// Interval index within the window, packets, bytes.
     One(u32, f32, f32),
-    Many(Box<Dense>),
+    /// Not boxed: one allocation (the intervals), not two.
+    Many(Dense),
 }
 
 impl Bins {
@@ -29,7 +30,7 @@ impl Bins {
                 *self = Bins::One(i, pkts as f32, bytes as f32)
             }
             Bins::Empty => {
-                *self = Bins::Many(Box::new(Dense::from_one(i, pkts, bytes)))
+                *self = Bins::Many(Dense::from_one(i, pkts, bytes, 1))
             }
             // Whole counts are exact in f32 below 2^24: past it, or in another interval, the
             // key moves to f64.
@@ -41,9 +42,9 @@ impl Bins {
             }
             Bins::One(j, p, b) => {
                 let (j, p, b) = (*j, f64::from(*p), f64::from(*b));
-                let mut d = Dense::from_one(j, p, b);
+                let mut d = Dense::from_one(j, p, b, j.abs_diff(i) as usize + 1);
                 d.add(i, pkts, bytes);
-                *self = Bins::Many(Box::new(d));
+                *self = Bins::Many(d);
             }
             Bins::Many(d) => d.add(i, pkts, bytes),
         }
@@ -62,8 +63,11 @@ impl Bins {
     fn add_range(&mut self, from: u32, to: u32, pkts: f64, bytes: f64) {
         let mut d = match std::mem::take(self) {
             Bins::Many(d) => d,
-            Bins::Empty => Box::new(Dense::from_one(from, 0.0, 0.0)),
-            Bins::One(j, p, b) => Box::new(Dense::from_one(j, f64::from(p), f64::from(b))),
+            Bins::Empty => Dense::from_one(from, 0.0, 0.0, (to - from) as usize + 1),
+            Bins::One(j, p, b) => {
+                let n = (to.max(j) - from.min(j)) as usize + 1;
+                Dense::from_one(j, f64::from(p), f64::from(b), n)
+            }
         };
         d.add_range(from, to, pkts, bytes);
         *self = Bins::Many(d);
@@ -89,15 +93,15 @@ struct Cell {
 }
 
 impl Dense {
-    fn from_one(i: u32, pkts: f64, bytes: f64) -> Dense {
-        Dense {
-            first: i,
-            bins: vec![Cell {
-                pkts,
-                bytes,
-                ..Cell::default()
-            }],
-        }
+    /// Interval `i` with `pkts` and `bytes`, room for `n` intervals.
+    fn from_one(i: u32, pkts: f64, bytes: f64, n: usize) -> Dense {
+        let mut bins = Vec::with_capacity(n);
+        bins.push(Cell {
+            pkts,
+            bytes,
+            ..Cell::default()
+        });
+        Dense { first: i, bins }
     }
 
     fn cell(&mut self, i: u32) -> &mut Cell {
