@@ -86,20 +86,27 @@ impl OneWay {
     /// did not ask, the top `cfg.reflection_ports` of them by packets (ties to the lower port),
     /// their distinct sources.
     pub fn shapes(&self, cfg: &DetectConfig) -> BTreeMap<Addr, Shape> {
-        let mut by_victim: HashMap<Addr, Vec<(u16, &PortAgg)>> = HashMap::default();
-        for ((to, port), agg) in &self.by_port {
-            if !self.asked.contains(&(*to, *port)) {
-                by_victim.entry(*to).or_default().push((*port, agg));
-            }
-        }
         let floor = cfg
             .subnets
             .iter()
             .filter_map(|s| s.reflection_sources)
             .chain([cfg.reflection_sources])
             .min()
-            .unwrap_or(1)
-            .min(2) as u64;
+            .unwrap_or(1) as u64;
+        // A victim with enough sources over its top K ports has a port with a K-th of them.
+        let k = cfg.reflection_ports.max(1) as u64;
+        let candidates: HashSet<Addr> = self
+            .by_port
+            .iter()
+            .filter(|(_, a)| a.sources.len() as u64 * k >= floor)
+            .map(|((to, _), _)| *to)
+            .collect();
+        let mut by_victim: HashMap<Addr, Vec<(u16, &PortAgg)>> = HashMap::default();
+        for ((to, port), agg) in &self.by_port {
+            if candidates.contains(to) && !self.asked.contains(&(*to, *port)) {
+                by_victim.entry(*to).or_default().push((*port, agg));
+            }
+        }
         let mut out = BTreeMap::new();
         for (victim, mut ports) in by_victim {
             let all: u64 = ports.iter().map(|(_, a)| a.sources.len() as u64).sum();

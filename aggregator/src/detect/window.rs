@@ -490,17 +490,31 @@ fn judge_volume(w: &Volume, cfg: &DetectConfig, len: u64, interval: u64) -> Wind
     let per_s = SECOND as f64 / interval as f64;
     let mut alerts = WindowAlerts::new();
     let mut flows: HashMap<Addr, Vec<&VolAgg>> = HashMap::default();
+    // A victim's flows are summed over at most three kinds: one of them holds a third.
+    let min_flows = cfg
+        .subnets
+        .iter()
+        .filter_map(|t| t.new_flows_per_s)
+        .fold(cfg.new_flows_per_s, u64::min) as f64
+        * secs;
     for ((victim, kind), v) in &w.to {
-        if v.flows > 0 {
+        if v.flows > 0 && v.flows as f64 * 3.0 >= min_flows {
             flows.entry(*victim).or_default().push(v);
         }
         let (pps, bps) = (v.pkts / secs, v.bytes * 8.0 / secs);
-        let (peak_p, peak_b) = v.bins.peak();
-        let (peak_pps, peak_bps) = (peak_p * per_s, peak_b * 8.0 * per_s);
         let sub = cfg.subnet(*victim);
         let flood_pps = sub.and_then(|t| t.flood_pps).unwrap_or(cfg.flood_pps);
         let peak_pps_min = sub.and_then(|t| t.peak_pps).unwrap_or(cfg.peak_pps);
         let peak_bps_min = sub.and_then(|t| t.peak_bps).unwrap_or(cfg.peak_bps);
+        // No interval holds more than the window: look only where the window could do.
+        let (peak_p, peak_b) = if v.pkts * per_s >= peak_pps_min as f64
+            || v.bytes * 8.0 * per_s >= peak_bps_min as f64
+        {
+            v.bins.peak()
+        } else {
+            (0.0, 0.0)
+        };
+        let (peak_pps, peak_bps) = (peak_p * per_s, peak_b * 8.0 * per_s);
         if pps >= flood_pps as f64
             || bps >= cfg.flood_bps as f64
             || peak_pps >= peak_pps_min as f64
