@@ -49,11 +49,11 @@ struct Volume {
 struct VolAgg {
     pkts: f64,
     bytes: f64,
-    /// Distinct sources (up to `distinct_cap`; evidence, so no cap hit past it).
+    /// Distinct sources: those of new flows (up to `distinct_cap`: evidence, so no cap hit
+    /// past it), and two at most of other packets (enough to tell one source from many).
     sources: Distinct<Addr>,
-    /// Flows whose first packet came to the victim in the window, and their sources.
+    /// Flows whose first packet came to the victim in the window.
     flows: u64,
-    flow_sources: Distinct<Addr>,
     /// Packets and bytes per short interval: the peak rates.
     bins: Bins,
 }
@@ -240,13 +240,14 @@ impl Windows {
                     let e = w.to.entry((victim, kind)).or_default();
                     e.pkts += pkts as f64 * overlap;
                     e.bytes += bytes as f64 * overlap;
-                    // Two are enough to tell one source from many: not a cap hit.
-                    e.sources.add(source, 2);
                     s.place(&mut e.bins, (first, last, at), pkts, bytes);
                     if new_flow && receiver {
                         e.flows += 1;
-                        // Evidence only: past the cap it is counted, not a cap hit.
-                        e.flow_sources.add(source, cfg.distinct_cap);
+                        // Every source of a new flow (evidence: past the cap, not a cap hit).
+                        e.sources.add(source, cfg.distinct_cap);
+                    } else {
+                        // Two are enough to tell one source from many: not a cap hit.
+                        e.sources.add(source, 2);
                     }
                 }
             }
@@ -560,7 +561,7 @@ fn judge_flow_floods(
         }
         let mut sources = Distinct::new();
         for v in aggs {
-            sources.merge(&v.flow_sources, cfg.distinct_cap);
+            sources.merge(&v.sources, cfg.distinct_cap);
         }
         let src = match sources.only() {
             Some(s) => ip(s),
