@@ -22,8 +22,14 @@
 //! probed with NULL/FIN/XMAS/SYN+FIN; `syn_flood` > 256 unanswered SYNs per minute to one
 //! victim, from many sources (>= 20) or to few ports (<= 10) — one source walking many ports is
 //! a scan; `reflection` unsolicited responses from >= 20 distinct sources to one victim;
-//! `udp_flood`, `icmp_flood`, `volumetric_flood` (other traffic) >= 20,000 packets/s or
-//! >= 1 Gbit/s to one victim averaged over 5 s.
+//! `udp_flood`, `icmp_flood`, `volumetric_flood` (other traffic) at least 20,000 packets/s
+//! or 1 Gbit/s to one victim averaged over 5 s, or at least 50,000 packets/s or 2.5 Gbit/s
+//! over one 100 ms interval of it (peak rates, [`rates`]: a 25 ms burst is seen at its own
+//! rate); `flow_flood` at least 3,500 new flows a second to one victim over 5 s (FastNetMon's
+//! `threshold_flows`). `reflection` is also recognised by its shape whatever the port
+//! ([`shape`]): one-way UDP from at least 20 sources to one victim, from at most 3 source
+//! ports carrying 90% of it or more, 100 packets per source at most, from no port the victim
+//! asked itself.
 //!
 //! `latency`: a TCP server whose handshake round-trip p95 in a window (of at least 20
 //! handshakes) is at least 4 times (400%) the lower median of its p95s over its last 10 such

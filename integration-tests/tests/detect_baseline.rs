@@ -8,8 +8,7 @@
 use std::path::{Path, PathBuf};
 
 use tapflow_aggregator::detect::{
-    AlertEvent, DetectConfig, Detector, DEFAULT_NEW_FLOWS_PER_S, DEFAULT_PEAK_BPS,
-    DEFAULT_PEAK_PPS,
+    AlertEvent, DetectConfig, Detector, DEFAULT_NEW_FLOWS_PER_S, DEFAULT_PEAK_BPS, DEFAULT_PEAK_PPS,
 };
 use tapflow_integration_tests::inprocess::sessions;
 use tapflow_integration_tests::zeek_corpus::{corpus_dir, manifest};
@@ -97,7 +96,9 @@ fn check(name: &str, records: &[ConnRecord], figures: &mut Figures, failures: &m
     let with = detect(DetectConfig::default(), records);
     let without = detect(without_new_triggers(), records);
     if with != without {
-        failures.push(format!("{name}: {with:?}\nwithout the new triggers: {without:?}"));
+        failures.push(format!(
+            "{name}: {with:?}\nwithout the new triggers: {without:?}"
+        ));
     }
     figures.add(name, &detect(sensitive(), records));
 }
@@ -109,7 +110,11 @@ fn normal_traffic_stays_below_the_new_defaults() {
     };
     let (mut figures, mut failures, mut inputs) = (Figures::default(), Vec::new(), 0);
     for pcap in normal_captures(&pcaps) {
-        let name = pcap.file_name().and_then(|n| n.to_str()).unwrap_or("?").to_owned();
+        let name = pcap
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or("?")
+            .to_owned();
         let records = sessions(&pcap, true).expect("sessions of a shared capture");
         let alerts = detect(DetectConfig::default(), &records);
         assert!(alerts.is_empty(), "{name}: {alerts:?}");
@@ -126,11 +131,17 @@ fn normal_traffic_stays_below_the_new_defaults() {
     }
     println!("{inputs} normal inputs; largest figures: {figures:#?}");
     assert!(failures.is_empty(), "{}", failures.join("\n"));
-    assert!(inputs >= 100, "the captures and the corpus were read: {inputs}");
+    assert!(
+        inputs >= 100,
+        "the captures and the corpus were read: {inputs}"
+    );
     // The defaults sit well above what normal traffic shows.
     assert!(figures.peak_pps.0 * 4 <= DEFAULT_PEAK_PPS, "{figures:?}");
     assert!(figures.peak_bps.0 * 4 <= DEFAULT_PEAK_BPS, "{figures:?}");
-    assert!(figures.new_flows_per_s.0 * 4 <= DEFAULT_NEW_FLOWS_PER_S, "{figures:?}");
+    assert!(
+        figures.new_flows_per_s.0 * 4 <= DEFAULT_NEW_FLOWS_PER_S,
+        "{figures:?}"
+    );
     let sources = DetectConfig::default().reflection_sources as u64;
     assert!(figures.one_way_sources.0 * 2 <= sources, "{figures:?}");
 }

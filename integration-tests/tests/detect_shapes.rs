@@ -99,7 +99,11 @@ fn reflection_from_eight_ports_zeek_does_not_orient_fires_at_20_sources_not_19()
         assert_eq!(started(&r), want, "{}", r.alerts_log);
         for e in json_lines(&r.alerts_log) {
             let dst = e["dst"].as_str().unwrap_or_default().to_owned();
-            let k: usize = dst.split('.').nth(2).and_then(|x| x.parse().ok()).unwrap_or(99);
+            let k: usize = dst
+                .split('.')
+                .nth(2)
+                .and_then(|x| x.parse().ok())
+                .unwrap_or(99);
             let sources = if dst.starts_with("10.20.") { 20 } else { 40 };
             assert_eq!(e["src_port_1"], Value::from(AMPLIFIER_PORTS[k]), "{e}");
             assert_eq!(e["src_port_1_pct"], Value::from(100), "{e}");
@@ -144,12 +148,25 @@ fn a_50_ms_burst_fires_by_its_peak_rate_at_and_above_50000_pps_and_2_5_gbits() {
     ] {
         spoofed(&path, n, size, 50_000);
         let r = run(&path, 2);
-        let want = if fires { one("udp_flood") } else { BTreeSet::new() };
-        assert_eq!(started(&r), want, "{n} x {size} bytes in 50 ms: {}", r.alerts_log);
+        let want = if fires {
+            one("udp_flood")
+        } else {
+            BTreeSet::new()
+        };
+        assert_eq!(
+            started(&r),
+            want,
+            "{n} x {size} bytes in 50 ms: {}",
+            r.alerts_log
+        );
         if let Some(e) = json_lines(&r.alerts_log).first() {
             let peak_pps = u64::from(n) * 10;
             assert_eq!(e["peak_pps"], Value::from(peak_pps), "{e}");
-            assert_eq!(e["peak_bps"], Value::from(peak_pps * u64::from(size) * 8), "{e}");
+            assert_eq!(
+                e["peak_bps"],
+                Value::from(peak_pps * u64::from(size) * 8),
+                "{e}"
+            );
             assert_eq!(e["pps"], Value::from((n * 2 + 5) / 10), "{e}");
         }
     }
@@ -163,7 +180,11 @@ fn a_flood_of_new_flows_fires_at_3500_per_second_not_below() {
     for (n, fires) in [(17_500, true), (20_000, true), (17_499, false)] {
         spoofed(&path, n, 60, 4_900_000);
         let r = run(&path, 2);
-        let want = if fires { one("flow_flood") } else { BTreeSet::new() };
+        let want = if fires {
+            one("flow_flood")
+        } else {
+            BTreeSet::new()
+        };
         assert_eq!(started(&r), want, "{n} new flows in 5 s: {}", r.alerts_log);
         if let Some(e) = json_lines(&r.alerts_log).first() {
             assert_eq!(e["new_flows"], Value::from(n), "{e}");

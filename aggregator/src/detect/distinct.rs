@@ -11,20 +11,15 @@ pub(super) type HashSet<T> = std::collections::HashSet<T, foldhash::fast::Random
 /// and one-value sets are held inline: in a spoofed flood nearly every key (a source) has one
 /// value, and a hash set per key (an allocation of ~100 bytes) was most of the aggregator's
 /// memory at a million sources.
-#[derive(Debug)]
+#[derive(Debug, Default)]
 pub(super) enum Distinct<T> {
+    #[default]
     Empty,
     One(T),
     /// Boxed so the enum, held in every map entry, is the size of a pointer or a value, not of
     /// a hash set (48 bytes): most entries are `One`.
     #[allow(clippy::box_collection)]
     Many(Box<HashSet<T>>),
-}
-
-impl<T> Default for Distinct<T> {
-    fn default() -> Self {
-        Distinct::Empty
-    }
 }
 
 impl<T: Hash + Eq> Distinct<T> {

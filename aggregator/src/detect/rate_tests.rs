@@ -95,7 +95,11 @@ fn reflection(n: u8, port: u16) -> Vec<ConnRecord> {
 
 #[test]
 fn reflection_by_shape_from_a_port_zeek_does_not_orient() {
-    let want = vec![("reflection".to_owned(), "*".to_owned(), "10.9.9.9".to_owned())];
+    let want = vec![(
+        "reflection".to_owned(),
+        "*".to_owned(),
+        "10.9.9.9".to_owned(),
+    )];
     let events = run(DetectConfig::default(), &reflection(20, 47808));
     assert_eq!(starts(&events), want);
     let e = &events[0];
@@ -155,7 +159,11 @@ fn a_burst_fires_at_its_peak_rate_and_new_flows_by_subnet() {
             })
             .collect()
     };
-    let flood = ("udp_flood".to_owned(), "*".to_owned(), "10.9.9.9".to_owned());
+    let flood = (
+        "udp_flood".to_owned(),
+        "*".to_owned(),
+        "10.9.9.9".to_owned(),
+    );
     let events = run(DetectConfig::default(), &burst(5_000));
     assert_eq!(starts(&events), vec![flood.clone()]);
     assert_eq!(events[0].evidence.get("peak_pps"), Some(&50_000));
@@ -174,7 +182,11 @@ fn a_burst_fires_at_its_peak_rate_and_new_flows_by_subnet() {
         ..DetectConfig::default()
     };
     let events = run(cfg.clone(), &burst(5_000));
-    let flows = ("flow_flood".to_owned(), "*".to_owned(), "10.9.9.9".to_owned());
+    let flows = (
+        "flow_flood".to_owned(),
+        "*".to_owned(),
+        "10.9.9.9".to_owned(),
+    );
     assert_eq!(starts(&events), vec![flows]);
     assert_eq!(events[0].evidence.get("new_flows"), Some(&5_000));
     assert_eq!(events[0].evidence.get("distinct_sources"), Some(&5_000));

@@ -29,13 +29,13 @@ impl Bins {
             Bins::Empty if pkts < F32_EXACT && bytes < F32_EXACT => {
                 *self = Bins::One(i, pkts as f32, bytes as f32)
             }
-            Bins::Empty => {
-                *self = Bins::Many(Dense::from_one(i, pkts, bytes, 1))
-            }
+            Bins::Empty => *self = Bins::Many(Dense::from_one(i, pkts, bytes, 1)),
             // Whole counts are exact in f32 below 2^24: past it, or in another interval, the
             // key moves to f64.
             Bins::One(j, p, b)
-                if *j == i && f64::from(*p) + pkts < F32_EXACT && f64::from(*b) + bytes < F32_EXACT =>
+                if *j == i
+                    && f64::from(*p) + pkts < F32_EXACT
+                    && f64::from(*b) + bytes < F32_EXACT =>
             {
                 *p = (f64::from(*p) + pkts) as f32;
                 *b = (f64::from(*b) + bytes) as f32;
@@ -158,7 +158,13 @@ pub(super) struct Span {
 impl Span {
     /// Adds `pkts` packets and `bytes` bytes to `bins`: all at `at` when `pkts` is 1 (if `at`
     /// falls in this window), else spread evenly over [first, last] clipped to the window.
-    pub fn place(&self, bins: &mut Bins, (first, last, at): (u64, u64, u64), pkts: u64, bytes: u64) {
+    pub fn place(
+        &self,
+        bins: &mut Bins,
+        (first, last, at): (u64, u64, u64),
+        pkts: u64,
+        bytes: u64,
+    ) {
         let end = self.start + self.len;
         if pkts == 1 || first == last {
             if (self.start..end).contains(&at) {

@@ -55,9 +55,25 @@ impl OneWay {
             return 0;
         }
         let (from, from_p, to, to_p, pkts, back, bytes) = if r.resp_first() {
-            (r.resp_h, r.resp_p, r.orig_h, r.orig_p, r.resp_pkts, r.orig_pkts, r.resp_ip_bytes)
+            (
+                r.resp_h,
+                r.resp_p,
+                r.orig_h,
+                r.orig_p,
+                r.resp_pkts,
+                r.orig_pkts,
+                r.resp_ip_bytes,
+            )
         } else {
-            (r.orig_h, r.orig_p, r.resp_h, r.resp_p, r.orig_pkts, r.resp_pkts, r.orig_ip_bytes)
+            (
+                r.orig_h,
+                r.orig_p,
+                r.resp_h,
+                r.resp_p,
+                r.orig_pkts,
+                r.resp_pkts,
+                r.orig_ip_bytes,
+            )
         };
         if back > 0 || pkts == 0 {
             return 0;
@@ -143,7 +159,10 @@ impl Shape {
         self.sources >= min_sources as u64
             && self.top_pkts.saturating_mul(100)
                 >= self.pkts.saturating_mul(cfg.reflection_port_share_pct)
-            && self.top_pkts <= self.sources.saturating_mul(cfg.reflection_max_pkts_per_source)
+            && self.top_pkts
+                <= self
+                    .sources
+                    .saturating_mul(cfg.reflection_max_pkts_per_source)
     }
 
     /// The evidence: sources, packets, bytes, bytes per packet, and each top port with its

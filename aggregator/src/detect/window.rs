@@ -103,7 +103,10 @@ impl Windows {
         Windows {
             len: cfg.window_s.max(1) * SECOND,
             flood_len: cfg.flood_window_s.max(1) * SECOND,
-            interval: cfg.peak_interval_ms.clamp(1, cfg.flood_window_s.max(1) * 1000) * 1_000_000,
+            interval: cfg
+                .peak_interval_ms
+                .clamp(1, cfg.flood_window_s.max(1) * 1000)
+                * 1_000_000,
             hold: cfg.hold_s * SECOND,
             scans: BTreeMap::new(),
             volume: BTreeMap::new(),
@@ -207,7 +210,11 @@ impl Windows {
         let span = (last - first).max(1) as f64;
         // Who asked (sent the first packet), as the history says; the other received it.
         let resp_first = r.resp_first();
-        let (orig_at, resp_at) = if resp_first { (last, first) } else { (first, last) };
+        let (orig_at, resp_at) = if resp_first {
+            (last, first)
+        } else {
+            (first, last)
+        };
         let mut all_in_time = true;
         let mut t = first / self.flood_len * self.flood_len;
         while t <= last {
@@ -227,8 +234,22 @@ impl Windows {
                     interval: self.interval,
                 };
                 for (victim, source, pkts, bytes, at, receiver) in [
-                    (r.resp_h, r.orig_h, r.orig_pkts, r.orig_ip_bytes, orig_at, !resp_first),
-                    (r.orig_h, r.resp_h, r.resp_pkts, r.resp_ip_bytes, resp_at, resp_first),
+                    (
+                        r.resp_h,
+                        r.orig_h,
+                        r.orig_pkts,
+                        r.orig_ip_bytes,
+                        orig_at,
+                        !resp_first,
+                    ),
+                    (
+                        r.orig_h,
+                        r.resp_h,
+                        r.resp_pkts,
+                        r.resp_ip_bytes,
+                        resp_at,
+                        resp_first,
+                    ),
                 ] {
                     if pkts == 0 {
                         continue;
@@ -287,7 +308,11 @@ impl Windows {
                 (_, Some(v)) => {
                     let w = self.volume.remove(&v).unwrap_or_default();
                     self.judged_volume = v + self.flood_len;
-                    out.push((v, v + self.flood_len, judge_volume(&w, cfg, self.flood_len, self.interval)));
+                    out.push((
+                        v,
+                        v + self.flood_len,
+                        judge_volume(&w, cfg, self.flood_len, self.interval),
+                    ));
                 }
                 _ => return out,
             }
@@ -306,7 +331,7 @@ fn add_to<K: Hash + Eq, T: Hash + Eq>(
     if map.len() >= keys && !map.contains_key(&key) {
         return 1;
     }
-    u64::from(!map.entry(key).or_insert_with(Distinct::new).add(v, cap))
+    u64::from(!map.entry(key).or_default().add(v, cap))
 }
 
 fn ip(a: &Addr) -> String {
@@ -451,7 +476,9 @@ fn judge_reflection(w: &Scans, cfg: &DetectConfig, alerts: &mut WindowAlerts) {
             .unwrap_or(cfg.reflection_sources)
     };
     for (victim, (sources, responses)) in &w.reflection {
-        let shape = shapes.remove(victim).filter(|s| s.is_reflection(min(victim), cfg));
+        let shape = shapes
+            .remove(victim)
+            .filter(|s| s.is_reflection(min(victim), cfg));
         if sources.len() >= min(victim) || shape.is_some() {
             let mut evidence: BTreeMap<&'static str, u64> = [
                 ("distinct_sources", sources.len() as u64),
