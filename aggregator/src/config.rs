@@ -97,6 +97,20 @@ tapflow_runtime::layered! {
         pub flood_pps: Option<u64>,
         #[arg(long, help = with_default("Distinct sources of unsolicited responses to one victim that make a reflection attack", DetectConfig::default().reflection_sources))]
         pub reflection_sources: Option<usize>,
+        #[arg(long, help = with_default("Reflection by shape (one-way UDP from any service): the top source ports of a victim's one-way datagrams looked at", DetectConfig::default().reflection_ports))]
+        pub reflection_ports: Option<usize>,
+        #[arg(long, help = with_default("Reflection by shape: the share of a victim's one-way datagrams (percent) the top source ports must carry", DetectConfig::default().reflection_port_share_pct))]
+        pub reflection_port_share_pct: Option<u64>,
+        #[arg(long, help = with_default("Reflection by shape: packets per source at most, on average (reflectors each send few)", DetectConfig::default().reflection_max_pkts_per_source))]
+        pub reflection_max_pkts_per_source: Option<u64>,
+        #[arg(long, help = with_default("Peak rates: the short interval inside the 5 s flood window, milliseconds", DetectConfig::default().peak_interval_ms))]
+        pub peak_interval_ms: Option<u64>,
+        #[arg(long, help = with_default("Packets per second to one victim over one short interval (--peak-interval-ms) that make a flood", DetectConfig::default().peak_pps))]
+        pub peak_pps: Option<u64>,
+        #[arg(long, help = with_default("Bits per second to one victim over one short interval that make a flood", DetectConfig::default().peak_bps))]
+        pub peak_bps: Option<u64>,
+        #[arg(long, help = with_default("New flows per second to one victim (averaged over 5 s) that make a flow_flood", DetectConfig::default().new_flows_per_s))]
+        pub new_flows_per_s: Option<u64>,
         #[arg(long, help = with_default("Keys (sources, victims, ...) tracked per detection window and kind; past it new keys are counted as cap_hits. About 100 bytes each: the aggregator's detection memory bound", DetectConfig::default().keys_cap))]
         pub detect_keys_cap: Option<usize>,
         #[arg(long, help = with_default("latency alert: a TCP server's handshake round-trip p95 in a window at least this percent of its baseline (the median of its recent windows' p95s); 400 is 4 times", DetectConfig::default().latency_factor_pct))]
@@ -369,6 +383,17 @@ fn detect_config(o: &Options, errors: &mut Vec<String>) -> DetectConfig {
         stealth_scan_ports: o.stealth_scan_ports.unwrap_or(d.stealth_scan_ports),
         flood_pps: o.flood_pps.unwrap_or(d.flood_pps),
         reflection_sources: o.reflection_sources.unwrap_or(d.reflection_sources),
+        reflection_ports: o.reflection_ports.unwrap_or(d.reflection_ports),
+        reflection_port_share_pct: o
+            .reflection_port_share_pct
+            .unwrap_or(d.reflection_port_share_pct),
+        reflection_max_pkts_per_source: o
+            .reflection_max_pkts_per_source
+            .unwrap_or(d.reflection_max_pkts_per_source),
+        peak_interval_ms: o.peak_interval_ms.unwrap_or(d.peak_interval_ms),
+        peak_pps: o.peak_pps.unwrap_or(d.peak_pps),
+        peak_bps: o.peak_bps.unwrap_or(d.peak_bps),
+        new_flows_per_s: o.new_flows_per_s.unwrap_or(d.new_flows_per_s),
         keys_cap: o.detect_keys_cap.unwrap_or(d.keys_cap),
         latency_factor_pct: o.latency_factor_pct.unwrap_or(d.latency_factor_pct),
         latency_min_sessions: o.latency_min_sessions.unwrap_or(d.latency_min_sessions),
@@ -386,6 +411,15 @@ fn detect_config(o: &Options, errors: &mut Vec<String>) -> DetectConfig {
     }
     if detect.keys_cap == 0 {
         errors.push("detect_keys_cap must be at least 1".to_owned());
+    }
+    if detect.peak_interval_ms == 0 || detect.peak_interval_ms > 1000 * detect.flood_window_s {
+        errors.push("peak_interval_ms must be at least 1 and at most the flood window".to_owned());
+    }
+    if detect.reflection_ports == 0 || detect.reflection_port_share_pct > 100 {
+        errors.push(
+            "reflection_ports must be at least 1 and reflection_port_share_pct at most 100"
+                .to_owned(),
+        );
     }
     latency_checks(&detect, errors);
     detect

@@ -22,8 +22,14 @@
 //! probed with NULL/FIN/XMAS/SYN+FIN; `syn_flood` > 256 unanswered SYNs per minute to one
 //! victim, from many sources (>= 20) or to few ports (<= 10) — one source walking many ports is
 //! a scan; `reflection` unsolicited responses from >= 20 distinct sources to one victim;
-//! `udp_flood`, `icmp_flood`, `volumetric_flood` (other traffic) >= 20,000 packets/s or
-//! >= 1 Gbit/s to one victim averaged over 5 s.
+//! `udp_flood`, `icmp_flood`, `volumetric_flood` (other traffic) at least 20,000 packets/s
+//! or 1 Gbit/s to one victim averaged over 5 s, or at least 50,000 packets/s or 2.5 Gbit/s
+//! over one 100 ms interval of it (peak rates, [`rates`]: a 25 ms burst is seen at its own
+//! rate); `flow_flood` at least 3,500 new flows a second to one victim over 5 s (FastNetMon's
+//! `threshold_flows`). `reflection` is also recognised by its shape whatever the port
+//! ([`shape`]): one-way UDP from at least 20 sources to one victim, from at most 3 source
+//! ports carrying 90% of it or more, 100 packets per source at most, from no port the victim
+//! asked itself.
 //!
 //! `latency`: a TCP server whose handshake round-trip p95 in a window (of at least 20
 //! handshakes) is at least 4 times (400%) the lower median of its p95s over its last 10 such
@@ -34,8 +40,11 @@
 //! it (or at end of stream).
 
 mod classify;
+mod distinct;
 mod episode;
 mod latency;
+mod rates;
+mod shape;
 mod window;
 
 use std::collections::BTreeMap;
@@ -47,6 +56,21 @@ use crate::latency::{samples_of, Caps, Sample};
 
 pub use episode::{AlertEvent, AlertKey, AlertKind, EventKind};
 pub use latency::{DEFAULT_FACTOR_PCT, DEFAULT_HISTORY, DEFAULT_MIN_SESSIONS, DEFAULT_WARMUP};
+
+/// Reflection by shape: the top source ports looked at.
+pub const DEFAULT_REFLECTION_PORTS: usize = 3;
+/// Reflection by shape: the share of the one-way packets the top ports carry, percent.
+pub const DEFAULT_REFLECTION_PORT_SHARE_PCT: u64 = 90;
+/// Reflection by shape: packets per source at most, on average.
+pub const DEFAULT_REFLECTION_MAX_PKTS_PER_SOURCE: u64 = 100;
+/// Peak rates: the interval, ms.
+pub const DEFAULT_PEAK_INTERVAL_MS: u64 = 100;
+/// Peak packets per second over one interval.
+pub const DEFAULT_PEAK_PPS: u64 = 50_000;
+/// Peak bits per second over one interval.
+pub const DEFAULT_PEAK_BPS: u64 = 2_500_000_000;
+/// New flows per second to one victim (FastNetMon's `threshold_flows` is 3,500 by default).
+pub const DEFAULT_NEW_FLOWS_PER_S: u64 = 3_500;
 
 /// Detection settings; every default is the one DESIGN.md starts from.
 #[derive(Clone, Debug)]
@@ -66,8 +90,22 @@ pub struct DetectConfig {
     pub syn_flood_min_sources: usize,
     pub syn_flood_max_ports: usize,
     pub reflection_sources: usize,
+    /// Reflection by shape: the top source ports looked at ("one or a few"). Default 3.
+    pub reflection_ports: usize,
+    /// Reflection by shape: the share of the one-way packets (percent) the top ports carry.
+    pub reflection_port_share_pct: u64,
+    /// Reflection by shape: packets per source at most (on average, over the top ports).
+    pub reflection_max_pkts_per_source: u64,
     pub flood_pps: u64,
     pub flood_bps: u64,
+    /// Peak rates: the short interval, milliseconds. Default 100.
+    pub peak_interval_ms: u64,
+    /// Packets per second to one victim over one short interval that make a flood.
+    pub peak_pps: u64,
+    /// Bits per second to one victim over one short interval that make a flood.
+    pub peak_bps: u64,
+    /// New flows per second to one victim (averaged over the flood window): `flow_flood`.
+    pub new_flows_per_s: u64,
     /// Sources never reported as scanners (known scanners, monitoring hosts): (network, prefix).
     pub allow: Vec<(Addr, u8)>,
     /// Windows without the attack before its episode ends. Default 1.
@@ -105,6 +143,9 @@ pub struct SubnetThresholds {
     pub syn_flood_per_min: Option<u64>,
     pub reflection_sources: Option<usize>,
     pub flood_pps: Option<u64>,
+    pub peak_pps: Option<u64>,
+    pub peak_bps: Option<u64>,
+    pub new_flows_per_s: Option<u64>,
     pub latency_factor_pct: Option<u64>,
     pub latency_min_sessions: Option<u64>,
 }
@@ -137,8 +178,15 @@ impl Default for DetectConfig {
             syn_flood_min_sources: 20,
             syn_flood_max_ports: 10,
             reflection_sources: 20,
+            reflection_ports: DEFAULT_REFLECTION_PORTS,
+            reflection_port_share_pct: DEFAULT_REFLECTION_PORT_SHARE_PCT,
+            reflection_max_pkts_per_source: DEFAULT_REFLECTION_MAX_PKTS_PER_SOURCE,
             flood_pps: 20_000,
             flood_bps: 1_000_000_000,
+            peak_interval_ms: DEFAULT_PEAK_INTERVAL_MS,
+            peak_pps: DEFAULT_PEAK_PPS,
+            peak_bps: DEFAULT_PEAK_BPS,
+            new_flows_per_s: DEFAULT_NEW_FLOWS_PER_S,
             allow: Vec::new(),
             episode_gap: 1,
             distinct_cap: 65_536,
@@ -184,6 +232,13 @@ impl DetectInput {
     /// The last packet's time.
     pub fn last_ns(&self) -> u64 {
         self.ts_ns.saturating_add(self.duration_ns.unwrap_or(0))
+    }
+
+    /// The responder (as Zeek oriented the connection) sent the first packet: the history
+    /// starts with a lower-case letter, or with `^` (Zeek flipped it to put a likely server
+    /// on the responder's side).
+    pub fn resp_first(&self) -> bool {
+        self.history_first == b'^' || self.history_first.is_ascii_lowercase()
     }
 }
 
@@ -285,5 +340,7 @@ impl Detector {
 /// The alerts a window raises, by key, with their count and evidence.
 pub type WindowAlerts = BTreeMap<AlertKey, (u64, BTreeMap<&'static str, u64>)>;
 
+#[cfg(test)]
+mod rate_tests;
 #[cfg(test)]
 mod tests;

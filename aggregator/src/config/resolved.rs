@@ -64,6 +64,21 @@ fn detection(out: &mut String, d: &DetectConfig) {
     kv(out, "stealth_scan_ports", d.stealth_scan_ports);
     kv(out, "flood_pps", d.flood_pps);
     kv(out, "reflection_sources", d.reflection_sources);
+    kv(out, "reflection_ports", d.reflection_ports);
+    kv(
+        out,
+        "reflection_port_share_pct",
+        d.reflection_port_share_pct,
+    );
+    kv(
+        out,
+        "reflection_max_pkts_per_source",
+        d.reflection_max_pkts_per_source,
+    );
+    kv(out, "peak_interval_ms", d.peak_interval_ms);
+    kv(out, "peak_pps", d.peak_pps);
+    kv(out, "peak_bps", d.peak_bps);
+    kv(out, "new_flows_per_s", d.new_flows_per_s);
     kv(out, "detect_keys_cap", d.keys_cap);
     kv(out, "latency_factor_pct", d.latency_factor_pct);
     kv(out, "latency_min_sessions", d.latency_min_sessions);
@@ -121,6 +136,9 @@ fn subnet(out: &mut String, t: &SubnetThresholds) {
         ("syn_flood_per_min", t.syn_flood_per_min),
         ("reflection_sources", t.reflection_sources.map(|v| v as u64)),
         ("flood_pps", t.flood_pps),
+        ("peak_pps", t.peak_pps),
+        ("peak_bps", t.peak_bps),
+        ("new_flows_per_s", t.new_flows_per_s),
         ("latency_factor_pct", t.latency_factor_pct),
         ("latency_min_sessions", t.latency_min_sessions),
     ];

@@ -34,6 +34,8 @@ pub enum AlertKind {
     UdpFlood,
     IcmpFlood,
     VolumetricFlood,
+    /// New flows per second to one victim ([`super::DetectConfig::new_flows_per_s`]).
+    FlowFlood,
     /// A server's handshake round trips k times its own baseline ([`super::latency`]).
     Latency,
     /// Pipeline health: a collector a processor no longer hears.
@@ -54,6 +56,7 @@ impl AlertKind {
             AlertKind::UdpFlood => "udp_flood",
             AlertKind::IcmpFlood => "icmp_flood",
             AlertKind::VolumetricFlood => "volumetric_flood",
+            AlertKind::FlowFlood => "flow_flood",
             AlertKind::Latency => "latency",
             AlertKind::CollectorSilent => "collector_silent",
             AlertKind::DropRate => "drop_rate",

@@ -7,68 +7,12 @@ use tapflow_proto::key::ip_proto;
 use tapflow_proto::Addr;
 
 use super::classify::Observation;
+use super::distinct::{Distinct, HashMap, HashSet};
+use super::rates::{Bins, Span};
+use super::shape::OneWay;
 use super::{AlertKey, AlertKind, DetectConfig, DetectInput, WindowAlerts};
 
-/// Keys here are addresses anyone can forge: seeded per process (unlike FxHash) and several
-/// times faster than the standard SipHash on them.
-type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
-type HashSet<T> = std::collections::HashSet<T, foldhash::fast::RandomState>;
-
 const SECOND: u64 = 1_000_000_000;
-
-/// A set that keeps at most `cap` distinct values and counts what it had to leave out. Empty
-/// and one-value sets are held inline: in a spoofed flood nearly every key (a source) has one
-/// value, and a hash set per key (an allocation of ~100 bytes) was most of the aggregator's
-/// memory at a million sources.
-#[derive(Debug)]
-enum Distinct<T> {
-    Empty,
-    One(T),
-    /// Boxed so the enum, held in every map entry, is the size of a pointer or a value, not of
-    /// a hash set (48 bytes): most entries are `One`.
-    #[allow(clippy::box_collection)]
-    Many(Box<HashSet<T>>),
-}
-
-impl<T: Hash + Eq> Distinct<T> {
-    fn new() -> Self {
-        Distinct::Empty
-    }
-
-    /// Adds `v`; false if the cap kept it out.
-    fn add(&mut self, v: T, cap: usize) -> bool {
-        match self {
-            Distinct::Empty if cap >= 1 => *self = Distinct::One(v),
-            Distinct::One(x) if *x == v => {}
-            Distinct::Many(set) if set.len() < cap || set.contains(&v) => {
-                set.insert(v);
-            }
-            Distinct::One(_) if cap >= 2 => {
-                if let Distinct::One(x) = std::mem::replace(self, Distinct::Empty) {
-                    *self = Distinct::Many(Box::new(HashSet::from_iter([x, v])));
-                }
-            }
-            _ => return false,
-        }
-        true
-    }
-
-    fn len(&self) -> usize {
-        match self {
-            Distinct::Empty => 0,
-            Distinct::One(_) => 1,
-            Distinct::Many(set) => set.len(),
-        }
-    }
-
-    fn only(&self) -> Option<&T> {
-        match self {
-            Distinct::One(x) => Some(x),
-            Distinct::Many(set) if set.len() == 1 => set.iter().next(),
-            _ => None,
-        }
-    }
-}
 
 #[derive(Default, Debug)]
 struct SynAgg {
@@ -91,12 +35,27 @@ struct Scans {
     reflection: HashMap<Addr, (Distinct<Addr>, u64)>,
     /// TCP servers' latency samples.
     latency: crate::latency::Window,
+    /// One-way UDP flows, for reflection by shape.
+    one_way: OneWay,
 }
 
 #[derive(Default, Debug)]
 struct Volume {
-    /// (victim, kind) -> packets, bytes, distinct sources.
-    to: HashMap<(Addr, Flood), (f64, f64, Distinct<Addr>)>,
+    to: HashMap<(Addr, Flood), VolAgg>,
+}
+
+/// What went to one victim in one flood window, by protocol kind.
+#[derive(Debug, Default)]
+struct VolAgg {
+    pkts: f64,
+    bytes: f64,
+    /// Distinct sources: those of new flows (up to `distinct_cap`: evidence, so no cap hit
+    /// past it), and two at most of other packets (enough to tell one source from many).
+    sources: Distinct<Addr>,
+    /// Flows whose first packet came to the victim in the window.
+    flows: u64,
+    /// Packets and bytes per short interval: the peak rates.
+    bins: Bins,
 }
 
 /// The volumetric kinds, by the traffic's protocol.
@@ -128,6 +87,8 @@ impl Flood {
 pub(super) struct Windows {
     len: u64,
     flood_len: u64,
+    /// The peak-rate interval.
+    interval: u64,
     hold: u64,
     scans: BTreeMap<u64, Scans>,
     volume: BTreeMap<u64, Volume>,
@@ -142,6 +103,10 @@ impl Windows {
         Windows {
             len: cfg.window_s.max(1) * SECOND,
             flood_len: cfg.flood_window_s.max(1) * SECOND,
+            interval: cfg
+                .peak_interval_ms
+                .clamp(1, cfg.flood_window_s.max(1) * 1000)
+                * 1_000_000,
             hold: cfg.hold_s * SECOND,
             scans: BTreeMap::new(),
             volume: BTreeMap::new(),
@@ -226,6 +191,7 @@ impl Windows {
                 misses += 1;
             }
         }
+        misses += w.one_way.add(r, cfg);
         let server = crate::latency::Server {
             addr: r.resp_h,
             port: r.resp_p,
@@ -234,13 +200,21 @@ impl Windows {
         self.cap_hits += misses;
     }
 
-    /// Spreads the record's packets over the flood windows it spans; false if part of it fell
-    /// in windows judged already.
+    /// Spreads the record's packets over the flood windows it spans, and over their short
+    /// intervals; counts the flow as new where its first packet arrived. False if part of it
+    /// fell in windows judged already.
     fn add_volume(&mut self, r: &DetectInput, cfg: &DetectConfig) -> bool {
         let kind = Flood::of(r.proto);
         let first = r.ts_ns;
         let last = r.last_ns();
         let span = (last - first).max(1) as f64;
+        // Who asked (sent the first packet), as the history says; the other received it.
+        let resp_first = r.resp_first();
+        let (orig_at, resp_at) = if resp_first {
+            (last, first)
+        } else {
+            (first, last)
+        };
         let mut all_in_time = true;
         let mut t = first / self.flood_len * self.flood_len;
         while t <= last {
@@ -252,10 +226,30 @@ impl Windows {
             if t < self.judged_volume {
                 all_in_time = false;
             } else if overlap > 0.0 {
+                let new_flow = t <= first;
                 let w = self.volume.entry(t).or_default();
-                for (victim, source, pkts, bytes) in [
-                    (r.resp_h, r.orig_h, r.orig_pkts, r.orig_ip_bytes),
-                    (r.orig_h, r.resp_h, r.resp_pkts, r.resp_ip_bytes),
+                let s = Span {
+                    start: t,
+                    len: self.flood_len,
+                    interval: self.interval,
+                };
+                for (victim, source, pkts, bytes, at, receiver) in [
+                    (
+                        r.resp_h,
+                        r.orig_h,
+                        r.orig_pkts,
+                        r.orig_ip_bytes,
+                        orig_at,
+                        !resp_first,
+                    ),
+                    (
+                        r.orig_h,
+                        r.resp_h,
+                        r.resp_pkts,
+                        r.resp_ip_bytes,
+                        resp_at,
+                        resp_first,
+                    ),
                 ] {
                     if pkts == 0 {
                         continue;
@@ -264,13 +258,18 @@ impl Windows {
                         self.cap_hits += 1;
                         continue;
                     }
-                    let e =
-                        w.to.entry((victim, kind))
-                            .or_insert_with(|| (0.0, 0.0, Distinct::new()));
-                    e.0 += pkts as f64 * overlap;
-                    e.1 += bytes as f64 * overlap;
-                    // Two are enough to tell one source from many: not a cap hit.
-                    e.2.add(source, 2);
+                    let e = w.to.entry((victim, kind)).or_default();
+                    e.pkts += pkts as f64 * overlap;
+                    e.bytes += bytes as f64 * overlap;
+                    s.place(&mut e.bins, (first, last, at), pkts, bytes);
+                    if new_flow && receiver {
+                        e.flows += 1;
+                        // Every source of a new flow (evidence: past the cap, not a cap hit).
+                        e.sources.add(source, cfg.distinct_cap);
+                    } else {
+                        // Two are enough to tell one source from many: not a cap hit.
+                        e.sources.add(source, 2);
+                    }
                 }
             }
             t += self.flood_len;
@@ -309,7 +308,11 @@ impl Windows {
                 (_, Some(v)) => {
                     let w = self.volume.remove(&v).unwrap_or_default();
                     self.judged_volume = v + self.flood_len;
-                    out.push((v, v + self.flood_len, judge_volume(&w, cfg, self.flood_len)));
+                    out.push((
+                        v,
+                        v + self.flood_len,
+                        judge_volume(&w, cfg, self.flood_len, self.interval),
+                    ));
                 }
                 _ => return out,
             }
@@ -328,7 +331,7 @@ fn add_to<K: Hash + Eq, T: Hash + Eq>(
     if map.len() >= keys && !map.contains_key(&key) {
         return 1;
     }
-    u64::from(!map.entry(key).or_insert_with(Distinct::new).add(v, cap))
+    u64::from(!map.entry(key).or_default().add(v, cap))
 }
 
 fn ip(a: &Addr) -> String {
@@ -462,76 +465,143 @@ fn judge_syn_floods(
     }
 }
 
+/// Reflection: unsolicited responses as Zeek's orientation shows them (DNS answers with no
+/// query, SYN-ACKs or RSTs with no SYN) from enough sources, or one-way datagrams with the
+/// shape of reflection from any service ([`super::shape`]).
 fn judge_reflection(w: &Scans, cfg: &DetectConfig, alerts: &mut WindowAlerts) {
+    let mut shapes = w.one_way.shapes(cfg);
+    let min = |v: &Addr| {
+        cfg.subnet(*v)
+            .and_then(|t| t.reflection_sources)
+            .unwrap_or(cfg.reflection_sources)
+    };
     for (victim, (sources, responses)) in &w.reflection {
-        if sources.len()
-            >= cfg
-                .subnet(*victim)
-                .and_then(|t| t.reflection_sources)
-                .unwrap_or(cfg.reflection_sources)
-        {
+        let shape = shapes
+            .remove(victim)
+            .filter(|s| s.is_reflection(min(victim), cfg));
+        if sources.len() >= min(victim) || shape.is_some() {
+            let mut evidence: BTreeMap<&'static str, u64> = [
+                ("distinct_sources", sources.len() as u64),
+                ("responses", *responses),
+            ]
+            .into();
+            let mut count = *responses;
+            if let Some(s) = shape {
+                s.evidence(&mut evidence);
+                evidence.insert("distinct_sources", s.sources.max(sources.len() as u64));
+                count = count.max(s.pkts);
+            }
             alerts.insert(
                 AlertKey::new(AlertKind::Reflection, "*", ip(victim)),
-                (
-                    *responses,
-                    [
-                        ("distinct_sources", sources.len() as u64),
-                        ("responses", *responses),
-                    ]
-                    .into(),
-                ),
+                (count, evidence),
+            );
+        }
+    }
+    for (victim, s) in shapes {
+        if s.is_reflection(min(&victim), cfg) {
+            let mut evidence = BTreeMap::new();
+            s.evidence(&mut evidence);
+            evidence.insert("distinct_sources", s.sources);
+            evidence.insert("responses", s.pkts);
+            alerts.insert(
+                AlertKey::new(AlertKind::Reflection, "*", ip(&victim)),
+                (s.pkts, evidence),
             );
         }
     }
 }
 
-fn judge_volume(w: &Volume, cfg: &DetectConfig, len: u64) -> WindowAlerts {
+/// Floods by their average over the window (`flood_pps`, `flood_bps`) or their peak over the
+/// short intervals (`peak_pps`, `peak_bps`); `flow_flood` by new flows per second to a victim.
+fn judge_volume(w: &Volume, cfg: &DetectConfig, len: u64, interval: u64) -> WindowAlerts {
     let secs = (len / SECOND).max(1) as f64;
+    let per_s = SECOND as f64 / interval as f64;
     let mut alerts = WindowAlerts::new();
-    for ((victim, kind), (pkts, bytes, sources)) in &w.to {
-        let (pps, bps) = (pkts / secs, bytes * 8.0 / secs);
-        let flood_pps = cfg
-            .subnet(*victim)
-            .and_then(|t| t.flood_pps)
-            .unwrap_or(cfg.flood_pps);
-        if pps >= flood_pps as f64 || bps >= cfg.flood_bps as f64 {
-            let src = match sources.only() {
+    let mut flows: HashMap<Addr, Vec<&VolAgg>> = HashMap::default();
+    // A victim's flows are summed over at most three kinds: one of them holds a third.
+    let min_flows = cfg
+        .subnets
+        .iter()
+        .filter_map(|t| t.new_flows_per_s)
+        .fold(cfg.new_flows_per_s, u64::min) as f64
+        * secs;
+    for ((victim, kind), v) in &w.to {
+        if v.flows > 0 && v.flows as f64 * 3.0 >= min_flows {
+            flows.entry(*victim).or_default().push(v);
+        }
+        let (pps, bps) = (v.pkts / secs, v.bytes * 8.0 / secs);
+        let sub = cfg.subnet(*victim);
+        let flood_pps = sub.and_then(|t| t.flood_pps).unwrap_or(cfg.flood_pps);
+        let peak_pps_min = sub.and_then(|t| t.peak_pps).unwrap_or(cfg.peak_pps);
+        let peak_bps_min = sub.and_then(|t| t.peak_bps).unwrap_or(cfg.peak_bps);
+        // No interval holds more than the window: look only where the window could do.
+        let (peak_p, peak_b) = if v.pkts * per_s >= peak_pps_min as f64
+            || v.bytes * 8.0 * per_s >= peak_bps_min as f64
+        {
+            v.bins.peak()
+        } else {
+            (0.0, 0.0)
+        };
+        let (peak_pps, peak_bps) = (peak_p * per_s, peak_b * 8.0 * per_s);
+        if pps >= flood_pps as f64
+            || bps >= cfg.flood_bps as f64
+            || peak_pps >= peak_pps_min as f64
+            || peak_bps >= peak_bps_min as f64
+        {
+            let src = match v.sources.only() {
                 Some(s) => ip(s),
                 None => "*".into(),
             };
             let evidence = [
                 ("pps", pps.round() as u64),
                 ("bps", bps.round() as u64),
-                ("packets", pkts.round() as u64),
+                ("packets", v.pkts.round() as u64),
+                ("peak_pps", peak_pps.round() as u64),
+                ("peak_bps", peak_bps.round() as u64),
+                ("peak_interval_ms", interval / 1_000_000),
             ];
             alerts.insert(
                 AlertKey::new(kind.kind(), src, ip(victim)),
-                (pkts.round() as u64, evidence.into()),
+                (v.pkts.round() as u64, evidence.into()),
             );
         }
     }
+    judge_flow_floods(&flows, cfg, secs, &mut alerts);
     alerts
 }
 
-#[cfg(test)]
-mod distinct_tests {
-    use super::Distinct;
-
-    #[test]
-    fn distinct_counts_values_once_and_keeps_to_its_cap() {
-        let mut d = Distinct::new();
-        assert_eq!((d.len(), d.only()), (0, None));
-        assert!(d.add(7u16, 3) && d.add(7, 3));
-        assert_eq!((d.len(), d.only()), (1, Some(&7)));
-        assert!(d.add(8, 3) && d.add(9, 3) && d.add(8, 3));
-        assert_eq!((d.len(), d.only()), (3, None));
-        assert!(!d.add(10, 3), "a fourth value past cap 3");
-        assert!(d.add(9, 3), "a value already in is no cap hit");
-        let mut one = Distinct::new();
-        assert!(one.add(1u32, 1) && !one.add(2, 1) && one.add(1, 1));
-        assert_eq!(one.len(), 1);
-        let mut none = Distinct::new();
-        assert!(!none.add(1u32, 0));
-        assert_eq!(none.len(), 0);
+/// New flows per second to one victim (every protocol), over the window.
+fn judge_flow_floods(
+    flows: &HashMap<Addr, Vec<&VolAgg>>,
+    cfg: &DetectConfig,
+    secs: f64,
+    alerts: &mut WindowAlerts,
+) {
+    for (victim, aggs) in flows {
+        let n: u64 = aggs.iter().map(|v| v.flows).sum();
+        let min = cfg
+            .subnet(*victim)
+            .and_then(|t| t.new_flows_per_s)
+            .unwrap_or(cfg.new_flows_per_s);
+        if (n as f64) < min as f64 * secs {
+            continue;
+        }
+        let mut sources = Distinct::new();
+        for v in aggs {
+            sources.merge(&v.sources, cfg.distinct_cap);
+        }
+        let src = match sources.only() {
+            Some(s) => ip(s),
+            None => "*".into(),
+        };
+        let evidence = [
+            ("new_flows", n),
+            ("new_flows_per_s", (n as f64 / secs).round() as u64),
+            ("distinct_sources", sources.len() as u64),
+        ];
+        alerts.insert(
+            AlertKey::new(AlertKind::FlowFlood, src, ip(victim)),
+            (n, evidence.into()),
+        );
     }
 }
