@@ -146,7 +146,7 @@ impl Merger {
         let i = self.input(sender, incarnation);
         let input = &mut self.inputs[i];
         input.watermark_ns = input.watermark_ns.max(watermark_ns);
-        input.queue.extend(summaries.iter().copied());
+        input.queue.extend(summaries.iter().cloned());
         if !summaries.is_empty() {
             self.measure_skew(i);
         }

@@ -17,7 +17,7 @@ use std::collections::BTreeMap;
 use proptest::collection::{btree_map, vec};
 use proptest::prelude::*;
 use tapflow_proto::key::ip_proto;
-use tapflow_proto::summary::{flag, tcp};
+use tapflow_proto::summary::{flag, tcp, Payload};
 use tapflow_proto::upstream::{
     AuthCounters, LinkAccount, ProcessorAccount, ProcessorCounters, ProcessorHeartbeat, ShardClaim,
     UpMessage,
@@ -69,12 +69,17 @@ fn arb_summary() -> impl Strategy<Value = PacketSummary> {
         ),
         (any::<u8>(), any::<u32>(), any::<u32>(), any::<u16>()),
         (any::<u8>(), any::<u8>(), proptest::option::of(arb_key())),
+        (
+            any::<u8>(),
+            proptest::option::of((any::<u32>(), vec(any::<u8>(), 0..64))),
+        ),
     )
         .prop_map(
             |(
                 (ts_ns, key, flags, ip_len, payload_len),
                 (tcp_flags, seq, ack, window),
                 (icmp_type, icmp_code, tunnel_parent),
+                (tunnel_kind, payload),
             )| PacketSummary {
                 ts_ns,
                 key,
@@ -88,6 +93,8 @@ fn arb_summary() -> impl Strategy<Value = PacketSummary> {
                 icmp_type,
                 icmp_code,
                 tunnel_parent,
+                tunnel_kind,
+                payload: payload.map(|(offset, bytes)| Box::new(Payload { offset, bytes })),
             },
         )
 }
