@@ -16,6 +16,7 @@ use std::collections::BTreeMap;
 
 use proptest::collection::{btree_map, vec};
 use proptest::prelude::*;
+use tapflow_proto::account::EvidenceCounters;
 use tapflow_proto::key::ip_proto;
 use tapflow_proto::summary::{flag, tcp, Payload};
 use tapflow_proto::upstream::{
@@ -146,6 +147,12 @@ fn arb_counters() -> impl Strategy<Value = CollectorCounters> {
                     received,
                     kernel_dropped,
                     if_dropped,
+                },
+                evidence: EvidenceCounters {
+                    flows: received / 3,
+                    bytes_shipped: kernel_dropped,
+                    table_full: if_dropped,
+                    ..EvidenceCounters::default()
                 },
             },
         )
@@ -836,6 +843,13 @@ fn seed_messages() -> Vec<(String, Vec<u8>)> {
             received: 1000,
             kernel_dropped: 3,
             if_dropped: 0,
+        },
+        evidence: EvidenceCounters {
+            flows: 20,
+            pieces_shipped: 40,
+            bytes_shipped: 9000,
+            budget: 7,
+            ..EvidenceCounters::default()
         },
     };
     counters.drops.insert("non_ip".into(), 6);
