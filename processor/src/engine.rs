@@ -40,6 +40,9 @@ pub(crate) struct Engine {
     swept_to: u64,
     records_sent: u64,
     records_unsent: u64,
+    /// Announced data connections sent, and lost to a refusing socket.
+    expects_sent: u64,
+    expects_unsent: u64,
     /// Bytes of the connection-record messages handed to ZeroMQ.
     conn_bytes_sent: u64,
     finished: bool,
@@ -95,6 +98,8 @@ impl Engine {
             records_sent: 0,
             conn_bytes_sent: 0,
             records_unsent: 0,
+            expects_sent: 0,
+            expects_unsent: 0,
             finished: false,
             dead_after: config.dead_after,
             last_heard: HashMap::new(),
@@ -417,8 +422,12 @@ impl Engine {
             expects,
         })
         .encode(buf);
-        if let Err(e) = push.send(&buf[..], flags) {
-            warn!(error = %e, expects = n, "announced data connections not sent to the aggregator (lost)");
+        match push.send(&buf[..], flags) {
+            Ok(()) => self.expects_sent += n,
+            Err(e) => {
+                self.expects_unsent += n;
+                warn!(error = %e, expects = n, "announced data connections not sent to the aggregator (lost)");
+            }
         }
     }
 
@@ -522,6 +531,8 @@ impl Engine {
             tunnel_outer_skipped: t.tunnel_outer_skipped,
             names_refused: None,
             senders_refused: None,
+            expects_sent: Some(self.expects_sent),
+            expects_unsent: Some(self.expects_unsent),
         }
     }
 }

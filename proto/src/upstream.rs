@@ -163,7 +163,7 @@ pub struct ProcessorCounters {
     pub truncated_uncounted: u64,
     pub tunnel_outer_skipped: u64,
     // Declared last, out of name order: on the wire (an array) an account from a processor
-    // built before them still decodes, with both `None`.
+    // built before them still decodes, with them `None`.
     /// Messages refused because their CURVE key may not speak for the collector name they
     /// carry (`curve_clients` `names`); `None` in an account when there were none.
     #[serde(default)]
@@ -172,6 +172,13 @@ pub struct ProcessorCounters {
     /// in an account when there were none.
     #[serde(default)]
     pub senders_refused: Option<u64>,
+    /// Data connections announced by control connections and sent (`UpMessage::Expects`);
+    /// `None` from a processor without payload evidence.
+    #[serde(default)]
+    pub expects_sent: Option<u64>,
+    /// Announced data connections whose message the socket refused (lost).
+    #[serde(default)]
+    pub expects_unsent: Option<u64>,
 }
 
 impl ProcessorCounters {
@@ -196,6 +203,8 @@ impl ProcessorCounters {
             ("collectors_superseded", Some(self.collectors_superseded)),
             ("conn_bytes_sent", Some(self.conn_bytes_sent)),
             ("epoch_unknown", self.epoch_unknown),
+            ("expects_sent", self.expects_sent),
+            ("expects_unsent", self.expects_unsent),
             ("flows_continued", Some(self.flows_continued)),
             ("flows_created", Some(self.flows_created)),
             ("flows_evicted", Some(self.flows_evicted)),
