@@ -478,8 +478,8 @@ mod tests {
         assert!(!bad(|b| b.ts_ns = u64::MAX));
     }
 
-    /// A processor of the build before `names_refused` and `senders_refused` sent its
-    /// counters two elements shorter: they still decode, with both `None`.
+    /// A processor of the build before `names_refused`, `senders_refused`, `expects_sent` and
+    /// `expects_unsent` sent its counters four elements shorter: they still decode, `None`.
     #[test]
     fn counters_without_the_refusals_decode() {
         let c = ProcessorCounters {
@@ -489,13 +489,14 @@ mod tests {
             ..ProcessorCounters::default()
         };
         let full = rmp_serde::to_vec(&c).expect("encode the counters");
-        // An array 16 header (0xdc, u16 length) and then its elements: drop the last two
-        // (one byte each).
+        // An array 16 header (0xdc, u16 length) and then its elements: drop the last four
+        // (one byte each: two small integers, two nils).
         assert_eq!(full[0], 0xdc);
-        let n = u16::from_be_bytes([full[1], full[2]]) - 2;
+        assert_eq!(full[full.len() - 2..], [0xc0, 0xc0]);
+        let n = u16::from_be_bytes([full[1], full[2]]) - 4;
         let mut old = vec![0xdc];
         old.extend_from_slice(&n.to_be_bytes());
-        old.extend_from_slice(&full[3..full.len() - 2]);
+        old.extend_from_slice(&full[3..full.len() - 4]);
         let decoded: ProcessorCounters = rmp_serde::from_slice(&old).expect("decode the counters");
         assert_eq!(
             decoded,
