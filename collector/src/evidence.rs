@@ -170,12 +170,15 @@ impl EvidenceTable {
             return;
         }
         self.sweep(s.ts_ns);
-        if !self.flows.contains_key(&s.key) && !self.make_room(s, data.len()) {
-            return;
-        }
         let budget = self.cfg.bytes;
-        let Some(e) = self.flows.get_mut(&s.key) else {
-            return;
+        let e = match self.flows.get_mut(&s.key) {
+            Some(e) => e,
+            None => {
+                if !self.make_room(s, data.len()) {
+                    return;
+                }
+                self.flows.entry(s.key).or_insert(Entry::new(s.ts_ns))
+            }
         };
         e.last_ts = s.ts_ns;
         let d = &mut e.dirs[usize::from(s.flags & flag::REVERSE != 0)];
@@ -209,7 +212,7 @@ impl EvidenceTable {
         }
     }
 
-    /// Makes an entry for `s`'s flow if there is room (a finished flow's entry gives way);
+    /// Whether there is room for an entry for `s`'s flow (a finished flow's entry gives way);
     /// counts and flags the packet when there is none.
     fn make_room(&mut self, s: &mut PacketSummary, len: usize) -> bool {
         if self.flows.len() >= self.cfg.flows {
@@ -232,7 +235,6 @@ impl EvidenceTable {
             return false;
         }
         self.counters.flows += 1;
-        self.flows.insert(s.key, Entry::new(s.ts_ns));
         true
     }
 
