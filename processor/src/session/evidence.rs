@@ -9,7 +9,7 @@ use tapflow_proto::conn::clean_server_name;
 use tapflow_proto::key::ip_proto;
 use tapflow_proto::summary::{flag, tunnel_kind, Payload};
 use tapflow_proto::upstream::Expected;
-use tapflow_proto::{Addr, PacketSummary};
+use tapflow_proto::{Addr, FlowKey, PacketSummary};
 
 /// UDP datagrams kept per direction at most.
 const MAX_DATAGRAMS: usize = 8;
@@ -198,14 +198,17 @@ impl EvState {
             return;
         }
         let v = self.verdict(c.proto, c.ports, c.orig);
-        let o = c.orig;
+        if v.expects.len() <= usize::from(self.expects_sent) {
+            return;
+        }
+        let (o, uid) = (c.orig, tapflow_proto::conn::uid(&c.key, c.first_ts));
         for e in v.expects.iter().skip(usize::from(self.expects_sent)) {
             if self.expects_sent >= MAX_EXPECTS {
                 break;
             }
             self.expects_sent += 1;
             out.push(Expected {
-                uid: c.uid.clone(),
+                uid: uid.clone(),
                 ts_ns: c.ts_ns,
                 orig_h: c.addrs[o],
                 resp_h: c.addrs[1 - o],
@@ -233,7 +236,9 @@ pub(super) struct Conn {
     pub ports: [u16; 2],
     /// The originator's physical index.
     pub orig: usize,
-    pub uid: String,
+    /// For the uid, made only when there is something to send.
+    pub key: FlowKey,
+    pub first_ts: u64,
     /// The packet that completed the announcements.
     pub ts_ns: u64,
 }

@@ -255,7 +255,8 @@ impl Flow {
             addrs: [self.key.lo, self.key.hi],
             ports: self.ports(),
             orig: self.orig_index(),
-            uid: tapflow_proto::conn::uid(&self.key, self.first_ts),
+            key: self.key,
+            first_ts: self.first_ts,
             ts_ns,
         };
         if let Some(ev) = self.extra.as_mut().and_then(|x| x.evidence.as_deref_mut()) {
