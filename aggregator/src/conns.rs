@@ -56,6 +56,8 @@ pub struct InvalidCounts {
     pub time: u64,
     pub count: u64,
     pub split: u64,
+    pub service: u64,
+    pub server_name: u64,
 }
 
 impl InvalidCounts {
@@ -85,6 +87,8 @@ impl InvalidCounts {
             InvalidRecord::Time => &self.time,
             InvalidRecord::Count => &self.count,
             InvalidRecord::Split => &self.split,
+            InvalidRecord::Service => &self.service,
+            InvalidRecord::ServerName => &self.server_name,
         }
     }
 
@@ -97,6 +101,8 @@ impl InvalidCounts {
             InvalidRecord::Time => &mut self.time,
             InvalidRecord::Count => &mut self.count,
             InvalidRecord::Split => &mut self.split,
+            InvalidRecord::Service => &mut self.service,
+            InvalidRecord::ServerName => &mut self.server_name,
         }
     }
 }

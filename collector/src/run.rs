@@ -135,6 +135,7 @@ pub(crate) fn run_source(
         bytes_per_summary = format!("{:.1}", bytes as f64 / counters.summaries.max(1) as f64),
         "sent to processors"
     );
+    log_evidence(&counters);
     let undelivered = closing.confirm();
     Ok(Finished {
         outcome,
@@ -284,4 +285,24 @@ fn incarnation() -> u64 {
         .map(|d| d.as_nanos() as u64)
         .unwrap_or(0);
     now ^ (u64::from(std::process::id()) << 40)
+}
+
+/// The payload evidence shipped, and the payload packets not shipped by reason.
+fn log_evidence(counters: &tapflow_proto::CollectorCounters) {
+    let e = counters.evidence;
+    info!(
+        flows = e.flows,
+        pieces = e.pieces_shipped,
+        bytes = e.bytes_shipped,
+        bytes_per_summary = format!(
+            "{:.1}",
+            e.bytes_shipped as f64 / counters.summaries.max(1) as f64
+        ),
+        unshipped_table_full = e.table_full,
+        unshipped_budget = e.budget,
+        unshipped_complete = e.complete,
+        unshipped_repeated = e.repeated,
+        unshipped_reordered = e.reordered,
+        "payload evidence shipped"
+    );
 }

@@ -6,7 +6,9 @@ use std::time::Instant;
 
 use tapflow_proto::key::ip_proto;
 use tapflow_proto::summary::flag;
-use tapflow_proto::upstream::{ConnBatch, ProcessorCounters, TrafficPartial, UpMessage};
+use tapflow_proto::upstream::{
+    ConnBatch, ExpectBatch, ProcessorCounters, TrafficPartial, UpMessage,
+};
 use tapflow_proto::{FlowKey, PacketSummary};
 use tapflow_runtime::ratelimit::RateLimit;
 use tracing::{error, info, warn};
@@ -38,6 +40,9 @@ pub(crate) struct Engine {
     swept_to: u64,
     records_sent: u64,
     records_unsent: u64,
+    /// Announced data connections sent, and lost to a refusing socket.
+    expects_sent: u64,
+    expects_unsent: u64,
     /// Bytes of the connection-record messages handed to ZeroMQ.
     conn_bytes_sent: u64,
     finished: bool,
@@ -72,6 +77,7 @@ impl Engine {
     pub(crate) fn new(config: &Config, incarnation: u64) -> Engine {
         let session = SessionConfig {
             max_flows: config.max_flows,
+            payload_bytes: config.payload_bytes,
             dns_session_timeout_ns: u64::try_from(config.dns_session_timeout.as_nanos())
                 .unwrap_or(u64::MAX),
             ..SessionConfig::default()
@@ -92,6 +98,8 @@ impl Engine {
             records_sent: 0,
             conn_bytes_sent: 0,
             records_unsent: 0,
+            expects_sent: 0,
+            expects_unsent: 0,
             finished: false,
             dead_after: config.dead_after,
             last_heard: HashMap::new(),
@@ -383,6 +391,7 @@ impl Engine {
     /// After [`Engine::finish`], the table's final records follow the ones waiting, made a
     /// message at a time (the same messages as if they had all been made first).
     pub(crate) fn send_conns(&mut self, push: &zmq::Socket, buf: &mut Vec<u8>, flags: i32) {
+        self.send_expects(push, buf, flags);
         let mut rest = std::mem::take(&mut self.records).into_iter();
         while rest.len() + self.table.flush_pending() > RECORDS_PER_MESSAGE {
             let mut chunk = Vec::with_capacity(RECORDS_PER_MESSAGE);
@@ -396,6 +405,30 @@ impl Engine {
         let watermark_ns = self.watermark_ns();
         let traffic = self.finished_traffic();
         self.send_batch(push, buf, flags, last, watermark_ns, traffic);
+    }
+
+    /// Sends the data connections control connections announced since the last call, as
+    /// soon as they are parsed (one message; nothing when there are none). A message the
+    /// socket refuses is lost with its announcements, counted in `expects_unsent`.
+    pub(crate) fn send_expects(&mut self, push: &zmq::Socket, buf: &mut Vec<u8>, flags: i32) {
+        if !self.table.has_expects() {
+            return;
+        }
+        let expects = self.table.take_expects();
+        let n = expects.len() as u64;
+        UpMessage::Expects(ExpectBatch {
+            processor: self.name.clone(),
+            incarnation: self.incarnation,
+            expects,
+        })
+        .encode(buf);
+        match push.send(&buf[..], flags) {
+            Ok(()) => self.expects_sent += n,
+            Err(e) => {
+                self.expects_unsent += n;
+                warn!(error = %e, expects = n, "announced data connections not sent to the aggregator (lost)");
+            }
+        }
     }
 
     fn send_batch(
@@ -498,6 +531,8 @@ impl Engine {
             tunnel_outer_skipped: t.tunnel_outer_skipped,
             names_refused: None,
             senders_refused: None,
+            expects_sent: Some(self.expects_sent),
+            expects_unsent: Some(self.expects_unsent),
         }
     }
 }
