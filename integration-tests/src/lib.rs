@@ -21,6 +21,7 @@ pub mod craft;
 pub mod fifo;
 pub mod ports;
 pub mod refs;
+pub mod service_corpus;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};

@@ -10,6 +10,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde_json::Value;
 use tapflow_integration_tests::craft::{first_packet_us, handshakes_capture};
+use tapflow_aggregator::points::service_tag;
 use tapflow_integration_tests::influxd::Influxd;
 use tapflow_integration_tests::{
     bin, read_text, repo_root, shared_pcaps, start_pipeline_opts, CollectorSpec,
@@ -731,9 +732,47 @@ fn grafana_dashboard_queries_return_data() {
             Err(e) => failures.push(format!("{title}: error {e}: {q}")),
         }
     }
+    failures.extend(service_panel_failures(&influx, &run.conn_log));
     assert!(
         failures.is_empty(),
         "dashboard queries that show nothing:\n{}",
         failures.join("\n")
     );
+}
+
+/// Traffic by service (`tapflow_service`): every session of the conn log in exactly one window,
+/// under its service's tag, with its packets.
+fn service_panel_failures(influx: &Influxd, conn_log: &str) -> Vec<String> {
+    let mut want: BTreeMap<String, (u64, u64)> = BTreeMap::new();
+    for line in conn_log.lines() {
+        let v: Value = serde_json::from_str(line).unwrap_or_default();
+        let tag = service_tag(v["service"].as_str());
+        let e = want.entry(tag.to_owned()).or_default();
+        e.0 += 1;
+        e.1 += v["orig_pkts"].as_u64().unwrap_or(0) + v["resp_pkts"].as_u64().unwrap_or(0);
+    }
+    let answer = influx.query(
+        DB,
+        "SELECT sum(\"sessions\"), sum(\"packets\") FROM \"tapflow_service\" GROUP BY \"service\"",
+    );
+    let got: BTreeMap<String, (u64, u64)> = answer["results"][0]["series"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|s| {
+            let row = &s["values"][0];
+            (
+                s["tags"]["service"].as_str().unwrap_or("?").to_owned(),
+                (row[1].as_u64().unwrap_or(0), row[2].as_u64().unwrap_or(0)),
+            )
+        })
+        .collect();
+    println!("sessions and packets by service: {got:?}");
+    if got == want {
+        Vec::new()
+    } else {
+        vec![format!(
+            "tapflow_service (sessions, packets) by service {got:?}, the conn log's {want:?}"
+        )]
+    }
 }
