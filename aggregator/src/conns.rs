@@ -65,6 +65,8 @@ pub struct InvalidCounts {
     pub time: u64,
     pub count: u64,
     pub split: u64,
+    pub service: u64,
+    pub server_name: u64,
 }
 
 impl InvalidCounts {
@@ -94,6 +96,8 @@ impl InvalidCounts {
             InvalidRecord::Time => &self.time,
             InvalidRecord::Count => &self.count,
             InvalidRecord::Split => &self.split,
+            InvalidRecord::Service => &self.service,
+            InvalidRecord::ServerName => &self.server_name,
         }
     }
 
@@ -106,6 +110,8 @@ impl InvalidCounts {
             InvalidRecord::Time => &mut self.time,
             InvalidRecord::Count => &mut self.count,
             InvalidRecord::Split => &mut self.split,
+            InvalidRecord::Service => &mut self.service,
+            InvalidRecord::ServerName => &mut self.server_name,
         }
     }
 }

@@ -235,6 +235,7 @@ fn sender(m: &UpMessage) -> (&str, u64) {
         UpMessage::Heartbeat(hb) => (&hb.processor, hb.incarnation),
         UpMessage::Conns(batch) => (&batch.processor, batch.incarnation),
         UpMessage::Eos(account) => (&account.processor, account.incarnation),
+        UpMessage::Expects(e) => (&e.processor, e.incarnation),
     }
 }
 

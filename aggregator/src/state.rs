@@ -125,6 +125,8 @@ impl Aggregator {
                 self.on_eos(*account);
                 Ok(())
             }
+            // Announced data connections (issue 17): labelled by the aggregator side, to come.
+            UpMessage::Expects(_) => Ok(()),
         }
     }
 

@@ -57,6 +57,9 @@ pub(crate) fn scan_and_sessions(n: u64) -> Vec<ConnRecord> {
                 resp_tcp_flags: flags.1,
                 split: 0,
                 timing: None,
+                service: None,
+                server_name: None,
+                service_incomplete: false,
             }
         })
         .collect()

@@ -55,6 +55,9 @@ pub fn conn_records(n: u64) -> Vec<ConnRecord> {
                 resp_tcp_flags: 0x1b,
                 split: 0,
                 timing: None,
+                service: None,
+                server_name: None,
+                service_incomplete: false,
             }
         })
         .collect()

@@ -252,6 +252,9 @@ fn record(sport: u16) -> ConnRecord {
         resp_tcp_flags: 0x1b,
         split: 0,
         timing: None,
+        service: None,
+        server_name: None,
+        service_incomplete: false,
     }
 }
 

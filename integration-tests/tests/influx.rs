@@ -55,6 +55,9 @@ fn session(i: u32, t0: u64, per_us: u32) -> ConnRecord {
         resp_tcp_flags: 0,
         split: 0,
         timing: None,
+        service: None,
+        server_name: None,
+        service_incomplete: false,
     }
 }
 

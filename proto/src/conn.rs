@@ -13,7 +13,10 @@ mod validate;
 
 pub use timing::{DurStats, Timing};
 
-pub use validate::{InvalidRecord, HISTORY_LETTERS, MAX_COUNT, MAX_HISTORY, MAX_TS_NS};
+pub use validate::{
+    clean_server_name, valid_service, valid_uid, InvalidRecord, HISTORY_LETTERS, MAX_COUNT,
+    MAX_HISTORY, MAX_SERVER_NAME, MAX_SERVICE, MAX_TS_NS,
+};
 
 /// Zeek's `conn_state`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -121,6 +124,18 @@ pub struct ConnRecord {
     /// Latency and jitter ([`Timing`]); `None` when nothing in it is defined.
     #[serde(default)]
     pub timing: Option<Box<Timing>>,
+    /// Zeek's `service`: the applications confirmed, comma-joined in the order confirmed
+    /// (`ftp,ssl`); `None` where Zeek prints `-`.
+    #[serde(default)]
+    pub service: Option<String>,
+    /// TLS SNI, HTTP Host or QUIC SNI (tapflow extra), as sent, made safe by
+    /// [`clean_server_name`].
+    #[serde(default)]
+    pub server_name: Option<String>,
+    /// The payload evidence was cut (the collector's flow table was full, or a budget ran out
+    /// before the protocol's identifying part was complete): `service` may be missing.
+    #[serde(default)]
+    pub service_incomplete: bool,
 }
 
 /// [`ConnRecord::split`] bits: a connection whose flow moved to another processor at a

@@ -5,6 +5,7 @@
 //! | 16 `Heartbeat` | `ProcessorHeartbeat` |
 //! | 17 `Eos` | `ProcessorAccount` |
 //! | 18 `Conns` | `ConnBatch` |
+//! | 19 `Expects` | `ExpectBatch` |
 //!
 //! A processor's counters travel as [`ProcessorCounters`], one named field per counter.
 
@@ -14,14 +15,15 @@ use std::fmt;
 use serde::{Deserialize, Serialize, Serializer};
 
 use crate::account::CollectorCounters;
-use crate::conn::ConnRecord;
-use crate::key::FlowKey;
+use crate::conn::{valid_service, valid_uid, ConnRecord, MAX_TS_NS};
+use crate::key::{Addr, FlowKey};
 use crate::wire::{decode_body, encode_frame, split_frame, DecodeError, EosStatus};
 
 pub mod kind {
     pub const HEARTBEAT: u8 = 16;
     pub const EOS: u8 = 17;
     pub const CONNS: u8 = 18;
+    pub const EXPECTS: u8 = 19;
 }
 
 /// The (epoch, N, index) a collector claims for a link.
@@ -264,6 +266,54 @@ pub struct ConnBatch {
     pub records_seq: u64,
 }
 
+/// A data connection a control connection announced (FTP `PORT`, `PASV`, `EPRT`, `EPSV`; IRC
+/// DCC), sent by the processor as soon as it parsed the announcement, so the aggregator can
+/// label the data connection (`ftp-data`) whichever processor holds it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Expected {
+    /// The announcing (control) connection's uid.
+    pub uid: String,
+    /// Time of the packet that completed the announcement (ns since the Unix epoch).
+    pub ts_ns: u64,
+    /// The control connection's originator and responder.
+    pub orig_h: Addr,
+    pub resp_h: Addr,
+    /// The address the data connection goes to; `None`: the announcing side's own address.
+    pub addr: Option<Addr>,
+    pub port: u16,
+    /// The responder announced it (`PASV`/`EPSV` replies); else the originator (`PORT`/`EPRT`).
+    pub by_resp: bool,
+    /// The service the data connection gets (`ftp-data`).
+    pub service: String,
+}
+
+impl Expected {
+    /// The host the data connection goes to: `addr`, or the announcing side's address.
+    pub fn host(&self) -> Addr {
+        self.addr.unwrap_or(if self.by_resp {
+            self.resp_h
+        } else {
+            self.orig_h
+        })
+    }
+
+    /// What the processor makes: a uid, a packet time before 2200, one service name.
+    pub fn is_valid(&self) -> bool {
+        valid_uid(&self.uid)
+            && self.ts_ns <= MAX_TS_NS
+            && !self.service.contains(',')
+            && valid_service(&self.service)
+    }
+}
+
+/// Announced data connections from a processor ([`Expected`]), sent as soon as they are parsed.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExpectBatch {
+    pub processor: String,
+    pub incarnation: u64,
+    pub expects: Vec<Expected>,
+}
+
 /// One processor's share of one window's traffic from one collector and protocol: mergeable
 /// (the aggregator sums the processors' shares).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -327,6 +377,7 @@ pub enum UpMessage {
     /// of the other messages' values.
     Eos(Box<ProcessorAccount>),
     Conns(ConnBatch),
+    Expects(ExpectBatch),
 }
 
 impl UpMessage {
@@ -335,6 +386,7 @@ impl UpMessage {
             UpMessage::Heartbeat(h) => encode_frame(kind::HEARTBEAT, h, out),
             UpMessage::Eos(a) => encode_frame(kind::EOS, a, out),
             UpMessage::Conns(c) => encode_frame(kind::CONNS, c, out),
+            UpMessage::Expects(e) => encode_frame(kind::EXPECTS, e, out),
         }
     }
 
@@ -345,6 +397,7 @@ impl UpMessage {
             kind::HEARTBEAT => Ok(UpMessage::Heartbeat(decode_body(body)?)),
             kind::EOS => Ok(UpMessage::Eos(decode_body(body)?)),
             kind::CONNS => Ok(UpMessage::Conns(decode_body(body)?)),
+            kind::EXPECTS => Ok(UpMessage::Expects(decode_body(body)?)),
             other => Err(DecodeError::UnknownKind(other)),
         }
     }
@@ -377,9 +430,43 @@ mod tests {
         UpMessage::Eos(Box::new(a.clone())).encode(&mut buf);
         assert_eq!(UpMessage::decode(&buf), Ok(UpMessage::Eos(Box::new(a))));
         assert_eq!(
-            UpMessage::decode(b"TF\x04\x01\x90").map_err(|e| e.reason()),
+            UpMessage::decode(b"TF\x05\x01\x90").map_err(|e| e.reason()),
             Err("unknown_kind")
         );
+    }
+
+    #[test]
+    fn expects_round_trip_and_are_held_to_what_a_processor_makes() {
+        let e = Expected {
+            uid: "CAbc123".into(),
+            ts_ns: 1_700_000_000_000_000_000,
+            orig_h: Addr::from_v4([10, 0, 0, 1]),
+            resp_h: Addr::from_v4([10, 0, 0, 2]),
+            addr: None,
+            port: 2121,
+            by_resp: true,
+            service: "ftp-data".into(),
+        };
+        assert!(e.is_valid());
+        assert_eq!(e.host(), Addr::from_v4([10, 0, 0, 2]));
+        let m = UpMessage::Expects(ExpectBatch {
+            processor: "p0".into(),
+            incarnation: 1,
+            expects: vec![e.clone()],
+        });
+        let mut buf = Vec::new();
+        m.encode(&mut buf);
+        assert_eq!(buf[3], kind::EXPECTS);
+        assert_eq!(UpMessage::decode(&buf), Ok(m));
+        let bad = |f: fn(&mut Expected)| {
+            let mut b = e.clone();
+            f(&mut b);
+            b.is_valid()
+        };
+        assert!(!bad(|b| b.uid = "X1".into()));
+        assert!(!bad(|b| b.service = "ftp-data,ssl".into()));
+        assert!(!bad(|b| b.service = "ftp\u{1b}".into()));
+        assert!(!bad(|b| b.ts_ns = u64::MAX));
     }
 
     /// A processor of the build before `names_refused` and `senders_refused` sent its

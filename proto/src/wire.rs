@@ -21,10 +21,12 @@ use crate::summary::PacketSummary;
 /// The two bytes every tapflow message starts with.
 pub const MAGIC: [u8; 2] = *b"TF";
 /// The format version this build writes and reads.
+/// 5: summaries may carry payload evidence, connection records `service`, `server_name` and
+/// `service_incomplete`, and processors send announced connections (`Expects`).
 /// 3: a processor account's counters are a struct, [`crate::upstream::ProcessorCounters`] (2: a
 /// map from name to count). 2: a batch's summaries are packed records in one `bin` (1: a
 /// MessagePack array of arrays).
-pub const FORMAT_VERSION: u8 = 4;
+pub const FORMAT_VERSION: u8 = 5;
 /// Messages larger than this are refused before decoding (64 MiB).
 pub const MAX_MESSAGE_BYTES: usize = 64 << 20;
 /// Length of the frame header before the MessagePack body.
@@ -423,15 +425,17 @@ mod tests {
         check_decode_err(b"TF\x02\x01\x90", "unknown_version");
         // Version 3 (conn records without timing) too.
         check_decode_err(b"TF\x03\x01\x90", "unknown_version");
-        check_decode_err(b"TF\x05\x01\x90", "unknown_version");
-        check_decode_err(b"TF\x04\x09\x90", "unknown_kind");
+        // Version 4 (no payload evidence, no service) too.
+        check_decode_err(b"TF\x04\x01\x90", "unknown_version");
+        check_decode_err(b"TF\x06\x01\x90", "unknown_version");
+        check_decode_err(b"TF\x05\x09\x90", "unknown_kind");
         check_decode_err(&buf[..buf.len() - 3], "malformed");
         let mut long = buf.clone();
         long.push(0xc0);
         check_decode_err(&long, "trailing_bytes");
         check_decode_err(&vec![0u8; MAX_MESSAGE_BYTES + 1], "oversized");
         // A huge claimed array length with nothing behind it must not allocate or panic.
-        check_decode_err(b"TF\x04\x01\x92\xdd\xff\xff\xff\xff", "malformed");
+        check_decode_err(b"TF\x05\x01\x92\xdd\xff\xff\xff\xff", "malformed");
     }
 
     #[test]

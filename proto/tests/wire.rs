@@ -512,9 +512,10 @@ fn header_errors_come_before_the_body() {
         (&b"TF\x01\x01"[..], "unknown_version"),
         (&b"TF\x02\x01"[..], "unknown_version"),
         (&b"TF\x03\x01"[..], "unknown_version"),
-        (&b"TF\x04\x00"[..], "unknown_kind"),
-        (&b"TF\x04\x04"[..], "unknown_kind"),
-        (&b"TF\x04\x01"[..], "malformed"),
+        (&b"TF\x04\x01"[..], "unknown_version"),
+        (&b"TF\x05\x00"[..], "unknown_kind"),
+        (&b"TF\x05\x04"[..], "unknown_kind"),
+        (&b"TF\x05\x01"[..], "malformed"),
     ] {
         assert_eq!(decode_reason(bytes), Err(reason), "{bytes:?}");
     }

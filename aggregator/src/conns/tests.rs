@@ -42,6 +42,9 @@ fn rec(ts: u64, dur: u64, sport: u16) -> ConnRecord {
         resp_tcp_flags: 0x12,
         split: 0,
         timing: None,
+        service: None,
+        server_name: None,
+        service_incomplete: false,
     }
 }
 

@@ -64,6 +64,9 @@ fn rec(
         resp_tcp_flags: flags.1,
         split: 0,
         timing: None,
+        service: None,
+        server_name: None,
+        service_incomplete: false,
     }
 }
 

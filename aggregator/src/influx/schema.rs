@@ -214,6 +214,9 @@ mod tests {
             resp_tcp_flags: 0x1b,
             split: 0,
             timing: None,
+            service: None,
+            server_name: None,
+            service_incomplete: false,
         }
     }
 

@@ -54,6 +54,9 @@ fn session(ts: u64, client: u8, server: u8, rtt_ns: Option<u64>, data: &[u64]) -
         resp_tcp_flags: 0x1b,
         split: 0,
         timing: (!timing.is_empty()).then(|| Box::new(timing)),
+        service: None,
+        server_name: None,
+        service_incomplete: false,
     }
 }
 

@@ -376,6 +376,9 @@ impl Flow {
                 * tapflow_proto::conn::split::CONTINUED
                 + u8::from(self.has_bit(bits::SPLIT_CLOSED)) * tapflow_proto::conn::split::CLOSED,
             key: self.key,
+            service: None,
+            server_name: None,
+            service_incomplete: false,
         }
     }
 

@@ -14,6 +14,8 @@
 //! | `ts_ns`, `duration_ns` | first and last packet before 2200-01-01 ([`MAX_TS_NS`])         |
 //! | counts           | each at most 2^53 ([`MAX_COUNT`]); IP bytes at most `u32::MAX` a packet |
 //! | `split`          | only the [`super::split`] bits                                        |
+//! | `service`        | at most [`MAX_SERVICE`] bytes: comma-joined names of `a-z0-9_-`       |
+//! | `server_name`    | 1 to [`MAX_SERVER_NAME`] bytes, no control character                  |
 //! | `timing` times   | each, and each set's sum (gaps and one direction's round trips do not  |
 //! |                  | overlap), at most [`MAX_TS_NS`]; min <= max <= sum <= n*max,           |
 //! |                  | n*min <= sum,                                                         |
@@ -40,6 +42,10 @@ pub const MAX_HISTORY: usize = 256;
 /// Zeek's history letters (originator upper case, responder lower case), `^` (direction
 /// flipped) and tapflow's `X` (too many tunnel changes).
 pub const HISTORY_LETTERS: &[u8] = b"^SHADFRCGTWIQXshadfrcgtwiqx";
+/// Bytes a `service` value may have (Zeek's longest combinations are a few names).
+pub const MAX_SERVICE: usize = 128;
+/// Bytes a `server_name` may have (a DNS name is at most 253).
+pub const MAX_SERVER_NAME: usize = 255;
 /// Base62 digits of a uid: 96 bits need at most 17.
 const MAX_UID_DIGITS: usize = 17;
 /// Base64 of a SHA-1 digest: 27 characters and one `=`.
@@ -62,11 +68,15 @@ pub enum InvalidRecord {
     Count,
     #[error("split holds bits other than `continued` and `closed`")]
     Split,
+    #[error("service is not comma-joined names of a-z, 0-9, `_` and `-` (at most 128 bytes)")]
+    Service,
+    #[error("server_name is empty, longer than 255 bytes or holds a control character")]
+    ServerName,
 }
 
 impl InvalidRecord {
     /// Every reason, in a fixed order.
-    pub const ALL: [InvalidRecord; 7] = [
+    pub const ALL: [InvalidRecord; 9] = [
         InvalidRecord::Uid,
         InvalidRecord::History,
         InvalidRecord::CommunityId,
@@ -74,6 +84,8 @@ impl InvalidRecord {
         InvalidRecord::Time,
         InvalidRecord::Count,
         InvalidRecord::Split,
+        InvalidRecord::Service,
+        InvalidRecord::ServerName,
     ];
 
     /// The reason's name in reports and metrics: the field it is about.
@@ -86,6 +98,8 @@ impl InvalidRecord {
             InvalidRecord::Time => "time",
             InvalidRecord::Count => "count",
             InvalidRecord::Split => "split",
+            InvalidRecord::Service => "service",
+            InvalidRecord::ServerName => "server_name",
         }
     }
 }
@@ -122,6 +136,16 @@ impl ConnRecord {
         }
         if self.split & !(split::CONTINUED | split::CLOSED) != 0 {
             return Err(InvalidRecord::Split);
+        }
+        if self.service.as_deref().is_some_and(|s| !valid_service(s)) {
+            return Err(InvalidRecord::Service);
+        }
+        if self
+            .server_name
+            .as_deref()
+            .is_some_and(|s| !valid_server_name(s))
+        {
+            return Err(InvalidRecord::ServerName);
         }
         Ok(())
     }
@@ -183,8 +207,46 @@ fn timing_times_valid(t: &Timing) -> bool {
             .all(stats_ok)
 }
 
+/// One or more names of `a-z0-9_-`, comma-joined, at most [`MAX_SERVICE`] bytes: Zeek's
+/// `service` (and an announced connection's service, one name).
+pub fn valid_service(s: &str) -> bool {
+    s.len() <= MAX_SERVICE
+        && s.split(',').all(|name| {
+            !name.is_empty()
+                && name
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
+        })
+}
+
+/// 1 to [`MAX_SERVER_NAME`] bytes without a control character.
+fn valid_server_name(s: &str) -> bool {
+    !s.is_empty() && s.len() <= MAX_SERVER_NAME && !s.chars().any(char::is_control)
+}
+
+/// A server name as sent (TLS SNI, HTTP Host) made valid: control characters written as
+/// Zeek writes them (`\xNN`; beyond Latin-1, U+FFFD), cut at [`MAX_SERVER_NAME`] bytes on a
+/// character boundary; `None` when nothing is left.
+pub fn clean_server_name(raw: &str) -> Option<String> {
+    let mut out = String::with_capacity(raw.len().min(MAX_SERVER_NAME));
+    for c in raw.chars() {
+        let piece = if !c.is_control() {
+            c.to_string()
+        } else if let Ok(b) = u8::try_from(u32::from(c)) {
+            format!("\\x{b:02x}")
+        } else {
+            char::REPLACEMENT_CHARACTER.to_string()
+        };
+        if out.len() + piece.len() > MAX_SERVER_NAME {
+            break;
+        }
+        out.push_str(&piece);
+    }
+    (!out.is_empty()).then_some(out)
+}
+
 /// `C` + 1 to 17 base62 digits.
-fn valid_uid(uid: &str) -> bool {
+pub fn valid_uid(uid: &str) -> bool {
     uid.strip_prefix('C').is_some_and(|digits| {
         (1..=MAX_UID_DIGITS).contains(&digits.len())
             && digits.bytes().all(|b| b.is_ascii_alphanumeric())
@@ -248,6 +310,9 @@ mod tests {
             resp_tcp_flags: 0,
             split: split::CONTINUED | split::CLOSED,
             timing: None,
+            service: Some("ftp,ssl".into()),
+            server_name: Some("www.example.com:8080".into()),
+            service_incomplete: true,
         }
     }
 
@@ -274,6 +339,13 @@ mod tests {
         );
         check(|r| r.orig_bytes = Some(MAX_COUNT), Ok(()));
         check(|r| r.tunnel_parents = vec![r.key], Ok(()));
+        check(|r| r.service = Some("ldap_tcp,ftp-data".into()), Ok(()));
+        check(|r| r.service = Some("a".repeat(MAX_SERVICE)), Ok(()));
+        check(
+            |r| r.server_name = Some("é".repeat(MAX_SERVER_NAME / 2)),
+            Ok(()),
+        );
+        check(|r| (r.service, r.server_name) = (None, None), Ok(()));
     }
 
     #[test]
@@ -315,6 +387,40 @@ mod tests {
         check(|r| r.missed_bytes = u64::MAX, Err(InvalidRecord::Count));
         check(|r| r.orig_ip_bytes = 1 << 52, Err(InvalidRecord::Count));
         check(|r| r.split = 4, Err(InvalidRecord::Split));
+        for bad in ["", "http,", ",ssl", "HTTP", "ssl\n", "dns\",\"x", "h t"] {
+            check(
+                |r| r.service = Some(bad.into()),
+                Err(InvalidRecord::Service),
+            );
+        }
+        check(
+            |r| r.service = Some("a".repeat(MAX_SERVICE + 1)),
+            Err(InvalidRecord::Service),
+        );
+        for bad in [String::new(), "a\u{1b}[31m".into(), "x".repeat(256)] {
+            check(
+                |r| r.server_name = Some(bad),
+                Err(InvalidRecord::ServerName),
+            );
+        }
+    }
+
+    #[test]
+    fn server_names_are_cleaned_to_valid_ones() {
+        assert_eq!(clean_server_name(""), None);
+        assert_eq!(clean_server_name("a.example"), Some("a.example".into()));
+        assert_eq!(
+            clean_server_name("a\0b\u{7f}\u{85}"),
+            Some("a\\x00b\\x7f\\x85".into())
+        );
+        let long = clean_server_name(&"é".repeat(300)).expect("a long name is cut, not refused");
+        assert_eq!(long.len(), MAX_SERVER_NAME - 1);
+        let cut = clean_server_name(&format!("{}\u{1}", "x".repeat(252)));
+        assert_eq!(cut.map(|s| s.len()), Some(252));
+        for raw in ["\u{1b}[2J", "ok", "\u{9b}1m", &"\n".repeat(100)] {
+            let c = clean_server_name(raw).expect("something is left");
+            assert!(valid_server_name(&c), "{c:?}");
+        }
     }
 
     fn stats(v: &[u64]) -> DurStats {
