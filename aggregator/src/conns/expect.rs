@@ -24,6 +24,7 @@ use std::collections::HashMap;
 
 use tapflow_proto::conn::ConnRecord;
 use tapflow_proto::key::ip_proto;
+use tapflow_proto::upstream::Expected;
 use tapflow_proto::Addr;
 
 /// Zeek's expectation timeout for FTP and IRC data connections (`5mins`).
@@ -63,6 +64,30 @@ pub struct ExpectStats {
     pub labelled: u64,
 }
 
+impl Expectation {
+    /// What a processor announced, as Zeek schedules it: `None` when it is not valid (see
+    /// [`Expected::is_valid`]) or names a service no expectation gives.
+    pub fn from_wire(e: &Expected) -> Option<Expectation> {
+        if !e.is_valid() {
+            return None;
+        }
+        let service = ExpectTable::service(&e.service)?;
+        // FTP: after PASV/EPSV (the server's reply) the client connects; after PORT/EPRT the
+        // server does. IRC DCC: whoever is told.
+        let orig = match service {
+            "ftp-data" => Some(if e.by_resp { e.orig_h } else { e.resp_h }),
+            _ => None,
+        };
+        Some(Expectation {
+            ts_ns: e.ts_ns,
+            orig,
+            resp: e.host(),
+            resp_p: e.port,
+            service,
+        })
+    }
+}
+
 impl ExpectStats {
     pub fn is_zero(&self) -> bool {
         *self == ExpectStats::default()
@@ -99,6 +124,16 @@ impl ExpectTable {
     pub fn reject(&mut self) {
         self.stats.received += 1;
         self.stats.invalid += 1;
+    }
+
+    /// A processor's announcements: each valid one held, the rest counted as invalid.
+    pub fn push(&mut self, expects: &[Expected]) {
+        for e in expects {
+            match Expectation::from_wire(e) {
+                Some(x) => self.insert(x),
+                None => self.reject(),
+            }
+        }
     }
 
     /// Holds `e` (counted and dropped when the table is full or the port is 0).

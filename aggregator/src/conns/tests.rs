@@ -472,3 +472,52 @@ fn expectations_are_bounded_and_forgotten_after_their_expiry() {
     assert_eq!(ExpectTable::service("ftp-data"), Some("ftp-data"));
     assert_eq!(ExpectTable::service("http"), None);
 }
+
+#[test]
+fn announcements_become_zeeks_expectations() {
+    use tapflow_proto::upstream::Expected;
+    let (client, server, other) = (
+        Addr::from_v4([10, 0, 0, 1]),
+        Addr::from_v4([10, 0, 0, 2]),
+        Addr::from_v4([10, 0, 0, 3]),
+    );
+    let pasv = Expected {
+        uid: "CAbc123".into(),
+        ts_ns: 5,
+        orig_h: client,
+        resp_h: server,
+        addr: None,
+        port: 2121,
+        by_resp: true,
+        service: "ftp-data".into(),
+    };
+    let x = Expectation::from_wire(&pasv).expect("a valid PASV reply");
+    assert_eq!((x.orig, x.resp, x.resp_p), (Some(client), server, 2121));
+    // PORT from the client: the server connects to the address given.
+    let port = Expected {
+        addr: Some(other),
+        by_resp: false,
+        ..pasv.clone()
+    };
+    let x = Expectation::from_wire(&port).expect("a valid PORT command");
+    assert_eq!((x.orig, x.resp), (Some(server), other));
+    let dcc = Expected {
+        addr: Some(other),
+        service: "irc-dcc-data".into(),
+        ..pasv.clone()
+    };
+    let x = Expectation::from_wire(&dcc).expect("a valid DCC SEND");
+    assert_eq!((x.orig, x.resp, x.service), (None, other, "irc-dcc-data"));
+    let mut t = ExpectTable::new(10);
+    let http = Expected {
+        service: "http".into(),
+        ..pasv.clone()
+    };
+    let forged = Expected {
+        uid: "no".into(),
+        ..pasv
+    };
+    t.push(&[http, forged, port]);
+    let st = t.stats();
+    assert_eq!((st.received, st.invalid, t.len()), (3, 2, 1));
+}
