@@ -16,7 +16,8 @@ use std::process::Command;
 
 use serde_json::Value;
 
-use crate::zeek::{json_row, take_match, Row};
+use crate::zeek::{json_row, Row};
+use crate::zeek_corpus::take;
 
 pub fn golden_path() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("golden/service_corpus.tsv")
@@ -75,44 +76,70 @@ pub struct Tally {
 }
 
 impl Tally {
-    /// Zeek's rows of one source against ours (each of ours matched at most once).
+    /// Zeek's rows of one source against ours (each of ours matched at most once): by the id
+    /// columns Zeek's rows have, or as a multiset of values when they have none.
     pub fn add_services(&mut self, source: &str, zeek: &[Row], mut ours: Vec<Row>) {
+        let tuple = zeek
+            .first()
+            .is_some_and(|r| r.contains_key("id.orig_h") && r.contains_key("id.resp_h"));
+        let mut left = Vec::new();
         for z in zeek {
             let Some(cell) = z.get("service") else {
                 continue;
             };
-            self.rows += 1;
             let want = zeek_service(cell);
-            if want == "-" {
-                self.zeek_none += 1;
-            }
             let key = self.key(source, z);
-            let Some((o, _)) = take_match(z, &mut ours) else {
-                self.no_row += 1;
-                self.push(key, "no such connection", want, "(no row)".into());
-                continue;
-            };
-            let got = o.get("service").cloned().unwrap_or_else(|| "-".into());
-            if got == want {
-                self.identical += 1;
-                continue;
-            }
-            let kind = if want == "-" {
-                self.labelled_where_none += 1;
-                "labelled where Zeek has none"
-            } else if got == "-" {
-                self.not_identified += 1;
-                "not identified"
+            let mine = if tuple {
+                take(z, &mut ours).map(|(o, _)| o)
             } else {
-                self.services_differ += 1;
-                if sorted(&got) == sorted(&want) {
-                    "same services, other order"
-                } else {
-                    "services differ"
-                }
+                let same = ours.iter().position(|o| service_of(o) == want);
+                same.map(|at| ours.remove(at))
             };
-            self.push(key, kind, want, got);
+            match mine {
+                Some(o) => self.compare(key, want, service_of(&o)),
+                None if tuple => self.compare_missing(key, want),
+                None => left.push((key, want)),
+            }
         }
+        // Multiset: Zeek's values that none of ours has, against the rest of ours in order.
+        let mut rest = ours.into_iter();
+        for (key, want) in left {
+            match rest.next() {
+                Some(o) => self.compare(key, want, service_of(&o)),
+                None => self.compare_missing(key, want),
+            }
+        }
+    }
+
+    fn compare_missing(&mut self, key: String, want: String) {
+        self.rows += 1;
+        self.zeek_none += usize::from(want == "-");
+        self.no_row += 1;
+        self.push(key, "no such connection", want, "(no row)".into());
+    }
+
+    fn compare(&mut self, key: String, want: String, got: String) {
+        self.rows += 1;
+        self.zeek_none += usize::from(want == "-");
+        if got == want {
+            self.identical += 1;
+            return;
+        }
+        let kind = if want == "-" {
+            self.labelled_where_none += 1;
+            "labelled where Zeek has none"
+        } else if got == "-" {
+            self.not_identified += 1;
+            "not identified"
+        } else {
+            self.services_differ += 1;
+            if sorted(&got) == sorted(&want) {
+                "same services, other order"
+            } else {
+                "services differ"
+            }
+        };
+        self.push(key, kind, want, got);
     }
 
     /// tshark's named sessions of one capture against our records.
@@ -281,6 +308,11 @@ fn clean(s: &str) -> String {
     s.replace(['\t', '\n', '\r'], " ")
 }
 
+/// Our row's service (`-` when none).
+fn service_of(r: &Row) -> String {
+    r.get("service").cloned().unwrap_or_else(|| "-".into())
+}
+
 /// A service list's names, sorted.
 fn sorted(list: &str) -> Vec<&str> {
     let mut v: Vec<&str> = list.split(',').collect();
@@ -430,6 +462,18 @@ mod tests {
         );
         assert_ne!(edited, table);
         assert_eq!(t.table(&edited), edited, "a reason written by hand is kept");
+    }
+
+    #[test]
+    fn baselines_without_id_columns_compare_as_multisets() {
+        let only = |s: &str| row(&[("service", s)]);
+        let zeek = vec![only("dns"), only("http"), only("-"), only("quic,ssl")];
+        let ours = vec![only("http"), only("ssl"), only("dns")];
+        let mut t = Tally::default();
+        t.add_services("corpus:cut", &zeek, ours);
+        assert_eq!((t.rows, t.identical, t.zeek_none), (4, 2, 1));
+        assert_eq!((t.labelled_where_none, t.services_differ, t.no_row), (1, 0, 1));
+        assert_eq!(t.differences[0].key, "corpus:cut (no id columns) #3");
     }
 
     #[test]
