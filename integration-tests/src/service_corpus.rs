@@ -334,7 +334,10 @@ impl Named {
     /// Our row is this session (either direction).
     fn is(&self, r: &Row) -> bool {
         let get = |k: &str| r.get(k).map_or("", String::as_str);
-        let (o, p) = ((get("id.orig_h"), get("id.orig_p")), (get("id.resp_h"), get("id.resp_p")));
+        let (o, p) = (
+            (get("id.orig_h"), get("id.orig_p")),
+            (get("id.resp_h"), get("id.resp_p")),
+        );
         let (a, b) = (
             (self.a.0.as_str(), self.a.1.as_str()),
             (self.b.0.as_str(), self.b.1.as_str()),
@@ -349,12 +352,23 @@ pub fn tshark_names(pcap: &Path) -> Option<Vec<Named>> {
     let out = Command::new("tshark")
         .arg("-r")
         .arg(pcap)
-        .args(["-n", "-Y", "tls.handshake.extensions_server_name or http.host"])
+        .args([
+            "-n",
+            "-Y",
+            "tls.handshake.extensions_server_name or http.host",
+        ])
         .args(["-T", "fields", "-E", "separator=/t", "-E", "occurrence=l"])
-        .args(["-e", "ip.src", "-e", "ipv6.src", "-e", "ip.dst", "-e", "ipv6.dst"])
+        .args([
+            "-e", "ip.src", "-e", "ipv6.src", "-e", "ip.dst", "-e", "ipv6.dst",
+        ])
         .args(["-e", "tcp.srcport", "-e", "tcp.dstport"])
         .args(["-e", "udp.srcport", "-e", "udp.dstport"])
-        .args(["-e", "tls.handshake.extensions_server_name", "-e", "http.host"])
+        .args([
+            "-e",
+            "tls.handshake.extensions_server_name",
+            "-e",
+            "http.host",
+        ])
         .output()
         .ok()?;
     let text = String::from_utf8_lossy(&out.stdout);
@@ -472,7 +486,10 @@ mod tests {
         let mut t = Tally::default();
         t.add_services("corpus:cut", &zeek, ours);
         assert_eq!((t.rows, t.identical, t.zeek_none), (4, 2, 1));
-        assert_eq!((t.labelled_where_none, t.services_differ, t.no_row), (1, 0, 1));
+        assert_eq!(
+            (t.labelled_where_none, t.services_differ, t.no_row),
+            (1, 0, 1)
+        );
         assert_eq!(t.differences[0].key, "corpus:cut (no id columns) #3");
     }
 

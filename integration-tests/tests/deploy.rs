@@ -9,8 +9,8 @@ use std::process::{Command, Output};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde_json::Value;
-use tapflow_integration_tests::craft::{first_packet_us, handshakes_capture};
 use tapflow_aggregator::points::service_tag;
+use tapflow_integration_tests::craft::{first_packet_us, handshakes_capture};
 use tapflow_integration_tests::influxd::Influxd;
 use tapflow_integration_tests::{
     bin, read_text, repo_root, shared_pcaps, start_pipeline_opts, CollectorSpec,

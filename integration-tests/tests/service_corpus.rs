@@ -20,9 +20,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use tapflow_integration_tests::service_corpus::{
-    golden_path, our_row, tshark_names, Named, Tally,
-};
+use tapflow_integration_tests::service_corpus::{golden_path, our_row, tshark_names, Named, Tally};
 use tapflow_integration_tests::zeek::{golden_differences, parse_zeek_log, Row, IGNORE_CHECKSUMS};
 use tapflow_integration_tests::zeek_corpus::{corpus_dir, manifest};
 use tapflow_integration_tests::{captures, read_text, run_pipeline, shared_pcaps, CollectorSpec};
@@ -58,7 +56,11 @@ fn jobs(extra: &[String]) -> Vec<Job> {
     }
     if let Some(dir) = shared_pcaps() {
         for pcap in captures(&dir) {
-            let file = pcap.file_name().and_then(|n| n.to_str()).unwrap_or_default().to_owned();
+            let file = pcap
+                .file_name()
+                .and_then(|n| n.to_str())
+                .unwrap_or_default()
+                .to_owned();
             let truth = dir.join("truth").join(format!("{file}.zeek-conn.log"));
             let name = file.trim_end_matches(".pcapng").trim_end_matches(".pcap");
             let mut flags: Vec<String> = extra.to_vec();
@@ -132,7 +134,10 @@ fn run_all(jobs: &[Job]) -> Vec<Outcome> {
                 let i = next.fetch_add(1, Ordering::Relaxed);
                 let Some(job) = jobs.get(i) else { break };
                 let out = run(job);
-                results.lock().unwrap_or_else(|p| p.into_inner()).insert(i, out);
+                results
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .insert(i, out);
             });
         }
     });
@@ -176,19 +181,28 @@ fn services_and_server_names_agree_with_zeek_and_tshark() {
         tally.differences.len()
     );
     for d in &tally.differences {
-        report += &format!("  {} [{}]: truth {:?}, ours {:?}\n", d.key, d.kind, d.truth, d.ours);
+        report += &format!(
+            "  {} [{}]: truth {:?}, ours {:?}\n",
+            d.key, d.kind, d.truth, d.ours
+        );
     }
     println!("{report}");
     let path = Path::new(env!("CARGO_TARGET_TMPDIR")).join("service_corpus_report.txt");
     std::fs::write(&path, &report).expect("write the report");
     println!("report written to {}", path.display());
-    assert!(failed.is_empty(), "runs not exiting 0:\n{}", failed.join("\n"));
+    assert!(
+        failed.is_empty(),
+        "runs not exiting 0:\n{}",
+        failed.join("\n")
+    );
     assert!(
         !no_tshark,
         "tshark is not installed (deploy/install-deps.sh --test installs it)"
     );
     if !extra.is_empty() {
-        println!("TAPFLOW_SERVICE_COLLECTOR_FLAGS={extra:?}: figures only, golden table not checked");
+        println!(
+            "TAPFLOW_SERVICE_COLLECTOR_FLAGS={extra:?}: figures only, golden table not checked"
+        );
         return;
     }
     let previous = std::fs::read_to_string(golden_path()).unwrap_or_default();

@@ -9,8 +9,7 @@ use std::time::Duration;
 
 use tapflow_integration_tests::zeek_corpus::{corpus_dir, manifest};
 use tapflow_integration_tests::{
-    run_pipeline, shared_pcaps, split_by_direction, without_cross_tap, CollectorSpec,
-    PipelineRun,
+    run_pipeline, shared_pcaps, split_by_direction, without_cross_tap, CollectorSpec, PipelineRun,
 };
 
 const TIMEOUT: Duration = Duration::from_secs(120);
@@ -75,7 +74,12 @@ fn services_are_identical_with_1_and_3_processors_and_two_taps() {
         assert!(split.is_some(), "{name}: cannot split by direction");
         let taps = pipeline(vec![spec(&fwd, 2, flags), spec(&rev, 2, flags)], 2);
         let whole = pipeline(vec![spec(&all, 2, flags)], 2);
-        for (run, what) in [(&one, "1"), (&three, "3"), (&taps, "taps"), (&whole, "whole")] {
+        for (run, what) in [
+            (&one, "1"),
+            (&three, "3"),
+            (&taps, "taps"),
+            (&whole, "whole"),
+        ] {
             assert!(
                 run.all_exited(),
                 "{name} ({what}): {}\n{}",
@@ -86,7 +90,10 @@ fn services_are_identical_with_1_and_3_processors_and_two_taps() {
         assert!(!one.conn_log.is_empty(), "{name}: no sessions");
         assert_eq!(one.conn_log, three.conn_log, "{name}: 1 vs 3 processors");
         let (taps_log, _) = without_cross_tap(&whole.conn_log, &taps.conn_log, name);
-        assert_eq!(whole.conn_log, taps_log, "{name}: one tap vs two taps by direction");
+        assert_eq!(
+            whole.conn_log, taps_log,
+            "{name}: one tap vs two taps by direction"
+        );
         lines += one.conn_log.lines().count();
         services += one.conn_log.matches("\"service\":").count();
         names += one.conn_log.matches("\"server_name\":").count();

@@ -94,9 +94,12 @@ impl ExpectStats {
     }
 }
 
+/// (announcement time, originator or any, service).
+type Held = (u64, Option<Addr>, &'static str);
+
 pub struct ExpectTable {
-    /// (responder, port) -> (announcement time, originator or any, service).
-    by_resp: HashMap<(Addr, u16), Vec<(u64, Option<Addr>, &'static str)>>,
+    /// (responder, port) -> what was announced for it.
+    by_resp: HashMap<(Addr, u16), Vec<Held>>,
     len: usize,
     cap: usize,
     /// Smallest announcement time held (prunes only when something can go).
@@ -210,6 +213,10 @@ impl ExpectTable {
 
     pub fn len(&self) -> usize {
         self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
     }
 
     pub fn stats(&self) -> ExpectStats {

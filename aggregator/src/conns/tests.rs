@@ -403,8 +403,10 @@ fn services(out: &str) -> Vec<String> {
 fn an_expectation_labels_connections_that_start_within_its_timeout() {
     let mut c = ConnSorter::new(1, 100);
     let s = 1_000_000_000;
-    c.expects_mut().insert(expect(10 * s, Some([10, 0, 0, 1]), "ftp-data"));
-    c.expects_mut().insert(expect(10 * s, Some([10, 0, 0, 9]), "irc-dcc-data"));
+    c.expects_mut()
+        .insert(expect(10 * s, Some([10, 0, 0, 1]), "ftp-data"));
+    c.expects_mut()
+        .insert(expect(10 * s, Some([10, 0, 0, 9]), "irc-dcc-data"));
     let mut labelled = rec(11 * s, s, 1);
     let mut udp = rec(12 * s, s, 2);
     udp.proto = 17;
@@ -413,7 +415,11 @@ fn an_expectation_labels_connections_that_start_within_its_timeout() {
     let mut has_one = rec(13 * s, s, 5);
     has_one.service = Some("http".into());
     let mut out = String::new();
-    c.push(batch("p0", u64::MAX, vec![labelled.clone(), udp, before, late, has_one]));
+    c.push(batch(
+        "p0",
+        u64::MAX,
+        vec![labelled.clone(), udp, before, late, has_one],
+    ));
     c.drain(&mut out);
     assert_eq!(services(&out), ["-", "ftp-data", "-", "http", "-"]);
     assert_eq!(c.stats().expects.labelled, 1);
@@ -433,7 +439,8 @@ fn labels_are_the_same_whichever_processor_announces_first() {
         let mut c = ConnSorter::new(2, 100);
         let mut out = String::new();
         if expect_first {
-            c.expects_mut().insert(expect(19 * s, Some([10, 0, 0, 1]), "ftp-data"));
+            c.expects_mut()
+                .insert(expect(19 * s, Some([10, 0, 0, 1]), "ftp-data"));
         }
         // The data connection's processor is ahead; the control connection's is not yet past it.
         c.push(batch("p1", 100 * s, vec![data()]));
@@ -441,7 +448,8 @@ fn labels_are_the_same_whichever_processor_announces_first() {
         c.release(&mut out);
         assert!(out.is_empty(), "held until p0 is past it");
         if !expect_first {
-            c.expects_mut().insert(expect(19 * s, Some([10, 0, 0, 1]), "ftp-data"));
+            c.expects_mut()
+                .insert(expect(19 * s, Some([10, 0, 0, 1]), "ftp-data"));
         }
         c.push(batch("p0", 100 * s, vec![]));
         c.release(&mut out);
@@ -464,7 +472,10 @@ fn expectations_are_bounded_and_forgotten_after_their_expiry() {
     });
     t.reject();
     let st = t.stats();
-    assert_eq!((st.received, st.over_cap, st.invalid, t.len()), (5, 1, 2, 2));
+    assert_eq!(
+        (st.received, st.over_cap, st.invalid, t.len()),
+        (5, 1, 2, 2)
+    );
     t.released(expect::TIMEOUT_NS + expect::RETAIN_NS + s);
     assert_eq!(t.len(), 2, "not yet past the first's expiry");
     t.released(expect::TIMEOUT_NS + expect::RETAIN_NS + 3 * s);

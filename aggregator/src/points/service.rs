@@ -94,7 +94,11 @@ pub fn service_tag(service: Option<&str>) -> &'static str {
     if first.is_empty() {
         return "none";
     }
-    KNOWN.iter().copied().find(|k| *k == first).unwrap_or("other")
+    KNOWN
+        .iter()
+        .copied()
+        .find(|k| *k == first)
+        .unwrap_or("other")
 }
 
 /// (window start, service tag, proto tag) -> sessions, packets, IP bytes.
@@ -212,7 +216,10 @@ mod tests {
                 && l.contains(&format!("sessions={ssl}i"))),
             "{lines:?}"
         );
-        assert!(lines.iter().any(|l| l.contains("service=none")), "{lines:?}");
+        assert!(
+            lines.iter().any(|l| l.contains("service=none")),
+            "{lines:?}"
+        );
         t.on_record(&late, &mut out);
         assert_eq!(t.late, 1, "its window was written");
         let before = out.len();
