@@ -12,7 +12,9 @@ use serde::Deserialize;
 use tapflow_runtime::config::{layer_over_file, with_default, Layer};
 
 use crate::decode::DecodeConfig;
+use crate::evidence::EvidenceConfig;
 use tapflow_proto::procset::ProcessorSet;
+use tapflow_proto::summary::MAX_PAYLOAD;
 
 pub use tapflow_runtime::ConfigError;
 
@@ -143,6 +145,10 @@ tapflow_runtime::layered! {
         pub frag_max_datagrams: Option<usize>,
         #[arg(long, help = with_default("Fragment reassembly: timeout in packet-time seconds", DEFAULT_FRAG_TIMEOUT_S))]
         pub frag_timeout_s: Option<u64>,
+        #[arg(long, help = with_default("Payload evidence: first bytes shipped per flow direction for the processor's service detection, 0 turns it off (at most 65535)", EvidenceConfig::DEFAULT_BYTES))]
+        pub payload_bytes: Option<u32>,
+        #[arg(long, help = with_default("Payload evidence: young flows tracked at once", EvidenceConfig::DEFAULT_FLOWS))]
+        pub payload_flows: Option<usize>,
         /// Serve Prometheus metrics on this address, e.g. 127.0.0.1:9601 [default: off].
         #[arg(long, env = "TAPFLOW_METRICS_LISTEN")]
         pub metrics_listen: Option<String>,
@@ -277,6 +283,10 @@ impl Config {
                 .frag_timeout_s
                 .unwrap_or(DEFAULT_FRAG_TIMEOUT_S)
                 .saturating_mul(1_000_000_000),
+            evidence: EvidenceConfig {
+                bytes: sizes.payload_bytes,
+                flows: sizes.payload_flows,
+            },
             ..DecodeConfig::default()
         };
         match source {
@@ -380,6 +390,8 @@ struct Sizes {
     queue_batches: usize,
     heartbeat_ms: u64,
     frag_max_datagrams: usize,
+    payload_bytes: u32,
+    payload_flows: usize,
 }
 
 impl Sizes {
@@ -398,7 +410,15 @@ impl Sizes {
             queue_batches: o.queue_batches.unwrap_or(DEFAULT_QUEUE_BATCHES),
             heartbeat_ms: o.heartbeat_ms.unwrap_or(DEFAULT_HEARTBEAT_MS),
             frag_max_datagrams: o.frag_max_datagrams.unwrap_or(DEFAULT_FRAG_MAX_DATAGRAMS),
+            payload_bytes: o.payload_bytes.unwrap_or(EvidenceConfig::DEFAULT_BYTES),
+            payload_flows: o.payload_flows.unwrap_or(EvidenceConfig::DEFAULT_FLOWS),
         };
+        if s.payload_bytes > MAX_PAYLOAD as u32 {
+            errors.push(format!(
+                "payload_bytes {} is above {MAX_PAYLOAD}",
+                s.payload_bytes
+            ));
+        }
         if !(1..=65_536).contains(&s.batch_size) {
             errors.push(format!("batch_size {} is outside 1..=65536", s.batch_size));
         }

@@ -51,9 +51,12 @@
 //! held or merged; an inner fragment whose datagram is dropped counts in `inner_undecodable`.
 
 use tapflow_proto::account::DropCounts;
+use tapflow_proto::account::EvidenceCounters;
 #[cfg(doc)]
 use tapflow_proto::{summary::flag, FiveTuple, FlowKey};
 use tapflow_proto::{DropReason, PacketSummary};
+
+use crate::evidence::{EvidenceConfig, EvidenceTable};
 
 mod checksum;
 mod frag;
@@ -88,6 +91,9 @@ pub struct DecodeConfig {
     /// A datagram not complete this long after its first fragment (packet time) is dropped.
     /// Default 30 s.
     pub frag_timeout_ns: u64,
+    /// Payload evidence of young flows ([`crate::evidence`]). Off here by default; the
+    /// collector's command line turns it on (`--payload-bytes`, `--payload-flows`).
+    pub evidence: EvidenceConfig,
 }
 
 impl Default for DecodeConfig {
@@ -99,6 +105,7 @@ impl Default for DecodeConfig {
             frag_max_datagrams: 4096,
             frag_max_bytes: 64 << 20,
             frag_timeout_ns: 30_000_000_000,
+            evidence: EvidenceConfig::OFF,
         }
     }
 }
@@ -224,6 +231,7 @@ pub struct Decoder {
     cfg: DecodeConfig,
     counters: DecodeCounters,
     frags: frag::Table,
+    evidence: EvidenceTable,
 }
 
 impl Decoder {
@@ -237,6 +245,7 @@ impl Decoder {
             cfg,
             counters: DecodeCounters::default(),
             frags: frag::Table::new(limits),
+            evidence: EvidenceTable::new(cfg.evidence),
         }
     }
 
@@ -292,6 +301,11 @@ impl Decoder {
 
     pub fn counters(&self) -> &DecodeCounters {
         &self.counters
+    }
+
+    /// The payload evidence shipped and not shipped.
+    pub fn evidence(&self) -> &EvidenceCounters {
+        self.evidence.counters()
     }
 
     /// Datagrams waiting in the reassembly table.

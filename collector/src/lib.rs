@@ -9,6 +9,7 @@ mod batch;
 pub mod config;
 pub mod decode;
 mod epochs;
+pub mod evidence;
 pub mod link;
 mod metrics;
 mod pipeline;

@@ -49,6 +49,11 @@ fn render(c: &CollectorCounters, (messages, bytes): (u64, u64)) -> String {
             .iter()
             .map(|(r, n)| (format!("drops{{reason=\"{r}\"}}"), *n)),
     );
+    // Payload evidence: what was shipped, and the payload packets not shipped by reason.
+    named.extend(c.evidence.named().into_iter().map(|(k, n)| match k {
+        "flows" | "pieces_shipped" | "bytes_shipped" => (format!("evidence_{k}"), n),
+        reason => (format!("evidence_unshipped{{reason=\"{reason}\"}}"), n),
+    }));
     let mut out = String::new();
     tapflow_runtime::prometheus_counters(
         "collector",

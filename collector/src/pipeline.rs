@@ -279,6 +279,7 @@ impl Pipeline {
             summaries_sent: self.router.sent_by_claim(self.batcher.sent()),
             drops: drops.to_map(),
             capture: self.capture_stats,
+            evidence: *self.decoder.evidence(),
         }
     }
 }

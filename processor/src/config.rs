@@ -24,6 +24,9 @@ pub const DEFAULT_DEAD_AFTER_MS: u64 = 10_000;
 pub const DEFAULT_MAX_FLOWS: usize = 1_000_000;
 pub const DEFAULT_MERGE_CAP: usize = 1_000_000;
 pub const DEFAULT_MAX_SENDERS: usize = 1024;
+/// Payload evidence kept per connection direction (bytes): room for the collectors' default
+/// budget (1024) and the larger ones measured (4096).
+pub const DEFAULT_PAYLOAD_BYTES: u32 = 4096;
 /// Zeek's `dns_session_timeout` (10 s).
 pub const DEFAULT_DNS_SESSION_TIMEOUT_MS: u64 = 10_000;
 
@@ -94,6 +97,8 @@ tapflow_runtime::layered! {
         pub dead_after_ms: Option<u64>,
         #[arg(long, help = with_default("Connections tracked at most; past it the one closest to its timeout is evicted and counted", DEFAULT_MAX_FLOWS))]
         pub max_flows: Option<usize>,
+        #[arg(long, help = with_default("Payload evidence kept per connection direction at most, bytes (whatever the collectors' --payload-bytes ship; at most 65535)", DEFAULT_PAYLOAD_BYTES))]
+        pub payload_bytes: Option<u32>,
         #[arg(long, help = with_default("Summaries buffered at most while merging collectors in time order", DEFAULT_MERGE_CAP))]
         pub merge_cap: Option<usize>,
         #[arg(long, help = with_default("Collector links (a name and an incarnation: each restart of a collector adds one) tracked at most, under names bound to their CURVE key and under other names each; messages that would open another are refused and counted (senders_refused)", DEFAULT_MAX_SENDERS))]
@@ -153,6 +158,8 @@ pub struct Config {
     pub heartbeat: Duration,
     pub dead_after: Duration,
     pub max_flows: usize,
+    /// Payload evidence kept per connection direction at most (bytes).
+    pub payload_bytes: u32,
     pub merge_cap: usize,
     pub max_senders: usize,
     /// Zeek's `dns_session_timeout` for UDP DNS connections; zero = off.
@@ -251,6 +258,10 @@ impl Config {
             heartbeat: Duration::from_millis(heartbeat_ms),
             dead_after: Duration::from_millis(dead_after_ms),
             max_flows,
+            payload_bytes: o
+                .payload_bytes
+                .unwrap_or(DEFAULT_PAYLOAD_BYTES)
+                .min(tapflow_proto::summary::MAX_PAYLOAD as u32),
             merge_cap,
             max_senders,
             dns_session_timeout: Duration::from_millis(
@@ -323,6 +334,7 @@ impl Config {
         kv(&mut out, "heartbeat_ms", self.heartbeat.as_millis());
         kv(&mut out, "dead_after_ms", self.dead_after.as_millis());
         kv(&mut out, "max_flows", self.max_flows);
+        kv(&mut out, "payload_bytes", self.payload_bytes);
         kv(&mut out, "merge_cap", self.merge_cap);
         kv(&mut out, "max_senders", self.max_senders);
         kv(

@@ -6,7 +6,9 @@ use std::time::Instant;
 
 use tapflow_proto::key::ip_proto;
 use tapflow_proto::summary::flag;
-use tapflow_proto::upstream::{ConnBatch, ProcessorCounters, TrafficPartial, UpMessage};
+use tapflow_proto::upstream::{
+    ConnBatch, ExpectBatch, ProcessorCounters, TrafficPartial, UpMessage,
+};
 use tapflow_proto::{FlowKey, PacketSummary};
 use tapflow_runtime::ratelimit::RateLimit;
 use tracing::{error, info, warn};
@@ -72,6 +74,7 @@ impl Engine {
     pub(crate) fn new(config: &Config, incarnation: u64) -> Engine {
         let session = SessionConfig {
             max_flows: config.max_flows,
+            payload_bytes: config.payload_bytes,
             dns_session_timeout_ns: u64::try_from(config.dns_session_timeout.as_nanos())
                 .unwrap_or(u64::MAX),
             ..SessionConfig::default()
@@ -383,6 +386,7 @@ impl Engine {
     /// After [`Engine::finish`], the table's final records follow the ones waiting, made a
     /// message at a time (the same messages as if they had all been made first).
     pub(crate) fn send_conns(&mut self, push: &zmq::Socket, buf: &mut Vec<u8>, flags: i32) {
+        self.send_expects(push, buf, flags);
         let mut rest = std::mem::take(&mut self.records).into_iter();
         while rest.len() + self.table.flush_pending() > RECORDS_PER_MESSAGE {
             let mut chunk = Vec::with_capacity(RECORDS_PER_MESSAGE);
@@ -396,6 +400,26 @@ impl Engine {
         let watermark_ns = self.watermark_ns();
         let traffic = self.finished_traffic();
         self.send_batch(push, buf, flags, last, watermark_ns, traffic);
+    }
+
+    /// Sends the data connections control connections announced since the last call, as
+    /// soon as they are parsed (one message; nothing when there are none). A message the
+    /// socket refuses is lost with its announcements, counted in `expects_unsent`.
+    pub(crate) fn send_expects(&mut self, push: &zmq::Socket, buf: &mut Vec<u8>, flags: i32) {
+        if !self.table.has_expects() {
+            return;
+        }
+        let expects = self.table.take_expects();
+        let n = expects.len() as u64;
+        UpMessage::Expects(ExpectBatch {
+            processor: self.name.clone(),
+            incarnation: self.incarnation,
+            expects,
+        })
+        .encode(buf);
+        if let Err(e) = push.send(&buf[..], flags) {
+            warn!(error = %e, expects = n, "announced data connections not sent to the aggregator (lost)");
+        }
     }
 
     fn send_batch(

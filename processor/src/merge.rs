@@ -146,7 +146,7 @@ impl Merger {
         let i = self.input(sender, incarnation);
         let input = &mut self.inputs[i];
         input.watermark_ns = input.watermark_ns.max(watermark_ns);
-        input.queue.extend(summaries.iter().copied());
+        input.queue.extend(summaries.iter().cloned());
         if !summaries.is_empty() {
             self.measure_skew(i);
         }
@@ -280,7 +280,7 @@ impl Merger {
         self.trim();
     }
 
-    /// Queues that held a burst (a skewed input's backlog: up to `cap` summaries of 112 bytes)
+    /// Queues that held a burst (a skewed input's backlog: up to `cap` summaries of 128 bytes)
     /// and are empty again give their memory back instead of keeping it for good.
     fn trim(&mut self) {
         for input in &mut self.inputs {
@@ -397,7 +397,7 @@ mod tests {
         assert!(m.queue_capacity() >= 200_000);
         assert_eq!(
             std::mem::size_of::<PacketSummary>(),
-            112,
+            128,
             "the size the docs give"
         );
         m.advance("b", 1, 300_000);

@@ -69,6 +69,7 @@ use serde::{Deserialize, Serialize};
 use tapflow_proto::Addr;
 
 mod endpoint;
+mod evidence;
 mod flow;
 mod history;
 mod table;
@@ -145,6 +146,9 @@ pub struct SessionConfig {
     /// After this many changes of a connection's outer tunnel, Zeek stops reporting them and
     /// marks the connection `X` (`Tunnel::max_changes_per_connection`). Default 5; 0 = no limit.
     pub max_tunnel_changes: u32,
+    /// Payload evidence kept per connection direction at most (bytes), whatever the
+    /// collectors ship (their `--payload-bytes` budget). Default 4096.
+    pub payload_bytes: u32,
 }
 
 impl Default for SessionConfig {
@@ -167,6 +171,7 @@ impl Default for SessionConfig {
             likely_server_ports_udp: ZEEK_SERVER_PORTS_UDP.to_vec(),
             log_ip_tunnel_outer: false,
             max_tunnel_changes: 5,
+            payload_bytes: 4096,
         }
     }
 }

@@ -164,6 +164,48 @@ pub struct CollectorCounters {
     pub drops: BTreeMap<String, u64>,
     /// Live capture statistics; zero for files.
     pub capture: CaptureStats,
+    /// Payload evidence shipped and not shipped (issue 17).
+    #[serde(default)]
+    pub evidence: EvidenceCounters,
+}
+
+/// The collector's payload evidence: what it shipped, and the payload packets of tracked (or
+/// untrackable) young flows whose bytes it did not ship, by reason. Not packet drops: every
+/// such packet's summary went on.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EvidenceCounters {
+    /// Flows given an entry in the evidence table.
+    pub flows: u64,
+    /// Summaries that carried payload, and their payload bytes.
+    pub pieces_shipped: u64,
+    pub bytes_shipped: u64,
+    /// Payload packets of flows the full table had no room for (`table_full`).
+    pub table_full: u64,
+    /// Payload packets past a direction's budget before the identifying part was complete
+    /// (`budget`).
+    pub budget: u64,
+    /// Payload packets past an early stop or the datagram count: nothing more needed.
+    pub complete: u64,
+    /// Payload packets whose bytes were all shipped before (retransmissions).
+    pub repeated: u64,
+    /// Pieces not shipped because the direction had too many gaps (deep reordering).
+    pub reordered: u64,
+}
+
+impl EvidenceCounters {
+    /// Every count as (name, value), for metrics and reports.
+    pub fn named(&self) -> [(&'static str, u64); 8] {
+        [
+            ("flows", self.flows),
+            ("pieces_shipped", self.pieces_shipped),
+            ("bytes_shipped", self.bytes_shipped),
+            ("table_full", self.table_full),
+            ("budget", self.budget),
+            ("complete", self.complete),
+            ("repeated", self.repeated),
+            ("reordered", self.reordered),
+        ]
+    }
 }
 
 /// The two sums of [`CollectorCounters`], side by side.
@@ -220,6 +262,7 @@ mod tests {
             summaries_sent: vec![10, 5],
             drops: drops.to_map(),
             capture: CaptureStats::default(),
+            evidence: EvidenceCounters::default(),
         };
         assert!(c.reconcile().holds(), "{:?}", c.reconcile());
         let broken = CollectorCounters {

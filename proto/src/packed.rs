@@ -15,13 +15,15 @@
 //! | `tcp_flags`, `seq`, `ack`, `window` | 1 + 4 + 4 + 2 | `TCP` |
 //! | `icmp_type`, `icmp_code` | 1 + 1 | `ICMP` |
 //! | tunnel parent: layout (`V6`, `VLAN`), proto, addresses, ports, vlan | as above | `TUNNEL` |
+//! | `tunnel_kind` | 1 | `TUNNEL_KIND` |
+//! | payload: `offset`, length, bytes | 4 + 2 + length | `PAYLOAD` |
 //!
-//! An IPv4 TCP summary is 38 bytes. Every [`PacketSummary`] round-trips exactly (addresses
+//! An IPv4 TCP summary is 38 bytes (and as many without payload as before payload existed). Every [`PacketSummary`] round-trips exactly (addresses
 //! are written short only when both are IPv4-mapped; optional groups when any field in them is
 //! non-zero).
 
 use crate::key::{Addr, FlowKey};
-use crate::summary::PacketSummary;
+use crate::summary::{PacketSummary, Payload, MAX_PAYLOAD};
 
 /// Bits of a record's layout byte.
 pub mod layout {
@@ -37,7 +39,11 @@ pub mod layout {
     pub const ICMP: u8 = 16;
     /// Lengths are 32-bit (else 16-bit).
     pub const LEN32: u8 = 32;
-    pub const ALL: u8 = V6 | TUNNEL | VLAN | TCP | ICMP | LEN32;
+    /// A tunnel kind byte follows.
+    pub const TUNNEL_KIND: u8 = 64;
+    /// Payload evidence follows.
+    pub const PAYLOAD: u8 = 128;
+    pub const ALL: u8 = V6 | TUNNEL | VLAN | TCP | ICMP | LEN32 | TUNNEL_KIND | PAYLOAD;
 }
 
 /// The shortest record: layout, ts, flags, proto, two IPv4 addresses, ports, 16-bit lengths.
@@ -86,6 +92,12 @@ pub fn encode(summaries: &[PacketSummary], out: &mut Vec<u8>) {
         if s.ip_len > 0xffff || s.payload_len > 0xffff {
             l |= layout::LEN32;
         }
+        if s.tunnel_kind != 0 {
+            l |= layout::TUNNEL_KIND;
+        }
+        if s.payload.is_some() {
+            l |= layout::PAYLOAD;
+        }
         out.push(l);
         out.extend_from_slice(&s.ts_ns.to_le_bytes());
         out.push(s.flags);
@@ -114,6 +126,16 @@ pub fn encode(summaries: &[PacketSummary], out: &mut Vec<u8>) {
             out.push(pl);
             out.push(parent.proto);
             put_key(out, parent, pl);
+        }
+        if l & layout::TUNNEL_KIND != 0 {
+            out.push(s.tunnel_kind);
+        }
+        if let Some(p) = &s.payload {
+            // Longer payloads are cut (the collector never ships them).
+            let bytes = &p.bytes[..p.bytes.len().min(MAX_PAYLOAD)];
+            out.extend_from_slice(&p.offset.to_le_bytes());
+            out.extend_from_slice(&(bytes.len() as u16).to_le_bytes());
+            out.extend_from_slice(bytes);
         }
     }
 }
@@ -208,6 +230,17 @@ impl<'a> Reader<'a> {
             }
             let pproto = self.u8().ok_or(truncated)?;
             s.tunnel_parent = Some(self.key(pproto, pl).ok_or(truncated)?);
+        }
+        if l & layout::TUNNEL_KIND != 0 {
+            s.tunnel_kind = self.u8().ok_or(truncated)?;
+        }
+        if l & layout::PAYLOAD != 0 {
+            let offset = self.u32().ok_or(truncated)?;
+            let len = usize::from(self.u16().ok_or(truncated)?);
+            let end = self.at.checked_add(len).ok_or(truncated)?;
+            let bytes = self.bytes.get(self.at..end).ok_or(truncated)?.to_vec();
+            self.at = end;
+            s.payload = Some(Box::new(Payload { offset, bytes }));
         }
         Ok(s)
     }

@@ -1,5 +1,5 @@
 //! [`PacketSummary`]: everything session reassembly and detection need from one packet, and
-//! nothing else (no payload).
+//! nothing else, but for the first payload bytes of young flows ([`Payload`], issue 17).
 
 use serde::{Deserialize, Serialize};
 
@@ -25,7 +25,47 @@ pub mod flag {
     pub const DNS_RESPONSE: u8 = 1 << 5;
     /// The capture holds fewer bytes than the packet had (snaplen); payload checks were skipped.
     pub const TRUNCATED: u8 = 1 << 6;
+    /// Payload evidence of this packet's direction was cut here: the collector had no room
+    /// for the flow (table full) or the direction's budget ran out before the identifying
+    /// part was complete. The connection's `service` may be missing (`service_incomplete`).
+    pub const EVIDENCE_CUT: u8 = 1 << 7;
 }
+
+/// [`PacketSummary::tunnel_kind`]: which tunnel an outer packet carries (Zeek names the outer
+/// connection's `service` after it); 0 = none or one Zeek gives no service (GRE, IP-in-IP).
+pub mod tunnel_kind {
+    pub const VXLAN: u8 = 1;
+    pub const GENEVE: u8 = 2;
+    pub const GTPV1: u8 = 3;
+    pub const TEREDO: u8 = 4;
+    pub const AYIYA: u8 = 5;
+
+    /// Zeek's service name of a tunnel kind.
+    pub fn service(kind: u8) -> Option<&'static str> {
+        Some(match kind {
+            VXLAN => "vxlan",
+            GENEVE => "geneve",
+            GTPV1 => "gtpv1",
+            TEREDO => "teredo",
+            AYIYA => "ayiya",
+            _ => return None,
+        })
+    }
+}
+
+/// Payload bytes a summary carries as evidence: a piece of its direction's first bytes.
+#[derive(Clone, Debug, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct Payload {
+    /// TCP: the offset of `bytes[0]` in the direction's stream (0 = the byte after the SYN,
+    /// or the first byte seen of a flow that started before the capture). UDP: the index of
+    /// the datagram among the direction's shipped ones.
+    pub offset: u32,
+    /// At most [`MAX_PAYLOAD`] bytes.
+    pub bytes: Vec<u8>,
+}
+
+/// The most payload bytes one summary carries (a budget per direction is at most this).
+pub const MAX_PAYLOAD: usize = 0xffff;
 
 /// Bits of [`PacketSummary::tcp_flags`], as in the TCP header.
 pub mod tcp {
@@ -40,7 +80,7 @@ pub mod tcp {
 }
 
 /// One packet, summarised. On the wire in a batch's packed records ([`crate::packed`]).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct PacketSummary {
     /// Capture time, nanoseconds since the Unix epoch.
     pub ts_ns: u64,
@@ -62,6 +102,11 @@ pub struct PacketSummary {
     pub icmp_code: u8,
     /// The outer flow of a tunnelled packet.
     pub tunnel_parent: Option<FlowKey>,
+    /// [`tunnel_kind`] of a tunnel outer packet (0 otherwise).
+    pub tunnel_kind: u8,
+    /// Evidence: payload bytes of a young flow ([`Payload`]); boxed, so a packet without
+    /// them costs one pointer.
+    pub payload: Option<Box<Payload>>,
 }
 
 impl PacketSummary {

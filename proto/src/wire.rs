@@ -367,7 +367,7 @@ mod tests {
             .0,
         );
         let mut buf = Vec::new();
-        encode_batch(&header(), &[s], &mut buf);
+        encode_batch(&header(), &[s.clone()], &mut buf);
         assert_eq!(
             Message::decode(&buf),
             Ok(Message::Batch {

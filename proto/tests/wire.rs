@@ -16,8 +16,9 @@ use std::collections::BTreeMap;
 
 use proptest::collection::{btree_map, vec};
 use proptest::prelude::*;
+use tapflow_proto::account::EvidenceCounters;
 use tapflow_proto::key::ip_proto;
-use tapflow_proto::summary::{flag, tcp};
+use tapflow_proto::summary::{flag, tcp, Payload};
 use tapflow_proto::upstream::{
     AuthCounters, LinkAccount, ProcessorAccount, ProcessorCounters, ProcessorHeartbeat, ShardClaim,
     UpMessage,
@@ -69,12 +70,17 @@ fn arb_summary() -> impl Strategy<Value = PacketSummary> {
         ),
         (any::<u8>(), any::<u32>(), any::<u32>(), any::<u16>()),
         (any::<u8>(), any::<u8>(), proptest::option::of(arb_key())),
+        (
+            any::<u8>(),
+            proptest::option::of((any::<u32>(), vec(any::<u8>(), 0..64))),
+        ),
     )
         .prop_map(
             |(
                 (ts_ns, key, flags, ip_len, payload_len),
                 (tcp_flags, seq, ack, window),
                 (icmp_type, icmp_code, tunnel_parent),
+                (tunnel_kind, payload),
             )| PacketSummary {
                 ts_ns,
                 key,
@@ -88,6 +94,8 @@ fn arb_summary() -> impl Strategy<Value = PacketSummary> {
                 icmp_type,
                 icmp_code,
                 tunnel_parent,
+                tunnel_kind,
+                payload: payload.map(|(offset, bytes)| Box::new(Payload { offset, bytes })),
             },
         )
 }
@@ -139,6 +147,12 @@ fn arb_counters() -> impl Strategy<Value = CollectorCounters> {
                     received,
                     kernel_dropped,
                     if_dropped,
+                },
+                evidence: EvidenceCounters {
+                    flows: received / 3,
+                    bytes_shipped: kernel_dropped,
+                    table_full: if_dropped,
+                    ..EvidenceCounters::default()
                 },
             },
         )
@@ -829,6 +843,13 @@ fn seed_messages() -> Vec<(String, Vec<u8>)> {
             received: 1000,
             kernel_dropped: 3,
             if_dropped: 0,
+        },
+        evidence: EvidenceCounters {
+            flows: 20,
+            pieces_shipped: 40,
+            bytes_shipped: 9000,
+            budget: 7,
+            ..EvidenceCounters::default()
         },
     };
     counters.drops.insert("non_ip".into(), 6);

@@ -138,8 +138,10 @@ fn main() -> Result<()> {
         println!("one table: {:.2} M summaries/s ({records} records, peak {peak} open flows, {evicted} evicted)", all.len() as f64 / secs / 1e6);
     }
     // Two tables on two threads, split by flow hash (the partition is done beforehand).
-    let (a, b): (Vec<PacketSummary>, Vec<PacketSummary>) =
-        all.iter().partition(|s| flow_hash(&s.key) & 1 == 0);
+    let (a, b): (Vec<PacketSummary>, Vec<PacketSummary>) = all
+        .iter()
+        .cloned()
+        .partition(|s| flow_hash(&s.key) & 1 == 0);
     let mut dual = Vec::new();
     for _ in 0..3 {
         let t = Instant::now();

@@ -51,6 +51,8 @@ impl Config {
             "frag_timeout_s",
             self.decode.frag_timeout_ns / 1_000_000_000,
         );
+        kv(&mut out, "payload_bytes", self.decode.evidence.bytes);
+        kv(&mut out, "payload_flows", self.decode.evidence.flows);
         kv(&mut out, "batch_size", self.batch_size);
         kv(&mut out, "batch_bytes", self.batch_bytes);
         kv(&mut out, "batch_age_ms", self.batch_age.as_millis());

@@ -18,6 +18,7 @@
 //! tunnel unless its inner packet is found: random traffic is not counted as broken tunnels.
 
 use tapflow_proto::key::ip_proto;
+use tapflow_proto::summary::tunnel_kind;
 use tapflow_proto::DropReason;
 
 use super::be16;
@@ -47,6 +48,24 @@ pub(super) enum Tunnel<'a> {
     Bad,
     /// A tunnel whose inner packet tapflow does not decode, counted with this reason.
     Skip(DropReason),
+}
+
+/// The [`tunnel_kind`] of a UDP tunnel [`detect`] found an inner packet in (Zeek names the
+/// outer connection's `service` after it); 0 for the others (GRE in UDP, IP tunnels).
+pub(super) fn kind(proto: u8, sport: u16, dport: u16, data: &[u8]) -> u8 {
+    if proto != ip_proto::UDP {
+        return 0;
+    }
+    match (sport, dport) {
+        (_, VXLAN_PORT) => tunnel_kind::VXLAN,
+        (_, GENEVE_PORT) => tunnel_kind::GENEVE,
+        (_, GRE_UDP_PORT) => 0,
+        (GTPU_PORT, _) | (_, GTPU_PORT) => tunnel_kind::GTPV1,
+        (TEREDO_PORT, _) | (_, TEREDO_PORT) => tunnel_kind::TEREDO,
+        (AYIYA_PORT, _) | (_, AYIYA_PORT) => tunnel_kind::AYIYA,
+        _ if teredo::looks_like(data) => tunnel_kind::TEREDO,
+        _ => tunnel_kind::AYIYA,
+    }
 }
 
 /// The tunnel carried by a transport payload `data` (after the UDP header, or the whole IP

@@ -169,6 +169,12 @@ impl Decoder {
             let (key, missing) = (s.key, if net.truncated { layer.missing } else { 0 });
             self.tunnel(layer, &t.tuple, key, missing, t.inner, ts, at, out);
         }
+        // Evidence for the flow's own payload; a tunnel's outer flow is named by its tunnel.
+        if let Some(s) = out.get_mut(at) {
+            if s.flags & flag::TUNNEL_OUTER == 0 {
+                self.evidence.observe(s, t.inner);
+            }
+        }
         Outcome::Summarised
     }
 
@@ -218,7 +224,12 @@ impl Decoder {
             Err(reason) => Outcome::Dropped(reason),
         };
         match outcome {
-            Outcome::Summarised => Self::mark_outer(out, at),
+            Outcome::Summarised => {
+                Self::mark_outer(out, at);
+                if let Some(s) = out.get_mut(at) {
+                    s.tunnel_kind = tunnel::kind(tuple.proto, tuple.sport, tuple.dport, data);
+                }
+            }
             Outcome::Held => {}
             Outcome::Dropped(reason) => {
                 self.counters.inner_undecodable = self.counters.inner_undecodable.saturating_add(1);

@@ -143,6 +143,9 @@ impl<'c> Node<'c> {
     /// Sends the connection records waiting when a message's worth has gathered, or when
     /// `due` (every heartbeat period).
     pub(crate) fn send_conns(&mut self, links: &Links, due: bool) {
+        // Announced data connections go at once, ahead of the records.
+        self.engine
+            .send_expects(links.upstream(), &mut self.buf, zmq::DONTWAIT);
         if self.engine.records.len() >= RECORDS_PER_MESSAGE || due {
             self.engine
                 .send_conns(links.upstream(), &mut self.buf, zmq::DONTWAIT);

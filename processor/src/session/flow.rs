@@ -178,6 +178,9 @@ impl Flow {
     /// Applies one packet of this connection.
     pub fn apply(&mut self, s: &PacketSummary, ctx: &Ctx) {
         self.track_tunnel(s, ctx);
+        if s.payload.is_some() || s.tunnel_kind != 0 || s.flags & flag::EVIDENCE_CUT != 0 {
+            self.take_evidence(s, ctx.cfg.payload_bytes);
+        }
         let a = physical(s);
         self.tcp_flags[a] |= s.tcp_flags;
         match self.key.proto {
@@ -339,6 +342,7 @@ impl Flow {
             .map(|x| x.parents.clone())
             .unwrap_or_default();
         tunnel_parents.sort_unstable();
+        let labels = self.labels();
         ConnRecord {
             ts_ns: self.first_ts,
             uid: tapflow_proto::conn::uid(&self.key, self.first_ts),
@@ -376,9 +380,9 @@ impl Flow {
                 * tapflow_proto::conn::split::CONTINUED
                 + u8::from(self.has_bit(bits::SPLIT_CLOSED)) * tapflow_proto::conn::split::CLOSED,
             key: self.key,
-            service: None,
-            server_name: None,
-            service_incomplete: false,
+            service: labels.service,
+            server_name: labels.server_name,
+            service_incomplete: labels.incomplete,
         }
     }
 

@@ -57,6 +57,8 @@ pub(super) struct Extra {
     /// TCP data seen above each endpoint's delivery point: sorted, disjoint, non-adjacent
     /// `[start, end)` ranges of relative sequence numbers.
     pub ooo: [Vec<(u64, u64)>; 2],
+    /// Payload evidence, once the connection got some (issue 17).
+    pub evidence: Option<Box<super::evidence::EvState>>,
 }
 
 impl History {

@@ -7,6 +7,7 @@ use std::collections::BinaryHeap;
 use hashbrown::HashTable;
 use tapflow_proto::key::ip_proto;
 use tapflow_proto::summary::flag;
+use tapflow_proto::upstream::Expected;
 use tapflow_proto::{FlowKey, PacketSummary};
 
 use super::flow::{bits, Ctx, Flow};
@@ -44,6 +45,8 @@ pub struct FlowTable {
     flushing: Vec<u32>,
     stats: TableStats,
     spare: Spare,
+    /// Data connections announced by control connections, not yet taken ([`FlowTable::take_expects`]).
+    expects: Vec<Expected>,
 }
 
 impl FlowTable {
@@ -64,6 +67,7 @@ impl FlowTable {
             flushing: Vec::new(),
             stats: TableStats::default(),
             spare: Spare::default(),
+            expects: Vec::new(),
         }
     }
 
@@ -107,6 +111,9 @@ impl FlowTable {
                 }
                 self.slab[slot].apply_timed(s, tap, &self.ctx, false, &mut self.spare);
                 self.schedule(slot);
+                if s.payload.is_some() && s.key.proto == ip_proto::TCP {
+                    self.slab[slot].new_expects(s.ts_ns, &mut self.expects);
+                }
                 return;
             }
         }
@@ -327,6 +334,27 @@ impl FlowTable {
         self.push_timer(slot, deadline);
         self.open += 1;
         self.stats.flows_created += 1;
+        if s.payload.is_some() && s.key.proto == ip_proto::TCP {
+            self.slab[slot].new_expects(s.ts_ns, &mut self.expects);
+        }
+    }
+
+    /// Takes the data connections announced since the last call (control connections'
+    /// evidence parsed as it arrived), in packet order.
+    pub fn take_expects(&mut self) -> Vec<Expected> {
+        std::mem::take(&mut self.expects)
+    }
+
+    /// The payload evidence an open connection holds: its originator's and responder's
+    /// stream prefixes (TCP; empty for UDP), `None` when it has none.
+    pub fn evidence(&self, key: &FlowKey) -> Option<[Vec<u8>; 2]> {
+        let slot = self.find(key_hash(key), key)?;
+        self.slab[slot].evidence_streams()
+    }
+
+    /// Whether announced connections wait to be taken.
+    pub fn has_expects(&self) -> bool {
+        !self.expects.is_empty()
     }
 
     /// Makes the flow's heap entry no later than its current deadline.

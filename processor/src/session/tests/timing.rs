@@ -51,7 +51,7 @@ fn run_cfg(cfg: SessionConfig, input: &[(u16, PacketSummary)]) -> Vec<ConnRecord
 }
 
 fn check_timing(input: &[PacketSummary], expected: &[&str]) -> Vec<ConnRecord> {
-    let tapped: Vec<_> = input.iter().map(|s| (0, *s)).collect();
+    let tapped: Vec<_> = input.iter().map(|s| (0, s.clone())).collect();
     check_tapped(&tapped, expected)
 }
 
@@ -250,7 +250,7 @@ fn round_trips_across_taps_are_flagged() {
         .map(|s| {
             (
                 u16::from(s.flags & tapflow_proto::summary::flag::REVERSE != 0),
-                *s,
+                s.clone(),
             )
         })
         .collect();

@@ -1,0 +1,462 @@
+//! Payload evidence (issue 17), sans-IO: a bounded table of young flows that attaches each
+//! flow's first payload bytes per direction to its packets' summaries, for the processor's
+//! classifier (`service`, `server_name`).
+//!
+//! - **TCP**: bytes by their offset in the direction's stream, from the SYN's sequence number
+//!   + 1 (a flow that started before the capture: from the first sequence number seen). Only
+//!   offsets below the budget not shipped before are shipped, so a retransmission or a
+//!   reordered segment never spends the budget twice.
+//! - **UDP**: the direction's first datagrams (at most [`UDP_DATAGRAMS`]), each whole or cut
+//!   at the budget.
+//! - **Early stops**: a direction whose stream starts with a TLS handshake record is complete
+//!   at the end of that record; one that starts like HTTP at the end of its headers
+//!   (`\r\n\r\n`). Nothing past that point is shipped, and its absence is no cut.
+//! - **Cuts**: a packet whose payload should have been shipped but was not, because the table
+//!   was full or the direction's budget ran out before an early stop, is flagged
+//!   [`flag::EVIDENCE_CUT`] and counted by reason ([`EvidenceCounters`]).
+//! - **Entries** end at an RST, at the second FIN, and when idle for [`IDLE_NS`] of packet
+//!   time. A flow whose evidence is complete keeps a small entry (no bytes) until then, so its
+//!   later packets are not taken for a new flow that started before the capture; when the
+//!   table is full, such finished entries are the first to go.
+
+use std::collections::{HashMap, VecDeque};
+
+use tapflow_proto::account::EvidenceCounters;
+use tapflow_proto::key::ip_proto;
+use tapflow_proto::summary::{flag, tcp, Payload, MAX_PAYLOAD};
+use tapflow_proto::{FlowKey, PacketSummary};
+
+/// A flow idle this long (packet time) leaves the table.
+pub const IDLE_NS: u64 = 60_000_000_000;
+/// Datagrams shipped per UDP direction at most.
+pub const UDP_DATAGRAMS: u8 = 4;
+/// Disjoint shipped ranges remembered per TCP direction (reordering deeper than this is not
+/// shipped until the gap fills).
+const MAX_RANGES: usize = 4;
+
+/// The table's limits.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct EvidenceConfig {
+    /// Bytes shipped per direction at most (0: no evidence at all).
+    pub bytes: u32,
+    /// Flows tracked at once.
+    pub flows: usize,
+}
+
+impl EvidenceConfig {
+    pub const DEFAULT_BYTES: u32 = 1024;
+    pub const DEFAULT_FLOWS: usize = 65_536;
+    /// Evidence off.
+    pub const OFF: EvidenceConfig = EvidenceConfig { bytes: 0, flows: 0 };
+}
+
+impl Default for EvidenceConfig {
+    fn default() -> EvidenceConfig {
+        EvidenceConfig {
+            bytes: EvidenceConfig::DEFAULT_BYTES,
+            flows: EvidenceConfig::DEFAULT_FLOWS,
+        }
+    }
+}
+
+/// One direction of a tracked flow.
+#[derive(Clone, Copy, Debug, Default)]
+struct Dir {
+    /// TCP: the sequence number of stream offset 0 is known.
+    based: bool,
+    base: u32,
+    /// TCP: shipped offset ranges `[start, end)`, sorted, disjoint; `n` in use.
+    ranges: [(u32, u32); MAX_RANGES],
+    n: u8,
+    /// The offset where the identifying part ends (an early stop), `u32::MAX` unknown.
+    stop: u32,
+    /// The stream starts like HTTP: look for the end of its headers.
+    http: bool,
+    /// UDP: datagrams and bytes shipped.
+    dgrams: u8,
+    used: u32,
+    /// Nothing more to ship (complete, or cut).
+    done: bool,
+    /// The cut was flagged already.
+    cut: bool,
+    fin: bool,
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Entry {
+    dirs: [Dir; 2],
+    last_ts: u64,
+}
+
+impl Entry {
+    fn new(ts: u64) -> Entry {
+        let d = Dir {
+            stop: u32::MAX,
+            ..Dir::default()
+        };
+        Entry {
+            dirs: [d; 2],
+            last_ts: ts,
+        }
+    }
+}
+
+/// The table of young flows.
+#[derive(Debug)]
+pub struct EvidenceTable {
+    cfg: EvidenceConfig,
+    flows: HashMap<FlowKey, Entry>,
+    /// Flows whose evidence is complete in both directions, oldest first (may name flows
+    /// since gone or restarted: checked when used).
+    finished: VecDeque<FlowKey>,
+    counters: EvidenceCounters,
+    /// Packet time of the last idle sweep.
+    swept_at: u64,
+}
+
+/// What one packet's payload is to its direction.
+enum Ship {
+    /// These bytes, at this offset.
+    Piece(u32, Vec<u8>),
+    Nothing,
+}
+
+impl EvidenceTable {
+    pub fn new(cfg: EvidenceConfig) -> EvidenceTable {
+        let cfg = EvidenceConfig {
+            bytes: cfg.bytes.min(MAX_PAYLOAD as u32),
+            ..cfg
+        };
+        EvidenceTable {
+            cfg,
+            flows: HashMap::new(),
+            finished: VecDeque::new(),
+            counters: EvidenceCounters::default(),
+            swept_at: 0,
+        }
+    }
+
+    pub fn counters(&self) -> &EvidenceCounters {
+        &self.counters
+    }
+
+    /// Flows in the table now.
+    pub fn len(&self) -> usize {
+        self.flows.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.flows.is_empty()
+    }
+
+    /// One summarised packet and the captured bytes of its transport payload: attaches what
+    /// is to be shipped to `s.payload`, flags a cut. TCP and UDP only; a packet with a bad
+    /// checksum is left alone (Zeek does not analyse its payload).
+    pub fn observe(&mut self, s: &mut PacketSummary, data: &[u8]) {
+        let proto = s.key.proto;
+        if self.cfg.bytes == 0
+            || self.cfg.flows == 0
+            || (proto != ip_proto::TCP && proto != ip_proto::UDP)
+            || s.flags & flag::BAD_CHECKSUM != 0
+        {
+            return;
+        }
+        let data = &data[..data.len().min(s.payload_len as usize)];
+        let syn = proto == ip_proto::TCP && s.tcp_flags & tcp::SYN != 0;
+        if data.is_empty() && !syn {
+            if proto == ip_proto::TCP && s.tcp_flags & (tcp::FIN | tcp::RST) != 0 {
+                self.on_close(s);
+            }
+            return;
+        }
+        self.sweep(s.ts_ns);
+        if !self.flows.contains_key(&s.key) && !self.make_room(s, data.len()) {
+            return;
+        }
+        let budget = self.cfg.bytes;
+        let Some(e) = self.flows.get_mut(&s.key) else {
+            return;
+        };
+        e.last_ts = s.ts_ns;
+        let d = &mut e.dirs[usize::from(s.flags & flag::REVERSE != 0)];
+        let ship = if proto == ip_proto::TCP {
+            tcp_piece(d, s, data, budget, &mut self.counters)
+        } else {
+            udp_piece(d, s, data, budget, &mut self.counters)
+        };
+        if let Ship::Piece(offset, bytes) = ship {
+            self.counters.bytes_shipped += bytes.len() as u64;
+            self.counters.pieces_shipped += 1;
+            s.payload = Some(Box::new(Payload { offset, bytes }));
+        }
+        let both_done = e.dirs.iter().all(|d| d.done);
+        if proto == ip_proto::TCP && s.tcp_flags & (tcp::FIN | tcp::RST) != 0 {
+            self.on_close(s);
+        } else if both_done {
+            self.finished.push_back(s.key);
+        }
+    }
+
+    /// An RST ends the entry, and so does the second direction's FIN.
+    fn on_close(&mut self, s: &PacketSummary) {
+        let Some(e) = self.flows.get_mut(&s.key) else {
+            return;
+        };
+        let a = usize::from(s.flags & flag::REVERSE != 0);
+        e.dirs[a].fin |= s.tcp_flags & tcp::FIN != 0;
+        if s.tcp_flags & tcp::RST != 0 || (e.dirs[0].fin && e.dirs[1].fin) {
+            self.flows.remove(&s.key);
+        }
+    }
+
+    /// Makes an entry for `s`'s flow if there is room (a finished flow's entry gives way);
+    /// counts and flags the packet when there is none.
+    fn make_room(&mut self, s: &mut PacketSummary, len: usize) -> bool {
+        if self.flows.len() >= self.cfg.flows {
+            while let Some(k) = self.finished.pop_front() {
+                if self
+                    .flows
+                    .get(&k)
+                    .is_some_and(|e| e.dirs.iter().all(|d| d.done))
+                {
+                    self.flows.remove(&k);
+                    break;
+                }
+            }
+        }
+        if self.flows.len() >= self.cfg.flows {
+            if len > 0 {
+                self.counters.table_full += 1;
+                s.flags |= flag::EVIDENCE_CUT;
+            }
+            return false;
+        }
+        self.counters.flows += 1;
+        self.flows.insert(s.key, Entry::new(s.ts_ns));
+        true
+    }
+
+    /// Removes flows idle for [`IDLE_NS`], at most once per second of packet time.
+    fn sweep(&mut self, now: u64) {
+        if now < self.swept_at.saturating_add(1_000_000_000) {
+            return;
+        }
+        self.swept_at = now;
+        let before = now.saturating_sub(IDLE_NS);
+        self.flows.retain(|_, e| e.last_ts >= before);
+        if self.finished.len() > self.flows.len().saturating_mul(2) {
+            let flows = &self.flows;
+            self.finished.retain(|k| flows.contains_key(k));
+        }
+    }
+}
+
+/// A TCP packet's piece: the part of `data` (at sequence number `s.seq`) in the direction's
+/// window `[0, min(budget, stop))` not shipped before.
+fn tcp_piece(
+    d: &mut Dir,
+    s: &mut PacketSummary,
+    data: &[u8],
+    budget: u32,
+    c: &mut EvidenceCounters,
+) -> Ship {
+    if s.tcp_flags & tcp::SYN != 0 {
+        // A new connection (or its SYN again): offsets start after it.
+        if d.n == 0 || d.base != s.seq.wrapping_add(1) {
+            *d = Dir {
+                stop: u32::MAX,
+                ..Dir::default()
+            };
+        }
+        d.based = true;
+        d.base = s.seq.wrapping_add(1);
+    }
+    if data.is_empty() {
+        return Ship::Nothing;
+    }
+    let seq = if s.tcp_flags & tcp::SYN != 0 {
+        s.seq.wrapping_add(1)
+    } else {
+        s.seq
+    };
+    if !d.based {
+        d.based = true;
+        d.base = seq;
+    }
+    if d.done {
+        count_unshipped(d, c);
+        return Ship::Nothing;
+    }
+    // Where the piece starts in the stream; one starting before offset 0 is clipped.
+    let rel = seq.wrapping_sub(d.base);
+    let (start, data) = if rel > u32::MAX / 2 {
+        let skip = (u32::MAX - rel).saturating_add(1) as usize;
+        (0, data.get(skip..).unwrap_or_default())
+    } else {
+        (rel, data)
+    };
+    if start == 0 && !(d.n > 0 && d.ranges[0].0 == 0) {
+        d.stop = early_stop(data).unwrap_or(u32::MAX);
+        d.http = looks_like_http(data);
+    }
+    let end = start.saturating_add(data.len() as u32);
+    let mut shipped = Ship::Nothing;
+    if start < budget.min(d.stop) {
+        if let Some((from, mut to)) = unshipped(d, start, end.min(budget.min(d.stop))) {
+            let piece = &data[(from - start) as usize..(to - start) as usize];
+            let headers_end = (d.http && d.stop == u32::MAX)
+                .then(|| find_headers_end(piece))
+                .flatten();
+            if let Some(pos) = headers_end {
+                to = from + pos;
+            }
+            if add_range(d, from, to) {
+                if headers_end.is_some() {
+                    d.stop = to;
+                }
+                shipped = Ship::Piece(
+                    from,
+                    data[(from - start) as usize..(to - start) as usize].to_vec(),
+                );
+            } else {
+                c.reordered += 1;
+            }
+        }
+    }
+    if end > budget && d.stop > budget && !d.cut {
+        // Payload past the budget before the identifying part was complete.
+        d.cut = true;
+        s.flags |= flag::EVIDENCE_CUT;
+    }
+    let limit = budget.min(d.stop);
+    if d.n == 1 && d.ranges[0].0 == 0 && d.ranges[0].1 >= limit {
+        d.done = true;
+    }
+    if matches!(shipped, Ship::Nothing) {
+        count_unshipped(d, c);
+    }
+    shipped
+}
+
+/// A payload packet that shipped nothing: past an early stop (`complete`), past the budget
+/// (`budget`), or a repeat of shipped bytes (`repeated`).
+fn count_unshipped(d: &Dir, c: &mut EvidenceCounters) {
+    if d.cut {
+        c.budget += 1;
+    } else if d.stop != u32::MAX || d.done {
+        c.complete += 1;
+    } else {
+        c.repeated += 1;
+    }
+}
+
+/// A UDP datagram's piece: whole, or cut at the direction's budget.
+fn udp_piece(
+    d: &mut Dir,
+    s: &mut PacketSummary,
+    data: &[u8],
+    budget: u32,
+    c: &mut EvidenceCounters,
+) -> Ship {
+    if d.done {
+        count_unshipped(d, c);
+        return Ship::Nothing;
+    }
+    let room = budget.saturating_sub(d.used) as usize;
+    let take = data.len().min(room);
+    if take < data.len() {
+        d.cut = true;
+        d.done = true;
+        s.flags |= flag::EVIDENCE_CUT;
+        if take == 0 {
+            c.budget += 1;
+            return Ship::Nothing;
+        }
+    }
+    let index = u32::from(d.dgrams);
+    d.dgrams += 1;
+    d.used += take as u32;
+    if d.dgrams >= UDP_DATAGRAMS {
+        d.done = true;
+    }
+    Ship::Piece(index, data[..take].to_vec())
+}
+
+/// The first part of `[start, end)` not yet shipped, if any.
+fn unshipped(d: &Dir, mut start: u32, end: u32) -> Option<(u32, u32)> {
+    for &(a, b) in &d.ranges[..usize::from(d.n)] {
+        if start >= a && start < b {
+            start = b;
+        }
+    }
+    if start >= end {
+        return None;
+    }
+    // Stop at the next shipped range.
+    let to = d.ranges[..usize::from(d.n)]
+        .iter()
+        .filter(|&&(a, _)| a > start)
+        .map(|&(a, _)| a)
+        .min()
+        .unwrap_or(end)
+        .min(end);
+    Some((start, to))
+}
+
+/// Records `[from, to)` as shipped, merging neighbours; false when it would need more than
+/// [`MAX_RANGES`] ranges.
+fn add_range(d: &mut Dir, from: u32, to: u32) -> bool {
+    let mut v: Vec<(u32, u32)> = d.ranges[..usize::from(d.n)].to_vec();
+    v.push((from, to));
+    v.sort_unstable();
+    let mut merged: Vec<(u32, u32)> = Vec::with_capacity(v.len());
+    for (a, b) in v {
+        match merged.last_mut() {
+            Some(last) if a <= last.1 => last.1 = last.1.max(b),
+            _ => merged.push((a, b)),
+        }
+    }
+    if merged.len() > MAX_RANGES {
+        return false;
+    }
+    d.n = merged.len() as u8;
+    d.ranges[..merged.len()].copy_from_slice(&merged);
+    true
+}
+
+/// The end of the identifying part when the stream starts with a TLS handshake record
+/// (content type 22, version 3.x): the record's end.
+fn early_stop(data: &[u8]) -> Option<u32> {
+    match data {
+        [22, 3, _, hi, lo, ..] => Some(5 + u32::from(u16::from_be_bytes([*hi, *lo]))),
+        _ => None,
+    }
+}
+
+/// The stream starts with an HTTP request method or a status line.
+fn looks_like_http(data: &[u8]) -> bool {
+    const STARTS: &[&[u8]] = &[
+        b"GET ",
+        b"POST ",
+        b"HEAD ",
+        b"PUT ",
+        b"DELETE ",
+        b"OPTIONS ",
+        b"CONNECT ",
+        b"PATCH ",
+        b"TRACE ",
+        b"HTTP/1.",
+    ];
+    STARTS.iter().any(|m| data.starts_with(m))
+}
+
+/// The offset just past `\r\n\r\n` in `bytes`.
+fn find_headers_end(bytes: &[u8]) -> Option<u32> {
+    bytes
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .map(|p| p as u32 + 4)
+}
+
+#[cfg(test)]
+mod tests;

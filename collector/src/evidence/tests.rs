@@ -1,0 +1,301 @@
+use super::*;
+use tapflow_proto::{Addr, FiveTuple};
+
+const ISN: u32 = 0xffff_fff0; // wraps within the first bytes
+const RISN: u32 = 1000;
+
+fn table(bytes: u32, flows: usize) -> EvidenceTable {
+    EvidenceTable::new(EvidenceConfig { bytes, flows })
+}
+
+/// A TCP packet of flow `port` from the client (`fwd`) or the server.
+fn tcp_pkt(port: u16, fwd: bool, flags: u8, seq: u32, len: usize, ts: u64) -> PacketSummary {
+    let (c, s) = (Addr::from_v4([10, 0, 0, 1]), Addr::from_v4([10, 0, 0, 2]));
+    let t = if fwd {
+        FiveTuple {
+            proto: ip_proto::TCP,
+            src: c,
+            dst: s,
+            sport: port,
+            dport: 443,
+        }
+    } else {
+        FiveTuple {
+            proto: ip_proto::TCP,
+            src: s,
+            dst: c,
+            sport: 443,
+            dport: port,
+        }
+    };
+    let mut p = PacketSummary {
+        ts_ns: ts,
+        tcp_flags: flags,
+        seq,
+        payload_len: len as u32,
+        ..PacketSummary::default()
+    };
+    p.set_tuple(&t, 0);
+    p
+}
+
+/// Feeds a packet with payload `data`; returns what was shipped (offset, bytes) and whether
+/// the packet was flagged cut.
+fn feed(
+    t: &mut EvidenceTable,
+    mut p: PacketSummary,
+    data: &[u8],
+) -> (Option<(u32, Vec<u8>)>, bool) {
+    p.payload_len = data.len() as u32;
+    t.observe(&mut p, data);
+    (
+        p.payload.map(|b| (b.offset, b.bytes)),
+        p.flags & flag::EVIDENCE_CUT != 0,
+    )
+}
+
+fn handshake(t: &mut EvidenceTable, port: u16) {
+    feed(t, tcp_pkt(port, true, tcp::SYN, ISN, 0, 1), b"");
+    feed(
+        t,
+        tcp_pkt(port, false, tcp::SYN | tcp::ACK, RISN, 0, 2),
+        b"",
+    );
+}
+
+fn stream(n: usize) -> Vec<u8> {
+    (0..n).map(|i| (i % 251) as u8).collect()
+}
+
+#[test]
+fn tcp_bytes_go_by_offset_up_to_the_budget_and_the_rest_is_a_cut() {
+    let mut t = table(100, 8);
+    handshake(&mut t, 1);
+    let data = stream(160);
+    let seq = ISN.wrapping_add(1);
+    let got = feed(&mut t, tcp_pkt(1, true, tcp::ACK, seq, 0, 3), &data[..60]);
+    assert_eq!(got, (Some((0, data[..60].to_vec())), false));
+    // Crosses the budget: the first 40 bytes go, the packet is flagged cut.
+    let got = feed(
+        &mut t,
+        tcp_pkt(1, true, tcp::ACK, seq.wrapping_add(60), 0, 4),
+        &data[60..],
+    );
+    assert_eq!(got, (Some((60, data[60..100].to_vec())), true));
+    // The direction is done: nothing more, counted as past the budget.
+    let got = feed(
+        &mut t,
+        tcp_pkt(1, true, tcp::ACK, seq.wrapping_add(160), 0, 5),
+        b"more",
+    );
+    assert_eq!(got, (None, false));
+    let c = t.counters();
+    assert_eq!((c.bytes_shipped, c.pieces_shipped, c.budget), (100, 2, 1));
+    // The other direction has a budget of its own.
+    let got = feed(
+        &mut t,
+        tcp_pkt(1, false, tcp::ACK, RISN + 1, 0, 6),
+        b"SSH-2.0-x\r\n",
+    );
+    assert_eq!(got, (Some((0, b"SSH-2.0-x\r\n".to_vec())), false));
+}
+
+#[test]
+fn retransmissions_and_reordering_do_not_spend_the_budget_twice() {
+    let mut t = table(64, 8);
+    handshake(&mut t, 2);
+    let data = stream(64);
+    let seq = ISN.wrapping_add(1);
+    let at = |off: u32| seq.wrapping_add(off);
+    // The second segment first (reordered), then the first, then both again.
+    let second = feed(
+        &mut t,
+        tcp_pkt(2, true, tcp::ACK, at(32), 0, 3),
+        &data[32..],
+    );
+    assert_eq!(second.0, Some((32, data[32..].to_vec())));
+    let first = feed(&mut t, tcp_pkt(2, true, tcp::ACK, at(0), 0, 4), &data[..32]);
+    assert_eq!(first.0, Some((0, data[..32].to_vec())));
+    // A retransmission overlapping both ships nothing.
+    let again = feed(
+        &mut t,
+        tcp_pkt(2, true, tcp::ACK, at(10), 0, 5),
+        &data[10..50],
+    );
+    assert_eq!(again, (None, false));
+    assert_eq!(t.counters().bytes_shipped, 64);
+    // A partial overlap ships only the new part.
+    let mut t = table(64, 8);
+    handshake(&mut t, 3);
+    feed(&mut t, tcp_pkt(3, true, tcp::ACK, at(0), 0, 3), &data[..20]);
+    let part = feed(
+        &mut t,
+        tcp_pkt(3, true, tcp::ACK, at(10), 0, 4),
+        &data[10..30],
+    );
+    assert_eq!(part.0, Some((20, data[20..30].to_vec())));
+    assert_eq!(t.counters().bytes_shipped, 30);
+}
+
+#[test]
+fn a_flow_seen_midstream_counts_from_its_first_sequence_number() {
+    let mut t = table(16, 8);
+    let got = feed(
+        &mut t,
+        tcp_pkt(4, false, tcp::ACK, 5000, 0, 1),
+        b"220 ftp ready\r\n",
+    );
+    assert_eq!(got.0, Some((0, b"220 ftp ready\r\n".to_vec())));
+    // Bytes before the first seen are out of the stream's window.
+    let got = feed(
+        &mut t,
+        tcp_pkt(4, false, tcp::ACK, 4990, 0, 2),
+        b"0123456789",
+    );
+    assert_eq!(got.0, None);
+}
+
+#[test]
+fn tls_stops_at_the_end_of_its_first_record_and_http_at_the_end_of_headers() {
+    let mut t = table(1024, 8);
+    handshake(&mut t, 5);
+    let seq = ISN.wrapping_add(1);
+    // A handshake record of 20 bytes after its 5-byte header, then application data.
+    let mut hello = vec![22, 3, 1, 0, 20];
+    hello.extend(stream(20));
+    hello.extend(b"after the record");
+    let got = feed(&mut t, tcp_pkt(5, true, tcp::ACK, seq, 0, 3), &hello);
+    assert_eq!(got, (Some((0, hello[..25].to_vec())), false));
+    let after = feed(
+        &mut t,
+        tcp_pkt(5, true, tcp::ACK, seq.wrapping_add(41), 0, 4),
+        b"x",
+    );
+    assert_eq!(after, (None, false));
+    assert_eq!(t.counters().complete, 1);
+
+    let req = b"GET / HTTP/1.1\r\nHost: a.example\r\n";
+    let got = feed(
+        &mut t,
+        tcp_pkt(5, false, tcp::ACK, RISN + 1, 0, 5),
+        b"HTTP/1.1 200 OK\r\n",
+    );
+    assert!(got.0.is_some());
+    let mut t = table(1024, 8);
+    handshake(&mut t, 6);
+    feed(&mut t, tcp_pkt(6, true, tcp::ACK, seq, 0, 3), req);
+    let rest = b"Accept: */*\r\n\r\nbody bytes";
+    let got = feed(
+        &mut t,
+        tcp_pkt(6, true, tcp::ACK, seq.wrapping_add(req.len() as u32), 0, 4),
+        rest,
+    );
+    assert_eq!(
+        got.0,
+        Some((req.len() as u32, b"Accept: */*\r\n\r\n".to_vec()))
+    );
+    // A TLS record longer than the budget is a cut.
+    let mut t = table(16, 8);
+    handshake(&mut t, 7);
+    let big = [&[22u8, 3, 3, 1, 0][..], &stream(40)].concat();
+    let got = feed(&mut t, tcp_pkt(7, true, tcp::ACK, seq, 0, 3), &big);
+    assert_eq!(got, (Some((0, big[..16].to_vec())), true));
+}
+
+#[test]
+fn a_full_table_is_counted_and_flagged_and_finished_flows_give_way() {
+    let mut t = table(8, 2);
+    handshake(&mut t, 10);
+    handshake(&mut t, 11);
+    let seq = ISN.wrapping_add(1);
+    // A third flow has no room: its payload is flagged cut and counted.
+    let got = feed(&mut t, tcp_pkt(12, true, tcp::ACK, seq, 0, 3), b"hello");
+    assert_eq!(got, (None, true));
+    assert_eq!(t.counters().table_full, 1);
+    // Flow 10 completes both directions (budget 8 exactly filled): it gives way.
+    feed(&mut t, tcp_pkt(10, true, tcp::ACK, seq, 0, 4), b"12345678");
+    feed(
+        &mut t,
+        tcp_pkt(10, false, tcp::ACK, RISN + 1, 0, 5),
+        b"abcdefgh",
+    );
+    let got = feed(&mut t, tcp_pkt(12, true, tcp::ACK, seq, 0, 6), b"hello");
+    assert_eq!(got, (Some((0, b"hello".to_vec())), false));
+    assert_eq!(t.len(), 2);
+    assert_eq!(t.counters().flows, 3);
+}
+
+#[test]
+fn entries_end_at_rst_second_fin_and_idle() {
+    let mut t = table(8, 4);
+    handshake(&mut t, 20);
+    handshake(&mut t, 21);
+    handshake(&mut t, 22);
+    assert_eq!(t.len(), 3);
+    feed(
+        &mut t,
+        tcp_pkt(20, true, tcp::RST, ISN.wrapping_add(1), 0, 3),
+        b"",
+    );
+    assert_eq!(t.len(), 2);
+    feed(
+        &mut t,
+        tcp_pkt(21, true, tcp::FIN | tcp::ACK, ISN.wrapping_add(1), 0, 3),
+        b"",
+    );
+    assert_eq!(t.len(), 2);
+    feed(
+        &mut t,
+        tcp_pkt(21, false, tcp::FIN | tcp::ACK, RISN + 1, 0, 3),
+        b"",
+    );
+    assert_eq!(t.len(), 1);
+    // Flow 22 is idle past IDLE_NS when another flow's packet comes.
+    feed(
+        &mut t,
+        tcp_pkt(23, true, tcp::SYN, ISN, 0, IDLE_NS + 10),
+        b"",
+    );
+    assert_eq!(t.len(), 1);
+}
+
+#[test]
+fn udp_ships_the_first_datagrams_whole_or_cut_at_the_budget() {
+    let mut t = table(10, 4);
+    let dgram = |ts: u64| {
+        let mut p = tcp_pkt(53, true, 0, 0, 0, ts);
+        p.key.proto = ip_proto::UDP;
+        p
+    };
+    assert_eq!(
+        feed(&mut t, dgram(1), b"abcd").0,
+        Some((0, b"abcd".to_vec()))
+    );
+    assert_eq!(
+        feed(&mut t, dgram(2), b"efgh").0,
+        Some((1, b"efgh".to_vec()))
+    );
+    assert_eq!(
+        feed(&mut t, dgram(3), b"ijkl"),
+        (Some((2, b"ij".to_vec())), true)
+    );
+    assert_eq!(feed(&mut t, dgram(4), b"mnop"), (None, false));
+    assert_eq!(t.counters().budget, 1);
+}
+
+#[test]
+fn off_and_other_protocols_ship_nothing() {
+    let mut t = table(0, 4);
+    handshake(&mut t, 30);
+    let got = feed(
+        &mut t,
+        tcp_pkt(30, true, tcp::ACK, ISN.wrapping_add(1), 0, 3),
+        b"x",
+    );
+    assert_eq!(got, (None, false));
+    assert!(t.is_empty());
+    let mut t = table(8, 4);
+    let mut p = tcp_pkt(31, true, 0, 0, 0, 1);
+    p.key.proto = ip_proto::ICMP;
+    assert_eq!(feed(&mut t, p, b"ping").0, None);
+}

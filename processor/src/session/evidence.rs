@@ -1,0 +1,290 @@
+//! A connection's payload evidence (issue 17): the pieces the collectors shipped, put back in
+//! stream order per direction, in the flow's cold [`Extra`] box (allocated only when a flow
+//! gets payload), bounded by [`SessionConfig::payload_bytes`] per direction; classified by
+//! [`tapflow_classify`] into Zeek's `service` and the server's name when the record is made,
+//! and into announced data connections ([`Expected`]) as soon as they are parsed.
+
+use tapflow_classify::{classify, Evidence, Side, Verdict};
+use tapflow_proto::conn::clean_server_name;
+use tapflow_proto::key::ip_proto;
+use tapflow_proto::summary::{flag, tunnel_kind, Payload};
+use tapflow_proto::upstream::Expected;
+use tapflow_proto::{Addr, PacketSummary};
+
+use super::flow::{physical, Flow};
+#[cfg(doc)]
+use super::history::Extra;
+#[cfg(doc)]
+use super::SessionConfig;
+
+/// UDP datagrams kept per direction at most.
+const MAX_DATAGRAMS: usize = 8;
+/// Gaps a TCP direction may have (pieces past them wait for the gap to fill).
+const MAX_RANGES: usize = 8;
+/// Announced connections sent per connection at most.
+const MAX_EXPECTS: u16 = 64;
+
+/// One direction's evidence (physical: 0 = the key's `lo`).
+#[derive(Clone, Debug, Default)]
+pub(super) struct EvDir {
+    /// TCP: stream bytes by offset (unfilled bytes are zero), up to the highest filled one.
+    buf: Vec<u8>,
+    /// TCP: filled `[start, end)` ranges, sorted, disjoint.
+    have: Vec<(u32, u32)>,
+    /// UDP: the datagrams, in order.
+    dgrams: Vec<Vec<u8>>,
+    /// The collector cut this direction's evidence, or this processor's bound did.
+    cut: bool,
+}
+
+/// A connection's evidence and what was already sent of it.
+#[derive(Clone, Debug, Default)]
+pub(super) struct EvState {
+    pub dirs: [EvDir; 2],
+    /// [`tunnel_kind`] of a tunnel's outer connection.
+    pub tunnel_kind: u8,
+    /// Announced connections already sent.
+    expects_sent: u16,
+}
+
+impl EvDir {
+    /// Adds a shipped piece, first bytes winning, within `cap` bytes.
+    fn add(&mut self, p: &Payload, udp: bool, cap: u32) {
+        if udp {
+            let used: usize = self.dgrams.iter().map(Vec::len).sum();
+            let room = (cap as usize).saturating_sub(used);
+            if self.dgrams.len() >= MAX_DATAGRAMS || room == 0 {
+                self.cut = true;
+                return;
+            }
+            self.cut |= p.bytes.len() > room;
+            self.dgrams
+                .push(p.bytes[..p.bytes.len().min(room)].to_vec());
+            return;
+        }
+        let start = p.offset;
+        let end = start.saturating_add(p.bytes.len() as u32).min(cap);
+        if end < start.saturating_add(p.bytes.len() as u32) {
+            self.cut = true;
+        }
+        let mut at = start;
+        while at < end {
+            // The next filled range at or after `at`.
+            let next = self.have.iter().find(|&&(_, b)| b > at).copied();
+            let to = match next {
+                Some((a, b)) if a <= at => {
+                    at = b;
+                    continue;
+                }
+                Some((a, _)) => a.min(end),
+                None => end,
+            };
+            if !self.fill(
+                at,
+                to,
+                &p.bytes[(at - start) as usize..(to - start) as usize],
+            ) {
+                self.cut = true;
+                return;
+            }
+            at = to;
+        }
+    }
+
+    /// Copies `bytes` to `[from, to)` and records the range; false past [`MAX_RANGES`].
+    fn fill(&mut self, from: u32, to: u32, bytes: &[u8]) -> bool {
+        let mut v = self.have.clone();
+        v.push((from, to));
+        v.sort_unstable();
+        let mut merged: Vec<(u32, u32)> = Vec::with_capacity(v.len());
+        for (a, b) in v {
+            match merged.last_mut() {
+                Some(last) if a <= last.1 => last.1 = last.1.max(b),
+                _ => merged.push((a, b)),
+            }
+        }
+        if merged.len() > MAX_RANGES {
+            return false;
+        }
+        self.have = merged;
+        if self.buf.len() < to as usize {
+            self.buf.resize(to as usize, 0);
+        }
+        self.buf[from as usize..to as usize].copy_from_slice(bytes);
+        true
+    }
+
+    /// The classifier's segments: the datagrams, or the stream prefix (none when empty).
+    fn parts(&self, udp: bool) -> Vec<&[u8]> {
+        if udp {
+            return self.dgrams.iter().map(Vec::as_slice).collect();
+        }
+        let s = self.stream();
+        if s.is_empty() {
+            Vec::new()
+        } else {
+            vec![s]
+        }
+    }
+
+    /// The stream's first bytes without a gap.
+    pub fn stream(&self) -> &[u8] {
+        match self.have.first() {
+            Some(&(0, end)) => &self.buf[..end as usize],
+            _ => &[],
+        }
+    }
+}
+
+impl EvState {
+    /// The classifier's view, by Zeek's roles (`orig` = physical endpoint `o`).
+    fn verdict(&self, proto: u8, ports: [u16; 2], o: usize) -> Verdict {
+        let udp = proto == ip_proto::UDP;
+        let (orig, resp) = (&self.dirs[o], &self.dirs[1 - o]);
+        let (op, rp) = (orig.parts(udp), resp.parts(udp));
+        let ev = Evidence {
+            proto,
+            orig_port: ports[o],
+            resp_port: ports[1 - o],
+            orig: Side {
+                segments: &op,
+                truncated: orig.cut || orig.have.len() > 1,
+            },
+            resp: Side {
+                segments: &rp,
+                truncated: resp.cut || resp.have.len() > 1,
+            },
+        };
+        classify(&ev)
+    }
+}
+
+/// What the evidence says for a record: `service`, `server_name`, `service_incomplete`.
+pub(super) struct Labels {
+    pub service: Option<String>,
+    pub server_name: Option<String>,
+    pub incomplete: bool,
+}
+
+impl Flow {
+    /// A summary that carries evidence, a tunnel kind or a cut (the caller checks, so flows
+    /// without any pay one branch): kept in the flow's `Extra`.
+    #[inline(never)]
+    pub(super) fn take_evidence(&mut self, s: &PacketSummary, cap: u32) {
+        let a = physical(s);
+        let udp = self.key.proto == ip_proto::UDP;
+        let ev = self.extra_mut().evidence.get_or_insert_with(Box::default);
+        if s.tunnel_kind != 0 {
+            ev.tunnel_kind = s.tunnel_kind;
+        }
+        if s.flags & flag::EVIDENCE_CUT != 0 {
+            ev.dirs[a].cut = true;
+        }
+        if let Some(p) = &s.payload {
+            ev.dirs[a].add(p, udp, cap);
+        }
+    }
+
+    /// The labels of this connection's record.
+    pub(super) fn labels(&self) -> Labels {
+        let Some(ev) = self.extra.as_ref().and_then(|x| x.evidence.as_deref()) else {
+            return Labels {
+                service: None,
+                server_name: None,
+                incomplete: false,
+            };
+        };
+        let v = ev.verdict(self.key.proto, self.ports(), self.orig_index());
+        let mut names: Vec<&str> = tunnel_kind::service(ev.tunnel_kind).into_iter().collect();
+        for s in &v.services {
+            if !names.contains(s) {
+                names.push(s);
+            }
+        }
+        Labels {
+            service: (!names.is_empty()).then(|| names.join(",")),
+            server_name: v.server_name.as_deref().and_then(clean_server_name),
+            incomplete: ev.dirs.iter().any(|d| d.cut),
+        }
+    }
+
+    /// Announced data connections the evidence holds that were not sent yet (TCP flows with
+    /// evidence only), stamped with `ts_ns`, the packet that completed them.
+    pub(super) fn new_expects(&mut self, ts_ns: u64, out: &mut Vec<Expected>) {
+        let (proto, ports, o) = (self.key.proto, self.ports(), self.orig_index());
+        let ends = [self.key.lo, self.key.hi];
+        let uid = tapflow_proto::conn::uid(&self.key, self.first_ts);
+        let Some(ev) = self.extra.as_mut().and_then(|x| x.evidence.as_deref_mut()) else {
+            return;
+        };
+        if proto != ip_proto::TCP || ev.expects_sent >= MAX_EXPECTS {
+            return;
+        }
+        let v = ev.verdict(proto, ports, o);
+        for e in v.expects.iter().skip(usize::from(ev.expects_sent)) {
+            if ev.expects_sent >= MAX_EXPECTS {
+                break;
+            }
+            ev.expects_sent += 1;
+            out.push(Expected {
+                uid: uid.clone(),
+                ts_ns,
+                orig_h: ends[o],
+                resp_h: ends[1 - o],
+                addr: e.addr.map(Addr::from),
+                port: e.port,
+                by_resp: e.by_resp,
+                service: e.service.to_owned(),
+            });
+        }
+    }
+
+    /// The evidence bytes held for the originator's and the responder's stream.
+    pub(super) fn evidence_streams(&self) -> Option<[Vec<u8>; 2]> {
+        let ev = self.extra.as_ref()?.evidence.as_deref()?;
+        let o = self.orig_index();
+        Some([
+            ev.dirs[o].stream().to_vec(),
+            ev.dirs[1 - o].stream().to_vec(),
+        ])
+    }
+
+    /// The key's ports in physical order.
+    fn ports(&self) -> [u16; 2] {
+        [self.key.lo_port, self.key.hi_port]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn piece(offset: u32, bytes: &[u8]) -> Payload {
+        Payload {
+            offset,
+            bytes: bytes.to_vec(),
+        }
+    }
+
+    #[test]
+    fn pieces_are_put_back_in_order_first_bytes_winning_within_the_cap() {
+        let mut d = EvDir::default();
+        d.add(&piece(5, b"fghij"), false, 12);
+        assert_eq!(d.stream(), b"");
+        d.add(&piece(0, b"abcde"), false, 12);
+        assert_eq!(d.stream(), b"abcdefghij");
+        // A retransmission with other bytes does not overwrite.
+        d.add(&piece(3, b"XXXXXX"), false, 12);
+        assert_eq!(d.stream(), b"abcdefghij");
+        assert!(!d.cut);
+        d.add(&piece(10, b"klmnop"), false, 12);
+        assert_eq!(d.stream(), b"abcdefghijkl");
+        assert!(d.cut);
+        let mut u = EvDir::default();
+        for i in 0..10 {
+            u.add(&piece(i, b"dgram"), true, 1024);
+        }
+        assert_eq!(u.dgrams.len(), MAX_DATAGRAMS);
+        assert!(u.cut);
+    }
+}
