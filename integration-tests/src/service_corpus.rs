@@ -2,7 +2,8 @@
 //! column (on Zeek's own test traces, `../shared/zeek-corpus`, and on the shared captures with
 //! a Zeek log) and tshark's `tls.handshake.extensions_server_name` and `http.host` (on every
 //! shared capture). The comparison, the tshark extraction and the golden table; the pipeline
-//! runs are in `tests/service_corpus.rs`.
+//! runs are in `tests/service_corpus.rs`. tshark's `http.host` is compared without its port,
+//! as Zeek keeps the Host header's name (its `http.log` `host`).
 //!
 //! Golden table (`golden/service_corpus.tsv`): the figures (`total:*` rows) and one row per
 //! difference, keyed by source and connection, with its kind and a reason. The reason column is
@@ -387,6 +388,24 @@ fn same_pair(x: &Named, y: &Named) -> bool {
     (x.a == y.a && x.b == y.b) || (x.a == y.b && x.b == y.a)
 }
 
+/// An HTTP `Host` value without its port, as Zeek keeps it (`host:8080` -> `host`,
+/// `[2001:db8::1]:80` -> `2001:db8::1`).
+pub fn host_without_port(host: &str) -> &str {
+    if let Some(rest) = host.strip_prefix('[') {
+        return rest.split(']').next().unwrap_or(rest);
+    }
+    match host.rsplit_once(':') {
+        Some((name, port))
+            if !name.contains(':')
+                && !port.is_empty()
+                && port.bytes().all(|b| b.is_ascii_digit()) =>
+        {
+            name
+        }
+        _ => host,
+    }
+}
+
 /// One line of [`tshark_names`]' fields.
 pub fn parse_tshark_line(line: &str) -> Option<Named> {
     let c: Vec<&str> = line.split('\t').collect();
@@ -398,7 +417,11 @@ pub fn parse_tshark_line(line: &str) -> Option<Named> {
     } else {
         ("tcp", cell(4), cell(5))
     };
-    let name = if cell(8).is_empty() { cell(9) } else { cell(8) };
+    let name = if cell(8).is_empty() {
+        host_without_port(cell(9))
+    } else {
+        cell(8)
+    };
     if src.is_empty() || sp.is_empty() || name.is_empty() {
         return None;
     }
@@ -502,6 +525,12 @@ mod tests {
             .expect("a QUIC name");
         assert_eq!((quic.proto, quic.a.0.as_str()), ("udp", "2001:db8::1"));
         assert_eq!(parse_tshark_line("\t\t\t\t\t\t\t\t\t"), None);
+        let host = parse_tshark_line("10.0.0.1\t\t10.0.0.2\t\t40000\t8080\t\t\t\tweb:8080")
+            .expect("an HTTP Host");
+        assert_eq!(host.name, "web", "Zeek keeps the host without its port");
+        assert_eq!(host_without_port("[2001:db8::1]:80"), "2001:db8::1");
+        assert_eq!(host_without_port("2001:db8::1"), "2001:db8::1");
+        assert_eq!(host_without_port("a:b"), "a:b");
         let ours = vec![row(&[
             ("id.orig_h", "10.0.0.2"),
             ("id.orig_p", "443"),
