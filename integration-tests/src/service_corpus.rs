@@ -388,11 +388,11 @@ fn same_pair(x: &Named, y: &Named) -> bool {
     (x.a == y.a && x.b == y.b) || (x.a == y.b && x.b == y.a)
 }
 
-/// An HTTP `Host` value without its port, as Zeek keeps it (`host:8080` -> `host`,
-/// `[2001:db8::1]:80` -> `2001:db8::1`).
+/// An HTTP `Host` value without its port, as Zeek keeps it (`host:8080` -> `host`); an IPv6
+/// literal keeps its brackets (`[2001:db8::1]:80` -> `[2001:db8::1]`, RFC 3986's host).
 pub fn host_without_port(host: &str) -> &str {
-    if let Some(rest) = host.strip_prefix('[') {
-        return rest.split(']').next().unwrap_or(rest);
+    if host.starts_with('[') {
+        return host.find(']').map_or(host, |end| &host[..=end]);
     }
     match host.rsplit_once(':') {
         Some((name, port))
@@ -528,7 +528,8 @@ mod tests {
         let host = parse_tshark_line("10.0.0.1\t\t10.0.0.2\t\t40000\t8080\t\t\t\tweb:8080")
             .expect("an HTTP Host");
         assert_eq!(host.name, "web", "Zeek keeps the host without its port");
-        assert_eq!(host_without_port("[2001:db8::1]:80"), "2001:db8::1");
+        assert_eq!(host_without_port("[2001:db8::1]:80"), "[2001:db8::1]");
+        assert_eq!(host_without_port("[2001:db8::1]"), "[2001:db8::1]");
         assert_eq!(host_without_port("2001:db8::1"), "2001:db8::1");
         assert_eq!(host_without_port("a:b"), "a:b");
         let ours = vec![row(&[
