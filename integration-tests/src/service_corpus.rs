@@ -24,6 +24,12 @@ pub fn golden_path() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("golden/service_corpus.tsv")
 }
 
+/// Reasons written by hand for differences (the golden table's columns; only key, truth, ours
+/// and reason are read): used when the golden table is regenerated, before the kind.
+pub fn reasons_path() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("golden/service_corpus_reasons.tsv")
+}
+
 /// Our conn-log line as a row: Zeek's id columns and fields, `service` and `server_name` (`-`
 /// when unset, as Zeek writes an unset field).
 pub fn our_row(v: &Value) -> Row {
@@ -259,15 +265,16 @@ impl Tally {
         )
     }
 
-    /// The golden table; reasons are taken from `previous` (the golden file's text) for the
-    /// differences it lists with the same values.
+    /// The golden table; reasons written by hand are taken from `previous` (tables in this
+    /// format, a later line winning) for the differences it lists with the same values.
     pub fn table(&self, previous: &str) -> String {
         let reasons: BTreeMap<(&str, &str, &str), &str> = previous
             .lines()
             .filter(|l| !l.starts_with('#'))
             .filter_map(|l| {
                 let c: Vec<&str> = l.split('\t').collect();
-                (c.len() == 5).then(|| ((c[0], c[2], c[3]), c[4]))
+                // A reason that is only the kind was not written by hand.
+                (c.len() == 5 && c[4] != c[1]).then(|| ((c[0], c[2], c[3]), c[4]))
             })
             .collect();
         let mut out = String::from(HEADER);
@@ -300,7 +307,7 @@ const HEADER: &str = "\
 # tshark's name), ours and the reason (kept across regenerations while the values stay; write
 # a better one by hand). Checked exactly; regenerate with
 #   UPDATE_GOLDEN=1 cargo nextest run -p tapflow-integration-tests --test service_corpus
-# and review the diff.
+# and review the diff (reasons also come from golden/service_corpus_reasons.tsv).
 # key\tkind\ttruth\tours\treason
 ";
 
