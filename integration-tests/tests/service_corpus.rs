@@ -21,7 +21,9 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use tapflow_integration_tests::service_corpus::{golden_path, our_row, tshark_names, Named, Tally};
+use tapflow_integration_tests::service_corpus::{
+    golden_path, our_row, reasons_path, tshark_names, Named, Tally,
+};
 use tapflow_integration_tests::zeek::{golden_differences, parse_zeek_log, Row, IGNORE_CHECKSUMS};
 use tapflow_integration_tests::zeek_corpus::{corpus_dir, manifest};
 use tapflow_integration_tests::{captures, read_text, run_pipeline, shared_pcaps, CollectorSpec};
