@@ -15,7 +15,7 @@ shift || true
 fuzz="$(cd "$(dirname "$0")" && pwd)"
 cd "$fuzz"
 targets=("$@")
-[ ${#targets[@]} -gt 0 ] || targets=(wire_decode packet_decode capture_records pcapng_records processor_set)
+[ ${#targets[@]} -gt 0 ] || targets=(wire_decode packet_decode capture_records pcapng_records processor_set classify)
 sanitizer="${FUZZ_SANITIZER:-none}"
 
 if ! cargo fuzz --version >/dev/null 2>&1; then

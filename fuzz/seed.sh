@@ -9,7 +9,9 @@
 # - pcapng_records: the same for the pcapng captures of ../shared/pcaps and of the Zeek corpus;
 # - processor_set: serialised slot tables (2 and 300 members: one- and two-byte owners; a valid
 #   table is past libFuzzer's default 4 KB input limit, which a larger seed raises) and a
-#   processor-set file.
+#   processor-set file;
+# - classify: payload evidence of a few protocols (SSH, HTTP, FTP, a TLS ClientHello with SNI, DNS)
+#   in the target's layout (fuzz/fuzz_targets/classify.rs).
 # Exits 1, saying which, when seeds that can be written are not (a failing proto test, a
 # python3 error, an empty corpus); only packet_decode and capture_records may stay empty, with
 # a note, when ../shared/pcaps (or, for packet_decode, python3) is absent.
@@ -19,7 +21,7 @@ root="$(dirname "$fuzz")"
 pcaps="${TAPFLOW_PCAPS:-$root/../shared/pcaps}"
 
 mkdir -p "$fuzz/corpus/wire_decode" "$fuzz/corpus/packet_decode" "$fuzz/corpus/capture_records" \
-    "$fuzz/corpus/pcapng_records" "$fuzz/corpus/processor_set"
+    "$fuzz/corpus/pcapng_records" "$fuzz/corpus/processor_set" "$fuzz/corpus/classify"
 # Any failure below ends the script with a message and a non-zero exit (run.sh stops on it):
 # a fuzz run must not start from a corpus that silently failed to be written.
 fail() {
@@ -93,3 +95,24 @@ open(f"{out}/set.toml", "w").write(
     "[[change]]\nremove = 1\nswitch_at = 1763874070.5\n")
 PY
 [ "$(count "$fuzz/corpus/processor_set")" -ge 3 ] || fail "corpus/processor_set lacks its 3 seeds"
+mkdir -p "$fuzz/corpus/classify"
+python3 - "$fuzz/corpus/classify" <<'PY' || fail "could not write the classify seeds"
+import struct, sys
+out = sys.argv[1]
+def seed(name, udp, oport, rport, orig, resp, dgrams=1):
+    head = struct.pack("<BHHBH", 1 if udp else 0, oport, rport, dgrams, len(orig))
+    open(f"{out}/{name}", "wb").write(head + orig + resp)
+seed("ssh", False, 40000, 22, b"SSH-2.0-OpenSSH_9.6\r\n", b"SSH-2.0-OpenSSH_8.9\r\n")
+seed("http", False, 40000, 80, b"GET / HTTP/1.1\r\nHost: a.example\r\n\r\n",
+     b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+seed("ftp", False, 40000, 21, b"USER a\r\nPASV\r\n",
+     b"220 hi\r\n331 pw\r\n227 Entering Passive Mode (10,0,0,2,8,1)\r\n")
+sni = b"a.example"
+ext = struct.pack(">HHHBH", 0, len(sni) + 5, len(sni) + 3, 0, len(sni)) + sni
+hello = b"\x03\x03" + bytes(32) + b"\x00" + b"\x00\x02\x13\x01" + b"\x01\x00" + struct.pack(">H", len(ext)) + ext
+hs = b"\x01" + struct.pack(">I", len(hello))[1:] + hello
+seed("tls", False, 40000, 443, b"\x16\x03\x01" + struct.pack(">H", len(hs)) + hs, b"")
+seed("dns", True, 40000, 53, bytes.fromhex("12340100000100000000000001610765786d706c6503636f6d0000010001"),
+     bytes.fromhex("12348180000100000000000001610765786d706c6503636f6d0000010001"))
+PY
+[ "$(count "$fuzz/corpus/classify")" -ge 5 ] || fail "corpus/classify lacks its 5 seeds"

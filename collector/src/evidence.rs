@@ -2,8 +2,8 @@
 //! flow's first payload bytes per direction to its packets' summaries, for the processor's
 //! classifier (`service`, `server_name`).
 //!
-//! - **TCP**: bytes by their offset in the direction's stream, from the SYN's sequence number
-//!   + 1 (a flow that started before the capture: from the first sequence number seen). Only
+//! - **TCP**: bytes by their offset in the direction's stream, from the sequence number after
+//!   the SYN's (a flow that started before the capture: from the first sequence number seen). Only
 //!   offsets below the budget not shipped before are shipped, so a retransmission or a
 //!   reordered segment never spends the budget twice.
 //! - **UDP**: the direction's first datagrams (at most [`UDP_DATAGRAMS`]), each whole or cut
@@ -260,28 +260,9 @@ fn tcp_piece(
     budget: u32,
     c: &mut EvidenceCounters,
 ) -> Ship {
-    if s.tcp_flags & tcp::SYN != 0 {
-        // A new connection (or its SYN again): offsets start after it.
-        if d.n == 0 || d.base != s.seq.wrapping_add(1) {
-            *d = Dir {
-                stop: u32::MAX,
-                ..Dir::default()
-            };
-        }
-        d.based = true;
-        d.base = s.seq.wrapping_add(1);
-    }
+    let seq = base_on(d, s);
     if data.is_empty() {
         return Ship::Nothing;
-    }
-    let seq = if s.tcp_flags & tcp::SYN != 0 {
-        s.seq.wrapping_add(1)
-    } else {
-        s.seq
-    };
-    if !d.based {
-        d.based = true;
-        d.base = seq;
     }
     if d.done {
         count_unshipped(d, c);
@@ -336,6 +317,29 @@ fn tcp_piece(
         count_unshipped(d, c);
     }
     shipped
+}
+
+/// Sets the direction's stream base: after a SYN (a new connection, or its SYN again, starts
+/// offsets afresh), else at the first sequence number seen; returns the sequence number of
+/// the packet's first payload byte.
+fn base_on(d: &mut Dir, s: &PacketSummary) -> u32 {
+    if s.tcp_flags & tcp::SYN != 0 {
+        let base = s.seq.wrapping_add(1);
+        if d.n == 0 || d.base != base {
+            *d = Dir {
+                stop: u32::MAX,
+                ..Dir::default()
+            };
+        }
+        d.based = true;
+        d.base = base;
+        return base;
+    }
+    if !d.based {
+        d.based = true;
+        d.base = s.seq;
+    }
+    s.seq
 }
 
 /// A payload packet that shipped nothing: past an early stop (`complete`), past the budget

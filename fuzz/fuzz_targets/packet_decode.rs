@@ -13,12 +13,15 @@
 //!   u8       time since the previous record, in units of 100 ms
 //!   bytes    the frame
 //! ```
-//! `fuzz/seed_packets.py` turns pcap/pcapng files into this layout.
+//! `fuzz/seed_packets.py` turns pcap/pcapng files into this layout. Payload evidence is on
+//! with a small budget and table (`collector/src/evidence.rs`): its pieces stay within the
+//! budget and the packet's payload.
 
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
 use tapflow_collector::decode::{DecodeConfig, Decoder, LinkType, Outcome};
+use tapflow_collector::evidence::EvidenceConfig;
 use tapflow_proto::summary::flag;
 use tapflow_proto::PacketSummary;
 
@@ -38,6 +41,11 @@ fuzz_target!(|data: &[u8]| {
         frag_max_datagrams: 8,
         frag_max_bytes: 64 << 10,
         frag_timeout_ns: u64::from(cfg >> 3) * 1_000_000_000,
+        // Payload evidence on, small: budgets, early stops and a full table are reachable.
+        evidence: EvidenceConfig {
+            bytes: 64,
+            flows: 4,
+        },
     };
     let mut decoder = Decoder::new(cfg);
     let mut out: Vec<PacketSummary> = Vec::new();
@@ -85,6 +93,21 @@ fn check_summary(s: &PacketSummary) {
         s.flags & flag::TUNNEL_INNER != 0,
         s.tunnel_parent.is_some(),
         "tunnel_parent without TUNNEL_INNER or the reverse: {s:?}"
+    );
+    if let Some(p) = &s.payload {
+        assert!(p.bytes.len() <= 64, "evidence past the budget: {s:?}");
+        assert!(
+            p.bytes.len() as u32 <= s.payload_len,
+            "more evidence than payload: {s:?}"
+        );
+        assert!(
+            s.flags & flag::TUNNEL_OUTER == 0,
+            "evidence on a tunnel's outer packet: {s:?}"
+        );
+    }
+    assert!(
+        s.tunnel_kind == 0 || s.flags & flag::TUNNEL_OUTER != 0,
+        "a tunnel kind on a packet that is no tunnel's outer one: {s:?}"
     );
 }
 

@@ -2,23 +2,55 @@
 //! a capture decoded by the collector's decoder with a checksum setting, fed summary by summary
 //! to one processor `FlowTable`, flushed; and a record as a Zeek row.
 
+use std::collections::HashSet;
 use std::path::Path;
 
 use tapflow_collector::decode::{DecodeConfig, Decoder, LinkType};
+use tapflow_collector::evidence::EvidenceConfig;
 use tapflow_processor::session::{ConnRecord, FlowTable, SessionConfig};
-use tapflow_proto::PacketSummary;
+use tapflow_proto::account::EvidenceCounters;
+use tapflow_proto::{FlowKey, PacketSummary};
 
 use crate::zeek::{Row, FIELDS};
 
 /// Decodes a capture (through libpcap) and runs it through one flow table; an error names
-/// what failed. No cap may be reached: an eviction is an error too.
+/// what failed. No cap may be reached: an eviction is an error too. Payload evidence is on,
+/// at the collector's default budget, as a collector ships it.
 pub fn sessions(pcap: &Path, verify_checksums: bool) -> Result<Vec<ConnRecord>, String> {
+    let Run {
+        mut table,
+        mut records,
+        ..
+    } = run(pcap, verify_checksums, EvidenceConfig::default())?;
+    table.flush(&mut records);
+    match table.stats().evicted {
+        0 => Ok(records),
+        n => Err(format!("{n} connections evicted: no cap may be reached")),
+    }
+}
+
+/// A capture run through the decoder (with payload evidence at `evidence`) and one flow
+/// table, before the table's flush: what [`sessions`] finishes.
+pub struct Run {
+    /// The table, its connections still open.
+    pub table: FlowTable,
+    /// The records made so far (connections ended by a later packet).
+    pub records: Vec<ConnRecord>,
+    /// The flows whose summaries carried payload, in the order first seen.
+    pub with_payload: Vec<FlowKey>,
+    /// The decoder's payload evidence counters.
+    pub evidence: EvidenceCounters,
+}
+
+/// Decodes `pcap` and applies every summary to one flow table (see [`Run`]).
+pub fn run(pcap: &Path, verify_checksums: bool, evidence: EvidenceConfig) -> Result<Run, String> {
     let mut cap = pcap::Capture::from_file_with_precision(pcap, pcap::Precision::Nano)
         .map_err(|e| e.to_string())?;
     let dlt = cap.get_datalink().0;
     let link = LinkType::from_dlt(dlt).ok_or_else(|| format!("unsupported link type {dlt}"))?;
     let mut decoder = Decoder::new(DecodeConfig {
         verify_checksums,
+        evidence,
         ..DecodeConfig::default()
     });
     let mut table = FlowTable::new(SessionConfig {
@@ -26,6 +58,7 @@ pub fn sessions(pcap: &Path, verify_checksums: bool) -> Result<Vec<ConnRecord>, 
         ..SessionConfig::default()
     });
     let (mut summaries, mut records) = (Vec::<PacketSummary>::new(), Vec::new());
+    let (mut with_payload, mut seen) = (Vec::new(), HashSet::new());
     loop {
         match cap.next_packet() {
             Ok(p) => {
@@ -34,6 +67,9 @@ pub fn sessions(pcap: &Path, verify_checksums: bool) -> Result<Vec<ConnRecord>, 
                 summaries.clear();
                 decoder.decode(link, ts, p.data, p.header.len, &mut summaries);
                 for s in &summaries {
+                    if s.payload.is_some() && seen.insert(s.key) {
+                        with_payload.push(s.key);
+                    }
                     table.on_summary(s, &mut records);
                 }
             }
@@ -42,11 +78,12 @@ pub fn sessions(pcap: &Path, verify_checksums: bool) -> Result<Vec<ConnRecord>, 
         }
     }
     decoder.finish();
-    table.flush(&mut records);
-    match table.stats().evicted {
-        0 => Ok(records),
-        n => Err(format!("{n} connections evicted: no cap may be reached")),
-    }
+    Ok(Run {
+        table,
+        records,
+        with_payload,
+        evidence: *decoder.evidence(),
+    })
 }
 
 /// Our record's value for a conn.log column, printed as Zeek prints it.

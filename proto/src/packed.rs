@@ -188,10 +188,8 @@ impl<'a> Reader<'a> {
         })
     }
     fn summary(&mut self) -> Result<PacketSummary, &'static str> {
+        // Every bit of the layout byte has a meaning (`layout::ALL` is all of them).
         let l = self.u8().ok_or("truncated")?;
-        if l & !layout::ALL != 0 {
-            return Err("unknown layout bits");
-        }
         let truncated = "truncated";
         let ts_ns = self.u64().ok_or(truncated)?;
         let flags = self.u8().ok_or(truncated)?;

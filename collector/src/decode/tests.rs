@@ -93,6 +93,9 @@ pub(super) fn show(s: &PacketSummary) -> String {
             let _ = write!(line, " {name}");
         }
     }
+    if let Some(name) = tapflow_proto::summary::tunnel_kind::service(s.tunnel_kind) {
+        let _ = write!(line, " {name}");
+    }
     if let Some(p) = s.tunnel_parent {
         let _ = write!(line, " in[{p}]");
     }

@@ -1,6 +1,6 @@
 //! A connection's payload evidence (issue 17): the pieces the collectors shipped, put back in
-//! stream order per direction, in the flow's cold [`Extra`] box (allocated only when a flow
-//! gets payload), bounded by [`SessionConfig::payload_bytes`] per direction; classified by
+//! stream order per direction, in the flow's cold `Extra` box (allocated only when a flow
+//! gets payload), bounded by `SessionConfig::payload_bytes` per direction; classified by
 //! [`tapflow_classify`] into Zeek's `service` and the server's name when the record is made,
 //! and into announced data connections ([`Expected`]) as soon as they are parsed.
 
@@ -10,12 +10,6 @@ use tapflow_proto::key::ip_proto;
 use tapflow_proto::summary::{flag, tunnel_kind, Payload};
 use tapflow_proto::upstream::Expected;
 use tapflow_proto::{Addr, PacketSummary};
-
-use super::flow::{physical, Flow};
-#[cfg(doc)]
-use super::history::Extra;
-#[cfg(doc)]
-use super::SessionConfig;
 
 /// UDP datagrams kept per direction at most.
 const MAX_DATAGRAMS: usize = 8;
@@ -160,42 +154,32 @@ impl EvState {
 }
 
 /// What the evidence says for a record: `service`, `server_name`, `service_incomplete`.
+#[derive(Default)]
 pub(super) struct Labels {
     pub service: Option<String>,
     pub server_name: Option<String>,
     pub incomplete: bool,
 }
 
-impl Flow {
-    /// A summary that carries evidence, a tunnel kind or a cut (the caller checks, so flows
-    /// without any pay one branch): kept in the flow's `Extra`.
-    #[inline(never)]
-    pub(super) fn take_evidence(&mut self, s: &PacketSummary, cap: u32) {
-        let a = physical(s);
-        let udp = self.key.proto == ip_proto::UDP;
-        let ev = self.extra_mut().evidence.get_or_insert_with(Box::default);
+impl EvState {
+    /// A summary that carries evidence, a tunnel kind or a cut, from physical endpoint `a`.
+    pub fn take(&mut self, s: &PacketSummary, a: usize, cap: u32) {
+        let udp = s.key.proto == ip_proto::UDP;
         if s.tunnel_kind != 0 {
-            ev.tunnel_kind = s.tunnel_kind;
+            self.tunnel_kind = s.tunnel_kind;
         }
         if s.flags & flag::EVIDENCE_CUT != 0 {
-            ev.dirs[a].cut = true;
+            self.dirs[a].cut = true;
         }
         if let Some(p) = &s.payload {
-            ev.dirs[a].add(p, udp, cap);
+            self.dirs[a].add(p, udp, cap);
         }
     }
 
-    /// The labels of this connection's record.
-    pub(super) fn labels(&self) -> Labels {
-        let Some(ev) = self.extra.as_ref().and_then(|x| x.evidence.as_deref()) else {
-            return Labels {
-                service: None,
-                server_name: None,
-                incomplete: false,
-            };
-        };
-        let v = ev.verdict(self.key.proto, self.ports(), self.orig_index());
-        let mut names: Vec<&str> = tunnel_kind::service(ev.tunnel_kind).into_iter().collect();
+    /// The labels of the connection's record (`o`: the originator's physical index).
+    pub fn labels(&self, proto: u8, ports: [u16; 2], o: usize) -> Labels {
+        let v = self.verdict(proto, ports, o);
+        let mut names: Vec<&str> = tunnel_kind::service(self.tunnel_kind).into_iter().collect();
         for s in &v.services {
             if !names.contains(s) {
                 names.push(s);
@@ -204,33 +188,27 @@ impl Flow {
         Labels {
             service: (!names.is_empty()).then(|| names.join(",")),
             server_name: v.server_name.as_deref().and_then(clean_server_name),
-            incomplete: ev.dirs.iter().any(|d| d.cut),
+            incomplete: self.dirs.iter().any(|d| d.cut),
         }
     }
 
-    /// Announced data connections the evidence holds that were not sent yet (TCP flows with
-    /// evidence only), stamped with `ts_ns`, the packet that completed them.
-    pub(super) fn new_expects(&mut self, ts_ns: u64, out: &mut Vec<Expected>) {
-        let (proto, ports, o) = (self.key.proto, self.ports(), self.orig_index());
-        let ends = [self.key.lo, self.key.hi];
-        let uid = tapflow_proto::conn::uid(&self.key, self.first_ts);
-        let Some(ev) = self.extra.as_mut().and_then(|x| x.evidence.as_deref_mut()) else {
-            return;
-        };
-        if proto != ip_proto::TCP || ev.expects_sent >= MAX_EXPECTS {
+    /// Announced data connections not sent yet (TCP only), from the connection `c`.
+    pub fn new_expects(&mut self, c: &Conn, out: &mut Vec<Expected>) {
+        if c.proto != ip_proto::TCP || self.expects_sent >= MAX_EXPECTS {
             return;
         }
-        let v = ev.verdict(proto, ports, o);
-        for e in v.expects.iter().skip(usize::from(ev.expects_sent)) {
-            if ev.expects_sent >= MAX_EXPECTS {
+        let v = self.verdict(c.proto, c.ports, c.orig);
+        let o = c.orig;
+        for e in v.expects.iter().skip(usize::from(self.expects_sent)) {
+            if self.expects_sent >= MAX_EXPECTS {
                 break;
             }
-            ev.expects_sent += 1;
+            self.expects_sent += 1;
             out.push(Expected {
-                uid: uid.clone(),
-                ts_ns,
-                orig_h: ends[o],
-                resp_h: ends[1 - o],
+                uid: c.uid.clone(),
+                ts_ns: c.ts_ns,
+                orig_h: c.addrs[o],
+                resp_h: c.addrs[1 - o],
                 addr: e.addr.map(Addr::from),
                 port: e.port,
                 by_resp: e.by_resp,
@@ -239,25 +217,75 @@ impl Flow {
         }
     }
 
-    /// The evidence bytes held for the originator's and the responder's stream.
-    pub(super) fn evidence_streams(&self) -> Option<[Vec<u8>; 2]> {
-        let ev = self.extra.as_ref()?.evidence.as_deref()?;
-        let o = self.orig_index();
-        Some([
-            ev.dirs[o].stream().to_vec(),
-            ev.dirs[1 - o].stream().to_vec(),
-        ])
+    /// The originator's and the responder's stream prefixes.
+    pub fn streams(&self, o: usize) -> [Vec<u8>; 2] {
+        [
+            self.dirs[o].stream().to_vec(),
+            self.dirs[1 - o].stream().to_vec(),
+        ]
     }
+}
 
-    /// The key's ports in physical order.
-    fn ports(&self) -> [u16; 2] {
-        [self.key.lo_port, self.key.hi_port]
-    }
+/// What [`EvState::new_expects`] needs of a connection (physical order: 0 = the key's `lo`).
+pub(super) struct Conn {
+    pub proto: u8,
+    pub addrs: [Addr; 2],
+    pub ports: [u16; 2],
+    /// The originator's physical index.
+    pub orig: usize,
+    pub uid: String,
+    /// The packet that completed the announcements.
+    pub ts_ns: u64,
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::session::{FlowTable, SessionConfig};
+    use tapflow_proto::FiveTuple;
+
+    fn udp(sport: u16, dport: u16, ts: u64) -> PacketSummary {
+        let t = FiveTuple {
+            proto: ip_proto::UDP,
+            src: Addr::from_v4([10, 0, 0, 1]),
+            dst: Addr::from_v4([10, 0, 0, 2]),
+            sport,
+            dport,
+        };
+        let mut s = PacketSummary {
+            ts_ns: ts,
+            ip_len: 100,
+            payload_len: 72,
+            ..PacketSummary::default()
+        };
+        s.set_tuple(&t, 0);
+        s
+    }
+
+    /// A VXLAN outer connection is `vxlan`; a cut marks `service_incomplete`; a connection
+    /// without evidence has neither (and no `Extra`).
+    #[test]
+    fn records_carry_the_tunnel_service_and_the_cut() {
+        let mut t = FlowTable::new(SessionConfig::default());
+        let mut out = Vec::new();
+        let mut outer = udp(50_000, 4789, 1_000);
+        outer.flags |= flag::TUNNEL_OUTER;
+        outer.tunnel_kind = tunnel_kind::VXLAN;
+        t.on_summary(&outer, &mut out);
+        let mut cut = udp(50_001, 53, 2_000);
+        cut.flags |= flag::EVIDENCE_CUT;
+        cut.payload = Some(Box::new(piece(0, b"not dns")));
+        t.on_summary(&cut, &mut out);
+        t.on_summary(&udp(50_002, 9999, 3_000), &mut out);
+        t.flush(&mut out);
+        out.sort_by_key(|r| r.orig_p);
+        let got: Vec<_> = out
+            .iter()
+            .map(|r| (r.service.as_deref(), r.service_incomplete))
+            .collect();
+        assert_eq!(got, [(Some("vxlan"), false), (None, true), (None, false)]);
+        assert!(out.iter().all(|r| r.validate().is_ok()));
+    }
 
     fn piece(offset: u32, bytes: &[u8]) -> Payload {
         Payload {

@@ -3,9 +3,11 @@
 
 use tapflow_proto::key::ip_proto;
 use tapflow_proto::summary::{flag, tcp as tf};
+use tapflow_proto::upstream::Expected;
 use tapflow_proto::{Addr, FlowKey, PacketSummary};
 
 use super::endpoint::{self, TcpEp};
+use super::evidence::{Conn, Labels};
 use super::history::{bit, cased, scaled, Extra, History};
 use super::{ConnRecord, ConnState, SessionConfig, SECOND, ZEEK_DNS_PORTS_UDP};
 
@@ -225,6 +227,53 @@ impl Flow {
         }
     }
 
+    /// A summary that carries evidence, a tunnel kind or a cut (the caller checks, so flows
+    /// without any pay one branch): kept in the flow's `Extra`.
+    #[inline(never)]
+    fn take_evidence(&mut self, s: &PacketSummary, cap: u32) {
+        let a = physical(s);
+        let ev = self.extra_mut().evidence.get_or_insert_with(Box::default);
+        ev.take(s, a, cap);
+    }
+
+    /// What the evidence says for the record (nothing without evidence).
+    fn labels(&self) -> Labels {
+        match self.extra.as_ref().and_then(|x| x.evidence.as_deref()) {
+            Some(ev) => ev.labels(self.key.proto, self.ports(), self.orig_index()),
+            None => Labels::default(),
+        }
+    }
+
+    /// Announced data connections the evidence holds that were not sent yet, stamped with
+    /// `ts_ns`, the packet that completed them.
+    pub fn new_expects(&mut self, ts_ns: u64, out: &mut Vec<Expected>) {
+        if self.extra.as_ref().is_none_or(|x| x.evidence.is_none()) {
+            return;
+        }
+        let c = Conn {
+            proto: self.key.proto,
+            addrs: [self.key.lo, self.key.hi],
+            ports: self.ports(),
+            orig: self.orig_index(),
+            uid: tapflow_proto::conn::uid(&self.key, self.first_ts),
+            ts_ns,
+        };
+        if let Some(ev) = self.extra.as_mut().and_then(|x| x.evidence.as_deref_mut()) {
+            ev.new_expects(&c, out);
+        }
+    }
+
+    /// The evidence bytes held for the originator's and the responder's stream.
+    pub fn evidence_streams(&self) -> Option<[Vec<u8>; 2]> {
+        let ev = self.extra.as_ref()?.evidence.as_deref()?;
+        Some(ev.streams(self.orig_index()))
+    }
+
+    /// The key's ports in physical order.
+    fn ports(&self) -> [u16; 2] {
+        [self.key.lo_port, self.key.hi_port]
+    }
+
     /// Outer-tunnel bookkeeping (Zeek's `CheckEncapsulation` and `tunnel_changed`).
     fn track_tunnel(&mut self, s: &PacketSummary, ctx: &Ctx) {
         let last = self.extra.as_ref().and_then(|x| x.last_parent);
@@ -303,21 +352,14 @@ impl Flow {
                 > self.last_ts.saturating_sub(self.first_ts) / step
     }
 
-    /// The conn.log record of this connection as it stands.
-    pub fn record(&self, ctx: &Ctx, interim: bool, evicted: bool) -> ConnRecord {
-        let (o, r) = (self.orig_index(), 1 - self.orig_index());
-        let ends = [
-            (self.key.lo, self.key.lo_port),
-            (self.key.hi, self.key.hi_port),
-        ];
-        let ((orig_h, orig_p), (resp_h, resp_p)) = (ends[o], ends[r]);
-        let history = self.hist.render(self.extra.as_deref());
-        let (sizes, conn_state) = match &self.l4 {
+    /// Payload sizes (originator, responder) and `conn_state`.
+    fn sizes_and_state(&self, o: usize, r: usize, history: &str) -> ([u64; 2], ConnState) {
+        match &self.l4 {
             L4::Tcp(e) => {
                 let sizes = [e[o].size(e[r].state), e[r].size(e[o].state)];
                 (
                     sizes,
-                    endpoint::conn_state(e[o].state, e[r].state, sizes, &history),
+                    endpoint::conn_state(e[o].state, e[r].state, sizes, history),
                 )
             }
             L4::Dgram(e) => {
@@ -333,7 +375,19 @@ impl Flow {
                 };
                 ([e[o].size, e[r].size], state)
             }
-        };
+        }
+    }
+
+    /// The conn.log record of this connection as it stands.
+    pub fn record(&self, ctx: &Ctx, interim: bool, evicted: bool) -> ConnRecord {
+        let (o, r) = (self.orig_index(), 1 - self.orig_index());
+        let ends = [
+            (self.key.lo, self.key.lo_port),
+            (self.key.hi, self.key.hi_port),
+        ];
+        let ((orig_h, orig_p), (resp_h, resp_p)) = (ends[o], ends[r]);
+        let history = self.hist.render(self.extra.as_deref());
+        let (sizes, conn_state) = self.sizes_and_state(o, r, &history);
         let duration = self.last_ts.saturating_sub(self.first_ts);
         let duration_ns = (duration > 0).then_some(duration);
         let mut tunnel_parents = self

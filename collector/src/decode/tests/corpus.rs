@@ -145,7 +145,7 @@ fn ayiya_with_a_large_identity() {
     let parent = "in[10.0.0.1:12345 <-> 10.0.0.2:5072 proto 17]";
     assert_eq!(
         d.frames,
-        [[format!("{outer} outer"), format!("{inner} {parent}")]]
+        [[format!("{outer} outer ayiya"), format!("{inner} {parent}")]]
     );
     assert_eq!(d.counters.inner_undecodable, 0);
     assert_flows_match("core.tunnels.ayiya-large-identity", &d.summaries);

@@ -72,7 +72,7 @@ fn one_tunnel_of_each_kind() {
     let ip_parent = |proto: u8| format!("in[192.168.0.1:0 <-> 192.168.0.2:0 proto {proto}]");
     let lines = [
         [
-            "17 192.168.0.1:40000 > 192.168.0.2:4789 ip=90 pl=62 outer".to_string(),
+            "17 192.168.0.1:40000 > 192.168.0.2:4789 ip=90 pl=62 outer vxlan".to_string(),
             format!("{INNER_SYN} {}", udp_parent(40000, 4789)),
         ],
         [
@@ -80,7 +80,7 @@ fn one_tunnel_of_each_kind() {
             format!("{INNER_SYN} {}", ip_parent(47)),
         ],
         [
-            "17 192.168.0.1:2152 > 192.168.0.2:2152 ip=76 pl=48 outer".to_string(),
+            "17 192.168.0.1:2152 > 192.168.0.2:2152 ip=76 pl=48 outer gtpv1".to_string(),
             format!("{INNER_SYN} {}", udp_parent(2152, 2152)),
         ],
         [
@@ -95,7 +95,7 @@ fn one_tunnel_of_each_kind() {
             ),
         ],
         [
-            "17 192.168.0.1:5000 > 192.168.0.2:6081 ip=90 pl=62 outer".to_string(),
+            "17 192.168.0.1:5000 > 192.168.0.2:6081 ip=90 pl=62 outer geneve".to_string(),
             format!("{INNER_SYN} {}", udp_parent(5000, 6081)),
         ],
         [
@@ -289,7 +289,7 @@ fn inner_fragments_are_reassembled_outside_the_packet_accounting() {
         vec![outer(72, 44)],
         vec![outer(72, 44)],
         vec![
-            format!("{} outer", outer(68, 40)),
+            format!("{} outer gtpv1", outer(68, 40)),
             format!("6 10.0.0.1:5 > 10.0.0.2:6 ip=80 pl=40 tcp=0x18 reasm inner {parent}"),
         ],
     ];
@@ -324,7 +324,7 @@ fn outer_fragments_carry_the_tunnel() {
     let outer = udp4(O1, O2, 2152, 2152, &gtp(&inner));
     let frames: Vec<Frame> = fragments4(&outer, 64, 77).into_iter().map(ether).collect();
     let lines = [
-        "17 192.168.0.1:2152 > 192.168.0.2:2152 ip=176 pl=148 reasm outer",
+        "17 192.168.0.1:2152 > 192.168.0.2:2152 ip=176 pl=148 reasm outer gtpv1",
         "6 10.0.0.1:40000 > 10.0.0.2:80 ip=140 pl=100 tcp=0x18 inner in[192.168.0.1:2152 <-> 192.168.0.2:2152 proto 17]",
     ];
     let c = check(
@@ -378,13 +378,13 @@ fn teredo_ayiya_pptp_and_gre_in_udp() {
     let gre_parent = "in[192.168.0.1:0 <-> 192.168.0.2:0 proto 47]";
     let lines = [
         [
-            "17 192.168.0.1:50000 > 192.168.0.2:3544 ip=86 pl=58 outer".to_string(),
+            "17 192.168.0.1:50000 > 192.168.0.2:3544 ip=86 pl=58 outer teredo".to_string(),
             "17 2001:db8::1:1000 > 2001:db8::2:2000 ip=50 pl=2 inner \
              in[192.168.0.1:50000 <-> 192.168.0.2:3544 proto 17]"
                 .to_string(),
         ],
         [
-            "17 192.168.0.1:5072 > 192.168.0.2:40001 ip=98 pl=70 outer".to_string(),
+            "17 192.168.0.1:5072 > 192.168.0.2:40001 ip=98 pl=70 outer ayiya".to_string(),
             format!("{INNER_SYN} in[192.168.0.1:5072 <-> 192.168.0.2:40001 proto 17]"),
         ],
         [
@@ -496,7 +496,7 @@ fn a_cut_inner_packet_lives_in_udp_tunnels_only() {
     let frames = [ether(vxlan).snap(120), ether(gre).snap(100)];
     let expected: [(Outcome, &[&str]); 2] = [
         summarised(&[
-            "17 192.168.0.1:40000 > 192.168.0.2:4789 ip=190 pl=162 outer trunc",
+            "17 192.168.0.1:40000 > 192.168.0.2:4789 ip=190 pl=162 outer trunc vxlan",
             "6 10.0.0.1:40000 > 10.0.0.2:80 ip=140 pl=100 tcp=0x18 inner trunc \
              in[192.168.0.1:40000 <-> 192.168.0.2:4789 proto 17]",
         ]),

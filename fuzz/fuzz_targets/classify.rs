@@ -1,0 +1,65 @@
+//! Arbitrary payload evidence into the classifier (`tapflow_classify::classify`, issue 17): the
+//! evidence comes off the wire, so no bytes may make it panic or stall, and what it says must
+//! be what a connection record may carry (service names, a server name that cleans to a valid
+//! one).
+//!
+//! Input layout:
+//! ```text
+//! byte 0     bit 0: UDP (else TCP), bit 1: orig truncated, bit 2: resp truncated
+//! bytes 1-4  originator port, responder port (u16 LE each)
+//! byte 5     UDP: datagrams per side (1..=8), from the low nibble
+//! bytes 6-7  u16 LE: how many of the remaining bytes are the originator's (the rest the
+//!            responder's); UDP sides are cut into that many datagrams of equal length
+//! ```
+
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+use tapflow_classify::{classify, Evidence, Side};
+use tapflow_proto::conn::{clean_server_name, valid_service};
+
+fuzz_target!(|data: &[u8]| {
+    let [bits, op0, op1, rp0, rp1, dg, s0, s1, rest @ ..] = data else {
+        return;
+    };
+    let udp = bits & 1 != 0;
+    let split = usize::from(u16::from_le_bytes([*s0, *s1])).min(rest.len());
+    let (orig, resp) = rest.split_at(split);
+    let n = usize::from(dg & 0x0f).clamp(1, 8);
+    let (o, r) = (segments(orig, udp, n), segments(resp, udp, n));
+    let ev = Evidence {
+        proto: if udp { 17 } else { 6 },
+        orig_port: u16::from_le_bytes([*op0, *op1]),
+        resp_port: u16::from_le_bytes([*rp0, *rp1]),
+        orig: Side {
+            segments: &o,
+            truncated: bits & 2 != 0,
+        },
+        resp: Side {
+            segments: &r,
+            truncated: bits & 4 != 0,
+        },
+    };
+    let v = classify(&ev);
+    if let Some(service) = v.service() {
+        assert!(valid_service(&service), "service {service:?}");
+    }
+    let mut seen = v.services.clone();
+    seen.dedup();
+    assert_eq!(seen.len(), v.services.len(), "a service twice: {v:?}");
+    if let Some(name) = &v.server_name {
+        let _ = clean_server_name(name);
+    }
+    for e in &v.expects {
+        assert!(valid_service(e.service) && !e.service.contains(','), "{e:?}");
+    }
+});
+
+/// A side's segments: the TCP stream (none when empty), or `n` UDP datagrams.
+fn segments(b: &[u8], udp: bool, n: usize) -> Vec<&[u8]> {
+    if !udp {
+        return if b.is_empty() { Vec::new() } else { vec![b] };
+    }
+    let each = b.len().div_ceil(n).max(1);
+    b.chunks(each).collect()
+}
