@@ -18,6 +18,7 @@
 
 pub mod cluster;
 pub mod craft;
+pub mod craft_service;
 pub mod fifo;
 pub mod ports;
 pub mod refs;

@@ -11,6 +11,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use serde_json::Value;
 use tapflow_aggregator::points::service_tag;
 use tapflow_integration_tests::craft::{first_packet_us, handshakes_capture};
+use tapflow_integration_tests::craft_service::http_capture;
 use tapflow_integration_tests::influxd::Influxd;
 use tapflow_integration_tests::{
     bin, read_text, repo_root, shared_pcaps, start_pipeline_opts, CollectorSpec,
@@ -629,9 +630,21 @@ fn grafana_dashboard_queries_return_data() {
         1_000_000,
         (2_000, 500),
     );
+    // HTTP sessions over the same minutes, from a third tap: sessions with a service for the
+    // traffic-by-service panels (once the classifier names them).
+    let http = made.path().join("http.pcap");
+    http_capture(
+        &http,
+        scan_start,
+        [192, 0, 2, 20],
+        30,
+        2_000_000,
+        "www.example.com",
+    );
     let collectors = [
         CollectorSpec::pcap(&pcap, 2),
         CollectorSpec::pcap(&handshakes, 2),
+        CollectorSpec::pcap(&http, 2),
     ];
     let run = start_pipeline_opts(&collectors, 2, &[], &agg).wait(Duration::from_secs(50));
     assert!(run.all_exited(), "{}", run.aggregator.1);
