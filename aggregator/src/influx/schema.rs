@@ -243,6 +243,25 @@ mod tests {
     }
 
     #[test]
+    fn service_and_server_name_are_fields() {
+        let mut r = rec();
+        r.service = Some("http,websocket".into());
+        r.server_name = Some("a \"b\".example".into());
+        r.service_incomplete = true;
+        let mut out = Vec::new();
+        assert!(conn_point(&r, &[]).encode(&mut out).is_ok());
+        let line = String::from_utf8_lossy(&out);
+        assert!(
+            line.contains(
+                ",service=\"http,websocket\",server_name=\"a \\\"b\\\".example\",\
+                 service_incomplete=true "
+            ),
+            "{line}"
+        );
+        assert!(!line.starts_with("tapflow_conn,conn_state=SF,ip_version=4,proto=tcp,"));
+    }
+
+    #[test]
     fn no_address_port_or_uid_is_a_tag() {
         let p = conn_point(&rec(), &[]);
         let tags: Vec<&str> = p.tags.iter().map(|(k, _)| *k).collect();
