@@ -17,9 +17,14 @@ use tapflow_proto::upstream::ConnBatch;
 use tapflow_proto::FlowKey;
 use tracing::warn;
 
+mod expect;
 mod line;
 
+pub use expect::{ExpectStats, ExpectTable, Expectation};
 pub use line::conn_json;
+
+/// Expected data connections held at most (FTP and IRC announcements; see [`expect`]).
+pub const EXPECT_CAP: usize = 65_536;
 
 /// Counters of the sorter.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
@@ -44,6 +49,10 @@ pub struct ConnStats {
     /// invalid` at the end). In the report only when some were (new in issue 21).
     #[serde(skip_serializing_if = "InvalidCounts::is_zero")]
     pub invalid: InvalidCounts,
+    /// Announced data connections (FTP, IRC DCC) and the records they labelled. In the report
+    /// only when some came (new in issue 17).
+    #[serde(skip_serializing_if = "ExpectStats::is_zero")]
+    pub expects: ExpectStats,
 }
 
 /// Records rejected as invalid, by [`InvalidRecord`] (each field named as its `as_str`).
@@ -120,6 +129,7 @@ pub struct ConnSorter {
     /// half always ends (is released) before its continuation, which ends after the switch.
     split_closed: HashSet<FlowKey>,
     interim: Vec<ConnRecord>,
+    expects: ExpectTable,
     stats: ConnStats,
 }
 
@@ -134,6 +144,7 @@ impl ConnSorter {
             outers: HashMap::new(),
             split_closed: HashSet::new(),
             interim: Vec::new(),
+            expects: ExpectTable::new(EXPECT_CAP),
             stats: ConnStats::default(),
         }
     }
@@ -243,7 +254,15 @@ impl ConnSorter {
     }
 
     pub fn stats(&self) -> ConnStats {
-        self.stats
+        ConnStats {
+            expects: self.expects.stats(),
+            ..self.stats
+        }
+    }
+
+    /// The expected data connections, to which a processor's announcements go.
+    pub fn expects_mut(&mut self) -> &mut ExpectTable {
+        &mut self.expects
     }
 
     /// Counts an invalid record; the 1st, 10th, 100th, ... are logged (rate-limited without
@@ -264,6 +283,10 @@ impl ConnSorter {
         if r.split != 0 {
             self.pair_split(&mut r);
         }
+        // In release order: the same labels with any number of processors (see `expect`).
+        self.expects.label(&mut r);
+        self.expects
+            .released(r.ts_ns.saturating_add(r.duration_ns.unwrap_or(0)));
         let parents: Vec<String> = r
             .tunnel_parents
             .iter()

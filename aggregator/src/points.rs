@@ -13,6 +13,10 @@ use crate::detect::AlertEvent;
 use crate::influx::{latency_point, Field, Point};
 use crate::latency::{Caps, Closed, Tracker, TrackerStats};
 
+mod service;
+
+pub use service::{service_tag, ServiceTraffic, SERVICE_MEASUREMENT};
+
 pub const ALERT_MEASUREMENT: &str = "tapflow_alert";
 pub const TRAFFIC_MEASUREMENT: &str = "tapflow_traffic";
 

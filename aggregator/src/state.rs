@@ -125,8 +125,11 @@ impl Aggregator {
                 self.on_eos(*account);
                 Ok(())
             }
-            // Announced data connections (issue 17): labelled by the aggregator side, to come.
-            UpMessage::Expects(_) => Ok(()),
+            // Announced data connections: held until the records they label are released.
+            UpMessage::Expects(batch) => {
+                self.sorter.expects_mut().push(&batch.expects);
+                Ok(())
+            }
         }
     }
 
@@ -269,6 +272,11 @@ impl Aggregator {
             ("alert_events".into(), detect.events),
             ("names_refused".into(), self.refused.0),
             ("senders_refused".into(), self.refused.1),
+            ("expects_received".into(), conns.expects.received),
+            ("expects_invalid".into(), conns.expects.invalid),
+            ("expects_over_cap".into(), conns.expects.over_cap),
+            ("expects_expired".into(), conns.expects.expired),
+            ("expects_labelled".into(), conns.expects.labelled),
         ];
         named.extend(InvalidRecord::ALL.iter().filter_map(|&r| {
             let n = conns.invalid.get(r);

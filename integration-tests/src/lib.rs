@@ -19,9 +19,11 @@
 pub mod browser;
 pub mod cluster;
 pub mod craft;
+pub mod craft_service;
 pub mod fifo;
 pub mod ports;
 pub mod refs;
+pub mod service_corpus;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};

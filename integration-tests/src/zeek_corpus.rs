@@ -346,7 +346,7 @@ pub fn likely_server(proto: &str, port: &str) -> bool {
 
 /// Takes our row matching Zeek's on the id columns Zeek's row has: in Zeek's direction first
 /// (false), then swapped (true).
-fn take(zeek: &Row, ours: &mut Vec<Row>) -> Option<(Row, bool)> {
+pub fn take(zeek: &Row, ours: &mut Vec<Row>) -> Option<(Row, bool)> {
     let cols: Vec<&(&str, &str)> = ID_COLUMNS
         .iter()
         .filter(|(c, _)| zeek.contains_key(*c))

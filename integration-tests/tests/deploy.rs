@@ -9,7 +9,9 @@ use std::process::{Command, Output};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde_json::Value;
+use tapflow_aggregator::points::service_tag;
 use tapflow_integration_tests::craft::{first_packet_us, handshakes_capture};
+use tapflow_integration_tests::craft_service::http_capture;
 use tapflow_integration_tests::influxd::Influxd;
 use tapflow_integration_tests::{
     bin, read_text, repo_root, shared_pcaps, start_pipeline_opts, CollectorSpec,
@@ -628,9 +630,21 @@ fn grafana_dashboard_queries_return_data() {
         1_000_000,
         (2_000, 500),
     );
+    // HTTP sessions over the same minutes, from a third tap: sessions with a service for the
+    // traffic-by-service panels (once the classifier names them).
+    let http = made.path().join("http.pcap");
+    http_capture(
+        &http,
+        scan_start,
+        [192, 0, 2, 20],
+        30,
+        2_000_000,
+        "www.example.com",
+    );
     let collectors = [
         CollectorSpec::pcap(&pcap, 2),
         CollectorSpec::pcap(&handshakes, 2),
+        CollectorSpec::pcap(&http, 2),
     ];
     let run = start_pipeline_opts(&collectors, 2, &[], &agg).wait(Duration::from_secs(50));
     assert!(run.all_exited(), "{}", run.aggregator.1);
@@ -731,9 +745,47 @@ fn grafana_dashboard_queries_return_data() {
             Err(e) => failures.push(format!("{title}: error {e}: {q}")),
         }
     }
+    failures.extend(service_panel_failures(&influx, &run.conn_log));
     assert!(
         failures.is_empty(),
         "dashboard queries that show nothing:\n{}",
         failures.join("\n")
     );
+}
+
+/// Traffic by service (`tapflow_service`): every session of the conn log in exactly one window,
+/// under its service's tag, with its packets.
+fn service_panel_failures(influx: &Influxd, conn_log: &str) -> Vec<String> {
+    let mut want: BTreeMap<String, (u64, u64)> = BTreeMap::new();
+    for line in conn_log.lines() {
+        let v: Value = serde_json::from_str(line).unwrap_or_default();
+        let tag = service_tag(v["service"].as_str());
+        let e = want.entry(tag.to_owned()).or_default();
+        e.0 += 1;
+        e.1 += v["orig_pkts"].as_u64().unwrap_or(0) + v["resp_pkts"].as_u64().unwrap_or(0);
+    }
+    let answer = influx.query(
+        DB,
+        "SELECT sum(\"sessions\"), sum(\"packets\") FROM \"tapflow_service\" GROUP BY \"service\"",
+    );
+    let got: BTreeMap<String, (u64, u64)> = answer["results"][0]["series"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|s| {
+            let row = &s["values"][0];
+            (
+                s["tags"]["service"].as_str().unwrap_or("?").to_owned(),
+                (row[1].as_u64().unwrap_or(0), row[2].as_u64().unwrap_or(0)),
+            )
+        })
+        .collect();
+    println!("sessions and packets by service: {got:?}");
+    if got == want {
+        Vec::new()
+    } else {
+        vec![format!(
+            "tapflow_service (sessions, packets) by service {got:?}, the conn log's {want:?}"
+        )]
+    }
 }

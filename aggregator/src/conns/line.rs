@@ -24,7 +24,7 @@ pub fn conn_json(r: &ConnRecord, parents: &[String], out: &mut String) {
     out.push_str("}\n");
 }
 
-/// `ts` to `proto`.
+/// `ts` to `service` (Zeek's order: `service` follows `proto`).
 #[inline]
 fn push_endpoints(r: &ConnRecord, n: &mut itoa::Buffer, out: &mut String) {
     let proto = match r.proto {
@@ -48,6 +48,11 @@ fn push_endpoints(r: &ConnRecord, n: &mut itoa::Buffer, out: &mut String) {
     out.push_str(",\"proto\":\"");
     out.push_str(proto);
     out.push('"');
+    if let Some(service) = &r.service {
+        out.push_str(",\"service\":\"");
+        push_escaped(service, out);
+        out.push('"');
+    }
 }
 
 /// `duration` to `history`.
@@ -131,6 +136,14 @@ fn push_counts(r: &ConnRecord, parents: &[String], n: &mut itoa::Buffer, out: &m
         out.push_str(",\"tapflow_split\":\"");
         out.push_str(split);
         out.push('"');
+    }
+    if let Some(name) = &r.server_name {
+        out.push_str(",\"server_name\":\"");
+        push_escaped(name, out);
+        out.push('"');
+    }
+    if r.service_incomplete {
+        out.push_str(",\"service_incomplete\":true");
     }
 }
 

@@ -352,3 +352,183 @@ fn powers_of_ten() {
     let logged: Vec<u64> = (0..=1000).filter(|&n| is_power_of_ten(n)).collect();
     assert_eq!(logged, vec![1, 10, 100, 1000]);
 }
+
+#[test]
+fn service_follows_proto_and_extras_are_escaped() {
+    let mut r = rec(1_000_000_000, 1, 40000);
+    let mut out = String::new();
+    conn_json(&r, &[], &mut out);
+    assert!(
+        !out.contains("service") && !out.contains("server_name"),
+        "unset, left out: {out}"
+    );
+    r.service = Some("ftp,ssl".into());
+    r.server_name = Some("a\"b\u{1b}[31m.example".into());
+    r.service_incomplete = true;
+    out.clear();
+    conn_json(&r, &[], &mut out);
+    assert!(
+        out.contains(",\"proto\":\"tcp\",\"service\":\"ftp,ssl\",\"duration\":"),
+        "Zeek's order: {out}"
+    );
+    let v = &json_lines(&out)[0];
+    assert_eq!(v["server_name"], "a\"b\u{1b}[31m.example");
+    assert_eq!(v["service_incomplete"], true);
+    assert!(!out.contains('\u{1b}'), "{out:?}");
+    r.service_incomplete = false;
+    out.clear();
+    conn_json(&r, &[], &mut out);
+    assert!(!out.contains("service_incomplete"), "only when true: {out}");
+}
+
+/// An expectation for the data connection `rec(ts, _, sport)` opens (10.0.0.1 -> 10.0.0.2:80).
+fn expect(ts: u64, orig: Option<[u8; 4]>, service: &'static str) -> Expectation {
+    Expectation {
+        ts_ns: ts,
+        orig: orig.map(Addr::from_v4),
+        resp: Addr::from_v4([10, 0, 0, 2]),
+        resp_p: 80,
+        service,
+    }
+}
+
+fn services(out: &str) -> Vec<String> {
+    json_lines(out)
+        .iter()
+        .map(|v| v["service"].as_str().unwrap_or("-").to_owned())
+        .collect()
+}
+
+#[test]
+fn an_expectation_labels_connections_that_start_within_its_timeout() {
+    let mut c = ConnSorter::new(1, 100);
+    let s = 1_000_000_000;
+    c.expects_mut()
+        .insert(expect(10 * s, Some([10, 0, 0, 1]), "ftp-data"));
+    c.expects_mut()
+        .insert(expect(10 * s, Some([10, 0, 0, 9]), "irc-dcc-data"));
+    let mut labelled = rec(11 * s, s, 1);
+    let mut udp = rec(12 * s, s, 2);
+    udp.proto = 17;
+    let before = rec(9 * s, s, 3);
+    let late = rec(10 * s + expect::TIMEOUT_NS + 1, s, 4);
+    let mut has_one = rec(13 * s, s, 5);
+    has_one.service = Some("http".into());
+    let mut out = String::new();
+    c.push(batch(
+        "p0",
+        u64::MAX,
+        vec![labelled.clone(), udp, before, late, has_one],
+    ));
+    c.drain(&mut out);
+    assert_eq!(services(&out), ["-", "ftp-data", "-", "http", "-"]);
+    assert_eq!(c.stats().expects.labelled, 1);
+    assert_eq!(c.stats().expects.received, 2);
+    // Another originator matches only an expectation for any originator.
+    labelled.orig_h = Addr::from_v4([10, 0, 0, 7]);
+    assert_eq!(c.expects.lookup(&labelled), None);
+    c.expects_mut().insert(expect(10 * s, None, "irc-dcc-data"));
+    assert_eq!(c.expects.lookup(&labelled), Some("irc-dcc-data"));
+}
+
+#[test]
+fn labels_are_the_same_whichever_processor_announces_first() {
+    let s = 1_000_000_000;
+    let data = || rec(20 * s, s, 7);
+    let run = |expect_first: bool| {
+        let mut c = ConnSorter::new(2, 100);
+        let mut out = String::new();
+        if expect_first {
+            c.expects_mut()
+                .insert(expect(19 * s, Some([10, 0, 0, 1]), "ftp-data"));
+        }
+        // The data connection's processor is ahead; the control connection's is not yet past it.
+        c.push(batch("p1", 100 * s, vec![data()]));
+        c.push(batch("p0", 15 * s, vec![]));
+        c.release(&mut out);
+        assert!(out.is_empty(), "held until p0 is past it");
+        if !expect_first {
+            c.expects_mut()
+                .insert(expect(19 * s, Some([10, 0, 0, 1]), "ftp-data"));
+        }
+        c.push(batch("p0", 100 * s, vec![]));
+        c.release(&mut out);
+        out
+    };
+    assert_eq!(services(&run(false)), ["ftp-data"]);
+    assert_eq!(run(true), run(false));
+}
+
+#[test]
+fn expectations_are_bounded_and_forgotten_after_their_expiry() {
+    let s = 1_000_000_000;
+    let mut t = ExpectTable::new(2);
+    for ts in [1, 2, 3] {
+        t.insert(expect(ts * s, None, "ftp-data"));
+    }
+    t.insert(Expectation {
+        resp_p: 0,
+        ..expect(s, None, "ftp-data")
+    });
+    t.reject();
+    let st = t.stats();
+    assert_eq!(
+        (st.received, st.over_cap, st.invalid, t.len()),
+        (5, 1, 2, 2)
+    );
+    t.released(expect::TIMEOUT_NS + expect::RETAIN_NS + s);
+    assert_eq!(t.len(), 2, "not yet past the first's expiry");
+    t.released(expect::TIMEOUT_NS + expect::RETAIN_NS + 3 * s);
+    assert_eq!((t.len(), t.stats().expired), (0, 2));
+    assert_eq!(ExpectTable::service("ftp-data"), Some("ftp-data"));
+    assert_eq!(ExpectTable::service("http"), None);
+}
+
+#[test]
+fn announcements_become_zeeks_expectations() {
+    use tapflow_proto::upstream::Expected;
+    let (client, server, other) = (
+        Addr::from_v4([10, 0, 0, 1]),
+        Addr::from_v4([10, 0, 0, 2]),
+        Addr::from_v4([10, 0, 0, 3]),
+    );
+    let pasv = Expected {
+        uid: "CAbc123".into(),
+        ts_ns: 5,
+        orig_h: client,
+        resp_h: server,
+        addr: None,
+        port: 2121,
+        by_resp: true,
+        service: "ftp-data".into(),
+    };
+    let x = Expectation::from_wire(&pasv).expect("a valid PASV reply");
+    assert_eq!((x.orig, x.resp, x.resp_p), (Some(client), server, 2121));
+    // PORT from the client: the server connects to the address given.
+    let port = Expected {
+        addr: Some(other),
+        by_resp: false,
+        ..pasv.clone()
+    };
+    let x = Expectation::from_wire(&port).expect("a valid PORT command");
+    assert_eq!((x.orig, x.resp), (Some(server), other));
+    let dcc = Expected {
+        addr: Some(other),
+        service: "irc-dcc-data".into(),
+        ..pasv.clone()
+    };
+    let x = Expectation::from_wire(&dcc).expect("a valid DCC SEND");
+    assert_eq!((x.orig, x.resp, x.service), (None, other, "irc-dcc-data"));
+    let mut t = ExpectTable::new(10);
+    let http = Expected {
+        service: "http".into(),
+        ..pasv.clone()
+    };
+    let forged = Expected {
+        uid: "no".into(),
+        ..pasv
+    };
+    t.push(&[http, forged, port]);
+    let st = t.stats();
+    assert_eq!((st.received, st.invalid, t.len()), (3, 2, 1));
+}

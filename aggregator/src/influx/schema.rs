@@ -5,14 +5,18 @@
 //!
 //! | measurement      | tags                               | fields |
 //! |------------------|------------------------------------|--------|
-//! | `tapflow_conn`   | `proto`, `conn_state`, `ip_version` | `uid`, `orig_h`, `orig_p`, `resp_h`, `resp_p`, `ip_proto`, `duration` (s, float), `orig_bytes`, `resp_bytes`, `missed_bytes`, `history`, `orig_pkts`, `orig_ip_bytes`, `resp_pkts`, `resp_ip_bytes`, `community_id`, `tunnel_parents`, `local_orig`, `local_resp`, `vlan`, `evicted` |
+//! | `tapflow_conn`   | `proto`, `conn_state`, `ip_version` | `uid`, `orig_h`, `orig_p`, `resp_h`, `resp_p`, `ip_proto`, `duration` (s, float), `orig_bytes`, `resp_bytes`, `missed_bytes`, `history`, `orig_pkts`, `orig_ip_bytes`, `resp_pkts`, `resp_ip_bytes`, `community_id`, `tunnel_parents`, `local_orig`, `local_resp`, `vlan`, `evicted`, `service`, `server_name`, `service_incomplete` |
 //! | `tapflow_health` | `component`, `name`                | one integer field per counter |
+//! | `tapflow_service` | `proto`, `service`                | `sessions`, `packets`, `bytes` (IP), `window_s` |
 //! | `tapflow_latency` | `ip_version`                      | `resp_h`, `resp_p`, `window_s`, `sessions`, `tcp_rtt_n`, `tcp_rtt_dropped`, `tcp_rtt_p50`, `tcp_rtt_p95`, `tcp_rtt_p99`, `tcp_rtt_max`, `data_rtt_n`, `data_rtt_dropped`, `data_rtt_p50`, `data_rtt_p95`, `data_rtt_p99`, `data_rtt_max` (s, float), `servers_over_cap` |
 //!
 //! `tapflow_latency` is one point per TCP server and detection window ([`crate::latency`]):
 //! stamped at the window's start plus the server's rank in (address, port) order, in ns (so the
 //! points of one window never replace each other). Percentile fields are left out when the
 //! window had no sample of that kind; `servers_over_cap` only when the servers cap was hit.
+//! `tapflow_service` is traffic by application per 60 s window of session end
+//! ([`crate::points::ServiceTraffic`]); its `service` tag is a bounded set (Zeek's names, `other`,
+//! `none`), while the session's `service` field is the record's list as the conn log writes it.
 //! Session points are stamped at the first packet's time plus the uid's offset
 //! ([`super::unique::uid_offset_ns`]).
 
@@ -49,7 +53,7 @@ pub fn conn_point(r: &ConnRecord, parents: &[String]) -> Point {
         .tag("conn_state", r.conn_state.as_str())
         .tag("ip_version", ip_version)
         .tag("proto", proto);
-    p.fields.reserve(22);
+    p.fields.reserve(25);
     p = p
         .field("uid", Field::Str(r.uid.clone()))
         .field("orig_h", Field::Str(r.orig_h.to_string()))
@@ -90,6 +94,15 @@ pub fn conn_point(r: &ConnRecord, parents: &[String]) -> Point {
     }
     if r.evicted {
         p = p.field("evicted", Field::Bool(true));
+    }
+    if let Some(s) = &r.service {
+        p = p.field("service", Field::Str(s.clone()));
+    }
+    if let Some(s) = &r.server_name {
+        p = p.field("server_name", Field::Str(s.clone()));
+    }
+    if r.service_incomplete {
+        p = p.field("service_incomplete", Field::Bool(true));
     }
     p
 }
@@ -227,6 +240,25 @@ mod tests {
         );
         check(&conn_point(&r, &["Ca".into(), "Cb".into()]), &want);
         assert!(ts - r.ts_ns < 1000);
+    }
+
+    #[test]
+    fn service_and_server_name_are_fields() {
+        let mut r = rec();
+        r.service = Some("http,websocket".into());
+        r.server_name = Some("a \"b\".example".into());
+        r.service_incomplete = true;
+        let mut out = Vec::new();
+        assert!(conn_point(&r, &[]).encode(&mut out).is_ok());
+        let line = String::from_utf8_lossy(&out);
+        assert!(
+            line.contains(
+                ",service=\"http,websocket\",server_name=\"a \\\"b\\\".example\",\
+                 service_incomplete=true "
+            ),
+            "{line}"
+        );
+        assert!(!line.starts_with("tapflow_conn,conn_state=SF,ip_version=4,proto=tcp,"));
     }
 
     #[test]

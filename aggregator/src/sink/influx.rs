@@ -11,7 +11,7 @@ use super::{Sink, SinkError};
 use crate::accounting::AccountingReport;
 use crate::detect::AlertEvent;
 use crate::influx::{conn_point, health_point, InfluxConfig, InfluxWriter, Point};
-use crate::points::{alert_point, LatencyPoints, LiveHealth, TrafficMerge};
+use crate::points::{alert_point, LatencyPoints, LiveHealth, ServiceTraffic, TrafficMerge};
 
 pub struct Influx {
     /// `None` once finished.
@@ -21,6 +21,7 @@ pub struct Influx {
     traffic: TrafficMerge,
     live_health: LiveHealth,
     latency: LatencyPoints,
+    service: ServiceTraffic,
     /// Points of the message being handled, sent by [`Sink::flush`].
     points: Vec<Point>,
 }
@@ -39,6 +40,7 @@ impl Influx {
             traffic: TrafficMerge::new(processors),
             live_health: LiveHealth::default(),
             latency,
+            service: ServiceTraffic::default(),
             points: Vec::new(),
         })
     }
@@ -61,6 +63,7 @@ impl Sink for Influx {
     fn on_conn(&mut self, r: &ConnRecord, parents: &[String]) -> Result<(), SinkError> {
         self.points.push(conn_point(r, parents));
         self.latency.on_record(r, &mut self.points);
+        self.service.on_record(r, &mut self.points);
         Ok(())
     }
 
@@ -95,12 +98,14 @@ impl Sink for Influx {
         let l = self.latency.stats();
         out.push(("latency_late".into(), l.late));
         out.push(("latency_servers_over_cap".into(), l.servers_over_cap));
+        out.push(("service_late".into(), self.service.late));
     }
 
-    /// Every traffic and latency window closes.
+    /// Every traffic, latency and service window closes.
     fn end_of_records(&mut self) -> Result<(), SinkError> {
         self.traffic.emit(true, &mut self.points);
         self.latency.finish(&mut self.points);
+        self.service.finish(&mut self.points);
         Ok(())
     }
 
