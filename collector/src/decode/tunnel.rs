@@ -89,6 +89,19 @@ pub(super) fn detect(proto: u8, sport: u16, dport: u16, data: &[u8]) -> Tunnel<'
     }
 }
 
+/// The tunnel's inner packet is an Ethernet frame carrying ARP (behind at most one VLAN tag).
+pub(super) fn carries_arp(t: &Tunnel<'_>) -> bool {
+    const ARP: u16 = 0x0806;
+    const VLAN: u16 = 0x8100;
+    let Tunnel::Inner(Inner::Ethernet(frame)) = t else {
+        return false;
+    };
+    match be16(frame, 12) {
+        Some(VLAN) => be16(frame, 16) == Some(ARP),
+        ty => ty == Some(ARP),
+    }
+}
+
 /// Zeek's IP tunnels: GRE (over IP, or in UDP per RFC 8086) and IP-in-IP. Their inner flows
 /// name the tunnel between the outer addresses, and an inner packet is taken as whole as it
 /// was captured.

@@ -198,7 +198,9 @@ impl Decoder {
         if ip_tunnel && tuple.proto != ip_proto::UDP {
             Self::mark_outer(out, at);
         }
-        let inner = match tunnel::detect(tuple.proto, tuple.sport, tuple.dport, data) {
+        let found = tunnel::detect(tuple.proto, tuple.sport, tuple.dport, data);
+        let arp = tunnel::carries_arp(&found);
+        let inner = match found {
             Tunnel::No => return,
             // A header cut by snaplen is truncation; anything else wrong with it is malformed.
             Tunnel::Bad if missing > 0 => Err(DropReason::Truncated),
@@ -232,6 +234,13 @@ impl Decoder {
             }
             Outcome::Held => {}
             Outcome::Dropped(reason) => {
+                // Zeek's ARP analyzer takes an ARP frame in a tunnel, which confirms the tunnel
+                // (`vxlan` on a connection that carried only ARP); nothing else it drops does.
+                if arp {
+                    if let Some(s) = out.get_mut(at) {
+                        s.tunnel_kind = tunnel::kind(tuple.proto, tuple.sport, tuple.dport, data);
+                    }
+                }
                 self.counters.inner_undecodable = self.counters.inner_undecodable.saturating_add(1);
                 self.counters.inner_drops.add(reason, 1);
             }

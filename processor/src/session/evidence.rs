@@ -16,7 +16,7 @@ const MAX_DATAGRAMS: usize = 8;
 /// Gaps a TCP direction may have (pieces past them wait for the gap to fill).
 const MAX_RANGES: usize = 8;
 /// Announced connections sent per connection at most.
-const MAX_EXPECTS: u16 = 64;
+const MAX_EXPECTS: usize = 64;
 
 /// One direction's evidence (physical: 0 = the key's `lo`).
 #[derive(Clone, Debug, Default)]
@@ -37,8 +37,9 @@ pub(super) struct EvState {
     pub dirs: [EvDir; 2],
     /// [`tunnel_kind`] of a tunnel's outer connection.
     pub tunnel_kind: u8,
-    /// Announced connections already sent.
-    expects_sent: u16,
+    /// Announced connections already sent (address, port, announced by the responder): the
+    /// classifier lists them by direction, not by time, so a later one can come first.
+    sent: Vec<(Option<std::net::IpAddr>, u16, bool)>,
 }
 
 impl EvDir {
@@ -194,19 +195,20 @@ impl EvState {
 
     /// Announced data connections not sent yet (TCP only), from the connection `c`.
     pub fn new_expects(&mut self, c: &Conn, out: &mut Vec<Expected>) {
-        if c.proto != ip_proto::TCP || self.expects_sent >= MAX_EXPECTS {
+        if c.proto != ip_proto::TCP || self.sent.len() >= MAX_EXPECTS {
             return;
         }
         let v = self.verdict(c.proto, c.ports, c.orig);
-        if v.expects.len() <= usize::from(self.expects_sent) {
-            return;
-        }
-        let (o, uid) = (c.orig, tapflow_proto::conn::uid(&c.key, c.first_ts));
-        for e in v.expects.iter().skip(usize::from(self.expects_sent)) {
-            if self.expects_sent >= MAX_EXPECTS {
-                break;
+        let o = c.orig;
+        let mut uid = None;
+        for e in &v.expects {
+            let id = (e.addr, e.port, e.by_resp);
+            if self.sent.len() >= MAX_EXPECTS || self.sent.contains(&id) {
+                continue;
             }
-            self.expects_sent += 1;
+            self.sent.push(id);
+            // Made once, and only when something new was announced.
+            let uid = uid.get_or_insert_with(|| tapflow_proto::conn::uid(&c.key, c.first_ts));
             out.push(Expected {
                 uid: uid.clone(),
                 ts_ns: c.ts_ns,
@@ -319,5 +321,47 @@ mod tests {
         }
         assert_eq!(u.dgrams.len(), MAX_DATAGRAMS);
         assert!(u.cut);
+    }
+
+    /// The classifier lists announcements by direction, not by time: one that comes later in
+    /// time but earlier in the list (a client's PORT after a server's 227) is still sent, once.
+    #[test]
+    fn every_announcement_is_sent_once_whatever_its_place_in_the_list() {
+        let (client, server) = (Addr::from_v4([10, 0, 0, 1]), Addr::from_v4([10, 0, 0, 2]));
+        let t = FiveTuple {
+            proto: ip_proto::TCP,
+            src: client,
+            dst: server,
+            sport: 40_000,
+            dport: 21,
+        };
+        let key = t.key(0).0;
+        let orig = usize::from(key.lo != client);
+        let conn = |ts_ns| Conn {
+            proto: ip_proto::TCP,
+            addrs: [key.lo, key.hi],
+            ports: [key.lo_port, key.hi_port],
+            orig,
+            key,
+            first_ts: 1,
+            ts_ns,
+        };
+        let mut ev = EvState::default();
+        let c2s = b"USER a\r\nPASS b\r\nPASV\r\n";
+        let s2c = b"220 hi\r\n331 ok\r\n230 ok\r\n227 Entering Passive Mode (10,0,0,2,19,137)\r\n";
+        ev.dirs[orig].add(&piece(0, c2s), false, 4096);
+        ev.dirs[1 - orig].add(&piece(0, s2c), false, 4096);
+        let mut out = Vec::new();
+        ev.new_expects(&conn(10), &mut out);
+        assert_eq!(out.iter().map(|e| e.port).collect::<Vec<_>>(), [5001]);
+        ev.dirs[orig].add(
+            &piece(c2s.len() as u32, b"PORT 10,0,0,1,4,1\r\n"),
+            false,
+            4096,
+        );
+        ev.new_expects(&conn(20), &mut out);
+        ev.new_expects(&conn(30), &mut out);
+        let sent: Vec<_> = out.iter().map(|e| (e.port, e.ts_ns)).collect();
+        assert_eq!(sent, [(5001, 10), (1025, 20)]);
     }
 }
