@@ -52,6 +52,9 @@ fn one_way(ts: u64, src: ([u8; 4], u16), dst: ([u8; 4], u16), pkts: u64, size: u
         resp_tcp_flags: 0,
         split: 0,
         timing: None,
+        service: None,
+        server_name: None,
+        service_incomplete: false,
     }
 }
 
