@@ -268,10 +268,9 @@ fn episode_links_lead_to_their_sessions(run: &Run, page: &Page, conns: &[Value])
     );
 }
 
-/// The field of the conn log that carries the HTTP Host (or TLS server name) once sessions
-/// have one; `None` until then. Set it (e.g. `Some("server_name")`) and this test requires the
-/// field to hold the crafted Host and the page to show it as text.
-const HOST_FIELD: Option<&str> = None;
+/// The field of the conn log that carries the HTTP Host (issue 17's `server_name`): this test
+/// requires it to hold the crafted Host and the page to show it as text.
+const HOST_FIELD: Option<&str> = Some("server_name");
 
 const HOSTILE_HOST: &str = "<script>alert(1)</script>";
 const HOSTILE_NAME: &str = "<img src=x onerror=alert(2)><script>alert(3)</script>";
