@@ -105,9 +105,15 @@ fn check_summary(s: &PacketSummary) {
             "evidence on a tunnel's outer packet: {s:?}"
         );
     }
+    // A UDP tunnel's outer packet: flagged `TUNNEL_OUTER` when its inner packet was
+    // summarised, or only named (an ARP frame inside, which Zeek's ARP analyzer takes).
     assert!(
-        s.tunnel_kind == 0 || s.flags & flag::TUNNEL_OUTER != 0,
-        "a tunnel kind on a packet that is no tunnel's outer one: {s:?}"
+        s.tunnel_kind == 0 || s.key.proto == 17,
+        "a tunnel kind on a packet that is no UDP tunnel's outer one: {s:?}"
+    );
+    assert!(
+        s.tunnel_kind == 0 || s.payload.is_none(),
+        "evidence on a tunnel's outer packet: {s:?}"
     );
 }
 

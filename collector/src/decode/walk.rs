@@ -169,9 +169,10 @@ impl Decoder {
             let (key, missing) = (s.key, if net.truncated { layer.missing } else { 0 });
             self.tunnel(layer, &t.tuple, key, missing, t.inner, ts, at, out);
         }
-        // Evidence for the flow's own payload; a tunnel's outer flow is named by its tunnel.
+        // Evidence for the flow's own payload; a tunnel's outer flow is named by its tunnel
+        // (also one whose inner packet was only an ARP frame: a kind without `TUNNEL_OUTER`).
         if let Some(s) = out.get_mut(at) {
-            if s.flags & flag::TUNNEL_OUTER == 0 {
+            if s.flags & flag::TUNNEL_OUTER == 0 && s.tunnel_kind == 0 {
                 self.evidence.observe(s, t.inner);
             }
         }
