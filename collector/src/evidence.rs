@@ -23,7 +23,7 @@ use std::collections::{HashMap, VecDeque};
 
 use tapflow_proto::account::EvidenceCounters;
 use tapflow_proto::key::ip_proto;
-use tapflow_proto::summary::{flag, tcp, Payload, MAX_PAYLOAD};
+use tapflow_proto::summary::{flag, merge_range, tcp, Payload, MAX_PAYLOAD};
 use tapflow_proto::{FlowKey, PacketSummary};
 
 /// A flow idle this long (packet time) leaves the table.
@@ -412,19 +412,10 @@ fn unshipped(d: &Dir, mut start: u32, end: u32) -> Option<(u32, u32)> {
 /// Records `[from, to)` as shipped, merging neighbours; false when it would need more than
 /// [`MAX_RANGES`] ranges.
 fn add_range(d: &mut Dir, from: u32, to: u32) -> bool {
-    let mut v: Vec<(u32, u32)> = d.ranges[..usize::from(d.n)].to_vec();
-    v.push((from, to));
-    v.sort_unstable();
-    let mut merged: Vec<(u32, u32)> = Vec::with_capacity(v.len());
-    for (a, b) in v {
-        match merged.last_mut() {
-            Some(last) if a <= last.1 => last.1 = last.1.max(b),
-            _ => merged.push((a, b)),
-        }
-    }
-    if merged.len() > MAX_RANGES {
+    let held = &d.ranges[..usize::from(d.n)];
+    let Some(merged) = merge_range(held, from, to, MAX_RANGES) else {
         return false;
-    }
+    };
     d.n = merged.len() as u8;
     d.ranges[..merged.len()].copy_from_slice(&merged);
     true

@@ -64,6 +64,29 @@ pub struct Payload {
     pub bytes: Vec<u8>,
 }
 
+/// `ranges` (sorted, disjoint `[start, end)` stream ranges) with `[from, to)` added, neighbours
+/// and overlaps merged; `None` when the result would hold more than `max` ranges. The
+/// collector (what it shipped) and the processor (what it holds) keep a direction's evidence
+/// this way.
+pub fn merge_range(
+    ranges: &[(u32, u32)],
+    from: u32,
+    to: u32,
+    max: usize,
+) -> Option<Vec<(u32, u32)>> {
+    let mut v = ranges.to_vec();
+    v.push((from, to));
+    v.sort_unstable();
+    let mut merged: Vec<(u32, u32)> = Vec::with_capacity(v.len());
+    for (a, b) in v {
+        match merged.last_mut() {
+            Some(last) if a <= last.1 => last.1 = last.1.max(b),
+            _ => merged.push((a, b)),
+        }
+    }
+    (merged.len() <= max).then_some(merged)
+}
+
 /// The most payload bytes one summary carries (a budget per direction is at most this).
 pub const MAX_PAYLOAD: usize = 0xffff;
 
@@ -131,5 +154,25 @@ impl PacketSummary {
             Direction::Forward => self.flags &= !flag::REVERSE,
             Direction::Reverse => self.flags |= flag::REVERSE,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::merge_range;
+
+    #[test]
+    fn ranges_merge_with_overlapping_and_touching_neighbours_within_the_bound() {
+        let r = merge_range(&[(0, 10), (20, 30)], 10, 20, 8).expect("within the bound");
+        assert_eq!(r, [(0, 30)]);
+        let r = merge_range(&[(0, 10), (20, 30)], 5, 12, 8).expect("within the bound");
+        assert_eq!(r, [(0, 12), (20, 30)]);
+        let r = merge_range(&[(20, 30)], 40, 50, 8).expect("within the bound");
+        assert_eq!(r, [(20, 30), (40, 50)]);
+        assert_eq!(merge_range(&[(0, 10), (20, 30)], 40, 50, 2), None);
+        assert_eq!(
+            merge_range(&[(0, 10), (20, 30)], 25, 28, 2),
+            Some(vec![(0, 10), (20, 30)])
+        );
     }
 }

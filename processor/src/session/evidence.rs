@@ -7,7 +7,7 @@
 use tapflow_classify::{classify, Evidence, Side, Verdict};
 use tapflow_proto::conn::clean_server_name;
 use tapflow_proto::key::ip_proto;
-use tapflow_proto::summary::{flag, tunnel_kind, Payload};
+use tapflow_proto::summary::{flag, merge_range, tunnel_kind, Payload};
 use tapflow_proto::upstream::Expected;
 use tapflow_proto::{Addr, FlowKey, PacketSummary};
 
@@ -88,19 +88,9 @@ impl EvDir {
 
     /// Copies `bytes` to `[from, to)` and records the range; false past [`MAX_RANGES`].
     fn fill(&mut self, from: u32, to: u32, bytes: &[u8]) -> bool {
-        let mut v = self.have.clone();
-        v.push((from, to));
-        v.sort_unstable();
-        let mut merged: Vec<(u32, u32)> = Vec::with_capacity(v.len());
-        for (a, b) in v {
-            match merged.last_mut() {
-                Some(last) if a <= last.1 => last.1 = last.1.max(b),
-                _ => merged.push((a, b)),
-            }
-        }
-        if merged.len() > MAX_RANGES {
+        let Some(merged) = merge_range(&self.have, from, to, MAX_RANGES) else {
             return false;
-        }
+        };
         self.have = merged;
         if self.buf.len() < to as usize {
             self.buf.resize(to as usize, 0);
