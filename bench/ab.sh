@@ -3,7 +3,10 @@
 # aggregator writing a conn log, plain links on loopback) over one capture, alternately with the
 # binaries of directory A and directory B, run after run, so noise hits both alike.
 #
-# Usage: bench/ab.sh --capture F --a DIR --b DIR [--runs 6] [--processors 2]
+# Usage: bench/ab.sh --capture F --a DIR --b DIR [--runs 6] [--processors 2] [--b-durable]
+#
+#   --b-durable: side B runs with nothing lost at an aggregator restart (a --state-dir in the
+#   run's directory, --ack-listen, and the processors' --aggregator-acks).
 #
 #   DIR holds tapflow-collector, tapflow-processor and tapflow-aggregator (copy or symlink the
 #   ones not under test from the same build, so that only one stage differs).
@@ -16,6 +19,7 @@ set -euo pipefail
 
 RUNS=6
 N=2
+B_DURABLE=
 CAPTURE=
 A=
 B=
@@ -27,7 +31,8 @@ while [ $# -gt 0 ]; do
         --b) B=${2:?}; shift 2 ;;
         --runs) RUNS=${2:?}; shift 2 ;;
         --processors) N=${2:?}; shift 2 ;;
-        -h|--help) sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        --b-durable) B_DURABLE=1; shift ;;
+        -h|--help) sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) die "unknown argument: $1 (see --help)" ;;
     esac
 done
@@ -42,20 +47,25 @@ done
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 now() { date +%s.%N; }
 
-# One run with the binaries of $1; prints "coll procs agg tail agg_cpu agg_rss coll_cpu
-# proc_cpu" (proc_cpu: the processors' CPU seconds summed).
+# One run with the binaries of $1 (durable when $2 is 1); prints "coll procs agg tail agg_cpu
+# agg_rss coll_cpu proc_cpu" (proc_cpu: the processors' CPU seconds summed).
 one() {
-    local bin=$1 d pa i p t0 tc ta tp=0 e procs=() pids=()
+    local bin=$1 d pa pk i p t0 tc ta tp=0 e procs=() pids=() agg_extra=() proc_extra=()
     d=$(mktemp -d /tmp/tapflow-ab.XXXXXX)
     pa=$(free_port)
-    /usr/bin/time -f "%U %S %M" -o "$d/agg.time" "$bin/tapflow-aggregator" --plain \
+    if [ "${2:-}" = 1 ]; then
+        pk=$(free_port)
+        agg_extra=(--state-dir "$d/state" --ack-listen "tcp://127.0.0.1:$pk")
+        proc_extra=(--aggregator-acks "tcp://127.0.0.1:$pk")
+    fi
+    /usr/bin/time -f "%U %S %M" -o "$d/agg.time" "$bin/tapflow-aggregator" --plain "${agg_extra[@]}" \
         --listen "tcp://127.0.0.1:$pa" --processors "$N" --exit-on-eos \
         --health-log "$d/health.jsonl" --conn-log "$d/conn.jsonl" 2>"$d/aggregator.log" &
     local agg=$!
     for ((i = 0; i < N; i++)); do
         p=$(free_port)
         ( /usr/bin/time -f "%U %S" -o "$d/processor$i.time" "$bin/tapflow-processor" --plain --listen "tcp://127.0.0.1:$p" \
-            --aggregator "tcp://127.0.0.1:$pa" --collectors 1 --exit-on-eos 2>"$d/processor$i.log"
+            --aggregator "tcp://127.0.0.1:$pa" --collectors 1 --exit-on-eos "${proc_extra[@]}" 2>"$d/processor$i.log"
           now >"$d/processor$i.end" ) &
         pids+=($!)
         procs+=(--processor "tcp://127.0.0.1:$p")
@@ -90,8 +100,8 @@ trap 'rm -f "$OUT"' EXIT
 printf '%-4s %4s %8s %8s %8s %8s %8s %10s %8s %8s\n' side run coll procs agg tail agg_cpu agg_rss_kb coll_cpu proc_cpu
 for ((r = 1; r <= RUNS; r++)); do
     for side in A B; do
-        dir=$A; [ "$side" = B ] && dir=$B
-        line=$(one "$dir")
+        dir=$A durable=; [ "$side" = B ] && dir=$B durable=$B_DURABLE
+        line=$(one "$dir" "$durable")
         echo "$side $line" >>"$OUT"
         # shellcheck disable=SC2086
         printf '%-4s %4d %8s %8s %8s %8s %8s %10s %8s %8s\n' "$side" "$r" $line

@@ -8,10 +8,16 @@
 #   (collector -> N processors -> aggregator writing --conn-log) with 1 and 2 processors, and with
 #   2 processors writing to a throwaway InfluxDB when influxd is installed.
 #
-# Usage: bench/run.sh [--packets 5000000] [--flows 200000] [--runs 3] [--seed 1]
-#                     [--peer-packets 2000000] [--timeout 900] [--install-peers]
-#                     [--no-influx] [--no-pipeline]
+# Usage: bench/run.sh [--mix bench|session-heavy|flood-heavy|all] [--packets 5000000]
+#                     [--flows F] [--runs 3] [--seed 1] [--peer-packets 2000000] [--timeout 900]
+#                     [--install-peers] [--no-influx] [--no-pipeline]
 #
+#   --mix M           tapflow-gen's traffic mix (default bench): bench (one session per 25
+#                     packets), session-heavy (one per six), flood-heavy (a spoofed SYN flood of
+#                     24% of the packets: more than one packet in four opens a session), or all:
+#                     the three in turn (each with its peers in its own runs), then one table of
+#                     the three against issue 19's targets.
+#   --flows F         five-tuples (default: the mix's, e.g. 200,000 of 5M packets for bench).
 #   --peer-packets N  packets of the smaller capture for tshark and nfstream (0: the whole
 #                     capture; the default keeps each under ~30 s). tapflow-gen makes it with the
 #                     same seed and flows/packets ratio, so the mix is the same; their rates are
@@ -31,7 +37,9 @@
 set -euo pipefail
 
 PACKETS=5000000
-FLOWS=200000
+FLOWS=
+MIX=bench
+ARGS=("$@")
 RUNS=3
 SEED=1
 LIMIT=900
@@ -40,13 +48,14 @@ PEER_PACKETS=2000000
 INSTALL_PEERS=0
 INFLUX=1
 
-usage() { sed -n '2,30p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,36p' "$0" | sed 's/^# \{0,1\}//'; }
 die() { echo "run.sh: $*" >&2; exit 1; }
 
 while [ $# -gt 0 ]; do
     case "$1" in
         --packets) PACKETS=${2:?}; shift 2 ;;
         --flows) FLOWS=${2:?}; shift 2 ;;
+        --mix) MIX=${2:?}; shift 2 ;;
         --runs) RUNS=${2:?}; shift 2 ;;
         --seed) SEED=${2:?}; shift 2 ;;
         --timeout) LIMIT=${2:?}; shift 2 ;;
@@ -58,6 +67,49 @@ while [ $# -gt 0 ]; do
         *) usage >&2; die "unknown argument: $1" ;;
     esac
 done
+case "$MIX" in
+    bench|session-heavy|flood-heavy|all) ;;
+    *) die "--mix: bench, session-heavy, flood-heavy or all, not $MIX" ;;
+esac
+if [ "$MIX" = all ]; then
+    # Each mix in turn, as its own invocation (peers and tapflow alternate within it), then the
+    # three SUMMARY lines side by side.
+    SUMS=()
+    rest=()
+    i=0
+    while [ "$i" -lt "${#ARGS[@]}" ]; do
+        case "${ARGS[$i]}" in
+            --mix|--flows) i=$((i + 2)) ;;
+            *) rest+=("${ARGS[$i]}"); i=$((i + 1)) ;;
+        esac
+    done
+    for m in bench session-heavy flood-heavy; do
+        out=$("$0" --mix "$m" "${rest[@]+"${rest[@]}"}") || die "the $m run failed"
+        printf '%s\n' "$out"
+        SUMS+=("$(grep '^SUMMARY ' <<<"$out" | tail -n 1)")
+    done
+    echo
+    echo "=== issue 19: tapflow (2 processors writing the conn log, end to end) on the three mixes, medians"
+    printf '%s\n' "${SUMS[@]}" | "${PYTHON:-python3}" -c '
+import sys
+rows = [dict(kv.split("=", 1) for kv in l.split()[1:]) for l in sys.stdin if l.strip()]
+cols = ["mix", "packets", "sessions", "tcpdump_pps", "argus_pps", "tapflow_pps", "pct_tcpdump",
+        "target_pct", "x_argus", "target_x", "agg_us_per_record", "proc_us_per_record", "verdict"]
+print("| " + " | ".join(cols) + " |")
+print("|" + "---|" * len(cols))
+for r in rows:
+    print("| " + " | ".join(r.get(c, "n/a") for c in cols) + " |")
+'
+    exit 0
+fi
+[ -n "$FLOWS" ] || case "$MIX" in
+    bench) FLOWS=$(( PACKETS / 25 )) ;;
+    session-heavy) FLOWS=$(( PACKETS / 6 )) ;;
+    # tapflow-gen's Mix::default_flows: the flood's SYNs (24%, at most 2^24) + a 25th of the rest.
+    flood-heavy) f=$(( PACKETS * 24 / 100 )); [ "$f" -le 16777216 ] || f=16777216
+                 FLOWS=$(( f + (PACKETS - f) / 25 )) ;;
+esac
+[ "$FLOWS" -ge 1 ] 2>/dev/null || FLOWS=1
 for v in "$PACKETS" "$FLOWS" "$RUNS" "$SEED" "$LIMIT" "$PEER_PACKETS"; do
     [[ "$v" =~ ^[0-9]+$ ]] || die "not a number: $v"
 done
@@ -65,11 +117,12 @@ done
 { [ "$PEER_PACKETS" = 0 ] || [ "$PEER_PACKETS" -gt "$PACKETS" ]; } && PEER_PACKETS=$PACKETS
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-BIN="$ROOT/target/release"
+BIN="${CARGO_TARGET_DIR:-$ROOT/target}/release"
 DATA="$ROOT/bench/data"
 PROCIO="$ROOT/bench/procio.py"
 capture_name() {  # packets flows
     local n="synth-$1-$2"
+    [ "$MIX" = bench ] || n="$MIX-$1-$2"
     [ "$SEED" = 1 ] || n="$n-s$SEED"
     echo "$n"
 }
@@ -79,7 +132,7 @@ PEER_FLOWS=$(( PEER_PACKETS * FLOWS / PACKETS ))
 [ "$PEER_FLOWS" -ge 1 ] || PEER_FLOWS=1
 PEER_NAME=$(capture_name "$PEER_PACKETS" "$PEER_FLOWS")
 PEER_CAPTURE="$DATA/$PEER_NAME.pcap"
-COMMAND="bench/run.sh --packets $PACKETS --flows $FLOWS --runs $RUNS --peer-packets $PEER_PACKETS"
+COMMAND="bench/run.sh --mix $MIX --packets $PACKETS --flows $FLOWS --runs $RUNS --peer-packets $PEER_PACKETS"
 [ "$SEED" = 1 ] || COMMAND="$COMMAND --seed $SEED"
 [ "$INSTALL_PEERS" = 0 ] || COMMAND="$COMMAND --install-peers"
 [ "$INFLUX" = 1 ] || COMMAND="$COMMAND --no-influx"
@@ -136,7 +189,7 @@ generate() {  # packets flows file
     [ -s "$3" ] && return 0
     mkdir -p "$DATA"
     echo "== generating $3" >&2
-    "$BIN/tapflow-gen" --packets "$1" --flows "$2" --seed "$SEED" --out "$3.part" >&2
+    "$BIN/tapflow-gen" --mix "$MIX" --packets "$1" --flows "$2" --seed "$SEED" --out "$3.part" >&2
     mv "$3.part" "$3"
 }
 generate "$PACKETS" "$FLOWS" "$CAPTURE"
@@ -478,6 +531,20 @@ X_TSHARK=$(ratio "$E2E" "${PPS[tshark]}" '%.1f')
 PCT_TCPDUMP=$(ratio "$E2E" "${PPS[tcpdump]}" '%.3f'); PCT_REFCOUNT=$(ratio "$E2E" "${PPS[refcount]}" '%.3f')
 pct() { if [ "$1" = n/a ]; then echo n/a; else awk -v v="$1" 'BEGIN{printf "%.0f%%", v*100}'; fi; }
 COLL_TCPDUMP=$(ratio "${PPS[p2_coll]-n/a}" "${PPS[tcpdump]}" '%.2f')
+# Issue 19's targets by mix: share of tcpdump's read rate and ratio to argus, 2 processors.
+case "$MIX" in
+    bench) T_PCT=0.75; T_X=3.5 ;;
+    session-heavy) T_PCT=0.55; T_X=3 ;;
+    *) T_PCT=0.45; T_X=3 ;;
+esac
+us_per() {  # cpu_seconds records -> microseconds per record
+    if na "$1" "$2" || [ "$2" = 0 ]; then echo n/a; else awk -v c="$1" -v r="$2" 'BEGIN{printf "%.2f", c * 1e6 / r}'; fi
+}
+AGG_US=$(us_per "$(med p2_cpu_agg)" "$(med p2_records)")
+PROC_US=$(us_per "$(med p2_cpu_proc)" "$(med p2_records)")
+V19="$(verdict "$PCT_TCPDUMP" "$T_PCT")/$(verdict "$X_ARGUS" "$T_X")"
+[ "$MIX" != flood-heavy ] || V19="$V19/$(if na "$AGG_US"; then echo n/a; else awk -v u="$AGG_US" 'BEGIN{print (u <= 1) ? "met" : "NOT met"}'; fi)"
+V19=${V19// /_}  # one word on the SUMMARY line
 
 CPU=$(lscpu 2>/dev/null | sed -n 's/^Model name: *//p' | head -n 1)
 MEM=$(awk '/MemTotal/ {printf "%.0f GB", $2/1048576}' /proc/meminfo)
@@ -542,6 +609,14 @@ if [ "$PIPELINE" = 1 ]; then
     printf '  %% of tapflow-refcount %12s             (no target)\n' "$(pct "$PCT_REFCOUNT")"
     printf '  collector / tcpdump   %12s             (issue 2: >= 0.5)\n' "$COLL_TCPDUMP"
     [ "$PEER_PACKETS" = "$PACKETS" ] || echo "  (tshark and nfstream: rates over the $PN-packet capture $PEER_NAME, same mix)"
+    echo "--- issue 19, $MIX mix (2 processors writing the conn log, end to end; medians)"
+    printf '  %% of tcpdump          %12s             target >= %s%%         %s\n' "$(pct "$PCT_TCPDUMP")" \
+        "$(awk -v t="$T_PCT" 'BEGIN{print t*100}')" "$(verdict "$PCT_TCPDUMP" "$T_PCT")"
+    printf '  x argus               %12s             target >= %s          %s\n' "$X_ARGUS" "$T_X" "$(verdict "$X_ARGUS" "$T_X")"
+    printf '  aggregator CPU/record %12s us          target <= 1 us on flood-heavy\n' "$AGG_US"
+    printf '  processors CPU/record %12s us          (all of both processors'"'"' CPU, per-packet work included)\n' "$PROC_US"
+    printf '  aggregator records/s per CPU second %s   (records / aggregator CPU seconds)\n' \
+        "$(if na "$AGG_US"; then echo n/a; else awk -v u="$AGG_US" 'BEGIN{printf "%.0f", 1e6 / u}'; fi)"
 fi
 echo "aggregator accounting, 2 processors (last health.jsonl line of the last run):"
 cat "$TMP/p2.health" 2>/dev/null || echo n/a
@@ -562,7 +637,7 @@ cat <<EOF
 
 - Machine: $(nproc) CPUs (\`nproc\`), ${CPU:-unknown CPU}, $MEM RAM, $(uname -sr)
 - Command: \`$COMMAND\`
-- Capture: \`tapflow-gen --packets $PACKETS --flows $FLOWS --seed $SEED\`, $BYTES bytes; tshark and nfstream: $PEER_NOTE (\`tapflow-gen --packets $PEER_PACKETS --flows $PEER_FLOWS --seed $SEED\`)
+- Capture: \`tapflow-gen --mix $MIX --packets $PACKETS --flows $FLOWS --seed $SEED\`, $BYTES bytes; tshark and nfstream: $PEER_NOTE (\`tapflow-gen --mix $MIX --packets $PEER_PACKETS --flows $PEER_FLOWS --seed $SEED\`)
 - tcpdump: $(tcpdump --version 2>&1 | head -n 2 | tr '\n' ' ')
 - argus: $(ver argus -h); tshark: $(ver tshark --version); nfstream $("$PY" -c 'import nfstream; print(nfstream.__version__)' 2>/dev/null || echo n/a) on $("$PY" --version 2>&1); influxd: $(ver influxd version)
 - Aggregator accounting, 2 processors (last line of health.jsonl):
@@ -573,3 +648,6 @@ cat <<EOF
 ---- end ----
 EOF
 }
+echo "SUMMARY mix=$MIX packets=$PACKETS sessions=$FLOWS tcpdump_pps=${PPS[tcpdump]} argus_pps=${PPS[argus]}" \
+    "tapflow_pps=$E2E pct_tcpdump=$(pct "$PCT_TCPDUMP") target_pct=>=$(awk -v t="$T_PCT" 'BEGIN{print t*100}')%" \
+    "x_argus=$X_ARGUS target_x=>=$T_X agg_us_per_record=$AGG_US proc_us_per_record=$PROC_US verdict=$V19"

@@ -155,11 +155,18 @@ pub struct AccountingReport {
     /// routing is by processor set).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub processor_set: Option<SetReport>,
+    /// Processors declared dead and added back by the aggregator (with a processor set).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub membership: Option<crate::control::MembershipReport>,
     /// Lines (records, alert events, the report itself) a log could not write (a full disk),
     /// by log: `conn_log`, `conn_interim_log`, `alerts_log`, `health_log` (set by the run loop;
     /// left out when every log was written in full).
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub records_unwritten: BTreeMap<String, u64>,
+    /// With `--state-dir`: the restarts of this run and what the write-ahead log did (set by
+    /// the run loop).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub durability: Option<DurabilityReport>,
 }
 
 /// What the processor set did during the run.
@@ -565,7 +572,9 @@ fn report(
         names_refused: None,
         senders_refused: None,
         processor_set: None,
+        membership: None,
         records_unwritten: BTreeMap::new(),
+        durability: None,
     }
 }
 
@@ -581,3 +590,27 @@ fn status_name(s: &EosStatus) -> String {
 
 #[cfg(test)]
 mod tests;
+
+/// What durability did, in the accounting report.
+#[derive(Clone, Debug, Default, Serialize, PartialEq, Eq)]
+pub struct DurabilityReport {
+    /// Wall-clock start (ns since the Unix epoch) of each restart of this run.
+    pub restarts: Vec<u64>,
+    /// Data messages taken from the write-ahead log at the restarts.
+    pub replayed: u64,
+    /// Data messages written to the log, and its syncs (group commits).
+    pub logged: u64,
+    pub syncs: u64,
+    /// Messages received again (already taken): dropped.
+    pub duplicates: u64,
+    /// Messages past a gap in their processor's sequence: dropped (they come again in order).
+    pub out_of_order: u64,
+    /// Heartbeats ahead of data not yet received: dropped.
+    pub heartbeats_ahead: u64,
+    /// Messages the log refused (full, a write error): not taken, not acknowledged.
+    pub refused: u64,
+    /// Bytes of a torn or damaged tail of the log cut off at restarts.
+    pub damaged_bytes: u64,
+    /// Sequence numbers a processor gave up (past its bound) before this aggregator had them.
+    pub given_up: u64,
+}

@@ -26,6 +26,9 @@ pub const DEFAULT_CONN_CAP: usize = 1_000_000;
 pub const DEFAULT_MAX_SENDERS: usize = 1024;
 pub const DEFAULT_INFLUX_BATCH_LINES: usize = 5000;
 pub const DEFAULT_INFLUX_FINISH_S: u64 = 30;
+pub const DEFAULT_WAL_MAX_BYTES: u64 = 4 << 30;
+pub const DEFAULT_WAL_COMMIT_MESSAGES: usize = 64;
+pub const DEFAULT_WAL_COMMIT_MS: u64 = 20;
 
 const EXAMPLES: &str = "Examples:
   # two processors, exit when both have ended, accounting to a JSON-lines file
@@ -64,9 +67,45 @@ tapflow_runtime::layered! {
         /// --processors: every member of any epoch is expected. Re-read on SIGHUP.
         #[arg(long, env = "TAPFLOW_PROCESSOR_SET", conflicts_with = "processors")]
         pub processor_set: Option<PathBuf>,
+        /// Bind a PUB socket here for collectors (their --control): the processor-set changes
+        /// this aggregator decides (a dead processor removed, one back added again) are announced
+        /// on it. CURVE as on --listen: collectors' keys go in --curve-clients [default: none].
+        #[arg(long, env = "TAPFLOW_CONTROL_LISTEN")]
+        pub control_listen: Option<String>,
+        /// With --processor-set: a member silent this long (e.g. 10s, 2s, 500ms) is declared
+        /// dead and removed from the set [default: 10s].
+        #[arg(long)]
+        pub processor_dead_after: Option<String>,
+        /// A processor removed as dead that is heard again without a gap this long is added
+        /// back (no flapping) [default: 30s].
+        #[arg(long)]
+        pub processor_hold_down: Option<String>,
+        #[arg(long, help = with_default("Packet time between the newest watermark heard and an announced switch, ms: more than the collectors run ahead of the processors", crate::control::DEFAULT_SWITCH_MARGIN_MS))]
+        pub processor_switch_margin_ms: Option<u64>,
+        /// The set changes only by its file (an operator): no processor is removed or added
+        /// automatically; what would have been is logged and counted.
+        #[arg(long, value_parser = clap::builder::BoolishValueParser::new())]
+        pub processor_set_pinned: bool,
         /// Exit 0 once every processor has sent end-of-stream and everything is written.
         #[arg(long)]
         pub exit_on_eos: bool,
+        /// Where the aggregator keeps its state (the systemd unit: /var/lib/tapflow): a
+        /// write-ahead log of what processors sent, so a restarted aggregator (a crash,
+        /// SIGTERM, a reboot) rebuilds what it held and goes on writing the same logs, no record
+        /// written twice. Without it, a restart loses what was held. See also --ack-listen.
+        #[arg(long, env = "TAPFLOW_STATE_DIR")]
+        pub state_dir: Option<PathBuf>,
+        /// With --state-dir: ZeroMQ endpoint to bind for acknowledgements (processors'
+        /// --aggregator-acks): what is durable in the write-ahead log, so processors keep and
+        /// send again what is not.
+        #[arg(long, env = "TAPFLOW_ACK_LISTEN", requires = "state_dir")]
+        pub ack_listen: Option<String>,
+        #[arg(long, help = with_default("With --state-dir: the write-ahead log's bound, bytes; past it messages are refused (not acknowledged: processors keep them) and an ERROR logged", DEFAULT_WAL_MAX_BYTES))]
+        pub wal_max_bytes: Option<u64>,
+        #[arg(long, help = with_default("With --state-dir: group commit, one sync per this many messages at most", DEFAULT_WAL_COMMIT_MESSAGES))]
+        pub wal_commit_messages: Option<usize>,
+        #[arg(long, help = with_default("With --state-dir: group commit, a message waits at most this long for its sync, ms", DEFAULT_WAL_COMMIT_MS))]
+        pub wal_commit_ms: Option<u64>,
         /// JSON-lines file for pipeline health: the accounting report at end of stream.
         #[arg(long, env = "TAPFLOW_HEALTH_LOG")]
         pub health_log: Option<PathBuf>,
@@ -245,6 +284,22 @@ pub struct Config {
     pub http: Option<HttpConfig>,
     /// CURVE (or plain, on loopback) on the processors' links.
     pub security: tapflow_runtime::curve::LinkSecurity,
+    /// Where processor-set changes are announced to collectors (`--control-listen`).
+    pub control_listen: Option<String>,
+    /// How processors are declared dead and added back.
+    pub membership: crate::control::Policy,
+    /// `--state-dir` and the write-ahead log's settings.
+    pub durable: DurableConfig,
+}
+
+/// The state directory and the write-ahead log (`crate::durable`).
+#[derive(Clone, Debug)]
+pub struct DurableConfig {
+    pub state_dir: Option<PathBuf>,
+    pub ack_listen: Option<String>,
+    pub wal_max_bytes: u64,
+    pub commit_messages: usize,
+    pub commit_age: std::time::Duration,
 }
 
 impl Config {
@@ -284,6 +339,13 @@ impl Config {
         tapflow_runtime::config::check_required_endpoint("listen", &listen, &mut errors);
         let (processors, processor_set) = processors(&o, &mut errors);
         let detect = detect_config(&o, &mut errors);
+        let membership = membership(&o, &mut errors);
+        if let Some(c) = &o.control_listen {
+            tapflow_runtime::config::check_required_endpoint("control-listen", c, &mut errors);
+            if processor_set.is_none() {
+                errors.push("--control-listen needs --processor-set".to_owned());
+            }
+        }
         tapflow_runtime::config::check_metrics_listen(
             o.metrics_listen.as_deref(),
             o.metrics_public,
@@ -307,10 +369,26 @@ impl Config {
                 clients: o.curve_clients,
                 server_key: None,
             },
-            &[&listen],
+            &[&listen, o.control_listen.as_deref().unwrap_or_default()],
             &mut errors,
         );
+        if let Some(ep) = &o.ack_listen {
+            tapflow_runtime::config::check_required_endpoint("ack_listen", ep, &mut errors);
+        }
+        let durable = DurableConfig {
+            state_dir: o.state_dir,
+            ack_listen: o.ack_listen,
+            wal_max_bytes: o.wal_max_bytes.unwrap_or(DEFAULT_WAL_MAX_BYTES),
+            commit_messages: o
+                .wal_commit_messages
+                .unwrap_or(DEFAULT_WAL_COMMIT_MESSAGES)
+                .max(1),
+            commit_age: std::time::Duration::from_millis(
+                o.wal_commit_ms.unwrap_or(DEFAULT_WAL_COMMIT_MS),
+            ),
+        };
         tapflow_runtime::config::finish(errors, || Config {
+            durable,
             metrics_listen: o.metrics_listen,
             http,
             listen,
@@ -329,8 +407,62 @@ impl Config {
                 o.influx_finish_s.unwrap_or(DEFAULT_INFLUX_FINISH_S),
             ),
             security,
+            control_listen: o.control_listen,
+            membership,
         })
     }
+}
+
+/// The membership policy: durations like `10s`, `500ms` or bare seconds.
+fn membership(o: &Options, errors: &mut Vec<String>) -> crate::control::Policy {
+    use crate::control::{Policy, DEFAULT_DEAD_AFTER_MS, DEFAULT_HOLD_DOWN_MS};
+    let mut duration = |name: &str, v: Option<&str>, default_ms: u64| {
+        let Some(v) = v else {
+            return std::time::Duration::from_millis(default_ms);
+        };
+        match parse_duration(v) {
+            Some(d) if !d.is_zero() => d,
+            _ => {
+                errors.push(format!("{name} {v:?} is not a duration (e.g. 10s, 500ms)"));
+                std::time::Duration::from_millis(default_ms)
+            }
+        }
+    };
+    let dead_after = duration(
+        "processor_dead_after",
+        o.processor_dead_after.as_deref(),
+        DEFAULT_DEAD_AFTER_MS,
+    );
+    let hold_down = duration(
+        "processor_hold_down",
+        o.processor_hold_down.as_deref(),
+        DEFAULT_HOLD_DOWN_MS,
+    );
+    Policy {
+        dead_after,
+        hold_down,
+        margin_ns: o
+            .processor_switch_margin_ms
+            .unwrap_or(crate::control::DEFAULT_SWITCH_MARGIN_MS)
+            .saturating_mul(1_000_000),
+        pinned: o.processor_set_pinned,
+    }
+}
+
+/// `10s`, `500ms`, `2m` or bare seconds.
+fn parse_duration(v: &str) -> Option<std::time::Duration> {
+    let v = v.trim();
+    let (num, unit_ms) = if let Some(n) = v.strip_suffix("ms") {
+        (n, 1)
+    } else if let Some(n) = v.strip_suffix('s') {
+        (n, 1000)
+    } else if let Some(n) = v.strip_suffix('m') {
+        (n, 60_000)
+    } else {
+        (v, 1000)
+    };
+    let n: u64 = num.trim().parse().ok()?;
+    Some(std::time::Duration::from_millis(n.checked_mul(unit_ms)?))
 }
 
 /// The command line over the file named by `--config`, if any.

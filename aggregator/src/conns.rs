@@ -123,7 +123,9 @@ pub struct ConnSorter {
     watermarks: HashMap<String, (u64, u64)>,
     /// Boxed: a B-tree shifts its values within a node on every insert, and a record is a few
     /// hundred bytes (unboxed, those moves were 15% of the aggregator's cycles).
-    pending: BTreeMap<(u64, String), Box<ConnRecord>>,
+    /// Keyed by (last packet time, uid) with the uid inline ([`UidKey`]): no copy of it on the
+    /// heap per record.
+    pending: BTreeMap<(u64, UidKey), Box<ConnRecord>>,
     outers: HashMap<FlowKey, Vec<u64>>,
     /// Keys of connections closed at a processor-set switch and not yet continued. A closed
     /// half always ends (is released) before its continuation, which ends after the switch.
@@ -164,7 +166,7 @@ impl ConnSorter {
                 continue;
             }
             let last = r.ts_ns.saturating_add(r.duration_ns.unwrap_or(0));
-            self.pending.insert((last, r.uid.clone()), Box::new(r));
+            self.pending.insert((last, UidKey::of(&r.uid)), Box::new(r));
         }
         let wm = self.watermarks.entry(batch.processor).or_insert((0, 0));
         *wm = (wm.0.max(batch.watermark_ns), batch.settle_ns);
@@ -182,6 +184,12 @@ impl ConnSorter {
     /// A processor has ended: it holds nothing back any more.
     pub fn end(&mut self, processor: &str) {
         self.watermarks.insert(processor.to_owned(), (u64::MAX, 0));
+    }
+
+    /// A processor ended (or given up) is a member again from packet time `from_ns` (added
+    /// back at a switch): records are held for it again, none of its from before then.
+    pub fn revive(&mut self, processor: &str, from_ns: u64) {
+        self.watermarks.insert(processor.to_owned(), (from_ns, 0));
     }
 
     /// Interim updates, in arrival order (they go to their own log).
@@ -328,6 +336,26 @@ impl ConnSorter {
                 format!("{key}")
             }
         }
+    }
+}
+
+/// A validated uid (`C` + at most 17 alphanumeric digits, [`ConnRecord::validate`]) inline,
+/// padded with zeros: ordered exactly as the uid strings are (a uid has no zero byte, and a
+/// shorter uid that is a prefix of a longer one sorts first either way).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+struct UidKey([u8; UID_KEY_LEN]);
+
+/// `C` and the 17 digits a valid uid has at most.
+const UID_KEY_LEN: usize = 18;
+
+impl UidKey {
+    /// The key of a uid; only validated uids reach here (a longer one would be cut, which
+    /// could only merge the order of two records that differ past the 18th byte).
+    fn of(uid: &str) -> UidKey {
+        let mut k = [0u8; UID_KEY_LEN];
+        let n = uid.len().min(UID_KEY_LEN);
+        k[..n].copy_from_slice(&uid.as_bytes()[..n]);
+        UidKey(k)
     }
 }
 

@@ -20,6 +20,7 @@ use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use tapflow_proto::delivery::Delivered;
 use tapflow_proto::upstream::UpMessage;
 use tapflow_runtime::curve::{NameBindings, RefusalLog, Speaker};
 use tracing::warn;
@@ -42,7 +43,9 @@ const DEPTH: usize = 8;
 
 /// What the socket delivered.
 pub enum Inbound {
-    Message(UpMessage),
+    /// A message, with its bytes as received when the inbox keeps them (a state directory's
+    /// write-ahead log; heartbeats never).
+    Message(Delivered, Option<zmq::Message>),
     /// Not a message this aggregator can read: counted by `reason`, never fatal.
     Malformed {
         reason: &'static str,
@@ -120,7 +123,13 @@ pub struct Inbox {
 impl Inbox {
     /// Takes over `pull` (bound and configured, from `ctx`) until the inbox is dropped; what
     /// it receives passes `gate` first.
-    pub fn start(ctx: &zmq::Context, pull: zmq::Socket, gate: Gate) -> Result<Inbox, InboxError> {
+    /// `keep`: hand over data messages' bytes too.
+    pub fn start(
+        ctx: &zmq::Context,
+        pull: zmq::Socket,
+        gate: Gate,
+        keep: bool,
+    ) -> Result<Inbox, InboxError> {
         static INBOXES: AtomicU64 = AtomicU64::new(0);
         let endpoint = format!(
             "inproc://tapflow-inbox-stop-{}",
@@ -139,7 +148,7 @@ impl Inbox {
         let (tx, rx) = mpsc::sync_channel(DEPTH);
         let handle = std::thread::Builder::new()
             .name("inbox".into())
-            .spawn(move || receive(&pull, &stopped, gate, &tx))
+            .spawn(move || receive(&pull, &stopped, gate, keep, &tx))
             .map_err(InboxError::Thread)?;
         Ok(Inbox {
             rx: Some(rx),
@@ -166,18 +175,30 @@ impl Drop for Inbox {
     fn drop(&mut self) {
         // A thread blocked handing over a message fails its send and ends.
         self.rx = None;
-        if let Err(e) = self.stop.send("", 0) {
-            // Not joined then (it would never end): it ends when the context terminates.
-            warn!(error = %e, "could not signal the inbox thread to stop");
+        let Some(h) = self.handle.take() else {
             return;
+        };
+        // Never a blocking send: a thread that has already ended no longer holds the other
+        // end of the pair, and the send would wait for it forever (a restarted aggregator
+        // was seen to hang so at its exit, its report written).
+        if let Err(e) = self.stop.send("", zmq::DONTWAIT) {
+            if !h.is_finished() {
+                // Not joined then (it would never end): it ends when the context terminates.
+                warn!(error = %e, "could not signal the inbox thread to stop");
+                return;
+            }
         }
-        if let Some(h) = self.handle.take() {
-            let _ = h.join();
-        }
+        let _ = h.join();
     }
 }
 
-fn receive(pull: &zmq::Socket, stopped: &zmq::Socket, mut gate: Gate, tx: &SyncSender<Inbound>) {
+fn receive(
+    pull: &zmq::Socket,
+    stopped: &zmq::Socket,
+    mut gate: Gate,
+    keep: bool,
+    tx: &SyncSender<Inbound>,
+) {
     let mut refusals = RefusalLog::default();
     loop {
         let mut items = [
@@ -209,11 +230,20 @@ fn receive(pull: &zmq::Socket, stopped: &zmq::Socket, mut gate: Gate, tx: &SyncS
             }
         };
         let user_id = msg.gets("User-Id").map(str::to_owned);
-        let inbound = match UpMessage::decode(&msg) {
-            Ok(m) => match gate.check(&m, user_id.as_deref()) {
-                None => Inbound::Message(m),
+        let inbound = match Delivered::decode(&msg) {
+            Ok(d) => match gate.check(&d.message, user_id.as_deref()) {
+                None => {
+                    let data = !matches!(d.message, UpMessage::Heartbeat(_));
+                    Inbound::Message(d, (keep && data).then_some(msg))
+                }
                 Some(r) => {
-                    log_refused(&mut refusals, &m, r, user_id.as_deref(), gate.max_senders);
+                    log_refused(
+                        &mut refusals,
+                        &d.message,
+                        r,
+                        user_id.as_deref(),
+                        gate.max_senders,
+                    );
                     Inbound::Refused(r)
                 }
             },
@@ -230,7 +260,7 @@ fn receive(pull: &zmq::Socket, stopped: &zmq::Socket, mut gate: Gate, tx: &SyncS
 }
 
 /// The processor incarnation a message says it comes from.
-fn sender(m: &UpMessage) -> (&str, u64) {
+pub(crate) fn sender(m: &UpMessage) -> (&str, u64) {
     match m {
         UpMessage::Heartbeat(hb) => (&hb.processor, hb.incarnation),
         UpMessage::Conns(batch) => (&batch.processor, batch.incarnation),

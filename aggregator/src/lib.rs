@@ -11,8 +11,10 @@ pub mod accounting;
 pub mod config;
 pub mod conn_writer;
 pub mod conns;
+pub mod control;
 pub mod detect;
 pub mod detect_thread;
+pub mod durable;
 pub mod health;
 pub mod http;
 pub mod inbox;
@@ -28,6 +30,7 @@ pub mod state;
 #[cfg(test)]
 mod testutil;
 pub mod upstream;
+pub mod wal;
 
 pub use config::{Args, Config};
 pub use run::run;

@@ -15,7 +15,7 @@
 use std::fs::File;
 use std::io::{Seek, Write};
 use std::os::unix::fs::OpenOptionsExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use tracing::{error, info};
 
@@ -25,6 +25,43 @@ use tracing::{error, info};
 pub struct LogError {
     pub path: String,
     pub source: std::io::Error,
+}
+
+/// Logs resumed after a restart (`--state-dir`): by path, the offset where the interrupted
+/// run began writing. [`LogFile::create`] cuts off a torn last line past it and skips as many
+/// lines as the run had already written, so a record already written is not written again.
+static RESUMED: std::sync::Mutex<Vec<(PathBuf, u64)>> = std::sync::Mutex::new(Vec::new());
+
+/// Says that the log at `path` resumes a run that began writing at byte `start`.
+pub fn resume(path: &Path, start: u64) {
+    if let Ok(mut r) = RESUMED.lock() {
+        r.retain(|(p, _)| p != path);
+        r.push((path.to_path_buf(), start));
+    }
+}
+
+/// What resuming did to a log: the lines found written and the bytes of a torn line cut off.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Resumed {
+    pub lines: u64,
+    pub torn_bytes: u64,
+}
+
+/// Cuts a torn last line off `f` and counts the whole lines past `start`.
+fn resume_file(f: &File, start: u64) -> std::io::Result<Resumed> {
+    use std::io::Read;
+    let len = f.metadata()?.len();
+    let mut tail = Vec::new();
+    let mut r = f;
+    r.seek(std::io::SeekFrom::Start(start.min(len)))?;
+    r.read_to_end(&mut tail)?;
+    let whole = tail.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+    let torn_bytes = (tail.len() - whole) as u64;
+    if torn_bytes > 0 {
+        f.set_len(len - torn_bytes)?;
+    }
+    let lines = tail[..whole].iter().filter(|&&b| b == b'\n').count() as u64;
+    Ok(Resumed { lines, torn_bytes })
 }
 
 /// Lines buffered before they are written.
@@ -62,10 +99,23 @@ impl LogFile {
         };
         let path = p.display().to_string();
         let f = open(p, &path)?;
-        Ok(LogFile {
-            w: Some(LineWriter::new(f, path.clone())),
-            path,
-        })
+        let mut w = LineWriter::new(f, path.clone());
+        let start = RESUMED
+            .lock()
+            .ok()
+            .and_then(|r| r.iter().find(|(q, _)| q == p).map(|(_, s)| *s));
+        if let Some(start) = start {
+            let r = resume_file(&w.target, start).map_err(|source| LogError {
+                path: path.clone(),
+                source,
+            })?;
+            if r.torn_bytes > 0 {
+                error!(path = %path, bytes = r.torn_bytes, "a torn last line (cut short by a crash) was removed; it is written again whole");
+            }
+            info!(path = %path, lines = r.lines, "resuming the log: lines already written are not written again");
+            w.skip = r.lines;
+        }
+        Ok(LogFile { w: Some(w), path })
     }
 
     /// Flushes, then opens the path again (appending; created if logrotate moved it away).
@@ -120,6 +170,7 @@ impl LogFile {
 fn open(p: &Path, path: &str) -> Result<File, LogError> {
     std::fs::OpenOptions::new()
         .create(true)
+        .read(true)
         .append(true)
         .custom_flags(libc::O_NOFOLLOW)
         .open(p)
@@ -148,6 +199,8 @@ pub struct LineWriter<T: Target> {
     pub unwritten: u64,
     /// Writes are failing (logged once until one succeeds again).
     failing: bool,
+    /// Lines still to drop (already in the file from before a restart).
+    skip: u64,
 }
 
 impl<T: Target> LineWriter<T> {
@@ -158,11 +211,20 @@ impl<T: Target> LineWriter<T> {
             buf: Vec::with_capacity(BUFFER),
             unwritten: 0,
             failing: false,
+            skip: 0,
         }
     }
 
     /// Buffers `lines` (whole lines), writing once the buffer is full.
-    pub fn write(&mut self, lines: &[u8]) {
+    pub fn write(&mut self, mut lines: &[u8]) {
+        while self.skip > 0 && !lines.is_empty() {
+            let end = lines
+                .iter()
+                .position(|&b| b == b'\n')
+                .map_or(lines.len(), |i| i + 1);
+            lines = &lines[end..];
+            self.skip -= 1;
+        }
         self.buf.extend_from_slice(lines);
         if self.buf.len() >= BUFFER {
             self.flush();
@@ -228,6 +290,23 @@ fn write_some(w: &mut impl Write, bytes: &[u8]) -> (usize, std::io::Result<()>) 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A resumed log: a torn last line is cut off, and the lines the interrupted run wrote
+    /// (past where it began) are not written again; lines from before it are left alone.
+    #[test]
+    fn a_resumed_log_skips_what_it_already_holds() {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let path = dir.path().join("conn.jsonl");
+        std::fs::write(&path, "old\none\ntwo\nthr").expect("write the log");
+        resume(&path, 4);
+        let mut log = LogFile::create(Some(&path)).expect("open the log");
+        for line in ["one\ntwo\n", "three\nfour\n"] {
+            log.write(&mut line.to_string());
+        }
+        log.flush();
+        let text = std::fs::read_to_string(&path).expect("read the log");
+        assert_eq!(text, "old\none\ntwo\nthree\nfour\n");
+    }
 
     /// A disk with `room` bytes left: writes take what fits, then fail with ENOSPC.
     struct Disk {

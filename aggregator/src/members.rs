@@ -54,6 +54,18 @@ impl Members {
         out
     }
 
+    /// `processor` is given up now (declared dead: the aggregator removed it from the set).
+    /// Returns false if it already was.
+    pub fn give_up(&mut self, processor: &str) -> bool {
+        self.gone.insert(processor.to_owned())
+    }
+
+    /// `processor` is a member again (added back after its hold-down): waited for again.
+    pub fn revive(&mut self, processor: &str) {
+        self.gone.remove(processor);
+        self.ended.remove(processor);
+    }
+
     /// Processors given up so far.
     pub fn gone(&self) -> &BTreeSet<String> {
         &self.gone

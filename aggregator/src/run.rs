@@ -12,6 +12,7 @@ use tracing::{error, info};
 use crate::accounting::AccountingReport;
 use crate::config::Config;
 use crate::detect_thread::DetectThread;
+use crate::durable::{Durable, DurableError, Verdict};
 use crate::inbox::{Gate, Inbound, Inbox, InboxError};
 use crate::sink::{SinkError, Sinks};
 use crate::state::{Aggregator, Now, Settings};
@@ -26,6 +27,8 @@ pub enum RunError {
     },
     #[error(transparent)]
     Inbox(#[from] InboxError),
+    #[error(transparent)]
+    Durable(#[from] DurableError),
     #[error(transparent)]
     Sink(#[from] SinkError),
     #[error("cannot start a thread: {0}")]
@@ -56,12 +59,81 @@ fn lost_list(lost: &std::collections::BTreeMap<String, u64>) -> String {
 
 /// Serves until every expected processor has ended (with `exit_on_eos`) or `shutdown` is set;
 /// returns the accounting report it wrote, or [`RunError::OutputLost`] (after the report) if a
-/// log could not write everything.
+/// log could not write everything. With a state directory, a signal ends the run without
+/// writing what is held (`None`): the write-ahead log keeps it for the next start.
 pub fn run(
     config: &Config,
     shutdown: &AtomicBool,
     reopen: &AtomicBool,
-) -> Result<AccountingReport, RunError> {
+) -> Result<Option<AccountingReport>, RunError> {
+    // Before the logs open: a restart tells them how much they already hold.
+    let (mut durable, replay) = Durable::open_if(config, now().unix_ns)?;
+    let (sinks, metrics, dashboard) = outputs(config)?;
+    let counters_wanted = config.metrics_listen.is_some() || config.http.is_some();
+    let detector = DetectThread::start(config.detect.clone()).map_err(RunError::Thread)?;
+    let mut machine = Aggregator::new(Settings::of(config), Box::new(detector), sinks);
+    if let Some(d) = durable.as_mut() {
+        d.replay(replay, |m| machine.on_message(m, now()))?;
+    }
+    let mut edge = Edge::bind(config, durable.is_some())?;
+    info!(listen = %config.listen, processors = config.processors, "aggregator started");
+    loop {
+        if reopen.swap(false, Ordering::Relaxed) {
+            on_sighup(&mut machine)?;
+        }
+        if shutdown.load(Ordering::Relaxed) {
+            if let Some(d) = durable.as_mut() {
+                d.service(Instant::now(), true);
+                info!("signal received: the write-ahead log keeps what is held for the next start");
+                return Ok(None);
+            }
+            info!("signal received: writing what is known");
+            break;
+        }
+        if machine.tick(Instant::now()) {
+            break;
+        }
+        if let (Some(control), Some(history)) = (edge.control.as_mut(), machine.announced()) {
+            control.offer(&history, Instant::now());
+        }
+        let wait = durable
+            .as_ref()
+            .map_or(Duration::MAX, |d| d.wait(Instant::now()))
+            .min(Duration::from_millis(250));
+        if let Some(inbound) = edge.inbox.recv(wait) {
+            let wanted = counters_wanted.then_some((&metrics, edge.auth.as_ref()));
+            on_inbound(&mut machine, durable.as_mut(), inbound, wanted)?;
+        }
+        if let Some(d) = durable.as_mut() {
+            d.service(Instant::now(), false);
+        }
+    }
+    if let Some(d) = durable.as_mut() {
+        d.before_finish(&mut machine);
+    }
+    let auth_rejected = edge.auth.as_ref().map_or(0, |a| a.counts().rejected());
+    machine.log_suppressed();
+    if counters_wanted {
+        publish_metrics(&machine, edge.auth.as_ref(), &metrics);
+    }
+    let report = machine.finish(now().unix_ns, auth_rejected)?;
+    if let Some(d) = durable.as_mut() {
+        d.finished();
+    }
+    if let Some(d) = dashboard.filter(|_| config.http.as_ref().is_some_and(|h| h.linger)) {
+        linger(d.bound, shutdown);
+    }
+    if !report.records_unwritten.is_empty() {
+        return Err(RunError::OutputLost(report.records_unwritten));
+    }
+    Ok(Some(report))
+}
+
+/// The run's outputs: the sinks (logs, InfluxDB, the dashboard's feed), the metrics text
+/// served on `--metrics-listen`, and the dashboard, if any.
+fn outputs(
+    config: &Config,
+) -> Result<(Sinks, MetricsText, Option<crate::http::Dashboard>), RunError> {
     let mut sinks = Sinks::from_config(config)?;
     let metrics = tapflow_runtime::serve_metrics_text(config.metrics_listen.as_deref()).map_err(
         |source| RunError::Metrics {
@@ -79,52 +151,38 @@ pub fn run(
         sinks.push(feed);
         dashboard = Some(d);
     }
-    let counters_wanted = config.metrics_listen.is_some() || config.http.is_some();
-    let detector = DetectThread::start(config.detect.clone()).map_err(RunError::Thread)?;
-    let mut machine = Aggregator::new(Settings::of(config), Box::new(detector), sinks);
-    let edge = Edge::bind(config)?;
-    info!(listen = %config.listen, processors = config.processors, "aggregator started");
-    loop {
-        if reopen.swap(false, Ordering::Relaxed) {
-            on_sighup(&mut machine)?;
-        }
-        if shutdown.load(Ordering::Relaxed) {
-            info!("signal received: writing what is known");
-            break;
-        }
-        if machine.tick(Instant::now()) {
-            break;
-        }
-        match edge.inbox.recv(Duration::from_millis(250)) {
-            Some(Inbound::Message(m)) => {
-                let heartbeat = matches!(m, tapflow_proto::upstream::UpMessage::Heartbeat(_));
-                machine.on_message(m, now())?;
-                if heartbeat && counters_wanted {
-                    publish_metrics(&machine, edge.auth.as_ref(), &metrics);
+    Ok((sinks, metrics, dashboard))
+}
+
+/// One thing the inbox delivered: a message (through the state directory's log first, when
+/// there is one), a malformed message or a refusal, counted.
+fn on_inbound(
+    machine: &mut Aggregator,
+    durable: Option<&mut Durable>,
+    inbound: Inbound,
+    metrics: Option<(&MetricsText, Option<&Authenticator>)>,
+) -> Result<(), RunError> {
+    match inbound {
+        Inbound::Message(d, raw) => {
+            if let Some(durable) = durable {
+                if durable.received(&d, raw.as_deref().unwrap_or(&[])) == Verdict::Drop {
+                    return Ok(());
                 }
             }
-            Some(Inbound::Malformed {
-                reason,
-                error,
-                bytes,
-            }) => machine.on_malformed(reason, &error, bytes, now().instant),
-            Some(Inbound::Refused(reason)) => machine.on_refused(reason),
-            None => {}
+            let heartbeat = matches!(d.message, tapflow_proto::upstream::UpMessage::Heartbeat(_));
+            machine.on_message(d.message, now())?;
+            if let Some((text, auth)) = metrics.filter(|_| heartbeat) {
+                publish_metrics(machine, auth, text);
+            }
         }
+        Inbound::Malformed {
+            reason,
+            error,
+            bytes,
+        } => machine.on_malformed(reason, &error, bytes, now().instant),
+        Inbound::Refused(reason) => machine.on_refused(reason),
     }
-    let auth_rejected = edge.auth.as_ref().map_or(0, |a| a.counts().rejected());
-    machine.log_suppressed();
-    if counters_wanted {
-        publish_metrics(&machine, edge.auth.as_ref(), &metrics);
-    }
-    let report = machine.finish(now().unix_ns, auth_rejected)?;
-    if let Some(d) = dashboard.filter(|_| config.http.as_ref().is_some_and(|h| h.linger)) {
-        linger(d.bound, shutdown);
-    }
-    if !report.records_unwritten.is_empty() {
-        return Err(RunError::OutputLost(report.records_unwritten));
-    }
-    Ok(report)
+    Ok(())
 }
 
 /// `--http-linger`: the run has ended; the dashboard serves its final state until a signal.
@@ -143,6 +201,8 @@ fn linger(bound: std::net::SocketAddr, shutdown: &AtomicBool) {
 
 /// The socket side: dropped in field order (the inbox, the ZAP handler, then the context).
 struct Edge {
+    /// The control channel to collectors (`--control-listen`).
+    control: Option<crate::control::publish::Publisher>,
     inbox: Inbox,
     auth: Option<Authenticator>,
     _ctx: zmq::Context,
@@ -150,7 +210,7 @@ struct Edge {
 
 impl Edge {
     /// The PULL socket, configured, secured (CURVE unless plain) and bound, on its thread.
-    fn bind(config: &Config) -> Result<Edge, RunError> {
+    fn bind(config: &Config, keep: bool) -> Result<Edge, RunError> {
         let ctx = zmq::Context::new();
         let sock_err = |what: &'static str| {
             let endpoint = config.listen.clone();
@@ -172,8 +232,20 @@ impl Edge {
         pull.bind(&config.listen).map_err(sock_err("bind"))?;
         let bindings = tapflow_runtime::curve::NameBindings::of(&config.security);
         bindings.warn_unbound("processor");
-        let inbox = Inbox::start(&ctx, pull, Gate::new(bindings, config.max_senders))?;
+        let inbox = Inbox::start(&ctx, pull, Gate::new(bindings, config.max_senders), keep)?;
+        let control = match &config.control_listen {
+            Some(endpoint) => Some(
+                crate::control::publish::Publisher::bind(&ctx, endpoint, &config.security)
+                    .map_err(|source| RunError::Socket {
+                        what: "bind the control channel on",
+                        endpoint: endpoint.clone(),
+                        source,
+                    })?,
+            ),
+            None => None,
+        };
         Ok(Edge {
+            control,
             inbox,
             auth,
             _ctx: ctx,

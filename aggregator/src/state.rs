@@ -12,7 +12,8 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use tapflow_proto::conn::{ConnRecord, InvalidRecord};
-use tapflow_proto::procset::ProcessorSet;
+use tapflow_proto::control::SetHistory;
+use tapflow_proto::procset::{Change, ProcessorSet};
 use tapflow_proto::upstream::{ConnBatch, ProcessorAccount, ProcessorHeartbeat, UpMessage};
 use tapflow_runtime::ratelimit::RateLimit;
 use tracing::{error, info, warn};
@@ -20,6 +21,7 @@ use tracing::{error, info, warn};
 use crate::accounting::{reconcile_with, table, AccountingReport, SetReport};
 use crate::config::Config;
 use crate::conns::ConnSorter;
+use crate::control::{Membership, Policy, Verdict};
 use crate::detect::AlertEvent;
 use crate::detect_thread::Detection;
 use crate::health::HealthWatch;
@@ -50,6 +52,8 @@ pub struct Settings {
     pub exit_on_eos: bool,
     /// Records held for ordering before the oldest is written anyway.
     pub conn_cap: usize,
+    /// How processors are declared dead and added back (with a processor set).
+    pub membership: Policy,
 }
 
 impl Settings {
@@ -59,6 +63,7 @@ impl Settings {
             processor_set: config.processor_set.clone(),
             exit_on_eos: config.exit_on_eos,
             conn_cap: config.conn_cap,
+            membership: config.membership,
         }
     }
 }
@@ -81,6 +86,8 @@ pub struct Aggregator {
     health_watch: HealthWatch,
     sinks: Sinks,
     members: Members,
+    /// Dead processors removed, and back ones added, without an operator.
+    membership: Membership,
     upstream: Upstream,
     accounts: BTreeMap<Incarnation, ProcessorAccount>,
     malformed: BTreeMap<&'static str, u64>,
@@ -93,6 +100,8 @@ pub struct Aggregator {
     events: Vec<AlertEvent>,
     /// Messages the inbox's gate refused: (names_refused, senders_refused).
     refused: (u64, u64),
+    /// With a state directory: the report's durability section (`set_durability`).
+    durability: Option<crate::accounting::DurabilityReport>,
 }
 
 impl Aggregator {
@@ -106,6 +115,7 @@ impl Aggregator {
             health_watch: HealthWatch::new(DROP_RATE_ALERT),
             sinks,
             members: Members::default(),
+            membership: Membership::new(settings.membership),
             upstream: Upstream::new(),
             accounts: BTreeMap::new(),
             malformed: BTreeMap::new(),
@@ -113,7 +123,13 @@ impl Aggregator {
             split_records: 0,
             events: Vec::new(),
             refused: (0, 0),
+            durability: None,
         }
+    }
+
+    /// What the state directory did, for the report [`Aggregator::finish`] makes.
+    pub fn set_durability(&mut self, d: crate::accounting::DurabilityReport) {
+        self.durability = Some(d);
     }
 
     /// One decoded message from a processor.
@@ -137,6 +153,8 @@ impl Aggregator {
     pub fn on_heartbeat(&mut self, hb: &ProcessorHeartbeat, now: Now) -> Result<(), SinkError> {
         self.members
             .heartbeat(&hb.processor, hb.member, now.instant);
+        self.membership
+            .heartbeat(&hb.processor, hb.member, hb.watermark_ns, now.instant);
         for old in self.upstream.on_heartbeat(hb) {
             warn!(processor = %hb.processor, old, new = hb.incarnation, "processor restarted: its previous incarnation sent no end-of-stream; its open sessions and what it had not passed on are lost (see the accounting report)");
         }
@@ -171,6 +189,7 @@ impl Aggregator {
     pub fn on_eos(&mut self, account: ProcessorAccount) {
         info!(processor = %account.processor, links = account.links.len(), "processor ended");
         self.members.ended(&account.processor);
+        self.membership.ended(&account.processor);
         self.end_processor(&account.processor);
         let key = Incarnation {
             processor: account.processor.clone(),
@@ -214,6 +233,13 @@ impl Aggregator {
             warn!(processor = %name, id, silent_s = SILENT_AFTER.as_secs(), "processor left the processor set and is silent (crashed?): no longer waited for; what it held is lost (see dead_processors in the report)");
             self.end_processor(&name);
         }
+        let verdict = match self.processor_set.as_ref() {
+            Some((_, set)) => self.membership.decide(set, now),
+            None => None,
+        };
+        if let Some(v) = verdict {
+            self.on_verdict(v);
+        }
         // Processors by name: an incarnation that died (restarted) sends no account; one given
         // up after it left the set never will.
         self.exit_on_eos
@@ -225,6 +251,66 @@ impl Aggregator {
                 .collect::<BTreeSet<_>>()
                 .len()
                 >= self.expected
+    }
+
+    /// The processor-set history to announce to collectors: once this aggregator has decided a
+    /// change (before, the collectors' own file says the same).
+    pub fn announced(&self) -> Option<SetHistory> {
+        let (_, set) = self.processor_set.as_ref()?;
+        if self.membership.decisions.is_empty() {
+            return None;
+        }
+        let (initial, changes) = set.history();
+        Some(SetHistory {
+            seq: self.membership.decisions.len() as u64,
+            initial,
+            changes,
+        })
+    }
+
+    /// What membership decided: a change becomes a new epoch of the set in use (as if
+    /// appended to its file), the processor removed is no longer waited for, one added back
+    /// is waited for again. Each is logged.
+    fn on_verdict(&mut self, v: Verdict) {
+        let d = match v {
+            Verdict::Change(d) => d,
+            Verdict::Pinned(d) => {
+                warn!(processor = %d.processor, change = ?d.change, for_ms = d.for_ms, "processor set pinned (--processor-set-pinned): this change is not made; an operator decides");
+                return;
+            }
+            Verdict::LastMember { id, processor } => {
+                error!(%processor, id, "the last processor of the set is silent: it stays in the set (there is no other to take its flows)");
+                return;
+            }
+        };
+        let Some((path, set)) = self.processor_set.as_ref() else {
+            return;
+        };
+        let (initial, mut changes) = set.history();
+        changes.push((d.change, d.switch_at_ns));
+        let new = match set.with_history(&initial, &changes, false) {
+            Ok(new) => new,
+            Err(e) => {
+                error!(processor = %d.processor, change = ?d.change, "processor set: the decided change cannot apply: {e}");
+                return;
+            }
+        };
+        let epoch = new.latest().table.epoch();
+        let members = new.latest().table.members().to_vec();
+        self.processor_set = Some((path.clone(), new));
+        match d.change {
+            Change::Remove(id) => {
+                warn!(processor = %d.processor, id, epoch, switch_at_ns = d.switch_at_ns, silent_ms = d.for_ms, ?members, "processor declared dead: removed from the processor set; collectors switch at the announced instant; what it held is lost (see dead_processors in the report)");
+                if self.members.give_up(&d.processor) {
+                    self.end_processor(&d.processor);
+                }
+            }
+            Change::Add(id) => {
+                info!(processor = %d.processor, id, epoch, switch_at_ns = d.switch_at_ns, healthy_ms = d.for_ms, ?members, "processor back for its hold-down: added to the processor set again");
+                self.members.revive(&d.processor);
+                self.sorter.revive(&d.processor, d.switch_at_ns);
+            }
+        }
     }
 
     /// Where the processor set in use was read from, if routing is by processor set.
@@ -277,6 +363,12 @@ impl Aggregator {
             ("expects_over_cap".into(), conns.expects.over_cap),
             ("expects_expired".into(), conns.expects.expired),
             ("expects_labelled".into(), conns.expects.labelled),
+            ("processors_removed".into(), self.membership.counts.removed),
+            ("processors_added".into(), self.membership.counts.added),
+            (
+                "membership_pinned_suppressed".into(),
+                self.membership.counts.pinned_suppressed,
+            ),
         ];
         named.extend(InvalidRecord::ALL.iter().filter_map(|&r| {
             let n = conns.invalid.get(r);
@@ -322,12 +414,27 @@ impl Aggregator {
         report.conns = Some(conn_stats);
         report.detection = Some(detect_stats);
         report.auth_rejected = auth_rejected;
+        report.durability = self.durability.take();
         report.names_refused = Some(self.refused.0).filter(|&n| n > 0);
         report.senders_refused = Some(self.refused.1).filter(|&n| n > 0);
         report.processor_set = self
             .processor_set
             .as_ref()
             .map(|(_, set)| SetReport::new(set, &report.processors, self.split_records));
+        report.membership = self
+            .processor_set
+            .as_ref()
+            .map(|_| self.membership.report());
+        let m = &self.membership.counts;
+        if m.removed + m.added + m.pinned_suppressed + m.last_member_kept > 0 {
+            info!(
+                removed = m.removed,
+                added = m.added,
+                pinned_suppressed = m.pinned_suppressed,
+                last_member_kept = m.last_member_kept,
+                "processor membership decisions"
+            );
+        }
         self.sinks.finish(&mut report, now_ns)?;
         report.records_unwritten = self.sinks.unwritten();
         report.complete &= report.records_unwritten.is_empty();

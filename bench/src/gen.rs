@@ -11,6 +11,14 @@
 //!   ports, earlier on);
 //! - every checksum correct; frames average about 600 bytes.
 //!
+//! Three mixes ([`Mix`]) share these parts and differ in how many packets open a session:
+//! - `bench`, the above: `flows` as given (`bench/run.sh` uses one per 25 packets);
+//! - `session-heavy`: the same parts with one five-tuple per six packets
+//!   ([`Mix::default_flows`]);
+//! - `flood-heavy`: ordinary traffic (one five-tuple per 25 of its packets) plus a spoofed SYN
+//!   flood that is 24% of the packets, each SYN from a five-tuple of its own, spread over the
+//!   middle 80% of the capture: at least one packet in four opens a session.
+//!
 //! `flows` is the exact number of distinct five-tuples (as tapflow keys them: ICMP by type
 //! pair) and `packets` the exact number of frames. Ordinary flows interleave: `active` of them
 //! are in progress at once and each packet comes from one of them at random, weighted by the
@@ -43,6 +51,70 @@ pub struct GenConfig {
     pub active: usize,
     /// Time of the first packet, ns since the Unix epoch. Default 2024-01-01T00:00:00Z.
     pub start_ns: u64,
+    /// How the packets are shared between ordinary flows and attacks. Default [`Mix::Bench`].
+    pub mix: Mix,
+}
+
+/// The traffic mixes `tapflow-gen --mix` offers (see the module documentation).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Mix {
+    /// Ordinary flows, a 2% SYN flood and a port scan; five-tuples as configured.
+    #[default]
+    Bench,
+    /// The bench mix's parts with one five-tuple per six packets.
+    SessionHeavy,
+    /// Ordinary flows plus a spoofed SYN flood of one-packet five-tuples, 24% of the packets.
+    FloodHeavy,
+}
+
+impl Mix {
+    pub const ALL: [Mix; 3] = [Mix::Bench, Mix::SessionHeavy, Mix::FloodHeavy];
+
+    /// The name `--mix` takes.
+    pub fn name(self) -> &'static str {
+        match self {
+            Mix::Bench => "bench",
+            Mix::SessionHeavy => "session-heavy",
+            Mix::FloodHeavy => "flood-heavy",
+        }
+    }
+
+    /// The five-tuples this mix has in `packets` packets when none are asked for: one per 25
+    /// packets (bench), one per six (session-heavy), the flood's plus one per 25 of the rest
+    /// (flood-heavy).
+    pub fn default_flows(self, packets: u64) -> u64 {
+        let flows = match self {
+            Mix::Bench => packets / 25,
+            Mix::SessionHeavy => packets / 6,
+            Mix::FloodHeavy => {
+                let flood = flood_heavy_packets(packets);
+                flood + (packets - flood) / 25
+            }
+        };
+        flows.max(1)
+    }
+}
+
+impl std::fmt::Display for Mix {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl std::str::FromStr for Mix {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Mix, String> {
+        Mix::ALL
+            .into_iter()
+            .find(|m| m.name() == s)
+            .ok_or_else(|| format!("unknown mix {s:?}: bench, session-heavy or flood-heavy"))
+    }
+}
+
+/// The flood-heavy mix's SYNs in `packets` packets: 24%, at most 2^24 (distinct sources).
+fn flood_heavy_packets(packets: u64) -> u64 {
+    (packets * 24 / 100).min(1 << 24)
 }
 
 impl Default for GenConfig {
@@ -54,6 +126,7 @@ impl Default for GenConfig {
             rate_pps: 100_000,
             active: 4096,
             start_ns: 1_704_067_200_000_000_000,
+            mix: Mix::Bench,
         }
     }
 }
@@ -95,6 +168,8 @@ pub struct Plan {
     /// Ports the scan probes (one five-tuple each), and its packets (probes and answers).
     pub scan_ports: u64,
     pub scan_packets: u64,
+    /// Packet indices the flood is spread over.
+    pub flood_window: (u64, u64),
 }
 
 impl Plan {
@@ -112,11 +187,21 @@ impl Plan {
         if cfg.active == 0 {
             return Err(PlanError::ZeroActive);
         }
-        // Attacks take about 5% of the five-tuples: the scan up to 1500 of them, the flood the
-        // rest, each spoofed tuple sending its SYN a few times to make ~2% of the packets.
         let scan_ports = (n / 200).min(f / 40).min(1500);
-        let flood_tuples = (f * 5 / 100).saturating_sub(scan_ports).min(n / 50);
-        let flood_packets = if flood_tuples > 0 { n / 50 } else { 0 };
+        let (flood_tuples, flood_packets, flood_window) = if cfg.mix == Mix::FloodHeavy {
+            // One SYN per spoofed five-tuple; the ordinary flows keep at least one tuple.
+            let t = flood_heavy_packets(n).min(f.saturating_sub(scan_ports + 1));
+            (t, t, (n / 10, n * 9 / 10))
+        } else {
+            // About 5% of the five-tuples: the scan up to 1500 of them, the flood the rest,
+            // each spoofed tuple sending its SYN a few times to make ~2% of the packets.
+            let t = (f * 5 / 100).saturating_sub(scan_ports).min(n / 50);
+            (
+                t,
+                if t > 0 { n / 50 } else { 0 },
+                (n * 45 / 100, n * 65 / 100),
+            )
+        };
         let scan_packets = Scan::packets(scan_ports as u32);
         let normal = f - scan_ports - flood_tuples;
         let dns_flows = normal * 8 / 95;
@@ -135,6 +220,7 @@ impl Plan {
             flood_packets,
             scan_ports,
             scan_packets,
+            flood_window,
         };
         let needed = plan.min_normal_packets() + flood_packets + scan_packets;
         if n < needed {
@@ -182,6 +268,7 @@ pub struct Generator {
     tick: u64,
     flood: Flood,
     flood_left: u64,
+    flood_start: u64,
     flood_end: u64,
     scan: Scan,
     scan_left: u64,
@@ -211,7 +298,8 @@ impl Generator {
             tick: 0,
             flood: Flood::new(plan.flood_tuples, key),
             flood_left: plan.flood_packets,
-            flood_end: n * 65 / 100,
+            flood_start: plan.flood_window.0,
+            flood_end: plan.flood_window.1,
             scan,
             scan_left: plan.scan_packets,
             scan_end: n * 35 / 100,
@@ -246,7 +334,7 @@ impl Generator {
         if due(
             &mut self.rng,
             i,
-            n * 45 / 100,
+            self.flood_start,
             self.flood_end,
             self.flood_left,
         ) {

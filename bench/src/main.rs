@@ -10,7 +10,7 @@ use std::time::Instant;
 use anyhow::Context;
 use clap::Parser;
 use tapflow_bench::gen::attack::SynFlood;
-use tapflow_bench::gen::{GenConfig, Generator};
+use tapflow_bench::gen::{GenConfig, Generator, Mix};
 use tapflow_bench::pcap::write_capture;
 
 /// Writes a synthetic classic pcap (Ethernet, microsecond timestamps): TCP sessions, DNS, other
@@ -18,6 +18,12 @@ use tapflow_bench::pcap::write_capture;
 /// The same arguments always give the same bytes.
 ///
 /// Example: tapflow-gen --packets 5000000 --flows 200000 --seed 1 --out bench/data/synth-5m.pcap
+///
+/// `--mix` picks how many packets open a session: `bench` (the above, one five-tuple per 25
+/// packets unless `--flows` says otherwise), `session-heavy` (one per six packets) or
+/// `flood-heavy` (ordinary traffic plus a spoofed SYN flood of 24% of the packets, each SYN its
+/// own five-tuple: more than one packet in four opens a session). Example:
+/// tapflow-gen --mix flood-heavy --packets 1000000 --out bench/data/flood-1m.pcap
 ///
 /// With `--syn-flood`, only a spoofed SYN flood: `--packets` SYNs, each its own five-tuple,
 /// evenly spaced at `--rate` (`--flows` and `--active` are ignored). Example (2.5M flows in
@@ -28,9 +34,13 @@ struct Args {
     /// Frames to write, exactly.
     #[arg(long, default_value_t = 1_000_000)]
     packets: u64,
-    /// Distinct five-tuples, exactly.
-    #[arg(long, default_value_t = 50_000)]
-    flows: u64,
+    /// Distinct five-tuples, exactly. Default: the mix's (packets/25 for bench, packets/6 for
+    /// session-heavy, the flood's SYNs plus a 25th of the other packets for flood-heavy).
+    #[arg(long)]
+    flows: Option<u64>,
+    /// Traffic mix: bench, session-heavy or flood-heavy.
+    #[arg(long, default_value_t = Mix::Bench, conflicts_with = "syn_flood")]
+    mix: Mix,
     /// PRNG seed: the same seed gives a byte-identical file.
     #[arg(long, default_value_t = 1)]
     seed: u64,
@@ -52,7 +62,10 @@ fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let cfg = GenConfig {
         packets: args.packets,
-        flows: args.flows,
+        flows: args
+            .flows
+            .unwrap_or_else(|| args.mix.default_flows(args.packets)),
+        mix: args.mix,
         seed: args.seed,
         rate_pps: args.rate,
         active: args.active,
@@ -82,10 +95,11 @@ fn main() -> anyhow::Result<()> {
     let secs = start.elapsed().as_secs_f64();
     let frames = s.bytes - 24 - 16 * s.packets;
     println!(
-        "tapflow-gen: {} packets, {} flows, {} bytes (avg frame {:.0} B), {:.1} s of capture time, \
+        "tapflow-gen: {} packets, {} flows, {} mix, {} bytes (avg frame {:.0} B), {:.1} s of capture time, \
          written in {:.2} s ({:.0} packets/s) to {}",
         s.packets,
         flows,
+        if args.syn_flood { "syn-flood" } else { args.mix.name() },
         s.bytes,
         frames as f64 / s.packets.max(1) as f64,
         (s.last_ts_ns - s.first_ts_ns) as f64 / 1e9,

@@ -45,3 +45,31 @@ fn impossible_plan_is_a_clear_error() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("cannot carry 100 flows"), "{err}");
 }
+
+#[test]
+fn mixes_are_named_on_the_command_line() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    for (mix, flows) in [("session-heavy", "10000"), ("flood-heavy", "16224")] {
+        let out = gen(
+            &["--packets", "60000", "--mix", mix],
+            &dir.path().join("m.pcap"),
+        );
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let line = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            line.contains(&format!("60000 packets, {flows} flows, {mix} mix")),
+            "{line}"
+        );
+    }
+    let out = gen(&["--mix", "nope"], &dir.path().join("x.pcap"));
+    assert!(!out.status.success());
+    let out = gen(
+        &["--mix", "flood-heavy", "--syn-flood"],
+        &dir.path().join("x.pcap"),
+    );
+    assert!(!out.status.success(), "--mix and --syn-flood together");
+}

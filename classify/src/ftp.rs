@@ -82,7 +82,7 @@ fn violates(server: &[u8]) -> bool {
 }
 
 /// The data connection a line announces, if it does.
-fn announced(line: &[u8], by_resp: bool) -> Option<Expect> {
+pub(crate) fn announced(line: &[u8], by_resp: bool) -> Option<Expect> {
     let (addr, port) = if by_resp {
         let (code, rest) = leading_number(line)?;
         match code {
@@ -147,23 +147,9 @@ fn extended(s: &[u8]) -> Option<(Option<IpAddr>, u16)> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::Side;
 
     fn run(client: &[u8], server: &[u8]) -> Option<Found> {
-        let (o, r): ([&[u8]; 1], [&[u8]; 1]) = ([client], [server]);
-        detect(&Evidence {
-            proto: TCP,
-            orig_port: 40000,
-            resp_port: 21,
-            orig: Side {
-                segments: &o,
-                truncated: false,
-            },
-            resp: Side {
-                segments: &r,
-                truncated: false,
-            },
-        })
+        crate::util::tests::found(detect, TCP, 21, client, server, false)
     }
 
     fn expect(addr: Option<[u8; 4]>, port: u16, by_resp: bool) -> Expect {

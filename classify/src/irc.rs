@@ -88,23 +88,9 @@ fn parse_u32(w: &[u8]) -> Option<u32> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::Side;
 
     fn run(client: &[u8], server: &[u8]) -> Option<Found> {
-        let (o, r): ([&[u8]; 1], [&[u8]; 1]) = ([client], [server]);
-        detect(&Evidence {
-            proto: TCP,
-            orig_port: 40000,
-            resp_port: 6667,
-            orig: Side {
-                segments: &o,
-                truncated: false,
-            },
-            resp: Side {
-                segments: &r,
-                truncated: false,
-            },
-        })
+        crate::util::tests::found(detect, TCP, 6667, client, server, false)
     }
 
     #[test]

@@ -37,6 +37,7 @@ pub mod mysql;
 pub mod ntlm;
 pub mod ntp;
 pub mod postgresql;
+pub mod prefix;
 pub mod radius;
 pub mod rdp;
 pub mod redis;
@@ -48,6 +49,8 @@ pub mod socks;
 pub mod syslog;
 mod tls_hint;
 mod util;
+
+pub use prefix::may_match;
 
 /// Transport protocol numbers.
 pub const TCP: u8 = 6;
@@ -123,6 +126,40 @@ impl Verdict {
     }
 }
 
+/// The FTP control port, where [`ftp_late_line`] is looked for.
+pub const FTP_PORT: u16 = 21;
+/// The longest announcement line [`ftp_late_line`] finds.
+pub const FTP_LINE_MAX: usize = 256;
+/// A UDP datagram that starts within the evidence budget is shipped whole up to this many
+/// bytes, past the budget if need be (a QUIC Initial is at least 1200 bytes, and a cut one
+/// cannot be decrypted); the collector and the processor keep it alike.
+pub const UDP_WHOLE: u32 = 1500;
+
+/// FTP announces data connections (`227`/`229` replies, `PORT`/`EPRT` commands) all session
+/// long, mostly after the evidence budget is spent (a long login message is enough): the
+/// first line of `data` (a segment past the budget) that may be one, as `start..end` with its
+/// `\n`, at most [`FTP_LINE_MAX`] bytes. The collector ships such lines of port-21 flows.
+pub fn ftp_late_line(data: &[u8]) -> Option<std::ops::Range<usize>> {
+    const STARTS: [&[u8]; 4] = [b"227 ", b"229 ", b"PORT ", b"EPRT "];
+    let mut at = 0;
+    while at < data.len() {
+        let rest = &data[at..];
+        let end = rest.iter().position(|&b| b == b'\n').map(|e| e + 1);
+        let candidate = STARTS.iter().any(|p| scan::starts_with_ci(rest, p));
+        match end {
+            Some(e) if candidate && e <= FTP_LINE_MAX => return Some(at..at + e),
+            Some(e) => at += e,
+            None => return None,
+        }
+    }
+    None
+}
+
+/// The data connection an FTP control line announces (`by_resp`: a server reply), if it does.
+pub fn ftp_announcement(line: &[u8], by_resp: bool) -> Option<Expect> {
+    ftp::announced(line.trim_ascii(), by_resp)
+}
+
 /// A detector: the evidence in, what it confirmed out.
 pub type Detector = fn(&Evidence) -> Option<Found>;
 
@@ -168,6 +205,7 @@ pub fn classify(ev: &Evidence) -> Verdict {
     if ev.proto != TCP && ev.proto != UDP {
         return v;
     }
+    let ev = &usable(ev);
     for detect in DETECTORS {
         let Some(found) = detect(ev) else { continue };
         for s in found.services {
@@ -183,9 +221,55 @@ pub fn classify(ev: &Evidence) -> Verdict {
     v
 }
 
+/// The evidence as the collector ships it: a side whose first bytes no detector can use
+/// ([`may_match`]) is given up, so no detector reads past such an opening (IRC's and FTP's
+/// lines may follow anything), and what the collector gives up never changes a verdict.
+fn usable<'a>(ev: &Evidence<'a>) -> Evidence<'a> {
+    let ports = [ev.orig_port, ev.resp_port];
+    let keep = |s: &Side<'a>| {
+        s.segments
+            .first()
+            .is_none_or(|f| may_match(ev.proto, ports, f))
+    };
+    Evidence {
+        orig: if keep(&ev.orig) {
+            ev.orig
+        } else {
+            Side::default()
+        },
+        resp: if keep(&ev.resp) {
+            ev.resp
+        } else {
+            Side::default()
+        },
+        ..*ev
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ftp_announcements_are_found_in_segments_past_the_budget() {
+        let seg = b"ignored tail\r\n227 Entering Passive Mode (10,0,0,2,221,90).\r\n150 x\r\n";
+        let r = ftp_late_line(seg).expect("a line");
+        assert_eq!(
+            &seg[r.clone()],
+            b"227 Entering Passive Mode (10,0,0,2,221,90).\r\n"
+        );
+        let e = ftp_announcement(&seg[r], true).expect("announced");
+        assert_eq!((e.port, e.by_resp, e.service), (56666, true, "ftp-data"));
+        assert_eq!(ftp_late_line(b"port 10,0,0,1,4,1\r\n"), Some(0..19));
+        assert_eq!(ftp_late_line(b"227 unterminated"), None);
+        assert_eq!(ftp_late_line(b"150 Opening\r\n226 Done\r\n"), None);
+        let long = [&b"227 "[..], &[b'x'; FTP_LINE_MAX], b"\n"].concat();
+        assert_eq!(ftp_late_line(&long), None);
+        assert_eq!(
+            ftp_announcement(b"PORT 10,0,0,1,4,1\r\n", false).map(|e| e.port),
+            Some(1025)
+        );
+    }
 
     #[test]
     fn other_protocols_and_empty_evidence_classify_as_nothing() {

@@ -45,6 +45,18 @@ pub(crate) mod tests {
         resp: &[u8],
         cut: bool,
     ) -> Option<String> {
+        found(detect, proto, port, orig, resp, cut).map(|f| f.services.join(","))
+    }
+
+    /// Runs `detect` over one segment per side (`&[]` for none).
+    pub(crate) fn found(
+        detect: fn(&Evidence) -> Option<crate::Found>,
+        proto: u8,
+        port: u16,
+        orig: &[u8],
+        resp: &[u8],
+        cut: bool,
+    ) -> Option<crate::Found> {
         let o: &[&[u8]] = if orig.is_empty() {
             &[]
         } else {
@@ -68,7 +80,7 @@ pub(crate) mod tests {
                 truncated: cut,
             },
         };
-        detect(&ev).map(|f| f.services.join(","))
+        detect(&ev)
     }
 
     /// Every group B detector, for the hostile-input test.

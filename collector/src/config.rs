@@ -90,6 +90,15 @@ tapflow_runtime::layered! {
         /// (docs/scaling.md). Re-read on SIGHUP; a reload may only append changes.
         #[arg(long, env = "TAPFLOW_PROCESSOR_SET", conflicts_with = "processors")]
         pub processor_set: Option<PathBuf>,
+        /// The aggregator's control endpoint (its --control-listen), with --processor-set: the
+        /// aggregator announces the processor-set changes it decides (a dead processor removed,
+        /// one back added again) and this collector applies each exactly as a SIGHUP reload
+        /// [default: none, the set changes only by SIGHUP].
+        #[arg(long, env = "TAPFLOW_CONTROL")]
+        pub control: Option<String>,
+        /// With CURVE: the aggregator's public key (its PREFIX.pub), for --control.
+        #[arg(long, env = "TAPFLOW_CONTROL_SERVER_KEY")]
+        pub control_server_key: Option<PathBuf>,
         /// BPF filter applied by libpcap (live and files).
         #[arg(long, env = "TAPFLOW_FILTER")]
         pub filter: Option<String>,
@@ -227,6 +236,15 @@ pub struct Config {
     pub metrics_listen: Option<String>,
     /// CURVE (or plain, on loopback) on every link to a processor.
     pub security: tapflow_runtime::curve::LinkSecurity,
+    /// The aggregator's control channel (`--control`), if subscribed.
+    pub control: Option<ControlSpec>,
+}
+
+/// Where the aggregator announces processor-set changes, and how that link is secured.
+#[derive(Clone, Debug)]
+pub struct ControlSpec {
+    pub endpoint: String,
+    pub security: tapflow_runtime::curve::LinkSecurity,
 }
 
 impl Config {
@@ -252,7 +270,10 @@ impl Config {
         let source = source(&o, &mut errors);
         let (processors, processor_set) = processors(&o, &mut errors);
         let sizes = Sizes::check(&o, &mut errors);
-        let endpoints: Vec<&str> = processors.iter().map(String::as_str).collect();
+        let decode = decode_config(&o, &sizes);
+        let endpoints: Vec<&str> = (processors.iter().map(String::as_str))
+            .chain(o.control.as_deref())
+            .collect();
         tapflow_runtime::config::check_metrics_listen(
             o.metrics_listen.as_deref(),
             o.metrics_public,
@@ -272,6 +293,13 @@ impl Config {
             &endpoints,
             &mut errors,
         );
+        let control = control_spec(
+            o.control.clone(),
+            processor_set.is_some(),
+            o.control_server_key.as_deref(),
+            &security,
+            &mut errors,
+        );
         let slow_policy = o.slow_policy.unwrap_or(match source {
             Some(SourceSpec::Live(_)) => SlowPolicy::Drop,
             _ => SlowPolicy::Block,
@@ -285,21 +313,6 @@ impl Config {
         if name.is_empty() || name.len() + suffix > 255 {
             errors.push("name must be 1 to 255 bytes (with capture threads' /K)".to_owned());
         }
-        let decode = DecodeConfig {
-            verify_checksums: !o.ignore_checksums,
-            vlan_in_key: o.vlan_in_key,
-            decode_tunnels: !o.no_tunnels,
-            frag_max_datagrams: sizes.frag_max_datagrams,
-            frag_timeout_ns: o
-                .frag_timeout_s
-                .unwrap_or(DEFAULT_FRAG_TIMEOUT_S)
-                .saturating_mul(1_000_000_000),
-            evidence: EvidenceConfig {
-                bytes: sizes.payload_bytes,
-                flows: sizes.payload_flows,
-            },
-            ..DecodeConfig::default()
-        };
         match source {
             Some(source) if errors.is_empty() => Ok(Config {
                 source,
@@ -318,8 +331,83 @@ impl Config {
                 metrics_listen: o.metrics_listen,
                 linger: Duration::from_millis(o.linger_ms.unwrap_or(DEFAULT_LINGER_MS)),
                 security,
+                control,
             }),
             _ => Err(ConfigError(errors)),
+        }
+    }
+}
+
+/// How packets are decoded: checksums, VLANs in the key, tunnels, fragments, evidence.
+fn decode_config(o: &Options, sizes: &Sizes) -> DecodeConfig {
+    DecodeConfig {
+        verify_checksums: !o.ignore_checksums,
+        vlan_in_key: o.vlan_in_key,
+        decode_tunnels: !o.no_tunnels,
+        frag_max_datagrams: sizes.frag_max_datagrams,
+        frag_timeout_ns: o
+            .frag_timeout_s
+            .unwrap_or(DEFAULT_FRAG_TIMEOUT_S)
+            .saturating_mul(1_000_000_000),
+        evidence: EvidenceConfig {
+            bytes: sizes.payload_bytes,
+            flows: sizes.payload_flows,
+        },
+        ..DecodeConfig::default()
+    }
+}
+
+/// `--control`: the endpoint checked, and the link's security.
+fn control_spec(
+    control: Option<String>,
+    with_set: bool,
+    server_key: Option<&std::path::Path>,
+    links: &tapflow_runtime::curve::LinkSecurity,
+    errors: &mut Vec<String>,
+) -> Option<ControlSpec> {
+    let endpoint = control?;
+    tapflow_runtime::config::check_required_endpoint("control", &endpoint, errors);
+    if !with_set {
+        errors.push(
+            "--control needs --processor-set (the history it announces extends it)".to_owned(),
+        );
+    }
+    Some(ControlSpec {
+        security: control_security(links, server_key, errors),
+        endpoint,
+    })
+}
+
+/// The control link's security: plain with plain links; with CURVE this collector's key pair
+/// and the aggregator's public key (`control_server_key`).
+fn control_security(
+    links: &tapflow_runtime::curve::LinkSecurity,
+    server_key: Option<&std::path::Path>,
+    errors: &mut Vec<String>,
+) -> tapflow_runtime::curve::LinkSecurity {
+    use tapflow_runtime::curve::LinkSecurity;
+    let LinkSecurity::Curve(curve) = links else {
+        return LinkSecurity::Plain;
+    };
+    let Some(path) = server_key else {
+        errors.push(
+            "--control with CURVE needs --control-server-key FILE (the aggregator's PREFIX.pub)"
+                .to_owned(),
+        );
+        return LinkSecurity::Plain;
+    };
+    match tapflow_runtime::curve::load_public_key(path) {
+        Ok(key) => LinkSecurity::Curve(std::sync::Arc::new(tapflow_runtime::curve::CurveConfig {
+            key_path: curve.key_path.clone(),
+            key: curve.key.clone(),
+            clients_path: None,
+            clients: Vec::new(),
+            server_key_path: Some(path.to_path_buf()),
+            server_key: Some(key),
+        })),
+        Err(e) => {
+            errors.push(e.to_string());
+            LinkSecurity::Plain
         }
     }
 }

@@ -7,10 +7,16 @@
 //! stay together. SIGHUP re-reads the file; a reload must extend the history in use. A member
 //! that no later epoch keeps gets end-of-stream on its link once the capture passes its leaving
 //! switch (after every batch of the older epoch), so it can drain and exit.
+//!
+//! The aggregator may announce the history too (`--control`, issue 18: a processor declared
+//! dead is removed, one back for its hold-down added again): [`SetRouting::apply_announced`]
+//! takes it through the same path as a reload. A member added again after it left gets a new
+//! link (its old one was ended); routing always uses a member's newest live link.
 
 use std::path::PathBuf;
 
-use tapflow_proto::procset::ProcessorSet;
+use tapflow_proto::control::SetHistory;
+use tapflow_proto::procset::{Change, ProcessorSet, SetError};
 use tapflow_proto::slots::{slot, SLOTS};
 use tapflow_proto::FlowKey;
 use tracing::{error, info, warn};
@@ -25,6 +31,12 @@ pub struct SetRouting {
     epoch: u32,
     /// Link index of each slot's owner under `epoch`.
     route: Vec<u16>,
+    /// Switches announced (by reload or by the aggregator) after the capture had passed their
+    /// instant: applied at once, the packets in between routed by the older epoch.
+    late_switches: u64,
+    /// Members the aggregator removed (it declared them dead): their links are given up at
+    /// the switch without end-of-stream, so a later incarnation is not sent this one's.
+    declared_dead: Vec<u16>,
 }
 
 /// Why a reload kept the set in use.
@@ -39,6 +51,14 @@ pub enum ReloadError {
         path.display()
     )]
     NotAnExtension { path: PathBuf, epoch: u32 },
+    /// The aggregator's announced history cannot be replayed over this collector's set.
+    #[error("processor set announced by the aggregator: {0}; keeping the set in use")]
+    Announced(#[from] SetError),
+    #[error(
+        "processor set announced by the aggregator does not extend the history in use; keeping \
+         epoch {epoch}"
+    )]
+    AnnouncedNotAnExtension { epoch: u32 },
 }
 
 /// What a reload found.
@@ -60,6 +80,8 @@ impl SetRouting {
             ids,
             epoch: 1,
             route: vec![0; SLOTS],
+            late_switches: 0,
+            declared_dead: Vec::new(),
         };
         r.compute_route();
         r
@@ -72,6 +94,19 @@ impl SetRouting {
     /// The member id each link serves, by link index.
     pub fn ids(&self) -> &[u16] {
         &self.ids
+    }
+
+    /// Switches applied late (announced after the capture passed their instant).
+    pub fn late_switches(&self) -> u64 {
+        self.late_switches
+    }
+
+    /// Whether the member of `link` was removed by the aggregator as dead (its link is to be
+    /// abandoned rather than sent end-of-stream).
+    pub fn is_declared_dead(&self, link: usize) -> bool {
+        self.ids
+            .get(link)
+            .is_some_and(|id| self.declared_dead.contains(id))
     }
 
     pub fn is_retired(&self, link: usize) -> bool {
@@ -139,16 +174,45 @@ impl SetRouting {
                 epoch: self.epoch,
             });
         }
+        Ok(self.extend(new, max_ts))
+    }
+
+    /// The history the aggregator announced: taken as a reload of the file would be (it must
+    /// extend the history in use; an equal one is [`Reload::Unchanged`]).
+    pub fn apply_announced(
+        &mut self,
+        announced: &SetHistory,
+        max_ts: u64,
+    ) -> Result<Reload, ReloadError> {
+        let new = self
+            .set
+            .with_history(&announced.initial, &announced.changes, true)?;
+        if !new.extends(&self.set) {
+            return Err(ReloadError::AnnouncedNotAnExtension { epoch: self.epoch });
+        }
+        for e in &new.epochs()[self.set.epochs().len()..] {
+            if let Some(Change::Remove(id)) = e.change {
+                self.declared_dead.push(id);
+            }
+        }
+        Ok(self.extend(new, max_ts))
+    }
+
+    /// `new` (which extends the set in use) becomes the set; returns the member ids of the
+    /// current and later epochs that have no live link.
+    fn extend(&mut self, new: ProcessorSet, max_ts: u64) -> Reload {
         let old_len = self.set.epochs().len();
         if new.epochs().len() == old_len {
-            return Ok(Reload::Unchanged);
+            return Reload::Unchanged;
         }
         for e in &new.epochs()[old_len..] {
             if e.starts_ns <= max_ts {
+                self.late_switches += 1;
                 warn!(
                     epoch = e.table.epoch(),
                     switch_at_ns = e.starts_ns,
                     late_ms = (max_ts - e.starts_ns) / 1_000_000,
+                    late_switches = self.late_switches,
                     "processor set: this change was announced after the capture passed its switch time; switching now (packets in between went by the older epoch)"
                 );
             } else {
@@ -161,13 +225,22 @@ impl SetRouting {
                 );
             }
         }
-        let new_ids = new
-            .all_members()
-            .into_iter()
-            .filter(|id| !self.ids.contains(id))
+        let mut new_ids: Vec<u16> = new.epochs()[(self.epoch - 1) as usize..]
+            .iter()
+            .flat_map(|e| e.table.members().iter().copied())
+            .filter(|&id| self.live_link(id).is_none())
             .collect();
+        new_ids.sort_unstable();
+        new_ids.dedup();
         self.set = new;
-        Ok(Reload::Extended { new_ids })
+        Reload::Extended { new_ids }
+    }
+
+    /// The newest link of member `id` not yet ended.
+    fn live_link(&self, id: u16) -> Option<usize> {
+        (0..self.ids.len())
+            .rev()
+            .find(|&i| self.ids[i] == id && !self.retired[i])
     }
 
     /// The endpoint of member `id` (for a new link).
@@ -192,8 +265,9 @@ impl SetRouting {
             .max()
             .unwrap_or(0);
         let mut out = vec![0; len];
+        // A member added again after it left has two links: both count under its id.
         for (i, &id) in self.ids.iter().enumerate() {
-            out[usize::from(id)] = sent.get(i).copied().unwrap_or(0);
+            out[usize::from(id)] += sent.get(i).copied().unwrap_or(0);
         }
         out
     }
@@ -203,8 +277,15 @@ impl SetRouting {
             return;
         };
         let mut missing = Vec::new();
+        let links: Vec<Option<usize>> = e
+            .table
+            .members()
+            .iter()
+            .map(|&id| self.live_link(id))
+            .collect();
         for (s, owner) in e.table.owners().iter().enumerate() {
-            match self.ids.iter().position(|id| id == owner) {
+            let member = e.table.members().binary_search(owner).ok();
+            match member.and_then(|m| links[m]) {
                 Some(i) => self.route[s] = i as u16,
                 None => missing.push(*owner),
             }
@@ -453,6 +534,75 @@ mod tests {
             BTreeSet::from([0, 1, 3])
         );
         assert_eq!(r.by_id(&[1, 2, 3, 4]), [0, 4, 0, 1, 0, 2, 0, 3]);
+    }
+
+    #[test]
+    fn an_announced_removal_and_return_switch_like_a_reload_and_relink_the_member() {
+        let text = set_file(&[0, 1, 2], &[0, 1, 2], &[]);
+        let (mut r, set, ids) = routing(&text);
+        let announce = |changes: &[(Change, u64)], seq| SetHistory {
+            seq,
+            initial: vec![0, 1, 2],
+            changes: changes.to_vec(),
+        };
+        let remove = (Change::Remove(1), ADD_NS);
+        // The same history as in use: nothing new.
+        assert!(matches!(
+            r.apply_announced(&announce(&[], 1), 0),
+            Ok(Reload::Unchanged)
+        ));
+        // Another epoch 1, or a change that cannot apply: refused, nothing changes.
+        let other = SetHistory {
+            initial: vec![0, 1],
+            ..announce(&[remove], 1)
+        };
+        for bad in [other, announce(&[(Change::Remove(9), ADD_NS)], 1)] {
+            let err = r.apply_announced(&bad, 0).err().map(|e| e.to_string());
+            assert!(
+                err.as_deref().is_some_and(|e| e.contains("announced")),
+                "{err:?}"
+            );
+            assert_eq!(r.next_switch_ns(), u64::MAX);
+        }
+        // The removal: no new link; at its instant the member's link is ended.
+        match r.apply_announced(&announce(&[remove], 2), ADD_NS - 1) {
+            Ok(Reload::Extended { new_ids }) => assert!(new_ids.is_empty(), "{new_ids:?}"),
+            _ => panic!("the removal was not taken"),
+        }
+        assert_eq!(r.late_switches(), 0);
+        assert_eq!(r.next_switch_ns(), ADD_NS);
+        assert!(r.is_declared_dead(1) && !r.is_declared_dead(0));
+        assert_eq!(r.advance(ADD_NS), [1]);
+        let e2 = ProcessorSet::replay(&[0, 1, 2], &[remove], Default::default())
+            .expect("valid")
+            .latest()
+            .table
+            .clone();
+        assert_eq!(check_routes(&r, &e2, &ids), BTreeSet::from([0, 2]));
+        // Back, announced after the capture passed its instant: a new link for 1 (its old one
+        // ended), switched at once and counted late; routing goes to the new link.
+        let back = (Change::Add(1), REMOVE_NS);
+        match r.apply_announced(&announce(&[remove, back], 3), REMOVE_NS + 5) {
+            Ok(Reload::Extended { new_ids }) => assert_eq!(new_ids, [1]),
+            _ => panic!("the return was not taken"),
+        }
+        assert_eq!(r.late_switches(), 1);
+        r.add_link(1);
+        assert!(r.advance(REMOVE_NS + 5).is_empty());
+        assert_eq!(r.epoch(), 3);
+        let e3 = set
+            .with_history(&[0, 1, 2], &[remove, back], true)
+            .expect("valid")
+            .latest()
+            .table
+            .clone();
+        assert_eq!(
+            check_routes(&r, &e3, &[0, 9, 2, 1]),
+            BTreeSet::from([0, 2, 3]),
+            "link 1 (ended) gets nothing; link 3 serves member 1"
+        );
+        // Both links of member 1 count under its id.
+        assert_eq!(r.by_id(&[5, 7, 11, 13]), [5, 20, 11]);
     }
 
     #[test]

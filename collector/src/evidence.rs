@@ -6,11 +6,22 @@
 //!   the SYN's (a flow that started before the capture: from the first sequence number seen). Only
 //!   offsets below the budget not shipped before are shipped, so a retransmission or a
 //!   reordered segment never spends the budget twice.
-//! - **UDP**: the direction's first datagrams (at most [`UDP_DATAGRAMS`]), each whole or cut
-//!   at the budget.
+//! - **UDP**: the direction's first datagrams (at most [`UDP_DATAGRAMS`]): one that starts
+//!   within the budget goes whole up to [`UDP_WHOLE`] bytes even past the budget (a QUIC
+//!   Initial is at least 1200 bytes, and a cut one cannot be decrypted), else cut there.
 //! - **Early stops**: a direction whose stream starts with a TLS handshake record is complete
 //!   at the end of that record; one that starts like HTTP at the end of its headers
 //!   (`\r\n\r\n`). Nothing past that point is shipped, and its absence is no cut.
+//! - **Giving up**: a direction whose first bytes (TCP: at stream offset 0; UDP: its first
+//!   datagram) no detector of the classifier can use ([`tapflow_classify::may_match`], the
+//!   same check the processor's classifier is tested against) ships nothing, like Zeek's DPD
+//!   giving up; its packets are counted `gave_up`, and its absence is no cut. A flow given up
+//!   in both directions keeps a finished entry, the first to go when the table is full.
+//! - **FTP**: a port-21 direction whose budget is spent still ships, at its stream offset, the
+//!   first line of a segment that may announce a data connection
+//!   ([`tapflow_classify::ftp_late_line`]: `227`, `229`, `PORT`, `EPRT`), at most
+//!   [`FTP_LATE_LINES`] of them: the `ftp-data` label needs them, and a long login message is
+//!   enough to spend the budget before the first `PASV`.
 //! - **Cuts**: a packet whose payload should have been shipped but was not, because the table
 //!   was full or the direction's budget ran out before an early stop, is flagged
 //!   [`flag::EVIDENCE_CUT`] and counted by reason ([`EvidenceCounters`]).
@@ -19,8 +30,9 @@
 //!   later packets are not taken for a new flow that started before the capture; when the
 //!   table is full, such finished entries are the first to go.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 
+use tapflow_classify::{ftp_late_line, may_match, FTP_PORT, UDP_WHOLE};
 use tapflow_proto::account::EvidenceCounters;
 use tapflow_proto::key::ip_proto;
 use tapflow_proto::summary::{flag, merge_range, tcp, Payload, MAX_PAYLOAD};
@@ -30,9 +42,14 @@ use tapflow_proto::{FlowKey, PacketSummary};
 pub const IDLE_NS: u64 = 60_000_000_000;
 /// Datagrams shipped per UDP direction at most.
 pub const UDP_DATAGRAMS: u8 = 4;
+/// Announcement lines an FTP direction ships past its budget at most.
+pub const FTP_LATE_LINES: u8 = 32;
 /// Disjoint shipped ranges remembered per TCP direction (reordering deeper than this is not
 /// shipped until the gap fills).
 const MAX_RANGES: usize = 4;
+
+/// Keyed by flows off the wire: a fast hash, seeded per process.
+type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
 
 /// The table's limits.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -44,7 +61,7 @@ pub struct EvidenceConfig {
 }
 
 impl EvidenceConfig {
-    pub const DEFAULT_BYTES: u32 = 1024;
+    pub const DEFAULT_BYTES: u32 = 4096;
     pub const DEFAULT_FLOWS: usize = 65_536;
     /// Evidence off.
     pub const OFF: EvidenceConfig = EvidenceConfig { bytes: 0, flows: 0 };
@@ -79,6 +96,10 @@ struct Dir {
     done: bool,
     /// The cut was flagged already.
     cut: bool,
+    /// The first bytes match no detector: nothing is shipped.
+    gave_up: bool,
+    /// FTP announcement lines shipped past the budget.
+    late: u8,
     fin: bool,
 }
 
@@ -129,7 +150,7 @@ impl EvidenceTable {
         };
         EvidenceTable {
             cfg,
-            flows: HashMap::new(),
+            flows: HashMap::default(),
             finished: VecDeque::new(),
             counters: EvidenceCounters::default(),
             swept_at: 0,
@@ -181,6 +202,7 @@ impl EvidenceTable {
             }
         };
         e.last_ts = s.ts_ns;
+        let was_done = e.dirs.iter().all(|d| d.done);
         let d = &mut e.dirs[usize::from(s.flags & flag::REVERSE != 0)];
         let ship = if proto == ip_proto::TCP {
             tcp_piece(d, s, data, budget, &mut self.counters)
@@ -195,7 +217,8 @@ impl EvidenceTable {
         let both_done = e.dirs.iter().all(|d| d.done);
         if proto == ip_proto::TCP && s.tcp_flags & (tcp::FIN | tcp::RST) != 0 {
             self.on_close(s);
-        } else if both_done {
+        } else if both_done && !was_done {
+            // Queued once, when it finishes (a SYN that starts it afresh queues it again).
             self.finished.push_back(s.key);
         }
     }
@@ -267,6 +290,9 @@ fn tcp_piece(
         return Ship::Nothing;
     }
     if d.done {
+        if let Some(line) = ftp_late(d, s, seq, data) {
+            return line;
+        }
         count_unshipped(d, c);
         return Ship::Nothing;
     }
@@ -279,6 +305,10 @@ fn tcp_piece(
         (rel, data)
     };
     if start == 0 && !(d.n > 0 && d.ranges[0].0 == 0) {
+        if !may_match(ip_proto::TCP, [s.key.lo_port, s.key.hi_port], data) {
+            give_up(d, c);
+            return Ship::Nothing;
+        }
         d.stop = early_stop(data).unwrap_or(u32::MAX);
         d.http = looks_like_http(data);
     }
@@ -321,6 +351,23 @@ fn tcp_piece(
     shipped
 }
 
+/// Past the budget of an FTP control direction: the packet's first line that may announce a
+/// data connection, at its stream offset.
+fn ftp_late(d: &mut Dir, s: &PacketSummary, seq: u32, data: &[u8]) -> Option<Ship> {
+    let ftp = s.key.lo_port == FTP_PORT || s.key.hi_port == FTP_PORT;
+    if !ftp || !d.cut || d.late >= FTP_LATE_LINES {
+        return None;
+    }
+    let rel = seq.wrapping_sub(d.base);
+    if rel > u32::MAX / 2 {
+        return None;
+    }
+    let r = ftp_late_line(data)?;
+    let offset = rel.checked_add(r.start as u32)?;
+    d.late += 1;
+    Some(Ship::Piece(offset, data[r].to_vec()))
+}
+
 /// Sets the direction's stream base: after a SYN (a new connection, or its SYN again, starts
 /// offsets afresh), else at the first sequence number seen; returns the sequence number of
 /// the packet's first payload byte.
@@ -344,10 +391,19 @@ fn base_on(d: &mut Dir, s: &PacketSummary) -> u32 {
     s.seq
 }
 
-/// A payload packet that shipped nothing: past an early stop (`complete`), past the budget
-/// (`budget`), or a repeat of shipped bytes (`repeated`).
+/// The direction's first bytes match no detector: it is done, nothing shipped or cut.
+fn give_up(d: &mut Dir, c: &mut EvidenceCounters) {
+    d.gave_up = true;
+    d.done = true;
+    c.gave_up += 1;
+}
+
+/// A payload packet that shipped nothing: given up (`gave_up`), past an early stop
+/// (`complete`), past the budget (`budget`), or a repeat of shipped bytes (`repeated`).
 fn count_unshipped(d: &Dir, c: &mut EvidenceCounters) {
-    if d.cut {
+    if d.gave_up {
+        c.gave_up += 1;
+    } else if d.cut {
         c.budget += 1;
     } else if d.stop != u32::MAX || d.done {
         c.complete += 1;
@@ -356,7 +412,8 @@ fn count_unshipped(d: &Dir, c: &mut EvidenceCounters) {
     }
 }
 
-/// A UDP datagram's piece: whole, or cut at the direction's budget.
+/// A UDP datagram's piece: whole, or cut at the direction's budget ([`UDP_WHOLE`] bytes at
+/// least, for a datagram that starts within it).
 fn udp_piece(
     d: &mut Dir,
     s: &mut PacketSummary,
@@ -368,7 +425,14 @@ fn udp_piece(
         count_unshipped(d, c);
         return Ship::Nothing;
     }
-    let room = budget.saturating_sub(d.used) as usize;
+    if d.dgrams == 0 && !may_match(ip_proto::UDP, [s.key.lo_port, s.key.hi_port], data) {
+        give_up(d, c);
+        return Ship::Nothing;
+    }
+    let room = match budget.saturating_sub(d.used) {
+        0 => 0,
+        room => room.max(UDP_WHOLE) as usize,
+    };
     let take = data.len().min(room);
     if take < data.len() {
         d.cut = true;

@@ -29,6 +29,8 @@ pub use set::LinkSet;
 /// link waits `--linger-ms` for the socket to drain, so libzmq's own linger cannot have expired
 /// (dropping the queue) when the link sees the socket gone (see `delivery.rs`).
 const CLOSE_MARGIN: Duration = Duration::from_millis(100);
+/// How long an abandoned link's socket (linger 0) may take to end.
+const ABANDON_WAIT: Duration = Duration::from_secs(1);
 
 /// What the capture thread sends a link.
 pub enum LinkCmd {
@@ -42,6 +44,12 @@ pub enum LinkCmd {
         status: EosStatus,
         counters: Box<CollectorCounters>,
     },
+    /// Number summaries from this sequence number on (sent first on a link that continues an
+    /// ended one for the same member: one sequence per member, as the accounting reads it).
+    ContinueFrom(u64),
+    /// Give the link up without end-of-stream, discarding what the socket still holds (see
+    /// [`Link::abandon`]).
+    Abandon,
 }
 
 /// State the capture thread shares with every link thread.
@@ -229,6 +237,17 @@ impl Link {
         queued
     }
 
+    /// Gives the link up at once: its processor was declared dead by the aggregator. Nothing
+    /// more is sent, not even end-of-stream, and what the socket still holds is discarded, so
+    /// a later incarnation at the same endpoint never receives this link's stale batches or an
+    /// end-of-stream that would end it. Returns whether the worker was told within `wait`.
+    pub fn abandon(&self, wait: Duration) -> bool {
+        self.abandoned.store(true, Ordering::Relaxed);
+        self.tx
+            .as_ref()
+            .is_some_and(|tx| tx.send_timeout(LinkCmd::Abandon, wait).is_ok())
+    }
+
     /// Queues a command if there is room; gives it back otherwise.
     pub fn try_send(&self, cmd: LinkCmd) -> Result<(), LinkCmd> {
         let Some(tx) = &self.tx else { return Err(cmd) };
@@ -325,6 +344,12 @@ impl Worker {
                     debug!(endpoint = %self.endpoint, seq = self.header.seq, "end-of-stream sent");
                     return handed;
                 }
+                Ok(LinkCmd::ContinueFrom(seq)) => self.header.seq = seq,
+                Ok(LinkCmd::Abandon) => {
+                    // Linger 0: closing discards what the socket still queues for the peer.
+                    let _ = self.socket.set_linger(0);
+                    return false;
+                }
                 Err(RecvTimeoutError::Timeout) => {
                     let watermark = self.watermark();
                     if !rx.is_empty() {
@@ -396,6 +421,7 @@ impl Worker {
             linger,
             curve,
             endpoint,
+            abandoned,
             ..
         } = self;
         if handed {
@@ -406,6 +432,12 @@ impl Worker {
         }
         let closed = Instant::now();
         drop(socket);
+        if abandoned.load(Ordering::Relaxed) {
+            // Linger 0: destroyed at once. Its monitor reads the end before it goes: libzmq
+            // sends that event blocking, on the context's reaper thread, and a monitor gone
+            // first would stall the end of every other socket (each link's delivery check).
+            monitor.wait_stopped(closed + ABANDON_WAIT);
+        }
         let stopped = handed && monitor.wait_stopped(closed + linger);
         let delivery = Delivery::judge(handed, stopped, &monitor.handshakes(), curve);
         debug!(%endpoint, ?delivery, waited_ms = closed.elapsed().as_millis(), handshakes = ?monitor.handshakes(), "link closed");

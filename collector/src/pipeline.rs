@@ -13,8 +13,9 @@ use tracing::{error, info, warn};
 
 use crate::batch::{Batcher, Flush};
 use crate::config::Config;
+use crate::control::ControlSub;
 use crate::decode::{Decoder, LinkType};
-use crate::epochs::Reload;
+use crate::epochs::{Reload, ReloadError};
 use crate::link::{LinkCmd, LinkSet, Shared};
 use crate::route::Router;
 use crate::source::{Record, Source};
@@ -39,6 +40,8 @@ pub struct Pipeline {
     offload: Offload,
     /// Set by SIGHUP.
     reload: Arc<AtomicBool>,
+    /// The aggregator's announced processor set (`--control`).
+    control: Option<ControlSub>,
 }
 
 impl Pipeline {
@@ -58,7 +61,13 @@ impl Pipeline {
             config.slow_policy,
             pool,
         );
+        let control = config.control.as_ref().and_then(|c| {
+            ControlSub::connect(links.context(), &c.endpoint, &c.security)
+                .map_err(|e| error!(target: RUN_TARGET, endpoint = %c.endpoint, error = %e, "cannot subscribe to the aggregator's control channel: processor-set changes it decides will not reach this collector"))
+                .ok()
+        });
         Pipeline {
+            control,
             decoder: Decoder::new(config.decode),
             out: Vec::with_capacity(8),
             shared: links.shared().clone(),
@@ -112,6 +121,11 @@ impl Pipeline {
         if self.reload.swap(false, Ordering::Relaxed) {
             self.reload_set();
         }
+        if let Some(announced) = self.control.as_mut().and_then(ControlSub::poll) {
+            info!(target: RUN_TARGET, seq = announced.seq, changes = announced.changes.len(), "processor set announced by the aggregator");
+            let result = self.router.apply_announced(&announced, self.max_ts);
+            self.extend_set(result, "processor set announced by the aggregator");
+        }
         self.warn_offload();
         if source.is_live() {
             self.update_capture_stats(source);
@@ -154,6 +168,7 @@ impl Pipeline {
     /// links have handed it to ZeroMQ; returns the final counters, and the links to
     /// [`Closing::confirm`] the delivery on.
     pub fn finish(mut self, status: EosStatus) -> (CollectorCounters, Closing) {
+        let control_malformed = self.control.take().map_or(0, |c| c.malformed);
         self.decoder.finish();
         self.warn_offload();
         self.flush_all();
@@ -177,6 +192,10 @@ impl Pipeline {
             }
         }
         self.links.close();
+        let late_switches = self.router.late_switches();
+        if late_switches + control_malformed > 0 {
+            info!(target: RUN_TARGET, late_switches, control_malformed, "processor set: switches applied after their instant, and undecodable control messages");
+        }
         let retired = (0..self.links.links().len())
             .map(|i| self.router.is_retired(i))
             .collect();
@@ -199,6 +218,11 @@ impl Pipeline {
         let counters = self.counters();
         for i in gone {
             let (link, sent) = (&self.links.links()[i], self.batcher.sent()[i]);
+            if self.router.is_declared_dead(i) {
+                link.abandon(RETIRE_WAIT);
+                warn!(target: RUN_TARGET, endpoint = %link.endpoint, sent, "processor declared dead by the aggregator left the set: link given up without end-of-stream, what its queue held is lost");
+                continue;
+            }
             let eos = LinkCmd::Eos {
                 status: EosStatus::Complete,
                 counters: Box::new(counters.clone()),
@@ -216,18 +240,26 @@ impl Pipeline {
     /// SIGHUP: re-reads the processor set; starts links for new members; switches at once if
     /// the capture is already past an announced instant.
     fn reload_set(&mut self) {
-        let new_ids = match self.router.reload(self.max_ts) {
+        let result = self.router.reload(self.max_ts);
+        self.extend_set(result, "SIGHUP");
+    }
+
+    /// A reload's or an announcement's outcome (`what` says which): new members get links,
+    /// and a switch already behind the capture happens now. The same path for both, so an
+    /// announced change switches exactly as a reloaded one.
+    fn extend_set(&mut self, result: Option<Result<Reload, ReloadError>>, what: &str) {
+        let new_ids = match result {
             None => {
-                info!(target: RUN_TARGET, "SIGHUP ignored: no processor set (--processor-set) to reload");
+                info!(target: RUN_TARGET, "{what} ignored: no processor set (--processor-set) to change");
                 return;
             }
             Some(Ok(Reload::Unchanged)) => {
-                info!(target: RUN_TARGET, "SIGHUP: processor set unchanged");
+                info!(target: RUN_TARGET, "{what}: processor set unchanged");
                 return;
             }
             Some(Ok(Reload::Extended { new_ids })) => new_ids,
             Some(Err(e)) => {
-                error!(target: RUN_TARGET, "SIGHUP: {e}");
+                error!(target: RUN_TARGET, "{what}: {e}");
                 return;
             }
         };
@@ -235,7 +267,15 @@ impl Pipeline {
             let Some(endpoint) = self.router.endpoint(id).map(str::to_owned) else {
                 continue;
             };
-            match self.links.add(&endpoint, id, self.router.epoch()) {
+            let ids = self.router.link_ids();
+            let first_seq = (ids.iter().zip(self.batcher.sent()))
+                .filter(|(&link_id, _)| link_id == id)
+                .map(|(_, &sent)| sent)
+                .sum();
+            match self
+                .links
+                .add(&endpoint, id, self.router.epoch(), first_seq)
+            {
                 Ok(()) => {
                     info!(target: RUN_TARGET, id, %endpoint, "processor set: link to a new member");
                     self.batcher.add_link();

@@ -86,6 +86,23 @@ impl Router {
         self.set.as_mut().map(|r| r.reload(max_ts))
     }
 
+    /// The history the aggregator announced (see [`SetRouting::apply_announced`]); `None`
+    /// without a processor set.
+    pub fn apply_announced(
+        &mut self,
+        announced: &tapflow_proto::control::SetHistory,
+        max_ts: u64,
+    ) -> Option<Result<Reload, ReloadError>> {
+        self.set
+            .as_mut()
+            .map(|r| r.apply_announced(announced, max_ts))
+    }
+
+    /// Switches applied late (announced after the capture passed their instant).
+    pub fn late_switches(&self) -> u64 {
+        self.set.as_ref().map_or(0, SetRouting::late_switches)
+    }
+
     /// The endpoint of member `id`.
     pub fn endpoint(&self, id: u16) -> Option<&str> {
         self.set.as_ref().and_then(|r| r.endpoint(id))
@@ -104,6 +121,11 @@ impl Router {
             self.next_switch_ns = r.next_switch_ns();
         }
         self.next_switch_ns <= max_ts
+    }
+
+    /// Whether `link`'s member was removed by the aggregator as dead.
+    pub fn is_declared_dead(&self, link: usize) -> bool {
+        self.set.as_ref().is_some_and(|r| r.is_declared_dead(link))
     }
 
     pub fn is_retired(&self, link: usize) -> bool {

@@ -303,6 +303,7 @@ fn log_evidence(counters: &tapflow_proto::CollectorCounters) {
         unshipped_complete = e.complete,
         unshipped_repeated = e.repeated,
         unshipped_reordered = e.reordered,
+        unshipped_gave_up = e.gave_up,
         "payload evidence shipped"
     );
 }

@@ -1,7 +1,9 @@
 //! Arbitrary payload evidence into the classifier (`tapflow_classify::classify`, issue 17): the
 //! evidence comes off the wire, so no bytes may make it panic or stall, and what it says must
 //! be what a connection record may carry (service names, a server name that cleans to a valid
-//! one).
+//! one). And the collector's give-up check (`tapflow_classify::may_match`): a side it gives
+//! up (TCP: by the stream's first bytes; UDP: by the first datagram, checked here with one
+//! datagram a side) changes no verdict when left out.
 //!
 //! Input layout:
 //! ```text
@@ -15,7 +17,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use tapflow_classify::{classify, Evidence, Side};
+use tapflow_classify::{classify, may_match, Evidence, Side};
 use tapflow_proto::conn::{clean_server_name, valid_service};
 
 fuzz_target!(|data: &[u8]| {
@@ -52,6 +54,17 @@ fuzz_target!(|data: &[u8]| {
     }
     for e in &v.expects {
         assert!(valid_service(e.service) && !e.service.contains(','), "{e:?}");
+    }
+    if !udp || n == 1 {
+        let ports = [ev.orig_port, ev.resp_port];
+        let keep = |s: &Side| s.segments.first().is_none_or(|f| may_match(ev.proto, ports, f));
+        let mut cut = ev;
+        for (side, full) in [(&mut cut.orig, &ev.orig), (&mut cut.resp, &ev.resp)] {
+            if !keep(full) {
+                *side = Side::default();
+            }
+        }
+        assert_eq!(classify(&cut), v, "a given-up side changed the verdict");
     }
 });
 

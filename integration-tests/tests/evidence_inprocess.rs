@@ -54,7 +54,8 @@ fn ssh_banners_reach_the_processor_connections() {
             .table
             .evidence(key)
             .expect("a connection that got payload holds evidence");
-        assert!(orig.len() <= 1024 && resp.len() <= 1024, "{key:?}");
+        let budget = EvidenceConfig::DEFAULT_BYTES as usize;
+        assert!(orig.len() <= budget && resp.len() <= budget, "{key:?}");
         if orig.starts_with(b"SSH-") && resp.starts_with(b"SSH-") {
             // The banners say who is who: the client speaks from its own port.
             let ports = [(key.lo_port, key.hi_port), (key.hi_port, key.lo_port)];

@@ -21,6 +21,9 @@ pub use tapflow_runtime::ConfigError;
 pub const DEFAULT_COLLECTORS: usize = 1;
 pub const DEFAULT_HEARTBEAT_MS: u64 = 1000;
 pub const DEFAULT_DEAD_AFTER_MS: u64 = 10_000;
+pub const DEFAULT_UNACKED_MAX_BYTES: usize = 512 << 20;
+pub const DEFAULT_RESEND_AFTER_MS: u64 = 3000;
+pub const DEFAULT_ACK_WAIT_S: u64 = 300;
 pub const DEFAULT_MAX_FLOWS: usize = 1_000_000;
 pub const DEFAULT_MERGE_CAP: usize = 1_000_000;
 pub const DEFAULT_MAX_SENDERS: usize = 1024;
@@ -91,6 +94,18 @@ tapflow_runtime::layered! {
         /// This processor's id in the processor set.
         #[arg(long, env = "TAPFLOW_ID")]
         pub id: Option<u16>,
+        /// The aggregator's acknowledgement endpoint (its --ack-listen): turns on acknowledged
+        /// delivery. Every message of records is kept until the aggregator says it is durable,
+        /// and sent again to a restarted aggregator; at exit the processor waits for the last
+        /// acknowledgement (at most --ack-wait-s).
+        #[arg(long, env = "TAPFLOW_AGGREGATOR_ACKS")]
+        pub aggregator_acks: Option<String>,
+        #[arg(long, help = with_default("With --aggregator-acks: unacknowledged messages kept at most, bytes; past it the oldest is given up, logged as an ERROR and counted", DEFAULT_UNACKED_MAX_BYTES))]
+        pub unacked_max_bytes: Option<usize>,
+        #[arg(long, help = with_default("With --aggregator-acks: send again what is not acknowledged after this long without an acknowledgement, ms", DEFAULT_RESEND_AFTER_MS))]
+        pub resend_after_ms: Option<u64>,
+        #[arg(long, help = with_default("With --aggregator-acks: at exit, how long to wait for the last acknowledgement, seconds", DEFAULT_ACK_WAIT_S))]
+        pub ack_wait_s: Option<u64>,
         #[arg(long, help = with_default("Heartbeat period towards the aggregator in milliseconds", DEFAULT_HEARTBEAT_MS))]
         pub heartbeat_ms: Option<u64>,
         #[arg(long, help = with_default("A collector silent this long (ms) is declared dead and leaves the watermark; collectors that never appear are waited for this long", DEFAULT_DEAD_AFTER_MS))]
@@ -166,8 +181,43 @@ pub struct Config {
     pub dns_session_timeout: Duration,
     pub local_nets: Vec<(Addr, u8)>,
     pub metrics_listen: Option<String>,
+    /// Acknowledged delivery to the aggregator (`--aggregator-acks`).
+    pub acks: Option<AckConfig>,
     /// CURVE (or plain, on loopback) on both links.
     pub security: tapflow_runtime::curve::LinkSecurity,
+}
+
+/// Acknowledged delivery: where acknowledgements come from, and its bounds.
+#[derive(Clone, Debug)]
+pub struct AckConfig {
+    pub endpoint: String,
+    pub max_bytes: usize,
+    pub resend_after: Duration,
+    pub wait: Duration,
+}
+
+impl AckConfig {
+    /// `--aggregator-acks` and its bounds (`None`: acknowledged delivery off).
+    /// The list of errors starts here.
+    fn of(o: &Options) -> (Option<AckConfig>, Vec<String>) {
+        let mut errors = Vec::new();
+        let Some(endpoint) = o.aggregator_acks.clone() else {
+            return (None, errors);
+        };
+        tapflow_runtime::config::check_required_endpoint("aggregator_acks", &endpoint, &mut errors);
+        let acks = AckConfig {
+            endpoint,
+            max_bytes: o
+                .unacked_max_bytes
+                .unwrap_or(DEFAULT_UNACKED_MAX_BYTES)
+                .max(1),
+            resend_after: Duration::from_millis(
+                o.resend_after_ms.unwrap_or(DEFAULT_RESEND_AFTER_MS).max(1),
+            ),
+            wait: Duration::from_secs(o.ack_wait_s.unwrap_or(DEFAULT_ACK_WAIT_S)),
+        };
+        (Some(acks), errors)
+    }
 }
 
 /// A `--shard` that is not `EPOCH/N/INDEX` with `INDEX < N`.
@@ -194,7 +244,7 @@ impl Config {
 
     /// The options resolved: defaults filled in, every problem found reported together.
     pub fn from_options(o: Options) -> Result<Config, ConfigError> {
-        let mut errors = Vec::new();
+        let (acks, mut errors) = AckConfig::of(&o);
         let listen = o.listen.unwrap_or_default();
         let aggregator = o.aggregator.unwrap_or_default();
         for (what, ep) in [("listen", &listen), ("aggregator", &aggregator)] {
@@ -249,6 +299,7 @@ impl Config {
         tapflow_runtime::config::finish(errors, || Config {
             name: name.unwrap_or_else(|| default_name(&listen)),
             metrics_listen: o.metrics_listen,
+            acks,
             listen,
             aggregator,
             collectors,
@@ -330,6 +381,12 @@ impl Config {
         if let Some((path, set, id)) = &self.processor_set {
             tapflow_runtime::toml_processor_set(&mut out, path, set);
             kv(&mut out, "id", id);
+        }
+        if let Some(a) = &self.acks {
+            kv(&mut out, "aggregator_acks", toml_str(&a.endpoint));
+            kv(&mut out, "unacked_max_bytes", a.max_bytes);
+            kv(&mut out, "resend_after_ms", a.resend_after.as_millis());
+            kv(&mut out, "ack_wait_s", a.wait.as_secs());
         }
         kv(&mut out, "heartbeat_ms", self.heartbeat.as_millis());
         kv(&mut out, "dead_after_ms", self.dead_after.as_millis());

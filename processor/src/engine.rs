@@ -20,10 +20,25 @@ use crate::session::{ConnRecord, FlowTable, SessionConfig};
 
 /// Connection records are sent in messages of at most this many.
 pub(crate) const RECORDS_PER_MESSAGE: usize = 2048;
+/// Records' room a buffer of records keeps between messages (a larger one is let go).
+const KEPT_RECORDS: usize = 4 * RECORDS_PER_MESSAGE;
 /// Summaries' room the released buffer keeps between steps.
 const RELEASED_KEPT: usize = 1 << 16;
 /// IP-tunnel outer flows remembered for naming tunnel parents (count past it is reported).
 const IP_TUNNELS_CAP: usize = 65_536;
+
+/// Where the engine's messages to the aggregator go: the PUSH socket, or the processor's
+/// acknowledged delivery over it (`run/delivery.rs`).
+pub(crate) trait Upstream {
+    /// Hands one encoded data message over (`flags`: ZeroMQ's); an error: it is lost.
+    fn send_data(&mut self, frame: &[u8], flags: i32) -> Result<(), zmq::Error>;
+}
+
+impl Upstream for zmq::Socket {
+    fn send_data(&mut self, frame: &[u8], flags: i32) -> Result<(), zmq::Error> {
+        self.send(frame, flags)
+    }
+}
 
 /// Merge, flow table and the records waiting to be sent (sans-IO apart from `send_conns`).
 pub(crate) struct Engine {
@@ -33,6 +48,9 @@ pub(crate) struct Engine {
     pub(crate) table: FlowTable,
     released: Vec<PacketSummary>,
     pub(crate) records: Vec<ConnRecord>,
+    /// Emptied buffers of sent messages' records (at most 2), filled again: a message's
+    /// records are not moved into a newly allocated buffer each time.
+    spare_records: Vec<Vec<ConnRecord>>,
     tunnel_outers: Vec<(FlowKey, u64)>,
     ip_tunnels: HashMap<FlowKey, u64>,
     ip_tunnels_over_cap: u64,
@@ -90,6 +108,7 @@ impl Engine {
             table: FlowTable::new(session),
             released: Vec::with_capacity(4096),
             records: Vec::with_capacity(RECORDS_PER_MESSAGE),
+            spare_records: Vec::new(),
             tunnel_outers: Vec::new(),
             ip_tunnels: HashMap::new(),
             ip_tunnels_over_cap: 0,
@@ -390,27 +409,41 @@ impl Engine {
     ///
     /// After [`Engine::finish`], the table's final records follow the ones waiting, made a
     /// message at a time (the same messages as if they had all been made first).
-    pub(crate) fn send_conns(&mut self, push: &zmq::Socket, buf: &mut Vec<u8>, flags: i32) {
+    pub(crate) fn send_conns(&mut self, push: &mut dyn Upstream, buf: &mut Vec<u8>, flags: i32) {
         self.send_expects(push, buf, flags);
-        let mut rest = std::mem::take(&mut self.records).into_iter();
+        let mut waiting = std::mem::take(&mut self.records);
+        let mut rest = waiting.drain(..);
         while rest.len() + self.table.flush_pending() > RECORDS_PER_MESSAGE {
-            let mut chunk = Vec::with_capacity(RECORDS_PER_MESSAGE);
+            let mut chunk = self.spare_records();
             chunk.extend(rest.by_ref().take(RECORDS_PER_MESSAGE));
             let more = RECORDS_PER_MESSAGE - chunk.len();
             self.table.flush_next(more, &mut chunk);
             self.send_batch(push, buf, flags, chunk, 0, Vec::new());
         }
-        let mut last: Vec<ConnRecord> = rest.collect();
+        let mut last = self.spare_records();
+        last.extend(rest);
+        // The buffer records are made into is kept (not grown again from nothing every
+        // step), unless a sweep or a flush made it far larger than a message.
+        if waiting.capacity() <= KEPT_RECORDS {
+            self.records = waiting;
+        }
         self.table.flush_next(RECORDS_PER_MESSAGE, &mut last);
         let watermark_ns = self.watermark_ns();
         let traffic = self.finished_traffic();
         self.send_batch(push, buf, flags, last, watermark_ns, traffic);
     }
 
+    /// An empty buffer of a message's records, one a sent message left if there is one.
+    fn spare_records(&mut self) -> Vec<ConnRecord> {
+        self.spare_records
+            .pop()
+            .unwrap_or_else(|| Vec::with_capacity(RECORDS_PER_MESSAGE))
+    }
+
     /// Sends the data connections control connections announced since the last call, as
     /// soon as they are parsed (one message; nothing when there are none). A message the
     /// socket refuses is lost with its announcements, counted in `expects_unsent`.
-    pub(crate) fn send_expects(&mut self, push: &zmq::Socket, buf: &mut Vec<u8>, flags: i32) {
+    pub(crate) fn send_expects(&mut self, push: &mut dyn Upstream, buf: &mut Vec<u8>, flags: i32) {
         if !self.table.has_expects() {
             return;
         }
@@ -422,7 +455,7 @@ impl Engine {
             expects,
         })
         .encode(buf);
-        match push.send(&buf[..], flags) {
+        match push.send_data(&buf[..], flags) {
             Ok(()) => self.expects_sent += n,
             Err(e) => {
                 self.expects_unsent += n;
@@ -433,7 +466,7 @@ impl Engine {
 
     fn send_batch(
         &mut self,
-        push: &zmq::Socket,
+        push: &mut dyn Upstream,
         buf: &mut Vec<u8>,
         flags: i32,
         records: Vec<ConnRecord>,
@@ -451,8 +484,15 @@ impl Engine {
             records_seq: self.records_sent + self.records_unsent,
         };
         let n = batch.records.len() as u64;
-        UpMessage::Conns(batch).encode(buf);
-        match push.send(&buf[..], flags) {
+        let message = UpMessage::Conns(batch);
+        message.encode(buf);
+        if let UpMessage::Conns(ConnBatch { mut records, .. }) = message {
+            if self.spare_records.len() < 2 && records.capacity() <= KEPT_RECORDS {
+                records.clear();
+                self.spare_records.push(records);
+            }
+        }
+        match push.send_data(&buf[..], flags) {
             Ok(()) => {
                 self.records_sent += n;
                 self.conn_bytes_sent += buf.len() as u64;

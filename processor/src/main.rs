@@ -7,6 +7,12 @@ use std::process::ExitCode;
 use clap::Parser;
 use tapflow_processor::{run, Args, Config};
 
+/// mimalloc, not glibc's malloc: every connection record is built from a few small strings
+/// and freed once encoded, and glibc's `malloc`/`free`/`unlink_chunk`/`malloc_consolidate`
+/// were 13% of a processor's samples on a flood-heavy capture (bench/RESULTS.md, issue 19).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let args = Args::parse();
     if let Some(command) = &args.command {

@@ -2,6 +2,7 @@
 //! ([`links`]), and the processor between them ([`node`]), driven by messages and by the
 //! heartbeat period.
 
+mod delivery;
 mod links;
 mod node;
 
@@ -27,11 +28,11 @@ pub enum RunError {
 /// Serves until every expected collector has ended (with `exit_on_eos`) or `shutdown` is set,
 /// then flushes every session and sends its account to the aggregator.
 pub fn run(config: &Config, shutdown: &AtomicBool) -> Result<(), RunError> {
-    let mut links = Links::open(config)?;
     let incarnation = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_nanos() as u64)
         .unwrap_or(0);
+    let mut links = Links::open(config, incarnation)?;
     let reload = reload_flag();
     info!(name = %config.name, listen = %config.listen, aggregator = %config.aggregator, "processor started");
     let metrics = crate::metrics::serve(config.metrics_listen.as_deref())?;
@@ -55,13 +56,14 @@ pub fn run(config: &Config, shutdown: &AtomicBool) -> Result<(), RunError> {
         if heartbeat_due {
             node.on_tick(&mut links, &reload, &metrics);
         }
-        node.send_conns(&links, heartbeat_due);
+        node.send_conns(&mut links, heartbeat_due);
         if heartbeat_due {
             last_heartbeat = Instant::now();
-            node.send_heartbeat(&links);
+            node.send_heartbeat(&mut links);
         }
+        links.upstream().service();
     }
-    node.finish(&links)?;
+    node.finish(&mut links)?;
     Ok(())
 }
 

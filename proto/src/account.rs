@@ -190,11 +190,15 @@ pub struct EvidenceCounters {
     pub repeated: u64,
     /// Pieces not shipped because the direction had too many gaps (deep reordering).
     pub reordered: u64,
+    /// Payload packets of a direction whose first bytes no detector can use (the classifier's
+    /// give-up check, `tapflow_classify::may_match`): nothing of it is shipped (`gave_up`).
+    #[serde(default)]
+    pub gave_up: u64,
 }
 
 impl EvidenceCounters {
     /// Every count as (name, value), for metrics and reports.
-    pub fn named(&self) -> [(&'static str, u64); 8] {
+    pub fn named(&self) -> [(&'static str, u64); 9] {
         [
             ("flows", self.flows),
             ("pieces_shipped", self.pieces_shipped),
@@ -204,6 +208,7 @@ impl EvidenceCounters {
             ("complete", self.complete),
             ("repeated", self.repeated),
             ("reordered", self.reordered),
+            ("gave_up", self.gave_up),
         ]
     }
 }

@@ -8,6 +8,8 @@
 
 pub mod account;
 pub mod conn;
+pub mod control;
+pub mod delivery;
 pub mod key;
 pub mod packed;
 pub mod procset;

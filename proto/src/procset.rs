@@ -24,7 +24,7 @@
 
 use std::collections::BTreeMap;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::slots::{SlotTable, TableError};
 
@@ -38,7 +38,7 @@ pub struct Epoch {
 }
 
 /// A change of the set.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Change {
     Add(u16),
     Remove(u16),
@@ -69,6 +69,14 @@ pub enum SetError {
     NoEndpoint(u16),
     #[error("[processors] key {0:?} is not a processor id (0-65535)")]
     BadId(String),
+    #[error("the announced history starts from members {announced:?}, this one from {ours:?}")]
+    OtherInitial { announced: Vec<u16>, ours: Vec<u16> },
+    #[error("announced change {index} (epoch {epoch}) switches at {switch_at_ns} ns, not after the one before")]
+    AnnouncedNotAscending {
+        index: usize,
+        epoch: u32,
+        switch_at_ns: u64,
+    },
 }
 
 #[derive(Deserialize)]
@@ -134,18 +142,68 @@ impl ProcessorSet {
         }
         let set = ProcessorSet::replay(&file.initial, &changes, endpoints)?;
         if need_endpoints {
-            for e in &set.epochs {
-                if let Some(id) = e
-                    .table
-                    .members()
-                    .iter()
-                    .find(|id| !set.endpoints.contains_key(id))
-                {
-                    return Err(SetError::NoEndpoint(*id));
-                }
-            }
+            set.check_endpoints()?;
         }
         Ok(set)
+    }
+
+    /// The same set with the history `changes` from epoch 1's members `initial` (announced by
+    /// the aggregator, `proto::control`), endpoints as in this one: an error when it starts from
+    /// other members, switch instants do not ascend, a change cannot apply, or (`need_endpoints`)
+    /// a member has no endpoint. Whether it extends this one is the caller's check, as for a
+    /// reloaded file.
+    pub fn with_history(
+        &self,
+        initial: &[u16],
+        changes: &[(Change, u64)],
+        need_endpoints: bool,
+    ) -> Result<ProcessorSet, SetError> {
+        let ours = self.epochs[0].table.members();
+        if initial != ours {
+            return Err(SetError::OtherInitial {
+                announced: initial.to_vec(),
+                ours: ours.to_vec(),
+            });
+        }
+        for (index, pair) in changes.windows(2).enumerate() {
+            if pair[1].1 <= pair[0].1 {
+                return Err(SetError::AnnouncedNotAscending {
+                    index: index + 1,
+                    epoch: index as u32 + 3,
+                    switch_at_ns: pair[1].1,
+                });
+            }
+        }
+        let set = ProcessorSet::replay(initial, changes, self.endpoints.clone())?;
+        if need_endpoints {
+            set.check_endpoints()?;
+        }
+        Ok(set)
+    }
+
+    /// Epoch 1's members and every change with its switch instant: what
+    /// [`ProcessorSet::with_history`] takes.
+    pub fn history(&self) -> (Vec<u16>, Vec<(Change, u64)>) {
+        let changes = self.epochs[1..]
+            .iter()
+            .filter_map(|e| e.change.map(|c| (c, e.starts_ns)))
+            .collect();
+        (self.epochs[0].table.members().to_vec(), changes)
+    }
+
+    /// Every member of every epoch has an endpoint.
+    fn check_endpoints(&self) -> Result<(), SetError> {
+        for e in &self.epochs {
+            if let Some(id) = e
+                .table
+                .members()
+                .iter()
+                .find(|id| !self.endpoints.contains_key(id))
+            {
+                return Err(SetError::NoEndpoint(*id));
+            }
+        }
+        Ok(())
     }
 
     /// The set from its initial members and `(change, switch_at_ns)` in order.
@@ -263,6 +321,53 @@ mod tests {
         assert!(!old.extends(&new));
         let other = ProcessorSet::parse("initial = [0, 2]\n", false).expect("valid");
         assert!(!other.extends(&old));
+    }
+
+    #[test]
+    fn an_announced_history_replays_like_the_file() {
+        let set = ProcessorSet::parse(FILE, true).expect("valid");
+        let (initial, changes) = set.history();
+        assert_eq!(initial, [0, 1]);
+        assert_eq!(
+            changes,
+            [
+                (Change::Add(2), 100_500_000_000),
+                (Change::Remove(1), 200_000_000_000)
+            ]
+        );
+        let base = ProcessorSet::parse(
+            "initial = [0, 1]\n[processors]\n0 = 'a'\n1 = 'b'\n2 = 'c'\n",
+            true,
+        )
+        .expect("valid");
+        let same = base
+            .with_history(&initial, &changes, true)
+            .expect("applies");
+        assert_eq!(same.epochs(), set.epochs());
+        assert!(same.extends(&base));
+        // Re-adding a member that left is a new epoch of its own.
+        let mut back = changes.clone();
+        back.push((Change::Add(1), 300_000_000_000));
+        let again = base.with_history(&initial, &back, true).expect("applies");
+        assert_eq!(again.latest().table.members(), &[0, 1, 2]);
+        assert!(again.extends(&same));
+        assert!(matches!(
+            base.with_history(&[0, 2], &changes, true),
+            Err(SetError::OtherInitial { .. })
+        ));
+        let unordered = [(Change::Add(2), 5), (Change::Remove(1), 5)];
+        assert!(matches!(
+            base.with_history(&initial, &unordered, true),
+            Err(SetError::AnnouncedNotAscending { index: 1, .. })
+        ));
+        assert_eq!(
+            base.with_history(&initial, &[(Change::Add(9), 5)], true),
+            Err(SetError::NoEndpoint(9))
+        );
+        assert!(matches!(
+            base.with_history(&initial, &[(Change::Remove(7), 5)], true),
+            Err(SetError::Table { epoch: 2, .. })
+        ));
     }
 
     #[test]

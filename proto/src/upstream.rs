@@ -24,6 +24,10 @@ pub mod kind {
     pub const EOS: u8 = 17;
     pub const CONNS: u8 = 18;
     pub const EXPECTS: u8 = 19;
+    /// A processor message with its delivery sequence number (`crate::delivery`).
+    pub const SEQUENCED: u8 = 20;
+    /// The aggregator's acknowledgements (`crate::delivery::AckMessage`).
+    pub const ACK: u8 = 21;
 }
 
 /// The (epoch, N, index) a collector claims for a link.

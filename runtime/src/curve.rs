@@ -30,7 +30,9 @@ pub use client::{ClientMonitor, Handshakes};
 pub use keys::{keygen, load_clients, load_keypair, load_public_key, BadKey, Client, KeyError};
 pub use names::{NameBindings, RefusalLog, Speaker, REFUSAL_LOG_EVERY};
 
-pub use zap::{add_counters, secure_client, secure_server, AuthCounts, Authenticator};
+pub use zap::{
+    add_counters, secure_another_server, secure_client, secure_server, AuthCounts, Authenticator,
+};
 
 /// A CURVE public key (32 bytes).
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]

@@ -379,3 +379,28 @@ fn latency_thresholds_are_global_and_per_subnet_and_checked() {
         Config::from_options(bad).expect_err("a factor of 1 and a warm-up past the history");
     assert_eq!(errors.len(), 2, "{errors:?}");
 }
+
+#[test]
+fn membership_durations_take_a_unit_and_zero_is_refused() {
+    use std::time::Duration;
+    for (text, want) in [
+        ("10s", Some(Duration::from_secs(10))),
+        ("500ms", Some(Duration::from_millis(500))),
+        ("2m", Some(Duration::from_secs(120))),
+        ("3", Some(Duration::from_secs(3))),
+        ("x", None),
+        ("-1s", None),
+        ("", None),
+    ] {
+        assert_eq!(parse_duration(text), want, "{text:?}");
+    }
+    let o = Options {
+        processor_dead_after: Some("0s".into()),
+        processor_hold_down: Some("soon".into()),
+        ..Options::default()
+    };
+    let mut errors = Vec::new();
+    let p = membership(&o, &mut errors);
+    assert_eq!(errors.len(), 2, "{errors:?}");
+    assert_eq!(p, crate::control::Policy::default());
+}

@@ -347,6 +347,43 @@ fn invalid_counts_are_in_the_report_only_when_some_were() {
     assert_eq!(report["invalid"]["uid"], 0, "{report}");
 }
 
+/// The inline key orders uids as their strings do, a prefix before what extends it, over the
+/// lengths a valid uid can have.
+#[test]
+fn uid_keys_order_as_the_uid_strings() {
+    let uids = [
+        "C1",
+        "C10",
+        "C1A",
+        "C2",
+        "CA",
+        "Ca",
+        "Cz",
+        "CZZZZZZZZZZZZZZZZ",
+        "Czzzzzzzzzzzzzzzz",
+        "Czzzzzzzzzzzzzzz",
+        "C0",
+        "C00000000000000000",
+    ];
+    for a in uids {
+        for b in uids {
+            assert_eq!(
+                UidKey::of(a).cmp(&UidKey::of(b)),
+                a.cmp(b),
+                "{a} against {b}"
+            );
+        }
+    }
+    for i in 0..2_000u64 {
+        let r = rec(1_000 + i, 5, (i % 60_000) as u16);
+        let s = rec(1_000 + i / 2, 7, (i * 7 % 60_000) as u16);
+        assert_eq!(
+            UidKey::of(&r.uid).cmp(&UidKey::of(&s.uid)),
+            r.uid.cmp(&s.uid)
+        );
+    }
+}
+
 #[test]
 fn powers_of_ten() {
     let logged: Vec<u64> = (0..=1000).filter(|&n| is_power_of_ten(n)).collect();

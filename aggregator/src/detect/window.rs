@@ -7,7 +7,7 @@ use tapflow_proto::key::ip_proto;
 use tapflow_proto::Addr;
 
 use super::classify::Observation;
-use super::distinct::{Distinct, HashMap, HashSet};
+use super::distinct::{Distinct, HashMap, HashSet, Sources};
 use super::rates::{Bins, Span};
 use super::shape::OneWay;
 use super::{AlertKey, AlertKind, DetectConfig, DetectInput, WindowAlerts};
@@ -51,7 +51,7 @@ struct VolAgg {
     bytes: f64,
     /// Distinct sources: those of new flows (up to `distinct_cap`: evidence, so no cap hit
     /// past it), and two at most of other packets (enough to tell one source from many).
-    sources: Distinct<Addr>,
+    sources: Sources,
     /// Flows whose first packet came to the victim in the window.
     flows: u64,
     /// Packets and bytes per short interval: the peak rates.
@@ -227,7 +227,14 @@ impl Windows {
                 all_in_time = false;
             } else if overlap > 0.0 {
                 let new_flow = t <= first;
-                let w = self.volume.entry(t).or_default();
+                // Sized like the window before: its keys are mostly this one's.
+                let size = self.volume.last_key_value().map_or(0, |(_, w)| w.to.len());
+                let w = self.volume.entry(t).or_insert_with(|| Volume {
+                    to: HashMap::with_capacity_and_hasher(
+                        size.min(cfg.keys_cap),
+                        Default::default(),
+                    ),
+                });
                 let s = Span {
                     start: t,
                     len: self.flood_len,
@@ -265,10 +272,10 @@ impl Windows {
                     if new_flow && receiver {
                         e.flows += 1;
                         // Every source of a new flow (evidence: past the cap, not a cap hit).
-                        e.sources.add(source, cfg.distinct_cap);
+                        e.sources.add_new(source, cfg.distinct_cap);
                     } else {
                         // Two are enough to tell one source from many: not a cap hit.
-                        e.sources.add(source, 2);
+                        e.sources.add_other(source);
                     }
                 }
             }
@@ -306,12 +313,12 @@ impl Windows {
                     out.push((s, s + self.len, alerts));
                 }
                 (_, Some(v)) => {
-                    let w = self.volume.remove(&v).unwrap_or_default();
+                    let mut w = self.volume.remove(&v).unwrap_or_default();
                     self.judged_volume = v + self.flood_len;
                     out.push((
                         v,
                         v + self.flood_len,
-                        judge_volume(&w, cfg, self.flood_len, self.interval),
+                        judge_volume(&mut w, cfg, self.flood_len, self.interval),
                     ));
                 }
                 _ => return out,
@@ -513,7 +520,7 @@ fn judge_reflection(w: &Scans, cfg: &DetectConfig, alerts: &mut WindowAlerts) {
 
 /// Floods by their average over the window (`flood_pps`, `flood_bps`) or their peak over the
 /// short intervals (`peak_pps`, `peak_bps`); `flow_flood` by new flows per second to a victim.
-fn judge_volume(w: &Volume, cfg: &DetectConfig, len: u64, interval: u64) -> WindowAlerts {
+fn judge_volume(w: &mut Volume, cfg: &DetectConfig, len: u64, interval: u64) -> WindowAlerts {
     let secs = (len / SECOND).max(1) as f64;
     let per_s = SECOND as f64 / interval as f64;
     let mut alerts = WindowAlerts::new();
@@ -525,8 +532,9 @@ fn judge_volume(w: &Volume, cfg: &DetectConfig, len: u64, interval: u64) -> Wind
         .filter_map(|t| t.new_flows_per_s)
         .fold(cfg.new_flows_per_s, u64::min) as f64
         * secs;
-    for ((victim, kind), v) in &w.to {
+    for ((victim, kind), v) in &mut w.to {
         if v.flows > 0 && v.flows as f64 * 3.0 >= min_flows {
+            v.sources.settle(cfg.distinct_cap);
             flows.entry(*victim).or_default().push(v);
         }
         let (pps, bps) = (v.pkts / secs, v.bytes * 8.0 / secs);
@@ -588,7 +596,7 @@ fn judge_flow_floods(
         }
         let mut sources = Distinct::new();
         for v in aggs {
-            sources.merge(&v.sources, cfg.distinct_cap);
+            sources.merge(v.sources.settled(), cfg.distinct_cap);
         }
         let src = match sources.only() {
             Some(s) => ip(s),

@@ -103,6 +103,7 @@ fn machine(processors: usize, exit_on_eos: bool) -> (Aggregator, Capture) {
         processor_set: None,
         exit_on_eos,
         conn_cap: 1 << 20,
+        membership: crate::control::Policy::default(),
     };
     let detection = Box::new(InlineDetection::new(DetectConfig::default()));
     (Aggregator::new(settings, detection, sinks), capture)
@@ -304,4 +305,80 @@ fn malformed_messages_are_counted_in_the_metrics() {
         text.contains("tapflow_aggregator_messages_malformed_total{reason=\"bad_magic\"} 2"),
         "{text}"
     );
+}
+
+#[test]
+fn a_processor_declared_dead_is_not_waited_for_and_one_back_is_again() {
+    let mut m = member_machine();
+    let t0 = Instant::now();
+    let at = |s: u64| Now {
+        instant: t0 + std::time::Duration::from_secs(s),
+        unix_ns: 0,
+    };
+    let hb = |p: &str, id: u16| ProcessorHeartbeat {
+        processor: p.into(),
+        incarnation: 1,
+        watermark_ns: 5_000_000_000,
+        member: Some(id),
+        ..ProcessorHeartbeat::default()
+    };
+    for s in 0..=2 {
+        m.on_heartbeat(&hb("p0", 0), at(s)).expect("heartbeat");
+    }
+    m.on_heartbeat(&hb("p1", 1), at(0)).expect("heartbeat");
+    assert!(!m.tick(at(1).instant));
+    assert_eq!(m.announced(), None, "nothing decided: nothing announced");
+    // p1 silent for 2 s: removed, announced, and no longer waited for.
+    assert!(!m.tick(at(2).instant));
+    let h = m.announced().expect("a history to announce");
+    assert_eq!(h.initial, [0, 1]);
+    assert_eq!(h.changes, [(Change::Remove(1), 6_000_000_000)]);
+    m.on_eos(eos("p0"));
+    assert!(
+        m.tick(at(2).instant),
+        "p0 ended and p1 is dead: the run ends"
+    );
+
+    // Had p1 come back for the hold-down before that, the run waits for it again.
+    let mut m = member_machine();
+    m.on_heartbeat(&hb("p1", 1), at(0)).expect("heartbeat");
+    for s in 0..=9 {
+        m.on_heartbeat(&hb("p0", 0), at(s)).expect("heartbeat");
+        if s >= 5 {
+            m.on_heartbeat(&hb("p1", 1), at(s)).expect("heartbeat");
+        }
+        m.tick(at(s).instant);
+    }
+    let h = m.announced().expect("a history to announce");
+    assert_eq!(
+        h.changes.iter().map(|c| c.0).collect::<Vec<_>>(),
+        [Change::Remove(1), Change::Add(1)]
+    );
+    m.on_eos(eos("p0"));
+    assert!(!m.tick(at(9).instant), "p1 is a member again");
+    m.on_eos(eos("p1"));
+    assert!(m.tick(at(9).instant));
+    let report = m.finish(0, 0).expect("the report");
+    let membership = report.membership.expect("a membership section");
+    assert_eq!((membership.counts.removed, membership.counts.added), (1, 1));
+}
+
+/// Members {0, 1} by processor set, dead after 2 s, back after 3 s, exiting on end-of-stream.
+fn member_machine() -> Aggregator {
+    use std::time::Duration;
+    let set = ProcessorSet::replay(&[0, 1], &[], Default::default()).expect("a set");
+    let settings = Settings {
+        processors: 2,
+        processor_set: Some((PathBuf::from("set.toml"), set)),
+        exit_on_eos: true,
+        conn_cap: 1 << 20,
+        membership: crate::control::Policy {
+            dead_after: Duration::from_secs(2),
+            hold_down: Duration::from_secs(3),
+            margin_ns: 1_000_000_000,
+            pinned: false,
+        },
+    };
+    let detection = Box::new(InlineDetection::new(DetectConfig::default()));
+    Aggregator::new(settings, detection, Sinks::default())
 }

@@ -304,3 +304,97 @@ fn a_syn_flood_is_one_valid_unanswered_syn_per_five_tuple() {
     }
     assert_eq!(tuples.len(), 20_000);
 }
+
+/// Packets, distinct five-tuples (sessions, as tapflow keys them) and the flood's SYNs with
+/// their first and last packet index, counted in the generated frames.
+fn sessions(mix: Mix, packets: u64, seed: u64) -> (u64, u64, u64, (usize, usize)) {
+    let cfg = GenConfig {
+        mix,
+        flows: mix.default_flows(packets),
+        ..config(packets, 0, seed)
+    };
+    let all = frames(&cfg);
+    let keys: HashSet<FlowKey> = all.iter().map(|(_, _, p)| p.tuple.key(0).0).collect();
+    let victim = Addr::from_v4(attack::FLOOD_VICTIM.0);
+    let flood: Vec<usize> = (0..all.len())
+        .filter(|&i| all[i].2.tuple.dst == victim && all[i].2.tuple.dport == 80)
+        .collect();
+    assert!(
+        all.iter().all(|(_, _, p)| p.checksums_ok),
+        "{mix}: checksum"
+    );
+    let span = (flood[0], flood[flood.len() - 1]);
+    (
+        all.len() as u64,
+        keys.len() as u64,
+        flood.len() as u64,
+        span,
+    )
+}
+
+#[test]
+fn each_mix_has_its_stated_session_share() {
+    for seed in [1, 4] {
+        let (n, s, flood, _) = sessions(Mix::Bench, 100_000, seed);
+        assert_eq!(
+            (n, s),
+            (100_000, 4_000),
+            "bench: one session per 25 packets"
+        );
+        assert!((1_500..2_500).contains(&flood), "bench: flood {flood}");
+
+        let (n, s, _, _) = sessions(Mix::SessionHeavy, 120_000, seed);
+        assert_eq!(n, 120_000);
+        let per = n as f64 / s as f64;
+        assert!(
+            (5.9..6.1).contains(&per),
+            "session-heavy: {per} packets per session"
+        );
+
+        let (n, s, flood, (first, last)) = sessions(Mix::FloodHeavy, 100_000, seed);
+        assert_eq!(n, 100_000);
+        assert!(s * 4 >= n, "flood-heavy: {s} sessions in {n} packets");
+        assert!(
+            s * 10 <= n * 3,
+            "flood-heavy: {s} sessions, more than planned"
+        );
+        assert!(flood * 4 >= n * 23 / 25, "flood-heavy: {flood} flood SYNs");
+        // Spread over the middle of the capture, not in one burst.
+        assert!(
+            first >= 9_000 && (80_000..91_000).contains(&last),
+            "{first}..{last}"
+        );
+    }
+}
+
+#[test]
+fn flood_heavy_syns_each_open_their_own_session() {
+    let cfg = GenConfig {
+        mix: Mix::FloodHeavy,
+        flows: Mix::FloodHeavy.default_flows(40_000),
+        ..config(40_000, 0, 2)
+    };
+    let plan = Plan::new(&cfg).expect("plan");
+    assert_eq!(plan.flood_tuples, plan.flood_packets);
+    let victim = Addr::from_v4(attack::FLOOD_VICTIM.0);
+    let mut seen = HashSet::new();
+    for (_, _, p) in frames(&cfg) {
+        if p.tuple.dst == victim && p.tuple.dport == 80 {
+            assert_eq!(p.tcp.map(|t| t.2), Some(0x02), "a bare SYN");
+            assert!(seen.insert(p.tuple), "{:?} repeats", p.tuple);
+        }
+    }
+    assert_eq!(seen.len() as u64, plan.flood_tuples);
+    let again = capture(&cfg);
+    assert!(again == capture(&cfg), "flood-heavy is not deterministic");
+    assert!(again != capture(&GenConfig { seed: 3, ..cfg }));
+}
+
+#[test]
+fn mix_names_parse_and_unknown_ones_are_refused() {
+    for mix in Mix::ALL {
+        assert_eq!(mix.name().parse::<Mix>(), Ok(mix));
+    }
+    assert!("flood".parse::<Mix>().is_err());
+    assert_eq!(Mix::default(), Mix::Bench);
+}

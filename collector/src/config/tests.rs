@@ -408,3 +408,70 @@ fn capture_threads_are_for_live_capture_only() {
         &["capture_threads = 2"],
     );
 }
+
+#[test]
+fn control_needs_the_aggregators_key_with_curve_and_loopback_when_plain() {
+    let dir = tempfile::tempdir().expect("create a temp dir");
+    let set = dir.path().join("set.toml");
+    std::fs::write(
+        &set,
+        "initial = [0]\n[processors]\n0 = 'tcp://127.0.0.1:5601'\n",
+    )
+    .expect("write the processor-set file");
+    let set = set.display().to_string();
+    let base = ["--pcap", "x.pcap", "--processor-set", &set];
+    fn args<'a>(base: &[&'a str], extra: &[&'a str]) -> Vec<&'a str> {
+        [base, extra].concat()
+    }
+    check(
+        &args(&base, &["--plain", "--control", "tcp://127.0.0.1:5800"]),
+        "",
+        Ok(()),
+    );
+    check(
+        &args(&base, &["--plain", "--control", "tcp://10.0.0.9:5800"]),
+        "",
+        Err(&["10.0.0.9:5800 is not"]),
+    );
+    check(
+        &args(&base, &["--plain", "--control", "5800"]),
+        "",
+        Err(&["not a ZeroMQ endpoint"]),
+    );
+    let keys = keys_toml(&dir);
+    check(
+        &args(&base, &["--control", "tcp://10.0.0.9:5800"]),
+        &keys,
+        Err(&["--control with CURVE needs --control-server-key"]),
+    );
+    let public = dir.path().join("k.pub").display().to_string();
+    let parsed = Args::try_parse_from(std::iter::once("tapflow-collector").chain(args(
+        &base,
+        &[
+            "--control",
+            "tcp://10.0.0.9:5800",
+            "--control-server-key",
+            &public,
+        ],
+    )))
+    .expect("parse the arguments");
+    let file: Options = toml::from_str(&keys).expect("the keys file");
+    let config = Config::merge(parsed, file).expect("valid");
+    let control = config.control.expect("a control subscription");
+    assert_eq!(control.endpoint, "tcp://10.0.0.9:5800");
+    assert!(!control.security.is_plain());
+    // --control without a processor set: nothing to apply the history to.
+    check(
+        &[
+            "--pcap",
+            "x.pcap",
+            "--processor",
+            "tcp://127.0.0.1:5601",
+            "--plain",
+            "--control",
+            "tcp://127.0.0.1:5800",
+        ],
+        "",
+        Err(&["--control needs --processor-set"]),
+    );
+}

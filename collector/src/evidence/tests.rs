@@ -63,8 +63,10 @@ fn handshake(t: &mut EvidenceTable, port: u16) {
     );
 }
 
+/// Printable bytes (a text protocol's stream, which the give-up check keeps), each offset
+/// told from its neighbours.
 fn stream(n: usize) -> Vec<u8> {
-    (0..n).map(|i| (i % 251) as u8).collect()
+    (0..n).map(|i| b' ' + (i % 95) as u8).collect()
 }
 
 #[test]
@@ -259,28 +261,134 @@ fn entries_end_at_rst_second_fin_and_idle() {
     assert_eq!(t.len(), 1);
 }
 
+fn dgram(port: u16, fwd: bool, ts: u64) -> PacketSummary {
+    let mut p = tcp_pkt(port, fwd, 0, 0, 0, ts);
+    p.key.proto = ip_proto::UDP;
+    p
+}
+
 #[test]
-fn udp_ships_the_first_datagrams_whole_or_cut_at_the_budget() {
+fn udp_ships_the_first_datagrams_whole_up_to_a_cap_or_cut_at_the_budget() {
     let mut t = table(10, 4);
-    let dgram = |ts: u64| {
-        let mut p = tcp_pkt(53, true, 0, 0, 0, ts);
-        p.key.proto = ip_proto::UDP;
-        p
-    };
     assert_eq!(
-        feed(&mut t, dgram(1), b"abcd").0,
+        feed(&mut t, dgram(53, true, 1), b"abcd").0,
         Some((0, b"abcd".to_vec()))
     );
+    // Starts within the budget: whole up to UDP_WHOLE, then cut.
+    let big = stream(UDP_WHOLE as usize + 20);
     assert_eq!(
-        feed(&mut t, dgram(2), b"efgh").0,
-        Some((1, b"efgh".to_vec()))
+        feed(&mut t, dgram(53, true, 2), &big),
+        (Some((1, big[..UDP_WHOLE as usize].to_vec())), true)
     );
-    assert_eq!(
-        feed(&mut t, dgram(3), b"ijkl"),
-        (Some((2, b"ij".to_vec())), true)
-    );
-    assert_eq!(feed(&mut t, dgram(4), b"mnop"), (None, false));
+    assert_eq!(feed(&mut t, dgram(53, true, 3), b"mnop"), (None, false));
     assert_eq!(t.counters().budget, 1);
+    // A QUIC Initial (1252 bytes) goes whole under a 1024-byte budget; the budget is spent.
+    let mut t = table(1024, 4);
+    let initial = [&[0xc3u8, 0, 0, 0, 1, 8][..], &stream(1246)].concat();
+    assert_eq!(
+        feed(&mut t, dgram(50000, true, 1), &initial),
+        (Some((0, initial.clone())), false)
+    );
+    assert_eq!(
+        feed(&mut t, dgram(50000, true, 2), b"abcdefgh"),
+        (None, true)
+    );
+}
+
+/// Payload no detector can use is not shipped (counted `gave_up`), in either direction
+/// alone, without a cut; a flow given up both ways gives way in a full table.
+#[test]
+fn payload_no_detector_can_use_is_given_up() {
+    let mut t = table(64, 2);
+    handshake(&mut t, 40);
+    let seq = ISN.wrapping_add(1);
+    let noise: Vec<u8> = (0..100u32).map(|i| (i * 37 + 0x90) as u8).collect();
+    assert!(!tapflow_classify::may_match(
+        ip_proto::TCP,
+        [40, 443],
+        &noise
+    ));
+    let got = feed(&mut t, tcp_pkt(40, true, tcp::ACK, seq, 0, 3), &noise);
+    assert_eq!(got, (None, false));
+    let got = feed(
+        &mut t,
+        tcp_pkt(40, true, tcp::ACK, seq.wrapping_add(100), 0, 4),
+        &noise,
+    );
+    assert_eq!(got, (None, false));
+    // The other direction speaks a protocol: it is shipped.
+    let reply = b"HTTP/1.1 200 OK\r\n\r\n";
+    let got = feed(&mut t, tcp_pkt(40, false, tcp::ACK, RISN + 1, 0, 5), reply);
+    assert_eq!(got, (Some((0, reply.to_vec())), false));
+    assert_eq!(t.counters().gave_up, 2);
+    // UDP: a first datagram of noise gives the direction up, later ones too.
+    assert_eq!(feed(&mut t, dgram(41, true, 6), &noise), (None, false));
+    assert_eq!(
+        feed(&mut t, dgram(41, true, 7), b"INVITE sip"),
+        (None, false)
+    );
+    assert_eq!(feed(&mut t, dgram(41, false, 8), &noise), (None, false));
+    assert_eq!(t.counters().gave_up, 5);
+    // The table is full (flows 40 and 41); 41 is given up both ways and gives way.
+    let got = feed(&mut t, dgram(42, true, 9), b"INVITE sip");
+    assert_eq!(got, (Some((0, b"INVITE sip".to_vec())), false));
+    assert_eq!(t.counters().table_full, 0);
+}
+
+/// An FTP control direction past its budget still ships its announcement lines, at their
+/// offsets, up to FTP_LATE_LINES; other flows and other lines ship nothing past it.
+#[test]
+fn ftp_announcements_past_the_budget_are_shipped() {
+    let mut t = table(16, 4);
+    let (client, server) = (Addr::from_v4([10, 0, 0, 1]), Addr::from_v4([10, 0, 0, 2]));
+    let pkt = |flags: u8, seq: u32, ts: u64| {
+        let mut p = PacketSummary {
+            ts_ns: ts,
+            tcp_flags: flags,
+            seq,
+            ..PacketSummary::default()
+        };
+        let tuple = FiveTuple {
+            proto: ip_proto::TCP,
+            src: server,
+            dst: client,
+            sport: 21,
+            dport: 40000,
+        };
+        p.set_tuple(&tuple, 0);
+        p
+    };
+    feed(&mut t, pkt(tcp::SYN | tcp::ACK, RISN, 1), b"");
+    let login = b"230-Welcome to a server with a long login message\r\n";
+    assert!(feed(&mut t, pkt(tcp::ACK, RISN + 1, 2), login).1);
+    let off = 1 + login.len() as u32;
+    let pasv = b"227 Entering Passive Mode (10,0,0,2,221,90).\r\n";
+    let got = feed(&mut t, pkt(tcp::ACK, RISN + off, 3), pasv);
+    assert_eq!(got, (Some((off - 1, pasv.to_vec())), false));
+    let two = [&b"150 ok\r\n"[..], pasv].concat();
+    let got = feed(&mut t, pkt(tcp::ACK, RISN + 500, 4), &two);
+    assert_eq!(got, (Some((499 + 8, pasv.to_vec())), false));
+    assert_eq!(
+        feed(&mut t, pkt(tcp::ACK, RISN + 600, 5), b"226 done\r\n").0,
+        None
+    );
+    for i in 0..u32::from(FTP_LATE_LINES) {
+        feed(&mut t, pkt(tcp::ACK, RISN + 1000 + i * 100, 6), pasv);
+    }
+    assert_eq!(feed(&mut t, pkt(tcp::ACK, RISN + 9000, 7), pasv).0, None);
+    // The same bytes on another port are not FTP: nothing past the budget.
+    handshake(&mut t, 50);
+    feed(
+        &mut t,
+        tcp_pkt(50, true, tcp::ACK, ISN.wrapping_add(1), 0, 8),
+        login,
+    );
+    let got = feed(
+        &mut t,
+        tcp_pkt(50, true, tcp::ACK, ISN.wrapping_add(off), 0, 9),
+        pasv,
+    );
+    assert_eq!(got.0, None);
 }
 
 #[test]

@@ -49,13 +49,30 @@ impl LinkSet {
         Ok(set)
     }
 
-    /// Starts a link to `endpoint` for member `id`, claiming `epoch`, at the next index.
-    pub fn add(&mut self, endpoint: &str, id: u16, epoch: u32) -> Result<(), LinkError> {
+    /// Starts a link to `endpoint` for member `id`, claiming `epoch`, at the next index, its
+    /// sequence numbers from `first_seq` (what earlier links of the same member sent: a member
+    /// added again after it left continues its one sequence).
+    pub fn add(
+        &mut self,
+        endpoint: &str,
+        id: u16,
+        epoch: u32,
+        first_seq: u64,
+    ) -> Result<(), LinkError> {
         let mut settings = self.settings.clone();
         settings.epoch = epoch;
         let link = self.start_one(endpoint, id, &settings)?;
+        if first_seq > 0 {
+            // The queue is new and empty: this is the worker's first command.
+            let _ = link.try_send(super::LinkCmd::ContinueFrom(first_seq));
+        }
         self.links.push(link);
         Ok(())
+    }
+
+    /// The ZeroMQ context the links' sockets live in (the control subscription's too).
+    pub fn context(&self) -> &zmq::Context {
+        &self.ctx
     }
 
     pub fn links(&self) -> &[Link] {

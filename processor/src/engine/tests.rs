@@ -77,11 +77,11 @@ fn the_final_flush_is_made_a_message_at_a_time_and_sent_whole_in_order() {
     let ctx = zmq::Context::new();
     let pull = ctx.socket(zmq::PULL).expect("create the PULL socket");
     pull.bind("inproc://conns").expect("bind the PULL socket");
-    let push = ctx.socket(zmq::PUSH).expect("create the PUSH socket");
+    let mut push = ctx.socket(zmq::PUSH).expect("create the PUSH socket");
     push.connect("inproc://conns")
         .expect("connect the PUSH socket");
     let mut buf = Vec::new();
-    engine.send_conns(&push, &mut buf, 0);
+    engine.send_conns(&mut push, &mut buf, 0);
 
     let mut records = Vec::new();
     let mut watermarks = Vec::new();

@@ -2,10 +2,13 @@
 //! its authenticator) and the PUSH socket to the aggregator (CURVE client, with its handshake
 //! monitor).
 
+use std::time::Duration;
+
 use tapflow_proto::upstream::AuthCounters;
 use tapflow_proto::wire::MAX_MESSAGE_BYTES;
 use tracing::warn;
 
+use super::delivery::Delivery;
 use crate::config::Config;
 
 /// A socket operation that failed, with the endpoint it was for.
@@ -29,7 +32,7 @@ fn sock<'a>(what: &'static str, endpoint: &'a str) -> impl FnOnce(zmq::Error) ->
 /// handler before the context, so the context can terminate (and linger) at exit.
 pub(crate) struct Links {
     handshakes: Option<tapflow_runtime::curve::ClientMonitor>,
-    push: zmq::Socket,
+    push: Delivery,
     auth: Option<tapflow_runtime::curve::Authenticator>,
     pull: zmq::Socket,
     aggregator: String,
@@ -39,7 +42,7 @@ pub(crate) struct Links {
 impl Links {
     /// Binds the PULL socket on `config.listen` and connects the PUSH socket to
     /// `config.aggregator`, each secured as `config.security` says.
-    pub(crate) fn open(config: &Config) -> Result<Links, LinkError> {
+    pub(crate) fn open(config: &Config, incarnation: u64) -> Result<Links, LinkError> {
         let ctx = zmq::Context::new();
         let listen = config.listen.as_str();
         let pull = ctx
@@ -70,6 +73,28 @@ impl Links {
         .map_err(sock("monitor", aggregator))?;
         push.connect(aggregator)
             .map_err(sock("connect to", aggregator))?;
+        let push = match &config.acks {
+            None => Delivery::plain(push),
+            Some(a) => {
+                let ep = a.endpoint.as_str();
+                let sub = ctx
+                    .socket(zmq::SUB)
+                    .map_err(sock("create a socket for", ep))?;
+                sub.set_subscribe(b"").map_err(sock("configure", ep))?;
+                sub.set_linger(0).map_err(sock("configure", ep))?;
+                tapflow_runtime::curve::secure_client(&sub, &config.security)
+                    .map_err(sock("set up CURVE for", ep))?;
+                sub.connect(ep).map_err(sock("connect to", ep))?;
+                Delivery::acknowledged(
+                    push,
+                    sub,
+                    &config.name,
+                    incarnation,
+                    a.max_bytes,
+                    a.resend_after,
+                )
+            }
+        };
         Ok(Links {
             handshakes,
             push,
@@ -99,16 +124,20 @@ impl Links {
         }
     }
 
-    /// The socket to the aggregator.
-    pub(crate) fn upstream(&self) -> &zmq::Socket {
-        &self.push
+    /// The socket to the aggregator (with acknowledged delivery, when on).
+    pub(crate) fn upstream(&mut self) -> &mut Delivery {
+        &mut self.push
     }
 
-    /// Sends the end-of-stream message in `buf`, waiting for room.
-    pub(crate) fn send_eos(&self, buf: &[u8]) -> Result<(), LinkError> {
+    /// Sends the end-of-stream message in `buf`, waiting for room; with acknowledged delivery,
+    /// then waits for everything to be acknowledged (at most `wait`).
+    pub(crate) fn send_eos(&mut self, buf: &[u8], wait: Duration) -> Result<(), LinkError> {
+        use crate::engine::Upstream;
         self.push
-            .send(buf, 0)
-            .map_err(sock("send end-of-stream to", &self.aggregator))
+            .send_data(buf, 0)
+            .map_err(sock("send end-of-stream to", &self.aggregator))?;
+        self.push.drain(wait);
+        Ok(())
     }
 
     /// Logs what the aggregator's handshakes said since the last call.

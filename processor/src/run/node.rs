@@ -142,7 +142,7 @@ impl<'c> Node<'c> {
 
     /// Sends the connection records waiting when a message's worth has gathered, or when
     /// `due` (every heartbeat period).
-    pub(crate) fn send_conns(&mut self, links: &Links, due: bool) {
+    pub(crate) fn send_conns(&mut self, links: &mut Links, due: bool) {
         // Announced data connections go at once, ahead of the records.
         self.engine
             .send_expects(links.upstream(), &mut self.buf, zmq::DONTWAIT);
@@ -153,7 +153,7 @@ impl<'c> Node<'c> {
     }
 
     /// Tells the aggregator how far this processor has got and what it holds.
-    pub(crate) fn send_heartbeat(&mut self, links: &Links) {
+    pub(crate) fn send_heartbeat(&mut self, links: &mut Links) {
         let hb = ProcessorHeartbeat {
             processor: self.config.name.clone(),
             incarnation: self.incarnation,
@@ -165,13 +165,11 @@ impl<'c> Node<'c> {
             member: self.config.processor_set.as_ref().map(|(_, _, id)| *id),
         };
         UpMessage::Heartbeat(hb).encode(&mut self.buf);
-        if let Err(e) = links.upstream().send(&self.buf[..], zmq::DONTWAIT) {
-            warn!(error = %e, "heartbeat to aggregator not sent");
-        }
+        links.upstream().send_heartbeat(&self.buf);
     }
 
     /// Ends every session, sends the last records, then the account (waiting for room).
-    pub(crate) fn finish(mut self, links: &Links) -> Result<(), LinkError> {
+    pub(crate) fn finish(mut self, links: &mut Links) -> Result<(), LinkError> {
         self.engine.finish();
         self.engine.send_conns(links.upstream(), &mut self.buf, 0);
         let account = self.account(links);
@@ -183,7 +181,12 @@ impl<'c> Node<'c> {
         self.engine.log_suppressed();
         info!(received, gaps, misrouted, malformed = ?account.malformed, claim = ?account.claim, counters = ?account.counters, "processor finished");
         UpMessage::Eos(Box::new(account)).encode(&mut self.buf);
-        links.send_eos(&self.buf)
+        let wait = self
+            .config
+            .acks
+            .as_ref()
+            .map_or(std::time::Duration::ZERO, |a| a.wait);
+        links.send_eos(&self.buf, wait)
     }
 
     /// The end-of-stream account: the links as the inputs and the merge saw them, and every

@@ -4,7 +4,9 @@
 //! [`tapflow_classify`] into Zeek's `service` and the server's name when the record is made,
 //! and into announced data connections ([`Expected`]) as soon as they are parsed.
 
-use tapflow_classify::{classify, Evidence, Side, Verdict};
+use tapflow_classify::{
+    classify, ftp_announcement, Evidence, Side, Verdict, FTP_LINE_MAX, UDP_WHOLE,
+};
 use tapflow_proto::conn::clean_server_name;
 use tapflow_proto::key::ip_proto;
 use tapflow_proto::summary::{flag, merge_range, tunnel_kind, Payload};
@@ -15,6 +17,8 @@ use tapflow_proto::{Addr, FlowKey, PacketSummary};
 const MAX_DATAGRAMS: usize = 8;
 /// Gaps a TCP direction may have (pieces past them wait for the gap to fill).
 const MAX_RANGES: usize = 8;
+/// FTP announcement lines kept per direction past the bound (see `EvDir::late`).
+const MAX_LATE: usize = 32;
 /// Announced connections sent per connection at most.
 const MAX_EXPECTS: usize = 64;
 
@@ -29,6 +33,9 @@ pub(super) struct EvDir {
     dgrams: Vec<Vec<u8>>,
     /// The collector cut this direction's evidence, or this processor's bound did.
     cut: bool,
+    /// TCP: lines past a gap, as the collector ships FTP announcements past its budget (its
+    /// `ftp_late_line`), read for `ftp-data` once the connection is `ftp`.
+    late: Vec<Vec<u8>>,
 }
 
 /// A connection's evidence and what was already sent of it.
@@ -47,7 +54,11 @@ impl EvDir {
     fn add(&mut self, p: &Payload, udp: bool, cap: u32) {
         if udp {
             let used: usize = self.dgrams.iter().map(Vec::len).sum();
-            let room = (cap as usize).saturating_sub(used);
+            // Whole up to UDP_WHOLE when it starts within the bound, as the collector ships it.
+            let room = match (cap as usize).saturating_sub(used) {
+                0 => 0,
+                room => room.max(UDP_WHOLE as usize),
+            };
             if self.dgrams.len() >= MAX_DATAGRAMS || room == 0 {
                 self.cut = true;
                 return;
@@ -58,6 +69,12 @@ impl EvDir {
             return;
         }
         let start = p.offset;
+        // A line past a gap (the collector's budget): perhaps an FTP announcement.
+        let line = p.bytes.len() <= FTP_LINE_MAX && p.bytes.ends_with(b"\n");
+        let past = start > self.stream().len() as u32;
+        if past && line && self.late.len() < MAX_LATE && !self.late.contains(&p.bytes) {
+            self.late.push(p.bytes.clone());
+        }
         let end = start.saturating_add(p.bytes.len() as u32).min(cap);
         if end < start.saturating_add(p.bytes.len() as u32) {
             self.cut = true;
@@ -190,8 +207,16 @@ impl EvState {
         }
         let v = self.verdict(c.proto, c.ports, c.orig);
         let o = c.orig;
+        let mut expects = v.expects;
+        if v.services.contains(&"ftp") {
+            let late = |a: usize, by_resp: bool| {
+                let lines = self.dirs[a].late.iter();
+                lines.filter_map(move |l| ftp_announcement(l, by_resp))
+            };
+            expects.extend(late(o, false).chain(late(1 - o, true)));
+        }
         let mut uid = None;
-        for e in &v.expects {
+        for e in &expects {
             let id = (e.addr, e.port, e.by_resp);
             if self.sent.len() >= MAX_EXPECTS || self.sent.contains(&id) {
                 continue;
@@ -353,5 +378,51 @@ mod tests {
         ev.new_expects(&conn(30), &mut out);
         let sent: Vec<_> = out.iter().map(|e| (e.port, e.ts_ns)).collect();
         assert_eq!(sent, [(5001, 10), (1025, 20)]);
+        // Past the collector's budget (a gap), announcement lines still count, once each;
+        // other lines past it do not.
+        for (at, line) in [
+            (
+                3000,
+                &b"227 Entering Passive Mode (10,0,0,2,221,90).\r\n"[..],
+            ),
+            (3100, b"150 Here comes the listing\r\n"),
+            (3000, b"227 Entering Passive Mode (10,0,0,2,221,90).\r\n"),
+            (5000, b"229 Extended Passive Mode (|||2121|)\r\n"),
+        ] {
+            ev.dirs[1 - orig].add(&piece(at, line), false, 4096);
+        }
+        ev.new_expects(&conn(40), &mut out);
+        let late: Vec<_> = out[2..].iter().map(|e| (e.port, e.by_resp)).collect();
+        assert_eq!(late, [(56666, true), (2121, true)]);
+        assert_eq!(ev.dirs[1 - orig].late.len(), 3);
+    }
+
+    /// Late lines of a connection that is not FTP announce nothing.
+    #[test]
+    fn late_lines_count_only_on_ftp() {
+        let mut ev = EvState::default();
+        ev.dirs[0].add(&piece(0, b"GET / HTTP/1.1\r\n"), false, 4096);
+        ev.dirs[1].add(&piece(2000, b"227 x (10,0,0,2,1,1)\r\n"), false, 4096);
+        let key = FiveTuple {
+            proto: ip_proto::TCP,
+            src: Addr::from_v4([10, 0, 0, 1]),
+            dst: Addr::from_v4([10, 0, 0, 2]),
+            sport: 40_000,
+            dport: 21,
+        }
+        .key(0)
+        .0;
+        let c = Conn {
+            proto: ip_proto::TCP,
+            addrs: [key.lo, key.hi],
+            ports: [key.lo_port, key.hi_port],
+            orig: 0,
+            key,
+            first_ts: 1,
+            ts_ns: 2,
+        };
+        let mut out = Vec::new();
+        ev.new_expects(&c, &mut out);
+        assert!(out.is_empty());
     }
 }

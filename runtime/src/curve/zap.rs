@@ -148,6 +148,21 @@ pub fn secure_server(
     }))
 }
 
+/// Makes `socket` (not yet bound) one more server end on a context where [`secure_server`]
+/// already started the authenticator: the same secret key, checked by the same handler against
+/// the same client keys. With plain links, nothing.
+pub fn secure_another_server(
+    socket: &zmq::Socket,
+    security: &LinkSecurity,
+) -> Result<(), zmq::Error> {
+    let LinkSecurity::Curve(curve) = security else {
+        return Ok(());
+    };
+    socket.set_curve_server(true)?;
+    socket.set_curve_secretkey(curve.key.secret.bytes())?;
+    socket.set_zap_domain(ZAP_DOMAIN)
+}
+
 /// Makes `socket` (not yet connected) the client end of a link: with CURVE, its key pair and
 /// the server's public key (the handshake fails unless the server holds that key's secret).
 pub fn secure_client(socket: &zmq::Socket, security: &LinkSecurity) -> Result<(), zmq::Error> {

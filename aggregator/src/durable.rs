@@ -1,0 +1,389 @@
+//! Nothing lost when the aggregator restarts (`--state-dir`): the write-ahead log of the
+//! processors' data messages ([`crate::wal`]), the acknowledgements published on
+//! `--ack-listen` once they are durable, duplicates and gaps refused by (processor
+//! incarnation, sequence number), and the replay at a restart.
+//!
+//! The log's first frame (`S`) holds where the run began writing its conn and alerts logs;
+//! each restart appends an `R` frame (its wall-clock start); every accepted data message is an
+//! `M` frame, the bytes as received. A restart replays the `M` frames through the same state
+//! machine in the order they came: the records are released in the same order (by last packet
+//! time and uid, behind the processors' watermarks, whatever the arrival order), and the logs,
+//! resumed ([`crate::logfile::resume`]), skip as many lines as they already hold. Messages the
+//! processors sent that were not acknowledged come again and are taken in order; duplicates
+//! are dropped. A run that ends with everything written empties the log.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+use tapflow_proto::delivery::{Ack, AckMessage, Delivered, Seq};
+use tapflow_proto::upstream::UpMessage;
+use tapflow_runtime::ratelimit::RateLimit;
+use tracing::{error, info, warn};
+
+use crate::accounting::DurabilityReport;
+use crate::config::Config;
+use crate::wal::{Commit, Wal, WalError};
+
+/// Frame tags.
+const START: u8 = b'S';
+const RESTART: u8 = b'R';
+const MESSAGE: u8 = b'M';
+
+/// How often acknowledgements are published when nothing new is durable (so a processor
+/// learns of a restarted aggregator).
+const PUBLISH_EVERY: Duration = Duration::from_millis(200);
+
+#[derive(Debug, thiserror::Error)]
+pub enum DurableError {
+    #[error(transparent)]
+    Wal(#[from] WalError),
+    #[error("state directory {path}: {source}")]
+    Dir {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("write-ahead log {0}: its first frame is not the run's start (not a tapflow write-ahead log?)")]
+    NoStart(String),
+    #[error("cannot {what} {endpoint}: {source}")]
+    Socket {
+        what: &'static str,
+        endpoint: String,
+        source: zmq::Error,
+    },
+}
+
+/// Where the interrupted run began writing its logs.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+struct Start {
+    logs: Vec<(PathBuf, u64)>,
+}
+
+/// What to do with a received message.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    Take,
+    Drop,
+}
+
+type Key = (String, u64);
+
+pub struct Durable {
+    wal: Wal,
+    incarnation: u64,
+    /// Per processor incarnation: the highest sequence number taken, and durable.
+    taken: BTreeMap<Key, u64>,
+    durable: BTreeMap<Key, u64>,
+    acks: Option<Publisher>,
+    last_publish: Option<Instant>,
+    report: DurabilityReport,
+    log: RateLimit<&'static str>,
+}
+
+/// The PUB socket acknowledgements go out on, in a context of its own (its own ZAP handler).
+struct Publisher {
+    socket: zmq::Socket,
+    _auth: Option<tapflow_runtime::curve::Authenticator>,
+    _ctx: zmq::Context,
+    buf: Vec<u8>,
+}
+
+impl Durable {
+    /// Opens the state directory of `config`: a fresh run records where its logs begin; a
+    /// restart resumes them and returns the messages to replay.
+    pub fn open(
+        config: &Config,
+        dir: &Path,
+        now_unix_ns: u64,
+    ) -> Result<(Durable, Vec<Delivered>), DurableError> {
+        std::fs::create_dir_all(dir).map_err(|source| DurableError::Dir {
+            path: dir.display().to_string(),
+            source,
+        })?;
+        let commit = Commit {
+            frames: config.durable.commit_messages,
+            age: config.durable.commit_age,
+        };
+        let path = crate::wal::path_in(dir);
+        let (mut wal, recovered) = Wal::open(&path, config.durable.wal_max_bytes, commit)?;
+        let mut report = DurabilityReport {
+            damaged_bytes: recovered.damaged_bytes,
+            ..DurabilityReport::default()
+        };
+        if recovered.damaged_bytes > 0 {
+            error!(path = %path.display(), bytes = recovered.damaged_bytes, "write-ahead log: a torn or damaged tail was cut off (it was never acknowledged: the processors send it again)");
+        }
+        let replay = match recovered.frames.split_first() {
+            None => {
+                begin(config, &mut wal)?;
+                Vec::new()
+            }
+            Some((first, rest)) => {
+                let start: Start = first
+                    .strip_prefix(&[START])
+                    .and_then(|j| serde_json::from_slice(j).ok())
+                    .ok_or_else(|| DurableError::NoStart(path.display().to_string()))?;
+                for (log, offset) in &start.logs {
+                    crate::logfile::resume(log, *offset);
+                }
+                let replay = resume(rest, &mut report);
+                report.restarts.push(now_unix_ns);
+                wal.append(&[&[RESTART], &now_unix_ns.to_be_bytes()])?;
+                info!(
+                    messages = replay.len(),
+                    restarts = report.restarts.len(),
+                    "restarting from the write-ahead log"
+                );
+                replay
+            }
+        };
+        wal.sync()?;
+        let acks = match &config.durable.ack_listen {
+            Some(ep) => Some(Publisher::bind(config, ep)?),
+            None => None,
+        };
+        let durable = Durable {
+            wal,
+            incarnation: now_unix_ns,
+            taken: BTreeMap::new(),
+            durable: BTreeMap::new(),
+            acks,
+            last_publish: None,
+            report,
+            log: RateLimit::default(),
+        };
+        Ok((durable, replay))
+    }
+
+    /// With `--state-dir`: [`Durable::open`]; without, nothing.
+    pub fn open_if(
+        config: &Config,
+        now_unix_ns: u64,
+    ) -> Result<(Option<Durable>, Vec<Delivered>), DurableError> {
+        match &config.durable.state_dir {
+            Some(dir) => {
+                let (d, replay) = Durable::open(config, dir, now_unix_ns)?;
+                Ok((Some(d), replay))
+            }
+            None => Ok((None, Vec::new())),
+        }
+    }
+
+    /// Hands the replayed messages (durable already) that are next in their sequence to
+    /// `take`, in the order they came.
+    pub fn replay<E>(
+        &mut self,
+        messages: Vec<Delivered>,
+        mut take: impl FnMut(UpMessage) -> Result<(), E>,
+    ) -> Result<(), E> {
+        for d in messages {
+            if self.judge(&d) == Verdict::Take {
+                take(d.message)?;
+            }
+        }
+        self.durable = self.taken.clone();
+        Ok(())
+    }
+
+    /// Every processor has ended: what they sent last is synced and acknowledged before the
+    /// flush (so they may end), and the report's section handed to `machine`.
+    pub fn before_finish(&mut self, machine: &mut crate::state::Aggregator) {
+        self.service(Instant::now(), true);
+        self.publish();
+        machine.set_durability(self.report());
+    }
+
+    /// A received message: judged, and a data message taken is logged first (`raw`: its
+    /// bytes as received). A message the log refuses is dropped, not acknowledged.
+    pub fn received(&mut self, d: &Delivered, raw: &[u8]) -> Verdict {
+        let before = self.taken.clone();
+        if self.judge(d) == Verdict::Drop {
+            return Verdict::Drop;
+        }
+        if matches!(d.message, UpMessage::Heartbeat(_)) {
+            return Verdict::Take;
+        }
+        match self.wal.append(&[&[MESSAGE], raw]) {
+            Ok(()) => {
+                self.report.logged += 1;
+                Verdict::Take
+            }
+            Err(e) => {
+                self.taken = before;
+                self.report.refused += 1;
+                if let Some(l) = self.log.hit("wal", Instant::now()) {
+                    error!(error = %e, suppressed = l.suppressed, refused = self.report.refused, "message refused: the write-ahead log cannot keep it (not acknowledged; its processor keeps it and sends it again)");
+                }
+                Verdict::Drop
+            }
+        }
+    }
+
+    /// Syncs the log when a group is due, then publishes what is durable (and every
+    /// [`PUBLISH_EVERY`] anyway). `force`: sync whatever waits.
+    pub fn service(&mut self, now: Instant, force: bool) {
+        if force || self.wal.due(now) {
+            match self.wal.sync() {
+                Ok(true) => {
+                    self.report.syncs += 1;
+                    self.durable = self.taken.clone();
+                    self.last_publish = None;
+                }
+                Ok(false) => {}
+                Err(e) => {
+                    if let Some(l) = self.log.hit("sync", Instant::now()) {
+                        error!(error = %e, suppressed = l.suppressed, "write-ahead log: sync failed; nothing more is acknowledged until one succeeds");
+                    }
+                }
+            }
+        }
+        if self
+            .last_publish
+            .is_none_or(|t| now.duration_since(t) >= PUBLISH_EVERY)
+        {
+            self.publish();
+            self.last_publish = Some(now);
+        }
+    }
+
+    /// How long the main loop may wait for a message before [`Durable::service`] is due.
+    pub fn wait(&self, now: Instant) -> Duration {
+        let publish = self.last_publish.map_or(Duration::ZERO, |t| {
+            PUBLISH_EVERY.saturating_sub(now.duration_since(t))
+        });
+        self.wal
+            .due_in(now)
+            .map_or(publish, |d| d.min(publish))
+            .max(Duration::from_millis(1))
+    }
+
+    /// The run ended with everything written: the log is emptied (the next start is a new
+    /// run), after the last acknowledgements went out.
+    pub fn finished(&mut self) {
+        self.service(Instant::now(), true);
+        self.publish();
+        if let Err(e) = self.wal.clear() {
+            error!("{e}; the next start would replay this run: remove the state directory's log");
+        }
+    }
+
+    pub fn report(&self) -> DurabilityReport {
+        let mut r = self.report.clone();
+        r.syncs = r.syncs.max(self.wal.syncs);
+        r
+    }
+
+    /// Takes a message if it is the next of its processor incarnation's sequence (or the
+    /// first its processor still holds, past numbers it gave up); a heartbeat if the data
+    /// before it has been taken. Unsequenced messages are always taken.
+    fn judge(&mut self, d: &Delivered) -> Verdict {
+        let Some(Seq { seq, base }) = d.seq else {
+            return Verdict::Take;
+        };
+        let (processor, incarnation) = crate::inbox::sender(&d.message);
+        let key = (processor.to_owned(), incarnation);
+        let taken = self.taken.get(&key).copied().unwrap_or(0);
+        if matches!(d.message, UpMessage::Heartbeat(_)) {
+            if seq > taken {
+                self.report.heartbeats_ahead += 1;
+                return Verdict::Drop;
+            }
+            return Verdict::Take;
+        }
+        if seq <= taken {
+            self.report.duplicates += 1;
+            return Verdict::Drop;
+        }
+        if seq == taken + 1 || (seq == base && base > taken + 1) {
+            if seq > taken + 1 {
+                self.report.given_up += seq - taken - 1;
+                warn!(%processor, incarnation, from = taken + 1, to = seq - 1, "messages the processor gave up before this aggregator had them (see its log)");
+            }
+            self.taken.insert(key, seq);
+            return Verdict::Take;
+        }
+        self.report.out_of_order += 1;
+        Verdict::Drop
+    }
+
+    fn publish(&mut self) {
+        let Some(p) = self.acks.as_mut() else {
+            return;
+        };
+        let m = AckMessage {
+            aggregator: self.incarnation,
+            acks: self
+                .durable
+                .iter()
+                .map(|((processor, incarnation), seq)| Ack {
+                    processor: processor.clone(),
+                    incarnation: *incarnation,
+                    seq: *seq,
+                })
+                .collect(),
+        };
+        m.encode(&mut p.buf);
+        if let Err(e) = p.socket.send(&p.buf[..], zmq::DONTWAIT) {
+            warn!(error = %e, "acknowledgements not published");
+        }
+    }
+}
+
+impl Publisher {
+    fn bind(config: &Config, endpoint: &str) -> Result<Publisher, DurableError> {
+        let err = |what| {
+            move |source| DurableError::Socket {
+                what,
+                endpoint: endpoint.to_owned(),
+                source,
+            }
+        };
+        let ctx = zmq::Context::new();
+        let socket = ctx.socket(zmq::PUB).map_err(err("create a socket for"))?;
+        socket.set_linger(2000).map_err(err("configure"))?;
+        let auth = tapflow_runtime::curve::secure_server(&ctx, &socket, &config.security, endpoint)
+            .map_err(err("set up CURVE for"))?;
+        socket.bind(endpoint).map_err(err("bind"))?;
+        Ok(Publisher {
+            socket,
+            _auth: auth,
+            _ctx: ctx,
+            buf: Vec::new(),
+        })
+    }
+}
+
+/// A fresh run: its first frame says where its logs begin.
+fn begin(config: &Config, wal: &mut Wal) -> Result<(), WalError> {
+    let start = Start {
+        logs: [&config.conn_log, &config.alerts_log]
+            .into_iter()
+            .flatten()
+            .map(|p| (p.clone(), std::fs::metadata(p).map_or(0, |m| m.len())))
+            .collect(),
+    };
+    let json = serde_json::to_vec(&start).unwrap_or_default();
+    wal.append(&[&[START], &json])
+}
+
+/// The frames after the start: the restarts noted in `report`, the messages returned.
+fn resume(frames: &[Vec<u8>], report: &mut DurabilityReport) -> Vec<Delivered> {
+    let mut replay = Vec::new();
+    for f in frames {
+        match f.split_first() {
+            Some((&RESTART, t)) => report.restarts.push(number(t)),
+            Some((&MESSAGE, m)) => match Delivered::decode(m) {
+                Ok(d) => replay.push(d),
+                Err(e) => warn!(error = %e, "write-ahead log: an undecodable message skipped"),
+            },
+            _ => warn!("write-ahead log: a frame of an unknown kind skipped"),
+        }
+    }
+    report.replayed = replay.len() as u64;
+    replay
+}
+
+fn number(b: &[u8]) -> u64 {
+    b.iter().take(8).fold(0u64, |n, &x| (n << 8) | u64::from(x))
+}

@@ -1,0 +1,366 @@
+//! Nothing lost when the aggregator restarts (issue 18): with `--state-dir` (its write-ahead
+//! log) and acknowledged delivery (`--ack-listen` / the processors' `--aggregator-acks`), an
+//! aggregator killed (SIGKILL, or SIGTERM) at different moments of a run over a generated
+//! capture and started again a second later with the same command line leaves the same conn
+//! log, byte for byte, as the run without the fault, the same alert events, and a report that
+//! says `complete` with its restarts listed.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use tapflow_integration_tests::cluster::generate;
+use tapflow_integration_tests::{bin, endpoint, free_ports, read_text, Proc};
+
+/// Packets of the generated capture, and its flows.
+const PACKETS: u32 = 400_000;
+const FLOWS: u32 = 40_000;
+const PROCESSORS: usize = 2;
+/// Every process must have exited this long after the start.
+const RUN_TIMEOUT: Duration = Duration::from_secs(240);
+
+/// When the aggregator is killed.
+#[derive(Clone, Copy, Debug)]
+enum Moment {
+    /// This long after the pipeline started.
+    After(Duration),
+    /// Once the conn log holds this many bytes.
+    ConnBytes(u64),
+    /// Once the first processor's end-of-stream has reached it: the end of the stream, when
+    /// the processors flush every session and the aggregator writes most of its conn log.
+    FirstEnded,
+    /// Once a restarted aggregator has said it is restarting from its write-ahead log (its
+    /// replay about to begin).
+    Restarting,
+}
+
+/// One pipeline run's directory, ports and processes.
+struct Pipeline {
+    dir: PathBuf,
+    agg_args: Vec<String>,
+    aggregator: Proc,
+    restarts: usize,
+    others: Vec<Proc>,
+}
+
+impl Pipeline {
+    /// Starts an aggregator (with a state directory when `durable`), the processors and one
+    /// collector reading `pcap`, in `dir`.
+    fn start(dir: &Path, pcap: &Path, durable: bool) -> Pipeline {
+        let ports = free_ports(PROCESSORS + 2);
+        let (agg, ack) = (endpoint(ports[0]), endpoint(ports[1]));
+        let path = |name: &str| dir.join(name).display().to_string();
+        let mut agg_args: Vec<String> = [
+            "--listen",
+            &agg,
+            "--processors",
+            &PROCESSORS.to_string(),
+            "--exit-on-eos",
+            "--plain",
+            "--conn-log",
+            &path("conn.jsonl"),
+            "--alerts-log",
+            &path("alerts.jsonl"),
+            "--health-log",
+            &path("health.jsonl"),
+        ]
+        .map(String::from)
+        .to_vec();
+        if durable {
+            agg_args
+                .extend(["--state-dir", &path("state"), "--ack-listen", &ack].map(String::from));
+        }
+        let aggregator = Proc::spawn("aggregator-0", &bin("tapflow-aggregator"), &agg_args, dir);
+        let mut others = Vec::new();
+        for (i, port) in ports[2..].iter().enumerate() {
+            let mut args: Vec<String> = [
+                "--listen",
+                &endpoint(*port),
+                "--aggregator",
+                &agg,
+                "--collectors",
+                "1",
+                "--exit-on-eos",
+                "--plain",
+                "--name",
+                &format!("processor{i}"),
+            ]
+            .map(String::from)
+            .to_vec();
+            if durable {
+                args.extend(
+                    ["--aggregator-acks", &ack, "--resend-after-ms", "1000"].map(String::from),
+                );
+            }
+            others.push(Proc::spawn(
+                &format!("processor{i}"),
+                &bin("tapflow-processor"),
+                &args,
+                dir,
+            ));
+        }
+        let mut args = vec![
+            "--pcap".to_string(),
+            pcap.display().to_string(),
+            "--plain".into(),
+        ];
+        for port in &ports[2..] {
+            args.extend(["--processor".to_string(), endpoint(*port)]);
+        }
+        others.push(Proc::spawn(
+            "collector",
+            &bin("tapflow-collector"),
+            &args,
+            dir,
+        ));
+        Pipeline {
+            dir: dir.to_path_buf(),
+            agg_args,
+            aggregator,
+            restarts: 0,
+            others,
+        }
+    }
+
+    /// Waits for `moment`, then sends `signal` to the aggregator, waits for it to end, and a
+    /// second later starts it again with the same command line.
+    fn kill_and_restart(&mut self, started: Instant, moment: Moment, signal: &str) {
+        let deadline = Instant::now() + RUN_TIMEOUT;
+        while !self.reached(started, moment) {
+            assert!(Instant::now() < deadline, "{moment:?} never came");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        let running = self.aggregator.child.try_wait().ok().flatten().is_none();
+        assert!(
+            running,
+            "the aggregator ended before {moment:?}: {}",
+            self.aggregator.stderr()
+        );
+        let lines = conn_lines(&self.dir);
+        let health = std::fs::read_to_string(self.dir.join("health.jsonl")).unwrap_or_default();
+        if signal == "TERM" && health.contains("\"accounting\"") {
+            // A restarted aggregator can finish the run before the moment is seen.
+            eprintln!("the run was over before {moment:?}: no SIGTERM");
+            return;
+        }
+        assert!(
+            !health.contains("\"accounting\""),
+            "the run was over before {moment:?}: {health}"
+        );
+        tapflow_integration_tests::faults::signal(self.aggregator.child.id(), signal);
+        let status = self
+            .aggregator
+            .wait_until(Instant::now() + Duration::from_secs(60));
+        eprintln!(
+            "aggregator: signal {signal} at {moment:?} ({lines} conn lines then): {status:?}"
+        );
+        // SIGTERM during the final flush lets it finish: the run is over, its report written
+        // and its log emptied; started again it would be a new run. Not restarted then.
+        let health = std::fs::read_to_string(self.dir.join("health.jsonl")).unwrap_or_default();
+        if health.contains("\"accounting\"") {
+            assert_eq!(signal, "TERM", "a report after SIGKILL");
+            eprintln!("the run ended at SIGTERM, with its report: not restarted");
+            return;
+        }
+        std::thread::sleep(Duration::from_secs(1));
+        self.restarts += 1;
+        self.aggregator = Proc::spawn(
+            &format!("aggregator-{}", self.restarts),
+            &bin("tapflow-aggregator"),
+            &self.agg_args,
+            &self.dir,
+        );
+    }
+
+    fn reached(&self, started: Instant, moment: Moment) -> bool {
+        match moment {
+            Moment::After(d) => started.elapsed() >= d,
+            Moment::ConnBytes(n) => {
+                std::fs::metadata(self.dir.join("conn.jsonl")).map_or(0, |m| m.len()) >= n
+            }
+            Moment::FirstEnded => self.aggregator.stderr().contains("processor ended"),
+            Moment::Restarting => self
+                .aggregator
+                .stderr()
+                .contains("restarting from the write-ahead log"),
+        }
+    }
+
+    /// Waits for every process to end by itself; returns what the run wrote.
+    fn finish(mut self) -> Outcome {
+        let deadline = Instant::now() + RUN_TIMEOUT;
+        for p in self
+            .others
+            .iter_mut()
+            .chain(std::iter::once(&mut self.aggregator))
+        {
+            let status = p.wait_until(deadline);
+            assert!(
+                status.is_some_and(|s| s.success()),
+                "{} did not exit 0: {status:?}\n{}",
+                p.name,
+                p.stderr()
+            );
+        }
+        let health = read_text(&self.dir.join("health.jsonl"));
+        let report = health
+            .lines()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .rfind(|v| v["kind"] == "accounting");
+        assert!(
+            report.is_some(),
+            "no accounting report: {}",
+            self.aggregator.stderr()
+        );
+        let mut alerts: Vec<String> = read_text(&self.dir.join("alerts.jsonl"))
+            .lines()
+            .map(String::from)
+            .collect();
+        alerts.sort();
+        Outcome {
+            restarts: self.restarts,
+            conn: std::fs::read(self.dir.join("conn.jsonl")).unwrap_or_default(),
+            alerts,
+            report: report.unwrap_or_default(),
+        }
+    }
+}
+
+struct Outcome {
+    restarts: usize,
+    conn: Vec<u8>,
+    alerts: Vec<String>,
+    report: Value,
+}
+
+fn conn_lines(dir: &Path) -> usize {
+    std::fs::read(dir.join("conn.jsonl")).map_or(0, |b| b.iter().filter(|&&c| c == b'\n').count())
+}
+
+/// A run over `pcap` in a new directory under `root`, with the aggregator signalled at each of
+/// `moments` in turn (each restart a second later).
+fn run(root: &Path, name: &str, pcap: &Path, durable: bool, moments: &[(Moment, &str)]) -> Outcome {
+    let dir = root.join(name);
+    std::fs::create_dir_all(&dir).expect("a run directory");
+    let started = Instant::now();
+    let mut p = Pipeline::start(&dir, pcap, durable);
+    for &(moment, signal) in moments {
+        p.kill_and_restart(started, moment, signal);
+    }
+    p.finish()
+}
+
+/// The faulty run's outputs are the clean run's, and its report lists its restarts.
+fn check_same(name: &str, clean: &Outcome, faulty: &Outcome) {
+    let restarts = faulty.restarts;
+    let d = &faulty.report["durability"];
+    eprintln!(
+        "{name}: {} conn bytes, {} alert events; durability: {d}",
+        faulty.conn.len(),
+        faulty.alerts.len()
+    );
+    assert_eq!(faulty.report["complete"], true, "{name}: {}", faulty.report);
+    assert_eq!(
+        faulty.report["reconciled"], true,
+        "{name}: {}",
+        faulty.report
+    );
+    assert_eq!(
+        d["restarts"].as_array().map(Vec::len),
+        Some(restarts),
+        "{name}: {d}"
+    );
+    assert!(
+        faulty.conn == clean.conn,
+        "{name}: the conn log differs from the clean run's ({} bytes against {})",
+        faulty.conn.len(),
+        clean.conn.len()
+    );
+    assert_eq!(
+        faulty.alerts, clean.alerts,
+        "{name}: the alert events differ"
+    );
+}
+
+#[test]
+fn aggregator_killed_at_five_moments_loses_nothing() {
+    let root = tempfile::tempdir().expect("a temporary directory");
+    let pcap = generate(root.path(), PACKETS, FLOWS);
+    let plain = run(root.path(), "plain", &pcap, false, &[]);
+    let clean = run(root.path(), "clean", &pcap, true, &[]);
+    // With a state directory and nothing failing, the outputs are those of a run without one.
+    assert!(clean.conn == plain.conn, "--state-dir changed the conn log");
+    assert_eq!(clean.alerts, plain.alerts);
+    assert_eq!(clean.report["complete"], true, "{}", clean.report);
+    let lines = clean.conn.iter().filter(|&&c| c == b'\n').count();
+    eprintln!(
+        "clean run: {lines} sessions, {} alert events",
+        clean.alerts.len()
+    );
+    assert!(lines > 10_000, "too few sessions to be a test: {lines}");
+    let bytes = clean.conn.len() as u64;
+    let kill = "KILL";
+    let cases: [(&str, Vec<(Moment, &str)>); 5] = [
+        (
+            "early",
+            vec![(Moment::After(Duration::from_millis(300)), kill)],
+        ),
+        ("first-lines", vec![(Moment::ConnBytes(1), kill)]),
+        ("a-third", vec![(Moment::ConnBytes(bytes / 3), kill)]),
+        ("end-of-stream", vec![(Moment::FirstEnded, kill)]),
+        (
+            "twice",
+            vec![
+                (Moment::ConnBytes(1), kill),
+                // The second incarnation, as its replay begins (a run over in well under a
+                // second leaves no later moment that is sure to come before its end).
+                (Moment::Restarting, kill),
+            ],
+        ),
+    ];
+    for (name, moments) in cases {
+        let faulty = run(root.path(), name, &pcap, true, &moments);
+        assert_eq!(
+            faulty.restarts,
+            moments.len(),
+            "{name}: a kill -9 is always restarted"
+        );
+        check_same(name, &clean, &faulty);
+    }
+}
+
+/// A case: its name, the moments of its signals, the restarts it has at least.
+type Case<'a> = (&'a str, Vec<(Moment, &'a str)>, usize);
+
+#[test]
+fn aggregator_stopped_by_sigterm_and_started_again_loses_nothing() {
+    let root = tempfile::tempdir().expect("a temporary directory");
+    let root = root.path();
+    let pcap = generate(root, PACKETS, FLOWS);
+    let clean = run(root, "clean", &pcap, true, &[]);
+    let term = "TERM";
+    // A SIGTERM in the final flush lets the run finish with its report (then it is not
+    // restarted); the conn log's first lines come before the end of the stream.
+    let cases: [Case; 4] = [
+        ("term-first-lines", vec![(Moment::ConnBytes(1), term)], 1),
+        (
+            "term-early",
+            vec![(Moment::After(Duration::from_millis(300)), term)],
+            0,
+        ),
+        ("term-end-of-stream", vec![(Moment::FirstEnded, term)], 0),
+        (
+            "term-twice",
+            vec![(Moment::ConnBytes(1), term), (Moment::FirstEnded, term)],
+            1,
+        ),
+    ];
+    for (name, moments, at_least) in cases {
+        let faulty = run(root, name, &pcap, true, &moments);
+        assert!(
+            faulty.restarts >= at_least,
+            "{name}: the first SIGTERM comes mid-run"
+        );
+        check_same(name, &clean, &faulty);
+    }
+}

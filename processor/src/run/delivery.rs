@@ -1,0 +1,279 @@
+//! The PUSH socket to the aggregator, with acknowledged delivery when `--aggregator-acks` is
+//! given: every data message (records, announcements, the end-of-stream account) gets a
+//! sequence number and is kept until the aggregator acknowledges it as durable; a restarted
+//! aggregator (a new incarnation in its acknowledgements), or none for `--resend-after`, gets
+//! everything not acknowledged again, in order (it discards duplicates by sequence number).
+//! What is kept is bounded by `--unacked-max-bytes`: past it the oldest is given up, logged
+//! as an ERROR and counted.
+
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
+
+use tapflow_proto::delivery::{encode_sequenced, AckMessage, Seq};
+use tapflow_runtime::ratelimit::RateLimit;
+use tracing::{error, info, warn};
+
+use crate::engine::Upstream;
+
+/// The socket to the aggregator, and what it has not acknowledged.
+pub(crate) struct Delivery {
+    push: zmq::Socket,
+    acks: Option<Acks>,
+}
+
+/// Counts of acknowledged delivery, logged at the end.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct DeliveryStats {
+    pub messages: u64,
+    pub acknowledged: u64,
+    pub resent: u64,
+    pub given_up: u64,
+    pub given_up_bytes: u64,
+}
+
+struct Acks {
+    sub: zmq::Socket,
+    name: String,
+    incarnation: u64,
+    /// Sequenced frames not yet acknowledged, oldest first, with their numbers.
+    held: VecDeque<(u64, Vec<u8>)>,
+    held_bytes: usize,
+    max_bytes: usize,
+    next_seq: u64,
+    /// The first sequence number not yet handed to the socket.
+    next_send: u64,
+    acked: u64,
+    aggregator: Option<u64>,
+    last_progress: Instant,
+    resend_after: Duration,
+    stats: DeliveryStats,
+    log: RateLimit<&'static str>,
+    wrap: Vec<u8>,
+}
+
+impl Delivery {
+    pub(crate) fn plain(push: zmq::Socket) -> Delivery {
+        Delivery { push, acks: None }
+    }
+
+    /// Acknowledged delivery: `sub` (connected to the aggregator's acknowledgements) tells
+    /// what may be forgotten.
+    pub(crate) fn acknowledged(
+        push: zmq::Socket,
+        sub: zmq::Socket,
+        name: &str,
+        incarnation: u64,
+        max_bytes: usize,
+        resend_after: Duration,
+    ) -> Delivery {
+        let acks = Acks {
+            sub,
+            name: name.to_owned(),
+            incarnation,
+            held: VecDeque::new(),
+            held_bytes: 0,
+            max_bytes,
+            next_seq: 1,
+            next_send: 1,
+            acked: 0,
+            aggregator: None,
+            last_progress: Instant::now(),
+            resend_after,
+            stats: DeliveryStats::default(),
+            log: RateLimit::default(),
+            wrap: Vec::new(),
+        };
+        Delivery {
+            push,
+            acks: Some(acks),
+        }
+    }
+
+    /// Sends a heartbeat (never kept): sequenced with the last data message handed over.
+    pub(crate) fn send_heartbeat(&mut self, frame: &[u8]) {
+        let sent = match self.acks.as_mut() {
+            None => self.push.send(frame, zmq::DONTWAIT),
+            Some(a) => {
+                let seq = Seq {
+                    seq: a.next_send - 1,
+                    base: a.base(),
+                };
+                encode_sequenced(seq, frame, &mut a.wrap);
+                self.push.send(&a.wrap[..], zmq::DONTWAIT)
+            }
+        };
+        if let Err(e) = sent {
+            warn!(error = %e, "heartbeat to aggregator not sent");
+        }
+    }
+
+    /// Reads the acknowledgements waiting, sends again what a restarted or silent aggregator
+    /// lacks, and hands over what is waiting.
+    pub(crate) fn service(&mut self) {
+        if let Some(a) = self.acks.as_mut() {
+            a.read_acks();
+            a.resend_if_stalled();
+            a.pump(&self.push);
+        }
+    }
+
+    /// Nothing is waiting for an acknowledgement.
+    pub(crate) fn settled(&self) -> bool {
+        self.acks.as_ref().is_none_or(|a| a.held.is_empty())
+    }
+
+    /// At the end: serves acknowledgements until everything is acknowledged or `wait` has
+    /// passed (then what is left is logged as an ERROR); returns the counts.
+    pub(crate) fn drain(&mut self, wait: Duration) -> Option<DeliveryStats> {
+        let deadline = Instant::now() + wait;
+        while !self.settled() && Instant::now() < deadline {
+            if let Some(a) = self.acks.as_ref() {
+                let _ = a.sub.poll(zmq::POLLIN, 100);
+            }
+            self.service();
+        }
+        let a = self.acks.as_ref()?;
+        if a.held.is_empty() {
+            info!(stats = ?a.stats, "every message acknowledged by the aggregator");
+        } else {
+            error!(unacknowledged = a.held.len(), bytes = a.held_bytes, wait_s = wait.as_secs(), stats = ?a.stats,
+                "messages the aggregator never acknowledged (it may not have them): giving up at exit");
+        }
+        Some(a.stats)
+    }
+}
+
+impl Upstream for Delivery {
+    fn send_data(&mut self, frame: &[u8], flags: i32) -> Result<(), zmq::Error> {
+        let Some(a) = self.acks.as_mut() else {
+            return self.push.send(frame, flags);
+        };
+        let seq = Seq {
+            seq: a.next_seq,
+            base: a.base(),
+        };
+        let mut wrapped = Vec::with_capacity(frame.len() + 20);
+        encode_sequenced(seq, frame, &mut wrapped);
+        if a.held.is_empty() {
+            a.last_progress = Instant::now();
+        }
+        a.held_bytes += wrapped.len();
+        a.held.push_back((a.next_seq, wrapped));
+        a.next_seq += 1;
+        a.stats.messages += 1;
+        a.give_up_past_cap();
+        a.pump(&self.push);
+        Ok(())
+    }
+}
+
+impl Acks {
+    /// The lowest sequence number still held (the next one when none is).
+    fn base(&self) -> u64 {
+        self.held.front().map_or(self.next_seq, |(s, _)| *s)
+    }
+
+    /// Hands the held messages not yet handed over to the socket, until it has no room.
+    fn pump(&mut self, push: &zmq::Socket) {
+        let Some(first) = self.held.front().map(|(s, _)| *s) else {
+            return;
+        };
+        self.next_send = self.next_send.max(first);
+        while self.next_send < self.next_seq {
+            let i = (self.next_send - first) as usize;
+            let Some((_, frame)) = self.held.get(i) else {
+                return;
+            };
+            match push.send(&frame[..], zmq::DONTWAIT) {
+                Ok(()) => self.next_send += 1,
+                Err(zmq::Error::EAGAIN) => return,
+                Err(e) => {
+                    if let Some(l) = self.log.hit("send", Instant::now()) {
+                        warn!(error = %e, suppressed = l.suppressed, "message to the aggregator not handed over (kept, sent again)");
+                    }
+                    return;
+                }
+            }
+        }
+    }
+
+    fn read_acks(&mut self) {
+        while let Ok(bytes) = self.sub.recv_bytes(zmq::DONTWAIT) {
+            match AckMessage::decode(&bytes) {
+                Ok(m) => self.on_ack(&m),
+                Err(e) => {
+                    if let Some(l) = self.log.hit("ack", Instant::now()) {
+                        warn!(error = %e, suppressed = l.suppressed, "undecodable acknowledgement dropped");
+                    }
+                }
+            }
+        }
+    }
+
+    fn on_ack(&mut self, m: &AckMessage) {
+        let mine = m
+            .acks
+            .iter()
+            .find(|a| a.processor == self.name && a.incarnation == self.incarnation)
+            .map(|a| a.seq);
+        if let Some(seq) = mine.filter(|&s| s > self.acked) {
+            self.acked = seq;
+            self.last_progress = Instant::now();
+            while self.held.front().is_some_and(|(s, _)| *s <= seq) {
+                if let Some((_, f)) = self.held.pop_front() {
+                    self.held_bytes -= f.len();
+                    self.stats.acknowledged += 1;
+                }
+            }
+        }
+        if self.aggregator != Some(m.aggregator) {
+            if self.aggregator.is_some() {
+                info!(
+                    aggregator = m.aggregator,
+                    unacknowledged = self.held.len(),
+                    "aggregator restarted: sending again what it has not acknowledged"
+                );
+                self.go_back();
+            }
+            self.aggregator = Some(m.aggregator);
+        }
+    }
+
+    /// Sends again, from the oldest message held.
+    fn go_back(&mut self) {
+        if let Some((first, _)) = self.held.front() {
+            self.stats.resent += self.next_send.saturating_sub(*first);
+            self.next_send = *first;
+        }
+        self.last_progress = Instant::now();
+    }
+
+    fn resend_if_stalled(&mut self) {
+        if !self.held.is_empty()
+            && self.next_send > self.base()
+            && self.last_progress.elapsed() >= self.resend_after
+        {
+            warn!(
+                unacknowledged = self.held.len(),
+                "no acknowledgement for a while: sending again what is not acknowledged"
+            );
+            self.go_back();
+        }
+    }
+
+    /// Past `max_bytes`, the oldest held message is given up: an ERROR, counted.
+    fn give_up_past_cap(&mut self) {
+        while self.held_bytes > self.max_bytes && self.held.len() > 1 {
+            let Some((seq, f)) = self.held.pop_front() else {
+                return;
+            };
+            self.held_bytes -= f.len();
+            self.stats.given_up += 1;
+            self.stats.given_up_bytes += f.len() as u64;
+            if let Some(l) = self.log.hit("given_up", Instant::now()) {
+                error!(seq, bytes = f.len(), given_up = self.stats.given_up, suppressed = l.suppressed,
+                    "unacknowledged messages past --unacked-max-bytes: the oldest is given up (lost if the aggregator lacks it)");
+            }
+        }
+    }
+}
