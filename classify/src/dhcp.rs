@@ -74,6 +74,7 @@ mod tests {
             orig: Side {
                 segments: segs,
                 truncated: cut,
+                len: None,
             },
             resp: Side::default(),
         };

@@ -140,10 +140,12 @@ mod tests {
             orig: Side {
                 segments: orig,
                 truncated: false,
+                len: None,
             },
             resp: Side {
                 segments: resp,
                 truncated: false,
+                len: None,
             },
         }
     }
@@ -179,6 +181,7 @@ mod tests {
         cut.orig = Side {
             segments: &seg,
             truncated: true,
+            len: None,
         };
         assert!(detect(&cut).is_some(), "cut by the budget");
     }

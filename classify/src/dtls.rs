@@ -84,6 +84,7 @@ mod tests {
             orig: Side {
                 segments: &seg,
                 truncated,
+                len: None,
             },
             resp: Side::default(),
         })

@@ -203,10 +203,12 @@ mod tests {
             orig: Side {
                 segments: orig,
                 truncated: false,
+                len: None,
             },
             resp: Side {
                 segments: resp,
                 truncated: true,
+                len: None,
             },
         }
     }

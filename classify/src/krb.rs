@@ -134,10 +134,12 @@ pub(crate) mod tests {
             orig: Side {
                 segments: orig,
                 truncated: false,
+                len: None,
             },
             resp: Side {
                 segments: resp,
                 truncated: false,
+                len: None,
             },
         };
         detect(&ev).map(|f| f.services)

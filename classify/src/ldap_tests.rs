@@ -66,10 +66,12 @@ fn check(proto: u8, port: u16, orig: &[u8], resp: &[u8], cut: bool) -> Option<St
         orig: Side {
             segments: o,
             truncated: cut,
+            len: None,
         },
         resp: Side {
             segments: r,
             truncated: cut,
+            len: None,
         },
     };
     detect(&ev).map(|f| f.services.join(","))

@@ -65,6 +65,10 @@ pub struct Side<'a> {
     pub segments: &'a [&'a [u8]],
     /// The budget ran out (or the collector could not ship everything): more payload existed.
     pub truncated: bool,
+    /// TCP: the stream's whole length as the connection's record counts it (bytes by
+    /// sequence number), when known; what a cut side sent after its shipped prefix is then
+    /// bounded. `None` when unknown (UDP, or a caller without the counts).
+    pub len: Option<u64>,
 }
 
 impl<'a> Side<'a> {
@@ -279,6 +283,7 @@ mod tests {
             orig: Side {
                 segments: seg,
                 truncated: false,
+                len: None,
             },
             ..Evidence::default()
         };

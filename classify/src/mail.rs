@@ -143,10 +143,12 @@ mod tests {
             orig: Side {
                 segments: orig,
                 truncated: false,
+                len: None,
             },
             resp: Side {
                 segments: resp,
                 truncated: false,
+                len: None,
             },
         }
     }

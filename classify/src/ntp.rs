@@ -55,6 +55,7 @@ mod tests {
             orig: Side {
                 segments: segs,
                 truncated: false,
+                len: None,
             },
             resp: Side::default(),
         };
@@ -83,6 +84,7 @@ mod tests {
             orig: Side {
                 segments: segs,
                 truncated: false,
+                len: None,
             },
             resp: Side::default(),
         };

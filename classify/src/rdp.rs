@@ -148,10 +148,12 @@ mod tests {
             orig: Side {
                 segments: o,
                 truncated: false,
+                len: None,
             },
             resp: Side {
                 segments: r,
                 truncated: false,
+                len: None,
             },
         };
         detect(&ev).map(|f| f.services.join(","))
@@ -200,10 +202,12 @@ mod tests {
                 orig: Side {
                     segments: o,
                     truncated: false,
+                    len: None,
                 },
                 resp: Side {
                     segments: r,
                     truncated: false,
+                    len: None,
                 },
             };
             detect(&ev).map(|f| f.services)

@@ -216,10 +216,12 @@ mod tests {
             orig: Side {
                 segments: o,
                 truncated: cut,
+                len: None,
             },
             resp: Side {
                 segments: r,
                 truncated: cut,
+                len: None,
             },
         };
         detect(&ev).map(|f| f.services.join(","))

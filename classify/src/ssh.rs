@@ -1,7 +1,9 @@
 //! `ssh`: Zeek's SSH analyzer parses each side's version line (`SSH-x.y-software`) and then the
 //! binary packets of the key exchange, and confirms on a `NEWKEYS` message (SSH-1: the session
 //! key). The key exchange often runs past the shipped budget: a side whose evidence was cut
-//! while its packets still parsed is taken as one that would reach it.
+//! while its packets still parsed is taken as one that would reach it, unless the side's whole
+//! stream ([`Side::len`]) ends within the packet it was cut in (nothing followed it: no
+//! `NEWKEYS` from that side, as with an oversized `KEXINIT` and a hang-up).
 
 use crate::scan::{found, lines_with_end, Reader};
 use crate::{Evidence, Found, Side, TCP};
@@ -35,9 +37,12 @@ fn side(s: &Side) -> bool {
     };
     let mut r = Reader::new(stream.get(start..).unwrap_or(&[]));
     loop {
+        let at = (start + r.pos()) as u64;
         let Some(len) = r.u32() else {
             return s.truncated;
         };
+        // A cut side goes on only if its stream goes on past this packet.
+        let goes_on = s.truncated && s.len.is_none_or(|total| total > at + 4 + u64::from(len));
         if len == 0 || len > MAX_PACKET {
             return false;
         }
@@ -48,13 +53,13 @@ fn side(s: &Side) -> bool {
         } else {
             r.u8().and_then(|_padding| r.u8())
         };
-        let Some(kind) = kind else { return s.truncated };
+        let Some(kind) = kind else { return goes_on };
         if (ssh1 && kind == SSH1_CMSG_SESSION_KEY) || (!ssh1 && kind == MSG_NEWKEYS) {
             return true;
         }
         let consumed = if ssh1 { 1 } else { 2 };
         if r.take((len as usize).saturating_sub(consumed)).is_none() {
-            return s.truncated;
+            return goes_on;
         }
     }
 }
@@ -81,10 +86,12 @@ mod tests {
             orig: Side {
                 segments: orig,
                 truncated,
+                len: None,
             },
             resp: Side {
                 segments: resp,
                 truncated,
+                len: None,
             },
         }
     }
@@ -111,6 +118,32 @@ mod tests {
         assert!(detect(&ev(&[cut], &[s], true)).is_some());
         assert_eq!(detect(&ev(&[cut], &[s], false)), None);
         assert_eq!(detect(&ev(&[cut], &[], true)), None, "one side only");
+    }
+
+    #[test]
+    fn a_cut_side_whose_stream_ends_in_that_packet_never_reaches_newkeys() {
+        // An oversized KEXINIT and a hang-up (Zeek's kex-quadratic trace): each side's stream
+        // ends where its KEXINIT does, so neither sends NEWKEYS.
+        let mut c = b"SSH-2.0-PuTTY\r\n".to_vec();
+        c.extend(packet(20, 1200));
+        let whole = c.len() as u64;
+        let mut s = b"SSH-2.0-srv\r\n".to_vec();
+        s.extend(packet(20, 300));
+        let mut e = ev(&[], &[], true);
+        let (cut, srv) = ([&c[..600]], [&s[..]]);
+        e.orig = Side {
+            segments: &cut,
+            truncated: true,
+            len: Some(whole),
+        };
+        e.resp = Side {
+            segments: &srv,
+            truncated: false,
+            len: Some(s.len() as u64),
+        };
+        assert_eq!(detect(&e), None, "the stream ends with the cut packet");
+        e.orig.len = Some(whole + 16);
+        assert!(detect(&e).is_some(), "a packet follows the cut one");
     }
 
     #[test]

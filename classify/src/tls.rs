@@ -223,10 +223,12 @@ pub(crate) mod tests {
             orig: Side {
                 segments: orig,
                 truncated: false,
+                len: None,
             },
             resp: Side {
                 segments: resp,
                 truncated: false,
+                len: None,
             },
         }
     }

@@ -74,10 +74,12 @@ pub(crate) mod tests {
             orig: Side {
                 segments: o,
                 truncated: cut,
+                len: None,
             },
             resp: Side {
                 segments: r,
                 truncated: cut,
+                len: None,
             },
         };
         detect(&ev)

@@ -26,10 +26,12 @@ mod tests {
             orig: Side {
                 segments: &o,
                 truncated: false,
+                len: None,
             },
             resp: Side {
                 segments: &r,
                 truncated: false,
+                len: None,
             },
         });
         (v.service(), v.server_name)

@@ -67,10 +67,12 @@ mod tests {
             orig: Side {
                 segments: &o,
                 truncated: false,
+                len: None,
             },
             resp: Side {
                 segments: &r,
                 truncated: false,
+                len: None,
             },
         })
     }

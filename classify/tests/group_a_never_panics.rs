@@ -78,8 +78,8 @@ proptest! {
             proto,
             orig_port: ports.0,
             resp_port: ports.1,
-            orig: Side { segments: &o, truncated: cut.0 },
-            resp: Side { segments: &r, truncated: cut.1 },
+            orig: Side { segments: &o, truncated: cut.0, len: None },
+            resp: Side { segments: &r, truncated: cut.1, len: None },
         };
         let v = classify(&ev);
         // Every service is listed once, and a name never comes out of thin air.

@@ -7,9 +7,11 @@
 //!
 //! Input layout:
 //! ```text
-//! byte 0     bit 0: UDP (else TCP), bit 1: orig truncated, bit 2: resp truncated
+//! byte 0     bit 0: UDP (else TCP), bit 1: orig truncated, bit 2: resp truncated,
+//!            bit 3: the sides' whole lengths are known (`Side::len`)
 //! bytes 1-4  originator port, responder port (u16 LE each)
-//! byte 5     UDP: datagrams per side (1..=8), from the low nibble
+//! byte 5     UDP: datagrams per side (1..=8), from the low nibble; the high nibble: how many
+//!            bytes past its evidence each side's whole length goes (with bit 3)
 //! bytes 6-7  u16 LE: how many of the remaining bytes are the originator's (the rest the
 //!            responder's); UDP sides are cut into that many datagrams of equal length
 //! ```
@@ -29,6 +31,7 @@ fuzz_target!(|data: &[u8]| {
     let (orig, resp) = rest.split_at(split);
     let n = usize::from(dg & 0x0f).clamp(1, 8);
     let (o, r) = (segments(orig, udp, n), segments(resp, udp, n));
+    let len = |b: &[u8]| (bits & 8 != 0).then(|| (b.len() + usize::from(dg >> 4)) as u64);
     let ev = Evidence {
         proto: if udp { 17 } else { 6 },
         orig_port: u16::from_le_bytes([*op0, *op1]),
@@ -36,10 +39,12 @@ fuzz_target!(|data: &[u8]| {
         orig: Side {
             segments: &o,
             truncated: bits & 2 != 0,
+            len: len(orig),
         },
         resp: Side {
             segments: &r,
             truncated: bits & 4 != 0,
+            len: len(resp),
         },
     };
     let v = classify(&ev);

@@ -128,10 +128,12 @@ fn a_hopeless_side_changes_no_verdict() {
                 orig: Side {
                     segments: if oa { sa } else { &[] },
                     truncated: truncated && oa,
+                    len: None,
                 },
                 resp: Side {
                     segments: if ob { sb } else { &[] },
                     truncated: truncated && ob,
+                    len: None,
                 },
             };
             let full = classify(&ev(true, true));

@@ -68,6 +68,7 @@ fn run(datagrams: &[&[u8]]) -> Option<Found> {
         orig: Side {
             segments: datagrams,
             truncated: false,
+            len: None,
         },
         resp: Side::default(),
     })

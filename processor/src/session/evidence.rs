@@ -139,8 +139,9 @@ impl EvDir {
 }
 
 impl EvState {
-    /// The classifier's view, by Zeek's roles (`orig` = physical endpoint `o`).
-    fn verdict(&self, proto: u8, ports: [u16; 2], o: usize) -> Verdict {
+    /// The classifier's view, by Zeek's roles (`orig` = physical endpoint `o`; `lens`: the
+    /// TCP streams' whole lengths by role, when known).
+    fn verdict(&self, proto: u8, ports: [u16; 2], o: usize, lens: [Option<u64>; 2]) -> Verdict {
         let udp = proto == ip_proto::UDP;
         let (orig, resp) = (&self.dirs[o], &self.dirs[1 - o]);
         let (op, rp) = (orig.parts(udp), resp.parts(udp));
@@ -151,10 +152,12 @@ impl EvState {
             orig: Side {
                 segments: &op,
                 truncated: orig.cut || orig.have.len() > 1,
+                len: lens[0],
             },
             resp: Side {
                 segments: &rp,
                 truncated: resp.cut || resp.have.len() > 1,
+                len: lens[1],
             },
         };
         classify(&ev)
@@ -184,9 +187,11 @@ impl EvState {
         }
     }
 
-    /// The labels of the connection's record (`o`: the originator's physical index).
-    pub fn labels(&self, proto: u8, ports: [u16; 2], o: usize) -> Labels {
-        let v = self.verdict(proto, ports, o);
+    /// The labels of the connection's record (`o`: the originator's physical index; `sizes`:
+    /// the record's payload bytes by role).
+    pub fn labels(&self, proto: u8, ports: [u16; 2], o: usize, sizes: [u64; 2]) -> Labels {
+        let tcp = proto == ip_proto::TCP;
+        let v = self.verdict(proto, ports, o, sizes.map(|n| tcp.then_some(n)));
         let mut names: Vec<&str> = tunnel_kind::service(self.tunnel_kind).into_iter().collect();
         for s in &v.services {
             if !names.contains(s) {
@@ -205,7 +210,7 @@ impl EvState {
         if c.proto != ip_proto::TCP || self.sent.len() >= MAX_EXPECTS {
             return;
         }
-        let v = self.verdict(c.proto, c.ports, c.orig);
+        let v = self.verdict(c.proto, c.ports, c.orig, [None; 2]);
         let o = c.orig;
         let mut expects = v.expects;
         if v.services.contains(&"ftp") {

@@ -236,10 +236,11 @@ impl Flow {
         ev.take(s, a, cap);
     }
 
-    /// What the evidence says for the record (nothing without evidence).
-    fn labels(&self) -> Labels {
+    /// What the evidence says for the record, whose payload bytes by role are `sizes` (nothing
+    /// without evidence).
+    fn labels(&self, sizes: [u64; 2]) -> Labels {
         match self.extra.as_ref().and_then(|x| x.evidence.as_deref()) {
-            Some(ev) => ev.labels(self.key.proto, self.ports(), self.orig_index()),
+            Some(ev) => ev.labels(self.key.proto, self.ports(), self.orig_index(), sizes),
             None => Labels::default(),
         }
     }
@@ -397,7 +398,7 @@ impl Flow {
             .map(|x| x.parents.clone())
             .unwrap_or_default();
         tunnel_parents.sort_unstable();
-        let labels = self.labels();
+        let labels = self.labels(sizes);
         ConnRecord {
             ts_ns: self.first_ts,
             uid: tapflow_proto::conn::uid(&self.key, self.first_ts),
