@@ -16,7 +16,6 @@
 //! for those the return's switch splits, as any switch does, recognised and counted).
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -24,6 +23,7 @@ use tapflow_integration_tests::cluster::{
     accounting_report, generate, lines, log_field, spawn, wait_all_ok, wait_for, write_set,
     Cluster, T0,
 };
+use tapflow_integration_tests::faults::signal;
 use tapflow_integration_tests::fifo::{feed_paced, mkfifo, read_pcap};
 use tapflow_integration_tests::{endpoint, free_ports, run_pipeline, CollectorSpec, Proc};
 
@@ -73,11 +73,7 @@ fn a_killed_processor_is_removed_and_rejoins_after_the_hold_down() {
     let started = Instant::now();
 
     std::thread::sleep(Duration::from_secs(3));
-    let killed = Command::new("kill")
-        .args(["-KILL", &processors[1].child.id().to_string()])
-        .status()
-        .is_ok_and(|s| s.success());
-    assert!(killed, "kill -KILL processor1 failed");
+    signal(processors[1].child.id(), "KILL");
     let crashed = processors.remove(1);
     wait_for(&aggregator, "processor declared dead", deadline);
     std::thread::sleep(Duration::from_secs(8).saturating_sub(started.elapsed()));

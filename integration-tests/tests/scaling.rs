@@ -12,7 +12,6 @@
 //! duplicated, none lost); and the flood is one `syn_flood` episode in both runs.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -20,6 +19,7 @@ use tapflow_integration_tests::cluster::{
     accounting_report, by_tuple, floods, generate, hup, lines, log_field, packets, wait_all_ok,
     wait_for, write_set, Cluster, T0,
 };
+use tapflow_integration_tests::faults::signal;
 use tapflow_integration_tests::fifo::{feed_paced, mkfifo, read_pcap};
 use tapflow_integration_tests::{run_pipeline, split_by_direction, CollectorSpec, Proc};
 
@@ -322,11 +322,7 @@ fn a_crashed_processor_is_removed_and_its_flows_taken_over() {
     let started = Instant::now();
 
     std::thread::sleep(Duration::from_secs(2));
-    let killed = Command::new("kill")
-        .args(["-KILL", &processors[1].child.id().to_string()])
-        .status()
-        .is_ok_and(|s| s.success());
-    assert!(killed, "kill -KILL processor1 failed");
+    signal(processors[1].child.id(), "KILL");
     std::thread::sleep(Duration::from_secs(3).saturating_sub(started.elapsed()));
     write_set(
         &c.set,
