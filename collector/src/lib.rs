@@ -7,7 +7,6 @@
 
 mod batch;
 pub mod config;
-mod control;
 pub mod decode;
 mod epochs;
 pub mod evidence;

@@ -13,13 +13,13 @@ use tracing::{error, info, warn};
 
 use crate::batch::{Batcher, Flush};
 use crate::config::Config;
-use crate::control::ControlSub;
 use crate::decode::{Decoder, LinkType};
 use crate::epochs::{Reload, ReloadError};
 use crate::link::{LinkCmd, LinkSet, Shared};
 use crate::route::Router;
 use crate::source::{Record, Source};
 use crate::RUN_TARGET;
+use tapflow_runtime::control::ControlSub;
 
 /// How long a processor leaving the set has to take its end-of-stream into the link's queue.
 const RETIRE_WAIT: Duration = Duration::from_secs(5);

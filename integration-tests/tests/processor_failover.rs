@@ -11,9 +11,11 @@
 //!
 //! Checked: the removal was decided within dead-after plus one heartbeat of the last one heard
 //! (plus the aggregator's loop period, 250 ms at most), the return after the hold-down; both
-//! are in the accounting report; and every connection that starts after the removal's switch
-//! is written exactly as a run of the same capture through one fixed processor writes it (but
-//! for those the return's switch splits, as any switch does, recognised and counted).
+//! are in the accounting report; the processors (`--control`) hear both decisions and switch
+//! with the collector, so none takes summaries of an epoch it does not know; and every
+//! connection that starts after the removal's switch is written exactly as a run of the same
+//! capture through one fixed processor writes it (but for those the return's switch splits, as
+//! any switch does: marked `tapflow_split` closed by the survivor that gave them up).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
@@ -51,7 +53,9 @@ fn a_killed_processor_is_removed_and_rejoins_after_the_hold_down() {
     write_set(&c.set, "[0, 1, 2]", &c.proc_ports, &[]);
     let control = endpoint(free_ports(1)[0]);
     let aggregator = aggregator(&c, &control);
-    let mut processors: Vec<Proc> = (0..3).map(|id| c.processor(id)).collect();
+    let mut processors: Vec<Proc> = (0..3)
+        .map(|id| processor(&c, id, &control, &format!("processor{id}")))
+        .collect();
     let fifo = d.join("tap.fifo");
     mkfifo(&fifo);
     // As in `--test scaling`'s crash: drop rather than stall the tap while the dead processor
@@ -77,7 +81,7 @@ fn a_killed_processor_is_removed_and_rejoins_after_the_hold_down() {
     let crashed = processors.remove(1);
     wait_for(&aggregator, "processor declared dead", deadline);
     std::thread::sleep(Duration::from_secs(8).saturating_sub(started.elapsed()));
-    let back = restarted_processor(&c, 1);
+    let back = processor(&c, 1, &control, "processor1-again");
     wait_for(&aggregator, "processor back for its hold-down", deadline);
     assert!(
         started.elapsed() < Duration::from_secs(25),
@@ -170,6 +174,31 @@ fn a_killed_processor_is_removed_and_rejoins_after_the_hold_down() {
     assert_eq!(report["reconciled"], true, "{report}");
     let epochs = report["processor_set"]["epochs"].as_array().map(Vec::len);
     assert_eq!(epochs, Some(3), "{report}");
+    // The processors (`--control`) heard both decisions too: the survivors switched at both
+    // instants, and no processor took summaries of an epoch it did not know.
+    for p in ["processor0", "processor2"] {
+        let log = log_of(p);
+        for epoch in [2, 3] {
+            let switched = format!("processor set: switched epoch epoch={epoch}");
+            assert!(log.contains(&switched), "{p}: {switched}:\n{log}");
+        }
+    }
+    let unknown: Vec<(String, u64)> = report["processors"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|p| {
+            let name = p["processor"].as_str().unwrap_or_default().to_owned();
+            (
+                name,
+                p["counters"]["epoch_unknown"].as_u64().unwrap_or(u64::MAX),
+            )
+        })
+        .collect();
+    assert!(
+        unknown.len() >= 3 && unknown.iter().all(|(_, n)| *n == 0),
+        "summaries of an unknown epoch: {unknown:?}\n{report}"
+    );
 
     // Connections that start after the removal's switch (and a second of margin): each as
     // without the failure, matched by uid (the canonical key and the first packet's time).
@@ -192,10 +221,19 @@ fn a_killed_processor_is_removed_and_rejoins_after_the_hold_down() {
         .map(tuple)
         .collect();
     let (mut same, mut crossed, mut differ) = (0, 0, Vec::new());
+    // The survivor that gave such a connection up at the return's switch marked it closed.
+    let closed_at_switch = |g: &Value| {
+        g["tapflow_split"]
+            .as_str()
+            .is_some_and(|m| m.contains("closed"))
+    };
     for (u, w) in want.iter().filter(|(_, w)| ts(w) >= remove_s + 1.0) {
         if got.get(u).is_some_and(|g| summary(g) == summary(w)) {
             same += 1;
-        } else if ts(w) < add_s && pieces_after_return.contains(&tuple(w)) {
+        } else if ts(w) < add_s
+            && pieces_after_return.contains(&tuple(w))
+            && got.get(u).is_some_and(closed_at_switch)
+        {
             crossed += 1;
         } else {
             differ.push(w.to_string());
@@ -283,7 +321,9 @@ fn aggregator(c: &Cluster, control: &str) -> Proc {
 
 /// Processor `id` started again with the same flags (same name, a new incarnation); its stderr
 /// goes to a file of its own.
-fn restarted_processor(c: &Cluster, id: usize) -> Proc {
+/// Processor `id` of the set, subscribed to the aggregator's control channel (its decisions
+/// reach it as a SIGHUP reload would), spawned as `name`.
+fn processor(c: &Cluster, id: usize, control: &str, name: &str) -> Proc {
     let args = [
         "--listen",
         &endpoint(c.proc_ports[id]),
@@ -300,13 +340,10 @@ fn restarted_processor(c: &Cluster, id: usize) -> Proc {
         &id.to_string(),
         "--heartbeat-ms",
         &HEARTBEAT_MS.to_string(),
+        "--control",
+        control,
     ]
     .map(str::to_owned)
     .to_vec();
-    spawn(
-        &format!("processor{id}-again"),
-        "tapflow-processor",
-        args,
-        &c.dir,
-    )
+    spawn(name, "tapflow-processor", args, &c.dir)
 }

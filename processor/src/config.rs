@@ -94,6 +94,13 @@ tapflow_runtime::layered! {
         /// This processor's id in the processor set.
         #[arg(long, env = "TAPFLOW_ID")]
         pub id: Option<u16>,
+        /// The aggregator's control endpoint (its --control-listen), with --processor-set: the
+        /// processor-set changes the aggregator decides (a dead processor removed, one back
+        /// added again) reach this processor as a SIGHUP reload does, so it checks routing in
+        /// the new epoch and closes the flows that move at the switch [default: none, the set
+        /// changes only by SIGHUP]. Secured as the link to the aggregator.
+        #[arg(long, env = "TAPFLOW_CONTROL", requires = "processor_set")]
+        pub control: Option<String>,
         /// The aggregator's acknowledgement endpoint (its --ack-listen): turns on acknowledged
         /// delivery. Every message of records is kept until the aggregator says it is durable,
         /// and sent again to a restarted aggregator; at exit the processor waits for the last
@@ -170,6 +177,8 @@ pub struct Config {
     pub shard: Option<ShardClaim>,
     /// The processor-set file, what it held when read, and this processor's id in it.
     pub processor_set: Option<(PathBuf, ProcessorSet, u16)>,
+    /// The aggregator's control endpoint (`--control`), if subscribed.
+    pub control: Option<String>,
     pub heartbeat: Duration,
     pub dead_after: Duration,
     pub max_flows: usize,
@@ -259,6 +268,14 @@ impl Config {
             .as_deref()
             .and_then(|s| parse_claim(s).map_err(|e| errors.push(e.to_string())).ok());
         let processor_set = processor_set(o.processor_set, o.id, shard.is_some(), &mut errors);
+        if let Some(c) = &o.control {
+            tapflow_runtime::config::check_required_endpoint("control", c, &mut errors);
+            if processor_set.is_none() {
+                errors.push(
+                    "control needs processor_set (the history it announces extends it)".to_owned(),
+                );
+            }
+        }
         let heartbeat_ms = o.heartbeat_ms.unwrap_or(DEFAULT_HEARTBEAT_MS);
         if heartbeat_ms == 0 {
             errors.push("heartbeat_ms must be at least 1".to_owned());
@@ -291,7 +308,11 @@ impl Config {
                 clients: o.curve_clients,
                 server_key: o.curve_server_key,
             },
-            &[&listen, &aggregator],
+            &[&listen, &aggregator]
+                .into_iter()
+                .chain(o.control.as_ref())
+                .map(String::as_str)
+                .collect::<Vec<_>>(),
             &mut errors,
         );
         let name = o.name;
@@ -306,6 +327,7 @@ impl Config {
             exit_on_eos: o.exit_on_eos,
             shard,
             processor_set,
+            control: o.control,
             heartbeat: Duration::from_millis(heartbeat_ms),
             dead_after: Duration::from_millis(dead_after_ms),
             max_flows,
@@ -381,6 +403,10 @@ impl Config {
         if let Some((path, set, id)) = &self.processor_set {
             tapflow_runtime::toml_processor_set(&mut out, path, set);
             kv(&mut out, "id", id);
+        }
+        match &self.control {
+            Some(c) => kv(&mut out, "control", toml_str(c)),
+            None => out.push_str("# control: none (the processor set changes only by SIGHUP)\n"),
         }
         if let Some(a) = &self.acks {
             kv(&mut out, "aggregator_acks", toml_str(&a.endpoint));

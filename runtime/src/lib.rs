@@ -1,12 +1,14 @@
 //! What the three tapflow binaries set up the same way at start: logging, SIGINT/SIGTERM,
 //! their configuration (`config`: options declared once as flags and TOML keys, the error
 //! list, `--check-config`), and the security of their ZeroMQ links (`curve`: key files,
-//! `keygen`, CURVE on both ends with a ZAP handler), and rate-limited logging of what peers can
+//! `keygen`, CURVE on both ends with a ZAP handler), the aggregator's control channel as its
+//! subscribers hear it (`control`), and rate-limited logging of what peers can
 //! repeat per message (`ratelimit`). No packet, session or wire logic lives here.
 
 #![forbid(unsafe_code)]
 
 pub mod config;
+pub mod control;
 pub mod curve;
 pub mod ratelimit;
 

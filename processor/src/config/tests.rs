@@ -160,6 +160,21 @@ fn a_processor_set_needs_a_member_id() {
         err.0.iter().any(|e| e.contains("id 3 is not a member")),
         "{err:?}"
     );
+    // --control: the aggregator's decisions, resolved as given; it needs a set.
+    let control = ["--processor-set", &path, "--id", "0", "--control"];
+    let config = load(&[&control[..], &["tcp://127.0.0.1:3"]].concat()).expect("load");
+    assert_eq!(config.control.as_deref(), Some("tcp://127.0.0.1:3"));
+    assert!(config
+        .resolved()
+        .contains("control = \"tcp://127.0.0.1:3\""));
+    let err = load(&[&control[..], &["tcp://10.0.0.1:3"]].concat()).expect_err("off loopback");
+    assert!(err.0.iter().any(|e| e.contains("10.0.0.1")), "{err:?}");
+    assert!(Args::try_parse_from(
+        base.iter()
+            .chain(&["--control", "tcp://127.0.0.1:3"])
+            .copied()
+    )
+    .is_err());
     // --id is required with a set, and a set excludes --shard.
     assert!(Args::try_parse_from(
         base.iter()

@@ -1,12 +1,15 @@
 //! The processor's two ZeroMQ links: the PULL socket collectors connect to (CURVE server, with
 //! its authenticator) and the PUSH socket to the aggregator (CURVE client, with its handshake
-//! monitor).
+//! monitor); and, with `--control`, the aggregator's control channel (a SUB socket, secured as
+//! the PUSH socket).
 
 use std::time::Duration;
 
+use tapflow_proto::control::SetHistory;
 use tapflow_proto::upstream::AuthCounters;
 use tapflow_proto::wire::MAX_MESSAGE_BYTES;
-use tracing::warn;
+use tapflow_runtime::control::ControlSub;
+use tracing::{error, warn};
 
 use super::delivery::Delivery;
 use crate::config::Config;
@@ -32,6 +35,8 @@ fn sock<'a>(what: &'static str, endpoint: &'a str) -> impl FnOnce(zmq::Error) ->
 /// handler before the context, so the context can terminate (and linger) at exit.
 pub(crate) struct Links {
     handshakes: Option<tapflow_runtime::curve::ClientMonitor>,
+    /// The aggregator's control channel (`--control`), if subscribed.
+    control: Option<ControlSub>,
     push: Delivery,
     auth: Option<tapflow_runtime::curve::Authenticator>,
     pull: zmq::Socket,
@@ -95,14 +100,30 @@ impl Links {
                 )
             }
         };
+        let control = config.control.as_deref().and_then(|ep| {
+            ControlSub::connect(&ctx, ep, &config.security)
+                .map_err(|e| error!(endpoint = %ep, error = %e, "cannot subscribe to the aggregator's control channel: processor-set changes it decides will reach this processor only by SIGHUP"))
+                .ok()
+        });
         Ok(Links {
             handshakes,
+            control,
             push,
             auth,
             pull,
             aggregator: aggregator.to_owned(),
             _ctx: ctx,
         })
+    }
+
+    /// The newest processor-set history the aggregator announced, if new.
+    pub(crate) fn poll_control(&mut self) -> Option<SetHistory> {
+        self.control.as_mut().and_then(ControlSub::poll)
+    }
+
+    /// Undecodable control messages.
+    pub(crate) fn control_malformed(&self) -> u64 {
+        self.control.as_ref().map_or(0, |c| c.malformed)
     }
 
     /// The next collector message, waiting at most `timeout_ms` (`None`: nothing came, or the

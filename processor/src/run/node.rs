@@ -5,6 +5,8 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
+use tapflow_proto::control::SetHistory;
+use tapflow_proto::procset::ProcessorSet;
 use tapflow_proto::upstream::{ProcessorAccount, ProcessorCounters, ProcessorHeartbeat, UpMessage};
 use tapflow_proto::LinkHeader;
 use tapflow_runtime::curve::{NameBindings, RefusalLog};
@@ -119,6 +121,9 @@ impl<'c> Node<'c> {
         if reload.swap(false, Ordering::Relaxed) {
             self.reload_set();
         }
+        if let Some(announced) = links.poll_control() {
+            self.apply_announced(&announced);
+        }
         links.poll_handshakes();
         self.engine.check_liveness(self.started);
         self.engine.step();
@@ -180,6 +185,10 @@ impl<'c> Node<'c> {
             .log_suppressed("messages from collectors dropped");
         self.engine.log_suppressed();
         info!(received, gaps, misrouted, malformed = ?account.malformed, claim = ?account.claim, counters = ?account.counters, "processor finished");
+        let control_malformed = links.control_malformed();
+        if control_malformed > 0 {
+            info!(control_malformed, "undecodable control messages");
+        }
         UpMessage::Eos(Box::new(account)).encode(&mut self.buf);
         let wait = self
             .config
@@ -224,18 +233,43 @@ impl<'c> Node<'c> {
                 "SIGHUP: processor set {} does not extend the history in use (a reload may only append [[change]] entries); keeping it",
                 path.display()
             ),
-            Ok(set) => {
-                info!(
-                    epochs = set.epochs().len(),
-                    members = ?set.latest().table.members(),
-                    "SIGHUP: processor set reloaded"
-                );
-                self.inputs.update_set(set.clone());
-                epochs.update(set);
-                self.engine.next_switch_ns = epochs.next_switch_ns();
-            }
+            Ok(set) => self.use_set(set, "SIGHUP: processor set reloaded"),
             Err(e) => error!("SIGHUP: {e}"),
         }
+    }
+
+    /// The history the aggregator announced on its control channel (`--control`), applied as
+    /// a SIGHUP reload is: it must extend the history in use.
+    fn apply_announced(&mut self, announced: &SetHistory) {
+        let Some(epochs) = self.engine.epochs.as_ref() else {
+            return;
+        };
+        let current = epochs.set();
+        match current.with_history(&announced.initial, &announced.changes, false) {
+            Ok(set) if set.epochs().len() == current.epochs().len() => {}
+            Ok(set) if !set.extends(current) => error!(
+                seq = announced.seq,
+                "processor set announced by the aggregator does not extend the history in use; keeping it"
+            ),
+            Ok(set) => self.use_set(set, "processor set announced by the aggregator"),
+            Err(e) => error!(seq = announced.seq, "processor set announced by the aggregator: {e}"),
+        }
+    }
+
+    /// A set that extends the one in use: routing is checked by it and the engine switches at
+    /// its instants.
+    fn use_set(&mut self, set: ProcessorSet, what: &'static str) {
+        let Some(epochs) = self.engine.epochs.as_mut() else {
+            return;
+        };
+        info!(
+            epochs = set.epochs().len(),
+            members = ?set.latest().table.members(),
+            "{what}"
+        );
+        self.inputs.update_set(set.clone());
+        epochs.update(set);
+        self.engine.next_switch_ns = epochs.next_switch_ns();
     }
 }
 

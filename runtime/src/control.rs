@@ -1,13 +1,12 @@
-//! The aggregator's control channel as a collector hears it (`--control`, issue 18): a SUB
-//! socket the capture thread polls between packets, never blocking. Each message is the
+//! The aggregator's control channel as a collector or a processor hears it (`--control`, issue
+//! 18): a SUB socket polled between packets or messages, never blocking. Each message is the
 //! whole processor-set history the aggregator decided (`tapflow_proto::control`); only the
-//! newest waiting matters. Undecodable ones are counted and logged (rate-limited by sequence).
+//! newest waiting matters. Undecodable ones are counted and logged (at powers of two).
 
 use tapflow_proto::control::{SetHistory, MAX_CONTROL_BYTES};
-use tapflow_runtime::curve::LinkSecurity;
 use tracing::warn;
 
-use crate::RUN_TARGET;
+use crate::curve::LinkSecurity;
 
 pub struct ControlSub {
     socket: zmq::Socket,
@@ -30,7 +29,7 @@ impl ControlSub {
         socket.set_maxmsgsize(MAX_CONTROL_BYTES as i64)?;
         socket.set_rcvhwm(16)?;
         socket.set_linger(0)?;
-        tapflow_runtime::curve::secure_client(&socket, security)?;
+        crate::curve::secure_client(&socket, security)?;
         socket.set_subscribe(b"")?;
         socket.connect(endpoint)?;
         Ok(ControlSub {
@@ -50,7 +49,7 @@ impl ControlSub {
                 Err(e) => {
                     self.malformed += 1;
                     if self.malformed.is_power_of_two() {
-                        warn!(target: RUN_TARGET, endpoint = %self.endpoint, error = %e, malformed = self.malformed, "dropped an undecodable control message");
+                        warn!(endpoint = %self.endpoint, error = %e, malformed = self.malformed, "dropped an undecodable control message");
                     }
                 }
             }
