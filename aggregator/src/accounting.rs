@@ -535,14 +535,49 @@ fn dead_processor_row(
 }
 
 /// The report over its rows, with the verdicts that summarise them.
+impl AccountingReport {
+    /// Links to processors the aggregator removed from the set (`membership`) and never added
+    /// back: their collectors gave them up at the switch without end-of-stream, so no
+    /// incarnation ends them. Such a link, where no incarnation ended, reconciles with all it
+    /// was sent counted lost with the dead processor (the run stays incomplete: the dead
+    /// incarnation is listed in `dead_processors`).
+    pub fn settle_removed(&mut self) {
+        let Some(m) = &self.membership else {
+            return;
+        };
+        let mut removed = BTreeMap::new();
+        for d in &m.decisions {
+            let gone = matches!(d.change, tapflow_proto::procset::Change::Remove(_));
+            removed.insert(d.processor.as_str(), gone);
+        }
+        let links = self.collectors.iter_mut().filter(|c| !c.dead);
+        for l in links.flat_map(|c| c.links.iter_mut()) {
+            let gone = l
+                .processor
+                .as_deref()
+                .is_some_and(|p| removed.get(p) == Some(&true));
+            if gone && !l.reconciles && l.eos_seq.is_none() && l.received + l.gaps == 0 {
+                l.lost_with_dead_processor = l.sent;
+                l.reconciles = true;
+            }
+        }
+        self.reconciled = reconciled(&self.collectors, &self.processors);
+    }
+}
+
+/// Every live collector's packets, summaries and links, and every processor's records, add up.
+fn reconciled(rows: &[CollectorRow], processors: &[ProcessorRow]) -> bool {
+    rows.iter().filter(|c| !c.dead).all(|c| {
+        c.packets_reconcile && c.summaries_reconcile && c.links.iter().all(|l| l.reconciles)
+    }) && processors.iter().all(|p| p.records_reconcile)
+}
+
 fn report(
     rows: Vec<CollectorRow>,
     processors: Vec<ProcessorRow>,
     dead_processors: Vec<DeadProcessorRow>,
 ) -> AccountingReport {
-    let reconciled = rows.iter().filter(|c| !c.dead).all(|c| {
-        c.packets_reconcile && c.summaries_reconcile && c.links.iter().all(|l| l.reconciles)
-    }) && processors.iter().all(|p| p.records_reconcile);
+    let reconciled = reconciled(&rows, &processors);
     let records_lost_with_previous_aggregator =
         processors.iter().map(|p| p.records_before_start).sum();
     let complete = rows.iter().all(|c| !c.dead)

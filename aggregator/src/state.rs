@@ -425,6 +425,7 @@ impl Aggregator {
             .processor_set
             .as_ref()
             .map(|_| self.membership.report());
+        report.settle_removed();
         let m = &self.membership.counts;
         if m.removed + m.added + m.pinned_suppressed + m.last_member_kept > 0 {
             info!(

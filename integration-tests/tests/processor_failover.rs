@@ -39,8 +39,22 @@ const HEARTBEAT_MS: u64 = 200;
 /// The aggregator looks at the time at least this often (its receive timeout).
 const AGGREGATOR_LOOP_MS: u64 = 250;
 
-#[test]
-fn a_killed_processor_is_removed_and_rejoins_after_the_hold_down() {
+/// A running failover scene: three processors of a set, the aggregator deciding membership,
+/// the collector reading the generated capture through a FIFO at its own pace.
+struct Scene {
+    dir: tempfile::TempDir,
+    capture: std::path::PathBuf,
+    c: Cluster,
+    control: String,
+    aggregator: Proc,
+    processors: Vec<Proc>,
+    collector: Proc,
+    feeder: std::thread::JoinHandle<()>,
+    started: Instant,
+    deadline: Instant,
+}
+
+fn start() -> Scene {
     let dir = tempfile::tempdir().expect("create a temp dir");
     let d = dir.path();
     let packets = std::env::var("TAPFLOW_FAILOVER_PACKETS")
@@ -53,7 +67,7 @@ fn a_killed_processor_is_removed_and_rejoins_after_the_hold_down() {
     write_set(&c.set, "[0, 1, 2]", &c.proc_ports, &[]);
     let control = endpoint(free_ports(1)[0]);
     let aggregator = aggregator(&c, &control);
-    let mut processors: Vec<Proc> = (0..3)
+    let processors: Vec<Proc> = (0..3)
         .map(|id| processor(&c, id, &control, &format!("processor{id}")))
         .collect();
     let fifo = d.join("tap.fifo");
@@ -74,7 +88,35 @@ fn a_killed_processor_is_removed_and_rejoins_after_the_hold_down() {
     );
     let feeder = feed_paced(vec![(read_pcap(&capture), fifo, 0)], TIMEOUT);
     wait_for(&collector, "capture open", deadline);
-    let started = Instant::now();
+    Scene {
+        started: Instant::now(),
+        dir,
+        capture,
+        c,
+        control,
+        aggregator,
+        processors,
+        collector,
+        feeder,
+        deadline,
+    }
+}
+
+#[test]
+fn a_killed_processor_is_removed_and_rejoins_after_the_hold_down() {
+    let Scene {
+        dir,
+        capture,
+        c,
+        control,
+        aggregator,
+        mut processors,
+        collector,
+        feeder,
+        started,
+        deadline,
+    } = start();
+    let d = dir.path();
 
     std::thread::sleep(Duration::from_secs(3));
     signal(processors[1].child.id(), "KILL");
@@ -255,6 +297,67 @@ fn a_killed_processor_is_removed_and_rejoins_after_the_hold_down() {
     assert!(
         differ.is_empty(),
         "connections after the switch differ: {differ:?}"
+    );
+}
+
+#[test]
+fn a_processor_that_never_returns_is_counted_lost_and_the_run_reconciles() {
+    let Scene {
+        dir,
+        mut processors,
+        collector,
+        aggregator,
+        feeder,
+        deadline,
+        ..
+    } = start();
+    std::thread::sleep(Duration::from_secs(3));
+    signal(processors[1].child.id(), "KILL");
+    let crashed = processors.remove(1);
+    wait_for(&aggregator, "processor declared dead", deadline);
+    feeder.join().expect("join the FIFO feeder");
+    let mut all = processors;
+    all.push(collector);
+    all.push(aggregator);
+    wait_all_ok(&mut all, deadline);
+    drop(crashed);
+    // The link to the member removed for good ends without end-of-stream (the collector gave
+    // it up at the switch): all it was sent is counted lost with the dead processor, so the
+    // run reconciles and is reported incomplete, the dead incarnation listed.
+    let report = accounting_report(dir.path());
+    assert_eq!(
+        (&report["reconciled"], &report["complete"]),
+        (&Value::Bool(true), &Value::Bool(false)),
+        "{report}"
+    );
+    let links = report["collectors"][0]["links"].as_array().cloned();
+    let gone: Vec<Value> = links
+        .into_iter()
+        .flatten()
+        .filter(|l| l["processor"] == "processor1")
+        .collect();
+    let [link] = gone.as_slice() else {
+        panic!("one link to processor1 expected: {report}");
+    };
+    let sent = link["sent"].as_u64().unwrap_or(0);
+    assert!(sent > 0, "{link}");
+    assert_eq!(
+        link["lost_with_dead_processor"].as_u64(),
+        Some(sent),
+        "{link}"
+    );
+    assert_eq!(
+        report["dead_processors"][0]["processor"], "processor1",
+        "{report}"
+    );
+    let log = all
+        .iter()
+        .find(|p| p.name == "aggregator")
+        .map(Proc::stderr);
+    let log = log.unwrap_or_default();
+    assert!(
+        log.contains("accounting\n") && !log.contains("MISMATCH"),
+        "{log}"
     );
 }
 

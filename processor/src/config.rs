@@ -268,14 +268,7 @@ impl Config {
             .as_deref()
             .and_then(|s| parse_claim(s).map_err(|e| errors.push(e.to_string())).ok());
         let processor_set = processor_set(o.processor_set, o.id, shard.is_some(), &mut errors);
-        if let Some(c) = &o.control {
-            tapflow_runtime::config::check_required_endpoint("control", c, &mut errors);
-            if processor_set.is_none() {
-                errors.push(
-                    "control needs processor_set (the history it announces extends it)".to_owned(),
-                );
-            }
-        }
+        check_control(o.control.as_deref(), processor_set.is_some(), &mut errors);
         let heartbeat_ms = o.heartbeat_ms.unwrap_or(DEFAULT_HEARTBEAT_MS);
         if heartbeat_ms == 0 {
             errors.push("heartbeat_ms must be at least 1".to_owned());
@@ -297,24 +290,14 @@ impl Config {
             o.metrics_public,
             &mut errors,
         );
-        let security = tapflow_runtime::curve::resolve(
-            tapflow_runtime::curve::Role {
-                server: true,
-                client: true,
-            },
-            &tapflow_runtime::curve::SecuritySettings {
-                plain: o.plain,
-                key: o.curve_key,
-                clients: o.curve_clients,
-                server_key: o.curve_server_key,
-            },
-            &[&listen, &aggregator]
-                .into_iter()
-                .chain(o.control.as_ref())
-                .map(String::as_str)
-                .collect::<Vec<_>>(),
-            &mut errors,
-        );
+        let settings = tapflow_runtime::curve::SecuritySettings {
+            plain: o.plain,
+            key: o.curve_key,
+            clients: o.curve_clients,
+            server_key: o.curve_server_key,
+        };
+        let endpoints = [Some(&listen), Some(&aggregator), o.control.as_ref()];
+        let security = link_security(&settings, &endpoints, &mut errors);
         let name = o.name;
         let dead_after_ms = o.dead_after_ms.unwrap_or(DEFAULT_DEAD_AFTER_MS).max(1);
         tapflow_runtime::config::finish(errors, || Config {
@@ -344,6 +327,32 @@ impl Config {
             local_nets,
             security,
         })
+    }
+}
+
+/// CURVE (or plain, loopback only) on every link: a server to collectors, a client of the
+/// aggregator (data, acknowledgements and control).
+fn link_security(
+    settings: &tapflow_runtime::curve::SecuritySettings,
+    endpoints: &[Option<&String>],
+    errors: &mut Vec<String>,
+) -> tapflow_runtime::curve::LinkSecurity {
+    let role = tapflow_runtime::curve::Role {
+        server: true,
+        client: true,
+    };
+    let endpoints: Vec<&str> = endpoints.iter().flatten().map(|e| e.as_str()).collect();
+    tapflow_runtime::curve::resolve(role, settings, &endpoints, errors)
+}
+
+/// `--control`: an endpoint, and only with a processor set (whose history it extends).
+fn check_control(control: Option<&str>, with_set: bool, errors: &mut Vec<String>) {
+    let Some(c) = control else {
+        return;
+    };
+    tapflow_runtime::config::check_required_endpoint("control", c, errors);
+    if !with_set {
+        errors.push("control needs processor_set (the history it announces extends it)".to_owned());
     }
 }
 
