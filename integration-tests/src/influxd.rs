@@ -481,7 +481,12 @@ impl Contents {
         };
         series
             .values()
-            .map(|cols| cols.iter().filter_map(|(_, v)| v.as_u64()).max().unwrap_or(0))
+            .map(|cols| {
+                cols.iter()
+                    .filter_map(|(_, v)| v.as_u64())
+                    .max()
+                    .unwrap_or(0)
+            })
             .sum()
     }
 }

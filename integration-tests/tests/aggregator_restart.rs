@@ -286,7 +286,12 @@ fn run(
     let db = name.replace('-', "_");
     let url = influx.map(Influxd::url);
     let started = Instant::now();
-    let mut p = Pipeline::start(&dir, pcap, durable, url.as_deref().map(|u| (u, db.as_str())));
+    let mut p = Pipeline::start(
+        &dir,
+        pcap,
+        durable,
+        url.as_deref().map(|u| (u, db.as_str())),
+    );
     for &(moment, signal) in moments {
         p.kill_and_restart(started, moment, signal);
     }
@@ -317,8 +322,15 @@ fn check_influx(name: &str, clean: &Outcome, faulty: &Outcome) {
             "{name}: {m}'s series and counts differ from the clean run's"
         );
     }
-    let extra: Vec<&String> = f.counts.keys().filter(|m| !c.counts.contains_key(*m)).collect();
-    assert!(extra.is_empty(), "{name}: measurements the clean run lacks: {extra:?}");
+    let extra: Vec<&String> = f
+        .counts
+        .keys()
+        .filter(|m| !c.counts.contains_key(*m))
+        .collect();
+    assert!(
+        extra.is_empty(),
+        "{name}: measurements the clean run lacks: {extra:?}"
+    );
     for m in FULL {
         let (cp, fp) = (&c.points[m], &f.points[m]);
         let missing = cp.iter().filter(|p| fp.binary_search(p).is_err()).count();
@@ -383,7 +395,10 @@ fn aggregator_killed_at_five_moments_loses_nothing() {
     assert!(clean.conn == plain.conn, "--state-dir changed the conn log");
     assert_eq!(clean.alerts, plain.alerts);
     assert!(
-        clean.influx.as_ref().is_none_or(|c| c.point_count("tapflow_conn") > 0),
+        clean
+            .influx
+            .as_ref()
+            .is_none_or(|c| c.point_count("tapflow_conn") > 0),
         "the clean run wrote no session to InfluxDB"
     );
     check_influx("clean against plain", &plain, &clean);

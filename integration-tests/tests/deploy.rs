@@ -62,9 +62,10 @@ impl Examples {
         );
         let copy = self.dir.path().join(format!("{role}.toml"));
         let set = repo_root().join("deploy/config/processor-set.toml");
-        let body = body
-            .replace("/etc/tapflow/keys/", &keys)
-            .replace("/etc/tapflow/processor-set.toml", &set.display().to_string());
+        let body = body.replace("/etc/tapflow/keys/", &keys).replace(
+            "/etc/tapflow/processor-set.toml",
+            &set.display().to_string(),
+        );
         std::fs::write(&copy, body).expect("write the example copy");
         copy
     }

@@ -64,7 +64,11 @@ fn membership(out: &mut String, c: &Config) {
         None => out.push_str("# control_listen: processor-set changes not announced\n"),
     }
     let m = &c.membership;
-    kv(out, "processor_dead_after", toml_str(&duration(m.dead_after)));
+    kv(
+        out,
+        "processor_dead_after",
+        toml_str(&duration(m.dead_after)),
+    );
     kv(out, "processor_hold_down", toml_str(&duration(m.hold_down)));
     kv(out, "processor_switch_margin_ms", m.margin_ns / 1_000_000);
     kv(out, "processor_set_pinned", m.pinned);
@@ -88,7 +92,7 @@ fn durable(out: &mut String, d: &DurableConfig) {
 /// A duration as the options take it: `10s`, or `1500ms` when not whole seconds.
 fn duration(d: std::time::Duration) -> String {
     let ms = d.as_millis();
-    if ms % 1000 == 0 {
+    if ms.is_multiple_of(1000) {
         format!("{}s", ms / 1000)
     } else {
         format!("{ms}ms")

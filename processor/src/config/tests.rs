@@ -273,7 +273,8 @@ fn dns_session_timeout_defaults_to_zeeks() {
 /// text reads back as the same configuration.
 #[test]
 fn check_config_shows_acknowledged_delivery() {
-    let base = "listen = 'tcp://127.0.0.1:5601'\naggregator = 'tcp://127.0.0.1:5700'\nplain = true\n";
+    let base =
+        "listen = 'tcp://127.0.0.1:5601'\naggregator = 'tcp://127.0.0.1:5700'\nplain = true\n";
     let off = load(&[], base).resolved();
     assert!(
         off.lines()
