@@ -65,11 +65,14 @@ influx="http://127.0.0.1:$influx_port"
 for _ in $(seq 100); do curl -fs "$influx/ping" >/dev/null && break; sleep 0.1; done
 curl -fs "$influx/ping" >/dev/null || { echo "influxd did not start: see $work/influxd.log" >&2; exit 1; }
 
-agg_port=$(free_port); http_port=$(free_port)
+agg_port=$(free_port); ack_port=$(free_port); http_port=$(free_port)
 # Every link is on loopback: plain ZeroMQ (--plain; on other hosts, CURVE keys: deploy/README.md).
 # The dashboard (loopback only) stays up after the run (--http-linger) until the aggregator is
-# sent SIGTERM or SIGINT.
+# sent SIGTERM or SIGINT. --state-dir (here a temporary folder; the systemd unit's is
+# /var/lib/tapflow) and acknowledged delivery: an aggregator killed and started again with the
+# same command line loses nothing.
 "$bin/tapflow-aggregator" --plain --listen "tcp://127.0.0.1:$agg_port" --processors "$processors" --exit-on-eos \
+    --state-dir "$work/state" --ack-listen "tcp://127.0.0.1:$ack_port" \
     --health-log "$work/health.jsonl" --conn-log "$work/conn.jsonl" --alerts-log "$work/alerts.jsonl" \
     --influx-url "$influx" --influx-db tapflow --influx-spool-dir "$work/spool" \
     --http-listen "127.0.0.1:$http_port" --http-linger 2>"$work/aggregator.log" &
@@ -78,7 +81,8 @@ proc_args=()
 for ((i = 0; i < processors; i++)); do
     port=$(free_port)
     "$bin/tapflow-processor" --plain --listen "tcp://127.0.0.1:$port" --aggregator "tcp://127.0.0.1:$agg_port" \
-        --collectors 1 --exit-on-eos --name "processor$i" 2>"$work/processor$i.log" &
+        --aggregator-acks "tcp://127.0.0.1:$ack_port" --collectors 1 --exit-on-eos --name "processor$i" \
+        2>"$work/processor$i.log" &
     pids+=("$!")
     proc_args+=(--processor "tcp://127.0.0.1:$port")
 done

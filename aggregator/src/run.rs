@@ -59,8 +59,9 @@ fn lost_list(lost: &std::collections::BTreeMap<String, u64>) -> String {
 
 /// Serves until every expected processor has ended (with `exit_on_eos`) or `shutdown` is set;
 /// returns the accounting report it wrote, or [`RunError::OutputLost`] (after the report) if a
-/// log could not write everything. With a state directory, a signal ends the run without
-/// writing what is held (`None`): the write-ahead log keeps it for the next start.
+/// log could not write everything. With a state directory, a signal before every processor
+/// has ended ends the run without writing what is held (`None`): the write-ahead log keeps it
+/// for the next start.
 pub fn run(
     config: &Config,
     shutdown: &AtomicBool,
@@ -82,7 +83,9 @@ pub fn run(
             on_sighup(&mut machine)?;
         }
         if shutdown.load(Ordering::Relaxed) {
-            if let Some(d) = durable.as_mut() {
+            // Once every processor has ended nothing more is coming: the run is finished as
+            // without a state directory (a restart would only replay it to the same end).
+            if let Some(d) = durable.as_mut().filter(|_| !machine.all_ended()) {
                 d.service(Instant::now(), true);
                 info!("signal received: the write-ahead log keeps what is held for the next start");
                 return Ok(None);

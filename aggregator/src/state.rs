@@ -240,17 +240,20 @@ impl Aggregator {
         if let Some(v) = verdict {
             self.on_verdict(v);
         }
+        self.exit_on_eos && self.all_ended()
+    }
+
+    /// Every expected processor has ended (or was given up): nothing more is coming.
+    pub fn all_ended(&self) -> bool {
         // Processors by name: an incarnation that died (restarted) sends no account; one given
         // up after it left the set never will.
-        self.exit_on_eos
-            && self
-                .accounts
-                .keys()
-                .map(|k| &k.processor)
-                .chain(self.members.gone())
-                .collect::<BTreeSet<_>>()
-                .len()
-                >= self.expected
+        self.accounts
+            .keys()
+            .map(|k| &k.processor)
+            .chain(self.members.gone())
+            .collect::<BTreeSet<_>>()
+            .len()
+            >= self.expected
     }
 
     /// The processor-set history to announce to collectors: once this aggregator has decided a

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Makes tapflow's CURVE keys for Kubernetes and prints them as three Secrets:
-#   tapflow-collector-keys  (tapflow-tap): collector.key, processor.pub
+#   tapflow-collector-keys  (tapflow-tap): collector.key, processor.pub, aggregator.pub
 #   tapflow-processor-keys  (tapflow):     processor.key, collectors.clients, aggregator.pub
-#   tapflow-aggregator-keys (tapflow):     aggregator.key, processors.clients
+#   tapflow-aggregator-keys (tapflow):     aggregator.key, processors.clients (the processors'
+#     key, and the collectors' for its control channel, each bound as below)
 # Usage: deploy/k8s/keys.sh DIR [TAP_NODE...] | kubectl apply -f -
 # DIR (new, mode 0700) receives the key pairs (mode 0600) made by the binaries' `keygen`: keep
 # it offline or delete it once applied. The collectors' key is bound to the TAP_NODE names given
@@ -39,6 +40,8 @@ bind "$dir/collector.pub" "$@" >"$dir/collectors.clients"
 procs=()
 for ((i = 0; i < max; i++)); do procs+=("tapflow-processor-$i"); done
 bind "$dir/processor.pub" "${procs[@]}" >"$dir/processors.clients"
+# The collectors subscribe to the aggregator's processor-set announcements (control_listen).
+cat "$dir/collectors.clients" >>"$dir/processors.clients"
 
 secret() {
     local name=$1 ns=$2
@@ -49,6 +52,6 @@ secret() {
         printf '  %s: %s\n' "$f" "$(base64 -w0 "$dir/$f")"
     done
 }
-secret tapflow-collector-keys tapflow-tap collector.key processor.pub
+secret tapflow-collector-keys tapflow-tap collector.key processor.pub aggregator.pub
 secret tapflow-processor-keys tapflow processor.key collectors.clients aggregator.pub
 secret tapflow-aggregator-keys tapflow aggregator.key processors.clients

@@ -461,3 +461,85 @@ impl Influxd {
         serde_json::from_str(&text).expect("parsing influxd's answer")
     }
 }
+
+/// What a database holds, to compare two runs' writes point for point: per measurement and
+/// series (its tag set), `SELECT COUNT(*)`'s counts per field; and every point of the
+/// measurements asked for in full (time, tags and fields), as a sorted list.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Contents {
+    /// measurement -> series (tags as JSON) -> the `count_<field>` columns and values.
+    pub counts: BTreeMap<String, BTreeMap<String, Vec<(String, Value)>>>,
+    /// measurement -> its points, each one JSON line of time, tags and fields, sorted.
+    pub points: BTreeMap<String, Vec<String>>,
+}
+
+impl Contents {
+    /// Points of `measurement` (the most populated field's count, summed over its series).
+    pub fn point_count(&self, measurement: &str) -> u64 {
+        let Some(series) = self.counts.get(measurement) else {
+            return 0;
+        };
+        series
+            .values()
+            .map(|cols| {
+                cols.iter()
+                    .filter_map(|(_, v)| v.as_u64())
+                    .max()
+                    .unwrap_or(0)
+            })
+            .sum()
+    }
+}
+
+impl Influxd {
+    /// [`Contents`] of database `db`: every measurement but those in `skip` counted, and the
+    /// points of those in `full` listed.
+    pub fn contents(&self, db: &str, skip: &[&str], full: &[&str]) -> Contents {
+        let mut out = Contents::default();
+        let shown = self.query(db, "SHOW MEASUREMENTS");
+        let names: Vec<String> = shown["results"][0]["series"][0]["values"]
+            .as_array()
+            .map(|rows| {
+                rows.iter()
+                    .filter_map(|r| r[0].as_str().map(String::from))
+                    .collect()
+            })
+            .unwrap_or_default();
+        for m in names.iter().filter(|m| !skip.contains(&m.as_str())) {
+            let v = self.query(db, &format!("SELECT COUNT(*) FROM \"{m}\" GROUP BY *"));
+            let mut series = BTreeMap::new();
+            for s in v["results"][0]["series"].as_array().into_iter().flatten() {
+                let cols = s["columns"].as_array().cloned().unwrap_or_default();
+                let row = s["values"][0].as_array().cloned().unwrap_or_default();
+                let counts = cols
+                    .iter()
+                    .zip(row)
+                    .filter_map(|(c, v)| Some((c.as_str()?.to_owned(), v)))
+                    .filter(|(c, _)| c != "time")
+                    .collect();
+                series.insert(s["tags"].to_string(), counts);
+            }
+            out.counts.insert(m.clone(), series);
+        }
+        for m in full {
+            let v = self.query(db, &format!("SELECT * FROM \"{m}\""));
+            assert!(v["results"][0]["error"].is_null(), "SELECT * FROM {m}: {v}");
+            let mut points = Vec::new();
+            for s in v["results"][0]["series"].as_array().into_iter().flatten() {
+                let cols = s["columns"].as_array().cloned().unwrap_or_default();
+                for row in s["values"].as_array().into_iter().flatten() {
+                    let fields: BTreeMap<String, Value> = cols
+                        .iter()
+                        .filter_map(|c| c.as_str().map(String::from))
+                        .zip(row.as_array().cloned().unwrap_or_default())
+                        .filter(|(_, v)| !v.is_null())
+                        .collect();
+                    points.push(serde_json::to_string(&fields).unwrap_or_default());
+                }
+            }
+            points.sort();
+            out.points.insert((*m).to_owned(), points);
+        }
+        out
+    }
+}

@@ -3,13 +3,19 @@
 //! aggregator killed (SIGKILL, or SIGTERM) at different moments of a run over a generated
 //! capture and started again a second later with the same command line leaves the same conn
 //! log, byte for byte, as the run without the fault, the same alert events, and a report that
-//! says `complete` with its restarts listed.
+//! says `complete` with its restarts listed. Every run also writes to a real influxd (a
+//! database each): after the restarts InfluxDB holds every point exactly once, the same series
+//! with the same counts per field as the run without the fault, and the same session and alert
+//! points (time, tags and fields). `tapflow_health` is left out of that comparison: pipeline
+//! health points are stamped at the heartbeats' wall-clock instants and tagged with
+//! per-incarnation names, so two runs never share them, fault or not.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use tapflow_integration_tests::cluster::generate;
+use tapflow_integration_tests::influxd::{Contents, Influxd};
 use tapflow_integration_tests::{bin, endpoint, free_ports, read_text, Proc};
 
 /// Packets of the generated capture, and its flows.
@@ -44,9 +50,10 @@ struct Pipeline {
 }
 
 impl Pipeline {
-    /// Starts an aggregator (with a state directory when `durable`), the processors and one
-    /// collector reading `pcap`, in `dir`.
-    fn start(dir: &Path, pcap: &Path, durable: bool) -> Pipeline {
+    /// Starts an aggregator (with a state directory when `durable`, writing to InfluxDB at
+    /// `influx`'s URL and database when given), the processors and one collector reading
+    /// `pcap`, in `dir`.
+    fn start(dir: &Path, pcap: &Path, durable: bool, influx: Option<(&str, &str)>) -> Pipeline {
         let ports = free_ports(PROCESSORS + 2);
         let (agg, ack) = (endpoint(ports[0]), endpoint(ports[1]));
         let path = |name: &str| dir.join(name).display().to_string();
@@ -69,6 +76,19 @@ impl Pipeline {
         if durable {
             agg_args
                 .extend(["--state-dir", &path("state"), "--ack-listen", &ack].map(String::from));
+        }
+        if let Some((url, db)) = influx {
+            agg_args.extend(
+                [
+                    "--influx-url",
+                    url,
+                    "--influx-db",
+                    db,
+                    "--influx-spool-dir",
+                    &path("spool"),
+                ]
+                .map(String::from),
+            );
         }
         let aggregator = Proc::spawn("aggregator-0", &bin("tapflow-aggregator"), &agg_args, dir);
         let mut others = Vec::new();
@@ -99,10 +119,14 @@ impl Pipeline {
                 dir,
             ));
         }
+        // A fixed name (as the systemd unit gives): it is the `collector` tag in InfluxDB,
+        // which two runs must share to be compared.
         let mut args = vec![
             "--pcap".to_string(),
             pcap.display().to_string(),
             "--plain".into(),
+            "--name".into(),
+            "tap0".into(),
         ];
         for port in &ports[2..] {
             args.extend(["--processor".to_string(), endpoint(*port)]);
@@ -186,8 +210,9 @@ impl Pipeline {
         }
     }
 
-    /// Waits for every process to end by itself; returns what the run wrote.
-    fn finish(mut self) -> Outcome {
+    /// Waits for every process to end by itself; returns what the run wrote (and what
+    /// `influx` holds in database `db`).
+    fn finish(mut self, influx: Option<(&Influxd, &str)>) -> Outcome {
         let deadline = Instant::now() + RUN_TIMEOUT;
         for p in self
             .others
@@ -218,6 +243,7 @@ impl Pipeline {
             .collect();
         alerts.sort();
         Outcome {
+            influx: influx.map(|(i, db)| i.contents(db, &[HEALTH], &FULL)),
             restarts: self.restarts,
             conn: std::fs::read(self.dir.join("conn.jsonl")).unwrap_or_default(),
             alerts,
@@ -226,7 +252,14 @@ impl Pipeline {
     }
 }
 
+/// Left out of the InfluxDB comparison (see the module's comment).
+const HEALTH: &str = "tapflow_health";
+/// Compared point for point.
+const FULL: [&str; 2] = ["tapflow_conn", "tapflow_alert"];
+
 struct Outcome {
+    /// What InfluxDB holds after the run, when it was written.
+    influx: Option<Contents>,
     restarts: usize,
     conn: Vec<u8>,
     alerts: Vec<String>,
@@ -238,16 +271,83 @@ fn conn_lines(dir: &Path) -> usize {
 }
 
 /// A run over `pcap` in a new directory under `root`, with the aggregator signalled at each of
-/// `moments` in turn (each restart a second later).
-fn run(root: &Path, name: &str, pcap: &Path, durable: bool, moments: &[(Moment, &str)]) -> Outcome {
+/// `moments` in turn (each restart a second later), writing to a database of its own in
+/// `influx` when given.
+fn run(
+    root: &Path,
+    name: &str,
+    pcap: &Path,
+    durable: bool,
+    moments: &[(Moment, &str)],
+    influx: Option<&Influxd>,
+) -> Outcome {
     let dir = root.join(name);
     std::fs::create_dir_all(&dir).expect("a run directory");
+    let db = name.replace('-', "_");
+    let url = influx.map(Influxd::url);
     let started = Instant::now();
-    let mut p = Pipeline::start(&dir, pcap, durable);
+    let mut p = Pipeline::start(
+        &dir,
+        pcap,
+        durable,
+        url.as_deref().map(|u| (u, db.as_str())),
+    );
     for &(moment, signal) in moments {
         p.kill_and_restart(started, moment, signal);
     }
-    p.finish()
+    p.finish(influx.map(|i| (i, db.as_str())))
+}
+
+/// InfluxDB after the faulty run holds what it holds after the clean one: the same series
+/// with the same counts, the same session and alert points, each session once.
+fn check_influx(name: &str, clean: &Outcome, faulty: &Outcome) {
+    let (Some(c), Some(f)) = (&clean.influx, &faulty.influx) else {
+        return;
+    };
+    let sessions = clean.conn.iter().filter(|&&b| b == b'\n').count() as u64;
+    assert_eq!(
+        f.point_count("tapflow_conn"),
+        sessions,
+        "{name}: session points against conn log lines"
+    );
+    assert_eq!(
+        f.points.get("tapflow_conn").map_or(0, Vec::len) as u64,
+        sessions,
+        "{name}: SELECT * FROM tapflow_conn"
+    );
+    for (m, series) in &c.counts {
+        assert_eq!(
+            f.counts.get(m),
+            Some(series),
+            "{name}: {m}'s series and counts differ from the clean run's"
+        );
+    }
+    let extra: Vec<&String> = f
+        .counts
+        .keys()
+        .filter(|m| !c.counts.contains_key(*m))
+        .collect();
+    assert!(
+        extra.is_empty(),
+        "{name}: measurements the clean run lacks: {extra:?}"
+    );
+    for m in FULL {
+        let (cp, fp) = (&c.points[m], &f.points[m]);
+        let missing = cp.iter().filter(|p| fp.binary_search(p).is_err()).count();
+        let more = fp.iter().filter(|p| cp.binary_search(p).is_err()).count();
+        assert!(
+            missing == 0 && more == 0 && cp.len() == fp.len(),
+            "{name}: {m}: {missing} points of the clean run missing, {more} not in it ({} against {})",
+            fp.len(),
+            cp.len()
+        );
+    }
+    let points: u64 = c.counts.keys().map(|m| f.point_count(m)).sum();
+    eprintln!(
+        "{name}: InfluxDB holds the clean run's {points} points in {} measurements ({} sessions), each once",
+        c.counts.len(),
+        sessions
+    );
 }
 
 /// The faulty run's outputs are the clean run's, and its report lists its restarts.
@@ -280,17 +380,28 @@ fn check_same(name: &str, clean: &Outcome, faulty: &Outcome) {
         faulty.alerts, clean.alerts,
         "{name}: the alert events differ"
     );
+    check_influx(name, clean, faulty);
 }
 
 #[test]
 fn aggregator_killed_at_five_moments_loses_nothing() {
     let root = tempfile::tempdir().expect("a temporary directory");
     let pcap = generate(root.path(), PACKETS, FLOWS);
-    let plain = run(root.path(), "plain", &pcap, false, &[]);
-    let clean = run(root.path(), "clean", &pcap, true, &[]);
+    let influxd = Influxd::start();
+    let influx = influxd.as_ref();
+    let plain = run(root.path(), "plain", &pcap, false, &[], influx);
+    let clean = run(root.path(), "clean", &pcap, true, &[], influx);
     // With a state directory and nothing failing, the outputs are those of a run without one.
     assert!(clean.conn == plain.conn, "--state-dir changed the conn log");
     assert_eq!(clean.alerts, plain.alerts);
+    assert!(
+        clean
+            .influx
+            .as_ref()
+            .is_none_or(|c| c.point_count("tapflow_conn") > 0),
+        "the clean run wrote no session to InfluxDB"
+    );
+    check_influx("clean against plain", &plain, &clean);
     assert_eq!(clean.report["complete"], true, "{}", clean.report);
     let lines = clean.conn.iter().filter(|&&c| c == b'\n').count();
     eprintln!(
@@ -319,7 +430,7 @@ fn aggregator_killed_at_five_moments_loses_nothing() {
         ),
     ];
     for (name, moments) in cases {
-        let faulty = run(root.path(), name, &pcap, true, &moments);
+        let faulty = run(root.path(), name, &pcap, true, &moments, influx);
         assert_eq!(
             faulty.restarts,
             moments.len(),
@@ -337,7 +448,9 @@ fn aggregator_stopped_by_sigterm_and_started_again_loses_nothing() {
     let root = tempfile::tempdir().expect("a temporary directory");
     let root = root.path();
     let pcap = generate(root, PACKETS, FLOWS);
-    let clean = run(root, "clean", &pcap, true, &[]);
+    let influxd = Influxd::start();
+    let influx = influxd.as_ref();
+    let clean = run(root, "clean", &pcap, true, &[], influx);
     let term = "TERM";
     // A SIGTERM in the final flush lets the run finish with its report (then it is not
     // restarted); the conn log's first lines come before the end of the stream.
@@ -356,7 +469,7 @@ fn aggregator_stopped_by_sigterm_and_started_again_loses_nothing() {
         ),
     ];
     for (name, moments, at_least) in cases {
-        let faulty = run(root, name, &pcap, true, &moments);
+        let faulty = run(root, name, &pcap, true, &moments, influx);
         assert!(
             faulty.restarts >= at_least,
             "{name}: the first SIGTERM comes mid-run"

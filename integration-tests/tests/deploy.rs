@@ -61,8 +61,12 @@ impl Examples {
             original.display()
         );
         let copy = self.dir.path().join(format!("{role}.toml"));
-        std::fs::write(&copy, body.replace("/etc/tapflow/keys/", &keys))
-            .expect("write the example copy");
+        let set = repo_root().join("deploy/config/processor-set.toml");
+        let body = body.replace("/etc/tapflow/keys/", &keys).replace(
+            "/etc/tapflow/processor-set.toml",
+            &set.display().to_string(),
+        );
+        std::fs::write(&copy, body).expect("write the example copy");
         copy
     }
 }
@@ -413,13 +417,13 @@ fn systemd_units_match_the_binaries() {
                     let value = value.trim_matches('"');
                     let under = if key.ends_with("_log") {
                         &logs
-                    } else if key == "influx_spool_dir" {
+                    } else if key == "influx_spool_dir" || key == "state_dir" {
                         &state
                     } else {
                         continue;
                     };
                     assert!(
-                        value.starts_with(under.as_str()),
+                        format!("{value}/").starts_with(under.as_str()),
                         "{file_name}: {key} = {value} is outside {under}, read-only under ProtectSystem=strict"
                     );
                 }

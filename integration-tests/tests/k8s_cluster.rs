@@ -335,9 +335,11 @@ fn manifests_run_as_pods_carry_tap_traffic_to_both_processors() {
             pods.logs()
         );
     }
+    // The two processors, and the collector subscribed to the control channel (its key is in
+    // the aggregator's clients: keys.sh).
     assert_eq!(
         counter(&agg, "aggregator", "auth_accepted"),
-        2,
+        3,
         "{}",
         pods.logs()
     );

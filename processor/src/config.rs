@@ -422,6 +422,8 @@ impl Config {
             kv(&mut out, "unacked_max_bytes", a.max_bytes);
             kv(&mut out, "resend_after_ms", a.resend_after.as_millis());
             kv(&mut out, "ack_wait_s", a.wait.as_secs());
+        } else {
+            out.push_str("# aggregator_acks: off, nothing kept for a restarted aggregator\n");
         }
         kv(&mut out, "heartbeat_ms", self.heartbeat.as_millis());
         kv(&mut out, "dead_after_ms", self.dead_after.as_millis());

@@ -5,7 +5,7 @@ use std::fmt::Write as _;
 use tapflow_runtime::config::toml_nets;
 use tapflow_runtime::{toml_kv as kv, toml_string as toml_str};
 
-use super::Config;
+use super::{Config, DurableConfig};
 use crate::detect::{DetectConfig, SubnetThresholds};
 use crate::influx::{InfluxApi, InfluxConfig};
 
@@ -22,6 +22,8 @@ impl Config {
             None => kv(&mut out, "processors", self.processors),
         }
         kv(&mut out, "exit_on_eos", self.exit_on_eos);
+        membership(&mut out, self);
+        durable(&mut out, &self.durable);
         for (key, path) in [
             ("health_log", &self.health_log),
             ("conn_log", &self.conn_log),
@@ -52,6 +54,48 @@ impl Config {
             subnet(&mut out, t);
         }
         out
+    }
+}
+
+/// How processors are declared dead and added back, and where the changes are announced.
+fn membership(out: &mut String, c: &Config) {
+    match &c.control_listen {
+        Some(ep) => kv(out, "control_listen", toml_str(ep)),
+        None => out.push_str("# control_listen: processor-set changes not announced\n"),
+    }
+    let m = &c.membership;
+    kv(
+        out,
+        "processor_dead_after",
+        toml_str(&duration(m.dead_after)),
+    );
+    kv(out, "processor_hold_down", toml_str(&duration(m.hold_down)));
+    kv(out, "processor_switch_margin_ms", m.margin_ns / 1_000_000);
+    kv(out, "processor_set_pinned", m.pinned);
+}
+
+/// The state directory and its write-ahead log.
+fn durable(out: &mut String, d: &DurableConfig) {
+    match &d.state_dir {
+        Some(dir) => kv(out, "state_dir", toml_str(&dir.to_string_lossy())),
+        None => out.push_str("# state_dir: none, a restart loses what was held\n"),
+    }
+    match &d.ack_listen {
+        Some(ep) => kv(out, "ack_listen", toml_str(ep)),
+        None => out.push_str("# ack_listen: nothing acknowledged\n"),
+    }
+    kv(out, "wal_max_bytes", d.wal_max_bytes);
+    kv(out, "wal_commit_messages", d.commit_messages);
+    kv(out, "wal_commit_ms", d.commit_age.as_millis());
+}
+
+/// A duration as the options take it: `10s`, or `1500ms` when not whole seconds.
+fn duration(d: std::time::Duration) -> String {
+    let ms = d.as_millis();
+    if ms.is_multiple_of(1000) {
+        format!("{}s", ms / 1000)
+    } else {
+        format!("{ms}ms")
     }
 }
 

@@ -404,3 +404,85 @@ fn membership_durations_take_a_unit_and_zero_is_refused() {
     assert_eq!(errors.len(), 2, "{errors:?}");
     assert_eq!(p, crate::control::Policy::default());
 }
+
+/// `--check-config` shows the state directory, the write-ahead log's bounds and the membership
+/// policy, as given and by default, and the text reads back as the same configuration.
+#[test]
+fn check_config_shows_the_state_and_membership_options() {
+    let dir = tempfile::tempdir().expect("create a temp dir");
+    let set = dir.path().join("set.toml");
+    std::fs::write(&set, "initial = [0, 1]\n").expect("write the processor-set file");
+    let load = |argv: &[&str]| {
+        let args = Args::try_parse_from(
+            ["a", "--listen", "tcp://127.0.0.1:5700", "--plain"]
+                .into_iter()
+                .chain(argv.iter().copied()),
+        )
+        .expect("parse the arguments");
+        Config::merge(args, Options::default()).expect("a valid configuration")
+    };
+    let path = set.display().to_string();
+    let given = load(&[
+        "--processor-set",
+        &path,
+        "--state-dir",
+        "/var/lib/tapflow",
+        "--ack-listen",
+        "tcp://127.0.0.1:5701",
+        "--wal-max-bytes",
+        "1048576",
+        "--wal-commit-messages",
+        "8",
+        "--wal-commit-ms",
+        "5",
+        "--control-listen",
+        "tcp://127.0.0.1:5702",
+        "--processor-dead-after",
+        "2s",
+        "--processor-hold-down",
+        "1500ms",
+        "--processor-switch-margin-ms",
+        "700",
+        "--processor-set-pinned",
+    ]);
+    let text = given.resolved("", "");
+    for want in [
+        "state_dir = \"/var/lib/tapflow\"",
+        "ack_listen = \"tcp://127.0.0.1:5701\"",
+        "wal_max_bytes = 1048576",
+        "wal_commit_messages = 8",
+        "wal_commit_ms = 5",
+        "control_listen = \"tcp://127.0.0.1:5702\"",
+        "processor_dead_after = \"2s\"",
+        "processor_hold_down = \"1500ms\"",
+        "processor_switch_margin_ms = 700",
+        "processor_set_pinned = true",
+    ] {
+        assert!(
+            text.lines().any(|l| l == want),
+            "missing {want:?} in\n{text}"
+        );
+    }
+    let again: Options = toml::from_str(&text).expect("parsing the resolved configuration");
+    let args = Args::try_parse_from(["a"]).expect("parsing no flag");
+    let again = Config::merge(args, again).expect("the resolved configuration is valid");
+    assert_eq!(again.resolved("", ""), text);
+
+    let defaults = load(&["--processors", "2"]).resolved("", "");
+    for want in [
+        "# state_dir: none, a restart loses what was held",
+        "# ack_listen: nothing acknowledged",
+        &format!("wal_max_bytes = {DEFAULT_WAL_MAX_BYTES}"),
+        &format!("wal_commit_messages = {DEFAULT_WAL_COMMIT_MESSAGES}"),
+        &format!("wal_commit_ms = {DEFAULT_WAL_COMMIT_MS}"),
+        "# control_listen: processor-set changes not announced",
+        "processor_dead_after = \"10s\"",
+        "processor_hold_down = \"30s\"",
+        "processor_set_pinned = false",
+    ] {
+        assert!(
+            defaults.lines().any(|l| l == want),
+            "missing {want:?} in\n{defaults}"
+        );
+    }
+}

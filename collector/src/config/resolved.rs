@@ -24,6 +24,7 @@ impl Config {
                 );
             }
         }
+        control(&mut out, self.control.as_ref());
         match &self.filter {
             Some(f) => kv(&mut out, "filter", toml_str(f)),
             None => out.push_str("# filter: none (every packet)\n"),
@@ -67,6 +68,20 @@ impl Config {
         tapflow_runtime::config::toml_metrics_listen(&mut out, self.metrics_listen.as_deref());
         out.push_str(&self.security.resolved());
         out
+    }
+}
+
+/// The aggregator's control channel (`control`) and, with CURVE, its public key.
+fn control(out: &mut String, control: Option<&super::ControlSpec>) {
+    let Some(c) = control else {
+        out.push_str("# control: none, processor-set changes only by the file (SIGHUP)\n");
+        return;
+    };
+    kv(out, "control", toml_str(&c.endpoint));
+    if let tapflow_runtime::curve::LinkSecurity::Curve(curve) = &c.security {
+        if let Some(p) = &curve.server_key_path {
+            kv(out, "control_server_key", toml_str(&p.to_string_lossy()));
+        }
     }
 }
 

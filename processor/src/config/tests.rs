@@ -283,3 +283,54 @@ fn dns_session_timeout_defaults_to_zeeks() {
         );
     }
 }
+
+/// `--check-config` shows acknowledged delivery and its bounds (or that it is off), and the
+/// text reads back as the same configuration.
+#[test]
+fn check_config_shows_acknowledged_delivery() {
+    let base =
+        "listen = 'tcp://127.0.0.1:5601'\naggregator = 'tcp://127.0.0.1:5700'\nplain = true\n";
+    let off = load(&[], base).resolved();
+    assert!(
+        off.lines()
+            .any(|l| l == "# aggregator_acks: off, nothing kept for a restarted aggregator"),
+        "{off}"
+    );
+    let text = load(
+        &[
+            "--aggregator-acks",
+            "tcp://127.0.0.1:5701",
+            "--unacked-max-bytes",
+            "1048576",
+            "--resend-after-ms",
+            "250",
+            "--ack-wait-s",
+            "7",
+        ],
+        base,
+    )
+    .resolved();
+    for want in [
+        "aggregator_acks = \"tcp://127.0.0.1:5701\"",
+        "unacked_max_bytes = 1048576",
+        "resend_after_ms = 250",
+        "ack_wait_s = 7",
+    ] {
+        assert!(
+            text.lines().any(|l| l == want),
+            "missing {want:?} in\n{text}"
+        );
+    }
+    assert_eq!(load(&[], &text).resolved(), text);
+    let defaults = load(&["--aggregator-acks", "tcp://127.0.0.1:5701"], base).resolved();
+    for want in [
+        format!("unacked_max_bytes = {DEFAULT_UNACKED_MAX_BYTES}"),
+        format!("resend_after_ms = {DEFAULT_RESEND_AFTER_MS}"),
+        format!("ack_wait_s = {DEFAULT_ACK_WAIT_S}"),
+    ] {
+        assert!(
+            defaults.lines().any(|l| l == want),
+            "missing {want:?} in\n{defaults}"
+        );
+    }
+}
