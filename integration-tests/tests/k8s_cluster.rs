@@ -335,11 +335,11 @@ fn manifests_run_as_pods_carry_tap_traffic_to_both_processors() {
             pods.logs()
         );
     }
-    // The two processors, and the collector subscribed to the control channel (its key is in
-    // the aggregator's clients: keys.sh).
+    // The two processors' data links, and the control channel's three subscribers: both
+    // processors and the collector (its key is in the aggregator's clients: keys.sh).
     assert_eq!(
         counter(&agg, "aggregator", "auth_accepted"),
-        3,
+        5,
         "{}",
         pods.logs()
     );
