@@ -29,6 +29,8 @@ pub const DEFAULT_INFLUX_FINISH_S: u64 = 30;
 pub const DEFAULT_WAL_MAX_BYTES: u64 = 4 << 30;
 pub const DEFAULT_WAL_COMMIT_MESSAGES: usize = 64;
 pub const DEFAULT_WAL_COMMIT_MS: u64 = 20;
+pub const DEFAULT_WAL_CHECKPOINT_BYTES: u64 = 256 << 20;
+pub const DEFAULT_WAL_CHECKPOINT_S: u64 = 60;
 
 const EXAMPLES: &str = "Examples:
   # two processors, exit when both have ended, accounting to a JSON-lines file
@@ -106,6 +108,10 @@ tapflow_runtime::layered! {
         pub wal_commit_messages: Option<usize>,
         #[arg(long, help = with_default("With --state-dir: group commit, a message waits at most this long for its sync, ms", DEFAULT_WAL_COMMIT_MS))]
         pub wal_commit_ms: Option<u64>,
+        #[arg(long, help = with_default("With --state-dir: a checkpoint replaces the write-ahead log once this many bytes were logged since the last one", DEFAULT_WAL_CHECKPOINT_BYTES))]
+        pub wal_checkpoint_bytes: Option<u64>,
+        #[arg(long, help = with_default("With --state-dir: a checkpoint replaces the write-ahead log at least this often while messages come, seconds (no logged message is older than this plus one checkpoint's time)", DEFAULT_WAL_CHECKPOINT_S))]
+        pub wal_checkpoint_s: Option<u64>,
         /// JSON-lines file for pipeline health: the accounting report at end of stream.
         #[arg(long, env = "TAPFLOW_HEALTH_LOG")]
         pub health_log: Option<PathBuf>,
@@ -300,6 +306,8 @@ pub struct DurableConfig {
     pub wal_max_bytes: u64,
     pub commit_messages: usize,
     pub commit_age: std::time::Duration,
+    pub checkpoint_bytes: u64,
+    pub checkpoint_age: std::time::Duration,
 }
 
 impl Config {
@@ -385,6 +393,13 @@ impl Config {
                 .max(1),
             commit_age: std::time::Duration::from_millis(
                 o.wal_commit_ms.unwrap_or(DEFAULT_WAL_COMMIT_MS),
+            ),
+            checkpoint_bytes: o
+                .wal_checkpoint_bytes
+                .unwrap_or(DEFAULT_WAL_CHECKPOINT_BYTES)
+                .max(1),
+            checkpoint_age: std::time::Duration::from_secs(
+                o.wal_checkpoint_s.unwrap_or(DEFAULT_WAL_CHECKPOINT_S),
             ),
         };
         tapflow_runtime::config::finish(errors, || Config {

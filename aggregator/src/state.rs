@@ -507,5 +507,8 @@ fn log_report(report: &AccountingReport, malformed: &BTreeMap<&'static str, u64>
     }
 }
 
+mod checkpoint;
 #[cfg(test)]
 mod tests;
+
+pub use checkpoint::Snapshot;

@@ -193,6 +193,16 @@ impl Wal {
         self.bytes
     }
 
+    /// Removes the previous generation (the run ended: a new run never falls back to it).
+    pub fn forget_previous(&mut self) -> Result<(), WalError> {
+        match std::fs::remove_file(sibling(Path::new(&self.path), "prev")) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                Err(self.error("remove the previous generation of", e))
+            }
+            _ => Ok(()),
+        }
+    }
+
     /// Replaces the log by `frames` (a checkpoint), atomically (see the module's doc), once
     /// what was appended is synced. Returns the bytes the log held before. On `Err` the old
     /// log is in place, whole, and appends go on to it.
@@ -441,6 +451,9 @@ mod tests {
         drop(wal);
         // Repaired: read again, the same frames, nothing damaged.
         let (_, r) = Wal::open(&path, 1 << 20, COMMIT).expect("open again");
-        assert_eq!((r.frames.len(), r.damaged_bytes, r.fell_back), (3, 0, false));
+        assert_eq!(
+            (r.frames.len(), r.damaged_bytes, r.fell_back),
+            (3, 0, false)
+        );
     }
 }
