@@ -11,12 +11,27 @@ use super::{ConnSorter, ConnStats, UidKey};
 
 #[derive(Debug, Default, Serialize, Deserialize)]
 pub struct SorterSnapshot {
+    /// Not serialized with the rest: [`SorterSnapshot::take_records`] hands them over to be
+    /// encoded as the wire encodes them (compact, a third of the size).
+    #[serde(skip)]
     pending: Vec<ConnRecord>,
     /// (processor, watermark, settle), ns.
     watermarks: Vec<(String, u64, u64)>,
     outers: Vec<(FlowKey, Vec<u64>)>,
     split_closed: Vec<FlowKey>,
     stats: ConnStats,
+}
+
+impl SorterSnapshot {
+    /// The records held, taken out (to be encoded on their own).
+    pub fn take_records(&mut self) -> Vec<ConnRecord> {
+        std::mem::take(&mut self.pending)
+    }
+
+    /// The records held, put back (decoded on their own).
+    pub fn put_records(&mut self, records: Vec<ConnRecord>) {
+        self.pending = records;
+    }
 }
 
 impl ConnSorter {

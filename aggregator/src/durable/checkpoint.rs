@@ -68,13 +68,15 @@ impl Schedule {
 }
 
 impl Durable {
-    /// A checkpoint is due: enough bytes logged since the last, or messages logged and the
-    /// last long enough ago.
+    /// A checkpoint is due: `--wal-checkpoint-bytes` logged since the last and at least as
+    /// much as that checkpoint took (so rewriting the state never costs more than what is
+    /// logged: the log stays under twice the state plus the interval), or messages logged and
+    /// the last `--wal-checkpoint-s` ago.
     pub fn checkpoint_due(&self, now: Instant) -> bool {
         let s = &self.checkpoints;
         let grown = self.wal.bytes().saturating_sub(s.base);
         s.not_before.is_none_or(|t| now >= t)
-            && (grown >= s.bytes || (grown > 0 && now.duration_since(s.since) >= s.age))
+            && (grown >= s.bytes.max(s.base) || (grown > 0 && now.duration_since(s.since) >= s.age))
     }
 
     /// Takes a checkpoint of `machine` (between messages), or puts it off (counted).
@@ -107,11 +109,13 @@ impl Durable {
             checkpoint_fell_back: r.checkpoint_fell_back,
             machine: machine.snapshot(),
         };
-        let mut frame = vec![CHECKPOINT];
-        if let Err(e) = rmp_serde::encode::write_named(&mut frame, &c) {
-            error!(error = %e, "checkpoint: cannot encode the state");
-            return self.put_off(now, "the state cannot be encoded");
-        }
+        let frame = match encode(c) {
+            Ok(frame) => frame,
+            Err(e) => {
+                error!(error = %e, "checkpoint: cannot encode the state");
+                return self.put_off(now, "the state cannot be encoded");
+            }
+        };
         match self.wal.rewrite(&[&frame]) {
             Ok(before) => {
                 self.report.checkpoints += 1;
@@ -143,6 +147,29 @@ impl Durable {
     }
 }
 
+/// The `C` frame: its tag, the length of the checkpoint (MessagePack with field names, 4
+/// bytes little-endian), the checkpoint, then the records held for ordering (MessagePack as
+/// the wire has them: compact).
+fn encode(mut c: Checkpoint) -> Result<Vec<u8>, rmp_serde::encode::Error> {
+    let records = c.machine.take_records();
+    let head = rmp_serde::to_vec_named(&c)?;
+    let mut frame = vec![CHECKPOINT];
+    frame.extend_from_slice(&(head.len() as u32).to_le_bytes());
+    frame.extend_from_slice(&head);
+    rmp_serde::encode::write(&mut frame, &records)?;
+    Ok(frame)
+}
+
+/// A checkpoint from its bytes (past the tag); `None` if they are not one.
+fn decode(b: &[u8]) -> Option<Checkpoint> {
+    let len = u32::from_le_bytes(b.get(..4)?.try_into().ok()?) as usize;
+    let head = b.get(4..4 + len)?;
+    let mut c: Checkpoint = rmp_serde::from_slice(head).ok()?;
+    c.machine
+        .put_records(rmp_serde::from_slice(&b[4 + len..]).ok()?);
+    Some(c)
+}
+
 /// A log's first frame if it is a checkpoint: the logs' lengths and the machine's snapshot;
 /// the dedup positions go to `taken`, the run's figures to `report`. `None`: not a checkpoint
 /// (or not one that can be read: the caller says so).
@@ -151,9 +178,7 @@ pub(super) fn read(
     report: &mut DurabilityReport,
     taken: &mut BTreeMap<Key, u64>,
 ) -> Option<(Vec<(PathBuf, u64)>, Option<Snapshot>)> {
-    let c: Checkpoint = first
-        .strip_prefix(&[CHECKPOINT])
-        .and_then(|b| rmp_serde::from_slice(b).ok())?;
+    let c = decode(first.strip_prefix(&[CHECKPOINT])?)?;
     taken.extend(c.taken.into_iter().map(|(p, i, s)| ((p, i), s)));
     report.restarts = c.restarts;
     report.checkpoints = c.checkpoints;

@@ -25,6 +25,17 @@ pub struct Snapshot {
     split_records: u64,
 }
 
+impl Snapshot {
+    /// The records held for ordering, taken out: see [`SorterSnapshot::take_records`].
+    pub fn take_records(&mut self) -> Vec<tapflow_proto::conn::ConnRecord> {
+        self.sorter.take_records()
+    }
+
+    pub fn put_records(&mut self, records: Vec<tapflow_proto::conn::ConnRecord>) {
+        self.sorter.put_records(records);
+    }
+}
+
 impl Aggregator {
     /// The state a checkpoint keeps (between messages).
     pub fn snapshot(&self) -> Snapshot {

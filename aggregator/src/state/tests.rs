@@ -401,9 +401,13 @@ fn a_restored_snapshot_goes_on_as_the_machine_it_was_taken_from() {
     let before = conns(&a_out.take());
     let held = 3_000 / 2 - before.len();
     assert!(before.len() > 100 && held > 100, "some released, some held");
-    let bytes = rmp_serde::to_vec_named(&a.snapshot()).expect("encode");
+    let mut snapshot = a.snapshot();
+    let records_held = rmp_serde::to_vec(&snapshot.take_records()).expect("encode");
+    let bytes = rmp_serde::to_vec_named(&snapshot).expect("encode");
+    let mut snapshot: Snapshot = rmp_serde::from_slice(&bytes).expect("decode");
+    snapshot.put_records(rmp_serde::from_slice(&records_held).expect("decode"));
     let (mut b, b_out) = machine(2, false);
-    b.restore(rmp_serde::from_slice(&bytes).expect("decode"));
+    b.restore(snapshot);
     let mut reports = Vec::new();
     for m in [&mut a, &mut b] {
         for x in &batches[half..] {
