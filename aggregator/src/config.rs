@@ -348,6 +348,7 @@ impl Config {
         let (processors, processor_set) = processors(&o, &mut errors);
         let detect = detect_config(&o, &mut errors);
         let membership = membership(&o, &mut errors);
+        let durable = durable_config(&o);
         if let Some(c) = &o.control_listen {
             tapflow_runtime::config::check_required_endpoint("control-listen", c, &mut errors);
             if processor_set.is_none() {
@@ -383,25 +384,6 @@ impl Config {
         if let Some(ep) = &o.ack_listen {
             tapflow_runtime::config::check_required_endpoint("ack_listen", ep, &mut errors);
         }
-        let durable = DurableConfig {
-            state_dir: o.state_dir,
-            ack_listen: o.ack_listen,
-            wal_max_bytes: o.wal_max_bytes.unwrap_or(DEFAULT_WAL_MAX_BYTES),
-            commit_messages: o
-                .wal_commit_messages
-                .unwrap_or(DEFAULT_WAL_COMMIT_MESSAGES)
-                .max(1),
-            commit_age: std::time::Duration::from_millis(
-                o.wal_commit_ms.unwrap_or(DEFAULT_WAL_COMMIT_MS),
-            ),
-            checkpoint_bytes: o
-                .wal_checkpoint_bytes
-                .unwrap_or(DEFAULT_WAL_CHECKPOINT_BYTES)
-                .max(1),
-            checkpoint_age: std::time::Duration::from_secs(
-                o.wal_checkpoint_s.unwrap_or(DEFAULT_WAL_CHECKPOINT_S),
-            ),
-        };
         tapflow_runtime::config::finish(errors, || Config {
             durable,
             metrics_listen: o.metrics_listen,
@@ -586,6 +568,29 @@ fn latency_checks(d: &DetectConfig, errors: &mut Vec<String>) {
     }
     if d.latency_caps.samples == 0 || d.latency_caps.servers == 0 {
         errors.push("latency_samples and latency_servers must be at least 1".to_owned());
+    }
+}
+
+/// The state directory's settings (`--state-dir`, `--wal-*`), defaults filled in.
+fn durable_config(o: &Options) -> DurableConfig {
+    DurableConfig {
+        state_dir: o.state_dir.clone(),
+        ack_listen: o.ack_listen.clone(),
+        wal_max_bytes: o.wal_max_bytes.unwrap_or(DEFAULT_WAL_MAX_BYTES),
+        commit_messages: o
+            .wal_commit_messages
+            .unwrap_or(DEFAULT_WAL_COMMIT_MESSAGES)
+            .max(1),
+        commit_age: std::time::Duration::from_millis(
+            o.wal_commit_ms.unwrap_or(DEFAULT_WAL_COMMIT_MS),
+        ),
+        checkpoint_bytes: o
+            .wal_checkpoint_bytes
+            .unwrap_or(DEFAULT_WAL_CHECKPOINT_BYTES)
+            .max(1),
+        checkpoint_age: std::time::Duration::from_secs(
+            o.wal_checkpoint_s.unwrap_or(DEFAULT_WAL_CHECKPOINT_S),
+        ),
     }
 }
 

@@ -25,6 +25,9 @@ use crate::accounting::DurabilityReport;
 use crate::config::DurableConfig;
 use crate::state::{Aggregator, Snapshot};
 
+/// Each resumed log and its length.
+type LogLengths = Vec<(PathBuf, u64)>;
+
 /// A checkpoint put off is tried again this much later.
 const RETRY: Duration = Duration::from_secs(1);
 
@@ -32,7 +35,7 @@ const RETRY: Duration = Duration::from_secs(1);
 #[derive(Debug, Default, Serialize, Deserialize)]
 pub(super) struct Checkpoint {
     /// Each resumed log and its length at the checkpoint.
-    logs: Vec<(PathBuf, u64)>,
+    logs: LogLengths,
     /// Per processor incarnation, the highest sequence number taken (all durable).
     taken: Vec<(String, u64, u64)>,
     /// The report's figures that span the whole run.
@@ -177,7 +180,7 @@ pub(super) fn read(
     first: &[u8],
     report: &mut DurabilityReport,
     taken: &mut BTreeMap<Key, u64>,
-) -> Option<(Vec<(PathBuf, u64)>, Option<Snapshot>)> {
+) -> Option<(LogLengths, Option<Snapshot>)> {
     let c = decode(first.strip_prefix(&[CHECKPOINT])?)?;
     taken.extend(c.taken.into_iter().map(|(p, i, s)| ((p, i), s)));
     report.restarts = c.restarts;
