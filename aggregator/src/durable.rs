@@ -22,6 +22,14 @@
 //! at the lengths it names and replays the `M` frames after it: the records are released in
 //! the same order as from the whole log. No `M` frame is older than `--wal-checkpoint-s` plus
 //! one checkpoint: that is the log's bound by age.
+//!
+//! A checkpoint changes nothing in a run without a fault. A restart from one rebuilds the conn
+//! log byte for byte and the report's record counts, but not yet everything: the detector's
+//! windows, episodes and latency baselines are not in the snapshot (`detect` has no snapshot),
+//! so alerts whose windows span the checkpoint may differ and the report's detection counts
+//! start again; announced FTP/IRC data connections not yet used are forgotten. With InfluxDB no
+//! checkpoint is taken (its sink is never caught up: points in flight and traffic windows are
+//! not in a snapshot), so the log is not trimmed there.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
