@@ -263,14 +263,23 @@ fn encode(parts: &[&[u8]], out: &mut Vec<u8>) {
 /// current log kept as `.prev`; the new one renamed over it; the directory synced. Returns
 /// its length.
 fn write_new(path: &Path, frames: &[&[u8]]) -> std::io::Result<u64> {
+    let tmp = sibling(path, "tmp");
+    let written = write_tmp(path, &tmp, frames);
+    if written.is_err() {
+        // A full disk: the space the half-written checkpoint took is given back.
+        let _ = std::fs::remove_file(&tmp);
+    }
+    written
+}
+
+fn write_tmp(path: &Path, tmp: &Path, frames: &[&[u8]]) -> std::io::Result<u64> {
     let mut bytes = Vec::new();
     frames.iter().for_each(|f| encode(&[f], &mut bytes));
-    let tmp = sibling(path, "tmp");
-    let mut f = File::create(&tmp)?;
+    let mut f = File::create(tmp)?;
     f.write_all(&bytes)?;
     f.sync_all()?;
     drop(f);
-    let back = std::fs::read(&tmp)?;
+    let back = std::fs::read(tmp)?;
     if back != bytes || parse(&back).0.len() != frames.len() {
         return Err(std::io::Error::other("the checkpoint read back differs"));
     }
@@ -280,7 +289,7 @@ fn write_new(path: &Path, frames: &[&[u8]]) -> std::io::Result<u64> {
         std::fs::hard_link(path, &next)?;
         std::fs::rename(&next, &prev)?;
     }
-    std::fs::rename(&tmp, path)?;
+    std::fs::rename(tmp, path)?;
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         File::open(dir)?.sync_all()?;
     }
