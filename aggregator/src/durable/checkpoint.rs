@@ -190,3 +190,41 @@ pub(super) fn read(
     report.checkpoint_fell_back += c.checkpoint_fell_back;
     Some((c.logs, Some(c.machine)))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check(bytes: &[u8], back: bool) {
+        let mut report = DurabilityReport::default();
+        let mut taken = BTreeMap::new();
+        let r = read(bytes, &mut report, &mut taken);
+        assert_eq!(r.is_some(), back, "{bytes:?}");
+        if back {
+            assert_eq!(taken.get(&("p0".to_string(), 7)), Some(&42));
+            assert_eq!((report.restarts, report.checkpoints), (vec![5], 3));
+            assert_eq!(r.map(|(logs, _)| logs), Some(vec![("conn".into(), 99)]));
+        }
+    }
+
+    #[test]
+    fn a_checkpoint_reads_back_and_a_damaged_one_is_refused() {
+        let c = Checkpoint {
+            logs: vec![("conn".into(), 99)],
+            taken: vec![("p0".into(), 7, 42)],
+            restarts: vec![5],
+            checkpoints: 3,
+            ..Checkpoint::default()
+        };
+        let frame = encode(c).expect("encode");
+        check(&frame, true);
+        // Not a checkpoint, cut short anywhere, a length past the end: refused, no panic.
+        check(b"S{}", false);
+        for cut in [1, 3, 5, frame.len() / 2, frame.len() - 1] {
+            check(&frame[..cut], false);
+        }
+        let mut long = frame.clone();
+        long[1..5].copy_from_slice(&u32::MAX.to_le_bytes());
+        check(&long, false);
+    }
+}
