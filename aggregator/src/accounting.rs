@@ -648,4 +648,12 @@ pub struct DurabilityReport {
     pub damaged_bytes: u64,
     /// Sequence numbers a processor gave up (past its bound) before this aggregator had them.
     pub given_up: u64,
+    /// Checkpoints that replaced the log (over the whole run, every incarnation), and the
+    /// bytes of the logs they replaced.
+    pub checkpoints: u64,
+    pub trimmed_bytes: u64,
+    /// Checkpoints put off: a resumed log not caught up yet, or the rewrite failed.
+    pub checkpoints_postponed: u64,
+    /// Restarts that found the checkpoint damaged and read the previous generation.
+    pub checkpoint_fell_back: u64,
 }

@@ -29,6 +29,8 @@ pub const DEFAULT_INFLUX_FINISH_S: u64 = 30;
 pub const DEFAULT_WAL_MAX_BYTES: u64 = 4 << 30;
 pub const DEFAULT_WAL_COMMIT_MESSAGES: usize = 64;
 pub const DEFAULT_WAL_COMMIT_MS: u64 = 20;
+pub const DEFAULT_WAL_CHECKPOINT_BYTES: u64 = 256 << 20;
+pub const DEFAULT_WAL_CHECKPOINT_S: u64 = 60;
 
 const EXAMPLES: &str = "Examples:
   # two processors, exit when both have ended, accounting to a JSON-lines file
@@ -106,6 +108,10 @@ tapflow_runtime::layered! {
         pub wal_commit_messages: Option<usize>,
         #[arg(long, help = with_default("With --state-dir: group commit, a message waits at most this long for its sync, ms", DEFAULT_WAL_COMMIT_MS))]
         pub wal_commit_ms: Option<u64>,
+        #[arg(long, help = with_default("With --state-dir: a checkpoint replaces the write-ahead log once this many bytes were logged since the last one", DEFAULT_WAL_CHECKPOINT_BYTES))]
+        pub wal_checkpoint_bytes: Option<u64>,
+        #[arg(long, help = with_default("With --state-dir: a checkpoint replaces the write-ahead log at least this often while messages come, seconds (no logged message is older than this plus one checkpoint's time)", DEFAULT_WAL_CHECKPOINT_S))]
+        pub wal_checkpoint_s: Option<u64>,
         /// JSON-lines file for pipeline health: the accounting report at end of stream.
         #[arg(long, env = "TAPFLOW_HEALTH_LOG")]
         pub health_log: Option<PathBuf>,
@@ -300,6 +306,8 @@ pub struct DurableConfig {
     pub wal_max_bytes: u64,
     pub commit_messages: usize,
     pub commit_age: std::time::Duration,
+    pub checkpoint_bytes: u64,
+    pub checkpoint_age: std::time::Duration,
 }
 
 impl Config {
@@ -340,6 +348,7 @@ impl Config {
         let (processors, processor_set) = processors(&o, &mut errors);
         let detect = detect_config(&o, &mut errors);
         let membership = membership(&o, &mut errors);
+        let durable = durable_config(&o);
         if let Some(c) = &o.control_listen {
             tapflow_runtime::config::check_required_endpoint("control-listen", c, &mut errors);
             if processor_set.is_none() {
@@ -375,18 +384,6 @@ impl Config {
         if let Some(ep) = &o.ack_listen {
             tapflow_runtime::config::check_required_endpoint("ack_listen", ep, &mut errors);
         }
-        let durable = DurableConfig {
-            state_dir: o.state_dir,
-            ack_listen: o.ack_listen,
-            wal_max_bytes: o.wal_max_bytes.unwrap_or(DEFAULT_WAL_MAX_BYTES),
-            commit_messages: o
-                .wal_commit_messages
-                .unwrap_or(DEFAULT_WAL_COMMIT_MESSAGES)
-                .max(1),
-            commit_age: std::time::Duration::from_millis(
-                o.wal_commit_ms.unwrap_or(DEFAULT_WAL_COMMIT_MS),
-            ),
-        };
         tapflow_runtime::config::finish(errors, || Config {
             durable,
             metrics_listen: o.metrics_listen,
@@ -571,6 +568,29 @@ fn latency_checks(d: &DetectConfig, errors: &mut Vec<String>) {
     }
     if d.latency_caps.samples == 0 || d.latency_caps.servers == 0 {
         errors.push("latency_samples and latency_servers must be at least 1".to_owned());
+    }
+}
+
+/// The state directory's settings (`--state-dir`, `--wal-*`), defaults filled in.
+fn durable_config(o: &Options) -> DurableConfig {
+    DurableConfig {
+        state_dir: o.state_dir.clone(),
+        ack_listen: o.ack_listen.clone(),
+        wal_max_bytes: o.wal_max_bytes.unwrap_or(DEFAULT_WAL_MAX_BYTES),
+        commit_messages: o
+            .wal_commit_messages
+            .unwrap_or(DEFAULT_WAL_COMMIT_MESSAGES)
+            .max(1),
+        commit_age: std::time::Duration::from_millis(
+            o.wal_commit_ms.unwrap_or(DEFAULT_WAL_COMMIT_MS),
+        ),
+        checkpoint_bytes: o
+            .wal_checkpoint_bytes
+            .unwrap_or(DEFAULT_WAL_CHECKPOINT_BYTES)
+            .max(1),
+        checkpoint_age: std::time::Duration::from_secs(
+            o.wal_checkpoint_s.unwrap_or(DEFAULT_WAL_CHECKPOINT_S),
+        ),
     }
 }
 

@@ -43,6 +43,8 @@ enum Cmd {
     Records(Vec<Released>),
     /// SIGHUP: flush and open the path again, after the records handed over before it.
     Reopen,
+    /// A checkpoint: write and sync everything handed over, then say if the log is caught up.
+    Sync(SyncSender<bool>),
 }
 
 pub struct ConnWriter {
@@ -84,6 +86,9 @@ impl ConnWriter {
                             log.write(&mut text);
                         }
                         Cmd::Reopen => log.reopen(),
+                        Cmd::Sync(done) => {
+                            let _ = done.send(log.sync());
+                        }
                     }
                 }
                 log.write(&mut text);
@@ -134,6 +139,18 @@ impl ConnWriter {
             return Ok(());
         }
         self.send(Cmd::Reopen)
+    }
+
+    /// Waits until every record handed over is written and synced; false if the log is not
+    /// caught up (still skipping lines written before a restart) or the thread is gone.
+    pub fn sync(&mut self) -> Result<bool, ConnLogError> {
+        self.flush()?;
+        if self.tx.is_none() {
+            return Ok(true);
+        }
+        let (tx, rx) = mpsc::sync_channel(1);
+        self.send(Cmd::Sync(tx))?;
+        Ok(rx.recv().unwrap_or(false))
     }
 
     /// End of stream: waits until every record is written and the file flushed; returns

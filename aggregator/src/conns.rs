@@ -19,15 +19,17 @@ use tracing::warn;
 
 mod expect;
 mod line;
+mod snapshot;
 
 pub use expect::{ExpectStats, ExpectTable, Expectation};
 pub use line::conn_json;
+pub use snapshot::SorterSnapshot;
 
 /// Expected data connections held at most (FTP and IRC announcements; see [`expect`]).
 pub const EXPECT_CAP: usize = 65_536;
 
 /// Counters of the sorter.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ConnStats {
     pub received: u64,
     pub interim: u64,
@@ -47,16 +49,16 @@ pub struct ConnStats {
     /// Records rejected by [`ConnRecord::validate`], by reason: not written, not given to
     /// detection or InfluxDB. Counted in `received` (so `received = released + interim +
     /// invalid` at the end). In the report only when some were (new in issue 21).
-    #[serde(skip_serializing_if = "InvalidCounts::is_zero")]
+    #[serde(default, skip_serializing_if = "InvalidCounts::is_zero")]
     pub invalid: InvalidCounts,
     /// Announced data connections (FTP, IRC DCC) and the records they labelled. In the report
     /// only when some came (new in issue 17).
-    #[serde(skip_serializing_if = "ExpectStats::is_zero")]
+    #[serde(default, skip_serializing_if = "ExpectStats::is_zero")]
     pub expects: ExpectStats,
 }
 
 /// Records rejected as invalid, by [`InvalidRecord`] (each field named as its `as_str`).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct InvalidCounts {
     pub uid: u64,
     pub history: u64,

@@ -11,6 +11,25 @@
 //! resumed ([`crate::logfile::resume`]), skip as many lines as they already hold. Messages the
 //! processors sent that were not acknowledged come again and are taken in order; duplicates
 //! are dropped. A run that ends with everything written empties the log.
+//!
+//! Checkpoints keep the log small during a run that never ends (a live tap;
+//! [`checkpoint`]): every `--wal-checkpoint-bytes` logged, or `--wal-checkpoint-s` while
+//! messages come, the log is replaced, atomically ([`Wal::rewrite`]), by one `C` frame
+//! holding the state the `M` frames built — the machine's snapshot
+//! ([`crate::state::Snapshot`]), the dedup positions, where each resumed log stands (its
+//! length, once every line handed over is written and synced) — and the `M` frames that follow
+//! are appended after it. A restart from a `C` frame restores the snapshot, resumes the logs
+//! at the lengths it names and replays the `M` frames after it: the records are released in
+//! the same order as from the whole log. No `M` frame is older than `--wal-checkpoint-s` plus
+//! one checkpoint: that is the log's bound by age.
+//!
+//! A checkpoint changes nothing in a run without a fault. A restart from one rebuilds the conn
+//! log byte for byte and the report's record counts, but not yet everything: the detector's
+//! windows, episodes and latency baselines are not in the snapshot (`detect` has no snapshot),
+//! so alerts whose windows span the checkpoint may differ and the report's detection counts
+//! start again; announced FTP/IRC data connections not yet used are forgotten. With InfluxDB no
+//! checkpoint is taken (its sink is never caught up: points in flight and traffic windows are
+//! not in a snapshot), so the log is not trimmed there.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -24,12 +43,16 @@ use tracing::{error, info, warn};
 
 use crate::accounting::DurabilityReport;
 use crate::config::Config;
+use crate::state::Snapshot;
 use crate::wal::{Commit, Wal, WalError};
+
+mod checkpoint;
 
 /// Frame tags.
 const START: u8 = b'S';
 const RESTART: u8 = b'R';
 const MESSAGE: u8 = b'M';
+const CHECKPOINT: u8 = b'C';
 
 /// How often acknowledgements are published when nothing new is durable (so a processor
 /// learns of a restarted aggregator).
@@ -44,7 +67,7 @@ pub enum DurableError {
         path: String,
         source: std::io::Error,
     },
-    #[error("write-ahead log {0}: its first frame is not the run's start (not a tapflow write-ahead log?)")]
+    #[error("write-ahead log {0}: its first frame is neither the run's start nor a checkpoint (not a tapflow write-ahead log?)")]
     NoStart(String),
     #[error("cannot {what} {endpoint}: {source}")]
     Socket {
@@ -69,8 +92,19 @@ pub enum Verdict {
 
 type Key = (String, u64);
 
+/// What a restart rebuilds from: a checkpoint's snapshot of the machine (restored first), then
+/// the messages logged after it.
+#[derive(Default)]
+pub struct Replay {
+    pub snapshot: Option<Snapshot>,
+    pub messages: Vec<Delivered>,
+}
+
 pub struct Durable {
     wal: Wal,
+    /// The logs resumed at a restart (conn, alerts).
+    logs: Vec<PathBuf>,
+    checkpoints: checkpoint::Schedule,
     incarnation: u64,
     /// Per processor incarnation: the highest sequence number taken, and durable.
     taken: BTreeMap<Key, u64>,
@@ -96,7 +130,7 @@ impl Durable {
         config: &Config,
         dir: &Path,
         now_unix_ns: u64,
-    ) -> Result<(Durable, Vec<Delivered>), DurableError> {
+    ) -> Result<(Durable, Replay), DurableError> {
         std::fs::create_dir_all(dir).map_err(|source| DurableError::Dir {
             path: dir.display().to_string(),
             source,
@@ -109,33 +143,42 @@ impl Durable {
         let (mut wal, recovered) = Wal::open(&path, config.durable.wal_max_bytes, commit)?;
         let mut report = DurabilityReport {
             damaged_bytes: recovered.damaged_bytes,
+            checkpoint_fell_back: u64::from(recovered.fell_back),
             ..DurabilityReport::default()
         };
-        if recovered.damaged_bytes > 0 {
+        if recovered.fell_back {
+            error!(path = %path.display(), "write-ahead log: its checkpoint is damaged; restarting from the previous generation and the messages logged after the checkpoint");
+        } else if recovered.damaged_bytes > 0 {
             error!(path = %path.display(), bytes = recovered.damaged_bytes, "write-ahead log: a torn or damaged tail was cut off (it was never acknowledged: the processors send it again)");
         }
+        let mut taken = BTreeMap::new();
         let replay = match recovered.frames.split_first() {
             None => {
                 begin(config, &mut wal)?;
-                Vec::new()
+                Replay::default()
             }
             Some((first, rest)) => {
-                let start: Start = first
-                    .strip_prefix(&[START])
-                    .and_then(|j| serde_json::from_slice(j).ok())
-                    .ok_or_else(|| DurableError::NoStart(path.display().to_string()))?;
-                for (log, offset) in &start.logs {
+                let (logs, snapshot) = match checkpoint::read(first, &mut report, &mut taken) {
+                    Some(c) => c,
+                    None => (
+                        start_of(first)
+                            .ok_or_else(|| DurableError::NoStart(path.display().to_string()))?,
+                        None,
+                    ),
+                };
+                for (log, offset) in &logs {
                     crate::logfile::resume(log, *offset);
                 }
-                let replay = resume(rest, &mut report);
+                let messages = resume(rest, &mut report);
                 report.restarts.push(now_unix_ns);
                 wal.append(&[&[RESTART], &now_unix_ns.to_be_bytes()])?;
                 info!(
-                    messages = replay.len(),
+                    messages = messages.len(),
                     restarts = report.restarts.len(),
+                    checkpoint = snapshot.is_some(),
                     "restarting from the write-ahead log"
                 );
-                replay
+                Replay { snapshot, messages }
             }
         };
         wal.sync()?;
@@ -144,9 +187,11 @@ impl Durable {
             None => None,
         };
         let durable = Durable {
+            checkpoints: checkpoint::Schedule::new(&config.durable, wal.bytes()),
             wal,
+            logs: log_paths(config),
             incarnation: now_unix_ns,
-            taken: BTreeMap::new(),
+            taken,
             durable: BTreeMap::new(),
             acks,
             last_publish: None,
@@ -160,26 +205,30 @@ impl Durable {
     pub fn open_if(
         config: &Config,
         now_unix_ns: u64,
-    ) -> Result<(Option<Durable>, Vec<Delivered>), DurableError> {
+    ) -> Result<(Option<Durable>, Replay), DurableError> {
         match &config.durable.state_dir {
             Some(dir) => {
                 let (d, replay) = Durable::open(config, dir, now_unix_ns)?;
                 Ok((Some(d), replay))
             }
-            None => Ok((None, Vec::new())),
+            None => Ok((None, Replay::default())),
         }
     }
 
-    /// Hands the replayed messages (durable already) that are next in their sequence to
-    /// `take`, in the order they came.
+    /// Restores a checkpoint's snapshot into `machine`, then hands it the replayed messages
+    /// (durable already) that are next in their sequence, in the order they came.
     pub fn replay<E>(
         &mut self,
-        messages: Vec<Delivered>,
-        mut take: impl FnMut(UpMessage) -> Result<(), E>,
+        replay: Replay,
+        machine: &mut crate::state::Aggregator,
+        mut take: impl FnMut(&mut crate::state::Aggregator, UpMessage) -> Result<(), E>,
     ) -> Result<(), E> {
-        for d in messages {
+        if let Some(s) = replay.snapshot {
+            machine.restore(s);
+        }
+        for d in replay.messages {
             if self.judge(&d) == Verdict::Take {
-                take(d.message)?;
+                take(machine, d.message)?;
             }
         }
         self.durable = self.taken.clone();
@@ -263,7 +312,7 @@ impl Durable {
     pub fn finished(&mut self) {
         self.service(Instant::now(), true);
         self.publish();
-        if let Err(e) = self.wal.clear() {
+        if let Err(e) = self.wal.clear().and_then(|()| self.wal.forget_previous()) {
             error!("{e}; the next start would replay this run: remove the state directory's log");
         }
     }
@@ -354,14 +403,34 @@ impl Publisher {
     }
 }
 
+/// The logs a restart resumes.
+fn log_paths(config: &Config) -> Vec<PathBuf> {
+    [&config.conn_log, &config.alerts_log]
+        .into_iter()
+        .flatten()
+        .cloned()
+        .collect()
+}
+
+/// Each log and its length now.
+fn log_lengths(logs: &[PathBuf]) -> Vec<(PathBuf, u64)> {
+    logs.iter()
+        .map(|p| (p.clone(), std::fs::metadata(p).map_or(0, |m| m.len())))
+        .collect()
+}
+
+/// Where the logs begin, from a run's first frame (`S`).
+fn start_of(first: &[u8]) -> Option<Vec<(PathBuf, u64)>> {
+    let start: Start = first
+        .strip_prefix(&[START])
+        .and_then(|j| serde_json::from_slice(j).ok())?;
+    Some(start.logs)
+}
+
 /// A fresh run: its first frame says where its logs begin.
 fn begin(config: &Config, wal: &mut Wal) -> Result<(), WalError> {
     let start = Start {
-        logs: [&config.conn_log, &config.alerts_log]
-            .into_iter()
-            .flatten()
-            .map(|p| (p.clone(), std::fs::metadata(p).map_or(0, |m| m.len())))
-            .collect(),
+        logs: log_lengths(&log_paths(config)),
     };
     let json = serde_json::to_vec(&start).unwrap_or_default();
     wal.append(&[&[START], &json])

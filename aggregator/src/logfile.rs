@@ -156,6 +156,20 @@ impl LogFile {
         }
     }
 
+    /// Writes what is buffered and syncs the file (a checkpoint of the write-ahead log).
+    /// False while lines already in the file from before a restart are still being skipped.
+    pub fn sync(&mut self) -> bool {
+        let Some(w) = self.w.as_mut() else {
+            return true;
+        };
+        w.flush();
+        if let Err(e) = w.target.sync_data() {
+            error!(path = %self.path, error = %e, "cannot sync the log for a checkpoint");
+            return false;
+        }
+        w.skip == 0
+    }
+
     /// Lines that could not be written so far.
     pub fn unwritten(&self) -> u64 {
         self.w.as_ref().map_or(0, |w| w.unwritten)

@@ -74,7 +74,7 @@ pub fn run(
     let detector = DetectThread::start(config.detect.clone()).map_err(RunError::Thread)?;
     let mut machine = Aggregator::new(Settings::of(config), Box::new(detector), sinks);
     if let Some(d) = durable.as_mut() {
-        d.replay(replay, |m| machine.on_message(m, now()))?;
+        d.replay(replay, &mut machine, |m, msg| m.on_message(msg, now()))?;
     }
     let mut edge = Edge::bind(config, durable.is_some())?;
     info!(listen = %config.listen, processors = config.processors, "aggregator started");
@@ -109,6 +109,9 @@ pub fn run(
         }
         if let Some(d) = durable.as_mut() {
             d.service(Instant::now(), false);
+            if d.checkpoint_due(Instant::now()) {
+                d.checkpoint(&mut machine, Instant::now());
+            }
         }
     }
     if let Some(d) = durable.as_mut() {

@@ -107,6 +107,12 @@ pub trait Sink {
         Ok(())
     }
 
+    /// A checkpoint of the write-ahead log: every line handed over is written and synced.
+    /// `Ok(false)`: a resumed log still skips lines it holds (not caught up since a restart).
+    fn sync(&mut self) -> Result<bool, SinkError> {
+        Ok(true)
+    }
+
     /// Counters for the metrics endpoint, appended to `out` as (name, value).
     fn counters(&self, _out: &mut Vec<(String, u64)>) {}
 
@@ -234,6 +240,15 @@ impl Sinks {
 
     pub fn reopen(&mut self) -> Result<(), SinkError> {
         self.sinks.iter_mut().try_for_each(|s| s.reopen())
+    }
+
+    /// [`Sink::sync`] of every sink: true when every one is caught up.
+    pub fn sync(&mut self) -> Result<bool, SinkError> {
+        let mut all = true;
+        for s in &mut self.sinks {
+            all &= s.sync()?;
+        }
+        Ok(all)
     }
 
     pub fn counters(&self, out: &mut Vec<(String, u64)>) {

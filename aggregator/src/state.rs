@@ -511,5 +511,8 @@ fn log_report(report: &AccountingReport, malformed: &BTreeMap<&'static str, u64>
     }
 }
 
+mod checkpoint;
 #[cfg(test)]
 mod tests;
+
+pub use checkpoint::Snapshot;

@@ -13,7 +13,7 @@ use tapflow_proto::upstream::{ConnBatch, ProcessorAccount, ProcessorHeartbeat};
 const INCARNATIONS_CAP: usize = 4096;
 
 /// The connection-record sequence of one processor incarnation as this aggregator saw it.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct RecordSeq {
     /// The sequence number of the first batch received: records handed to the socket before
     /// this aggregator heard from the processor (sent to an earlier aggregator incarnation).
@@ -84,6 +84,19 @@ impl Upstream {
             seq.gaps += records_seq - expected;
         }
         seq.received += n;
+    }
+
+    /// Every incarnation's record sequence (a checkpoint of the write-ahead log).
+    pub fn record_seqs(&self) -> Vec<(String, u64, RecordSeq)> {
+        self.records
+            .iter()
+            .map(|((p, i), s)| (p.clone(), *i, *s))
+            .collect()
+    }
+
+    /// Record sequences from a checkpoint, in place of those known.
+    pub fn restore_record_seqs(&mut self, seqs: Vec<(String, u64, RecordSeq)>) {
+        self.records = seqs.into_iter().map(|(p, i, s)| ((p, i), s)).collect();
     }
 
     pub fn records(&self, processor: &str, incarnation: u64) -> RecordSeq {

@@ -9,6 +9,16 @@
 //! message that would pass it is refused (not appended, not processed, not acknowledged: the
 //! processor keeps it and sends it again), loudly. A write or sync that fails (a full disk) is
 //! an ERROR; the message is refused the same way and nothing is acknowledged past it.
+//!
+//! A checkpoint replaces the log ([`Wal::rewrite`]): the new frames go to `aggregator.wal.tmp`,
+//! which is synced, read back and checked, then the current log is hard-linked as
+//! `aggregator.wal.prev` (the previous generation, replacing the one before) and the new one
+//! renamed over it, and the directory synced. A rename is atomic: a crash at any point leaves
+//! the old log whole or the new one whole (a leftover `.tmp` is removed at the next open), so
+//! nothing acknowledged is lost. Should the new log's first frame (the checkpoint) be found
+//! damaged at an open (a bad sector), the previous generation is read instead, followed by the
+//! frames after that first one: everything acknowledged since the previous checkpoint is in
+//! one or the other ([`Recovered::fell_back`]).
 
 use std::fs::File;
 use std::io::{Read, Write};
@@ -35,6 +45,8 @@ pub struct Recovered {
     pub frames: Vec<Vec<u8>>,
     /// Bytes of a torn or damaged tail, removed.
     pub damaged_bytes: u64,
+    /// The first frame was damaged: the previous generation was read in its place.
+    pub fell_back: bool,
 }
 
 /// When to sync: after this many frames or this long since the first not yet synced.
@@ -67,25 +79,32 @@ impl Wal {
             let path = shown.clone();
             move |source| WalError { path, what, source }
         };
-        let mut file = std::fs::OpenOptions::new()
-            .create(true)
-            .read(true)
-            .append(true)
-            .open(path)
-            .map_err(err("open"))?;
+        // A checkpoint that never reached its rename: the log beside it is whole.
+        let _ = std::fs::remove_file(sibling(path, "tmp"));
+        let mut file = open_append(path).map_err(err("open"))?;
         let mut all = Vec::new();
         file.read_to_end(&mut all).map_err(err("read"))?;
-        let (frames, good) = parse(&all);
-        let damaged_bytes = (all.len() - good) as u64;
-        if damaged_bytes > 0 {
-            file.set_len(good as u64)
-                .map_err(err("cut the damaged tail of"))?;
+        let (mut frames, good) = parse(&all);
+        let mut damaged_bytes = (all.len() - good) as u64;
+        let mut fell_back = false;
+        if frames.is_empty() && !all.is_empty() {
+            if let Some((older, damaged)) = fall_back(path, &all) {
+                (frames, damaged_bytes, fell_back) = (older, damaged, true);
+            }
+        }
+        let mut good = good as u64;
+        if fell_back {
+            let parts: Vec<&[u8]> = frames.iter().map(Vec::as_slice).collect();
+            good = write_new(path, &parts).map_err(err("repair"))?;
+            file = open_append(path).map_err(err("open"))?;
+        } else if damaged_bytes > 0 {
+            file.set_len(good).map_err(err("cut the damaged tail of"))?;
             file.sync_data().map_err(err("sync"))?;
         }
         let wal = Wal {
             file,
             path: shown,
-            bytes: good as u64,
+            bytes: good,
             max_bytes,
             commit,
             pending: 0,
@@ -99,6 +118,7 @@ impl Wal {
             Recovered {
                 frames,
                 damaged_bytes,
+                fell_back,
             },
         ))
     }
@@ -114,16 +134,8 @@ impl Wal {
                 std::io::ErrorKind::StorageFull.into(),
             ));
         }
-        let mut sum = flate2::Crc::new();
-        for p in parts {
-            sum.update(p);
-        }
         let mut frame = Vec::with_capacity(HEADER + payload_len);
-        frame.extend_from_slice(&(payload_len as u32).to_le_bytes());
-        frame.extend_from_slice(&sum.sum().to_le_bytes());
-        for p in parts {
-            frame.extend_from_slice(p);
-        }
+        encode(parts, &mut frame);
         if let Err(e) = self.file.write_all(&frame) {
             self.failures += 1;
             // Cut back what part of the frame went out, so the next frame follows whole ones.
@@ -181,6 +193,32 @@ impl Wal {
         self.bytes
     }
 
+    /// Removes the previous generation (the run ended: a new run never falls back to it).
+    pub fn forget_previous(&mut self) -> Result<(), WalError> {
+        match std::fs::remove_file(sibling(Path::new(&self.path), "prev")) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                Err(self.error("remove the previous generation of", e))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Replaces the log by `frames` (a checkpoint), atomically (see the module's doc), once
+    /// what was appended is synced. Returns the bytes the log held before. On `Err` the old
+    /// log is in place, whole, and appends go on to it.
+    pub fn rewrite(&mut self, frames: &[&[u8]]) -> Result<u64, WalError> {
+        self.sync()?;
+        let path = PathBuf::from(&self.path);
+        let bytes = write_new(&path, frames).map_err(|e| {
+            self.failures += 1;
+            self.error("write a checkpoint of", e)
+        })?;
+        self.file = open_append(&path).map_err(|e| self.error("reopen", e))?;
+        let before = self.bytes;
+        self.bytes = bytes;
+        Ok(before)
+    }
+
     fn error(&self, what: &'static str, source: std::io::Error) -> WalError {
         WalError {
             path: self.path.clone(),
@@ -193,6 +231,96 @@ impl Wal {
 /// The state directory's write-ahead log file.
 pub fn path_in(dir: &Path) -> PathBuf {
     dir.join("aggregator.wal")
+}
+
+fn open_append(path: &Path) -> std::io::Result<File> {
+    std::fs::OpenOptions::new()
+        .create(true)
+        .read(true)
+        .append(true)
+        .open(path)
+}
+
+/// `path` with `.ext` added (`aggregator.wal.tmp`, `aggregator.wal.prev`).
+fn sibling(path: &Path, ext: &str) -> PathBuf {
+    let mut s = path.as_os_str().to_owned();
+    s.push(".");
+    s.push(ext);
+    PathBuf::from(s)
+}
+
+/// One frame of `parts`, appended to `out`.
+fn encode(parts: &[&[u8]], out: &mut Vec<u8>) {
+    let mut sum = flate2::Crc::new();
+    parts.iter().for_each(|p| sum.update(p));
+    let len: usize = parts.iter().map(|p| p.len()).sum();
+    out.extend_from_slice(&(len as u32).to_le_bytes());
+    out.extend_from_slice(&sum.sum().to_le_bytes());
+    parts.iter().for_each(|p| out.extend_from_slice(p));
+}
+
+/// Writes `frames` as the new log at `path`: to `.tmp`, synced, read back and checked; the
+/// current log kept as `.prev`; the new one renamed over it; the directory synced. Returns
+/// its length.
+fn write_new(path: &Path, frames: &[&[u8]]) -> std::io::Result<u64> {
+    let tmp = sibling(path, "tmp");
+    let written = write_tmp(path, &tmp, frames);
+    if written.is_err() {
+        // A full disk: the space the half-written checkpoint took is given back.
+        let _ = std::fs::remove_file(&tmp);
+    }
+    written
+}
+
+fn write_tmp(path: &Path, tmp: &Path, frames: &[&[u8]]) -> std::io::Result<u64> {
+    let mut bytes = Vec::new();
+    frames.iter().for_each(|f| encode(&[f], &mut bytes));
+    let mut f = File::create(tmp)?;
+    f.write_all(&bytes)?;
+    f.sync_all()?;
+    drop(f);
+    let back = std::fs::read(tmp)?;
+    if back != bytes || parse(&back).0.len() != frames.len() {
+        return Err(std::io::Error::other("the checkpoint read back differs"));
+    }
+    if path.exists() {
+        let (prev, next) = (sibling(path, "prev"), sibling(path, "prev.tmp"));
+        let _ = std::fs::remove_file(&next);
+        std::fs::hard_link(path, &next)?;
+        std::fs::rename(&next, &prev)?;
+    }
+    std::fs::rename(tmp, path)?;
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        File::open(dir)?.sync_all()?;
+    }
+    Ok(bytes.len() as u64)
+}
+
+/// The log's first frame is damaged: the previous generation's frames, then those after that
+/// first frame (if its length can be read), and the bytes of `all` not recovered. `None`: no
+/// previous generation to read.
+fn fall_back(path: &Path, all: &[u8]) -> Option<(Vec<Vec<u8>>, u64)> {
+    let older = std::fs::read(sibling(path, "prev")).ok()?;
+    let (mut frames, _) = parse(&older);
+    if frames.is_empty() {
+        return None;
+    }
+    let skip = first_len(all) as usize;
+    let mut kept = 0;
+    if let Some(rest) = all.get(skip..).filter(|_| skip > HEADER) {
+        let (after, good) = parse(rest);
+        frames.extend(after);
+        kept = good;
+    }
+    Some((frames, (all.len() - kept) as u64))
+}
+
+/// The bytes the first frame of `all` takes by its header (0 if that cannot be read).
+fn first_len(all: &[u8]) -> u64 {
+    all.get(..4)
+        .map(|h| u32::from_le_bytes([h[0], h[1], h[2], h[3]]) as usize)
+        .filter(|&len| len <= MAX_FRAME && HEADER + len <= all.len())
+        .map_or(0, |len| (HEADER + len) as u64)
 }
 
 fn crc(bytes: &[u8]) -> u32 {
@@ -282,5 +410,59 @@ mod tests {
         let e = wal.append(&[b"0123456789"]).expect_err("past 20 bytes");
         assert!(e.to_string().contains("--wal-max-bytes"), "{e}");
         assert_eq!((wal.refused_full, wal.bytes()), (1, 18));
+    }
+
+    fn frames_of(path: &Path) -> Vec<Vec<u8>> {
+        Wal::open(path, 1 << 20, COMMIT).expect("open").1.frames
+    }
+
+    #[test]
+    fn a_rewrite_replaces_the_log_and_keeps_the_previous_generation() {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let path = path_in(dir.path());
+        let (mut wal, _) = Wal::open(&path, 1 << 20, COMMIT).expect("open");
+        wal.append(&[b"one"]).expect("append");
+        wal.append(&[b"two"]).expect("append");
+        assert_eq!(wal.rewrite(&[b"C1"]).ok(), Some(22));
+        assert_eq!(wal.bytes(), 10);
+        wal.append(&[b"three"]).expect("append after the rewrite");
+        wal.sync().expect("sync");
+        drop(wal);
+        assert_eq!(frames_of(&path), [b"C1".to_vec(), b"three".to_vec()]);
+        let prev = std::fs::read(sibling(&path, "prev")).expect("the previous generation");
+        assert_eq!(parse(&prev).0, [b"one".to_vec(), b"two".to_vec()]);
+        // A checkpoint that never reached its rename is removed, the log untouched.
+        std::fs::write(sibling(&path, "tmp"), b"half a checkpoint").expect("write");
+        assert_eq!(frames_of(&path).len(), 2);
+        assert!(!sibling(&path, "tmp").exists());
+    }
+
+    #[test]
+    fn a_damaged_checkpoint_falls_back_to_the_previous_generation() {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let path = path_in(dir.path());
+        let (mut wal, _) = Wal::open(&path, 1 << 20, COMMIT).expect("open");
+        wal.append(&[b"S"]).expect("append");
+        wal.append(&[b"M1"]).expect("append");
+        wal.rewrite(&[b"C-of-S-M1"]).expect("rewrite");
+        wal.append(&[b"M2"]).expect("append");
+        wal.sync().expect("sync");
+        drop(wal);
+        // The checkpoint's body damaged (its length intact): the previous generation, then
+        // what followed the checkpoint.
+        let mut all = std::fs::read(&path).expect("read");
+        all[HEADER + 1] ^= 0xff;
+        std::fs::write(&path, &all).expect("write");
+        let (wal, r) = Wal::open(&path, 1 << 20, COMMIT).expect("open");
+        assert!(r.fell_back);
+        assert_eq!(r.frames, [b"S".to_vec(), b"M1".to_vec(), b"M2".to_vec()]);
+        assert_eq!(r.damaged_bytes, (HEADER + 9) as u64);
+        drop(wal);
+        // Repaired: read again, the same frames, nothing damaged.
+        let (_, r) = Wal::open(&path, 1 << 20, COMMIT).expect("open again");
+        assert_eq!(
+            (r.frames.len(), r.damaged_bytes, r.fell_back),
+            (3, 0, false)
+        );
     }
 }

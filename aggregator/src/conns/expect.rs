@@ -50,7 +50,7 @@ pub struct Expectation {
 }
 
 /// Counters of the expectation table.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ExpectStats {
     /// Expectations received (valid or not).
     pub received: u64,

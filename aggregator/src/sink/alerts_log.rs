@@ -36,6 +36,10 @@ impl Sink for AlertsLog {
         Ok(())
     }
 
+    fn sync(&mut self) -> Result<bool, SinkError> {
+        Ok(self.log.sync())
+    }
+
     fn finish(&mut self, _report: &mut AccountingReport, _now_ns: u64) -> Result<(), SinkError> {
         self.log.flush();
         Ok(())

@@ -57,6 +57,13 @@ impl Sink for ConnLog {
         }
     }
 
+    fn sync(&mut self) -> Result<bool, SinkError> {
+        match self.writer.as_mut() {
+            Some(w) => Ok(w.sync()?),
+            None => Ok(true),
+        }
+    }
+
     /// Waits until every record is written and the file flushed.
     fn end_of_records(&mut self) -> Result<(), SinkError> {
         if let Some(w) = self.writer.take() {

@@ -382,3 +382,48 @@ fn member_machine() -> Aggregator {
     let detection = Box::new(InlineDetection::new(DetectConfig::default()));
     Aggregator::new(settings, detection, Sinks::default())
 }
+
+#[test]
+fn a_restored_snapshot_goes_on_as_the_machine_it_was_taken_from() {
+    let records = scan_and_sessions(3_000);
+    let mut batches = Vec::new();
+    for (i, chunk) in records.chunks(200).enumerate() {
+        let p = if i % 2 == 0 { "p0" } else { "p1" };
+        let mut b = batch(p, last(&chunk[0]), chunk.to_vec());
+        b.records_seq = (i / 2 * 200) as u64;
+        batches.push(b);
+    }
+    let (mut a, a_out) = machine(2, false);
+    let half = batches.len() / 2;
+    for b in &batches[..half] {
+        a.on_conns(b.clone()).expect("a batch");
+    }
+    let before = conns(&a_out.take());
+    let held = 3_000 / 2 - before.len();
+    assert!(before.len() > 100 && held > 100, "some released, some held");
+    let mut snapshot = a.snapshot();
+    let records_held = rmp_serde::to_vec(&snapshot.take_records()).expect("encode");
+    let bytes = rmp_serde::to_vec_named(&snapshot).expect("encode");
+    let mut snapshot: Snapshot = rmp_serde::from_slice(&bytes).expect("decode");
+    snapshot.put_records(rmp_serde::from_slice(&records_held).expect("decode"));
+    let (mut b, b_out) = machine(2, false);
+    b.restore(snapshot);
+    let mut reports = Vec::new();
+    for m in [&mut a, &mut b] {
+        for x in &batches[half..] {
+            m.on_conns(x.clone()).expect("a batch");
+        }
+        m.on_eos(eos("p0"));
+        m.on_eos(eos("p1"));
+    }
+    for m in [a, b] {
+        let r = m.finish(0, 0).expect("finish");
+        reports.push(serde_json::to_value(&r).expect("the report"));
+    }
+    let (after_a, after_b) = (conns(&a_out.take()), conns(&b_out.take()));
+    assert_eq!(after_a, after_b);
+    assert_eq!([before, after_a].concat(), in_order(&records));
+    assert_eq!(reports[0]["conns"], reports[1]["conns"]);
+    assert_eq!(reports[0]["processors"], reports[1]["processors"]);
+    assert_eq!(reports[1]["conns"]["released"], 3_000);
+}

@@ -1,0 +1,73 @@
+//! The sorter's state as a checkpoint of the write-ahead log keeps it ([`crate::durable`]):
+//! the records held for ordering, every processor's watermark, the tunnel outers and split
+//! connections remembered, and the counters. Restored into a new sorter, it releases the same
+//! records in the same order as the sorter it was taken from.
+
+use serde::{Deserialize, Serialize};
+use tapflow_proto::conn::ConnRecord;
+use tapflow_proto::FlowKey;
+
+use super::{ConnSorter, ConnStats, UidKey};
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub struct SorterSnapshot {
+    /// Not serialized with the rest: [`SorterSnapshot::take_records`] hands them over to be
+    /// encoded as the wire encodes them (compact, a third of the size).
+    #[serde(skip)]
+    pending: Vec<ConnRecord>,
+    /// (processor, watermark, settle), ns.
+    watermarks: Vec<(String, u64, u64)>,
+    outers: Vec<(FlowKey, Vec<u64>)>,
+    split_closed: Vec<FlowKey>,
+    stats: ConnStats,
+}
+
+impl SorterSnapshot {
+    /// The records held, taken out (to be encoded on their own).
+    pub fn take_records(&mut self) -> Vec<ConnRecord> {
+        std::mem::take(&mut self.pending)
+    }
+
+    /// The records held, put back (decoded on their own).
+    pub fn put_records(&mut self, records: Vec<ConnRecord>) {
+        self.pending = records;
+    }
+}
+
+impl ConnSorter {
+    /// What [`ConnSorter::restore`] needs to go on as this sorter would (between messages:
+    /// interim records have been taken). Announced data connections are not in it.
+    pub fn snapshot(&self) -> SorterSnapshot {
+        SorterSnapshot {
+            pending: self.pending.values().map(|r| (**r).clone()).collect(),
+            watermarks: self
+                .watermarks
+                .iter()
+                .map(|(p, &(wm, settle))| (p.clone(), wm, settle))
+                .collect(),
+            outers: self.outers.iter().map(|(k, v)| (*k, v.clone())).collect(),
+            split_closed: self.split_closed.iter().copied().collect(),
+            stats: self.stats,
+        }
+    }
+
+    /// Takes the state of `s` (a new sorter, before any batch).
+    pub fn restore(&mut self, s: SorterSnapshot) {
+        self.pending = s
+            .pending
+            .into_iter()
+            .map(|r| {
+                let last = r.ts_ns.saturating_add(r.duration_ns.unwrap_or(0));
+                ((last, UidKey::of(&r.uid)), Box::new(r))
+            })
+            .collect();
+        self.watermarks = s
+            .watermarks
+            .into_iter()
+            .map(|(p, wm, settle)| (p, (wm, settle)))
+            .collect();
+        self.outers = s.outers.into_iter().collect();
+        self.split_closed = s.split_closed.into_iter().collect();
+        self.stats = s.stats;
+    }
+}
