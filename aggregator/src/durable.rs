@@ -208,6 +208,9 @@ impl Durable {
     ) -> Result<(Option<Durable>, Replay), DurableError> {
         match &config.durable.state_dir {
             Some(dir) => {
+                if config.influx.is_some() {
+                    warn!(wal_max_bytes = config.durable.wal_max_bytes, "--state-dir with InfluxDB: the write-ahead log is not trimmed (a checkpoint does not hold the points in flight nor the traffic windows yet), so it grows while the run lasts; past --wal-max-bytes messages are refused and the processors keep them. Use both for bounded runs (a capture), not for a live tap yet");
+                }
                 let (d, replay) = Durable::open(config, dir, now_unix_ns)?;
                 Ok((Some(d), replay))
             }

@@ -87,6 +87,8 @@ fn durable(out: &mut String, d: &DurableConfig) {
     kv(out, "wal_max_bytes", d.wal_max_bytes);
     kv(out, "wal_commit_messages", d.commit_messages);
     kv(out, "wal_commit_ms", d.commit_age.as_millis());
+    kv(out, "wal_checkpoint_bytes", d.checkpoint_bytes);
+    kv(out, "wal_checkpoint_s", d.checkpoint_age.as_secs());
 }
 
 /// A duration as the options take it: `10s`, or `1500ms` when not whole seconds.

@@ -475,6 +475,8 @@ fn check_config_shows_the_state_and_membership_options() {
         &format!("wal_max_bytes = {DEFAULT_WAL_MAX_BYTES}"),
         &format!("wal_commit_messages = {DEFAULT_WAL_COMMIT_MESSAGES}"),
         &format!("wal_commit_ms = {DEFAULT_WAL_COMMIT_MS}"),
+        &format!("wal_checkpoint_bytes = {DEFAULT_WAL_CHECKPOINT_BYTES}"),
+        &format!("wal_checkpoint_s = {DEFAULT_WAL_CHECKPOINT_S}"),
         "# control_listen: processor-set changes not announced",
         "processor_dead_after = \"10s\"",
         "processor_hold_down = \"30s\"",
