@@ -146,6 +146,69 @@ impl Dense {
     }
 }
 
+/// What one [`Span::place`] was given, kept to be placed later.
+#[derive(Clone, Copy, Debug)]
+struct Placed {
+    first: u64,
+    last: u64,
+    at: u64,
+    pkts: u64,
+    bytes: u64,
+}
+
+/// Placements a key holds back before it places them (then every later one at once).
+const HELD: usize = 32;
+
+/// The peak-rate intervals of one victim in one flood window, placed only when needed.
+///
+/// Placements that spread over several intervals (or follow one held back) wait in a short
+/// list, in order, and are placed in that same order, so into the same sums, when the list
+/// is full (then every later one at once: the list stays bounded) or the peak is asked for.
+/// The peak is asked for only where the window's total could make one, which most keys' never
+/// does: their spread records cost a push, not interval sums.
+#[derive(Debug, Default)]
+pub(super) struct Peaks {
+    bins: Bins,
+    held: Vec<Placed>,
+    /// The list filled once: every placement from then on is made at once.
+    at_once: bool,
+}
+
+impl Peaks {
+    /// [`Span::place`], now or later: the same sums either way.
+    pub fn place(&mut self, s: &Span, (first, last, at): (u64, u64, u64), pkts: u64, bytes: u64) {
+        let one_interval = pkts == 1 || first == last;
+        if self.at_once || (one_interval && self.held.is_empty()) {
+            s.place(&mut self.bins, (first, last, at), pkts, bytes);
+            return;
+        }
+        self.held.push(Placed {
+            first,
+            last,
+            at,
+            pkts,
+            bytes,
+        });
+        if self.held.len() >= HELD {
+            self.settle(s);
+            self.at_once = true;
+        }
+    }
+
+    /// The largest packets and bytes any one interval of `s` holds.
+    pub fn peak(&mut self, s: &Span) -> (f64, f64) {
+        self.settle(s);
+        self.bins.peak()
+    }
+
+    /// Places what waits, in the order it came.
+    fn settle(&mut self, s: &Span) {
+        for p in std::mem::take(&mut self.held) {
+            s.place(&mut self.bins, (p.first, p.last, p.at), p.pkts, p.bytes);
+        }
+    }
+}
+
 /// Where one direction's packets of a record fall inside one flood window.
 pub(super) struct Span {
     /// The window: [start, start + len).
