@@ -265,7 +265,7 @@ impl Span {
 
 #[cfg(test)]
 mod tests {
-    use super::{Bins, Span};
+    use super::{Bins, Peaks, Span, HELD};
 
     const MS: u64 = 1_000_000;
 
@@ -304,5 +304,43 @@ mod tests {
         // A packet outside the window is not here.
         s.place(&mut b, (7000 * MS, 7000 * MS, 7000 * MS), 1, 10);
         assert_eq!(b.peak(), (31.0, 3000.0));
+    }
+
+    #[test]
+    fn peaks_held_back_are_the_sums_placed_at_once_in_any_mix_and_count() {
+        let s = Span {
+            start: 1000 * MS,
+            len: 5000 * MS,
+            interval: 100 * MS,
+        };
+        // Spread and one-packet placements interleaved, below, at and past the list's length,
+        // the peak asked for at each count (bit-equal f64 sums: the same adds, the same order).
+        for n in [1, 2, HELD - 1, HELD, HELD + 1, 3 * HELD + 5] {
+            let (mut at_once, mut held) = (Bins::default(), Peaks::default());
+            let mut x = 7u64;
+            for k in 0..n as u64 {
+                x = x
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                let first = 900 * MS + (x >> 33) % (5200 * MS);
+                let (last, pkts) = if k % 3 == 0 {
+                    (first, 1)
+                } else {
+                    (first + (x >> 20) % (900 * MS), 2 + (x >> 50) % 40)
+                };
+                let bytes = pkts * (60 + (x >> 40) % 1400);
+                s.place(&mut at_once, (first, last, first), pkts, bytes);
+                held.place(&s, (first, last, first), pkts, bytes);
+            }
+            assert!(held.held.len() < HELD, "n {n}: the list is bounded");
+            let (p, b) = at_once.peak();
+            assert!(p > 0.0, "n {n}: nothing placed");
+            let (hp, hb) = held.peak(&s);
+            assert_eq!(
+                (hp.to_bits(), hb.to_bits()),
+                (p.to_bits(), b.to_bits()),
+                "n {n}"
+            );
+        }
     }
 }
