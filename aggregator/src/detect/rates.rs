@@ -146,6 +146,69 @@ impl Dense {
     }
 }
 
+/// What one [`Span::place`] was given, kept to be placed later.
+#[derive(Clone, Copy, Debug)]
+struct Placed {
+    first: u64,
+    last: u64,
+    at: u64,
+    pkts: u64,
+    bytes: u64,
+}
+
+/// Placements a key holds back before it places them (then every later one at once).
+const HELD: usize = 32;
+
+/// The peak-rate intervals of one victim in one flood window, placed only when needed.
+///
+/// Placements that spread over several intervals (or follow one held back) wait in a short
+/// list, in order, and are placed in that same order, so into the same sums, when the list
+/// is full (then every later one at once: the list stays bounded) or the peak is asked for.
+/// The peak is asked for only where the window's total could make one, which most keys' never
+/// does: their spread records cost a push, not interval sums.
+#[derive(Debug, Default)]
+pub(super) struct Peaks {
+    bins: Bins,
+    held: Vec<Placed>,
+    /// The list filled once: every placement from then on is made at once.
+    at_once: bool,
+}
+
+impl Peaks {
+    /// [`Span::place`], now or later: the same sums either way.
+    pub fn place(&mut self, s: &Span, (first, last, at): (u64, u64, u64), pkts: u64, bytes: u64) {
+        let one_interval = pkts == 1 || first == last;
+        if self.at_once || (one_interval && self.held.is_empty()) {
+            s.place(&mut self.bins, (first, last, at), pkts, bytes);
+            return;
+        }
+        self.held.push(Placed {
+            first,
+            last,
+            at,
+            pkts,
+            bytes,
+        });
+        if self.held.len() >= HELD {
+            self.settle(s);
+            self.at_once = true;
+        }
+    }
+
+    /// The largest packets and bytes any one interval of `s` holds.
+    pub fn peak(&mut self, s: &Span) -> (f64, f64) {
+        self.settle(s);
+        self.bins.peak()
+    }
+
+    /// Places what waits, in the order it came.
+    fn settle(&mut self, s: &Span) {
+        for p in std::mem::take(&mut self.held) {
+            s.place(&mut self.bins, (p.first, p.last, p.at), p.pkts, p.bytes);
+        }
+    }
+}
+
 /// Where one direction's packets of a record fall inside one flood window.
 pub(super) struct Span {
     /// The window: [start, start + len).
@@ -202,7 +265,7 @@ impl Span {
 
 #[cfg(test)]
 mod tests {
-    use super::{Bins, Span};
+    use super::{Bins, Peaks, Span, HELD};
 
     const MS: u64 = 1_000_000;
 
@@ -241,5 +304,43 @@ mod tests {
         // A packet outside the window is not here.
         s.place(&mut b, (7000 * MS, 7000 * MS, 7000 * MS), 1, 10);
         assert_eq!(b.peak(), (31.0, 3000.0));
+    }
+
+    #[test]
+    fn peaks_held_back_are_the_sums_placed_at_once_in_any_mix_and_count() {
+        let s = Span {
+            start: 1000 * MS,
+            len: 5000 * MS,
+            interval: 100 * MS,
+        };
+        // Spread and one-packet placements interleaved, below, at and past the list's length,
+        // the peak asked for at each count (bit-equal f64 sums: the same adds, the same order).
+        for n in [1, 2, HELD - 1, HELD, HELD + 1, 3 * HELD + 5] {
+            let (mut at_once, mut held) = (Bins::default(), Peaks::default());
+            let mut x = 7u64;
+            for k in 0..n as u64 {
+                x = x
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                let first = 900 * MS + (x >> 33) % (5200 * MS);
+                let (last, pkts) = if k % 3 == 0 {
+                    (first, 1)
+                } else {
+                    (first + (x >> 20) % (900 * MS), 2 + (x >> 50) % 40)
+                };
+                let bytes = pkts * (60 + (x >> 40) % 1400);
+                s.place(&mut at_once, (first, last, first), pkts, bytes);
+                held.place(&s, (first, last, first), pkts, bytes);
+            }
+            assert!(held.held.len() < HELD, "n {n}: the list is bounded");
+            let (p, b) = at_once.peak();
+            assert!(p > 0.0, "n {n}: nothing placed");
+            let (hp, hb) = held.peak(&s);
+            assert_eq!(
+                (hp.to_bits(), hb.to_bits()),
+                (p.to_bits(), b.to_bits()),
+                "n {n}"
+            );
+        }
     }
 }

@@ -8,7 +8,7 @@ use tapflow_proto::Addr;
 
 use super::classify::Observation;
 use super::distinct::{Distinct, HashMap, HashSet, Sources};
-use super::rates::{Bins, Span};
+use super::rates::{Peaks, Span};
 use super::shape::OneWay;
 use super::{AlertKey, AlertKind, DetectConfig, DetectInput, WindowAlerts};
 
@@ -55,7 +55,7 @@ struct VolAgg {
     /// Flows whose first packet came to the victim in the window.
     flows: u64,
     /// Packets and bytes per short interval: the peak rates.
-    bins: Bins,
+    bins: Peaks,
 }
 
 /// The volumetric kinds, by the traffic's protocol.
@@ -268,7 +268,7 @@ impl Windows {
                     let e = w.to.entry((victim, kind)).or_default();
                     e.pkts += pkts as f64 * overlap;
                     e.bytes += bytes as f64 * overlap;
-                    s.place(&mut e.bins, (first, last, at), pkts, bytes);
+                    e.bins.place(&s, (first, last, at), pkts, bytes);
                     if new_flow && receiver {
                         e.flows += 1;
                         // Every source of a new flow (evidence: past the cap, not a cap hit).
@@ -318,7 +318,15 @@ impl Windows {
                     out.push((
                         v,
                         v + self.flood_len,
-                        judge_volume(&mut w, cfg, self.flood_len, self.interval),
+                        judge_volume(
+                            &mut w,
+                            cfg,
+                            &Span {
+                                start: v,
+                                len: self.flood_len,
+                                interval: self.interval,
+                            },
+                        ),
                     ));
                 }
                 _ => return out,
@@ -520,7 +528,8 @@ fn judge_reflection(w: &Scans, cfg: &DetectConfig, alerts: &mut WindowAlerts) {
 
 /// Floods by their average over the window (`flood_pps`, `flood_bps`) or their peak over the
 /// short intervals (`peak_pps`, `peak_bps`); `flow_flood` by new flows per second to a victim.
-fn judge_volume(w: &mut Volume, cfg: &DetectConfig, len: u64, interval: u64) -> WindowAlerts {
+fn judge_volume(w: &mut Volume, cfg: &DetectConfig, span: &Span) -> WindowAlerts {
+    let (len, interval) = (span.len, span.interval);
     let secs = (len / SECOND).max(1) as f64;
     let per_s = SECOND as f64 / interval as f64;
     let mut alerts = WindowAlerts::new();
@@ -533,10 +542,6 @@ fn judge_volume(w: &mut Volume, cfg: &DetectConfig, len: u64, interval: u64) -> 
         .fold(cfg.new_flows_per_s, u64::min) as f64
         * secs;
     for ((victim, kind), v) in &mut w.to {
-        if v.flows > 0 && v.flows as f64 * 3.0 >= min_flows {
-            v.sources.settle(cfg.distinct_cap);
-            flows.entry(*victim).or_default().push(v);
-        }
         let (pps, bps) = (v.pkts / secs, v.bytes * 8.0 / secs);
         let sub = cfg.subnet(*victim);
         let flood_pps = sub.and_then(|t| t.flood_pps).unwrap_or(cfg.flood_pps);
@@ -546,11 +551,15 @@ fn judge_volume(w: &mut Volume, cfg: &DetectConfig, len: u64, interval: u64) -> 
         let (peak_p, peak_b) = if v.pkts * per_s >= peak_pps_min as f64
             || v.bytes * 8.0 * per_s >= peak_bps_min as f64
         {
-            v.bins.peak()
+            v.bins.peak(span)
         } else {
             (0.0, 0.0)
         };
         let (peak_pps, peak_bps) = (peak_p * per_s, peak_b * 8.0 * per_s);
+        if v.flows > 0 && v.flows as f64 * 3.0 >= min_flows {
+            v.sources.settle(cfg.distinct_cap);
+            flows.entry(*victim).or_default().push(v);
+        }
         if pps >= flood_pps as f64
             || bps >= cfg.flood_bps as f64
             || peak_pps >= peak_pps_min as f64
