@@ -179,3 +179,60 @@ fn misrouting_is_flagged() {
     ]);
     assert!(!r.routing_consistent);
 }
+
+#[test]
+fn a_link_to_a_member_removed_for_good_is_counted_lost_with_it() {
+    use crate::control::{Decision, MembershipReport};
+    use tapflow_proto::procset::Change;
+    use tapflow_proto::upstream::{LinkProgress, ProcessorHeartbeat};
+    // Link 1 (p1): 40 sent, 25 received at p1's last heartbeat, then p1 died and never
+    // ended; the aggregator removed it from the set.
+    let c = counters(vec![10, 40]);
+    let mut upstream = Upstream::new();
+    upstream.on_heartbeat(&ProcessorHeartbeat {
+        processor: "p1".into(),
+        incarnation: 1,
+        links: vec![LinkProgress {
+            sender: "a".into(),
+            incarnation: 1,
+            shard: 1,
+            first_seq: 0,
+            summaries_received: 25,
+            gaps: 0,
+        }],
+        ..Default::default()
+    });
+    let accounts = [account("p0", vec![link("a", 0, 10, 10, 0, &c)])];
+    let membership = |changes: &[Change]| MembershipReport {
+        pinned: false,
+        dead_after_ms: 10_000,
+        hold_down_ms: 30_000,
+        counts: Default::default(),
+        decisions: changes
+            .iter()
+            .map(|&change| Decision {
+                change,
+                switch_at_ns: 1,
+                processor: "p1".into(),
+                for_ms: 10_000,
+            })
+            .collect(),
+    };
+    let settled = |changes: &[Change]| {
+        let mut r = reconcile_with(&accounts, &upstream);
+        assert!(!r.reconciled, "no end-of-stream on link 1: {}", table(&r));
+        r.membership = Some(membership(changes));
+        r.settle_removed();
+        r
+    };
+    let r = settled(&[Change::Remove(1)]);
+    assert!(r.reconciled && !r.complete, "{}", table(&r));
+    let l = &r.collectors[0].links[1];
+    assert_eq!((l.sent, l.lost_with_dead_processor), (40, 40));
+    assert!(!table(&r).contains("MISMATCH"), "{}", table(&r));
+    // Added back (its return never ended either) or never removed: still a mismatch.
+    for changes in [&[Change::Remove(1), Change::Add(1)][..], &[]] {
+        let r = settled(changes);
+        assert!(!r.reconciled, "{changes:?}: {}", table(&r));
+    }
+}
