@@ -25,13 +25,19 @@
 //! - **Cuts**: a packet whose payload should have been shipped but was not, because the table
 //!   was full or the direction's budget ran out before an early stop, is flagged
 //!   [`flag::EVIDENCE_CUT`] and counted by reason ([`EvidenceCounters`]).
+//! - **Two tiers.** Only a flow with a direction collecting (some bytes shipped, more to come)
+//!   has a full entry in the young-flow table. One that no direction is collecting for — a
+//!   handshake with no payload yet, or evidence complete both ways (an FTP control flow aside,
+//!   whose announcements may still come) — is kept in a compact set ([`slim`]: 24 bytes a
+//!   flow, one cache line per look-up): its stream bases, and why each direction ships
+//!   nothing more, so its later packets are counted as such and are not taken for a new flow
+//!   that started before the capture. Its first payload moves it to the table. Each tier holds
+//!   at most `flows` flows: a full table counts and flags the payload it cannot take, a full
+//!   set lets the flow that came in first give way.
 //! - **Entries** end at an RST, at the second FIN, and when idle for [`IDLE_NS`] of packet
-//!   time. A flow whose evidence is complete keeps a small entry (no bytes) until then, so its
-//!   later packets are not taken for a new flow that started before the capture; when the
-//!   table is full, such finished entries are the first to go.
+//!   time.
 
-use std::collections::VecDeque;
-
+use slim::{Hash, Slim, SlimSet, State};
 use tapflow_classify::{ftp_late_line, may_match, FTP_PORT, UDP_WHOLE};
 use tapflow_proto::account::EvidenceCounters;
 use tapflow_proto::key::ip_proto;
@@ -40,6 +46,8 @@ use tapflow_proto::{FlowKey, PacketSummary};
 
 /// A flow idle this long (packet time) leaves the table.
 pub const IDLE_NS: u64 = 60_000_000_000;
+/// [`IDLE_NS`] in seconds, as finished flows keep their packet time.
+const IDLE_S: u32 = (IDLE_NS / 1_000_000_000) as u32;
 /// Datagrams shipped per UDP direction at most.
 pub const UDP_DATAGRAMS: u8 = 4;
 /// Announcement lines an FTP direction ships past its budget at most.
@@ -127,9 +135,8 @@ impl Entry {
 pub struct EvidenceTable {
     cfg: EvidenceConfig,
     flows: HashMap<FlowKey, Entry>,
-    /// Flows whose evidence is complete in both directions, oldest first (may name flows
-    /// since gone or restarted: checked when used).
-    finished: VecDeque<FlowKey>,
+    /// Flows no direction is collecting for.
+    slim: SlimSet,
     counters: EvidenceCounters,
     /// Packet time of the last idle sweep.
     swept_at: u64,
@@ -151,7 +158,7 @@ impl EvidenceTable {
         EvidenceTable {
             cfg,
             flows: HashMap::default(),
-            finished: VecDeque::new(),
+            slim: SlimSet::new(cfg.flows),
             counters: EvidenceCounters::default(),
             swept_at: 0,
         }
@@ -161,9 +168,14 @@ impl EvidenceTable {
         &self.counters
     }
 
-    /// Flows in the table now.
+    /// Flows with a direction collecting now (full entries).
     pub fn len(&self) -> usize {
         self.flows.len()
+    }
+
+    /// Flows kept in the compact set now (a handshake seen, or evidence complete).
+    pub fn slim_len(&self) -> usize {
+        self.slim.len()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -184,14 +196,27 @@ impl EvidenceTable {
         }
         let data = &data[..data.len().min(s.payload_len as usize)];
         let syn = proto == ip_proto::TCP && s.tcp_flags & tcp::SYN != 0;
-        if data.is_empty() && !syn {
-            if proto == ip_proto::TCP && s.tcp_flags & (tcp::FIN | tcp::RST) != 0 {
-                self.on_close(s);
+        let close = proto == ip_proto::TCP && s.tcp_flags & (tcp::FIN | tcp::RST) != 0;
+        if data.is_empty() && !syn && !close {
+            return;
+        }
+        let h = self.slim.hash(&s.key);
+        if let Some(dirs) = self.slim.touch(h, secs(s.ts_ns)) {
+            if !self.in_slim(s, h, dirs, data.is_empty()) {
+                return;
             }
+        } else if data.is_empty() && !syn {
+            self.on_close(s);
+            return;
+        } else if data.is_empty() && !self.flows.contains_key(&s.key) {
+            // A handshake: the flow starts in the compact set.
+            self.counters.flows += 1;
+            let mut dirs = [Slim::OPEN; 2];
+            syn_on(&mut dirs[usize::from(s.flags & flag::REVERSE != 0)], s.seq);
+            self.slim.insert(h, dirs, secs(s.ts_ns));
             return;
         }
         self.sweep(s.ts_ns);
-        let budget = self.cfg.bytes;
         let e = match self.flows.get_mut(&s.key) {
             Some(e) => e,
             None => {
@@ -202,25 +227,77 @@ impl EvidenceTable {
             }
         };
         e.last_ts = s.ts_ns;
-        let was_done = e.dirs.iter().all(|d| d.done);
+        let budget = self.cfg.bytes;
         let d = &mut e.dirs[usize::from(s.flags & flag::REVERSE != 0)];
         let ship = if proto == ip_proto::TCP {
             tcp_piece(d, s, data, budget, &mut self.counters)
         } else {
             udp_piece(d, s, data, budget, &mut self.counters)
         };
+        // An FTP control flow stays: its announcements may come past its budget.
+        let ftp = s.key.lo_port == FTP_PORT || s.key.hi_port == FTP_PORT;
+        let mut rest = e.dirs.map(|d| slim_of(&d));
+        if let Some(d) = rest[usize::from(s.flags & flag::REVERSE != 0)].as_mut() {
+            d.fin |= close && s.tcp_flags & tcp::FIN != 0;
+        }
         if let Ship::Piece(offset, bytes) = ship {
             self.counters.bytes_shipped += bytes.len() as u64;
             self.counters.pieces_shipped += 1;
             s.payload = Some(Box::new(Payload { offset, bytes }));
         }
-        let both_done = e.dirs.iter().all(|d| d.done);
-        if proto == ip_proto::TCP && s.tcp_flags & (tcp::FIN | tcp::RST) != 0 {
+        if close {
             self.on_close(s);
-        } else if both_done && !was_done {
-            // Queued once, when it finishes (a SYN that starts it afresh queues it again).
-            self.finished.push_back(s.key);
         }
+        if let ([Some(a), Some(b)], false) = (rest, ftp) {
+            // No direction collects for it any more: to the compact set.
+            if self.flows.remove(&s.key).is_some() {
+                self.slim.insert(h, [a, b], secs(s.ts_ns));
+            }
+        }
+    }
+
+    /// A packet of a flow in the compact set: a SYN, FIN or RST without payload, or payload
+    /// of a direction done, is taken there; payload of an open direction moves the flow to the
+    /// young-flow table if there is room (true: go on there).
+    fn in_slim(
+        &mut self,
+        s: &mut PacketSummary,
+        h: Hash,
+        mut dirs: [Slim; 2],
+        empty: bool,
+    ) -> bool {
+        let a = usize::from(s.flags & flag::REVERSE != 0);
+        let tcp = s.key.proto == ip_proto::TCP;
+        if tcp && s.tcp_flags & tcp::SYN != 0 && empty {
+            syn_on(&mut dirs[a], s.seq);
+            self.slim.set(h, dirs);
+        }
+        if !empty && dirs[a].state != State::Open {
+            let c = &mut self.counters;
+            match dirs[a].state {
+                State::GaveUp => c.gave_up += 1,
+                State::Budget => c.budget += 1,
+                _ => c.complete += 1,
+            }
+        } else if !empty {
+            if self.flows.len() >= self.cfg.flows {
+                self.counters.table_full += 1;
+                s.flags |= flag::EVIDENCE_CUT;
+                return false;
+            }
+            self.slim.remove(h);
+            let mut e = Entry::new(s.ts_ns);
+            e.dirs = dirs.map(|d| dir_of(&d));
+            self.flows.insert(s.key, e);
+            return true;
+        }
+        if tcp && s.tcp_flags & (tcp::FIN | tcp::RST) != 0 {
+            let fin = s.tcp_flags & tcp::FIN != 0 && self.slim.fin(h, a);
+            if s.tcp_flags & tcp::RST != 0 || fin {
+                self.slim.remove(h);
+            }
+        }
+        false
     }
 
     /// An RST ends the entry, and so does the second direction's FIN.
@@ -235,21 +312,9 @@ impl EvidenceTable {
         }
     }
 
-    /// Whether there is room for an entry for `s`'s flow (a finished flow's entry gives way);
-    /// counts and flags the packet when there is none.
+    /// Whether there is room for an entry for `s`'s flow; counts and flags the packet when
+    /// there is none.
     fn make_room(&mut self, s: &mut PacketSummary, len: usize) -> bool {
-        if self.flows.len() >= self.cfg.flows {
-            while let Some(k) = self.finished.pop_front() {
-                if self
-                    .flows
-                    .get(&k)
-                    .is_some_and(|e| e.dirs.iter().all(|d| d.done))
-                {
-                    self.flows.remove(&k);
-                    break;
-                }
-            }
-        }
         if self.flows.len() >= self.cfg.flows {
             if len > 0 {
                 self.counters.table_full += 1;
@@ -269,10 +334,69 @@ impl EvidenceTable {
         self.swept_at = now;
         let before = now.saturating_sub(IDLE_NS);
         self.flows.retain(|_, e| e.last_ts >= before);
-        if self.finished.len() > self.flows.len().saturating_mul(2) {
-            let flows = &self.flows;
-            self.finished.retain(|k| flows.contains_key(k));
-        }
+    }
+}
+
+/// Packet time in seconds, as finished flows keep it.
+fn secs(ts_ns: u64) -> u32 {
+    u32::try_from(ts_ns / 1_000_000_000).unwrap_or(u32::MAX)
+}
+
+/// A direction as the compact set keeps it: open (nothing shipped or cut, no early stop
+/// known) or done; `None` while it is collecting.
+fn slim_of(d: &Dir) -> Option<Slim> {
+    let state = if d.gave_up {
+        State::GaveUp
+    } else if d.done && d.cut {
+        State::Budget
+    } else if d.done {
+        State::Complete
+    } else if d.n == 0 && d.dgrams == 0 && !d.cut && !d.http && d.stop == u32::MAX && d.late == 0 {
+        State::Open
+    } else {
+        return None;
+    };
+    let flag = if state == State::Open {
+        d.based
+    } else {
+        d.n > 0
+    };
+    Some(Slim {
+        state,
+        base: d.base,
+        flag,
+        fin: d.fin,
+    })
+}
+
+/// A direction back from the compact set, as it was (a done one with a range at offset 0 if
+/// it shipped, so a SYN with the same base keeps it).
+fn dir_of(d: &Slim) -> Dir {
+    let open = d.state == State::Open;
+    Dir {
+        based: !open || d.flag,
+        base: d.base,
+        n: u8::from(!open && d.flag),
+        stop: u32::MAX,
+        done: !open,
+        gave_up: d.state == State::GaveUp,
+        cut: d.state == State::Budget,
+        fin: d.fin,
+        ..Dir::default()
+    }
+}
+
+/// A SYN in the compact set, as [`base_on`] takes it in the table: the base after it; a
+/// direction that shipped nothing, or had another base, starts afresh.
+fn syn_on(d: &mut Slim, seq: u32) {
+    let base = seq.wrapping_add(1);
+    let keep = d.state != State::Open && d.flag && d.base == base;
+    if !keep {
+        *d = Slim {
+            flag: true,
+            base,
+            ..Slim::OPEN
+        };
     }
 }
 
@@ -519,5 +643,6 @@ fn find_headers_end(bytes: &[u8]) -> Option<u32> {
         .map(|p| p as u32 + 4)
 }
 
+mod slim;
 #[cfg(test)]
 mod tests;

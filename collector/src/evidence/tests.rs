@@ -207,58 +207,113 @@ fn tls_stops_at_the_end_of_its_first_record_and_http_at_the_end_of_headers() {
 #[test]
 fn a_full_table_is_counted_and_flagged_and_finished_flows_give_way() {
     let mut t = table(8, 2);
-    handshake(&mut t, 10);
-    handshake(&mut t, 11);
     let seq = ISN.wrapping_add(1);
-    // A third flow has no room: its payload is flagged cut and counted.
+    for port in [10, 11] {
+        handshake(&mut t, port);
+    }
+    // Handshakes take no place in the table: they wait in the compact set.
+    assert_eq!((t.len(), t.slim_len()), (0, 2));
+    for port in [10, 11] {
+        let got = feed(&mut t, tcp_pkt(port, true, tcp::ACK, seq, 0, 3), b"abcd");
+        assert_eq!(got, (Some((0, b"abcd".to_vec())), false));
+    }
+    handshake(&mut t, 12);
+    assert_eq!((t.len(), t.slim_len()), (2, 1));
+    // A third flow collecting has no room: its payload is flagged cut and counted.
     let got = feed(&mut t, tcp_pkt(12, true, tcp::ACK, seq, 0, 3), b"hello");
     assert_eq!(got, (None, true));
     assert_eq!(t.counters().table_full, 1);
-    // Flow 10 completes both directions (budget 8 exactly filled): it gives way.
-    feed(&mut t, tcp_pkt(10, true, tcp::ACK, seq, 0, 4), b"12345678");
+    // Flow 10 completes both directions (budget 8 exactly filled): it leaves the table.
+    feed(
+        &mut t,
+        tcp_pkt(10, true, tcp::ACK, seq.wrapping_add(4), 0, 4),
+        b"5678",
+    );
     feed(
         &mut t,
         tcp_pkt(10, false, tcp::ACK, RISN + 1, 0, 5),
         b"abcdefgh",
     );
+    assert_eq!((t.len(), t.slim_len()), (1, 2));
     let got = feed(&mut t, tcp_pkt(12, true, tcp::ACK, seq, 0, 6), b"hello");
     assert_eq!(got, (Some((0, b"hello".to_vec())), false));
-    assert_eq!(t.len(), 2);
+    assert_eq!((t.len(), t.slim_len()), (2, 1));
+    // Flow 10's later payload is counted complete, not taken for a new flow.
+    let got = feed(
+        &mut t,
+        tcp_pkt(10, true, tcp::ACK, seq.wrapping_add(8), 0, 7),
+        b"more",
+    );
+    assert_eq!(got, (None, false));
+    assert_eq!(t.counters().complete, 1);
     assert_eq!(t.counters().flows, 3);
+}
+
+#[test]
+fn a_full_compact_set_lets_the_flow_that_came_first_give_way() {
+    let mut t = table(8, 2);
+    for port in [30, 31, 32] {
+        handshake(&mut t, port);
+    }
+    assert_eq!(t.slim_len(), 2);
+    // Flow 30 gave way: its payload is taken for a flow seen midstream (offsets from there).
+    let got = feed(
+        &mut t,
+        tcp_pkt(30, true, tcp::ACK, ISN.wrapping_add(101), 0, 3),
+        b"abcd",
+    );
+    assert_eq!(got.0, Some((0, b"abcd".to_vec())));
+    // Flow 31 kept its base: the same bytes go at their offset in the stream.
+    let got = feed(
+        &mut t,
+        tcp_pkt(31, true, tcp::ACK, ISN.wrapping_add(3), 0, 3),
+        b"abcd",
+    );
+    assert_eq!(got.0, Some((2, b"abcd".to_vec())));
 }
 
 #[test]
 fn entries_end_at_rst_second_fin_and_idle() {
     let mut t = table(8, 4);
-    handshake(&mut t, 20);
-    handshake(&mut t, 21);
-    handshake(&mut t, 22);
-    assert_eq!(t.len(), 3);
+    let seq = ISN.wrapping_add(1);
+    for port in [20, 21, 22, 24] {
+        handshake(&mut t, port);
+    }
+    // Flow 24 collects: its entry is in the table.
+    feed(&mut t, tcp_pkt(24, true, tcp::ACK, seq, 0, 3), b"ab");
+    assert_eq!((t.len(), t.slim_len()), (1, 3));
+    feed(&mut t, tcp_pkt(20, true, tcp::RST, seq, 0, 3), b"");
+    assert_eq!(t.slim_len(), 2);
     feed(
         &mut t,
-        tcp_pkt(20, true, tcp::RST, ISN.wrapping_add(1), 0, 3),
+        tcp_pkt(21, true, tcp::FIN | tcp::ACK, seq, 0, 3),
         b"",
     );
-    assert_eq!(t.len(), 2);
-    feed(
-        &mut t,
-        tcp_pkt(21, true, tcp::FIN | tcp::ACK, ISN.wrapping_add(1), 0, 3),
-        b"",
-    );
-    assert_eq!(t.len(), 2);
+    assert_eq!(t.slim_len(), 2);
     feed(
         &mut t,
         tcp_pkt(21, false, tcp::FIN | tcp::ACK, RISN + 1, 0, 3),
         b"",
     );
-    assert_eq!(t.len(), 1);
-    // Flow 22 is idle past IDLE_NS when another flow's packet comes.
-    feed(
+    assert_eq!(t.slim_len(), 1);
+    feed(&mut t, tcp_pkt(24, false, tcp::RST, RISN + 1, 0, 4), b"");
+    assert_eq!(t.len(), 0);
+    // Flow 22, idle past IDLE_NS, is gone: its payload is taken for a flow seen midstream.
+    let late = IDLE_NS + 10_000_000_000;
+    let got = feed(
         &mut t,
-        tcp_pkt(23, true, tcp::SYN, ISN, 0, IDLE_NS + 10),
-        b"",
+        tcp_pkt(22, true, tcp::ACK, seq.wrapping_add(100), 0, late),
+        b"ab",
     );
-    assert_eq!(t.len(), 1);
+    assert_eq!(got.0, Some((0, b"ab".to_vec())));
+    // Within IDLE_NS, a flow keeps its base.
+    handshake(&mut t, 25);
+    let got = feed(
+        &mut t,
+        tcp_pkt(25, true, tcp::ACK, seq.wrapping_add(2), 0, IDLE_NS),
+        b"ab",
+    );
+    assert_eq!(got.0, Some((2, b"ab".to_vec())));
 }
 
 fn dgram(port: u16, fwd: bool, ts: u64) -> PacketSummary {
@@ -406,4 +461,25 @@ fn off_and_other_protocols_ship_nothing() {
     let mut p = tcp_pkt(31, true, 0, 0, 0, 1);
     p.key.proto = ip_proto::ICMP;
     assert_eq!(feed(&mut t, p, b"ping").0, None);
+}
+
+#[test]
+fn a_fin_seen_before_a_flow_leaves_the_table_still_counts_there() {
+    let mut t = table(8, 4);
+    handshake(&mut t, 26);
+    let seq = ISN.wrapping_add(1);
+    let fin = tcp::FIN | tcp::ACK;
+    // Done one way, nothing yet the other: no direction collects, so the flow waits in the
+    // compact set, its FIN noted.
+    feed(&mut t, tcp_pkt(26, true, fin, seq, 0, 3), b"12345678");
+    assert_eq!((t.len(), t.slim_len()), (0, 1));
+    feed(
+        &mut t,
+        tcp_pkt(26, false, tcp::ACK, RISN + 1, 0, 4),
+        b"abcdefgh",
+    );
+    assert_eq!((t.len(), t.slim_len()), (0, 1));
+    // The other direction's FIN ends the flow.
+    feed(&mut t, tcp_pkt(26, false, fin, RISN + 9, 0, 5), b"");
+    assert_eq!((t.len(), t.slim_len()), (0, 0));
 }
