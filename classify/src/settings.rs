@@ -75,7 +75,7 @@ impl Default for Settings {
 impl Settings {
     /// `service` may be listed.
     pub fn enabled(&self, service: &str) -> bool {
-        !self.disabled.iter().any(|d| *d == service)
+        !self.disabled.contains(&service)
     }
 }
 
