@@ -172,7 +172,7 @@ fn tunnel(ev: &Evidence, req: &Head, resp: &Head, found: &mut Found) {
         },
         ..*ev
     };
-    let inside: [crate::Detector; 6] = [
+    let inside: [fn(&Evidence) -> Option<Found>; 6] = [
         crate::tls::detect,
         crate::ssh::detect,
         crate::mail::detect,

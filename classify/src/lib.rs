@@ -42,6 +42,7 @@ pub mod radius;
 pub mod rdp;
 pub mod redis;
 pub mod rfb;
+mod settings;
 pub mod sip;
 pub mod smb;
 pub mod snmp;
@@ -51,6 +52,7 @@ mod tls_hint;
 mod util;
 
 pub use prefix::may_match;
+pub use settings::{parse_services, Settings, DEFAULT_DNS_MAX_QUERIES, SERVICES, TUNNEL_SERVICES};
 
 /// Transport protocol numbers.
 pub const TCP: u8 = 6;
@@ -164,54 +166,77 @@ pub fn ftp_announcement(line: &[u8], by_resp: bool) -> Option<Expect> {
     ftp::announced(line.trim_ascii(), by_resp)
 }
 
-/// A detector: the evidence in, what it confirmed out.
-pub type Detector = fn(&Evidence) -> Option<Found>;
+/// A detector: the evidence and the operator's settings in, what it confirmed out.
+pub type Detector = fn(&Evidence, &Settings) -> Option<Found>;
+
+/// A detector that reads no setting.
+macro_rules! plain {
+    ($m:ident) => {
+        |ev: &Evidence, _: &Settings| $m::detect(ev)
+    };
+}
 
 /// Every detector, in the order their findings are merged (a detector that confirms several
 /// protocols, such as STARTTLS, returns them in its own order).
 pub const DETECTORS: &[Detector] = &[
     // Group A.
-    tls::detect,
-    quic::detect,
-    dtls::detect,
-    ssh::detect,
-    http::detect,
-    dns::detect,
-    mail::detect,
-    ftp::detect,
-    irc::detect,
-    xmpp::detect,
+    plain!(tls),
+    plain!(quic),
+    plain!(dtls),
+    plain!(ssh),
+    plain!(http),
+    |ev: &Evidence, s: &Settings| dns::detect(ev, s.dns_max_queries),
+    plain!(mail),
+    plain!(ftp),
+    plain!(irc),
+    plain!(xmpp),
     // group B
-    ldap::detect,
-    krb::detect,
-    dhcp::detect,
-    ntp::detect,
-    rdp::detect,
-    smb::detect,
-    sip::detect,
-    snmp::detect,
-    mysql::detect,
-    syslog::detect,
-    radius::detect,
-    modbus::detect,
-    dce_rpc::detect,
-    socks::detect,
-    mqtt::detect,
-    postgresql::detect,
-    redis::detect,
-    rfb::detect,
+    plain!(ldap),
+    plain!(krb),
+    plain!(dhcp),
+    plain!(ntp),
+    plain!(rdp),
+    plain!(smb),
+    plain!(sip),
+    plain!(snmp),
+    plain!(mysql),
+    plain!(syslog),
+    plain!(radius),
+    plain!(modbus),
+    plain!(dce_rpc),
+    plain!(socks),
+    plain!(mqtt),
+    plain!(postgresql),
+    plain!(redis),
+    plain!(rfb),
 ];
 
-/// Runs every detector over `ev` and merges their findings: services in detector order,
-/// each once; the first server name found; every expectation.
+/// Runs every detector over `ev` with the default [`Settings`] (every service on, Zeek's
+/// `dns_max_queries` of 25) and merges their findings: see [`classify_with`].
 pub fn classify(ev: &Evidence) -> Verdict {
+    classify_with(ev, &Settings::default())
+}
+
+/// Runs every detector over `ev` and merges their findings: services in detector order, each
+/// once; the first server name found; every expectation. A service `settings` disables is
+/// never listed (it takes no place in the order); a detector whose every service is disabled
+/// gives neither its server name nor its announced connections, and an announced connection
+/// whose service is disabled is left out.
+pub fn classify_with(ev: &Evidence, settings: &Settings) -> Verdict {
     let mut v = Verdict::default();
     if ev.proto != TCP && ev.proto != UDP {
         return v;
     }
     let ev = &usable(ev);
     for detect in DETECTORS {
-        let Some(found) = detect(ev) else { continue };
+        let Some(mut found) = detect(ev, settings) else {
+            continue;
+        };
+        let any = !found.services.is_empty();
+        found.services.retain(|s| settings.enabled(s));
+        if any && found.services.is_empty() {
+            continue;
+        }
         for s in found.services {
             if !v.services.contains(&s) {
                 v.services.push(s);
@@ -220,7 +245,9 @@ pub fn classify(ev: &Evidence) -> Verdict {
         if v.server_name.is_none() {
             v.server_name = found.server_name;
         }
-        v.expects.extend(found.expects);
+        let expects = found.expects.into_iter();
+        v.expects
+            .extend(expects.filter(|e| settings.enabled(e.service)));
     }
     v
 }
@@ -289,5 +316,93 @@ mod tests {
         };
         assert_eq!(classify(&ev), Verdict::default());
         assert_eq!(classify(&Evidence::default()).service(), None);
+    }
+
+    fn tcp<'a>(port: u16, orig: &'a [&'a [u8]], resp: &'a [&'a [u8]]) -> Evidence<'a> {
+        let side = |segments| Side {
+            segments,
+            truncated: false,
+            len: None,
+        };
+        Evidence {
+            proto: TCP,
+            orig_port: 40000,
+            resp_port: port,
+            orig: side(orig),
+            resp: side(resp),
+        }
+    }
+
+    fn off(names: &str) -> Settings {
+        Settings {
+            disabled: parse_services(names).expect("known names"),
+            ..Settings::default()
+        }
+    }
+
+    #[test]
+    fn a_disabled_service_is_never_listed_and_takes_no_place() {
+        use crate::tls::tests::{client_hello_msg, records};
+        let mut c = b"AUTH TLS\r\n".to_vec();
+        c.extend(records(&client_hello_msg("ftp.example"), 4000));
+        let (orig, resp): (&[&[u8]], &[&[u8]]) = (&[&c], &[b"220 hi\r\n234 AUTH TLS ok\r\n"]);
+        let ev = tcp(21, orig, resp);
+        let all = classify(&ev);
+        assert_eq!(all.service().as_deref(), Some("ftp,ssl"));
+        assert_eq!(all.server_name.as_deref(), Some("ftp.example"));
+        let no_ftp = classify_with(&ev, &off("ftp"));
+        assert_eq!(no_ftp.service().as_deref(), Some("ssl"));
+        let no_ssl = classify_with(&ev, &off("ssl"));
+        assert_eq!(no_ssl.service().as_deref(), Some("ftp"));
+        assert_eq!(classify_with(&ev, &off("ftp, ssl")), Verdict::default());
+    }
+
+    #[test]
+    fn announced_connections_go_with_their_service_and_their_announcer() {
+        let c: &[&[u8]] = &[b"USER a\r\nPASS b\r\nPASV\r\n"];
+        let s: &[&[u8]] =
+            &[b"220 hi\r\n331 ok\r\n230 in\r\n227 Entering Passive Mode (10,0,0,2,221,90).\r\n"];
+        let ev = tcp(21, c, s);
+        assert_eq!(classify(&ev).expects.len(), 1);
+        let no_data = classify_with(&ev, &off("ftp-data"));
+        assert_eq!(no_data.service().as_deref(), Some("ftp"));
+        assert!(no_data.expects.is_empty(), "ftp-data disabled");
+        assert!(
+            classify_with(&ev, &off("ftp")).expects.is_empty(),
+            "no FTP analyzer"
+        );
+    }
+
+    #[test]
+    fn the_dns_limit_reaches_the_dns_detector() {
+        let mut q = vec![0x12, 0x34, 0x01, 0x00, 0, 4, 0, 0, 0, 0, 0, 0];
+        for c in b"abcd" {
+            q.extend_from_slice(&[1, *c, 0, 0, 1, 0, 1]);
+        }
+        let seg: &[&[u8]] = &[&q];
+        let ev = Evidence {
+            proto: UDP,
+            ..tcp(53, seg, &[])
+        };
+        assert_eq!(classify(&ev).service().as_deref(), Some("dns"));
+        let three = Settings {
+            dns_max_queries: 3,
+            ..Settings::default()
+        };
+        assert_eq!(classify_with(&ev, &three).service(), None);
+    }
+
+    #[test]
+    fn unknown_service_names_are_refused_with_the_valid_ones() {
+        assert_eq!(
+            parse_services(" http,,geneve , http"),
+            Ok(vec!["http", "geneve"])
+        );
+        let err = parse_services("http,gopher").expect_err("gopher is unknown");
+        assert!(err.contains("\"gopher\""), "{err}");
+        assert!(err.contains("ldap_tcp") && err.contains("vxlan"), "{err}");
+        for s in SERVICES.iter().chain(TUNNEL_SERVICES) {
+            assert_eq!(parse_services(s), Ok(vec![*s]));
+        }
     }
 }

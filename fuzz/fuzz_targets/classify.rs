@@ -19,7 +19,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use tapflow_classify::{classify, may_match, Evidence, Side};
+use tapflow_classify::{classify, classify_with, may_match, Evidence, Settings, Side, SERVICES};
 use tapflow_proto::conn::{clean_server_name, valid_service};
 
 fuzz_target!(|data: &[u8]| {
@@ -60,6 +60,22 @@ fuzz_target!(|data: &[u8]| {
     for e in &v.expects {
         assert!(valid_service(e.service) && !e.service.contains(','), "{e:?}");
     }
+    // Services disabled (picked by the bytes of the ports) are never listed, and the others
+    // are listed as without the setting, in the same order.
+    let disabled: Vec<&'static str> = SERVICES
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| (u32::from_le_bytes([*op0, *op1, *rp0, *rp1]) >> (i % 32)) & 1 != 0)
+        .map(|(_, s)| *s)
+        .collect();
+    let settings = Settings {
+        disabled,
+        ..Settings::default()
+    };
+    let off = classify_with(&ev, &settings);
+    let mut kept = v.services.clone();
+    kept.retain(|s| settings.enabled(s));
+    assert_eq!(off.services, kept, "disabled {:?}", settings.disabled);
     if !udp || n == 1 {
         let ports = [ev.orig_port, ev.resp_port];
         let keep = |s: &Side| s.segments.first().is_none_or(|f| may_match(ev.proto, ports, f));

@@ -36,6 +36,7 @@ pub mod influxd;
 pub mod inprocess;
 pub mod k8s;
 pub mod zeek;
+pub mod zeek_bare;
 pub mod zeek_corpus;
 
 /// The repository root (this crate's parent directory).

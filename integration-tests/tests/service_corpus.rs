@@ -11,7 +11,9 @@
 //! figure and difference equals `golden/service_corpus.tsv`. Regenerate it (keeping the reasons
 //! written by hand) with
 //! `UPDATE_GOLDEN=1 cargo nextest run -p tapflow-integration-tests --test service_corpus`.
-//! `TAPFLOW_SERVICE_COLLECTOR_FLAGS` (e.g. a payload budget) adds collector flags to every run
+//! A test Zeek ran in bare mode (`-b`) runs with the processor flags that reproduce its script's
+//! configuration (`src/zeek_bare.tsv`: services it does not load disabled, `dns_max_queries`),
+//! every bare test alike. `TAPFLOW_SERVICE_COLLECTOR_FLAGS` (e.g. a payload budget) adds collector flags to every run
 //! and only prints the figures (for comparing budgets), without checking the golden table.
 
 use std::collections::BTreeMap;
@@ -25,8 +27,11 @@ use tapflow_integration_tests::service_corpus::{
     golden_path, our_row, reasons_path, tshark_names, Named, Tally,
 };
 use tapflow_integration_tests::zeek::{golden_differences, parse_zeek_log, Row, IGNORE_CHECKSUMS};
+use tapflow_integration_tests::zeek_bare::bare_test;
 use tapflow_integration_tests::zeek_corpus::{corpus_dir, manifest};
-use tapflow_integration_tests::{captures, read_text, run_pipeline, shared_pcaps, CollectorSpec};
+use tapflow_integration_tests::{
+    captures, read_text, shared_pcaps, start_pipeline_with, CollectorSpec,
+};
 
 /// Most time one trace's pipeline may take.
 const TIMEOUT: Duration = Duration::from_secs(90);
@@ -38,6 +43,8 @@ struct Job {
     source: String,
     trace: PathBuf,
     flags: Vec<String>,
+    /// The processor's flags (a bare-mode test's configuration).
+    processor: Vec<String>,
     truth: Option<PathBuf>,
     /// Compare server names with tshark's.
     names: bool,
@@ -48,10 +55,18 @@ fn jobs(extra: &[String]) -> Vec<Job> {
     let mut jobs = Vec::new();
     if let Some(dir) = corpus_dir() {
         for e in manifest(&dir) {
+            let bare = bare_test(&e.test);
+            assert_eq!(
+                bare.is_some(),
+                e.bare,
+                "{}: src/zeek_bare.tsv must hold every bare-mode test, and only those",
+                e.test
+            );
             jobs.push(Job {
                 source: format!("corpus:{}", e.test),
                 trace: e.trace,
                 flags: e.collector_flags.iter().chain(extra).cloned().collect(),
+                processor: bare.map(|b| b.processor_flags()).unwrap_or_default(),
                 truth: Some(e.truth),
                 names: false,
             });
@@ -76,6 +91,7 @@ fn jobs(extra: &[String]) -> Vec<Job> {
                 source: format!("pcaps:{file}"),
                 trace: pcap,
                 flags,
+                processor: Vec::new(),
                 truth: truth.is_file().then_some(truth),
                 names: true,
             });
@@ -109,7 +125,8 @@ fn run(job: &Job) -> Outcome {
         extra: job.flags.clone(),
         ..CollectorSpec::pcap(&job.trace, 1)
     };
-    let run = run_pipeline(&[spec], 1, TIMEOUT);
+    let processor: Vec<&str> = job.processor.iter().map(String::as_str).collect();
+    let run = start_pipeline_with(&[spec], 1, &processor).wait(TIMEOUT);
     let rows = run
         .conn_log
         .lines()

@@ -127,6 +127,16 @@ tapflow_runtime::layered! {
         pub max_senders: Option<usize>,
         #[arg(long, env = "TAPFLOW_DNS_SESSION_TIMEOUT_MS", help = with_default("A UDP DNS connection (responder port 53, 137, 5353 or 5355) idle this long less a second, checked every this long from its first packet, ends, as Zeek's dns_session_timeout ends it; milliseconds, 0 = off (UDP's 60 s inactivity timeout only)", DEFAULT_DNS_SESSION_TIMEOUT_MS))]
         pub dns_session_timeout_ms: Option<u64>,
+        /// Services never labelled, comma-separated Zeek names (e.g. http,redis), as Zeek's
+        /// `Analyzer::disable_analyzer` or Suricata's `app-layer.protocols.X.enabled: no`: a
+        /// disabled service is neither listed in `service` nor takes a place in it. A tunnel
+        /// name (vxlan, geneve, gtpv1, teredo, ayiya) removes the label only: the collector
+        /// still decapsulates. An unknown name is refused with the list of valid ones
+        /// [default: none, every service on].
+        #[arg(long, value_delimiter = ',')]
+        pub disable_services: Vec<String>,
+        #[arg(long, help = with_default("A DNS message with more questions is not DNS (an analyzer violation, Zeek's dns_max_queries); 0 = no limit", tapflow_classify::DEFAULT_DNS_MAX_QUERIES))]
+        pub dns_max_queries: Option<u16>,
         /// Local networks for `local_orig`/`local_resp`, e.g. 10.0.0.0/8,2001:db8::/32 [default:
         /// none, and the two fields are left out].
         #[arg(long, value_delimiter = ',')]
@@ -188,6 +198,8 @@ pub struct Config {
     pub max_senders: usize,
     /// Zeek's `dns_session_timeout` for UDP DNS connections; zero = off.
     pub dns_session_timeout: Duration,
+    /// The classifier's settings: services disabled, Zeek's `dns_max_queries`.
+    pub classify: tapflow_classify::Settings,
     pub local_nets: Vec<(Addr, u8)>,
     pub metrics_listen: Option<String>,
     /// Acknowledged delivery to the aggregator (`--aggregator-acks`).
@@ -285,6 +297,7 @@ impl Config {
             ));
         }
         let local_nets = tapflow_runtime::config::parse_nets(&o.local_nets, &mut errors);
+        let classify = classify_settings(&o.disable_services, o.dns_max_queries, &mut errors);
         tapflow_runtime::config::check_metrics_listen(
             o.metrics_listen.as_deref(),
             o.metrics_public,
@@ -325,8 +338,24 @@ impl Config {
                     .unwrap_or(DEFAULT_DNS_SESSION_TIMEOUT_MS),
             ),
             local_nets,
+            classify,
             security,
         })
+    }
+}
+
+/// `--disable-services` (every name known) and `--dns-max-queries`.
+fn classify_settings(
+    disable: &[String],
+    dns_max_queries: Option<u16>,
+    errors: &mut Vec<String>,
+) -> tapflow_classify::Settings {
+    let disabled = tapflow_classify::parse_services(&disable.join(","))
+        .map_err(|e| errors.push(format!("disable_services: {e}")))
+        .unwrap_or_default();
+    tapflow_classify::Settings {
+        disabled,
+        dns_max_queries: dns_max_queries.unwrap_or(tapflow_classify::DEFAULT_DNS_MAX_QUERIES),
     }
 }
 
@@ -436,6 +465,13 @@ impl Config {
             "dns_session_timeout_ms",
             self.dns_session_timeout.as_millis(),
         );
+        let off: Vec<String> = self.classify.disabled.iter().map(|s| toml_str(s)).collect();
+        kv(
+            &mut out,
+            "disable_services",
+            format!("[{}]", off.join(", ")),
+        );
+        kv(&mut out, "dns_max_queries", self.classify.dns_max_queries);
         let nets: Vec<String> = self
             .local_nets
             .iter()

@@ -96,6 +96,7 @@ impl Engine {
         let session = SessionConfig {
             max_flows: config.max_flows,
             payload_bytes: config.payload_bytes,
+            classify: config.classify.clone(),
             dns_session_timeout_ns: u64::try_from(config.dns_session_timeout.as_nanos())
                 .unwrap_or(u64::MAX),
             ..SessionConfig::default()

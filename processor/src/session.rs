@@ -149,6 +149,8 @@ pub struct SessionConfig {
     /// Payload evidence kept per connection direction at most (bytes), whatever the
     /// collectors ship (their `--payload-bytes` budget). Default 4096.
     pub payload_bytes: u32,
+    /// The classifier's settings (services disabled, Zeek's `dns_max_queries`).
+    pub classify: tapflow_classify::Settings,
 }
 
 impl Default for SessionConfig {
@@ -172,6 +174,7 @@ impl Default for SessionConfig {
             log_ip_tunnel_outer: false,
             max_tunnel_changes: 5,
             payload_bytes: 4096,
+            classify: tapflow_classify::Settings::default(),
         }
     }
 }

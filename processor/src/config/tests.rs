@@ -334,3 +334,51 @@ fn check_config_shows_acknowledged_delivery() {
         );
     }
 }
+
+/// `--disable-services` and `--dns-max-queries`: from flags or the file, checked (an unknown
+/// service refused with the valid names), shown by `--check-config` and read back alike.
+#[test]
+fn services_disabled_and_dns_max_queries() {
+    let plain = [
+        "--listen",
+        "tcp://127.0.0.1:1",
+        "--aggregator",
+        "tcp://127.0.0.1:2",
+        "--plain",
+    ];
+    let with = |extra: &[&'static str]| -> Vec<&'static str> {
+        plain.iter().chain(extra).copied().collect()
+    };
+    let defaults = load(&with(&[]), "");
+    assert_eq!(defaults.classify, tapflow_classify::Settings::default());
+    let text = defaults.resolved();
+    for want in ["disable_services = []", "dns_max_queries = 25"] {
+        assert!(
+            text.lines().any(|l| l == want),
+            "missing {want:?} in\n{text}"
+        );
+    }
+    let flags = load(
+        &with(&["--disable-services", "http,redis", "--dns-max-queries", "3"]),
+        "disable_services = ['dns']\ndns_max_queries = 7",
+    );
+    assert_eq!(flags.classify.disabled, vec!["http", "redis"]);
+    assert_eq!(flags.classify.dns_max_queries, 3);
+    let text = flags.resolved();
+    for want in [
+        "disable_services = [\"http\", \"redis\"]",
+        "dns_max_queries = 3",
+    ] {
+        assert!(
+            text.lines().any(|l| l == want),
+            "missing {want:?} in\n{text}"
+        );
+    }
+    assert_eq!(load(&[], &text).resolved(), text);
+    let file = load(&with(&[]), "disable_services = ['geneve', 'ssl']");
+    assert_eq!(file.classify.disabled, vec!["geneve", "ssl"]);
+    check(
+        &with(&["--disable-services", "http,gopher"]),
+        &["disable_services: unknown service \"gopher\"; valid: dce_rpc,"],
+    );
+}

@@ -5,7 +5,7 @@
 //! and into announced data connections ([`Expected`]) as soon as they are parsed.
 
 use tapflow_classify::{
-    classify, ftp_announcement, Evidence, Side, Verdict, FTP_LINE_MAX, UDP_WHOLE,
+    classify_with, ftp_announcement, Evidence, Settings, Side, Verdict, FTP_LINE_MAX, UDP_WHOLE,
 };
 use tapflow_proto::conn::clean_server_name;
 use tapflow_proto::key::ip_proto;
@@ -141,7 +141,14 @@ impl EvDir {
 impl EvState {
     /// The classifier's view, by Zeek's roles (`orig` = physical endpoint `o`; `lens`: the
     /// TCP streams' whole lengths by role, when known).
-    fn verdict(&self, proto: u8, ports: [u16; 2], o: usize, lens: [Option<u64>; 2]) -> Verdict {
+    fn verdict(
+        &self,
+        proto: u8,
+        ports: [u16; 2],
+        o: usize,
+        lens: [Option<u64>; 2],
+        settings: &Settings,
+    ) -> Verdict {
         let udp = proto == ip_proto::UDP;
         let (orig, resp) = (&self.dirs[o], &self.dirs[1 - o]);
         let (op, rp) = (orig.parts(udp), resp.parts(udp));
@@ -160,7 +167,7 @@ impl EvState {
                 len: lens[1],
             },
         };
-        classify(&ev)
+        classify_with(&ev, settings)
     }
 }
 
@@ -188,11 +195,20 @@ impl EvState {
     }
 
     /// The labels of the connection's record (`o`: the originator's physical index; `sizes`:
-    /// the record's payload bytes by role).
-    pub fn labels(&self, proto: u8, ports: [u16; 2], o: usize, sizes: [u64; 2]) -> Labels {
+    /// the record's payload bytes by role; `settings`: the services disabled, which are
+    /// never listed, tunnels included).
+    pub fn labels(
+        &self,
+        proto: u8,
+        ports: [u16; 2],
+        o: usize,
+        sizes: [u64; 2],
+        settings: &Settings,
+    ) -> Labels {
         let tcp = proto == ip_proto::TCP;
-        let v = self.verdict(proto, ports, o, sizes.map(|n| tcp.then_some(n)));
-        let mut names: Vec<&str> = tunnel_kind::service(self.tunnel_kind).into_iter().collect();
+        let v = self.verdict(proto, ports, o, sizes.map(|n| tcp.then_some(n)), settings);
+        let tunnel = tunnel_kind::service(self.tunnel_kind).filter(|t| settings.enabled(t));
+        let mut names: Vec<&str> = tunnel.into_iter().collect();
         for s in &v.services {
             if !names.contains(s) {
                 names.push(s);
@@ -205,12 +221,13 @@ impl EvState {
         }
     }
 
-    /// Announced data connections not sent yet (TCP only), from the connection `c`.
-    pub fn new_expects(&mut self, c: &Conn, out: &mut Vec<Expected>) {
+    /// Announced data connections not sent yet (TCP only), from the connection `c`; none of
+    /// a disabled service, nor from a disabled announcer (`settings`).
+    pub fn new_expects(&mut self, c: &Conn, settings: &Settings, out: &mut Vec<Expected>) {
         if c.proto != ip_proto::TCP || self.sent.len() >= MAX_EXPECTS {
             return;
         }
-        let v = self.verdict(c.proto, c.ports, c.orig, [None; 2]);
+        let v = self.verdict(c.proto, c.ports, c.orig, [None; 2], settings);
         let o = c.orig;
         let mut expects = v.expects;
         if v.services.contains(&"ftp") {
@@ -218,7 +235,8 @@ impl EvState {
                 let lines = self.dirs[a].late.iter();
                 lines.filter_map(move |l| ftp_announcement(l, by_resp))
             };
-            expects.extend(late(o, false).chain(late(1 - o, true)));
+            let late = late(o, false).chain(late(1 - o, true));
+            expects.extend(late.filter(|e| settings.enabled(e.service)));
         }
         let mut uid = None;
         for e in &expects {
@@ -314,6 +332,46 @@ mod tests {
         assert!(out.iter().all(|r| r.validate().is_ok()));
     }
 
+    /// The processor's settings reach the labels: a disabled tunnel and a disabled DNS are
+    /// not listed, and a lower `dns_max_queries` refuses a message the default accepts.
+    #[test]
+    fn disabled_services_and_the_dns_limit_reach_the_records() {
+        let mut q = vec![0x12, 0x34, 0x01, 0x00, 0, 4, 0, 0, 0, 0, 0, 0];
+        for c in b"abcd" {
+            q.extend_from_slice(&[1, *c, 0, 0, 1, 0, 1]);
+        }
+        let run = |settings: Settings| {
+            let cfg = SessionConfig {
+                classify: settings,
+                ..SessionConfig::default()
+            };
+            let mut t = FlowTable::new(cfg);
+            let mut out = Vec::new();
+            let mut outer = udp(50_000, 4789, 1_000);
+            outer.flags |= flag::TUNNEL_OUTER;
+            outer.tunnel_kind = tunnel_kind::VXLAN;
+            t.on_summary(&outer, &mut out);
+            let mut dns = udp(50_001, 53, 2_000);
+            dns.payload = Some(Box::new(piece(0, &q)));
+            t.on_summary(&dns, &mut out);
+            t.flush(&mut out);
+            out.sort_by_key(|r| r.orig_p);
+            out.iter().map(|r| r.service.clone()).collect::<Vec<_>>()
+        };
+        let some = |s: &str| Some(s.to_owned());
+        assert_eq!(run(Settings::default()), [some("vxlan"), some("dns")]);
+        let off = Settings {
+            disabled: vec!["vxlan", "dns"],
+            ..Settings::default()
+        };
+        assert_eq!(run(off), [None, None]);
+        let three = Settings {
+            dns_max_queries: 3,
+            ..Settings::default()
+        };
+        assert_eq!(run(three), [some("vxlan"), None]);
+    }
+
     fn piece(offset: u32, bytes: &[u8]) -> Payload {
         Payload {
             offset,
@@ -372,15 +430,15 @@ mod tests {
         ev.dirs[orig].add(&piece(0, c2s), false, 4096);
         ev.dirs[1 - orig].add(&piece(0, s2c), false, 4096);
         let mut out = Vec::new();
-        ev.new_expects(&conn(10), &mut out);
+        ev.new_expects(&conn(10), &Settings::default(), &mut out);
         assert_eq!(out.iter().map(|e| e.port).collect::<Vec<_>>(), [5001]);
         ev.dirs[orig].add(
             &piece(c2s.len() as u32, b"PORT 10,0,0,1,4,1\r\n"),
             false,
             4096,
         );
-        ev.new_expects(&conn(20), &mut out);
-        ev.new_expects(&conn(30), &mut out);
+        ev.new_expects(&conn(20), &Settings::default(), &mut out);
+        ev.new_expects(&conn(30), &Settings::default(), &mut out);
         let sent: Vec<_> = out.iter().map(|e| (e.port, e.ts_ns)).collect();
         assert_eq!(sent, [(5001, 10), (1025, 20)]);
         // Past the collector's budget (a gap), announcement lines still count, once each;
@@ -396,7 +454,7 @@ mod tests {
         ] {
             ev.dirs[1 - orig].add(&piece(at, line), false, 4096);
         }
-        ev.new_expects(&conn(40), &mut out);
+        ev.new_expects(&conn(40), &Settings::default(), &mut out);
         let late: Vec<_> = out[2..].iter().map(|e| (e.port, e.by_resp)).collect();
         assert_eq!(late, [(56666, true), (2121, true)]);
         assert_eq!(ev.dirs[1 - orig].late.len(), 3);
@@ -427,7 +485,7 @@ mod tests {
             ts_ns: 2,
         };
         let mut out = Vec::new();
-        ev.new_expects(&c, &mut out);
+        ev.new_expects(&c, &Settings::default(), &mut out);
         assert!(out.is_empty());
     }
 }

@@ -1,6 +1,7 @@
 //! One tracked connection: its fixed-size state, how a packet updates it (UDP, ICMP and other
 //! protocols here, TCP in `tcp`), when it ends, and the record it becomes.
 
+use tapflow_classify::Settings;
 use tapflow_proto::key::ip_proto;
 use tapflow_proto::summary::{flag, tcp as tf};
 use tapflow_proto::upstream::Expected;
@@ -238,16 +239,19 @@ impl Flow {
 
     /// What the evidence says for the record, whose payload bytes by role are `sizes` (nothing
     /// without evidence).
-    fn labels(&self, sizes: [u64; 2]) -> Labels {
+    fn labels(&self, sizes: [u64; 2], settings: &Settings) -> Labels {
         match self.extra.as_ref().and_then(|x| x.evidence.as_deref()) {
-            Some(ev) => ev.labels(self.key.proto, self.ports(), self.orig_index(), sizes),
+            Some(ev) => {
+                let (proto, ports, o) = (self.key.proto, self.ports(), self.orig_index());
+                ev.labels(proto, ports, o, sizes, settings)
+            }
             None => Labels::default(),
         }
     }
 
     /// Announced data connections the evidence holds that were not sent yet, stamped with
     /// `ts_ns`, the packet that completed them.
-    pub fn new_expects(&mut self, ts_ns: u64, out: &mut Vec<Expected>) {
+    pub fn new_expects(&mut self, ts_ns: u64, settings: &Settings, out: &mut Vec<Expected>) {
         if self.extra.as_ref().is_none_or(|x| x.evidence.is_none()) {
             return;
         }
@@ -261,7 +265,7 @@ impl Flow {
             ts_ns,
         };
         if let Some(ev) = self.extra.as_mut().and_then(|x| x.evidence.as_deref_mut()) {
-            ev.new_expects(&c, out);
+            ev.new_expects(&c, settings, out);
         }
     }
 
@@ -398,7 +402,7 @@ impl Flow {
             .map(|x| x.parents.clone())
             .unwrap_or_default();
         tunnel_parents.sort_unstable();
-        let labels = self.labels(sizes);
+        let labels = self.labels(sizes, &ctx.cfg.classify);
         ConnRecord {
             ts_ns: self.first_ts,
             uid: tapflow_proto::conn::uid(&self.key, self.first_ts),

@@ -112,7 +112,8 @@ impl FlowTable {
                 self.slab[slot].apply_timed(s, tap, &self.ctx, false, &mut self.spare);
                 self.schedule(slot);
                 if s.payload.is_some() && s.key.proto == ip_proto::TCP {
-                    self.slab[slot].new_expects(s.ts_ns, &mut self.expects);
+                    let settings = &self.ctx.cfg.classify;
+                    self.slab[slot].new_expects(s.ts_ns, settings, &mut self.expects);
                 }
                 return;
             }
@@ -335,7 +336,8 @@ impl FlowTable {
         self.open += 1;
         self.stats.flows_created += 1;
         if s.payload.is_some() && s.key.proto == ip_proto::TCP {
-            self.slab[slot].new_expects(s.ts_ns, &mut self.expects);
+            let settings = &self.ctx.cfg.classify;
+            self.slab[slot].new_expects(s.ts_ns, settings, &mut self.expects);
         }
     }
 
