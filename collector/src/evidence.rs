@@ -201,103 +201,97 @@ impl EvidenceTable {
             return;
         }
         let h = self.slim.hash(&s.key);
-        if let Some(dirs) = self.slim.touch(h, secs(s.ts_ns)) {
-            if !self.in_slim(s, h, dirs, data.is_empty()) {
-                return;
+        let a = usize::from(s.flags & flag::REVERSE != 0);
+        if let Some(mut dirs) = self.slim.touch(h, secs(s.ts_ns)) {
+            if syn {
+                syn_on(&mut dirs[a], s.seq);
+                self.slim.set(h, dirs);
             }
-        } else if data.is_empty() && !syn {
-            self.on_close(s);
+            if data.is_empty() || dirs[a].state != State::Open {
+                self.count_done(dirs[a], !data.is_empty());
+                self.slim_close(s, h, a);
+            } else {
+                self.young(s, h, Some(dirs), data);
+            }
             return;
-        } else if data.is_empty() && !self.flows.contains_key(&s.key) {
-            // A handshake: the flow starts in the compact set.
-            self.counters.flows += 1;
-            let mut dirs = [Slim::OPEN; 2];
-            syn_on(&mut dirs[usize::from(s.flags & flag::REVERSE != 0)], s.seq);
-            self.slim.insert(h, dirs, secs(s.ts_ns));
+        }
+        if data.is_empty() && !syn {
+            self.on_close(s);
             return;
         }
         self.sweep(s.ts_ns);
-        let e = match self.flows.get_mut(&s.key) {
-            Some(e) => e,
-            None => {
-                if !self.make_room(s, data.len()) {
-                    return;
-                }
-                self.flows.entry(s.key).or_insert(Entry::new(s.ts_ns))
-            }
+        let Some(e) = self.flows.get_mut(&s.key) else {
+            self.counters.flows += 1;
+            self.young(s, h, None, data);
+            return;
         };
-        e.last_ts = s.ts_ns;
-        let budget = self.cfg.bytes;
-        let d = &mut e.dirs[usize::from(s.flags & flag::REVERSE != 0)];
-        let ship = if proto == ip_proto::TCP {
-            tcp_piece(d, s, data, budget, &mut self.counters)
-        } else {
-            udp_piece(d, s, data, budget, &mut self.counters)
-        };
-        // An FTP control flow stays: its announcements may come past its budget.
-        let ftp = s.key.lo_port == FTP_PORT || s.key.hi_port == FTP_PORT;
-        let mut rest = e.dirs.map(|d| slim_of(&d));
-        if let Some(d) = rest[usize::from(s.flags & flag::REVERSE != 0)].as_mut() {
-            d.fin |= close && s.tcp_flags & tcp::FIN != 0;
-        }
-        if let Ship::Piece(offset, bytes) = ship {
-            self.counters.bytes_shipped += bytes.len() as u64;
-            self.counters.pieces_shipped += 1;
-            s.payload = Some(Box::new(Payload { offset, bytes }));
-        }
+        let rest = apply(e, s, data, self.cfg.bytes, &mut self.counters);
         if close {
             self.on_close(s);
         }
-        if let ([Some(a), Some(b)], false) = (rest, ftp) {
-            // No direction collects for it any more: to the compact set.
+        if let Some(rest) = at_rest(s, rest) {
             if self.flows.remove(&s.key).is_some() {
-                self.slim.insert(h, [a, b], secs(s.ts_ns));
+                self.slim.insert(h, rest, secs(s.ts_ns));
             }
         }
     }
 
-    /// A packet of a flow in the compact set: a SYN, FIN or RST without payload, or payload
-    /// of a direction done, is taken there; payload of an open direction moves the flow to the
-    /// young-flow table if there is room (true: go on there).
-    fn in_slim(
-        &mut self,
-        s: &mut PacketSummary,
-        h: Hash,
-        mut dirs: [Slim; 2],
-        empty: bool,
-    ) -> bool {
-        let a = usize::from(s.flags & flag::REVERSE != 0);
-        let tcp = s.key.proto == ip_proto::TCP;
-        if tcp && s.tcp_flags & tcp::SYN != 0 && empty {
-            syn_on(&mut dirs[a], s.seq);
-            self.slim.set(h, dirs);
-        }
-        if !empty && dirs[a].state != State::Open {
-            let c = &mut self.counters;
-            match dirs[a].state {
-                State::GaveUp => c.gave_up += 1,
-                State::Budget => c.budget += 1,
-                _ => c.complete += 1,
-            }
-        } else if !empty {
-            if self.flows.len() >= self.cfg.flows {
-                self.counters.table_full += 1;
-                s.flags |= flag::EVIDENCE_CUT;
-                return false;
-            }
-            self.slim.remove(h);
-            let mut e = Entry::new(s.ts_ns);
+    /// A packet of a flow not in the table (in the compact set as `dirs`, or new), applied
+    /// to an entry made for it: if no direction collects after it, the flow is kept (or
+    /// stays) in the compact set; else it takes a place in the table, if there is one (if not,
+    /// its payload is not shipped but counted and flagged, and the flow is left as it was).
+    fn young(&mut self, s: &mut PacketSummary, h: Hash, dirs: Option<[Slim; 2]>, data: &[u8]) {
+        let mut e = Entry::new(s.ts_ns);
+        if let Some(dirs) = dirs {
             e.dirs = dirs.map(|d| dir_of(&d));
-            self.flows.insert(s.key, e);
-            return true;
         }
-        if tcp && s.tcp_flags & (tcp::FIN | tcp::RST) != 0 {
-            let fin = s.tcp_flags & tcp::FIN != 0 && self.slim.fin(h, a);
-            if s.tcp_flags & tcp::RST != 0 || fin {
+        let mut c = self.counters;
+        let rest = apply(&mut e, s, data, self.cfg.bytes, &mut c);
+        if let Some(rest) = at_rest(s, rest) {
+            self.counters = c;
+            match dirs {
+                Some(_) => self.slim.set(h, rest),
+                None => self.slim.insert(h, rest, secs(s.ts_ns)),
+            }
+            self.slim_close(s, h, usize::from(s.flags & flag::REVERSE != 0));
+        } else if self.flows.len() < self.cfg.flows {
+            self.counters = c;
+            if dirs.is_some() {
                 self.slim.remove(h);
             }
+            self.flows.insert(s.key, e);
+            if s.key.proto == ip_proto::TCP && s.tcp_flags & (tcp::FIN | tcp::RST) != 0 {
+                self.on_close(s);
+            }
+        } else {
+            s.payload = None;
+            if !data.is_empty() {
+                self.counters.table_full += 1;
+                s.flags |= flag::EVIDENCE_CUT;
+            }
         }
-        false
+    }
+
+    /// Payload of a direction that ships nothing more, counted by why.
+    fn count_done(&mut self, d: Slim, payload: bool) {
+        let c = &mut self.counters;
+        match (payload, d.state) {
+            (false, _) | (_, State::Open) => {}
+            (_, State::GaveUp) => c.gave_up += 1,
+            (_, State::Budget) => c.budget += 1,
+            (_, State::Complete) => c.complete += 1,
+        }
+    }
+
+    /// A FIN or RST of a flow in the compact set: an RST, or the second direction's FIN, ends it.
+    fn slim_close(&mut self, s: &PacketSummary, h: Hash, a: usize) {
+        if s.key.proto != ip_proto::TCP {
+            return;
+        }
+        let fin = s.tcp_flags & tcp::FIN != 0 && self.slim.fin(h, a);
+        if s.tcp_flags & tcp::RST != 0 || fin {
+            self.slim.remove(h);
+        }
     }
 
     /// An RST ends the entry, and so does the second direction's FIN.
@@ -312,20 +306,6 @@ impl EvidenceTable {
         }
     }
 
-    /// Whether there is room for an entry for `s`'s flow; counts and flags the packet when
-    /// there is none.
-    fn make_room(&mut self, s: &mut PacketSummary, len: usize) -> bool {
-        if self.flows.len() >= self.cfg.flows {
-            if len > 0 {
-                self.counters.table_full += 1;
-                s.flags |= flag::EVIDENCE_CUT;
-            }
-            return false;
-        }
-        self.counters.flows += 1;
-        true
-    }
-
     /// Removes flows idle for [`IDLE_NS`], at most once per second of packet time.
     fn sweep(&mut self, now: u64) {
         if now < self.swept_at.saturating_add(1_000_000_000) {
@@ -337,7 +317,48 @@ impl EvidenceTable {
     }
 }
 
-/// Packet time in seconds, as finished flows keep it.
+/// One packet applied to its flow's entry: its piece, if any, attached to `s` and counted;
+/// returns the entry's directions as the compact set would keep them (a FIN noted).
+fn apply(
+    e: &mut Entry,
+    s: &mut PacketSummary,
+    data: &[u8],
+    budget: u32,
+    c: &mut EvidenceCounters,
+) -> [Option<Slim>; 2] {
+    e.last_ts = s.ts_ns;
+    let a = usize::from(s.flags & flag::REVERSE != 0);
+    let tcp = s.key.proto == ip_proto::TCP;
+    let ship = if tcp {
+        tcp_piece(&mut e.dirs[a], s, data, budget, c)
+    } else {
+        udp_piece(&mut e.dirs[a], s, data, budget, c)
+    };
+    if let Ship::Piece(offset, bytes) = ship {
+        c.bytes_shipped += bytes.len() as u64;
+        c.pieces_shipped += 1;
+        s.payload = Some(Box::new(Payload { offset, bytes }));
+    }
+    let mut rest = e.dirs.map(|d| slim_of(&d));
+    if let Some(d) = rest[a].as_mut() {
+        d.fin |= tcp && s.tcp_flags & tcp::FIN != 0;
+    }
+    rest
+}
+
+/// The directions as the compact set keeps them, when no direction collects for the flow (an
+/// FTP control flow that is done one way stays in the table: its announcements may come past
+/// its budget).
+fn at_rest(s: &PacketSummary, rest: [Option<Slim>; 2]) -> Option<[Slim; 2]> {
+    let [Some(a), Some(b)] = rest else {
+        return None;
+    };
+    let ftp = s.key.lo_port == FTP_PORT || s.key.hi_port == FTP_PORT;
+    let done = a.state != State::Open || b.state != State::Open;
+    (!(ftp && done)).then_some([a, b])
+}
+
+/// Packet time in seconds, as the compact set keeps it.
 fn secs(ts_ns: u64) -> u32 {
     u32::try_from(ts_ns / 1_000_000_000).unwrap_or(u32::MAX)
 }
