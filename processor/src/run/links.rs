@@ -95,8 +95,7 @@ impl Links {
                     sub,
                     &config.name,
                     incarnation,
-                    a.max_bytes,
-                    a.resend_after,
+                    a,
                 )
             }
         };
