@@ -468,10 +468,15 @@ impl Config {
             kv(&mut out, "ack_wait_s", a.wait.as_secs());
             match &a.spool {
                 Some(s) => {
-                    kv(&mut out, "spool_dir", toml_str(&s.dir.display().to_string()));
+                    kv(
+                        &mut out,
+                        "spool_dir",
+                        toml_str(&s.dir.display().to_string()),
+                    );
                     kv(&mut out, "spool_max_bytes", s.max_bytes);
                 }
-                None => out.push_str("# spool_dir: none, past unacked_max_bytes the oldest is given up\n"),
+                None => out
+                    .push_str("# spool_dir: none, past unacked_max_bytes the oldest is given up\n"),
             }
         } else {
             out.push_str("# aggregator_acks: off, nothing kept for a restarted aggregator\n");

@@ -90,13 +90,7 @@ impl Links {
                 tapflow_runtime::curve::secure_client(&sub, &config.security)
                     .map_err(sock("set up CURVE for", ep))?;
                 sub.connect(ep).map_err(sock("connect to", ep))?;
-                Delivery::acknowledged(
-                    push,
-                    sub,
-                    &config.name,
-                    incarnation,
-                    a,
-                )
+                Delivery::acknowledged(push, sub, &config.name, incarnation, a)
             }
         };
         let control = config.control.as_deref().and_then(|ep| {

@@ -234,7 +234,8 @@ impl Spool {
     /// Reads the reader's next frame: `Ok(None)` when its checksum fails (the frame is skipped),
     /// `Err` when the rest of the segment cannot be read (a bad length or header, an IO error).
     fn read_frame(&mut self, limit: u64) -> std::io::Result<Option<(u64, Vec<u8>)>> {
-        let bad = |what: &str| std::io::Error::new(std::io::ErrorKind::InvalidData, what.to_owned());
+        let bad =
+            |what: &str| std::io::Error::new(std::io::ErrorKind::InvalidData, what.to_owned());
         let r = self.reader.as_mut().ok_or_else(|| bad("no reader"))?;
         let mut header = [0u8; HEADER as usize];
         if r.pos + HEADER > limit {
@@ -243,7 +244,9 @@ impl Spool {
         r.file.read_exact(&mut header)?;
         let (len, rest) = header.split_at(4);
         let (sum, seq) = rest.split_at(4);
-        let len = u64::from(u32::from_le_bytes(len.try_into().map_err(|_| bad("length"))?));
+        let len = u64::from(u32::from_le_bytes(
+            len.try_into().map_err(|_| bad("length"))?,
+        ));
         let sum = u32::from_le_bytes(sum.try_into().map_err(|_| bad("checksum"))?);
         let seq = u64::from_le_bytes(seq.try_into().map_err(|_| bad("sequence number"))?);
         if seq != r.next || r.pos + HEADER + len > limit {
@@ -321,7 +324,8 @@ impl Spool {
         let len = u32::try_from(frame.len()).map_err(|_| std::io::ErrorKind::InvalidInput)?;
         self.record.clear();
         self.record.extend_from_slice(&len.to_le_bytes());
-        self.record.extend_from_slice(&crc(seq, frame).to_le_bytes());
+        self.record
+            .extend_from_slice(&crc(seq, frame).to_le_bytes());
         self.record.extend_from_slice(&seq.to_le_bytes());
         self.record.extend_from_slice(frame);
         if let Some(w) = self.writer.as_mut() {
