@@ -325,6 +325,10 @@ impl Acks {
             };
             self.held_bytes -= f.len();
             if let Some(s) = self.spool.as_mut() {
+                if let Some(l) = self.log.hit("spooling", Instant::now()) {
+                    info!(seq, spooled_frames = s.stats.spooled_frames, suppressed = l.suppressed,
+                        "unacknowledged messages past --unacked-max-bytes: spooling the oldest to disk");
+                }
                 s.push(seq, &f);
                 continue;
             }
