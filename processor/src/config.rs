@@ -231,6 +231,7 @@ impl AckConfig {
         let Some(endpoint) = o.aggregator_acks.clone() else {
             if o.spool_dir.is_some() || o.spool_max_bytes.is_some() {
                 errors.push("spool_dir and spool_max_bytes need aggregator_acks (the spool holds what the aggregator has not acknowledged)".to_owned());
+                SpoolConfig::of(o, &mut errors);
             }
             return (None, errors);
         };

@@ -380,8 +380,11 @@ fn check_config_shows_the_spool_and_refuses_bad_ones() {
     let file = file.display().to_string();
     for (argv, wants) in [
         (
-            vec!["--spool-dir", spool.as_str()],
-            vec!["spool_dir and spool_max_bytes need aggregator_acks"],
+            vec!["--spool-dir", spool.as_str(), "--spool-max-bytes", "0"],
+            vec![
+                "spool_dir and spool_max_bytes need aggregator_acks",
+                "spool_max_bytes must be at least 1",
+            ],
         ),
         (
             vec![acks[0], acks[1], "--spool-max-bytes", "10"],

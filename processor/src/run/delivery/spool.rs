@@ -9,7 +9,9 @@
 //! in order, one at a time: the spool is never loaded into memory.
 //!
 //! The spool belongs to one processor incarnation: what an earlier one left is deleted at
-//! start (its sequence numbers mean nothing to the aggregator under a new incarnation).
+//! start (its sequence numbers mean nothing to the aggregator under a new incarnation). A
+//! `LOCK` file holding the process id keeps a second, live processor out of the directory
+//! (it then runs without a spool: what is past memory is given up, counted).
 
 use std::collections::VecDeque;
 use std::fs::{File, OpenOptions};
@@ -24,7 +26,9 @@ use tracing::{error, info, warn};
 const HEADER: u64 = 16;
 /// A segment is closed once it holds this much (or a quarter of the spool's maximum).
 const SEGMENT_BYTES: u64 = 64 << 20;
-const EXTENSION: &str = "spool";
+/// Segment files are `<first sequence number>.processor-spool`: nothing else in the directory is
+/// touched (the aggregator's own spools included, should the directory be shared by mistake).
+const EXTENSION: &str = "processor-spool";
 
 /// What the spool did, for the end log line.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -56,6 +60,8 @@ pub(crate) struct Spool {
     pub stats: SpoolStats,
     log: RateLimit<&'static str>,
     record: Vec<u8>,
+    /// Why the directory cannot be used (another live processor holds it), if so.
+    unusable: Option<String>,
 }
 
 struct Segment {
@@ -85,8 +91,14 @@ impl Spool {
         if let Err(e) = std::fs::create_dir_all(dir) {
             error!(dir = %dir.display(), error = %e, "cannot create the spool directory: messages past --unacked-max-bytes will be given up");
         }
-        discard_earlier(dir);
+        let unusable = lock(dir).err();
+        if let Some(e) = &unusable {
+            error!(dir = %dir.display(), "{e}: this processor runs without a spool, messages past --unacked-max-bytes will be given up");
+        } else {
+            discard_earlier(dir);
+        }
         Spool {
+            unusable,
             dir: dir.to_path_buf(),
             max_bytes,
             segment_bytes: (max_bytes / 4).clamp(HEADER, SEGMENT_BYTES),
@@ -302,6 +314,9 @@ impl Spool {
 
     /// Writes one frame to the last segment (a new one when it is full or sealed).
     fn write(&mut self, seq: u64, frame: &[u8]) -> std::io::Result<()> {
+        if let Some(e) = &self.unusable {
+            return Err(std::io::Error::other(e.clone()));
+        }
         let full = self
             .segments
             .back()
@@ -431,7 +446,33 @@ impl Drop for Spool {
         while !self.segments.is_empty() {
             self.delete_front();
         }
+        if self.unusable.is_none() {
+            let _ = std::fs::remove_file(self.dir.join(LOCK));
+        }
     }
+}
+
+const LOCK: &str = "LOCK";
+
+/// Takes `dir` for this process: its `LOCK` file written with our process id, unless it names
+/// another process still running (one that crashed left it: taken over).
+fn lock(dir: &Path) -> Result<(), String> {
+    let path = dir.join(LOCK);
+    let ours = std::process::id();
+    if let Ok(text) = std::fs::read_to_string(&path) {
+        let holder = text.trim().parse::<u32>().ok();
+        if let Some(pid) =
+            holder.filter(|&p| p != ours && Path::new(&format!("/proc/{p}")).exists())
+        {
+            return Err(format!(
+                "the spool directory is in use by process {pid} (its {LOCK} file): one directory per processor"
+            ));
+        }
+    }
+    // Whether the lock can be written or not, the segments' own writes say if the directory
+    // is usable.
+    let _ = std::fs::write(&path, format!("{ours}\n"));
+    Ok(())
 }
 
 fn seg_path(dir: &Path, first: u64) -> PathBuf {

@@ -159,6 +159,7 @@ fn spooled_messages_are_sent_in_order_trimmed_by_acks_and_sent_again() {
     assert_eq!((stats.given_up, stats.spool.spool_given_up), (0, 0));
     assert_eq!(stats.acknowledged, 300);
     assert_eq!(stats.resent, 150);
+    drop(d);
     assert_eq!(
         std::fs::read_dir(dir.path()).map(Iterator::count).ok(),
         Some(0)

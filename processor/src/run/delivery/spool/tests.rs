@@ -33,11 +33,13 @@ fn read_all(s: &mut Spool, from: u64) -> Vec<(u64, Vec<u8>)> {
     out
 }
 
+/// The files in `dir`, its `LOCK` left out.
 fn segment_files(dir: &Path) -> Vec<PathBuf> {
     let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
         .expect("the spool directory")
         .flatten()
         .map(|e| e.path())
+        .filter(|p| !p.ends_with(LOCK))
         .collect();
     files.sort();
     files
@@ -232,4 +234,35 @@ fn an_earlier_incarnations_spool_is_discarded_and_this_ones_deleted_at_the_end()
     assert_eq!(read_all(&mut s, 0), expected(1..2));
     drop(s);
     assert_eq!(segment_files(dir.path()), vec![other]);
+}
+
+#[test]
+fn a_directory_another_live_process_holds_is_not_used() {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    // Process 1 (init) is always running.
+    std::fs::write(dir.path().join(LOCK), "1\n").expect("a lock");
+    let left = seg_path(dir.path(), 1);
+    std::fs::write(&left, b"the other processor's").expect("a segment");
+    let mut s = Spool::open(dir.path(), 1 << 20);
+    assert!(left.exists(), "the other processor's segment was deleted");
+    s.push(1, &message(1));
+    assert_eq!((s.stats.spooled_frames, s.stats.spool_given_up), (0, 1));
+    drop(s);
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join(LOCK))
+            .ok()
+            .as_deref(),
+        Some("1\n")
+    );
+    // A lock a dead process left (no such pid): taken over.
+    std::fs::write(dir.path().join(LOCK), "4294967295\n").expect("a stale lock");
+    let mut s = Spool::open(dir.path(), 1 << 20);
+    assert!(
+        !left.exists(),
+        "an earlier incarnation's segment is discarded"
+    );
+    s.push(1, &message(1));
+    assert_eq!(s.stats.spooled_frames, 1);
+    drop(s);
+    assert!(!dir.path().join(LOCK).exists());
 }
