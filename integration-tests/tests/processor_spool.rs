@@ -259,10 +259,10 @@ fn spooled_messages_reach_a_restarted_aggregator_and_nothing_is_lost() {
             for name in ["given_up", "spool_given_up", "spool_damaged"] {
                 assert_eq!(counter(line, name), Some(0), "{moment:?}: {name}: {line}");
             }
-            // Sending again to the restarted aggregator reads the spool back from disk.
+            // What the restarted aggregator gets is read back from disk.
             assert!(
-                counter(line, "resent").is_some_and(|n| n > 0),
-                "{moment:?}: nothing sent again: {line}"
+                counter(line, "spool_read").is_some_and(|n| n > 0),
+                "{moment:?}: nothing read back from the spool: {line}"
             );
             let left = std::fs::read_dir(dir).map_or(0, Iterator::count);
             assert_eq!(left, 0, "{}: segments left at exit", dir.display());

@@ -107,19 +107,22 @@ impl Delivery {
 
     /// Sends a heartbeat (never kept): sequenced with the last data message handed over.
     pub(crate) fn send_heartbeat(&mut self, frame: &[u8]) {
-        let sent = match self.acks.as_mut() {
-            None => self.push.send(frame, zmq::DONTWAIT),
-            Some(a) => {
-                let seq = Seq {
-                    seq: a.next_send - 1,
-                    base: a.base(),
-                };
-                encode_sequenced(seq, frame, &mut a.wrap);
-                self.push.send(&a.wrap[..], zmq::DONTWAIT)
+        let Some(a) = self.acks.as_mut() else {
+            if let Err(e) = self.push.send(frame, zmq::DONTWAIT) {
+                warn!(error = %e, "heartbeat to aggregator not sent");
             }
+            return;
         };
-        if let Err(e) = sent {
-            warn!(error = %e, "heartbeat to aggregator not sent");
+        let seq = Seq {
+            seq: a.next_send - 1,
+            base: a.base(),
+        };
+        encode_sequenced(seq, frame, &mut a.wrap);
+        // Nothing is queued for an aggregator not connected: said at most once a minute.
+        if let Err(e) = self.push.send(&a.wrap[..], zmq::DONTWAIT) {
+            if let Some(l) = a.log.hit("heartbeat", Instant::now()) {
+                warn!(error = %e, suppressed = l.suppressed, "heartbeat to aggregator not sent (not connected?)");
+            }
         }
     }
 

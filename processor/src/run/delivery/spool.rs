@@ -39,7 +39,9 @@ pub(crate) struct SpoolStats {
     /// Messages given up by the spool (past its maximum, the disk full or unwritable).
     pub spool_given_up: u64,
     pub spool_given_up_bytes: u64,
-    /// Frames found damaged when read back, skipped.
+    /// Frames read back from disk to be sent (again, each time), and those found damaged,
+    /// skipped.
+    pub spool_read: u64,
     pub spool_damaged: u64,
 }
 
@@ -227,6 +229,7 @@ impl Spool {
             }
             match self.read_frame(limit) {
                 Ok(Some((seq, frame))) if seq >= want => {
+                    self.stats.spool_read += 1;
                     if let Some(r) = self.reader.as_mut() {
                         r.frame = Some((seq, frame));
                     }

@@ -59,6 +59,7 @@ fn messages_read_back_in_order_across_segments() {
     // From the middle, after reading ahead, and again from the start (a second resend).
     assert_eq!(read_all(&mut s, 60), expected(60..105));
     assert_eq!(read_all(&mut s, 0), expected(5..105));
+    assert_eq!(s.stats.spool_read, 100 + 45 + 100);
     let bytes: u64 = (5..105).map(|q| message(q).len() as u64).sum();
     assert_eq!(s.stats.spooled_frames, 100);
     assert_eq!(s.stats.spooled_bytes, bytes);
