@@ -24,6 +24,7 @@ pub const DEFAULT_DEAD_AFTER_MS: u64 = 10_000;
 pub const DEFAULT_UNACKED_MAX_BYTES: usize = 512 << 20;
 pub const DEFAULT_RESEND_AFTER_MS: u64 = 3000;
 pub const DEFAULT_ACK_WAIT_S: u64 = 300;
+pub const DEFAULT_SPOOL_MAX_BYTES: u64 = 1 << 30;
 pub const DEFAULT_MAX_FLOWS: usize = 1_000_000;
 pub const DEFAULT_MERGE_CAP: usize = 1_000_000;
 pub const DEFAULT_MAX_SENDERS: usize = 1024;
@@ -107,10 +108,18 @@ tapflow_runtime::layered! {
         /// acknowledgement (at most --ack-wait-s).
         #[arg(long, env = "TAPFLOW_AGGREGATOR_ACKS")]
         pub aggregator_acks: Option<String>,
-        #[arg(long, help = with_default("With --aggregator-acks: unacknowledged messages kept at most, bytes; past it the oldest is given up, logged as an ERROR and counted", DEFAULT_UNACKED_MAX_BYTES))]
+        #[arg(long, help = with_default("With --aggregator-acks: unacknowledged messages kept in memory at most, bytes; past it the oldest go to --spool-dir or, without one, are given up, logged as an ERROR and counted", DEFAULT_UNACKED_MAX_BYTES))]
         pub unacked_max_bytes: Option<usize>,
         #[arg(long, help = with_default("With --aggregator-acks: send again what is not acknowledged after this long without an acknowledgement, ms", DEFAULT_RESEND_AFTER_MS))]
         pub resend_after_ms: Option<u64>,
+        /// With --aggregator-acks: a directory of this processor's own (not shared) where the
+        /// unacknowledged messages past --unacked-max-bytes go, oldest first, and are read back
+        /// from to be sent again; what an earlier incarnation left there is deleted at start
+        /// [default: none, past --unacked-max-bytes the oldest is given up].
+        #[arg(long, env = "TAPFLOW_SPOOL_DIR")]
+        pub spool_dir: Option<PathBuf>,
+        #[arg(long, help = with_default("With --spool-dir: bytes on disk at most; past it the oldest spooled messages are given up, logged as an ERROR and counted", DEFAULT_SPOOL_MAX_BYTES))]
+        pub spool_max_bytes: Option<u64>,
         #[arg(long, help = with_default("With --aggregator-acks: at exit, how long to wait for the last acknowledgement, seconds", DEFAULT_ACK_WAIT_S))]
         pub ack_wait_s: Option<u64>,
         #[arg(long, help = with_default("Heartbeat period towards the aggregator in milliseconds", DEFAULT_HEARTBEAT_MS))]
@@ -215,6 +224,15 @@ pub struct AckConfig {
     pub max_bytes: usize,
     pub resend_after: Duration,
     pub wait: Duration,
+    /// The disk spool past `max_bytes` (`--spool-dir`).
+    pub spool: Option<SpoolConfig>,
+}
+
+/// The disk spool: where, and how much at most.
+#[derive(Clone, Debug)]
+pub struct SpoolConfig {
+    pub dir: PathBuf,
+    pub max_bytes: u64,
 }
 
 impl AckConfig {
@@ -223,6 +241,10 @@ impl AckConfig {
     fn of(o: &Options) -> (Option<AckConfig>, Vec<String>) {
         let mut errors = Vec::new();
         let Some(endpoint) = o.aggregator_acks.clone() else {
+            if o.spool_dir.is_some() || o.spool_max_bytes.is_some() {
+                errors.push("spool_dir and spool_max_bytes need aggregator_acks (the spool holds what the aggregator has not acknowledged)".to_owned());
+                SpoolConfig::of(o, &mut errors);
+            }
             return (None, errors);
         };
         tapflow_runtime::config::check_required_endpoint("aggregator_acks", &endpoint, &mut errors);
@@ -236,8 +258,31 @@ impl AckConfig {
                 o.resend_after_ms.unwrap_or(DEFAULT_RESEND_AFTER_MS).max(1),
             ),
             wait: Duration::from_secs(o.ack_wait_s.unwrap_or(DEFAULT_ACK_WAIT_S)),
+            spool: SpoolConfig::of(o, &mut errors),
         };
         (Some(acks), errors)
+    }
+}
+
+impl SpoolConfig {
+    fn of(o: &Options, errors: &mut Vec<String>) -> Option<SpoolConfig> {
+        let max_bytes = o.spool_max_bytes.unwrap_or(DEFAULT_SPOOL_MAX_BYTES);
+        let Some(dir) = o.spool_dir.clone() else {
+            if o.spool_max_bytes.is_some() {
+                errors.push("spool_max_bytes needs spool_dir".to_owned());
+            }
+            return None;
+        };
+        if dir.as_os_str().is_empty() {
+            errors.push("spool_dir must not be empty".to_owned());
+        }
+        if dir.is_file() {
+            errors.push(format!("spool_dir {} is a file", dir.display()));
+        }
+        if max_bytes == 0 {
+            errors.push("spool_max_bytes must be at least 1".to_owned());
+        }
+        Some(SpoolConfig { dir, max_bytes })
     }
 }
 
@@ -451,6 +496,18 @@ impl Config {
             kv(&mut out, "unacked_max_bytes", a.max_bytes);
             kv(&mut out, "resend_after_ms", a.resend_after.as_millis());
             kv(&mut out, "ack_wait_s", a.wait.as_secs());
+            match &a.spool {
+                Some(s) => {
+                    kv(
+                        &mut out,
+                        "spool_dir",
+                        toml_str(&s.dir.display().to_string()),
+                    );
+                    kv(&mut out, "spool_max_bytes", s.max_bytes);
+                }
+                None => out
+                    .push_str("# spool_dir: none, past unacked_max_bytes the oldest is given up\n"),
+            }
         } else {
             out.push_str("# aggregator_acks: off, nothing kept for a restarted aggregator\n");
         }

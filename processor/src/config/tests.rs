@@ -382,3 +382,87 @@ fn services_disabled_and_dns_max_queries() {
         &["disable_services: unknown service \"gopher\"; valid: dce_rpc,"],
     );
 }
+
+/// `--spool-dir` and `--spool-max-bytes`: shown by `--check-config` (or that there is no
+/// spool), read back the same; a spool without acknowledged delivery, an empty maximum or a
+/// file as the directory is refused at start, every problem together.
+#[test]
+fn check_config_shows_the_spool_and_refuses_bad_ones() {
+    let base =
+        "listen = 'tcp://127.0.0.1:5601'\naggregator = 'tcp://127.0.0.1:5700'\nplain = true\n";
+    let acks = ["--aggregator-acks", "tcp://127.0.0.1:5701"];
+    let off = load(&acks, base).resolved();
+    assert!(
+        off.lines().any(|l| l.starts_with("# spool_dir: none")),
+        "{off}"
+    );
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let spool = dir.path().join("spool").display().to_string();
+    let mut argv = acks.to_vec();
+    argv.extend(["--spool-dir", &spool]);
+    let text = load(&argv, base).resolved();
+    for want in [
+        format!("spool_dir = \"{spool}\""),
+        format!("spool_max_bytes = {DEFAULT_SPOOL_MAX_BYTES}"),
+    ] {
+        assert!(
+            text.lines().any(|l| l == want),
+            "missing {want:?} in\n{text}"
+        );
+    }
+    argv.extend(["--spool-max-bytes", "65536"]);
+    let text = load(&argv, base).resolved();
+    assert!(
+        text.lines().any(|l| l == "spool_max_bytes = 65536"),
+        "{text}"
+    );
+    assert_eq!(load(&[], &text).resolved(), text);
+    let a = load(&argv, base).acks.expect("acknowledged delivery");
+    let s = a.spool.expect("a spool");
+    assert_eq!(
+        (s.dir.display().to_string(), s.max_bytes),
+        (spool.clone(), 65536)
+    );
+    let file = dir.path().join("a-file");
+    std::fs::write(&file, b"x").expect("a file");
+    let file = file.display().to_string();
+    for (argv, wants) in [
+        (
+            vec!["--spool-dir", spool.as_str(), "--spool-max-bytes", "0"],
+            vec![
+                "spool_dir and spool_max_bytes need aggregator_acks",
+                "spool_max_bytes must be at least 1",
+            ],
+        ),
+        (
+            vec![acks[0], acks[1], "--spool-max-bytes", "10"],
+            vec!["spool_max_bytes needs spool_dir"],
+        ),
+        (
+            vec![
+                acks[0],
+                acks[1],
+                "--spool-dir",
+                file.as_str(),
+                "--spool-max-bytes",
+                "0",
+            ],
+            vec!["is a file", "spool_max_bytes must be at least 1"],
+        ),
+    ] {
+        let endpoints = [
+            "p",
+            "--listen",
+            "tcp://127.0.0.1:5601",
+            "--aggregator",
+            "tcp://127.0.0.1:5700",
+            "--plain",
+        ];
+        let args = Args::try_parse_from(endpoints.into_iter().chain(argv.iter().copied()))
+            .expect("parse the arguments");
+        let err = Config::load(args).expect_err("refused").to_string();
+        for want in wants {
+            assert!(err.contains(want), "{argv:?}: {want:?} not in {err}");
+        }
+    }
+}

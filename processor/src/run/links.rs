@@ -66,6 +66,13 @@ impl Links {
             .map_err(sock("create a socket for", aggregator))?;
         push.set_linger(30_000)
             .map_err(sock("configure", aggregator))?;
+        // Acknowledged delivery keeps every message itself (memory, then its spool): none is
+        // queued inside ZeroMQ for an aggregator that is not connected, where it would take
+        // memory past --unacked-max-bytes.
+        if config.acks.is_some() {
+            push.set_immediate(true)
+                .map_err(sock("configure", aggregator))?;
+        }
         tapflow_runtime::curve::secure_client(&push, &config.security)
             .map_err(sock("set up CURVE for", aggregator))?;
         // An aggregator that refuses this processor's key is said here too, not only there.
@@ -90,14 +97,7 @@ impl Links {
                 tapflow_runtime::curve::secure_client(&sub, &config.security)
                     .map_err(sock("set up CURVE for", ep))?;
                 sub.connect(ep).map_err(sock("connect to", ep))?;
-                Delivery::acknowledged(
-                    push,
-                    sub,
-                    &config.name,
-                    incarnation,
-                    a.max_bytes,
-                    a.resend_after,
-                )
+                Delivery::acknowledged(push, sub, &config.name, incarnation, a)
             }
         };
         let control = config.control.as_deref().and_then(|ep| {
