@@ -12,6 +12,12 @@
 //! processors sent that were not acknowledged come again and are taken in order; duplicates
 //! are dropped. A run that ends with everything written empties the log.
 //!
+//! Membership decisions (a processor removed as dead, added back, given up) are `D` frames,
+//! appended and synced before the history they change is announced, and replayed in their
+//! place among the messages ([`decisions`]); the counts of messages refused (duplicates,
+//! gaps, past `--wal-max-bytes`) go in an `F` frame with the next group commit when they
+//! changed. A checkpoint holds both, so a restart's report sums them over the incarnations.
+//!
 //! Checkpoints keep the log small during a run that never ends (a live tap;
 //! [`checkpoint`]): every `--wal-checkpoint-bytes` logged, or `--wal-checkpoint-s` while
 //! messages come, the log is replaced, atomically ([`Wal::rewrite`]), by one `C` frame
@@ -43,16 +49,20 @@ use tracing::{error, info, warn};
 
 use crate::accounting::DurabilityReport;
 use crate::config::Config;
+use crate::control::Event;
 use crate::state::Snapshot;
 use crate::wal::{Commit, Wal, WalError};
 
 mod checkpoint;
+mod decisions;
 
 /// Frame tags.
 const START: u8 = b'S';
 const RESTART: u8 = b'R';
 const MESSAGE: u8 = b'M';
 const CHECKPOINT: u8 = b'C';
+const DECISION: u8 = b'D';
+const FIGURES: u8 = b'F';
 
 /// How often acknowledgements are published when nothing new is durable (so a processor
 /// learns of a restarted aggregator).
@@ -92,12 +102,19 @@ pub enum Verdict {
 
 type Key = (String, u64);
 
-/// What a restart rebuilds from: a checkpoint's snapshot of the machine (restored first), then
-/// the messages logged after it.
+/// What a restart rebuilds from: a checkpoint's membership decisions and snapshot of the
+/// machine (restored first), then the messages and decisions logged after it, in order.
 #[derive(Default)]
 pub struct Replay {
     pub snapshot: Option<Snapshot>,
-    pub messages: Vec<Delivered>,
+    pub membership: Vec<Event>,
+    pub items: Vec<Replayed>,
+}
+
+/// One frame after the start or checkpoint, to replay.
+pub enum Replayed {
+    Message(Delivered),
+    Membership(Event),
 }
 
 pub struct Durable {
@@ -113,6 +130,13 @@ pub struct Durable {
     last_publish: Option<Instant>,
     report: DurabilityReport,
     log: RateLimit<&'static str>,
+    /// Every membership event of the run that is in the log (a checkpoint holds them all).
+    membership: Vec<Event>,
+    /// Membership events not yet appended; appended ones not yet synced.
+    unlogged: Vec<Event>,
+    unsynced: bool,
+    /// The refusal counts last appended (an `F` frame).
+    refusals_logged: decisions::Refusals,
 }
 
 /// The PUB socket acknowledgements go out on, in a context of its own (its own ZAP handler).
@@ -158,27 +182,35 @@ impl Durable {
                 Replay::default()
             }
             Some((first, rest)) => {
-                let (logs, snapshot) = match checkpoint::read(first, &mut report, &mut taken) {
-                    Some(c) => c,
-                    None => (
-                        start_of(first)
-                            .ok_or_else(|| DurableError::NoStart(path.display().to_string()))?,
-                        None,
-                    ),
-                };
+                let (logs, snapshot, membership) =
+                    match checkpoint::read(first, &mut report, &mut taken) {
+                        Some(c) => c,
+                        None => (
+                            start_of(first).ok_or_else(|| {
+                                DurableError::NoStart(path.display().to_string())
+                            })?,
+                            None,
+                            Vec::new(),
+                        ),
+                    };
                 for (log, offset) in &logs {
                     crate::logfile::resume(log, *offset);
                 }
-                let messages = resume(rest, &mut report);
+                let items = resume(rest, &mut report);
                 report.restarts.push(now_unix_ns);
                 wal.append(&[&[RESTART], &now_unix_ns.to_be_bytes()])?;
                 info!(
-                    messages = messages.len(),
+                    messages = report.replayed,
+                    decisions = membership.len() + items.len() - report.replayed as usize,
                     restarts = report.restarts.len(),
                     checkpoint = snapshot.is_some(),
                     "restarting from the write-ahead log"
                 );
-                Replay { snapshot, messages }
+                Replay {
+                    snapshot,
+                    membership,
+                    items,
+                }
             }
         };
         wal.sync()?;
@@ -186,7 +218,15 @@ impl Durable {
             Some(ep) => Some(Publisher::bind(config, ep)?),
             None => None,
         };
+        let membership = replay.membership.iter().cloned().chain(replay.items.iter().filter_map(|i| match i {
+            Replayed::Membership(e) => Some(e.clone()),
+            Replayed::Message(_) => None,
+        })).collect();
         let durable = Durable {
+            membership,
+            unlogged: Vec::new(),
+            unsynced: false,
+            refusals_logged: decisions::Refusals::of(&report),
             checkpoints: checkpoint::Schedule::new(&config.durable, wal.bytes()),
             wal,
             logs: log_paths(config),
@@ -218,20 +258,30 @@ impl Durable {
         }
     }
 
-    /// Restores a checkpoint's snapshot into `machine`, then hands it the replayed messages
-    /// (durable already) that are next in their sequence, in the order they came.
+    /// Restores a checkpoint's membership decisions and snapshot into `machine`, then hands
+    /// it the replayed messages (durable already) that are next in their sequence and the
+    /// decisions, in the order they came. The membership clocks start again now.
     pub fn replay<E>(
         &mut self,
         replay: Replay,
         machine: &mut crate::state::Aggregator,
         mut take: impl FnMut(&mut crate::state::Aggregator, UpMessage) -> Result<(), E>,
     ) -> Result<(), E> {
+        let now = Instant::now();
+        for e in &replay.membership {
+            machine.restore_membership(e, now);
+        }
         if let Some(s) = replay.snapshot {
             machine.restore(s);
         }
-        for d in replay.messages {
-            if self.judge(&d) == Verdict::Take {
-                take(machine, d.message)?;
+        for item in replay.items {
+            match item {
+                Replayed::Message(d) => {
+                    if self.judge(&d) == Verdict::Take {
+                        take(machine, d.message)?;
+                    }
+                }
+                Replayed::Membership(e) => machine.restore_membership(&e, now),
             }
         }
         self.durable = self.taken.clone();
@@ -275,14 +325,13 @@ impl Durable {
     /// Syncs the log when a group is due, then publishes what is durable (and every
     /// [`PUBLISH_EVERY`] anyway). `force`: sync whatever waits.
     pub fn service(&mut self, now: Instant, force: bool) {
+        if !self.decisions_durable() {
+            self.log_decisions();
+        }
+        self.log_refusals(now, force);
         if force || self.wal.due(now) {
-            match self.wal.sync() {
-                Ok(true) => {
-                    self.report.syncs += 1;
-                    self.durable = self.taken.clone();
-                    self.last_publish = None;
-                }
-                Ok(false) => {}
+            match self.sync() {
+                Ok(()) => {}
                 Err(e) => {
                     if let Some(l) = self.log.hit("sync", Instant::now()) {
                         error!(error = %e, suppressed = l.suppressed, "write-ahead log: sync failed; nothing more is acknowledged until one succeeds");
@@ -318,6 +367,17 @@ impl Durable {
         if let Err(e) = self.wal.clear().and_then(|()| self.wal.forget_previous()) {
             error!("{e}; the next start would replay this run: remove the state directory's log");
         }
+    }
+
+    /// Syncs what was appended; what is synced is durable (acknowledged at the next publish).
+    fn sync(&mut self) -> Result<(), WalError> {
+        if self.wal.sync()? {
+            self.report.syncs += 1;
+            self.durable = self.taken.clone();
+            self.last_publish = None;
+            self.unsynced = false;
+        }
+        Ok(())
     }
 
     pub fn report(&self) -> DurabilityReport {
@@ -439,20 +499,33 @@ fn begin(config: &Config, wal: &mut Wal) -> Result<(), WalError> {
     wal.append(&[&[START], &json])
 }
 
-/// The frames after the start: the restarts noted in `report`, the messages returned.
-fn resume(frames: &[Vec<u8>], report: &mut DurabilityReport) -> Vec<Delivered> {
+/// The frames after the start: the restarts and refusal counts noted in `report`, the
+/// messages and membership decisions returned in order.
+fn resume(frames: &[Vec<u8>], report: &mut DurabilityReport) -> Vec<Replayed> {
     let mut replay = Vec::new();
+    let mut messages = 0;
     for f in frames {
         match f.split_first() {
             Some((&RESTART, t)) => report.restarts.push(number(t)),
             Some((&MESSAGE, m)) => match Delivered::decode(m) {
-                Ok(d) => replay.push(d),
+                Ok(d) => {
+                    messages += 1;
+                    replay.push(Replayed::Message(d));
+                }
                 Err(e) => warn!(error = %e, "write-ahead log: an undecodable message skipped"),
+            },
+            Some((&DECISION, j)) => match serde_json::from_slice(j) {
+                Ok(e) => replay.push(Replayed::Membership(e)),
+                Err(e) => error!(error = %e, "write-ahead log: an unreadable membership decision skipped"),
+            },
+            Some((&FIGURES, j)) => match serde_json::from_slice::<decisions::Refusals>(j) {
+                Ok(r) => r.put(report),
+                Err(e) => warn!(error = %e, "write-ahead log: unreadable refusal counts skipped"),
             },
             _ => warn!("write-ahead log: a frame of an unknown kind skipped"),
         }
     }
-    report.replayed = replay.len() as u64;
+    report.replayed = messages;
     replay
 }
 

@@ -93,10 +93,19 @@ pub fn run(
             info!("signal received: writing what is known");
             break;
         }
-        if machine.tick(Instant::now()) {
+        let ended = machine.tick(Instant::now());
+        // A membership decision is durable before the history it changes is announced.
+        let decided = machine.take_membership_log();
+        if let Some(d) = durable.as_mut() {
+            d.decided(decided);
+        }
+        if ended {
             break;
         }
-        if let (Some(control), Some(history)) = (edge.control.as_mut(), machine.announced()) {
+        let announce = durable.as_ref().is_none_or(|d| d.decisions_durable());
+        if let (Some(control), Some(history), true) =
+            (edge.control.as_mut(), machine.announced(), announce)
+        {
             control.offer(&history, Instant::now());
         }
         let wait = durable
