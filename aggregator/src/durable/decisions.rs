@@ -108,3 +108,98 @@ impl Durable {
         self.membership.clone()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+    use tapflow_proto::procset::Change;
+
+    use super::*;
+    use crate::config::{Args, Config, Options};
+    use crate::control::Decision;
+    use crate::durable::Replayed;
+
+    fn config(dir: &std::path::Path) -> Config {
+        let state = dir.join("state").display().to_string();
+        let args = Args::try_parse_from([
+            "a",
+            "--listen",
+            "tcp://127.0.0.1:5700",
+            "--plain",
+            "--processors",
+            "2",
+            "--state-dir",
+            &state,
+        ])
+        .expect("parse the arguments");
+        Config::merge(args, Options::default()).expect("a config")
+    }
+
+    fn removal(id: u16) -> Event {
+        Event::Change(Decision {
+            change: Change::Remove(id),
+            switch_at_ns: 9_000,
+            processor: format!("p{id}"),
+            for_ms: 2_000,
+        })
+    }
+
+    fn open(c: &Config, at: u64) -> (Durable, super::super::Replay) {
+        let dir = c.durable.state_dir.clone().expect("a state dir");
+        Durable::open(c, &dir, at).expect("open the state directory")
+    }
+
+    fn decisions(r: &super::super::Replay) -> Vec<Event> {
+        let logged = r.items.iter().filter_map(|i| match i {
+            Replayed::Membership(e) => Some(e.clone()),
+            Replayed::Message(_) => None,
+        });
+        r.membership.iter().cloned().chain(logged).collect()
+    }
+
+    #[test]
+    fn decisions_and_refusal_counts_survive_restarts_and_a_checkpoint() {
+        let tmp = tempfile::tempdir().expect("a temp dir");
+        let c = config(tmp.path());
+        let heard = Event::Heard {
+            id: 1,
+            processor: "p1".into(),
+        };
+        let (mut d, replay) = open(&c, 1);
+        assert!(decisions(&replay).is_empty());
+        d.decided(vec![heard.clone(), removal(1)]);
+        assert!(d.decisions_durable(), "appended and synced at once");
+        d.report.duplicates += 3;
+        d.report.refused += 2;
+        d.service(Instant::now(), true);
+        drop(d);
+
+        // A restart (as after SIGKILL: nothing more was written): both decisions, the counts.
+        let (mut d, replay) = open(&c, 2);
+        assert_eq!(decisions(&replay), [heard.clone(), removal(1)]);
+        assert_eq!((d.report.duplicates, d.report.refused), (3, 2));
+        assert_eq!(d.report.restarts, [2]);
+        // Counted on from there: the second incarnation's duplicates add to the first's.
+        d.report.duplicates += 1;
+        d.decided(vec![removal(2)]);
+        d.service(Instant::now(), true);
+        drop(d);
+        let (mut d, replay) = open(&c, 3);
+        assert_eq!(decisions(&replay), [heard.clone(), removal(1), removal(2)]);
+        assert_eq!((d.report.duplicates, d.report.refused), (4, 2));
+
+        // A checkpoint replaces the log: the decisions and counts are in its `C` frame.
+        let settings = crate::state::Settings::of(&c);
+        let detection = crate::detect_thread::InlineDetection::new(Default::default());
+        let mut machine =
+            crate::state::Aggregator::new(settings, Box::new(detection), Default::default());
+        d.checkpoint(&mut machine, Instant::now());
+        assert_eq!(d.report.checkpoints, 1, "the checkpoint was taken");
+        drop(d);
+        let (d, replay) = open(&c, 4);
+        assert!(replay.snapshot.is_some());
+        assert_eq!(decisions(&replay), [heard, removal(1), removal(2)]);
+        assert_eq!((d.report.duplicates, d.report.refused), (4, 2));
+        assert_eq!(d.report.restarts, [2, 3, 4]);
+    }
+}

@@ -89,3 +89,152 @@ impl Aggregator {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::PathBuf;
+    use std::time::Duration;
+
+    use tapflow_proto::procset::ProcessorSet;
+    use tapflow_proto::upstream::{ProcessorAccount, ProcessorHeartbeat};
+
+    use super::*;
+    use crate::detect::DetectConfig;
+    use crate::detect_thread::InlineDetection;
+    use crate::sink::Sinks;
+    use crate::state::{Now, Settings};
+
+    /// Members {0, 1, 2} by processor set, dead after 2 s, back after 3 s, exiting on
+    /// end-of-stream.
+    fn machine() -> Aggregator {
+        let set = ProcessorSet::replay(&[0, 1, 2], &[], Default::default()).expect("a set");
+        let settings = Settings {
+            processors: 3,
+            processor_set: Some((PathBuf::from("set.toml"), set)),
+            exit_on_eos: true,
+            conn_cap: 1 << 20,
+            membership: crate::control::Policy {
+                dead_after: Duration::from_secs(2),
+                hold_down: Duration::from_secs(3),
+                margin_ns: 1_000_000_000,
+                pinned: false,
+            },
+        };
+        let detection = Box::new(InlineDetection::new(DetectConfig::default()));
+        Aggregator::new(settings, detection, Sinks::default())
+    }
+
+    fn hb(id: u16) -> ProcessorHeartbeat {
+        ProcessorHeartbeat {
+            processor: format!("p{id}"),
+            incarnation: 1,
+            watermark_ns: 5_000_000_000,
+            member: Some(id),
+            ..ProcessorHeartbeat::default()
+        }
+    }
+
+    fn eos(id: u16) -> ProcessorAccount {
+        ProcessorAccount {
+            processor: format!("p{id}"),
+            incarnation: 1,
+            ..ProcessorAccount::default()
+        }
+    }
+
+    /// Heartbeats of `ids` every 200 ms over `[from, to]` seconds past `t0`, ticking.
+    fn run(m: &mut Aggregator, ids: &[u16], t0: Instant, from: u64, to: u64) -> Vec<Event> {
+        let mut log = Vec::new();
+        for tenth in from * 5..=to * 5 {
+            let at = t0 + Duration::from_millis(tenth * 200);
+            for &id in ids {
+                let now = Now {
+                    instant: at,
+                    unix_ns: 0,
+                };
+                m.on_heartbeat(&hb(id), now).expect("heartbeat");
+            }
+            m.tick(at);
+            log.extend(m.take_membership_log());
+        }
+        log
+    }
+
+    #[test]
+    fn a_restarted_machine_holds_the_decisions_and_restarts_their_clocks() {
+        let t0 = Instant::now();
+        let mut a = machine();
+        // p1 silent: removed at 2 s.
+        let log = [
+            run(&mut a, &[0, 1, 2], t0, 0, 0),
+            run(&mut a, &[0, 2], t0, 1, 3),
+        ]
+        .concat();
+        let heard: Vec<u16> = log
+            .iter()
+            .filter_map(|e| match e {
+                Event::Heard { id, .. } => Some(*id),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(heard, [0, 1, 2], "each member logged once as heard");
+        let changes: Vec<&Decision> = log
+            .iter()
+            .filter_map(|e| match e {
+                Event::Change(d) => Some(d),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(changes.len(), 1, "{log:?}");
+        assert_eq!(changes[0].change, Change::Remove(1));
+
+        // The restart, 10 s later: the same history, p1 still removed, nothing to log again.
+        let t1 = t0 + Duration::from_secs(10);
+        let mut b = machine();
+        for e in &log {
+            b.restore_membership(e, t1);
+        }
+        assert_eq!(b.announced(), a.announced());
+        assert!(b.take_membership_log().is_empty());
+        let report = b.membership.report();
+        assert_eq!((report.counts.removed, report.restored), (1, 1));
+        // p0 and p2 end: the run ends without p1, whose removal is restored.
+        b.on_eos(eos(0));
+        b.on_eos(eos(2));
+        assert!(b.tick(t1), "p1 is removed: not waited for");
+
+        // p1 heard again right after the restart: not added back before a whole hold-down
+        // counted from its first heartbeat after the restart; then added once.
+        let mut c = machine();
+        for e in &log {
+            c.restore_membership(e, t1);
+        }
+        let early = run(&mut c, &[0, 1, 2], t1, 0, 2);
+        assert!(
+            !early.iter().any(|e| matches!(e, Event::Change(_))),
+            "{early:?}"
+        );
+        let later = run(&mut c, &[0, 1, 2], t1, 3, 4);
+        let added: Vec<&Event> = later
+            .iter()
+            .filter(|e| matches!(e, Event::Change(d) if d.change == Change::Add(1)))
+            .collect();
+        assert_eq!(added.len(), 1, "{later:?}");
+
+        // A member heard before the restart and silent since is removed after dead-after
+        // counted from the restart, not at once.
+        let mut d = machine();
+        for e in &log {
+            d.restore_membership(e, t1);
+        }
+        let soon = run(&mut d, &[0], t1, 0, 1);
+        assert!(!soon.iter().any(|e| matches!(e, Event::Change(_))), "{soon:?}");
+        let removed = run(&mut d, &[0], t1, 2, 3);
+        assert!(
+            removed
+                .iter()
+                .any(|e| matches!(e, Event::Change(d) if d.change == Change::Remove(2))),
+            "{removed:?}"
+        );
+    }
+}
