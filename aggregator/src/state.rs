@@ -232,10 +232,7 @@ impl Aggregator {
         for (name, id) in gone {
             warn!(processor = %name, id, silent_s = SILENT_AFTER.as_secs(), "processor left the processor set and is silent (crashed?): no longer waited for; what it held is lost (see dead_processors in the report)");
             self.end_processor(&name);
-            self.membership.note(crate::control::Event::GivenUp {
-                id,
-                processor: name,
-            });
+            self.note_given_up(id, name);
         }
         let verdict = match self.processor_set.as_ref() {
             Some((_, set)) => self.membership.decide(set, now),

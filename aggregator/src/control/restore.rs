@@ -16,6 +16,7 @@ use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
 use tapflow_proto::procset::Change;
+use tapflow_proto::upstream::ProcessorHeartbeat;
 
 use super::{Decision, Heard, Membership};
 
@@ -34,6 +35,9 @@ pub enum Event {
     },
     /// A processor the set no longer has, silent: no longer waited for (`members`).
     GivenUp { id: u16, processor: String },
+    /// The last heartbeat of a processor removed or given up: what its dead incarnation had
+    /// received, which the report names (it will never send it again).
+    LastHeard(Box<ProcessorHeartbeat>),
 }
 
 impl Membership {
@@ -88,7 +92,7 @@ impl Membership {
                     self.counts.pinned_suppressed += 1;
                 }
             }
-            Event::GivenUp { .. } => {}
+            Event::GivenUp { .. } | Event::LastHeard(_) => {}
         }
     }
 }

@@ -32,7 +32,25 @@ impl Aggregator {
                     self.end_processor(processor);
                 }
             }
+            Event::LastHeard(hb) => {
+                self.upstream.on_heartbeat(hb);
+            }
             Event::Suppressed { .. } => {}
+        }
+    }
+
+    /// `processor` (member `id`) left the set and went silent: given up, kept with its last
+    /// heartbeat.
+    pub(super) fn note_given_up(&mut self, id: u16, processor: String) {
+        self.note_last_heard(&processor);
+        self.membership.note(Event::GivenUp { id, processor });
+    }
+
+    /// The last heartbeat of `processor`, kept: a restart names its dead incarnation with it.
+    fn note_last_heard(&mut self, processor: &str) {
+        if let Some(hb) = self.upstream.last_heartbeat(processor) {
+            self.membership
+                .note(Event::LastHeard(Box::new(hb.clone())));
         }
     }
 
@@ -74,6 +92,9 @@ impl Aggregator {
             Change::Remove(id) => {
                 if !restored {
                     warn!(processor = %d.processor, id, epoch, switch_at_ns = d.switch_at_ns, silent_ms = d.for_ms, ?members, "processor declared dead: removed from the processor set; collectors switch at the announced instant; what it held is lost (see dead_processors in the report)");
+                }
+                if !restored {
+                    self.note_last_heard(&d.processor);
                 }
                 if self.members.give_up(&d.processor) {
                     self.end_processor(&d.processor);
@@ -202,6 +223,14 @@ mod tests {
         b.on_eos(eos(0));
         b.on_eos(eos(2));
         assert!(b.tick(t1), "p1 is removed: not waited for");
+        // Its last heartbeat was kept with the decision: the report names the dead incarnation.
+        let report = b.finish(0, 0).expect("the report");
+        let dead: Vec<&str> = report
+            .dead_processors
+            .iter()
+            .map(|p| p.processor.as_str())
+            .collect();
+        assert_eq!(dead, ["p1"]);
 
         // p1 heard again right after the restart: not added back before a whole hold-down
         // counted from its first heartbeat after the restart; then added once.
