@@ -182,35 +182,13 @@ impl Durable {
                 Replay::default()
             }
             Some((first, rest)) => {
-                let (logs, snapshot, membership) =
-                    match checkpoint::read(first, &mut report, &mut taken) {
-                        Some(c) => c,
-                        None => (
-                            start_of(first).ok_or_else(|| {
-                                DurableError::NoStart(path.display().to_string())
-                            })?,
-                            None,
-                            Vec::new(),
-                        ),
-                    };
-                for (log, offset) in &logs {
-                    crate::logfile::resume(log, *offset);
-                }
-                let items = resume(rest, &mut report);
-                report.restarts.push(now_unix_ns);
-                wal.append(&[&[RESTART], &now_unix_ns.to_be_bytes()])?;
-                info!(
-                    messages = report.replayed,
-                    decisions = membership.len() + items.len() - report.replayed as usize,
-                    restarts = report.restarts.len(),
-                    checkpoint = snapshot.is_some(),
-                    "restarting from the write-ahead log"
-                );
-                Replay {
-                    snapshot,
-                    membership,
-                    items,
-                }
+                let start = Restart {
+                    first,
+                    rest,
+                    now_unix_ns,
+                    path: &path,
+                };
+                start.read(&mut wal, &mut report, &mut taken)?
             }
         };
         wal.sync()?;
@@ -218,12 +196,8 @@ impl Durable {
             Some(ep) => Some(Publisher::bind(config, ep)?),
             None => None,
         };
-        let membership = replay.membership.iter().cloned().chain(replay.items.iter().filter_map(|i| match i {
-            Replayed::Membership(e) => Some(e.clone()),
-            Replayed::Message(_) => None,
-        })).collect();
         let durable = Durable {
-            membership,
+            membership: replay.decisions(),
             unlogged: Vec::new(),
             unsynced: false,
             refusals_logged: decisions::Refusals::of(&report),
@@ -466,6 +440,65 @@ impl Publisher {
     }
 }
 
+/// A restart's log: its first frame (a start or a checkpoint) and the frames after it.
+struct Restart<'a> {
+    first: &'a [u8],
+    rest: &'a [Vec<u8>],
+    now_unix_ns: u64,
+    path: &'a Path,
+}
+
+impl Restart<'_> {
+    /// Resumes the logs where the log says, notes the restart (an `R` frame) and returns what
+    /// to replay; the dedup positions go to `taken`, the run's figures to `report`.
+    fn read(
+        self,
+        wal: &mut Wal,
+        report: &mut DurabilityReport,
+        taken: &mut BTreeMap<Key, u64>,
+    ) -> Result<Replay, DurableError> {
+        let (logs, snapshot, membership) = match checkpoint::read(self.first, report, taken) {
+            Some(c) => c,
+            None => (
+                start_of(self.first)
+                    .ok_or_else(|| DurableError::NoStart(self.path.display().to_string()))?,
+                None,
+                Vec::new(),
+            ),
+        };
+        for (log, offset) in &logs {
+            crate::logfile::resume(log, *offset);
+        }
+        let items = resume(self.rest, report);
+        report.restarts.push(self.now_unix_ns);
+        wal.append(&[&[RESTART], &self.now_unix_ns.to_be_bytes()])?;
+        let replay = Replay {
+            snapshot,
+            membership,
+            items,
+        };
+        info!(
+            messages = report.replayed,
+            decisions = replay.decisions().len(),
+            restarts = report.restarts.len(),
+            checkpoint = replay.snapshot.is_some(),
+            "restarting from the write-ahead log"
+        );
+        Ok(replay)
+    }
+}
+
+impl Replay {
+    /// Every membership event to restore, in order (the checkpoint's, then those after it).
+    fn decisions(&self) -> Vec<Event> {
+        let logged = self.items.iter().filter_map(|i| match i {
+            Replayed::Membership(e) => Some(e.clone()),
+            Replayed::Message(_) => None,
+        });
+        self.membership.iter().cloned().chain(logged).collect()
+    }
+}
+
 /// The logs a restart resumes.
 fn log_paths(config: &Config) -> Vec<PathBuf> {
     [&config.conn_log, &config.alerts_log]
@@ -516,7 +549,9 @@ fn resume(frames: &[Vec<u8>], report: &mut DurabilityReport) -> Vec<Replayed> {
             },
             Some((&DECISION, j)) => match serde_json::from_slice(j) {
                 Ok(e) => replay.push(Replayed::Membership(e)),
-                Err(e) => error!(error = %e, "write-ahead log: an unreadable membership decision skipped"),
+                Err(e) => {
+                    error!(error = %e, "write-ahead log: an unreadable membership decision skipped")
+                }
             },
             Some((&FIGURES, j)) => match serde_json::from_slice::<decisions::Refusals>(j) {
                 Ok(r) => r.put(report),

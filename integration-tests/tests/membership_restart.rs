@@ -47,9 +47,7 @@ fn a_removal_decided_before_an_aggregator_crash_holds_after_its_restart() {
     let (control, ack) = (endpoint(ports[0]), endpoint(ports[1]));
     let agg_args = aggregator_args(&c, &control, &ack);
     let aggregator = spawn("aggregator", "tapflow-aggregator", agg_args.clone(), d);
-    let mut processors: Vec<Proc> = (0..3)
-        .map(|id| processor(&c, id, &control, &ack))
-        .collect();
+    let mut processors: Vec<Proc> = (0..3).map(|id| processor(&c, id, &control, &ack)).collect();
     let fifo = d.join("tap.fifo");
     mkfifo(&fifo);
     let collector = c.collector(
@@ -127,7 +125,11 @@ fn a_removal_decided_before_an_aggregator_crash_holds_after_its_restart() {
     let report = accounting_report(d);
     let m = &report["membership"];
     assert_eq!(
-        (m["removed"].as_u64(), m["added"].as_u64(), m["restored"].as_u64()),
+        (
+            m["removed"].as_u64(),
+            m["added"].as_u64(),
+            m["restored"].as_u64()
+        ),
         (Some(1), Some(0), Some(1)),
         "{report}"
     );
@@ -159,7 +161,11 @@ fn a_removal_decided_before_an_aggregator_crash_holds_after_its_restart() {
     let got = by_uid(&conns);
     assert_eq!(got.len(), conns.len(), "a record written twice");
     let base = run_pipeline(&[CollectorSpec::pcap(&capture, 1)], 1, TIMEOUT);
-    assert!(base.all_exited(), "baseline run failed: {:?}", base.aggregator);
+    assert!(
+        base.all_exited(),
+        "baseline run failed: {:?}",
+        base.aggregator
+    );
     let want = by_uid(&lines(&base.conn_log));
     let (mut same, mut differ) = (0, Vec::new());
     for (u, w) in want.iter().filter(|(_, w)| ts(w) >= remove_s + 1.0) {

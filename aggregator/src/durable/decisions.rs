@@ -117,7 +117,6 @@ mod tests {
     use super::*;
     use crate::config::{Args, Config, Options};
     use crate::control::Decision;
-    use crate::durable::Replayed;
 
     fn config(dir: &std::path::Path) -> Config {
         let state = dir.join("state").display().to_string();
@@ -150,11 +149,7 @@ mod tests {
     }
 
     fn decisions(r: &super::super::Replay) -> Vec<Event> {
-        let logged = r.items.iter().filter_map(|i| match i {
-            Replayed::Membership(e) => Some(e.clone()),
-            Replayed::Message(_) => None,
-        });
-        r.membership.iter().cloned().chain(logged).collect()
+        r.decisions()
     }
 
     #[test]

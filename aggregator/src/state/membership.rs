@@ -49,8 +49,7 @@ impl Aggregator {
     /// The last heartbeat of `processor`, kept: a restart names its dead incarnation with it.
     fn note_last_heard(&mut self, processor: &str) {
         if let Some(hb) = self.upstream.last_heartbeat(processor) {
-            self.membership
-                .note(Event::LastHeard(Box::new(hb.clone())));
+            self.membership.note(Event::LastHeard(Box::new(hb.clone())));
         }
     }
 
@@ -257,7 +256,10 @@ mod tests {
             d.restore_membership(e, t1);
         }
         let soon = run(&mut d, &[0], t1, 0, 1);
-        assert!(!soon.iter().any(|e| matches!(e, Event::Change(_))), "{soon:?}");
+        assert!(
+            !soon.iter().any(|e| matches!(e, Event::Change(_))),
+            "{soon:?}"
+        );
         let removed = run(&mut d, &[0], t1, 2, 3);
         assert!(
             removed
