@@ -15,6 +15,11 @@
 //! the restart, and reconciles as a run without the restart does: what the dead processor
 //! held is lost with it (`complete: false`, the dead incarnation named, from its last
 //! heartbeat kept with the decision).
+//!
+//! Then the same with processor 1 started again after the aggregator's restart: the restarted
+//! aggregator adds it back once it has been heard healthy for a whole hold-down (counted from
+//! its first heartbeat after the restart, never from before it), and the report lists the
+//! restored removal and the new addition.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -35,8 +40,26 @@ const DEAD_AFTER_MS: u64 = 2_000;
 const HOLD_DOWN_MS: u64 = 3_000;
 const HEARTBEAT_MS: u64 = 200;
 
-#[test]
-fn a_removal_decided_before_an_aggregator_crash_holds_after_its_restart() {
+/// The scene after both crashes: processor 1 killed and removed, the aggregator killed after
+/// announcing the removal and started again, its decision restored.
+struct Crashed {
+    dir: tempfile::TempDir,
+    capture: std::path::PathBuf,
+    c: Cluster,
+    control: String,
+    ack: String,
+    /// Processors 0 and 2 (1 is `dead`).
+    processors: Vec<Proc>,
+    collector: Proc,
+    again: Proc,
+    dead: Proc,
+    first_log: String,
+    feeder: std::thread::JoinHandle<()>,
+    started: Instant,
+    deadline: Instant,
+}
+
+fn crash_both() -> Crashed {
     let dir = tempfile::tempdir().expect("create a temp dir");
     let d = dir.path();
     let capture = generate(d, PACKETS, 12_000);
@@ -47,7 +70,9 @@ fn a_removal_decided_before_an_aggregator_crash_holds_after_its_restart() {
     let (control, ack) = (endpoint(ports[0]), endpoint(ports[1]));
     let agg_args = aggregator_args(&c, &control, &ack);
     let aggregator = spawn("aggregator", "tapflow-aggregator", agg_args.clone(), d);
-    let mut processors: Vec<Proc> = (0..3).map(|id| processor(&c, id, &control, &ack)).collect();
+    let mut processors: Vec<Proc> = (0..3)
+        .map(|id| processor(&c, id, &control, &ack, &format!("processor{id}")))
+        .collect();
     let fifo = d.join("tap.fifo");
     mkfifo(&fifo);
     let collector = c.collector(
@@ -64,10 +89,11 @@ fn a_removal_decided_before_an_aggregator_crash_holds_after_its_restart() {
     );
     let feeder = feed_paced(vec![(read_pcap(&capture), fifo, 0)], TIMEOUT);
     wait_for(&collector, "capture open", deadline);
+    let started = Instant::now();
 
     std::thread::sleep(Duration::from_secs(3));
     signal(processors[1].child.id(), "KILL");
-    let crashed = processors.remove(1);
+    let dead = processors.remove(1);
     wait_for(&aggregator, "processor declared dead", deadline);
     // Announced only once durable: the collector has it, so the log holds it.
     wait_for(
@@ -85,6 +111,38 @@ fn a_removal_decided_before_an_aggregator_crash_holds_after_its_restart() {
         "membership decision restored from the write-ahead log",
         deadline,
     );
+    Crashed {
+        dir,
+        capture,
+        c,
+        control,
+        ack,
+        processors,
+        collector,
+        again,
+        dead,
+        first_log,
+        feeder,
+        started,
+        deadline,
+    }
+}
+
+#[test]
+fn a_removal_decided_before_an_aggregator_crash_holds_after_its_restart() {
+    let Crashed {
+        dir,
+        capture,
+        processors,
+        collector,
+        again,
+        dead: crashed,
+        first_log,
+        feeder,
+        deadline,
+        ..
+    } = crash_both();
+    let d = dir.path();
     feeder.join().expect("join the FIFO feeder");
     let mut all = processors;
     all.push(collector);
@@ -192,6 +250,70 @@ fn a_removal_decided_before_an_aggregator_crash_holds_after_its_restart() {
     );
 }
 
+#[test]
+fn a_processor_removed_before_an_aggregator_crash_rejoins_after_a_whole_hold_down() {
+    let Crashed {
+        dir,
+        c,
+        control,
+        ack,
+        processors,
+        collector,
+        again,
+        dead,
+        feeder,
+        started,
+        deadline,
+        ..
+    } = crash_both();
+    // Back after the restart: the hold-down counts from its first heartbeat to the restarted
+    // aggregator, which adds it back once, with the removal restored before it.
+    let back = processor(&c, 1, &control, &ack, "processor1-again");
+    let back_at = Instant::now();
+    wait_for(&again, "processor back for its hold-down", deadline);
+    let waited = back_at.elapsed();
+    assert!(
+        waited >= Duration::from_millis(HOLD_DOWN_MS),
+        "added back {waited:?} after it started"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(25),
+        "the return came too late in the capture"
+    );
+    feeder.join().expect("join the FIFO feeder");
+    let mut all = processors;
+    all.push(back);
+    all.push(collector);
+    all.push(again);
+    wait_all_ok(&mut all, deadline);
+    drop(dead);
+    let again_log = all
+        .iter()
+        .find(|p| p.name == "aggregator-again")
+        .map(Proc::stderr)
+        .unwrap_or_default();
+    let healthy_ms = log_field(&again_log, "processor back for its hold-down", "healthy_ms");
+    assert!(
+        healthy_ms.is_some_and(|ms| ms >= HOLD_DOWN_MS),
+        "{again_log}"
+    );
+    assert!(
+        !again_log.contains("processor declared dead"),
+        "{again_log}"
+    );
+    let report = accounting_report(dir.path());
+    let m = &report["membership"];
+    let decisions: Vec<String> = m["decisions"]
+        .as_array()
+        .map(|a| a.iter().map(|d| d["change"].to_string()).collect())
+        .unwrap_or_default();
+    assert_eq!(decisions, [r#"{"Remove":1}"#, r#"{"Add":1}"#], "{report}");
+    assert_eq!(m["restored"].as_u64(), Some(1), "{report}");
+    assert_eq!(report["reconciled"], true, "{report}");
+    let epochs = report["processor_set"]["epochs"].as_array().map(Vec::len);
+    assert_eq!(epochs, Some(3), "{report}");
+}
+
 fn ts(c: &Value) -> f64 {
     c["ts"].as_f64().unwrap_or(0.0)
 }
@@ -250,7 +372,7 @@ fn aggregator_args(c: &Cluster, control: &str, ack: &str) -> Vec<String> {
 
 /// Processor `id` of the set, subscribed to the control channel, keeping what the aggregator
 /// has not acknowledged and sending it again to the next incarnation.
-fn processor(c: &Cluster, id: usize, control: &str, ack: &str) -> Proc {
+fn processor(c: &Cluster, id: usize, control: &str, ack: &str, name: &str) -> Proc {
     let args = [
         "--listen",
         &endpoint(c.proc_ports[id]),
@@ -276,5 +398,5 @@ fn processor(c: &Cluster, id: usize, control: &str, ack: &str) -> Proc {
     ]
     .map(str::to_owned)
     .to_vec();
-    spawn(&format!("processor{id}"), "tapflow-processor", args, &c.dir)
+    spawn(name, "tapflow-processor", args, &c.dir)
 }
