@@ -12,12 +12,6 @@
 //! processors sent that were not acknowledged come again and are taken in order; duplicates
 //! are dropped. A run that ends with everything written empties the log.
 //!
-//! Membership decisions (a processor removed as dead, added back, given up) are `D` frames,
-//! appended and synced before the history they change is announced, and replayed in their
-//! place among the messages ([`decisions`]); the counts of messages refused (duplicates,
-//! gaps, past `--wal-max-bytes`) go in an `F` frame with the next group commit when they
-//! changed. A checkpoint holds both, so a restart's report sums them over the incarnations.
-//!
 //! Checkpoints keep the log small during a run that never ends (a live tap;
 //! [`checkpoint`]): every `--wal-checkpoint-bytes` logged, or `--wal-checkpoint-s` while
 //! messages come, the log is replaced, atomically ([`Wal::rewrite`]), by one `C` frame
@@ -54,6 +48,9 @@ use crate::state::Snapshot;
 use crate::wal::{Commit, Wal, WalError};
 
 mod checkpoint;
+/// Membership decisions (`D` frames, synced before they are announced, replayed in their place
+/// among the messages) and the refusal counts (`F` frames, with a group commit): a checkpoint
+/// holds both, so a restart's report has them over every incarnation.
 mod decisions;
 
 /// Frame tags.
