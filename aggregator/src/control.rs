@@ -19,10 +19,13 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tapflow_proto::procset::{Change, ProcessorSet};
 
 pub mod publish;
+pub mod restore;
+
+pub use restore::Event;
 
 pub const DEFAULT_DEAD_AFTER_MS: u64 = 10_000;
 pub const DEFAULT_HOLD_DOWN_MS: u64 = 30_000;
@@ -55,7 +58,7 @@ impl Default for Policy {
 
 /// One decision: the change, its switch instant, the processor it is about, and how long it
 /// had been silent (a removal) or healthy (an addition) when decided.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Decision {
     pub change: Change,
     pub switch_at_ns: u64,
@@ -91,8 +94,10 @@ pub struct MembershipReport {
     pub hold_down_ms: u64,
     #[serde(flatten)]
     pub counts: MembershipCounts,
-    /// Every change decided, in order.
+    /// Every change decided, in order: the first `restored` of them before the last restart
+    /// (restored from the write-ahead log), the others since.
     pub decisions: Vec<Decision>,
+    pub restored: u64,
 }
 
 /// What one member id was last heard as.
@@ -116,6 +121,10 @@ pub struct Membership {
     pub counts: MembershipCounts,
     /// Every change decided, in order.
     pub decisions: Vec<Decision>,
+    /// Events not yet handed to the edge ([`Membership::take_log`]).
+    log: Vec<Event>,
+    /// Decisions restored at restarts.
+    restored: u64,
 }
 
 impl Membership {
@@ -128,6 +137,8 @@ impl Membership {
             reported: BTreeSet::new(),
             counts: MembershipCounts::default(),
             decisions: Vec::new(),
+            log: Vec::new(),
+            restored: 0,
         }
     }
 
@@ -138,6 +149,7 @@ impl Membership {
             hold_down_ms: u64::try_from(self.policy.hold_down.as_millis()).unwrap_or(u64::MAX),
             counts: self.counts,
             decisions: self.decisions.clone(),
+            restored: self.restored,
         }
     }
 
@@ -158,14 +170,24 @@ impl Membership {
         }
         self.reported.remove(&(id, true));
         let dead_after = self.policy.dead_after;
-        let h = self.heard.entry(id).or_insert_with(|| Heard {
-            processor: processor.to_owned(),
-            last: now,
-            healthy_since: now,
-            ended: false,
+        let mut new = false;
+        let h = self.heard.entry(id).or_insert_with(|| {
+            new = true;
+            Heard {
+                processor: processor.to_owned(),
+                last: now,
+                healthy_since: now,
+                ended: false,
+            }
         });
         if now.saturating_duration_since(h.last) >= dead_after || h.processor != processor {
             h.healthy_since = now;
+        }
+        if new || h.processor != processor {
+            self.log.push(Event::Heard {
+                id,
+                processor: processor.to_owned(),
+            });
         }
         h.processor = processor.to_owned();
         h.last = now;
@@ -207,6 +229,13 @@ impl Membership {
             if (last || self.policy.pinned) && !self.reported.insert((id, removal)) {
                 continue;
             }
+            if last || self.policy.pinned {
+                self.log.push(Event::Suppressed {
+                    id,
+                    removal,
+                    last_member: last,
+                });
+            }
             if last {
                 self.counts.last_member_kept += 1;
                 return Some(Verdict::LastMember {
@@ -226,6 +255,7 @@ impl Membership {
                 self.counts.added += 1;
             }
             self.decisions.push(d.clone());
+            self.log.push(Event::Change(d.clone()));
             return Some(Verdict::Change(d));
         }
         None

@@ -43,16 +43,23 @@ use tracing::{error, info, warn};
 
 use crate::accounting::DurabilityReport;
 use crate::config::Config;
+use crate::control::Event;
 use crate::state::Snapshot;
 use crate::wal::{Commit, Wal, WalError};
 
 mod checkpoint;
+/// Membership decisions (`D` frames, synced before they are announced, replayed in their place
+/// among the messages) and the refusal counts (`F` frames, with a group commit): a checkpoint
+/// holds both, so a restart's report has them over every incarnation.
+mod decisions;
 
 /// Frame tags.
 const START: u8 = b'S';
 const RESTART: u8 = b'R';
 const MESSAGE: u8 = b'M';
 const CHECKPOINT: u8 = b'C';
+const DECISION: u8 = b'D';
+const FIGURES: u8 = b'F';
 
 /// How often acknowledgements are published when nothing new is durable (so a processor
 /// learns of a restarted aggregator).
@@ -92,12 +99,19 @@ pub enum Verdict {
 
 type Key = (String, u64);
 
-/// What a restart rebuilds from: a checkpoint's snapshot of the machine (restored first), then
-/// the messages logged after it.
+/// What a restart rebuilds from: a checkpoint's membership decisions and snapshot of the
+/// machine (restored first), then the messages and decisions logged after it, in order.
 #[derive(Default)]
 pub struct Replay {
     pub snapshot: Option<Snapshot>,
-    pub messages: Vec<Delivered>,
+    pub membership: Vec<Event>,
+    pub items: Vec<Replayed>,
+}
+
+/// One frame after the start or checkpoint, to replay.
+pub enum Replayed {
+    Message(Delivered),
+    Membership(Event),
 }
 
 pub struct Durable {
@@ -113,6 +127,13 @@ pub struct Durable {
     last_publish: Option<Instant>,
     report: DurabilityReport,
     log: RateLimit<&'static str>,
+    /// Every membership event of the run that is in the log (a checkpoint holds them all).
+    membership: Vec<Event>,
+    /// Membership events not yet appended; appended ones not yet synced.
+    unlogged: Vec<Event>,
+    unsynced: bool,
+    /// The refusal counts last appended (an `F` frame).
+    refusals_logged: decisions::Refusals,
 }
 
 /// The PUB socket acknowledgements go out on, in a context of its own (its own ZAP handler).
@@ -158,27 +179,13 @@ impl Durable {
                 Replay::default()
             }
             Some((first, rest)) => {
-                let (logs, snapshot) = match checkpoint::read(first, &mut report, &mut taken) {
-                    Some(c) => c,
-                    None => (
-                        start_of(first)
-                            .ok_or_else(|| DurableError::NoStart(path.display().to_string()))?,
-                        None,
-                    ),
+                let start = Restart {
+                    first,
+                    rest,
+                    now_unix_ns,
+                    path: &path,
                 };
-                for (log, offset) in &logs {
-                    crate::logfile::resume(log, *offset);
-                }
-                let messages = resume(rest, &mut report);
-                report.restarts.push(now_unix_ns);
-                wal.append(&[&[RESTART], &now_unix_ns.to_be_bytes()])?;
-                info!(
-                    messages = messages.len(),
-                    restarts = report.restarts.len(),
-                    checkpoint = snapshot.is_some(),
-                    "restarting from the write-ahead log"
-                );
-                Replay { snapshot, messages }
+                start.read(&mut wal, &mut report, &mut taken)?
             }
         };
         wal.sync()?;
@@ -187,6 +194,10 @@ impl Durable {
             None => None,
         };
         let durable = Durable {
+            membership: replay.decisions(),
+            unlogged: Vec::new(),
+            unsynced: false,
+            refusals_logged: decisions::Refusals::of(&report),
             checkpoints: checkpoint::Schedule::new(&config.durable, wal.bytes()),
             wal,
             logs: log_paths(config),
@@ -218,20 +229,30 @@ impl Durable {
         }
     }
 
-    /// Restores a checkpoint's snapshot into `machine`, then hands it the replayed messages
-    /// (durable already) that are next in their sequence, in the order they came.
+    /// Restores a checkpoint's membership decisions and snapshot into `machine`, then hands
+    /// it the replayed messages (durable already) that are next in their sequence and the
+    /// decisions, in the order they came. The membership clocks start again now.
     pub fn replay<E>(
         &mut self,
         replay: Replay,
         machine: &mut crate::state::Aggregator,
         mut take: impl FnMut(&mut crate::state::Aggregator, UpMessage) -> Result<(), E>,
     ) -> Result<(), E> {
+        let now = Instant::now();
+        for e in &replay.membership {
+            machine.restore_membership(e, now);
+        }
         if let Some(s) = replay.snapshot {
             machine.restore(s);
         }
-        for d in replay.messages {
-            if self.judge(&d) == Verdict::Take {
-                take(machine, d.message)?;
+        for item in replay.items {
+            match item {
+                Replayed::Message(d) => {
+                    if self.judge(&d) == Verdict::Take {
+                        take(machine, d.message)?;
+                    }
+                }
+                Replayed::Membership(e) => machine.restore_membership(&e, now),
             }
         }
         self.durable = self.taken.clone();
@@ -275,14 +296,13 @@ impl Durable {
     /// Syncs the log when a group is due, then publishes what is durable (and every
     /// [`PUBLISH_EVERY`] anyway). `force`: sync whatever waits.
     pub fn service(&mut self, now: Instant, force: bool) {
+        if !self.decisions_durable() {
+            self.log_decisions();
+        }
+        self.log_refusals(now, force);
         if force || self.wal.due(now) {
-            match self.wal.sync() {
-                Ok(true) => {
-                    self.report.syncs += 1;
-                    self.durable = self.taken.clone();
-                    self.last_publish = None;
-                }
-                Ok(false) => {}
+            match self.sync() {
+                Ok(()) => {}
                 Err(e) => {
                     if let Some(l) = self.log.hit("sync", Instant::now()) {
                         error!(error = %e, suppressed = l.suppressed, "write-ahead log: sync failed; nothing more is acknowledged until one succeeds");
@@ -318,6 +338,17 @@ impl Durable {
         if let Err(e) = self.wal.clear().and_then(|()| self.wal.forget_previous()) {
             error!("{e}; the next start would replay this run: remove the state directory's log");
         }
+    }
+
+    /// Syncs what was appended; what is synced is durable (acknowledged at the next publish).
+    fn sync(&mut self) -> Result<(), WalError> {
+        if self.wal.sync()? {
+            self.report.syncs += 1;
+            self.durable = self.taken.clone();
+            self.last_publish = None;
+            self.unsynced = false;
+        }
+        Ok(())
     }
 
     pub fn report(&self) -> DurabilityReport {
@@ -406,6 +437,65 @@ impl Publisher {
     }
 }
 
+/// A restart's log: its first frame (a start or a checkpoint) and the frames after it.
+struct Restart<'a> {
+    first: &'a [u8],
+    rest: &'a [Vec<u8>],
+    now_unix_ns: u64,
+    path: &'a Path,
+}
+
+impl Restart<'_> {
+    /// Resumes the logs where the log says, notes the restart (an `R` frame) and returns what
+    /// to replay; the dedup positions go to `taken`, the run's figures to `report`.
+    fn read(
+        self,
+        wal: &mut Wal,
+        report: &mut DurabilityReport,
+        taken: &mut BTreeMap<Key, u64>,
+    ) -> Result<Replay, DurableError> {
+        let (logs, snapshot, membership) = match checkpoint::read(self.first, report, taken) {
+            Some(c) => c,
+            None => (
+                start_of(self.first)
+                    .ok_or_else(|| DurableError::NoStart(self.path.display().to_string()))?,
+                None,
+                Vec::new(),
+            ),
+        };
+        for (log, offset) in &logs {
+            crate::logfile::resume(log, *offset);
+        }
+        let items = resume(self.rest, report);
+        report.restarts.push(self.now_unix_ns);
+        wal.append(&[&[RESTART], &self.now_unix_ns.to_be_bytes()])?;
+        let replay = Replay {
+            snapshot,
+            membership,
+            items,
+        };
+        info!(
+            messages = report.replayed,
+            decisions = replay.decisions().len(),
+            restarts = report.restarts.len(),
+            checkpoint = replay.snapshot.is_some(),
+            "restarting from the write-ahead log"
+        );
+        Ok(replay)
+    }
+}
+
+impl Replay {
+    /// Every membership event to restore, in order (the checkpoint's, then those after it).
+    fn decisions(&self) -> Vec<Event> {
+        let logged = self.items.iter().filter_map(|i| match i {
+            Replayed::Membership(e) => Some(e.clone()),
+            Replayed::Message(_) => None,
+        });
+        self.membership.iter().cloned().chain(logged).collect()
+    }
+}
+
 /// The logs a restart resumes.
 fn log_paths(config: &Config) -> Vec<PathBuf> {
     [&config.conn_log, &config.alerts_log]
@@ -439,20 +529,35 @@ fn begin(config: &Config, wal: &mut Wal) -> Result<(), WalError> {
     wal.append(&[&[START], &json])
 }
 
-/// The frames after the start: the restarts noted in `report`, the messages returned.
-fn resume(frames: &[Vec<u8>], report: &mut DurabilityReport) -> Vec<Delivered> {
+/// The frames after the start: the restarts and refusal counts noted in `report`, the
+/// messages and membership decisions returned in order.
+fn resume(frames: &[Vec<u8>], report: &mut DurabilityReport) -> Vec<Replayed> {
     let mut replay = Vec::new();
+    let mut messages = 0;
     for f in frames {
         match f.split_first() {
             Some((&RESTART, t)) => report.restarts.push(number(t)),
             Some((&MESSAGE, m)) => match Delivered::decode(m) {
-                Ok(d) => replay.push(d),
+                Ok(d) => {
+                    messages += 1;
+                    replay.push(Replayed::Message(d));
+                }
                 Err(e) => warn!(error = %e, "write-ahead log: an undecodable message skipped"),
+            },
+            Some((&DECISION, j)) => match serde_json::from_slice(j) {
+                Ok(e) => replay.push(Replayed::Membership(e)),
+                Err(e) => {
+                    error!(error = %e, "write-ahead log: an unreadable membership decision skipped")
+                }
+            },
+            Some((&FIGURES, j)) => match serde_json::from_slice::<decisions::Refusals>(j) {
+                Ok(r) => r.put(report),
+                Err(e) => warn!(error = %e, "write-ahead log: unreadable refusal counts skipped"),
             },
             _ => warn!("write-ahead log: a frame of an unknown kind skipped"),
         }
     }
-    report.replayed = replay.len() as u64;
+    report.replayed = messages;
     replay
 }
 

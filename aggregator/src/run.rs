@@ -93,11 +93,8 @@ pub fn run(
             info!("signal received: writing what is known");
             break;
         }
-        if machine.tick(Instant::now()) {
+        if tick(&mut machine, durable.as_mut(), edge.control.as_mut()) {
             break;
-        }
-        if let (Some(control), Some(history)) = (edge.control.as_mut(), machine.announced()) {
-            control.offer(&history, Instant::now());
         }
         let wait = durable
             .as_ref()
@@ -133,6 +130,30 @@ pub fn run(
         return Err(RunError::OutputLost(report.records_unwritten));
     }
     Ok(Some(report))
+}
+
+/// Time passes: membership decisions are made durable, then announced. True: the run ends.
+fn tick(
+    machine: &mut Aggregator,
+    durable: Option<&mut Durable>,
+    control: Option<&mut crate::control::publish::Publisher>,
+) -> bool {
+    let ended = machine.tick(Instant::now());
+    // A membership decision is durable before the history it changes is announced.
+    let decided = machine.take_membership_log();
+    let announce = match durable {
+        Some(d) => {
+            d.decided(decided);
+            d.decisions_durable()
+        }
+        None => true,
+    };
+    if let (Some(control), Some(history), true, false) =
+        (control, machine.announced(), announce, ended)
+    {
+        control.offer(&history, Instant::now());
+    }
+    ended
 }
 
 /// The run's outputs: the sinks (logs, InfluxDB, the dashboard's feed), the metrics text

@@ -13,7 +13,7 @@ use std::time::Instant;
 
 use tapflow_proto::conn::{ConnRecord, InvalidRecord};
 use tapflow_proto::control::SetHistory;
-use tapflow_proto::procset::{Change, ProcessorSet};
+use tapflow_proto::procset::ProcessorSet;
 use tapflow_proto::upstream::{ConnBatch, ProcessorAccount, ProcessorHeartbeat, UpMessage};
 use tapflow_runtime::ratelimit::RateLimit;
 use tracing::{error, info, warn};
@@ -21,7 +21,7 @@ use tracing::{error, info, warn};
 use crate::accounting::{reconcile_with, table, AccountingReport, SetReport};
 use crate::config::Config;
 use crate::conns::ConnSorter;
-use crate::control::{Membership, Policy, Verdict};
+use crate::control::{Membership, Policy};
 use crate::detect::AlertEvent;
 use crate::detect_thread::Detection;
 use crate::health::HealthWatch;
@@ -232,6 +232,7 @@ impl Aggregator {
         for (name, id) in gone {
             warn!(processor = %name, id, silent_s = SILENT_AFTER.as_secs(), "processor left the processor set and is silent (crashed?): no longer waited for; what it held is lost (see dead_processors in the report)");
             self.end_processor(&name);
+            self.note_given_up(id, name);
         }
         let verdict = match self.processor_set.as_ref() {
             Some((_, set)) => self.membership.decide(set, now),
@@ -269,51 +270,6 @@ impl Aggregator {
             initial,
             changes,
         })
-    }
-
-    /// What membership decided: a change becomes a new epoch of the set in use (as if
-    /// appended to its file), the processor removed is no longer waited for, one added back
-    /// is waited for again. Each is logged.
-    fn on_verdict(&mut self, v: Verdict) {
-        let d = match v {
-            Verdict::Change(d) => d,
-            Verdict::Pinned(d) => {
-                warn!(processor = %d.processor, change = ?d.change, for_ms = d.for_ms, "processor set pinned (--processor-set-pinned): this change is not made; an operator decides");
-                return;
-            }
-            Verdict::LastMember { id, processor } => {
-                error!(%processor, id, "the last processor of the set is silent: it stays in the set (there is no other to take its flows)");
-                return;
-            }
-        };
-        let Some((path, set)) = self.processor_set.as_ref() else {
-            return;
-        };
-        let (initial, mut changes) = set.history();
-        changes.push((d.change, d.switch_at_ns));
-        let new = match set.with_history(&initial, &changes, false) {
-            Ok(new) => new,
-            Err(e) => {
-                error!(processor = %d.processor, change = ?d.change, "processor set: the decided change cannot apply: {e}");
-                return;
-            }
-        };
-        let epoch = new.latest().table.epoch();
-        let members = new.latest().table.members().to_vec();
-        self.processor_set = Some((path.clone(), new));
-        match d.change {
-            Change::Remove(id) => {
-                warn!(processor = %d.processor, id, epoch, switch_at_ns = d.switch_at_ns, silent_ms = d.for_ms, ?members, "processor declared dead: removed from the processor set; collectors switch at the announced instant; what it held is lost (see dead_processors in the report)");
-                if self.members.give_up(&d.processor) {
-                    self.end_processor(&d.processor);
-                }
-            }
-            Change::Add(id) => {
-                info!(processor = %d.processor, id, epoch, switch_at_ns = d.switch_at_ns, healthy_ms = d.for_ms, ?members, "processor back for its hold-down: added to the processor set again");
-                self.members.revive(&d.processor);
-                self.sorter.revive(&d.processor, d.switch_at_ns);
-            }
-        }
     }
 
     /// Where the processor set in use was read from, if routing is by processor set.
@@ -512,6 +468,7 @@ fn log_report(report: &AccountingReport, malformed: &BTreeMap<&'static str, u64>
 }
 
 mod checkpoint;
+mod membership;
 #[cfg(test)]
 mod tests;
 

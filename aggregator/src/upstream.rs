@@ -36,6 +36,15 @@ impl Upstream {
         Upstream::default()
     }
 
+    /// The last heartbeat of `processor`'s latest incarnation heard.
+    pub fn last_heartbeat(&self, processor: &str) -> Option<&ProcessorHeartbeat> {
+        self.heartbeats
+            .iter()
+            .filter(|((p, _), _)| p == processor)
+            .max_by_key(|((_, i), _)| *i)
+            .map(|(_, hb)| hb)
+    }
+
     /// Keeps the latest heartbeat of each incarnation. Returns the earlier incarnations of the
     /// same processor when this is the first heartbeat of a new one (it was restarted).
     pub fn on_heartbeat(&mut self, hb: &ProcessorHeartbeat) -> Vec<u64> {

@@ -217,6 +217,7 @@ fn a_link_to_a_member_removed_for_good_is_counted_lost_with_it() {
                 for_ms: 10_000,
             })
             .collect(),
+        restored: 0,
     };
     let settled = |changes: &[Change]| {
         let mut r = reconcile_with(&accounts, &upstream);

@@ -20,9 +20,11 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 use tracing::{error, info};
 
+use super::decisions::Refusals;
 use super::{log_lengths, Durable, Key, CHECKPOINT};
 use crate::accounting::DurabilityReport;
 use crate::config::DurableConfig;
+use crate::control::Event;
 use crate::state::{Aggregator, Snapshot};
 
 /// Each resumed log and its length.
@@ -44,6 +46,11 @@ pub(super) struct Checkpoint {
     trimmed_bytes: u64,
     checkpoints_postponed: u64,
     checkpoint_fell_back: u64,
+    /// The messages refused over the run, and every membership decision, in order.
+    #[serde(default)]
+    refusals: Refusals,
+    #[serde(default)]
+    membership: Vec<Event>,
     machine: Snapshot,
 }
 
@@ -97,6 +104,7 @@ impl Durable {
             return self.put_off(now, "the write-ahead log cannot be synced");
         }
         self.durable = self.taken.clone();
+        self.unsynced = false;
         let r = &self.report;
         let c = Checkpoint {
             logs: log_lengths(&self.logs),
@@ -110,6 +118,8 @@ impl Durable {
             trimmed_bytes: r.trimmed_bytes + self.wal.bytes(),
             checkpoints_postponed: r.checkpoints_postponed,
             checkpoint_fell_back: r.checkpoint_fell_back,
+            refusals: Refusals::of(r),
+            membership: self.membership_events(),
             machine: machine.snapshot(),
         };
         let frame = match encode(c) {
@@ -173,14 +183,14 @@ fn decode(b: &[u8]) -> Option<Checkpoint> {
     Some(c)
 }
 
-/// A log's first frame if it is a checkpoint: the logs' lengths and the machine's snapshot;
-/// the dedup positions go to `taken`, the run's figures to `report`. `None`: not a checkpoint
-/// (or not one that can be read: the caller says so).
+/// A log's first frame if it is a checkpoint: the logs' lengths, the machine's snapshot and
+/// the membership decisions; the dedup positions go to `taken`, the run's figures to
+/// `report`. `None`: not a checkpoint (or not one that can be read: the caller says so).
 pub(super) fn read(
     first: &[u8],
     report: &mut DurabilityReport,
     taken: &mut BTreeMap<Key, u64>,
-) -> Option<(LogLengths, Option<Snapshot>)> {
+) -> Option<(LogLengths, Option<Snapshot>, Vec<Event>)> {
     let c = decode(first.strip_prefix(&[CHECKPOINT])?)?;
     taken.extend(c.taken.into_iter().map(|(p, i, s)| ((p, i), s)));
     report.restarts = c.restarts;
@@ -188,12 +198,39 @@ pub(super) fn read(
     report.trimmed_bytes = c.trimmed_bytes;
     report.checkpoints_postponed = c.checkpoints_postponed;
     report.checkpoint_fell_back += c.checkpoint_fell_back;
-    Some((c.logs, Some(c.machine)))
+    c.refusals.put(report);
+    Some((c.logs, Some(c.machine), c.membership))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::control::Decision;
+    use tapflow_proto::procset::Change;
+
+    fn decided() -> Vec<Event> {
+        vec![
+            Event::Heard {
+                id: 1,
+                processor: "p1".into(),
+            },
+            Event::Change(Decision {
+                change: Change::Remove(1),
+                switch_at_ns: 7,
+                processor: "p1".into(),
+                for_ms: 2_000,
+            }),
+            Event::Suppressed {
+                id: 0,
+                removal: true,
+                last_member: true,
+            },
+            Event::GivenUp {
+                id: 3,
+                processor: "p3".into(),
+            },
+        ]
+    }
 
     fn check(bytes: &[u8], back: bool) {
         let mut report = DurabilityReport::default();
@@ -203,7 +240,10 @@ mod tests {
         if back {
             assert_eq!(taken.get(&("p0".to_string(), 7)), Some(&42));
             assert_eq!((report.restarts, report.checkpoints), (vec![5], 3));
-            assert_eq!(r.map(|(logs, _)| logs), Some(vec![("conn".into(), 99)]));
+            assert_eq!((report.duplicates, report.refused), (4, 2));
+            let (logs, _, membership) = r.expect("read");
+            assert_eq!(logs, vec![("conn".into(), 99)]);
+            assert_eq!(membership, decided());
         }
     }
 
@@ -214,6 +254,12 @@ mod tests {
             taken: vec![("p0".into(), 7, 42)],
             restarts: vec![5],
             checkpoints: 3,
+            refusals: Refusals::of(&DurabilityReport {
+                duplicates: 4,
+                refused: 2,
+                ..DurabilityReport::default()
+            }),
+            membership: decided(),
             ..Checkpoint::default()
         };
         let frame = encode(c).expect("encode");

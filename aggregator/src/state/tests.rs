@@ -2,6 +2,7 @@ use std::cell::RefCell;
 use std::rc::Rc;
 
 use tapflow_proto::conn::ConnRecord;
+use tapflow_proto::procset::Change;
 use tapflow_proto::upstream::{ConnBatch, ProcessorAccount, ProcessorHeartbeat};
 
 use super::*;
