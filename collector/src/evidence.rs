@@ -28,7 +28,7 @@
 //! - **Two tiers.** Only a flow with a direction collecting (some bytes shipped, more to come)
 //!   has a full entry in the young-flow table. One that no direction is collecting for — a
 //!   handshake with no payload yet, or evidence complete both ways (an FTP control flow aside,
-//!   whose announcements may still come) — is kept in a compact set ([`slim`]: 24 bytes a
+//!   whose announcements may still come) — is kept in a compact set ([`slim`]: 32 bytes a
 //!   flow, one cache line per look-up): its stream bases, and why each direction ships
 //!   nothing more, so its later packets are counted as such and are not taken for a new flow
 //!   that started before the capture. Its first payload moves it to the table. Each tier holds
