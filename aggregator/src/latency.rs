@@ -35,7 +35,9 @@ pub const DEFAULT_SAMPLES: usize = 1000;
 pub const DEFAULT_SERVERS: usize = 10_000;
 
 /// A TCP server: the responder's address and port.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
 pub struct Server {
     pub addr: Addr,
     pub port: u16,
@@ -94,7 +96,7 @@ impl Default for Caps {
 }
 
 /// Samples of one kind: up to the cap kept, all counted.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
 struct Kept {
     kept: Vec<u64>,
     seen: u64,
@@ -152,7 +154,7 @@ pub fn nearest_rank(sorted: &[u64], p: usize) -> u64 {
     sorted.get(rank - 1).copied().unwrap_or(0)
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
 struct ServerSamples {
     sessions: u64,
     tcp_rtt: Kept,
@@ -169,7 +171,7 @@ pub struct Summary {
 }
 
 /// One window's samples by server.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
 pub struct Window {
     servers: HashMap<Server, ServerSamples>,
     /// Sessions with samples whose server was not tracked (the servers cap).
