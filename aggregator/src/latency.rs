@@ -80,7 +80,7 @@ pub fn samples_of(r: &ConnRecord) -> Sample {
 }
 
 /// Caps on what one window keeps.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Caps {
     pub samples: usize,
     pub servers: usize,
@@ -227,7 +227,7 @@ pub struct Closed {
 }
 
 /// Counters of a [`Tracker`].
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct TrackerStats {
     /// Sessions with samples whose window had closed already.
     pub late: u64,
@@ -237,6 +237,7 @@ pub struct TrackerStats {
 
 /// Tumbling windows of samples, closed as the detection windows are: once the release order
 /// has moved `hold` past a window's end (every window at the end of the stream).
+#[derive(serde::Serialize, serde::Deserialize)]
 pub struct Tracker {
     len: u64,
     hold: u64,

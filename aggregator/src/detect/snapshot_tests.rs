@@ -67,7 +67,6 @@ fn inputs() -> Vec<DetectInput> {
             syn_acked: false,
             answered: false,
             latency: Default::default(),
-            ..template
         });
     }
     for i in 0..40u32 {

@@ -38,7 +38,7 @@ pub fn uid_offset_ns(uid: &str) -> u64 {
 }
 
 /// Counters of the uniquifier.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct UniqueStats {
     /// Points seen.
     pub points: u64,
@@ -50,6 +50,15 @@ pub struct UniqueStats {
     pub unchecked: u64,
     /// Runs forgotten early because `cap` were remembered.
     pub evicted_over_cap: u64,
+}
+
+/// A [`Uniquifier`]'s state: (series hash, start, end) of each run, and the rest.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct UniqueSnapshot {
+    runs: Vec<(u64, u64, u64)>,
+    forgotten_below: u64,
+    newest: u64,
+    stats: UniqueStats,
 }
 
 /// Makes (measurement, tag set, time) unique over a window of recent points.
@@ -136,6 +145,39 @@ impl Uniquifier {
 
     pub fn stats(&self) -> UniqueStats {
         self.stats
+    }
+
+    /// What a checkpoint keeps: the times used (the runs remembered) and the counters. A
+    /// uniquifier restored from it gives the next points the times this one would.
+    pub fn snapshot(&self) -> UniqueSnapshot {
+        UniqueSnapshot {
+            runs: self
+                .runs
+                .iter()
+                .map(|(&(s, start), &end)| (s, start, end))
+                .collect(),
+            forgotten_below: self.forgotten_below,
+            newest: self.newest,
+            stats: self.stats,
+        }
+    }
+
+    /// Takes the state of `s` (its horizon and cap stay this one's).
+    pub fn restore(&mut self, s: UniqueSnapshot) {
+        self.runs = s
+            .runs
+            .iter()
+            .map(|&(s, start, end)| ((s, start), end))
+            .collect();
+        self.by_end = s
+            .runs
+            .iter()
+            .map(|&(s, start, end)| (end, s, start))
+            .collect();
+        self.forgotten_below = s.forgotten_below;
+        self.newest = s.newest;
+        self.stats = s.stats;
+        self.forget();
     }
 
     /// Runs remembered now.
