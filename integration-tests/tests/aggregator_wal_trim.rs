@@ -264,26 +264,19 @@ fn check_same(name: &str, clean: &Outcome, faulty: &Outcome) {
         faulty.conn.len(),
         clean.conn.len()
     );
-    // The detector's state is not in a checkpoint yet: a restart from one rebuilds the alerts
-    // only if no record had been released when it was taken (the conn log was still empty
-    // when the aggregator was killed, so it was then too).
-    if faulty.conn_at_kill == 0 {
-        assert_eq!(
-            faulty.alerts, clean.alerts,
-            "{name}: the alert events differ"
-        );
-    } else {
-        let same = faulty
-            .alerts
-            .iter()
-            .filter(|a| clean.alerts.contains(a))
-            .count();
-        eprintln!(
-            "{name}: killed with {} conn bytes written: alerts not compared (the detector's state is not in a checkpoint); {same} of {} events the same",
-            faulty.conn_at_kill,
-            clean.alerts.len()
-        );
-    }
+    // The detector's state is in the checkpoint: the same events wherever the kill came.
+    eprintln!(
+        "{name}: killed with {} conn bytes written",
+        faulty.conn_at_kill
+    );
+    assert_eq!(
+        faulty.alerts, clean.alerts,
+        "{name}: the alert events differ"
+    );
+    assert_eq!(
+        faulty.report["detection"], clean.report["detection"],
+        "{name}"
+    );
     assert_eq!(faulty.report["conns"], clean.report["conns"], "{name}");
 }
 
