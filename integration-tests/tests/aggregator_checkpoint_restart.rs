@@ -357,7 +357,10 @@ fn a_restart_from_a_checkpoint_rebuilds_detection_and_influxdb() {
         );
     }
     for m in FULL {
-        assert!(!clean.influx.points[m].is_empty(), "the clean run wrote {m}");
+        assert!(
+            !clean.influx.points[m].is_empty(),
+            "the clean run wrote {m}"
+        );
     }
     let sessions = clean.conn.iter().filter(|&&b| b == b'\n').count() as u64;
     assert_eq!(clean.influx.point_count("tapflow_conn"), sessions);
