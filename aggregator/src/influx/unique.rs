@@ -276,6 +276,37 @@ mod tests {
         assert_eq!(run(&mut alone, &pts[5000..]), udp);
     }
 
+    /// A uniquifier restored from a snapshot gives the next points the times the one it was
+    /// taken from gives them (a restart from a checkpoint rewrites the same points).
+    #[test]
+    fn a_restored_uniquifier_gives_the_times_the_original_gives() {
+        let t0 = 1_700_000_000_123_456_000;
+        let pts: Vec<(&str, u64, String)> = (0..3000)
+            .map(|i| {
+                (
+                    ["tcp", "udp"][i % 2],
+                    t0 + (i as u64 / 700) * 1000,
+                    format!("C{i}"),
+                )
+            })
+            .collect();
+        let mut through = Uniquifier::new(5_000, 64);
+        let want = run(&mut through, &pts);
+        for split in [0, 1, 999, 2100, 3000] {
+            let mut a = Uniquifier::new(5_000, 64);
+            let mut got = run(&mut a, &pts[..split]);
+            let bytes = rmp_serde::to_vec(&a.snapshot()).expect("encode");
+            let mut b = Uniquifier::new(5_000, 64);
+            b.restore(rmp_serde::from_slice(&bytes).expect("decode"));
+            got.extend(run(&mut b, &pts[split..]));
+            assert_eq!(got, want, "split at {split}");
+            assert_eq!(b.stats(), through.stats());
+            assert_eq!(b.len(), through.len());
+        }
+        let s = through.stats();
+        assert!(s.collisions > 100 && s.evicted_over_cap > 0, "{s:?}");
+    }
+
     #[test]
     fn same_time_other_series_is_no_collision() {
         let mut u = Uniquifier::default();

@@ -131,8 +131,14 @@ impl Aggregator {
     pub fn sync_outputs(&mut self) -> Result<bool, SinkError> {
         self.detect_state = Some(self.detector.snapshot());
         self.detector.take_events(&mut self.events);
-        self.emit_alerts()?;
-        self.sinks.flush()?;
-        self.sinks.sync()
+        let synced = self
+            .emit_alerts()
+            .and_then(|()| self.sinks.flush())
+            .and_then(|()| self.sinks.sync());
+        if !matches!(synced, Ok(true)) {
+            // No snapshot now: the state is not kept until the next try.
+            self.detect_state = None;
+        }
+        synced
     }
 }
