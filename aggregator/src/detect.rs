@@ -268,7 +268,7 @@ impl From<&ConnRecord> for DetectInput {
 }
 
 /// Detector counters.
-#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct DetectStats {
     pub records: u64,
     /// Records that started in a window already judged.
@@ -277,6 +277,31 @@ pub struct DetectStats {
     /// Keys or distinct values not kept because a cap was reached.
     pub cap_hits: u64,
     pub events: u64,
+}
+
+/// A detector's state that cannot be saved or read back.
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    #[error("detector state: cannot encode: {0}")]
+    Encode(#[from] rmp_serde::encode::Error),
+    #[error("detector state: cannot read: {0}")]
+    Decode(#[from] rmp_serde::decode::Error),
+    #[error("the detection thread has stopped")]
+    Stopped,
+}
+
+#[derive(serde::Serialize)]
+struct SavedRef<'a> {
+    windows: &'a window::Windows,
+    episodes: &'a episode::Episodes,
+    stats: &'a DetectStats,
+}
+
+#[derive(serde::Deserialize)]
+struct Saved {
+    windows: window::Windows,
+    episodes: episode::Episodes,
+    stats: DetectStats,
 }
 
 pub struct Detector {
@@ -320,6 +345,28 @@ impl Detector {
         self.stats.events += (out.len() - n) as u64;
     }
 
+    /// The detector's state between two records — windows, open episodes, latency baselines,
+    /// counters — for a checkpoint (MessagePack). [`Detector::restore`] of it, then the same
+    /// records, decides the same events as this detector going on.
+    pub fn save(&self) -> Result<Vec<u8>, StateError> {
+        let state = SavedRef {
+            windows: &self.windows,
+            episodes: &self.episodes,
+            stats: &self.stats,
+        };
+        Ok(rmp_serde::to_vec(&state)?)
+    }
+
+    /// Takes the state [`Detector::save`] gave (before any record). On an error the detector
+    /// is left as it was.
+    pub fn restore(&mut self, bytes: &[u8]) -> Result<(), StateError> {
+        let s: Saved = rmp_serde::from_slice(bytes)?;
+        self.windows = s.windows;
+        self.episodes = s.episodes;
+        self.stats = s.stats;
+        Ok(())
+    }
+
     pub fn stats(&self) -> DetectStats {
         DetectStats {
             cap_hits: self.windows.cap_hits(),
@@ -342,5 +389,7 @@ pub type WindowAlerts = BTreeMap<AlertKey, (u64, BTreeMap<&'static str, u64>)>;
 
 #[cfg(test)]
 mod rate_tests;
+#[cfg(test)]
+mod snapshot_tests;
 #[cfg(test)]
 mod tests;

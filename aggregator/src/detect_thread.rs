@@ -7,6 +7,11 @@
 //! bounded channel, so detection sees them in exactly the order they are written, and the
 //! alert events come back on another. The detector is the same sans-IO [`Detector`]; what it
 //! decides does not depend on which thread runs it.
+//!
+//! A checkpoint asks the thread for the detector's state ([`Detection::snapshot`]) through
+//! the same channel, so it is taken after every record handed over before it and before any
+//! after; the events those records decided are sent back first. A restart hands the state
+//! back ([`Detection::restore`]) before any record.
 
 use std::sync::mpsc::{self, Receiver, SyncSender};
 use std::sync::{Arc, Mutex};
@@ -15,7 +20,7 @@ use std::thread::JoinHandle;
 use tapflow_proto::conn::ConnRecord;
 use tracing::error;
 
-use crate::detect::{AlertEvent, DetectConfig, DetectInput, DetectStats, Detector};
+use crate::detect::{AlertEvent, DetectConfig, DetectInput, DetectStats, Detector, StateError};
 
 /// Records per chunk: large enough that the channel is not the cost, small enough that the
 /// detection thread starts on a drain long before it ends.
@@ -38,6 +43,18 @@ pub trait Detection {
     /// End of stream: judges every window and ends every episode; appends the events to
     /// `out` and returns the final counters.
     fn finish(&mut self, out: &mut Vec<AlertEvent>) -> DetectStats;
+    /// The detector's state after every record handed over so far ([`Detector::save`]);
+    /// the events they decided are then ready for [`Detection::take_events`]. Waits.
+    fn snapshot(&mut self) -> Result<Vec<u8>, StateError>;
+    /// Takes a state [`Detection::snapshot`] gave (before any record). Waits.
+    fn restore(&mut self, state: &[u8]) -> Result<(), StateError>;
+}
+
+/// What the detection thread is sent.
+enum ToThread {
+    Inputs(Vec<DetectInput>),
+    Save(mpsc::Sender<Result<Vec<u8>, StateError>>),
+    Restore(Vec<u8>, mpsc::Sender<Result<(), StateError>>),
 }
 
 /// The sans-IO [`Detector`] on the caller's thread.
@@ -75,6 +92,14 @@ impl Detection for InlineDetection {
         self.detector.finish(out);
         self.detector.stats()
     }
+
+    fn snapshot(&mut self) -> Result<Vec<u8>, StateError> {
+        self.detector.save()
+    }
+
+    fn restore(&mut self, state: &[u8]) -> Result<(), StateError> {
+        self.detector.restore(state)
+    }
 }
 
 impl Detection for DetectThread {
@@ -97,11 +122,19 @@ impl Detection for DetectThread {
     fn finish(&mut self, out: &mut Vec<AlertEvent>) -> DetectStats {
         DetectThread::finish(self, out)
     }
+
+    fn snapshot(&mut self) -> Result<Vec<u8>, StateError> {
+        DetectThread::snapshot(self)
+    }
+
+    fn restore(&mut self, state: &[u8]) -> Result<(), StateError> {
+        DetectThread::restore(self, state)
+    }
 }
 
 pub struct DetectThread {
     chunk: Vec<DetectInput>,
-    tx: Option<SyncSender<Vec<DetectInput>>>,
+    tx: Option<SyncSender<ToThread>>,
     /// Chunks the thread is done with, emptied, to be filled again (no fresh allocation, and
     /// nothing allocated here is freed there).
     spare: Receiver<Vec<DetectInput>>,
@@ -112,7 +145,7 @@ pub struct DetectThread {
 
 impl DetectThread {
     pub fn start(cfg: DetectConfig) -> std::io::Result<DetectThread> {
-        let (tx, rx) = mpsc::sync_channel::<Vec<DetectInput>>(DEPTH);
+        let (tx, rx) = mpsc::sync_channel::<ToThread>(DEPTH);
         let (events_tx, events) = mpsc::channel();
         let (spare_tx, spare) = mpsc::channel();
         let stats = Arc::new(Mutex::new(DetectStats::default()));
@@ -122,7 +155,22 @@ impl DetectThread {
             .spawn(move || {
                 let mut detector = Detector::new(cfg);
                 let mut out = Vec::new();
-                for mut chunk in rx {
+                for m in rx {
+                    let mut chunk = match m {
+                        ToThread::Inputs(chunk) => chunk,
+                        // Between chunks: every event decided so far has been sent.
+                        ToThread::Save(reply) => {
+                            let _ = reply.send(detector.save());
+                            continue;
+                        }
+                        ToThread::Restore(state, reply) => {
+                            let _ = reply.send(detector.restore(&state));
+                            if let Ok(mut s) = shared.lock() {
+                                *s = detector.stats();
+                            }
+                            continue;
+                        }
+                    };
                     for input in &chunk {
                         detector.on_input(input, &mut out);
                     }
@@ -169,7 +217,7 @@ impl DetectThread {
             .unwrap_or_else(|_| Vec::with_capacity(CHUNK));
         let chunk = std::mem::replace(&mut self.chunk, next);
         if let Some(tx) = self.tx.as_ref() {
-            if tx.send(chunk).is_err() {
+            if tx.send(ToThread::Inputs(chunk)).is_err() {
                 error!(
                     "the detection thread has stopped: records are no longer checked for anomalies"
                 );
@@ -188,6 +236,27 @@ impl DetectThread {
     /// Counters as of the last chunk detection finished.
     pub fn stats(&self) -> DetectStats {
         self.stats.lock().map(|s| s.clone()).unwrap_or_default()
+    }
+
+    /// The detector's state after every record handed over so far: waits for detection to
+    /// catch up. The events those records decided are ready for [`DetectThread::take_events`].
+    pub fn snapshot(&mut self) -> Result<Vec<u8>, StateError> {
+        self.flush();
+        let (reply, answer) = mpsc::channel();
+        self.ask(ToThread::Save(reply))?;
+        answer.recv().map_err(|_| StateError::Stopped)?
+    }
+
+    /// Takes a state [`DetectThread::snapshot`] gave (before any record): waits for it.
+    pub fn restore(&mut self, state: &[u8]) -> Result<(), StateError> {
+        let (reply, answer) = mpsc::channel();
+        self.ask(ToThread::Restore(state.to_vec(), reply))?;
+        answer.recv().map_err(|_| StateError::Stopped)?
+    }
+
+    fn ask(&mut self, m: ToThread) -> Result<(), StateError> {
+        let tx = self.tx.as_ref().ok_or(StateError::Stopped)?;
+        tx.send(m).map_err(|_| StateError::Stopped)
     }
 
     /// End of stream: waits for detection to catch up, judges every window and ends every
@@ -244,5 +313,37 @@ mod tests {
         assert_eq!(got, expected);
         assert_eq!(stats, inline.stats());
         assert_eq!(stats.records, records.len() as u64);
+    }
+
+    /// A thread asked for its state mid-stream has handed back every event its records decided;
+    /// a new thread given that state decides the rest as one thread running through does.
+    #[test]
+    fn a_thread_restored_from_a_snapshot_goes_on_as_one_that_ran_through() {
+        let records = scan_and_sessions(30_000);
+        let mut inline = InlineDetection::new(DetectConfig::default());
+        records.iter().for_each(|r| inline.on_record(r));
+        let mut expected = Vec::new();
+        let want = inline.finish(&mut expected);
+        for split in [0, 7_777, 20_001] {
+            let mut a = DetectThread::start(DetectConfig::default()).expect("thread starts");
+            records[..split].iter().for_each(|r| a.on_record(r));
+            let state = a.snapshot().expect("a snapshot");
+            let mut got = Vec::new();
+            a.take_events(&mut got);
+            let mut inline_a = InlineDetection::new(DetectConfig::default());
+            records[..split].iter().for_each(|r| inline_a.on_record(r));
+            let mut decided = Vec::new();
+            inline_a.take_events(&mut decided);
+            assert_eq!(
+                got, decided,
+                "every event decided before the snapshot, split {split}"
+            );
+            let mut b = DetectThread::start(DetectConfig::default()).expect("thread starts");
+            b.restore(&state).expect("restored");
+            records[split..].iter().for_each(|r| b.on_record(r));
+            let stats = b.finish(&mut got);
+            assert_eq!(got, expected, "split at {split}");
+            assert_eq!(stats, want);
+        }
     }
 }

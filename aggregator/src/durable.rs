@@ -23,13 +23,17 @@
 //! the same order as from the whole log. No `M` frame is older than `--wal-checkpoint-s` plus
 //! one checkpoint: that is the log's bound by age.
 //!
-//! A checkpoint changes nothing in a run without a fault. A restart from one rebuilds the conn
-//! log byte for byte and the report's record counts, but not yet everything: the detector's
-//! windows, episodes and latency baselines are not in the snapshot (`detect` has no snapshot),
-//! so alerts whose windows span the checkpoint may differ and the report's detection counts
-//! start again; announced FTP/IRC data connections not yet used are forgotten. With InfluxDB no
-//! checkpoint is taken (its sink is never caught up: points in flight and traffic windows are
-//! not in a snapshot), so the log is not trimmed there.
+//! A checkpoint changes nothing in a run without a fault. A restart from one rebuilds what a
+//! restart from the whole log would: the conn log byte for byte, the alerts log's events (the
+//! snapshot holds the detector's windows, open episodes, latency baselines and counters, taken
+//! on its thread after every record released before the checkpoint, and the events they
+//! decided are written before the logs' lengths are noted), announced FTP/IRC data
+//! connections, and the report's record and detection counts. With InfluxDB, every point sent
+//! before the checkpoint is written or in its spool, synced, and the sink's open windows and
+//! used point times are in the snapshot, so the points rebuilt after a restart are the same
+//! points at the same times and InfluxDB holds each once ([`crate::sink::Influx`]). So the log
+//! is trimmed with InfluxDB too. Not restored: pipeline health (wall clock, from heartbeats,
+//! which are not logged) starts again.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -219,9 +223,6 @@ impl Durable {
     ) -> Result<(Option<Durable>, Replay), DurableError> {
         match &config.durable.state_dir {
             Some(dir) => {
-                if config.influx.is_some() {
-                    warn!(wal_max_bytes = config.durable.wal_max_bytes, "--state-dir with InfluxDB: the write-ahead log is not trimmed (a checkpoint does not hold the points in flight nor the traffic windows yet), so it grows while the run lasts; past --wal-max-bytes messages are refused and the processors keep them. Use both for bounded runs (a capture), not for a live tap yet");
-                }
                 let (d, replay) = Durable::open(config, dir, now_unix_ns)?;
                 Ok((Some(d), replay))
             }

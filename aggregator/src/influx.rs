@@ -44,7 +44,7 @@ pub use schema::{
 };
 pub use spool::{default_spool_dir, Spool, SpoolError};
 pub use tls::{load_ca_file, redact_url};
-pub use unique::{uid_offset_ns, UniqueStats, Uniquifier};
+pub use unique::{uid_offset_ns, UniqueSnapshot, UniqueStats, Uniquifier};
 pub use writer::InfluxWriter;
 
 /// Which write API, and its credentials.
@@ -214,6 +214,8 @@ pub enum InfluxError {
     },
     #[error("cannot start the InfluxDB writer thread: {0}")]
     Thread(std::io::Error),
+    #[error("InfluxDB: the points not yet written cannot be made durable in the spool: {0}")]
+    Checkpoint(String),
 }
 
 // Credentials never reach a log line, even through `{:?}`.

@@ -35,7 +35,9 @@ pub const DEFAULT_SAMPLES: usize = 1000;
 pub const DEFAULT_SERVERS: usize = 10_000;
 
 /// A TCP server: the responder's address and port.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
 pub struct Server {
     pub addr: Addr,
     pub port: u16,
@@ -78,7 +80,7 @@ pub fn samples_of(r: &ConnRecord) -> Sample {
 }
 
 /// Caps on what one window keeps.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Caps {
     pub samples: usize,
     pub servers: usize,
@@ -94,7 +96,7 @@ impl Default for Caps {
 }
 
 /// Samples of one kind: up to the cap kept, all counted.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
 struct Kept {
     kept: Vec<u64>,
     seen: u64,
@@ -152,7 +154,7 @@ pub fn nearest_rank(sorted: &[u64], p: usize) -> u64 {
     sorted.get(rank - 1).copied().unwrap_or(0)
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
 struct ServerSamples {
     sessions: u64,
     tcp_rtt: Kept,
@@ -169,7 +171,7 @@ pub struct Summary {
 }
 
 /// One window's samples by server.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
 pub struct Window {
     servers: HashMap<Server, ServerSamples>,
     /// Sessions with samples whose server was not tracked (the servers cap).
@@ -225,7 +227,7 @@ pub struct Closed {
 }
 
 /// Counters of a [`Tracker`].
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct TrackerStats {
     /// Sessions with samples whose window had closed already.
     pub late: u64,
@@ -235,6 +237,7 @@ pub struct TrackerStats {
 
 /// Tumbling windows of samples, closed as the detection windows are: once the release order
 /// has moved `hold` past a window's end (every window at the end of the stream).
+#[derive(serde::Serialize, serde::Deserialize)]
 pub struct Tracker {
     len: u64,
     hold: u64,

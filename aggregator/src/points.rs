@@ -87,9 +87,12 @@ fn secs(ns: u64) -> f64 {
 
 /// Per-server latency per detection window: `tapflow_latency` points as the released records
 /// close their windows (the detector's windows: same length and hold), all at the end.
+#[derive(serde::Serialize, serde::Deserialize)]
 pub struct LatencyPoints {
     tracker: Tracker,
     window_s: u64,
+    /// Empty between records.
+    #[serde(skip)]
     closed: Vec<Closed>,
 }
 
@@ -131,7 +134,7 @@ impl LatencyPoints {
 /// Per-window traffic by collector and protocol, summed over the processors' partials and
 /// emitted once every processor's watermark is past the window (all of it at end of stream).
 /// One window of one collector's traffic of one IP protocol (ordered by window start first).
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
 struct TrafficKey {
     window_start_ns: u64,
     window_s: u32,
@@ -140,7 +143,7 @@ struct TrafficKey {
 }
 
 /// The processors' partials summed, and whether every one was complete.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, serde::Serialize, serde::Deserialize)]
 struct TrafficSum {
     packets: u64,
     bytes: u64,
@@ -159,7 +162,10 @@ impl Default for TrafficSum {
     }
 }
 
+#[derive(serde::Serialize, serde::Deserialize)]
 pub struct TrafficMerge {
+    /// Not kept by a checkpoint: the configuration's (a restart reads it again).
+    #[serde(skip)]
     processors: usize,
     watermarks: HashMap<String, u64>,
     sums: BTreeMap<TrafficKey, TrafficSum>,
@@ -192,6 +198,11 @@ impl TrafficMerge {
             e.flows += t.flows;
             e.complete &= t.complete;
         }
+    }
+
+    /// The processors expected.
+    pub fn processors(&self) -> usize {
+        self.processors
     }
 
     /// The processor set changed: `n` processors are expected from now on.

@@ -113,6 +113,16 @@ pub trait Sink {
         Ok(true)
     }
 
+    /// What a checkpoint keeps of this sink (after [`Sink::sync`]), if it keeps anything that
+    /// a restart cannot rebuild from the messages after the checkpoint: its name and bytes.
+    fn state(&self) -> Option<(&'static str, Vec<u8>)> {
+        None
+    }
+
+    /// A restart from a checkpoint: the state [`Sink::state`] gave, before any message. A
+    /// sink whose name it is not ignores it.
+    fn restore_state(&mut self, _name: &str, _state: &[u8]) {}
+
     /// Counters for the metrics endpoint, appended to `out` as (name, value).
     fn counters(&self, _out: &mut Vec<(String, u64)>) {}
 
@@ -249,6 +259,17 @@ impl Sinks {
             all &= s.sync()?;
         }
         Ok(all)
+    }
+
+    /// Every sink's [`Sink::state`].
+    pub fn state(&self) -> Vec<(&'static str, Vec<u8>)> {
+        self.sinks.iter().filter_map(|s| s.state()).collect()
+    }
+
+    pub fn restore_state(&mut self, name: &str, state: &[u8]) {
+        self.sinks
+            .iter_mut()
+            .for_each(|s| s.restore_state(name, state));
     }
 
     pub fn counters(&self, out: &mut Vec<(String, u64)>) {

@@ -102,6 +102,9 @@ pub struct Aggregator {
     refused: (u64, u64),
     /// With a state directory: the report's durability section (`set_durability`).
     durability: Option<crate::accounting::DurabilityReport>,
+    /// The detector's state taken by [`Aggregator::sync_outputs`] for the checkpoint's
+    /// snapshot.
+    detect_state: Option<Result<Vec<u8>, crate::detect::StateError>>,
 }
 
 impl Aggregator {
@@ -124,6 +127,7 @@ impl Aggregator {
             events: Vec::new(),
             refused: (0, 0),
             durability: None,
+            detect_state: None,
         }
     }
 

@@ -222,4 +222,94 @@ impl ExpectTable {
     pub fn stats(&self) -> ExpectStats {
         self.stats
     }
+
+    /// What a checkpoint keeps of the table: every expectation held (in a fixed order) and the
+    /// counters. [`ExpectTable::restore`] of it labels and prunes as this table would.
+    pub fn snapshot(&self) -> ExpectSnapshot {
+        let mut held: Vec<_> = self
+            .by_resp
+            .iter()
+            .flat_map(|(&(resp, port), v)| {
+                v.iter()
+                    .map(move |&(ts, orig, service)| (resp, port, ts, orig, service.to_owned()))
+            })
+            .collect();
+        held.sort();
+        ExpectSnapshot {
+            held,
+            stats: self.stats,
+        }
+    }
+
+    /// Takes the state of `s` (a new table, before any record). An expectation naming a
+    /// service no expectation gives (not one a snapshot holds) is left out.
+    pub fn restore(&mut self, s: ExpectSnapshot) {
+        self.by_resp.clear();
+        self.len = 0;
+        self.oldest = u64::MAX;
+        for (resp, port, ts, orig, service) in s.held {
+            if let Some(service) = ExpectTable::service(&service) {
+                self.by_resp
+                    .entry((resp, port))
+                    .or_default()
+                    .push((ts, orig, service));
+                self.len += 1;
+                self.oldest = self.oldest.min(ts);
+            }
+        }
+        self.stats = s.stats;
+    }
+}
+
+/// The expectations a checkpoint keeps: (responder, port, announcement time, originator or
+/// any, service), and the counters.
+#[derive(Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ExpectSnapshot {
+    held: Vec<(Addr, u16, u64, Option<Addr>, String)>,
+    stats: ExpectStats,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn x(ts_s: u64, orig: Option<[u8; 4]>, port: u16, service: &'static str) -> Expectation {
+        Expectation {
+            ts_ns: ts_s * 1_000_000_000,
+            orig: orig.map(Addr::from_v4),
+            resp: Addr::from_v4([10, 0, 0, 2]),
+            resp_p: port,
+            service,
+        }
+    }
+
+    /// A table restored from a snapshot labels and prunes as the table it was taken from.
+    #[test]
+    fn a_restored_table_labels_and_prunes_as_the_one_it_was_taken_from() {
+        let mut a = ExpectTable::new(100);
+        a.insert(x(10, Some([10, 0, 0, 1]), 2000, "ftp-data"));
+        a.insert(x(20, None, 3000, "irc-dcc-data"));
+        a.insert(x(20, None, 0, "irc-dcc-data"));
+        let s = a.snapshot();
+        let bytes = rmp_serde::to_vec_named(&s).expect("encode");
+        let mut b = ExpectTable::new(100);
+        b.restore(rmp_serde::from_slice(&bytes).expect("decode"));
+        assert_eq!(b.snapshot(), s);
+        assert_eq!((b.len(), b.stats()), (a.len(), a.stats()));
+        let mut r = crate::testutil::scan_and_sessions(1).remove(0);
+        (r.orig_h, r.resp_h, r.resp_p, r.ts_ns) = (
+            Addr::from_v4([10, 0, 0, 1]),
+            Addr::from_v4([10, 0, 0, 2]),
+            2000,
+            15_000_000_000,
+        );
+        for t in [&mut a, &mut b] {
+            let mut r = r.clone();
+            t.label(&mut r);
+            assert_eq!(r.service.as_deref(), Some("ftp-data"));
+            t.released(RETAIN_NS + TIMEOUT_NS + 15_000_000_000);
+        }
+        assert_eq!(b.snapshot(), a.snapshot());
+        assert_eq!((b.len(), b.stats().expired), (1, 1));
+    }
 }

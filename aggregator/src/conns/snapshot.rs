@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 use tapflow_proto::conn::ConnRecord;
 use tapflow_proto::FlowKey;
 
+use super::expect::ExpectSnapshot;
 use super::{ConnSorter, ConnStats, UidKey};
 
 #[derive(Debug, Default, Serialize, Deserialize)]
@@ -20,6 +21,9 @@ pub struct SorterSnapshot {
     outers: Vec<(FlowKey, Vec<u64>)>,
     split_closed: Vec<FlowKey>,
     stats: ConnStats,
+    /// Announced data connections (FTP, IRC DCC) held.
+    #[serde(default)]
+    expects: ExpectSnapshot,
 }
 
 impl SorterSnapshot {
@@ -36,7 +40,7 @@ impl SorterSnapshot {
 
 impl ConnSorter {
     /// What [`ConnSorter::restore`] needs to go on as this sorter would (between messages:
-    /// interim records have been taken). Announced data connections are not in it.
+    /// interim records have been taken), announced data connections included.
     pub fn snapshot(&self) -> SorterSnapshot {
         SorterSnapshot {
             pending: self.pending.values().map(|r| (**r).clone()).collect(),
@@ -48,6 +52,7 @@ impl ConnSorter {
             outers: self.outers.iter().map(|(k, v)| (*k, v.clone())).collect(),
             split_closed: self.split_closed.iter().copied().collect(),
             stats: self.stats,
+            expects: self.expects.snapshot(),
         }
     }
 
@@ -69,5 +74,6 @@ impl ConnSorter {
         self.outers = s.outers.into_iter().collect();
         self.split_closed = s.split_closed.into_iter().collect();
         self.stats = s.stats;
+        self.expects.restore(s.expects);
     }
 }

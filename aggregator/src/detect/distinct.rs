@@ -13,7 +13,11 @@ pub(super) type HashSet<T> = std::collections::HashSet<T, foldhash::fast::Random
 /// and one-value sets are held inline: in a spoofed flood nearly every key (a source) has one
 /// value, and a hash set per key (an allocation of ~100 bytes) was most of the aggregator's
 /// memory at a million sources.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
+#[serde(bound(
+    serialize = "T: serde::Serialize",
+    deserialize = "T: serde::Deserialize<'de> + Eq + Hash"
+))]
 pub(super) enum Distinct<T> {
     #[default]
     Empty,
@@ -102,7 +106,7 @@ const PENDING: usize = 256;
 /// list, in order, until it is full or the set is asked for ([`Sources::settle`]): the set is
 /// needed only by a victim judged for a flood of new flows, so most victims' lists are never
 /// looked up value by value, and a source costs a push, not a hash-set insert.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
 pub(super) struct Sources {
     set: Distinct<Addr>,
     /// Offered after `set` held two (so only while it does), not yet added.

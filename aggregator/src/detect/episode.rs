@@ -24,7 +24,7 @@ impl EventKind {
 }
 
 /// What an alert is about: detection's kinds and pipeline health's.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub enum AlertKind {
     PortScan,
     AddressScan,
@@ -84,7 +84,7 @@ impl std::fmt::Display for AlertKind {
 }
 
 /// Who an alert is about: one episode per key (`src` or `dst` is `"*"` where there are many).
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
 pub struct AlertKey {
     pub kind: AlertKind,
     pub src: String,
@@ -155,15 +155,18 @@ impl AlertEvent {
     }
 }
 
+#[derive(serde::Serialize, serde::Deserialize)]
 struct Open {
     start_ns: u64,
     last_end_ns: u64,
     len_ns: u64,
     peak: u64,
     windows: u64,
+    #[serde(deserialize_with = "known_evidence")]
     evidence: BTreeMap<&'static str, u64>,
 }
 
+#[derive(serde::Serialize, serde::Deserialize)]
 pub(super) struct Episodes {
     gap: u64,
     open: BTreeMap<AlertKey, Open>,
@@ -250,6 +253,58 @@ impl Episodes {
         });
         out.extend(ends);
     }
+}
+
+/// Every name of evidence detection gives (a snapshot's episodes name theirs as strings).
+const EVIDENCE: &[&str] = &[
+    "answered_pct",
+    "baseline_p95_us",
+    "baseline_windows",
+    "bps",
+    "bytes",
+    "bytes_per_packet",
+    "distinct_hosts",
+    "distinct_ports",
+    "distinct_sources",
+    "factor_pct",
+    "new_flows",
+    "new_flows_per_s",
+    "one_way_sources",
+    "packets",
+    "peak_bps",
+    "peak_interval_ms",
+    "peak_pps",
+    "port",
+    "pps",
+    "responses",
+    "sessions",
+    "src_port_1",
+    "src_port_1_pct",
+    "src_port_2",
+    "src_port_2_pct",
+    "src_port_3",
+    "src_port_3_pct",
+    "src_ports",
+    "syns",
+    "tcp_rtt_p95_us",
+    "unanswered_syns",
+];
+
+/// An open episode's evidence read back from a snapshot: each name one detection gives (a
+/// name it does not know refuses the snapshot rather than losing a field).
+fn known_evidence<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<BTreeMap<&'static str, u64>, D::Error> {
+    let named: BTreeMap<String, u64> = serde::Deserialize::deserialize(d)?;
+    named
+        .into_iter()
+        .map(|(k, v)| match EVIDENCE.iter().find(|n| **n == k) {
+            Some(n) => Ok((*n, v)),
+            None => Err(serde::de::Error::custom(format!(
+                "unknown evidence name {k:?}"
+            ))),
+        })
+        .collect()
 }
 
 fn end_event(k: AlertKey, o: Open) -> AlertEvent {

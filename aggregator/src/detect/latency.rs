@@ -27,13 +27,14 @@ pub const DEFAULT_HISTORY: usize = 10;
 /// Default: judged windows needed before a server can raise.
 pub const DEFAULT_WARMUP: usize = 3;
 
+#[derive(serde::Serialize, serde::Deserialize)]
 struct History {
     p95s: VecDeque<u64>,
     last_start_ns: u64,
 }
 
 /// Every server's recent p95s.
-#[derive(Default)]
+#[derive(Default, serde::Serialize, serde::Deserialize)]
 pub(super) struct Baselines {
     servers: HashMap<Server, History>,
     over_cap: u64,

@@ -12,7 +12,7 @@
 /// source answered once) touch one interval: held inline, the rest in a dense boxed range.
 const F32_EXACT: f64 = (1u32 << 24) as f64;
 
-#[derive(Debug, Default)]
+#[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
 pub(super) enum Bins {
     #[default]
     Empty,
@@ -74,7 +74,7 @@ impl Bins {
     }
 }
 
-#[derive(Debug)]
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
 pub(super) struct Dense {
     /// Index of `bins[0]`.
     first: u32,
@@ -84,7 +84,7 @@ pub(super) struct Dense {
     bins: Vec<Cell>,
 }
 
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Copy, Debug, Default, serde::Serialize, serde::Deserialize)]
 struct Cell {
     pkts: f64,
     bytes: f64,
@@ -147,7 +147,7 @@ impl Dense {
 }
 
 /// What one [`Span::place`] was given, kept to be placed later.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, serde::Serialize, serde::Deserialize)]
 struct Placed {
     first: u64,
     last: u64,
@@ -166,7 +166,7 @@ const HELD: usize = 32;
 /// is full (then every later one at once: the list stays bounded) or the peak is asked for.
 /// The peak is asked for only where the window's total could make one, which most keys' never
 /// does: their spread records cost a push, not interval sums.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
 pub(super) struct Peaks {
     bins: Bins,
     held: Vec<Placed>,

@@ -19,7 +19,7 @@ use super::distinct::{Distinct, HashMap, HashSet};
 use super::{DetectConfig, DetectInput};
 
 /// One source port's one-way datagrams to one receiver in a window.
-#[derive(Debug)]
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
 pub(super) struct PortAgg {
     pkts: u64,
     bytes: u64,
@@ -27,7 +27,7 @@ pub(super) struct PortAgg {
 }
 
 /// One window's one-way UDP flows.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
 pub(super) struct OneWay {
     /// (receiver, sender's port) -> what came.
     by_port: HashMap<(Addr, u16), PortAgg>,

@@ -14,7 +14,7 @@ use super::{AlertKey, AlertKind, DetectConfig, DetectInput, WindowAlerts};
 
 const SECOND: u64 = 1_000_000_000;
 
-#[derive(Default, Debug)]
+#[derive(Default, Debug, serde::Serialize, serde::Deserialize)]
 struct SynAgg {
     unanswered: u64,
     syns: u64,
@@ -22,7 +22,7 @@ struct SynAgg {
     ports: Option<Distinct<u16>>,
 }
 
-#[derive(Default, Debug)]
+#[derive(Default, Debug, serde::Serialize, serde::Deserialize)]
 struct Scans {
     /// (src, dst) -> distinct (proto << 16 | port) that failed.
     failed_ports: HashMap<(Addr, Addr), Distinct<u32>>,
@@ -39,13 +39,13 @@ struct Scans {
     one_way: OneWay,
 }
 
-#[derive(Default, Debug)]
+#[derive(Default, Debug, serde::Serialize, serde::Deserialize)]
 struct Volume {
     to: HashMap<(Addr, Flood), VolAgg>,
 }
 
 /// What went to one victim in one flood window, by protocol kind.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
 struct VolAgg {
     pkts: f64,
     bytes: f64,
@@ -59,7 +59,7 @@ struct VolAgg {
 }
 
 /// The volumetric kinds, by the traffic's protocol.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 enum Flood {
     Udp,
     Icmp,
@@ -84,6 +84,7 @@ impl Flood {
     }
 }
 
+#[derive(serde::Serialize, serde::Deserialize)]
 pub(super) struct Windows {
     len: u64,
     flood_len: u64,

@@ -63,6 +63,8 @@ pub struct Spool {
     pub dropped_points: u64,
     /// Points found at open (left by an earlier run).
     pub recovered_points: u64,
+    /// Files written since the last [`Spool::sync`].
+    unsynced: Vec<u64>,
     /// Spool files found at open and not replayed: not a regular file of this user's, or
     /// writable by group or others.
     pub refused_files: u64,
@@ -103,6 +105,7 @@ impl Spool {
             busy: None,
             dropped_points: 0,
             refused_files: refused,
+            unsynced: Vec::new(),
         };
         spool.make_room(0);
         Ok(spool)
@@ -197,6 +200,21 @@ impl Spool {
         self.files.is_empty()
     }
 
+    /// Every file written so far is on disk, and so is the directory (their names): a crash
+    /// or a power cut from now on loses none of them.
+    pub fn sync(&mut self) -> io::Result<()> {
+        for seq in std::mem::take(&mut self.unsynced) {
+            if self.files.iter().any(|f| f.seq == seq) {
+                match fs::File::open(self.path(seq)) {
+                    Ok(f) => f.sync_all()?,
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+        fs::File::open(&self.dir)?.sync_all()
+    }
+
     pub fn files(&self) -> usize {
         self.files.len()
     }
@@ -219,7 +237,7 @@ impl Spool {
     }
 
     /// Writes `body` as file `seq` (mode 0600), through a temporary file renamed over it.
-    fn write(&self, seq: u64, body: &[u8]) -> io::Result<()> {
+    fn write(&mut self, seq: u64, body: &[u8]) -> io::Result<()> {
         let path = self.path(seq);
         let tmp = path.with_extension("lp.tmp");
         match fs::remove_file(&tmp) {
@@ -233,7 +251,14 @@ impl Spool {
             .open(&tmp)?;
         f.write_all(body)?;
         drop(f);
-        fs::rename(&tmp, &path)
+        fs::rename(&tmp, &path)?;
+        self.unsynced.push(seq);
+        if self.unsynced.len() > 2 * self.files.len() + 64 {
+            // Without checkpoints nobody syncs: forget the files gone since.
+            let files = &self.files;
+            self.unsynced.retain(|s| files.iter().any(|f| f.seq == *s));
+        }
+        Ok(())
     }
 
     /// Drops the oldest files (not the busy one) until `incoming` more bytes fit.

@@ -38,7 +38,7 @@ pub fn uid_offset_ns(uid: &str) -> u64 {
 }
 
 /// Counters of the uniquifier.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct UniqueStats {
     /// Points seen.
     pub points: u64,
@@ -50,6 +50,15 @@ pub struct UniqueStats {
     pub unchecked: u64,
     /// Runs forgotten early because `cap` were remembered.
     pub evicted_over_cap: u64,
+}
+
+/// A [`Uniquifier`]'s state: (series hash, start, end) of each run, and the rest.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct UniqueSnapshot {
+    runs: Vec<(u64, u64, u64)>,
+    forgotten_below: u64,
+    newest: u64,
+    stats: UniqueStats,
 }
 
 /// Makes (measurement, tag set, time) unique over a window of recent points.
@@ -136,6 +145,39 @@ impl Uniquifier {
 
     pub fn stats(&self) -> UniqueStats {
         self.stats
+    }
+
+    /// What a checkpoint keeps: the times used (the runs remembered) and the counters. A
+    /// uniquifier restored from it gives the next points the times this one would.
+    pub fn snapshot(&self) -> UniqueSnapshot {
+        UniqueSnapshot {
+            runs: self
+                .runs
+                .iter()
+                .map(|(&(s, start), &end)| (s, start, end))
+                .collect(),
+            forgotten_below: self.forgotten_below,
+            newest: self.newest,
+            stats: self.stats,
+        }
+    }
+
+    /// Takes the state of `s` (its horizon and cap stay this one's).
+    pub fn restore(&mut self, s: UniqueSnapshot) {
+        self.runs = s
+            .runs
+            .iter()
+            .map(|&(s, start, end)| ((s, start), end))
+            .collect();
+        self.by_end = s
+            .runs
+            .iter()
+            .map(|&(s, start, end)| (end, s, start))
+            .collect();
+        self.forgotten_below = s.forgotten_below;
+        self.newest = s.newest;
+        self.stats = s.stats;
+        self.forget();
     }
 
     /// Runs remembered now.
@@ -232,6 +274,37 @@ mod tests {
         let udp: Vec<u64> = times[5000..].to_vec();
         let mut alone = Uniquifier::default();
         assert_eq!(run(&mut alone, &pts[5000..]), udp);
+    }
+
+    /// A uniquifier restored from a snapshot gives the next points the times the one it was
+    /// taken from gives them (a restart from a checkpoint rewrites the same points).
+    #[test]
+    fn a_restored_uniquifier_gives_the_times_the_original_gives() {
+        let t0 = 1_700_000_000_123_456_000;
+        let pts: Vec<(&str, u64, String)> = (0..3000)
+            .map(|i| {
+                (
+                    ["tcp", "udp"][i % 2],
+                    t0 + (i as u64 / 700) * 1000,
+                    format!("C{i}"),
+                )
+            })
+            .collect();
+        let mut through = Uniquifier::new(5_000, 64);
+        let want = run(&mut through, &pts);
+        for split in [0, 1, 999, 2100, 3000] {
+            let mut a = Uniquifier::new(5_000, 64);
+            let mut got = run(&mut a, &pts[..split]);
+            let bytes = rmp_serde::to_vec(&a.snapshot()).expect("encode");
+            let mut b = Uniquifier::new(5_000, 64);
+            b.restore(rmp_serde::from_slice(&bytes).expect("decode"));
+            got.extend(run(&mut b, &pts[split..]));
+            assert_eq!(got, want, "split at {split}");
+            assert_eq!(b.stats(), through.stats());
+            assert_eq!(b.len(), through.len());
+        }
+        let s = through.stats();
+        assert!(s.collisions > 100 && s.evicted_over_cap > 0, "{s:?}");
     }
 
     #[test]

@@ -22,6 +22,9 @@ use super::{InfluxApi, InfluxConfig};
 
 pub(crate) enum Msg {
     Points(Vec<Point>),
+    /// A checkpoint: every point sent before is written, or put in the spool and synced; the
+    /// answer says which failed.
+    Checkpoint(std::sync::mpsc::Sender<Result<(), String>>),
     /// Write everything until this instant, then stop.
     Finish(Instant),
 }
@@ -82,6 +85,9 @@ impl Worker {
             }
             match self.rx.recv_timeout(wake.saturating_duration_since(now)) {
                 Ok(Msg::Points(points)) => self.take(points),
+                Ok(Msg::Checkpoint(reply)) => {
+                    let _ = reply.send(self.checkpoint());
+                }
                 Ok(Msg::Finish(deadline)) => return self.finish(deadline),
                 Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => return self.finish(Instant::now()),
@@ -100,6 +106,9 @@ impl Worker {
         loop {
             match self.rx.try_recv() {
                 Ok(Msg::Points(points)) => self.take(points),
+                Ok(Msg::Checkpoint(reply)) => {
+                    let _ = reply.send(self.checkpoint());
+                }
                 Ok(Msg::Finish(deadline)) => return Some(deadline),
                 Err(std::sync::mpsc::TryRecvError::Empty) => return None,
                 Err(std::sync::mpsc::TryRecvError::Disconnected) => return Some(Instant::now()),
@@ -154,6 +163,24 @@ impl Worker {
             s.points_pending -= rest.lines() as u64;
         }
         self.cur = batch_reuse(batch);
+    }
+
+    /// A checkpoint of the write-ahead log: the batch being filled goes to the spool (no
+    /// request: the aggregator waits), then the spool is synced. Every point taken so far is
+    /// then written, rejected, or on disk in the spool (written by this run or the next).
+    fn checkpoint(&mut self) -> Result<(), String> {
+        self.cur_since = None;
+        if !self.cur.is_empty() {
+            let batch = std::mem::take(&mut self.cur);
+            let n = spool_or_drop(&self.shared, &batch);
+            {
+                let mut s = self.shared.stats();
+                s.points_spooled += n;
+                s.points_pending -= batch.lines() as u64;
+            }
+            self.cur = batch_reuse(batch);
+        }
+        self.shared.spool().sync().map_err(|e| e.to_string())
     }
 
     /// Delivers the spool's oldest file; what is left of it stays there.

@@ -14,7 +14,7 @@ use super::http::Client;
 use super::line::Point;
 use super::shared::{spool_or_drop, Shared};
 use super::spool::Spool;
-use super::unique::Uniquifier;
+use super::unique::{UniqueSnapshot, Uniquifier};
 use super::worker::{Msg, Worker};
 use super::{InfluxConfig, InfluxError, InfluxStats};
 
@@ -117,7 +117,7 @@ impl InfluxWriter {
                         error!("InfluxDB writer thread is gone: spooling");
                         match msg {
                             Msg::Points(p) => p,
-                            Msg::Finish(_) => return,
+                            Msg::Checkpoint(_) | Msg::Finish(_) => return,
                         }
                     }
                 }
@@ -125,6 +125,36 @@ impl InfluxWriter {
             _ => points,
         };
         self.spool_points(&points);
+    }
+
+    /// A checkpoint of the write-ahead log: waits until every point sent so far is written,
+    /// rejected, or in the spool and synced (the batch being filled is spooled, not posted).
+    pub fn checkpoint(&mut self) -> Result<(), InfluxError> {
+        let (reply, answer) = mpsc::channel();
+        match &self.tx {
+            Some(tx) if tx.send(Msg::Checkpoint(reply)).is_ok() => answer
+                .recv()
+                .map_err(|_| InfluxError::Checkpoint("the writer thread is gone".into()))?
+                .map_err(InfluxError::Checkpoint),
+            // No thread: what was sent went to the spool; sync it.
+            _ => self
+                .shared
+                .spool()
+                .sync()
+                .map_err(|e| InfluxError::Checkpoint(e.to_string())),
+        }
+    }
+
+    /// The event-time uniquifier's state, for a checkpoint.
+    pub fn unique_snapshot(&self) -> UniqueSnapshot {
+        self.uniq.snapshot()
+    }
+
+    /// A restart from a checkpoint: the uniquifier goes on from `s`, so the points rebuilt
+    /// from the messages after it get the times they had (InfluxDB overwrites them, same
+    /// bytes, rather than adding).
+    pub fn restore_unique(&mut self, s: UniqueSnapshot) {
+        self.uniq.restore(s);
     }
 
     /// What was done so far. `points_pending` is exact once `finish` has returned.

@@ -104,8 +104,9 @@ pub fn service_tag(service: Option<&str>) -> &'static str {
 /// (window start, service tag, proto tag) -> sessions, packets, IP bytes.
 type Sums = BTreeMap<(u64, &'static str, &'static str), [u64; 3]>;
 
-#[derive(Default)]
+#[derive(Default, serde::Serialize, serde::Deserialize)]
 pub struct ServiceTraffic {
+    #[serde(with = "named_sums")]
     sums: Sums,
     /// Windows below this were written.
     done_to: u64,
@@ -161,6 +162,43 @@ impl ServiceTraffic {
                     .field("window_s", Field::UInt(WINDOW_NS / 1_000_000_000)),
             );
         }
+    }
+}
+
+/// The sums with their tags as strings (a snapshot's); read back, each tag is one this module
+/// gives (an unknown one refuses the snapshot).
+mod named_sums {
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    use super::{Sums, KNOWN};
+
+    type Named = Vec<(u64, String, String, [u64; 3])>;
+
+    pub fn serialize<S: Serializer>(sums: &Sums, s: S) -> Result<S::Ok, S::Error> {
+        let named: Named = sums
+            .iter()
+            .map(|(&(w, service, proto), v)| (w, service.to_owned(), proto.to_owned(), *v))
+            .collect();
+        named.serialize(s)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Sums, D::Error> {
+        let known = |name: &str, among: &[&'static str]| {
+            among
+                .iter()
+                .copied()
+                .find(|k| *k == name)
+                .ok_or_else(|| serde::de::Error::custom(format!("unknown tag {name:?}")))
+        };
+        let services: Vec<&'static str> = KNOWN.iter().copied().chain(["none", "other"]).collect();
+        Named::deserialize(d)?
+            .into_iter()
+            .map(|(w, service, proto, v)| {
+                let service = known(&service, &services)?;
+                let proto = known(&proto, &["tcp", "udp", "icmp", "other"])?;
+                Ok(((w, service, proto), v))
+            })
+            .collect()
     }
 }
 

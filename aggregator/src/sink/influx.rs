@@ -1,5 +1,16 @@
 //! InfluxDB: sessions, per-window traffic, alerts and health as points, sent per input message
 //! to the writer thread ([`crate::influx::InfluxWriter`]), which batches, retries and spools.
+//!
+//! At a checkpoint of the write-ahead log ([`Sink::sync`]) every point sent so far is made
+//! written or durable: what the writer holds goes to its spool, synced, and the spool is
+//! written by this run or, after a crash, by the next. What the messages before the
+//! checkpoint built and no point holds yet — the traffic windows being merged, the latency
+//! and service windows open, the times the uniquifier used — is the checkpoint's state
+//! ([`Sink::state`]). A restart restores it, and the messages after the checkpoint, replayed,
+//! make the same points with the same times: those written before the crash are written again,
+//! byte for byte, and InfluxDB keeps one (a point is its series and time). So InfluxDB holds
+//! every point once. Live health points (wall clock, from heartbeats: not replayed) are not
+//! made again.
 
 use std::time::Duration;
 
@@ -10,6 +21,7 @@ use tracing::{error, info};
 use super::{Sink, SinkError};
 use crate::accounting::AccountingReport;
 use crate::detect::AlertEvent;
+use crate::influx::UniqueSnapshot;
 use crate::influx::{conn_point, health_point, InfluxConfig, InfluxWriter, Point};
 use crate::points::{alert_point, LatencyPoints, LiveHealth, ServiceTraffic, TrafficMerge};
 
@@ -86,12 +98,49 @@ impl Sink for Influx {
         Ok(())
     }
 
-    /// Never caught up for a checkpoint of the write-ahead log: points handed to the writer
-    /// and not yet written, and the traffic windows being merged, are not in a checkpoint, so
-    /// with InfluxDB the log is not trimmed (the checkpoints are put off and counted) rather
-    /// than a restart losing points.
+    /// Every point sent so far is written, or in the spool and synced.
     fn sync(&mut self) -> Result<bool, SinkError> {
-        Ok(false)
+        self.flush()?;
+        if let Some(w) = self.writer.as_mut() {
+            w.checkpoint()?;
+        }
+        Ok(true)
+    }
+
+    fn state(&self) -> Option<(&'static str, Vec<u8>)> {
+        let s = StateRef {
+            traffic: &self.traffic,
+            latency: &self.latency,
+            service: &self.service,
+            unique: self.writer.as_ref()?.unique_snapshot(),
+        };
+        match rmp_serde::to_vec(&s) {
+            Ok(bytes) => Some((STATE, bytes)),
+            Err(e) => {
+                error!(error = %e, "checkpoint without InfluxDB's windows: they cannot be encoded");
+                None
+            }
+        }
+    }
+
+    fn restore_state(&mut self, name: &str, state: &[u8]) {
+        if name != STATE {
+            return;
+        }
+        let s: State = match rmp_serde::from_slice(state) {
+            Ok(s) => s,
+            Err(e) => {
+                return error!(error = %e, "the checkpoint's InfluxDB windows cannot be read: the traffic, latency and service points of the windows open at the checkpoint will be short, and some session times may differ");
+            }
+        };
+        let processors = self.traffic.processors();
+        self.traffic = s.traffic;
+        self.traffic.set_processors(processors);
+        self.latency = s.latency;
+        self.service = s.service;
+        if let Some(w) = self.writer.as_mut() {
+            w.restore_unique(s.unique);
+        }
     }
 
     fn counters(&self, out: &mut Vec<(String, u64)>) {
@@ -142,6 +191,25 @@ impl Sink for Influx {
         report.influx = Some(stats);
         Ok(())
     }
+}
+
+/// The name of this sink's state in a checkpoint.
+const STATE: &str = "influx";
+
+#[derive(serde::Serialize)]
+struct StateRef<'a> {
+    traffic: &'a TrafficMerge,
+    latency: &'a LatencyPoints,
+    service: &'a ServiceTraffic,
+    unique: UniqueSnapshot,
+}
+
+#[derive(serde::Deserialize)]
+struct State {
+    traffic: TrafficMerge,
+    latency: LatencyPoints,
+    service: ServiceTraffic,
+    unique: UniqueSnapshot,
 }
 
 /// `tapflow_health` points for every processor's and collector's final counters, at `now`.
