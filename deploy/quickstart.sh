@@ -69,9 +69,8 @@ agg_port=$(free_port); ack_port=$(free_port); http_port=$(free_port)
 # Every link is on loopback: plain ZeroMQ (--plain; on other hosts, CURVE keys: deploy/README.md).
 # The dashboard (loopback only) stays up after the run (--http-linger) until the aggregator is
 # sent SIGTERM or SIGINT. --state-dir (here a temporary folder) and acknowledged delivery: an
-# aggregator killed and started again with the same command line loses nothing. The run is
-# bounded (a capture, or --seconds live), so the write-ahead log, not trimmed with InfluxDB,
-# stays small (the aggregator's start-up warning says why a live deployment leaves it off).
+# aggregator killed and started again with the same command line loses nothing; checkpoints
+# keep its write-ahead log small.
 "$bin/tapflow-aggregator" --plain --listen "tcp://127.0.0.1:$agg_port" --processors "$processors" --exit-on-eos \
     --state-dir "$work/state" --ack-listen "tcp://127.0.0.1:$ack_port" \
     --health-log "$work/health.jsonl" --conn-log "$work/conn.jsonl" --alerts-log "$work/alerts.jsonl" \
