@@ -160,7 +160,7 @@ tapflow_runtime::layered! {
         pub frag_timeout_s: Option<u64>,
         #[arg(long, help = with_default("Payload evidence: first bytes shipped per flow direction for the processor's service detection, 0 turns it off (at most 65535)", EvidenceConfig::DEFAULT_BYTES))]
         pub payload_bytes: Option<u32>,
-        #[arg(long, help = with_default("Payload evidence: young flows tracked at once", EvidenceConfig::DEFAULT_FLOWS))]
+        #[arg(long, help = with_default("Payload evidence: flows collecting at once, and as many more waiting in a compact set (a handshake, or evidence complete)", EvidenceConfig::DEFAULT_FLOWS))]
         pub payload_flows: Option<usize>,
         /// Serve Prometheus metrics on this address, e.g. 127.0.0.1:9601 [default: off].
         #[arg(long, env = "TAPFLOW_METRICS_LISTEN")]
