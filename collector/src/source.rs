@@ -15,6 +15,7 @@ use tapflow_proto::CaptureStats;
 use crate::config::{LiveSpec, SourceSpec};
 use crate::decode::LinkType;
 
+mod classic;
 mod fanout;
 mod file;
 mod live;

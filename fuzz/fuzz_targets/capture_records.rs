@@ -1,5 +1,6 @@
-//! Bytes as a capture file, through the collector's capture-record path: libpcap opens pcap and
-//! nanosecond pcap, the collector's own reader pcapng (the first bytes pick), `Source` hands out the
+//! Bytes as a capture file, through the collector's capture-record path: the collector's own
+//! readers take classic pcap 2.4 (`source/classic.rs`) and pcapng, libpcap any other pcap
+//! variant (the first bytes pick), `Source` hands out the
 //! records, and every record goes through the packet decoder, as `tapflow-collector --pcap`
 //! does. Whatever the bytes: no panic, a typed error for a file that cannot be opened or is
 //! damaged, records no longer than libpcap says, and an accounting that reconciles

@@ -1,6 +1,8 @@
 //! A capture file read to its end; a record that cannot be read ends it as damaged, after every
-//! record before it was delivered. pcap and nanosecond pcap go through libpcap; pcapng (the
-//! first four bytes say which) through `pcapng.rs`, which also reads the files libpcap 1.10
+//! record before it was delivered. Classic pcap 2.4 of a link type tapflow decodes goes through
+//! `classic.rs` (fewer copies than libpcap, the same records and messages), other pcap
+//! variants, FIFOs and standard input through libpcap; pcapng (the first four bytes say which)
+//! through `pcapng.rs`, which also reads the files libpcap 1.10
 //! refuses (interfaces with different link types or snapshot lengths), each packet with its
 //! own interface's link type, and runs the BPF filter compiled for that link type.
 
@@ -11,6 +13,7 @@ use std::path::{Path, PathBuf};
 use pcap::{BpfProgram, Capture, Linktype};
 use tapflow_proto::CaptureStats;
 
+use super::classic::Classic;
 use super::offline::{self, BufferedFile};
 use super::pcapng::{self, PcapngError};
 use super::{filter_error, link_type, record, Next, PacketSource, Record, SourceError};
@@ -30,6 +33,10 @@ pub struct FileSource {
 
 enum Input {
     Libpcap(BufferedFile),
+    Classic {
+        reader: Box<Classic>,
+        filter: Option<Filter>,
+    },
     Pcapng {
         reader: Box<pcapng::Reader<BufReader<File>>>,
         filter: Option<Filter>,
@@ -57,12 +64,21 @@ impl FileSource {
             let mut file = File::open(path).map_err(|e| open_error(e.to_string()))?;
             let mut magic = [0u8; 4];
             let is_pcapng = file.read_exact(&mut magic).is_ok() && magic == PCAPNG_MAGIC;
-            is_pcapng.then_some(file)
+            Some((file, is_pcapng))
         } else {
             None
         };
-        let (input, link) = if let Some(file) = sniffed {
-            open_pcapng(file, &what, filter)?
+        let classic = match sniffed {
+            Some((file, true)) => return Ok(finish(open_pcapng(file, &what, filter)?, path, what)),
+            Some((mut file, false)) => {
+                use std::io::Seek;
+                file.rewind().map_err(|e| open_error(e.to_string()))?;
+                Classic::open(file).map_err(|e| open_error(e.to_string()))?
+            }
+            None => None,
+        };
+        let (input, link) = if let Some(reader) = classic {
+            open_classic(reader, &what, filter)?
         } else {
             let mut file = offline::open(path).map_err(|e| open_error(e.to_string()))?;
             let link = link_type(&what, file.capture.get_datalink().0)?;
@@ -73,14 +89,41 @@ impl FileSource {
             }
             (Input::Libpcap(file), link)
         };
-        Ok(FileSource {
-            input,
-            link,
-            path: path.to_owned(),
-            what,
-            packets: 0,
-        })
+        Ok(finish((input, link), path, what))
     }
+}
+
+fn finish((input, link): (Input, LinkType), path: &Path, what: String) -> FileSource {
+    FileSource {
+        input,
+        link,
+        path: path.to_owned(),
+        what,
+        packets: 0,
+    }
+}
+
+/// A classic pcap file read by [`Classic`], with `filter` compiled for its link type.
+fn open_classic(
+    reader: Classic,
+    what: &str,
+    filter: Option<&str>,
+) -> Result<(Input, LinkType), SourceError> {
+    let link = link_type(what, reader.dlt())?;
+    let filter = match filter {
+        None => None,
+        Some(text) => {
+            let program = Capture::dead(Linktype(reader.dlt()))
+                .and_then(|c| c.compile(text, true))
+                .map_err(|e| filter_error(text, e))?;
+            Some(Filter {
+                text: text.to_owned(),
+                programs: vec![(0, program)],
+            })
+        }
+    };
+    let reader = Box::new(reader);
+    Ok((Input::Classic { reader, filter }, link))
 }
 
 /// Opens a pcapng file (rewound to its start) up to its first interface, which must be of a
@@ -163,6 +206,9 @@ impl PacketSource for FileSource {
                 Err(pcap::Error::NoMorePackets) => Ok(Next::End),
                 Err(e) => Err(damaged(what, *packets, e.to_string())),
             },
+            Input::Classic { reader, filter } => {
+                next_classic(reader, filter.as_ref(), *link, what, packets)
+            }
             Input::Pcapng { reader, filter } => next_pcapng(reader, filter.as_mut(), what, packets),
         }
     }
@@ -175,6 +221,39 @@ impl PacketSource for FileSource {
     fn size_bytes(&self) -> Option<u64> {
         std::fs::metadata(&self.path).ok().map(|m| m.len())
     }
+}
+
+/// The next classic pcap record the filter accepts.
+fn next_classic<'a>(
+    reader: &'a mut Classic,
+    filter: Option<&Filter>,
+    link: LinkType,
+    what: &str,
+    packets: &mut u64,
+) -> Result<Next<'a>, SourceError> {
+    let header = loop {
+        let header = match reader.next_header() {
+            Ok(Some(h)) => h,
+            Ok(None) => return Ok(Next::End),
+            Err(msg) => return Err(damaged(what, *packets, msg)),
+        };
+        match filter {
+            Some(f)
+                if !offline::filter_accepts(
+                    &f.programs[0].1,
+                    reader.data(&header),
+                    header.wire_len,
+                ) => {}
+            _ => break header,
+        }
+    };
+    *packets += 1;
+    Ok(Next::Packet(Record {
+        link,
+        ts_ns: header.ts_ns,
+        data: reader.data(&header),
+        wire_len: header.wire_len,
+    }))
 }
 
 /// The next pcapng packet the filter accepts; one on an interface of a link type tapflow does
