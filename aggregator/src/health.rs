@@ -6,12 +6,20 @@
 //! heartbeat interval exceed `drop_rate` of what it read raises `drop_rate` until the rate falls
 //! back. These follow the wall clock (the time heartbeats arrive), not packet time: they are
 //! about the pipeline, not the traffic.
+//!
+//! It also keeps what each processor incarnation last said it holds unacknowledged (with
+//! acknowledged delivery), for the report's durability section ([`HealthWatch::unacked`]).
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use tapflow_proto::upstream::{CollectorHealth, ProcessorHeartbeat};
+use tapflow_proto::upstream::{CollectorHealth, ProcessorHeartbeat, Unacked};
 
+use crate::accounting::UnackedHeard;
 use crate::detect::{AlertEvent, AlertKey, AlertKind, EventKind};
+
+/// Processor incarnations whose last unacknowledged counts are kept; past it the one heard
+/// longest ago is forgotten.
+const MAX_INCARNATIONS: usize = 256;
 
 pub struct HealthWatch {
     drop_rate: f64,
@@ -19,6 +27,7 @@ pub struct HealthWatch {
     silent_since: BTreeMap<String, u64>,
     last: BTreeMap<String, (u64, u64)>,
     dropping: BTreeMap<String, (u64, u64)>,
+    unacked: BTreeMap<(String, u64), UnackedHeard>,
 }
 
 impl HealthWatch {
@@ -29,7 +38,14 @@ impl HealthWatch {
             silent_since: BTreeMap::new(),
             last: BTreeMap::new(),
             dropping: BTreeMap::new(),
+            unacked: BTreeMap::new(),
         }
+    }
+
+    /// What each processor incarnation last said it held unacknowledged, by name and
+    /// incarnation.
+    pub fn unacked(&self) -> Vec<UnackedHeard> {
+        self.unacked.values().cloned().collect()
     }
 
     /// One processor heartbeat, received at `now_ns` (wall clock).
@@ -39,6 +55,30 @@ impl HealthWatch {
         for c in &hb.collectors {
             self.drop_rate(c, now_ns, out);
         }
+        if let Some(u) = hb.unacked {
+            self.note_unacked(hb, u, now_ns);
+        }
+    }
+
+    fn note_unacked(&mut self, hb: &ProcessorHeartbeat, unacked: Unacked, now_ns: u64) {
+        let key = (hb.processor.clone(), hb.incarnation);
+        if !self.unacked.contains_key(&key) && self.unacked.len() >= MAX_INCARNATIONS {
+            let oldest = self
+                .unacked
+                .iter()
+                .min_by_key(|(_, h)| h.at_ns)
+                .map(|(k, _)| k.clone());
+            if let Some(k) = oldest {
+                self.unacked.remove(&k);
+            }
+        }
+        let heard = UnackedHeard {
+            processor: hb.processor.clone(),
+            incarnation: hb.incarnation,
+            at_ns: now_ns,
+            unacked,
+        };
+        self.unacked.insert(key, heard);
     }
 
     /// Silent collectors: each processor's view, merged; an episode per collector any
@@ -175,6 +215,40 @@ mod tests {
         out.iter()
             .map(|e| (e.event.as_str(), e.kind.as_str(), e.src.as_str()))
             .collect()
+    }
+
+    #[test]
+    fn the_last_unacknowledged_counts_are_kept_per_incarnation() {
+        let mut w = HealthWatch::new(0.01);
+        let mut out = Vec::new();
+        let held = |incarnation, bytes| ProcessorHeartbeat {
+            incarnation,
+            unacked: Some(Unacked {
+                memory_messages: u64::from(bytes > 0),
+                memory_bytes: bytes,
+                ..Unacked::default()
+            }),
+            ..hb(&[], 0, 0)
+        };
+        w.heartbeat(&held(1, 500), 1, &mut out);
+        w.heartbeat(&held(1, 0), 2, &mut out);
+        w.heartbeat(&held(2, 700), 3, &mut out);
+        w.heartbeat(&hb(&[], 0, 0), 4, &mut out); // a heartbeat without the field
+        let got: Vec<(u64, u64, u64)> = w
+            .unacked()
+            .iter()
+            .map(|h| (h.incarnation, h.at_ns, h.unacked.memory_bytes))
+            .collect();
+        assert_eq!(got, [(1, 2, 0), (2, 3, 700)]);
+        for i in 0..MAX_INCARNATIONS as u64 + 5 {
+            w.heartbeat(&held(10 + i, 1), 10 + i, &mut out);
+        }
+        let kept = w.unacked();
+        assert_eq!(kept.len(), MAX_INCARNATIONS);
+        assert_eq!(
+            kept[0].incarnation, 15,
+            "the ones heard longest ago forgotten"
+        );
     }
 
     #[test]

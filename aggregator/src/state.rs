@@ -374,6 +374,9 @@ impl Aggregator {
         report.detection = Some(detect_stats);
         report.auth_rejected = auth_rejected;
         report.durability = self.durability.take();
+        if let Some(d) = report.durability.as_mut() {
+            d.unacked = self.health_watch.unacked();
+        }
         report.names_refused = Some(self.refused.0).filter(|&n| n > 0);
         report.senders_refused = Some(self.refused.1).filter(|&n| n > 0);
         report.processor_set = self

@@ -488,13 +488,21 @@ mod tests {
         };
         let mut buf = Vec::new();
         UpMessage::Heartbeat(hb.clone()).encode(&mut buf);
-        assert_eq!(UpMessage::decode(&buf), Ok(UpMessage::Heartbeat(hb.clone())));
+        assert_eq!(
+            UpMessage::decode(&buf),
+            Ok(UpMessage::Heartbeat(hb.clone()))
+        );
         // An older reader takes it, without the field it does not know.
         let (k, body) = split_frame(&buf).expect("a frame");
         assert_eq!(k, kind::HEARTBEAT);
         let old: HeartbeatBefore = decode_body(body).expect("an older reader takes it");
         assert_eq!(
-            (old.processor.as_str(), old.watermark_ns, old.member, old.links.len()),
+            (
+                old.processor.as_str(),
+                old.watermark_ns,
+                old.member,
+                old.links.len()
+            ),
             ("p1", 42, Some(1), 1)
         );
         // As an array (the other messages' encoding) it would refuse it: why a map.

@@ -16,6 +16,7 @@ use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 use tapflow_proto::delivery::{encode_sequenced, AckMessage, Seq};
+use tapflow_proto::upstream::Unacked;
 use tapflow_proto::wire::MAGIC;
 use tapflow_runtime::ratelimit::RateLimit;
 use tracing::{error, info, warn};
@@ -134,6 +135,22 @@ impl Delivery {
             a.resend_if_stalled();
             a.pump(&self.push);
         }
+    }
+
+    /// What the aggregator has not acknowledged, and what was given up, for the heartbeat
+    /// (`None`: delivery not acknowledged).
+    pub(crate) fn unacked(&self) -> Option<Unacked> {
+        let a = self.acks.as_ref()?;
+        let spool = a.spool.as_ref();
+        let stats = spool.map_or(SpoolStats::default(), |s| s.stats);
+        Some(Unacked {
+            memory_messages: a.held.len() as u64,
+            memory_bytes: a.held_bytes as u64,
+            spool_messages: spool.map_or(0, |s| s.end().saturating_sub(s.first())),
+            spool_bytes: spool.map_or(0, Spool::disk_bytes),
+            given_up_messages: a.stats.given_up + stats.spool_given_up + stats.spool_damaged,
+            given_up_bytes: a.stats.given_up_bytes + stats.spool_given_up_bytes,
+        })
     }
 
     /// Nothing is waiting for an acknowledgement.

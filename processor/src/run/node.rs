@@ -168,6 +168,7 @@ impl<'c> Node<'c> {
             links: self.inputs.progress(),
             flows_open: self.engine.table.stats().open_flows,
             member: self.config.processor_set.as_ref().map(|(_, _, id)| *id),
+            unacked: links.upstream().unacked(),
         };
         UpMessage::Heartbeat(hb).encode(&mut self.buf);
         links.upstream().send_heartbeat(&self.buf);
