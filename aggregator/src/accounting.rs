@@ -660,7 +660,8 @@ pub struct DurabilityReport {
     /// past `--wal-max-bytes` by this incarnation, which data messages cannot use.
     pub reserve_frames: u64,
     /// What each processor incarnation last said it held unacknowledged (in memory, in its
-    /// spool) and had given up, as heard by this aggregator incarnation.
+    /// spool) and had given up, as heard by this aggregator incarnation (heartbeats are not
+    /// logged: an incarnation heard only by an earlier one is not here).
     pub unacked: Vec<UnackedHeard>,
 }
 
@@ -672,4 +673,7 @@ pub struct UnackedHeard {
     pub at_ns: u64,
     #[serde(flatten)]
     pub unacked: tapflow_proto::upstream::Unacked,
+    /// Its end-of-stream was taken (everything before it too): it holds nothing this
+    /// aggregator lacks, whatever its last heartbeat said (its counts are then zero).
+    pub ended: bool,
 }

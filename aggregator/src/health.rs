@@ -60,6 +60,19 @@ impl HealthWatch {
         }
     }
 
+    /// `processor`'s `incarnation` sent end-of-stream, taken in order: everything it held
+    /// reached this aggregator, so it is kept as holding nothing (what it gave up stays).
+    pub fn ended(&mut self, processor: &str, incarnation: u64) {
+        if let Some(h) = self.unacked.get_mut(&(processor.to_owned(), incarnation)) {
+            h.ended = true;
+            h.unacked = Unacked {
+                given_up_messages: h.unacked.given_up_messages,
+                given_up_bytes: h.unacked.given_up_bytes,
+                ..Unacked::default()
+            };
+        }
+    }
+
     fn note_unacked(&mut self, hb: &ProcessorHeartbeat, unacked: Unacked, now_ns: u64) {
         let key = (hb.processor.clone(), hb.incarnation);
         if !self.unacked.contains_key(&key) && self.unacked.len() >= MAX_INCARNATIONS {
@@ -72,11 +85,17 @@ impl HealthWatch {
                 self.unacked.remove(&k);
             }
         }
+        // A heartbeat after end-of-stream (sent while its processor waits for the
+        // acknowledgement) does not undo what the end-of-stream settled.
+        if self.unacked.get(&key).is_some_and(|h| h.ended) {
+            return;
+        }
         let heard = UnackedHeard {
             processor: hb.processor.clone(),
             incarnation: hb.incarnation,
             at_ns: now_ns,
             unacked,
+            ended: false,
         };
         self.unacked.insert(key, heard);
     }
@@ -240,6 +259,14 @@ mod tests {
             .map(|h| (h.incarnation, h.at_ns, h.unacked.memory_bytes))
             .collect();
         assert_eq!(got, [(1, 2, 0), (2, 3, 700)]);
+        // Incarnation 2's end-of-stream taken: it holds nothing; a later heartbeat is ignored.
+        w.ended("p0", 2);
+        w.heartbeat(&held(2, 300), 5, &mut out);
+        let last = &w.unacked()[1];
+        assert_eq!(
+            (last.ended, last.at_ns, last.unacked.memory_bytes),
+            (true, 3, 0)
+        );
         for i in 0..MAX_INCARNATIONS as u64 + 5 {
             w.heartbeat(&held(10 + i, 1), 10 + i, &mut out);
         }

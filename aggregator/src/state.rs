@@ -190,6 +190,8 @@ impl Aggregator {
         info!(processor = %account.processor, links = account.links.len(), "processor ended");
         self.members.ended(&account.processor);
         self.membership.ended(&account.processor);
+        self.health_watch
+            .ended(&account.processor, account.incarnation);
         self.end_processor(&account.processor);
         let key = Incarnation {
             processor: account.processor.clone(),

@@ -16,7 +16,7 @@ use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 use tapflow_proto::delivery::{encode_sequenced, AckMessage, Seq};
-use tapflow_proto::upstream::Unacked;
+use tapflow_proto::upstream::{ProcessorHeartbeat, Unacked, UpMessage};
 use tapflow_proto::wire::MAGIC;
 use tapflow_runtime::ratelimit::RateLimit;
 use tracing::{error, info, warn};
@@ -24,6 +24,12 @@ use tracing::{error, info, warn};
 use crate::config::AckConfig;
 use crate::engine::Upstream;
 use spool::{Spool, SpoolStats};
+
+/// The heartbeat sent while draining ([`Delivery::drain`]), every `every`.
+pub(crate) struct Beat {
+    pub hb: ProcessorHeartbeat,
+    pub every: Duration,
+}
 
 /// The socket to the aggregator, and what it has not acknowledged.
 pub(crate) struct Delivery {
@@ -159,12 +165,32 @@ impl Delivery {
     }
 
     /// At the end: serves acknowledgements until everything is acknowledged or `wait` has
-    /// passed (then what is left is logged as an ERROR); returns the counts.
-    pub(crate) fn drain(&mut self, wait: Duration) -> Option<DeliveryStats> {
+    /// passed (then what is left is logged as an ERROR); returns the counts. With `beat`, a
+    /// heartbeat saying what is still held goes out every period while it waits, and at once
+    /// to an aggregator that restarted (ahead of what is sent again, so it is taken).
+    pub(crate) fn drain(
+        &mut self,
+        wait: Duration,
+        mut beat: Option<Beat>,
+    ) -> Option<DeliveryStats> {
         let deadline = Instant::now() + wait;
+        let mut last_beat = Instant::now();
+        let mut buf = Vec::new();
         while !self.settled() && Instant::now() < deadline {
-            if let Some(a) = self.acks.as_ref() {
-                let _ = a.sub.poll(zmq::POLLIN, 100);
+            let Some(a) = self.acks.as_mut() else {
+                break;
+            };
+            let _ = a.sub.poll(zmq::POLLIN, 100);
+            let aggregator = a.aggregator;
+            a.read_acks();
+            let restarted = aggregator.is_some() && a.aggregator != aggregator;
+            if let Some(b) = beat.as_mut() {
+                if restarted || last_beat.elapsed() >= b.every {
+                    b.hb.unacked = self.unacked();
+                    UpMessage::Heartbeat(b.hb.clone()).encode(&mut buf);
+                    self.send_heartbeat(&buf);
+                    last_beat = Instant::now();
+                }
             }
             self.service();
         }

@@ -167,7 +167,7 @@ fn spooled_messages_are_sent_in_order_trimmed_by_acks_and_sent_again() {
         "sent again in order"
     );
     agg.ack(&mut d, 200, 300);
-    let stats = d.drain(Duration::ZERO).expect("stats");
+    let stats = d.drain(Duration::ZERO, None).expect("stats");
     assert!(stats.spool.spooled_frames > 250, "{stats:?}");
     assert_eq!((stats.given_up, stats.spool.spool_given_up), (0, 0));
     assert_eq!(stats.acknowledged, 300);
@@ -191,7 +191,7 @@ fn past_the_spools_maximum_the_first_message_after_a_gap_says_so() {
         d.send_data(&message(i), zmq::DONTWAIT).expect("kept");
     }
     let got = agg.receive(&mut d);
-    let stats = d.drain(Duration::ZERO).expect("stats");
+    let stats = d.drain(Duration::ZERO, None).expect("stats");
     assert!(stats.spool.spool_given_up > 200, "{stats:?}");
     // The first few were handed to the socket before they were given up: they arrive too.
     assert!(
