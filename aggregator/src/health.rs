@@ -61,29 +61,45 @@ impl HealthWatch {
     }
 
     /// `processor`'s `incarnation` sent end-of-stream, taken in order: everything it held
-    /// reached this aggregator, so it is kept as holding nothing (what it gave up stays).
+    /// reached this aggregator, so it is kept as holding nothing (what it gave up stays; one
+    /// not heard before is kept with `at_ns` 0).
     pub fn ended(&mut self, processor: &str, incarnation: u64) {
-        if let Some(h) = self.unacked.get_mut(&(processor.to_owned(), incarnation)) {
-            h.ended = true;
-            h.unacked = Unacked {
-                given_up_messages: h.unacked.given_up_messages,
-                given_up_bytes: h.unacked.given_up_bytes,
-                ..Unacked::default()
-            };
+        let key = (processor.to_owned(), incarnation);
+        if !self.unacked.contains_key(&key) {
+            self.make_room();
+        }
+        let h = self.unacked.entry(key).or_insert_with(|| UnackedHeard {
+            processor: processor.to_owned(),
+            incarnation,
+            ..UnackedHeard::default()
+        });
+        h.ended = true;
+        h.unacked = Unacked {
+            given_up_messages: h.unacked.given_up_messages,
+            given_up_bytes: h.unacked.given_up_bytes,
+            ..Unacked::default()
+        };
+    }
+
+    /// Forgets the incarnation heard longest ago when the map is full.
+    fn make_room(&mut self) {
+        if self.unacked.len() < MAX_INCARNATIONS {
+            return;
+        }
+        let oldest = self
+            .unacked
+            .iter()
+            .min_by_key(|(_, h)| h.at_ns)
+            .map(|(k, _)| k.clone());
+        if let Some(k) = oldest {
+            self.unacked.remove(&k);
         }
     }
 
     fn note_unacked(&mut self, hb: &ProcessorHeartbeat, unacked: Unacked, now_ns: u64) {
         let key = (hb.processor.clone(), hb.incarnation);
-        if !self.unacked.contains_key(&key) && self.unacked.len() >= MAX_INCARNATIONS {
-            let oldest = self
-                .unacked
-                .iter()
-                .min_by_key(|(_, h)| h.at_ns)
-                .map(|(k, _)| k.clone());
-            if let Some(k) = oldest {
-                self.unacked.remove(&k);
-            }
+        if !self.unacked.contains_key(&key) {
+            self.make_room();
         }
         // A heartbeat after end-of-stream (sent while its processor waits for the
         // acknowledgement) does not undo what the end-of-stream settled.
@@ -267,6 +283,12 @@ mod tests {
             (last.ended, last.at_ns, last.unacked.memory_bytes),
             (true, 3, 0)
         );
+        // One whose end-of-stream came before any heartbeat: kept, ended, never heard.
+        w.ended("p0", 4);
+        w.heartbeat(&held(4, 300), 6, &mut out);
+        let last = &w.unacked()[2];
+        assert_eq!((last.ended, last.at_ns, last.incarnation), (true, 0, 4));
+        w.unacked.retain(|(_, i), _| *i != 4);
         for i in 0..MAX_INCARNATIONS as u64 + 5 {
             w.heartbeat(&held(10 + i, 1), 10 + i, &mut out);
         }

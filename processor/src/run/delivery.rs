@@ -113,12 +113,14 @@ impl Delivery {
     }
 
     /// Sends a heartbeat (never kept): sequenced with the last data message handed over.
-    pub(crate) fn send_heartbeat(&mut self, frame: &[u8]) {
+    /// False: the socket did not take it.
+    pub(crate) fn send_heartbeat(&mut self, frame: &[u8]) -> bool {
         let Some(a) = self.acks.as_mut() else {
             if let Err(e) = self.push.send(frame, zmq::DONTWAIT) {
                 warn!(error = %e, "heartbeat to aggregator not sent");
+                return false;
             }
-            return;
+            return true;
         };
         let seq = Seq {
             seq: a.next_send - 1,
@@ -130,7 +132,9 @@ impl Delivery {
             if let Some(l) = a.log.hit("heartbeat", Instant::now()) {
                 warn!(error = %e, suppressed = l.suppressed, "heartbeat to aggregator not sent (not connected?)");
             }
+            return false;
         }
+        true
     }
 
     /// Reads the acknowledgements waiting, sends again what a restarted or silent aggregator
@@ -166,8 +170,8 @@ impl Delivery {
 
     /// At the end: serves acknowledgements until everything is acknowledged or `wait` has
     /// passed (then what is left is logged as an ERROR); returns the counts. With `beat`, a
-    /// heartbeat saying what is still held goes out every period while it waits, and at once
-    /// to an aggregator that restarted (ahead of what is sent again, so it is taken).
+    /// heartbeat saying what is still held goes out every period while it waits (sequenced
+    /// as any: after what was handed over, so it is taken once that is).
     pub(crate) fn drain(
         &mut self,
         wait: Duration,
@@ -177,22 +181,17 @@ impl Delivery {
         let mut last_beat = Instant::now();
         let mut buf = Vec::new();
         while !self.settled() && Instant::now() < deadline {
-            let Some(a) = self.acks.as_mut() else {
-                break;
-            };
-            let _ = a.sub.poll(zmq::POLLIN, 100);
-            let aggregator = a.aggregator;
-            a.read_acks();
-            let restarted = aggregator.is_some() && a.aggregator != aggregator;
-            if let Some(b) = beat.as_mut() {
-                if restarted || last_beat.elapsed() >= b.every {
-                    b.hb.unacked = self.unacked();
-                    UpMessage::Heartbeat(b.hb.clone()).encode(&mut buf);
-                    self.send_heartbeat(&buf);
-                    last_beat = Instant::now();
-                }
+            if let Some(a) = self.acks.as_ref() {
+                let _ = a.sub.poll(zmq::POLLIN, 100);
             }
             self.service();
+            if let Some(b) = beat.as_mut().filter(|b| last_beat.elapsed() >= b.every) {
+                b.hb.unacked = self.unacked();
+                UpMessage::Heartbeat(b.hb.clone()).encode(&mut buf);
+                // Not taken (no aggregator connected): the next one says it all again.
+                let _ = self.send_heartbeat(&buf);
+                last_beat = Instant::now();
+            }
         }
         let a = self.acks.as_mut()?;
         if let Some(s) = &a.spool {

@@ -162,7 +162,8 @@ impl<'c> Node<'c> {
     pub(crate) fn send_heartbeat(&mut self, links: &mut Links) {
         let hb = self.heartbeat(links);
         UpMessage::Heartbeat(hb).encode(&mut self.buf);
-        links.upstream().send_heartbeat(&self.buf);
+        // Not taken (no aggregator connected): the next one says it all again.
+        let _ = links.upstream().send_heartbeat(&self.buf);
     }
 
     fn heartbeat(&self, links: &mut Links) -> ProcessorHeartbeat {
