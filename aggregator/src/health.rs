@@ -55,8 +55,8 @@ impl HealthWatch {
         for c in &hb.collectors {
             self.drop_rate(c, now_ns, out);
         }
-        if let Some(u) = hb.unacked {
-            self.note_unacked(hb, u, now_ns);
+        if let Some(u) = hb.unacked.as_deref() {
+            self.note_unacked(hb, *u, now_ns);
         }
     }
 
@@ -258,11 +258,11 @@ mod tests {
         let mut out = Vec::new();
         let held = |incarnation, bytes| ProcessorHeartbeat {
             incarnation,
-            unacked: Some(Unacked {
+            unacked: Some(Box::new(Unacked {
                 memory_messages: u64::from(bytes > 0),
                 memory_bytes: bytes,
                 ..Unacked::default()
-            }),
+            })),
             ..hb(&[], 0, 0)
         };
         w.heartbeat(&held(1, 500), 1, &mut out);

@@ -379,8 +379,9 @@ pub struct ProcessorHeartbeat {
     #[serde(default)]
     pub member: Option<u16>,
     /// What the aggregator has not acknowledged yet (`None`: delivery not acknowledged).
+    /// Boxed: it would make every decoded message larger.
     #[serde(default)]
-    pub unacked: Option<Unacked>,
+    pub unacked: Option<Box<Unacked>>,
 }
 
 /// What a processor with acknowledged delivery holds that the aggregator has not acknowledged
@@ -476,14 +477,14 @@ mod tests {
             }],
             flows_open: 3,
             member: Some(1),
-            unacked: Some(Unacked {
+            unacked: Some(Box::new(Unacked {
                 memory_messages: 2,
                 memory_bytes: 300,
                 spool_messages: 5,
                 spool_bytes: 9000,
                 given_up_messages: 1,
                 given_up_bytes: 77,
-            }),
+            })),
             ..Default::default()
         };
         let mut buf = Vec::new();

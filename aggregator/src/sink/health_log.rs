@@ -67,7 +67,7 @@ fn worth_a_line(
 
 impl Sink for HealthLog {
     fn on_live_health(&mut self, hb: &ProcessorHeartbeat, now_ns: u64) {
-        let Some(unacked) = hb.unacked else {
+        let Some(&unacked) = hb.unacked.as_deref() else {
             return;
         };
         if !worth_a_line(
@@ -164,7 +164,7 @@ mod tests {
         let hb = |bytes| ProcessorHeartbeat {
             processor: "p0".into(),
             incarnation: 3,
-            unacked: Some(held(bytes, 0)),
+            unacked: Some(Box::new(held(bytes, 0))),
             ..ProcessorHeartbeat::default()
         };
         for (bytes, at) in [(900, 1), (800, 2), (0, 3)] {

@@ -186,7 +186,7 @@ impl Delivery {
             }
             self.service();
             if let Some(b) = beat.as_mut().filter(|b| last_beat.elapsed() >= b.every) {
-                b.hb.unacked = self.unacked();
+                b.hb.unacked = self.unacked().map(Box::new);
                 UpMessage::Heartbeat(b.hb.clone()).encode(&mut buf);
                 // Not taken (no aggregator connected): the next one says it all again.
                 let _ = self.send_heartbeat(&buf);

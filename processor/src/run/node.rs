@@ -176,7 +176,7 @@ impl<'c> Node<'c> {
             links: self.inputs.progress(),
             flows_open: self.engine.table.stats().open_flows,
             member: self.config.processor_set.as_ref().map(|(_, _, id)| *id),
-            unacked: links.upstream().unacked(),
+            unacked: links.upstream().unacked().map(Box::new),
         }
     }
 
