@@ -656,4 +656,24 @@ pub struct DurabilityReport {
     pub checkpoints_postponed: u64,
     /// Restarts that found the checkpoint damaged and read the previous generation.
     pub checkpoint_fell_back: u64,
+    /// Control frames (decisions, refusal counts, restarts) written into the log's reserve
+    /// past `--wal-max-bytes` by this incarnation, which data messages cannot use.
+    pub reserve_frames: u64,
+    /// What each processor incarnation last said it held unacknowledged (in memory, in its
+    /// spool) and had given up, as heard by this aggregator incarnation (heartbeats are not
+    /// logged: an incarnation heard only by an earlier one is not here).
+    pub unacked: Vec<UnackedHeard>,
+}
+
+/// A processor incarnation's last unacknowledged counts, heard at `at_ns` (wall clock).
+#[derive(Clone, Debug, Default, Serialize, PartialEq, Eq)]
+pub struct UnackedHeard {
+    pub processor: String,
+    pub incarnation: u64,
+    pub at_ns: u64,
+    #[serde(flatten)]
+    pub unacked: tapflow_proto::upstream::Unacked,
+    /// Its end-of-stream was taken (everything before it too): it holds nothing this
+    /// aggregator lacks, whatever its last heartbeat said (its counts are then zero).
+    pub ended: bool,
 }

@@ -355,6 +355,7 @@ impl Durable {
     pub fn report(&self) -> DurabilityReport {
         let mut r = self.report.clone();
         r.syncs = r.syncs.max(self.wal.syncs);
+        r.reserve_frames = self.wal.reserve_frames;
         r
     }
 
@@ -469,7 +470,7 @@ impl Restart<'_> {
         }
         let items = resume(self.rest, report);
         report.restarts.push(self.now_unix_ns);
-        wal.append(&[&[RESTART], &self.now_unix_ns.to_be_bytes()])?;
+        wal.append_control(&[&[RESTART], &self.now_unix_ns.to_be_bytes()])?;
         let replay = Replay {
             snapshot,
             membership,
@@ -527,7 +528,7 @@ fn begin(config: &Config, wal: &mut Wal) -> Result<(), WalError> {
         logs: log_lengths(&log_paths(config)),
     };
     let json = serde_json::to_vec(&start).unwrap_or_default();
-    wal.append(&[&[START], &json])
+    wal.append_control(&[&[START], &json]).map(|_| ())
 }
 
 /// The frames after the start: the restarts and refusal counts noted in `report`, the

@@ -6,12 +6,20 @@
 //! heartbeat interval exceed `drop_rate` of what it read raises `drop_rate` until the rate falls
 //! back. These follow the wall clock (the time heartbeats arrive), not packet time: they are
 //! about the pipeline, not the traffic.
+//!
+//! It also keeps what each processor incarnation last said it holds unacknowledged (with
+//! acknowledged delivery), for the report's durability section ([`HealthWatch::unacked`]).
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use tapflow_proto::upstream::{CollectorHealth, ProcessorHeartbeat};
+use tapflow_proto::upstream::{CollectorHealth, ProcessorHeartbeat, Unacked};
 
+use crate::accounting::UnackedHeard;
 use crate::detect::{AlertEvent, AlertKey, AlertKind, EventKind};
+
+/// Processor incarnations whose last unacknowledged counts are kept; past it the one heard
+/// longest ago is forgotten.
+const MAX_INCARNATIONS: usize = 256;
 
 pub struct HealthWatch {
     drop_rate: f64,
@@ -19,6 +27,7 @@ pub struct HealthWatch {
     silent_since: BTreeMap<String, u64>,
     last: BTreeMap<String, (u64, u64)>,
     dropping: BTreeMap<String, (u64, u64)>,
+    unacked: BTreeMap<(String, u64), UnackedHeard>,
 }
 
 impl HealthWatch {
@@ -29,7 +38,14 @@ impl HealthWatch {
             silent_since: BTreeMap::new(),
             last: BTreeMap::new(),
             dropping: BTreeMap::new(),
+            unacked: BTreeMap::new(),
         }
+    }
+
+    /// What each processor incarnation last said it held unacknowledged, by name and
+    /// incarnation.
+    pub fn unacked(&self) -> Vec<UnackedHeard> {
+        self.unacked.values().cloned().collect()
     }
 
     /// One processor heartbeat, received at `now_ns` (wall clock).
@@ -39,6 +55,65 @@ impl HealthWatch {
         for c in &hb.collectors {
             self.drop_rate(c, now_ns, out);
         }
+        if let Some(u) = hb.unacked.as_deref() {
+            self.note_unacked(hb, *u, now_ns);
+        }
+    }
+
+    /// `processor`'s `incarnation` sent end-of-stream, taken in order: everything it held
+    /// reached this aggregator, so it is kept as holding nothing (what it gave up stays; one
+    /// not heard before is kept with `at_ns` 0).
+    pub fn ended(&mut self, processor: &str, incarnation: u64) {
+        let key = (processor.to_owned(), incarnation);
+        if !self.unacked.contains_key(&key) {
+            self.make_room();
+        }
+        let h = self.unacked.entry(key).or_insert_with(|| UnackedHeard {
+            processor: processor.to_owned(),
+            incarnation,
+            ..UnackedHeard::default()
+        });
+        h.ended = true;
+        h.unacked = Unacked {
+            given_up_messages: h.unacked.given_up_messages,
+            given_up_bytes: h.unacked.given_up_bytes,
+            ..Unacked::default()
+        };
+    }
+
+    /// Forgets the incarnation heard longest ago when the map is full.
+    fn make_room(&mut self) {
+        if self.unacked.len() < MAX_INCARNATIONS {
+            return;
+        }
+        let oldest = self
+            .unacked
+            .iter()
+            .min_by_key(|(_, h)| h.at_ns)
+            .map(|(k, _)| k.clone());
+        if let Some(k) = oldest {
+            self.unacked.remove(&k);
+        }
+    }
+
+    fn note_unacked(&mut self, hb: &ProcessorHeartbeat, unacked: Unacked, now_ns: u64) {
+        let key = (hb.processor.clone(), hb.incarnation);
+        if !self.unacked.contains_key(&key) {
+            self.make_room();
+        }
+        // A heartbeat after end-of-stream (sent while its processor waits for the
+        // acknowledgement) does not undo what the end-of-stream settled.
+        if self.unacked.get(&key).is_some_and(|h| h.ended) {
+            return;
+        }
+        let heard = UnackedHeard {
+            processor: hb.processor.clone(),
+            incarnation: hb.incarnation,
+            at_ns: now_ns,
+            unacked,
+            ended: false,
+        };
+        self.unacked.insert(key, heard);
     }
 
     /// Silent collectors: each processor's view, merged; an episode per collector any
@@ -175,6 +250,54 @@ mod tests {
         out.iter()
             .map(|e| (e.event.as_str(), e.kind.as_str(), e.src.as_str()))
             .collect()
+    }
+
+    #[test]
+    fn the_last_unacknowledged_counts_are_kept_per_incarnation() {
+        let mut w = HealthWatch::new(0.01);
+        let mut out = Vec::new();
+        let held = |incarnation, bytes| ProcessorHeartbeat {
+            incarnation,
+            unacked: Some(Box::new(Unacked {
+                memory_messages: u64::from(bytes > 0),
+                memory_bytes: bytes,
+                ..Unacked::default()
+            })),
+            ..hb(&[], 0, 0)
+        };
+        w.heartbeat(&held(1, 500), 1, &mut out);
+        w.heartbeat(&held(1, 0), 2, &mut out);
+        w.heartbeat(&held(2, 700), 3, &mut out);
+        w.heartbeat(&hb(&[], 0, 0), 4, &mut out); // a heartbeat without the field
+        let got: Vec<(u64, u64, u64)> = w
+            .unacked()
+            .iter()
+            .map(|h| (h.incarnation, h.at_ns, h.unacked.memory_bytes))
+            .collect();
+        assert_eq!(got, [(1, 2, 0), (2, 3, 700)]);
+        // Incarnation 2's end-of-stream taken: it holds nothing; a later heartbeat is ignored.
+        w.ended("p0", 2);
+        w.heartbeat(&held(2, 300), 5, &mut out);
+        let last = &w.unacked()[1];
+        assert_eq!(
+            (last.ended, last.at_ns, last.unacked.memory_bytes),
+            (true, 3, 0)
+        );
+        // One whose end-of-stream came before any heartbeat: kept, ended, never heard.
+        w.ended("p0", 4);
+        w.heartbeat(&held(4, 300), 6, &mut out);
+        let last = &w.unacked()[2];
+        assert_eq!((last.ended, last.at_ns, last.incarnation), (true, 0, 4));
+        w.unacked.retain(|(_, i), _| *i != 4);
+        for i in 0..MAX_INCARNATIONS as u64 + 5 {
+            w.heartbeat(&held(10 + i, 1), 10 + i, &mut out);
+        }
+        let kept = w.unacked();
+        assert_eq!(kept.len(), MAX_INCARNATIONS);
+        assert_eq!(
+            kept[0].incarnation, 15,
+            "the ones heard longest ago forgotten"
+        );
     }
 
     #[test]

@@ -194,6 +194,8 @@ impl Aggregator {
         info!(processor = %account.processor, links = account.links.len(), "processor ended");
         self.members.ended(&account.processor);
         self.membership.ended(&account.processor);
+        self.health_watch
+            .ended(&account.processor, account.incarnation);
         self.end_processor(&account.processor);
         let key = Incarnation {
             processor: account.processor.clone(),
@@ -378,6 +380,9 @@ impl Aggregator {
         report.detection = Some(detect_stats);
         report.auth_rejected = auth_rejected;
         report.durability = self.durability.take();
+        if let Some(d) = report.durability.as_mut() {
+            d.unacked = self.health_watch.unacked();
+        }
         report.names_refused = Some(self.refused.0).filter(|&n| n > 0);
         report.senders_refused = Some(self.refused.1).filter(|&n| n > 0);
         report.processor_set = self

@@ -10,6 +10,13 @@
 //! processor keeps it and sends it again), loudly. A write or sync that fails (a full disk) is
 //! an ERROR; the message is refused the same way and nothing is acknowledged past it.
 //!
+//! Past the bound, [`RESERVE_BYTES`] more are kept for control frames ([`Wal::append_control`]:
+//! the run's start and restarts, membership decisions, refusal counts), which data messages
+//! cannot use: a decision is not held back and a restart not refused because data filled the
+//! log, until the next checkpoint trims it. Frames written there are counted
+//! ([`Wal::reserve_frames`]). The reserve is room under the bound, not space set aside on the
+//! disk: a disk that is full refuses a control frame like any other.
+//!
 //! A checkpoint replaces the log ([`Wal::rewrite`]): the new frames go to `aggregator.wal.tmp`,
 //! which is synced, read back and checked, then the current log is hard-linked as
 //! `aggregator.wal.prev` (the previous generation, replacing the one before) and the new one
@@ -29,6 +36,9 @@ use std::time::{Duration, Instant};
 const HEADER: usize = 8;
 /// No frame is longer (a longer length is damage, not a frame).
 const MAX_FRAME: usize = 2 * tapflow_proto::wire::MAX_MESSAGE_BYTES + 64;
+
+/// Bytes past `--wal-max-bytes` only control frames may use ([`Wal::append_control`]).
+pub const RESERVE_BYTES: u64 = 1 << 20;
 
 /// The write-ahead log could not be opened, read, written or synced.
 #[derive(Debug, thiserror::Error)]
@@ -69,6 +79,9 @@ pub struct Wal {
     pub syncs: u64,
     pub refused_full: u64,
     pub failures: u64,
+    /// Control frames written past the bound (into the reserve), and when the last was.
+    pub reserve_frames: u64,
+    pub reserve_last: Option<Instant>,
 }
 
 impl Wal {
@@ -112,6 +125,8 @@ impl Wal {
             syncs: 0,
             refused_full: 0,
             failures: 0,
+            reserve_frames: 0,
+            reserve_last: None,
         };
         Ok((
             wal,
@@ -125,14 +140,39 @@ impl Wal {
 
     /// Appends one frame made of `parts` (not yet durable). `Err`: refused, nothing of it kept.
     pub fn append(&mut self, parts: &[&[u8]]) -> Result<(), WalError> {
+        self.append_within(parts, self.max_bytes, "append to (--wal-max-bytes reached)")
+    }
+
+    /// Appends one control frame, which may go past the bound into the reserve
+    /// ([`RESERVE_BYTES`]). `Ok(true)`: it went into the reserve (counted).
+    pub fn append_control(&mut self, parts: &[&[u8]]) -> Result<bool, WalError> {
+        let limit = self.max_bytes.saturating_add(RESERVE_BYTES);
+        let what = "append a control frame to (--wal-max-bytes and its reserve reached)";
+        self.append_within(parts, limit, what)?;
+        let past = self.bytes > self.max_bytes;
+        if past {
+            self.reserve_frames += 1;
+            self.reserve_last = Some(Instant::now());
+        }
+        Ok(past)
+    }
+
+    /// A frame of `len` payload bytes would go past the bound (into the reserve, if control).
+    pub fn past_bound(&self, len: usize) -> bool {
+        self.bytes + (HEADER + len) as u64 > self.max_bytes
+    }
+
+    fn append_within(
+        &mut self,
+        parts: &[&[u8]],
+        limit: u64,
+        what: &'static str,
+    ) -> Result<(), WalError> {
         let payload_len: usize = parts.iter().map(|p| p.len()).sum();
         let len = (HEADER + payload_len) as u64;
-        if self.bytes + len > self.max_bytes {
+        if self.bytes + len > limit {
             self.refused_full += 1;
-            return Err(self.error(
-                "append to (--wal-max-bytes reached)",
-                std::io::ErrorKind::StorageFull.into(),
-            ));
+            return Err(self.error(what, std::io::ErrorKind::StorageFull.into()));
         }
         let mut frame = Vec::with_capacity(HEADER + payload_len);
         encode(parts, &mut frame);
@@ -410,6 +450,42 @@ mod tests {
         let e = wal.append(&[b"0123456789"]).expect_err("past 20 bytes");
         assert!(e.to_string().contains("--wal-max-bytes"), "{e}");
         assert_eq!((wal.refused_full, wal.bytes()), (1, 18));
+    }
+
+    #[test]
+    fn control_frames_use_the_reserve_data_frames_do_not() {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let path = path_in(dir.path());
+        let (mut wal, _) = Wal::open(&path, 30, COMMIT).expect("open");
+        assert_eq!(
+            wal.append_control(&[b"S"]).ok(),
+            Some(false),
+            "under the bound"
+        );
+        assert!(wal.append(&[b"0123456789"]).is_ok());
+        assert!(wal.past_bound(1));
+        assert!(wal.append(&[b"M"]).is_err(), "a data frame is refused");
+        // A decision goes past the bound, counted; data still cannot follow it.
+        assert_eq!(wal.append_control(&[b"D1"]).ok(), Some(true));
+        assert_eq!(wal.append_control(&[b"D2"]).ok(), Some(true));
+        assert!(wal.append(&[b"M"]).is_err());
+        assert_eq!((wal.reserve_frames, wal.refused_full), (2, 2));
+        assert!(wal.reserve_last.is_some());
+        // The reserve has an end too.
+        let big = vec![b'x'; RESERVE_BYTES as usize];
+        let e = wal.append_control(&[&big]).expect_err("past the reserve");
+        assert!(e.to_string().contains("reserve"), "{e}");
+        assert_eq!((wal.reserve_frames, wal.refused_full), (2, 3));
+        wal.sync().expect("sync");
+        drop(wal);
+        let back: Vec<Vec<u8>> = frames_of(&path);
+        assert_eq!(back.len(), 4, "start, data and both decisions read back");
+        assert_eq!(back[3], b"D2");
+        // A checkpoint trims the log: data goes in again, the reserve left alone.
+        let (mut wal, _) = Wal::open(&path, 30, COMMIT).expect("open");
+        wal.rewrite(&[b"C"]).expect("rewrite");
+        assert!(wal.append(&[b"M"]).is_ok());
+        assert_eq!(wal.append_control(&[b"F"]).ok(), Some(false));
     }
 
     fn frames_of(path: &Path) -> Vec<Vec<u8>> {

@@ -3,8 +3,9 @@
 //! aggregator is down (killed with SIGKILL early in the run), and send them again, read back
 //! from disk in order, to the aggregator started again with the same flags and `--state-dir`.
 //! The conn log is then byte-identical to a run without the fault, the report says `complete`,
-//! and nothing was given up, by either side. Real processes on loopback over a generated
-//! capture.
+//! and nothing was given up, by either side. What the processors hold is visible: the health
+//! log has their `unacked` lines, non-zero, and the report's durability section has each
+//! processor incarnation ended, holding nothing. Real processes on loopback over a generated capture.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -93,6 +94,10 @@ impl Run {
                     &path(&format!("spool{i}")),
                     "--spool-max-bytes",
                     SPOOL_MAX_BYTES,
+                    // Heartbeats often: an aggregator killed 600 ms in has heard several,
+                    // each saying what the processor holds.
+                    "--heartbeat-ms",
+                    "200",
                 ]
                 .map(String::from);
                 Proc::spawn(
@@ -212,6 +217,43 @@ impl Run {
     }
 }
 
+/// The `unacked` lines of the health log at `path` (both aggregator incarnations').
+fn unacked_lines(path: &Path) -> Vec<Value> {
+    read_text(path)
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|v| v["kind"] == "unacked")
+        .collect()
+}
+
+/// The health log says a processor held something (a heartbeat goes right after a batch is
+/// handed over, before its acknowledgement), and the report has each processor incarnation's
+/// last counts: ended, nothing held, nothing given up.
+fn held_then_settled(moment: Moment, unacked: &[Value], report: &Value) {
+    let held = |v: &Value| {
+        v["memory_bytes"].as_u64().unwrap_or(0) + v["spool_bytes"].as_u64().unwrap_or(0)
+    };
+    assert!(
+        unacked.iter().any(|v| held(v) > 0),
+        "{moment:?}: no processor held anything, by the health log: {unacked:?}"
+    );
+    let last = report["durability"]["unacked"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    let mut names: Vec<&str> = last
+        .iter()
+        .filter_map(|v| v["processor"].as_str())
+        .collect();
+    names.sort_unstable();
+    assert_eq!(names, ["processor0", "processor1"], "{moment:?}: {last:?}");
+    for v in &last {
+        assert_eq!(v["ended"], true, "{moment:?}: {v}");
+        assert_eq!(held(v), 0, "{moment:?}: {v}");
+        assert_eq!(v["given_up_messages"].as_u64(), Some(0), "{moment:?}: {v}");
+    }
+}
+
 /// The number after `name: ` in a processor's end log line (its `DeliveryStats`).
 fn counter(line: &str, name: &str) -> Option<u64> {
     let at = line.find(&format!("{name}: "))? + name.len() + 2;
@@ -248,7 +290,9 @@ fn spooled_messages_reach_a_restarted_aggregator_and_nothing_is_lost() {
         let spool_dirs: Vec<PathBuf> = (0..PROCESSORS)
             .map(|i| faulty.dir.join(format!("spool{i}")))
             .collect();
+        let health = faulty.dir.join("health.jsonl");
         let (conn, report, ends) = faulty.finish();
+        held_then_settled(moment, &unacked_lines(&health), &report);
         for (line, dir) in ends.iter().zip(&spool_dirs) {
             eprintln!("{moment:?}: {line}");
             let spooled = counter(line, "spooled_bytes");

@@ -8,6 +8,11 @@
 //! | 19 `Expects` | `ExpectBatch` |
 //!
 //! A processor's counters travel as [`ProcessorCounters`], one named field per counter.
+//!
+//! A heartbeat's structs are encoded as maps ([`encode_frame_named`]): a field added to it
+//! later (with `#[serde(default)]`, so a newer reader takes a heartbeat without it) is skipped
+//! by an older reader, which would refuse the longer array the other messages' encoding makes.
+//! Every reader takes both encodings.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -17,7 +22,9 @@ use serde::{Deserialize, Serialize, Serializer};
 use crate::account::CollectorCounters;
 use crate::conn::{valid_service, valid_uid, ConnRecord, MAX_TS_NS};
 use crate::key::{Addr, FlowKey};
-use crate::wire::{decode_body, encode_frame, split_frame, DecodeError, EosStatus};
+use crate::wire::{
+    decode_body, encode_frame, encode_frame_named, split_frame, DecodeError, EosStatus,
+};
 
 pub mod kind {
     pub const HEARTBEAT: u8 = 16;
@@ -371,6 +378,31 @@ pub struct ProcessorHeartbeat {
     /// This processor's id in the processor set (`None`: a fixed shard).
     #[serde(default)]
     pub member: Option<u16>,
+    /// What the aggregator has not acknowledged yet (`None`: delivery not acknowledged).
+    /// Boxed: it would make every decoded message larger.
+    #[serde(default)]
+    pub unacked: Option<Box<Unacked>>,
+}
+
+/// What a processor with acknowledged delivery holds that the aggregator has not acknowledged
+/// (in memory and in its disk spool), and what it gave up since it started.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Unacked {
+    pub memory_messages: u64,
+    pub memory_bytes: u64,
+    pub spool_messages: u64,
+    pub spool_bytes: u64,
+    /// Messages given up (past `--unacked-max-bytes` without a spool, past the spool's bound,
+    /// or found damaged in it) and their bytes (a damaged one's are not known: not counted).
+    pub given_up_messages: u64,
+    pub given_up_bytes: u64,
+}
+
+impl Unacked {
+    /// Nothing held.
+    pub fn is_empty(&self) -> bool {
+        self.memory_messages + self.spool_messages == 0
+    }
 }
 
 /// A collector's cumulative read and drop counts, as of its last heartbeat.
@@ -396,7 +428,7 @@ pub enum UpMessage {
 impl UpMessage {
     pub fn encode(&self, out: &mut Vec<u8>) {
         match self {
-            UpMessage::Heartbeat(h) => encode_frame(kind::HEARTBEAT, h, out),
+            UpMessage::Heartbeat(h) => encode_frame_named(kind::HEARTBEAT, h, out),
             UpMessage::Eos(a) => encode_frame(kind::EOS, a, out),
             UpMessage::Conns(c) => encode_frame(kind::CONNS, c, out),
             UpMessage::Expects(e) => encode_frame(kind::EXPECTS, e, out),
@@ -419,6 +451,74 @@ impl UpMessage {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The heartbeat as the builds before `unacked` read and wrote it.
+    #[derive(Debug, PartialEq, Serialize, Deserialize)]
+    struct HeartbeatBefore {
+        processor: String,
+        incarnation: u64,
+        watermark_ns: u64,
+        silent_collectors: Vec<String>,
+        collectors: Vec<CollectorHealth>,
+        links: Vec<LinkProgress>,
+        flows_open: u64,
+        member: Option<u16>,
+    }
+
+    #[test]
+    fn heartbeats_are_read_across_the_field_added_both_ways() {
+        let hb = ProcessorHeartbeat {
+            processor: "p1".into(),
+            incarnation: 7,
+            watermark_ns: 42,
+            links: vec![LinkProgress {
+                sender: "c".into(),
+                ..Default::default()
+            }],
+            flows_open: 3,
+            member: Some(1),
+            unacked: Some(Box::new(Unacked {
+                memory_messages: 2,
+                memory_bytes: 300,
+                spool_messages: 5,
+                spool_bytes: 9000,
+                given_up_messages: 1,
+                given_up_bytes: 77,
+            })),
+            ..Default::default()
+        };
+        let mut buf = Vec::new();
+        UpMessage::Heartbeat(hb.clone()).encode(&mut buf);
+        assert_eq!(
+            UpMessage::decode(&buf),
+            Ok(UpMessage::Heartbeat(hb.clone()))
+        );
+        // An older reader takes it, without the field it does not know.
+        let (k, body) = split_frame(&buf).expect("a frame");
+        assert_eq!(k, kind::HEARTBEAT);
+        let old: HeartbeatBefore = decode_body(body).expect("an older reader takes it");
+        assert_eq!(
+            (
+                old.processor.as_str(),
+                old.watermark_ns,
+                old.member,
+                old.links.len()
+            ),
+            ("p1", 42, Some(1), 1)
+        );
+        // As an array (the other messages' encoding) it would refuse it: why a map.
+        let mut arr = Vec::new();
+        encode_frame(kind::HEARTBEAT, &hb, &mut arr);
+        let (_, body) = split_frame(&arr).expect("a frame");
+        assert!(decode_body::<HeartbeatBefore>(body).is_err());
+        // An older writer's heartbeat (an array, no `unacked`): read, with none.
+        encode_frame(kind::HEARTBEAT, &old, &mut arr);
+        let without = ProcessorHeartbeat {
+            unacked: None,
+            ..hb
+        };
+        assert_eq!(UpMessage::decode(&arr), Ok(UpMessage::Heartbeat(without)));
+    }
 
     #[test]
     fn account_round_trips() {

@@ -260,6 +260,21 @@ pub fn encode_frame<T: Serialize + ?Sized>(kind: u8, body: &T, out: &mut Vec<u8>
     }
 }
 
+/// As [`encode_frame`], the body's structs as MessagePack maps (field names beside the values)
+/// rather than arrays: a reader built before a field was added skips the field it does not
+/// know, where an array one element longer than it expects is refused. For messages that gain
+/// optional fields and are small and rare (a heartbeat): twice the bytes, read by any reader.
+pub fn encode_frame_named<T: Serialize + ?Sized>(kind: u8, body: &T, out: &mut Vec<u8>) {
+    out.clear();
+    out.extend_from_slice(&MAGIC);
+    out.push(FORMAT_VERSION);
+    out.push(kind);
+    // As above: plain data into a Vec.
+    if let Err(e) = rmp_serde::encode::write_named(out, body) {
+        unreachable!("MessagePack encoding into memory failed: {e}");
+    }
+}
+
 /// Checks the frame header and returns the kind byte and the body.
 pub fn split_frame(bytes: &[u8]) -> Result<(u8, &[u8]), DecodeError> {
     if bytes.len() > MAX_MESSAGE_BYTES {

@@ -10,8 +10,14 @@
 //! The refusal counts ([`Refusals`]) are an `F` frame, appended when they changed, with the
 //! next group commit (or starting one when nothing waits): at most one per sync, none per
 //! message. Each holds the run's totals, so the last one read at a restart is the count.
+//!
+//! Both are control frames: past `--wal-max-bytes` they go into the log's reserve
+//! ([`crate::wal::RESERVE_BYTES`]), which data messages cannot use. While the log is past its
+//! bound, messages refused change the counts at every service, so an `F` frame goes into the
+//! reserve at most every [`FIGURES_IN_RESERVE_EVERY`] (and at the end): the reserve is kept
+//! for decisions until a checkpoint trims the log.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 use tracing::error;
@@ -19,6 +25,9 @@ use tracing::error;
 use super::{Durable, DECISION, FIGURES};
 use crate::accounting::DurabilityReport;
 use crate::control::Event;
+
+/// The least time between two `F` frames written into the log's reserve.
+pub(super) const FIGURES_IN_RESERVE_EVERY: Duration = Duration::from_secs(10);
 
 /// The messages refused over the run (every incarnation).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -70,7 +79,7 @@ impl Durable {
     pub(super) fn log_decisions(&mut self) {
         while let Some(e) = self.unlogged.first() {
             let json = serde_json::to_vec(e).unwrap_or_default();
-            if let Err(err) = self.wal.append(&[&[DECISION], &json]) {
+            if let Err(err) = self.wal.append_control(&[&[DECISION], &json]) {
                 self.not_durable(&err.to_string());
                 return;
             }
@@ -98,7 +107,14 @@ impl Durable {
             return;
         }
         let json = serde_json::to_vec(&r).unwrap_or_default();
-        if self.wal.append(&[&[FIGURES], &json]).is_ok() {
+        let recent = self
+            .wal
+            .reserve_last
+            .is_some_and(|t| now.saturating_duration_since(t) < FIGURES_IN_RESERVE_EVERY);
+        if self.wal.past_bound(1 + json.len()) && recent && !force {
+            return;
+        }
+        if self.wal.append_control(&[&[FIGURES], &json]).is_ok() {
             self.refusals_logged = r;
         }
     }
@@ -119,8 +135,12 @@ mod tests {
     use crate::control::Decision;
 
     fn config(dir: &std::path::Path) -> Config {
+        config_args(dir, &[])
+    }
+
+    fn config_args(dir: &std::path::Path, more: &[&str]) -> Config {
         let state = dir.join("state").display().to_string();
-        let args = Args::try_parse_from([
+        let mut args = vec![
             "a",
             "--listen",
             "tcp://127.0.0.1:5700",
@@ -129,8 +149,9 @@ mod tests {
             "2",
             "--state-dir",
             &state,
-        ])
-        .expect("parse the arguments");
+        ];
+        args.extend_from_slice(more);
+        let args = Args::try_parse_from(args).expect("parse the arguments");
         Config::merge(args, Options::default()).expect("a config")
     }
 
@@ -196,5 +217,46 @@ mod tests {
         assert_eq!(decisions(&replay), [heard, removal(1), removal(2)]);
         assert_eq!((d.report.duplicates, d.report.refused), (4, 2));
         assert_eq!(d.report.restarts, [2, 3, 4]);
+    }
+
+    #[test]
+    fn a_full_log_still_takes_decisions_counts_and_restarts_in_its_reserve() {
+        let tmp = tempfile::tempdir().expect("a temp dir");
+        let c = config_args(tmp.path(), &["--wal-max-bytes", "4096"]);
+        let (mut d, _) = open(&c, 1);
+        let data = [b'M'; 1];
+        let mut taken = 0;
+        while d.wal.append(&[&data]).is_ok() {
+            taken += 1;
+        }
+        assert!(
+            taken > 0 && d.wal.past_bound(data.len()),
+            "data fills the log"
+        );
+        d.decided(vec![removal(1)]);
+        assert!(d.decisions_durable(), "the decision went into the reserve");
+        d.report.refused += 1;
+        d.service(Instant::now(), false);
+        assert_eq!(
+            d.report().reserve_frames,
+            1,
+            "counts not written so soon after"
+        );
+        d.service(Instant::now() + FIGURES_IN_RESERVE_EVERY, false);
+        assert_eq!(d.report().reserve_frames, 2, "then written");
+        d.report.refused += 1;
+        d.service(Instant::now(), true);
+        assert_eq!(
+            d.report().reserve_frames,
+            3,
+            "and at the end whatever the time"
+        );
+        drop(d);
+
+        // The restart's `R` frame too: the log past its bound does not stop a restart.
+        let (d, replay) = open(&c, 2);
+        assert_eq!(decisions(&replay), [removal(1)]);
+        assert_eq!((d.report.refused, d.report().reserve_frames), (2, 1));
+        assert_eq!(d.report.restarts, [2]);
     }
 }

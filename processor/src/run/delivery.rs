@@ -16,6 +16,7 @@ use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 use tapflow_proto::delivery::{encode_sequenced, AckMessage, Seq};
+use tapflow_proto::upstream::{ProcessorHeartbeat, Unacked, UpMessage};
 use tapflow_proto::wire::MAGIC;
 use tapflow_runtime::ratelimit::RateLimit;
 use tracing::{error, info, warn};
@@ -23,6 +24,12 @@ use tracing::{error, info, warn};
 use crate::config::AckConfig;
 use crate::engine::Upstream;
 use spool::{Spool, SpoolStats};
+
+/// The heartbeat sent while draining ([`Delivery::drain`]), every `every`.
+pub(crate) struct Beat {
+    pub hb: ProcessorHeartbeat,
+    pub every: Duration,
+}
 
 /// The socket to the aggregator, and what it has not acknowledged.
 pub(crate) struct Delivery {
@@ -106,12 +113,14 @@ impl Delivery {
     }
 
     /// Sends a heartbeat (never kept): sequenced with the last data message handed over.
-    pub(crate) fn send_heartbeat(&mut self, frame: &[u8]) {
+    /// False: the socket did not take it.
+    pub(crate) fn send_heartbeat(&mut self, frame: &[u8]) -> bool {
         let Some(a) = self.acks.as_mut() else {
             if let Err(e) = self.push.send(frame, zmq::DONTWAIT) {
                 warn!(error = %e, "heartbeat to aggregator not sent");
+                return false;
             }
-            return;
+            return true;
         };
         let seq = Seq {
             seq: a.next_send - 1,
@@ -123,7 +132,9 @@ impl Delivery {
             if let Some(l) = a.log.hit("heartbeat", Instant::now()) {
                 warn!(error = %e, suppressed = l.suppressed, "heartbeat to aggregator not sent (not connected?)");
             }
+            return false;
         }
+        true
     }
 
     /// Reads the acknowledgements waiting, sends again what a restarted or silent aggregator
@@ -136,20 +147,51 @@ impl Delivery {
         }
     }
 
+    /// What the aggregator has not acknowledged, and what was given up, for the heartbeat
+    /// (`None`: delivery not acknowledged).
+    pub(crate) fn unacked(&self) -> Option<Unacked> {
+        let a = self.acks.as_ref()?;
+        let spool = a.spool.as_ref();
+        let stats = spool.map_or(SpoolStats::default(), |s| s.stats);
+        Some(Unacked {
+            memory_messages: a.held.len() as u64,
+            memory_bytes: a.held_bytes as u64,
+            spool_messages: spool.map_or(0, |s| s.end().saturating_sub(s.first())),
+            spool_bytes: spool.map_or(0, Spool::disk_bytes),
+            given_up_messages: a.stats.given_up + stats.spool_given_up + stats.spool_damaged,
+            given_up_bytes: a.stats.given_up_bytes + stats.spool_given_up_bytes,
+        })
+    }
+
     /// Nothing is waiting for an acknowledgement.
     pub(crate) fn settled(&self) -> bool {
         self.acks.as_ref().is_none_or(Acks::settled)
     }
 
     /// At the end: serves acknowledgements until everything is acknowledged or `wait` has
-    /// passed (then what is left is logged as an ERROR); returns the counts.
-    pub(crate) fn drain(&mut self, wait: Duration) -> Option<DeliveryStats> {
+    /// passed (then what is left is logged as an ERROR); returns the counts. With `beat`, a
+    /// heartbeat saying what is still held goes out every period while it waits (sequenced
+    /// as any: after what was handed over, so it is taken once that is).
+    pub(crate) fn drain(
+        &mut self,
+        wait: Duration,
+        mut beat: Option<Beat>,
+    ) -> Option<DeliveryStats> {
         let deadline = Instant::now() + wait;
+        let mut last_beat = Instant::now();
+        let mut buf = Vec::new();
         while !self.settled() && Instant::now() < deadline {
             if let Some(a) = self.acks.as_ref() {
                 let _ = a.sub.poll(zmq::POLLIN, 100);
             }
             self.service();
+            if let Some(b) = beat.as_mut().filter(|b| last_beat.elapsed() >= b.every) {
+                b.hb.unacked = self.unacked().map(Box::new);
+                UpMessage::Heartbeat(b.hb.clone()).encode(&mut buf);
+                // Not taken (no aggregator connected): the next one says it all again.
+                let _ = self.send_heartbeat(&buf);
+                last_beat = Instant::now();
+            }
         }
         let a = self.acks.as_mut()?;
         if let Some(s) = &a.spool {

@@ -11,7 +11,7 @@ use tapflow_proto::wire::MAX_MESSAGE_BYTES;
 use tapflow_runtime::control::ControlSub;
 use tracing::{error, warn};
 
-use super::delivery::Delivery;
+use super::delivery::{Beat, Delivery};
 use crate::config::Config;
 
 /// A socket operation that failed, with the endpoint it was for.
@@ -151,13 +151,18 @@ impl Links {
     }
 
     /// Sends the end-of-stream message in `buf`, waiting for room; with acknowledged delivery,
-    /// then waits for everything to be acknowledged (at most `wait`).
-    pub(crate) fn send_eos(&mut self, buf: &[u8], wait: Duration) -> Result<(), LinkError> {
+    /// then waits for everything to be acknowledged (at most `wait`, with heartbeats `beat`).
+    pub(crate) fn send_eos(
+        &mut self,
+        buf: &[u8],
+        wait: Duration,
+        beat: Beat,
+    ) -> Result<(), LinkError> {
         use crate::engine::Upstream;
         self.push
             .send_data(buf, 0)
             .map_err(sock("send end-of-stream to", &self.aggregator))?;
-        self.push.drain(wait);
+        self.push.drain(wait, Some(beat));
         Ok(())
     }
 

@@ -13,6 +13,7 @@ use tapflow_runtime::curve::{NameBindings, RefusalLog};
 use tapflow_runtime::ratelimit::RateLimit;
 use tracing::{error, info, warn};
 
+use super::delivery::Beat;
 use super::links::{LinkError, Links};
 use crate::config::Config;
 use crate::engine::{Engine, RECORDS_PER_MESSAGE};
@@ -159,7 +160,14 @@ impl<'c> Node<'c> {
 
     /// Tells the aggregator how far this processor has got and what it holds.
     pub(crate) fn send_heartbeat(&mut self, links: &mut Links) {
-        let hb = ProcessorHeartbeat {
+        let hb = self.heartbeat(links);
+        UpMessage::Heartbeat(hb).encode(&mut self.buf);
+        // Not taken (no aggregator connected): the next one says it all again.
+        let _ = links.upstream().send_heartbeat(&self.buf);
+    }
+
+    fn heartbeat(&self, links: &mut Links) -> ProcessorHeartbeat {
+        ProcessorHeartbeat {
             processor: self.config.name.clone(),
             incarnation: self.incarnation,
             watermark_ns: self.inputs.watermark_ns(),
@@ -168,9 +176,8 @@ impl<'c> Node<'c> {
             links: self.inputs.progress(),
             flows_open: self.engine.table.stats().open_flows,
             member: self.config.processor_set.as_ref().map(|(_, _, id)| *id),
-        };
-        UpMessage::Heartbeat(hb).encode(&mut self.buf);
-        links.upstream().send_heartbeat(&self.buf);
+            unacked: links.upstream().unacked().map(Box::new),
+        }
     }
 
     /// Ends every session, sends the last records, then the account (waiting for room).
@@ -189,13 +196,17 @@ impl<'c> Node<'c> {
         if control_malformed > 0 {
             info!(control_malformed, "undecodable control messages");
         }
+        let beat = Beat {
+            hb: self.heartbeat(links),
+            every: self.config.heartbeat,
+        };
         UpMessage::Eos(Box::new(account)).encode(&mut self.buf);
         let wait = self
             .config
             .acks
             .as_ref()
             .map_or(std::time::Duration::ZERO, |a| a.wait);
-        links.send_eos(&self.buf, wait)
+        links.send_eos(&self.buf, wait, beat)
     }
 
     /// The end-of-stream account: the links as the inputs and the merge saw them, and every

@@ -167,7 +167,7 @@ fn spooled_messages_are_sent_in_order_trimmed_by_acks_and_sent_again() {
         "sent again in order"
     );
     agg.ack(&mut d, 200, 300);
-    let stats = d.drain(Duration::ZERO).expect("stats");
+    let stats = d.drain(Duration::ZERO, None).expect("stats");
     assert!(stats.spool.spooled_frames > 250, "{stats:?}");
     assert_eq!((stats.given_up, stats.spool.spool_given_up), (0, 0));
     assert_eq!(stats.acknowledged, 300);
@@ -191,7 +191,7 @@ fn past_the_spools_maximum_the_first_message_after_a_gap_says_so() {
         d.send_data(&message(i), zmq::DONTWAIT).expect("kept");
     }
     let got = agg.receive(&mut d);
-    let stats = d.drain(Duration::ZERO).expect("stats");
+    let stats = d.drain(Duration::ZERO, None).expect("stats");
     assert!(stats.spool.spool_given_up > 200, "{stats:?}");
     // The first few were handed to the socket before they were given up: they arrive too.
     assert!(
@@ -214,4 +214,52 @@ fn past_the_spools_maximum_the_first_message_after_a_gap_says_so() {
         }
     }
     assert!(gaps > 0, "{got:?}");
+}
+
+/// What is held is counted for the heartbeat, and while the end waits for acknowledgements a
+/// heartbeat says it every period.
+#[test]
+fn what_is_held_is_counted_and_said_while_waiting_at_the_end() {
+    let ctx = zmq::Context::new();
+    let (mut d, agg, _dir) = connected(&ctx, 1 << 20);
+    for i in 0..30u32 {
+        d.send_data(&message(i), zmq::DONTWAIT).expect("kept");
+    }
+    assert_eq!(agg.receive(&mut d).len(), 30);
+    let u = d.unacked().expect("acknowledged delivery");
+    assert_eq!(u.memory_messages + u.spool_messages, 30, "{u:?}");
+    assert!(u.spool_messages > 0 && u.spool_bytes > 0, "{u:?}");
+    assert_eq!(u.memory_bytes, u.memory_messages * 120, "{u:?}");
+    assert_eq!((u.given_up_messages, u.given_up_bytes), (0, 0));
+    // Nothing acknowledged: the end waits 300 ms, a heartbeat every 50 ms.
+    let beat = Beat {
+        hb: ProcessorHeartbeat {
+            processor: "p0".into(),
+            incarnation: 1,
+            ..ProcessorHeartbeat::default()
+        },
+        every: Duration::from_millis(50),
+    };
+    d.drain(Duration::from_millis(300), Some(beat));
+    let mut heard = Vec::new();
+    while let Ok(b) = agg.pull.recv_bytes(zmq::DONTWAIT) {
+        if let Ok(tapflow_proto::delivery::Delivered {
+            message: UpMessage::Heartbeat(hb),
+            seq,
+        }) = tapflow_proto::delivery::Delivered::decode(&b)
+        {
+            heard.push((seq.map(|s| s.seq), hb.unacked.map(|u| *u)));
+        }
+    }
+    assert!(heard.len() >= 3, "{heard:?}");
+    assert!(
+        heard.iter().all(|h| *h == (Some(30), Some(u))),
+        "sequenced after the last message handed over, saying what is held: {heard:?}"
+    );
+    agg.ack(&mut d, 200, 30);
+    let after = d.unacked().expect("acknowledged delivery");
+    assert_eq!(after.memory_messages + after.spool_messages, 0, "{after:?}");
+    assert!(Delivery::plain(ctx.socket(zmq::PUSH).expect("push"))
+        .unacked()
+        .is_none());
 }
