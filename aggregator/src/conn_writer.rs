@@ -1,19 +1,13 @@
-//! The conn log's writes on their own thread: released records are formatted (Zeek-style JSON
-//! lines) by the caller as they are handed over, and the text goes to the thread in chunks to
-//! be written, in the order handed over.
+//! The conn log on its own thread: released records are formatted (Zeek-style JSON lines) and
+//! written there, in the order they are handed over.
 //!
-//! At the end of a capture the main loop releases a few hundred thousand records at once.
-//! Formatting a record where it is released, right after detection's input was read from it,
-//! finds it in the cache, and the record is freed by the thread that allocated its box, which
-//! takes the block back at once; handing the records themselves to the thread (as before
-//! issue 19's third round) made that thread read every record cold and free every block across
-//! threads (a profile of the flood-heavy capture put the conn-log path at up to 29% of the
-//! aggregator's CPU). The file's writes (the system calls) stay off the main loop. Text goes
-//! over in chunks of [`CHUNK_BYTES`] through one bounded channel (at most [`DEPTH`] chunks
-//! queued: past that the caller waits), so the log's order is the release order. A write error
-//! does not stop the thread: the log keeps whole lines only, counts the records it could not
-//! write and tries again with the next ones ([`crate::logfile`]); [`ConnWriter::finish`]
-//! returns that count.
+//! At the end of a capture the main loop releases a few hundred thousand records at once; the
+//! JSON line and its copies were the largest part of that work, on one core while the other
+//! idled. Records go over in chunks through one bounded channel (at most [`DEPTH`] chunks of
+//! [`CHUNK`] records queued: past that the releasing thread waits), so the log's order is the
+//! release order. A write error does not stop the thread: the log keeps whole lines only,
+//! counts the records it could not write and tries again with the next ones
+//! ([`crate::logfile`]); [`ConnWriter::finish`] returns that count.
 
 use std::path::Path;
 use std::sync::mpsc::{self, Receiver, SyncSender};
@@ -33,10 +27,10 @@ pub enum ConnLogError {
     Thread(std::io::Error),
 }
 
-/// Bytes of whole lines gathered before they go to the thread (a few hundred records).
-const CHUNK_BYTES: usize = 1 << 17;
-/// Chunks queued at most: the text in flight is bounded by `DEPTH * CHUNK_BYTES` and a line.
+const CHUNK: usize = 1024;
 const DEPTH: usize = 16;
+
+type Released = (Box<ConnRecord>, Vec<String>);
 
 /// Records the thread could not write (a full disk), and the log's path.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -46,8 +40,7 @@ pub struct Unwritten {
 }
 
 enum Cmd {
-    /// Whole lines, in release order.
-    Text(String),
+    Records(Vec<Released>),
     /// SIGHUP: flush and open the path again, after the records handed over before it.
     Reopen,
     /// A checkpoint: write and sync everything handed over, then say if the log is caught up.
@@ -55,11 +48,10 @@ enum Cmd {
 }
 
 pub struct ConnWriter {
-    /// Lines formatted and not yet handed to the thread.
-    text: String,
+    chunk: Vec<Released>,
     tx: Option<SyncSender<Cmd>>,
-    /// Emptied chunks back from the thread (their room kept), to be filled again.
-    spare: Option<Receiver<String>>,
+    /// Emptied chunks back from the thread, to be filled again.
+    spare: Option<Receiver<Vec<Released>>>,
     handle: Option<JoinHandle<Unwritten>>,
 }
 
@@ -68,7 +60,7 @@ impl ConnWriter {
     /// dropped as they are handed over.
     pub fn start(path: Option<&Path>) -> Result<ConnWriter, ConnLogError> {
         let mut w = ConnWriter {
-            text: String::new(),
+            chunk: Vec::new(),
             tx: None,
             spare: None,
             handle: None,
@@ -82,11 +74,16 @@ impl ConnWriter {
         let handle = std::thread::Builder::new()
             .name("conn-log".into())
             .spawn(move || {
+                let mut text = String::with_capacity(1 << 19);
                 for cmd in rx {
                     match cmd {
-                        Cmd::Text(mut text) => {
+                        Cmd::Records(mut records) => {
+                            for (r, parents) in records.drain(..) {
+                                conn_json(&r, &parents, &mut text);
+                                log.write_chunk(&mut text);
+                            }
+                            let _ = spare_tx.send(records);
                             log.write(&mut text);
-                            let _ = spare_tx.send(text);
                         }
                         Cmd::Reopen => log.reopen(),
                         Cmd::Sync(done) => {
@@ -94,6 +91,7 @@ impl ConnWriter {
                         }
                     }
                 }
+                log.write(&mut text);
                 log.flush();
                 Unwritten {
                     path: log.path().to_string(),
@@ -101,37 +99,37 @@ impl ConnWriter {
                 }
             })
             .map_err(ConnLogError::Thread)?;
-        w.text = chunk();
+        w.chunk = Vec::with_capacity(CHUNK);
         w.tx = Some(tx);
         w.spare = Some(spare);
         w.handle = Some(handle);
         Ok(w)
     }
 
-    /// The next record in release order: formatted here, then dropped.
+    /// The next record in release order.
     pub fn push(&mut self, r: Box<ConnRecord>, parents: Vec<String>) -> Result<(), ConnLogError> {
         if self.tx.is_none() {
             return Ok(());
         }
-        conn_json(&r, &parents, &mut self.text);
-        if self.text.len() >= CHUNK_BYTES {
+        self.chunk.push((r, parents));
+        if self.chunk.len() >= CHUNK {
             self.flush()?;
         }
         Ok(())
     }
 
-    /// Hands over what is formatted here (call after each release).
+    /// Hands over what is queued here (call after each release).
     pub fn flush(&mut self) -> Result<(), ConnLogError> {
-        if self.text.is_empty() {
+        if self.chunk.is_empty() {
             return Ok(());
         }
         let next = self
             .spare
             .as_ref()
             .and_then(|s| s.try_recv().ok())
-            .unwrap_or_else(chunk);
-        let text = std::mem::replace(&mut self.text, next);
-        self.send(Cmd::Text(text))
+            .unwrap_or_else(|| Vec::with_capacity(CHUNK));
+        let chunk = std::mem::replace(&mut self.chunk, next);
+        self.send(Cmd::Records(chunk))
     }
 
     /// Reopens the log (SIGHUP), after every record handed over so far.
@@ -184,11 +182,6 @@ impl ConnWriter {
             ))),
         }
     }
-}
-
-/// An empty chunk with room for [`CHUNK_BYTES`] and the line that crosses it.
-fn chunk() -> String {
-    String::with_capacity(CHUNK_BYTES + (1 << 12))
 }
 
 #[cfg(test)]

@@ -140,6 +140,15 @@ impl LogFile {
         text.clear();
     }
 
+    /// Writes `text` once it has grown past a chunk, so that the records released at the end of
+    /// a capture (hundreds of thousands at once) never pile up in one string.
+    pub fn write_chunk(&mut self, text: &mut String) {
+        const CHUNK: usize = 1 << 18;
+        if text.len() >= CHUNK {
+            self.write(text);
+        }
+    }
+
     /// Writes what is buffered.
     pub fn flush(&mut self) {
         if let Some(w) = self.w.as_mut() {
