@@ -15,8 +15,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use tapflow_integration_tests::cluster::generate;
+use tapflow_integration_tests::durable::{check_exactly_once, wait_all_exit0, Layout, Outputs};
 use tapflow_integration_tests::influxd::{Contents, Influxd};
-use tapflow_integration_tests::{bin, endpoint, free_ports, read_text, Proc};
+use tapflow_integration_tests::{bin, Proc};
 
 /// Packets of the generated capture, and its flows.
 const PACKETS: u32 = 400_000;
@@ -54,89 +55,15 @@ impl Pipeline {
     /// `influx`'s URL and database when given), the processors and one collector reading
     /// `pcap`, in `dir`.
     fn start(dir: &Path, pcap: &Path, durable: bool, influx: Option<(&str, &str)>) -> Pipeline {
-        let ports = free_ports(PROCESSORS + 2);
-        let (agg, ack) = (endpoint(ports[0]), endpoint(ports[1]));
-        let path = |name: &str| dir.join(name).display().to_string();
-        let mut agg_args: Vec<String> = [
-            "--listen",
-            &agg,
-            "--processors",
-            &PROCESSORS.to_string(),
-            "--exit-on-eos",
-            "--plain",
-            "--conn-log",
-            &path("conn.jsonl"),
-            "--alerts-log",
-            &path("alerts.jsonl"),
-            "--health-log",
-            &path("health.jsonl"),
-        ]
-        .map(String::from)
-        .to_vec();
-        if durable {
-            agg_args
-                .extend(["--state-dir", &path("state"), "--ack-listen", &ack].map(String::from));
-        }
-        if let Some((url, db)) = influx {
-            agg_args.extend(
-                [
-                    "--influx-url",
-                    url,
-                    "--influx-db",
-                    db,
-                    "--influx-spool-dir",
-                    &path("spool"),
-                ]
-                .map(String::from),
-            );
-        }
-        let aggregator = Proc::spawn("aggregator-0", &bin("tapflow-aggregator"), &agg_args, dir);
-        let mut others = Vec::new();
-        for (i, port) in ports[2..].iter().enumerate() {
-            let mut args: Vec<String> = [
-                "--listen",
-                &endpoint(*port),
-                "--aggregator",
-                &agg,
-                "--collectors",
-                "1",
-                "--exit-on-eos",
-                "--plain",
-                "--name",
-                &format!("processor{i}"),
-            ]
-            .map(String::from)
-            .to_vec();
-            if durable {
-                args.extend(
-                    ["--aggregator-acks", &ack, "--resend-after-ms", "1000"].map(String::from),
-                );
-            }
-            others.push(Proc::spawn(
-                &format!("processor{i}"),
-                &bin("tapflow-processor"),
-                &args,
-                dir,
-            ));
-        }
+        let l = Layout::new(dir, PROCESSORS);
+        let state = dir.join("state");
+        let extra = influx.map_or(Vec::new(), |(url, db)| l.influx_args(url, db));
+        let agg_args = l.aggregator_args(durable.then_some(state.as_path()), &extra);
+        let aggregator = l.spawn_aggregator("aggregator-0", &agg_args);
+        let mut others = l.spawn_processors(durable.then_some(1000));
         // A fixed name (as the systemd unit gives): it is the `collector` tag in InfluxDB,
         // which two runs must share to be compared.
-        let mut args = vec![
-            "--pcap".to_string(),
-            pcap.display().to_string(),
-            "--plain".into(),
-            "--name".into(),
-            "tap0".into(),
-        ];
-        for port in &ports[2..] {
-            args.extend(["--processor".to_string(), endpoint(*port)]);
-        }
-        others.push(Proc::spawn(
-            "collector",
-            &bin("tapflow-collector"),
-            &args,
-            dir,
-        ));
+        others.push(l.spawn_collector(pcap, Some("tap0")));
         Pipeline {
             dir: dir.to_path_buf(),
             agg_args,
@@ -214,40 +141,25 @@ impl Pipeline {
     /// `influx` holds in database `db`).
     fn finish(mut self, influx: Option<(&Influxd, &str)>) -> Outcome {
         let deadline = Instant::now() + RUN_TIMEOUT;
-        for p in self
-            .others
-            .iter_mut()
-            .chain(std::iter::once(&mut self.aggregator))
-        {
-            let status = p.wait_until(deadline);
-            assert!(
-                status.is_some_and(|s| s.success()),
-                "{} did not exit 0: {status:?}\n{}",
-                p.name,
-                p.stderr()
-            );
-        }
-        let health = read_text(&self.dir.join("health.jsonl"));
-        let report = health
-            .lines()
-            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-            .rfind(|v| v["kind"] == "accounting");
+        wait_all_exit0(
+            "",
+            self.others
+                .iter_mut()
+                .chain(std::iter::once(&mut self.aggregator)),
+            deadline,
+        );
+        let out = Outputs::read(&self.dir);
         assert!(
-            report.is_some(),
+            out.report.is_some(),
             "no accounting report: {}",
             self.aggregator.stderr()
         );
-        let mut alerts: Vec<String> = read_text(&self.dir.join("alerts.jsonl"))
-            .lines()
-            .map(String::from)
-            .collect();
-        alerts.sort();
         Outcome {
             influx: influx.map(|(i, db)| i.contents(db, &[HEALTH], &FULL)),
             restarts: self.restarts,
-            conn: std::fs::read(self.dir.join("conn.jsonl")).unwrap_or_default(),
-            alerts,
-            report: report.unwrap_or_default(),
+            conn: out.conn,
+            alerts: out.alerts,
+            report: out.report.unwrap_or_default(),
         }
     }
 }
@@ -315,33 +227,7 @@ fn check_influx(name: &str, clean: &Outcome, faulty: &Outcome) {
         sessions,
         "{name}: SELECT * FROM tapflow_conn"
     );
-    for (m, series) in &c.counts {
-        assert_eq!(
-            f.counts.get(m),
-            Some(series),
-            "{name}: {m}'s series and counts differ from the clean run's"
-        );
-    }
-    let extra: Vec<&String> = f
-        .counts
-        .keys()
-        .filter(|m| !c.counts.contains_key(*m))
-        .collect();
-    assert!(
-        extra.is_empty(),
-        "{name}: measurements the clean run lacks: {extra:?}"
-    );
-    for m in FULL {
-        let (cp, fp) = (&c.points[m], &f.points[m]);
-        let missing = cp.iter().filter(|p| fp.binary_search(p).is_err()).count();
-        let more = fp.iter().filter(|p| cp.binary_search(p).is_err()).count();
-        assert!(
-            missing == 0 && more == 0 && cp.len() == fp.len(),
-            "{name}: {m}: {missing} points of the clean run missing, {more} not in it ({} against {})",
-            fp.len(),
-            cp.len()
-        );
-    }
+    check_exactly_once(name, c, f, &FULL);
     let points: u64 = c.counts.keys().map(|m| f.point_count(m)).sum();
     eprintln!(
         "{name}: InfluxDB holds the clean run's {points} points in {} measurements ({} sessions), each once",

@@ -11,7 +11,8 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use tapflow_integration_tests::{bin, endpoint, free_ports, read_text, Proc};
+use tapflow_integration_tests::durable::{generate_at, wait_all_exit0, Layout, Outputs};
+use tapflow_integration_tests::Proc;
 
 const PACKETS: u32 = 400_000;
 const FLOWS: u32 = 40_000;
@@ -50,92 +51,6 @@ struct Outcome {
     state_max: u64,
 }
 
-fn aggregator_args(dir: &Path, agg: &str, ack: &str, checkpoint_bytes: u64) -> Vec<String> {
-    let path = |name: &str| dir.join(name).display().to_string();
-    [
-        "--listen",
-        agg,
-        "--processors",
-        &PROCESSORS.to_string(),
-        "--exit-on-eos",
-        "--plain",
-        "--conn-log",
-        &path("conn.jsonl"),
-        "--alerts-log",
-        &path("alerts.jsonl"),
-        "--health-log",
-        &path("health.jsonl"),
-        "--state-dir",
-        &path("state"),
-        "--ack-listen",
-        ack,
-        "--wal-checkpoint-bytes",
-        &checkpoint_bytes.to_string(),
-    ]
-    .map(String::from)
-    .to_vec()
-}
-
-/// The processors and the collector reading `pcap`.
-fn others(dir: &Path, pcap: &Path, agg: &str, ack: &str, ports: &[u16]) -> Vec<Proc> {
-    let mut procs = Vec::new();
-    for (i, port) in ports.iter().enumerate() {
-        let args: Vec<String> = [
-            "--listen",
-            &endpoint(*port),
-            "--aggregator",
-            agg,
-            "--collectors",
-            "1",
-            "--exit-on-eos",
-            "--plain",
-            "--name",
-            &format!("processor{i}"),
-            "--aggregator-acks",
-            ack,
-            "--resend-after-ms",
-            "1000",
-        ]
-        .map(String::from)
-        .to_vec();
-        let name = format!("processor{i}");
-        procs.push(Proc::spawn(&name, &bin("tapflow-processor"), &args, dir));
-    }
-    let mut args = vec![
-        "--pcap".to_string(),
-        pcap.display().to_string(),
-        "--plain".into(),
-    ];
-    for port in ports {
-        args.extend(["--processor".to_string(), endpoint(*port)]);
-    }
-    procs.push(Proc::spawn(
-        "collector",
-        &bin("tapflow-collector"),
-        &args,
-        dir,
-    ));
-    procs
-}
-
-/// The capture: `PACKETS` packets of `FLOWS` flows at `RATE`.
-fn generate(dir: &Path) -> PathBuf {
-    let out = dir.join("trim.pcap");
-    let ok = std::process::Command::new(bin("tapflow-gen"))
-        .args([
-            "--packets",
-            &PACKETS.to_string(),
-            "--flows",
-            &FLOWS.to_string(),
-        ])
-        .args(["--seed", "8", "--rate", &RATE.to_string(), "--out"])
-        .arg(&out)
-        .status()
-        .is_ok_and(|s| s.success());
-    assert!(ok, "tapflow-gen failed");
-    out
-}
-
 fn wal_path(dir: &Path) -> PathBuf {
     dir.join("state").join("aggregator.wal")
 }
@@ -149,11 +64,15 @@ fn checkpoints_said(p: &Proc) -> usize {
 fn run(root: &Path, name: &str, pcap: &Path, checkpoint_bytes: u64, fault: Fault) -> Outcome {
     let dir = root.join(name);
     std::fs::create_dir_all(&dir).expect("a run directory");
-    let ports = free_ports(PROCESSORS + 2);
-    let (agg, ack) = (endpoint(ports[0]), endpoint(ports[1]));
-    let args = aggregator_args(&dir, &agg, &ack, checkpoint_bytes);
-    let mut aggregator = Proc::spawn("aggregator-0", &bin("tapflow-aggregator"), &args, &dir);
-    let mut rest = others(&dir, pcap, &agg, &ack, &ports[2..]);
+    let l = Layout::new(&dir, PROCESSORS);
+    let extra = [
+        "--wal-checkpoint-bytes".to_string(),
+        checkpoint_bytes.to_string(),
+    ];
+    let args = l.aggregator_args(Some(&dir.join("state")), &extra);
+    let mut aggregator = l.spawn_aggregator("aggregator-0", &args);
+    let mut rest = l.spawn_processors(Some(1000));
+    rest.push(l.spawn_collector(pcap, None));
     let deadline = Instant::now() + RUN_TIMEOUT;
     let (mut wal_max, mut wal_live) = (0, 0);
     let mut ended = false;
@@ -187,7 +106,7 @@ fn run(root: &Path, name: &str, pcap: &Path, checkpoint_bytes: u64, fault: Fault
             std::thread::sleep(Duration::from_secs(1));
             restarts += 1;
             let label = format!("aggregator-{restarts}");
-            aggregator = Proc::spawn(&label, &bin("tapflow-aggregator"), &args, &dir);
+            aggregator = l.spawn_aggregator(&label, &args);
         }
         std::thread::sleep(Duration::from_millis(1));
     }
@@ -196,15 +115,12 @@ fn run(root: &Path, name: &str, pcap: &Path, checkpoint_bytes: u64, fault: Fault
         Fault::None,
         "{name}: the run ended before 2 checkpoints"
     );
-    for p in rest.iter_mut().chain(std::iter::once(&mut aggregator)) {
-        let status = p.wait_until(deadline);
-        assert!(
-            status.is_some_and(|s| s.success()),
-            "{name}: {} did not exit 0: {status:?}\n{}",
-            p.name,
-            p.stderr()
-        );
-    }
+    let label = format!("{name}: ");
+    wait_all_exit0(
+        &label,
+        rest.iter_mut().chain(std::iter::once(&mut aggregator)),
+        deadline,
+    );
     let mut state_max = 0;
     for l in aggregator
         .stderr()
@@ -215,20 +131,11 @@ fn run(root: &Path, name: &str, pcap: &Path, checkpoint_bytes: u64, fault: Fault
         let after = l.split_whitespace().find_map(|w| w.strip_prefix("after="));
         state_max = state_max.max(after.and_then(|a| a.parse().ok()).unwrap_or(0));
     }
-    let report = read_text(&dir.join("health.jsonl"))
-        .lines()
-        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-        .rfind(|v| v["kind"] == "accounting")
-        .unwrap_or_default();
-    let mut alerts: Vec<String> = read_text(&dir.join("alerts.jsonl"))
-        .lines()
-        .map(String::from)
-        .collect();
-    alerts.sort();
+    let out = Outputs::read(&dir);
     Outcome {
-        conn: std::fs::read(dir.join("conn.jsonl")).unwrap_or_default(),
-        alerts,
-        report,
+        conn: out.conn,
+        alerts: out.alerts,
+        report: out.report.unwrap_or_default(),
         wal_live,
         wal_max,
         restarts,
@@ -289,7 +196,7 @@ fn check_same(name: &str, clean: &Outcome, faulty: &Outcome) {
 #[test]
 fn a_trimmed_log_stays_small_and_a_restart_from_a_checkpoint_loses_nothing() {
     let root = tempfile::tempdir().expect("a temporary directory");
-    let pcap = generate(root.path());
+    let pcap = generate_at(root.path(), PACKETS, FLOWS, RATE);
     // No checkpoint during the run: the log grows with every message.
     let whole = run(root.path(), "untrimmed", &pcap, u64::MAX, Fault::None);
     let clean = run(root.path(), "trimmed", &pcap, CHECKPOINT_BYTES, Fault::None);

@@ -21,13 +21,16 @@
 //! its first heartbeat after the restart, never from before it), and the report lists the
 //! restored removal and the new addition.
 
-use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use tapflow_integration_tests::cluster::{
     accounting_report, generate, lines, log_field, spawn, wait_all_ok, wait_for, write_set,
     Cluster, T0,
+};
+use tapflow_integration_tests::durable::{
+    conn_summary as summary, conn_ts as ts, conns_by_uid as by_uid, dead_processors, decisions,
+    Membership,
 };
 use tapflow_integration_tests::faults::signal;
 use tapflow_integration_tests::fifo::{feed_paced, mkfifo, read_pcap};
@@ -191,11 +194,7 @@ fn a_removal_decided_before_an_aggregator_crash_holds_after_its_restart() {
         (Some(1), Some(0), Some(1)),
         "{report}"
     );
-    let decisions: Vec<String> = m["decisions"]
-        .as_array()
-        .map(|a| a.iter().map(|d| d["change"].to_string()).collect())
-        .unwrap_or_default();
-    assert_eq!(decisions, [r#"{"Remove":1}"#], "{report}");
+    assert_eq!(decisions(&report), [r#"{"Remove":1}"#], "{report}");
     let restarts = report["durability"]["restarts"].as_array().map(Vec::len);
     assert_eq!(restarts, Some(1), "{report}");
     // As in a run without the restart: the link to the member removed for good is counted
@@ -206,11 +205,7 @@ fn a_removal_decided_before_an_aggregator_crash_holds_after_its_restart() {
         (&Value::Bool(true), &Value::Bool(false)),
         "{report}"
     );
-    let dead: Vec<&str> = report["dead_processors"]
-        .as_array()
-        .map(|a| a.iter().filter_map(|p| p["processor"].as_str()).collect())
-        .unwrap_or_default();
-    assert_eq!(dead, ["processor1"], "{report}");
+    assert_eq!(dead_processors(&report), ["processor1"], "{report}");
 
     // Connections that start after the removal's switch (and a second of margin): each as
     // without the failure; none written twice.
@@ -303,100 +298,34 @@ fn a_processor_removed_before_an_aggregator_crash_rejoins_after_a_whole_hold_dow
     );
     let report = accounting_report(dir.path());
     let m = &report["membership"];
-    let decisions: Vec<String> = m["decisions"]
-        .as_array()
-        .map(|a| a.iter().map(|d| d["change"].to_string()).collect())
-        .unwrap_or_default();
-    assert_eq!(decisions, [r#"{"Remove":1}"#, r#"{"Add":1}"#], "{report}");
+    assert_eq!(
+        decisions(&report),
+        [r#"{"Remove":1}"#, r#"{"Add":1}"#],
+        "{report}"
+    );
     assert_eq!(m["restored"].as_u64(), Some(1), "{report}");
     assert_eq!(report["reconciled"], true, "{report}");
     let epochs = report["processor_set"]["epochs"].as_array().map(Vec::len);
     assert_eq!(epochs, Some(3), "{report}");
 }
 
-fn ts(c: &Value) -> f64 {
-    c["ts"].as_f64().unwrap_or(0.0)
-}
-
-/// What must be the same: the session's state, history, packets and bytes.
-fn summary(c: &Value) -> String {
-    [
-        "conn_state",
-        "history",
-        "orig_pkts",
-        "resp_pkts",
-        "orig_ip_bytes",
-        "resp_ip_bytes",
-        "duration",
-    ]
-    .map(|f| c[f].to_string())
-    .join(" ")
-}
-
-fn by_uid(conns: &[Value]) -> BTreeMap<String, Value> {
-    conns
-        .iter()
-        .map(|c| (c["uid"].as_str().unwrap_or_default().to_owned(), c.clone()))
-        .collect()
-}
+/// The cluster's timings: dead after 2 s of silence, back after a 3 s hold-down.
+const MEMBERSHIP: Membership = Membership {
+    dead_after_ms: DEAD_AFTER_MS,
+    hold_down_ms: HOLD_DOWN_MS,
+    heartbeat_ms: HEARTBEAT_MS,
+};
 
 /// The aggregator: durable (`--state-dir`, acknowledgements on `ack`), deciding membership
 /// and announcing it on `control`. The same command line at the restart.
 fn aggregator_args(c: &Cluster, control: &str, ack: &str) -> Vec<String> {
-    [
-        "--listen",
-        &endpoint(c.agg_port),
-        "--processor-set",
-        &c.set.display().to_string(),
-        "--exit-on-eos",
-        "--health-log",
-        &c.log("health.jsonl"),
-        "--conn-log",
-        &c.log("conn.jsonl"),
-        "--alerts-log",
-        &c.log("alerts.jsonl"),
-        "--state-dir",
-        &c.log("state"),
-        "--ack-listen",
-        ack,
-        "--control-listen",
-        control,
-        "--processor-dead-after",
-        &format!("{DEAD_AFTER_MS}ms"),
-        "--processor-hold-down",
-        &format!("{HOLD_DOWN_MS}ms"),
-    ]
-    .map(str::to_owned)
-    .to_vec()
+    let durable = ["--state-dir", &c.log("state"), "--ack-listen", ack].map(str::to_owned);
+    MEMBERSHIP.aggregator_args(c, control, &durable)
 }
 
 /// Processor `id` of the set, subscribed to the control channel, keeping what the aggregator
 /// has not acknowledged and sending it again to the next incarnation.
 fn processor(c: &Cluster, id: usize, control: &str, ack: &str, name: &str) -> Proc {
-    let args = [
-        "--listen",
-        &endpoint(c.proc_ports[id]),
-        "--aggregator",
-        &endpoint(c.agg_port),
-        "--collectors",
-        &c.collectors.to_string(),
-        "--exit-on-eos",
-        "--name",
-        &format!("processor{id}"),
-        "--processor-set",
-        &c.set.display().to_string(),
-        "--id",
-        &id.to_string(),
-        "--heartbeat-ms",
-        &HEARTBEAT_MS.to_string(),
-        "--control",
-        control,
-        "--aggregator-acks",
-        ack,
-        "--resend-after-ms",
-        "1000",
-    ]
-    .map(str::to_owned)
-    .to_vec();
-    spawn(name, "tapflow-processor", args, &c.dir)
+    let acks = ["--aggregator-acks", ack, "--resend-after-ms", "1000"].map(str::to_owned);
+    MEMBERSHIP.processor(c, id, control, name, &acks)
 }

@@ -17,13 +17,17 @@
 //! capture through one fixed processor writes it (but for those the return's switch splits, as
 //! any switch does: marked `tapflow_split` closed by the survivor that gave them up).
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use tapflow_integration_tests::cluster::{
     accounting_report, generate, lines, log_field, spawn, wait_all_ok, wait_for, write_set,
     Cluster, T0,
+};
+use tapflow_integration_tests::durable::{
+    conn_summary as summary, conn_ts as ts, conn_uid as uid, conns_by_uid as by_uid,
+    dead_processors, decisions, Membership,
 };
 use tapflow_integration_tests::faults::signal;
 use tapflow_integration_tests::fifo::{feed_paced, mkfifo, read_pcap};
@@ -201,16 +205,12 @@ fn a_killed_processor_is_removed_and_rejoins_after_the_hold_down() {
         (Some(1), Some(1)),
         "{report}"
     );
-    let decisions: Vec<String> = m["decisions"]
-        .as_array()
-        .map(|a| a.iter().map(|d| d["change"].to_string()).collect())
-        .unwrap_or_default();
-    assert_eq!(decisions, [r#"{"Remove":1}"#, r#"{"Add":1}"#], "{report}");
-    let dead: Vec<&str> = report["dead_processors"]
-        .as_array()
-        .map(|a| a.iter().filter_map(|p| p["processor"].as_str()).collect())
-        .unwrap_or_default();
-    assert_eq!(dead, ["processor1"], "{report}");
+    assert_eq!(
+        decisions(&report),
+        [r#"{"Remove":1}"#, r#"{"Add":1}"#],
+        "{report}"
+    );
+    assert_eq!(dead_processors(&report), ["processor1"], "{report}");
     // The returning member's new link continues its sequence: every summary sent to member 1
     // is received by one of its incarnations or lost with the dead one.
     assert_eq!(report["reconciled"], true, "{report}");
@@ -361,14 +361,6 @@ fn a_processor_that_never_returns_is_counted_lost_and_the_run_reconciles() {
     );
 }
 
-fn ts(c: &Value) -> f64 {
-    c["ts"].as_f64().unwrap_or(0.0)
-}
-
-fn uid(c: &Value) -> String {
-    c["uid"].as_str().unwrap_or_default().to_owned()
-}
-
 /// The five-tuple, endpoints in either order.
 fn tuple(c: &Value) -> String {
     let a = format!("{}:{}", c["id.orig_h"], c["id.orig_p"]);
@@ -377,76 +369,21 @@ fn tuple(c: &Value) -> String {
     format!("{} {lo} {hi}", c["proto"])
 }
 
-/// What must be the same: the session's state, history, packets and bytes.
-fn summary(c: &Value) -> String {
-    [
-        "conn_state",
-        "history",
-        "orig_pkts",
-        "resp_pkts",
-        "orig_ip_bytes",
-        "resp_ip_bytes",
-        "duration",
-    ]
-    .map(|f| c[f].to_string())
-    .join(" ")
-}
-
-fn by_uid(conns: &[Value]) -> BTreeMap<String, Value> {
-    conns.iter().map(|c| (uid(c), c.clone())).collect()
-}
+/// The cluster's timings: dead after 2 s of silence, back after a 3 s hold-down.
+const MEMBERSHIP: Membership = Membership {
+    dead_after_ms: DEAD_AFTER_MS,
+    hold_down_ms: HOLD_DOWN_MS,
+    heartbeat_ms: HEARTBEAT_MS,
+};
 
 /// The cluster's aggregator, deciding membership and announcing it on `control`.
 fn aggregator(c: &Cluster, control: &str) -> Proc {
-    let args = [
-        "--listen",
-        &endpoint(c.agg_port),
-        "--processor-set",
-        &c.set.display().to_string(),
-        "--exit-on-eos",
-        "--health-log",
-        &c.log("health.jsonl"),
-        "--conn-log",
-        &c.log("conn.jsonl"),
-        "--alerts-log",
-        &c.log("alerts.jsonl"),
-        "--control-listen",
-        control,
-        "--processor-dead-after",
-        &format!("{DEAD_AFTER_MS}ms"),
-        "--processor-hold-down",
-        &format!("{HOLD_DOWN_MS}ms"),
-    ]
-    .map(str::to_owned)
-    .to_vec();
+    let args = MEMBERSHIP.aggregator_args(c, control, &[]);
     spawn("aggregator", "tapflow-aggregator", args, &c.dir)
 }
 
-/// Processor `id` started again with the same flags (same name, a new incarnation); its stderr
-/// goes to a file of its own.
 /// Processor `id` of the set, subscribed to the aggregator's control channel (its decisions
 /// reach it as a SIGHUP reload would), spawned as `name`.
 fn processor(c: &Cluster, id: usize, control: &str, name: &str) -> Proc {
-    let args = [
-        "--listen",
-        &endpoint(c.proc_ports[id]),
-        "--aggregator",
-        &endpoint(c.agg_port),
-        "--collectors",
-        &c.collectors.to_string(),
-        "--exit-on-eos",
-        "--name",
-        &format!("processor{id}"),
-        "--processor-set",
-        &c.set.display().to_string(),
-        "--id",
-        &id.to_string(),
-        "--heartbeat-ms",
-        &HEARTBEAT_MS.to_string(),
-        "--control",
-        control,
-    ]
-    .map(str::to_owned)
-    .to_vec();
-    spawn(name, "tapflow-processor", args, &c.dir)
+    MEMBERSHIP.processor(c, id, control, name, &[])
 }
