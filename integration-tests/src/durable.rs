@@ -14,7 +14,7 @@ use std::time::Instant;
 use serde_json::Value;
 
 use crate::cluster::{spawn, Cluster};
-use crate::influxd::{Contents, Influxd};
+use crate::influxd::{answer_points, Contents, Influxd};
 use crate::{bin, endpoint, free_ports, read_text, Proc};
 
 /// One pipeline run's directory and endpoints: the aggregator's, its acknowledgements' and one
@@ -201,8 +201,8 @@ pub struct Outputs {
     pub conn: Vec<u8>,
     /// The alert events, one a line, sorted.
     pub alerts: Vec<String>,
-    /// The last accounting report of the health log, if any.
-    pub report: Option<Value>,
+    /// The last accounting report of the health log (null when there is none).
+    pub report: Value,
 }
 
 impl Outputs {
@@ -211,7 +211,8 @@ impl Outputs {
         let report = read_text(&dir.join("health.jsonl"))
             .lines()
             .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-            .rfind(|v| v["kind"] == "accounting");
+            .rfind(|v| v["kind"] == "accounting")
+            .unwrap_or_default();
         let mut alerts: Vec<String> = read_text(&dir.join("alerts.jsonl"))
             .lines()
             .map(String::from)
@@ -246,20 +247,10 @@ fn measurement_points(influxd: &Influxd, db: &str, m: &str) -> Vec<String> {
         let q = format!("SELECT * FROM \"{m}\" LIMIT {PAGE} OFFSET {}", page * PAGE);
         let v = influxd.query(db, &q);
         assert!(v["results"][0]["error"].is_null(), "{q}: {v}");
-        let before = points.len();
-        for s in v["results"][0]["series"].as_array().into_iter().flatten() {
-            let cols = s["columns"].as_array().cloned().unwrap_or_default();
-            for row in s["values"].as_array().into_iter().flatten() {
-                let fields: BTreeMap<String, Value> = cols
-                    .iter()
-                    .filter_map(|c| c.as_str().map(String::from))
-                    .zip(row.as_array().cloned().unwrap_or_default())
-                    .filter(|(_, v)| !v.is_null())
-                    .collect();
-                points.push(serde_json::to_string(&fields).unwrap_or_default());
-            }
-        }
-        if points.len() - before < PAGE {
+        let page_points = answer_points(&v);
+        let got = page_points.len();
+        points.extend(page_points);
+        if got < PAGE {
             break;
         }
     }
@@ -420,4 +411,44 @@ pub fn conn_summary(c: &Value) -> String {
 /// Conn records by uid.
 pub fn conns_by_uid(conns: &[Value]) -> BTreeMap<String, Value> {
     conns.iter().map(|c| (conn_uid(c), c.clone())).collect()
+}
+
+/// The faulty run's report says `complete` and `reconciled`, and it wrote the clean run's conn
+/// log, byte for byte, and the same alert events.
+pub fn check_same_outputs(name: &str, clean: &Outputs, faulty: &Outputs) {
+    assert_eq!(faulty.report["complete"], true, "{name}: {}", faulty.report);
+    assert_eq!(
+        faulty.report["reconciled"], true,
+        "{name}: {}",
+        faulty.report
+    );
+    assert!(
+        faulty.conn == clean.conn,
+        "{name}: the conn log differs from the clean run's ({} bytes against {})",
+        faulty.conn.len(),
+        clean.conn.len()
+    );
+    assert_eq!(
+        faulty.alerts, clean.alerts,
+        "{name}: the alert events differ"
+    );
+}
+
+/// The faulty run's report counts the same sessions (`conns`) and the same detection as the
+/// clean run's.
+pub fn check_same_counts(name: &str, clean: &Outputs, faulty: &Outputs) {
+    assert_eq!(faulty.report["conns"], clean.report["conns"], "{name}");
+    assert_eq!(
+        faulty.report["detection"], clean.report["detection"],
+        "{name}"
+    );
+}
+
+/// The stderr of the process spawned as `label` among `procs` (empty when none was).
+pub fn log_of(procs: &[Proc], label: &str) -> String {
+    procs
+        .iter()
+        .find(|p| p.name == label)
+        .map(Proc::stderr)
+        .unwrap_or_default()
 }

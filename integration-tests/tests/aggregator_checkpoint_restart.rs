@@ -13,9 +13,9 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use serde_json::Value;
 use tapflow_integration_tests::durable::{
-    check_exactly_once, contents_paged, generate_at, wait_all_exit0, Layout, Outputs,
+    check_exactly_once, check_same_counts, check_same_outputs, contents_paged, generate_at,
+    wait_all_exit0, Layout, Outputs,
 };
 use tapflow_integration_tests::influxd::{Contents, Influxd};
 
@@ -38,9 +38,8 @@ const FULL: [&str; 5] = [
 ];
 
 struct Outcome {
-    conn: Vec<u8>,
-    alerts: Vec<String>,
-    report: Value,
+    /// The conn log, the alert events and the report.
+    out: Outputs,
     influx: Contents,
     restarts: usize,
     /// Conn log bytes when the aggregator was killed.
@@ -126,9 +125,7 @@ fn run(
         .to_owned();
     let out = Outputs::read(&dir);
     Outcome {
-        conn: out.conn,
-        alerts: out.alerts,
-        report: out.report.unwrap_or_default(),
+        out,
         influx: contents_paged(influxd, &db, &[HEALTH], &FULL),
         restarts,
         conn_at_kill,
@@ -137,11 +134,11 @@ fn run(
 }
 
 fn check_same(name: &str, clean: &Outcome, faulty: &Outcome) {
-    let d = &faulty.report["durability"];
+    let d = &faulty.out.report["durability"];
     eprintln!(
         "{name}: {} conn bytes, {} alert events; durability: {d}; {}",
-        faulty.conn.len(),
-        faulty.alerts.len(),
+        faulty.out.conn.len(),
+        faulty.out.alerts.len(),
         faulty.restart_line
     );
     assert_eq!(faulty.restarts, 1, "{name}");
@@ -154,27 +151,8 @@ fn check_same(name: &str, clean: &Outcome, faulty: &Outcome) {
         "{name}: the restart was not from a checkpoint: {:?}",
         faulty.restart_line
     );
-    assert_eq!(faulty.report["complete"], true, "{name}: {}", faulty.report);
-    assert_eq!(
-        faulty.report["reconciled"], true,
-        "{name}: {}",
-        faulty.report
-    );
-    assert!(
-        faulty.conn == clean.conn,
-        "{name}: the conn log differs from the clean run's ({} bytes against {})",
-        faulty.conn.len(),
-        clean.conn.len()
-    );
-    assert_eq!(
-        faulty.alerts, clean.alerts,
-        "{name}: the alert events differ"
-    );
-    assert_eq!(faulty.report["conns"], clean.report["conns"], "{name}");
-    assert_eq!(
-        faulty.report["detection"], clean.report["detection"],
-        "{name}"
-    );
+    check_same_outputs(name, &clean.out, &faulty.out);
+    check_same_counts(name, &clean.out, &faulty.out);
     check_exactly_once(name, &clean.influx, &faulty.influx, &FULL);
 }
 
@@ -184,15 +162,16 @@ fn a_restart_from_a_checkpoint_rebuilds_detection_and_influxdb() {
     let pcap = generate_at(root.path(), PACKETS, FLOWS, RATE);
     let influxd = Influxd::start().expect("influxd (deploy/install-deps.sh installs it)");
     let clean = run(root.path(), "clean", &pcap, &influxd, None);
-    let d = &clean.report["durability"];
+    let d = &clean.out.report["durability"];
     assert!(
         d["checkpoints"].as_u64() >= Some(4),
         "checkpoints with InfluxDB: {d}"
     );
-    assert_eq!(clean.report["complete"], true, "{}", clean.report);
+    assert_eq!(clean.out.report["complete"], true, "{}", clean.out.report);
     for kind in ["syn_flood", "port_scan"] {
         assert!(
             clean
+                .out
                 .alerts
                 .iter()
                 .any(|a| a.contains(&format!("\"kind\":\"{kind}\""))),
@@ -205,11 +184,11 @@ fn a_restart_from_a_checkpoint_rebuilds_detection_and_influxdb() {
             "the clean run wrote {m}"
         );
     }
-    let sessions = clean.conn.iter().filter(|&&b| b == b'\n').count() as u64;
+    let sessions = clean.out.conn.iter().filter(|&&b| b == b'\n').count() as u64;
     assert_eq!(clean.influx.point_count("tapflow_conn"), sessions);
     eprintln!(
         "clean: {sessions} sessions, {} alert events, {} points; durability: {d}",
-        clean.alerts.len(),
+        clean.out.alerts.len(),
         clean
             .influx
             .counts

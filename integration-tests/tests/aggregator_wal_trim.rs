@@ -10,8 +10,9 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use serde_json::Value;
-use tapflow_integration_tests::durable::{generate_at, wait_all_exit0, Layout, Outputs};
+use tapflow_integration_tests::durable::{
+    check_same_counts, check_same_outputs, generate_at, wait_all_exit0, Layout, Outputs,
+};
 use tapflow_integration_tests::Proc;
 
 const PACKETS: u32 = 400_000;
@@ -36,9 +37,8 @@ enum Fault {
 }
 
 struct Outcome {
-    conn: Vec<u8>,
-    alerts: Vec<String>,
-    report: Value,
+    /// The conn log, the alert events and the report.
+    out: Outputs,
     /// The largest the log was seen, bytes: before the first processor's end-of-stream (the
     /// run's steady state, as a live run's), and over the whole run (the end-of-stream flush
     /// hands over every open session at once: the state is then the size of the log).
@@ -133,9 +133,7 @@ fn run(root: &Path, name: &str, pcap: &Path, checkpoint_bytes: u64, fault: Fault
     }
     let out = Outputs::read(&dir);
     Outcome {
-        conn: out.conn,
-        alerts: out.alerts,
-        report: out.report.unwrap_or_default(),
+        out,
         wal_live,
         wal_max,
         restarts,
@@ -153,44 +151,25 @@ fn damage_checkpoint(path: &Path) {
 }
 
 fn check_same(name: &str, clean: &Outcome, faulty: &Outcome) {
-    let d = &faulty.report["durability"];
+    let d = &faulty.out.report["durability"];
     eprintln!(
         "{name}: {} conn bytes, {} alert events, log at most {} bytes; durability: {d}",
-        faulty.conn.len(),
-        faulty.alerts.len(),
+        faulty.out.conn.len(),
+        faulty.out.alerts.len(),
         faulty.wal_max
     );
-    assert_eq!(faulty.report["complete"], true, "{name}: {}", faulty.report);
-    assert_eq!(
-        faulty.report["reconciled"], true,
-        "{name}: {}",
-        faulty.report
-    );
+    check_same_outputs(name, &clean.out, &faulty.out);
     assert_eq!(
         d["restarts"].as_array().map(Vec::len),
         Some(faulty.restarts),
         "{name}: {d}"
-    );
-    assert!(
-        faulty.conn == clean.conn,
-        "{name}: the conn log differs from the clean run's ({} bytes against {})",
-        faulty.conn.len(),
-        clean.conn.len()
     );
     // The detector's state is in the checkpoint: the same events wherever the kill came.
     eprintln!(
         "{name}: killed with {} conn bytes written",
         faulty.conn_at_kill
     );
-    assert_eq!(
-        faulty.alerts, clean.alerts,
-        "{name}: the alert events differ"
-    );
-    assert_eq!(
-        faulty.report["detection"], clean.report["detection"],
-        "{name}"
-    );
-    assert_eq!(faulty.report["conns"], clean.report["conns"], "{name}");
+    check_same_counts(name, &clean.out, &faulty.out);
 }
 
 #[test]
@@ -200,8 +179,11 @@ fn a_trimmed_log_stays_small_and_a_restart_from_a_checkpoint_loses_nothing() {
     // No checkpoint during the run: the log grows with every message.
     let whole = run(root.path(), "untrimmed", &pcap, u64::MAX, Fault::None);
     let clean = run(root.path(), "trimmed", &pcap, CHECKPOINT_BYTES, Fault::None);
-    let lines = clean.conn.iter().filter(|&&c| c == b'\n').count();
-    let (dw, dc) = (&whole.report["durability"], &clean.report["durability"]);
+    let lines = clean.out.conn.iter().filter(|&&c| c == b'\n').count();
+    let (dw, dc) = (
+        &whole.out.report["durability"],
+        &clean.out.report["durability"],
+    );
     eprintln!(
         "untrimmed: log at most {} bytes ({} before the first end-of-stream), {dw}; trimmed: at most {} bytes ({} before), {dc}; {lines} sessions",
         whole.wal_max, whole.wal_live, clean.wal_max, clean.wal_live
@@ -227,9 +209,15 @@ fn a_trimmed_log_stays_small_and_a_restart_from_a_checkpoint_loses_nothing() {
         clean.wal_max,
         whole.wal_max
     );
-    assert!(clean.conn == whole.conn, "checkpoints changed the conn log");
-    assert_eq!(clean.alerts, whole.alerts, "checkpoints changed the alerts");
-    assert_eq!(clean.report["complete"], true, "{}", clean.report);
+    assert!(
+        clean.out.conn == whole.out.conn,
+        "checkpoints changed the conn log"
+    );
+    assert_eq!(
+        clean.out.alerts, whole.out.alerts,
+        "checkpoints changed the alerts"
+    );
+    assert_eq!(clean.out.report["complete"], true, "{}", clean.out.report);
     let cases = [
         ("killed", Fault::Kill(2)),
         ("killed-later", Fault::Kill(6)),
@@ -240,7 +228,7 @@ fn a_trimmed_log_stays_small_and_a_restart_from_a_checkpoint_loses_nothing() {
         assert_eq!(faulty.restarts, 1, "{name}");
         check_same(name, &clean, &faulty);
         if matches!(fault, Fault::KillAndDamage(_)) {
-            let d = &faulty.report["durability"];
+            let d = &faulty.out.report["durability"];
             assert_eq!(d["checkpoint_fell_back"], 1, "{name}: {d}");
         }
     }

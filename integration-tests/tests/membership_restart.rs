@@ -30,7 +30,7 @@ use tapflow_integration_tests::cluster::{
 };
 use tapflow_integration_tests::durable::{
     conn_summary as summary, conn_ts as ts, conns_by_uid as by_uid, dead_processors, decisions,
-    Membership,
+    log_of, Membership,
 };
 use tapflow_integration_tests::faults::signal;
 use tapflow_integration_tests::fifo::{feed_paced, mkfifo, read_pcap};
@@ -152,13 +152,7 @@ fn a_removal_decided_before_an_aggregator_crash_holds_after_its_restart() {
     all.push(again);
     wait_all_ok(&mut all, deadline);
     drop(crashed);
-    let log_of = |name: &str| {
-        all.iter()
-            .find(|p| p.name == name)
-            .map(Proc::stderr)
-            .unwrap_or_default()
-    };
-    let (collector_log, again_log) = (log_of("collector"), log_of("aggregator-again"));
+    let (collector_log, again_log) = (log_of(&all, "collector"), log_of(&all, "aggregator-again"));
 
     // Decided once, before the crash; restored, not decided again, after it.
     let remove_ns = log_field(&first_log, "processor declared dead", "switch_at_ns");
@@ -282,11 +276,7 @@ fn a_processor_removed_before_an_aggregator_crash_rejoins_after_a_whole_hold_dow
     all.push(again);
     wait_all_ok(&mut all, deadline);
     drop(dead);
-    let again_log = all
-        .iter()
-        .find(|p| p.name == "aggregator-again")
-        .map(Proc::stderr)
-        .unwrap_or_default();
+    let again_log = log_of(&all, "aggregator-again");
     let healthy_ms = log_field(&again_log, "processor back for its hold-down", "healthy_ms");
     assert!(
         healthy_ms.is_some_and(|ms| ms >= HOLD_DOWN_MS),

@@ -27,7 +27,7 @@ use tapflow_integration_tests::cluster::{
 };
 use tapflow_integration_tests::durable::{
     conn_summary as summary, conn_ts as ts, conn_uid as uid, conns_by_uid as by_uid,
-    dead_processors, decisions, Membership,
+    dead_processors, decisions, log_of, Membership,
 };
 use tapflow_integration_tests::faults::signal;
 use tapflow_integration_tests::fifo::{feed_paced, mkfifo, read_pcap};
@@ -141,13 +141,7 @@ fn a_killed_processor_is_removed_and_rejoins_after_the_hold_down() {
     all.push(aggregator);
     wait_all_ok(&mut all, deadline);
     drop(crashed);
-    let log_of = |name: &str| {
-        all.iter()
-            .find(|p| p.name == name)
-            .map(Proc::stderr)
-            .unwrap_or_default()
-    };
-    let (collector_log, aggregator_log) = (log_of("collector"), log_of("aggregator"));
+    let (collector_log, aggregator_log) = (log_of(&all, "collector"), log_of(&all, "aggregator"));
 
     // The decisions, as logged.
     let silent_ms = log_field(&aggregator_log, "processor declared dead", "silent_ms");
@@ -219,7 +213,7 @@ fn a_killed_processor_is_removed_and_rejoins_after_the_hold_down() {
     // The processors (`--control`) heard both decisions too: the survivors switched at both
     // instants, and no processor took summaries of an epoch it did not know.
     for p in ["processor0", "processor2"] {
-        let log = log_of(p);
+        let log = log_of(&all, p);
         for epoch in [2, 3] {
             let switched = format!("processor set: switched epoch epoch={epoch}");
             assert!(log.contains(&switched), "{p}: {switched}:\n{log}");
@@ -350,11 +344,7 @@ fn a_processor_that_never_returns_is_counted_lost_and_the_run_reconciles() {
         report["dead_processors"][0]["processor"], "processor1",
         "{report}"
     );
-    let log = all
-        .iter()
-        .find(|p| p.name == "aggregator")
-        .map(Proc::stderr);
-    let log = log.unwrap_or_default();
+    let log = log_of(&all, "aggregator");
     assert!(
         log.contains("accounting\n") && !log.contains("MISMATCH"),
         "{log}"
