@@ -9,11 +9,12 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::cluster::{spawn, Cluster};
+use crate::cluster::{generate, spawn, wait_for, write_set, Cluster};
+use crate::fifo::{feed_paced, mkfifo, read_pcap};
 use crate::influxd::{answer_points, Contents, Influxd};
 use crate::{bin, endpoint, free_ports, read_text, Proc};
 
@@ -364,6 +365,76 @@ impl Membership {
         .to_vec();
         args.extend_from_slice(extra);
         spawn(label, "tapflow-processor", args, &c.dir)
+    }
+}
+
+/// A running membership scene: three processors of a set, the aggregator deciding membership,
+/// the collector reading the generated capture through a FIFO at its own pace.
+pub struct Scene {
+    pub dir: tempfile::TempDir,
+    pub capture: PathBuf,
+    pub c: Cluster,
+    /// The aggregator's control channel.
+    pub control: String,
+    pub aggregator: Proc,
+    pub processors: Vec<Proc>,
+    pub collector: Proc,
+    pub feeder: std::thread::JoinHandle<()>,
+    /// When the collector opened the capture.
+    pub started: Instant,
+    pub deadline: Instant,
+}
+
+impl Scene {
+    /// A capture of `packets` packets (12,000 flows) generated in a new directory, a set of
+    /// three processors, the aggregator spawned by `aggregator` and processor `id` by
+    /// `processor` (each given the cluster and the control channel), and the collector (subscribed
+    /// to the control channel) fed through a FIFO; returns once the collector has opened it.
+    pub fn start(
+        packets: u32,
+        timeout: Duration,
+        aggregator: impl FnOnce(&Cluster, &str) -> Proc,
+        processor: impl Fn(&Cluster, usize, &str) -> Proc,
+    ) -> Scene {
+        let dir = tempfile::tempdir().expect("create a temp dir");
+        let d = dir.path();
+        let capture = generate(d, packets, 12_000);
+        let deadline = Instant::now() + timeout;
+        let c = Cluster::new(d, 1);
+        write_set(&c.set, "[0, 1, 2]", &c.proc_ports, &[]);
+        let control = endpoint(free_ports(1)[0]);
+        let aggregator = aggregator(&c, &control);
+        let processors: Vec<Proc> = (0..3).map(|id| processor(&c, id, &control)).collect();
+        let fifo = d.join("tap.fifo");
+        mkfifo(&fifo);
+        // As in `--test scaling`'s crash: drop rather than stall the tap while a dead processor
+        // takes nothing, and a linger long enough for a loaded machine.
+        let collector = c.collector(
+            &fifo,
+            "collector",
+            &[
+                "--slow-policy",
+                "drop",
+                "--linger-ms",
+                "10000",
+                "--control",
+                &control,
+            ],
+        );
+        let feeder = feed_paced(vec![(read_pcap(&capture), fifo, 0)], timeout);
+        wait_for(&collector, "capture open", deadline);
+        Scene {
+            started: Instant::now(),
+            dir,
+            capture,
+            c,
+            control,
+            aggregator,
+            processors,
+            collector,
+            feeder,
+            deadline,
+        }
     }
 }
 

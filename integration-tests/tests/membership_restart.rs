@@ -25,15 +25,13 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use tapflow_integration_tests::cluster::{
-    accounting_report, generate, lines, log_field, spawn, wait_all_ok, wait_for, write_set,
-    Cluster, T0,
+    accounting_report, lines, log_field, spawn, wait_all_ok, wait_for, Cluster, T0,
 };
 use tapflow_integration_tests::durable::{
     conn_summary as summary, conn_ts as ts, conns_by_uid as by_uid, dead_processors, decisions,
-    log_of, Membership,
+    log_of, Membership, Scene,
 };
 use tapflow_integration_tests::faults::signal;
-use tapflow_integration_tests::fifo::{feed_paced, mkfifo, read_pcap};
 use tapflow_integration_tests::{endpoint, free_ports, run_pipeline, CollectorSpec, Proc};
 
 const TIMEOUT: Duration = Duration::from_secs(600);
@@ -44,105 +42,73 @@ const HOLD_DOWN_MS: u64 = 3_000;
 const HEARTBEAT_MS: u64 = 200;
 
 /// The scene after both crashes: processor 1 killed and removed, the aggregator killed after
-/// announcing the removal and started again, its decision restored.
+/// announcing the removal and started again (`scene.aggregator`, as `aggregator-again`), its
+/// decision restored.
 struct Crashed {
-    dir: tempfile::TempDir,
-    capture: std::path::PathBuf,
-    c: Cluster,
-    control: String,
-    ack: String,
     /// Processors 0 and 2 (1 is `dead`).
-    processors: Vec<Proc>,
-    collector: Proc,
-    again: Proc,
+    scene: Scene,
+    ack: String,
     dead: Proc,
     first_log: String,
-    feeder: std::thread::JoinHandle<()>,
-    started: Instant,
-    deadline: Instant,
 }
 
 fn crash_both() -> Crashed {
-    let dir = tempfile::tempdir().expect("create a temp dir");
-    let d = dir.path();
-    let capture = generate(d, PACKETS, 12_000);
-    let deadline = Instant::now() + TIMEOUT;
-    let c = Cluster::new(d, 1);
-    write_set(&c.set, "[0, 1, 2]", &c.proc_ports, &[]);
-    let ports = free_ports(2);
-    let (control, ack) = (endpoint(ports[0]), endpoint(ports[1]));
-    let agg_args = aggregator_args(&c, &control, &ack);
-    let aggregator = spawn("aggregator", "tapflow-aggregator", agg_args.clone(), d);
-    let mut processors: Vec<Proc> = (0..3)
-        .map(|id| processor(&c, id, &control, &ack, &format!("processor{id}")))
-        .collect();
-    let fifo = d.join("tap.fifo");
-    mkfifo(&fifo);
-    let collector = c.collector(
-        &fifo,
-        "collector",
-        &[
-            "--slow-policy",
-            "drop",
-            "--linger-ms",
-            "10000",
-            "--control",
-            &control,
-        ],
+    let ack = endpoint(free_ports(1)[0]);
+    let mut agg_args = Vec::new();
+    let mut s = Scene::start(
+        PACKETS,
+        TIMEOUT,
+        |c, control| {
+            agg_args = aggregator_args(c, control, &ack);
+            spawn("aggregator", "tapflow-aggregator", agg_args.clone(), &c.dir)
+        },
+        |c, id, control| processor(c, id, control, &ack, &format!("processor{id}")),
     );
-    let feeder = feed_paced(vec![(read_pcap(&capture), fifo, 0)], TIMEOUT);
-    wait_for(&collector, "capture open", deadline);
-    let started = Instant::now();
-
+    let deadline = s.deadline;
     std::thread::sleep(Duration::from_secs(3));
-    signal(processors[1].child.id(), "KILL");
-    let dead = processors.remove(1);
-    wait_for(&aggregator, "processor declared dead", deadline);
+    signal(s.processors[1].child.id(), "KILL");
+    let dead = s.processors.remove(1);
+    wait_for(&s.aggregator, "processor declared dead", deadline);
     // Announced only once durable: the collector has it, so the log holds it.
     wait_for(
-        &collector,
+        &s.collector,
         "processor set announced by the aggregator",
         deadline,
     );
-    let first_log = aggregator.stderr();
-    signal(aggregator.child.id(), "KILL");
-    drop(aggregator);
+    let first_log = s.aggregator.stderr();
+    signal(s.aggregator.child.id(), "KILL");
+    let _ = s.aggregator.child.wait();
     std::thread::sleep(Duration::from_secs(1));
-    let again = spawn("aggregator-again", "tapflow-aggregator", agg_args, d);
+    s.aggregator = spawn("aggregator-again", "tapflow-aggregator", agg_args, &s.c.dir);
     wait_for(
-        &again,
+        &s.aggregator,
         "membership decision restored from the write-ahead log",
         deadline,
     );
     Crashed {
-        dir,
-        capture,
-        c,
-        control,
+        scene: s,
         ack,
-        processors,
-        collector,
-        again,
         dead,
         first_log,
-        feeder,
-        started,
-        deadline,
     }
 }
 
 #[test]
 fn a_removal_decided_before_an_aggregator_crash_holds_after_its_restart() {
     let Crashed {
-        dir,
-        capture,
-        processors,
-        collector,
-        again,
+        scene:
+            Scene {
+                dir,
+                capture,
+                processors,
+                collector,
+                aggregator: again,
+                feeder,
+                deadline,
+                ..
+            },
         dead: crashed,
         first_log,
-        feeder,
-        deadline,
         ..
     } = crash_both();
     let d = dir.path();
@@ -242,17 +208,21 @@ fn a_removal_decided_before_an_aggregator_crash_holds_after_its_restart() {
 #[test]
 fn a_processor_removed_before_an_aggregator_crash_rejoins_after_a_whole_hold_down() {
     let Crashed {
-        dir,
-        c,
-        control,
+        scene:
+            Scene {
+                dir,
+                c,
+                control,
+                processors,
+                collector,
+                aggregator: again,
+                feeder,
+                started,
+                deadline,
+                ..
+            },
         ack,
-        processors,
-        collector,
-        again,
         dead,
-        feeder,
-        started,
-        deadline,
         ..
     } = crash_both();
     // Back after the restart: the hold-down counts from its first heartbeat to the restarted

@@ -18,20 +18,18 @@
 //! any switch does: marked `tapflow_split` closed by the survivor that gave them up).
 
 use std::collections::BTreeSet;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::Value;
 use tapflow_integration_tests::cluster::{
-    accounting_report, generate, lines, log_field, spawn, wait_all_ok, wait_for, write_set,
-    Cluster, T0,
+    accounting_report, lines, log_field, spawn, wait_all_ok, wait_for, Cluster, T0,
 };
 use tapflow_integration_tests::durable::{
     conn_summary as summary, conn_ts as ts, conn_uid as uid, conns_by_uid as by_uid,
-    dead_processors, decisions, log_of, Membership,
+    dead_processors, decisions, log_of, Membership, Scene,
 };
 use tapflow_integration_tests::faults::signal;
-use tapflow_integration_tests::fifo::{feed_paced, mkfifo, read_pcap};
-use tapflow_integration_tests::{endpoint, free_ports, run_pipeline, CollectorSpec, Proc};
+use tapflow_integration_tests::{run_pipeline, CollectorSpec, Proc};
 
 const TIMEOUT: Duration = Duration::from_secs(600);
 /// 30 s of packet time at the generator's 6,000 packets/s; `TAPFLOW_FAILOVER_PACKETS` sets
@@ -43,67 +41,14 @@ const HEARTBEAT_MS: u64 = 200;
 /// The aggregator looks at the time at least this often (its receive timeout).
 const AGGREGATOR_LOOP_MS: u64 = 250;
 
-/// A running failover scene: three processors of a set, the aggregator deciding membership,
-/// the collector reading the generated capture through a FIFO at its own pace.
-struct Scene {
-    dir: tempfile::TempDir,
-    capture: std::path::PathBuf,
-    c: Cluster,
-    control: String,
-    aggregator: Proc,
-    processors: Vec<Proc>,
-    collector: Proc,
-    feeder: std::thread::JoinHandle<()>,
-    started: Instant,
-    deadline: Instant,
-}
-
 fn start() -> Scene {
-    let dir = tempfile::tempdir().expect("create a temp dir");
-    let d = dir.path();
     let packets = std::env::var("TAPFLOW_FAILOVER_PACKETS")
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(PACKETS);
-    let capture = generate(d, packets, 12_000);
-    let deadline = Instant::now() + TIMEOUT;
-    let c = Cluster::new(d, 1);
-    write_set(&c.set, "[0, 1, 2]", &c.proc_ports, &[]);
-    let control = endpoint(free_ports(1)[0]);
-    let aggregator = aggregator(&c, &control);
-    let processors: Vec<Proc> = (0..3)
-        .map(|id| processor(&c, id, &control, &format!("processor{id}")))
-        .collect();
-    let fifo = d.join("tap.fifo");
-    mkfifo(&fifo);
-    // As in `--test scaling`'s crash: drop rather than stall the tap while the dead processor
-    // takes nothing, and a linger long enough for a loaded machine.
-    let collector = c.collector(
-        &fifo,
-        "collector",
-        &[
-            "--slow-policy",
-            "drop",
-            "--linger-ms",
-            "10000",
-            "--control",
-            &control,
-        ],
-    );
-    let feeder = feed_paced(vec![(read_pcap(&capture), fifo, 0)], TIMEOUT);
-    wait_for(&collector, "capture open", deadline);
-    Scene {
-        started: Instant::now(),
-        dir,
-        capture,
-        c,
-        control,
-        aggregator,
-        processors,
-        collector,
-        feeder,
-        deadline,
-    }
+    Scene::start(packets, TIMEOUT, aggregator, |c, id, control| {
+        processor(c, id, control, &format!("processor{id}"))
+    })
 }
 
 #[test]
