@@ -196,6 +196,21 @@ pub fn wait_all_exit0<'a>(
     logs
 }
 
+/// The conn log's size in `dir`, bytes (0 before it exists).
+pub fn conn_bytes(dir: &Path) -> u64 {
+    std::fs::metadata(dir.join("conn.jsonl")).map_or(0, |m| m.len())
+}
+
+/// The number after `name: ` in a log line (a processor's `DeliveryStats { ... }`).
+pub fn stat(line: &str, name: &str) -> Option<u64> {
+    let at = line.find(&format!("{name}: "))? + name.len() + 2;
+    let digits: String = line[at..]
+        .chars()
+        .take_while(char::is_ascii_digit)
+        .collect();
+    digits.parse().ok()
+}
+
 /// What a run wrote in its directory.
 pub struct Outputs {
     /// The conn log, as written.

@@ -14,8 +14,8 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use tapflow_integration_tests::durable::{
-    check_exactly_once, check_same_counts, check_same_outputs, contents_paged, generate_at,
-    wait_all_exit0, Layout, Outputs,
+    check_exactly_once, check_same_counts, check_same_outputs, conn_bytes, contents_paged,
+    generate_at, wait_all_exit0, Layout, Outputs,
 };
 use tapflow_integration_tests::influxd::{Contents, Influxd};
 
@@ -46,10 +46,6 @@ struct Outcome {
     conn_at_kill: u64,
     /// What the restarted aggregator said as it restarted.
     restart_line: String,
-}
-
-fn conn_bytes(dir: &Path) -> u64 {
-    std::fs::metadata(dir.join("conn.jsonl")).map_or(0, |m| m.len())
 }
 
 /// One run in a directory of its own under `root`, writing to database `name` of `influxd`;

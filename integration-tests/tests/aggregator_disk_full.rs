@@ -16,7 +16,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use tapflow_integration_tests::cluster::generate;
-use tapflow_integration_tests::durable::{check_same_outputs, wait_all_exit0, Layout, Outputs};
+use tapflow_integration_tests::durable::{
+    check_same_outputs, stat, wait_all_exit0, Layout, Outputs,
+};
 use tapflow_integration_tests::{bin, is_root, Proc};
 
 /// Enough for a write-ahead log of several MiB.
@@ -148,16 +150,6 @@ struct Outcome {
     /// The conn log, the alert events and the report.
     out: Outputs,
     processor_logs: Vec<String>,
-}
-
-/// `name = N` in a log line's `DeliveryStats { ... }`.
-fn stat(line: &str, name: &str) -> Option<u64> {
-    let at = line.find(&format!("{name}: "))? + name.len() + 2;
-    let digits: String = line[at..]
-        .chars()
-        .take_while(char::is_ascii_digit)
-        .collect();
-    digits.parse().ok()
 }
 
 /// Each processor's delivery counts at exit: messages sent, acknowledged, given up.

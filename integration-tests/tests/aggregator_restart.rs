@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use tapflow_integration_tests::cluster::generate;
 use tapflow_integration_tests::durable::{
-    check_exactly_once, check_same_outputs, wait_all_exit0, Layout, Outputs,
+    check_exactly_once, check_same_outputs, conn_bytes, wait_all_exit0, Layout, Outputs,
 };
 use tapflow_integration_tests::influxd::{Contents, Influxd};
 use tapflow_integration_tests::{bin, Proc};
@@ -127,9 +127,7 @@ impl Pipeline {
     fn reached(&self, started: Instant, moment: Moment) -> bool {
         match moment {
             Moment::After(d) => started.elapsed() >= d,
-            Moment::ConnBytes(n) => {
-                std::fs::metadata(self.dir.join("conn.jsonl")).map_or(0, |m| m.len()) >= n
-            }
+            Moment::ConnBytes(n) => conn_bytes(&self.dir) >= n,
             Moment::FirstEnded => self.aggregator.stderr().contains("processor ended"),
             Moment::Restarting => self
                 .aggregator

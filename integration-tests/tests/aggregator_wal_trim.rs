@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use tapflow_integration_tests::durable::{
-    check_same_counts, check_same_outputs, generate_at, wait_all_exit0, Layout, Outputs,
+    check_same_counts, check_same_outputs, conn_bytes, generate_at, wait_all_exit0, Layout, Outputs,
 };
 use tapflow_integration_tests::Proc;
 
@@ -96,7 +96,7 @@ fn run(root: &Path, name: &str, pcap: &Path, checkpoint_bytes: u64, fault: Fault
         };
         if checkpoints_said(&aggregator) >= after {
             tapflow_integration_tests::faults::signal(aggregator.child.id(), "KILL");
-            conn_at_kill = std::fs::metadata(dir.join("conn.jsonl")).map_or(0, |m| m.len());
+            conn_at_kill = conn_bytes(&dir);
             let status = aggregator.wait_until(Instant::now() + Duration::from_secs(60));
             eprintln!("{name}: SIGKILL after {after} checkpoints: {status:?}");
             if matches!(pending, Fault::KillAndDamage(_)) {
