@@ -524,22 +524,29 @@ impl Influxd {
         for m in full {
             let v = self.query(db, &format!("SELECT * FROM \"{m}\""));
             assert!(v["results"][0]["error"].is_null(), "SELECT * FROM {m}: {v}");
-            let mut points = Vec::new();
-            for s in v["results"][0]["series"].as_array().into_iter().flatten() {
-                let cols = s["columns"].as_array().cloned().unwrap_or_default();
-                for row in s["values"].as_array().into_iter().flatten() {
-                    let fields: BTreeMap<String, Value> = cols
-                        .iter()
-                        .filter_map(|c| c.as_str().map(String::from))
-                        .zip(row.as_array().cloned().unwrap_or_default())
-                        .filter(|(_, v)| !v.is_null())
-                        .collect();
-                    points.push(serde_json::to_string(&fields).unwrap_or_default());
-                }
-            }
+            let mut points = answer_points(&v);
             points.sort();
             out.points.insert((*m).to_owned(), points);
         }
         out
     }
+}
+
+/// The points of a query's answer `v`, in its order: each one JSON line of its columns (time,
+/// tags and fields), those without a value left out.
+pub fn answer_points(v: &Value) -> Vec<String> {
+    let mut points = Vec::new();
+    for s in v["results"][0]["series"].as_array().into_iter().flatten() {
+        let cols = s["columns"].as_array().cloned().unwrap_or_default();
+        for row in s["values"].as_array().into_iter().flatten() {
+            let fields: BTreeMap<String, Value> = cols
+                .iter()
+                .filter_map(|c| c.as_str().map(String::from))
+                .zip(row.as_array().cloned().unwrap_or_default())
+                .filter(|(_, v)| !v.is_null())
+                .collect();
+            points.push(serde_json::to_string(&fields).unwrap_or_default());
+        }
+    }
+    points
 }

@@ -20,6 +20,7 @@ pub mod browser;
 pub mod cluster;
 pub mod craft;
 pub mod craft_service;
+pub mod durable;
 pub mod fifo;
 pub mod ports;
 pub mod refs;

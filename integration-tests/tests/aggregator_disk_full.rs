@@ -16,7 +16,10 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use tapflow_integration_tests::cluster::generate;
-use tapflow_integration_tests::{bin, endpoint, free_ports, is_root, read_text, Proc};
+use tapflow_integration_tests::durable::{
+    check_same_outputs, stat, wait_all_exit0, Layout, Outputs,
+};
+use tapflow_integration_tests::{bin, is_root, Proc};
 
 /// Enough for a write-ahead log of several MiB.
 const PACKETS: u32 = 400_000;
@@ -93,73 +96,14 @@ struct Pipeline {
 impl Pipeline {
     fn start(dir: &Path, pcap: &Path, state: &Path) -> Pipeline {
         std::fs::create_dir_all(dir).expect("a run directory");
-        let ports = free_ports(PROCESSORS + 2);
-        let (agg, ack) = (endpoint(ports[0]), endpoint(ports[1]));
-        let path = |name: &str| dir.join(name).display().to_string();
-        let agg_args: Vec<String> = [
-            "--listen",
-            &agg,
-            "--processors",
-            &PROCESSORS.to_string(),
-            "--exit-on-eos",
-            "--plain",
-            "--conn-log",
-            &path("conn.jsonl"),
-            "--alerts-log",
-            &path("alerts.jsonl"),
-            "--health-log",
-            &path("health.jsonl"),
-            "--state-dir",
-            &state.display().to_string(),
-            "--ack-listen",
-            &ack,
-        ]
-        .map(String::from)
-        .to_vec();
-        let aggregator = Proc::spawn("aggregator-0", &bin("tapflow-aggregator"), &agg_args, dir);
-        let mut processors = Vec::new();
-        for (i, port) in ports[2..].iter().enumerate() {
-            let args = [
-                "--listen",
-                &endpoint(*port),
-                "--aggregator",
-                &agg,
-                "--collectors",
-                "1",
-                "--exit-on-eos",
-                "--plain",
-                "--name",
-                &format!("processor{i}"),
-                "--aggregator-acks",
-                &ack,
-                "--resend-after-ms",
-                "500",
-            ]
-            .map(String::from);
-            processors.push(Proc::spawn(
-                &format!("processor{i}"),
-                &bin("tapflow-processor"),
-                &args,
-                dir,
-            ));
-        }
-        let mut args = vec![
-            "--pcap".to_string(),
-            pcap.display().to_string(),
-            "--plain".into(),
-            "--name".into(),
-            "tap0".into(),
-        ];
-        for port in &ports[2..] {
-            args.extend(["--processor".to_string(), endpoint(*port)]);
-        }
-        let collector = Proc::spawn("collector", &bin("tapflow-collector"), &args, dir);
+        let l = Layout::new(dir, PROCESSORS);
+        let agg_args = l.aggregator_args(Some(state), &[]);
         Pipeline {
             dir: dir.to_path_buf(),
+            aggregator: l.spawn_aggregator("aggregator-0", &agg_args),
             agg_args,
-            aggregator,
-            processors,
-            collector,
+            processors: l.spawn_processors(Some(500)),
+            collector: l.spawn_collector(pcap, Some("tap0")),
         }
     }
 
@@ -183,55 +127,29 @@ impl Pipeline {
     /// Waits for every process to end by itself, each with exit 0; returns what it wrote.
     fn finish(mut self) -> Outcome {
         let deadline = Instant::now() + RUN_TIMEOUT;
-        let mut logs = Vec::new();
-        for p in std::iter::once(&mut self.collector)
-            .chain(self.processors.iter_mut())
-            .chain(std::iter::once(&mut self.aggregator))
-        {
-            let status = p.wait_until(deadline);
-            assert!(
-                status.is_some_and(|s| s.success()),
-                "{} did not exit 0: {status:?}\n{}",
-                p.name,
-                p.stderr()
-            );
-            assert!(!p.stderr().contains("panicked"), "{}", p.stderr());
-            logs.push(p.stderr());
+        let logs = wait_all_exit0(
+            "",
+            std::iter::once(&mut self.collector)
+                .chain(self.processors.iter_mut())
+                .chain(std::iter::once(&mut self.aggregator)),
+            deadline,
+        );
+        for log in &logs {
+            assert!(!log.contains("panicked"), "{log}");
         }
-        let report = read_text(&self.dir.join("health.jsonl"))
-            .lines()
-            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-            .rfind(|v| v["kind"] == "accounting");
-        assert!(report.is_some(), "no accounting report");
-        let mut alerts: Vec<String> = read_text(&self.dir.join("alerts.jsonl"))
-            .lines()
-            .map(String::from)
-            .collect();
-        alerts.sort();
+        let out = Outputs::read(&self.dir);
+        assert!(!out.report.is_null(), "no accounting report");
         Outcome {
-            conn: std::fs::read(self.dir.join("conn.jsonl")).unwrap_or_default(),
-            alerts,
-            report: report.unwrap_or_default(),
+            out,
             processor_logs: logs[1..=PROCESSORS].to_vec(),
         }
     }
 }
 
 struct Outcome {
-    conn: Vec<u8>,
-    alerts: Vec<String>,
-    report: Value,
+    /// The conn log, the alert events and the report.
+    out: Outputs,
     processor_logs: Vec<String>,
-}
-
-/// `name = N` in a log line's `DeliveryStats { ... }`.
-fn stat(line: &str, name: &str) -> Option<u64> {
-    let at = line.find(&format!("{name}: "))? + name.len() + 2;
-    let digits: String = line[at..]
-        .chars()
-        .take_while(char::is_ascii_digit)
-        .collect();
-    digits.parse().ok()
 }
 
 /// Each processor's delivery counts at exit: messages sent, acknowledged, given up.
@@ -326,17 +244,9 @@ fn refused_logged(log: &str) -> u64 {
 
 /// The faulty run's outputs are the clean run's; its report counts the refusals.
 fn check_same(name: &str, clean: &Outcome, faulty: &Outcome) -> Value {
-    let d = faulty.report["durability"].clone();
+    let d = faulty.out.report["durability"].clone();
     eprintln!("{name}: durability {d}");
-    assert_eq!(faulty.report["complete"], true, "{name}: {}", faulty.report);
-    assert_eq!(faulty.report["reconciled"], true, "{name}");
-    assert!(
-        faulty.conn == clean.conn,
-        "{name}: the conn log differs ({} bytes against {})",
-        faulty.conn.len(),
-        clean.conn.len()
-    );
-    assert_eq!(faulty.alerts, clean.alerts, "{name}: alert events differ");
+    check_same_outputs(name, &clean.out, &faulty.out);
     assert_eq!(d["damaged_bytes"], 0, "{name}: {d}");
     assert_eq!(d["given_up"], 0, "{name}: {d}");
     for log in &faulty.processor_logs {
@@ -359,11 +269,11 @@ fn state_dir_disk_full_refuses_counts_and_recovers_without_loss() {
     let root = root.path();
     let pcap = generate(root, PACKETS, FLOWS);
     let clean = Pipeline::start(&root.join("clean"), &pcap, &root.join("clean/state")).finish();
-    let lines = clean.conn.iter().filter(|&&b| b == b'\n').count();
+    let lines = clean.out.conn.iter().filter(|&&b| b == b'\n').count();
     assert!(lines > 10_000, "too few sessions to be a test: {lines}");
     eprintln!(
         "clean: {lines} sessions, durability {}",
-        clean.report["durability"]
+        clean.out.report["durability"]
     );
 
     // The disk fills, then is enlarged under the running aggregator.

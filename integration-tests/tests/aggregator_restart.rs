@@ -13,10 +13,12 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use serde_json::Value;
 use tapflow_integration_tests::cluster::generate;
+use tapflow_integration_tests::durable::{
+    check_exactly_once, check_same_outputs, conn_bytes, wait_all_exit0, Layout, Outputs,
+};
 use tapflow_integration_tests::influxd::{Contents, Influxd};
-use tapflow_integration_tests::{bin, endpoint, free_ports, read_text, Proc};
+use tapflow_integration_tests::{bin, Proc};
 
 /// Packets of the generated capture, and its flows.
 const PACKETS: u32 = 400_000;
@@ -54,89 +56,15 @@ impl Pipeline {
     /// `influx`'s URL and database when given), the processors and one collector reading
     /// `pcap`, in `dir`.
     fn start(dir: &Path, pcap: &Path, durable: bool, influx: Option<(&str, &str)>) -> Pipeline {
-        let ports = free_ports(PROCESSORS + 2);
-        let (agg, ack) = (endpoint(ports[0]), endpoint(ports[1]));
-        let path = |name: &str| dir.join(name).display().to_string();
-        let mut agg_args: Vec<String> = [
-            "--listen",
-            &agg,
-            "--processors",
-            &PROCESSORS.to_string(),
-            "--exit-on-eos",
-            "--plain",
-            "--conn-log",
-            &path("conn.jsonl"),
-            "--alerts-log",
-            &path("alerts.jsonl"),
-            "--health-log",
-            &path("health.jsonl"),
-        ]
-        .map(String::from)
-        .to_vec();
-        if durable {
-            agg_args
-                .extend(["--state-dir", &path("state"), "--ack-listen", &ack].map(String::from));
-        }
-        if let Some((url, db)) = influx {
-            agg_args.extend(
-                [
-                    "--influx-url",
-                    url,
-                    "--influx-db",
-                    db,
-                    "--influx-spool-dir",
-                    &path("spool"),
-                ]
-                .map(String::from),
-            );
-        }
-        let aggregator = Proc::spawn("aggregator-0", &bin("tapflow-aggregator"), &agg_args, dir);
-        let mut others = Vec::new();
-        for (i, port) in ports[2..].iter().enumerate() {
-            let mut args: Vec<String> = [
-                "--listen",
-                &endpoint(*port),
-                "--aggregator",
-                &agg,
-                "--collectors",
-                "1",
-                "--exit-on-eos",
-                "--plain",
-                "--name",
-                &format!("processor{i}"),
-            ]
-            .map(String::from)
-            .to_vec();
-            if durable {
-                args.extend(
-                    ["--aggregator-acks", &ack, "--resend-after-ms", "1000"].map(String::from),
-                );
-            }
-            others.push(Proc::spawn(
-                &format!("processor{i}"),
-                &bin("tapflow-processor"),
-                &args,
-                dir,
-            ));
-        }
+        let l = Layout::new(dir, PROCESSORS);
+        let state = dir.join("state");
+        let extra = influx.map_or(Vec::new(), |(url, db)| l.influx_args(url, db));
+        let agg_args = l.aggregator_args(durable.then_some(state.as_path()), &extra);
+        let aggregator = l.spawn_aggregator("aggregator-0", &agg_args);
+        let mut others = l.spawn_processors(durable.then_some(1000));
         // A fixed name (as the systemd unit gives): it is the `collector` tag in InfluxDB,
         // which two runs must share to be compared.
-        let mut args = vec![
-            "--pcap".to_string(),
-            pcap.display().to_string(),
-            "--plain".into(),
-            "--name".into(),
-            "tap0".into(),
-        ];
-        for port in &ports[2..] {
-            args.extend(["--processor".to_string(), endpoint(*port)]);
-        }
-        others.push(Proc::spawn(
-            "collector",
-            &bin("tapflow-collector"),
-            &args,
-            dir,
-        ));
+        others.push(l.spawn_collector(pcap, Some("tap0")));
         Pipeline {
             dir: dir.to_path_buf(),
             agg_args,
@@ -199,9 +127,7 @@ impl Pipeline {
     fn reached(&self, started: Instant, moment: Moment) -> bool {
         match moment {
             Moment::After(d) => started.elapsed() >= d,
-            Moment::ConnBytes(n) => {
-                std::fs::metadata(self.dir.join("conn.jsonl")).map_or(0, |m| m.len()) >= n
-            }
+            Moment::ConnBytes(n) => conn_bytes(&self.dir) >= n,
             Moment::FirstEnded => self.aggregator.stderr().contains("processor ended"),
             Moment::Restarting => self
                 .aggregator
@@ -214,40 +140,23 @@ impl Pipeline {
     /// `influx` holds in database `db`).
     fn finish(mut self, influx: Option<(&Influxd, &str)>) -> Outcome {
         let deadline = Instant::now() + RUN_TIMEOUT;
-        for p in self
-            .others
-            .iter_mut()
-            .chain(std::iter::once(&mut self.aggregator))
-        {
-            let status = p.wait_until(deadline);
-            assert!(
-                status.is_some_and(|s| s.success()),
-                "{} did not exit 0: {status:?}\n{}",
-                p.name,
-                p.stderr()
-            );
-        }
-        let health = read_text(&self.dir.join("health.jsonl"));
-        let report = health
-            .lines()
-            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-            .rfind(|v| v["kind"] == "accounting");
+        wait_all_exit0(
+            "",
+            self.others
+                .iter_mut()
+                .chain(std::iter::once(&mut self.aggregator)),
+            deadline,
+        );
+        let out = Outputs::read(&self.dir);
         assert!(
-            report.is_some(),
+            !out.report.is_null(),
             "no accounting report: {}",
             self.aggregator.stderr()
         );
-        let mut alerts: Vec<String> = read_text(&self.dir.join("alerts.jsonl"))
-            .lines()
-            .map(String::from)
-            .collect();
-        alerts.sort();
         Outcome {
             influx: influx.map(|(i, db)| i.contents(db, &[HEALTH], &FULL)),
             restarts: self.restarts,
-            conn: std::fs::read(self.dir.join("conn.jsonl")).unwrap_or_default(),
-            alerts,
-            report: report.unwrap_or_default(),
+            out,
         }
     }
 }
@@ -261,9 +170,8 @@ struct Outcome {
     /// What InfluxDB holds after the run, when it was written.
     influx: Option<Contents>,
     restarts: usize,
-    conn: Vec<u8>,
-    alerts: Vec<String>,
-    report: Value,
+    /// The conn log, the alert events and the report.
+    out: Outputs,
 }
 
 fn conn_lines(dir: &Path) -> usize {
@@ -304,7 +212,7 @@ fn check_influx(name: &str, clean: &Outcome, faulty: &Outcome) {
     let (Some(c), Some(f)) = (&clean.influx, &faulty.influx) else {
         return;
     };
-    let sessions = clean.conn.iter().filter(|&&b| b == b'\n').count() as u64;
+    let sessions = clean.out.conn.iter().filter(|&&b| b == b'\n').count() as u64;
     assert_eq!(
         f.point_count("tapflow_conn"),
         sessions,
@@ -315,33 +223,7 @@ fn check_influx(name: &str, clean: &Outcome, faulty: &Outcome) {
         sessions,
         "{name}: SELECT * FROM tapflow_conn"
     );
-    for (m, series) in &c.counts {
-        assert_eq!(
-            f.counts.get(m),
-            Some(series),
-            "{name}: {m}'s series and counts differ from the clean run's"
-        );
-    }
-    let extra: Vec<&String> = f
-        .counts
-        .keys()
-        .filter(|m| !c.counts.contains_key(*m))
-        .collect();
-    assert!(
-        extra.is_empty(),
-        "{name}: measurements the clean run lacks: {extra:?}"
-    );
-    for m in FULL {
-        let (cp, fp) = (&c.points[m], &f.points[m]);
-        let missing = cp.iter().filter(|p| fp.binary_search(p).is_err()).count();
-        let more = fp.iter().filter(|p| cp.binary_search(p).is_err()).count();
-        assert!(
-            missing == 0 && more == 0 && cp.len() == fp.len(),
-            "{name}: {m}: {missing} points of the clean run missing, {more} not in it ({} against {})",
-            fp.len(),
-            cp.len()
-        );
-    }
+    check_exactly_once(name, c, f, &FULL);
     let points: u64 = c.counts.keys().map(|m| f.point_count(m)).sum();
     eprintln!(
         "{name}: InfluxDB holds the clean run's {points} points in {} measurements ({} sessions), each once",
@@ -353,32 +235,17 @@ fn check_influx(name: &str, clean: &Outcome, faulty: &Outcome) {
 /// The faulty run's outputs are the clean run's, and its report lists its restarts.
 fn check_same(name: &str, clean: &Outcome, faulty: &Outcome) {
     let restarts = faulty.restarts;
-    let d = &faulty.report["durability"];
+    let d = &faulty.out.report["durability"];
     eprintln!(
         "{name}: {} conn bytes, {} alert events; durability: {d}",
-        faulty.conn.len(),
-        faulty.alerts.len()
+        faulty.out.conn.len(),
+        faulty.out.alerts.len()
     );
-    assert_eq!(faulty.report["complete"], true, "{name}: {}", faulty.report);
-    assert_eq!(
-        faulty.report["reconciled"], true,
-        "{name}: {}",
-        faulty.report
-    );
+    check_same_outputs(name, &clean.out, &faulty.out);
     assert_eq!(
         d["restarts"].as_array().map(Vec::len),
         Some(restarts),
         "{name}: {d}"
-    );
-    assert!(
-        faulty.conn == clean.conn,
-        "{name}: the conn log differs from the clean run's ({} bytes against {})",
-        faulty.conn.len(),
-        clean.conn.len()
-    );
-    assert_eq!(
-        faulty.alerts, clean.alerts,
-        "{name}: the alert events differ"
     );
     check_influx(name, clean, faulty);
 }
@@ -392,8 +259,11 @@ fn aggregator_killed_at_five_moments_loses_nothing() {
     let plain = run(root.path(), "plain", &pcap, false, &[], influx);
     let clean = run(root.path(), "clean", &pcap, true, &[], influx);
     // With a state directory and nothing failing, the outputs are those of a run without one.
-    assert!(clean.conn == plain.conn, "--state-dir changed the conn log");
-    assert_eq!(clean.alerts, plain.alerts);
+    assert!(
+        clean.out.conn == plain.out.conn,
+        "--state-dir changed the conn log"
+    );
+    assert_eq!(clean.out.alerts, plain.out.alerts);
     assert!(
         clean
             .influx
@@ -402,14 +272,14 @@ fn aggregator_killed_at_five_moments_loses_nothing() {
         "the clean run wrote no session to InfluxDB"
     );
     check_influx("clean against plain", &plain, &clean);
-    assert_eq!(clean.report["complete"], true, "{}", clean.report);
-    let lines = clean.conn.iter().filter(|&&c| c == b'\n').count();
+    assert_eq!(clean.out.report["complete"], true, "{}", clean.out.report);
+    let lines = clean.out.conn.iter().filter(|&&c| c == b'\n').count();
     eprintln!(
         "clean run: {lines} sessions, {} alert events",
-        clean.alerts.len()
+        clean.out.alerts.len()
     );
     assert!(lines > 10_000, "too few sessions to be a test: {lines}");
-    let bytes = clean.conn.len() as u64;
+    let bytes = clean.out.conn.len() as u64;
     let kill = "KILL";
     let cases: [(&str, Vec<(Moment, &str)>); 5] = [
         (

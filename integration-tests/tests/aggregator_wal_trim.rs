@@ -10,8 +10,10 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use serde_json::Value;
-use tapflow_integration_tests::{bin, endpoint, free_ports, read_text, Proc};
+use tapflow_integration_tests::durable::{
+    check_same_counts, check_same_outputs, conn_bytes, generate_at, wait_all_exit0, Layout, Outputs,
+};
+use tapflow_integration_tests::Proc;
 
 const PACKETS: u32 = 400_000;
 const FLOWS: u32 = 40_000;
@@ -35,9 +37,8 @@ enum Fault {
 }
 
 struct Outcome {
-    conn: Vec<u8>,
-    alerts: Vec<String>,
-    report: Value,
+    /// The conn log, the alert events and the report.
+    out: Outputs,
     /// The largest the log was seen, bytes: before the first processor's end-of-stream (the
     /// run's steady state, as a live run's), and over the whole run (the end-of-stream flush
     /// hands over every open session at once: the state is then the size of the log).
@@ -48,92 +49,6 @@ struct Outcome {
     conn_at_kill: u64,
     /// The largest checkpoint the (last) aggregator took, bytes (its log line's `after`).
     state_max: u64,
-}
-
-fn aggregator_args(dir: &Path, agg: &str, ack: &str, checkpoint_bytes: u64) -> Vec<String> {
-    let path = |name: &str| dir.join(name).display().to_string();
-    [
-        "--listen",
-        agg,
-        "--processors",
-        &PROCESSORS.to_string(),
-        "--exit-on-eos",
-        "--plain",
-        "--conn-log",
-        &path("conn.jsonl"),
-        "--alerts-log",
-        &path("alerts.jsonl"),
-        "--health-log",
-        &path("health.jsonl"),
-        "--state-dir",
-        &path("state"),
-        "--ack-listen",
-        ack,
-        "--wal-checkpoint-bytes",
-        &checkpoint_bytes.to_string(),
-    ]
-    .map(String::from)
-    .to_vec()
-}
-
-/// The processors and the collector reading `pcap`.
-fn others(dir: &Path, pcap: &Path, agg: &str, ack: &str, ports: &[u16]) -> Vec<Proc> {
-    let mut procs = Vec::new();
-    for (i, port) in ports.iter().enumerate() {
-        let args: Vec<String> = [
-            "--listen",
-            &endpoint(*port),
-            "--aggregator",
-            agg,
-            "--collectors",
-            "1",
-            "--exit-on-eos",
-            "--plain",
-            "--name",
-            &format!("processor{i}"),
-            "--aggregator-acks",
-            ack,
-            "--resend-after-ms",
-            "1000",
-        ]
-        .map(String::from)
-        .to_vec();
-        let name = format!("processor{i}");
-        procs.push(Proc::spawn(&name, &bin("tapflow-processor"), &args, dir));
-    }
-    let mut args = vec![
-        "--pcap".to_string(),
-        pcap.display().to_string(),
-        "--plain".into(),
-    ];
-    for port in ports {
-        args.extend(["--processor".to_string(), endpoint(*port)]);
-    }
-    procs.push(Proc::spawn(
-        "collector",
-        &bin("tapflow-collector"),
-        &args,
-        dir,
-    ));
-    procs
-}
-
-/// The capture: `PACKETS` packets of `FLOWS` flows at `RATE`.
-fn generate(dir: &Path) -> PathBuf {
-    let out = dir.join("trim.pcap");
-    let ok = std::process::Command::new(bin("tapflow-gen"))
-        .args([
-            "--packets",
-            &PACKETS.to_string(),
-            "--flows",
-            &FLOWS.to_string(),
-        ])
-        .args(["--seed", "8", "--rate", &RATE.to_string(), "--out"])
-        .arg(&out)
-        .status()
-        .is_ok_and(|s| s.success());
-    assert!(ok, "tapflow-gen failed");
-    out
 }
 
 fn wal_path(dir: &Path) -> PathBuf {
@@ -149,11 +64,15 @@ fn checkpoints_said(p: &Proc) -> usize {
 fn run(root: &Path, name: &str, pcap: &Path, checkpoint_bytes: u64, fault: Fault) -> Outcome {
     let dir = root.join(name);
     std::fs::create_dir_all(&dir).expect("a run directory");
-    let ports = free_ports(PROCESSORS + 2);
-    let (agg, ack) = (endpoint(ports[0]), endpoint(ports[1]));
-    let args = aggregator_args(&dir, &agg, &ack, checkpoint_bytes);
-    let mut aggregator = Proc::spawn("aggregator-0", &bin("tapflow-aggregator"), &args, &dir);
-    let mut rest = others(&dir, pcap, &agg, &ack, &ports[2..]);
+    let l = Layout::new(&dir, PROCESSORS);
+    let extra = [
+        "--wal-checkpoint-bytes".to_string(),
+        checkpoint_bytes.to_string(),
+    ];
+    let args = l.aggregator_args(Some(&dir.join("state")), &extra);
+    let mut aggregator = l.spawn_aggregator("aggregator-0", &args);
+    let mut rest = l.spawn_processors(Some(1000));
+    rest.push(l.spawn_collector(pcap, None));
     let deadline = Instant::now() + RUN_TIMEOUT;
     let (mut wal_max, mut wal_live) = (0, 0);
     let mut ended = false;
@@ -177,7 +96,7 @@ fn run(root: &Path, name: &str, pcap: &Path, checkpoint_bytes: u64, fault: Fault
         };
         if checkpoints_said(&aggregator) >= after {
             tapflow_integration_tests::faults::signal(aggregator.child.id(), "KILL");
-            conn_at_kill = std::fs::metadata(dir.join("conn.jsonl")).map_or(0, |m| m.len());
+            conn_at_kill = conn_bytes(&dir);
             let status = aggregator.wait_until(Instant::now() + Duration::from_secs(60));
             eprintln!("{name}: SIGKILL after {after} checkpoints: {status:?}");
             if matches!(pending, Fault::KillAndDamage(_)) {
@@ -187,7 +106,7 @@ fn run(root: &Path, name: &str, pcap: &Path, checkpoint_bytes: u64, fault: Fault
             std::thread::sleep(Duration::from_secs(1));
             restarts += 1;
             let label = format!("aggregator-{restarts}");
-            aggregator = Proc::spawn(&label, &bin("tapflow-aggregator"), &args, &dir);
+            aggregator = l.spawn_aggregator(&label, &args);
         }
         std::thread::sleep(Duration::from_millis(1));
     }
@@ -196,15 +115,12 @@ fn run(root: &Path, name: &str, pcap: &Path, checkpoint_bytes: u64, fault: Fault
         Fault::None,
         "{name}: the run ended before 2 checkpoints"
     );
-    for p in rest.iter_mut().chain(std::iter::once(&mut aggregator)) {
-        let status = p.wait_until(deadline);
-        assert!(
-            status.is_some_and(|s| s.success()),
-            "{name}: {} did not exit 0: {status:?}\n{}",
-            p.name,
-            p.stderr()
-        );
-    }
+    let label = format!("{name}: ");
+    wait_all_exit0(
+        &label,
+        rest.iter_mut().chain(std::iter::once(&mut aggregator)),
+        deadline,
+    );
     let mut state_max = 0;
     for l in aggregator
         .stderr()
@@ -215,20 +131,9 @@ fn run(root: &Path, name: &str, pcap: &Path, checkpoint_bytes: u64, fault: Fault
         let after = l.split_whitespace().find_map(|w| w.strip_prefix("after="));
         state_max = state_max.max(after.and_then(|a| a.parse().ok()).unwrap_or(0));
     }
-    let report = read_text(&dir.join("health.jsonl"))
-        .lines()
-        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-        .rfind(|v| v["kind"] == "accounting")
-        .unwrap_or_default();
-    let mut alerts: Vec<String> = read_text(&dir.join("alerts.jsonl"))
-        .lines()
-        .map(String::from)
-        .collect();
-    alerts.sort();
+    let out = Outputs::read(&dir);
     Outcome {
-        conn: std::fs::read(dir.join("conn.jsonl")).unwrap_or_default(),
-        alerts,
-        report,
+        out,
         wal_live,
         wal_max,
         restarts,
@@ -246,55 +151,39 @@ fn damage_checkpoint(path: &Path) {
 }
 
 fn check_same(name: &str, clean: &Outcome, faulty: &Outcome) {
-    let d = &faulty.report["durability"];
+    let d = &faulty.out.report["durability"];
     eprintln!(
         "{name}: {} conn bytes, {} alert events, log at most {} bytes; durability: {d}",
-        faulty.conn.len(),
-        faulty.alerts.len(),
+        faulty.out.conn.len(),
+        faulty.out.alerts.len(),
         faulty.wal_max
     );
-    assert_eq!(faulty.report["complete"], true, "{name}: {}", faulty.report);
-    assert_eq!(
-        faulty.report["reconciled"], true,
-        "{name}: {}",
-        faulty.report
-    );
+    check_same_outputs(name, &clean.out, &faulty.out);
     assert_eq!(
         d["restarts"].as_array().map(Vec::len),
         Some(faulty.restarts),
         "{name}: {d}"
-    );
-    assert!(
-        faulty.conn == clean.conn,
-        "{name}: the conn log differs from the clean run's ({} bytes against {})",
-        faulty.conn.len(),
-        clean.conn.len()
     );
     // The detector's state is in the checkpoint: the same events wherever the kill came.
     eprintln!(
         "{name}: killed with {} conn bytes written",
         faulty.conn_at_kill
     );
-    assert_eq!(
-        faulty.alerts, clean.alerts,
-        "{name}: the alert events differ"
-    );
-    assert_eq!(
-        faulty.report["detection"], clean.report["detection"],
-        "{name}"
-    );
-    assert_eq!(faulty.report["conns"], clean.report["conns"], "{name}");
+    check_same_counts(name, &clean.out, &faulty.out);
 }
 
 #[test]
 fn a_trimmed_log_stays_small_and_a_restart_from_a_checkpoint_loses_nothing() {
     let root = tempfile::tempdir().expect("a temporary directory");
-    let pcap = generate(root.path());
+    let pcap = generate_at(root.path(), PACKETS, FLOWS, RATE);
     // No checkpoint during the run: the log grows with every message.
     let whole = run(root.path(), "untrimmed", &pcap, u64::MAX, Fault::None);
     let clean = run(root.path(), "trimmed", &pcap, CHECKPOINT_BYTES, Fault::None);
-    let lines = clean.conn.iter().filter(|&&c| c == b'\n').count();
-    let (dw, dc) = (&whole.report["durability"], &clean.report["durability"]);
+    let lines = clean.out.conn.iter().filter(|&&c| c == b'\n').count();
+    let (dw, dc) = (
+        &whole.out.report["durability"],
+        &clean.out.report["durability"],
+    );
     eprintln!(
         "untrimmed: log at most {} bytes ({} before the first end-of-stream), {dw}; trimmed: at most {} bytes ({} before), {dc}; {lines} sessions",
         whole.wal_max, whole.wal_live, clean.wal_max, clean.wal_live
@@ -320,9 +209,15 @@ fn a_trimmed_log_stays_small_and_a_restart_from_a_checkpoint_loses_nothing() {
         clean.wal_max,
         whole.wal_max
     );
-    assert!(clean.conn == whole.conn, "checkpoints changed the conn log");
-    assert_eq!(clean.alerts, whole.alerts, "checkpoints changed the alerts");
-    assert_eq!(clean.report["complete"], true, "{}", clean.report);
+    assert!(
+        clean.out.conn == whole.out.conn,
+        "checkpoints changed the conn log"
+    );
+    assert_eq!(
+        clean.out.alerts, whole.out.alerts,
+        "checkpoints changed the alerts"
+    );
+    assert_eq!(clean.out.report["complete"], true, "{}", clean.out.report);
     let cases = [
         ("killed", Fault::Kill(2)),
         ("killed-later", Fault::Kill(6)),
@@ -333,7 +228,7 @@ fn a_trimmed_log_stays_small_and_a_restart_from_a_checkpoint_loses_nothing() {
         assert_eq!(faulty.restarts, 1, "{name}");
         check_same(name, &clean, &faulty);
         if matches!(fault, Fault::KillAndDamage(_)) {
-            let d = &faulty.report["durability"];
+            let d = &faulty.out.report["durability"];
             assert_eq!(d["checkpoint_fell_back"], 1, "{name}: {d}");
         }
     }

@@ -21,16 +21,17 @@
 //! its first heartbeat after the restart, never from before it), and the report lists the
 //! restored removal and the new addition.
 
-use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use tapflow_integration_tests::cluster::{
-    accounting_report, generate, lines, log_field, spawn, wait_all_ok, wait_for, write_set,
-    Cluster, T0,
+    accounting_report, lines, log_field, spawn, wait_all_ok, wait_for, Cluster, T0,
+};
+use tapflow_integration_tests::durable::{
+    conn_summary as summary, conn_ts as ts, conns_by_uid as by_uid, dead_processors, decisions,
+    log_of, Membership, Scene,
 };
 use tapflow_integration_tests::faults::signal;
-use tapflow_integration_tests::fifo::{feed_paced, mkfifo, read_pcap};
 use tapflow_integration_tests::{endpoint, free_ports, run_pipeline, CollectorSpec, Proc};
 
 const TIMEOUT: Duration = Duration::from_secs(600);
@@ -41,105 +42,73 @@ const HOLD_DOWN_MS: u64 = 3_000;
 const HEARTBEAT_MS: u64 = 200;
 
 /// The scene after both crashes: processor 1 killed and removed, the aggregator killed after
-/// announcing the removal and started again, its decision restored.
+/// announcing the removal and started again (`scene.aggregator`, as `aggregator-again`), its
+/// decision restored.
 struct Crashed {
-    dir: tempfile::TempDir,
-    capture: std::path::PathBuf,
-    c: Cluster,
-    control: String,
-    ack: String,
     /// Processors 0 and 2 (1 is `dead`).
-    processors: Vec<Proc>,
-    collector: Proc,
-    again: Proc,
+    scene: Scene,
+    ack: String,
     dead: Proc,
     first_log: String,
-    feeder: std::thread::JoinHandle<()>,
-    started: Instant,
-    deadline: Instant,
 }
 
 fn crash_both() -> Crashed {
-    let dir = tempfile::tempdir().expect("create a temp dir");
-    let d = dir.path();
-    let capture = generate(d, PACKETS, 12_000);
-    let deadline = Instant::now() + TIMEOUT;
-    let c = Cluster::new(d, 1);
-    write_set(&c.set, "[0, 1, 2]", &c.proc_ports, &[]);
-    let ports = free_ports(2);
-    let (control, ack) = (endpoint(ports[0]), endpoint(ports[1]));
-    let agg_args = aggregator_args(&c, &control, &ack);
-    let aggregator = spawn("aggregator", "tapflow-aggregator", agg_args.clone(), d);
-    let mut processors: Vec<Proc> = (0..3)
-        .map(|id| processor(&c, id, &control, &ack, &format!("processor{id}")))
-        .collect();
-    let fifo = d.join("tap.fifo");
-    mkfifo(&fifo);
-    let collector = c.collector(
-        &fifo,
-        "collector",
-        &[
-            "--slow-policy",
-            "drop",
-            "--linger-ms",
-            "10000",
-            "--control",
-            &control,
-        ],
+    let ack = endpoint(free_ports(1)[0]);
+    let mut agg_args = Vec::new();
+    let mut s = Scene::start(
+        PACKETS,
+        TIMEOUT,
+        |c, control| {
+            agg_args = aggregator_args(c, control, &ack);
+            spawn("aggregator", "tapflow-aggregator", agg_args.clone(), &c.dir)
+        },
+        |c, id, control| processor(c, id, control, &ack, &format!("processor{id}")),
     );
-    let feeder = feed_paced(vec![(read_pcap(&capture), fifo, 0)], TIMEOUT);
-    wait_for(&collector, "capture open", deadline);
-    let started = Instant::now();
-
+    let deadline = s.deadline;
     std::thread::sleep(Duration::from_secs(3));
-    signal(processors[1].child.id(), "KILL");
-    let dead = processors.remove(1);
-    wait_for(&aggregator, "processor declared dead", deadline);
+    signal(s.processors[1].child.id(), "KILL");
+    let dead = s.processors.remove(1);
+    wait_for(&s.aggregator, "processor declared dead", deadline);
     // Announced only once durable: the collector has it, so the log holds it.
     wait_for(
-        &collector,
+        &s.collector,
         "processor set announced by the aggregator",
         deadline,
     );
-    let first_log = aggregator.stderr();
-    signal(aggregator.child.id(), "KILL");
-    drop(aggregator);
+    let first_log = s.aggregator.stderr();
+    signal(s.aggregator.child.id(), "KILL");
+    let _ = s.aggregator.child.wait();
     std::thread::sleep(Duration::from_secs(1));
-    let again = spawn("aggregator-again", "tapflow-aggregator", agg_args, d);
+    s.aggregator = spawn("aggregator-again", "tapflow-aggregator", agg_args, &s.c.dir);
     wait_for(
-        &again,
+        &s.aggregator,
         "membership decision restored from the write-ahead log",
         deadline,
     );
     Crashed {
-        dir,
-        capture,
-        c,
-        control,
+        scene: s,
         ack,
-        processors,
-        collector,
-        again,
         dead,
         first_log,
-        feeder,
-        started,
-        deadline,
     }
 }
 
 #[test]
 fn a_removal_decided_before_an_aggregator_crash_holds_after_its_restart() {
     let Crashed {
-        dir,
-        capture,
-        processors,
-        collector,
-        again,
+        scene:
+            Scene {
+                dir,
+                capture,
+                processors,
+                collector,
+                aggregator: again,
+                feeder,
+                deadline,
+                ..
+            },
         dead: crashed,
         first_log,
-        feeder,
-        deadline,
         ..
     } = crash_both();
     let d = dir.path();
@@ -149,13 +118,7 @@ fn a_removal_decided_before_an_aggregator_crash_holds_after_its_restart() {
     all.push(again);
     wait_all_ok(&mut all, deadline);
     drop(crashed);
-    let log_of = |name: &str| {
-        all.iter()
-            .find(|p| p.name == name)
-            .map(Proc::stderr)
-            .unwrap_or_default()
-    };
-    let (collector_log, again_log) = (log_of("collector"), log_of("aggregator-again"));
+    let (collector_log, again_log) = (log_of(&all, "collector"), log_of(&all, "aggregator-again"));
 
     // Decided once, before the crash; restored, not decided again, after it.
     let remove_ns = log_field(&first_log, "processor declared dead", "switch_at_ns");
@@ -191,11 +154,7 @@ fn a_removal_decided_before_an_aggregator_crash_holds_after_its_restart() {
         (Some(1), Some(0), Some(1)),
         "{report}"
     );
-    let decisions: Vec<String> = m["decisions"]
-        .as_array()
-        .map(|a| a.iter().map(|d| d["change"].to_string()).collect())
-        .unwrap_or_default();
-    assert_eq!(decisions, [r#"{"Remove":1}"#], "{report}");
+    assert_eq!(decisions(&report), [r#"{"Remove":1}"#], "{report}");
     let restarts = report["durability"]["restarts"].as_array().map(Vec::len);
     assert_eq!(restarts, Some(1), "{report}");
     // As in a run without the restart: the link to the member removed for good is counted
@@ -206,11 +165,7 @@ fn a_removal_decided_before_an_aggregator_crash_holds_after_its_restart() {
         (&Value::Bool(true), &Value::Bool(false)),
         "{report}"
     );
-    let dead: Vec<&str> = report["dead_processors"]
-        .as_array()
-        .map(|a| a.iter().filter_map(|p| p["processor"].as_str()).collect())
-        .unwrap_or_default();
-    assert_eq!(dead, ["processor1"], "{report}");
+    assert_eq!(dead_processors(&report), ["processor1"], "{report}");
 
     // Connections that start after the removal's switch (and a second of margin): each as
     // without the failure; none written twice.
@@ -253,17 +208,21 @@ fn a_removal_decided_before_an_aggregator_crash_holds_after_its_restart() {
 #[test]
 fn a_processor_removed_before_an_aggregator_crash_rejoins_after_a_whole_hold_down() {
     let Crashed {
-        dir,
-        c,
-        control,
+        scene:
+            Scene {
+                dir,
+                c,
+                control,
+                processors,
+                collector,
+                aggregator: again,
+                feeder,
+                started,
+                deadline,
+                ..
+            },
         ack,
-        processors,
-        collector,
-        again,
         dead,
-        feeder,
-        started,
-        deadline,
         ..
     } = crash_both();
     // Back after the restart: the hold-down counts from its first heartbeat to the restarted
@@ -287,11 +246,7 @@ fn a_processor_removed_before_an_aggregator_crash_rejoins_after_a_whole_hold_dow
     all.push(again);
     wait_all_ok(&mut all, deadline);
     drop(dead);
-    let again_log = all
-        .iter()
-        .find(|p| p.name == "aggregator-again")
-        .map(Proc::stderr)
-        .unwrap_or_default();
+    let again_log = log_of(&all, "aggregator-again");
     let healthy_ms = log_field(&again_log, "processor back for its hold-down", "healthy_ms");
     assert!(
         healthy_ms.is_some_and(|ms| ms >= HOLD_DOWN_MS),
@@ -303,100 +258,34 @@ fn a_processor_removed_before_an_aggregator_crash_rejoins_after_a_whole_hold_dow
     );
     let report = accounting_report(dir.path());
     let m = &report["membership"];
-    let decisions: Vec<String> = m["decisions"]
-        .as_array()
-        .map(|a| a.iter().map(|d| d["change"].to_string()).collect())
-        .unwrap_or_default();
-    assert_eq!(decisions, [r#"{"Remove":1}"#, r#"{"Add":1}"#], "{report}");
+    assert_eq!(
+        decisions(&report),
+        [r#"{"Remove":1}"#, r#"{"Add":1}"#],
+        "{report}"
+    );
     assert_eq!(m["restored"].as_u64(), Some(1), "{report}");
     assert_eq!(report["reconciled"], true, "{report}");
     let epochs = report["processor_set"]["epochs"].as_array().map(Vec::len);
     assert_eq!(epochs, Some(3), "{report}");
 }
 
-fn ts(c: &Value) -> f64 {
-    c["ts"].as_f64().unwrap_or(0.0)
-}
-
-/// What must be the same: the session's state, history, packets and bytes.
-fn summary(c: &Value) -> String {
-    [
-        "conn_state",
-        "history",
-        "orig_pkts",
-        "resp_pkts",
-        "orig_ip_bytes",
-        "resp_ip_bytes",
-        "duration",
-    ]
-    .map(|f| c[f].to_string())
-    .join(" ")
-}
-
-fn by_uid(conns: &[Value]) -> BTreeMap<String, Value> {
-    conns
-        .iter()
-        .map(|c| (c["uid"].as_str().unwrap_or_default().to_owned(), c.clone()))
-        .collect()
-}
+/// The cluster's timings: dead after 2 s of silence, back after a 3 s hold-down.
+const MEMBERSHIP: Membership = Membership {
+    dead_after_ms: DEAD_AFTER_MS,
+    hold_down_ms: HOLD_DOWN_MS,
+    heartbeat_ms: HEARTBEAT_MS,
+};
 
 /// The aggregator: durable (`--state-dir`, acknowledgements on `ack`), deciding membership
 /// and announcing it on `control`. The same command line at the restart.
 fn aggregator_args(c: &Cluster, control: &str, ack: &str) -> Vec<String> {
-    [
-        "--listen",
-        &endpoint(c.agg_port),
-        "--processor-set",
-        &c.set.display().to_string(),
-        "--exit-on-eos",
-        "--health-log",
-        &c.log("health.jsonl"),
-        "--conn-log",
-        &c.log("conn.jsonl"),
-        "--alerts-log",
-        &c.log("alerts.jsonl"),
-        "--state-dir",
-        &c.log("state"),
-        "--ack-listen",
-        ack,
-        "--control-listen",
-        control,
-        "--processor-dead-after",
-        &format!("{DEAD_AFTER_MS}ms"),
-        "--processor-hold-down",
-        &format!("{HOLD_DOWN_MS}ms"),
-    ]
-    .map(str::to_owned)
-    .to_vec()
+    let durable = ["--state-dir", &c.log("state"), "--ack-listen", ack].map(str::to_owned);
+    MEMBERSHIP.aggregator_args(c, control, &durable)
 }
 
 /// Processor `id` of the set, subscribed to the control channel, keeping what the aggregator
 /// has not acknowledged and sending it again to the next incarnation.
 fn processor(c: &Cluster, id: usize, control: &str, ack: &str, name: &str) -> Proc {
-    let args = [
-        "--listen",
-        &endpoint(c.proc_ports[id]),
-        "--aggregator",
-        &endpoint(c.agg_port),
-        "--collectors",
-        &c.collectors.to_string(),
-        "--exit-on-eos",
-        "--name",
-        &format!("processor{id}"),
-        "--processor-set",
-        &c.set.display().to_string(),
-        "--id",
-        &id.to_string(),
-        "--heartbeat-ms",
-        &HEARTBEAT_MS.to_string(),
-        "--control",
-        control,
-        "--aggregator-acks",
-        ack,
-        "--resend-after-ms",
-        "1000",
-    ]
-    .map(str::to_owned)
-    .to_vec();
-    spawn(name, "tapflow-processor", args, &c.dir)
+    let acks = ["--aggregator-acks", ack, "--resend-after-ms", "1000"].map(str::to_owned);
+    MEMBERSHIP.processor(c, id, control, name, &acks)
 }

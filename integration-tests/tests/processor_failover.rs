@@ -17,17 +17,19 @@
 //! capture through one fixed processor writes it (but for those the return's switch splits, as
 //! any switch does: marked `tapflow_split` closed by the survivor that gave them up).
 
-use std::collections::{BTreeMap, BTreeSet};
-use std::time::{Duration, Instant};
+use std::collections::BTreeSet;
+use std::time::Duration;
 
 use serde_json::Value;
 use tapflow_integration_tests::cluster::{
-    accounting_report, generate, lines, log_field, spawn, wait_all_ok, wait_for, write_set,
-    Cluster, T0,
+    accounting_report, lines, log_field, spawn, wait_all_ok, wait_for, Cluster, T0,
+};
+use tapflow_integration_tests::durable::{
+    conn_summary as summary, conn_ts as ts, conn_uid as uid, conns_by_uid as by_uid,
+    dead_processors, decisions, log_of, Membership, Scene,
 };
 use tapflow_integration_tests::faults::signal;
-use tapflow_integration_tests::fifo::{feed_paced, mkfifo, read_pcap};
-use tapflow_integration_tests::{endpoint, free_ports, run_pipeline, CollectorSpec, Proc};
+use tapflow_integration_tests::{run_pipeline, CollectorSpec, Proc};
 
 const TIMEOUT: Duration = Duration::from_secs(600);
 /// 30 s of packet time at the generator's 6,000 packets/s; `TAPFLOW_FAILOVER_PACKETS` sets
@@ -39,67 +41,14 @@ const HEARTBEAT_MS: u64 = 200;
 /// The aggregator looks at the time at least this often (its receive timeout).
 const AGGREGATOR_LOOP_MS: u64 = 250;
 
-/// A running failover scene: three processors of a set, the aggregator deciding membership,
-/// the collector reading the generated capture through a FIFO at its own pace.
-struct Scene {
-    dir: tempfile::TempDir,
-    capture: std::path::PathBuf,
-    c: Cluster,
-    control: String,
-    aggregator: Proc,
-    processors: Vec<Proc>,
-    collector: Proc,
-    feeder: std::thread::JoinHandle<()>,
-    started: Instant,
-    deadline: Instant,
-}
-
 fn start() -> Scene {
-    let dir = tempfile::tempdir().expect("create a temp dir");
-    let d = dir.path();
     let packets = std::env::var("TAPFLOW_FAILOVER_PACKETS")
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(PACKETS);
-    let capture = generate(d, packets, 12_000);
-    let deadline = Instant::now() + TIMEOUT;
-    let c = Cluster::new(d, 1);
-    write_set(&c.set, "[0, 1, 2]", &c.proc_ports, &[]);
-    let control = endpoint(free_ports(1)[0]);
-    let aggregator = aggregator(&c, &control);
-    let processors: Vec<Proc> = (0..3)
-        .map(|id| processor(&c, id, &control, &format!("processor{id}")))
-        .collect();
-    let fifo = d.join("tap.fifo");
-    mkfifo(&fifo);
-    // As in `--test scaling`'s crash: drop rather than stall the tap while the dead processor
-    // takes nothing, and a linger long enough for a loaded machine.
-    let collector = c.collector(
-        &fifo,
-        "collector",
-        &[
-            "--slow-policy",
-            "drop",
-            "--linger-ms",
-            "10000",
-            "--control",
-            &control,
-        ],
-    );
-    let feeder = feed_paced(vec![(read_pcap(&capture), fifo, 0)], TIMEOUT);
-    wait_for(&collector, "capture open", deadline);
-    Scene {
-        started: Instant::now(),
-        dir,
-        capture,
-        c,
-        control,
-        aggregator,
-        processors,
-        collector,
-        feeder,
-        deadline,
-    }
+    Scene::start(packets, TIMEOUT, aggregator, |c, id, control| {
+        processor(c, id, control, &format!("processor{id}"))
+    })
 }
 
 #[test]
@@ -137,13 +86,7 @@ fn a_killed_processor_is_removed_and_rejoins_after_the_hold_down() {
     all.push(aggregator);
     wait_all_ok(&mut all, deadline);
     drop(crashed);
-    let log_of = |name: &str| {
-        all.iter()
-            .find(|p| p.name == name)
-            .map(Proc::stderr)
-            .unwrap_or_default()
-    };
-    let (collector_log, aggregator_log) = (log_of("collector"), log_of("aggregator"));
+    let (collector_log, aggregator_log) = (log_of(&all, "collector"), log_of(&all, "aggregator"));
 
     // The decisions, as logged.
     let silent_ms = log_field(&aggregator_log, "processor declared dead", "silent_ms");
@@ -201,16 +144,12 @@ fn a_killed_processor_is_removed_and_rejoins_after_the_hold_down() {
         (Some(1), Some(1)),
         "{report}"
     );
-    let decisions: Vec<String> = m["decisions"]
-        .as_array()
-        .map(|a| a.iter().map(|d| d["change"].to_string()).collect())
-        .unwrap_or_default();
-    assert_eq!(decisions, [r#"{"Remove":1}"#, r#"{"Add":1}"#], "{report}");
-    let dead: Vec<&str> = report["dead_processors"]
-        .as_array()
-        .map(|a| a.iter().filter_map(|p| p["processor"].as_str()).collect())
-        .unwrap_or_default();
-    assert_eq!(dead, ["processor1"], "{report}");
+    assert_eq!(
+        decisions(&report),
+        [r#"{"Remove":1}"#, r#"{"Add":1}"#],
+        "{report}"
+    );
+    assert_eq!(dead_processors(&report), ["processor1"], "{report}");
     // The returning member's new link continues its sequence: every summary sent to member 1
     // is received by one of its incarnations or lost with the dead one.
     assert_eq!(report["reconciled"], true, "{report}");
@@ -219,7 +158,7 @@ fn a_killed_processor_is_removed_and_rejoins_after_the_hold_down() {
     // The processors (`--control`) heard both decisions too: the survivors switched at both
     // instants, and no processor took summaries of an epoch it did not know.
     for p in ["processor0", "processor2"] {
-        let log = log_of(p);
+        let log = log_of(&all, p);
         for epoch in [2, 3] {
             let switched = format!("processor set: switched epoch epoch={epoch}");
             assert!(log.contains(&switched), "{p}: {switched}:\n{log}");
@@ -350,23 +289,11 @@ fn a_processor_that_never_returns_is_counted_lost_and_the_run_reconciles() {
         report["dead_processors"][0]["processor"], "processor1",
         "{report}"
     );
-    let log = all
-        .iter()
-        .find(|p| p.name == "aggregator")
-        .map(Proc::stderr);
-    let log = log.unwrap_or_default();
+    let log = log_of(&all, "aggregator");
     assert!(
         log.contains("accounting\n") && !log.contains("MISMATCH"),
         "{log}"
     );
-}
-
-fn ts(c: &Value) -> f64 {
-    c["ts"].as_f64().unwrap_or(0.0)
-}
-
-fn uid(c: &Value) -> String {
-    c["uid"].as_str().unwrap_or_default().to_owned()
 }
 
 /// The five-tuple, endpoints in either order.
@@ -377,76 +304,21 @@ fn tuple(c: &Value) -> String {
     format!("{} {lo} {hi}", c["proto"])
 }
 
-/// What must be the same: the session's state, history, packets and bytes.
-fn summary(c: &Value) -> String {
-    [
-        "conn_state",
-        "history",
-        "orig_pkts",
-        "resp_pkts",
-        "orig_ip_bytes",
-        "resp_ip_bytes",
-        "duration",
-    ]
-    .map(|f| c[f].to_string())
-    .join(" ")
-}
-
-fn by_uid(conns: &[Value]) -> BTreeMap<String, Value> {
-    conns.iter().map(|c| (uid(c), c.clone())).collect()
-}
+/// The cluster's timings: dead after 2 s of silence, back after a 3 s hold-down.
+const MEMBERSHIP: Membership = Membership {
+    dead_after_ms: DEAD_AFTER_MS,
+    hold_down_ms: HOLD_DOWN_MS,
+    heartbeat_ms: HEARTBEAT_MS,
+};
 
 /// The cluster's aggregator, deciding membership and announcing it on `control`.
 fn aggregator(c: &Cluster, control: &str) -> Proc {
-    let args = [
-        "--listen",
-        &endpoint(c.agg_port),
-        "--processor-set",
-        &c.set.display().to_string(),
-        "--exit-on-eos",
-        "--health-log",
-        &c.log("health.jsonl"),
-        "--conn-log",
-        &c.log("conn.jsonl"),
-        "--alerts-log",
-        &c.log("alerts.jsonl"),
-        "--control-listen",
-        control,
-        "--processor-dead-after",
-        &format!("{DEAD_AFTER_MS}ms"),
-        "--processor-hold-down",
-        &format!("{HOLD_DOWN_MS}ms"),
-    ]
-    .map(str::to_owned)
-    .to_vec();
+    let args = MEMBERSHIP.aggregator_args(c, control, &[]);
     spawn("aggregator", "tapflow-aggregator", args, &c.dir)
 }
 
-/// Processor `id` started again with the same flags (same name, a new incarnation); its stderr
-/// goes to a file of its own.
 /// Processor `id` of the set, subscribed to the aggregator's control channel (its decisions
 /// reach it as a SIGHUP reload would), spawned as `name`.
 fn processor(c: &Cluster, id: usize, control: &str, name: &str) -> Proc {
-    let args = [
-        "--listen",
-        &endpoint(c.proc_ports[id]),
-        "--aggregator",
-        &endpoint(c.agg_port),
-        "--collectors",
-        &c.collectors.to_string(),
-        "--exit-on-eos",
-        "--name",
-        &format!("processor{id}"),
-        "--processor-set",
-        &c.set.display().to_string(),
-        "--id",
-        &id.to_string(),
-        "--heartbeat-ms",
-        &HEARTBEAT_MS.to_string(),
-        "--control",
-        control,
-    ]
-    .map(str::to_owned)
-    .to_vec();
-    spawn(name, "tapflow-processor", args, &c.dir)
+    MEMBERSHIP.processor(c, id, control, name, &[])
 }
