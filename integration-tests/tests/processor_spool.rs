@@ -187,15 +187,7 @@ impl Run {
         let procs = std::iter::once(&mut self.collector)
             .chain(self.processors.iter_mut())
             .chain(std::iter::once(&mut self.aggregator));
-        for p in procs {
-            let status = p.wait_until(deadline);
-            assert!(
-                status.is_some_and(|s| s.success()),
-                "{} did not exit 0: {status:?}\n{}",
-                p.name,
-                p.stderr()
-            );
-        }
+        tapflow_integration_tests::durable::wait_all_exit0("", procs, deadline);
         let report = read_text(&self.dir.join("health.jsonl"))
             .lines()
             .filter_map(|l| serde_json::from_str::<Value>(l).ok())
