@@ -170,11 +170,14 @@ impl Influxd {
             .query("q", q)
             .send_empty();
         assert!(resp.is_ok(), "query {q:?}: {resp:?}");
+        // ureq reads at most 10 MB by default: a whole measurement of a large run is more.
         let text = resp
             .expect("query influxd")
             .body_mut()
+            .with_config()
+            .limit(1 << 32)
             .read_to_string()
-            .unwrap_or_default();
+            .unwrap_or_else(|e| panic!("query {q:?}: reading the answer: {e}"));
         let v = serde_json::from_str(&text);
         assert!(v.is_ok(), "query {q:?}: {v:?}: {text}");
         v.expect("parse the query's answer")

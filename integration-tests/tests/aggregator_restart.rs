@@ -20,9 +20,21 @@ use tapflow_integration_tests::durable::{
 use tapflow_integration_tests::influxd::{Contents, Influxd};
 use tapflow_integration_tests::{bin, Proc};
 
-/// Packets of the generated capture, and its flows.
+/// Packets of the generated capture (a tenth of them flows); `TAPFLOW_RESTART_PACKETS` runs the
+/// same checks over a larger capture (the 1M packets), for a demonstration.
 const PACKETS: u32 = 400_000;
-const FLOWS: u32 = 40_000;
+
+/// The capture's packets and flows.
+fn capture_size() -> (u32, u32) {
+    let packets = std::env::var("TAPFLOW_RESTART_PACKETS")
+        .ok()
+        .map(|v| {
+            v.parse()
+                .expect("TAPFLOW_RESTART_PACKETS: a number of packets")
+        })
+        .unwrap_or(PACKETS);
+    (packets, packets / 10)
+}
 const PROCESSORS: usize = 2;
 /// Every process must have exited this long after the start.
 const RUN_TIMEOUT: Duration = Duration::from_secs(240);
@@ -253,7 +265,8 @@ fn check_same(name: &str, clean: &Outcome, faulty: &Outcome) {
 #[test]
 fn aggregator_killed_at_five_moments_loses_nothing() {
     let root = tempfile::tempdir().expect("a temporary directory");
-    let pcap = generate(root.path(), PACKETS, FLOWS);
+    let (packets, flows) = capture_size();
+    let pcap = generate(root.path(), packets, flows);
     let influxd = Influxd::start();
     let influx = influxd.as_ref();
     let plain = run(root.path(), "plain", &pcap, false, &[], influx);
@@ -317,7 +330,8 @@ type Case<'a> = (&'a str, Vec<(Moment, &'a str)>, usize);
 fn aggregator_stopped_by_sigterm_and_started_again_loses_nothing() {
     let root = tempfile::tempdir().expect("a temporary directory");
     let root = root.path();
-    let pcap = generate(root, PACKETS, FLOWS);
+    let (packets, flows) = capture_size();
+    let pcap = generate(root, packets, flows);
     let influxd = Influxd::start();
     let influx = influxd.as_ref();
     let clean = run(root, "clean", &pcap, true, &[], influx);
