@@ -112,36 +112,17 @@ impl Aggregator {
 
 #[cfg(test)]
 mod tests {
-    use std::path::PathBuf;
     use std::time::Duration;
 
-    use tapflow_proto::procset::ProcessorSet;
     use tapflow_proto::upstream::{ProcessorAccount, ProcessorHeartbeat};
 
     use super::*;
-    use crate::detect::DetectConfig;
-    use crate::detect_thread::InlineDetection;
-    use crate::sink::Sinks;
-    use crate::state::{Now, Settings};
+    use crate::state::Now;
 
     /// Members {0, 1, 2} by processor set, dead after 2 s, back after 3 s, exiting on
     /// end-of-stream.
     fn machine() -> Aggregator {
-        let set = ProcessorSet::replay(&[0, 1, 2], &[], Default::default()).expect("a set");
-        let settings = Settings {
-            processors: 3,
-            processor_set: Some((PathBuf::from("set.toml"), set)),
-            exit_on_eos: true,
-            conn_cap: 1 << 20,
-            membership: crate::control::Policy {
-                dead_after: Duration::from_secs(2),
-                hold_down: Duration::from_secs(3),
-                margin_ns: 1_000_000_000,
-                pinned: false,
-            },
-        };
-        let detection = Box::new(InlineDetection::new(DetectConfig::default()));
-        Aggregator::new(settings, detection, Sinks::default())
+        crate::state::tests::member_machine(&[0, 1, 2])
     }
 
     fn hb(id: u16) -> ProcessorHeartbeat {

@@ -310,7 +310,7 @@ fn malformed_messages_are_counted_in_the_metrics() {
 
 #[test]
 fn a_processor_declared_dead_is_not_waited_for_and_one_back_is_again() {
-    let mut m = member_machine();
+    let mut m = member_machine(&[0, 1]);
     let t0 = Instant::now();
     let at = |s: u64| Now {
         instant: t0 + std::time::Duration::from_secs(s),
@@ -341,7 +341,7 @@ fn a_processor_declared_dead_is_not_waited_for_and_one_back_is_again() {
     );
 
     // Had p1 come back for the hold-down before that, the run waits for it again.
-    let mut m = member_machine();
+    let mut m = member_machine(&[0, 1]);
     m.on_heartbeat(&hb("p1", 1), at(0)).expect("heartbeat");
     for s in 0..=9 {
         m.on_heartbeat(&hb("p0", 0), at(s)).expect("heartbeat");
@@ -364,12 +364,13 @@ fn a_processor_declared_dead_is_not_waited_for_and_one_back_is_again() {
     assert_eq!((membership.counts.removed, membership.counts.added), (1, 1));
 }
 
-/// Members {0, 1} by processor set, dead after 2 s, back after 3 s, exiting on end-of-stream.
-fn member_machine() -> Aggregator {
+/// Members `members` by processor set, dead after 2 s, back after 3 s, exiting on
+/// end-of-stream (also the membership module's tests' machine).
+pub(super) fn member_machine(members: &[u16]) -> Aggregator {
     use std::time::Duration;
-    let set = ProcessorSet::replay(&[0, 1], &[], Default::default()).expect("a set");
+    let set = ProcessorSet::replay(members, &[], Default::default()).expect("a set");
     let settings = Settings {
-        processors: 2,
+        processors: members.len(),
         processor_set: Some((PathBuf::from("set.toml"), set)),
         exit_on_eos: true,
         conn_cap: 1 << 20,
