@@ -177,7 +177,7 @@ impl Influxd {
             .with_config()
             .limit(1 << 32)
             .read_to_string()
-            .unwrap_or_else(|e| panic!("query {q:?}: reading the answer: {e}"));
+            .expect("read influxd's answer to a query");
         let v = serde_json::from_str(&text);
         assert!(v.is_ok(), "query {q:?}: {v:?}: {text}");
         v.expect("parse the query's answer")
