@@ -295,16 +295,43 @@ pub fn split_frame(bytes: &[u8]) -> Result<(u8, &[u8]), DecodeError> {
 /// Decodes a MessagePack body that must be consumed entirely.
 ///
 /// Read from the slice itself, so each string is copied once, into its `String` (a reader
-/// copies it into a scratch buffer first); the deserializer does not say where it stopped, so
-/// the value's end comes from [`value_len`], a walk over its markers that decodes nothing.
+/// copies it into a scratch buffer first). That deserializer does not say where it stopped:
+/// the body is whole when reading a next marker finds the end; otherwise [`value_len`] (a walk
+/// over the markers, decoding nothing) counts the bytes past the value.
 pub fn decode_body<T: DeserializeOwned>(body: &[u8]) -> Result<T, DecodeError> {
     let mut de = rmp_serde::Deserializer::from_read_ref(body);
     de.set_max_depth(MAX_NESTING);
     let value = T::deserialize(&mut de).map_err(|e| DecodeError::Malformed(e.to_string()))?;
-    match value_len(body) {
-        Some(len) if len < body.len() => Err(DecodeError::TrailingBytes(body.len() - len)),
-        Some(_) => Ok(value),
-        None => Err(DecodeError::Malformed("value runs past the body".into())),
+    match serde::Deserializer::deserialize_option(&mut de, MarkerLeft) {
+        Err(rmp_serde::decode::Error::InvalidMarkerRead(e))
+            if e.kind() == std::io::ErrorKind::UnexpectedEof =>
+        {
+            Ok(value)
+        }
+        _ => match value_len(body) {
+            Some(len) if len < body.len() => Err(DecodeError::TrailingBytes(body.len() - len)),
+            _ => Err(DecodeError::Malformed("the body's end is not found".into())),
+        },
+    }
+}
+
+/// Reads one marker and nothing past it: a deserializer's `deserialize_option` fails only if
+/// no marker is left.
+struct MarkerLeft;
+
+impl<'de> serde::de::Visitor<'de> for MarkerLeft {
+    type Value = ();
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("any marker")
+    }
+
+    fn visit_none<E>(self) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_some<D: serde::Deserializer<'de>>(self, _: D) -> Result<(), D::Error> {
+        Ok(())
     }
 }
 
@@ -541,7 +568,7 @@ mod tests {
                     cases.push(c);
                 }
             }
-            for b in [0xd4, 0xd9, 0xdc, 0xdd, 0xde, 0xff] {
+            for b in [0x00, 0x81, 0x91, 0xc0, 0xd4, 0xd9, 0xdc, 0xdd, 0xde, 0xff] {
                 let mut c = body.clone();
                 c.insert(i, b);
                 cases.push(c);
