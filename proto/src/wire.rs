@@ -556,12 +556,19 @@ mod tests {
         };
         counters.drops.insert("non_ip".into(), 2);
         let mut buf = Vec::new();
-        encode_eos(&header(), &EosStatus::Damaged("cut".into()), &counters, &mut buf);
+        encode_eos(
+            &header(),
+            &EosStatus::Damaged("cut".into()),
+            &counters,
+            &mut buf,
+        );
         let body = buf[FRAME_HEADER_LEN..].to_vec();
         let mut cases = vec![body.clone()];
         for i in 0..=body.len() {
             cases.push(body[..i].to_vec());
-            for b in [0x00, 0x01, 0x7f, 0x80, 0x93, 0xa3, 0xc0, 0xc1, 0xc4, 0xcc, 0xcf] {
+            for b in [
+                0x00, 0x01, 0x7f, 0x80, 0x93, 0xa3, 0xc0, 0xc1, 0xc4, 0xcc, 0xcf,
+            ] {
                 let mut c = body.clone();
                 if i < c.len() {
                     c[i] = b;
@@ -606,7 +613,10 @@ mod tests {
         check(&[0xc8, 0, 1, 3, 9], Some(5));
         check(&[0xc9, 0, 0, 0, 1, 3, 9], Some(7));
         check(&[0xd4, 3, 9], Some(3));
-        check(&[0xd8, 3, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0], Some(18));
+        check(
+            &[0xd8, 3, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
+            Some(18),
+        );
         check(&[0xca, 0, 0, 0, 0], Some(5));
         check(&[0xcb, 0, 0, 0, 0, 0, 0, 0, 0], Some(9));
         check(&[0xcc, 1, 0xcd, 1, 2], Some(2));
