@@ -293,15 +293,93 @@ pub fn split_frame(bytes: &[u8]) -> Result<(u8, &[u8]), DecodeError> {
 }
 
 /// Decodes a MessagePack body that must be consumed entirely.
+///
+/// Read from the slice itself, so each string is copied once, into its `String` (a reader
+/// copies it into a scratch buffer first). That deserializer does not say where it stopped:
+/// the body is whole when reading a next marker finds the end; otherwise [`value_len`] (a walk
+/// over the markers, decoding nothing) counts the bytes past the value.
 pub fn decode_body<T: DeserializeOwned>(body: &[u8]) -> Result<T, DecodeError> {
-    let mut rest = body;
-    let mut de = rmp_serde::Deserializer::new(&mut rest);
+    let mut de = rmp_serde::Deserializer::from_read_ref(body);
     de.set_max_depth(MAX_NESTING);
     let value = T::deserialize(&mut de).map_err(|e| DecodeError::Malformed(e.to_string()))?;
-    if !rest.is_empty() {
-        return Err(DecodeError::TrailingBytes(rest.len()));
+    match serde::Deserializer::deserialize_option(&mut de, MarkerLeft) {
+        Err(rmp_serde::decode::Error::InvalidMarkerRead(e))
+            if e.kind() == std::io::ErrorKind::UnexpectedEof =>
+        {
+            Ok(value)
+        }
+        _ => match value_len(body) {
+            Some(len) if len < body.len() => Err(DecodeError::TrailingBytes(body.len() - len)),
+            _ => Err(DecodeError::Malformed("the body's end is not found".into())),
+        },
     }
-    Ok(value)
+}
+
+/// Reads one marker and nothing past it: a deserializer's `deserialize_option` fails only if
+/// no marker is left.
+struct MarkerLeft;
+
+impl<'de> serde::de::Visitor<'de> for MarkerLeft {
+    type Value = ();
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("any marker")
+    }
+
+    fn visit_none<E>(self) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_some<D: serde::Deserializer<'de>>(self, _: D) -> Result<(), D::Error> {
+        Ok(())
+    }
+}
+
+/// The length in bytes of the MessagePack value `bytes` starts with; `None` if it runs past
+/// the end or holds the never-used marker 0xc1. Iterative (a count of values still to skip),
+/// so any nesting costs no stack, and linear in `bytes`: every value takes at least one byte.
+fn value_len(bytes: &[u8]) -> Option<usize> {
+    let be = |at: usize, n: usize| -> Option<usize> {
+        let b = bytes.get(at..at.checked_add(n)?)?;
+        Some(b.iter().fold(0usize, |v, &x| v << 8 | usize::from(x)))
+    };
+    let (mut at, mut pending) = (0usize, 1u64);
+    while pending > 0 {
+        pending -= 1;
+        let m = *bytes.get(at)?;
+        at += 1;
+        // (bytes after the marker, values inside)
+        let (skip, inner) = match m {
+            0x00..=0x7f | 0xc0 | 0xc2 | 0xc3 | 0xe0..=0xff => (0, 0),
+            0x80..=0x8f => (0, 2 * u64::from(m & 0x0f)),
+            0x90..=0x9f => (0, u64::from(m & 0x0f)),
+            0xa0..=0xbf => (usize::from(m & 0x1f), 0),
+            0xc1 => return None,
+            // bin8/16/32, str8/16/32: a length, then the bytes.
+            0xc4 | 0xd9 => (1 + be(at, 1)?, 0),
+            0xc5 | 0xda => (2 + be(at, 2)?, 0),
+            0xc6 | 0xdb => (4 + be(at, 4)?, 0),
+            // ext8/16/32: a length, a type byte, the bytes.
+            0xc7 => (2 + be(at, 1)?, 0),
+            0xc8 => (3 + be(at, 2)?, 0),
+            0xc9 => (5 + be(at, 4)?, 0),
+            0xca | 0xd2 => (4, 0),
+            0xcb | 0xd3 => (8, 0),
+            0xcc | 0xd0 => (1, 0),
+            0xcd | 0xd1 => (2, 0),
+            0xce => (4, 0),
+            0xcf => (8, 0),
+            // fixext 1/2/4/8/16: a type byte, the bytes.
+            0xd4..=0xd8 => (1 + (1 << (m - 0xd4)), 0),
+            0xdc => (2, be(at, 2)? as u64),
+            0xdd => (4, be(at, 4)? as u64),
+            0xde => (2, 2 * be(at, 2)? as u64),
+            0xdf => (4, 2 * be(at, 4)? as u64),
+        };
+        at = at.checked_add(skip).filter(|&end| end <= bytes.len())?;
+        pending = pending.checked_add(inner)?;
+    }
+    Some(at)
 }
 
 #[cfg(test)]
@@ -451,6 +529,111 @@ mod tests {
         check_decode_err(&vec![0u8; MAX_MESSAGE_BYTES + 1], "oversized");
         // A huge claimed array length with nothing behind it must not allocate or panic.
         check_decode_err(b"TF\x05\x01\x92\xdd\xff\xff\xff\xff", "malformed");
+    }
+
+    /// The reader-based decoding `decode_body` replaced: its trailing-bytes check is the
+    /// reference for `value_len`.
+    fn decode_body_by_reader<T: DeserializeOwned>(body: &[u8]) -> Result<T, DecodeError> {
+        let mut rest = body;
+        let mut de = rmp_serde::Deserializer::new(&mut rest);
+        de.set_max_depth(MAX_NESTING);
+        let value = T::deserialize(&mut de).map_err(|e| DecodeError::Malformed(e.to_string()))?;
+        if !rest.is_empty() {
+            return Err(DecodeError::TrailingBytes(rest.len()));
+        }
+        Ok(value)
+    }
+
+    /// Every cut, every byte overwritten with markers of each family, bytes appended: the
+    /// same value or the same error reason as reading through a reader.
+    #[test]
+    fn decode_body_agrees_with_a_reader_on_damaged_bodies() {
+        type Eos = (LinkHeader, EosStatus, CollectorCounters);
+        let mut counters = CollectorCounters {
+            packets_read: 5,
+            summaries_sent: vec![1, 2, 300_000],
+            ..Default::default()
+        };
+        counters.drops.insert("non_ip".into(), 2);
+        let mut buf = Vec::new();
+        encode_eos(
+            &header(),
+            &EosStatus::Damaged("cut".into()),
+            &counters,
+            &mut buf,
+        );
+        let body = buf[FRAME_HEADER_LEN..].to_vec();
+        let mut cases = vec![body.clone()];
+        for i in 0..=body.len() {
+            cases.push(body[..i].to_vec());
+            for b in [
+                0x00, 0x01, 0x7f, 0x80, 0x93, 0xa3, 0xc0, 0xc1, 0xc4, 0xcc, 0xcf,
+            ] {
+                let mut c = body.clone();
+                if i < c.len() {
+                    c[i] = b;
+                    cases.push(c);
+                }
+            }
+            for b in [0x00, 0x81, 0x91, 0xc0, 0xd4, 0xd9, 0xdc, 0xdd, 0xde, 0xff] {
+                let mut c = body.clone();
+                c.insert(i, b);
+                cases.push(c);
+            }
+        }
+        for c in &cases {
+            let (new, old) = (decode_body::<Eos>(c), decode_body_by_reader::<Eos>(c));
+            match (&new, &old) {
+                (Ok(a), Ok(b)) => assert_eq!(a, b),
+                (Err(a), Err(b)) => assert_eq!(a.reason(), b.reason(), "{c:02x?}"),
+                _ => panic!("{new:?} against {old:?} for {c:02x?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn value_len_walks_every_marker() {
+        let check = |bytes: &[u8], want: Option<usize>| {
+            assert_eq!(value_len(bytes), want, "{bytes:02x?}");
+        };
+        check(&[0x05, 0xff], Some(1));
+        check(&[0xe0], Some(1));
+        check(&[0xc0, 0xc2, 0xc3], Some(1));
+        check(&[0xc1], None);
+        check(&[0xa3, b'a', b'b', b'c', 0], Some(4));
+        check(&[0xa3, b'a'], None);
+        check(&[0xd9, 2, b'a', b'b'], Some(4));
+        check(&[0xda, 0, 1, b'a'], Some(4));
+        check(&[0xdb, 0, 0, 0, 1, b'a'], Some(6));
+        check(&[0xc4, 1, 9], Some(3));
+        check(&[0xc5, 0, 1, 9], Some(4));
+        check(&[0xc6, 0, 0, 0, 0], Some(5));
+        check(&[0xc6, 0xff, 0xff, 0xff, 0xff], None);
+        check(&[0xc7, 1, 3, 9], Some(4));
+        check(&[0xc8, 0, 1, 3, 9], Some(5));
+        check(&[0xc9, 0, 0, 0, 1, 3, 9], Some(7));
+        check(&[0xd4, 3, 9], Some(3));
+        check(
+            &[0xd8, 3, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
+            Some(18),
+        );
+        check(&[0xca, 0, 0, 0, 0], Some(5));
+        check(&[0xcb, 0, 0, 0, 0, 0, 0, 0, 0], Some(9));
+        check(&[0xcc, 1, 0xcd, 1, 2], Some(2));
+        check(&[0xd1, 1, 2], Some(3));
+        check(&[0xce, 1, 2, 3, 4], Some(5));
+        check(&[0xd3, 1, 2, 3, 4, 5, 6, 7, 8], Some(9));
+        check(&[0x92, 0x01, 0x91, 0xc0, 0x07], Some(4));
+        check(&[0x82, 0xa1, b'a', 0x01, 0xa1, b'b', 0x90], Some(7));
+        check(&[0xdc, 0, 2, 1, 2], Some(5));
+        check(&[0xdd, 0, 0, 0, 1, 1], Some(6));
+        check(&[0xde, 0, 1, 1, 2], Some(5));
+        check(&[0xdf, 0, 0, 0, 1, 1, 2], Some(7));
+        check(&[0xdf, 0xff, 0xff, 0xff, 0xff, 1, 2], None);
+        check(&[], None);
+        // Nesting deeper than any stack: no recursion.
+        let deep: Vec<u8> = std::iter::repeat_n(0x91, 1 << 20).chain([0xc0]).collect();
+        check(&deep, Some(deep.len()));
     }
 
     #[test]

@@ -111,9 +111,7 @@ impl ConnRecord {
         if !valid_uid(&self.uid) {
             return Err(InvalidRecord::Uid);
         }
-        if self.history.len() > MAX_HISTORY
-            || !self.history.bytes().all(|b| HISTORY_LETTERS.contains(&b))
-        {
+        if self.history.len() > MAX_HISTORY || !all_in(self.history.as_bytes(), HISTORY) {
             return Err(InvalidRecord::History);
         }
         if !valid_community_id(&self.community_id) {
@@ -248,8 +246,7 @@ pub fn clean_server_name(raw: &str) -> Option<String> {
 /// `C` + 1 to 17 base62 digits.
 pub fn valid_uid(uid: &str) -> bool {
     uid.strip_prefix('C').is_some_and(|digits| {
-        (1..=MAX_UID_DIGITS).contains(&digits.len())
-            && digits.bytes().all(|b| b.is_ascii_alphanumeric())
+        (1..=MAX_UID_DIGITS).contains(&digits.len()) && all_in(digits.as_bytes(), BASE62)
     })
 }
 
@@ -258,11 +255,42 @@ fn valid_community_id(id: &str) -> bool {
     id.strip_prefix("1:")
         .and_then(|rest| rest.strip_suffix('='))
         .is_some_and(|digits| {
-            digits.len() == COMMUNITY_ID_DIGITS
-                && digits
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'+' || b == b'/')
+            digits.len() == COMMUNITY_ID_DIGITS && all_in(digits.as_bytes(), BASE64)
         })
+}
+
+/// Byte classes of the checks above: base62 digits (uid), base64 digits (community ID),
+/// history letters. One table lookup a byte, where the checks compared each byte with every
+/// letter (history) or several ranges (ids).
+const BASE62: u8 = 1;
+const BASE64: u8 = 2;
+const HISTORY: u8 = 4;
+static CLASS: [u8; 256] = classes();
+
+const fn classes() -> [u8; 256] {
+    let mut t = [0u8; 256];
+    let mut b = 0;
+    while b < 256 {
+        let c = b as u8;
+        if c.is_ascii_alphanumeric() {
+            t[b] |= BASE62 | BASE64;
+        }
+        if c == b'+' || c == b'/' {
+            t[b] |= BASE64;
+        }
+        b += 1;
+    }
+    let mut i = 0;
+    while i < HISTORY_LETTERS.len() {
+        t[HISTORY_LETTERS[i] as usize] |= HISTORY;
+        i += 1;
+    }
+    t
+}
+
+/// Every byte of `s` in `class` (one bit); no exit before the end, so no branch a byte.
+fn all_in(s: &[u8], class: u8) -> bool {
+    s.iter().fold(class, |acc, &b| acc & CLASS[usize::from(b)]) != 0
 }
 
 #[cfg(test)]
@@ -270,6 +298,22 @@ mod tests {
     use super::*;
     use crate::conn::{community_id, uid, ConnState};
     use crate::{Addr, FiveTuple};
+
+    #[test]
+    fn byte_classes_are_the_predicates() {
+        for b in 0..=255u8 {
+            let s = [b];
+            assert_eq!(all_in(&s, BASE62), b.is_ascii_alphanumeric(), "{b}");
+            assert_eq!(
+                all_in(&s, BASE64),
+                b.is_ascii_alphanumeric() || b == b'+' || b == b'/',
+                "{b}"
+            );
+            assert_eq!(all_in(&s, HISTORY), HISTORY_LETTERS.contains(&b), "{b}");
+            assert_eq!(all_in(&[b'a', b, b'Z'], BASE62), b.is_ascii_alphanumeric());
+        }
+        assert!(all_in(b"", HISTORY), "an empty string is all in");
+    }
 
     fn valid() -> ConnRecord {
         let t = FiveTuple {
