@@ -15,7 +15,7 @@
 //! ```
 //! `fuzz/seed_packets.py` turns pcap/pcapng files into this layout. Payload evidence is on
 //! with a small budget and table (`collector/src/evidence.rs`): its pieces stay within the
-//! budget and the packet's payload.
+//! budget (a port-21 direction's announcement lines aside) and the packet's payload.
 
 #![no_main]
 
@@ -95,9 +95,13 @@ fn check_summary(s: &PacketSummary) {
         "tunnel_parent without TUNNEL_INNER or the reverse: {s:?}"
     );
     if let Some(p) = &s.payload {
-        // A UDP datagram that starts within the budget ships whole (QUIC Initials).
+        // A UDP datagram that starts within the budget ships whole (QUIC Initials); a port-21
+        // direction past its budget still ships lines that may announce a data connection.
+        let ftp = k.proto == 6 && (k.lo_port == 21 || k.hi_port == 21);
         let cap = if k.proto == 17 {
             tapflow_classify::UDP_WHOLE as usize
+        } else if ftp && tapflow_classify::ftp_late_line(&p.bytes) == Some(0..p.bytes.len()) {
+            tapflow_classify::FTP_LINE_MAX
         } else {
             64
         };
