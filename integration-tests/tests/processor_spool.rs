@@ -12,7 +12,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use tapflow_integration_tests::cluster::generate;
-use tapflow_integration_tests::{bin, endpoint, free_ports, read_text, Proc};
+use tapflow_integration_tests::durable::Layout;
+use tapflow_integration_tests::{bin, read_text, Proc};
 
 const PACKETS: u32 = 120_000;
 const FLOWS: u32 = 30_000;
@@ -47,59 +48,28 @@ impl Run {
     /// spool each, and a collector reading `pcap`, in `dir`.
     fn start(dir: &Path, pcap: &Path) -> Run {
         std::fs::create_dir_all(dir).expect("a run directory");
-        let ports = free_ports(PROCESSORS + 2);
-        let (agg, ack) = (endpoint(ports[0]), endpoint(ports[1]));
-        let path = |name: &str| dir.join(name).display().to_string();
-        let agg_args: Vec<String> = [
-            "--listen",
-            &agg,
-            "--processors",
-            &PROCESSORS.to_string(),
-            "--exit-on-eos",
-            "--plain",
-            "--conn-log",
-            &path("conn.jsonl"),
-            "--health-log",
-            &path("health.jsonl"),
-            "--state-dir",
-            &path("state"),
-            "--ack-listen",
-            &ack,
-        ]
-        .map(String::from)
-        .to_vec();
-        let aggregator = Proc::spawn("aggregator-0", &bin("tapflow-aggregator"), &agg_args, dir);
-        let processors = ports[2..]
-            .iter()
-            .enumerate()
-            .map(|(i, port)| {
-                let args = [
-                    "--listen",
-                    &endpoint(*port),
-                    "--aggregator",
-                    &agg,
-                    "--collectors",
-                    "1",
-                    "--exit-on-eos",
-                    "--plain",
-                    "--name",
-                    &format!("processor{i}"),
-                    "--aggregator-acks",
-                    &ack,
-                    "--resend-after-ms",
-                    "1000",
-                    "--unacked-max-bytes",
-                    UNACKED_MAX_BYTES,
-                    "--spool-dir",
-                    &path(&format!("spool{i}")),
-                    "--spool-max-bytes",
-                    SPOOL_MAX_BYTES,
-                    // Heartbeats often: an aggregator killed 600 ms in has heard several,
-                    // each saying what the processor holds.
-                    "--heartbeat-ms",
-                    "200",
-                ]
-                .map(String::from);
+        let layout = Layout::new(dir, PROCESSORS);
+        let agg_args = layout.aggregator_args(Some(&dir.join("state")), &[]);
+        let aggregator = layout.spawn_aggregator("aggregator-0", &agg_args);
+        let processors = (0..PROCESSORS)
+            .map(|i| {
+                let mut args = layout.processor_args(i, Some(1000));
+                let spool = layout.path(&format!("spool{i}"));
+                args.extend(
+                    [
+                        "--unacked-max-bytes",
+                        UNACKED_MAX_BYTES,
+                        "--spool-dir",
+                        &spool,
+                        "--spool-max-bytes",
+                        SPOOL_MAX_BYTES,
+                        // Heartbeats often: an aggregator killed 600 ms in has heard several,
+                        // each saying what the processor holds.
+                        "--heartbeat-ms",
+                        "200",
+                    ]
+                    .map(String::from),
+                );
                 Proc::spawn(
                     &format!("processor{i}"),
                     &bin("tapflow-processor"),
@@ -108,16 +78,7 @@ impl Run {
                 )
             })
             .collect();
-        let mut args = vec![
-            "--pcap".to_string(),
-            pcap.display().to_string(),
-            "--plain".into(),
-            "--name".into(),
-            "tap0".into(),
-        ];
-        for port in &ports[2..] {
-            args.extend(["--processor".to_string(), endpoint(*port)]);
-        }
+        let args = layout.collector_args(pcap, Some("tap0"));
         let collector = Proc::spawn("collector", &bin("tapflow-collector"), &args, dir);
         Run {
             dir: dir.to_path_buf(),
