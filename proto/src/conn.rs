@@ -50,6 +50,23 @@ pub enum ConnState {
 }
 
 impl ConnState {
+    /// Every state, in declaration order.
+    pub const ALL: [ConnState; 13] = [
+        ConnState::S0,
+        ConnState::S1,
+        ConnState::SF,
+        ConnState::REJ,
+        ConnState::S2,
+        ConnState::S3,
+        ConnState::RSTO,
+        ConnState::RSTR,
+        ConnState::RSTOS0,
+        ConnState::RSTRH,
+        ConnState::SH,
+        ConnState::SHR,
+        ConnState::OTH,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             ConnState::S0 => "S0",

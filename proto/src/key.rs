@@ -66,7 +66,7 @@ impl Addr {
         }
     }
 
-    fn from_slice(bytes: &[u8]) -> Option<Addr> {
+    pub(crate) fn from_slice(bytes: &[u8]) -> Option<Addr> {
         match bytes.len() {
             4 => Some(Addr::from_v4([bytes[0], bytes[1], bytes[2], bytes[3]])),
             16 => {

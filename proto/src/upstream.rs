@@ -23,8 +23,11 @@ use crate::account::CollectorCounters;
 use crate::conn::{valid_service, valid_uid, ConnRecord, MAX_TS_NS};
 use crate::key::{Addr, FlowKey};
 use crate::wire::{
-    decode_body, encode_frame, encode_frame_named, split_frame, DecodeError, EosStatus,
+    decode_body, encode_frame, encode_frame_named, frame_header, split_frame, DecodeError,
+    EosStatus,
 };
+
+mod conns_codec;
 
 pub mod kind {
     pub const HEARTBEAT: u8 = 16;
@@ -430,7 +433,10 @@ impl UpMessage {
         match self {
             UpMessage::Heartbeat(h) => encode_frame_named(kind::HEARTBEAT, h, out),
             UpMessage::Eos(a) => encode_frame(kind::EOS, a, out),
-            UpMessage::Conns(c) => encode_frame(kind::CONNS, c, out),
+            UpMessage::Conns(c) => {
+                frame_header(kind::CONNS, out);
+                conns_codec::write_batch(c, out);
+            }
             UpMessage::Expects(e) => encode_frame(kind::EXPECTS, e, out),
         }
     }
@@ -441,7 +447,10 @@ impl UpMessage {
         match k {
             kind::HEARTBEAT => Ok(UpMessage::Heartbeat(decode_body(body)?)),
             kind::EOS => Ok(UpMessage::Eos(decode_body(body)?)),
-            kind::CONNS => Ok(UpMessage::Conns(decode_body(body)?)),
+            kind::CONNS => match conns_codec::read_batch(body) {
+                Some(batch) => Ok(UpMessage::Conns(batch)),
+                None => Ok(UpMessage::Conns(decode_body(body)?)),
+            },
             kind::EXPECTS => Ok(UpMessage::Expects(decode_body(body)?)),
             other => Err(DecodeError::UnknownKind(other)),
         }

@@ -250,10 +250,7 @@ pub fn encode_eos(
 
 /// Writes the frame header and `body` as MessagePack into `out` (cleared first).
 pub fn encode_frame<T: Serialize + ?Sized>(kind: u8, body: &T, out: &mut Vec<u8>) {
-    out.clear();
-    out.extend_from_slice(&MAGIC);
-    out.push(FORMAT_VERSION);
-    out.push(kind);
+    frame_header(kind, out);
     // Serialising plain data into a Vec cannot fail: no IO, no maps with non-string keys.
     if let Err(e) = rmp_serde::encode::write(out, body) {
         unreachable!("MessagePack encoding into memory failed: {e}");
@@ -265,14 +262,19 @@ pub fn encode_frame<T: Serialize + ?Sized>(kind: u8, body: &T, out: &mut Vec<u8>
 /// know, where an array one element longer than it expects is refused. For messages that gain
 /// optional fields and are small and rare (a heartbeat): twice the bytes, read by any reader.
 pub fn encode_frame_named<T: Serialize + ?Sized>(kind: u8, body: &T, out: &mut Vec<u8>) {
-    out.clear();
-    out.extend_from_slice(&MAGIC);
-    out.push(FORMAT_VERSION);
-    out.push(kind);
+    frame_header(kind, out);
     // As above: plain data into a Vec.
     if let Err(e) = rmp_serde::encode::write_named(out, body) {
         unreachable!("MessagePack encoding into memory failed: {e}");
     }
+}
+
+/// Clears `out` and writes a frame header of `kind` into it (the body follows).
+pub fn frame_header(kind: u8, out: &mut Vec<u8>) {
+    out.clear();
+    out.extend_from_slice(&MAGIC);
+    out.push(FORMAT_VERSION);
+    out.push(kind);
 }
 
 /// Checks the frame header and returns the kind byte and the body.
