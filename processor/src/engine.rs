@@ -234,7 +234,12 @@ impl Engine {
         v
     }
 
-    pub(crate) fn accept(&mut self, h: &tapflow_proto::LinkHeader, summaries: &[PacketSummary]) {
+    /// A batch's summaries, moved into the merge (`summaries` is left empty).
+    pub(crate) fn accept(
+        &mut self,
+        h: &tapflow_proto::LinkHeader,
+        summaries: &mut Vec<PacketSummary>,
+    ) {
         self.heard(h);
         self.merger.push(
             &h.sender,
@@ -413,6 +418,16 @@ impl Engine {
     pub(crate) fn send_conns(&mut self, push: &mut dyn Upstream, buf: &mut Vec<u8>, flags: i32) {
         self.send_expects(push, buf, flags);
         let mut waiting = std::mem::take(&mut self.records);
+        if waiting.len() + self.table.flush_pending() <= RECORDS_PER_MESSAGE {
+            // One message (the usual step): the records go in the vector they were made in,
+            // not moved one by one into another; a spare one takes its place.
+            self.records = self.spare_records();
+            self.table.flush_next(RECORDS_PER_MESSAGE, &mut waiting);
+            let watermark_ns = self.watermark_ns();
+            let traffic = self.finished_traffic();
+            self.send_batch(push, buf, flags, waiting, watermark_ns, traffic);
+            return;
+        }
         let mut rest = waiting.drain(..);
         while rest.len() + self.table.flush_pending() > RECORDS_PER_MESSAGE {
             let mut chunk = self.spare_records();

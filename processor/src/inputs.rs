@@ -36,7 +36,8 @@ pub enum Verdict<'a> {
     /// Summaries to process (a batch whose claim matches).
     Accept {
         header: LinkHeader,
-        summaries: &'a [PacketSummary],
+        /// Taken by the caller (moved into the merge, not cloned); the vector stays for reuse.
+        summaries: &'a mut Vec<PacketSummary>,
     },
     /// A batch dropped because its claim conflicts with ours.
     Misrouted {
@@ -225,7 +226,7 @@ impl Inputs {
                 self.scratch = summaries;
                 Verdict::Accept {
                     header: h,
-                    summaries: &self.scratch,
+                    summaries: &mut self.scratch,
                 }
             }
             Message::Heartbeat { counters, .. } => {

@@ -134,23 +134,36 @@ impl Merger {
         self.inputs.len() - 1
     }
 
-    /// Queues a batch's summaries and advances the input's watermark.
+    /// Queues a batch's summaries (moved out of `summaries`, which is left empty: a clone
+    /// would copy every payload box) and advances the input's watermark.
     pub fn push(
         &mut self,
         sender: &str,
         incarnation: u64,
         watermark_ns: u64,
-        summaries: &[PacketSummary],
+        summaries: &mut Vec<PacketSummary>,
         out: &mut Vec<PacketSummary>,
     ) {
         let i = self.input(sender, incarnation);
         let input = &mut self.inputs[i];
         input.watermark_ns = input.watermark_ns.max(watermark_ns);
-        input.queue.extend(summaries.iter().cloned());
-        if !summaries.is_empty() {
+        let n = summaries.len();
+        if self.inputs.len() == 1
+            && self.inputs[0].queue.is_empty()
+            && self.buffered + n <= self.cap
+            && !self.waiting_for_inputs()
+        {
+            // One input, nothing queued: `release` would pass the batch on as it is, in its
+            // own order; it skips the queue (a copy of every summary).
+            self.measure_skew(i);
+            self.pass_through(summaries, out);
+            return;
+        }
+        self.inputs[i].queue.extend(summaries.drain(..));
+        if n > 0 {
             self.measure_skew(i);
         }
-        self.buffered += summaries.len();
+        self.buffered += n;
         while self.buffered > self.cap {
             match self.smallest_head() {
                 Some(j) => {
@@ -312,6 +325,27 @@ impl Merger {
             .map(|(_, k)| k)
     }
 
+    /// What [`Merger::release`] does to the only input's queue holding `summaries`, without
+    /// the queue: the late counted, the summaries appended to `out` (`summaries` left empty).
+    fn pass_through(&mut self, summaries: &mut Vec<PacketSummary>, out: &mut Vec<PacketSummary>) {
+        let mut late = 0;
+        for s in summaries.iter() {
+            late += u64::from(s.ts_ns < self.released_ts);
+            self.released_ts = self.released_ts.max(s.ts_ns);
+        }
+        let n = summaries.len();
+        self.stats.late += late;
+        self.inputs[0].late += late;
+        self.stats.released += n as u64;
+        self.stats.buffered = self.buffered as u64;
+        if out.is_empty() {
+            std::mem::swap(out, summaries);
+        } else {
+            out.append(summaries);
+        }
+        self.origins.resize(self.origins.len() + n, 0);
+    }
+
     fn pop(&mut self, j: usize, out: &mut Vec<PacketSummary>) {
         if let Some(s) = self.inputs[j].queue.pop_front() {
             self.buffered -= 1;
@@ -388,10 +422,10 @@ mod tests {
     fn queues_give_back_a_burst_once_released() {
         let mut m = Merger::new(2, 1_000_000);
         let mut out = Vec::new();
-        m.push("b", 1, 0, &[], &mut out);
+        m.push("b", 1, 0, &mut Vec::new(), &mut out);
         // `a` runs 200k summaries ahead while `b` holds the watermark back.
-        let burst: Vec<PacketSummary> = (1..=200_000).map(s).collect();
-        m.push("a", 1, 200_000, &burst, &mut out);
+        let mut burst: Vec<PacketSummary> = (1..=200_000).map(s).collect();
+        m.push("a", 1, 200_000, &mut burst, &mut out);
         m.release(&mut out);
         assert!(out.is_empty());
         assert!(m.queue_capacity() >= 200_000);
@@ -405,7 +439,7 @@ mod tests {
         assert_eq!(out.len(), 200_000);
         assert!(m.queue_capacity() <= TRIM_ABOVE, "{}", m.queue_capacity());
         // Small queues keep their room (no churn of allocations per batch).
-        m.push("a", 1, 300_010, &[s(300_001), s(300_002)], &mut out);
+        m.push("a", 1, 300_010, &mut vec![s(300_001), s(300_002)], &mut out);
         m.release(&mut out);
         assert!(m.queue_capacity() > 0);
     }
@@ -414,10 +448,10 @@ mod tests {
     fn merges_two_inputs_in_time_order_behind_the_watermark() {
         let mut m = Merger::new(2, 1000);
         let mut out = Vec::new();
-        m.push("a", 1, 30, &[s(10), s(20), s(30)], &mut out);
+        m.push("a", 1, 30, &mut vec![s(10), s(20), s(30)], &mut out);
         m.release(&mut out);
         assert!(out.is_empty(), "b not heard from yet");
-        m.push("b", 1, 25, &[s(15), s(25)], &mut out);
+        m.push("b", 1, 25, &mut vec![s(15), s(25)], &mut out);
         m.release(&mut out);
         assert_eq!(ts(&out), [10, 15, 20, 25]);
         out.clear();
@@ -440,11 +474,11 @@ mod tests {
                         wm: u64| {
                 if split {
                     for x in v {
-                        m.push(name, 1, x.ts_ns, std::slice::from_ref(x), out);
+                        m.push(name, 1, x.ts_ns, &mut vec![x.clone()], out);
                         m.release(out);
                     }
                 } else {
-                    m.push(name, 1, wm, v, out);
+                    m.push(name, 1, wm, &mut v.to_vec(), out);
                 }
             };
             if a_first {
@@ -470,17 +504,50 @@ mod tests {
     fn one_input_passes_through_in_its_own_order() {
         let mut m = Merger::new(1, 1000);
         let mut out = Vec::new();
-        m.push("a", 1, 0, &[s(10), s(5), s(20)], &mut out);
+        m.push("a", 1, 0, &mut vec![s(10), s(5), s(20)], &mut out);
         m.release(&mut out);
         assert_eq!(ts(&out), [10, 5, 20]);
         assert_eq!(m.stats().late, 1);
+    }
+
+    /// The one-input shortcut past the queue releases what the queue would: the same
+    /// summaries in the same order, the same late count, origins and statistics (the queue's
+    /// path taken by a second input that has ended).
+    #[test]
+    fn one_input_shortcut_matches_the_queue() {
+        let run = |shortcut: bool| {
+            let mut m = Merger::new(if shortcut { 1 } else { 2 }, 1000);
+            let (mut out, mut origins) = (Vec::new(), Vec::new());
+            if !shortcut {
+                m.push("a", 1, 0, &mut Vec::new(), &mut out);
+                m.push("z", 1, 0, &mut Vec::new(), &mut out);
+                m.end("z", 1);
+            }
+            let mut x = 7u64;
+            for batch in 0..50u64 {
+                let mut v: Vec<PacketSummary> = (0..batch % 7)
+                    .map(|_| {
+                        x = x.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+                        s(batch * 10 + (x >> 60))
+                    })
+                    .collect();
+                m.push("a", 1, batch * 10, &mut v, &mut out);
+                assert!(v.is_empty());
+                m.release(&mut out);
+                origins.extend(m.take_origins());
+            }
+            (ts(&out), origins, m.stats().late, m.stats().released)
+        };
+        let (fast, slow) = (run(true), run(false));
+        assert_eq!(fast, slow);
+        assert!(fast.2 > 0, "some late: {}", fast.2);
     }
 
     #[test]
     fn cap_forces_release() {
         let mut m = Merger::new(2, 2);
         let mut out = Vec::new();
-        m.push("a", 1, 50, &[s(10), s(20), s(30)], &mut out);
+        m.push("a", 1, 50, &mut vec![s(10), s(20), s(30)], &mut out);
         assert_eq!((ts(&out), m.stats().forced), (vec![10], 1));
     }
 
@@ -488,7 +555,7 @@ mod tests {
     fn dead_inputs_leave_the_minimum() {
         let mut m = Merger::new(2, 100);
         let mut out = Vec::new();
-        m.push("a", 1, 100, &[s(100)], &mut out);
+        m.push("a", 1, 100, &mut vec![s(100)], &mut out);
         m.advance("b", 1, 10);
         assert_eq!(m.watermark_ns(), Some(10));
         m.release(&mut out);
@@ -511,20 +578,20 @@ mod tests {
         let mut out = Vec::new();
         // b has not read a packet yet: neither counted nor counting.
         m.advance("b", 1, 0);
-        m.push("a", 1, 5_000, &[s(5_000)], &mut out);
+        m.push("a", 1, 5_000, &mut vec![s(5_000)], &mut out);
         assert_eq!(skews(&m), [("b".into(), 0, 0, 0), ("a".into(), 0, 0, 0)]);
         // b sends 4 units behind a; a heartbeat moves a on without measuring anything.
-        m.push("b", 1, 1_000, &[s(1_000)], &mut out);
+        m.push("b", 1, 1_000, &mut vec![s(1_000)], &mut out);
         m.advance("b", 1, 2_000);
         m.advance("a", 1, 6_000);
-        m.push("b", 1, 5_500, &[s(5_500)], &mut out);
+        m.push("b", 1, 5_500, &mut vec![s(5_500)], &mut out);
         assert_eq!(
             skews(&m),
             [("b".into(), 500, 4_000, 0), ("a".into(), 0, 0, 0)]
         );
         // Ending resets the gauge, not the maximum; an ended input no longer leads.
         m.end("a", 1);
-        m.push("b", 1, 5_600, &[s(5_600)], &mut out);
+        m.push("b", 1, 5_600, &mut vec![s(5_600)], &mut out);
         assert_eq!(skews(&m)[0], ("b".into(), 0, 4_000, 0));
     }
 
@@ -533,8 +600,8 @@ mod tests {
         // A cap of 1 forces a's summary at 100 out before b's earlier one arrives.
         let mut m = Merger::new(2, 1);
         let mut out = Vec::new();
-        m.push("a", 1, 100, &[s(100), s(101)], &mut out);
-        m.push("b", 1, 50, &[s(50)], &mut out);
+        m.push("a", 1, 100, &mut vec![s(100), s(101)], &mut out);
+        m.push("b", 1, 50, &mut vec![s(50)], &mut out);
         m.drain(&mut out);
         assert_eq!(ts(&out), [100, 50, 101]);
         let late: Vec<u64> = m.inputs().map(|i| i.late).collect();

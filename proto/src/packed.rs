@@ -165,6 +165,7 @@ impl<'a> Reader<'a> {
     fn u64(&mut self) -> Option<u64> {
         self.take().map(u64::from_le_bytes)
     }
+    #[inline]
     fn key(&mut self, proto: u8, l: u8) -> Option<FlowKey> {
         let (lo, hi) = if l & layout::V6 != 0 {
             (Addr(self.take()?), Addr(self.take()?))

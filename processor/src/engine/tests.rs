@@ -63,7 +63,7 @@ fn the_final_flush_is_made_a_message_at_a_time_and_sent_whole_in_order() {
         seq: 0,
         watermark_ns: 0,
     };
-    engine.accept(&header, &summaries);
+    engine.accept(&header, &mut summaries);
     engine.step();
     assert_eq!(engine.table.stats().open_flows, u64::from(FLOWS));
     engine.finish();

@@ -100,7 +100,7 @@ impl FlowTable {
         if let Some(slot) = self.find(hash, &s.key) {
             let f = &self.slab[slot];
             f.touch_timing(s);
-            if s.ts_ns >= f.deadline(&self.ctx) {
+            if !self.before_deadline(f, s.ts_ns) {
                 self.finish(slot, hash, End::Packet, out);
             } else if s.key.proto == ip_proto::TCP && f.tcp_is_reuse(s) {
                 self.finish(slot, hash, End::Reuse, out);
@@ -357,6 +357,30 @@ impl FlowTable {
     /// Whether announced connections wait to be taken.
     pub fn has_expects(&self) -> bool {
         !self.expects.is_empty()
+    }
+
+    /// Whether `t` is before the flow's deadline. `timer_at` is never past the deadline
+    /// rounded up to whole seconds (`schedule` lowers it after every packet; a sweep or an
+    /// eviction raises it only to the deadline): a packet at least a second before it cannot
+    /// have outlived the flow, and the deadline is computed only for the others.
+    fn before_deadline(&self, f: &Flow, t: u64) -> bool {
+        let surely_before = t < u64::from(f.timer_at).saturating_sub(1) * SECOND;
+        debug_assert!(!surely_before || t < f.deadline(&self.ctx));
+        surely_before || t < f.deadline(&self.ctx)
+    }
+
+    /// Whether every open flow's `timer_at` is at or before its deadline rounded up to
+    /// seconds, and the shortcut of [`FlowTable::before_deadline`] agrees with the deadline
+    /// itself for a packet at `t` (the fast path against the slow one).
+    #[cfg(test)]
+    pub(super) fn shortcut_agrees(&self, t: u64) -> bool {
+        self.slab
+            .iter()
+            .filter(|f| !f.has_bit(bits::FREE))
+            .all(|f| {
+                f.timer_at <= to_secs(f.deadline(&self.ctx))
+                    && self.before_deadline(f, t) == (t < f.deadline(&self.ctx))
+            })
     }
 
     /// Makes the flow's heap entry no later than its current deadline.

@@ -457,3 +457,44 @@ fn memory_stays_flat_under_churn() {
     assert!(t.stats().open_flows <= 64);
     assert!(t.stats().evicted > 0);
 }
+
+/// The table skips a flow's deadline when the packet is a second or more before its heap
+/// entry; over packets with gaps around every timeout, on TCP, UDP (DNS too) and ICMP flows,
+/// swept now and then, the shortcut agrees with the deadline for every open flow at every step.
+#[test]
+fn deadline_shortcut_agrees_with_the_deadline() {
+    let mut table = FlowTable::new(SessionConfig::default());
+    let mut out = Vec::new();
+    let mut x = 0x9e37_79b9_7f4a_7c15u64;
+    let mut ms = 0;
+    let steps = [
+        1, 700, 999, 1_000, 1_001, 4_999, 5_000, 10_000, 59_999, 61_000, 301_000,
+    ];
+    for i in 0..4000u32 {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        ms += steps[(x % steps.len() as u64) as usize];
+        let port = 40_000 + (x >> 8) as u16 % 6;
+        let client = x & 1 << 20 != 0;
+        let s = match (x >> 24) % 8 {
+            0 => tcp_on((port, 80), ms, client, "S", i, 0, 0),
+            1 => tcp_on((port, 80), ms, client, "SA", i, 1, 0),
+            2 => tcp_on((port, 80), ms, client, "A", i, i, 100),
+            3 => tcp_on((port, 80), ms, client, "FA", i, i, 0),
+            4 => tcp_on((port, 80), ms, client, "R", i, 0, 0),
+            5 => udp_on((port, 53), ms, client, 40),
+            6 => udp_on((port, 5000), ms, client, 40),
+            _ => icmp(ms, client, 8, 64),
+        };
+        let t = s.ts_ns;
+        assert!(table.shortcut_agrees(t), "before packet {i}");
+        table.on_summary(&s, &mut out);
+        assert!(table.shortcut_agrees(t + SECOND), "after packet {i}");
+        if x >> 40 & 7 == 0 {
+            table.sweep(t, &mut out);
+            assert!(table.shortcut_agrees(t), "after the sweep at packet {i}");
+        }
+    }
+    assert!(out.len() > 100, "{} records", out.len());
+}
