@@ -483,3 +483,40 @@ fn a_fin_seen_before_a_flow_leaves_the_table_still_counts_there() {
     feed(&mut t, tcp_pkt(26, false, fin, RISN + 9, 0, 5), b"");
     assert_eq!((t.len(), t.slim_len()), (0, 0));
 }
+
+/// `add_range` (on stack arrays) agrees with `merge_range` (on vectors, what the processor
+/// keeps its evidence with) over random held ranges, empty ones included (a direction back
+/// from the compact set holds `(0, 0)`), and random added ones, within and past the bound.
+#[test]
+fn add_range_agrees_with_merge_range() {
+    use tapflow_proto::summary::merge_range;
+    let mut x: u64 = 0x2545_F491_4F6C_DD1D;
+    let mut next = |m: u64| {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        (x % m) as u32
+    };
+    for _ in 0..50_000 {
+        let mut d = Dir::default();
+        // Held ranges as add_range itself builds them, from a few adds (small offsets, so
+        // they touch, overlap and nest).
+        for _ in 0..next(6) {
+            let from = next(40);
+            let to = from + next(12);
+            let before = d;
+            let want = merge_range(
+                &before.ranges[..usize::from(before.n)],
+                from,
+                to,
+                MAX_RANGES,
+            );
+            let got = add_range(&mut d, from, to);
+            assert_eq!(got, want.is_some(), "{before:?} + [{from}, {to})");
+            match want {
+                Some(w) => assert_eq!(&d.ranges[..usize::from(d.n)], w.as_slice()),
+                None => assert_eq!(d.ranges, before.ranges, "unchanged when refused"),
+            }
+        }
+    }
+}
