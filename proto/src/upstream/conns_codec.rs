@@ -68,12 +68,12 @@ fn write_record(r: &ConnRecord, out: &mut Vec<u8>) {
     bin(out, r.resp_h.as_bytes());
     uint(out, u64::from(r.resp_p));
     uint(out, u64::from(r.proto));
-    opt_uint(out, r.duration_ns);
-    opt_uint(out, r.orig_bytes);
-    opt_uint(out, r.resp_bytes);
+    opt(out, r.duration_ns, uint);
+    opt(out, r.orig_bytes, uint);
+    opt(out, r.resp_bytes, uint);
     str(out, r.conn_state.as_str());
-    opt_bool(out, r.local_orig);
-    opt_bool(out, r.local_resp);
+    opt(out, r.local_orig, boolean);
+    opt(out, r.local_resp, boolean);
     uint(out, r.missed_bytes);
     str(out, &r.history);
     for v in [r.orig_pkts, r.orig_ip_bytes, r.resp_pkts, r.resp_ip_bytes] {
@@ -90,12 +90,9 @@ fn write_record(r: &ConnRecord, out: &mut Vec<u8>) {
     for v in [r.orig_tcp_flags, r.resp_tcp_flags, r.split] {
         uint(out, u64::from(v));
     }
-    match &r.timing {
-        Some(t) => write_timing(t, out),
-        None => out.push(NIL),
-    }
-    opt_str(out, r.service.as_deref());
-    opt_str(out, r.server_name.as_deref());
+    opt(out, r.timing.as_deref(), |out, t| write_timing(t, out));
+    opt(out, r.service.as_deref(), str);
+    opt(out, r.server_name.as_deref(), str);
     boolean(out, r.service_incomplete);
 }
 
@@ -111,8 +108,8 @@ fn write_key(k: &FlowKey, out: &mut Vec<u8>) {
 
 fn write_timing(t: &Timing, out: &mut Vec<u8>) {
     array_len(out, TIMING_FIELDS);
-    opt_uint(out, t.tcp_synack_ns);
-    opt_uint(out, t.tcp_ackdat_ns);
+    opt(out, t.tcp_synack_ns, uint);
+    opt(out, t.tcp_ackdat_ns, uint);
     for s in [&t.orig_iat, &t.resp_iat, &t.orig_ack_rtt, &t.resp_ack_rtt] {
         array_len(out, STATS_FIELDS);
         uint(out, s.n);
@@ -142,22 +139,16 @@ fn uint(out: &mut Vec<u8>, v: u64) {
     }
 }
 
-fn opt_uint(out: &mut Vec<u8>, v: Option<u64>) {
+/// `nil`, or `v` as `f` writes it.
+fn opt<T>(out: &mut Vec<u8>, v: Option<T>, f: impl FnOnce(&mut Vec<u8>, T)) {
     match v {
-        Some(v) => uint(out, v),
+        Some(v) => f(out, v),
         None => out.push(NIL),
     }
 }
 
 fn boolean(out: &mut Vec<u8>, v: bool) {
     out.push(if v { TRUE } else { FALSE });
-}
-
-fn opt_bool(out: &mut Vec<u8>, v: Option<bool>) {
-    match v {
-        Some(v) => boolean(out, v),
-        None => out.push(NIL),
-    }
 }
 
 fn array_len(out: &mut Vec<u8>, n: u32) {
@@ -186,13 +177,6 @@ fn str(out: &mut Vec<u8>, s: &str) {
         out.extend_from_slice(&(n as u32).to_be_bytes());
     }
     out.extend_from_slice(s.as_bytes());
-}
-
-fn opt_str(out: &mut Vec<u8>, s: Option<&str>) {
-    match s {
-        Some(s) => str(out, s),
-        None => out.push(NIL),
-    }
 }
 
 fn bin(out: &mut Vec<u8>, b: &[u8]) {
@@ -284,20 +268,13 @@ impl<'a> Reader<'a> {
         T::try_from(self.uint()?).ok()
     }
 
-    /// `nil` (consumed) gives `Some(None)`.
-    fn nil(&mut self) -> Option<bool> {
-        let nil = self.buf.first() == Some(&NIL);
-        if nil {
-            self.buf = &self.buf[1..];
-        }
-        Some(nil)
-    }
-
-    fn opt_uint(&mut self) -> Option<Option<u64>> {
-        if self.nil()? {
+    /// `nil` (consumed), or what `f` reads.
+    fn opt<T>(&mut self, f: impl FnOnce(&mut Self) -> Option<T>) -> Option<Option<T>> {
+        if let Some(rest) = self.buf.strip_prefix(&[NIL]) {
+            self.buf = rest;
             return Some(None);
         }
-        self.uint().map(Some)
+        f(self).map(Some)
     }
 
     fn boolean(&mut self) -> Option<bool> {
@@ -306,13 +283,6 @@ impl<'a> Reader<'a> {
             TRUE => Some(true),
             _ => None,
         }
-    }
-
-    fn opt_bool(&mut self) -> Option<Option<bool>> {
-        if self.nil()? {
-            return Some(None);
-        }
-        self.boolean().map(Some)
     }
 
     fn array(&mut self) -> Option<usize> {
@@ -342,13 +312,6 @@ impl<'a> Reader<'a> {
 
     fn string(&mut self) -> Option<String> {
         self.str().map(str::to_owned)
-    }
-
-    fn opt_string(&mut self) -> Option<Option<String>> {
-        if self.nil()? {
-            return Some(None);
-        }
-        self.string().map(Some)
     }
 
     fn bin(&mut self) -> Option<&'a [u8]> {
@@ -392,12 +355,12 @@ impl<'a> Reader<'a> {
             resp_h: self.addr()?,
             resp_p: self.small()?,
             proto: self.small()?,
-            duration_ns: self.opt_uint()?,
-            orig_bytes: self.opt_uint()?,
-            resp_bytes: self.opt_uint()?,
+            duration_ns: self.opt(Self::uint)?,
+            orig_bytes: self.opt(Self::uint)?,
+            resp_bytes: self.opt(Self::uint)?,
             conn_state: self.conn_state()?,
-            local_orig: self.opt_bool()?,
-            local_resp: self.opt_bool()?,
+            local_orig: self.opt(Self::boolean)?,
+            local_resp: self.opt(Self::boolean)?,
             missed_bytes: self.uint()?,
             history: self.string()?,
             orig_pkts: self.uint()?,
@@ -412,9 +375,9 @@ impl<'a> Reader<'a> {
             orig_tcp_flags: self.small()?,
             resp_tcp_flags: self.small()?,
             split: self.small()?,
-            timing: self.timing()?,
-            service: self.opt_string()?,
-            server_name: self.opt_string()?,
+            timing: self.opt(Self::timing)?.map(Box::new),
+            service: self.opt(Self::string)?,
+            server_name: self.opt(Self::string)?,
             service_incomplete: self.boolean()?,
         })
     }
@@ -428,20 +391,17 @@ impl<'a> Reader<'a> {
         Some(keys)
     }
 
-    fn timing(&mut self) -> Option<Option<Box<Timing>>> {
-        if self.nil()? {
-            return Some(None);
-        }
+    fn timing(&mut self) -> Option<Timing> {
         self.expect_array(TIMING_FIELDS)?;
-        Some(Some(Box::new(Timing {
-            tcp_synack_ns: self.opt_uint()?,
-            tcp_ackdat_ns: self.opt_uint()?,
+        Some(Timing {
+            tcp_synack_ns: self.opt(Self::uint)?,
+            tcp_ackdat_ns: self.opt(Self::uint)?,
             orig_iat: self.stats()?,
             resp_iat: self.stats()?,
             orig_ack_rtt: self.stats()?,
             resp_ack_rtt: self.stats()?,
             rtt_cross_tap: self.boolean()?,
-        })))
+        })
     }
 
     fn stats(&mut self) -> Option<DurStats> {

@@ -188,51 +188,14 @@ fn writes_the_bytes_rmp_serde_writes_and_reads_them_back() {
     }
 }
 
+/// An empty batch; empty strings, `None`s and records without timing or parents are among
+/// the generated ones above.
 #[test]
-fn an_empty_batch_and_the_default_record_round_trip() {
-    for b in [
-        ConnBatch::default(),
-        ConnBatch {
-            records: vec![ConnRecord {
-                ts_ns: 0,
-                uid: String::new(),
-                orig_h: Addr::default(),
-                orig_p: 0,
-                resp_h: Addr::default(),
-                resp_p: 0,
-                proto: 0,
-                duration_ns: None,
-                orig_bytes: None,
-                resp_bytes: None,
-                conn_state: ConnState::OTH,
-                local_orig: None,
-                local_resp: None,
-                missed_bytes: 0,
-                history: String::new(),
-                orig_pkts: 0,
-                orig_ip_bytes: 0,
-                resp_pkts: 0,
-                resp_ip_bytes: 0,
-                tunnel_parents: vec![],
-                community_id: String::new(),
-                interim: false,
-                evicted: false,
-                key: FlowKey::default(),
-                orig_tcp_flags: 0,
-                resp_tcp_flags: 0,
-                split: 0,
-                timing: None,
-                service: None,
-                server_name: None,
-                service_incomplete: false,
-            }],
-            ..ConnBatch::default()
-        },
-    ] {
-        let bytes = written(&b);
-        assert_eq!(bytes, rmp_bytes(&b));
-        assert_eq!(read_batch(&bytes), Some(b));
-    }
+fn an_empty_batch_round_trips() {
+    let b = ConnBatch::default();
+    let bytes = written(&b);
+    assert_eq!(bytes, rmp_bytes(&b));
+    assert_eq!(read_batch(&bytes), Some(b));
 }
 
 /// Whatever the bytes, a body the hand reader takes is one rmp_serde reads to the same batch.
