@@ -18,8 +18,17 @@ pub mod ip_proto {
 /// An IPv4 or IPv6 address in 16 bytes; IPv4 is stored IPv4-mapped (`::ffff:a.b.c.d`).
 ///
 /// On the wire it is a MessagePack `bin` of 4 or 16 bytes.
-#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default)]
 pub struct Addr(pub [u8; 16]);
+
+/// One 128-bit write (a single fold in foldhash), where the derived `Hash` wrote a length
+/// prefix and then the 16 bytes. Only in-process hash maps read it: shard routing and uids hash
+/// `FlowKey::to_bytes`, never this.
+impl std::hash::Hash for Addr {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        state.write_u128(u128::from_ne_bytes(self.0));
+    }
+}
 
 impl Addr {
     pub const fn from_v4(octets: [u8; 4]) -> Addr {
