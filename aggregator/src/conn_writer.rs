@@ -35,25 +35,6 @@ const DEPTH: usize = 4;
 
 type Released = (Box<ConnRecord>, Vec<String>);
 
-/// How many records ahead of the one formatted the conn-log thread loads the next ones.
-const AHEAD: usize = 8;
-
-/// Loads a field on each of a record's cache lines (and its strings' and timing's first), so
-/// that the misses overlap rather than stall `conn_json` one by one.
-fn touch(r: &ConnRecord) {
-    let first = |s: &str| s.as_bytes().first().copied().unwrap_or(0);
-    let mut x = r.ts_ns ^ r.missed_bytes ^ r.orig_pkts ^ r.resp_ip_bytes;
-    x ^= r.duration_ns.unwrap_or(0) ^ r.orig_bytes.unwrap_or(0) ^ r.resp_bytes.unwrap_or(0);
-    x ^= u64::from(r.proto) ^ u64::from(r.orig_p) ^ u64::from(r.key.vlan) ^ u64::from(r.split);
-    x ^=
-        u64::from(first(&r.uid)) ^ u64::from(first(&r.history)) ^ u64::from(first(&r.community_id));
-    x ^= u64::from(r.service.as_deref().map_or(0, first));
-    if let Some(t) = &r.timing {
-        x ^= t.tcp_synack_ns.unwrap_or(0) ^ t.orig_iat.n ^ t.resp_ack_rtt.n;
-    }
-    std::hint::black_box(x);
-}
-
 /// Records the thread could not write (a full disk), and the log's path.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Unwritten {
@@ -100,15 +81,10 @@ impl ConnWriter {
                 for cmd in rx {
                     match cmd {
                         Cmd::Records(mut records) => {
-                            for i in 0..records.len() {
-                                if let Some((ahead, _)) = records.get(i + AHEAD) {
-                                    touch(ahead);
-                                }
-                                let (r, parents) = &records[i];
-                                conn_json(r, parents, &mut text);
+                            for (r, parents) in records.drain(..) {
+                                conn_json(&r, &parents, &mut text);
                                 log.write_chunk(&mut text);
                             }
-                            records.clear();
                             let _ = spare_tx.send(records);
                             log.write(&mut text);
                         }
