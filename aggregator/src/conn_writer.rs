@@ -27,8 +27,11 @@ pub enum ConnLogError {
     Thread(std::io::Error),
 }
 
-const CHUNK: usize = 1024;
-const DEPTH: usize = 16;
+/// Small, and few in flight: a record is formatted soon after the releasing thread read it
+/// (detection's input), while its lines may still be in a cache (issue 19: on 1024 x 16 the
+/// queued records, ~9 MB, outgrew the 4 MiB L2 and `conn_json` waited on cold loads).
+const CHUNK: usize = 128;
+const DEPTH: usize = 4;
 
 type Released = (Box<ConnRecord>, Vec<String>);
 
