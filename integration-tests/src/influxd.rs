@@ -323,9 +323,7 @@ impl V2Stub {
                 match listener.accept() {
                     Ok((stream, _)) => {
                         let _ = stream.set_nonblocking(false);
-                        if let Some(s) = serve_one(stream, &mut script) {
-                            seen2.lock().unwrap_or_else(|p| p.into_inner()).push(s);
-                        }
+                        serve_one(stream, &mut script, &seen2);
                     }
                     Err(_) => std::thread::sleep(Duration::from_millis(5)),
                 }
@@ -341,10 +339,13 @@ impl Drop for V2Stub {
     }
 }
 
+/// Serves one request; what it saw is recorded before the answer goes out, so a client that
+/// has its answer finds its request in `seen`.
 fn serve_one(
     stream: TcpStream,
     script: &mut impl Iterator<Item = (u16, Option<u64>, Duration)>,
-) -> Option<Seen> {
+    seen: &Mutex<Vec<Seen>>,
+) -> Option<()> {
     let at = Instant::now();
     let mut r = BufReader::new(stream.try_clone().ok()?);
     let mut first = String::new();
@@ -395,15 +396,15 @@ fn serve_one(
         resp.push_str(&format!("Retry-After: {a}\r\n"));
     }
     resp.push_str("Content-Length: 0\r\n\r\n");
-    w.write_all(resp.as_bytes()).ok()?;
-    Some(Seen {
+    seen.lock().unwrap_or_else(|p| p.into_inner()).push(Seen {
         at,
         method,
         path: path.to_owned(),
         query,
         headers,
         lines: text.lines().map(str::to_owned).collect(),
-    })
+    });
+    w.write_all(resp.as_bytes()).ok()
 }
 
 /// `application/x-www-form-urlencoded` decoding (`%XX`, `+`).
