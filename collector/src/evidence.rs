@@ -41,9 +41,7 @@ use slim::{Hash, Slim, SlimSet, State};
 use tapflow_classify::{ftp_late_line, may_match, FTP_PORT, UDP_WHOLE};
 use tapflow_proto::account::EvidenceCounters;
 use tapflow_proto::key::ip_proto;
-#[cfg(doc)]
-use tapflow_proto::summary::merge_range;
-use tapflow_proto::summary::{flag, tcp, Payload, MAX_PAYLOAD};
+use tapflow_proto::summary::{flag, merge_range_into, tcp, Payload, MAX_PAYLOAD};
 use tapflow_proto::{FlowKey, PacketSummary};
 
 /// A flow idle this long (packet time) leaves the table.
@@ -620,34 +618,21 @@ fn unshipped(d: &Dir, mut start: u32, end: u32) -> Option<(u32, u32)> {
     Some((start, to))
 }
 
-/// Records `[from, to)` as shipped, merging neighbours; false when it would need more than
-/// [`MAX_RANGES`] ranges. [`merge_range`] (what the processor keeps its evidence with) on
-/// arrays on the stack: it ran once per TCP piece shipped, and its two vectors were two of the
-/// four allocations a piece cost (the piece's bytes and their box are the others).
+/// Records `[from, to)` as shipped, merging neighbours; false (nothing changed) when it would
+/// need more than [`MAX_RANGES`] ranges.
 fn add_range(d: &mut Dir, from: u32, to: u32) -> bool {
+    let held = d.ranges;
     let n = usize::from(d.n).min(MAX_RANGES);
-    let mut all = [(0u32, 0u32); MAX_RANGES + 1];
-    all[..n].copy_from_slice(&d.ranges[..n]);
-    all[n] = (from, to);
-    let all = &mut all[..=n];
-    all.sort_unstable();
-    let mut merged = [(0u32, 0u32); MAX_RANGES + 1];
-    let mut m: usize = 0;
-    for &(a, b) in all.iter() {
-        match m.checked_sub(1).map(|i| &mut merged[i]) {
-            Some(last) if a <= last.1 => last.1 = last.1.max(b),
-            _ => {
-                merged[m] = (a, b);
-                m += 1;
-            }
+    match merge_range_into(&held[..n], from, to, &mut d.ranges) {
+        Some(m) => {
+            d.n = m as u8;
+            true
+        }
+        None => {
+            d.ranges = held;
+            false
         }
     }
-    if m > MAX_RANGES {
-        return false;
-    }
-    d.ranges[..m].copy_from_slice(&merged[..m]);
-    d.n = m as u8;
-    true
 }
 
 /// The end of the identifying part when the stream starts with a TLS handshake record

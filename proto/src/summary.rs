@@ -74,17 +74,34 @@ pub fn merge_range(
     to: u32,
     max: usize,
 ) -> Option<Vec<(u32, u32)>> {
-    let mut v = ranges.to_vec();
-    v.push((from, to));
-    v.sort_unstable();
-    let mut merged: Vec<(u32, u32)> = Vec::with_capacity(v.len());
-    for (a, b) in v {
-        match merged.last_mut() {
+    let mut out = vec![(0, 0); max.min(ranges.len() + 1)];
+    let n = merge_range_into(ranges, from, to, &mut out)?;
+    out.truncate(n);
+    Some(out)
+}
+
+/// [`merge_range`] into `out`, whose length is the bound: the count of ranges written, `None`
+/// past it (`out` then holds a partial result). Allocates nothing: the collector runs it for
+/// every TCP piece it ships.
+pub fn merge_range_into(
+    ranges: &[(u32, u32)],
+    from: u32,
+    to: u32,
+    out: &mut [(u32, u32)],
+) -> Option<usize> {
+    let new = (from, to);
+    let at = ranges.partition_point(|&r| r < new);
+    let mut n: usize = 0;
+    for &(a, b) in ranges[..at].iter().chain([&new]).chain(&ranges[at..]) {
+        match n.checked_sub(1).map(|i| &mut out[i]) {
             Some(last) if a <= last.1 => last.1 = last.1.max(b),
-            _ => merged.push((a, b)),
+            _ => {
+                *out.get_mut(n)? = (a, b);
+                n += 1;
+            }
         }
     }
-    (merged.len() <= max).then_some(merged)
+    Some(n)
 }
 
 /// The most payload bytes one summary carries (a budget per direction is at most this).
@@ -160,6 +177,56 @@ impl PacketSummary {
 #[cfg(test)]
 mod tests {
     use super::merge_range;
+
+    /// The merge walk against sorting everything and merging, over random sequences of adds
+    /// (small offsets, so ranges touch, overlap, nest and are empty), within and past the bound.
+    #[test]
+    fn merging_in_order_agrees_with_sorting_everything() {
+        let reference = |ranges: &[(u32, u32)], from, to, max: usize| {
+            let mut v = ranges.to_vec();
+            v.push((from, to));
+            v.sort_unstable();
+            let mut merged: Vec<(u32, u32)> = Vec::new();
+            for (a, b) in v {
+                match merged.last_mut() {
+                    Some(last) if a <= last.1 => last.1 = last.1.max(b),
+                    _ => merged.push((a, b)),
+                }
+            }
+            (merged.len() <= max).then_some(merged)
+        };
+        let mut x: u64 = 0x2545_F491_4F6C_DD1D;
+        let mut next = |m: u64| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x % m) as u32
+        };
+        let (mut refused, mut adds) = (0, 0);
+        for _ in 0..20_000 {
+            let max = 1 + next(5) as usize;
+            let mut held = Vec::new();
+            for _ in 0..next(8) {
+                let from = next(40);
+                let to = from + next(12);
+                let want = reference(&held, from, to, max);
+                assert_eq!(
+                    merge_range(&held, from, to, max),
+                    want,
+                    "{held:?} + [{from}, {to})"
+                );
+                adds += 1;
+                match want {
+                    Some(w) => held = w,
+                    None => refused += 1,
+                }
+            }
+        }
+        assert!(
+            refused > 1000 && adds - refused > 10_000,
+            "{refused} of {adds}"
+        );
+    }
 
     #[test]
     fn ranges_merge_with_overlapping_and_touching_neighbours_within_the_bound() {

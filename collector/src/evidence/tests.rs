@@ -484,8 +484,8 @@ fn a_fin_seen_before_a_flow_leaves_the_table_still_counts_there() {
     assert_eq!((t.len(), t.slim_len()), (0, 0));
 }
 
-/// `add_range` (on stack arrays) agrees with `merge_range` (on vectors, what the processor
-/// keeps its evidence with) over random held ranges, empty ones included (a direction back
+/// `add_range` (in place) agrees with `merge_range` (what the processor keeps its evidence
+/// with) and leaves the ranges as they were when it refuses, over random held ranges, empty ones included (a direction back
 /// from the compact set holds `(0, 0)`), and random added ones, within and past the bound.
 #[test]
 fn add_range_agrees_with_merge_range() {
