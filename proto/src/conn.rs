@@ -4,6 +4,7 @@
 //! parents to uids.
 
 use serde::{Deserialize, Serialize};
+use sha1::{Digest, Sha1};
 
 use crate::key::{icmp4_counterpart, icmp6_counterpart, ip_proto};
 use crate::{Addr, FlowKey};
@@ -181,10 +182,10 @@ const BASE64: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz
 
 /// `C` + base62 of the first 96 bits (big-endian) of SHA-1(key bytes ‖ `ts_ns` little-endian).
 pub fn uid(key: &FlowKey, first_ts_ns: u64) -> String {
-    let mut h = sha1_smol::Sha1::new();
-    h.update(&key.to_bytes());
-    h.update(&first_ts_ns.to_le_bytes());
-    let d = h.digest().bytes();
+    let mut h = Sha1::new();
+    h.update(key.to_bytes());
+    h.update(first_ts_ns.to_le_bytes());
+    let d = h.finalize();
     let v = d[..12]
         .iter()
         .fold(0u128, |acc, &b| (acc << 8) | u128::from(b));
@@ -198,14 +199,16 @@ pub fn uid(key: &FlowKey, first_ts_ns: u64) -> String {
 const BASE62_10: u64 = 839_299_365_868_340_224;
 
 /// Appends `v` (below 2^96) in base 62, most significant digit first, no leading zeros ("0"
-/// for 0). One 128-bit division splits it into two 64-bit halves whose digits come from
-/// divisions by a constant the compiler turns into multiplications (a 128-bit division per
-/// digit, 34 per uid, cost more than the rest of the uid).
+/// for 0). One 128-bit division (its remainder by a multiplication, not a second call) splits
+/// it into two 64-bit halves whose digits come from divisions by a constant the compiler turns
+/// into multiplications (a 128-bit division per digit, 34 per uid, cost more than the rest of
+/// the uid).
 fn push_base62(v: u128, out: &mut String) {
     let mut digits = [0u8; 20];
     let mut n = 0;
     let p = u128::from(BASE62_10);
-    let (hi, mut lo) = ((v / p) as u64, (v % p) as u64);
+    let q = v / p;
+    let (hi, mut lo) = (q as u64, (v - q * p) as u64);
     if hi > 0 {
         for _ in 0..10 {
             digits[n] = BASE62[(lo % 62) as usize];
@@ -245,18 +248,18 @@ pub fn community_id(proto: u8, orig: Addr, orig_p: u16, resp: Addr, resp_p: u16)
     } else {
         (resp, resp_p, orig, orig_p)
     };
-    let mut h = sha1_smol::Sha1::new();
-    h.update(&0u16.to_be_bytes());
+    let mut h = Sha1::new();
+    h.update(0u16.to_be_bytes());
     h.update(a.as_bytes());
     h.update(b.as_bytes());
     h.update(&[proto, 0]);
     if has_ports {
-        h.update(&ap.to_be_bytes());
-        h.update(&bp.to_be_bytes());
+        h.update(ap.to_be_bytes());
+        h.update(bp.to_be_bytes());
     }
     let mut s = String::with_capacity(30);
     s.push_str("1:");
-    base64(&h.digest().bytes(), &mut s);
+    base64(&h.finalize(), &mut s);
     s
 }
 
