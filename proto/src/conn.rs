@@ -252,7 +252,7 @@ pub fn community_id(proto: u8, orig: Addr, orig_p: u16, resp: Addr, resp_p: u16)
     h.update(0u16.to_be_bytes());
     h.update(a.as_bytes());
     h.update(b.as_bytes());
-    h.update(&[proto, 0]);
+    h.update([proto, 0]);
     if has_ports {
         h.update(ap.to_be_bytes());
         h.update(bp.to_be_bytes());
