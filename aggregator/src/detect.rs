@@ -42,6 +42,7 @@
 mod classify;
 mod distinct;
 mod episode;
+mod failed;
 mod latency;
 mod rates;
 mod shape;

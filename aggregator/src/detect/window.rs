@@ -8,6 +8,7 @@ use tapflow_proto::Addr;
 
 use super::classify::Observation;
 use super::distinct::{Distinct, HashMap, HashSet, Sources};
+use super::failed::Failed;
 use super::rates::{Peaks, Span};
 use super::shape::OneWay;
 use super::{AlertKey, AlertKind, DetectConfig, DetectInput, WindowAlerts};
@@ -24,10 +25,8 @@ struct SynAgg {
 
 #[derive(Default, Debug, serde::Serialize, serde::Deserialize)]
 struct Scans {
-    /// (src, dst) -> distinct (proto << 16 | port) that failed.
-    failed_ports: HashMap<(Addr, Addr), Distinct<u32>>,
-    /// (src, proto, port) -> distinct hosts that failed.
-    failed_hosts: HashMap<(Addr, u8, u16), Distinct<Addr>>,
+    /// Failed attempts: distinct ports per (src, dst), distinct hosts per (src, proto, port).
+    failed: Failed,
     /// (src, dst) -> distinct ports probed with stealth flags.
     stealth_ports: HashMap<(Addr, Addr), Distinct<u16>>,
     syn: HashMap<Addr, SynAgg>,
@@ -137,20 +136,9 @@ impl Windows {
         let w = self.scans.entry(start).or_default();
         let mut misses = 0;
         if o.failed && !o.allowed {
-            misses += add_to(
-                &mut w.failed_ports,
-                (r.orig_h, r.resp_h),
-                u32::from(r.proto) << 16 | u32::from(r.resp_p),
-                cap,
-                keys,
-            );
-            misses += add_to(
-                &mut w.failed_hosts,
-                (r.orig_h, r.proto, r.resp_p),
-                r.resp_h,
-                cap,
-                keys,
-            );
+            misses += w
+                .failed
+                .add(r.orig_h, r.resp_h, r.proto, r.resp_p, cap, keys);
         }
         if o.stealth && !o.allowed {
             misses += add_to(
@@ -371,19 +359,16 @@ fn judge_port_scans(
     alerts: &mut WindowAlerts,
 ) -> HashSet<(Addr, Addr)> {
     let mut scanners: HashSet<(Addr, Addr)> = HashSet::default();
-    for ((src, dst), ports) in &w.failed_ports {
+    for (src, dst, ports) in w.failed.ports() {
         let min = cfg
-            .subnet(*src)
+            .subnet(src)
             .and_then(|t| t.port_scan_ports)
             .unwrap_or(cfg.port_scan_ports);
-        if ports.len() >= min {
-            scanners.insert((*src, *dst));
+        if ports >= min {
+            scanners.insert((src, dst));
             alerts.insert(
-                AlertKey::new(AlertKind::PortScan, ip(src), ip(dst)),
-                (
-                    ports.len() as u64,
-                    [("distinct_ports", ports.len() as u64)].into(),
-                ),
+                AlertKey::new(AlertKind::PortScan, ip(&src), ip(&dst)),
+                (ports as u64, [("distinct_ports", ports as u64)].into()),
             );
         }
     }
@@ -392,18 +377,18 @@ fn judge_port_scans(
 
 fn judge_address_scans(w: &Scans, cfg: &DetectConfig, alerts: &mut WindowAlerts) {
     let mut by_src: HashMap<Addr, (u64, u16)> = HashMap::default();
-    for ((src, _proto, port), hosts) in &w.failed_hosts {
-        if hosts.len()
+    for (src, _proto, port, hosts) in w.failed.hosts() {
+        if hosts
             >= cfg
-                .subnet(*src)
+                .subnet(src)
                 .and_then(|t| t.address_scan_hosts)
                 .unwrap_or(cfg.address_scan_hosts)
         {
-            let e = by_src.entry(*src).or_default();
+            let e = by_src.entry(src).or_default();
             // Ties go to the lowest port, whatever order the map iterates in.
-            let n = hosts.len() as u64;
-            if n > e.0 || (n == e.0 && *port < e.1) {
-                *e = (n, *port);
+            let n = hosts as u64;
+            if n > e.0 || (n == e.0 && port < e.1) {
+                *e = (n, port);
             }
         }
     }
