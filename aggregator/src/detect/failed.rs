@@ -71,8 +71,8 @@ impl Failed {
         };
         let sets = entry.sets();
         let v = u32::from(proto) << 16 | u32::from(port);
-        add_to(&mut sets.ports, dst, v, cap, keys, &mut self.port_keys)
-            + add_to(
+        add_counted(&mut sets.ports, dst, v, cap, keys, &mut self.port_keys)
+            + add_counted(
                 &mut sets.hosts,
                 (proto, port),
                 dst,
@@ -130,7 +130,7 @@ impl BySrc {
 
 /// Adds `v` to the set under `key`, a key of a kind of which `held` are held in all; returns
 /// 1 if a cap kept it out (`keys` keys held and this one not among them, or `cap` values).
-fn add_to<K: std::hash::Hash + Eq, T: std::hash::Hash + Eq>(
+fn add_counted<K: std::hash::Hash + Eq, T: std::hash::Hash + Eq>(
     map: &mut HashMap<K, Distinct<T>>,
     key: K,
     v: T,
@@ -152,6 +152,7 @@ fn add_to<K: std::hash::Hash + Eq, T: std::hash::Hash + Eq>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::detect::window::add_to;
 
     /// The two maps [`Failed`] stands for, as detection held them before.
     #[derive(Default)]
@@ -161,30 +162,16 @@ mod tests {
     }
 
     impl TwoMaps {
+        /// An attempt (source, destination, proto, port) as `add_scans` added it to both maps.
         fn add(
             &mut self,
-            src: Addr,
-            dst: Addr,
-            proto: u8,
-            port: u16,
+            (src, dst, proto, port): (Addr, Addr, u8, u16),
             cap: usize,
             keys: usize,
         ) -> u64 {
-            fn to<K: std::hash::Hash + Eq, T: std::hash::Hash + Eq>(
-                map: &mut HashMap<K, Distinct<T>>,
-                key: K,
-                v: T,
-                cap: usize,
-                keys: usize,
-            ) -> u64 {
-                if map.len() >= keys && !map.contains_key(&key) {
-                    return 1;
-                }
-                u64::from(!map.entry(key).or_default().add(v, cap))
-            }
             let v = u32::from(proto) << 16 | u32::from(port);
-            to(&mut self.ports, (src, dst), v, cap, keys)
-                + to(&mut self.hosts, (src, proto, port), dst, cap, keys)
+            add_to(&mut self.ports, (src, dst), v, cap, keys)
+                + add_to(&mut self.hosts, (src, proto, port), dst, cap, keys)
         }
     }
 
@@ -211,7 +198,7 @@ mod tests {
                 let (s, d) = (addr(next(6) as u8), addr(next(5) as u8));
                 let (proto, port) = ([6, 17][next(2) as usize], next(4) as u16);
                 let got = one.add(s, d, proto, port, cap, keys);
-                assert_eq!(got, two.add(s, d, proto, port, cap, keys));
+                assert_eq!(got, two.add((s, d, proto, port), cap, keys));
             }
             let mut ports: Vec<_> = one.ports().collect();
             let mut want: Vec<_> = two

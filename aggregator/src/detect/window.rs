@@ -325,7 +325,7 @@ impl Windows {
 }
 
 /// Adds `v` to the distinct set under `key`; returns 1 if a cap kept it out.
-fn add_to<K: Hash + Eq, T: Hash + Eq>(
+pub(super) fn add_to<K: Hash + Eq, T: Hash + Eq>(
     map: &mut HashMap<K, Distinct<T>>,
     key: K,
     v: T,
