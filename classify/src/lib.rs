@@ -223,12 +223,29 @@ pub fn classify(ev: &Evidence) -> Verdict {
 /// gives neither its server name nor its announced connections, and an announced connection
 /// whose service is disabled is left out.
 pub fn classify_with(ev: &Evidence, settings: &Settings) -> Verdict {
+    merge(ev, settings, DETECTORS)
+}
+
+/// The detectors that can announce a data connection (FTP, IRC) or confirm `ftp` (FTP, and
+/// HTTP for FTP inside a `CONNECT` tunnel), in [`DETECTORS`]' order.
+const ANNOUNCERS: &[Detector] = &[plain!(http), plain!(ftp), plain!(irc)];
+
+/// What [`classify_with`] gives of announced data connections (`expects`) and of whether
+/// `ftp` is among the services, from the detectors that can give them alone ([`ANNOUNCERS`]):
+/// for a look at every payload packet, where the other detectors' work would be thrown away.
+/// Its other services and server name are those of these detectors only.
+pub fn announcements_with(ev: &Evidence, settings: &Settings) -> Verdict {
+    merge(ev, settings, ANNOUNCERS)
+}
+
+/// Runs `detectors` over `ev` and merges their findings (see [`classify_with`]).
+fn merge(ev: &Evidence, settings: &Settings, detectors: &[Detector]) -> Verdict {
     let mut v = Verdict::default();
     if ev.proto != TCP && ev.proto != UDP {
         return v;
     }
     let ev = &usable(ev);
-    for detect in DETECTORS {
+    for detect in detectors {
         let Some(mut found) = detect(ev, settings) else {
             continue;
         };
@@ -371,6 +388,42 @@ mod tests {
             classify_with(&ev, &off("ftp")).expects.is_empty(),
             "no FTP analyzer"
         );
+    }
+
+    /// What the processor looks at on every payload packet (announcements, and whether `ftp`
+    /// is confirmed) is what the whole classifier gives: FTP and IRC announcements, FTP in a
+    /// TLS upgrade and in an HTTP `CONNECT` tunnel, protocols that announce nothing, every
+    /// prefix of each, with the announcers and their data services on and off.
+    #[test]
+    fn announcements_are_those_of_the_whole_classifier() {
+        use crate::tls::tests::{client_hello_msg, records};
+        let mut tls_ftp = b"AUTH TLS\r\n".to_vec();
+        tls_ftp.extend(records(&client_hello_msg("ftp.example"), 600));
+        let sessions: [(u16, &[u8], &[u8]); 6] = [
+            (21, b"USER a\r\nPASS b\r\nPASV\r\nPORT 10,0,0,5,221,187\r\n", b"220 hi\r\n331 ok\r\n230 in\r\n227 Entering Passive Mode (10,0,0,2,221,90).\r\n"),
+            (6667, b"NICK alice\r\nUSER alice 0 * :A\r\nPRIVMSG bob :\x01DCC SEND f 3232235777 5000 12\x01\r\n", b":irc.example 001 alice :Welcome\r\n"),
+            (21, &tls_ftp, b"220 hi\r\n234 AUTH TLS ok\r\n"),
+            (8080, b"CONNECT ftp.example:21 HTTP/1.1\r\nHost: ftp.example:21\r\n\r\nUSER a\r\nEPSV\r\n", b"HTTP/1.1 200 OK\r\n\r\n220 hi\r\n331 ok\r\n229 Entering Extended Passive Mode (|||6446|)\r\n"),
+            (80, b"GET / HTTP/1.1\r\nHost: www.example\r\n\r\n", b"HTTP/1.1 200 OK\r\n\r\n"),
+            (25, b"EHLO a\r\nMAIL FROM:<a@b>\r\n", b"220 mail ESMTP\r\n250 ok\r\n"),
+        ];
+        let settings = ["", "ftp", "irc", "http", "ftp-data", "irc-dcc-data", "ssl"].map(off);
+        let mut announced = 0;
+        for (port, c, s) in sessions {
+            for cut in (0..=c.len().max(s.len())).step_by(7).chain([usize::MAX]) {
+                let (c, s) = (&c[..cut.min(c.len())], &s[..cut.min(s.len())]);
+                let (orig, resp): (&[&[u8]], &[&[u8]]) = (&[c], &[s]);
+                let ev = tcp(port, orig, resp);
+                for set in &settings {
+                    let (all, some) = (classify_with(&ev, set), announcements_with(&ev, set));
+                    assert_eq!(all.expects, some.expects, "port {port}, cut {cut}");
+                    let ftp = |v: &Verdict| v.services.contains(&"ftp");
+                    assert_eq!(ftp(&all), ftp(&some), "port {port}, cut {cut}");
+                    announced += some.expects.len();
+                }
+            }
+        }
+        assert!(announced > 0, "some cuts announce");
     }
 
     #[test]

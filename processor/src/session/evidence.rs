@@ -5,7 +5,8 @@
 //! and into announced data connections ([`Expected`]) as soon as they are parsed.
 
 use tapflow_classify::{
-    classify_with, ftp_announcement, Evidence, Settings, Side, Verdict, FTP_LINE_MAX, UDP_WHOLE,
+    announcements_with, classify_with, ftp_announcement, Evidence, Settings, Side, Verdict,
+    FTP_LINE_MAX, UDP_WHOLE,
 };
 use tapflow_proto::conn::clean_server_name;
 use tapflow_proto::key::ip_proto;
@@ -140,14 +141,14 @@ impl EvDir {
 
 impl EvState {
     /// The classifier's view, by Zeek's roles (`orig` = physical endpoint `o`; `lens`: the
-    /// TCP streams' whole lengths by role, when known).
+    /// TCP streams' whole lengths by role, when known), through `classify` ([`classify_with`],
+    /// or [`announcements_with`] where only announcements are wanted).
     fn verdict(
         &self,
-        proto: u8,
-        ports: [u16; 2],
-        o: usize,
+        (proto, ports, o): (u8, [u16; 2], usize),
         lens: [Option<u64>; 2],
         settings: &Settings,
+        classify: fn(&Evidence, &Settings) -> Verdict,
     ) -> Verdict {
         let udp = proto == ip_proto::UDP;
         let (orig, resp) = (&self.dirs[o], &self.dirs[1 - o]);
@@ -167,7 +168,7 @@ impl EvState {
                 len: lens[1],
             },
         };
-        classify_with(&ev, settings)
+        classify(&ev, settings)
     }
 }
 
@@ -206,7 +207,8 @@ impl EvState {
         settings: &Settings,
     ) -> Labels {
         let tcp = proto == ip_proto::TCP;
-        let v = self.verdict(proto, ports, o, sizes.map(|n| tcp.then_some(n)), settings);
+        let lens = sizes.map(|n| tcp.then_some(n));
+        let v = self.verdict((proto, ports, o), lens, settings, classify_with);
         let tunnel = tunnel_kind::service(self.tunnel_kind).filter(|t| settings.enabled(t));
         let mut names: Vec<&str> = tunnel.into_iter().collect();
         for s in &v.services {
@@ -227,7 +229,13 @@ impl EvState {
         if c.proto != ip_proto::TCP || self.sent.len() >= MAX_EXPECTS {
             return;
         }
-        let v = self.verdict(c.proto, c.ports, c.orig, [None; 2], settings);
+        // Every payload packet: the detectors that can announce alone.
+        let v = self.verdict(
+            (c.proto, c.ports, c.orig),
+            [None; 2],
+            settings,
+            announcements_with,
+        );
         let o = c.orig;
         let mut expects = v.expects;
         if v.services.contains(&"ftp") {
