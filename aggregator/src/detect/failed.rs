@@ -7,6 +7,8 @@
 //! two entries. The sets, the keys and the cap hits are those of the two maps, each bounded by
 //! `keys` keys of its own kind: [`Failed::add`] counts what either would have kept out.
 
+use std::collections::hash_map::Entry;
+
 use tapflow_proto::Addr;
 
 use super::distinct::{Distinct, HashMap};
@@ -50,13 +52,15 @@ impl Failed {
         cap: usize,
         keys: usize,
     ) -> u64 {
-        let entry = match self.by_src.get_mut(&src) {
-            Some(BySrc::One(d, p, q)) if (*d, *p, *q) == (dst, proto, port) => return 0,
-            Some(e) => e,
-            None => {
+        let entry = match self.by_src.entry(src) {
+            Entry::Occupied(e) => match e.into_mut() {
+                BySrc::One(d, p, q) if (*d, *p, *q) == (dst, proto, port) => return 0,
+                e => e,
+            },
+            Entry::Vacant(e) => {
                 let (port_in, host_in) = (self.port_keys < keys, self.host_keys < keys);
                 if port_in && host_in && cap >= 1 {
-                    self.by_src.insert(src, BySrc::One(dst, proto, port));
+                    e.insert(BySrc::One(dst, proto, port));
                     self.port_keys += 1;
                     self.host_keys += 1;
                     return 0;
@@ -64,9 +68,7 @@ impl Failed {
                 if !port_in && !host_in {
                     return 2;
                 }
-                self.by_src
-                    .entry(src)
-                    .or_insert_with(|| BySrc::Many(Box::default()))
+                e.insert(BySrc::Many(Box::default()))
             }
         };
         let sets = entry.sets();
@@ -139,9 +141,9 @@ fn add_counted<K: std::hash::Hash + Eq, T: std::hash::Hash + Eq>(
     held: &mut usize,
 ) -> u64 {
     let set = match map.entry(key) {
-        std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
-        std::collections::hash_map::Entry::Vacant(_) if *held >= keys => return 1,
-        std::collections::hash_map::Entry::Vacant(e) => {
+        Entry::Occupied(e) => e.into_mut(),
+        Entry::Vacant(_) if *held >= keys => return 1,
+        Entry::Vacant(e) => {
             *held += 1;
             e.insert(Distinct::Empty)
         }
