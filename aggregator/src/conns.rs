@@ -332,7 +332,7 @@ impl ConnSorter {
                 .copied()
         });
         match first {
-            Some(first) => uid(key, first),
+            Some(first) => uid(key, first).into(),
             None => {
                 self.stats.parents_unresolved += 1;
                 format!("{key}")

@@ -92,7 +92,7 @@ pub fn value(r: &ConnRecord, field: &str) -> String {
     match field {
         "conn_state" => r.conn_state.as_str().to_owned(),
         "history" if r.history.is_empty() => "-".to_owned(),
-        "history" => r.history.clone(),
+        "history" => r.history.to_string(),
         "orig_pkts" => r.orig_pkts.to_string(),
         "resp_pkts" => r.resp_pkts.to_string(),
         "orig_ip_bytes" => r.orig_ip_bytes.to_string(),

@@ -351,7 +351,11 @@ fn forged_connection_records_are_rejected_counted_and_never_written() {
         .collect();
     assert!(lines.iter().all(|l| l["id.orig_h"] == "10.0.0.1"), "{text}");
     assert_eq!(lines.len(), 1, "{text}");
-    assert_eq!(lines[0]["uid"], Value::String(valid_uid), "{text}");
+    assert_eq!(
+        lines[0]["uid"],
+        Value::String(valid_uid.to_string()),
+        "{text}"
+    );
     assert!(!text.contains('\u{1b}'), "{text:?}");
 
     // The report counts each rejection by reason, and still reconciles.

@@ -3,6 +3,7 @@
 //! processor, which makes records, and the aggregator, which writes them and resolves tunnel
 //! parents to uids.
 
+pub use compact_str::CompactString;
 use serde::{Deserialize, Serialize};
 use sha1::{Digest, Sha1};
 
@@ -95,7 +96,7 @@ pub struct ConnRecord {
     /// `C` + base62 of the first 96 bits of SHA-1(`FlowKey::to_bytes()` ‖ first packet's
     /// `ts_ns` as 8 little-endian bytes): the same on every processor and in every interim
     /// record of the connection.
-    pub uid: String,
+    pub uid: CompactString,
     pub orig_h: Addr,
     pub orig_p: u16,
     pub resp_h: Addr,
@@ -114,7 +115,7 @@ pub struct ConnRecord {
     /// Bytes in content gaps (TCP data acknowledged but never seen).
     pub missed_bytes: u64,
     /// Zeek's history letters, in the order the events happened.
-    pub history: String,
+    pub history: CompactString,
     pub orig_pkts: u64,
     /// Sum of the IP total lengths of the originator's packets.
     pub orig_ip_bytes: u64,
@@ -181,7 +182,7 @@ const BASE62: &[u8; 62] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnop
 const BASE64: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
 
 /// `C` + base62 of the first 96 bits (big-endian) of SHA-1(key bytes ‖ `ts_ns` little-endian).
-pub fn uid(key: &FlowKey, first_ts_ns: u64) -> String {
+pub fn uid(key: &FlowKey, first_ts_ns: u64) -> CompactString {
     let mut h = Sha1::new();
     h.update(key.to_bytes());
     h.update(first_ts_ns.to_le_bytes());
@@ -189,22 +190,23 @@ pub fn uid(key: &FlowKey, first_ts_ns: u64) -> String {
     let v = d[..12]
         .iter()
         .fold(0u128, |acc, &b| (acc << 8) | u128::from(b));
-    let mut s = String::with_capacity(18);
-    s.push('C');
-    push_base62(v, &mut s);
-    s
+    let mut digits = [0u8; 18];
+    digits[0] = b'C';
+    let n = 1 + base62(v, &mut digits[1..]);
+    // Base62 digits and `C` are ASCII.
+    CompactString::from_utf8(&digits[..n]).unwrap_or_default()
 }
 
 /// 62^10, the largest power of 62 below 2^63.
 const BASE62_10: u64 = 839_299_365_868_340_224;
 
-/// Appends `v` (below 2^96) in base 62, most significant digit first, no leading zeros ("0"
-/// for 0). One 128-bit division (its remainder by a multiplication, not a second call) splits
+/// Writes `v` (below 2^96) in base 62 at the start of `out` (room for 17 digits), most
+/// significant digit first, no leading zeros ("0" for 0); returns the number of digits. One 128-bit division (its remainder by a multiplication, not a second call) splits
 /// it into two 64-bit halves whose digits come from divisions by a constant the compiler turns
 /// into multiplications (a 128-bit division per digit, 34 per uid, cost more than the rest of
 /// the uid).
-fn push_base62(v: u128, out: &mut String) {
-    let mut digits = [0u8; 20];
+fn base62(v: u128, out: &mut [u8]) -> usize {
+    let mut digits = [0u8; 17];
     let mut n = 0;
     let p = u128::from(BASE62_10);
     let q = v / p;
@@ -225,7 +227,10 @@ fn push_base62(v: u128, out: &mut String) {
             break;
         }
     }
-    out.extend(digits[..n].iter().rev().map(|&b| char::from(b)));
+    for (o, &d) in out.iter_mut().zip(digits[..n].iter().rev()) {
+        *o = d;
+    }
+    n
 }
 
 /// Community ID v1 with seed 0 for a connection's directional five-tuple (originator first).
@@ -400,9 +405,13 @@ mod tests {
             cases.push((x >> 16) & ((1u128 << bits) - 1));
         }
         for v in cases {
-            let mut s = String::new();
-            push_base62(v, &mut s);
-            assert_eq!(s, slow(v), "{v}");
+            let mut digits = [0u8; 17];
+            let n = base62(v, &mut digits);
+            assert_eq!(
+                std::str::from_utf8(&digits[..n]).expect("base62 digits are ASCII"),
+                slow(v),
+                "{v}"
+            );
         }
     }
 

@@ -216,7 +216,7 @@ fn tunnel_parent_is_the_outer_open_at_the_inner_start() {
     c.push(b);
     let mut out = String::new();
     c.drain(&mut out);
-    assert!(out.contains(&uid(&outer, 900)), "{out}");
+    assert!(out.contains(uid(&outer, 900).as_str()), "{out}");
 }
 
 /// The uid of the issue: it closed the record early and wrote a well-formed one of its own.

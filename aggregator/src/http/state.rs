@@ -146,7 +146,7 @@ impl DashState {
         }
         self.sessions.push_back(Session {
             ts_ns: r.ts_ns,
-            uid: r.uid.clone(),
+            uid: r.uid.to_string(),
             orig_h: r.orig_h.to_string(),
             orig_p: r.orig_p,
             resp_h: r.resp_h.to_string(),

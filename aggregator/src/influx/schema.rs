@@ -55,7 +55,7 @@ pub fn conn_point(r: &ConnRecord, parents: &[String]) -> Point {
         .tag("proto", proto);
     p.fields.reserve(25);
     p = p
-        .field("uid", Field::Str(r.uid.clone()))
+        .field("uid", Field::Str(r.uid.to_string()))
         .field("orig_h", Field::Str(r.orig_h.to_string()))
         .field("orig_p", Field::UInt(r.orig_p.into()))
         .field("resp_h", Field::Str(r.resp_h.to_string()))
@@ -72,7 +72,7 @@ pub fn conn_point(r: &ConnRecord, parents: &[String]) -> Point {
     }
     p = p.field("missed_bytes", Field::UInt(r.missed_bytes));
     if !r.history.is_empty() {
-        p = p.field("history", Field::Str(r.history.clone()));
+        p = p.field("history", Field::Str(r.history.to_string()));
     }
     p = p
         .field("orig_pkts", Field::UInt(r.orig_pkts))

@@ -44,7 +44,7 @@ impl Capture {
 
 impl Sink for Capture {
     fn on_conn(&mut self, r: &ConnRecord, _parents: &[String]) -> Result<(), SinkError> {
-        self.push(Out::Conn(r.uid.clone(), last(r)));
+        self.push(Out::Conn(r.uid.to_string(), last(r)));
         Ok(())
     }
 
@@ -61,7 +61,7 @@ impl Sink for Capture {
     }
 
     fn on_interim(&mut self, r: &ConnRecord) -> Result<(), SinkError> {
-        self.push(Out::Interim(r.uid.clone()));
+        self.push(Out::Interim(r.uid.to_string()));
         Ok(())
     }
 
@@ -148,7 +148,7 @@ fn conns(out: &[Out]) -> Vec<String> {
 fn in_order(records: &[ConnRecord]) -> Vec<String> {
     let mut keyed: Vec<_> = records.iter().map(|r| (last(r), r.uid.clone())).collect();
     keyed.sort();
-    keyed.into_iter().map(|(_, uid)| uid).collect()
+    keyed.into_iter().map(|(_, uid)| uid.to_string()).collect()
 }
 
 #[test]
@@ -246,7 +246,7 @@ fn alerts_are_what_detection_decides_and_follow_the_records_behind_them() {
 fn interim_records_go_to_their_own_output() {
     let mut records = scan_and_sessions(10);
     records[3].interim = true;
-    let interim = records[3].uid.clone();
+    let interim = records[3].uid.to_string();
     let (mut m, capture) = machine(1, false);
     m.on_conns(batch("p0", u64::MAX, records)).expect("a batch");
     let out = capture.take();

@@ -256,7 +256,7 @@ impl EvState {
             // Made once, and only when something new was announced.
             let uid = uid.get_or_insert_with(|| tapflow_proto::conn::uid(&c.key, c.first_ts));
             out.push(Expected {
-                uid: uid.clone(),
+                uid: uid.to_string(),
                 ts_ns: c.ts_ns,
                 orig_h: c.addrs[o],
                 resp_h: c.addrs[1 - o],

@@ -6,6 +6,7 @@
 //! record, up to [`MAX_LETTERS`] in all (Zeek has no limit; a RST storm with changing sequence
 //! numbers would otherwise grow a history without bound).
 
+use tapflow_proto::conn::CompactString;
 use tapflow_proto::FlowKey;
 
 /// Letters kept inline in the flow record.
@@ -78,8 +79,10 @@ impl History {
         true
     }
 
-    pub fn render(&self, extra: Option<&Extra>) -> String {
-        let mut s = String::with_capacity(usize::from(self.len) + 8);
+    /// The letters (inline, no allocation, up to 24 of them).
+    pub fn render(&self, extra: Option<&Extra>) -> CompactString {
+        let more = extra.map_or(0, |e| e.hist_more.len());
+        let mut s = CompactString::with_capacity(usize::from(self.len) + more);
         s.extend(
             self.buf[..usize::from(self.len)]
                 .iter()

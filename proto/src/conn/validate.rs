@@ -372,11 +372,11 @@ mod tests {
         check(|_| {}, Ok(()));
         check(|r| r.history.clear(), Ok(()));
         check(|r| r.uid = "C0".into(), Ok(()));
-        check(|r| r.uid = format!("C{}", "z".repeat(17)), Ok(()));
+        check(|r| r.uid = format!("C{}", "z".repeat(17)).into(), Ok(()));
         check(|r| r.ts_ns = 0, Ok(()));
         check(|r| (r.ts_ns, r.duration_ns) = (MAX_TS_NS, None), Ok(()));
         check(|r| r.ts_ns = MAX_TS_NS - 1_000_000, Ok(()));
-        check(|r| r.history = "S".repeat(MAX_HISTORY), Ok(()));
+        check(|r| r.history = "S".repeat(MAX_HISTORY).into(), Ok(()));
         check(
             |r| (r.orig_pkts, r.orig_ip_bytes) = (1, u64::from(u32::MAX)),
             Ok(()),
@@ -400,7 +400,7 @@ mod tests {
         check(|r| r.uid = "C".into(), Err(InvalidRecord::Uid));
         check(|r| r.uid = "Dabc".into(), Err(InvalidRecord::Uid));
         check(
-            |r| r.uid = format!("C{}", "z".repeat(18)),
+            |r| r.uid = format!("C{}", "z".repeat(18)).into(),
             Err(InvalidRecord::Uid),
         );
         check(
@@ -409,7 +409,7 @@ mod tests {
         );
         check(|r| r.history = "S\"".into(), Err(InvalidRecord::History));
         check(
-            |r| r.history = "S".repeat(MAX_HISTORY + 1),
+            |r| r.history = "S".repeat(MAX_HISTORY + 1).into(),
             Err(InvalidRecord::History),
         );
         check(

@@ -10,7 +10,7 @@
 //! and the caller decodes with rmp_serde, whose value or error stands. So a body is read as
 //! rmp_serde reads it, whichever path reads it (a test compares them on mutated bodies).
 
-use crate::conn::{ConnRecord, ConnState, DurStats, Timing};
+use crate::conn::{CompactString, ConnRecord, ConnState, DurStats, Timing};
 use crate::upstream::{ConnBatch, TrafficPartial};
 use crate::{Addr, FlowKey};
 
@@ -314,6 +314,11 @@ impl<'a> Reader<'a> {
         self.str().map(str::to_owned)
     }
 
+    /// A string held inline when it is short (a uid, a history): no allocation.
+    fn compact(&mut self) -> Option<CompactString> {
+        self.str().map(CompactString::new)
+    }
+
     fn bin(&mut self) -> Option<&'a [u8]> {
         let n = match self.byte()? {
             0xc4 => self.be(1)?,
@@ -349,7 +354,7 @@ impl<'a> Reader<'a> {
         self.expect_array(RECORD_FIELDS)?;
         Some(ConnRecord {
             ts_ns: self.uint()?,
-            uid: self.string()?,
+            uid: self.compact()?,
             orig_h: self.addr()?,
             orig_p: self.small()?,
             resp_h: self.addr()?,
@@ -362,7 +367,7 @@ impl<'a> Reader<'a> {
             local_orig: self.opt(Self::boolean)?,
             local_resp: self.opt(Self::boolean)?,
             missed_bytes: self.uint()?,
-            history: self.string()?,
+            history: self.compact()?,
             orig_pkts: self.uint()?,
             orig_ip_bytes: self.uint()?,
             resp_pkts: self.uint()?,

@@ -105,7 +105,7 @@ impl Rng {
         let parents = (self.next() % 4) as usize * usize::from(self.next().is_multiple_of(3));
         ConnRecord {
             ts_ns: self.int(),
-            uid: self.string(),
+            uid: self.string().into(),
             orig_h: self.addr(),
             orig_p: self.int() as u16,
             resp_h: self.addr(),
@@ -118,7 +118,7 @@ impl Rng {
             local_orig: self.opt(Rng::coin),
             local_resp: self.opt(Rng::coin),
             missed_bytes: self.int(),
-            history: self.string(),
+            history: self.string().into(),
             orig_pkts: self.int(),
             orig_ip_bytes: self.int(),
             resp_pkts: self.int(),
