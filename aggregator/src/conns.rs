@@ -10,7 +10,7 @@
 //! as it starts (key, first packet time), and the uid of the outer connection that was open
 //! when the inner one started names it here.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 
 use tapflow_proto::conn::{split, uid, ConnRecord, InvalidRecord};
 use tapflow_proto::upstream::ConnBatch;
@@ -19,6 +19,7 @@ use tracing::warn;
 
 mod expect;
 mod line;
+mod pending;
 mod snapshot;
 
 pub use expect::{ExpectStats, ExpectTable, Expectation};
@@ -123,11 +124,10 @@ pub struct ConnSorter {
     cap: usize,
     outer_cap: usize,
     watermarks: HashMap<String, (u64, u64)>,
-    /// Boxed: a B-tree shifts its values within a node on every insert, and a record is a few
-    /// hundred bytes (unboxed, those moves were 15% of the aggregator's cycles).
     /// Keyed by (last packet time, uid) with the uid inline ([`UidKey`]): no copy of it on the
-    /// heap per record.
-    pending: BTreeMap<(u64, UidKey), Box<ConnRecord>>,
+    /// heap per record. Boxed: records are moved about as they are sorted, and a record is a
+    /// few hundred bytes.
+    pending: pending::Pending,
     outers: HashMap<FlowKey, Vec<u64>>,
     /// Keys of connections closed at a processor-set switch and not yet continued. A closed
     /// half always ends (is released) before its continuation, which ends after the switch.
@@ -144,7 +144,7 @@ impl ConnSorter {
             cap: cap.max(1),
             outer_cap: 1 << 20,
             watermarks: HashMap::new(),
-            pending: BTreeMap::new(),
+            pending: pending::Pending::default(),
             outers: HashMap::new(),
             split_closed: HashSet::new(),
             interim: Vec::new(),
@@ -230,20 +230,18 @@ impl ConnSorter {
                 .min()
                 .unwrap_or(0)
         };
-        loop {
+        while let Some((last, _)) = self.pending.first_key() {
             let forced = self.pending.len() > self.cap;
-            let Some(entry) = self.pending.first_entry() else {
-                break;
-            };
-            let due = entry.key().0 < limit || limit == u64::MAX;
+            let due = last < limit || limit == u64::MAX;
             if !due && !forced {
                 break;
             }
             if !due {
                 self.stats.forced += 1;
             }
-            let r = entry.remove();
-            self.emit(r, &mut f);
+            if let Some((_, r)) = self.pending.pop_first() {
+                self.emit(r, &mut f);
+            }
         }
     }
 

@@ -8,6 +8,7 @@ use tapflow_proto::conn::ConnRecord;
 use tapflow_proto::FlowKey;
 
 use super::expect::ExpectSnapshot;
+use super::pending::Pending;
 use super::{ConnSorter, ConnStats, UidKey};
 
 #[derive(Debug, Default, Serialize, Deserialize)]
@@ -43,7 +44,7 @@ impl ConnSorter {
     /// interim records have been taken), announced data connections included.
     pub fn snapshot(&self) -> SorterSnapshot {
         SorterSnapshot {
-            pending: self.pending.values().map(|r| (**r).clone()).collect(),
+            pending: self.pending.records().into_iter().cloned().collect(),
             watermarks: self
                 .watermarks
                 .iter()
@@ -58,14 +59,11 @@ impl ConnSorter {
 
     /// Takes the state of `s` (a new sorter, before any batch).
     pub fn restore(&mut self, s: SorterSnapshot) {
-        self.pending = s
-            .pending
-            .into_iter()
-            .map(|r| {
-                let last = r.ts_ns.saturating_add(r.duration_ns.unwrap_or(0));
-                ((last, UidKey::of(&r.uid)), Box::new(r))
-            })
-            .collect();
+        self.pending = Pending::default();
+        for r in s.pending {
+            let last = r.ts_ns.saturating_add(r.duration_ns.unwrap_or(0));
+            self.pending.insert((last, UidKey::of(&r.uid)), Box::new(r));
+        }
         self.watermarks = s
             .watermarks
             .into_iter()
