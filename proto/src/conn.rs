@@ -3,6 +3,7 @@
 //! processor, which makes records, and the aggregator, which writes them and resolves tunnel
 //! parents to uids.
 
+pub use cid::CommunityId;
 pub use compact_str::CompactString;
 use serde::{Deserialize, Serialize};
 use sha1::{Digest, Sha1};
@@ -10,6 +11,7 @@ use sha1::{Digest, Sha1};
 use crate::key::{icmp4_counterpart, icmp6_counterpart, ip_proto};
 use crate::{Addr, FlowKey};
 
+mod cid;
 mod timing;
 mod validate;
 
@@ -124,7 +126,7 @@ pub struct ConnRecord {
     /// Outer flows this connection was tunnelled in, sorted, deduplicated.
     pub tunnel_parents: Vec<FlowKey>,
     /// Community ID v1, seed 0: `1:` + base64(SHA-1).
-    pub community_id: String,
+    pub community_id: CommunityId,
     /// An interim update of a long connection rather than its final record.
     pub interim: bool,
     /// Ended early because the table was full.
@@ -238,7 +240,7 @@ fn base62(v: u128, out: &mut [u8]) -> usize {
 /// Endpoints are ordered so the smaller (address, port) comes first, except for one-way ICMP
 /// messages (no request/reply counterpart), which keep their direction, as the spec and Zeek do.
 /// Ports are hashed for TCP, UDP, SCTP, ICMP and ICMPv6 only.
-pub fn community_id(proto: u8, orig: Addr, orig_p: u16, resp: Addr, resp_p: u16) -> String {
+pub fn community_id(proto: u8, orig: Addr, orig_p: u16, resp: Addr, resp_p: u16) -> CommunityId {
     let has_ports = matches!(
         proto,
         ip_proto::TCP | ip_proto::UDP | 132 | ip_proto::ICMP | ip_proto::ICMPV6
@@ -262,14 +264,17 @@ pub fn community_id(proto: u8, orig: Addr, orig_p: u16, resp: Addr, resp_p: u16)
         h.update(ap.to_be_bytes());
         h.update(bp.to_be_bytes());
     }
-    let mut s = String::with_capacity(30);
-    s.push_str("1:");
-    base64(&h.finalize(), &mut s);
-    s
+    let mut id = [0u8; 30];
+    id[..2].copy_from_slice(b"1:");
+    let n = 2 + base64(&h.finalize(), &mut id[2..]);
+    // `1:` and base64 digits are ASCII.
+    CommunityId::from(std::str::from_utf8(&id[..n]).unwrap_or_default())
 }
 
-/// Standard base64 with padding.
-fn base64(bytes: &[u8], out: &mut String) {
+/// Standard base64 with padding, written at the start of `out` (room for 4 bytes per 3 of
+/// `bytes`, rounded up); the number of bytes written.
+fn base64(bytes: &[u8], out: &mut [u8]) -> usize {
+    let mut at = 0;
     for chunk in bytes.chunks(3) {
         let b = [
             chunk[0],
@@ -278,13 +283,15 @@ fn base64(bytes: &[u8], out: &mut String) {
         ];
         let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
         for i in 0..4 {
-            if i <= chunk.len() {
-                out.push(char::from(BASE64[((n >> (18 - 6 * i)) & 63) as usize]));
+            out[at] = if i <= chunk.len() {
+                BASE64[((n >> (18 - 6 * i)) & 63) as usize]
             } else {
-                out.push('=');
-            }
+                b'='
+            };
+            at += 1;
         }
     }
+    at
 }
 
 #[cfg(test)]
@@ -374,9 +381,9 @@ mod tests {
             (b"foo", "Zm9v"),
             (b"foob", "Zm9vYg=="),
         ] {
-            let mut s = String::new();
-            base64(input, &mut s);
-            assert_eq!(s, want);
+            let mut out = [0u8; 8];
+            let n = base64(input, &mut out);
+            assert_eq!(std::str::from_utf8(&out[..n]).expect("ASCII"), want);
         }
     }
 

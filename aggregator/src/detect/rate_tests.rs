@@ -44,7 +44,7 @@ fn one_way(ts: u64, src: ([u8; 4], u16), dst: ([u8; 4], u16), pkts: u64, size: u
         resp_pkts: 0,
         resp_ip_bytes: 0,
         tunnel_parents: vec![],
-        community_id: String::new(),
+        community_id: Default::default(),
         interim: false,
         evicted: false,
         key,

@@ -56,7 +56,7 @@ fn rec(
         resp_pkts: pkts.1,
         resp_ip_bytes: pkts.1 * 60,
         tunnel_parents: vec![],
-        community_id: String::new(),
+        community_id: Default::default(),
         interim: false,
         evicted: false,
         key,

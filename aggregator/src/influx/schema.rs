@@ -79,7 +79,7 @@ pub fn conn_point(r: &ConnRecord, parents: &[String]) -> Point {
         .field("orig_ip_bytes", Field::UInt(r.orig_ip_bytes))
         .field("resp_pkts", Field::UInt(r.resp_pkts))
         .field("resp_ip_bytes", Field::UInt(r.resp_ip_bytes))
-        .field("community_id", Field::Str(r.community_id.clone()));
+        .field("community_id", Field::Str(r.community_id.to_string()));
     if !parents.is_empty() {
         p = p.field("tunnel_parents", Field::Str(parents.join(",")));
     }

@@ -46,7 +46,7 @@ fn session(ts: u64, client: u8, server: u8, rtt_ns: Option<u64>, data: &[u64]) -
         resp_pkts: 4,
         resp_ip_bytes: 300,
         tunnel_parents: vec![],
-        community_id: String::new(),
+        community_id: Default::default(),
         interim: false,
         evicted: false,
         key,

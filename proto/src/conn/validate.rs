@@ -416,7 +416,10 @@ mod tests {
             |r| r.community_id = "1:x".into(),
             Err(InvalidRecord::CommunityId),
         );
-        check(|r| r.community_id.clear(), Err(InvalidRecord::CommunityId));
+        check(
+            |r| r.community_id = Default::default(),
+            Err(InvalidRecord::CommunityId),
+        );
         check(
             |r| r.community_id = "1:wCb3OG7yAFWelaUydu0D+125CL\"=".into(),
             Err(InvalidRecord::CommunityId),

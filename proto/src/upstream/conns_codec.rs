@@ -373,7 +373,7 @@ impl<'a> Reader<'a> {
             resp_pkts: self.uint()?,
             resp_ip_bytes: self.uint()?,
             tunnel_parents: self.keys()?,
-            community_id: self.string()?,
+            community_id: self.str()?.into(),
             interim: self.boolean()?,
             evicted: self.boolean()?,
             key: self.key()?,

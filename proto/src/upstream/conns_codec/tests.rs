@@ -124,7 +124,7 @@ impl Rng {
             resp_pkts: self.int(),
             resp_ip_bytes: self.int(),
             tunnel_parents: (0..parents).map(|_| self.key()).collect(),
-            community_id: self.string(),
+            community_id: self.string().into(),
             interim: self.coin(),
             evicted: self.coin(),
             key: self.key(),
