@@ -289,17 +289,53 @@ pub enum StateError {
     Decode(#[from] rmp_serde::decode::Error),
     #[error("the detection thread has stopped")]
     Stopped,
+    #[error("detector state: format {found}, this build reads format {STATE_FORMAT}")]
+    Format { found: u32 },
+    #[error("detector state: its windows ({saved}) are not this configuration's ({now})")]
+    Shape {
+        saved: window::Shape,
+        now: window::Shape,
+    },
 }
+
+/// The detector state's format: raised whenever what [`Detector::save`] writes changes, so a
+/// state from another build is refused by its number, never read field by field into the wrong
+/// places (MessagePack here is positional).
+const STATE_FORMAT: u32 = 1;
 
 #[derive(serde::Serialize)]
 struct SavedRef<'a> {
+    format: u32,
     windows: &'a window::Windows,
     episodes: &'a episode::Episodes,
     stats: &'a DetectStats,
 }
 
+/// A saved state's format number, its first element (0 if that is not a number: a state
+/// from before formats were numbered).
+struct Format(u32);
+
+impl<'de> serde::Deserialize<'de> for Format {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Format, D::Error> {
+        struct First;
+        impl<'de> serde::de::Visitor<'de> for First {
+            type Value = Format;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a saved detector state")
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut a: A) -> Result<Format, A::Error> {
+                let found = a.next_element::<u32>()?.unwrap_or(0);
+                while a.next_element::<serde::de::IgnoredAny>()?.is_some() {}
+                Ok(Format(found))
+            }
+        }
+        d.deserialize_seq(First)
+    }
+}
+
 #[derive(serde::Deserialize)]
 struct Saved {
+    format: u32,
     windows: window::Windows,
     episodes: episode::Episodes,
     stats: DetectStats,
@@ -351,6 +387,7 @@ impl Detector {
     /// records, decides the same events as this detector going on.
     pub fn save(&self) -> Result<Vec<u8>, StateError> {
         let state = SavedRef {
+            format: STATE_FORMAT,
             windows: &self.windows,
             episodes: &self.episodes,
             stats: &self.stats,
@@ -359,9 +396,23 @@ impl Detector {
     }
 
     /// Takes the state [`Detector::save`] gave (before any record). On an error the detector
-    /// is left as it was.
+    /// is left as it was: a state of another format, or whose windows have other lengths than
+    /// this configuration's (a restart with a new `window_s`, `flood_window_s` or
+    /// `peak_interval_ms`), is refused. The hold and the episode gap are this configuration's.
     pub fn restore(&mut self, bytes: &[u8]) -> Result<(), StateError> {
-        let s: Saved = rmp_serde::from_slice(bytes)?;
+        // The format first, alone: a state of another format may not decode as `Saved`.
+        let Format(found) = rmp_serde::from_slice(bytes).unwrap_or(Format(0));
+        if found != STATE_FORMAT {
+            return Err(StateError::Format { found });
+        }
+        let mut s: Saved = rmp_serde::from_slice(bytes)?;
+        let (saved, now) = (s.windows.shape(), self.windows.shape());
+        if saved != now {
+            return Err(StateError::Shape { saved, now });
+        }
+        debug_assert_eq!(s.format, STATE_FORMAT);
+        s.windows.set_hold(&self.cfg);
+        s.episodes.set_gap(self.cfg.episode_gap);
         self.windows = s.windows;
         self.episodes = s.episodes;
         self.stats = s.stats;

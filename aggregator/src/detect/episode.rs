@@ -180,6 +180,11 @@ impl Episodes {
         }
     }
 
+    /// Ends episodes after `gap` quiet windows from now on (open ones included).
+    pub fn set_gap(&mut self, gap: u64) {
+        self.gap = gap.max(1);
+    }
+
     /// A judged window `[start, end)` and what it raised.
     pub fn window(
         &mut self,

@@ -148,3 +148,77 @@ fn a_damaged_state_is_refused_and_leaves_the_detector_as_it_was() {
         assert_eq!(fresh.stats(), DetectStats::default());
     }
 }
+
+/// A restart with other window lengths cannot read the windows held (their bounds differ):
+/// the state is refused, saying why, and the detector starts afresh; a restart with another
+/// hold or episode gap takes the state and applies its own values from then on.
+#[test]
+fn a_state_is_refused_by_a_detector_whose_windows_differ() {
+    let inputs = inputs();
+    let mut d = Detector::new(DetectConfig::default());
+    run(&mut d, &inputs[..inputs.len() / 2], &mut Vec::new());
+    let state = d.save().expect("the state encodes");
+    let differ: [fn(&mut DetectConfig); 3] = [
+        |c| c.window_s /= 2,
+        |c| c.flood_window_s += 1,
+        |c| c.peak_interval_ms *= 2,
+    ];
+    for change in differ {
+        let mut cfg = DetectConfig::default();
+        change(&mut cfg);
+        let mut other = Detector::new(cfg);
+        let err = other.restore(&state).expect_err("other windows");
+        assert!(matches!(err, StateError::Shape { .. }), "{err}");
+        assert!(
+            err.to_string().contains("are not this configuration's"),
+            "{err}"
+        );
+        assert_eq!(other.stats(), DetectStats::default());
+    }
+    let cfg = DetectConfig {
+        hold_s: 0,
+        episode_gap: 3,
+        ..DetectConfig::default()
+    };
+    let mut other = Detector::new(cfg);
+    other.restore(&state).expect("the same windows");
+    assert_eq!(other.stats(), d.stats());
+    // With no hold, the next record's time judges every window that ended before it.
+    let judged = other.stats().windows_judged;
+    run(
+        &mut other,
+        &inputs[inputs.len() / 2..][..1],
+        &mut Vec::new(),
+    );
+    let mut held = Detector::new(DetectConfig::default());
+    held.restore(&state).expect("the same configuration");
+    run(&mut held, &inputs[inputs.len() / 2..][..1], &mut Vec::new());
+    assert!(
+        other.stats().windows_judged > held.stats().windows_judged.max(judged),
+        "the restored detector judges with its own hold"
+    );
+}
+
+/// A state of another format (a later build's, or one from before formats were numbered) is
+/// refused by its number, not read field by field.
+#[test]
+fn a_state_of_another_format_is_refused_by_its_number() {
+    let mut d = Detector::new(DetectConfig::default());
+    run(&mut d, &inputs()[..50], &mut Vec::new());
+    let state = d.save().expect("the state encodes");
+    // A four-element array whose first element is the format, a positive fixint.
+    assert_eq!(state[..2], [0x94, STATE_FORMAT as u8]);
+    let mut later = state.clone();
+    later[1] = STATE_FORMAT as u8 + 1;
+    let mut unnumbered = vec![0x93];
+    unnumbered.extend_from_slice(&state[2..]);
+    for (bytes, found) in [(later, STATE_FORMAT + 1), (unnumbered, 0)] {
+        let mut fresh = Detector::new(DetectConfig::default());
+        let err = fresh.restore(&bytes).expect_err("another format");
+        assert!(
+            matches!(err, StateError::Format { found: f } if f == found),
+            "{err}"
+        );
+        assert_eq!(fresh.stats(), DetectStats::default());
+    }
+}

@@ -83,6 +83,26 @@ impl Flood {
     }
 }
 
+/// See [`Windows::shape`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Shape {
+    pub window_ns: u64,
+    pub flood_window_ns: u64,
+    pub interval_ns: u64,
+}
+
+impl std::fmt::Display for Shape {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "window {} s, flood window {} s, peak interval {} ms",
+            self.window_ns / SECOND,
+            self.flood_window_ns / SECOND,
+            self.interval_ns / 1_000_000
+        )
+    }
+}
+
 #[derive(serde::Serialize, serde::Deserialize)]
 pub(super) struct Windows {
     len: u64,
@@ -119,6 +139,22 @@ impl Windows {
 
     pub fn cap_hits(&self) -> u64 {
         self.cap_hits + self.baselines.over_cap()
+    }
+
+    /// The lengths that give the windows held their bounds: the scan window, the flood window
+    /// and the peak-rate interval. Windows of one shape cannot be read as windows of another.
+    pub fn shape(&self) -> Shape {
+        Shape {
+            window_ns: self.len,
+            flood_window_ns: self.flood_len,
+            interval_ns: self.interval,
+        }
+    }
+
+    /// Judges windows `hold_s` past their end from now on (the configuration's, where a
+    /// restored state came with its own).
+    pub fn set_hold(&mut self, cfg: &DetectConfig) {
+        self.hold = cfg.hold_s * SECOND;
     }
 
     /// Adds a record's observations; false if its window was judged already (late).
