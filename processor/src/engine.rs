@@ -410,8 +410,9 @@ impl Engine {
     /// it, then decoded all of it, before ordering any.) Only the last message carries the
     /// watermark and the traffic partials; the ones before it carry watermark 0, which the
     /// aggregator's running maximum ignores: the new watermark early would let it release
-    /// records that sort after some still on their way. Tunnel outer announcements go with the
-    /// first, before any record that names them.
+    /// records that sort after some still on their way. In the end-of-stream flush they carry
+    /// what is true of them instead ([`Engine::flush_claim`]). Tunnel outer announcements go
+    /// with the first, before any record that names them.
     ///
     /// After [`Engine::finish`], the table's final records follow the ones waiting, made a
     /// message at a time (the same messages as if they had all been made first).
@@ -434,7 +435,8 @@ impl Engine {
             chunk.extend(rest.by_ref().take(RECORDS_PER_MESSAGE));
             let more = RECORDS_PER_MESSAGE - chunk.len();
             self.table.flush_next(more, &mut chunk);
-            self.send_batch(push, buf, flags, chunk, 0, Vec::new());
+            let claim = self.flush_claim(rest.len());
+            self.send_batch(push, buf, flags, chunk, claim, Vec::new());
         }
         let mut last = self.spare_records();
         last.extend(rest);
@@ -447,6 +449,23 @@ impl Engine {
         let watermark_ns = self.watermark_ns();
         let traffic = self.finished_traffic();
         self.send_batch(push, buf, flags, last, watermark_ns, traffic);
+    }
+
+    /// The watermark a message of the end-of-stream flush may carry when `waiting` records
+    /// made before the flush are still to go: once none are, every record still to come is
+    /// the table's, which it emits by last packet time, so none ends before
+    /// [`FlowTable::next_flush_end`]. The aggregator releases what ends before its watermark
+    /// less `settle_ns`, so the message says that time plus `settle_ns`: the aggregator orders
+    /// and writes records as the flush goes on. 0 (no claim) otherwise.
+    ///
+    /// [`FlowTable::next_flush_end`]: crate::session::FlowTable::next_flush_end
+    fn flush_claim(&self, waiting: usize) -> u64 {
+        if !self.finished || waiting > 0 {
+            return 0;
+        }
+        self.table.next_flush_end().map_or(0, |end| {
+            end.saturating_add(self.settle_ns).min(u64::MAX - 1)
+        })
     }
 
     /// An empty buffer of a message's records, one a sent message left if there is one.

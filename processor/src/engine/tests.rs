@@ -2,6 +2,7 @@
 //! whole and in order.
 
 use clap::Parser;
+use tapflow_proto::conn::ConnRecord;
 use tapflow_proto::key::ip_proto;
 use tapflow_proto::summary::tcp;
 use tapflow_proto::upstream::UpMessage;
@@ -52,7 +53,14 @@ fn syn(i: u32) -> PacketSummary {
 #[test]
 fn the_final_flush_is_made_a_message_at_a_time_and_sent_whole_in_order() {
     let mut engine = Engine::new(&config(), 1);
-    let mut summaries: Vec<PacketSummary> = (0..FLOWS).map(syn).collect();
+    // Every third flow has a second SYN 5 ms later: the flush's order (by last packet) is
+    // not the first packets' order.
+    let again = (0..FLOWS).step_by(3).map(|i| {
+        let mut s = syn(i);
+        s.ts_ns += 5_000_000;
+        s
+    });
+    let mut summaries: Vec<PacketSummary> = (0..FLOWS).map(syn).chain(again).collect();
     summaries.sort_by_key(|s| s.ts_ns);
     let header = LinkHeader {
         sender: "c".to_owned(),
@@ -83,27 +91,35 @@ fn the_final_flush_is_made_a_message_at_a_time_and_sent_whole_in_order() {
     let mut buf = Vec::new();
     engine.send_conns(&mut push, &mut buf, 0);
 
-    let mut records = Vec::new();
-    let mut watermarks = Vec::new();
-    while records.len() < FLOWS as usize {
+    let (mut messages, mut received) = (Vec::new(), 0);
+    while received < FLOWS as usize {
         let msg = pull.recv_bytes(0).expect("receive a message");
         let UpMessage::Conns(batch) = UpMessage::decode(&msg).expect("decode a message") else {
             continue;
         };
         assert!(batch.records.len() <= RECORDS_PER_MESSAGE);
-        watermarks.push(batch.watermark_ns);
-        records.extend(batch.records);
+        let claim = batch.watermark_ns.saturating_sub(batch.settle_ns);
+        received += batch.records.len();
+        messages.push((claim, batch.watermark_ns, batch.records));
     }
+    assert_eq!(messages.len(), FLOWS as usize / RECORDS_PER_MESSAGE + 1);
+    // The last message carries the watermark (everything, once finished); each one before it
+    // says when the records still to come end: the next message's first record's end.
+    let end = |r: &ConnRecord| r.ts_ns + r.duration_ns.unwrap_or(0);
+    assert_eq!(messages.last().map(|m| m.1), Some(u64::MAX));
+    for (i, pair) in messages.windows(2).enumerate() {
+        let next_end = pair[1].2.first().map(end);
+        assert_eq!(Some(pair[0].0), next_end, "message {i}'s claim");
+        let later = messages[i + 1..].iter().flat_map(|m| &m.2);
+        assert!(later.map(end).all(|e| e >= pair[0].0), "message {i}");
+    }
+    let records: Vec<ConnRecord> = messages.into_iter().flat_map(|m| m.2).collect();
     assert_eq!(records.len(), FLOWS as usize);
-    assert_eq!(watermarks.len(), FLOWS as usize / RECORDS_PER_MESSAGE + 1);
-    // Only the last message carries the watermark (everything, once finished).
-    assert_eq!(watermarks.pop(), Some(u64::MAX));
-    assert!(watermarks.iter().all(|&w| w == 0), "{watermarks:?}");
     assert!(
         records
             .windows(2)
-            .all(|w| (w[0].ts_ns, w[0].key) < (w[1].ts_ns, w[1].key)),
-        "records out of (ts, key) order"
+            .all(|w| (end(&w[0]), w[0].ts_ns, w[0].key) < (end(&w[1]), w[1].ts_ns, w[1].key)),
+        "records out of (end, ts, key) order"
     );
     let stats = engine.table.stats();
     assert_eq!(

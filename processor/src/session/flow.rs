@@ -384,6 +384,12 @@ impl Flow {
         }
     }
 
+    /// The time of the last packet as the record tells it: `ts` plus the duration (never
+    /// before the first packet's time).
+    pub fn end_ts(&self) -> u64 {
+        self.first_ts.max(self.last_ts)
+    }
+
     /// The conn.log record of this connection as it stands.
     pub fn record(&self, ctx: &Ctx, interim: bool, evicted: bool) -> ConnRecord {
         let (o, r) = (self.orig_index(), 1 - self.orig_index());

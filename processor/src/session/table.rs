@@ -146,34 +146,48 @@ impl FlowTable {
         out[start..].sort_unstable_by_key(|r| (r.ts_ns, r.key));
     }
 
-    /// End of stream: every open connection becomes a final record, in (ts, key) order.
+    /// End of stream: every open connection becomes a final record, in (last packet time,
+    /// ts, key) order.
     /// The same as [`FlowTable::begin_flush`] then [`FlowTable::flush_next`] until empty.
     pub fn flush(&mut self, out: &mut Vec<ConnRecord>) {
         self.begin_flush();
         self.flush_next(usize::MAX, out);
     }
 
-    /// End of stream, in steps: orders the open connections by (first packet time, key), the
-    /// order [`FlowTable::flush`] emits them in, for [`FlowTable::flush_next`] to emit a few
-    /// at a time. A full table's records would take about twice the table's own memory at
+    /// End of stream, in steps: orders the open connections by (last packet time, first
+    /// packet time, key), the order [`FlowTable::flush`] emits them in, for
+    /// [`FlowTable::flush_next`] to emit a few at a time. The last packet time first: it is
+    /// the aggregator's release order, so each message of the flush can tell it that nothing
+    /// ending before the next one's records is still to come ([`FlowTable::next_flush_end`]),
+    /// and it writes records while the flush goes on instead of holding all of them to the
+    /// end. A full table's records would take about twice the table's own memory at
     /// once (a [`ConnRecord`] and its strings are ~390 bytes); made a message's worth at a
     /// time they take almost none. No summary may be given to the table until the flush is
     /// drained.
     pub fn begin_flush(&mut self) {
         let slab = &self.slab;
-        let mut order: Vec<(u64, u32)> = (0..slab.len())
+        let mut order: Vec<(u64, u64, u32)> = (0..slab.len())
             .filter(|&i| !slab[i].has_bit(bits::FREE))
-            .map(|i| (slab[i].first_ts, i as u32))
+            .map(|i| (slab[i].end_ts(), slab[i].first_ts, i as u32))
             .collect();
         // Keys are unique among open flows: the order is total, the same as sorting records.
         order.sort_unstable_by(|a, b| {
-            a.0.cmp(&b.0)
-                .then_with(|| slab[a.1 as usize].key.cmp(&slab[b.1 as usize].key))
+            (a.0, a.1)
+                .cmp(&(b.0, b.1))
+                .then_with(|| slab[a.2 as usize].key.cmp(&slab[b.2 as usize].key))
         });
-        self.flushing = order.into_iter().rev().map(|(_, slot)| slot).collect();
+        self.flushing = order.into_iter().rev().map(|(_, _, slot)| slot).collect();
         if self.flushing.is_empty() {
             self.clear();
         }
+    }
+
+    /// The last packet time (a record's `ts` plus its duration) of the next record of the
+    /// flush; every record still to come ends at or after it. `None` when the flush is out.
+    pub fn next_flush_end(&self) -> Option<u64> {
+        self.flushing
+            .last()
+            .map(|&slot| self.slab[slot as usize].end_ts())
     }
 
     /// Open connections [`FlowTable::begin_flush`] ordered that are not emitted yet.
