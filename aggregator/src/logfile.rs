@@ -239,6 +239,12 @@ impl<T: Target> LineWriter<T> {
             lines = &lines[end..];
             self.skip -= 1;
         }
+        if self.buf.is_empty() && lines.len() >= BUFFER {
+            // A buffer's worth already (the conn log hands over 256 KiB at a time): written
+            // as it is, not copied into the buffer first.
+            self.write_out(lines);
+            return;
+        }
         self.buf.extend_from_slice(lines);
         if self.buf.len() >= BUFFER {
             self.flush();
@@ -250,7 +256,16 @@ impl<T: Target> LineWriter<T> {
         if self.buf.is_empty() {
             return;
         }
-        let (done, result) = write_some(&mut self.target, &self.buf);
+        let buf = std::mem::take(&mut self.buf);
+        self.write_out(&buf);
+        self.buf = buf;
+        self.buf.clear();
+    }
+
+    /// Writes `lines` (whole lines): every line, or on an error the lines before it and none
+    /// cut short.
+    fn write_out(&mut self, lines: &[u8]) {
+        let (done, result) = write_some(&mut self.target, lines);
         let result = result.and_then(|()| self.target.flush());
         match result {
             Ok(()) => {
@@ -259,14 +274,13 @@ impl<T: Target> LineWriter<T> {
                     self.failing = false;
                 }
             }
-            Err(e) => self.failed(done, &e),
+            Err(e) => self.failed(lines, done, &e),
         }
-        self.buf.clear();
     }
 
-    /// `done` bytes of the buffer went out before `e`.
-    fn failed(&mut self, done: usize, e: &std::io::Error) {
-        let whole = self.buf[..done]
+    /// `done` bytes of `lines` went out before `e`.
+    fn failed(&mut self, lines: &[u8], done: usize, e: &std::io::Error) {
+        let whole = lines[..done]
             .iter()
             .rposition(|&b| b == b'\n')
             .map_or(0, |i| i + 1);
@@ -275,7 +289,7 @@ impl<T: Target> LineWriter<T> {
                 error!(path = %self.path, "cannot remove a line cut short by a failed write: {cut}");
             }
         }
-        let lost = self.buf[whole..].iter().filter(|&&b| b == b'\n').count() as u64;
+        let lost = lines[whole..].iter().filter(|&&b| b == b'\n').count() as u64;
         self.unwritten += lost;
         if !self.failing {
             error!(
@@ -357,17 +371,33 @@ mod tests {
         format!("{{\"n\":{i},\"pad\":\"{}\"}}\n", "x".repeat(i % 37))
     }
 
+    /// Line by line (through the buffer), and in pieces of a buffer's worth or more (written
+    /// as they are, as the conn log hands them over).
     #[test]
     fn a_full_disk_leaves_whole_lines_only_counts_the_rest_and_writing_resumes_with_room() {
+        for lines_per_write in [1, 2_500] {
+            full_disk(lines_per_write);
+        }
+    }
+
+    fn full_disk(lines_per_write: usize) {
         let disk = Disk {
             data: Vec::new(),
             room: 100_000,
         };
         let mut w = LineWriter::new(disk, "test.jsonl".into());
         let mut sent = 0;
+        let mut piece = String::new();
         for i in 0..5_000 {
-            w.write(line(i).as_bytes());
+            piece.push_str(&line(i));
             sent += 1;
+            if sent % lines_per_write == 0 {
+                if lines_per_write > 1 {
+                    assert!(piece.len() >= BUFFER, "a piece of {} bytes", piece.len());
+                }
+                w.write(piece.as_bytes());
+                piece.clear();
+            }
         }
         w.flush();
         let text = String::from_utf8(w.target.data.clone()).expect("utf-8");
@@ -383,7 +413,7 @@ mod tests {
             last = Some(n);
         }
         assert!(w.unwritten > 0, "the disk was meant to fill");
-        assert_eq!(written + w.unwritten, sent);
+        assert_eq!(written + w.unwritten, sent as u64);
         // Space again: the next lines go out, after the whole ones.
         w.target.room = 1 << 20;
         let before = w.unwritten;
