@@ -136,12 +136,17 @@ fn a_detector_restored_anywhere_decides_what_one_that_ran_through_decides() {
     }
 }
 
-#[test]
-fn a_damaged_state_is_refused_and_leaves_the_detector_as_it_was() {
-    let inputs = inputs();
+/// A detector that took the first half of `inputs`, and its saved state.
+fn halfway(inputs: &[DetectInput]) -> (Detector, Vec<u8>) {
     let mut d = Detector::new(DetectConfig::default());
     run(&mut d, &inputs[..inputs.len() / 2], &mut Vec::new());
     let state = d.save().expect("the state encodes");
+    (d, state)
+}
+
+#[test]
+fn a_damaged_state_is_refused_and_leaves_the_detector_as_it_was() {
+    let (_, state) = halfway(&inputs());
     let mut fresh = Detector::new(DetectConfig::default());
     for cut in [0, 1, state.len() / 3, state.len() - 1] {
         assert!(fresh.restore(&state[..cut]).is_err(), "cut at {cut}");
@@ -155,9 +160,7 @@ fn a_damaged_state_is_refused_and_leaves_the_detector_as_it_was() {
 #[test]
 fn a_state_is_refused_by_a_detector_whose_windows_differ() {
     let inputs = inputs();
-    let mut d = Detector::new(DetectConfig::default());
-    run(&mut d, &inputs[..inputs.len() / 2], &mut Vec::new());
-    let state = d.save().expect("the state encodes");
+    let (d, state) = halfway(&inputs);
     let differ: [fn(&mut DetectConfig); 3] = [
         |c| c.window_s /= 2,
         |c| c.flood_window_s += 1,
