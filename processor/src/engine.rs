@@ -55,6 +55,8 @@ pub(crate) struct Engine {
     ip_tunnels: HashMap<FlowKey, u64>,
     ip_tunnels_over_cap: u64,
     settle_ns: u64,
+    /// The highest watermark a message has carried (0: none yet).
+    watermark_sent: u64,
     swept_to: u64,
     records_sent: u64,
     records_unsent: u64,
@@ -114,6 +116,7 @@ impl Engine {
             ip_tunnels: HashMap::new(),
             ip_tunnels_over_cap: 0,
             settle_ns,
+            watermark_sent: 0,
             swept_to: 0,
             records_sent: 0,
             conn_bytes_sent: 0,
@@ -426,7 +429,8 @@ impl Engine {
             self.table.flush_next(RECORDS_PER_MESSAGE, &mut waiting);
             let watermark_ns = self.watermark_ns();
             let traffic = self.finished_traffic();
-            self.send_batch(push, buf, flags, waiting, watermark_ns, traffic);
+            let mark = (watermark_ns, self.settle_ns);
+            self.send_batch(push, buf, flags, waiting, mark, traffic);
             return;
         }
         let mut rest = waiting.drain(..);
@@ -435,8 +439,8 @@ impl Engine {
             chunk.extend(rest.by_ref().take(RECORDS_PER_MESSAGE));
             let more = RECORDS_PER_MESSAGE - chunk.len();
             self.table.flush_next(more, &mut chunk);
-            let claim = self.flush_claim(rest.len());
-            self.send_batch(push, buf, flags, chunk, claim, Vec::new());
+            let mark = self.flush_claim(rest.len());
+            self.send_batch(push, buf, flags, chunk, mark, Vec::new());
         }
         let mut last = self.spare_records();
         last.extend(rest);
@@ -448,24 +452,29 @@ impl Engine {
         self.table.flush_next(RECORDS_PER_MESSAGE, &mut last);
         let watermark_ns = self.watermark_ns();
         let traffic = self.finished_traffic();
-        self.send_batch(push, buf, flags, last, watermark_ns, traffic);
+        let mark = (watermark_ns, self.settle_ns);
+        self.send_batch(push, buf, flags, last, mark, traffic);
     }
 
-    /// The watermark a message of the end-of-stream flush may carry when `waiting` records
-    /// made before the flush are still to go: once none are, every record still to come is
-    /// the table's, which it emits by last packet time, so none ends before
-    /// [`FlowTable::next_flush_end`]. The aggregator releases what ends before its watermark
-    /// less `settle_ns`, so the message says that time plus `settle_ns`: the aggregator orders
-    /// and writes records as the flush goes on. 0 (no claim) otherwise.
+    /// The (watermark, settle) a message of the end-of-stream flush carries when `waiting`
+    /// records made before the flush are still to go. The aggregator releases what ends
+    /// before watermark less settle. Once none are waiting, every record still to come is the
+    /// table's, which it emits by last packet time, so none ends before
+    /// [`FlowTable::next_flush_end`]: the message keeps the watermark sent last (packet time:
+    /// the aggregator's traffic windows read it as such) and says that time through the
+    /// settle, so the aggregator orders and writes records as the flush goes on. Otherwise
+    /// watermark 0, which the aggregator's running maximum ignores.
     ///
     /// [`FlowTable::next_flush_end`]: crate::session::FlowTable::next_flush_end
-    fn flush_claim(&self, waiting: usize) -> u64 {
-        if !self.finished || waiting > 0 {
-            return 0;
+    fn flush_claim(&self, waiting: usize) -> (u64, u64) {
+        let end = self
+            .table
+            .next_flush_end()
+            .filter(|_| self.finished && waiting == 0);
+        match end {
+            Some(end) => (self.watermark_sent, self.watermark_sent.saturating_sub(end)),
+            None => (0, self.settle_ns),
         }
-        self.table.next_flush_end().map_or(0, |end| {
-            end.saturating_add(self.settle_ns).min(u64::MAX - 1)
-        })
     }
 
     /// An empty buffer of a message's records, one a sent message left if there is one.
@@ -505,14 +514,15 @@ impl Engine {
         buf: &mut Vec<u8>,
         flags: i32,
         records: Vec<ConnRecord>,
-        watermark_ns: u64,
+        (watermark_ns, settle_ns): (u64, u64),
         traffic: Vec<TrafficPartial>,
     ) {
+        self.watermark_sent = self.watermark_sent.max(watermark_ns);
         let batch = ConnBatch {
             processor: self.name.clone(),
             incarnation: self.incarnation,
             watermark_ns,
-            settle_ns: self.settle_ns,
+            settle_ns,
             records,
             tunnel_outers: std::mem::take(&mut self.tunnel_outers),
             traffic,

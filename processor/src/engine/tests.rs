@@ -5,7 +5,7 @@ use clap::Parser;
 use tapflow_proto::conn::ConnRecord;
 use tapflow_proto::key::ip_proto;
 use tapflow_proto::summary::tcp;
-use tapflow_proto::upstream::UpMessage;
+use tapflow_proto::upstream::{ConnBatch, UpMessage};
 use tapflow_proto::{Addr, FiveTuple, LinkHeader, PacketSummary};
 
 use super::{Engine, RECORDS_PER_MESSAGE};
@@ -50,6 +50,35 @@ fn syn(i: u32) -> PacketSummary {
     s
 }
 
+fn receive_batch(pull: &zmq::Socket) -> ConnBatch {
+    loop {
+        let msg = pull.recv_bytes(0).expect("receive a message");
+        if let UpMessage::Conns(batch) = UpMessage::decode(&msg).expect("decode a message") {
+            return batch;
+        }
+    }
+}
+
+/// The flush's messages: the last carries the watermark "everything"; each before it keeps
+/// the packet-time watermark reported before the flush (`reported`: traffic windows read it)
+/// and says through its settle when the records still to come end: the next message's first
+/// record's end, or the reported watermark if that is earlier.
+fn check_flush_marks(messages: &[ConnBatch], reported: u64) {
+    let end = |r: &ConnRecord| r.ts_ns + r.duration_ns.unwrap_or(0);
+    assert_eq!(messages.last().map(|m| m.watermark_ns), Some(u64::MAX));
+    let mut claimed = 0;
+    for (i, pair) in messages.windows(2).enumerate() {
+        assert_eq!(pair[0].watermark_ns, reported, "message {i}'s watermark");
+        let claim = pair[0].watermark_ns - pair[0].settle_ns;
+        let next_end = pair[1].records.first().map_or(u64::MAX, end);
+        assert_eq!(claim, next_end.min(reported), "message {i}'s claim");
+        let later = messages[i + 1..].iter().flat_map(|m| &m.records);
+        assert!(later.map(end).all(|e| e >= claim), "message {i}");
+        claimed = claimed.max(claim);
+    }
+    assert!(claimed > 0, "the flush released records as it went");
+}
+
 #[test]
 fn the_final_flush_is_made_a_message_at_a_time_and_sent_whole_in_order() {
     let mut engine = Engine::new(&config(), 1);
@@ -62,6 +91,8 @@ fn the_final_flush_is_made_a_message_at_a_time_and_sent_whole_in_order() {
     });
     let mut summaries: Vec<PacketSummary> = (0..FLOWS).map(syn).chain(again).collect();
     summaries.sort_by_key(|s| s.ts_ns);
+    let newest = summaries.last().map_or(0, |s| s.ts_ns);
+    // The collector's watermark halfway through: the processor reports it before the end.
     let header = LinkHeader {
         sender: "c".to_owned(),
         incarnation: 1,
@@ -69,18 +100,11 @@ fn the_final_flush_is_made_a_message_at_a_time_and_sent_whole_in_order() {
         shard_count: 1,
         shard: 0,
         seq: 0,
-        watermark_ns: 0,
+        watermark_ns: summaries[summaries.len() / 2].ts_ns,
     };
     engine.accept(&header, &mut summaries);
     engine.step();
     assert_eq!(engine.table.stats().open_flows, u64::from(FLOWS));
-    engine.finish();
-    // Before, the whole table became records here: ~390 bytes each next to the table's ~250.
-    assert!(
-        engine.records.len() <= RECORDS_PER_MESSAGE,
-        "{} records made at once",
-        engine.records.len()
-    );
 
     let ctx = zmq::Context::new();
     let pull = ctx.socket(zmq::PULL).expect("create the PULL socket");
@@ -90,30 +114,30 @@ fn the_final_flush_is_made_a_message_at_a_time_and_sent_whole_in_order() {
         .expect("connect the PUSH socket");
     let mut buf = Vec::new();
     engine.send_conns(&mut push, &mut buf, 0);
+    let before = receive_batch(&pull);
+    assert!(before.records.is_empty());
+    let reported = before.watermark_ns;
+    assert!(reported > 0 && reported < newest, "{reported}");
 
+    engine.finish();
+    // Before, the whole table became records here: ~390 bytes each next to the table's ~250.
+    assert!(
+        engine.records.len() <= RECORDS_PER_MESSAGE,
+        "{} records made at once",
+        engine.records.len()
+    );
+    engine.send_conns(&mut push, &mut buf, 0);
     let (mut messages, mut received) = (Vec::new(), 0);
     while received < FLOWS as usize {
-        let msg = pull.recv_bytes(0).expect("receive a message");
-        let UpMessage::Conns(batch) = UpMessage::decode(&msg).expect("decode a message") else {
-            continue;
-        };
+        let batch = receive_batch(&pull);
         assert!(batch.records.len() <= RECORDS_PER_MESSAGE);
-        let claim = batch.watermark_ns.saturating_sub(batch.settle_ns);
         received += batch.records.len();
-        messages.push((claim, batch.watermark_ns, batch.records));
+        messages.push(batch);
     }
     assert_eq!(messages.len(), FLOWS as usize / RECORDS_PER_MESSAGE + 1);
-    // The last message carries the watermark (everything, once finished); each one before it
-    // says when the records still to come end: the next message's first record's end.
+    check_flush_marks(&messages, reported);
     let end = |r: &ConnRecord| r.ts_ns + r.duration_ns.unwrap_or(0);
-    assert_eq!(messages.last().map(|m| m.1), Some(u64::MAX));
-    for (i, pair) in messages.windows(2).enumerate() {
-        let next_end = pair[1].2.first().map(end);
-        assert_eq!(Some(pair[0].0), next_end, "message {i}'s claim");
-        let later = messages[i + 1..].iter().flat_map(|m| &m.2);
-        assert!(later.map(end).all(|e| e >= pair[0].0), "message {i}");
-    }
-    let records: Vec<ConnRecord> = messages.into_iter().flat_map(|m| m.2).collect();
+    let records: Vec<ConnRecord> = messages.into_iter().flat_map(|m| m.records).collect();
     assert_eq!(records.len(), FLOWS as usize);
     assert!(
         records
