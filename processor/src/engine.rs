@@ -55,8 +55,6 @@ pub(crate) struct Engine {
     ip_tunnels: HashMap<FlowKey, u64>,
     ip_tunnels_over_cap: u64,
     settle_ns: u64,
-    /// The highest watermark a message has carried (0: none yet).
-    watermark_sent: u64,
     swept_to: u64,
     records_sent: u64,
     records_unsent: u64,
@@ -116,7 +114,6 @@ impl Engine {
             ip_tunnels: HashMap::new(),
             ip_tunnels_over_cap: 0,
             settle_ns,
-            watermark_sent: 0,
             swept_to: 0,
             records_sent: 0,
             conn_bytes_sent: 0,
@@ -414,7 +411,7 @@ impl Engine {
     /// watermark and the traffic partials; the ones before it carry watermark 0, which the
     /// aggregator's running maximum ignores: the new watermark early would let it release
     /// records that sort after some still on their way. In the end-of-stream flush they carry
-    /// what is true of them instead ([`Engine::flush_claim`]). Tunnel outer announcements go
+    /// what is true of them instead ([`Engine::flush_mark`]). Tunnel outer announcements go
     /// with the first, before any record that names them.
     ///
     /// After [`Engine::finish`], the table's final records follow the ones waiting, made a
@@ -439,8 +436,8 @@ impl Engine {
             chunk.extend(rest.by_ref().take(RECORDS_PER_MESSAGE));
             let more = RECORDS_PER_MESSAGE - chunk.len();
             self.table.flush_next(more, &mut chunk);
-            let mark = self.flush_claim(rest.len());
-            self.send_batch(push, buf, flags, chunk, mark, Vec::new());
+            let (mark, traffic) = self.flush_mark(rest.len());
+            self.send_batch(push, buf, flags, chunk, mark, traffic);
         }
         let mut last = self.spare_records();
         last.extend(rest);
@@ -456,24 +453,28 @@ impl Engine {
         self.send_batch(push, buf, flags, last, mark, traffic);
     }
 
-    /// The (watermark, settle) a message of the end-of-stream flush carries when `waiting`
-    /// records made before the flush are still to go. The aggregator releases what ends
-    /// before watermark less settle. Once none are waiting, every record still to come is the
-    /// table's, which it emits by last packet time, so none ends before
-    /// [`FlowTable::next_flush_end`]: the message keeps the watermark sent last (packet time:
-    /// the aggregator's traffic windows read it as such) and says that time through the
-    /// settle, so the aggregator orders and writes records as the flush goes on. Otherwise
-    /// watermark 0, which the aggregator's running maximum ignores.
+    /// The (watermark, settle) and traffic partials of a message of the end-of-stream flush
+    /// before its last, when `waiting` records made before the flush are still to go. The
+    /// aggregator releases what ends before watermark less settle. Once none are waiting,
+    /// every record still to come is the table's, which it emits by last packet time, so none
+    /// ends before [`FlowTable::next_flush_end`]: the message says so, and the aggregator
+    /// orders and writes records as the flush goes on. Its watermark says "every packet" (all
+    /// but `u64::MAX`, which means ended), which the aggregator's traffic windows read too, so
+    /// the first such message carries every traffic partial left (all are final once
+    /// finished). Otherwise watermark 0, which the aggregator's running maximum ignores.
     ///
     /// [`FlowTable::next_flush_end`]: crate::session::FlowTable::next_flush_end
-    fn flush_claim(&self, waiting: usize) -> (u64, u64) {
+    fn flush_mark(&mut self, waiting: usize) -> ((u64, u64), Vec<TrafficPartial>) {
         let end = self
             .table
             .next_flush_end()
             .filter(|_| self.finished && waiting == 0);
         match end {
-            Some(end) => (self.watermark_sent, self.watermark_sent.saturating_sub(end)),
-            None => (0, self.settle_ns),
+            Some(end) => {
+                let all = u64::MAX - 1;
+                ((all, all - end), self.finished_traffic())
+            }
+            None => ((0, self.settle_ns), Vec::new()),
         }
     }
 
@@ -517,7 +518,6 @@ impl Engine {
         (watermark_ns, settle_ns): (u64, u64),
         traffic: Vec<TrafficPartial>,
     ) {
-        self.watermark_sent = self.watermark_sent.max(watermark_ns);
         let batch = ConnBatch {
             processor: self.name.clone(),
             incarnation: self.incarnation,

@@ -59,24 +59,30 @@ fn receive_batch(pull: &zmq::Socket) -> ConnBatch {
     }
 }
 
-/// The flush's messages: the last carries the watermark "everything"; each before it keeps
-/// the packet-time watermark reported before the flush (`reported`: traffic windows read it)
-/// and says through its settle when the records still to come end: the next message's first
-/// record's end, or the reported watermark if that is earlier.
-fn check_flush_marks(messages: &[ConnBatch], reported: u64) {
+/// The flush's messages: the last carries the watermark "everything"; each before it says
+/// through its settle when the records still to come end (the next message's first record's
+/// end), with a watermark that says "every packet", so the first of them carries every traffic
+/// partial left, and none follows.
+fn check_flush_marks(messages: &[ConnBatch]) {
     let end = |r: &ConnRecord| r.ts_ns + r.duration_ns.unwrap_or(0);
     assert_eq!(messages.last().map(|m| m.watermark_ns), Some(u64::MAX));
-    let mut claimed = 0;
+    assert!(!messages[0].traffic.is_empty(), "the traffic partials left");
     for (i, pair) in messages.windows(2).enumerate() {
-        assert_eq!(pair[0].watermark_ns, reported, "message {i}'s watermark");
+        assert_eq!(
+            pair[0].watermark_ns,
+            u64::MAX - 1,
+            "message {i}'s watermark"
+        );
         let claim = pair[0].watermark_ns - pair[0].settle_ns;
-        let next_end = pair[1].records.first().map_or(u64::MAX, end);
-        assert_eq!(claim, next_end.min(reported), "message {i}'s claim");
+        assert_eq!(
+            Some(claim),
+            pair[1].records.first().map(end),
+            "message {i}'s claim"
+        );
         let later = messages[i + 1..].iter().flat_map(|m| &m.records);
         assert!(later.map(end).all(|e| e >= claim), "message {i}");
-        claimed = claimed.max(claim);
+        assert!(pair[1].traffic.is_empty(), "message {}'s traffic", i + 1);
     }
-    assert!(claimed > 0, "the flush released records as it went");
 }
 
 #[test]
@@ -135,7 +141,7 @@ fn the_final_flush_is_made_a_message_at_a_time_and_sent_whole_in_order() {
         messages.push(batch);
     }
     assert_eq!(messages.len(), FLOWS as usize / RECORDS_PER_MESSAGE + 1);
-    check_flush_marks(&messages, reported);
+    check_flush_marks(&messages);
     let end = |r: &ConnRecord| r.ts_ns + r.duration_ns.unwrap_or(0);
     let records: Vec<ConnRecord> = messages.into_iter().flat_map(|m| m.records).collect();
     assert_eq!(records.len(), FLOWS as usize);
