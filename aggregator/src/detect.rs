@@ -335,7 +335,8 @@ impl<'de> serde::Deserialize<'de> for Format {
 
 #[derive(serde::Deserialize)]
 struct Saved {
-    format: u32,
+    /// Read by [`Format`] first; here only to keep the fields in place.
+    _format: u32,
     windows: window::Windows,
     episodes: episode::Episodes,
     stats: DetectStats,
@@ -410,7 +411,6 @@ impl Detector {
         if saved != now {
             return Err(StateError::Shape { saved, now });
         }
-        debug_assert_eq!(s.format, STATE_FORMAT);
         s.windows.set_hold(&self.cfg);
         s.episodes.set_gap(self.cfg.episode_gap);
         self.windows = s.windows;
